@@ -1,0 +1,20 @@
+"""astro_mantis: galaxy redshift PDFs from GALEX, Pan-STARRS and unWISE cutouts.
+
+An astropy-affiliated implementation of Mantis Shrimp (Engel et al. 2025). Start with
+`Mantis.get_cutouts` (see the cutouts guide in the documentation).
+"""
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("astro-mantis")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0.dev0"
+
+from .config import Conf, conf  # noqa: E402
+from .logger import log  # noqa: E402
+from .flags import MantisFlag  # noqa: E402
+from .multicutout import MultiSurveyCutout  # noqa: E402
+from .cutouts import Mantis, MantisClass  # noqa: E402
+
+__all__ = ["__version__", "Conf", "conf", "log", "MantisFlag", "MultiSurveyCutout",
+           "Mantis", "MantisClass"]

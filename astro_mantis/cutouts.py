@@ -1,0 +1,576 @@
+"""The multi-survey cutout service: `MantisClass` and its instance `Mantis`.
+
+Given `~astropy.coordinates.SkyCoord` positions, fetch each survey's cutout over the
+survey's own protocol (declared in `astro_mantis.surveys`), politely and without ever
+losing a row:
+
+* requests go through one small thread pool *per host*, of
+  ``conf.max_connections_per_host`` threads, each with its own keep-alive session;
+* Pan-STARRS positions are listed in chunks of ``conf.ps1_chunk_size`` with one
+  ``ps1filenames.py`` POST per chunk, and their band images are fetched as soon as
+  their chunk's listing is back, so listing and downloading overlap;
+* 5xx statuses, timeouts, connection errors and invalid bodies (HTML with status 200,
+  empty or truncated FITS) are retried at most ``conf.retries`` times with exponential
+  back-off and full jitter; what still fails is flagged on that row, not raised;
+* results are cached on disk (one FITS file per survey and position, written
+  atomically), so a rerun over cached positions sends no request at all.
+"""
+import os
+import random
+import tempfile
+import threading
+import time
+import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import requests
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
+from astroquery.query import BaseQuery
+
+from . import __version__
+from .config import conf
+from .exceptions import FetchError, InvalidResponseError
+from .flags import MantisFlag
+from .logger import log
+from .multicutout import MultiSurveyCutout
+from .surveys import DEFAULT_SURVEYS, get_survey
+from .surveys.core import FITS_MAGIC, SurveyImage
+
+__all__ = ["MantisClass", "Mantis", "CutoutCache", "normalize_coordinates"]
+
+#: statuses worth retrying: the server or something in between is busy or broken.
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: longest single back-off sleep, seconds.
+MAX_BACKOFF = 30.0
+
+
+# ---------------------------------------------------------------------------- input
+def normalize_coordinates(coordinates):
+    """Check and convert positions to ICRS.
+
+    Parameters
+    ----------
+    coordinates : `~astropy.coordinates.SkyCoord`
+        Scalar or array, in any frame that converts to ICRS.
+
+    Returns
+    -------
+    icrs : `~astropy.coordinates.SkyCoord`
+        Flattened (1-D) ICRS positions.
+    scalar : bool
+        Whether the input was a scalar.
+    good : `numpy.ndarray` of bool
+        False where a position is NaN, masked or out of range.
+
+    Raises
+    ------
+    TypeError
+        If ``coordinates`` is not a `~astropy.coordinates.SkyCoord`.
+    ValueError
+        If the frame cannot be converted to ICRS, or a scalar position is invalid.
+    """
+    if not isinstance(coordinates, SkyCoord):
+        raise TypeError(
+            f"coordinates must be an astropy SkyCoord, got {type(coordinates).__name__}; "
+            "for example SkyCoord(ra=150.1, dec=2.2, unit='deg') or "
+            "SkyCoord(table['ra'], table['dec'], unit='deg')")
+    scalar = coordinates.isscalar
+    try:
+        icrs = coordinates.icrs
+    except Exception as exc:
+        raise ValueError(
+            f"cannot convert coordinates from frame {coordinates.frame.name!r} to ICRS: {exc}"
+        ) from exc
+    icrs = icrs.reshape(-1) if not scalar else icrs.reshape((1,))
+    ra = np.ma.filled(np.ma.asarray(icrs.ra.deg, dtype=float), np.nan)
+    dec = np.ma.filled(np.ma.asarray(icrs.dec.deg, dtype=float), np.nan)
+    good = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90.0)
+    if scalar and not good[0]:
+        raise ValueError(f"invalid coordinate (ra={ra[0]}, dec={dec[0]}): "
+                         "RA and Dec must be finite, with -90 <= Dec <= 90")
+    return icrs, scalar, good
+
+
+# ---------------------------------------------------------------------------- cache
+class CutoutCache:
+    """On-disk cache of survey cutouts: one FITS file per survey, layer, position, size, scale.
+
+    A "not covered" answer is cached too (a header-only file with ``COVERED = F``), so a
+    rerun knows the survey has nothing there without asking. Files are written to a
+    temporary name and renamed into place, so a reader never sees half a file; a file
+    that does not open cleanly (or fails its checksum) is deleted and fetched again.
+
+    Parameters
+    ----------
+    directory : str or path-like, optional
+        Cache root; default ``conf.cache_dir`` or ``<astropy cache>/astro_mantis/cutouts``.
+    """
+
+    NOT_COVERED = object()
+
+    def __init__(self, directory=None):
+        if directory is None:
+            directory = conf.cache_dir or None
+        if directory is None:
+            from astropy.config import get_cache_dir_path
+            directory = Path(get_cache_dir_path()) / "astro_mantis" / "cutouts"
+        self.directory = Path(directory).expanduser()
+
+    def path(self, survey, key):
+        """Where the entry of ``key`` lives."""
+        return self.directory / survey / key[:2] / f"{key}.fits"
+
+    def load(self, survey, key):
+        """A `SurveyImage`, `NOT_COVERED`, or None when absent or unreadable."""
+        path = self.path(survey, key)
+        if not path.exists():
+            return None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", AstropyUserWarning)
+                with fits.open(path, memmap=False, checksum=True) as hdul:
+                    hdr = hdul[0].header
+                    if hdr.get("AMCACHE") != 1:
+                        raise ValueError("not an astro_mantis cache file")
+                    if hdr.get("COVERED") is False:
+                        return self.NOT_COVERED
+                    return SurveyImage.from_hdus(hdul[1:])
+        except Exception as exc:
+            log.warning(f"cache entry {path} is unreadable ({exc}); fetching it again")
+            path.unlink(missing_ok=True)
+            return None
+
+    def store(self, survey, key, image):
+        """Atomically write ``image`` (a `SurveyImage`, or None for "not covered")."""
+        path = self.path(survey, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        primary = fits.PrimaryHDU()
+        primary.header["AMCACHE"] = 1
+        primary.header["COVERED"] = image is not None
+        primary.header["CREATOR"] = f"astro_mantis {__version__}"
+        hdul = fits.HDUList([primary] + ([] if image is None else image.to_hdus()))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                hdul.writeto(fh, checksum=True)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+# ---------------------------------------------------------------------------- HTTP
+class _HostPool:
+    """At most ``nconn`` concurrent requests to one host, each worker with a keep-alive session."""
+
+    def __init__(self, host, nconn, user_agent):
+        self.host = host
+        self._local = threading.local()
+        self._sessions = []
+        self._lock = threading.Lock()
+        self._user_agent = user_agent
+        self.executor = ThreadPoolExecutor(max_workers=nconn,
+                                           thread_name_prefix=f"astro_mantis-{host}")
+
+    def session(self):
+        sess = getattr(self._local, "session", None)
+        if sess is None:
+            sess = requests.Session()
+            sess.headers["User-Agent"] = self._user_agent
+            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=1,
+                                                    max_retries=0)
+            sess.mount("http://", adapter)
+            sess.mount("https://", adapter)
+            self._local.session = sess
+            with self._lock:
+                self._sessions.append(sess)
+        return sess
+
+    def close(self):
+        self.executor.shutdown(wait=True)
+        with self._lock:
+            for sess in self._sessions:
+                sess.close()
+            self._sessions.clear()
+
+
+def _check_fits_body(content):
+    """Cheap validity check of a FITS body (magic and whole 2880-byte blocks)."""
+    if not content:
+        raise InvalidResponseError("empty body")
+    if not content.startswith(FITS_MAGIC):
+        kind = "HTML page" if b"<html" in content[:500].lower() else "non-FITS body"
+        raise InvalidResponseError(f"{kind} instead of FITS")
+    if len(content) % 2880:
+        raise InvalidResponseError(f"truncated FITS ({len(content)} bytes)")
+
+
+def _check_listing_body(content):
+    if not content.lstrip().startswith(b"projcell"):
+        raise InvalidResponseError("listing is not a ps1filenames table")
+
+
+class _Fetcher:
+    """Sends `Request` objects with per-host pools, retries and back-off; counts requests."""
+
+    def __init__(self, nconn, retries, timeout, backoff):
+        self.nconn = max(1, int(nconn))
+        self.retries = max(0, int(retries))
+        self.timeout = float(timeout)
+        self.backoff = max(0.0, float(backoff))
+        self.pools = {}
+        self.nrequests = 0
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+        self._ua = f"astro_mantis/{__version__} (+https://github.com/astro-mantis)"
+
+    def pool(self, host):
+        with self._lock:
+            if host not in self.pools:
+                self.pools[host] = _HostPool(host, self.nconn, self._ua)
+            return self.pools[host]
+
+    def submit(self, request, check):
+        """Schedule ``request`` on its host's pool; the future gives the response body."""
+        pool = self.pool(request.host)
+        return pool.executor.submit(self._fetch, pool, request, check)
+
+    def _fetch(self, pool, request, check):
+        last = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                with self._lock:
+                    delay = self._rng.uniform(0, min(MAX_BACKOFF, self.backoff * 2 ** attempt))
+                time.sleep(delay)
+            with self._lock:
+                self.nrequests += 1
+            try:
+                files = None
+                if request.files:
+                    files = {k: (name, text.encode() if isinstance(text, str) else text,
+                                 "text/plain") for k, (name, text) in request.files.items()}
+                resp = pool.session().request(request.method, request.url, params=request.params,
+                                              data=request.data, files=files,
+                                              timeout=self.timeout)
+                content = resp.content
+            except (requests.Timeout, requests.ConnectionError,
+                    requests.exceptions.ChunkedEncodingError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            if resp.status_code in RETRY_STATUSES:
+                last = f"HTTP {resp.status_code}"
+                continue
+            if resp.status_code != 200:
+                raise FetchError(f"HTTP {resp.status_code} from {request.full_url}")
+            try:
+                check(content)
+            except InvalidResponseError as exc:
+                last = str(exc)
+                continue
+            return content
+        raise FetchError(f"{last} (after {self.retries + 1} attempts) from {request.full_url}")
+
+    def close(self):
+        for pool in self.pools.values():
+            pool.close()
+        self.pools.clear()
+
+
+# ---------------------------------------------------------------------------- service
+class MantisClass(BaseQuery):
+    """Fetch GALEX, Pan-STARRS and unWISE cutouts for sky positions.
+
+    Use the ready-made instance `Mantis`. Service URLs, time limits, retries and
+    connections per host come from `astro_mantis.conf`, read at call time.
+    """
+
+    def __init__(self):
+        super().__init__()
+
+    # -- public API -----------------------------------------------------------
+    def get_cutouts(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True, progress=None):
+        """Fetch the cutouts of every survey at every position.
+
+        Parameters
+        ----------
+        coordinates : `~astropy.coordinates.SkyCoord`
+            One position or an array of them, any frame convertible to ICRS.
+        surveys : sequence of str
+            Survey names (see `astro_mantis.surveys.SURVEYS`), default all three.
+        cache : bool
+            Read and write the on-disk cache (``conf.cache_dir``). With False, every
+            cutout is fetched and nothing is written.
+        progress : bool, optional
+            Show a progress bar; default: only for more than 10 positions.
+
+        Returns
+        -------
+        `~astro_mantis.MultiSurveyCutout` or list of them
+            A scalar position gives one cutout. An array gives a list of the same
+            length and order: invalid positions and failed fetches are flagged in each
+            cutout's ``flags``, ``missing`` and ``status``, never dropped.
+
+        Raises
+        ------
+        TypeError
+            If ``coordinates`` is not a `~astropy.coordinates.SkyCoord`.
+        ValueError
+            If a scalar position is NaN or out of range, or a survey name is unknown.
+        """
+        icrs, scalar, good = normalize_coordinates(coordinates)
+        survey_objs = [get_survey(s) for s in surveys]
+        n = len(icrs)
+        ra = np.where(good, np.ma.filled(np.ma.asarray(icrs.ra.deg, dtype=float), 0.0), np.nan)
+        dec = np.where(good, np.ma.filled(np.ma.asarray(icrs.dec.deg, dtype=float), 0.0), np.nan)
+        # duplicated positions are fetched once
+        keys = {}
+        first_of = np.full(n, -1)
+        for i in np.flatnonzero(good):
+            k = (round(ra[i], 7), round(dec[i], 7))
+            first_of[i] = keys.setdefault(k, i)
+        unique = np.array(sorted(set(keys.values())), dtype=int)
+
+        results = self._fetch_all(survey_objs, ra, dec, unique, cache, progress)
+
+        out = []
+        for i in range(n):
+            coord = icrs[i]
+            if not good[i]:
+                out.append(MultiSurveyCutout(
+                    coord, {}, [s.name for s in survey_objs], MantisFlag.BAD_COORDINATE,
+                    {s.name: "bad coordinate" for s in survey_objs}))
+                continue
+            j = first_of[i]
+            images, missing, status, flags = {}, [], {}, MantisFlag.NONE
+            for s in survey_objs:
+                state, value = results[s.name][j]
+                status[s.name] = state if state in ("ok", "cached") else (
+                    state if value is None else f"{state}: {value}")
+                if state in ("ok", "cached"):
+                    images[s.name] = value
+                    continue
+                missing.append(s.name)
+                flags |= s.flag
+                flags |= (MantisFlag.OUT_OF_FOOTPRINT if state == "out of footprint"
+                          else MantisFlag.FETCH_FAILED)
+            out.append(MultiSurveyCutout(coord, images, missing, flags, status))
+        return out[0] if scalar else out
+
+    def get_image_list(self, coordinates, surveys=DEFAULT_SURVEYS):
+        """The URLs of the images `get_cutouts` would fetch (no cache, no download).
+
+        Pan-STARRS file names come from its listing service, so this sends the
+        ``ps1filenames.py`` listing requests (one per chunk of positions); nothing else
+        is requested. Invalid positions and positions outside a survey's footprint
+        contribute no URL.
+
+        Parameters
+        ----------
+        coordinates : `~astropy.coordinates.SkyCoord`
+            Scalar or array.
+        surveys : sequence of str
+            Survey names.
+
+        Returns
+        -------
+        list of str
+        """
+        icrs, _, good = normalize_coordinates(coordinates)
+        ra, dec = icrs.ra.deg, icrs.dec.deg
+        urls = []
+        fetcher = self._fetcher()
+        try:
+            for survey in (get_survey(s) for s in surveys):
+                idx = [i for i in np.flatnonzero(good) if survey.in_footprint(ra[i], dec[i])]
+                listings = self._listings(fetcher, survey, ra, dec, idx) if survey.needs_listing \
+                    else {i: None for i in idx}
+                for i in idx:
+                    if survey.needs_listing and listings.get(i) is None:
+                        continue
+                    urls += [r.full_url for r in
+                             survey.image_requests(ra[i], dec[i], listing=listings[i])]
+        finally:
+            fetcher.close()
+        return urls
+
+    # -- internals ---------------------------------------------------------------
+    @staticmethod
+    def _fetcher():
+        return _Fetcher(conf.max_connections_per_host, conf.retries, conf.timeout, conf.backoff)
+
+    @staticmethod
+    def _chunks(idx):
+        size = max(1, int(conf.ps1_chunk_size))
+        return [idx[k:k + size] for k in range(0, len(idx), size)]
+
+    def _listings(self, fetcher, survey, ra, dec, idx):
+        """Blocking listing of positions ``idx`` (used by `get_image_list`)."""
+        out = {}
+        futures = []
+        for chunk in self._chunks(list(idx)):
+            req = survey.listing_request([(ra[i], dec[i]) for i in chunk])
+            futures.append((chunk, fetcher.submit(req, _check_listing_body)))
+        for chunk, fut in futures:
+            entries = survey.parse_listing(fut.result(), [(ra[i], dec[i]) for i in chunk])
+            out.update(zip(chunk, entries))
+        return out
+
+    def _fetch_all(self, surveys, ra, dec, unique, cache, progress):
+        """Fetch every (survey, position); returns {survey: {index: (state, value)}}."""
+        from tqdm.auto import tqdm
+
+        cache_obj = CutoutCache() if cache else None
+        results = {s.name: {} for s in surveys}
+        lock = threading.Lock()
+        pending = []  # futures of (survey, index) results
+        fetcher = self._fetcher()
+        total = len(unique) * len(surveys)
+        show = progress if progress is not None else len(unique) > 10
+        bar = tqdm(total=total, unit="cutout", desc="cutouts", disable=not show, leave=False)
+
+        def settle(survey, i, state, value, done=None):
+            with lock:
+                first = i not in results[survey.name]
+                if first:
+                    results[survey.name][i] = (state, value)
+            if first:
+                bar.update(1)
+            if done is not None and not done.done():
+                done.set_result(None)
+
+        def finish(survey, i, reqs, contents, done):
+            """All bodies of one (survey, position) are in: parse, cache, settle."""
+            try:
+                image = survey.read(contents, reqs, ra[i], dec[i])
+                if cache_obj is not None:
+                    cache_obj.store(survey.name, survey.cache_key(ra[i], dec[i]), image)
+            except Exception as exc:  # one bad cutout must not stop the others
+                settle(survey, i, "failed", f"{type(exc).__name__}: {exc}", done)
+                return
+            if image is None:
+                settle(survey, i, "out of footprint", None, done)
+            else:
+                settle(survey, i, "ok", image, done)
+
+        def launch(survey, i, listing=None):
+            """Submit the image requests of one (survey, position)."""
+            done = Future()
+            pending.append(done)
+            reqs = survey.image_requests(ra[i], dec[i], listing=listing)
+            if not reqs:
+                finish(survey, i, reqs, [], done)
+                return
+            contents = [None] * len(reqs)
+            state = {"left": len(reqs), "error": None}
+            state_lock = threading.Lock()
+
+            def on_done(fut, k):
+                try:
+                    _on_done(fut, k)
+                except Exception as exc:  # never leave `done` unresolved
+                    settle(survey, i, "failed", f"{type(exc).__name__}: {exc}", done)
+
+            def _on_done(fut, k):
+                exc = fut.exception()
+                with state_lock:
+                    if exc is not None and state["error"] is None:
+                        state["error"] = exc
+                    elif exc is None:
+                        contents[k] = fut.result()
+                    state["left"] -= 1
+                    last = state["left"] == 0
+                if not last:
+                    return
+                if state["error"] is not None:
+                    settle(survey, i, "failed", str(state["error"]), done)
+                else:
+                    finish(survey, i, reqs, contents, done)
+
+            for k, req in enumerate(reqs):
+                fut = fetcher.submit(req, _check_fits_body)
+                fut.add_done_callback(lambda f, k=k: on_done(f, k))
+
+        def on_listing(survey, chunk, fut, done):
+            try:
+                _on_listing(survey, chunk, fut)
+            except Exception as exc:  # never leave `done` unresolved
+                for i in chunk:
+                    settle(survey, i, "failed", f"listing: {type(exc).__name__}: {exc}")
+            finally:
+                done.set_result(None)
+
+        def _on_listing(survey, chunk, fut):
+            exc = fut.exception()
+            if exc is not None:
+                for i in chunk:
+                    settle(survey, i, "failed", f"listing: {exc}")
+                return
+            try:
+                entries = survey.parse_listing(fut.result(), [(ra[i], dec[i]) for i in chunk])
+            except InvalidResponseError as err:
+                for i in chunk:
+                    settle(survey, i, "failed", f"listing: {err}")
+                return
+            for i, entry in zip(chunk, entries):
+                if entry is None:
+                    if cache_obj is not None:
+                        cache_obj.store(survey.name, survey.cache_key(ra[i], dec[i]), None)
+                    settle(survey, i, "out of footprint", None)
+                else:
+                    launch(survey, i, entry)
+
+        try:
+            for survey in surveys:
+                todo = []
+                for i in unique:
+                    if not survey.in_footprint(ra[i], dec[i]):
+                        settle(survey, i, "out of footprint", None)
+                        continue
+                    if cache_obj is not None:
+                        hit = cache_obj.load(survey.name, survey.cache_key(ra[i], dec[i]))
+                        if hit is CutoutCache.NOT_COVERED:
+                            settle(survey, i, "out of footprint", None)
+                            continue
+                        if hit is not None:
+                            settle(survey, i, "cached", hit)
+                            continue
+                    todo.append(int(i))
+                if not todo:
+                    continue
+                if survey.needs_listing:
+                    for chunk in self._chunks(todo):
+                        req = survey.listing_request([(ra[i], dec[i]) for i in chunk])
+                        done = Future()
+                        pending.append(done)
+                        fut = fetcher.submit(req, _check_listing_body)
+                        fut.add_done_callback(
+                            lambda f, s=survey, c=chunk, d=done: on_listing(s, c, f, d))
+                else:
+                    for i in todo:
+                        launch(survey, i)
+            # wait until every scheduled piece has settled; listing callbacks append
+            # their children to `pending` before their own future is resolved
+            k = 0
+            while k < len(pending):
+                pending[k].result()
+                k += 1
+        finally:
+            fetcher.close()
+            bar.close()
+        nreq = fetcher.nrequests
+        states = [st for per in results.values() for st, _ in per.values()]
+        log.info(f"cutouts: {len(unique)} position(s) x {len(surveys)} survey(s); "
+                 f"{states.count('ok')} fetched, {states.count('cached')} from cache, "
+                 f"{states.count('out of footprint')} not covered, {states.count('failed')} failed; "
+                 f"{nreq} HTTP request(s)")
+        self.last_request_count = nreq
+        return results
+
+
+#: The ready-to-use service instance.
+Mantis = MantisClass()

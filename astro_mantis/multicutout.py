@@ -1,0 +1,167 @@
+"""`MultiSurveyCutout`: every survey's cutout of one sky position, in one object."""
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+
+from . import __version__
+from .flags import MantisFlag
+from .surveys import SURVEYS
+from .surveys.core import SurveyImage
+
+__all__ = ["MultiSurveyCutout"]
+
+
+class MultiSurveyCutout:
+    """The cutouts of several surveys at one position.
+
+    Parameters
+    ----------
+    coord : `~astropy.coordinates.SkyCoord`
+        The position (scalar, ICRS).
+    surveys : dict, optional
+        Survey name → `~astro_mantis.surveys.SurveyImage` for each survey that delivered.
+    missing : sequence of str, optional
+        Surveys that were asked for but delivered nothing (not covered, or failed).
+    flags : `~astro_mantis.flags.MantisFlag`, optional
+        Flags of this position. Flags of the survey images are merged in.
+    status : dict, optional
+        Survey name → a short human-readable status (``"ok"``, ``"cached"``,
+        ``"out of footprint"``, ``"failed: <reason>"``, ``"bad coordinate"``).
+
+    Attributes
+    ----------
+    coord, surveys, missing, flags, status
+        As above.
+    """
+
+    def __init__(self, coord, surveys=None, missing=(), flags=MantisFlag.NONE, status=None):
+        self.coord = coord
+        self.surveys = dict(surveys or {})
+        self.missing = tuple(missing)
+        flags = MantisFlag(flags)
+        for image in self.surveys.values():
+            flags |= image.flags
+        self.flags = flags
+        self.status = dict(status or {})
+
+    @property
+    def bands(self):
+        """``(survey, band)`` pairs of the delivered images, in channel order."""
+        return [(name, band) for name, image in self.surveys.items() for band in image.bands]
+
+    def __getitem__(self, survey):
+        return self.surveys[survey]
+
+    def __contains__(self, survey):
+        return survey in self.surveys
+
+    def __repr__(self):
+        pos = "bad coordinate" if not np.isfinite(self.coord.ra.deg) else (
+            f"ra={self.coord.ra.deg:.6f} dec={self.coord.dec.deg:.6f}")
+        return (f"<MultiSurveyCutout {pos} surveys={list(self.surveys)} "
+                f"missing={list(self.missing)} flags={self.flags!r}>")
+
+    # ------------------------------------------------------------------ FITS I/O
+    def to_hdulist(self):
+        """The cutout as a multi-extension FITS `~astropy.io.fits.HDUList`.
+
+        The primary HDU holds the position (``RA``, ``DEC``, ICRS degrees), ``FLAGS``,
+        ``MISSING`` and one ``HIERARCH STATUS <SURVEY>`` card per survey; then one image
+        extension per band (EXTNAME ``SURVEY_BAND``) with its WCS, ``BUNIT`` and ``MAGZP``.
+        """
+        primary = fits.PrimaryHDU()
+        hdr = primary.header
+        hdr["RA"] = (float(self.coord.ra.deg), "[deg] ICRS right ascension")
+        hdr["DEC"] = (float(self.coord.dec.deg), "[deg] ICRS declination")
+        hdr["FLAGS"] = (int(self.flags), "astro_mantis MantisFlag bits")
+        hdr["SURVEYS"] = (",".join(self.surveys), "surveys present, in channel order")
+        hdr["MISSING"] = (",".join(self.missing), "surveys requested but missing")
+        for name, text in self.status.items():
+            hdr[f"HIERARCH STATUS {name.upper()}"] = str(text)[:60]
+        hdr["CREATOR"] = f"astro_mantis {__version__}"
+        return fits.HDUList([primary] + [h for img in self.surveys.values() for h in img.to_hdus()])
+
+    def write(self, path, overwrite=False):
+        """Write the cutout to a multi-extension FITS file (see `to_hdulist`)."""
+        self.to_hdulist().writeto(path, overwrite=overwrite, checksum=True)
+
+    @classmethod
+    def from_hdulist(cls, hdul):
+        """Rebuild a cutout from the HDUs written by `to_hdulist`."""
+        hdr = hdul[0].header
+        if "RA" not in hdr or "DEC" not in hdr:
+            raise ValueError("not an astro_mantis cutout file: primary header lacks RA/DEC")
+        coord = SkyCoord(hdr["RA"] * u.deg, hdr["DEC"] * u.deg, frame="icrs")
+        groups = {}
+        for hdu in hdul[1:]:
+            groups.setdefault(hdu.header["SURVEY"], []).append(hdu)
+        order = [s for s in hdr.get("SURVEYS", "").split(",") if s in groups]
+        order += [s for s in groups if s not in order]
+        surveys = {name: SurveyImage.from_hdus(groups[name]) for name in order}
+        missing = [s for s in hdr.get("MISSING", "").split(",") if s]
+        status = {}
+        for key in hdr:
+            if key.startswith("STATUS "):
+                status[key.split(" ", 1)[1].lower()] = hdr[key]
+        return cls(coord, surveys, missing, MantisFlag(hdr.get("FLAGS", 0)), status)
+
+    @classmethod
+    def read(cls, path):
+        """Read a cutout written by `write`."""
+        with fits.open(path, memmap=False) as hdul:
+            return cls.from_hdulist(hdul)
+
+    # ------------------------------------------------------------------ plotting
+    def plot(self, fig=None, surveys=None, stretch="asinh", percent=99.5):
+        """Show every band in one row of panels, labelled with survey and band.
+
+        Surveys that are missing get empty panels saying so, so the default three
+        surveys always give the nine panels of the model's channels.
+
+        Parameters
+        ----------
+        fig : `matplotlib.figure.Figure`, optional
+            Figure to draw into; a new one is made otherwise.
+        surveys : sequence of str, optional
+            Surveys to show (default: the delivered and missing ones, channel order).
+        stretch : str
+            Stretch passed to `astropy.visualization.simple_norm`.
+        percent : float
+            Percentile clipping passed to `astropy.visualization.simple_norm`.
+
+        Returns
+        -------
+        `matplotlib.figure.Figure`
+        """
+        import matplotlib.pyplot as plt
+        from astropy.visualization import simple_norm
+
+        if surveys is None:
+            names = list(self.surveys) + [m for m in self.missing if m not in self.surveys]
+            rank = {n: i for i, n in enumerate(SURVEYS)}
+            surveys = sorted(names, key=lambda n: rank.get(n, len(rank)))
+        panels = []
+        for name in surveys:
+            if name in self.surveys:
+                img = self.surveys[name]
+                panels += [(name, band, img.data[i]) for i, band in enumerate(img.bands)]
+            else:
+                bands = SURVEYS[name].bands if name in SURVEYS else ("?",)
+                panels += [(name, band, None) for band in bands]
+        if fig is None:
+            fig = plt.figure(figsize=(1.9 * max(len(panels), 1), 2.4))
+        axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+        for ax, (name, band, data) in zip(axes, panels):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{name}\n{band}", fontsize=9)
+            if data is None or not np.isfinite(data).any():
+                ax.text(0.5, 0.5, self.status.get(name, "missing"), ha="center", va="center",
+                        fontsize=7, wrap=True, transform=ax.transAxes)
+                continue
+            finite = np.isfinite(data)
+            norm = simple_norm(data[finite], stretch, percent=percent) if finite.sum() > 1 else None
+            ax.imshow(np.where(finite, data, np.nan), origin="lower", cmap="gray", norm=norm)
+        fig.suptitle(repr(self).strip("<>").split(" surveys=")[0], fontsize=9)
+        return fig

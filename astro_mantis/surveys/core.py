@@ -1,0 +1,319 @@
+"""What every survey module declares, and the per-survey image object.
+
+A survey module (``galex.py``, ``panstarrs.py``, ``unwise.py``) holds one `Survey`
+subclass instance that says what the survey *is* (bands in model channel order,
+pixel scale, default cutout size, flux unit, zero points, PSF) and *how its
+cutouts are fetched*: which HTTP requests to send (`Request`) and how to turn the
+bytes that come back into a `SurveyImage`. Sending the requests (concurrency,
+retries, cache) is the job of `astro_mantis.cutouts`; nothing here opens a socket
+and nothing here imports torch.
+"""
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from ..config import conf
+from ..exceptions import InvalidResponseError
+from ..flags import MantisFlag, survey_missing_flag
+
+__all__ = ["Request", "SurveyImage", "Survey", "read_fits_bytes"]
+
+FITS_MAGIC = b"SIMPLE  ="
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request a survey needs sent.
+
+    Parameters
+    ----------
+    method : {"GET", "POST"}
+        HTTP method.
+    url : str
+        URL without the query string.
+    params : dict
+        Query-string parameters.
+    data : dict, optional
+        Form fields of a POST.
+    files : dict, optional
+        Multipart file fields of a POST: ``{field: (filename, text)}``.
+    band : str, optional
+        The band this request returns, when it returns only one.
+    """
+
+    method: str
+    url: str
+    params: dict = field(default_factory=dict)
+    data: dict | None = None
+    files: dict | None = None
+    band: str | None = None
+
+    @property
+    def full_url(self):
+        """The URL with its query string, as it would appear in a browser."""
+        return f"{self.url}?{urlencode(self.params)}" if self.params else self.url
+
+    @property
+    def host(self):
+        """``scheme://netloc`` of the URL: the unit of politeness (connections per host)."""
+        scheme, _, rest = self.url.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def read_fits_bytes(content, what="response"):
+    """Parse and fully load a FITS file held in memory, or raise `InvalidResponseError`.
+
+    An HTML page, an empty body, a truncated file or anything that is not FITS is
+    rejected with a message that says which of these it was.
+
+    Parameters
+    ----------
+    content : bytes
+        The body of an HTTP response.
+    what : str
+        A description of the request, used in error messages.
+
+    Returns
+    -------
+    `~astropy.io.fits.HDUList`
+        With all data read into memory.
+    """
+    if not content:
+        raise InvalidResponseError(f"{what}: empty body")
+    if not content.startswith(FITS_MAGIC):
+        head = content[:200].lstrip().lower()
+        kind = "an HTML page" if head.startswith((b"<!doctype html", b"<html")) else "not FITS"
+        snippet = content[:80].decode("latin-1", "replace").strip()
+        raise InvalidResponseError(f"{what}: body is {kind} ({snippet!r})")
+    if len(content) % 2880:
+        raise InvalidResponseError(
+            f"{what}: truncated FITS ({len(content)} bytes is not a multiple of 2880)"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", fits.verify.VerifyWarning)
+            hdul = fits.open(io.BytesIO(content), lazy_load_hdus=False, memmap=False)
+            for hdu in hdul:
+                if hdu.data is not None:
+                    hdu.data = np.array(hdu.data)
+    except Exception as exc:  # astropy raises many types for damaged files
+        raise InvalidResponseError(f"{what}: unreadable FITS ({exc})") from exc
+    return hdul
+
+
+def celestial_wcs(header):
+    """The 2-D celestial WCS of a header (quietly fixing non-standard keywords)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        return WCS(header, naxis=2).celestial
+
+
+class SurveyImage:
+    """The cutout of one survey at one position: all its bands on one pixel grid.
+
+    Parameters
+    ----------
+    survey : str
+        Survey name (``"galex"``, ``"panstarrs"``, ``"unwise"``).
+    data : array-like, shape (nbands, ny, nx)
+        Pixel values in ``unit``. NaN marks pixels with no data.
+    wcs : `~astropy.wcs.WCS`
+        Celestial WCS of the pixel grid (shared by all bands).
+    unit : `~astropy.units.UnitBase` or str
+        Flux unit of ``data``.
+    bands : sequence of str
+        Band names, one per plane, in model channel order.
+    zeropoints : sequence of float, optional
+        AB magnitude zero point of each plane: ``m_AB = zp - 2.5 log10(value)``.
+    flags : `~astro_mantis.flags.MantisFlag`, optional
+        Flags; `~astro_mantis.flags.MantisFlag.NAN_PIXELS` is added when NaN pixels exist.
+    meta : dict, optional
+        Extra header keywords worth keeping (exposure times, layer, source URL).
+    """
+
+    def __init__(self, survey, data, wcs, unit, bands, zeropoints=None, flags=MantisFlag.NONE,
+                 meta=None):
+        data = np.asarray(data, dtype=np.float32)
+        if data.ndim == 2:
+            data = data[np.newaxis]
+        if data.ndim != 3 or data.shape[0] != len(bands):
+            raise ValueError(
+                f"data must have shape (nbands={len(bands)}, ny, nx); got {data.shape}"
+            )
+        self.survey = survey
+        self.data = data
+        self.wcs = wcs
+        self.unit = u.Unit(unit)
+        self.bands = tuple(bands)
+        self.zeropoints = (np.full(len(bands), np.nan) if zeropoints is None
+                           else np.asarray(zeropoints, dtype=float))
+        self.meta = dict(meta or {})
+        self.flags = MantisFlag(flags)
+        if self.mask.any():
+            self.flags |= MantisFlag.NAN_PIXELS
+
+    @property
+    def mask(self):
+        """Boolean array, True where a pixel has no valid value (NaN or inf)."""
+        return ~np.isfinite(self.data)
+
+    @property
+    def shape(self):
+        """``(nbands, ny, nx)``."""
+        return self.data.shape
+
+    def __getitem__(self, band):
+        """The 2-D image of one band, by name."""
+        try:
+            return self.data[self.bands.index(band)]
+        except ValueError:
+            raise KeyError(f"{self.survey} has no band {band!r}; bands are {self.bands}") from None
+
+    def __repr__(self):
+        ny, nx = self.data.shape[1:]
+        return (f"<SurveyImage {self.survey} bands={','.join(self.bands)} {ny}x{nx} "
+                f"unit={self.unit} flags={self.flags!r}>")
+
+    def to_hdus(self):
+        """One `~astropy.io.fits.ImageHDU` per band (EXTNAME ``SURVEY_BAND``) with WCS and units."""
+        hdus = []
+        wcs_header = self.wcs.to_header()
+        for i, band in enumerate(self.bands):
+            hdr = fits.Header()
+            hdr["EXTNAME"] = f"{self.survey.upper()}_{band.upper()}"
+            hdr["SURVEY"] = (self.survey, "survey name")
+            hdr["BAND"] = (band, "band name")
+            hdr["BANDIDX"] = (i, "position of this band in the survey's channel order")
+            hdr["BUNIT"] = self.unit.to_string("fits") if self.unit != u.dimensionless_unscaled \
+                else ""
+            if np.isfinite(self.zeropoints[i]):
+                hdr["MAGZP"] = (float(self.zeropoints[i]), "AB mag zero point: zp - 2.5log10(x)")
+            hdr["FLAGS"] = (int(self.flags), "astro_mantis MantisFlag bits")
+            for key, value in self.meta.items():
+                if isinstance(value, (str, int, float, bool)) and len(key) <= 8:
+                    hdr[key] = value
+            hdr.update(wcs_header)
+            hdus.append(fits.ImageHDU(self.data[i], header=hdr))
+        return hdus
+
+    @classmethod
+    def from_hdus(cls, hdus):
+        """Rebuild a `SurveyImage` from the HDUs written by `to_hdus` (bands in BANDIDX order)."""
+        hdus = sorted(hdus, key=lambda h: h.header.get("BANDIDX", 0))
+        if not hdus:
+            raise ValueError("no HDUs given")
+        first = hdus[0].header
+        meta_skip = {"EXTNAME", "SURVEY", "BAND", "BANDIDX", "BUNIT", "MAGZP", "FLAGS",
+                     "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT",
+                     "CHECKSUM", "DATASUM"}
+        wcs = celestial_wcs(first)
+        wcs_keys = set(wcs.to_header())
+        meta = {k: first[k] for k in first if k not in meta_skip and k not in wcs_keys
+                and k not in ("", "COMMENT", "HISTORY")}
+        return cls(
+            survey=first["SURVEY"],
+            data=np.stack([np.asarray(h.data, dtype=np.float32) for h in hdus]),
+            wcs=wcs,
+            unit=u.Unit(first.get("BUNIT", "") or ""),
+            bands=[h.header["BAND"] for h in hdus],
+            zeropoints=[h.header.get("MAGZP", np.nan) for h in hdus],
+            flags=first.get("FLAGS", 0),
+            meta=meta,
+        )
+
+
+class Survey:
+    """Base class of the survey declarations.
+
+    Subclasses set the class attributes below and implement `image_requests` and
+    `read`; a survey that must first look up which files cover a position (PS1)
+    also implements `listing_request` and `parse_listing`.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, e.g. ``"galex"``.
+    bands : tuple of str
+        Band names in model channel order.
+    pixscale : `~astropy.units.Quantity`
+        Pixel scale of the cutouts.
+    size : int
+        Default cutout side in pixels.
+    unit : `~astropy.units.UnitBase`
+        Flux unit of the pixels as served.
+    psf_fwhm : dict
+        Band → PSF FWHM (`~astropy.units.Quantity`).
+    url_config : str
+        Name of the `astro_mantis.conf` item holding the service's base URL.
+    layer : str
+        Service layer / product name (part of the cache key).
+    needs_listing : bool
+        Whether a listing request must run before the image requests.
+    """
+
+    name = ""
+    bands = ()
+    pixscale = 1 * u.arcsec
+    size = 32
+    unit = u.dimensionless_unscaled
+    psf_fwhm = {}
+    url_config = ""
+    layer = ""
+    needs_listing = False
+
+    @property
+    def flag(self):
+        """The ``<SURVEY>_MISSING`` flag of this survey."""
+        return survey_missing_flag(self.name)
+
+    @property
+    def base_url(self):
+        """The service's base URL, read from `astro_mantis.conf` at call time."""
+        return getattr(conf, self.url_config).rstrip("/")
+
+    def zeropoints(self, header=None):
+        """AB zero point of each band (``m_AB = zp - 2.5 log10(pixel sum)``)."""
+        raise NotImplementedError
+
+    def in_footprint(self, ra, dec):
+        """Static footprint test (no network); True unless the survey never covers (ra, dec)."""
+        return True
+
+    def cache_key(self, ra, dec, size=None, pixscale=None):
+        """A file-name-safe key for one cutout: survey, layer, position, size, pixel scale."""
+        size = size or self.size
+        pixscale = (pixscale or self.pixscale).to_value(u.arcsec)
+        text = f"{self.name}|{self.layer}|{ra:.7f}|{dec:.7f}|{size:d}|{pixscale:.5f}"
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    def listing_request(self, positions):
+        """The request that lists which files cover ``positions`` ((ra, dec) pairs)."""
+        raise NotImplementedError(f"{self.name} needs no listing")
+
+    def parse_listing(self, content, positions):
+        """Turn a listing response into one entry per position (None: not covered)."""
+        raise NotImplementedError(f"{self.name} needs no listing")
+
+    def image_requests(self, ra, dec, listing=None, size=None, pixscale=None):
+        """The requests that fetch the cutout at (ra, dec) in degrees."""
+        raise NotImplementedError
+
+    def read(self, contents, requests, ra, dec, size=None, pixscale=None):
+        """Build a `SurveyImage` from the response bodies of `image_requests`.
+
+        Returns None when the response says the position is not covered
+        (out of footprint); raises `~astro_mantis.exceptions.InvalidResponseError`
+        when a body is not what the protocol promises.
+        """
+        raise NotImplementedError
+
+    def __repr__(self):
+        return (f"<Survey {self.name}: bands={','.join(self.bands)} "
+                f"{self.size}px x {self.pixscale:g} unit={self.unit}>")

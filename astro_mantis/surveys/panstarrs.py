@@ -1,0 +1,154 @@
+"""Pan-STARRS1 3π stacks (g r i z y) from the PS1 image cutout service at STScI.
+
+Two steps, as the service documents them:
+
+1. ``POST {panstarrs_url}/ps1filenames.py`` with form fields ``filters=grizy``,
+   ``type=stack`` and a file field ``file`` holding one "ra dec" line per position
+   (many positions in one request). The answer is a whitespace table with columns
+   ``projcell subcell ra dec filter mjd type filename shortname badflag``, one row per
+   position and filter; a position outside the footprint has no row.
+2. ``GET {panstarrs_url}/fitscut.cgi?red=FILENAME&ra=&dec=&size=170&format=fits``
+   per band: a 170 × 170 image of 0.25″ pixels in linear counts, with the stack's
+   WCS (its CRPIX can lie far outside the cutout) and ``EXPTIME``. The AB zero point
+   is ``25 + 2.5 log10(EXPTIME)``. When ``BSOFTEN`` and ``BOFFSET`` are present the
+   pixels are asinh-compressed and are decompressed here.
+
+PS1 does not observe south of dec = -30°; such positions are never requested.
+NaN pixels (chip gaps, skycell edges) are kept and show in `SurveyImage.mask`.
+"""
+import math
+
+import numpy as np
+from astropy import units as u
+
+from ..exceptions import InvalidResponseError
+from ..flags import MantisFlag
+from .core import Request, Survey, SurveyImage, celestial_wcs, read_fits_bytes
+
+__all__ = ["PanstarrsSurvey", "survey", "decompress_asinh"]
+
+LISTING_COLUMNS = ("projcell", "subcell", "ra", "dec", "filter", "mjd", "type", "filename",
+                   "shortname", "badflag")
+#: Tolerance (deg) when matching listing rows back to the positions sent.
+MATCH_TOLERANCE = 1e-4
+
+
+def decompress_asinh(data, bsoften, boffset):
+    """Undo PS1's asinh pixel compression: ``BOFFSET + BSOFTEN * 2 sinh(x / a)``, a = 2.5/ln 10."""
+    a = 2.5 / math.log(10.0)
+    return boffset + bsoften * 2.0 * np.sinh(np.asarray(data, dtype=np.float64) / a)
+
+
+class PanstarrsSurvey(Survey):
+    """PS1 3π stack cutouts in g r i z y (model channels 2–6)."""
+
+    name = "panstarrs"
+    layer = "stack"
+    bands = ("g", "r", "i", "z", "y")
+    pixscale = 0.25 * u.arcsec
+    size = 170
+    unit = u.ct
+    #: Median seeing of the 3π stacks (Chambers et al. 2016).
+    psf_fwhm = {"g": 1.31 * u.arcsec, "r": 1.19 * u.arcsec, "i": 1.11 * u.arcsec,
+                "z": 1.07 * u.arcsec, "y": 1.02 * u.arcsec}
+    url_config = "panstarrs_url"
+    needs_listing = True
+    min_dec = -30.0
+
+    def in_footprint(self, ra, dec):
+        """PS1 3π covers dec > -30°."""
+        return dec >= self.min_dec
+
+    def zeropoints(self, header=None):
+        """AB zero point ``25 + 2.5 log10(EXPTIME)`` from a fitscut header."""
+        if header is None or "EXPTIME" not in header:
+            return [np.nan] * len(self.bands)
+        return [25.0 + 2.5 * math.log10(float(header["EXPTIME"]))] * len(self.bands)
+
+    def listing_request(self, positions):
+        """One POST to ``ps1filenames.py`` listing the stack files of many positions."""
+        lines = "".join(f"{ra:.7f} {dec:.7f}\n" for ra, dec in positions)
+        return Request("POST", f"{self.base_url}/ps1filenames.py",
+                       data={"filters": "".join(self.bands), "type": "stack"},
+                       files={"file": ("positions.txt", lines)})
+
+    def parse_listing(self, content, positions):
+        """Map the listing table back to positions: a {band: filename} dict, or None."""
+        text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
+        lines = [ln.split() for ln in text.splitlines() if ln.strip()]
+        if not lines or lines[0][:len(LISTING_COLUMNS)] != list(LISTING_COLUMNS):
+            snippet = text[:80].strip()
+            raise InvalidResponseError(f"panstarrs listing: not a ps1filenames table ({snippet!r})")
+        col = {name: i for i, name in enumerate(lines[0])}
+        pos = np.array(positions, dtype=float).reshape(-1, 2)
+        entries = [None] * len(pos)
+        for row in lines[1:]:
+            if len(row) < len(col):
+                raise InvalidResponseError(f"panstarrs listing: short row {' '.join(row)!r}")
+            try:
+                ra, dec = float(row[col["ra"]]), float(row[col["dec"]])
+            except ValueError:
+                raise InvalidResponseError(f"panstarrs listing: bad row {' '.join(row)!r}") from None
+            dra = np.abs((pos[:, 0] - ra + 180.0) % 360.0 - 180.0) * np.cos(np.radians(dec))
+            sep = np.hypot(dra, pos[:, 1] - dec)
+            best = int(np.argmin(sep))
+            if sep[best] > MATCH_TOLERANCE:
+                continue  # a row for a position we did not send: ignore it
+            band = row[col["filter"]]
+            if band not in self.bands:
+                continue
+            entry = entries[best] if entries[best] is not None else {}
+            entry.setdefault(band, row[col["filename"]])
+            entries[best] = entry
+        # the same position sent twice gets the same answer
+        for i in range(len(pos)):
+            if entries[i] is None:
+                same = np.flatnonzero((pos[:, 0] == pos[i, 0]) & (pos[:, 1] == pos[i, 1]))
+                for j in same:
+                    if entries[j] is not None:
+                        entries[i] = entries[j]
+                        break
+        return entries
+
+    def image_requests(self, ra, dec, listing=None, size=None, pixscale=None):
+        """One ``fitscut.cgi`` GET per band listed for this position."""
+        if listing is None:
+            raise ValueError("panstarrs needs the ps1filenames listing of this position")
+        size = int(size or self.size)
+        return [Request("GET", f"{self.base_url}/fitscut.cgi",
+                        {"red": listing[band], "ra": f"{ra:.7f}", "dec": f"{dec:.7f}",
+                         "size": size, "format": "fits"}, band=band)
+                for band in self.bands if band in listing]
+
+    def read(self, contents, requests, ra, dec, size=None, pixscale=None):
+        """Stack the per-band fitscut images into one `SurveyImage` (missing bands are NaN)."""
+        size = int(size or self.size)
+        planes = {}
+        header = None
+        exptimes = {}
+        for content, req in zip(contents, requests):
+            hdul = read_fits_bytes(content, f"panstarrs fitscut {req.band} at ({ra:.5f}, {dec:.5f})")
+            hdu = hdul[0]
+            if hdu.data is None or hdu.data.shape != (size, size):
+                shape = None if hdu.data is None else hdu.data.shape
+                raise InvalidResponseError(
+                    f"panstarrs {req.band}: image shape {shape}, expected ({size}, {size})")
+            data = np.asarray(hdu.data, dtype=np.float64)
+            if "BSOFTEN" in hdu.header and "BOFFSET" in hdu.header:
+                data = decompress_asinh(data, hdu.header["BSOFTEN"], hdu.header["BOFFSET"])
+            planes[req.band] = data
+            exptimes[req.band] = float(hdu.header.get("EXPTIME", np.nan))
+            header = header if header is not None else hdu.header
+        if header is None:
+            return None
+        cube = np.stack([planes.get(b, np.full((size, size), np.nan)) for b in self.bands])
+        zps = [25.0 + 2.5 * math.log10(exptimes[b]) if exptimes.get(b, 0) > 0 else np.nan
+               for b in self.bands]
+        meta = {"LAYER": self.layer}
+        meta.update({f"EXPTIME{b.upper()}": exptimes[b] for b in exptimes})
+        flags = MantisFlag.NONE if len(planes) == len(self.bands) else MantisFlag.NAN_PIXELS
+        return SurveyImage(self.name, cube, celestial_wcs(header), self.unit, self.bands,
+                           zeropoints=zps, flags=flags, meta=meta)
+
+
+survey = PanstarrsSurvey()
