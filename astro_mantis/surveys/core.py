@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import numpy as np
 from astropy import units as u
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
 from ..config import conf
@@ -99,13 +100,26 @@ def read_fits_bytes(content, what="response"):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", fits.verify.VerifyWarning)
+            warnings.simplefilter("error", AstropyUserWarning)
             hdul = fits.open(io.BytesIO(content), lazy_load_hdus=False, memmap=False)
             for hdu in hdul:
                 if hdu.data is not None:
                     hdu.data = np.array(hdu.data)
     except Exception as exc:  # astropy raises many types for damaged files
-        raise InvalidResponseError(f"{what}: unreadable FITS ({exc})") from exc
+        text = str(exc)
+        kind = "truncated" if ("truncated" in text or "too small" in text) else "unreadable"
+        raise InvalidResponseError(f"{what}: {kind} FITS ({text})") from exc
     return hdul
+
+
+def _unit_string(unit):
+    """BUNIT text: the FITS spelling where the standard has one, astropy's generic one otherwise."""
+    if unit == u.dimensionless_unscaled:
+        return ""
+    try:
+        return unit.to_string("fits")
+    except ValueError:
+        return unit.to_string()
 
 
 def celestial_wcs(header):
@@ -191,10 +205,9 @@ class SurveyImage:
             hdr["SURVEY"] = (self.survey, "survey name")
             hdr["BAND"] = (band, "band name")
             hdr["BANDIDX"] = (i, "position of this band in the survey's channel order")
-            hdr["BUNIT"] = self.unit.to_string("fits") if self.unit != u.dimensionless_unscaled \
-                else ""
+            hdr["BUNIT"] = _unit_string(self.unit)
             if np.isfinite(self.zeropoints[i]):
-                hdr["MAGZP"] = (float(self.zeropoints[i]), "AB mag zero point: zp - 2.5log10(x)")
+                hdr["MAGZP"] = (float(self.zeropoints[i]), "AB zero point")
             hdr["FLAGS"] = (int(self.flags), "astro_mantis MantisFlag bits")
             for key, value in self.meta.items():
                 if isinstance(value, (str, int, float, bool)) and len(key) <= 8:
@@ -221,7 +234,7 @@ class SurveyImage:
             survey=first["SURVEY"],
             data=np.stack([np.asarray(h.data, dtype=np.float32) for h in hdus]),
             wcs=wcs,
-            unit=u.Unit(first.get("BUNIT", "") or ""),
+            unit=u.Unit(first.get("BUNIT", "") or "", parse_strict="silent"),
             bands=[h.header["BAND"] for h in hdus],
             zeropoints=[h.header.get("MAGZP", np.nan) for h in hdus],
             flags=first.get("FLAGS", 0),
@@ -289,7 +302,7 @@ class Survey:
     def cache_key(self, ra, dec, size=None, pixscale=None):
         """A file-name-safe key for one cutout: survey, layer, position, size, pixel scale."""
         size = size or self.size
-        pixscale = (pixscale or self.pixscale).to_value(u.arcsec)
+        pixscale = u.Quantity(self.pixscale if pixscale is None else pixscale, u.arcsec).to_value(u.arcsec)
         text = f"{self.name}|{self.layer}|{ra:.7f}|{dec:.7f}|{size:d}|{pixscale:.5f}"
         return hashlib.sha1(text.encode()).hexdigest()
 

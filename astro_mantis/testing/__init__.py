@@ -1,0 +1,22 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Loopback servers and synthetic skies for testing without the internet.
+
+`SurveyServer` answers on 127.0.0.1 with the same paths, parameters and
+response formats as the Pan-STARRS1 image service (``ps1filenames.py``,
+``fitscut.cgi``) and the Legacy Survey viewer (``fits-cutout`` for the
+``galex`` and ``unwise-neo7`` layers), with fault injection; `SyntheticSky`
+renders the images. The pytest fixture ``survey_server`` lives in
+`astro_mantis.testing.fixtures` (import it from a ``conftest.py``).
+"""
+
+from .server import SurveyServer, LogEntry, ps1_skycell, ps1_skycell_center, ps1_filename
+from .synthetic import SyntheticSky
+
+__all__ = [
+    "SurveyServer",
+    "SyntheticSky",
+    "LogEntry",
+    "ps1_skycell",
+    "ps1_skycell_center",
+    "ps1_filename",
+]

@@ -1,0 +1,900 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Loopback HTTP servers that speak the survey services' protocols.
+
+`SurveyServer` binds to 127.0.0.1 and answers the same paths, parameters
+and response formats as
+
+* the Pan-STARRS1 image service (``{panstarrs_url}/ps1filenames.py`` and
+  ``{panstarrs_url}/fitscut.cgi``, with ``panstarrs_url = url + "/cgi-bin"``),
+* the Legacy Survey viewer (``{legacysurvey_url}/fits-cutout`` for the
+  ``galex`` and ``unwise-neo7`` layers, with
+  ``legacysurvey_url = url + "/viewer"``),
+
+rendering images with a pluggable sky model (`SyntheticSky` by default) and
+injecting the failures the real services show (latency, 5xx, truncated
+bodies, HTML pages with status 200, timeouts).
+
+Only the standard library, numpy and astropy are used.
+"""
+
+import contextlib
+import inspect
+import io
+import math
+import random
+import re
+import socket
+import threading
+from collections import Counter, namedtuple
+from email import policy as email_policy
+from email.parser import BytesParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+
+from .synthetic import SURVEY_BANDS, SyntheticSky, stable_seed
+
+__all__ = [
+    "SurveyServer",
+    "LogEntry",
+    "PS1_LISTING_HEADER",
+    "ps1_skycell",
+    "ps1_skycell_center",
+    "ps1_filename",
+]
+
+#: Header line of a ``ps1filenames.py`` listing.
+PS1_LISTING_HEADER = "projcell subcell ra dec filter mjd type filename shortname badflag"
+
+#: One request as recorded in `SurveyServer.log`.
+LogEntry = namedtuple("LogEntry", ["method", "endpoint", "params", "npositions"])
+
+ENDPOINTS = frozenset({"ps1filenames", "fitscut", "fits-cutout"})
+FAULT_KINDS = ("5xx", "truncate", "html", "timeout")
+_ROUTES = {
+    "/cgi-bin/ps1filenames.py": "ps1filenames",
+    "/cgi-bin/fitscut.cgi": "fitscut",
+    "/viewer/fits-cutout": "fits-cutout",
+}
+_LAYERS = {"galex": "galex", "unwise-neo7": "unwise", "unwise-neo6": "unwise"}
+_PS1_FILENAME_RE = re.compile(
+    r"rings\.v3\.skycell\.(\d{4})\.(\d{3})\.stk\.([grizy])\.unconv\.fits$"
+)
+_ASINH_A = 2.5 / math.log(10.0)
+_MAX_SIZE = 3000
+
+# ---------------------------------------------------------------------------
+# PS1 sky tiling (a simplified stand-in for the real projection cells)
+# ---------------------------------------------------------------------------
+# Declination bands 4 deg high centred on multiples of 4 deg (-88 ... 88),
+# each split in RA into about 4-deg wide projection cells, each cell split
+# into a 10 x 10 grid of skycells (subcell = 10 * row + column), so a skycell
+# is about 0.4 x 0.4 deg like a real PS1 skycell.
+_BAND_HEIGHT = 4.0
+_NDEC = 45
+_PROJCELL_OFFSET = 1000
+_NRA = np.array(
+    [max(1, int(round(360.0 * math.cos(math.radians(-88.0 + 4.0 * k)) / 4.0)))
+     for k in range(_NDEC)]
+)
+_BASE = _PROJCELL_OFFSET + np.concatenate([[0], np.cumsum(_NRA)[:-1]])
+_PROJCELL_MAX = int(_BASE[-1] + _NRA[-1] - 1)
+
+
+def ps1_skycell(ra, dec):
+    """Skycell of the loopback PS1 tiling containing a position.
+
+    Parameters
+    ----------
+    ra, dec : float
+        Position in degrees.
+
+    Returns
+    -------
+    projcell : int
+        Projection cell number (4 digits).
+    subcell : int
+        Skycell number within the projection cell (0-99).
+    ra_c, dec_c : float
+        Skycell centre in degrees, used as the ``CRVAL`` of ``fitscut.cgi``
+        cutouts.
+    """
+    ra = float(ra) % 360.0
+    dec = float(dec)
+    if not -90.0 <= dec <= 90.0:
+        raise ValueError(f"dec must be within [-90, 90] deg, got {dec}")
+    k = min(int((dec + 90.0) // _BAND_HEIGHT), _NDEC - 1)
+    width = 360.0 / _NRA[k]
+    j = min(int(ra // width), int(_NRA[k]) - 1)
+    dec_lo = -90.0 + _BAND_HEIGHT * k
+    sx = min(int((ra - j * width) / width * 10.0), 9)
+    sy = min(int((dec - dec_lo) / _BAND_HEIGHT * 10.0), 9)
+    projcell = int(_BASE[k] + j)
+    subcell = 10 * sy + sx
+    return (projcell, subcell) + ps1_skycell_center(projcell, subcell)
+
+
+def ps1_skycell_center(projcell, subcell):
+    """Centre of a skycell of the loopback PS1 tiling.
+
+    Parameters
+    ----------
+    projcell, subcell : int
+        As returned by `ps1_skycell`.
+
+    Returns
+    -------
+    ra_c, dec_c : float
+        Skycell centre in degrees.
+
+    Raises
+    ------
+    ValueError
+        If the projection cell or skycell does not exist.
+    """
+    projcell, subcell = int(projcell), int(subcell)
+    if not (_PROJCELL_OFFSET <= projcell <= _PROJCELL_MAX and 0 <= subcell < 100):
+        raise ValueError(f"no skycell {projcell}.{subcell:03d}")
+    k = int(np.searchsorted(_BASE, projcell, side="right") - 1)
+    j = projcell - int(_BASE[k])
+    width = 360.0 / _NRA[k]
+    sy, sx = divmod(subcell, 10)
+    ra_c = (j + (sx + 0.5) / 10.0) * width
+    dec_c = -90.0 + _BAND_HEIGHT * k + (sy + 0.5) * _BAND_HEIGHT / 10.0
+    return float(ra_c), float(dec_c)
+
+
+def ps1_filename(projcell, subcell, band):
+    """Stack image path and short name as ``ps1filenames.py`` lists them.
+
+    Parameters
+    ----------
+    projcell, subcell : int
+        Skycell identifiers.
+    band : str
+        PS1 band, one of ``g r i z y``.
+
+    Returns
+    -------
+    filename, shortname : str
+        E.g. ``/rings.v3.skycell/2381/032/rings.v3.skycell.2381.032.stk.g.unconv.fits``
+        and its last path component.
+    """
+    short = f"rings.v3.skycell.{projcell:04d}.{subcell:03d}.stk.{band}.unconv.fits"
+    return f"/rings.v3.skycell/{projcell:04d}/{subcell:03d}/{short}", short
+
+
+def _angular_distance(ra1, dec1, ra2, dec2):
+    """Great-circle distance in degrees."""
+    ra1, dec1, ra2, dec2 = map(math.radians, (ra1, dec1, ra2, dec2))
+    c = (math.sin(dec1) * math.sin(dec2)
+         + math.cos(dec1) * math.cos(dec2) * math.cos(ra1 - ra2))
+    return math.degrees(math.acos(min(1.0, max(-1.0, c))))
+
+
+def _hdulist_bytes(hdul):
+    """Serialise an HDUList to FITS bytes.
+
+    Simple image HDUs are written directly (header text plus big-endian data,
+    each padded to 2880 bytes), which is several times faster than
+    `astropy.io.fits.HDUList.writeto` and gives the same bytes; anything else
+    falls back to ``writeto``.
+    """
+    chunks = []
+    for hdu in hdul:
+        data = hdu.data
+        simple = (
+            hdu.__class__.__name__ in ("PrimaryHDU", "ImageHDU")
+            and (data is None or (isinstance(data, np.ndarray)
+                                  and data.dtype.kind == "f" and data.dtype.itemsize in (4, 8)))
+            and "BSCALE" not in hdu.header and "BZERO" not in hdu.header
+        )
+        if not simple:
+            buf = io.BytesIO()
+            hdul.writeto(buf)
+            return buf.getvalue()
+        hdu.update_header()
+        chunks.append(hdu.header.tostring().encode("ascii"))
+        if data is not None:
+            raw = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder(">")).tobytes()
+            chunks.append(raw + b"\0" * (-len(raw) % 2880))
+    return b"".join(chunks)
+
+
+class _BadRequest(Exception):
+    """Raised for a malformed request; becomes a plain-text error response."""
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.status = status
+
+
+# ---------------------------------------------------------------------------
+# HTTP plumbing
+# ---------------------------------------------------------------------------
+class _LoopbackHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+    allow_reuse_address = True
+
+    def __init__(self, address, handler, owner):
+        self.owner = owner
+        self._connections = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self):
+        """Shut down every open client connection (keep-alive included)."""
+        with self._connections_lock:
+            conns = list(self._connections)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request, client_address):
+        # Clients hanging up (timeouts, truncated reads) are expected here.
+        pass
+
+
+class _SurveyRequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "astro-mantis-loopback/1.0"
+    disable_nagle_algorithm = True
+    timeout = 60  # idle keep-alive connections are closed after this
+
+    def log_message(self, format, *args):  # noqa: A002 - silence request logs
+        pass
+
+    def do_GET(self):  # noqa: N802
+        self._dispatch("GET")
+
+    def do_POST(self):  # noqa: N802
+        self._dispatch("POST")
+
+    # -- helpers -------------------------------------------------------------
+    def _read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts = []
+            while True:
+                line = self.rfile.readline(65537)
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                parts.append(self.rfile.read(size))
+                self.rfile.readline(65537)
+            return b"".join(parts)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(self, status, body, content_type, close=False):
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            if close:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            self.close_connection = True
+
+    def _dispatch(self, method):
+        owner = self.server.owner
+        split = urlsplit(self.path)
+        path = split.path.rstrip("/") or "/"
+        try:
+            body = self._read_body() if method == "POST" else b""
+        except (ValueError, OSError):
+            self._send(400, b"bad request body\n", "text/plain", close=True)
+            return
+        endpoint = _ROUTES.get(path)
+        if endpoint is None:
+            self._send(404, b"Not Found\n", "text/plain")
+            return
+        try:
+            params, file_text = _parse_params(split.query, body,
+                                              self.headers.get("Content-Type", ""))
+            positions = _listing_positions(params, file_text) if endpoint == "ps1filenames" else None
+        except _BadRequest as err:
+            owner._record(method, endpoint, {}, None)
+            self._send(err.status, f"{err}\n".encode(), "text/plain")
+            return
+        owner._record(method, endpoint, params,
+                      None if positions is None else len(positions))
+        owner._sleep(owner.latency)
+
+        fault = owner._choose_fault(endpoint)
+        close = False
+        if fault == "timeout":
+            owner._sleep(owner.timeout_sleep)
+            close = True
+        elif fault == "5xx":
+            self._send(503, _HTML_503, "text/html; charset=utf-8")
+            return
+        elif fault == "html":
+            self._send(200, _HTML_200, "text/html; charset=utf-8")
+            return
+
+        try:
+            status, content_type, payload = owner._respond(endpoint, params, positions)
+        except _BadRequest as err:
+            status, content_type, payload = err.status, "text/plain", f"{err}\n".encode()
+        except Exception as err:  # the real CGIs answer 500 on internal errors
+            status, content_type = 500, "text/plain"
+            payload = f"Internal Server Error: {type(err).__name__}: {err}\n".encode()
+        if fault == "truncate":
+            payload = payload[: len(payload) // 2]
+        self._send(status, payload, content_type, close=close)
+
+
+_HTML_503 = (
+    b"<!DOCTYPE html>\n<html><head><title>503 Service Unavailable</title></head>"
+    b"<body><h1>Service Unavailable</h1><p>The server is temporarily unable to "
+    b"service your request. Please try again later.</p></body></html>\n"
+)
+_HTML_200 = (
+    b"<!DOCTYPE html>\n<html><head><title>Error</title></head><body>"
+    b"<h1>An error occurred</h1><p>The requested cutout could not be produced "
+    b"at this time.</p></body></html>\n"
+)
+
+
+def _parse_params(query, body, content_type):
+    """Merge query-string and form parameters; return (params, file_text)."""
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    file_text = None
+    if not body:
+        return params, file_text
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype == "multipart/form-data":
+        message = BytesParser(policy=email_policy.HTTP).parsebytes(
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+        )
+        if not message.is_multipart():
+            raise _BadRequest("malformed multipart body")
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name is None:
+                continue
+            payload = part.get_payload(decode=True) or b""
+            if name == "file":
+                file_text = payload.decode("utf-8", errors="replace")
+            else:
+                params[name] = payload.decode("utf-8", errors="replace")
+    elif ctype in ("application/x-www-form-urlencoded", ""):
+        params.update(parse_qsl(body.decode("latin-1"), keep_blank_values=True))
+    else:
+        raise _BadRequest(f"unsupported Content-Type {content_type!r}")
+    return params, file_text
+
+
+def _float_param(params, name):
+    if name not in params or params[name].strip() == "":
+        raise _BadRequest(f"missing parameter {name!r}")
+    try:
+        value = float(params[name])
+    except ValueError:
+        raise _BadRequest(f"bad value for {name!r}: {params[name]!r}") from None
+    if not math.isfinite(value):
+        raise _BadRequest(f"bad value for {name!r}: {params[name]!r}")
+    return value
+
+
+def _int_param(params, name, default):
+    if name not in params or params[name].strip() == "":
+        return default
+    try:
+        return int(float(params[name]))
+    except ValueError:
+        raise _BadRequest(f"bad value for {name!r}: {params[name]!r}") from None
+
+
+def _listing_positions(params, file_text):
+    """Positions of a ps1filenames.py request, in the order given."""
+    if file_text is not None:
+        positions = []
+        for lineno, line in enumerate(file_text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = line.replace(",", " ").split()
+            try:
+                ra, dec = float(fields[0]), float(fields[1])
+            except (IndexError, ValueError):
+                raise _BadRequest(f"cannot read 'ra dec' from line {lineno}: {line!r}") from None
+            positions.append((ra, dec))
+        return positions
+    return [(_float_param(params, "ra"), _float_param(params, "dec"))]
+
+
+# ---------------------------------------------------------------------------
+# The server
+# ---------------------------------------------------------------------------
+class SurveyServer:
+    """A loopback HTTP server speaking the PS1 and Legacy Survey protocols.
+
+    Parameters
+    ----------
+    sky : object, optional
+        Image source with a method ``render(survey, coord, size=None,
+        pixscale=None, band=None, **kwargs)`` returning an
+        `~astropy.io.fits.HDUList` (see `SyntheticSky.render`); PS1 renders
+        also get ``skycell_center=(ra_c, dec_c)`` when the method accepts it.
+        Defaults to ``SyntheticSky()``.
+    host : str, optional
+        Interface to bind, default ``"127.0.0.1"``.
+    port : int, optional
+        Port to bind; 0 (default) picks a free port at `start`.
+    latency : float, optional
+        Seconds added to every request (slept in the handler thread).
+    error_rate, truncate_rate, html_rate : float, optional
+        Fractions of responses answered with HTTP 503 (short HTML body),
+        with the body cut to about half (status 200, ``Content-Length`` of
+        the cut body), or with an HTML error page and status 200.
+    endpoints : set of str, optional
+        Endpoints the random faults apply to, among ``"ps1filenames"``,
+        ``"fitscut"`` and ``"fits-cutout"``; None (default) means all.
+    seed : int, optional
+        Seed of the fault generator.
+    ps1_min_dec : float, optional
+        Southern limit of the PS1 footprint in degrees (default -30);
+        positions below it get no rows from ``ps1filenames.py``.
+    galex_holes : sequence of (ra, dec, radius_deg), optional
+        Regions without GALEX coverage: the ``galex`` layer returns an
+        all-zero cube there, as the real viewer does.
+    no_overlap : sequence of tuples, optional
+        Regions where a layer has no overlap: the viewer returns a
+        header-only FITS with ``OVERLAP = F``. Entries are
+        ``(ra, dec, radius_deg)`` (all layers) or
+        ``(layer, ra, dec, radius_deg)``.
+    ps1_asinh : bool, optional
+        Write PS1 cutouts asinh-compressed with ``BSOFTEN``/``BOFFSET``
+        (``linear = BOFFSET + BSOFTEN * 2 * sinh(value / a)``,
+        ``a = 2.5 / ln 10``) instead of linear counts.
+    ps1_nan_fraction : float, optional
+        Fraction of PS1 cutouts given a NaN stripe (a chip gap); which
+        cutouts is deterministic per position and band.
+    legacy_band_order : {"native", "reversed"}, optional
+        Plane order of viewer cubes; ``BANDn`` always names each plane.
+
+    Attributes
+    ----------
+    counts : `collections.Counter`
+        Requests received per endpoint name (failed ones included).
+    log : list of `LogEntry`
+        ``(method, endpoint, params, npositions)`` per request;
+        ``npositions`` is the number of positions of a ``ps1filenames``
+        request and None otherwise.
+    timeout_sleep : float
+        Seconds a ``"timeout"`` fault waits before answering (default 5).
+
+    Notes
+    -----
+    All attributes given as parameters may be changed while the server runs.
+
+    Examples
+    --------
+    >>> from astro_mantis.testing import SurveyServer
+    >>> with SurveyServer(latency=0.01) as srv:  # doctest: +SKIP
+    ...     print(srv.panstarrs_url)
+    http://127.0.0.1:54321/cgi-bin
+    """
+
+    def __init__(self, sky=None, *, host="127.0.0.1", port=0, latency=0.0, error_rate=0.0,
+                 truncate_rate=0.0, html_rate=0.0, endpoints=None, seed=0, ps1_min_dec=-30.0,
+                 galex_holes=(), no_overlap=(), ps1_asinh=False, ps1_nan_fraction=0.0,
+                 legacy_band_order="native"):
+        self.sky = SyntheticSky() if sky is None else sky
+        self.host = host
+        self.port = int(port)
+        self.latency = float(latency)
+        self.error_rate = float(error_rate)
+        self.truncate_rate = float(truncate_rate)
+        self.html_rate = float(html_rate)
+        self.endpoints = endpoints
+        self.seed = seed
+        self.ps1_min_dec = float(ps1_min_dec)
+        self.galex_holes = galex_holes
+        self.no_overlap = no_overlap
+        self.ps1_asinh = bool(ps1_asinh)
+        self.ps1_nan_fraction = float(ps1_nan_fraction)
+        self.legacy_band_order = legacy_band_order
+        self.timeout_sleep = 5.0
+        self.counts = Counter()
+        self.log = []
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._forced = []
+        self._httpd = None
+        self._thread = None
+        self._stopping = threading.Event()
+        self._render_takes_skycell = None
+
+    # -- properties ------------------------------------------------------------
+    @property
+    def endpoints(self):
+        """Endpoints random faults apply to (None for all)."""
+        return self._endpoints
+
+    @endpoints.setter
+    def endpoints(self, value):
+        if value is not None:
+            value = {value} if isinstance(value, str) else set(value)
+            unknown = value - ENDPOINTS
+            if unknown:
+                raise ValueError(f"unknown endpoints {sorted(unknown)}; "
+                                 f"expected among {sorted(ENDPOINTS)}")
+        self._endpoints = value
+
+    @property
+    def legacy_band_order(self):
+        """Plane order of viewer cubes: ``"native"`` or ``"reversed"``."""
+        return self._legacy_band_order
+
+    @legacy_band_order.setter
+    def legacy_band_order(self, value):
+        value = {"reverse": "reversed"}.get(value, value)
+        if value not in ("native", "reversed"):
+            raise ValueError(f"legacy_band_order must be 'native' or 'reversed', got {value!r}")
+        self._legacy_band_order = value
+
+    @property
+    def running(self):
+        """Whether the server is accepting connections."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def url(self):
+        """Base URL, ``http://127.0.0.1:{port}`` (available once started)."""
+        if self._httpd is None:
+            raise RuntimeError("the server is not started; call start() first")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def panstarrs_url(self):
+        """URL to use as ``conf.panstarrs_url`` (``url + "/cgi-bin"``)."""
+        return self.url + "/cgi-bin"
+
+    @property
+    def legacysurvey_url(self):
+        """URL to use as ``conf.legacysurvey_url`` (``url + "/viewer"``)."""
+        return self.url + "/viewer"
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self):
+        """Bind the socket and serve in a background thread.
+
+        Returns
+        -------
+        self : `SurveyServer`
+            The started server, for chaining.
+        """
+        if self.running:
+            return self
+        self._stopping.clear()
+        self._httpd = _LoopbackHTTPServer((self.host, self.port), _SurveyRequestHandler, self)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+            name=f"SurveyServer:{self.port}", daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self):
+        """Stop serving, close open connections and join the server thread."""
+        if self._httpd is None:
+            return
+        self._stopping.set()  # wakes handlers sleeping for latency/timeouts
+        self._httpd.shutdown()
+        self._httpd.close_connections()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._thread = None
+        self._httpd = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def __repr__(self):
+        where = self.url if self._httpd is not None else "not started"
+        return f"<SurveyServer {where}>"
+
+    @contextlib.contextmanager
+    def configure(self, conf):
+        """Temporarily point a configuration namespace at this server.
+
+        Parameters
+        ----------
+        conf : `~astropy.config.ConfigNamespace`
+            Namespace with ``panstarrs_url`` and ``legacysurvey_url`` items
+            (normally ``astro_mantis.conf``).
+
+        Yields
+        ------
+        server : `SurveyServer`
+            This server; the URLs are restored on exit.
+        """
+        with conf.set_temp("panstarrs_url", self.panstarrs_url), \
+                conf.set_temp("legacysurvey_url", self.legacysurvey_url):
+            yield self
+
+    # -- instrumentation & faults ------------------------------------------------
+    def reset(self):
+        """Clear `counts`, `log` and pending `fail_next` failures."""
+        with self._lock:
+            self.counts.clear()
+            self.log.clear()
+            self._forced.clear()
+
+    def fail_next(self, n=1, kind="5xx", endpoint=None):
+        """Force the next ``n`` matching responses to fail.
+
+        Parameters
+        ----------
+        n : int, optional
+            Number of responses to fail.
+        kind : {"5xx", "truncate", "html", "timeout"}, optional
+            ``"5xx"``: HTTP 503 with a short HTML body; ``"truncate"``:
+            status 200 with the body cut to about half; ``"html"``: status
+            200 with an HTML error page; ``"timeout"``: wait
+            `timeout_sleep` seconds before answering normally.
+        endpoint : str, optional
+            Only count requests to this endpoint (``"ps1filenames"``,
+            ``"fitscut"``, ``"fits-cutout"``); None for any.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"kind must be one of {FAULT_KINDS}, got {kind!r}")
+        if endpoint is not None and endpoint not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {sorted(ENDPOINTS)}")
+        if int(n) > 0:
+            with self._lock:
+                self._forced.append([int(n), kind, endpoint])
+
+    def _record(self, method, endpoint, params, npositions):
+        with self._lock:
+            self.counts[endpoint] += 1
+            self.log.append(LogEntry(method, endpoint, dict(params), npositions))
+
+    def _sleep(self, seconds):
+        if seconds and seconds > 0:
+            self._stopping.wait(seconds)
+
+    def _choose_fault(self, endpoint):
+        with self._lock:
+            for entry in self._forced:
+                if entry[2] is None or entry[2] == endpoint:
+                    entry[0] -= 1
+                    if entry[0] <= 0:
+                        self._forced.remove(entry)
+                    return entry[1]
+            if self._endpoints is not None and endpoint not in self._endpoints:
+                return None
+            rates = (self.error_rate, self.truncate_rate, self.html_rate)
+            if not any(r > 0 for r in rates):
+                return None
+            draw = self._rng.random()
+        edge = 0.0
+        for kind, rate in zip(("5xx", "truncate", "html"), rates):
+            edge += rate
+            if draw < edge:
+                return kind
+        return None
+
+    # -- responses ----------------------------------------------------------------
+    def _respond(self, endpoint, params, positions):
+        if endpoint == "ps1filenames":
+            return self._ps1filenames(params, positions)
+        if endpoint == "fitscut":
+            return self._fitscut(params)
+        return self._fits_cutout(params)
+
+    def _ps1filenames(self, params, positions):
+        filters = [f for f in params.get("filters", "grizy") if f in "grizy"]
+        types = [t.strip() for t in params.get("type", "stack").split(",")]
+        lines = [PS1_LISTING_HEADER]
+        if "stack" in types:  # only stacks exist on this server
+            for ra, dec in positions:
+                if dec < self.ps1_min_dec or not -90.0 <= dec <= 90.0:
+                    continue
+                projcell, subcell, _, _ = ps1_skycell(ra, dec)
+                for band in filters:
+                    filename, short = ps1_filename(projcell, subcell, band)
+                    lines.append(f"{projcell} {subcell} {ra:f} {dec:f} {band} 0 stack "
+                                 f"{filename} {short} 0")
+        return 200, "text/plain", ("\n".join(lines) + "\n").encode("ascii")
+
+    def _coord(self, ra, dec):
+        from astropy.coordinates import SkyCoord
+
+        if not -90.0 <= dec <= 90.0:
+            raise _BadRequest(f"dec must be within [-90, 90], got {dec}")
+        return SkyCoord(ra % 360.0, dec, unit="deg", frame="icrs")
+
+    def _fitscut(self, params):
+        red = params.get("red", "")
+        match = _PS1_FILENAME_RE.search(red)
+        if not match:
+            raise _BadRequest(f"File not found: {red!r}", status=404)
+        projcell, subcell, band = int(match[1]), int(match[2]), match[3]
+        try:
+            ra_c, dec_c = ps1_skycell_center(projcell, subcell)
+        except ValueError:
+            raise _BadRequest(f"File not found: {red!r}", status=404) from None
+        fmt = params.get("format", "fits").lower()
+        if fmt != "fits":
+            raise _BadRequest(f"unsupported format {fmt!r}; this server writes only fits")
+        ra, dec = _float_param(params, "ra"), _float_param(params, "dec")
+        coord = self._coord(ra, dec)
+        size = _int_param(params, "size", None)
+        output_size = _int_param(params, "output_size", None)
+        pixscale = 0.25
+        if size is None:
+            size = output_size if output_size is not None else 240
+        elif output_size is not None and output_size != size:
+            pixscale = 0.25 * size / output_size  # resampled to output_size pixels
+            size = output_size
+        if not 0 < size <= _MAX_SIZE:
+            raise _BadRequest(f"size must be within 1..{_MAX_SIZE}, got {size}")
+        if _angular_distance(ra % 360.0, dec, ra_c, dec_c) > 5.0:
+            raise _BadRequest("requested position is not within the image", status=500)
+
+        kwargs = {}
+        if self._accepts_skycell():
+            kwargs["skycell_center"] = (ra_c, dec_c)
+        hdul = self.sky.render("panstarrs", coord, size=size, pixscale=pixscale, band=band,
+                               **kwargs)
+        hdu = hdul[0]
+        data = np.array(hdu.data, dtype=np.float32)
+        if self.ps1_nan_fraction > 0:
+            self._add_chip_gap(data, ra, dec, band)
+        if self.ps1_asinh:
+            data = self._asinh_compress(data, hdu.header)
+        hdu.data = data
+        return 200, "application/fits", _hdulist_bytes(_as_hdulist(hdu))
+
+    def _accepts_skycell(self):
+        if self._render_takes_skycell is None:
+            try:
+                sig = inspect.signature(self.sky.render)
+                self._render_takes_skycell = any(
+                    p.name == "skycell_center" or p.kind is p.VAR_KEYWORD
+                    for p in sig.parameters.values()
+                )
+            except (TypeError, ValueError):
+                self._render_takes_skycell = True
+        return self._render_takes_skycell
+
+    def _add_chip_gap(self, data, ra, dec, band):
+        rng = np.random.default_rng(
+            stable_seed(self.seed, "chipgap", round(ra % 360.0, 6), round(dec, 6), band)
+        )
+        if rng.random() >= self.ps1_nan_fraction:
+            return
+        ny, nx = data.shape
+        vertical = rng.random() < 0.5
+        n = nx if vertical else ny
+        width = max(2, n // 20)
+        start = int(rng.integers(0, max(1, n - width)))
+        if vertical:
+            data[:, start:start + width] = np.nan
+        else:
+            data[start:start + width, :] = np.nan
+
+    @staticmethod
+    def _asinh_compress(data, header):
+        finite = data[np.isfinite(data)]
+        if finite.size:
+            boffset = float(np.median(finite))
+            bsoften = float(1.4826 * np.median(np.abs(finite - boffset)))
+        else:
+            boffset, bsoften = 0.0, 1.0
+        if not bsoften > 0:
+            bsoften = 1.0
+        header["BOFFSET"] = (boffset, "asinh offset")
+        header["BSOFTEN"] = (bsoften, "asinh softening")
+        with np.errstate(invalid="ignore"):
+            out = _ASINH_A * np.arcsinh((data.astype(np.float64) - boffset) / (2.0 * bsoften))
+        return out.astype(np.float32)
+
+    def _in_regions(self, regions, ra, dec, layer=None):
+        for region in regions:
+            if len(region) == 4:
+                reg_layer, rra, rdec, radius = region
+                if layer is None or reg_layer != layer:
+                    continue
+            else:
+                rra, rdec, radius = region
+            if _angular_distance(ra, dec, float(rra) % 360.0, float(rdec)) <= float(radius):
+                return True
+        return False
+
+    def _fits_cutout(self, params):
+        from astropy.io import fits
+
+        layer = params.get("layer", "ls-dr10")
+        if layer not in _LAYERS:
+            return 200, "text/plain", b"no such layer"
+        survey = _LAYERS[layer]
+        ra, dec = _float_param(params, "ra"), _float_param(params, "dec")
+        coord = self._coord(ra, dec)
+        ra %= 360.0
+        size = _int_param(params, "size", 256)
+        try:
+            pixscale = float(params.get("pixscale") or 0.262)
+        except ValueError:
+            raise _BadRequest(f"bad value for 'pixscale': {params['pixscale']!r}") from None
+        if not 0 < size <= _MAX_SIZE:
+            raise _BadRequest(f"size must be within 1..{_MAX_SIZE}, got {size}")
+        if not pixscale > 0:
+            raise _BadRequest(f"pixscale must be positive, got {pixscale}")
+
+        native = list(SURVEY_BANDS[survey])
+        wanted = native
+        if params.get("bands"):
+            text = params["bands"]
+            names = text.split(",") if "," in text else list(text)
+            lookup = {str(b): b for b in native}
+            unknown = [n for n in names if n.strip() not in lookup]
+            if unknown:
+                raise _BadRequest(f"no such band(s) {unknown} in layer {layer}")
+            chosen = {lookup[n.strip()] for n in names}
+            wanted = [b for b in native if b in chosen]
+
+        if self._in_regions(self.no_overlap, ra, dec, layer):
+            hdu = fits.PrimaryHDU()
+            hdu.header["OVERLAP"] = (False, "no overlap with this layer")
+            hdu.header["SURVEY"] = layer
+            hdu.header["VERSION"] = "astro_mantis-loopback"
+            return 200, "image/fits", _hdulist_bytes(_as_hdulist(hdu))
+
+        hdul = self.sky.render(survey, coord, size=size, pixscale=pixscale)
+        hdu = hdul[0]
+        cube = np.asarray(hdu.data, dtype=np.float32)
+        header = hdu.header
+        planes = {}
+        for i in range(cube.shape[0]):
+            name = header.get(f"BAND{i}", native[i] if i < len(native) else i)
+            planes[str(name)] = cube[i]
+        order = list(wanted)
+        if self.legacy_band_order == "reversed":
+            order = order[::-1]
+        new = np.stack([planes[str(b)] for b in order]).astype(np.float32)
+        if survey == "galex" and self._in_regions(self.galex_holes, ra, dec):
+            new[...] = 0.0
+        for i in range(cube.shape[0]):
+            header.remove(f"BAND{i}", ignore_missing=True)
+        header["BANDS"] = "".join(str(b) for b in order)
+        for i, b in enumerate(order):
+            header.insert("CTYPE1" if "CTYPE1" in header else len(header),
+                          (f"BAND{i}", b))
+        header["SURVEY"] = layer
+        hdu.data = new
+        return 200, "image/fits", _hdulist_bytes(_as_hdulist(hdu))
+
+
+def _as_hdulist(hdu):
+    """Wrap one HDU as a single-HDU `~astropy.io.fits.HDUList`."""
+    from astropy.io import fits
+
+    return fits.HDUList([hdu])

@@ -1,0 +1,577 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Fast synthetic sky images in the formats the survey services send.
+
+`SyntheticSky` renders GALEX, Pan-STARRS1 and unWISE cutouts as the real
+services deliver them (units, header keywords, WCS conventions), with
+galaxies placed exactly at their sky positions through the cutout's TAN
+WCS. It is deliberately simple (elliptical Gaussian galaxies convolved with
+a Gaussian PSF, Gaussian sky noise) and fast, so that loopback servers in
+`astro_mantis.testing.server` can answer many requests per second.
+
+Unit conventions (kept here, in one place, for the synthetic data only):
+
+* GALEX (``galex`` layer of the Legacy Survey viewer): counts/s, AB zero
+  points NUV 20.08, FUV 18.82.
+* Pan-STARRS1 stacks (``fitscut.cgi``): linear counts with zero point
+  ``25 + 2.5 log10(EXPTIME)``.
+* unWISE (``unwise-neo7`` layer): Vega nanomaggies (zero point 22.5 Vega);
+  AB = Vega + 2.699 (W1), + 3.339 (W2).
+"""
+
+import hashlib
+import math
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+
+__all__ = [
+    "SyntheticSky",
+    "SURVEY_BANDS",
+    "GALEX_ZEROPOINTS",
+    "WISE_VEGA_TO_AB",
+    "PS1_EXPTIME",
+    "tan_project",
+    "stable_seed",
+]
+
+#: Native band order of each survey as the services send it.
+SURVEY_BANDS = {
+    "galex": ("n", "f"),
+    "panstarrs": ("g", "r", "i", "z", "y"),
+    "unwise": (1, 2),
+}
+
+#: AB magnitude of 1 count/s in the GALEX intensity maps.
+GALEX_ZEROPOINTS = {"n": 20.08, "f": 18.82}
+
+#: AB - Vega offsets of the WISE bands.
+WISE_VEGA_TO_AB = {1: 2.699, 2: 3.339}
+
+#: Typical PS1 3pi stack exposure times (s) per band; per-skycell values
+#: scatter around these.
+PS1_EXPTIME = {"g": 1100.0, "r": 950.0, "i": 1450.0, "z": 950.0, "y": 650.0}
+
+# Per band: catalog column, PSF FWHM (arcsec), native pixel scale (arcsec),
+# 5-sigma point-source depth (AB mag). Approximate published survey values.
+_BAND_INFO = {
+    ("galex", "n"): ("mag_nuv", 5.3, 1.5, 20.8),
+    ("galex", "f"): ("mag_fuv", 4.2, 1.5, 19.9),
+    ("panstarrs", "g"): ("mag_g", 1.31, 0.25, 23.3),
+    ("panstarrs", "r"): ("mag_r", 1.19, 0.25, 23.2),
+    ("panstarrs", "i"): ("mag_i", 1.11, 0.25, 23.1),
+    ("panstarrs", "z"): ("mag_z", 1.07, 0.25, 22.3),
+    ("panstarrs", "y"): ("mag_y", 1.02, 0.25, 21.4),
+    ("unwise", 1): ("mag_w1", 6.1, 2.75, 20.6),
+    ("unwise", 2): ("mag_w2", 6.4, 2.75, 20.3),
+}
+
+_DEFAULT_GEOMETRY = {"galex": (32, 1.5), "panstarrs": (170, 0.25), "unwise": (32, 2.75)}
+_SURVEY_ALIASES = {
+    "galex": "galex",
+    "panstarrs": "panstarrs",
+    "ps1": "panstarrs",
+    "unwise": "unwise",
+    "unwise-neo7": "unwise",
+    "wise": "unwise",
+}
+_LAYER_NAME = {"galex": "galex", "unwise": "unwise-neo7"}
+_VERSION = "astro_mantis-loopback"
+_GAUSS_HALF_LIGHT = math.sqrt(2.0 * math.log(2.0))  # r_half / sigma of a 2-D Gaussian
+_FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+
+
+def stable_seed(*parts):
+    """Derive a reproducible 64-bit integer seed from arbitrary values.
+
+    Floats should be rounded by the caller so that equal positions written
+    with different precision give the same seed.
+
+    Parameters
+    ----------
+    *parts
+        Values whose ``repr`` defines the seed (numbers, strings, tuples).
+
+    Returns
+    -------
+    seed : int
+        A non-negative integer below ``2**64``, identical across processes
+        and platforms for the same ``parts``.
+    """
+    digest = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def tan_project(ra, dec, ra0, dec0):
+    """Gnomonic (TAN) projection onto the tangent plane at ``(ra0, dec0)``.
+
+    This is the FITS ``RA---TAN``/``DEC--TAN`` projection with the default
+    ``LONPOLE``: the returned intermediate world coordinates, divided by the
+    CD/CDELT matrix and offset by CRPIX, give FITS pixel coordinates.
+
+    Parameters
+    ----------
+    ra, dec : float or array-like
+        Positions in degrees.
+    ra0, dec0 : float
+        Tangent point (``CRVAL1``, ``CRVAL2``) in degrees.
+
+    Returns
+    -------
+    x, y : `numpy.ndarray`
+        Intermediate world coordinates in degrees (``x`` towards east,
+        ``y`` towards north). Points 90 degrees or more from the tangent
+        point are returned as NaN.
+    """
+    ra = np.radians(np.asarray(ra, dtype=float))
+    dec = np.radians(np.asarray(dec, dtype=float))
+    ra0 = math.radians(ra0)
+    dec0 = math.radians(dec0)
+    dra = ra - ra0
+    cos_dec = np.cos(dec)
+    sin_dec = np.sin(dec)
+    cos_dra = np.cos(dra)
+    denom = math.sin(dec0) * sin_dec + math.cos(dec0) * cos_dec * cos_dra
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.where(denom > 0, cos_dec * np.sin(dra) / denom, np.nan)
+        y = np.where(
+            denom > 0,
+            (math.cos(dec0) * sin_dec - math.sin(dec0) * cos_dec * cos_dra) / denom,
+            np.nan,
+        )
+    return np.degrees(x), np.degrees(y)
+
+
+def _coord_to_radec(coord):
+    """Return (ra, dec) in degrees (ICRS) from a SkyCoord or a pair of floats."""
+    if hasattr(coord, "icrs") and hasattr(coord, "frame"):
+        if coord.frame.name != "icrs":
+            coord = coord.icrs
+        if not coord.isscalar:
+            raise ValueError("render() takes a single position, got an array SkyCoord")
+        return float(coord.ra.deg) % 360.0, float(coord.dec.deg)
+    try:
+        ra, dec = coord
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"coord must be a SkyCoord or an (ra, dec) pair in degrees, got {coord!r}"
+        ) from None
+    ra = getattr(ra, "deg", ra)
+    dec = getattr(dec, "deg", dec)
+    return float(ra) % 360.0, float(dec)
+
+
+def _normalise_band(survey, band):
+    """Map user band spellings to the native band identifiers of ``survey``."""
+    text = str(band).strip().lower()
+    if survey == "galex":
+        table = {"n": "n", "nuv": "n", "galex-nuv": "n", "f": "f", "fuv": "f", "galex-fuv": "f"}
+    elif survey == "unwise":
+        table = {"1": 1, "w1": 1, "wise2010-w1": 1, "2": 2, "w2": 2, "wise2010-w2": 2}
+    else:
+        table = {b: b for b in SURVEY_BANDS["panstarrs"]}
+        table.update({f"ps1-{b}": b for b in SURVEY_BANDS["panstarrs"]})
+        table.update({f"panstarrs-{b}": b for b in SURVEY_BANDS["panstarrs"]})
+    if text not in table:
+        raise ValueError(
+            f"unknown {survey} band {band!r}; expected one of {SURVEY_BANDS[survey]}"
+        )
+    return table[text]
+
+
+def _band_list(survey, band):
+    """Resolve the ``band`` argument of a multi-band render to a band tuple."""
+    if band is None:
+        return SURVEY_BANDS[survey]
+    if isinstance(band, (str, int, np.integer)):
+        try:
+            return (_normalise_band(survey, band),)
+        except ValueError:
+            if isinstance(band, str) and len(band) > 1:
+                return tuple(_normalise_band(survey, c) for c in band)
+            raise
+    return tuple(_normalise_band(survey, b) for b in band)
+
+
+def _format_card(key, value, comment=None):
+    """Format one 80-character FITS header card (fast path, no validation)."""
+    if isinstance(value, (bool, np.bool_)):
+        text = f"{'T' if value else 'F':>20}"
+    elif isinstance(value, (int, np.integer)):
+        text = f"{int(value):>20d}"
+    elif isinstance(value, (float, np.floating)):
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"header value for {key} is not finite: {value}")
+        text = f"{value:.14G}"
+        if "." not in text and "E" not in text:
+            text += ".0"
+        text = f"{text:>20}"
+    else:
+        text = "'" + str(value).replace("'", "''").ljust(8) + "'"
+        text = f"{text:<20}"
+    if key.startswith("HIERARCH "):
+        card = f"{key} = {text.strip()}"
+    else:
+        card = f"{key:<8}= {text}"
+    if comment:
+        card += f" / {comment}"
+    if len(card) > 80:
+        raise ValueError(f"header card too long: {card!r}")
+    return card.ljust(80)
+
+
+def _primary_hdu(data, cards):
+    """Build a PrimaryHDU from data and (key, value[, comment]) tuples quickly.
+
+    Formatting the cards as text and parsing them lazily is several times
+    faster than assigning them one by one through `astropy.io.fits.Header`.
+    """
+    header = fits.Header.fromstring("".join(_format_card(*card) for card in cards))
+    return fits.PrimaryHDU(data, header=header)
+
+
+class SyntheticSky:
+    """A deterministic synthetic sky rendered in the survey services' formats.
+
+    Parameters
+    ----------
+    seed : int, optional
+        Seed mixed into every per-position random draw. Two instances with
+        the same seed (and catalog) render byte-identical images.
+    catalog : `~astropy.table.Table`, optional
+        Sources to render, with columns ``ra`` and ``dec`` (degrees, plain
+        floats or angle quantities) and AB magnitude columns ``mag_nuv``,
+        ``mag_fuv``, ``mag_g``, ``mag_r``, ``mag_i``, ``mag_z``, ``mag_y``,
+        ``mag_w1``, ``mag_w2`` (a missing column or a non-finite value means
+        the source is not drawn in that band). Optional shape columns:
+        ``r_half`` (half-light radius, arcsec, default 1.0), ``axis_ratio``
+        (default 1.0) and ``pa`` (position angle east of north, degrees,
+        default 0). Without a catalog, every cutout contains one galaxy at
+        the requested position whose magnitudes and shape are derived
+        deterministically from that position.
+
+    Notes
+    -----
+    Galaxies are elliptical Gaussians convolved analytically with a Gaussian
+    PSF of the band's typical FWHM, integrated over the output pixel area,
+    so the sum of a source's pixels is its flux in the survey's native unit.
+    Sky noise is Gaussian with a per-pixel sigma set from the band's typical
+    5-sigma point-source depth.
+    """
+
+    #: Native bands per survey (``"galex"``, ``"panstarrs"``, ``"unwise"``).
+    bands = SURVEY_BANDS
+
+    def __init__(self, seed=0, catalog=None):
+        self.seed = int(seed)
+        self.catalog = catalog
+        self._cat = None
+        if catalog is not None:
+            self._cat = self._prepare_catalog(catalog)
+
+    # ------------------------------------------------------------------ catalog
+    @staticmethod
+    def _column(table, name, default=None, unit="deg"):
+        if name not in table.colnames:
+            return default
+        col = table[name]
+        col_unit = getattr(col, "unit", None)
+        if unit is not None and col_unit is not None and str(col_unit) != "":
+            try:
+                col = u.Quantity(col).to_value(unit)
+            except u.UnitsError:
+                pass
+        values = np.ma.asarray(getattr(col, "value", col)).astype(float)
+        return np.ma.filled(values, np.nan)
+
+    def _prepare_catalog(self, catalog):
+        for name in ("ra", "dec"):
+            if name not in catalog.colnames:
+                raise ValueError(f"catalog needs an {name!r} column (degrees); "
+                                 f"it has {catalog.colnames}")
+        ra = self._column(catalog, "ra")
+        dec = self._column(catalog, "dec")
+        n = len(ra)
+        cat = {
+            "ra": ra % 360.0,
+            "dec": dec,
+            "r_half": self._column(catalog, "r_half", np.full(n, 1.0), unit="arcsec"),
+            "axis_ratio": self._column(catalog, "axis_ratio", np.ones(n), unit=None),
+            "pa": self._column(catalog, "pa", np.zeros(n)),
+        }
+        for colname, *_rest in _BAND_INFO.values():
+            mags = self._column(catalog, colname, None, unit=None)
+            cat[colname] = np.full(n, np.nan) if mags is None else mags
+        rra, rdec = np.radians(cat["ra"]), np.radians(cat["dec"])
+        cat["xyz"] = np.stack(
+            [np.cos(rdec) * np.cos(rra), np.cos(rdec) * np.sin(rra), np.sin(rdec)], axis=1
+        )
+        return cat
+
+    def galaxy_at(self, ra, dec):
+        """Properties of the catalog-free galaxy placed at a position.
+
+        Parameters
+        ----------
+        ra, dec : float
+            Position in degrees.
+
+        Returns
+        -------
+        props : dict
+            ``ra``, ``dec``, ``r_half`` (arcsec), ``axis_ratio``, ``pa``
+            (degrees) and AB magnitudes ``mag_nuv`` ... ``mag_w2``;
+            identical for the same seed and position (rounded to 1e-6 deg).
+        """
+        rng = np.random.default_rng(
+            stable_seed(self.seed, "galaxy", round(ra % 360.0, 6), round(dec, 6))
+        )
+        draw = rng.random(6)
+        t = draw[1]  # "redness": 0 = blue star-forming, 1 = red passive
+        mag_r = 16.5 + 4.0 * draw[0]
+        mags = {
+            "mag_r": mag_r,
+            "mag_g": mag_r + 0.3 + 0.6 * t,
+            "mag_i": mag_r - (0.15 + 0.35 * t),
+            "mag_z": mag_r - (0.2 + 0.6 * t),
+            "mag_y": mag_r - (0.25 + 0.75 * t),
+            "mag_nuv": mag_r + 1.5 + 3.0 * t,
+            "mag_fuv": mag_r + 1.8 + 4.5 * t,
+            "mag_w1": mag_r - (0.2 + 0.6 * t),
+            "mag_w2": mag_r - (0.2 + 0.6 * t) + 0.6 - 0.4 * t,
+        }
+        props = {
+            "ra": ra % 360.0,
+            "dec": dec,
+            "r_half": 0.6 + 2.4 * draw[2],
+            "axis_ratio": 0.3 + 0.7 * draw[3],
+            "pa": 180.0 * draw[4],
+        }
+        props.update(mags)
+        return props
+
+    # ------------------------------------------------------------------ sources
+    def _sources(self, ra, dec, radius_deg):
+        """Sources to draw around (ra, dec) as a dict of arrays."""
+        if self._cat is None:
+            g = self.galaxy_at(ra, dec)
+            return {k: np.atleast_1d(np.asarray(v, dtype=float)) for k, v in g.items()}
+        rra, rdec = math.radians(ra), math.radians(dec)
+        centre = np.array(
+            [math.cos(rdec) * math.cos(rra), math.cos(rdec) * math.sin(rra), math.sin(rdec)]
+        )
+        keep = self._cat["xyz"] @ centre >= math.cos(math.radians(min(radius_deg, 80.0)))
+        return {k: v[keep] for k, v in self._cat.items() if k != "xyz"}
+
+    @staticmethod
+    def _native_flux(survey, band, mag_ab, exptime):
+        """Convert AB magnitudes to the survey's native pixel-sum unit."""
+        mag_ab = np.asarray(mag_ab, dtype=float)
+        if survey == "galex":
+            return 10.0 ** (-0.4 * (mag_ab - GALEX_ZEROPOINTS[band]))
+        if survey == "unwise":
+            return 10.0 ** (-0.4 * (mag_ab - WISE_VEGA_TO_AB[band] - 22.5))
+        return exptime * 10.0 ** (-0.4 * (mag_ab - 25.0))
+
+    def _paint(self, image, survey, band, src, crval, crpix, cd, pixscale, exptime):
+        """Add every source of ``src`` to ``image`` (ny, nx) in place."""
+        colname, fwhm, native_scale, depth = _BAND_INFO[(survey, band)]
+        mags = src[colname]
+        flux = self._native_flux(survey, band, mags, exptime)
+        x_iw, y_iw = tan_project(src["ra"], src["dec"], crval[0], crval[1])
+        px = crpix[0] - 1.0 + x_iw / cd[0]  # 0-based column
+        py = crpix[1] - 1.0 + y_iw / cd[1]  # 0-based row
+        ny, nx = image.shape
+        psf_sigma = fwhm * _FWHM_TO_SIGMA
+        for k in range(len(mags)):
+            if not (np.isfinite(flux[k]) and np.isfinite(px[k]) and np.isfinite(py[k])):
+                continue
+            a = max(src["r_half"][k], 0.0) / _GAUSS_HALF_LIGHT
+            b = a * min(max(src["axis_ratio"][k], 0.05), 1.0)
+            pa = math.radians(src["pa"][k])
+            # covariance (arcsec^2) on (east, north); major axis along PA.
+            ue, un = math.sin(pa), math.cos(pa)
+            ve, vn = math.cos(pa), -math.sin(pa)
+            c_ee = a * a * ue * ue + b * b * ve * ve + psf_sigma**2
+            c_nn = a * a * un * un + b * b * vn * vn + psf_sigma**2
+            c_en = a * a * ue * un + b * b * ve * vn
+            # to pixels: east = -dx * scale, north = dy * scale.
+            s2 = pixscale * pixscale
+            cxx, cyy, cxy = c_ee / s2, c_nn / s2, -c_en / s2
+            det = cxx * cyy - cxy * cxy
+            half = int(math.ceil(6.0 * math.sqrt(max(cxx, cyy)))) + 1
+            x_lo, x_hi = max(int(px[k]) - half, 0), min(int(px[k]) + half + 2, nx)
+            y_lo, y_hi = max(int(py[k]) - half, 0), min(int(py[k]) + half + 2, ny)
+            if x_lo >= x_hi or y_lo >= y_hi:
+                continue
+            dx = np.arange(x_lo, x_hi, dtype=float) - px[k]
+            dy = np.arange(y_lo, y_hi, dtype=float)[:, None] - py[k]
+            q = (cyy * dx * dx - 2.0 * cxy * dx * dy + cxx * dy * dy) / det
+            amp = flux[k] / (2.0 * math.pi * math.sqrt(det))
+            image[y_lo:y_hi, x_lo:x_hi] += (amp * np.exp(-0.5 * q)).astype(image.dtype)
+
+    def _noise_sigma(self, survey, band, pixscale, exptime):
+        """Per-pixel sky noise sigma in native units."""
+        _col, fwhm, _native, depth = _BAND_INFO[(survey, band)]
+        psf_sigma = fwhm * _FWHM_TO_SIGMA
+        n_eff = 4.0 * math.pi * psf_sigma**2 / pixscale**2
+        f5 = float(self._native_flux(survey, band, depth, exptime))
+        return f5 / (5.0 * math.sqrt(max(n_eff, 1.0)))
+
+    def _noise(self, survey, band, ra, dec, shape, sigma, extra=()):
+        rng = np.random.default_rng(
+            stable_seed(self.seed, "noise", survey, str(band), round(ra, 6), round(dec, 6),
+                        tuple(shape), *extra)
+        )
+        return rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma)
+
+    def ps1_exptime(self, band, ra_c, dec_c):
+        """Deterministic stack exposure time of a PS1 skycell.
+
+        Parameters
+        ----------
+        band : str
+            PS1 band (``g r i z y``).
+        ra_c, dec_c : float
+            Skycell centre in degrees.
+
+        Returns
+        -------
+        exptime : float
+            Seconds; the pixel zero point is ``25 + 2.5 log10(exptime)``.
+        """
+        rng = np.random.default_rng(
+            stable_seed(self.seed, "exptime", band, round(ra_c, 6), round(dec_c, 6))
+        )
+        return float(round(PS1_EXPTIME[band] * (0.6 + 0.8 * rng.random()), 3))
+
+    # ------------------------------------------------------------------ render
+    def render(self, survey, coord, size=None, pixscale=None, band=None, *,
+               skycell_center=None):
+        """Render a cutout exactly as the survey service sends it.
+
+        Parameters
+        ----------
+        survey : {"galex", "panstarrs", "unwise"}
+            Which service's output to imitate (``"ps1"`` is accepted for
+            ``"panstarrs"``).
+        coord : `~astropy.coordinates.SkyCoord` or (float, float)
+            Requested cutout centre (ICRS, degrees for a pair).
+        size : int, optional
+            Cutout side in pixels. Defaults: 32 (GALEX, unWISE), 170 (PS1).
+        pixscale : float, optional
+            Arcsec per pixel. Defaults: 1.5 (GALEX), 2.75 (unWISE),
+            0.25 (PS1).
+        band : str, int or sequence, optional
+            PS1: one band, required (``"g"`` ... ``"y"``). GALEX/unWISE:
+            ``None`` for all bands in native order (NUV, FUV / W1, W2), or a
+            band or sequence of bands (``"n"``, ``"fuv"``, ``1``, ``"w2"``,
+            ``"nf"``, ``"12"``) giving which planes to return and in what
+            order.
+        skycell_center : (float, float), optional
+            PS1 only: the skycell centre (degrees) used as the WCS
+            ``CRVAL``; ``CRPIX`` is then set so that ``coord`` falls on the
+            cutout's centre pixel, possibly far outside the image, as real
+            ``fitscut.cgi`` output does. Defaults to ``coord`` itself.
+
+        Returns
+        -------
+        hdul : `~astropy.io.fits.HDUList`
+            One primary HDU with float32 data: ``(size, size)`` for PS1 with
+            ``EXPTIME`` and ``FILTER``; ``(nbands, size, size)`` for
+            GALEX/unWISE with ``BANDS``, ``BAND0`` ..., ``SURVEY``,
+            ``VERSION``, ``IMAGEW``, ``IMAGEH`` as the Legacy Survey viewer
+            writes them.
+
+        Raises
+        ------
+        ValueError
+            For an unknown survey or band, a missing PS1 band, or a
+            non-positive size or pixel scale.
+        """
+        key = str(survey).lower()
+        if key not in _SURVEY_ALIASES:
+            raise ValueError(
+                f"unknown survey {survey!r}; expected one of 'galex', 'panstarrs', 'unwise'"
+            )
+        survey = _SURVEY_ALIASES[key]
+        ra, dec = _coord_to_radec(coord)
+        d_size, d_scale = _DEFAULT_GEOMETRY[survey]
+        size = d_size if size is None else int(size)
+        pixscale = d_scale if pixscale is None else float(pixscale)
+        if size <= 0 or not pixscale > 0:
+            raise ValueError(f"size and pixscale must be positive, got {size}, {pixscale}")
+        if survey == "panstarrs":
+            return self._render_ps1(ra, dec, size, pixscale, band, skycell_center)
+        return self._render_legacy(survey, ra, dec, size, pixscale, band)
+
+    def _render_ps1(self, ra, dec, size, pixscale, band, skycell_center):
+        if band is None:
+            raise ValueError("a PS1 render needs one band: band='g', 'r', 'i', 'z' or 'y'")
+        band = _normalise_band("panstarrs", band)
+        if skycell_center is None:
+            ra_c, dec_c = ra, dec
+        else:
+            ra_c, dec_c = float(skycell_center[0]) % 360.0, float(skycell_center[1])
+        cd = (-pixscale / 3600.0, pixscale / 3600.0)
+        x_iw, y_iw = tan_project(ra, dec, ra_c, dec_c)
+        if not (np.isfinite(x_iw) and np.isfinite(y_iw)):
+            raise ValueError("position is not on the skycell's tangent plane")
+        centre_pix = (size + 1) / 2.0
+        crpix = (centre_pix - float(x_iw) / cd[0], centre_pix - float(y_iw) / cd[1])
+        exptime = self.ps1_exptime(band, ra_c, dec_c)
+
+        half_diag = size * pixscale / 3600.0 * 0.75 + 30.0 / 3600.0
+        src = self._sources(ra, dec, half_diag)
+        sigma = self._noise_sigma("panstarrs", band, pixscale, exptime)
+        image = self._noise("panstarrs", band, ra, dec, (size, size), sigma, (pixscale,))
+        self._paint(image, "panstarrs", band, src, (ra_c, dec_c), crpix, cd, pixscale, exptime)
+
+        cards = [
+            ("CTYPE1", "RA---TAN"),
+            ("CTYPE2", "DEC--TAN"),
+            ("CRVAL1", ra_c),
+            ("CRVAL2", dec_c),
+            ("CRPIX1", crpix[0]),
+            ("CRPIX2", crpix[1]),
+            ("CDELT1", cd[0]),
+            ("CDELT2", cd[1]),
+            ("EXPTIME", exptime, "[s] stack exposure time"),
+            ("FILTER", f"{band}.00000", "PS1 filter"),
+            ("HIERARCH FPA.ZP", 25.0, "zero point for 1 s"),
+        ]
+        return fits.HDUList([_primary_hdu(image, cards)])
+
+    def _render_legacy(self, survey, ra, dec, size, pixscale, band):
+        bands = _band_list(survey, band)
+        cd = (-pixscale / 3600.0, pixscale / 3600.0)
+        centre_pix = (size + 1) / 2.0
+        crpix = (centre_pix, centre_pix)
+        half_diag = size * pixscale / 3600.0 * 0.75 + 60.0 / 3600.0
+        src = self._sources(ra, dec, half_diag)
+        cube = np.empty((len(bands), size, size), dtype=np.float32)
+        for i, b in enumerate(bands):
+            sigma = self._noise_sigma(survey, b, pixscale, None)
+            cube[i] = self._noise(survey, b, ra, dec, (size, size), sigma, (pixscale,))
+            self._paint(cube[i], survey, b, src, (ra, dec), crpix, cd, pixscale, None)
+
+        cards = [("BANDS", "".join(str(b) for b in bands))]
+        cards += [(f"BAND{i}", b) for i, b in enumerate(bands)]
+        cards += [
+            ("CTYPE1", "RA---TAN"),
+            ("CTYPE2", "DEC--TAN"),
+            ("CRVAL1", ra),
+            ("CRVAL2", dec),
+            ("CRPIX1", crpix[0]),
+            ("CRPIX2", crpix[1]),
+            ("CD1_1", cd[0]),
+            ("CD1_2", 0.0),
+            ("CD2_1", 0.0),
+            ("CD2_2", cd[1]),
+            ("IMAGEW", float(size)),
+            ("IMAGEH", float(size)),
+            ("SURVEY", _LAYER_NAME[survey]),
+            ("VERSION", _VERSION),
+        ]
+        return fits.HDUList([_primary_hdu(cube, cards)])

@@ -1,0 +1,239 @@
+"""Survey declarations and their response readers, on hand-made FITS bodies."""
+import io
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from astro_mantis import conf
+from astro_mantis.exceptions import InvalidResponseError
+from astro_mantis.flags import MantisFlag
+from astro_mantis.surveys import DEFAULT_SURVEYS, SURVEYS, get_survey, read_fits_bytes
+from astro_mantis.surveys.panstarrs import decompress_asinh
+from astro_mantis.surveys.unwise import nanomaggy_vega
+
+GALEX, PS1, UNWISE = (get_survey(n) for n in DEFAULT_SURVEYS)
+
+
+def tan_header(ra, dec, size, pixscale, crval=None):
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = crval or (ra, dec)
+    w.wcs.cd = np.array([[-pixscale / 3600, 0], [0, pixscale / 3600]])
+    w.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
+    if crval is not None:  # put (ra, dec) at the cutout centre, CRPIX wherever it lands
+        x, y = w.world_to_pixel_values(ra, dec)
+        w.wcs.crpix = [w.wcs.crpix[0] - (x - (size - 1) / 2), w.wcs.crpix[1] - (y - (size - 1) / 2)]
+    return w.to_header()
+
+
+def fits_bytes(data, header=None):
+    buf = io.BytesIO()
+    fits.PrimaryHDU(data, header=header).writeto(buf)
+    return buf.getvalue()
+
+
+def viewer_body(bands, data=None, size=32, pixscale=1.5, ra=150.0, dec=2.0, **extra):
+    hdr = tan_header(ra, dec, size, pixscale)
+    hdr["BANDS"] = "".join(str(b) for b in bands)
+    for i, b in enumerate(bands):
+        hdr[f"BAND{i}"] = b
+    for k, v in extra.items():
+        hdr[k] = v
+    if data is None:
+        data = np.stack([np.full((size, size), i + 1.0, np.float32) for i in range(len(bands))])
+    return fits_bytes(data, hdr)
+
+
+def test_registry_order_and_lookup():
+    assert list(SURVEYS)[:3] == ["galex", "panstarrs", "unwise"]
+    assert get_survey("GALEX") is GALEX
+    with pytest.raises(ValueError, match="known surveys: galex, panstarrs, unwise"):
+        get_survey("sdss")
+
+
+def test_survey_facts():
+    assert GALEX.bands == ("NUV", "FUV") and GALEX.size == 32
+    assert GALEX.pixscale == 1.5 * u.arcsec and GALEX.unit == u.ct / u.s
+    assert GALEX.zeropoints() == [20.08, 18.82]
+    assert PS1.bands == tuple("grizy") and PS1.size == 170 and PS1.pixscale == 0.25 * u.arcsec
+    assert UNWISE.bands == ("W1", "W2") and UNWISE.pixscale == 2.75 * u.arcsec
+    assert UNWISE.unit == nanomaggy_vega
+    assert UNWISE.zeropoints() == pytest.approx([22.5 + 2.699, 22.5 + 3.339])
+    for s in SURVEYS.values():
+        assert set(s.psf_fwhm) == set(s.bands)
+    assert GALEX.flag == MantisFlag.GALEX_MISSING and UNWISE.flag == MantisFlag.UNWISE_MISSING
+
+
+def test_surveys_never_import_torch():
+    code = "import sys, astro_mantis.surveys; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    for path in Path(sys.modules["astro_mantis.surveys"].__file__).parent.glob("*.py"):
+        assert "import torch" not in path.read_text(), path
+
+
+def test_viewer_requests_follow_the_protocol():
+    with conf.set_temp("legacysurvey_url", "http://viewer.example/viewer/"):
+        (g,) = GALEX.image_requests(150.1, 2.2)
+        (w,) = UNWISE.image_requests(150.1, 2.2)
+    assert g.method == "GET" and g.url == "http://viewer.example/viewer/fits-cutout"
+    assert g.params == {"ra": "150.1000000", "dec": "2.2000000", "size": 32,
+                        "pixscale": "1.5", "layer": "galex"}
+    assert w.params["layer"] == "unwise-neo7" and w.params["pixscale"] == "2.75"
+    assert g.full_url.startswith("http://viewer.example/viewer/fits-cutout?ra=150.1")
+    assert g.host == "http://viewer.example"
+
+
+@pytest.mark.parametrize("bands", [("n", "f"), ("f", "n"), ("NUV", "FUV")])
+def test_viewer_band_order_from_header(bands):
+    img = GALEX.read([viewer_body(bands)], None, 150.0, 2.0)
+    # plane k of the body holds the value k + 1
+    expect = {b: i + 1.0 for i, b in enumerate(bands)}
+    names = {"n": "NUV", "f": "FUV", "NUV": "NUV", "FUV": "FUV"}
+    got = {names[b]: v for b, v in expect.items()}
+    assert img.bands == ("NUV", "FUV")
+    assert img["NUV"][0, 0] == got["NUV"] and img["FUV"][0, 0] == got["FUV"]
+    assert img.unit == u.ct / u.s
+    assert list(img.zeropoints) == [20.08, 18.82]
+
+
+def test_unwise_integer_band_keywords_and_wcs():
+    body = viewer_body((2, 1), size=32, pixscale=2.75, ra=10.0, dec=-5.0)
+    img = UNWISE.read([body], None, 10.0, -5.0)
+    assert img["W1"][0, 0] == 2.0 and img["W2"][0, 0] == 1.0
+    x, y = img.wcs.world_to_pixel_values(10.0, -5.0)
+    assert (x, y) == pytest.approx((15.5, 15.5), abs=1e-6)
+
+
+def test_viewer_without_band_keywords_uses_native_order():
+    hdr = tan_header(150, 2, 32, 1.5)
+    data = np.stack([np.full((32, 32), 5.0), np.full((32, 32), 7.0)]).astype(np.float32)
+    img = GALEX.read([fits_bytes(data, hdr)], None, 150.0, 2.0)
+    assert img["NUV"][0, 0] == 5.0 and img["FUV"][0, 0] == 7.0
+
+
+def test_viewer_coverage_holes_mean_not_covered():
+    zeros = np.zeros((2, 32, 32), np.float32)
+    assert GALEX.read([viewer_body(("n", "f"), data=zeros)], None, 1.0, 1.0) is None
+    hdr = fits.Header()
+    hdr["OVERLAP"] = False
+    assert GALEX.read([fits_bytes(None, hdr)], None, 1.0, 1.0) is None
+
+
+@pytest.mark.parametrize("body, match", [
+    (b"", "empty body"),
+    (b"<!DOCTYPE html><html><body>Service unavailable</body></html>", "HTML page"),
+    (b"no such layer", "not FITS"),
+])
+def test_invalid_bodies_are_named(body, match):
+    with pytest.raises(InvalidResponseError, match=match):
+        GALEX.read([body], None, 1.0, 1.0)
+
+
+def test_truncated_and_wrong_shape_bodies():
+    body = viewer_body(("n", "f"))
+    with pytest.raises(InvalidResponseError, match="truncated"):
+        read_fits_bytes(body[: len(body) // 2])
+    small = viewer_body(("n", "f"), data=np.ones((2, 20, 20), np.float32), size=20)
+    with pytest.raises(InvalidResponseError, match="shape"):
+        GALEX.read([small], None, 1.0, 1.0)
+    one_band = viewer_body(("n",), data=np.ones((1, 32, 32), np.float32))
+    with pytest.raises(InvalidResponseError, match="lacks band"):
+        GALEX.read([one_band], None, 1.0, 1.0)
+
+
+def test_ps1_listing_request_batches_positions():
+    with conf.set_temp("panstarrs_url", "http://ps1.example/cgi-bin"):
+        req = PS1.listing_request([(10.0, 20.0), (11.5, -3.25)])
+    assert req.method == "POST" and req.url == "http://ps1.example/cgi-bin/ps1filenames.py"
+    assert req.data == {"filters": "grizy", "type": "stack"}
+    name, text = req.files["file"]
+    assert text.splitlines() == ["10.0000000 20.0000000", "11.5000000 -3.2500000"]
+
+
+LISTING = """projcell subcell ra dec filter mjd type filename shortname badflag
+1001 22 11.500000 -3.250000 g 0 stack /rings.v3.skycell/1001/022/a.stk.g.unconv.fits a.g 0
+1001 22 11.500000 -3.250000 r 0 stack /rings.v3.skycell/1001/022/a.stk.r.unconv.fits a.r 0
+2001 33 10.000000 20.000000 g 0 stack /rings.v3.skycell/2001/033/b.stk.g.unconv.fits b.g 0
+"""
+
+
+def test_ps1_listing_rows_map_back_to_positions():
+    positions = [(10.0, 20.0), (11.5, -3.25), (40.0, 40.0)]
+    entries = PS1.parse_listing(LISTING.encode(), positions)
+    assert entries[0] == {"g": "/rings.v3.skycell/2001/033/b.stk.g.unconv.fits"}
+    assert set(entries[1]) == {"g", "r"}
+    assert entries[2] is None  # no row: outside the footprint
+    header_only = LISTING.splitlines()[0] + "\n"
+    assert PS1.parse_listing(header_only.encode(), positions) == [None, None, None]
+    with pytest.raises(InvalidResponseError, match="not a ps1filenames table"):
+        PS1.parse_listing(b"<html>oops</html>", positions)
+
+
+def test_ps1_image_requests_one_per_band():
+    listing = {b: f"/x/f.stk.{b}.unconv.fits" for b in "grizy"}
+    with conf.set_temp("panstarrs_url", "http://ps1.example/cgi-bin"):
+        reqs = PS1.image_requests(1.0, 2.0, listing=listing)
+    assert [r.band for r in reqs] == list("grizy")
+    assert reqs[0].url == "http://ps1.example/cgi-bin/fitscut.cgi"
+    assert reqs[0].params == {"red": "/x/f.stk.g.unconv.fits", "ra": "1.0000000",
+                              "dec": "2.0000000", "size": 170, "format": "fits"}
+    assert PS1.in_footprint(0, -29.9) and not PS1.in_footprint(0, -30.1)
+
+
+def ps1_band_body(value, exptime=300.0, asinh=None, size=170, nan_stripe=False):
+    hdr = tan_header(200.0, 40.0, size, 0.25, crval=(200.3, 40.2))
+    hdr["EXPTIME"] = exptime
+    data = np.full((size, size), value, np.float32)
+    if nan_stripe:
+        data[:, 80:90] = np.nan
+    if asinh is not None:
+        bsoften, boffset = asinh
+        a = 2.5 / math.log(10)
+        data = (a * np.arcsinh((data - boffset) / (2 * bsoften))).astype(np.float32)
+        hdr["BSOFTEN"], hdr["BOFFSET"] = bsoften, boffset
+    return fits_bytes(data, hdr)
+
+
+def test_ps1_read_zero_points_asinh_and_far_crpix():
+    listing = {b: f"/x/f.stk.{b}.unconv.fits" for b in "grizy"}
+    reqs = PS1.image_requests(200.0, 40.0, listing=listing)
+    bodies = [ps1_band_body(10.0 * (k + 1), exptime=100.0 * (k + 1),
+                            asinh=(2.0, 0.5) if k == 1 else None) for k in range(5)]
+    img = PS1.read(bodies, reqs, 200.0, 40.0)
+    assert img.shape == (5, 170, 170) and img.unit == u.ct
+    assert np.allclose(img["r"], 20.0, rtol=1e-4)  # asinh-compressed band decompressed
+    assert img.zeropoints == pytest.approx([25 + 2.5 * math.log10(100.0 * (k + 1))
+                                            for k in range(5)])
+    assert abs(img.wcs.wcs.crpix[0]) > 170  # CRPIX far outside the cutout ...
+    x, y = img.wcs.world_to_pixel_values(200.0, 40.0)
+    assert (x, y) == pytest.approx((84.5, 84.5), abs=1e-3)  # ... and the WCS still right
+    assert img.flags == MantisFlag.NONE
+
+
+def test_ps1_nan_pixels_are_kept_and_masked():
+    listing = {b: f"/x/f.stk.{b}.unconv.fits" for b in "grizy"}
+    reqs = PS1.image_requests(200.0, 40.0, listing=listing)
+    img = PS1.read([ps1_band_body(1.0, nan_stripe=True)] * 5, reqs, 200.0, 40.0)
+    assert img.mask[:, :, 80:90].all() and not img.mask[:, :, :80].any()
+    assert MantisFlag.NAN_PIXELS in img.flags
+
+
+def test_decompress_asinh_inverts_compression():
+    lin = np.array([-3.0, 0.0, 5.0, 1e4])
+    a = 2.5 / math.log(10)
+    comp = a * np.arcsinh((lin - 1.0) / (2 * 3.0))
+    assert decompress_asinh(comp, 3.0, 1.0) == pytest.approx(lin)
+
+
+def test_cache_key_depends_on_every_ingredient():
+    k = GALEX.cache_key(1.0, 2.0)
+    assert k == GALEX.cache_key(1.0, 2.0)
+    assert len({k, GALEX.cache_key(1.0, 2.0000002), GALEX.cache_key(1.0, 2.0, size=64),
+                GALEX.cache_key(1.0, 2.0, pixscale=2 * u.arcsec), UNWISE.cache_key(1.0, 2.0)}) == 5
