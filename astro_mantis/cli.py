@@ -276,7 +276,7 @@ def positions_from_columns(ra, dec):
 def _status_kind(text):
     """Group a per-survey status string into one of `_STATUS_KINDS`."""
     text = str(text)
-    if text == "ok":
+    if text in ("ok", "fetched"):
         return "fetched"
     if text == "cached":
         return "cached"
@@ -447,6 +447,8 @@ def _cmd_cutouts(args):
 _DEMO_SOUTH = [("south of PS1 (dec < -30)", 83.82, -45.5),
                ("south of PS1 (dec < -30)", 201.37, -67.2)]
 _DEMO_BAD = ("invalid position (NaN)", np.nan, np.nan)
+#: (ra, dec, radius) in degrees of the GALEX coverage hole the demo server simulates.
+_DEMO_GALEX_HOLE = (247.5, 36.2, 0.05)
 
 
 def demo_positions(n=36, galex_hole=None):
@@ -564,9 +566,9 @@ def _cmd_demo(args):
     surveys = DEFAULT_SURVEYS
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(SurveyServer(latency=0.0))
-        hole = _galex_hole(server)
-        ra, dec, labels = demo_positions(args.n, galex_hole=hole)
+        hole = _DEMO_GALEX_HOLE
+        server = stack.enter_context(SurveyServer(latency=0.0, galex_holes=[hole]))
+        ra, dec, labels = demo_positions(args.n, galex_hole=hole[:2])
         stack.enter_context(server.configure(conf))
         cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="astro_mantis_demo_"))
         stack.enter_context(conf.set_temp("cache_dir", cache_dir))
@@ -610,22 +612,6 @@ def _cmd_demo(args):
     for p in figures:
         print(f"  {p.name}")
     return EXIT_OK
-
-
-def _galex_hole(server):
-    """A position inside a GALEX coverage hole of the loopback server, or None."""
-    finder = getattr(server, "galex_hole", None)
-    if finder is None:
-        return None
-    try:
-        hole = finder() if callable(finder) else finder
-    except Exception:
-        return None
-    if hole is None:
-        return None
-    if isinstance(hole, SkyCoord):
-        return float(hole.icrs.ra.deg), float(hole.icrs.dec.deg)
-    return float(hole[0]), float(hole[1])
 
 
 if __name__ == "__main__":  # pragma: no cover

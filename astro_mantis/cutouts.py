@@ -15,6 +15,7 @@ losing a row:
 * results are cached on disk (one FITS file per survey and position, written
   atomically), so a rerun over cached positions sends no request at all.
 """
+import io
 import os
 import random
 import tempfile
@@ -39,7 +40,7 @@ from .flags import MantisFlag
 from .logger import log
 from .multicutout import MultiSurveyCutout
 from .surveys import DEFAULT_SURVEYS, get_survey
-from .surveys.core import FITS_MAGIC, SurveyImage
+from .surveys.core import SurveyImage, read_fits_bytes
 
 __all__ = ["MantisClass", "Mantis", "CutoutCache", "normalize_coordinates"]
 
@@ -133,7 +134,8 @@ class CutoutCache:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", AstropyUserWarning)
-                with fits.open(path, memmap=False, checksum=True) as hdul:
+                with fits.open(io.BytesIO(path.read_bytes()), checksum=True,
+                               lazy_load_hdus=False) as hdul:
                     hdr = hdul[0].header
                     if hdr.get("AMCACHE") != 1:
                         raise ValueError("not an astro_mantis cache file")
@@ -200,14 +202,12 @@ class _HostPool:
 
 
 def _check_fits_body(content):
-    """Cheap validity check of a FITS body (magic and whole 2880-byte blocks)."""
-    if not content:
-        raise InvalidResponseError("empty body")
-    if not content.startswith(FITS_MAGIC):
-        kind = "HTML page" if b"<html" in content[:500].lower() else "non-FITS body"
-        raise InvalidResponseError(f"{kind} instead of FITS")
-    if len(content) % 2880:
-        raise InvalidResponseError(f"truncated FITS ({len(content)} bytes)")
+    """Validity check of a FITS body: magic, whole blocks, and a complete parse.
+
+    Raises `InvalidResponseError` (which the fetcher retries) for HTML pages with
+    status 200, empty bodies and truncated files.
+    """
+    read_fits_bytes(content)
 
 
 def _check_listing_body(content):

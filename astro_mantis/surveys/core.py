@@ -204,7 +204,7 @@ class SurveyImage:
             hdr["EXTNAME"] = f"{self.survey.upper()}_{band.upper()}"
             hdr["SURVEY"] = (self.survey, "survey name")
             hdr["BAND"] = (band, "band name")
-            hdr["BANDIDX"] = (i, "position of this band in the survey's channel order")
+            hdr["BANDIDX"] = (i, "band index in channel order")
             hdr["BUNIT"] = _unit_string(self.unit)
             if np.isfinite(self.zeropoints[i]):
                 hdr["MAGZP"] = (float(self.zeropoints[i]), "AB zero point")

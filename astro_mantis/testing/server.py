@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
-from .synthetic import SURVEY_BANDS, SyntheticSky, stable_seed
+from .synthetic import SURVEY_BANDS, SyntheticSky, _format_card, stable_seed
 
 __all__ = [
     "SurveyServer",
@@ -173,32 +173,55 @@ def _angular_distance(ra1, dec1, ra2, dec2):
     return math.degrees(math.acos(min(1.0, max(-1.0, c))))
 
 
-def _hdulist_bytes(hdul):
-    """Serialise an HDUList to FITS bytes.
+_STRUCTURAL = frozenset({"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT",
+                         "END", "BSCALE", "BZERO", "BLANK"})
+_BITPIX = {("f", 4): -32, ("f", 8): -64, ("u", 1): 8, ("i", 2): 16, ("i", 4): 32, ("i", 8): 64}
 
-    Simple image HDUs are written directly (header text plus big-endian data,
-    each padded to 2880 bytes), which is several times faster than
-    `astropy.io.fits.HDUList.writeto` and gives the same bytes; anything else
-    falls back to ``writeto``.
+
+def _encode_fits(header, data, *, drop=(), replace=None, insert=(), insert_before=None):
+    """Encode one primary HDU as FITS bytes, quickly.
+
+    The structural keywords are written from ``data``; the other cards of
+    ``header`` keep their original text, in order, except those named in
+    ``drop``. ``replace`` maps keywords to new values (set in place, or
+    appended when absent); ``insert`` cards go before the first card named
+    ``insert_before`` (or at the end). This avoids the cost of building and
+    writing a new `astropy.io.fits.HDUList` for each response.
     """
-    chunks = []
-    for hdu in hdul:
-        data = hdu.data
-        simple = (
-            hdu.__class__.__name__ in ("PrimaryHDU", "ImageHDU")
-            and (data is None or (isinstance(data, np.ndarray)
-                                  and data.dtype.kind == "f" and data.dtype.itemsize in (4, 8)))
-            and "BSCALE" not in hdu.header and "BZERO" not in hdu.header
-        )
-        if not simple:
-            buf = io.BytesIO()
-            hdul.writeto(buf)
-            return buf.getvalue()
-        hdu.update_header()
-        chunks.append(hdu.header.tostring().encode("ascii"))
-        if data is not None:
-            raw = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder(">")).tobytes()
-            chunks.append(raw + b"\0" * (-len(raw) % 2880))
+    replace = dict(replace or {})
+    if data is None:
+        shape, bitpix = (), 8
+    else:
+        data = np.asarray(data)
+        bitpix = _BITPIX[(data.dtype.kind, data.dtype.itemsize)]
+        shape = data.shape
+    cards = [
+        _format_card("SIMPLE", True, "conforms to FITS standard"),
+        _format_card("BITPIX", bitpix, "array data type"),
+        _format_card("NAXIS", len(shape), "number of array dimensions"),
+    ]
+    cards += [_format_card(f"NAXIS{i + 1}", n) for i, n in enumerate(reversed(shape))]
+    inserted = not insert
+    for card in header.cards:
+        key = card.keyword
+        if (key in _STRUCTURAL or key in drop
+                or (key.startswith("NAXIS") and key[5:].isdigit())):
+            continue
+        if not inserted and key == insert_before:
+            cards += [_format_card(*c) for c in insert]
+            inserted = True
+        if key in replace:
+            cards.append(_format_card(key, replace.pop(key)))
+        else:
+            cards.append(card.image)
+    if not inserted:
+        cards += [_format_card(*c) for c in insert]
+    cards += [_format_card(k, v) for k, v in replace.items()]
+    text = "".join(cards) + "END".ljust(80)
+    chunks = [(text + " " * (-len(text) % 2880)).encode("ascii")]
+    if data is not None and data.size:
+        raw = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder(">")).tobytes()
+        chunks.append(raw + b"\0" * (-len(raw) % 2880))
     return b"".join(chunks)
 
 
@@ -768,10 +791,10 @@ class SurveyServer:
         data = np.array(hdu.data, dtype=np.float32)
         if self.ps1_nan_fraction > 0:
             self._add_chip_gap(data, ra, dec, band)
+        replace = None
         if self.ps1_asinh:
-            data = self._asinh_compress(data, hdu.header)
-        hdu.data = data
-        return 200, "application/fits", _hdulist_bytes(_as_hdulist(hdu))
+            data, replace = self._asinh_compress(data)
+        return 200, "application/fits", _encode_fits(hdu.header, data, replace=replace)
 
     def _accepts_skycell(self):
         if self._render_takes_skycell is None:
@@ -802,7 +825,8 @@ class SurveyServer:
             data[start:start + width, :] = np.nan
 
     @staticmethod
-    def _asinh_compress(data, header):
+    def _asinh_compress(data):
+        """PS1-style asinh compression; returns (values, header updates)."""
         finite = data[np.isfinite(data)]
         if finite.size:
             boffset = float(np.median(finite))
@@ -811,11 +835,9 @@ class SurveyServer:
             boffset, bsoften = 0.0, 1.0
         if not bsoften > 0:
             bsoften = 1.0
-        header["BOFFSET"] = (boffset, "asinh offset")
-        header["BSOFTEN"] = (bsoften, "asinh softening")
         with np.errstate(invalid="ignore"):
             out = _ASINH_A * np.arcsinh((data.astype(np.float64) - boffset) / (2.0 * bsoften))
-        return out.astype(np.float32)
+        return out.astype(np.float32), {"BOFFSET": boffset, "BSOFTEN": bsoften}
 
     def _in_regions(self, regions, ra, dec, layer=None):
         for region in regions:
@@ -862,39 +884,38 @@ class SurveyServer:
             wanted = [b for b in native if b in chosen]
 
         if self._in_regions(self.no_overlap, ra, dec, layer):
-            hdu = fits.PrimaryHDU()
-            hdu.header["OVERLAP"] = (False, "no overlap with this layer")
-            hdu.header["SURVEY"] = layer
-            hdu.header["VERSION"] = "astro_mantis-loopback"
-            return 200, "image/fits", _hdulist_bytes(_as_hdulist(hdu))
+            header = fits.Header([("OVERLAP", False, "no overlap with this layer"),
+                                  ("SURVEY", layer), ("VERSION", "astro_mantis-loopback")])
+            return 200, "image/fits", _encode_fits(header, None)
 
         hdul = self.sky.render(survey, coord, size=size, pixscale=pixscale)
-        hdu = hdul[0]
-        cube = np.asarray(hdu.data, dtype=np.float32)
-        header = hdu.header
+        header = hdul[0].header
+        cube = np.asarray(hdul[0].data, dtype=np.float32)
         planes = {}
         for i in range(cube.shape[0]):
             name = header.get(f"BAND{i}", native[i] if i < len(native) else i)
-            planes[str(name)] = cube[i]
+            planes[str(name).strip().lower()] = cube[i]
         order = list(wanted)
         if self.legacy_band_order == "reversed":
             order = order[::-1]
-        new = np.stack([planes[str(b)] for b in order]).astype(np.float32)
+        try:
+            new = np.stack([planes[str(b)] for b in order])  # native names are lower case
+        except KeyError as err:
+            raise RuntimeError(f"the sky model returned no plane for band {err}") from None
         if survey == "galex" and self._in_regions(self.galex_holes, ra, dec):
             new[...] = 0.0
-        for i in range(cube.shape[0]):
-            header.remove(f"BAND{i}", ignore_missing=True)
-        header["BANDS"] = "".join(str(b) for b in order)
-        for i, b in enumerate(order):
-            header.insert("CTYPE1" if "CTYPE1" in header else len(header),
-                          (f"BAND{i}", b))
-        header["SURVEY"] = layer
-        hdu.data = new
-        return 200, "image/fits", _hdulist_bytes(_as_hdulist(hdu))
-
-
-def _as_hdulist(hdu):
-    """Wrap one HDU as a single-HDU `~astropy.io.fits.HDUList`."""
-    from astropy.io import fits
-
-    return fits.HDUList([hdu])
+        band_cards = [("BANDS", "".join(str(b) for b in order))]
+        band_cards += [(f"BAND{i}", b) for i, b in enumerate(order)]
+        drop = {"BANDS"} | {f"BAND{i}" for i in range(cube.shape[0])}
+        # the new band cards go where the old ones were (else before CTYPE1)
+        keys = list(header.keys())
+        first = min((i for i, k in enumerate(keys) if k in drop), default=None)
+        if first is None:
+            after = "CTYPE1" if "CTYPE1" in keys else None
+        else:
+            after = next((k for k in keys[first:]
+                          if k not in drop and k not in _STRUCTURAL), None)
+        return 200, "image/fits", _encode_fits(
+            header, new, drop=drop, replace={"SURVEY": layer},
+            insert=band_cards, insert_before=after,
+        )

@@ -1,0 +1,289 @@
+"""The cutout service end to end, through real sockets to the loopback survey servers."""
+import time
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+
+from astro_mantis import Mantis, MultiSurveyCutout, conf
+from astro_mantis.cutouts import CutoutCache
+from astro_mantis.flags import MantisFlag
+from astro_mantis.surveys import SURVEYS
+
+ALL = ("galex", "panstarrs", "unwise")
+
+
+def grid(n, ra0=150.0, dec0=2.0, step=0.01):
+    return SkyCoord(ra0 + step * np.arange(n), dec0 + 0.5 * step * np.arange(n), unit="deg")
+
+
+def test_scalar_gives_one_cutout_with_every_survey(server):
+    coord = SkyCoord(150.1, 2.2, unit="deg")
+    cut = Mantis.get_cutouts(coord)
+    assert isinstance(cut, MultiSurveyCutout)
+    assert list(cut.surveys) == list(ALL) and cut.missing == () and cut.flags == 0
+    for name, img in cut.surveys.items():
+        survey = SURVEYS[name]
+        assert img.shape == (len(survey.bands), survey.size, survey.size)
+        assert img.bands == survey.bands and img.unit == survey.unit
+        x, y = img.wcs.world_to_pixel(coord)
+        centre = (survey.size - 1) / 2
+        assert abs(x - centre) < 0.01 and abs(y - centre) < 0.01
+        # the synthetic galaxy sits at the requested position: the centre is bright
+        band = img.data[0]
+        c = survey.size // 2
+        assert band[c - 2:c + 2, c - 2:c + 2].mean() > np.median(band)
+    assert np.all(np.isfinite(cut.surveys["panstarrs"].zeropoints))
+
+
+def test_array_is_row_aligned_and_endpoint_parameters_are_right(server):
+    coords = grid(6)
+    cuts = Mantis.get_cutouts(coords)
+    assert len(cuts) == 6
+    for coord, cut in zip(coords, cuts):
+        assert cut.coord.separation(coord) < 1e-6 * u.arcsec
+    fc = [e for e in server.log if e.endpoint == "fits-cutout"]
+    layers = {e.params["layer"]: e.params for e in fc}
+    assert set(layers) == {"galex", "unwise-neo7"}
+    assert layers["galex"]["size"] == "32" and float(layers["galex"]["pixscale"]) == 1.5
+    assert layers["unwise-neo7"]["size"] == "32" and float(layers["unwise-neo7"]["pixscale"]) == 2.75
+    cuts_ps1 = [e for e in server.log if e.endpoint == "fitscut"]
+    assert len(cuts_ps1) == 6 * 5
+    p = cuts_ps1[0].params
+    assert p["size"] == "170" and p["format"] == "fits" and p["red"].endswith(".unconv.fits")
+    (listing,) = [e for e in server.log if e.endpoint == "ps1filenames"]
+    assert listing.method == "POST" and listing.npositions == 6
+    assert listing.params.get("filters") == "grizy" and listing.params.get("type") == "stack"
+
+
+def test_ps1_listings_are_batched_never_per_object(server):
+    with conf.set_temp("ps1_chunk_size", 10):
+        cuts = Mantis.get_cutouts(grid(25), surveys=("panstarrs",))
+    assert all("panstarrs" in c for c in cuts)
+    sizes = sorted(e.npositions for e in server.log if e.endpoint == "ps1filenames")
+    assert sizes == [5, 10, 10]
+    assert server.counts["fitscut"] == 25 * 5 and server.counts["fits-cutout"] == 0
+
+
+def test_band_order_comes_from_band_keywords(server):
+    coord = SkyCoord(33.3, 4.4, unit="deg")
+    native = Mantis.get_cutouts(coord, surveys=("galex", "unwise"), cache=False)
+    server.legacy_band_order = "reversed"
+    flipped = Mantis.get_cutouts(coord, surveys=("galex", "unwise"), cache=False)
+    for name in ("galex", "unwise"):
+        np.testing.assert_array_equal(native[name].data, flipped[name].data)
+        assert not np.array_equal(native[name].data[0], native[name].data[1])
+
+
+def test_retries_recover_from_transient_5xx(server):
+    server.fail_next(2, "5xx", endpoint="fits-cutout")
+    with conf.set_temp("retries", 3):
+        cut = Mantis.get_cutouts(SkyCoord(10, 10, unit="deg"), surveys=("galex",))
+    assert "galex" in cut and cut.flags == 0
+    assert server.counts["fits-cutout"] == 3
+
+
+def test_retries_are_bounded_and_failures_are_flagged_not_raised(server):
+    server.error_rate = 1.0
+    server.endpoints = {"fits-cutout"}
+    with conf.set_temp("retries", 2):
+        cuts = Mantis.get_cutouts(grid(3), surveys=ALL)
+    assert server.counts["fits-cutout"] == 3 * 2 * 3  # positions x surveys x (1 + retries)
+    for cut in cuts:
+        assert list(cut.surveys) == ["panstarrs"]
+        assert set(cut.missing) == {"galex", "unwise"}
+        assert MantisFlag.FETCH_FAILED in cut.flags
+        assert MantisFlag.GALEX_MISSING in cut.flags and MantisFlag.UNWISE_MISSING in cut.flags
+        assert cut.status["galex"].startswith("failed: HTTP 503")
+
+
+@pytest.mark.parametrize("kind", ["truncate", "html", "5xx"])
+def test_each_fault_is_retried_then_flagged(server, kind):
+    coord = SkyCoord(20, 5, unit="deg")
+    server.fail_next(1, kind, endpoint="fitscut")
+    with conf.set_temp("retries", 1):
+        cut = Mantis.get_cutouts(coord, surveys=("panstarrs",), cache=False)
+    assert "panstarrs" in cut and cut.flags == 0
+    server.fail_next(1, kind, endpoint="fitscut")
+    with conf.set_temp("retries", 0):
+        cut = Mantis.get_cutouts(coord, surveys=("panstarrs",), cache=False)
+    assert cut.missing == ("panstarrs",) and MantisFlag.FETCH_FAILED in cut.flags
+    reason = {"truncate": "truncated", "html": "HTML", "5xx": "HTTP 503"}[kind]
+    assert reason in cut.status["panstarrs"]
+
+
+def test_html_listing_and_timeouts(server):
+    server.fail_next(1, "html", endpoint="ps1filenames")
+    with conf.set_temp("retries", 0):
+        cuts = Mantis.get_cutouts(grid(2), surveys=("panstarrs",), cache=False)
+    assert all("listing" in c.status["panstarrs"] for c in cuts)
+    server.timeout_sleep = 2.0
+    server.fail_next(1, "timeout", endpoint="fits-cutout")
+    with conf.set_temp("timeout", 0.5), conf.set_temp("retries", 1):
+        cut = Mantis.get_cutouts(SkyCoord(5, 5, unit="deg"), surveys=("galex",), cache=False)
+    assert "galex" in cut
+
+
+def test_failures_in_the_middle_keep_rows_and_a_rerun_completes_them(server):
+    coords = grid(9)
+    server.fail_next(2, "5xx", endpoint="fits-cutout")
+    with conf.set_temp("retries", 0):
+        cuts = Mantis.get_cutouts(coords, surveys=("galex", "unwise"))
+    assert len(cuts) == 9
+    failed = [i for i, c in enumerate(cuts) if MantisFlag.FETCH_FAILED in c.flags]
+    assert 1 <= len(failed) <= 2
+    assert all(c.coord.separation(k) < 1e-6 * u.arcsec for c, k in zip(cuts, coords))
+    server.reset()
+    again = Mantis.get_cutouts(coords, surveys=("galex", "unwise"))
+    assert all(c.flags == 0 for c in again)
+    assert server.counts["fits-cutout"] == sum(len(cuts[i].missing) for i in failed)
+
+
+def test_cache_hit_miss_corruption_and_bypass(server, tmp_path):
+    coords = grid(4)
+    Mantis.get_cutouts(coords)
+    first = dict(server.counts)
+    assert first["fitscut"] == 20
+    server.reset()
+    cached = Mantis.get_cutouts(coords)
+    assert sum(server.counts.values()) == 0 and Mantis.last_request_count == 0
+    assert all(set(c.status.values()) == {"cached"} for c in cached)
+    # damage one cache file: it is detected, deleted and fetched again, alone
+    cache = CutoutCache()
+    galex = SURVEYS["galex"]
+    ra, dec = coords[2].ra.deg, coords[2].dec.deg
+    path = cache.path("galex", galex.cache_key(ra, dec))
+    assert path.exists()
+    raw = bytearray(path.read_bytes())
+    raw[-100:-90] = b"0123456789"
+    path.write_bytes(bytes(raw))
+    again = Mantis.get_cutouts(coords)
+    assert dict(server.counts) == {"fits-cutout": 1}
+    np.testing.assert_array_equal(again[2]["galex"].data, cached[2]["galex"].data)
+    # cache=False sends every request and writes nothing
+    server.reset()
+    with conf.set_temp("cache_dir", str(tmp_path / "elsewhere")):
+        Mantis.get_cutouts(coords, cache=False)
+    assert server.counts["fitscut"] == 20
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_cache_files_are_written_atomically(server):
+    Mantis.get_cutouts(grid(3))
+    root = CutoutCache().directory
+    files = list(root.rglob("*"))
+    assert any(f.suffix == ".fits" for f in files)
+    assert not any(f.suffix == ".tmp" for f in files)
+
+
+def test_out_of_footprint_is_missing_not_an_error(server):
+    server.galex_holes = [(40.0, 10.0, 0.5)]
+    server.no_overlap = [("unwise-neo7", 60.0, 10.0, 0.5)]
+    coords = SkyCoord([30.0, 40.0, 60.0], [-45.0, 10.0, 10.0], unit="deg")
+    south, hole, nowise = Mantis.get_cutouts(coords)
+    assert south.missing == ("panstarrs",) and south.status["panstarrs"] == "out of footprint"
+    assert south.flags == MantisFlag.PANSTARRS_MISSING | MantisFlag.OUT_OF_FOOTPRINT
+    assert hole.missing == ("galex",) and MantisFlag.GALEX_MISSING in hole.flags
+    assert nowise.missing == ("unwise",) and MantisFlag.OUT_OF_FOOTPRINT in nowise.flags
+    # dec < -30 is never asked for
+    listed = [e.npositions for e in server.log if e.endpoint == "ps1filenames"]
+    assert listed == [2]
+    # an empty listing (the service's own answer) also means "not covered", and is cached
+    server.ps1_min_dec = 0.0
+    server.reset()
+    cut = Mantis.get_cutouts(SkyCoord(70.0, -10.0, unit="deg"), surveys=("panstarrs",))
+    assert cut.missing == ("panstarrs",) and MantisFlag.OUT_OF_FOOTPRINT in cut.flags
+    assert server.counts["fitscut"] == 0
+    server.reset()
+    Mantis.get_cutouts(SkyCoord(70.0, -10.0, unit="deg"), surveys=("panstarrs",))
+    assert sum(server.counts.values()) == 0
+
+
+def test_nan_pixels_are_kept_and_masked(server):
+    server.ps1_nan_fraction = 1.0
+    cut = Mantis.get_cutouts(SkyCoord(15, 15, unit="deg"), surveys=("panstarrs",))
+    img = cut["panstarrs"]
+    assert img.mask.any() and not img.mask.all()
+    assert np.isnan(img.data[img.mask]).all()
+    assert MantisFlag.NAN_PIXELS in cut.flags
+
+
+def test_asinh_compressed_ps1_pixels_are_linearised(server):
+    coord = SkyCoord(25, 25, unit="deg")
+    linear = Mantis.get_cutouts(coord, surveys=("panstarrs",), cache=False)["panstarrs"]
+    server.ps1_asinh = True
+    decomp = Mantis.get_cutouts(coord, surveys=("panstarrs",), cache=False)["panstarrs"]
+    scale = np.nanmax(np.abs(linear.data))
+    np.testing.assert_allclose(decomp.data, linear.data, atol=1e-3 * scale)
+
+
+def test_bad_coordinates(server):
+    with pytest.raises(ValueError, match="invalid coordinate"):
+        Mantis.get_cutouts(SkyCoord(np.nan, 1.0, unit="deg"))
+    with pytest.raises(TypeError, match="SkyCoord"):
+        Mantis.get_cutouts((150.0, 2.0))
+    with pytest.raises(ValueError, match="unknown survey"):
+        Mantis.get_cutouts(SkyCoord(1, 1, unit="deg"), surveys=("sdss",))
+    coords = SkyCoord([10.0, np.nan, 12.0], [1.0, 2.0, np.nan], unit="deg")
+    cuts = Mantis.get_cutouts(coords)
+    assert len(cuts) == 3
+    assert cuts[0].flags == 0 and set(cuts[0].surveys) == set(ALL)
+    for bad in cuts[1:]:
+        assert bad.flags == MantisFlag.BAD_COORDINATE and bad.surveys == {}
+        assert set(bad.missing) == set(ALL)
+    assert server.counts["ps1filenames"] == 1 and server.counts["fitscut"] == 5
+
+
+def test_other_frames_are_converted_to_icrs(server):
+    gal = SkyCoord(l=[96.3, 120.0] * u.deg, b=[60.2, -40.0] * u.deg, frame="galactic")
+    cuts = Mantis.get_cutouts(gal, surveys=("galex",))
+    for cut, g in zip(cuts, gal):
+        assert cut.coord.frame.name == "icrs"
+        assert cut.coord.separation(g) < 1e-6 * u.arcsec
+    sent = sorted((float(e.params["ra"]), float(e.params["dec"])) for e in server.log)
+    icrs = gal.icrs
+    expect = sorted(zip(icrs.ra.deg, icrs.dec.deg))
+    np.testing.assert_allclose(np.array(sent), np.array(expect), atol=1e-6)
+
+
+def test_duplicated_positions_are_fetched_once(server):
+    coords = SkyCoord([5.0, 6.0, 5.0], [5.0, 6.0, 5.0], unit="deg")
+    cuts = Mantis.get_cutouts(coords, surveys=("galex",))
+    assert server.counts["fits-cutout"] == 2
+    np.testing.assert_array_equal(cuts[0]["galex"].data, cuts[2]["galex"].data)
+
+
+def test_get_image_list_lists_without_downloading(server):
+    coords = SkyCoord([10.0, 11.0, 12.0], [1.0, 2.0, -50.0], unit="deg")
+    urls = Mantis.get_image_list(coords)
+    assert len(urls) == 2 * 7 + 2  # the southern position has no PS1 image
+    assert sum("fitscut.cgi?red=" in u_ for u_ in urls) == 10
+    assert sum("layer=galex" in u_ for u_ in urls) == 3
+    assert all(u_.startswith(server.url) for u_ in urls)
+    assert server.counts["fitscut"] == 0 and server.counts["fits-cutout"] == 0
+    assert server.counts["ps1filenames"] == 1
+
+
+def test_connections_per_host_are_bounded(server):
+    server.latency = 0.2
+    coords = grid(8)
+    with conf.set_temp("max_connections_per_host", 2):
+        t0 = time.perf_counter()
+        Mantis.get_cutouts(coords, surveys=("galex",), cache=False)
+        slow = time.perf_counter() - t0
+    assert slow >= 8 / 2 * 0.2 * 0.95  # never more than 2 requests in flight
+    with conf.set_temp("max_connections_per_host", 8):
+        t0 = time.perf_counter()
+        Mantis.get_cutouts(coords, surveys=("galex",), cache=False)
+        fast = time.perf_counter() - t0
+    assert fast < slow
+
+
+def test_written_cutout_reads_back(server, tmp_path):
+    cut = Mantis.get_cutouts(SkyCoord(150.1, 2.2, unit="deg"))
+    cut.write(tmp_path / "c.fits")
+    back = MultiSurveyCutout.read(tmp_path / "c.fits")
+    for name in ALL:
+        np.testing.assert_array_equal(back[name].data, cut[name].data)
+        assert back[name].unit == cut[name].unit
