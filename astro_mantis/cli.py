@@ -27,14 +27,16 @@ from pathlib import Path
 import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from astropy.table import Table
+from astropy.table import MaskedColumn, Table
 
 from . import __version__
 from .config import conf
 from .flags import MantisFlag
 from .surveys import DEFAULT_SURVEYS, get_survey
 
-__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_BAD_INPUT"]
+__all__ = ["main", "build_parser", "fetch_and_write", "column_degrees", "positions_from_columns",
+           "summarize", "format_summary", "demo_positions", "InputError", "EXIT_OK",
+           "EXIT_BAD_INPUT"]
 
 #: Exit status of a job that ran (failures of single rows are in the summary).
 EXIT_OK = 0
@@ -109,7 +111,8 @@ def build_parser():
             "position get no file but keep their summary row. Service URLs, time limits, "
             "retries and connections per host come from astro_mantis.conf "
             "(~/.astropy/config/astro_mantis.cfg)."),
-        epilog="Example: astro-mantis cutouts targets.ecsv --out cutouts/ --surveys panstarrs,unwise",
+        epilog="Example:\n  astro-mantis cutouts targets.ecsv --out cutouts/ "
+               "--surveys panstarrs,unwise",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("table", metavar="TABLE",
                    help="input table, any format astropy.table.Table.read reads "
@@ -317,7 +320,7 @@ def fetch_and_write(ra, dec, out, surveys=DEFAULT_SURVEYS, cache=True, progress=
         One per position, in input order.
     summary : `~astropy.table.Table`
         The summary written to ``out/summary.ecsv``: ``row``, ``ra``, ``dec``,
-        ``flags``, ``status_<survey>`` per survey, ``file`` (empty when no file was
+        ``flags``, ``status_<survey>`` per survey, ``file`` (masked when no file was
         written, i.e. for invalid positions).
     """
     from .cutouts import Mantis
@@ -351,20 +354,28 @@ def fetch_and_write(ra, dec, out, surveys=DEFAULT_SURVEYS, cache=True, progress=
     for s in surveys:
         summary[f"status_{s}"] = np.array([_status_text(c.status.get(s, "")) for c in cuts],
                                           dtype=str) if n else np.array([], dtype=str)
-    summary["file"] = np.array(files, dtype=str) if n else np.array([], dtype=str)
+    files = np.array(files, dtype=str) if n else np.array([], dtype=str)
+    summary["file"] = MaskedColumn(files, mask=files == "")
     summary["row"].description = "row number in the input table (from 0)"
     summary["flags"].description = "astro_mantis.MantisFlag bits: " + ", ".join(
         f"{f.name}={f.value}" for f in MantisFlag if f.value)
     for s in surveys:
         summary[f"status_{s}"].description = (
             f"{s}: fetched, cached, out of footprint, failed: <reason>, or bad coordinate")
-    summary["file"].description = "cutout file in this directory ('' when none was written)"
+    summary["file"].description = "cutout file in this directory (masked when none was written)"
     summary.meta.update({"creator": f"astro_mantis {__version__}",
                          "surveys": list(surveys),
                          "fetch_seconds": round(elapsed, 3)})
     summary.meta.update(meta or {})
     summary.write(out / SUMMARY_NAME, format="ascii.ecsv", overwrite=True)
     return cuts, summary
+
+
+def _no_file(summary):
+    """Boolean array: rows of a summary without a cutout file."""
+    col = summary["file"]
+    mask = np.ma.getmaskarray(np.ma.asarray(col))
+    return mask | (np.ma.filled(np.ma.asarray(col).astype(str), "") == "")
 
 
 def summarize(summary, surveys):
@@ -402,7 +413,7 @@ def format_summary(summary, surveys):
     """
     counts = summarize(summary, surveys)
     n = len(summary)
-    nbad = int(np.sum(summary["file"] == "")) if n else 0
+    nbad = int(np.sum(_no_file(summary))) if n else 0
     nfiles = n - nbad
     lines = [f"{n} row(s): {nfiles} cutout file(s) written, {nbad} row(s) with a bad "
              "coordinate (no file)"]
@@ -493,24 +504,35 @@ def demo_positions(n=36, galex_hole=None):
     return ra, dec, [r[0] for r in rows]
 
 
-def _overview_figure(cuts, summary, labels, surveys):
-    """The demo's overview figure: sky map of the positions and a strip of thumbnails."""
-    from matplotlib.figure import Figure
-    from astropy.visualization import simple_norm
+def _thumbnail(img, size=64):
+    """An image resampled (nearest pixel) to ``size`` x ``size`` and scaled to [0, 1] (asinh)."""
+    ny, nx = img.shape
+    sample = img[np.ix_((np.arange(size) * ny) // size, (np.arange(size) * nx) // size)]
+    fin = np.isfinite(sample)
+    if fin.sum() < 2:
+        return np.full((size, size), np.nan)
+    lo, hi = np.percentile(sample[fin], [0.5, 99.5])
+    scaled = np.clip((sample - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    return np.arcsinh(10 * scaled) / np.arcsinh(10)
 
-    fig = Figure(figsize=(12, 7.5), layout="constrained")
-    gs = fig.add_gridspec(2, 1, height_ratios=[1.25, 1])
-    ax = fig.add_subplot(gs[0], projection="aitoff")
+
+def _overview_figure(cuts, summary, labels, surveys, ncol=8, cell=64):
+    """The demo's overview figure: sky map of the positions and a mosaic of thumbnails."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 8.5))
+    ax = fig.add_axes([0.06, 0.45, 0.74, 0.47], projection="aitoff")
     ndeliv = np.array([len(c.surveys) for c in cuts])
     ra = np.asarray(summary["ra"], dtype=float)
     dec = np.asarray(summary["dec"], dtype=float)
     ok = np.isfinite(ra) & np.isfinite(dec)
     x = -np.radians(((ra + 180.0) % 360.0) - 180.0)  # RA increasing to the left
     y = np.radians(dec)
-    cmap = {0: "tab:red", 1: "tab:orange", 2: "tab:olive", 3: "tab:green"}
+    colors = {0: "tab:red", 1: "tab:orange", 2: "tab:olive", 3: "tab:green"}
     for k in sorted(set(ndeliv[ok])):
         sel = ok & (ndeliv == k)
-        ax.scatter(x[sel], y[sel], s=28, color=cmap.get(min(k, 3), "tab:blue"),
+        ax.scatter(x[sel], y[sel], s=28, color=colors.get(min(k, 3), "tab:blue"),
                    label=f"{k} of {len(surveys)} surveys", zorder=3)
     xs = np.linspace(-np.pi, np.pi, 200)
     ax.plot(xs, np.full_like(xs, np.radians(-30.0)), ls="--", color="0.4", lw=1,
@@ -519,37 +541,46 @@ def _overview_figure(cuts, summary, labels, surveys):
         if labels[i]:
             ax.annotate(str(i), (x[i], y[i]), xytext=(4, 4), textcoords="offset points",
                         fontsize=8)
-    ax.set_xticklabels([f"{v}°" for v in (150, 120, 90, 60, 30, 0, 330, 300, 270, 240, 210)],
-                       fontsize=7)
+    ax.set_xticks(np.radians(np.arange(-150, 181, 30)))
+    ax.set_xticklabels([f"{(-v) % 360}°" for v in range(-150, 181, 30)], fontsize=7)
+    ax.tick_params(axis="y", labelsize=8)
     ax.grid(True, alpha=0.4)
-    ax.legend(loc="lower right", fontsize=7, bbox_to_anchor=(1.12, -0.05))
+    ax.legend(loc="upper left", fontsize=8, bbox_to_anchor=(1.02, 1.0), frameon=False)
     nbad = int((~ok).sum())
-    ax.set_title(f"{len(cuts)} demo positions (ICRS; {nbad} invalid, not shown); colour: "
-                 "surveys delivered", fontsize=10)
+    fig.text(0.5, 0.97, f"astro-mantis demo: {len(cuts)} positions (ICRS; {nbad} invalid, not "
+             "shown); colour: surveys delivered; numbers: rows of special cases",
+             ha="center", va="top", fontsize=10)
 
-    # thumbnails: one band per survey for the first rows
+    # mosaic: one band per survey (rows) for the first positions (columns), one image
     bands = {"galex": "NUV", "panstarrs": "r", "unwise": "W1"}
     show = [s for s in surveys if s in bands]
-    ncol = min(8, len(cuts))
-    sub = gs[1].subgridspec(max(len(show), 1), max(ncol, 1))
+    ncol = min(ncol, len(cuts))
+    gap = cell // 8
+    mosaic = np.full((len(show) * (cell + gap), max(ncol, 1) * (cell + gap)), np.nan)
+    notes = []
     for r, s in enumerate(show):
         for c in range(ncol):
-            a = fig.add_subplot(sub[r, c])
-            a.set_xticks([])
-            a.set_yticks([])
-            if r == 0:
-                a.set_title(f"row {c}", fontsize=8)
-            if c == 0:
-                a.set_ylabel(f"{s} {bands[s]}", fontsize=8)
-            cut = cuts[c]
-            if s not in cut.surveys:
-                a.text(0.5, 0.5, str(cut.status.get(s, "missing"))[:24], ha="center",
-                       va="center", fontsize=6, transform=a.transAxes, wrap=True)
-                continue
-            img = cut.surveys[s][bands[s]]
-            fin = np.isfinite(img)
-            norm = simple_norm(img[fin], "asinh", percent=99.5) if fin.sum() > 1 else None
-            a.imshow(img, origin="lower", cmap="gray", norm=norm)
+            y0, x0 = r * (cell + gap), c * (cell + gap)
+            if s in cuts[c].surveys:
+                mosaic[y0:y0 + cell, x0:x0 + cell] = _thumbnail(cuts[c].surveys[s][bands[s]],
+                                                                cell)[::-1]
+            else:
+                mosaic[y0:y0 + cell, x0:x0 + cell] = 0.0
+                notes.append((x0 + cell / 2, y0 + cell / 2, cuts[c].status.get(s, "missing")))
+    mx = fig.add_axes([0.06, 0.03, 0.88, 0.36])
+    cmap = colormaps["gray"].with_extremes(bad="white")
+    mx.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    for xc, yc, text in notes:
+        mx.text(xc, yc, str(text).replace(": ", ":\n", 1)[:40], ha="center", va="center",
+                fontsize=7, color="white")
+    mx.set_xticks([c * (cell + gap) + cell / 2 for c in range(ncol)])
+    mx.set_xticklabels([f"row {c}" for c in range(ncol)], fontsize=8)
+    mx.xaxis.tick_top()
+    mx.set_yticks([r * (cell + gap) + cell / 2 for r in range(len(show))])
+    mx.set_yticklabels([f"{s} {bands[s]}" for s in show], fontsize=8)
+    mx.tick_params(length=0)
+    for side in mx.spines.values():
+        side.set_visible(False)
     return fig
 
 
@@ -585,8 +616,9 @@ def _cmd_demo(args):
         if not cuts[i].surveys and not cuts[i].missing:
             continue
         npanel = sum(len(get_survey(s).bands) for s in surveys)
-        fig = Figure(figsize=(1.9 * npanel, 2.6), layout="constrained")
+        fig = Figure(figsize=(1.6 * npanel, 2.3))
         cuts[i].plot(fig=fig)
+        fig.subplots_adjust(left=0.005, right=0.995, bottom=0.02, top=0.72, wspace=0.05)
         c = cuts[i].coord
         where = (f"ra={c.ra.deg:.4f} dec={c.dec.deg:+.4f}" if np.isfinite(c.ra.deg)
                  else "invalid position")
@@ -607,7 +639,7 @@ def _cmd_demo(args):
     print("  requests served: " + ", ".join(f"{k} {v}" for k, v in sorted(requests.items())))
     print(f"wrote to {out}/:")
     print(f"  {SUMMARY_NAME}  (one row per position, in order, with flags and statuses)")
-    print(f"  cutout_NNNNNN.fits  ({int(np.sum(summary['file'] != ''))} files; "
+    print(f"  cutout_NNNNNN.fits  ({int(np.sum(~_no_file(summary)))} files; "
           "read with astro_mantis.MultiSurveyCutout.read)")
     for p in figures:
         print(f"  {p.name}")

@@ -56,6 +56,8 @@ def _serve(conn, kwargs):
             msg = conn.recv()
             if msg == "counts":
                 conn.send(dict(server.counts))
+            elif msg == "cpu":
+                conn.send(time.process_time())
             else:
                 break
 
@@ -82,6 +84,12 @@ class ProcessServer:
     def counts(self):
         self._conn.send("counts")
         return Counter(self._conn.recv())
+
+    @property
+    def cpu(self):
+        """CPU seconds used so far by the server process."""
+        self._conn.send("cpu")
+        return self._conn.recv()
 
     def __exit__(self, *exc):
         try:
@@ -147,6 +155,13 @@ def reference_pattern(coords, ps1_url, legacy_url, threads=10, timeout=60.0):
             wait(jobs)
             nbytes += sum(j.result() for j in jobs)
     return nbytes
+
+
+def _server_cpu(*servers):
+    """CPU seconds used by server processes (None for servers in this process)."""
+    if not all(hasattr(s, "cpu") for s in servers):
+        return None
+    return sum(s.cpu for s in servers)
 
 
 def _diff(after, before):
@@ -219,9 +234,13 @@ def main(argv=None):
             import cProfile
             prof = cProfile.Profile()
             prof.enable()
+        srv_cpu0 = _server_cpu(ps1, legacy)
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         cuts = Mantis.get_cutouts(coords, cache=True, progress=False)
         dt_b = time.perf_counter() - t0
+        cpu_b = time.process_time() - cpu0
+        srv_cpu_b = None if srv_cpu0 is None else _server_cpu(ps1, legacy) - srv_cpu0
         if prof:
             prof.disable()
             prof.dump_stats(args.profile + ".b")
@@ -235,9 +254,11 @@ def main(argv=None):
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         cuts2 = Mantis.get_cutouts(coords, cache=True, progress=False)
         dt_c = time.perf_counter() - t0
+        cpu_c = time.process_time() - cpu0
         if prof:
             prof.disable()
             prof.dump_stats(args.profile + ".c")
@@ -255,9 +276,14 @@ def main(argv=None):
     print()
     if ref_rate:
         print(f"  speed-up (b)/(a):                   {rate_b / ref_rate:6.1f} x")
-    print(f"  polite limit c/(5L):                {limit:6.1f} objects/s")
-    print(f"  (b) fraction of the limit:          {100 * rate_b / limit:6.1f} %  (target >= 90 %)")
+    if L > 0:
+        print(f"  polite limit c/(5L):                {limit:6.1f} objects/s")
+        print(f"  (b) fraction of the limit:          {100 * rate_b / limit:6.1f} %  "
+              "(target >= 90 %)")
     print(f"  (c) cached rerun:                   {rate_c:6.1f} objects/s  (target >= 500)")
+    srv = "" if srv_cpu_b is None else f", servers {1000 * srv_cpu_b / args.n:.1f} ms"
+    print(f"  CPU per object in (b): client {1000 * cpu_b / args.n:.1f} ms{srv}; "
+          f"in (c): client {1000 * cpu_c / args.n:.2f} ms")
     print(f"  requests in (b): {_fmt_counts(req_b)}"
           + (f" (client counted {nreq_client})" if nreq_client is not None else ""))
     print(f"  requests in (c): {_fmt_counts(req_c)}")

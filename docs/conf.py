@@ -40,6 +40,8 @@ extensions = [
     "numpydoc",
     "sphinx_automodapi.automodapi",
     "sphinx_automodapi.smart_resolver",
+    # The directives of pytest-doctestplus (testsetup, doctest-skip, ...): Sphinx must
+    # know them to build the pages; pytest runs the examples (setup.cfg: --doctest-rst).
     "pytest_doctestplus.sphinx.doctestplus",
 ]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
@@ -49,10 +51,6 @@ root_doc = "index"
 
 # Single backticks mean "a Python object", as in astropy's docs.
 default_role = "obj"
-
-# The doctest directives of pytest-doctestplus: Sphinx must know them to build the
-# pages, and pytest runs the examples (setup.cfg: --doctest-rst over docs/).
-rst_prolog = ""
 
 # -- automodapi / autodoc / numpydoc ------------------------------------------
 automodapi_toctreedirnm = "api"
@@ -70,8 +68,8 @@ nitpicky = True
 # Only genuinely external objects: without intersphinx (which would need the network)
 # Sphinx cannot resolve them. Anything under astro_mantis must resolve.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(astropy|astroquery|numpy|matplotlib|requests|tqdm|torch|scipy)(\..*)?"),
-    (r"py:.*", r"(enum|concurrent|threading|pathlib|os|http|socketserver|collections"
+    (r"py:.*", r"(astropy|astroquery|numpy|matplotlib|requests|tqdm|torch|scipy|pytest)(\..*)?"),
+    (r"py:.*", r"(argparse|enum|concurrent|threading|pathlib|os|http|socketserver|collections"
                r"|typing|dataclasses|io|logging|urllib)(\..*)?"),
     (r"py:.*", r"(str|int|float|bool|bytes|dict|list|tuple|object|None|callable"
                r"|Exception|ValueError|TypeError|KeyError|OSError|RuntimeError"
@@ -79,13 +77,21 @@ nitpick_ignore_regex = [
 ]
 
 # -- HTML output ----------------------------------------------------------------
-html_theme = "pydata_sphinx_theme"
+# pydata-sphinx-theme comes with sphinx-astropy (through its theme); fall back on
+# Sphinx's own theme where it is missing, so the build never needs anything more.
+try:
+    import pydata_sphinx_theme  # noqa: F401
+except ImportError:  # pragma: no cover
+    html_theme = "alabaster"
+    html_theme_options = {}
+else:
+    html_theme = "pydata_sphinx_theme"
+    html_theme_options = {
+        "navigation_with_keys": False,
+        "show_toc_level": 2,
+        "icon_links": [],
+    }
 html_title = f"astro_mantis {version}"
 html_static_path = ["_static"]
-html_theme_options = {
-    "navigation_with_keys": False,
-    "show_toc_level": 2,
-    "icon_links": [],
-}
 html_last_updated_fmt = None
 html_show_sourcelink = False

@@ -173,7 +173,7 @@ def test_cache_files_are_written_atomically(server):
     Mantis.get_cutouts(grid(3))
     root = CutoutCache().directory
     files = list(root.rglob("*"))
-    assert any(f.suffix == ".fits" for f in files)
+    assert any(f.suffix == ".amc" for f in files)
     assert not any(f.suffix == ".tmp" for f in files)
 
 

@@ -9,6 +9,7 @@ import math
 import threading
 import time
 import timeit
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -20,7 +21,12 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from astro_mantis.testing import SurveyServer, SyntheticSky, ps1_skycell, ps1_skycell_center
+from astro_mantis.testing import (
+    SurveyServer,
+    SyntheticSky,
+    ps1_skycell,
+    ps1_skycell_center,
+)
 from astro_mantis.testing.fixtures import survey_server  # noqa: F401 (registers the fixture)
 from astro_mantis.testing.server import PS1_LISTING_HEADER
 
@@ -36,12 +42,12 @@ def server():
 
 
 def listing(srv, ra=RA, dec=DEC, filters="grizy", **kw):
-    return requests.get(f"{srv.panstarrs_url}/ps1filenames.py",
-                        params=dict(ra=ra, dec=dec, filters=filters, type="stack"), timeout=10, **kw)
+    params = {"ra": ra, "dec": dec, "filters": filters, "type": "stack"}
+    return requests.get(f"{srv.panstarrs_url}/ps1filenames.py", params=params, timeout=10, **kw)
 
 
 def fitscut(srv, filename, ra=RA, dec=DEC, size=170, **extra):
-    params = dict(red=filename, ra=ra, dec=dec, size=size, format="fits")
+    params = {"red": filename, "ra": ra, "dec": dec, "size": size, "format": "fits"}
     params.update(extra)
     return requests.get(f"{srv.panstarrs_url}/fitscut.cgi", params=params, timeout=10)
 
@@ -49,7 +55,7 @@ def fitscut(srv, filename, ra=RA, dec=DEC, size=170, **extra):
 def viewer(srv, layer="galex", ra=RA, dec=DEC, size=32, pixscale=None, **extra):
     if pixscale is None:
         pixscale = 1.5 if layer == "galex" else 2.75
-    params = dict(ra=ra, dec=dec, size=size, pixscale=pixscale, layer=layer)
+    params = {"ra": ra, "dec": dec, "size": size, "pixscale": pixscale, "layer": layer}
     params.update(extra)
     return requests.get(f"{srv.legacysurvey_url}/fits-cutout", params=params, timeout=10)
 
@@ -74,7 +80,7 @@ def test_listing_get_header_and_rows(server):
     assert lines[0] == PS1_LISTING_HEADER
     rows = [line.split() for line in lines[1:]]
     assert [row[4] for row in rows] == list("grizy")
-    projcell, subcell, ra_c, dec_c = ps1_skycell(RA, DEC)
+    projcell, subcell, _ra_c, _dec_c = ps1_skycell(RA, DEC)
     for row, band in zip(rows, "grizy"):
         assert len(row) == 10
         assert row[:4] == [str(projcell), str(subcell), "210.802520", "54.348880"]
@@ -149,7 +155,7 @@ def test_skycell_tiling_round_trip():
 
 # --------------------------------------------------------------------- PS1 fitscut
 def test_fitscut_wcs_puts_position_at_centre(server):
-    projcell, subcell, ra_c, dec_c = ps1_skycell(RA, DEC)
+    _projcell, _subcell, ra_c, dec_c = ps1_skycell(RA, DEC)
     # positions near a skycell corner make CRPIX lie far outside the image
     for ra, dec in [(RA, DEC), (ra_c + 0.17 / math.cos(math.radians(dec_c)), dec_c - 0.18)]:
         r = fitscut(server, ps1_file(server, ra, dec, "i"), ra, dec)
@@ -177,11 +183,11 @@ def test_fitscut_wcs_puts_position_at_centre(server):
 def test_fitscut_output_size_and_defaults(server):
     fn = ps1_file(server)
     r = requests.get(f"{server.panstarrs_url}/fitscut.cgi",
-                     params=dict(red=fn, ra=RA, dec=DEC, output_size=64, format="fits",
-                                 unknown="ignored"), timeout=10)
+                     params={"red": fn, "ra": RA, "dec": DEC, "output_size": 64,
+                             "format": "fits", "unknown": "ignored"}, timeout=10)
     assert open_fits(r.content)[0].data.shape == (64, 64)
-    r = requests.get(f"{server.panstarrs_url}/fitscut.cgi", params=dict(red=fn, ra=RA, dec=DEC),
-                     timeout=10)
+    r = requests.get(f"{server.panstarrs_url}/fitscut.cgi",
+                     params={"red": fn, "ra": RA, "dec": DEC}, timeout=10)
     assert open_fits(r.content)[0].data.shape == (240, 240)
 
 
@@ -189,7 +195,7 @@ def test_fitscut_bad_requests(server):
     bad = "/rings.v3.skycell/0001/000/rings.v3.skycell.0001.000.stk.g.unconv.fits"
     assert fitscut(server, bad).status_code in (404, 500)
     assert fitscut(server, "nonsense.fits").status_code in (404, 500)
-    r = requests.get(f"{server.panstarrs_url}/fitscut.cgi", params=dict(red=ps1_file(server)),
+    r = requests.get(f"{server.panstarrs_url}/fitscut.cgi", params={"red": ps1_file(server)},
                      timeout=10)
     assert r.status_code >= 400
 
@@ -382,7 +388,7 @@ def test_fail_next():
         srv.fail_next(1, "timeout")
         with pytest.raises(requests.exceptions.Timeout):
             requests.get(f"{srv.legacysurvey_url}/fits-cutout",
-                         params=dict(ra=RA, dec=DEC, layer="galex", size=8), timeout=0.2)
+                         params={"ra": RA, "dec": DEC, "layer": "galex", "size": 8}, timeout=0.2)
         assert viewer(srv).status_code == 200
         with pytest.raises(ValueError):
             srv.fail_next(1, "explode")
@@ -400,14 +406,21 @@ def test_latency_is_applied():
 
 
 def test_concurrent_requests():
+    def fetch(srv, k):
+        # urllib: a light client, so that the test measures the server's concurrency
+        url = (f"{srv.legacysurvey_url}/fits-cutout?ra={RA + k * 0.01}&dec={DEC}"
+               "&size=16&pixscale=1.5&layer=galex")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, len(response.read())
+
     with SurveyServer(latency=0.2) as srv:
-        viewer(srv, size=8)  # warm up imports
+        fetch(srv, 0)  # warm up
         t0 = time.perf_counter()
         with ThreadPoolExecutor(16) as pool:
-            codes = list(pool.map(lambda k: viewer(srv, ra=RA + k * 0.01, size=16).status_code,
-                                  range(16)))
+            results = list(pool.map(lambda k: fetch(srv, k), range(16)))
         elapsed = time.perf_counter() - t0
-    assert codes == [200] * 16
+        assert srv.counts["fits-cutout"] == 17
+    assert all(status == 200 and size > 2880 for status, size in results)
     assert elapsed < 1.0
 
 
@@ -435,18 +448,18 @@ def test_keep_alive_and_stop():
     try:
         with requests.Session() as session:
             for _ in range(3):
-                r = session.get(f"{srv.legacysurvey_url}/fits-cutout",
-                                params=dict(ra=RA, dec=DEC, layer="galex", size=8), timeout=10)
+                r = session.get(f"{srv.legacysurvey_url}/fits-cutout", timeout=10,
+                                params={"ra": RA, "dec": DEC, "layer": "galex", "size": 8})
                 assert r.status_code == 200 and r.headers.get("Connection") != "close"
             srv.stop()
             assert not srv.running
             with pytest.raises(requests.exceptions.ConnectionError):
                 session.get(f"http://127.0.0.1:{srv.port}/viewer/fits-cutout",
-                            params=dict(ra=RA, dec=DEC, layer="galex"), timeout=2)
+                            params={"ra": RA, "dec": DEC, "layer": "galex"}, timeout=2)
     finally:
         srv.stop()
     with pytest.raises(RuntimeError):
-        srv.url
+        _ = srv.url
 
 
 # --------------------------------------------------------------------- determinism, sky
@@ -474,11 +487,11 @@ def test_render_matches_service_and_is_fast():
     ps1 = sky.render("panstarrs", coord, band="g")[0]
     assert ps1.data.shape == (170, 170) and ps1.header["CRPIX1"] == 85.5
     centre = ps1_skycell(RA, DEC)[2:]
-    best = min(timeit.repeat(lambda: sky.render("panstarrs", coord, band="r",
-                                                skycell_center=centre), number=5, repeat=5)) / 5
-    assert best < 5e-3
-    best = min(timeit.repeat(lambda: sky.render("galex", coord), number=5, repeat=5)) / 5
-    assert best < 5e-3
+    # CPU time of this thread, so that a busy machine does not fail the test
+    for render in (lambda: sky.render("panstarrs", coord, band="r", skycell_center=centre),
+                   lambda: sky.render("galex", coord), lambda: sky.render("unwise", coord)):
+        best = min(timeit.repeat(render, number=5, repeat=5, timer=time.thread_time)) / 5
+        assert best < 5e-3
 
 
 def test_sky_catalog_and_band_selection():
@@ -487,11 +500,16 @@ def test_sky_catalog_and_band_selection():
     far = sky.render("galex", (RA + 0.25, DEC), band="n")[0].data
     near = sky.render("galex", (RA, DEC), band=["fuv", "nuv"])[0]
     assert near.header["BANDS"] == "fn"
-    assert near.data[1].sum() > 100 * abs(far.sum())  # source only where it is
-    assert abs(near.data[0].sum()) < 0.1 * near.data[1].sum()  # no FUV magnitude: not drawn
+    assert near.data[1].sum() == pytest.approx(10 ** (-0.4 * (16.0 - 20.08)), rel=0.05)
+    assert abs(far.sum()) < 2.0  # noise only: the sources are 0.25 deg away
+    assert abs(near.data[0].sum()) < 2.0  # no FUV magnitude: not drawn
     props = SyntheticSky(seed=5).galaxy_at(RA, DEC)
-    assert props == SyntheticSky(seed=5).galaxy_at(RA + 1e-9, DEC)
-    assert props != SyntheticSky(seed=6).galaxy_at(RA, DEC)
+    again = SyntheticSky(seed=5).galaxy_at(RA + 1e-9, DEC)
+    props.pop("ra"), again.pop("ra")
+    assert props == again
+    other = SyntheticSky(seed=6).galaxy_at(RA, DEC)
+    other.pop("ra")
+    assert props != other
 
 
 # --------------------------------------------------------------------- configuration
@@ -502,12 +520,11 @@ class _Conf(ConfigNamespace):
 
 def test_configure_sets_and_restores_urls():
     conf = _Conf()
-    with SurveyServer() as srv:
-        with srv.configure(conf) as same:
-            assert same is srv
-            assert conf.panstarrs_url == srv.url + "/cgi-bin"
-            assert conf.legacysurvey_url == srv.url + "/viewer"
-            assert listing(srv).status_code == 200
+    with SurveyServer() as srv, srv.configure(conf) as same:
+        assert same is srv
+        assert conf.panstarrs_url == srv.url + "/cgi-bin"
+        assert conf.legacysurvey_url == srv.url + "/viewer"
+        assert listing(srv).status_code == 200
     assert conf.panstarrs_url == "https://ps1images.stsci.edu/cgi-bin"
     assert conf.legacysurvey_url == "https://www.legacysurvey.org/viewer"
 

@@ -11,7 +11,7 @@ import numpy as np
 from astropy import units as u
 
 from ..exceptions import InvalidResponseError
-from .core import Request, Survey, SurveyImage, celestial_wcs, read_fits_bytes
+from .core import Request, Survey, SurveyImage, read_primary_image
 
 __all__ = ["LegacyViewerSurvey"]
 
@@ -63,26 +63,26 @@ class LegacyViewerSurvey(Survey):
         """Parse the ``fits-cutout`` response; None if the position is not covered."""
         size = int(size or self.size)
         (content,) = contents
-        hdul = read_fits_bytes(content, f"{self.name} fits-cutout at ({ra:.5f}, {dec:.5f})")
-        hdu = hdul[0]
-        if hdu.data is None:
-            if hdu.header.get("OVERLAP", True) is False:
+        header, data = read_primary_image(
+            content, f"{self.name} fits-cutout at ({ra:.5f}, {dec:.5f})")
+        if data is None:
+            if header.get("OVERLAP", True) is False:
                 return None
             raise InvalidResponseError(f"{self.name}: FITS response has no image data")
-        data = np.asarray(hdu.data, dtype=np.float32)
+        shape = data.shape
         if data.ndim == 2:
             data = data[np.newaxis]
         if data.ndim != 3 or data.shape[1:] != (size, size):
             raise InvalidResponseError(
-                f"{self.name}: image shape {hdu.data.shape}, expected "
+                f"{self.name}: image shape {shape}, expected "
                 f"({len(self.bands)}, {size}, {size})")
-        order = self.plane_order(hdu.header, data.shape[0])
+        order = self.plane_order(header, data.shape[0])
         data = data[order]
         if not np.any(data[np.isfinite(data)]):
             return None  # all-zero (or all-NaN) cube: a coverage hole
         meta = {"LAYER": self.layer}
         for key in ("SURVEY", "VERSION"):
-            if key in hdu.header:
-                meta["SRC" + key[:5]] = str(hdu.header[key])
-        return SurveyImage(self.name, data, celestial_wcs(hdu.header), self.unit, self.bands,
-                           zeropoints=self.zeropoints(hdu.header), meta=meta)
+            if key in header:
+                meta["SRC" + key[:5]] = str(header[key])
+        return SurveyImage(self.name, data, header, self.unit, self.bands,
+                           zeropoints=self.zeropoints(header), meta=meta)

@@ -23,7 +23,7 @@ from astropy import units as u
 
 from ..exceptions import InvalidResponseError
 from ..flags import MantisFlag
-from .core import Request, Survey, SurveyImage, celestial_wcs, read_fits_bytes
+from .core import Request, Survey, SurveyImage, read_primary_image
 
 __all__ = ["PanstarrsSurvey", "survey", "decompress_asinh"]
 
@@ -127,18 +127,17 @@ class PanstarrsSurvey(Survey):
         header = None
         exptimes = {}
         for content, req in zip(contents, requests):
-            hdul = read_fits_bytes(content, f"panstarrs fitscut {req.band} at ({ra:.5f}, {dec:.5f})")
-            hdu = hdul[0]
-            if hdu.data is None or hdu.data.shape != (size, size):
-                shape = None if hdu.data is None else hdu.data.shape
+            hdr, data = read_primary_image(
+                content, f"panstarrs fitscut {req.band} at ({ra:.5f}, {dec:.5f})")
+            if data is None or data.shape != (size, size):
+                shape = None if data is None else data.shape
                 raise InvalidResponseError(
                     f"panstarrs {req.band}: image shape {shape}, expected ({size}, {size})")
-            data = np.asarray(hdu.data, dtype=np.float64)
-            if "BSOFTEN" in hdu.header and "BOFFSET" in hdu.header:
-                data = decompress_asinh(data, hdu.header["BSOFTEN"], hdu.header["BOFFSET"])
+            if "BSOFTEN" in hdr and "BOFFSET" in hdr:
+                data = decompress_asinh(data, hdr["BSOFTEN"], hdr["BOFFSET"])
             planes[req.band] = data
-            exptimes[req.band] = float(hdu.header.get("EXPTIME", np.nan))
-            header = header if header is not None else hdu.header
+            exptimes[req.band] = float(hdr.get("EXPTIME", np.nan))
+            header = header if header is not None else hdr
         if header is None:
             return None
         cube = np.stack([planes.get(b, np.full((size, size), np.nan)) for b in self.bands])
@@ -147,7 +146,7 @@ class PanstarrsSurvey(Survey):
         meta = {"LAYER": self.layer}
         meta.update({f"EXPTIME{b.upper()}": exptimes[b] for b in exptimes})
         flags = MantisFlag.NONE if len(planes) == len(self.bands) else MantisFlag.NAN_PIXELS
-        return SurveyImage(self.name, cube, celestial_wcs(header), self.unit, self.bands,
+        return SurveyImage(self.name, cube, header, self.unit, self.bands,
                            zeropoints=zps, flags=flags, meta=meta)
 
 

@@ -9,14 +9,20 @@ renders the images. The pytest fixture ``survey_server`` lives in
 `astro_mantis.testing.fixtures` (import it from a ``conftest.py``).
 """
 
-from .server import SurveyServer, LogEntry, ps1_skycell, ps1_skycell_center, ps1_filename
+from .server import (
+    LogEntry,
+    SurveyServer,
+    ps1_filename,
+    ps1_skycell,
+    ps1_skycell_center,
+)
 from .synthetic import SyntheticSky
 
 __all__ = [
+    "LogEntry",
     "SurveyServer",
     "SyntheticSky",
-    "LogEntry",
+    "ps1_filename",
     "ps1_skycell",
     "ps1_skycell_center",
-    "ps1_filename",
 ]

@@ -19,7 +19,6 @@ Only the standard library, numpy and astropy are used.
 
 import contextlib
 import inspect
-import io
 import math
 import random
 import re
@@ -36,12 +35,12 @@ import numpy as np
 from .synthetic import SURVEY_BANDS, SyntheticSky, _format_card, stable_seed
 
 __all__ = [
-    "SurveyServer",
-    "LogEntry",
     "PS1_LISTING_HEADER",
+    "LogEntry",
+    "SurveyServer",
+    "ps1_filename",
     "ps1_skycell",
     "ps1_skycell_center",
-    "ps1_filename",
 ]
 
 #: Header line of a ``ps1filenames.py`` listing.
@@ -75,7 +74,7 @@ _BAND_HEIGHT = 4.0
 _NDEC = 45
 _PROJCELL_OFFSET = 1000
 _NRA = np.array(
-    [max(1, int(round(360.0 * math.cos(math.radians(-88.0 + 4.0 * k)) / 4.0)))
+    [max(1, round(360.0 * math.cos(math.radians(-88.0 + 4.0 * k)) / 4.0))
      for k in range(_NDEC)]
 )
 _BASE = _PROJCELL_OFFSET + np.concatenate([[0], np.cumsum(_NRA)[:-1]])
@@ -278,13 +277,13 @@ class _SurveyRequestHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     timeout = 60  # idle keep-alive connections are closed after this
 
-    def log_message(self, format, *args):  # noqa: A002 - silence request logs
+    def log_message(self, format, *args):
         pass
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self._dispatch("GET")
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         self._dispatch("POST")
 
     # -- helpers -------------------------------------------------------------
@@ -333,7 +332,9 @@ class _SurveyRequestHandler(BaseHTTPRequestHandler):
         try:
             params, file_text = _parse_params(split.query, body,
                                               self.headers.get("Content-Type", ""))
-            positions = _listing_positions(params, file_text) if endpoint == "ps1filenames" else None
+            positions = None
+            if endpoint == "ps1filenames":
+                positions = _listing_positions(params, file_text)
         except _BadRequest as err:
             owner._record(method, endpoint, {}, None)
             self._send(err.status, f"{err}\n".encode(), "text/plain")
@@ -358,7 +359,7 @@ class _SurveyRequestHandler(BaseHTTPRequestHandler):
             status, content_type, payload = owner._respond(endpoint, params, positions)
         except _BadRequest as err:
             status, content_type, payload = err.status, "text/plain", f"{err}\n".encode()
-        except Exception as err:  # the real CGIs answer 500 on internal errors
+        except Exception as err:  # noqa: BLE001 - the real CGIs answer 500 on any error
             status, content_type = 500, "text/plain"
             payload = f"Internal Server Error: {type(err).__name__}: {err}\n".encode()
         if fault == "truncate":

@@ -26,13 +26,13 @@ from astropy import units as u
 from astropy.io import fits
 
 __all__ = [
-    "SyntheticSky",
-    "SURVEY_BANDS",
     "GALEX_ZEROPOINTS",
-    "WISE_VEGA_TO_AB",
     "PS1_EXPTIME",
-    "tan_project",
+    "SURVEY_BANDS",
+    "WISE_VEGA_TO_AB",
+    "SyntheticSky",
     "stable_seed",
+    "tan_project",
 ]
 
 #: Native band order of each survey as the services send it.
@@ -376,7 +376,7 @@ class SyntheticSky:
 
     def _paint(self, image, survey, band, src, crval, crpix, cd, pixscale, exptime):
         """Add every source of ``src`` to ``image`` (ny, nx) in place."""
-        colname, fwhm, native_scale, depth = _BAND_INFO[(survey, band)]
+        colname, fwhm, _native_scale, _depth = _BAND_INFO[(survey, band)]
         mags = src[colname]
         flux = self._native_flux(survey, band, mags, exptime)
         x_iw, y_iw = tan_project(src["ra"], src["dec"], crval[0], crval[1])
@@ -400,9 +400,10 @@ class SyntheticSky:
             s2 = pixscale * pixscale
             cxx, cyy, cxy = c_ee / s2, c_nn / s2, -c_en / s2
             det = cxx * cyy - cxy * cxy
-            half = int(math.ceil(6.0 * math.sqrt(max(cxx, cyy)))) + 1
-            x_lo, x_hi = max(int(px[k]) - half, 0), min(int(px[k]) + half + 2, nx)
-            y_lo, y_hi = max(int(py[k]) - half, 0), min(int(py[k]) + half + 2, ny)
+            half = math.ceil(6.0 * math.sqrt(max(cxx, cyy))) + 1
+            ix, iy = math.floor(px[k]), math.floor(py[k])
+            x_lo, x_hi = max(ix - half, 0), min(ix + half + 2, nx)
+            y_lo, y_hi = max(iy - half, 0), min(iy + half + 2, ny)
             if x_lo >= x_hi or y_lo >= y_hi:
                 continue
             dx = np.arange(x_lo, x_hi, dtype=float) - px[k]

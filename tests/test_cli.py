@@ -1,0 +1,186 @@
+"""End-to-end tests of the ``astro-mantis`` command, through real loopback HTTP servers."""
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.table import Table
+
+from astro_mantis import MantisFlag, MultiSurveyCutout, conf
+from astro_mantis.cli import EXIT_BAD_INPUT, EXIT_OK, demo_positions, main
+from astro_mantis.testing.fixtures import survey_server  # noqa: F401  (pytest fixture)
+
+SURVEYS = ("galex", "panstarrs", "unwise")
+
+
+def _table(path, ra, dec, **cols):
+    t = Table({"ra": np.asarray(ra, float), "dec": np.asarray(dec, float), **cols})
+    t.write(path, format="ascii.ecsv", overwrite=True)
+    return path
+
+
+def test_cutouts_table_end_to_end(survey_server, tmp_path, capsys):  # noqa: F811
+    # rows: ordinary, NaN (bad), south of -30 (no PS1), ordinary, dec out of range (bad)
+    ra = [150.1, np.nan, 40.0, 210.5, 10.0]
+    dec = [2.2, 5.0, -45.0, 54.3, 95.0]
+    src = _table(tmp_path / "targets.ecsv", ra, dec, name=["a", "b", "c", "d", "e"])
+    out = tmp_path / "out"
+
+    assert main(["cutouts", str(src), "--out", str(out), "--no-progress"]) == EXIT_OK
+
+    summary = Table.read(out / "summary.ecsv")
+    assert len(summary) == 5
+    assert list(summary["row"]) == [0, 1, 2, 3, 4]
+    assert summary["ra"].unit == u.deg
+    np.testing.assert_allclose(summary["ra"][[0, 2, 3]], [150.1, 40.0, 210.5])
+    assert np.isnan(summary["ra"][1])
+    for s in SURVEYS:
+        assert f"status_{s}" in summary.colnames
+
+    flags = [MantisFlag(int(f)) for f in summary["flags"]]
+    # good rows: everything fetched, one file each, readable
+    for i in (0, 3):
+        assert flags[i] & (MantisFlag.BAD_COORDINATE | MantisFlag.FETCH_FAILED
+                           | MantisFlag.OUT_OF_FOOTPRINT) == 0
+        assert [summary[f"status_{s}"][i] for s in SURVEYS] == ["fetched"] * 3
+        assert summary["file"][i] == f"cutout_{i:06d}.fits"
+        cut = MultiSurveyCutout.read(out / summary["file"][i])
+        assert list(cut.surveys) == list(SURVEYS)
+        assert cut.surveys["panstarrs"].data.shape == (5, 170, 170)
+        assert cut.coord.ra.deg == pytest.approx(ra[i])
+        assert cut.coord.dec.deg == pytest.approx(dec[i])
+    # south of -30: PS1 out of footprint, the rest fetched, a file without PS1
+    assert flags[2] == MantisFlag.PANSTARRS_MISSING | MantisFlag.OUT_OF_FOOTPRINT
+    assert summary["status_panstarrs"][2] == "out of footprint"
+    cut = MultiSurveyCutout.read(out / "cutout_000002.fits")
+    assert "panstarrs" in cut.missing and set(cut.surveys) == {"galex", "unwise"}
+    # bad coordinates: flagged, no file, row kept
+    for i in (1, 4):
+        assert flags[i] & MantisFlag.BAD_COORDINATE
+        assert summary["file"].mask[i]
+        assert [summary[f"status_{s}"][i] for s in SURVEYS] == ["bad coordinate"] * 3
+        assert not (out / f"cutout_{i:06d}.fits").exists()
+    assert sorted(p.name for p in out.glob("*.fits")) == [
+        "cutout_000000.fits", "cutout_000002.fits", "cutout_000003.fits"]
+
+    # PS1 listings are batched: one POST for the three positions it covers
+    assert survey_server.counts["ps1filenames"] == 1
+    assert survey_server.counts["fitscut"] == 10
+    assert survey_server.counts["fits-cutout"] == 6
+    text = capsys.readouterr().out
+    assert "5 row(s): 3 cutout file(s) written, 2 row(s) with a bad coordinate" in text
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("panstarrs"))
+    assert line.split()[1:] == ["2", "0", "1", "0"]  # fetched, cached, not covered, failed
+
+    # a rerun is served from the cache: no request at all, same row-aligned summary
+    survey_server.reset()
+    assert main(["cutouts", str(src), "--out", str(out), "--no-progress"]) == EXIT_OK
+    assert sum(survey_server.counts.values()) == 0
+    again = Table.read(out / "summary.ecsv")
+    assert list(again["status_galex"][[0, 2, 3]]) == ["cached"] * 3
+    assert list(again["status_panstarrs"]) == ["cached", "bad coordinate", "out of footprint",
+                                               "cached", "bad coordinate"]
+    assert list(again["flags"]) == list(summary["flags"])
+
+
+def test_cutouts_columns_with_units_and_options(survey_server, tmp_path):  # noqa: F811
+    t = Table()
+    t["RAJ2000"] = [10.0, 20.0] * u.hourangle  # 150 and 300 degrees
+    t["DEJ2000"] = [2.2, 30.0] * u.deg
+    src = tmp_path / "t.ecsv"
+    t.write(src)
+    out = tmp_path / "o"
+    assert main(["cutouts", str(src), "--out", str(out), "--ra-col", "RAJ2000",
+                 "--dec-col", "DEJ2000", "--surveys", "unwise", "--no-cache",
+                 "--no-progress"]) == EXIT_OK
+    summary = Table.read(out / "summary.ecsv")
+    np.testing.assert_allclose(summary["ra"], [150.0, 300.0])
+    assert list(summary["status_unwise"]) == ["fetched", "fetched"]
+    assert "status_galex" not in summary.colnames
+    assert dict(survey_server.counts) == {"fits-cutout": 2}
+    cut = MultiSurveyCutout.read(out / "cutout_000001.fits")
+    assert cut.coord.ra.deg == pytest.approx(300.0)
+    assert list(cut.surveys) == ["unwise"]
+    assert not any(p.suffix == ".fits" for p in tmp_path.rglob("*") if "unwise" in p.parts)
+
+
+def test_cutouts_missing_column(tmp_path, capsys):
+    src = _table(tmp_path / "t.ecsv", [1.0], [2.0], name=["x"])
+    out = tmp_path / "out"
+    assert main(["cutouts", str(src), "--out", str(out), "--ra-col", "RA"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "column 'RA' not found" in err
+    assert "ra, dec, name" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--surveys", "galex,sdss"], "unknown survey 'sdss'"),
+    (["--format", "votable"], "cannot read table"),
+])
+def test_cutouts_bad_options(tmp_path, capsys, argv, message):
+    src = _table(tmp_path / "t.ecsv", [1.0], [2.0])
+    assert main(["cutouts", str(src), "--out", str(tmp_path / "o"), *argv]) == EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
+
+
+def test_cutouts_unreadable_inputs(tmp_path, capsys):
+    assert main(["cutouts", str(tmp_path / "nope.ecsv"), "--out", str(tmp_path)]) \
+        == EXIT_BAD_INPUT
+    assert "does not exist" in capsys.readouterr().err
+    t = Table({"ra": ["a", "b"], "dec": [1.0, 2.0]})
+    t.write(tmp_path / "s.ecsv")
+    assert main(["cutouts", str(tmp_path / "s.ecsv"), "--out", str(tmp_path)]) == EXIT_BAD_INPUT
+    assert "column 'ra' is not numeric" in capsys.readouterr().err
+    assert main(["cutouts", str(tmp_path / "s.ecsv")]) == EXIT_BAD_INPUT  # --out is required
+    assert "--out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], ["cutouts", "demo", "Exit status"]),
+    (["cutouts"], ["TABLE", "--out", "--ra-col", "--dec-col", "--surveys", "--no-cache",
+                   "--format", "summary.ecsv", "cutout_NNNNNN.fits"]),
+    (["demo"], ["--out", "--n", "./astro_mantis_demo", "overview.png", "no network"]),
+])
+def test_help(capsys, argv, expected):
+    assert main([*argv, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for word in expected:
+        assert word in text
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == EXIT_BAD_INPUT
+    assert "cutouts" in capsys.readouterr().out
+
+
+def test_demo_positions():
+    ra, dec, labels = demo_positions(36, galex_hole=(247.5, 36.2))
+    assert len(ra) == len(dec) == len(labels) == 36
+    assert np.sum(dec < -30) >= 2
+    assert np.sum(np.isnan(ra)) == 1
+    assert "GALEX coverage hole" in labels
+    again = demo_positions(36, galex_hole=(247.5, 36.2))
+    np.testing.assert_array_equal(ra, again[0])  # deterministic
+    assert len(demo_positions(3)[0]) == 3
+
+
+def test_demo(tmp_path, capsys):
+    before = (conf.panstarrs_url, conf.legacysurvey_url, conf.cache_dir)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--n", "6", "--no-progress"]) == EXIT_OK
+    assert (conf.panstarrs_url, conf.legacysurvey_url, conf.cache_dir) == before
+    names = {p.name for p in out.iterdir()}
+    assert {"summary.ecsv", "overview.png", "cutout_000.png", "cutout_001.png",
+            "cutout_002.png"} <= names
+    for name in ("overview.png", "cutout_000.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = Table.read(out / "summary.ecsv")
+    assert len(summary) == 6
+    flags = [MantisFlag(int(f)) for f in summary["flags"]]
+    assert flags[0] == MantisFlag.NONE
+    assert flags[1] == MantisFlag.PANSTARRS_MISSING | MantisFlag.OUT_OF_FOOTPRINT
+    assert flags[2] == MantisFlag.GALEX_MISSING | MantisFlag.OUT_OF_FOOTPRINT
+    assert flags[5] == MantisFlag.BAD_COORDINATE
+    files = [f for f in summary["file"] if f is not np.ma.masked]
+    assert len(files) == 5 and all((out / f).exists() for f in files)
+    text = capsys.readouterr().out
+    assert "6 row(s)" in text and str(out) in text and "overview.png" in text
