@@ -28,9 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from astropy import units as u
 from astropy.coordinates import SkyCoord
-from astropy.io import fits
 from astroquery.query import BaseQuery
 
 from . import __version__
@@ -599,8 +597,8 @@ class MantisClass(BaseQuery):
         states = [st for per in results.values() for st, _ in per.values()]
         log.info(f"cutouts: {len(unique)} position(s) x {len(surveys)} survey(s); "
                  f"{states.count('ok')} fetched, {states.count('cached')} from cache, "
-                 f"{states.count('out of footprint')} not covered, {states.count('failed')} failed; "
-                 f"{nreq} HTTP request(s)")
+                 f"{states.count('out of footprint')} not covered, "
+                 f"{states.count('failed')} failed; {nreq} HTTP request(s)")
         self.last_request_count = nreq
         return results
 

@@ -47,7 +47,8 @@ def test_array_is_row_aligned_and_endpoint_parameters_are_right(server):
     layers = {e.params["layer"]: e.params for e in fc}
     assert set(layers) == {"galex", "unwise-neo7"}
     assert layers["galex"]["size"] == "32" and float(layers["galex"]["pixscale"]) == 1.5
-    assert layers["unwise-neo7"]["size"] == "32" and float(layers["unwise-neo7"]["pixscale"]) == 2.75
+    wise = layers["unwise-neo7"]
+    assert wise["size"] == "32" and float(wise["pixscale"]) == 2.75
     cuts_ps1 = [e for e in server.log if e.endpoint == "fitscut"]
     assert len(cuts_ps1) == 6 * 5
     p = cuts_ps1[0].params

@@ -438,7 +438,8 @@ class Survey:
     def cache_key(self, ra, dec, size=None, pixscale=None):
         """A file-name-safe key for one cutout: survey, layer, position, size, pixel scale."""
         size = size or self.size
-        pixscale = u.Quantity(self.pixscale if pixscale is None else pixscale, u.arcsec).to_value(u.arcsec)
+        pixscale = u.Quantity(self.pixscale if pixscale is None else pixscale,
+                              u.arcsec).to_value(u.arcsec)
         text = f"{self.name}|{self.layer}|{ra:.7f}|{dec:.7f}|{size:d}|{pixscale:.5f}"
         return hashlib.sha1(text.encode()).hexdigest()
 

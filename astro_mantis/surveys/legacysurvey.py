@@ -39,7 +39,8 @@ class LegacyViewerSurvey(Survey):
     def image_requests(self, ra, dec, listing=None, size=None, pixscale=None):
         """One ``fits-cutout`` GET for all bands at (ra, dec)."""
         size = int(size or self.size)
-        pixscale = u.Quantity(self.pixscale if pixscale is None else pixscale, u.arcsec).to_value(u.arcsec)
+        pixscale = u.Quantity(self.pixscale if pixscale is None else pixscale,
+                              u.arcsec).to_value(u.arcsec)
         params = {"ra": f"{ra:.7f}", "dec": f"{dec:.7f}", "size": size,
                   "pixscale": f"{pixscale:g}", "layer": self.layer}
         return [Request("GET", f"{self.base_url}/fits-cutout", params)]

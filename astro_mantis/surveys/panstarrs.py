@@ -88,7 +88,8 @@ class PanstarrsSurvey(Survey):
             try:
                 ra, dec = float(row[col["ra"]]), float(row[col["dec"]])
             except ValueError:
-                raise InvalidResponseError(f"panstarrs listing: bad row {' '.join(row)!r}") from None
+                raise InvalidResponseError(
+                    f"panstarrs listing: bad row {' '.join(row)!r}") from None
             dra = np.abs((pos[:, 0] - ra + 180.0) % 360.0 - 180.0) * np.cos(np.radians(dec))
             sep = np.hypot(dra, pos[:, 1] - dec)
             best = int(np.argmin(sep))
