@@ -322,6 +322,8 @@ class MantisClass(BaseQuery):
 
     def __init__(self):
         super().__init__()
+        #: HTTP requests sent by the last `get_cutouts` call (retries included).
+        self.last_request_count = None
 
     # -- public API -----------------------------------------------------------
     def get_cutouts(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True, progress=None):

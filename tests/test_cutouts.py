@@ -281,6 +281,13 @@ def test_connections_per_host_are_bounded(server):
     assert fast < slow
 
 
+def test_connections_are_reused(server):
+    with conf.set_temp("max_connections_per_host", 2):
+        Mantis.get_cutouts(grid(20), surveys=("galex",), cache=False)
+    assert server.counts["fits-cutout"] == 20
+    assert server.connections <= 2
+
+
 def test_written_cutout_reads_back(server, tmp_path):
     cut = Mantis.get_cutouts(SkyCoord(150.1, 2.2, unit="deg"))
     cut.write(tmp_path / "c.fits")

@@ -249,6 +249,7 @@ class _LoopbackHTTPServer(ThreadingHTTPServer):
     def process_request(self, request, client_address):
         with self._connections_lock:
             self._connections.add(request)
+            self.owner.connections += 1
         super().process_request(request, client_address)
 
     def shutdown_request(self, request):
@@ -505,6 +506,8 @@ class SurveyServer:
         ``(method, endpoint, params, npositions)`` per request;
         ``npositions`` is the number of positions of a ``ps1filenames``
         request and None otherwise.
+    connections : int
+        TCP connections accepted (a client that reuses connections opens few).
     timeout_sleep : float
         Seconds a ``"timeout"`` fault waits before answering (default 5).
 
@@ -542,6 +545,7 @@ class SurveyServer:
         self.timeout_sleep = 5.0
         self.counts = Counter()
         self.log = []
+        self.connections = 0
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._forced = []
@@ -665,11 +669,12 @@ class SurveyServer:
 
     # -- instrumentation & faults ------------------------------------------------
     def reset(self):
-        """Clear `counts`, `log` and pending `fail_next` failures."""
+        """Clear `counts`, `log`, `connections` and pending `fail_next` failures."""
         with self._lock:
             self.counts.clear()
             self.log.clear()
             self._forced.clear()
+            self.connections = 0
 
     def fail_next(self, n=1, kind="5xx", endpoint=None):
         """Force the next ``n`` matching responses to fail.
