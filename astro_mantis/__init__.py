@@ -1,7 +1,7 @@
 """astro_mantis: galaxy redshift PDFs from GALEX, Pan-STARRS and unWISE cutouts.
 
 An astropy-affiliated implementation of Mantis Shrimp (Engel et al. 2025). Start with
-`Mantis.get_cutouts` (see the cutouts guide in the documentation).
+`Mantis.get_cutouts <MantisClass.get_cutouts>` (see the cutouts guide in the documentation).
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 

@@ -131,7 +131,7 @@ class CutoutCache:
 
     @classmethod
     def encode(cls, image):
-        """Serialise a `SurveyImage` (or None for "not covered") to bytes."""
+        """Serialise a `~astro_mantis.surveys.SurveyImage` (or None for "not covered") to bytes."""
         if image is None:
             desc, pixels = {"covered": False}, b""
         else:
@@ -170,7 +170,7 @@ class CutoutCache:
                            flags=desc["flags"], meta=desc["meta"])
 
     def load(self, survey, key):
-        """A `SurveyImage`, `NOT_COVERED`, or None when absent or unreadable."""
+        """A `~astro_mantis.surveys.SurveyImage`, `NOT_COVERED`, or None (absent or unreadable)."""
         path = self.path(survey, key)
         try:
             raw = path.read_bytes()
@@ -184,7 +184,7 @@ class CutoutCache:
             return None
 
     def store(self, survey, key, image):
-        """Atomically write ``image`` (a `SurveyImage`, or None for "not covered")."""
+        """Atomically write ``image``, a `~astro_mantis.surveys.SurveyImage` (None: not covered)."""
         path = self.path(survey, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

@@ -3,19 +3,19 @@
 `MantisFlag` is an `enum.IntFlag`: flags combine with ``|`` and are stored as
 plain integers in tables (``z_flags``) and FITS headers (``FLAGS``).
 
-=====================  =====  ==========================================================
-flag                   value  meaning
-=====================  =====  ==========================================================
-``GALEX_MISSING``          1  no usable GALEX image for this position
-``PANSTARRS_MISSING``      2  no usable Pan-STARRS image for this position
-``UNWISE_MISSING``         4  no usable unWISE image for this position
-``BAD_COORDINATE``         8  the position is NaN, masked or out of range; nothing fetched
-``FETCH_FAILED``          16  a request kept failing after all retries
-``OUT_OF_FOOTPRINT``      32  a survey does not cover the position
-``NAN_PIXELS``            64  some pixels are NaN (chip gaps, edges); see ``.mask``
-``DUST_UNKNOWN``         128  Milky Way dust values unavailable (photo-z stage)
-``OUT_OF_DISTRIBUTION``  256  input unlike the training data (photo-z stage)
-=====================  =====  ==========================================================
+=========================  =====  ==========================================================
+flag                       value  meaning
+=========================  =====  ==========================================================
+``GALEX_MISSING``              1  no usable GALEX image for this position
+``PANSTARRS_MISSING``          2  no usable Pan-STARRS image for this position
+``UNWISE_MISSING``             4  no usable unWISE image for this position
+``BAD_COORDINATE``             8  the position is NaN, masked or out of range; nothing fetched
+``FETCH_FAILED``              16  a request kept failing after all retries
+``OUT_OF_FOOTPRINT``          32  a survey does not cover the position
+``NAN_PIXELS``                64  some pixels are NaN (chip gaps, edges); see ``.mask``
+``DUST_UNKNOWN``             128  Milky Way dust values unavailable (photo-z stage)
+``OUT_OF_DISTRIBUTION``      256  input unlike the training data (photo-z stage)
+=========================  =====  ==========================================================
 """
 import enum
 

@@ -178,7 +178,9 @@ def wcs_header(header):
 
 
 def read_fits_bytes(content, what="response"):
-    """Parse and fully load a FITS file held in memory, or raise `InvalidResponseError`.
+    """Parse and fully load a FITS file held in memory.
+
+    Raises `~astro_mantis.exceptions.InvalidResponseError` when it is not one.
 
     An HTML page, an empty body, a truncated file or anything that is not FITS is
     rejected with a message that says which of these it was.

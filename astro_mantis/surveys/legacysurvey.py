@@ -19,7 +19,7 @@ __all__ = ["LegacyViewerSurvey"]
 class LegacyViewerSurvey(Survey):
     """A survey fetched from the Legacy Surveys viewer (one request per position).
 
-    Subclasses set `layer`, `bands` and `band_aliases` (header band name → band).
+    Subclasses set ``layer``, ``bands`` and `band_aliases` (header band name → band).
     """
 
     url_config = "legacysurvey_url"
@@ -46,7 +46,7 @@ class LegacyViewerSurvey(Survey):
         return [Request("GET", f"{self.base_url}/fits-cutout", params)]
 
     def plane_order(self, header, nplanes):
-        """Index of each of `bands` among the cube's planes, from ``BANDn`` keywords."""
+        """Index of each of ``bands`` among the cube's planes, from ``BANDn`` keywords."""
         names = [header.get(f"BAND{i}") for i in range(nplanes)]
         if any(n is None for n in names):
             if nplanes != len(self.bands):

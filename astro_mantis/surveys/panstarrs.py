@@ -14,7 +14,8 @@ Two steps, as the service documents them:
    pixels are asinh-compressed and are decompressed here.
 
 PS1 does not observe south of dec = -30°; such positions are never requested.
-NaN pixels (chip gaps, skycell edges) are kept and show in `SurveyImage.mask`.
+NaN pixels (chip gaps, skycell edges) are kept and show in
+`SurveyImage.mask <astro_mantis.surveys.SurveyImage.mask>`.
 """
 import math
 
@@ -122,7 +123,10 @@ class PanstarrsSurvey(Survey):
                 for band in self.bands if band in listing]
 
     def read(self, contents, requests, ra, dec, size=None, pixscale=None):
-        """Stack the per-band fitscut images into one `SurveyImage` (missing bands are NaN)."""
+        """Stack the per-band fitscut images into one `~astro_mantis.surveys.SurveyImage`.
+
+        Bands missing from the listing become all-NaN planes.
+        """
         size = int(size or self.size)
         planes = {}
         header = None

@@ -15,7 +15,7 @@ __all__ = ["survey_server"]
 
 @pytest.fixture
 def survey_server(tmp_path):
-    """A started `SurveyServer` wired into ``astro_mantis.conf``.
+    """A started `~astro_mantis.testing.SurveyServer` wired into ``astro_mantis.conf``.
 
     For the duration of the test, ``conf.panstarrs_url`` and
     ``conf.legacysurvey_url`` point at the server and ``conf.cache_dir`` at
@@ -29,8 +29,8 @@ def survey_server(tmp_path):
 
     Yields
     ------
-    server : `SurveyServer`
-        The running server (default `SyntheticSky`, no faults).
+    server : `~astro_mantis.testing.SurveyServer`
+        The running server (default `~astro_mantis.testing.SyntheticSky`, no faults).
     """
     from astro_mantis.config import conf
 

@@ -669,7 +669,7 @@ class SurveyServer:
 
     # -- instrumentation & faults ------------------------------------------------
     def reset(self):
-        """Clear `counts`, `log`, `connections` and pending `fail_next` failures."""
+        """Clear ``counts``, ``log``, ``connections`` and pending `fail_next` failures."""
         with self._lock:
             self.counts.clear()
             self.log.clear()
@@ -687,7 +687,7 @@ class SurveyServer:
             ``"5xx"``: HTTP 503 with a short HTML body; ``"truncate"``:
             status 200 with the body cut to about half; ``"html"``: status
             200 with an HTML error page; ``"timeout"``: wait
-            `timeout_sleep` seconds before answering normally.
+            ``timeout_sleep`` seconds before answering normally.
         endpoint : str, optional
             Only count requests to this endpoint (``"ps1filenames"``,
             ``"fitscut"``, ``"fits-cutout"``); None for any.
