@@ -263,7 +263,7 @@ def positions_from_columns(ra, dec):
     -------
     coords : `~astropy.coordinates.SkyCoord`
         One position per row; rows with a non-finite value or ``|dec| > 90`` are NaN
-        (`~astro_mantis.Mantis.get_cutouts` flags them ``BAD_COORDINATE``).
+        (`Mantis.get_cutouts <astro_mantis.MantisClass.get_cutouts>` flags them ``BAD_COORDINATE``).
     good : `numpy.ndarray` of bool
         True where the position is valid.
     """
@@ -323,6 +323,8 @@ def fetch_and_write(ra, dec, out, surveys=DEFAULT_SURVEYS, cache=True, progress=
         ``flags``, ``status_<survey>`` per survey, ``file`` (masked when no file was
         written, i.e. for invalid positions).
     """
+    from tqdm.auto import tqdm
+
     from .cutouts import Mantis
 
     out = Path(out)
@@ -338,13 +340,16 @@ def fetch_and_write(ra, dec, out, surveys=DEFAULT_SURVEYS, cache=True, progress=
     elapsed = time.perf_counter() - t0
 
     files = []
-    for i, cut in enumerate(cuts):
-        if not good[i] or MantisFlag.BAD_COORDINATE in cut.flags:
-            files.append("")
-            continue
-        name = f"cutout_{i:06d}.fits"
-        cut.write(out / name, overwrite=True)
-        files.append(name)
+    with tqdm(total=len(cuts), unit="file", desc="writing", disable=not progress,
+              leave=False) as bar:
+        for i, cut in enumerate(cuts):
+            bar.update(1)
+            if not good[i] or MantisFlag.BAD_COORDINATE in cut.flags:
+                files.append("")
+                continue
+            name = f"cutout_{i:06d}.fits"
+            cut.write(out / name, overwrite=True)
+            files.append(name)
 
     summary = Table()
     summary["row"] = np.arange(n, dtype=np.int64)
@@ -496,7 +501,7 @@ def demo_positions(n=36, galex_hole=None):
     sdec = smin + (1.0 - smin) * k / nlattice
     dec_l = np.degrees(np.arcsin(np.clip(sdec, -1, 1)))
     ra_l = np.mod(np.degrees(k * np.pi * (3.0 - np.sqrt(5.0))) + 150.0, 360.0)
-    lattice = [("", float(r), float(d)) for r, d in zip(ra_l, dec_l)]
+    lattice = [("", round(float(r), 5), round(float(d), 5)) for r, d in zip(ra_l, dec_l)]
     rows = lattice[:1] + specials[:2] + lattice[1:] + specials[2:]
     rows = rows[:n]
     ra = np.array([r[1] for r in rows], dtype=float)

@@ -105,7 +105,7 @@ class CutoutCache:
     cached positions is fast as well as silent on the network. A "not covered"
     answer is cached too, so a rerun knows a survey has nothing there without
     asking. Files are written to a temporary name and renamed into place, so a
-    reader never sees half a file; an entry that fails its CRC or does not parse is
+    reader never sees half a file; an entry that fails its checksum or does not parse is
     deleted and fetched again.
 
     Parameters
@@ -124,6 +124,7 @@ class CutoutCache:
             from astropy.config import get_cache_dir_path
             directory = Path(get_cache_dir_path()) / "astro_mantis" / "cutouts"
         self.directory = Path(directory).expanduser()
+        self._made = set()
 
     def path(self, survey, key):
         """Where the entry of ``key`` lives."""
@@ -147,25 +148,27 @@ class CutoutCache:
             pixels = data.tobytes()
         blob = json.dumps(desc).encode()
         body = cls.MAGIC + struct.pack("<Q", len(blob)) + blob + pixels
-        return body + struct.pack("<I", zlib.crc32(body))
+        return body + struct.pack("<I", zlib.adler32(body))
 
     @classmethod
     def decode(cls, raw):
         """Inverse of `encode`; raises ValueError on any damage."""
         if not raw.startswith(cls.MAGIC) or len(raw) < len(cls.MAGIC) + 12:
             raise ValueError("not an astro_mantis cache entry")
-        body, (crc,) = raw[:-4], struct.unpack("<I", raw[-4:])
-        if zlib.crc32(body) != crc:
+        body, (crc,) = memoryview(raw)[:-4], struct.unpack("<I", raw[-4:])
+        if zlib.adler32(body) != crc:
             raise ValueError("checksum mismatch")
         start = len(cls.MAGIC) + 8
         (nblob,) = struct.unpack("<Q", raw[len(cls.MAGIC):start])
-        desc = json.loads(body[start:start + nblob])
+        desc = json.loads(bytes(body[start:start + nblob]))
         if not desc["covered"]:
             return cls.NOT_COVERED
         shape = tuple(desc["shape"])
         data = np.frombuffer(body, dtype="<f4", offset=start + nblob).reshape(shape)
-        return SurveyImage(desc["survey"], data.astype(np.float32), desc["wcs"],
-                           desc["unit"], desc["bands"],
+        if not data.flags.writeable:  # only bytes (immutable) input needs a copy
+            data = data.copy()
+        return SurveyImage(desc["survey"], data.astype(np.float32, copy=False), desc["wcs"],
+                           desc["unit"], desc["bands"], check_nan=False,
                            zeropoints=[np.nan if z is None else z for z in desc["zeropoints"]],
                            flags=desc["flags"], meta=desc["meta"])
 
@@ -173,7 +176,9 @@ class CutoutCache:
         """A `~astro_mantis.surveys.SurveyImage`, `NOT_COVERED`, or None (absent or unreadable)."""
         path = self.path(survey, key)
         try:
-            raw = path.read_bytes()
+            with open(path, "rb") as fh:
+                raw = bytearray(os.fstat(fh.fileno()).st_size)
+                fh.readinto(raw)  # a mutable buffer: the pixels need no copy
         except FileNotFoundError:
             return None
         try:
@@ -186,7 +191,9 @@ class CutoutCache:
     def store(self, survey, key, image):
         """Atomically write ``image``, a `~astro_mantis.surveys.SurveyImage` (None: not covered)."""
         path = self.path(survey, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -215,6 +222,11 @@ class _HostPool:
         if sess is None:
             sess = requests.Session()
             sess.headers["User-Agent"] = self._user_agent
+            # resolve the environment's proxy and CA settings once, not on every request
+            sess.proxies.update(requests.utils.get_environ_proxies(self.host))
+            sess.verify = (os.environ.get("REQUESTS_CA_BUNDLE")
+                           or os.environ.get("CURL_CA_BUNDLE") or True)
+            sess.trust_env = False
             adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=1,
                                                     max_retries=0)
             sess.mount("http://", adapter)
@@ -225,7 +237,7 @@ class _HostPool:
         return sess
 
     def close(self):
-        self.executor.shutdown(wait=True)
+        self.executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             for sess in self._sessions:
                 sess.close()
@@ -462,6 +474,7 @@ class MantisClass(BaseQuery):
         lock = threading.Lock()
         pending = []  # futures of (survey, index) results
         fetcher = self._fetcher()
+        parser = ThreadPoolExecutor(max_workers=2, thread_name_prefix="astro_mantis-parse")
         total = len(unique) * len(surveys)
         show = progress if progress is not None else len(unique) > 10
         bar = tqdm(total=total, unit="cutout", desc="cutouts", disable=not show, leave=False)
@@ -521,8 +534,8 @@ class MantisClass(BaseQuery):
                     return
                 if state["error"] is not None:
                     settle(survey, i, "failed", str(state["error"]), done)
-                else:
-                    finish(survey, i, reqs, contents, done)
+                else:  # parse and cache off the connection's thread, which moves on
+                    parser.submit(finish, survey, i, reqs, contents, done)
 
             for k, req in enumerate(reqs):
                 fut = fetcher.submit(req, _check_fits_body)
@@ -594,6 +607,7 @@ class MantisClass(BaseQuery):
                 k += 1
         finally:
             fetcher.close()
+            parser.shutdown(wait=True)
             bar.close()
         nreq = fetcher.nrequests
         states = [st for per in results.values() for st, _ in per.values()]

@@ -9,8 +9,11 @@ Two `astro_mantis.testing.SurveyServer` instances play the two real hosts: one t
 Pan-STARRS image services (``ps1filenames.py``, ``fitscut.cgi``), the other the Legacy
 Surveys viewer (``fits-cutout`` for GALEX and unWISE). Each adds ``--latency`` seconds
 to every request. By default each server runs in its own process, as a remote host
-would, so that rendering the synthetic images does not compete with the client for
-the Python interpreter lock (``--in-process`` runs them in threads of this process).
+would, so that serving the synthetic images does not compete with the client for the
+Python interpreter lock (``--in-process`` runs them in threads of this process), and
+the servers render every image once in an untimed warm-up pass and replay it in the
+timed runs (``--live`` renders during the timed runs): a real host renders cutouts
+with its own CPU, not the client's.
 
 Printed figures, in objects (positions) per second:
 
@@ -20,11 +23,15 @@ Printed figures, in objects (positions) per second:
     waiting for all 7 before the next object. Measured on a subset (``--n-reference``)
     because it is slow; its rate does not depend on the number of objects.
 (b) ``Mantis.get_cutouts(coords, cache=True)`` into an empty temporary cache.
-(c) the same call again: everything comes from the cache, no request is sent.
+(c) the same call again: everything comes from the cache, no request is sent (the
+    servers' request counters are printed to show it).
+(d) the harness ceiling: c threads with keep-alive sessions fetching only Pan-STARRS
+    ``fitscut.cgi`` images and doing nothing with them (``--n-ceiling`` positions).
 
 With c connections per host and latency L, Pan-STARRS needs 5 requests per object, so
 no polite client can exceed c / (5 L) objects/s; the fraction of that limit reached by
-(b) is printed.
+(b) is printed. The limit takes a request to cost exactly L; (d) shows what the
+servers and the HTTP stack allow on the machine at hand.
 """
 import argparse
 import multiprocessing as mp
@@ -45,11 +52,43 @@ from astro_mantis import Mantis, conf
 
 
 # --------------------------------------------------------------------------- servers
-def _serve(conn, kwargs):
-    """Child process: run one SurveyServer and answer 'counts' / 'stop' on a pipe."""
+class ReplaySky:
+    """A `SyntheticSky` that renders each image once and then replays it.
+
+    A real survey host spends its own CPU on each cutout; the loopback servers would
+    spend the benchmark machine's. Rendering every image once in a warm-up pass and
+    replaying it afterwards leaves the servers little more to do than the latency,
+    so the timed runs measure the client.
+    """
+
+    def __init__(self, seed=0):
+        import threading
+
+        from astro_mantis.testing import SyntheticSky
+
+        self.sky = SyntheticSky(seed=seed)
+        self.memo = {}
+        self.lock = threading.Lock()
+
+    def render(self, survey, coord, size=None, pixscale=None, band=None, **kwargs):
+        """Render as `SyntheticSky.render` does, from the memo when seen before."""
+        key = (survey, round(float(coord.ra.deg), 7), round(float(coord.dec.deg), 7), size,
+               pixscale, band, tuple(sorted(kwargs.items())))
+        with self.lock:
+            hit = self.memo.get(key)
+        if hit is None:
+            hit = self.sky.render(survey, coord, size=size, pixscale=pixscale, band=band,
+                                  **kwargs)
+            with self.lock:
+                self.memo[key] = hit
+        return hit
+
+
+def _serve(conn, kwargs, replay):
+    """Child process: run one SurveyServer and answer commands sent on a pipe."""
     from astro_mantis.testing import SurveyServer
 
-    with SurveyServer(**kwargs) as server:
+    with SurveyServer(sky=ReplaySky() if replay else None, **kwargs) as server:
         conn.send({"panstarrs_url": server.panstarrs_url,
                    "legacysurvey_url": server.legacysurvey_url})
         while True:
@@ -58,6 +97,9 @@ def _serve(conn, kwargs):
                 conn.send(dict(server.counts))
             elif msg == "cpu":
                 conn.send(time.process_time())
+            elif isinstance(msg, tuple) and msg[0] == "latency":
+                server.latency = msg[1]
+                conn.send(None)
             else:
                 break
 
@@ -65,13 +107,15 @@ def _serve(conn, kwargs):
 class ProcessServer:
     """A SurveyServer in a child process (a separate "host" with its own CPU)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, replay=False, **kwargs):
         self.kwargs = kwargs
+        self.replay = replay
 
     def __enter__(self):
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, self.kwargs), daemon=True)
+        self._proc = ctx.Process(target=_serve, args=(child, self.kwargs, self.replay),
+                                 daemon=True)
         self._proc.start()
         if not self._conn.poll(60):
             raise RuntimeError("loopback server process did not start")
@@ -84,6 +128,16 @@ class ProcessServer:
     def counts(self):
         self._conn.send("counts")
         return Counter(self._conn.recv())
+
+    @property
+    def latency(self):
+        return self.kwargs.get("latency", 0.0)
+
+    @latency.setter
+    def latency(self, value):
+        self.kwargs["latency"] = value
+        self._conn.send(("latency", value))
+        self._conn.recv()
 
     @property
     def cpu(self):
@@ -102,10 +156,10 @@ class ProcessServer:
             self._conn.close()
 
 
-def _thread_server(**kwargs):
+def _thread_server(replay=False, **kwargs):
     from astro_mantis.testing import SurveyServer
 
-    return SurveyServer(**kwargs)
+    return SurveyServer(sky=ReplaySky() if replay else None, **kwargs)
 
 
 # --------------------------------------------------------------------------- workload
@@ -157,6 +211,47 @@ def reference_pattern(coords, ps1_url, legacy_url, threads=10, timeout=60.0):
     return nbytes
 
 
+def harness_ceiling(coords, threads, timeout=60.0):
+    """Objects/s of the simplest polite client: ``threads`` keep-alive GETs, nothing else.
+
+    Lists ``coords`` with one ``ps1filenames.py`` POST (untimed), then times fetching
+    their ``fitscut.cgi`` images with ``threads`` threads, each with its own keep-alive
+    `requests.Session`, reading the bodies and doing nothing with them. The rate in
+    objects/s (5 images per object) is what this harness allows a client that spends
+    no time of its own on an object; the polite limit c/(5L) ignores the time the
+    server and the HTTP stack take per request.
+    """
+    import threading
+
+    from astro_mantis.surveys import get_survey
+
+    ps1 = get_survey("panstarrs")
+    pos = [(float(c.ra.deg), float(c.dec.deg)) for c in coords]
+    req = ps1.listing_request(pos)
+    files = {k: (name, text) for k, (name, text) in req.files.items()}
+    resp = requests.post(req.url, data=req.data, files=files, timeout=timeout)
+    resp.raise_for_status()
+    listing = ps1.parse_listing(resp.content, pos)
+    reqs = [q for (ra, dec), entry in zip(pos, listing) if entry
+            for q in ps1.image_requests(ra, dec, listing=entry)]
+    local = threading.local()
+    sessions = []
+
+    def get(q):
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+            sessions.append(local.session)
+        return len(local.session.get(q.url, params=q.params, timeout=timeout).content)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(get, reqs))
+    dt = time.perf_counter() - t0
+    for sess in sessions:
+        sess.close()
+    return len(reqs) / 5 / dt, dt, len(reqs) // 5
+
+
 def _server_cpu(*servers):
     """CPU seconds used by server processes (None for servers in this process)."""
     if not all(hasattr(s, "cpu") for s in servers):
@@ -195,9 +290,16 @@ def main(argv=None):
                         help="seconds added by the servers to every request")
     parser.add_argument("--in-process", action="store_true",
                         help="run the servers in threads of this process")
+    parser.add_argument("--live", action="store_true",
+                        help="servers render every image during the timed runs (default: "
+                             "images are rendered in an untimed warm-up pass and replayed)")
     parser.add_argument("--skip-reference", action="store_true", help="skip (a)")
+    parser.add_argument("--n-ceiling", type=int, default=100,
+                        help="positions for the harness ceiling (d)")
+    parser.add_argument("--skip-ceiling", action="store_true", help="skip (d)")
     parser.add_argument("--profile", metavar="FILE",
-                        help="write a cProfile of (b) and (c) to FILE(.b/.c)")
+                        help="write a cProfile of (b) and (c) to FILE.b and FILE.c (main "
+                             "thread only: profile the worker threads with py-spy)")
     args = parser.parse_args(argv)
 
     L = args.latency
@@ -208,16 +310,26 @@ def main(argv=None):
     print(f"bench_cutouts: {args.n} positions, latency {1000 * L:.0f} ms per request, "
           f"c = conf.max_connections_per_host = {c}, chunk = {conf.ps1_chunk_size}")
     print(f"  python {platform.python_version()}, {os.cpu_count()} CPU(s), "
-          f"servers {'in threads' if args.in_process else 'in separate processes'}")
+          f"servers {'in threads' if args.in_process else 'in separate processes'}, "
+          f"{'rendering live' if args.live else 'replaying pre-rendered images'}")
 
     rows = []
-    with make(latency=L) as ps1, make(latency=L) as legacy, \
+    replay = not args.live
+    with make(latency=L, replay=replay) as ps1, make(latency=L, replay=replay) as legacy, \
             tempfile.TemporaryDirectory(prefix="bench_cutouts_") as cache_dir, \
             conf.set_temp("panstarrs_url", ps1.panstarrs_url), \
             conf.set_temp("legacysurvey_url", legacy.legacysurvey_url), \
             conf.set_temp("cache_dir", cache_dir):
-        # warm up both servers and this process (imports, first connections)
-        Mantis.get_cutouts(positions(2, seed=1), cache=False, progress=False)
+        # warm up both servers and this process (imports, first connections); with
+        # replay, the servers render every image once now, at zero latency
+        ps1.latency = legacy.latency = 0.0
+        t0 = time.perf_counter()
+        Mantis.get_cutouts(coords if replay else positions(2, seed=1), cache=False,
+                           progress=False)
+        if replay:
+            print(f"  warm-up: servers rendered {args.n} positions in "
+                  f"{time.perf_counter() - t0:.1f} s (not timed below)")
+        ps1.latency = legacy.latency = L
 
         ref_rate = None
         if not args.skip_reference:
@@ -267,6 +379,12 @@ def main(argv=None):
         rows.append((f"(c) cached rerun ({args.n})", dt_c, rate_c))
         cached_ok = all(set(cut.status.values()) <= {"cached"} for cut in cuts2)
 
+        ceil_rate = None
+        if not args.skip_ceiling:
+            nceil = min(args.n_ceiling, args.n)
+            ceil_rate, dt, nobj = harness_ceiling(coords[:nceil], c)
+            rows.append((f"(d) harness ceiling, PS1 only ({nobj})", dt, ceil_rate))
+
     width = max(len(r[0]) for r in rows)
     print()
     print(f"  {'run':<{width}}  {'seconds':>8}  {'objects/s':>10}")
@@ -281,6 +399,10 @@ def main(argv=None):
         print(f"  (b) fraction of the limit:          {100 * rate_b / limit:6.1f} %  "
               "(target >= 90 %)")
     print(f"  (c) cached rerun:                   {rate_c:6.1f} objects/s  (target >= 500)")
+    if ceil_rate:
+        print(f"  (d) harness ceiling:                {ceil_rate:6.1f} objects/s "
+              f"= {100 * ceil_rate / limit:.1f} % of c/(5L); (b) reaches "
+              f"{100 * rate_b / ceil_rate:.1f} % of it")
     srv = "" if srv_cpu_b is None else f", servers {1000 * srv_cpu_b / args.n:.1f} ms"
     print(f"  CPU per object in (b): client {1000 * cpu_b / args.n:.1f} ms{srv}; "
           f"in (c): client {1000 * cpu_c / args.n:.2f} ms")

@@ -70,6 +70,7 @@ def test_cutouts_table_end_to_end(survey_server, tmp_path, capsys):  # noqa: F81
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("panstarrs"))
     assert line.split()[1:] == ["2", "0", "1", "0"]  # fetched, cached, not covered, failed
 
+    assert (tmp_path / "panstarrs").is_dir()  # the cache went to conf.cache_dir
     # a rerun is served from the cache: no request at all, same row-aligned summary
     survey_server.reset()
     assert main(["cutouts", str(src), "--out", str(out), "--no-progress"]) == EXIT_OK
@@ -99,7 +100,8 @@ def test_cutouts_columns_with_units_and_options(survey_server, tmp_path):  # noq
     cut = MultiSurveyCutout.read(out / "cutout_000001.fits")
     assert cut.coord.ra.deg == pytest.approx(300.0)
     assert list(cut.surveys) == ["unwise"]
-    assert not any(p.suffix == ".fits" for p in tmp_path.rglob("*") if "unwise" in p.parts)
+    # --no-cache: nothing written to the cache directory (the fixture's tmp_path)
+    assert not (tmp_path / "unwise").exists()
 
 
 def test_cutouts_missing_column(tmp_path, capsys):

@@ -266,10 +266,13 @@ class SurveyImage:
         Flags; `~astro_mantis.flags.MantisFlag.NAN_PIXELS` is added when NaN pixels exist.
     meta : dict, optional
         Extra header keywords worth keeping (exposure times, layer, source URL).
+    check_nan : bool, optional
+        Scan the pixels to set `~astro_mantis.flags.MantisFlag.NAN_PIXELS` (default).
+        Pass False only when ``flags`` already says whether NaN pixels exist.
     """
 
     def __init__(self, survey, data, wcs, unit, bands, zeropoints=None, flags=MantisFlag.NONE,
-                 meta=None):
+                 meta=None, check_nan=True):
         data = np.asarray(data, dtype=np.float32)
         if data.ndim == 2:
             data = data[np.newaxis]
@@ -293,7 +296,7 @@ class SurveyImage:
         self.meta = dict(meta or {})
         self.flags = MantisFlag(flags)
         # a finite sum proves every pixel finite, at a fraction of the cost of isfinite()
-        if not np.isfinite(data.sum(dtype=np.float64)) and self.mask.any():
+        if check_nan and not np.isfinite(data.sum(dtype=np.float64)) and self.mask.any():
             self.flags |= MantisFlag.NAN_PIXELS
 
     @property
