@@ -8,7 +8,9 @@ WCS. It is deliberately simple (elliptical Gaussian galaxies convolved with
 a Gaussian PSF, Gaussian sky noise) and fast, so that loopback servers in
 `astro_mantis.testing.server` can answer many requests per second.
 
-Unit conventions (kept here, in one place, for the synthetic data only):
+The service formats (header keywords, WCS conventions, units) are shared
+with the physical mock sky and live in
+``astro_mantis.simulate.service_format``; in short:
 
 * GALEX (``galex`` layer of the Legacy Survey viewer): counts/s, AB zero
   points NUV 20.08, FUV 18.82.
@@ -18,12 +20,33 @@ Unit conventions (kept here, in one place, for the synthetic data only):
   AB = Vega + 2.699 (W1), + 3.339 (W2).
 """
 
-import hashlib
 import math
 
 import numpy as np
 from astropy import units as u
-from astropy.io import fits
+
+from ..simulate.service_format import (
+    GALEX_ZEROPOINTS,
+    PS1_EXPTIME,
+    SERVICE_VERSION,
+    SURVEY_BANDS,
+    WISE_VEGA_TO_AB,
+    band_list,
+    coord_to_radec,
+    default_geometry,
+    format_card,
+    native_flux,
+    normalise_band,
+    normalise_survey,
+    primary_hdu,
+    ps1_geometry,
+    ps1_hdulist,
+    ps1_stack_exptime,
+    stable_seed,
+    tan_project,
+    viewer_geometry,
+    viewer_hdulist,
+)
 
 __all__ = [
     "GALEX_ZEROPOINTS",
@@ -35,22 +58,13 @@ __all__ = [
     "tan_project",
 ]
 
-#: Native band order of each survey as the services send it.
-SURVEY_BANDS = {
-    "galex": ("n", "f"),
-    "panstarrs": ("g", "r", "i", "z", "y"),
-    "unwise": (1, 2),
-}
-
-#: AB magnitude of 1 count/s in the GALEX intensity maps.
-GALEX_ZEROPOINTS = {"n": 20.08, "f": 18.82}
-
-#: AB - Vega offsets of the WISE bands.
-WISE_VEGA_TO_AB = {1: 2.699, 2: 3.339}
-
-#: Typical PS1 3pi stack exposure times (s) per band; per-skycell values
-#: scatter around these.
-PS1_EXPTIME = {"g": 1100.0, "r": 950.0, "i": 1450.0, "z": 950.0, "y": 650.0}
+# Former private names, kept for code that imported them from here.
+_VERSION = SERVICE_VERSION
+_coord_to_radec = coord_to_radec
+_normalise_band = normalise_band
+_band_list = band_list
+_format_card = format_card
+_primary_hdu = primary_hdu
 
 # Per band: catalog column, PSF FWHM (arcsec), native pixel scale (arcsec),
 # 5-sigma point-source depth (AB mag). Approximate published survey values.
@@ -66,169 +80,8 @@ _BAND_INFO = {
     ("unwise", 2): ("mag_w2", 6.4, 2.75, 20.3),
 }
 
-_DEFAULT_GEOMETRY = {"galex": (32, 1.5), "panstarrs": (170, 0.25), "unwise": (32, 2.75)}
-_SURVEY_ALIASES = {
-    "galex": "galex",
-    "panstarrs": "panstarrs",
-    "ps1": "panstarrs",
-    "unwise": "unwise",
-    "unwise-neo7": "unwise",
-    "wise": "unwise",
-}
-_LAYER_NAME = {"galex": "galex", "unwise": "unwise-neo7"}
-_VERSION = "astro_mantis-loopback"
 _GAUSS_HALF_LIGHT = math.sqrt(2.0 * math.log(2.0))  # r_half / sigma of a 2-D Gaussian
 _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-
-
-def stable_seed(*parts):
-    """Derive a reproducible 64-bit integer seed from arbitrary values.
-
-    Floats should be rounded by the caller so that equal positions written
-    with different precision give the same seed.
-
-    Parameters
-    ----------
-    *parts
-        Values whose ``repr`` defines the seed (numbers, strings, tuples).
-
-    Returns
-    -------
-    seed : int
-        A non-negative integer below ``2**64``, identical across processes
-        and platforms for the same ``parts``.
-    """
-    digest = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
-
-
-def tan_project(ra, dec, ra0, dec0):
-    """Gnomonic (TAN) projection onto the tangent plane at ``(ra0, dec0)``.
-
-    This is the FITS ``RA---TAN``/``DEC--TAN`` projection with the default
-    ``LONPOLE``: the returned intermediate world coordinates, divided by the
-    CD/CDELT matrix and offset by CRPIX, give FITS pixel coordinates.
-
-    Parameters
-    ----------
-    ra, dec : float or array-like
-        Positions in degrees.
-    ra0, dec0 : float
-        Tangent point (``CRVAL1``, ``CRVAL2``) in degrees.
-
-    Returns
-    -------
-    x, y : `numpy.ndarray`
-        Intermediate world coordinates in degrees (``x`` towards east,
-        ``y`` towards north). Points 90 degrees or more from the tangent
-        point are returned as NaN.
-    """
-    ra = np.radians(np.asarray(ra, dtype=float))
-    dec = np.radians(np.asarray(dec, dtype=float))
-    ra0 = math.radians(ra0)
-    dec0 = math.radians(dec0)
-    dra = ra - ra0
-    cos_dec = np.cos(dec)
-    sin_dec = np.sin(dec)
-    cos_dra = np.cos(dra)
-    denom = math.sin(dec0) * sin_dec + math.cos(dec0) * cos_dec * cos_dra
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x = np.where(denom > 0, cos_dec * np.sin(dra) / denom, np.nan)
-        y = np.where(
-            denom > 0,
-            (math.cos(dec0) * sin_dec - math.sin(dec0) * cos_dec * cos_dra) / denom,
-            np.nan,
-        )
-    return np.degrees(x), np.degrees(y)
-
-
-def _coord_to_radec(coord):
-    """Return (ra, dec) in degrees (ICRS) from a SkyCoord or a pair of floats."""
-    if hasattr(coord, "icrs") and hasattr(coord, "frame"):
-        if coord.frame.name != "icrs":
-            coord = coord.icrs
-        if not coord.isscalar:
-            raise ValueError("render() takes a single position, got an array SkyCoord")
-        return float(coord.ra.deg) % 360.0, float(coord.dec.deg)
-    try:
-        ra, dec = coord
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"coord must be a SkyCoord or an (ra, dec) pair in degrees, got {coord!r}"
-        ) from None
-    ra = getattr(ra, "deg", ra)
-    dec = getattr(dec, "deg", dec)
-    return float(ra) % 360.0, float(dec)
-
-
-def _normalise_band(survey, band):
-    """Map user band spellings to the native band identifiers of ``survey``."""
-    text = str(band).strip().lower()
-    if survey == "galex":
-        table = {"n": "n", "nuv": "n", "galex-nuv": "n", "f": "f", "fuv": "f", "galex-fuv": "f"}
-    elif survey == "unwise":
-        table = {"1": 1, "w1": 1, "wise2010-w1": 1, "2": 2, "w2": 2, "wise2010-w2": 2}
-    else:
-        table = {b: b for b in SURVEY_BANDS["panstarrs"]}
-        table.update({f"ps1-{b}": b for b in SURVEY_BANDS["panstarrs"]})
-        table.update({f"panstarrs-{b}": b for b in SURVEY_BANDS["panstarrs"]})
-    if text not in table:
-        raise ValueError(
-            f"unknown {survey} band {band!r}; expected one of {SURVEY_BANDS[survey]}"
-        )
-    return table[text]
-
-
-def _band_list(survey, band):
-    """Resolve the ``band`` argument of a multi-band render to a band tuple."""
-    if band is None:
-        return SURVEY_BANDS[survey]
-    if isinstance(band, (str, int, np.integer)):
-        try:
-            return (_normalise_band(survey, band),)
-        except ValueError:
-            if isinstance(band, str) and len(band) > 1:
-                return tuple(_normalise_band(survey, c) for c in band)
-            raise
-    return tuple(_normalise_band(survey, b) for b in band)
-
-
-def _format_card(key, value, comment=None):
-    """Format one 80-character FITS header card (fast path, no validation)."""
-    if isinstance(value, (bool, np.bool_)):
-        text = f"{'T' if value else 'F':>20}"
-    elif isinstance(value, (int, np.integer)):
-        text = f"{int(value):>20d}"
-    elif isinstance(value, (float, np.floating)):
-        value = float(value)
-        if not math.isfinite(value):
-            raise ValueError(f"header value for {key} is not finite: {value}")
-        text = f"{value:.14G}"
-        if "." not in text and "E" not in text:
-            text += ".0"
-        text = f"{text:>20}"
-    else:
-        text = "'" + str(value).replace("'", "''").ljust(8) + "'"
-        text = f"{text:<20}"
-    if key.startswith("HIERARCH "):
-        card = f"{key} = {text.strip()}"
-    else:
-        card = f"{key:<8}= {text}"
-    if comment:
-        card += f" / {comment}"
-    if len(card) > 80:
-        raise ValueError(f"header card too long: {card!r}")
-    return card.ljust(80)
-
-
-def _primary_hdu(data, cards):
-    """Build a PrimaryHDU from data and (key, value[, comment]) tuples quickly.
-
-    Formatting the cards as text and parsing them lazily is several times
-    faster than assigning them one by one through `astropy.io.fits.Header`.
-    """
-    header = fits.Header.fromstring("".join(_format_card(*card) for card in cards))
-    return fits.PrimaryHDU(data, header=header)
 
 
 class SyntheticSky:
@@ -367,12 +220,7 @@ class SyntheticSky:
     @staticmethod
     def _native_flux(survey, band, mag_ab, exptime):
         """Convert AB magnitudes to the survey's native pixel-sum unit."""
-        mag_ab = np.asarray(mag_ab, dtype=float)
-        if survey == "galex":
-            return 10.0 ** (-0.4 * (mag_ab - GALEX_ZEROPOINTS[band]))
-        if survey == "unwise":
-            return 10.0 ** (-0.4 * (mag_ab - WISE_VEGA_TO_AB[band] - 22.5))
-        return exptime * 10.0 ** (-0.4 * (mag_ab - 25.0))
+        return native_flux(survey, band, mag_ab, exptime)
 
     def _paint(self, image, survey, band, src, crval, crpix, cd, pixscale, exptime):
         """Add every source of ``src`` to ``image`` (ny, nx) in place."""
@@ -442,10 +290,7 @@ class SyntheticSky:
         exptime : float
             Seconds; the pixel zero point is ``25 + 2.5 log10(exptime)``.
         """
-        rng = np.random.default_rng(
-            stable_seed(self.seed, "exptime", band, round(ra_c, 6), round(dec_c, 6))
-        )
-        return float(round(PS1_EXPTIME[band] * (0.6 + 0.8 * rng.random()), 3))
+        return ps1_stack_exptime(self.seed, band, ra_c, dec_c)
 
     # ------------------------------------------------------------------ render
     def render(self, survey, coord, size=None, pixscale=None, band=None, *,
@@ -491,18 +336,9 @@ class SyntheticSky:
             For an unknown survey or band, a missing PS1 band, or a
             non-positive size or pixel scale.
         """
-        key = str(survey).lower()
-        if key not in _SURVEY_ALIASES:
-            raise ValueError(
-                f"unknown survey {survey!r}; expected one of 'galex', 'panstarrs', 'unwise'"
-            )
-        survey = _SURVEY_ALIASES[key]
-        ra, dec = _coord_to_radec(coord)
-        d_size, d_scale = _DEFAULT_GEOMETRY[survey]
-        size = d_size if size is None else int(size)
-        pixscale = d_scale if pixscale is None else float(pixscale)
-        if size <= 0 or not pixscale > 0:
-            raise ValueError(f"size and pixscale must be positive, got {size}, {pixscale}")
+        survey = normalise_survey(survey)
+        ra, dec = coord_to_radec(coord)
+        size, pixscale = default_geometry(survey, size, pixscale)
         if survey == "panstarrs":
             return self._render_ps1(ra, dec, size, pixscale, band, skycell_center)
         return self._render_legacy(survey, ra, dec, size, pixscale, band)
@@ -510,69 +346,25 @@ class SyntheticSky:
     def _render_ps1(self, ra, dec, size, pixscale, band, skycell_center):
         if band is None:
             raise ValueError("a PS1 render needs one band: band='g', 'r', 'i', 'z' or 'y'")
-        band = _normalise_band("panstarrs", band)
-        if skycell_center is None:
-            ra_c, dec_c = ra, dec
-        else:
-            ra_c, dec_c = float(skycell_center[0]) % 360.0, float(skycell_center[1])
-        cd = (-pixscale / 3600.0, pixscale / 3600.0)
-        x_iw, y_iw = tan_project(ra, dec, ra_c, dec_c)
-        if not (np.isfinite(x_iw) and np.isfinite(y_iw)):
-            raise ValueError("position is not on the skycell's tangent plane")
-        centre_pix = (size + 1) / 2.0
-        crpix = (centre_pix - float(x_iw) / cd[0], centre_pix - float(y_iw) / cd[1])
-        exptime = self.ps1_exptime(band, ra_c, dec_c)
+        band = normalise_band("panstarrs", band)
+        crval, crpix, cd = ps1_geometry(ra, dec, size, pixscale, skycell_center)
+        exptime = self.ps1_exptime(band, *crval)
 
         half_diag = size * pixscale / 3600.0 * 0.75 + 30.0 / 3600.0
         src = self._sources(ra, dec, half_diag)
         sigma = self._noise_sigma("panstarrs", band, pixscale, exptime)
         image = self._noise("panstarrs", band, ra, dec, (size, size), sigma, (pixscale,))
-        self._paint(image, "panstarrs", band, src, (ra_c, dec_c), crpix, cd, pixscale, exptime)
-
-        cards = [
-            ("CTYPE1", "RA---TAN"),
-            ("CTYPE2", "DEC--TAN"),
-            ("CRVAL1", ra_c),
-            ("CRVAL2", dec_c),
-            ("CRPIX1", crpix[0]),
-            ("CRPIX2", crpix[1]),
-            ("CDELT1", cd[0]),
-            ("CDELT2", cd[1]),
-            ("EXPTIME", exptime, "[s] stack exposure time"),
-            ("FILTER", f"{band}.00000", "PS1 filter"),
-            ("HIERARCH FPA.ZP", 25.0, "zero point for 1 s"),
-        ]
-        return fits.HDUList([_primary_hdu(image, cards)])
+        self._paint(image, "panstarrs", band, src, crval, crpix, cd, pixscale, exptime)
+        return ps1_hdulist(image, band, crval, crpix, cd, exptime)
 
     def _render_legacy(self, survey, ra, dec, size, pixscale, band):
-        bands = _band_list(survey, band)
-        cd = (-pixscale / 3600.0, pixscale / 3600.0)
-        centre_pix = (size + 1) / 2.0
-        crpix = (centre_pix, centre_pix)
+        bands = band_list(survey, band)
+        crval, crpix, cd = viewer_geometry(ra, dec, size, pixscale)
         half_diag = size * pixscale / 3600.0 * 0.75 + 60.0 / 3600.0
         src = self._sources(ra, dec, half_diag)
         cube = np.empty((len(bands), size, size), dtype=np.float32)
         for i, b in enumerate(bands):
             sigma = self._noise_sigma(survey, b, pixscale, None)
             cube[i] = self._noise(survey, b, ra, dec, (size, size), sigma, (pixscale,))
-            self._paint(cube[i], survey, b, src, (ra, dec), crpix, cd, pixscale, None)
-
-        cards = [("BANDS", "".join(str(b) for b in bands))]
-        cards += [(f"BAND{i}", b) for i, b in enumerate(bands)]
-        cards += [
-            ("CTYPE1", "RA---TAN"),
-            ("CTYPE2", "DEC--TAN"),
-            ("CRVAL1", ra),
-            ("CRVAL2", dec),
-            ("CRPIX1", crpix[0]),
-            ("CRPIX2", crpix[1]),
-            ("CD1_1", cd[0]),
-            ("CD1_2", 0.0),
-            ("CD2_1", 0.0),
-            ("CD2_2", cd[1]),
-            ("IMAGEW", float(size)),
-            ("IMAGEH", float(size)),
-            ("SURVEY", _LAYER_NAME[survey]),
-            ("VERSION", _VERSION),
-        ]
-        return fits.HDUList([_primary_hdu(cube, cards)])
+            self._paint(cube[i], survey, b, src, crval, crpix, cd, pixscale, None)
+        return viewer_hdulist(cube, survey, bands, crval, crpix, cd)

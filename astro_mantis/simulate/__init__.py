@@ -1,0 +1,44 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""The mock sky: physically grounded galaxies in the three surveys' native units.
+
+`MockSky` holds a catalog of mock galaxies (drawn by `draw_population` from a
+`PopulationConfig`, or given) and renders, for any position, the FITS file the
+GALEX, Pan-STARRS1 or unWISE cutout service would return there, with GalSim
+(`ImagingConfig` sets PSFs, depths and coverage; `MockSkyConfig` gathers all
+settings). The loopback servers of `astro_mantis.testing` serve it.
+
+The names below are imported lazily, on first use, so that importing the
+GalSim-free `astro_mantis.simulate.service_format` (used by the loopback
+servers) does not require the simulation extras (GalSim, kcorrect, speclite).
+"""
+
+import importlib as _importlib
+
+__all__ = [
+    "ImagingConfig",
+    "MockSky",
+    "MockSkyConfig",
+    "PopulationConfig",
+    "draw_population",
+]
+
+_LAZY = {
+    "ImagingConfig": "render",
+    "MockSky": "sky",
+    "MockSkyConfig": "sky",
+    "PopulationConfig": "population",
+    "draw_population": "population",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module = _importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,747 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""`MockSky`: a catalog of mock galaxies, rendered as the survey services send it.
+
+A `MockSky` holds a catalog (drawn by `~astro_mantis.simulate.draw_population`
+in a sky patch, or given) and answers ``render(survey, coord, ...)`` with the
+`~astropy.io.fits.HDUList` the real GALEX, Pan-STARRS1 or unWISE cutout
+service would return for that request: same shape, units, header keywords
+and WCS conventions (`astro_mantis.simulate.service_format`). Every cutout
+shows the catalog galaxies that overlap it, plus faint field galaxies
+("neighbours") and stars at realistic densities, plus noise.
+
+Neighbours and stars belong to the sky, not to a cutout: the sphere is cut
+into cells of ``MockSkyConfig.background_cell`` arcsec, and each cell's
+sources are drawn from a seed derived from (seed, cell), so overlapping
+cutouts of any survey show the same neighbours at the same places.
+"""
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from .render import SURVEY_OF_BAND, ImageRenderer, ImagingConfig
+from .service_format import (
+    NATIVE_TO_BAND,
+    band_list,
+    coord_to_radec,
+    default_geometry,
+    normalise_band,
+    normalise_survey,
+    ps1_geometry,
+    ps1_hdulist,
+    ps1_stack_exptime,
+    stable_seed,
+    viewer_geometry,
+    viewer_hdulist,
+)
+
+__all__ = ["MockSky", "MockSkyConfig"]
+
+_SHAPE_COLUMNS = ("r_half_disk", "r_half_bulge", "bulge_frac", "q", "pa")
+_CELL_CACHE = 8192  # background cells kept in memory
+_PS1_CACHE = 32  # noiseless five-band PS1 cutouts kept for the next band's request
+_PS1_BANDS = ("g", "r", "i", "z", "y")
+
+
+def _population():
+    """The population module (imported on first use: it loads SED templates)."""
+    from . import population
+
+    return population
+
+
+def _check_range(name, value, lo, hi):
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"MockSkyConfig.{name} must be a (min, max) pair of degrees, "
+                         f"got {value!r}") from None
+    if not (lo <= a < b <= hi):
+        raise ValueError(f"MockSkyConfig.{name} must satisfy {lo} <= min < max <= {hi}, "
+                         f"got {value!r}")
+    return (a, b)
+
+
+@dataclass
+class MockSkyConfig:
+    """Everything a `MockSky` needs: population, imaging, and where the sky is.
+
+    Parameters
+    ----------
+    population : `~astro_mantis.simulate.PopulationConfig`, optional
+        Galaxy population settings; None for the defaults of
+        `~astro_mantis.simulate.draw_population`.
+    imaging : `~astro_mantis.simulate.ImagingConfig` or dict, optional
+        PSFs, depths, noise, coverage holes, star and neighbour densities.
+    n_galaxies : int, optional
+        Catalog size when the catalog is drawn (default 1000).
+    ra_range, dec_range : (float, float), optional
+        The sky patch (degrees) the catalog is drawn in, uniformly on the
+        sphere. Default: 180–190°, +20–+30°, a 10° × 10° field around the
+        north Galactic pole (b ≈ +84°) covered by PS1 3π, GALEX AIS and
+        unWISE alike.
+    south_fraction : float, optional
+        Fraction of the catalog placed instead in ``south_dec_range`` (same RA
+        range), outside the PS1 footprint (dec < −30°), for footprint tests.
+        Default 0.
+    south_dec_range : (float, float), optional
+        Default −40° to −32°.
+    background_cell : float, optional
+        Side (arcsec) of the sky cells that neighbours and stars are drawn in
+        (default 60).
+    pool_size : int, optional
+        Number of distinct neighbour galaxies and stars drawn from the
+        population model; cells pick from these pools (default 3000).
+
+    Raises
+    ------
+    ValueError
+        For an invalid value, naming the field.
+    """
+
+    population: object = None
+    imaging: ImagingConfig = field(default_factory=ImagingConfig)
+    n_galaxies: int = 1000
+    ra_range: tuple = (180.0, 190.0)
+    dec_range: tuple = (20.0, 30.0)
+    south_fraction: float = 0.0
+    south_dec_range: tuple = (-40.0, -32.0)
+    background_cell: float = 60.0
+    pool_size: int = 3000
+
+    def __post_init__(self):
+        if isinstance(self.imaging, dict):
+            self.imaging = ImagingConfig(**self.imaging)
+        if not isinstance(self.imaging, ImagingConfig):
+            raise ValueError("MockSkyConfig.imaging must be an ImagingConfig, "
+                             f"got {type(self.imaging).__name__}")
+        if self.population is not None:
+            config_cls = _population().PopulationConfig
+            if isinstance(self.population, dict):
+                self.population = config_cls(**self.population)
+            if not isinstance(self.population, config_cls):
+                raise ValueError("MockSkyConfig.population must be a PopulationConfig, "
+                                 f"got {type(self.population).__name__}")
+        for name in ("n_galaxies", "pool_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"MockSkyConfig.{name} must be a non-negative integer, "
+                                 f"got {value!r}")
+            setattr(self, name, int(value))
+        if self.pool_size < 1:
+            raise ValueError(f"MockSkyConfig.pool_size must be positive, got {self.pool_size}")
+        self.ra_range = _check_range("ra_range", self.ra_range, 0.0, 360.0)
+        self.dec_range = _check_range("dec_range", self.dec_range, -90.0, 90.0)
+        self.south_dec_range = _check_range("south_dec_range", self.south_dec_range,
+                                            -90.0, 90.0)
+        try:
+            self.south_fraction = float(self.south_fraction)
+        except (TypeError, ValueError):
+            raise ValueError("MockSkyConfig.south_fraction must be a number in [0, 1], "
+                             f"got {self.south_fraction!r}") from None
+        if not 0.0 <= self.south_fraction <= 1.0:
+            raise ValueError("MockSkyConfig.south_fraction must be within [0, 1], "
+                             f"got {self.south_fraction!r}")
+        try:
+            self.background_cell = float(self.background_cell)
+        except (TypeError, ValueError):
+            raise ValueError("MockSkyConfig.background_cell must be a number of arcsec, "
+                             f"got {self.background_cell!r}") from None
+        if not 5.0 <= self.background_cell <= 3600.0:
+            raise ValueError("MockSkyConfig.background_cell must be within 5 and 3600 "
+                             f"arcsec, got {self.background_cell!r}")
+
+
+def _uniform_patch(rng, n, ra_range, dec_range):
+    """``n`` positions uniform on the sphere inside an RA/Dec box."""
+    ra = rng.uniform(ra_range[0], ra_range[1], n)
+    s0, s1 = np.sin(np.radians(dec_range[0])), np.sin(np.radians(dec_range[1]))
+    dec = np.degrees(np.arcsin(rng.uniform(s0, s1, n)))
+    return ra % 360.0, dec
+
+
+class _SkyCells:
+    """Equal-area-ish cells of the sphere: declination rows cut in RA."""
+
+    def __init__(self, side_deg):
+        self.h = float(side_deg)
+        self.nrows = int(math.ceil(180.0 / self.h))
+
+    def row_ncells(self, j):
+        dec_lo = -90.0 + j * self.h
+        dec_hi = min(dec_lo + self.h, 90.0)
+        cos_max = math.cos(math.radians(min(abs(dec_lo), abs(dec_hi))
+                                        if dec_lo * dec_hi > 0 else 0.0))
+        return max(1, int(360.0 * cos_max / self.h))
+
+    def bounds(self, j, i):
+        """(ra_lo, ra_hi, dec_lo, dec_hi) of cell (j, i)."""
+        n = self.row_ncells(j)
+        width = 360.0 / n
+        dec_lo = -90.0 + j * self.h
+        return i * width, (i + 1) * width, dec_lo, min(dec_lo + self.h, 90.0)
+
+    def index(self, ra, dec):
+        """Cell (j, i) containing a position."""
+        j = min(int((dec + 90.0) // self.h), self.nrows - 1)
+        n = self.row_ncells(j)
+        return j, min(int((ra % 360.0) / (360.0 / n)), n - 1)
+
+    def around(self, ra, dec, radius):
+        """Every cell that may overlap the disc of ``radius`` degrees at (ra, dec)."""
+        j0 = max(int((dec - radius + 90.0) // self.h), 0)
+        j1 = min(int((dec + radius + 90.0) // self.h), self.nrows - 1)
+        out = []
+        for j in range(j0, j1 + 1):
+            n = self.row_ncells(j)
+            width = 360.0 / n
+            _, _, dlo, dhi = self.bounds(j, 0)
+            cos_min = math.cos(math.radians(min(max(abs(dlo), abs(dhi)), 89.999)))
+            half = radius / cos_min
+            if half * 2 >= 360.0 or abs(dec) + radius >= 89.0:
+                out.extend((j, i) for i in range(n))
+                continue
+            i0 = int(math.floor((ra - half) / width))
+            i1 = int(math.floor((ra + half) / width))
+            out.extend((j, i % n) for i in range(i0, i1 + 1))
+        return list(dict.fromkeys(out))
+
+
+class MockSky:
+    """A mock sky of galaxies that renders the surveys' cutout responses.
+
+    Parameters
+    ----------
+    config : `MockSkyConfig`, optional
+        Population, imaging and sky-patch settings (defaults if None).
+    catalog : `~astropy.table.Table`, optional
+        The galaxies. Needs ``ra`` and ``dec`` (deg) and ``mag_<band>``
+        columns (AB, total, after Milky Way extinction) for the bands to
+        draw; shape columns ``r_half_disk``, ``r_half_bulge`` (arcsec),
+        ``bulge_frac``, ``q``, ``pa`` (deg east of north) and centring offsets
+        ``dx``, ``dy`` (arcsec towards east and north: the light centre is at
+        the catalog position plus the offset) are used when present; without
+        radii a galaxy is a point source. If None, ``config.n_galaxies``
+        galaxies are drawn with `~astro_mantis.simulate.draw_population` and
+        placed uniformly in the configured sky patch.
+    seed : int, optional
+        Seed of everything random: catalog, neighbours, stars, noise,
+        coverage. The same seed and request give byte-identical responses.
+
+    Attributes
+    ----------
+    catalog : `~astropy.table.Table`
+        The galaxies, ``ra`` and ``dec`` first.
+    config : `MockSkyConfig`
+    seed : int
+    renderer : `~astro_mantis.simulate.render.ImageRenderer`
+
+    Examples
+    --------
+    >>> from astropy.coordinates import SkyCoord
+    >>> from astro_mantis.simulate import MockSky
+    >>> sky = MockSky(seed=1)                                   # doctest: +SKIP
+    >>> row = sky.catalog[0]                                    # doctest: +SKIP
+    >>> hdul = sky.render("panstarrs", SkyCoord(row["ra"], row["dec"], unit="deg"),
+    ...                   band="r")                             # doctest: +SKIP
+    """
+
+    def __init__(self, config=None, catalog=None, seed=0):
+        if config is None:
+            config = MockSkyConfig()
+        if not isinstance(config, MockSkyConfig):
+            raise ValueError(f"config must be a MockSkyConfig, got {type(config).__name__}")
+        self.config = config
+        self.seed = int(seed)
+        self.renderer = ImageRenderer(config.imaging)
+        self.catalog = self._draw_catalog() if catalog is None else self._check_catalog(catalog)
+        self._prepare_index()
+        self._cells = _SkyCells(config.background_cell / 3600.0)
+        self._cell_cache = OrderedDict()
+        self._ps1_cache = OrderedDict()
+        self._pools = None
+        self._densities = None
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        return (f"<MockSky seed={self.seed} galaxies={len(self.catalog)} "
+                f"ra={self.config.ra_range} dec={self.config.dec_range}>")
+
+    # ------------------------------------------------------------------ catalog
+    def _draw_catalog(self):
+        cfg = self.config
+        n = cfg.n_galaxies
+        pop = _population()
+        rng = np.random.default_rng(stable_seed(self.seed, "catalog"))
+        table = pop.draw_population(n, config=cfg.population, rng=rng)
+        pos_rng = np.random.default_rng(stable_seed(self.seed, "positions"))
+        ra, dec = _uniform_patch(pos_rng, n, cfg.ra_range, cfg.dec_range)
+        south = pos_rng.random(n) < cfg.south_fraction
+        if south.any():
+            ra_s, dec_s = _uniform_patch(pos_rng, int(south.sum()), cfg.ra_range,
+                                         cfg.south_dec_range)
+            ra[south], dec[south] = ra_s, dec_s
+        table = Table(table, copy=False)
+        for name in ("ra", "dec"):
+            if name in table.colnames:
+                table.remove_column(name)
+        table.add_column(np.arange(n), name="id", index=0)
+        table.add_column(ra, name="ra", index=1)
+        table.add_column(dec, name="dec", index=2)
+        table["ra"].unit = "deg"
+        table["dec"].unit = "deg"
+        table.meta["seed"] = self.seed
+        table.meta["patch"] = f"ra {cfg.ra_range} dec {cfg.dec_range}"
+        return table
+
+    @staticmethod
+    def _check_catalog(catalog):
+        if not isinstance(catalog, Table):
+            try:
+                catalog = Table(catalog)
+            except Exception as exc:
+                raise ValueError(f"catalog must be an astropy Table, got "
+                                 f"{type(catalog).__name__}") from exc
+        missing = [c for c in ("ra", "dec") if c not in catalog.colnames]
+        if missing:
+            raise ValueError(f"catalog needs columns 'ra' and 'dec' (deg); missing {missing}; "
+                             f"it has {catalog.colnames}")
+        return catalog
+
+    def _prepare_index(self):
+        """Plain arrays of the catalog, sorted by declination, for fast look-ups."""
+        cat = self.catalog
+        n = len(cat)
+
+        def values(name, default):
+            return _column_values(cat, name, default)
+
+        ra = values("ra", np.nan) % 360.0
+        dec = values("dec", np.nan)
+        dx, dy = values("dx", 0.0), values("dy", 0.0)
+        dx, dy = np.nan_to_num(dx), np.nan_to_num(dy)
+        cosd = np.maximum(np.cos(np.radians(dec)), 1e-9)
+        arrays = {"ra": (ra + dx / 3600.0 / cosd) % 360.0, "dec": dec + dy / 3600.0}
+        defaults = {"r_half_disk": 0.0, "r_half_bulge": 0.0, "bulge_frac": 0.0, "q": 1.0,
+                    "pa": 0.0}
+        for name in _SHAPE_COLUMNS:
+            arrays[name] = values(name, defaults[name])
+        for band in SURVEY_OF_BAND:
+            arrays[f"mag_{band}"] = values(f"mag_{band}", np.nan)
+        order = np.argsort(arrays["dec"], kind="stable")
+        self._cat = {k: v[order] for k, v in arrays.items()}
+        rr, dd = np.radians(self._cat["ra"]), np.radians(self._cat["dec"])
+        self._cat_xyz = np.stack([np.cos(dd) * np.cos(rr), np.cos(dd) * np.sin(rr),
+                                  np.sin(dd)], axis=1)
+        self._max_extent = 0.0
+        if n:
+            extent = np.maximum(6.0 * self._cat["r_half_disk"],
+                                self.config.imaging.bulge_truncation * self._cat["r_half_bulge"])
+            self._max_extent = float(np.nanmax(extent, initial=0.0))
+
+    def _catalog_near(self, ra, dec, radius):
+        """Catalog sources within ``radius`` deg, as a dict of arrays."""
+        cat = self._cat
+        lo = np.searchsorted(cat["dec"], dec - radius, side="left")
+        hi = np.searchsorted(cat["dec"], dec + radius, side="right")
+        if hi <= lo:
+            return None
+        centre = _unit_vector(ra, dec)
+        sel = lo + np.flatnonzero(self._cat_xyz[lo:hi] @ centre >= math.cos(math.radians(radius)))
+        if not len(sel):
+            return None
+        return {k: v[sel] for k, v in cat.items()}
+
+    # ------------------------------------------------------------------ background
+    def _background_pools(self):
+        """Neighbour galaxies and stars to pick from (drawn once, on first use)."""
+        with self._lock:
+            if self._pools is None:
+                self._pools = self._draw_pools()
+            return self._pools
+
+    @property
+    def neighbour_density(self):
+        """Faint field galaxies per square degree.
+
+        ``ImagingConfig.neighbour_density`` if set, else the population
+        model's ``background_number_density``.
+        """
+        value = self.config.imaging.neighbour_density
+        if value is None:
+            value = _population().background_number_density(self.config.population)
+        return float(value)
+
+    @property
+    def star_density(self):
+        """Stars per square degree.
+
+        ``ImagingConfig.star_density`` if set, else the population model's
+        ``star_number_density``.
+        """
+        value = self.config.imaging.star_density
+        if value is None:
+            value = _population().star_number_density(self.config.population)
+        return float(value)
+
+    def _draw_pools(self):
+        n = self.config.pool_size
+        pools = {}
+        if self.neighbour_density > 0 or self.star_density > 0:
+            pop = _population()
+        if self.neighbour_density > 0:
+            rng = np.random.default_rng(stable_seed(self.seed, "neighbour-pool"))
+            pools["galaxy"] = _pool_arrays(
+                pop.draw_background(n, config=self.config.population, rng=rng))
+        if self.star_density > 0:
+            rng = np.random.default_rng(stable_seed(self.seed, "star-pool"))
+            pools["star"] = _pool_arrays(pop.draw_stars(n, rng=rng, config=self.config.population),
+                                         stars=True)
+        return pools
+
+    def _cell_sources(self, j, i):
+        """The neighbours and stars of one sky cell (deterministic, cached)."""
+        key = (j, i)
+        with self._lock:
+            hit = self._cell_cache.get(key)
+            if hit is not None:
+                self._cell_cache.move_to_end(key)
+                return hit
+        pools = self._background_pools()
+        ra_lo, ra_hi, dec_lo, dec_hi = self._cells.bounds(j, i)
+        area = (math.sin(math.radians(dec_hi)) - math.sin(math.radians(dec_lo))) \
+            * math.radians(ra_hi - ra_lo) * (180.0 / math.pi) ** 2
+        rng = np.random.default_rng(stable_seed(self.seed, "cell", j, i))
+        parts = []
+        for kind, density in (("galaxy", self._densities[0]), ("star", self._densities[1])):
+            count = rng.poisson(density * area) if density > 0 else 0
+            if not count:
+                continue
+            pool = pools[kind]
+            pick = rng.integers(0, len(pool["star"]), count)
+            part = {k: v[pick] for k, v in pool.items()}
+            part["ra"], part["dec"] = _uniform_patch(rng, count, (ra_lo, ra_hi), (dec_lo, dec_hi))
+            if kind == "galaxy":
+                part["pa"] = rng.uniform(0.0, 180.0, count)
+            parts.append(part)
+        out = _concat(parts)
+        with self._lock:
+            self._cell_cache[key] = out
+            while len(self._cell_cache) > _CELL_CACHE:
+                self._cell_cache.popitem(last=False)
+        return out
+
+    def _background_near(self, ra, dec, radius):
+        if self._densities is None:
+            self._densities = (self.neighbour_density, self.star_density)
+        if self._densities[0] <= 0 and self._densities[1] <= 0:
+            return None
+        parts = [self._cell_sources(j, i) for j, i in self._cells.around(ra, dec, radius)]
+        out = _concat([p for p in parts if p is not None])
+        if out is None:
+            return None
+        keep = _unit_xyz(out["ra"], out["dec"]) @ _unit_vector(ra, dec) \
+            >= math.cos(math.radians(radius))
+        return {k: v[keep] for k, v in out.items()} if keep.any() else None
+
+    def sources_near(self, coord, radius):
+        """Everything the sky would draw within ``radius`` of a position.
+
+        Parameters
+        ----------
+        coord : `~astropy.coordinates.SkyCoord` or (float, float)
+            Centre (degrees for a pair).
+        radius : `~astropy.units.Quantity` or float
+            Angular radius (degrees for a float).
+
+        Returns
+        -------
+        `~astropy.table.Table`
+            Columns ``kind`` (``"catalog"``, ``"galaxy"`` for neighbours,
+            ``"star"``), ``ra``, ``dec`` (light centres, deg), shape columns
+            and ``mag_<band>`` for the nine bands.
+        """
+        ra, dec = coord_to_radec(coord)
+        radius = float(getattr(radius, "to_value", lambda unit: radius)("deg"))
+        tables = []
+        for kind, part in (("catalog", self._catalog_near(ra, dec, radius)),
+                           ("background", self._background_near(ra, dec, radius))):
+            if part is None:
+                continue
+            t = Table({k: v for k, v in part.items() if k != "star"})
+            if kind == "catalog":
+                t["kind"] = "catalog"
+            else:
+                t["kind"] = np.where(part["star"], "star", "galaxy")
+            tables.append(t)
+        if not tables:
+            return Table(names=["kind", "ra", "dec"], dtype=[str, float, float])
+        from astropy.table import vstack
+
+        out = vstack(tables)
+        return out[["kind"] + [c for c in out.colnames if c != "kind"]]
+
+    # ------------------------------------------------------------------ coverage
+    def galex_covered(self, coord):
+        """Whether GALEX has data at a position (False inside a coverage hole).
+
+        Parameters
+        ----------
+        coord : `~astropy.coordinates.SkyCoord` or (float, float)
+
+        Returns
+        -------
+        bool
+        """
+        fraction = self.config.imaging.galex_hole_fraction
+        if fraction <= 0:
+            return True
+        if fraction >= 1:
+            return False
+        ra, dec = coord_to_radec(coord)
+        cells = _SkyCells(self.config.imaging.galex_hole_cell)
+        j, i = cells.index(ra, dec)
+        rng = np.random.default_rng(stable_seed(self.seed, "galex-hole", j, i))
+        return bool(rng.random() >= fraction)
+
+    def _chip_gap(self, image, band, ra, dec):
+        fraction = self.config.imaging.ps1_nan_fraction
+        if fraction <= 0:
+            return
+        rng = np.random.default_rng(
+            stable_seed(self.seed, "chipgap", band, round(ra, 6), round(dec, 6)))
+        if rng.random() >= fraction:
+            return
+        ny, nx = image.shape
+        vertical = rng.random() < 0.5
+        n = nx if vertical else ny
+        width = int(rng.integers(2, 9))
+        start = int(rng.integers(0, max(1, n - width)))
+        if vertical:
+            image[:, start:start + width] = np.nan
+        else:
+            image[start:start + width, :] = np.nan
+
+    # ------------------------------------------------------------------ render
+    def render(self, survey, coord, size=None, pixscale=None, band=None, skycell_center=None,
+               *, noise=None):
+        """Render a cutout exactly as the survey service sends it.
+
+        Parameters
+        ----------
+        survey : {"galex", "panstarrs", "unwise"}
+            Which service's output to imitate (``"ps1"`` is accepted for
+            ``"panstarrs"``).
+        coord : `~astropy.coordinates.SkyCoord` or (float, float)
+            Requested cutout centre (ICRS; degrees for a pair).
+        size : int, optional
+            Cutout side in pixels. Defaults: 32 (GALEX, unWISE), 170 (PS1).
+        pixscale : float, optional
+            Arcsec per pixel. Defaults: 1.5 (GALEX), 2.75 (unWISE), 0.25 (PS1).
+        band : str, int or sequence, optional
+            PS1: one band, required (``"g"`` ... ``"y"``), as ``fitscut.cgi``
+            serves one band per file. GALEX/unWISE: None for all bands in
+            native order (NUV, FUV / W1, W2), or which planes to return.
+        skycell_center : (float, float), optional
+            PS1 only: the skycell centre (deg), used as the WCS ``CRVAL`` (so
+            ``CRPIX`` may lie far outside the cutout, as real ``fitscut.cgi``
+            output does) and to draw the stack's ``EXPTIME``. Default: the
+            request itself.
+        noise : bool, optional
+            Override ``ImagingConfig.noise`` (False: noiseless images).
+
+        Returns
+        -------
+        `~astropy.io.fits.HDUList`
+            PS1: a (size, size) float32 image in linear counts with
+            ``EXPTIME`` and ``FILTER``; one plane may be crossed by a NaN
+            stripe (chip gap). GALEX/unWISE: a (nbands, size, size) float32
+            cube with ``BANDS``, ``BAND0`` ..., ``SURVEY``, ``VERSION``,
+            ``IMAGEW``, ``IMAGEH``; all zero inside a GALEX coverage hole.
+
+        Raises
+        ------
+        ValueError
+            For an unknown survey or band, a PS1 request without a band, or a
+            non-positive size or pixel scale.
+        """
+        survey = normalise_survey(survey)
+        ra, dec = coord_to_radec(coord)
+        size, pixscale = default_geometry(survey, size, pixscale)
+        if noise is None:
+            noise = self.config.imaging.noise
+        if survey == "panstarrs":
+            if band is None:
+                raise ValueError("a PS1 render needs one band: band='g', 'r', 'i', 'z' or 'y'")
+            native = normalise_band("panstarrs", band)
+            crval, crpix, cd = ps1_geometry(ra, dec, size, pixscale, skycell_center)
+            cube, exptimes = self._ps1_clean(ra, dec, size, pixscale, crval, crpix, cd)
+            i = _PS1_BANDS.index(native)
+            image = cube[i]
+            if noise:
+                image = self.renderer.add_noise(image, native, pixscale, exptimes[i],
+                                                self._noise_seed(survey, native, ra, dec, size,
+                                                                 pixscale))
+            image = image.astype(np.float32)
+            self._chip_gap(image, native, ra, dec)
+            return ps1_hdulist(image, native, crval, crpix, cd, exptimes[i])
+        natives = band_list(survey, band)
+        crval, crpix, cd = viewer_geometry(ra, dec, size, pixscale)
+        if survey == "galex" and not self.galex_covered((ra, dec)):
+            cube = np.zeros((len(natives), size, size), dtype=np.float32)
+        else:
+            wcs = _tan_wcs(crval, crpix, cd=cd)
+            cube = self._render_clean(survey, natives, ra, dec, wcs, size, pixscale,
+                                      [None] * len(natives))
+            if noise:
+                for i, native in enumerate(natives):
+                    cube[i] = self.renderer.add_noise(
+                        cube[i], NATIVE_TO_BAND[(survey, native)], pixscale, None,
+                        self._noise_seed(survey, native, ra, dec, size, pixscale))
+        return viewer_hdulist(cube, survey, natives, crval, crpix, cd)
+
+    def _noise_seed(self, survey, native, ra, dec, size, pixscale):
+        """Seed of one band's noise: (seed, survey, band, rounded position, geometry)."""
+        return stable_seed(self.seed, "noise", survey, str(native), round(ra, 6), round(dec, 6),
+                           size, round(pixscale, 6))
+
+    def _ps1_clean(self, ra, dec, size, pixscale, crval, crpix, cd):
+        """Noiseless g r i z y images of one fitscut request, and their EXPTIMEs.
+
+        ``fitscut.cgi`` serves one band per request; the five requests of a
+        position share one multi-band render through a small cache.
+        """
+        key = (round(ra, 9), round(dec, 9), size, round(pixscale, 9), round(crval[0], 9),
+               round(crval[1], 9))
+        with self._lock:
+            hit = self._ps1_cache.get(key)
+            if hit is not None:
+                self._ps1_cache.move_to_end(key)
+                return hit
+        imaging = self.config.imaging
+        exptimes = [ps1_stack_exptime(self.seed, b, crval[0], crval[1],
+                                      typical=imaging.ps1_exptime[b],
+                                      scatter=imaging.ps1_exptime_scatter)
+                    for b in _PS1_BANDS]
+        wcs = _tan_wcs(crval, crpix, cdelt=cd)
+        cube = self._render_clean("panstarrs", list(_PS1_BANDS), ra, dec, wcs, size, pixscale,
+                                  exptimes)
+        cube.setflags(write=False)
+        with self._lock:
+            self._ps1_cache[key] = (cube, exptimes)
+            while len(self._ps1_cache) > _PS1_CACHE:
+                self._ps1_cache.popitem(last=False)
+        return cube, exptimes
+
+    def _render_clean(self, survey, natives, ra, dec, wcs, size, pixscale, exptimes):
+        """Noiseless images (float32) of the given native bands of one cutout."""
+        imaging = self.config.imaging
+        bands = [NATIVE_TO_BAND[(survey, b)] for b in natives]
+        half_diag = size * pixscale / 3600.0 / math.sqrt(2.0)
+        fwhm = max(imaging.psf_fwhm[b] for b in bands)
+        margin = (4.0 * fwhm + 2.0 * pixscale) / 3600.0
+        sources = []
+        cat = self._catalog_near(ra, dec, half_diag + margin + self._max_extent / 3600.0)
+        if cat is not None:
+            cat = dict(cat)
+            cat["field"] = np.zeros(len(cat["ra"]), bool)
+            sources.append(cat)
+        background = self._background_near(ra, dec, half_diag + margin + 20.0 / 3600.0)
+        if background is not None:
+            # neighbours and stars too faint to matter in every band are skipped
+            background = dict(background)
+            for band, exptime in zip(bands, exptimes):
+                limit = imaging.band_depth(band, exptime) + imaging.neighbour_depth_margin
+                mags = background[f"mag_{band}"]
+                background[f"mag_{band}"] = np.where(mags < limit, mags, np.nan)
+            background.pop("star", None)
+            background["field"] = np.ones(len(background["ra"]), bool)
+            sources.append(background)
+        sources = _concat(sources) or {}
+        return self.renderer.render_bands(bands, sources, wcs, size, pixscale, exptimes,
+                                          noise=False)
+
+
+def _unit_vector(ra, dec):
+    r, d = math.radians(ra), math.radians(dec)
+    return np.array([math.cos(d) * math.cos(r), math.cos(d) * math.sin(r), math.sin(d)])
+
+
+def _unit_xyz(ra, dec):
+    r, d = np.radians(ra), np.radians(dec)
+    return np.stack([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)], axis=1)
+
+
+def _tan_wcs(crval, crpix, cdelt=None, cd=None):
+    """A celestial TAN `~astropy.wcs.WCS`, equal to the one its header cards describe."""
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = list(crval)
+    wcs.wcs.crpix = list(crpix)
+    if cd is not None:
+        wcs.wcs.cd = [[cd[0], 0.0], [0.0, cd[1]]]
+    else:
+        wcs.wcs.cdelt = list(cdelt)
+    wcs.wcs.set()
+    return wcs
+
+
+#: Units the renderer expects, per column (a column with another unit is converted).
+_COLUMN_UNITS = {"ra": "deg", "dec": "deg", "pa": "deg", "dx": "arcsec", "dy": "arcsec",
+                 "r_half_disk": "arcsec", "r_half_bulge": "arcsec"}
+
+
+def _column_values(table, name, default):
+    """A catalog column as a float array in the renderer's unit (masked → ``default``).
+
+    A missing column gives ``default`` everywhere; magnitudes (``mag_*``) may
+    carry ``mag`` units, angles and radii any angular unit.
+    """
+    n = len(table)
+    if name not in table.colnames:
+        return np.full(n, default, dtype=float)
+    col = table[name]
+    unit = getattr(col, "unit", None)
+    if unit is not None and str(unit) not in ("", "mag") and name in _COLUMN_UNITS:
+        data = np.ma.filled(np.ma.asarray(col, dtype=float), np.nan)
+        try:
+            data = (data * unit).to_value(_COLUMN_UNITS[name])
+        except Exception as exc:
+            raise ValueError(f"catalog column {name!r} has unit {unit}, which does not "
+                             f"convert to {_COLUMN_UNITS[name]}") from exc
+    else:
+        data = np.ma.filled(np.ma.asarray(col, dtype=float), np.nan)
+    data = np.asarray(data, dtype=float)
+    return np.where(np.isfinite(data), data, default) if np.isfinite(default) else data
+
+
+def _pool_arrays(table, stars=False):
+    """Columns of a population table that rendering needs, as float arrays."""
+    n = len(table)
+    out = {}
+    for band in SURVEY_OF_BAND:
+        out[f"mag_{band}"] = _column_values(table, f"mag_{band}", np.nan)
+    defaults = {"r_half_disk": 0.0, "r_half_bulge": 0.0, "bulge_frac": 0.0, "q": 1.0, "pa": 0.0}
+    for name, default in defaults.items():
+        out[name] = np.full(n, default) if stars else _column_values(table, name, default)
+    out["star"] = np.full(n, bool(stars))
+    return out
+
+
+def _concat(parts):
+    """Concatenate dicts of equal keys; None when there is nothing."""
+    parts = [p for p in parts if p is not None and len(p.get("ra", ()))]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    keys = set(parts[0])
+    for p in parts[1:]:
+        keys &= set(p)
+    return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+
