@@ -26,8 +26,10 @@ import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import certifi
 import numpy as np
 import requests
+import urllib3
 from astropy.coordinates import SkyCoord
 from astroquery.query import BaseQuery
 
@@ -206,42 +208,46 @@ class CutoutCache:
 
 # ---------------------------------------------------------------------------- HTTP
 class _HostPool:
-    """At most ``nconn`` concurrent requests to one host, each worker with a keep-alive session."""
+    """At most ``nconn`` concurrent requests to one host, over at most ``nconn`` kept-alive
+    connections.
 
-    def __init__(self, host, nconn, user_agent):
+    The requests go through `urllib3` directly (the layer under `requests`): for thousands
+    of small requests it costs less than half the CPU time, which matters when one
+    process fetches while it parses. Environment proxies (``HTTPS_PROXY``, ``NO_PROXY``
+    ...) and ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` are honoured as `requests` would.
+    """
+
+    def __init__(self, host, nconn, user_agent, timeout):
         self.host = host
-        self._local = threading.local()
-        self._sessions = []
-        self._lock = threading.Lock()
-        self._user_agent = user_agent
+        self.headers = {"User-Agent": user_agent}
+        self.timeout = urllib3.Timeout(connect=timeout, read=timeout)
+        ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") \
+            or certifi.where()
+        kwargs = dict(num_pools=2, maxsize=nconn, block=True, retries=False, ca_certs=ca)
+        proxy = requests.utils.get_environ_proxies(host).get(host.split("://")[0])
+        self.http = (urllib3.ProxyManager(proxy, **kwargs) if proxy
+                     else urllib3.PoolManager(**kwargs))
         self.executor = ThreadPoolExecutor(max_workers=nconn,
                                            thread_name_prefix=f"astro_mantis-{host}")
 
-    def session(self):
-        sess = getattr(self._local, "session", None)
-        if sess is None:
-            sess = requests.Session()
-            sess.headers["User-Agent"] = self._user_agent
-            # resolve the environment's proxy and CA settings once, not on every request
-            sess.proxies.update(requests.utils.get_environ_proxies(self.host))
-            sess.verify = (os.environ.get("REQUESTS_CA_BUNDLE")
-                           or os.environ.get("CURL_CA_BUNDLE") or True)
-            sess.trust_env = False
-            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=1,
-                                                    max_retries=0)
-            sess.mount("http://", adapter)
-            sess.mount("https://", adapter)
-            self._local.session = sess
-            with self._lock:
-                self._sessions.append(sess)
-        return sess
+    def send(self, request):
+        """Send one `Request`; returns ``(status, body)``."""
+        if request.method == "GET":
+            resp = self.http.request("GET", request.url, fields=request.params,
+                                     headers=self.headers, timeout=self.timeout)
+        else:
+            fields = dict(request.data or {})
+            for key, (name, text) in (request.files or {}).items():
+                fields[key] = (name, text.encode() if isinstance(text, str) else text,
+                               "text/plain")
+            url = request.full_url
+            resp = self.http.request(request.method, url, fields=fields, encode_multipart=True,
+                                     headers=self.headers, timeout=self.timeout)
+        return resp.status, resp.data
 
     def close(self):
         self.executor.shutdown(wait=True, cancel_futures=True)
-        with self._lock:
-            for sess in self._sessions:
-                sess.close()
-            self._sessions.clear()
+        self.http.clear()
 
 
 def _check_fits_body(content):
@@ -275,7 +281,7 @@ class _Fetcher:
     def pool(self, host):
         with self._lock:
             if host not in self.pools:
-                self.pools[host] = _HostPool(host, self.nconn, self._ua)
+                self.pools[host] = _HostPool(host, self.nconn, self._ua, self.timeout)
             return self.pools[host]
 
     def submit(self, request, check):
@@ -293,23 +299,15 @@ class _Fetcher:
             with self._lock:
                 self.nrequests += 1
             try:
-                files = None
-                if request.files:
-                    files = {k: (name, text.encode() if isinstance(text, str) else text,
-                                 "text/plain") for k, (name, text) in request.files.items()}
-                resp = pool.session().request(request.method, request.url, params=request.params,
-                                              data=request.data, files=files,
-                                              timeout=self.timeout)
-                content = resp.content
-            except (requests.Timeout, requests.ConnectionError,
-                    requests.exceptions.ChunkedEncodingError) as exc:
+                status, content = pool.send(request)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
-            if resp.status_code in RETRY_STATUSES:
-                last = f"HTTP {resp.status_code}"
+            if status in RETRY_STATUSES:
+                last = f"HTTP {status}"
                 continue
-            if resp.status_code != 200:
-                raise FetchError(f"HTTP {resp.status_code} from {request.full_url}")
+            if status != 200:
+                raise FetchError(f"HTTP {status} from {request.full_url}")
             try:
                 check(content)
             except InvalidResponseError as exc:
