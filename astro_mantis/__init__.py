@@ -15,6 +15,7 @@ from .logger import log  # noqa: E402
 from .flags import MantisFlag  # noqa: E402
 from .multicutout import MultiSurveyCutout  # noqa: E402
 from .cutouts import Mantis, MantisClass  # noqa: E402
+from .pdf import RedshiftPDF  # noqa: E402
 
 __all__ = ["__version__", "Conf", "conf", "log", "MantisFlag", "MultiSurveyCutout",
-           "Mantis", "MantisClass"]
+           "Mantis", "MantisClass", "RedshiftPDF"]

@@ -1,0 +1,954 @@
+# Licensed under a 3-clause BSD style license - see LICENSE
+"""Redshift probability density functions on a fixed grid of redshift bins.
+
+Mantis Shrimp predicts, for each galaxy, a probability for each of 400 redshift bins
+covering :math:`0 \\le z < 1.6`. `RedshiftPDF` holds many such PDFs at once (one row
+per galaxy) and computes everything users want from them, vectorised over the
+rows: point estimates, credible intervals, the CDF and its inverse, sampling,
+export to ``qp`` and to astropy Table columns.
+
+Bin convention
+--------------
+The bins have edges `Z_EDGES` ``= numpy.linspace(0.0, 1.6, 401)`` (width 0.004) and
+centres `Z_CENTERS`, the midpoints ``0.002, 0.006, ..., 1.598``. The PDF is taken to
+be *piecewise constant*: a histogram whose value in each bin is a probability
+density (per unit redshift), normalised so that ``sum(pdf * widths) == 1``. Every
+statistic below is computed exactly for that histogram density (the CDF is
+piecewise linear). The published model's 400 outputs map one to one onto these
+bins (the reference implementation labels them with the left edges when training
+and with ``numpy.linspace(0, 1.6, 400)`` when reporting; we use the true edges and
+midpoints).
+"""
+import numpy as np
+
+__all__ = ["RedshiftPDF", "Z_EDGES", "Z_CENTERS", "Z_WIDTHS", "NBINS", "ZMIN", "ZMAX"]
+
+#: Number of redshift bins of the Mantis Shrimp models.
+NBINS = 400
+#: Lower edge of the first bin.
+ZMIN = 0.0
+#: Upper edge of the last bin (excluded from the support's half-open interval).
+ZMAX = 1.6
+#: Bin edges, ``numpy.linspace(0.0, 1.6, 401)``.
+Z_EDGES = np.linspace(ZMIN, ZMAX, NBINS + 1)
+Z_EDGES.setflags(write=False)
+#: Bin centres (midpoints of `Z_EDGES`): 0.002, 0.006, ..., 1.598.
+Z_CENTERS = 0.5 * (Z_EDGES[1:] + Z_EDGES[:-1])
+Z_CENTERS.setflags(write=False)
+#: Bin widths (all 0.004).
+Z_WIDTHS = np.diff(Z_EDGES)
+Z_WIDTHS.setflags(write=False)
+
+# Rows processed at once by the chunked computations: bounds the float64 temporaries
+# (rows x (nbins + 1)) to a few tens of MB, whatever the number of objects.
+_CHUNK_ELEMENTS = 1_600_000
+
+# Descriptions of the columns written by RedshiftPDF.to_table_columns.
+_COLUMN_DESCRIPTIONS = {
+    "pdf": "Redshift probability density per bin (piecewise constant; edges in meta['bin_edges'])",
+    "mean": "Mean redshift of the PDF (the Mantis Shrimp point estimate)",
+    "median": "Median redshift of the PDF",
+    "mode": "Redshift of the bin centre with the highest probability density",
+    "std": "Standard deviation of the redshift PDF",
+    "lo68": "Lower end of the central 68% credible interval of the PDF",
+    "hi68": "Upper end of the central 68% credible interval of the PDF",
+}
+
+
+def _check_edges(edges, nbins=None):
+    """Validate bin edges and return them as a read-only float64 array."""
+    if edges is None:
+        edges = Z_EDGES
+    edges = np.array(edges, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2:
+        raise ValueError(f"bin edges must be a 1-D array of at least 2 values, got shape "
+                         f"{edges.shape}")
+    if not np.all(np.isfinite(edges)) or not np.all(np.diff(edges) > 0):
+        raise ValueError("bin edges must be finite and strictly increasing")
+    if nbins is not None and edges.size != nbins + 1:
+        raise ValueError(f"{nbins} bins need {nbins + 1} edges, got {edges.size}")
+    edges.setflags(write=False)
+    return edges
+
+
+def _chunk_slices(n, width):
+    """Yield row slices so that ``rows * width`` stays near ``_CHUNK_ELEMENTS``."""
+    step = max(1, _CHUNK_ELEMENTS // max(int(width), 1))
+    for start in range(0, n, step):
+        yield slice(start, min(start + step, n))
+
+
+class RedshiftPDF:
+    """Redshift PDFs of one or many objects on a common grid of bins.
+
+    Each PDF is a histogram: a probability density (per unit redshift) that is
+    constant within each bin. On construction every row is normalised so that
+    ``sum(pdf * widths) == 1``. All methods are vectorised over the objects and
+    process large arrays in chunks, so a million rows of 400 bins are fine.
+
+    Parameters
+    ----------
+    pdf : array-like
+        Densities (or any non-negative weights proportional to them), shape
+        ``(N, nbins)`` for N objects or ``(nbins,)`` for a single object. A 1-D
+        input gives a *scalar* PDF whose statistics are plain floats.
+    edges : array-like, optional
+        Bin edges, ``nbins + 1`` strictly increasing values. Default: `Z_EDGES`, the
+        400 bins of width 0.004 on [0, 1.6).
+    meta : dict, optional
+        Free-form metadata (model name, weights checksum, ...). Copied into the
+        ``pdf`` column's meta by `to_table_columns`.
+    dtype : dtype, optional
+        Storage type, ``numpy.float32`` or ``numpy.float64``. Default: float32 if
+        the input is float32, float64 otherwise. Statistics are always computed in
+        float64.
+    allow_invalid : bool
+        What to do with rows that cannot be normalised (they contain NaN or
+        infinite values, or sum to zero). By default they raise `ValueError`. With
+        ``allow_invalid=True`` they are kept as all-NaN rows, flagged ``False`` in
+        `valid`, and every statistic of such a row is NaN. This keeps tables
+        row-aligned when some objects could not be estimated.
+    copy : bool
+        If False and ``pdf`` is already a C-contiguous array of the storage type,
+        it is used (and normalised) in place instead of being copied.
+
+    Raises
+    ------
+    ValueError
+        If the shape does not match the edges, a value is negative, or a row cannot
+        be normalised and ``allow_invalid`` is False.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_mantis.pdf import RedshiftPDF, Z_CENTERS
+    >>> p = RedshiftPDF(np.exp(-0.5 * ((Z_CENTERS - 0.5) / 0.05) ** 2))
+    >>> round(p.mean(), 4), round(p.median(), 4), round(p.mode(), 3)
+    (0.5, 0.5, 0.498)
+    >>> lo, hi = p.interval(0.68)
+    >>> round(lo, 3), round(hi, 3)
+    (0.45, 0.55)
+    """
+
+    def __init__(self, pdf, edges=None, meta=None, dtype=None, allow_invalid=False, copy=True):
+        if np.ma.isMaskedArray(pdf):  # masked values (e.g. a MaskedColumn) become NaN
+            pdf = np.ma.filled(pdf.astype(np.result_type(pdf.dtype, np.float32)), np.nan)
+        arr = np.asarray(pdf)
+        if dtype is None:
+            dtype = np.float32 if arr.dtype == np.float32 else np.float64
+        dtype = np.dtype(dtype)
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        if arr.ndim not in (1, 2):
+            raise ValueError(f"pdf must have shape (N, nbins) or (nbins,), got {arr.shape}")
+        self._scalar = arr.ndim == 1
+        arr2 = arr.reshape(1, -1) if self._scalar else arr
+        if copy or arr2.dtype != dtype or not arr2.flags.c_contiguous or not arr2.flags.writeable:
+            arr2 = np.array(arr2, dtype=dtype, order="C", copy=True)
+        self._edges = _check_edges(edges, arr2.shape[1])
+        self._widths = np.diff(self._edges)
+        self._equal_widths = bool(np.allclose(self._widths, self._widths[0], rtol=1e-12,
+                                              atol=0))
+        self._pdf = arr2
+        self._valid = self._normalise(allow_invalid)
+        self.meta = dict(meta) if meta is not None else {}
+
+    # -- construction helpers --------------------------------------------------------
+    def _normalise(self, allow_invalid):
+        """Normalise the rows in place; return the validity mask."""
+        pdf, widths = self._pdf, self._widths
+        rtol = 1e-12 if pdf.dtype == np.float64 else 1e-6
+        valid = np.ones(len(pdf), dtype=bool)
+        for s in _chunk_slices(len(pdf), pdf.shape[1]):
+            block = pdf[s]
+            if np.any(block < 0):
+                rows = s.start + np.unique(np.nonzero(block < 0)[0])
+                raise ValueError(f"pdf values must be non-negative; negative values in rows "
+                                 f"{rows[:10].tolist()}{' ...' if rows.size > 10 else ''}")
+            norm = block.astype(np.float64, copy=False) @ widths
+            ok = np.isfinite(norm) & (norm > 0)
+            valid[s] = ok
+            if not np.all(ok):
+                if not allow_invalid:
+                    rows = s.start + np.nonzero(~ok)[0]
+                    raise ValueError(
+                        "some PDF rows cannot be normalised (NaN or infinite values, or all "
+                        f"zero): rows {rows[:10].tolist()}{' ...' if rows.size > 10 else ''}; "
+                        "pass allow_invalid=True to keep them as NaN rows")
+                block[~ok] = np.nan
+            scale = np.where(ok, norm, 1.0)
+            # rows already normalised to the storage precision are left untouched
+            if not np.allclose(scale, 1.0, rtol=rtol, atol=0):
+                block /= scale[:, None].astype(block.dtype)
+        return valid
+
+    @classmethod
+    def _wrap(cls, pdf, edges, valid, scalar, meta):
+        """Build from arrays known to be normalised (no copy, no checks)."""
+        obj = cls.__new__(cls)
+        obj._pdf = pdf
+        obj._edges = edges
+        obj._widths = np.diff(edges)
+        obj._equal_widths = bool(np.allclose(obj._widths, obj._widths[0], rtol=1e-12, atol=0))
+        obj._valid = valid
+        obj._scalar = scalar
+        obj.meta = dict(meta)
+        return obj
+
+    @classmethod
+    def from_logits(cls, logits, edges=None, temperature=1.0, meta=None, dtype=None,
+                    allow_invalid=False):
+        """PDFs from a network's per-bin logits (softmax over the bins).
+
+        The softmax gives the probability of each bin; dividing by the bin widths
+        gives the density. With the published model, logit ``k`` belongs to the
+        bin ``[Z_EDGES[k], Z_EDGES[k + 1])``.
+
+        Parameters
+        ----------
+        logits : array-like
+            Shape ``(N, nbins)`` or ``(nbins,)``.
+        edges : array-like, optional
+            Bin edges (default `Z_EDGES`).
+        temperature : float
+            Softmax temperature ``T > 0``: probabilities are ``softmax(logits / T)``.
+            ``T > 1`` widens the PDFs, ``T < 1`` sharpens them (temperature scaling
+            calibration).
+        meta, dtype, allow_invalid
+            As for `RedshiftPDF`.
+
+        Returns
+        -------
+        `RedshiftPDF`
+        """
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        arr = np.asarray(logits)
+        if dtype is None:
+            dtype = np.float32 if arr.dtype == np.float32 else np.float64
+        scalar = arr.ndim == 1
+        arr2 = np.atleast_2d(arr)
+        if arr2.ndim != 2:
+            raise ValueError(f"logits must have shape (N, nbins) or (nbins,), got {arr.shape}")
+        widths = np.diff(_check_edges(edges, arr2.shape[1]))
+        out = np.empty(arr2.shape, dtype=dtype)
+        for s in _chunk_slices(len(arr2), arr2.shape[1]):
+            x = arr2[s].astype(np.float64) / temperature
+            with np.errstate(invalid="ignore"):
+                x -= np.max(x, axis=1, keepdims=True)
+            np.exp(x, out=x)
+            x /= widths
+            out[s] = x
+        return cls(out[0] if scalar else out, edges=edges, meta=meta, dtype=dtype,
+                   allow_invalid=allow_invalid, copy=False)
+
+    @classmethod
+    def from_samples(cls, samples, edges=None, weights=None, meta=None, dtype=None,
+                     allow_invalid=False):
+        """Histogram PDFs from redshift samples (one row of samples per object).
+
+        Parameters
+        ----------
+        samples : array-like
+            Shape ``(N, S)`` (S samples for each of N objects) or ``(S,)`` (one
+            object). Samples outside the edges and NaN samples are ignored.
+        edges : array-like, optional
+            Bin edges (default `Z_EDGES`).
+        weights : array-like, optional
+            Weights of the samples, same shape as ``samples``.
+        meta, dtype, allow_invalid
+            As for `RedshiftPDF`. Objects with no sample inside the edges cannot be
+            normalised.
+
+        Returns
+        -------
+        `RedshiftPDF`
+        """
+        edges = _check_edges(edges)
+        samples = np.asarray(samples, dtype=np.float64)
+        scalar = samples.ndim == 1
+        s2 = np.atleast_2d(samples)
+        if s2.ndim != 2:
+            raise ValueError(f"samples must have shape (N, S) or (S,), got {samples.shape}")
+        if weights is None:
+            w2 = np.ones_like(s2)
+        else:
+            w2 = np.asarray(weights, dtype=np.float64)
+            if w2.shape != samples.shape:
+                raise ValueError(f"weights must have the shape of samples {samples.shape}, "
+                                 f"got {w2.shape}")
+            w2 = w2.reshape(s2.shape)
+        nbins = edges.size - 1
+        n = len(s2)
+        idx = np.searchsorted(edges, s2, side="right") - 1
+        inside = (idx >= 0) & (idx < nbins) & np.isfinite(s2)
+        flat = (np.arange(n)[:, None] * nbins + idx)[inside]
+        counts = np.bincount(flat, weights=w2[inside], minlength=n * nbins).reshape(n, nbins)
+        counts /= np.diff(edges)
+        if dtype is None:
+            dtype = np.float64
+        return cls(counts[0] if scalar else counts, edges=edges, meta=meta, dtype=dtype,
+                   allow_invalid=allow_invalid, copy=False)
+
+    @classmethod
+    def from_qp(cls, ensemble, edges=None, meta=None, dtype=None, allow_invalid=False):
+        """PDFs from a ``qp.Ensemble``.
+
+        A ``qp.hist`` ensemble on the same edges is taken over directly; any other
+        ensemble (or other edges) is binned exactly: the probability of each bin is
+        the difference of the ensemble's CDF at the bin edges.
+
+        Parameters
+        ----------
+        ensemble : ``qp.Ensemble``
+            The distributions, one per object.
+        edges : array-like, optional
+            Bin edges of the result. Default: the ensemble's own bins for a
+            ``qp.hist`` ensemble, `Z_EDGES` otherwise.
+        meta, dtype, allow_invalid
+            As for `RedshiftPDF`.
+
+        Returns
+        -------
+        `RedshiftPDF`
+        """
+        md = ensemble.metadata
+        name = np.atleast_1d(md.get("pdf_name", [b""]))[0]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        if name == "hist":
+            bins = np.asarray(md["bins"], dtype=np.float64).ravel()
+            if edges is None or (np.size(edges) == bins.size and np.allclose(edges, bins)):
+                pdfs = np.asarray(ensemble.objdata["pdfs"])
+                return cls(pdfs, edges=bins, meta=meta, dtype=dtype,
+                           allow_invalid=allow_invalid)
+        edges = _check_edges(edges)
+        cdf = np.asarray(ensemble.cdf(edges), dtype=np.float64).reshape(-1, edges.size)
+        prob = np.clip(np.diff(cdf, axis=1), 0.0, None)
+        return cls(prob / np.diff(edges), edges=edges, meta=meta, dtype=dtype,
+                   allow_invalid=allow_invalid, copy=False)
+
+    @classmethod
+    def from_table(cls, table, prefix="z_", edges=None, dtype=None, copy=True):
+        """Read PDFs back from the ``{prefix}pdf`` column of a table.
+
+        The bin edges are looked up, in order, in: the ``edges`` argument, the
+        column's ``meta['bin_edges']`` (written by `to_table_columns`), the table's
+        ``meta['{prefix}bin_edges']`` and ``meta['bin_edges']``. If none is found and
+        the column has 400 bins, the standard `Z_EDGES` are used. Masked rows and
+        all-NaN rows become invalid (NaN) rows.
+
+        Parameters
+        ----------
+        table : `~astropy.table.Table`
+            Table with a ``{prefix}pdf`` column of shape ``(N, nbins)``.
+        prefix : str
+            Column name prefix.
+        edges : array-like, optional
+            Bin edges, overriding any found in the metadata.
+        dtype : dtype, optional
+            Storage type (default: that of the column if float32, else float64).
+        copy : bool
+            If False, share memory with the column when its type allows (saves a
+            copy of a large column; rows that are all zero are then set to NaN in
+            the column too).
+
+        Returns
+        -------
+        `RedshiftPDF`
+        """
+        name = f"{prefix}pdf"
+        if name not in table.colnames:
+            raise KeyError(f"no column {name!r} in the table; columns are {table.colnames}")
+        col = table[name]
+        if np.ma.isMaskedArray(col) and np.ma.is_masked(col):
+            data = col  # the constructor turns masked values into NaN
+        else:
+            data = np.asarray(np.ma.getdata(col))  # no copy
+        if np.ndim(data) != 2:
+            raise ValueError(f"column {name!r} must have shape (N, nbins), got {np.shape(data)}")
+        meta = dict(col.meta or {})
+        if edges is None:
+            for source in (meta.get("bin_edges"), table.meta.get(f"{prefix}bin_edges"),
+                           table.meta.get("bin_edges")):
+                if source is not None:
+                    edges = source
+                    break
+        if edges is None and np.shape(data)[1] != NBINS:
+            raise ValueError(f"column {name!r} has {np.shape(data)[1]} bins and no bin edges in "
+                             "its meta; pass edges=")
+        meta.pop("bin_edges", None)
+        meta.pop("bin_convention", None)
+        return cls(data, edges=edges, meta=meta, dtype=dtype, allow_invalid=True, copy=copy)
+
+    @classmethod
+    def concatenate(cls, pdfs):
+        """Join several `RedshiftPDF` on the same bins into one (e.g. inference chunks).
+
+        Parameters
+        ----------
+        pdfs : sequence of `RedshiftPDF`
+
+        Returns
+        -------
+        `RedshiftPDF`
+            Non-scalar; the meta of the first one.
+        """
+        pdfs = list(pdfs)
+        if not pdfs:
+            raise ValueError("nothing to concatenate")
+        edges = pdfs[0].edges
+        for p in pdfs[1:]:
+            if p.nbins != pdfs[0].nbins or not np.array_equal(p.edges, edges):
+                raise ValueError("all PDFs must share the same bin edges")
+        data = np.concatenate([p._pdf for p in pdfs])
+        valid = np.concatenate([p._valid for p in pdfs])
+        return cls._wrap(data, edges, valid, False, pdfs[0].meta)
+
+    # -- basic properties ----------------------------------------------------------
+    @property
+    def edges(self):
+        """Bin edges, shape ``(nbins + 1,)`` (read-only)."""
+        return self._edges
+
+    @property
+    def centers(self):
+        """Bin centres (midpoints of the edges), shape ``(nbins,)``."""
+        return 0.5 * (self._edges[1:] + self._edges[:-1])
+
+    @property
+    def widths(self):
+        """Bin widths, shape ``(nbins,)``."""
+        return self._widths.copy()
+
+    @property
+    def nbins(self):
+        """Number of bins."""
+        return self._pdf.shape[1]
+
+    @property
+    def isscalar(self):
+        """True for a single PDF (built from a 1-D array or by integer indexing)."""
+        return self._scalar
+
+    @property
+    def shape(self):
+        """Shape of `pdf`: ``(N, nbins)``, or ``(nbins,)`` for a scalar PDF."""
+        return self._pdf.shape[1:] if self._scalar else self._pdf.shape
+
+    @property
+    def pdf(self):
+        """The normalised densities, shape `shape` (a read-only view)."""
+        view = self._pdf[0] if self._scalar else self._pdf[:]
+        view = view.view()
+        view.setflags(write=False)
+        return view
+
+    @property
+    def valid(self):
+        """True for rows that hold a PDF, False for invalid (NaN) rows.
+
+        A bool for a scalar PDF, an array of shape ``(N,)`` otherwise.
+        """
+        return bool(self._valid[0]) if self._scalar else self._valid.copy()
+
+    @property
+    def dtype(self):
+        """Storage type of the densities."""
+        return self._pdf.dtype
+
+    def probabilities(self):
+        """Probability of each bin, ``pdf * widths`` (float64, same shape as `pdf`)."""
+        out = self._pdf * self._widths
+        return out[0] if self._scalar else out
+
+    def __len__(self):
+        if self._scalar:
+            raise TypeError("a scalar RedshiftPDF has no len()")
+        return len(self._pdf)
+
+    def __getitem__(self, item):
+        if self._scalar:
+            raise TypeError("a scalar RedshiftPDF cannot be indexed")
+        if isinstance(item, tuple):
+            raise IndexError("RedshiftPDF takes one index (over objects), not a tuple")
+        if isinstance(item, (int, np.integer)):
+            i = range(len(self._pdf))[item]  # raises IndexError when out of range
+            return self._wrap(self._pdf[i:i + 1], self._edges, self._valid[i:i + 1], True,
+                              self.meta)
+        data = self._pdf[item]
+        valid = self._valid[item]
+        if data.ndim != 2:  # pragma: no cover (numpy gives 2-D for slices and arrays)
+            raise IndexError(f"unsupported index {item!r}")
+        return self._wrap(data, self._edges, valid, False, self.meta)
+
+    def __iter__(self):
+        if self._scalar:
+            raise TypeError("a scalar RedshiftPDF is not iterable")
+        for i in range(len(self._pdf)):
+            yield self[i]
+
+    def __repr__(self):
+        n = "scalar" if self._scalar else f"n={len(self._pdf)}"
+        bad = int(np.count_nonzero(~self._valid))
+        extra = f" invalid={bad}" if bad else ""
+        return (f"<RedshiftPDF {n} nbins={self.nbins} "
+                f"z=[{self._edges[0]:g}, {self._edges[-1]:g}){extra}>")
+
+    # -- internal helpers ----------------------------------------------------------
+    def _out(self, values):
+        """Return a float for a scalar PDF, the (N,) array otherwise."""
+        return float(values[0]) if self._scalar else values
+
+    def _cdf_edges_t(self, s):
+        """Unnormalised CDF at the edges for rows ``s``, *transposed*.
+
+        Returns ``(ft, total)``: float64 ``ft`` of shape ``(nbins + 1, rows)`` with
+        ``ft[0] == 0`` and ``ft[-1] == total``, so that the CDF at edge ``k`` is
+        ``ft[k] / total`` (total is 1 up to rounding; with equal bin widths the
+        multiplication by the width is skipped, as it cancels in the ratio). The
+        transposed layout makes the running sum a sequence of contiguous vector
+        additions, much faster than ``cumsum(axis=1)``. Invalid rows are NaN.
+        """
+        block = self._pdf[s]
+        ft = np.empty((block.shape[1] + 1, block.shape[0]))
+        ft[0] = 0.0
+        if self._equal_widths:
+            ft[1:] = block.T
+        else:
+            np.multiply(block.T, self._widths[:, None], out=ft[1:])
+        for k in range(2, ft.shape[0]):
+            ft[k] += ft[k - 1]
+        return ft, ft[-1].copy()
+
+    def _broadcast_z(self, z):
+        """Pair the values ``z`` with the objects; return (z_b, out_shape).
+
+        ``z_b`` has shape ``(N, ...)`` (a broadcast view), ``out_shape`` is the
+        shape of the result.
+        """
+        z = np.asarray(z, dtype=np.float64)
+        n = len(self._pdf)
+        if self._scalar:
+            return z.reshape((1,) + z.shape), z.shape
+        if z.ndim == 0:
+            return np.broadcast_to(z, (n,)), (n,)
+        try:
+            shape = np.broadcast_shapes(z.shape, (n,) + (1,) * (z.ndim - 1))
+        except ValueError:
+            raise ValueError(
+                f"z of shape {z.shape} does not pair with {n} objects: its first axis must "
+                f"have length {n} or 1 (one value or row of values per object); to evaluate "
+                "every object on a common grid pass grid[np.newaxis, :]") from None
+        return np.broadcast_to(z, shape), shape
+
+    def _rowwise(self, z, func):
+        """Apply ``func(rows_slice, z2d) -> (rows, M)`` chunk by chunk."""
+        z_b, shape = self._broadcast_z(z)
+        n = len(self._pdf)
+        m = int(np.prod(z_b.shape[1:], dtype=np.int64))
+        out = np.empty((n, m))
+        for s in _chunk_slices(n, max(self.nbins + 1, m)):
+            zz = np.ascontiguousarray(z_b[s]).reshape(s.stop - s.start, m)
+            out[s] = func(s, zz)
+        out = out.reshape(shape)
+        return float(out) if out.ndim == 0 else out
+
+    def _ppf_block(self, s, q):
+        """Quantiles ``q`` (rows, M) for rows ``s``."""
+        ft, total = self._cdf_edges_t(s)
+        nb = self.nbins
+        rows, ncol = q.shape
+        valid = self._valid[s]
+        if not np.all(valid):
+            ft[:, ~valid] = np.linspace(0.0, 1.0, nb + 1)[:, None]  # masked below
+            total[~valid] = 1.0
+        bad_q = ~((q >= 0) & (q <= 1))
+        # Work in the unnormalised units of ft: q becomes q * total.
+        qq = np.where(bad_q, 0.5, q) * total[:, None]
+        # j = number of edge CDF values below q (searchsorted 'left' in each row), so
+        # that F[j - 1] < q <= F[j]: q falls in bin j - 1.
+        if ncol <= 8:
+            cols = np.arange(rows)[:, None]
+
+            def at(idx):
+                return ft[idx, cols]
+
+            j = np.empty(q.shape, dtype=np.int64)
+            for c in range(ncol):
+                j[:, c] = np.count_nonzero(ft < qq[:, c], axis=0)
+        else:
+            # Many quantiles per row: gather from a row-major copy (cache friendly) and
+            # run one searchsorted over all rows, shifting row r by 2 r max(total) so
+            # that rows do not overlap; then correct the rare off-by-one caused by
+            # rounding the shifted values.
+            fr = np.ascontiguousarray(ft.T).ravel()
+            base = (nb + 1) * np.arange(rows)[:, None]
+
+            def at(idx):
+                return fr[idx + base]
+
+            off = 2.0 * float(np.max(total)) * np.arange(rows)[:, None]
+            g = (fr.reshape(rows, nb + 1) + off).ravel()
+            j = np.searchsorted(g, (qq + off).ravel(), side="left").reshape(q.shape) - base
+            del g
+            for _ in range(nb + 1):
+                j = np.clip(j, 1, nb)
+                up = (j < nb) & (at(j) < qq)
+                down = (j > 1) & (at(j - 1) >= qq)
+                if not (up.any() or down.any()):
+                    break
+                j = j + up - down
+        zero = q == 0
+        if np.any(zero):  # q = 0: lower edge of the first bin with probability
+            j0 = np.count_nonzero(ft <= 0, axis=0)
+            j = np.where(zero, j0[:, None], j)
+        k = np.clip(j - 1, 0, nb - 1)
+        fk = at(k)
+        mk = at(k + 1) - fk
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(mk > 0, (qq - fk) / mk, 0.0)
+        frac = np.clip(frac, 0.0, 1.0)
+        z = self._edges[k] + frac * self._widths[k]
+        z[bad_q | ~valid[:, None]] = np.nan
+        return z
+
+    # -- distribution functions ----------------------------------------------------
+    def cdf(self, z):
+        """Cumulative distribution function at ``z`` (linear within each bin).
+
+        Parameters
+        ----------
+        z : float or array-like
+            Redshifts. For N objects, ``z`` is paired with the objects along its
+            first axis: a scalar or an array of shape ``(N,)`` gives one value per
+            object; shape ``(N, M)`` gives M values per object; shape ``(1, M)``
+            (e.g. ``grid[np.newaxis, :]``) evaluates every object on a common grid.
+            For a scalar PDF, any shape.
+
+        Returns
+        -------
+        float or `~numpy.ndarray`
+            0 below the first edge, 1 above the last; NaN for invalid rows and NaN z.
+        """
+        edges, widths = self._edges, self._widths
+        nb = self.nbins
+
+        def func(s, zz):
+            ft, total = self._cdf_edges_t(s)
+            k = np.clip(np.searchsorted(edges, zz, side="right") - 1, 0, nb - 1)
+            cols = np.arange(ft.shape[1])[:, None]
+            fk = ft[k, cols]
+            mk = ft[k + 1, cols] - fk
+            with np.errstate(invalid="ignore"):
+                frac = np.clip((zz - edges[k]) / widths[k], 0.0, 1.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out = (fk + frac * mk) / total[:, None]
+            out[zz < edges[0]] = 0.0
+            out[zz >= edges[-1]] = 1.0
+            out[np.isnan(zz) | ~self._valid[s, None]] = np.nan
+            return out
+
+        return self._rowwise(z, func)
+
+    def ppf(self, q):
+        """Quantile function (inverse of `cdf`) at probabilities ``q``.
+
+        Within a bin the CDF is linear, so the quantile is interpolated linearly. Where
+        the CDF is flat (bins with zero probability) the smallest redshift reaching
+        ``q`` is returned; ``q = 0`` gives the lower edge of the first bin with
+        probability, ``q = 1`` the upper edge of the last one.
+
+        Parameters
+        ----------
+        q : float or array-like
+            Probabilities in [0, 1], paired with the objects as ``z`` in `cdf`.
+
+        Returns
+        -------
+        float or `~numpy.ndarray`
+            NaN for ``q`` outside [0, 1] and for invalid rows.
+        """
+        return self._rowwise(q, self._ppf_block)
+
+    def pdf_at(self, z):
+        """Probability density at ``z`` (the value of the bin containing ``z``).
+
+        Parameters
+        ----------
+        z : float or array-like
+            Redshifts, paired with the objects as in `cdf`. Bins are half-open,
+            ``[edges[k], edges[k + 1])``.
+
+        Returns
+        -------
+        float or `~numpy.ndarray`
+            0 outside the edges; NaN for invalid rows and NaN z.
+        """
+        edges = self._edges
+        nb = self.nbins
+
+        def func(s, zz):
+            k = np.searchsorted(edges, zz, side="right") - 1
+            inside = (k >= 0) & (k < nb)
+            out = np.take_along_axis(self._pdf[s], np.clip(k, 0, nb - 1), axis=1)
+            out = np.where(inside, out, 0.0)
+            out[np.isnan(zz) | ~self._valid[s, None]] = np.nan
+            return out
+
+        return self._rowwise(z, func)
+
+    # -- point estimates and intervals ---------------------------------------------
+    def mean(self):
+        """Mean redshift of each PDF (the point estimate of the Mantis Shrimp paper).
+
+        Exact for the histogram: ``sum(pdf * widths * centers)``.
+
+        Returns
+        -------
+        float or `~numpy.ndarray`
+            Shape ``(N,)``; NaN for invalid rows.
+        """
+        out = np.empty(len(self._pdf))
+        wc = self._widths * self.centers
+        for s in _chunk_slices(len(self._pdf), self.nbins):
+            out[s] = self._pdf[s].astype(np.float64, copy=False) @ wc
+        return self._out(out)
+
+    def std(self):
+        """Standard deviation of each PDF.
+
+        Exact for the histogram density, so it includes the spread within the bins:
+        ``var = sum(P_k * (c_k**2 + w_k**2 / 12)) - mean**2`` with bin probabilities
+        ``P_k``, centres ``c_k`` and widths ``w_k``. A PDF confined to one bin has
+        ``std = w / sqrt(12)``.
+
+        Returns
+        -------
+        float or `~numpy.ndarray`
+            Shape ``(N,)``; NaN for invalid rows.
+        """
+        n = len(self._pdf)
+        c = self.centers
+        w = self._widths
+        m1 = np.empty(n)
+        m2 = np.empty(n)
+        for s in _chunk_slices(n, self.nbins):
+            block = self._pdf[s].astype(np.float64, copy=False)
+            m1[s] = block @ (w * c)
+            m2[s] = block @ (w * (c * c + w * w / 12.0))
+        var = np.clip(m2 - m1 * m1, 0.0, None)
+        return self._out(np.sqrt(var))
+
+    def median(self):
+        """Median redshift of each PDF, ``ppf(0.5)``.
+
+        Returns
+        -------
+        float or `~numpy.ndarray`
+            Shape ``(N,)``; NaN for invalid rows.
+        """
+        return self.ppf(0.5)
+
+    def mode(self):
+        """Centre of the bin with the highest density (the first one if tied).
+
+        Returns
+        -------
+        float or `~numpy.ndarray`
+            Shape ``(N,)``; NaN for invalid rows.
+        """
+        n = len(self._pdf)
+        idx = np.empty(n, dtype=np.int64)
+        for s in _chunk_slices(n, self.nbins):
+            idx[s] = np.argmax(np.nan_to_num(self._pdf[s], nan=-1.0), axis=1)
+        out = self.centers[idx]
+        out[~self._valid] = np.nan
+        return self._out(out)
+
+    def interval(self, confidence=0.68):
+        """Central credible interval holding probability ``confidence``.
+
+        The interval runs from the ``(1 - confidence) / 2`` to the
+        ``(1 + confidence) / 2`` quantile (see `ppf`: linear interpolation of the CDF
+        within bins), so each tail holds ``(1 - confidence) / 2``.
+
+        Parameters
+        ----------
+        confidence : float
+            Probability inside the interval, in [0, 1] (0.68 for "1 sigma", 0.95
+            for "2 sigma").
+
+        Returns
+        -------
+        lo, hi : float or `~numpy.ndarray`
+            The interval ends, each of shape ``(N,)``; NaN for invalid rows.
+        """
+        if not 0 <= confidence <= 1:
+            raise ValueError(f"confidence must be in [0, 1], got {confidence!r}")
+        qs = np.array([(1 - confidence) / 2, (1 + confidence) / 2])
+        if self._scalar:
+            lo, hi = self.ppf(qs)
+            return float(lo), float(hi)
+        both = self.ppf(np.broadcast_to(qs, (len(self._pdf), 2)))
+        return both[:, 0].copy(), both[:, 1].copy()
+
+    def sample(self, size=None, seed=None):
+        """Draw redshifts from each PDF (inverse-CDF sampling).
+
+        Parameters
+        ----------
+        size : int, optional
+            Number of draws per object. None draws one.
+        seed : int or `numpy.random.Generator`, optional
+            Random seed or generator.
+
+        Returns
+        -------
+        float or `~numpy.ndarray`
+            Shape ``(N,)`` (``size=None``) or ``(N, size)``; ``()`` or ``(size,)``
+            for a scalar PDF. NaN for invalid rows.
+        """
+        rng = np.random.default_rng(seed)
+        n = len(self._pdf)
+        u = rng.random((n,) if size is None else (n, int(size)))
+        if self._scalar:
+            u = u[0]
+        return self.ppf(u)
+
+    def stack(self):
+        """The average of the valid PDFs: an estimate of the redshift distribution n(z).
+
+        Returns
+        -------
+        `RedshiftPDF`
+            A scalar PDF on the same bins (all NaN if no row is valid).
+        """
+        total = np.zeros(self.nbins)
+        for s in _chunk_slices(len(self._pdf), self.nbins):
+            block = self._pdf[s][self._valid[s]]
+            if len(block):
+                total += block.sum(axis=0, dtype=np.float64)
+        nvalid = int(np.count_nonzero(self._valid))
+        if nvalid == 0:
+            return self._wrap(np.full((1, self.nbins), np.nan), self._edges,
+                              np.array([False]), True, self.meta)
+        return self._wrap((total / nvalid)[None, :], self._edges, np.array([True]), True,
+                          self.meta)
+
+    # -- export ------------------------------------------------------------------
+    def to_qp(self):
+        """Export as a ``qp.Ensemble`` of ``qp.hist`` distributions.
+
+        The ensemble's ``pdf`` at any redshift inside the edges equals `pdf_at`
+        (invalid rows stay NaN, which ``qp`` warns about).
+
+        Returns
+        -------
+        ``qp.Ensemble``
+            One distribution per object, ``bins`` = `edges`.
+        """
+        import qp
+
+        pdfs = np.asarray(self._pdf, dtype=np.float64)
+        return qp.Ensemble(qp.hist, data=dict(bins=np.array(self._edges), pdfs=pdfs))
+
+    def to_table_columns(self, prefix="z_", masked=False):
+        """Table columns holding the PDFs and their summary statistics.
+
+        Parameters
+        ----------
+        prefix : str
+            Prefix of the column names.
+        masked : bool
+            If True, return `~astropy.table.MaskedColumn` objects with the invalid rows
+            masked; otherwise invalid rows hold NaN.
+
+        Returns
+        -------
+        dict
+            Column name to `~astropy.table.Column` (dimensionless units, with
+            descriptions), in this order: ``{prefix}pdf`` (float32, shape
+            ``(N, nbins)``, sharing memory with this object when it stores float32;
+            its ``meta`` holds ``bin_edges`` as a list, a short
+            ``bin_convention`` text and this object's ``meta``), ``{prefix}mean``,
+            ``{prefix}median``, ``{prefix}mode``, ``{prefix}std``, ``{prefix}lo68``,
+            ``{prefix}hi68``. A scalar PDF gives one row.
+        """
+        import astropy.units as u
+        from astropy.table import Column, MaskedColumn
+
+        obj = self if not self._scalar else self._wrap(self._pdf, self._edges, self._valid,
+                                                       False, self.meta)
+        lo, hi = obj.interval(0.68)
+        values = {
+            "pdf": obj._pdf.astype(np.float32, copy=False),
+            "mean": obj.mean(), "median": obj.median(), "mode": obj.mode(),
+            "std": obj.std(), "lo68": lo, "hi68": hi,
+        }
+        cls = MaskedColumn if masked else Column
+        cols = {}
+        for key, val in values.items():
+            kwargs = dict(name=f"{prefix}{key}", unit=u.dimensionless_unscaled,
+                          description=_COLUMN_DESCRIPTIONS[key])
+            if masked:
+                mask = ~obj._valid if val.ndim == 1 else np.repeat(~obj._valid[:, None],
+                                                                    val.shape[1], axis=1)
+                kwargs["mask"] = mask
+            col = cls(val, copy=(key != "pdf"), **kwargs)
+            if key == "pdf":
+                col.meta.update(self.meta)
+                col.meta["bin_edges"] = [float(e) for e in self._edges]
+                col.meta["bin_convention"] = (
+                    "piecewise-constant density per bin [edges[k], edges[k+1]), "
+                    "normalised so that sum(pdf * diff(edges)) == 1")
+            cols[col.name] = col
+        return cols
+
+    # -- plotting ------------------------------------------------------------------
+    def plot(self, ax=None, index=0, z_true=None, show_stats=True, label=None, **kwargs):
+        """Draw one PDF as a histogram with its summary statistics.
+
+        Parameters
+        ----------
+        ax : `matplotlib.axes.Axes`, optional
+            Axes to draw into; new ones are made otherwise.
+        index : int
+            Which object to draw (ignored for a scalar PDF).
+        z_true : float, optional
+            A true (e.g. spectroscopic) redshift to mark.
+        show_stats : bool
+            Mark the mean, median and mode and shade the central 68% interval.
+        label : str, optional
+            Legend label of the PDF line.
+        **kwargs
+            Passed to `matplotlib.axes.Axes.stairs` for the PDF line.
+
+        Returns
+        -------
+        `matplotlib.axes.Axes`
+        """
+        if ax is None:
+            import matplotlib.pyplot as plt
+
+            _, ax = plt.subplots(figsize=(6, 3.5))
+        one = self if self._scalar else self[index]
+        values = np.asarray(one._pdf[0], dtype=np.float64)
+        kwargs.setdefault("color", "k")
+        kwargs.setdefault("linewidth", 1.2)
+        ax.stairs(values, self._edges, label=label or "PDF", **kwargs)
+        if show_stats and one.valid:
+            lo, hi = one.interval(0.68)
+            ax.axvspan(lo, hi, color="C0", alpha=0.2, linewidth=0,
+                       label=f"68% interval [{lo:.3f}, {hi:.3f}]")
+            for val, name, style, color in ((one.mean(), "mean", "-", "C1"),
+                                            (one.median(), "median", "--", "C2"),
+                                            (one.mode(), "mode", ":", "C4")):
+                ax.axvline(val, linestyle=style, color=color, label=f"{name} {val:.3f}")
+        if z_true is not None and np.isfinite(z_true):
+            ax.axvline(z_true, color="C3", linewidth=2, label=f"true z {z_true:.3f}")
+        ax.set_xlim(self._edges[0], self._edges[-1])
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("redshift $z$")
+        ax.set_ylabel("probability density $p(z)$")
+        ax.legend(fontsize="small", frameon=False)
+        return ax
