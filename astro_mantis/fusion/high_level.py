@@ -1,0 +1,322 @@
+"""Cutouts in, model inputs out: early fusion, late fusion and reprojected fusion.
+
+These functions take `~astro_mantis.MultiSurveyCutout` objects (one, or a list of
+them) and hand the pixel arrays to the array math of `astro_mantis.fusion.core`.
+
+Missing data policy (all three functions):
+
+* a survey absent from a cutout (``cutout.missing``, or simply not in
+  ``cutout.surveys``), or whose pixels in the region the recipe uses are all
+  non-finite, gives all-zero channels, ``valid = False`` for them, and the survey's
+  ``<SURVEY>_MISSING`` flag — zeros are what the reference implementation feeds the
+  network for absent data, and 0 is what every normalisation maps a zero flux to;
+* non-finite pixels (NaN, ±inf: PS1 chip gaps and edges) are replaced according to
+  ``nan_policy``: ``"zero"`` (default, as the reference) or ``"inpaint"`` (filled from
+  their finite neighbours, `~astro_mantis.fusion.core.inpaint_nans`). Channels in
+  which any pixel the network sees had to be zeroed get ``valid = False``, and the row
+  gets `~astro_mantis.MantisFlag.NAN_PIXELS` whenever the pixels used held non-finite
+  values (inpainted or not);
+* no dust values (``ebv=None``, or a non-finite row) gives 0 and
+  `~astro_mantis.MantisFlag.DUST_UNKNOWN`.
+
+The output never contains a NaN or an infinity.
+"""
+from typing import NamedTuple
+
+import numpy as np
+from astropy import units as u
+
+from ..flags import MantisFlag, survey_missing_flag
+from . import core
+from .core import FusedInput
+
+__all__ = ["LateFusedInput", "early_fusion", "late_fusion", "reproject_fusion"]
+
+_FUSED_SURVEYS = tuple(core.RECIPE)
+
+
+class LateFusedInput(NamedTuple):
+    """Per-survey model inputs at native pixel grids (see `late_fusion`).
+
+    Attributes
+    ----------
+    images : dict
+        Survey name → `numpy.ndarray`, float32, shape (N, nbands, ny, nx), normalised.
+    dust : `numpy.ndarray`, float32, shape (N, 2)
+    valid : dict
+        Survey name → `numpy.ndarray`, bool, shape (N, nbands).
+    flags : `numpy.ndarray`, int64, shape (N,)
+    """
+
+    images: dict
+    dust: np.ndarray
+    valid: dict
+    flags: np.ndarray
+
+
+def _as_list(cutouts):
+    from ..multicutout import MultiSurveyCutout
+
+    if cutouts is None or isinstance(cutouts, MultiSurveyCutout):
+        return [cutouts]
+    cutouts = list(cutouts)
+    for c in cutouts:
+        if c is not None and not isinstance(c, MultiSurveyCutout):
+            raise TypeError("expected MultiSurveyCutout objects (or None for a row without "
+                            f"data); got {type(c).__name__}")
+    return cutouts
+
+
+def _base_flags(cutouts, dust_unknown):
+    flags = np.array([int(c.flags) if c is not None else int(MantisFlag.BAD_COORDINATE)
+                      for c in cutouts], dtype=np.int64)
+    flags[dust_unknown] |= int(MantisFlag.DUST_UNKNOWN)
+    return flags
+
+
+def _survey_planes(image, bands):
+    """(nbands, ny, nx) float32 of ``bands`` from a SurveyImage; absent bands are all NaN."""
+    if tuple(image.bands) == tuple(bands):
+        return image.data
+    out = np.full((len(bands),) + image.data.shape[1:], np.nan, np.float32)
+    for i, band in enumerate(bands):
+        if band in image.bands:
+            out[i] = image.data[image.bands.index(band)]
+    return out
+
+
+def _nan_flag(planes, survey):
+    """NAN_PIXELS for some non-finite pixels, the survey's MISSING flag when all are."""
+    finite = np.isfinite(planes)
+    if finite.all():
+        return 0
+    return int(survey_missing_flag(survey) if not finite.any() else MantisFlag.NAN_PIXELS)
+
+
+def _rows_of(cutouts, survey, flags):
+    """Rows holding ``survey``; flags the others as missing."""
+    rows = []
+    for n, c in enumerate(cutouts):
+        if c is not None and survey in c.surveys:
+            rows.append(n)
+        else:
+            flags[n] |= int(survey_missing_flag(survey))
+    return rows
+
+
+def early_fusion(cutouts, ebv=None, nan_policy="zero"):
+    """Fuse cutouts into the 9 × 120 × 120 input of the published Mantis Shrimp model.
+
+    The recipe of the published model (``mantis-shrimp-v1``), per survey: non-finite
+    pixels handled by ``nan_policy``; the survey's normalisation applied pixel by pixel
+    (GALEX ``clip(x/0.05, 0, 1)``, PS1 ``max(asinh(0.08x)/8, 0)``, unWISE
+    ``max(asinh(0.6x)/6, 0)``); a centre crop (PS1 170 → 120 pixels, GALEX and unWISE
+    32 → 22); GALEX and unWISE resized 22 → 120 with antialiased bilinear interpolation
+    (`~astro_mantis.fusion.core.resize_bilinear`). Channels in the order NUV FUV g r i z
+    y W1 W2. The normalisations are applied at native resolution, before resizing.
+
+    The surveys are stacked as they come: each keeps its own field of view (PS1 30″,
+    GALEX 33″, unWISE 60.5″). For a common sky grid see `reproject_fusion`.
+
+    Parameters
+    ----------
+    cutouts : `~astro_mantis.MultiSurveyCutout` or sequence of them
+        As returned by `Mantis.get_cutouts <astro_mantis.MantisClass.get_cutouts>`.
+        ``None`` entries are rows without data.
+    ebv : array-like, shape (N, 2), optional
+        Milky Way E(B−V) per row: (CSFD, Planck), in magnitudes. None: zeros and
+        `~astro_mantis.MantisFlag.DUST_UNKNOWN`.
+    nan_policy : {"zero", "inpaint"}
+        What replaces non-finite pixels (see the module docstring).
+
+    Returns
+    -------
+    `~astro_mantis.fusion.FusedInput`
+        ``(x, dust, valid, flags)``; ``x`` is float32 (N, 9, 120, 120).
+
+    Raises
+    ------
+    ValueError
+        If an image is smaller than the recipe's crop, ``ebv`` has the wrong shape or
+        ``nan_policy`` is unknown.
+    """
+    core.check_nan_policy(nan_policy)
+    cutouts = _as_list(cutouts)
+    n = len(cutouts)
+    size = core.OUTPUT_SIZE
+    dust, dust_unknown = core.dust_array(ebv, n)
+    flags = _base_flags(cutouts, dust_unknown)
+    x = np.zeros((n, len(core.CHANNELS), size, size), np.float32)
+    valid = np.zeros((n, len(core.CHANNELS)), bool)
+    first = 0
+    for survey in _FUSED_SURVEYS:
+        recipe = core.RECIPE[survey]
+        bands, crop = recipe["bands"], recipe["crop"]
+        chans = slice(first, first + len(bands))
+        first += len(bands)
+        groups = {}  # native shape → rows (one group unless cutout sizes differ)
+        for row in _rows_of(cutouts, survey, flags):
+            planes = _survey_planes(cutouts[row].surveys[survey], bands)
+            if planes.shape[1] < crop or planes.shape[2] < crop:
+                raise ValueError(f"row {row}, {survey}: the recipe crops {crop}x{crop} pixels "
+                                 f"but the image is {planes.shape[1]}x{planes.shape[2]}")
+            groups.setdefault(planes.shape, []).append((row, planes))
+        for members in groups.values():
+            rows = [row for row, _ in members]
+            if nan_policy == "zero":  # only the crop matters: stack views of it
+                stack = np.stack([core.center_crop(p, crop) for _, p in members])
+            else:
+                stack = np.stack([p for _, p in members])
+            xs, ok, nan_rows, empty = core.fuse_survey(stack, survey, nan_policy, size)
+            x[rows, chans], valid[rows, chans] = xs, ok
+            rows = np.asarray(rows)
+            flags[rows[nan_rows]] |= int(MantisFlag.NAN_PIXELS)
+            flags[rows[empty]] |= int(survey_missing_flag(survey))
+    return FusedInput(x, dust, valid, flags)
+
+
+def late_fusion(cutouts, ebv=None, nan_policy="zero"):
+    """Per-survey normalised images at their native pixel grids, for late-fusion models.
+
+    No crop and no resampling: each survey keeps its cutout (GALEX and unWISE 32 × 32,
+    PS1 170 × 170 with the default cutout sizes); the published normalisations and the
+    missing-data policy of `early_fusion` apply. A model taking these has one branch
+    per survey and fuses after its encoders.
+
+    Parameters
+    ----------
+    cutouts : `~astro_mantis.MultiSurveyCutout` or sequence of them
+    ebv : array-like, shape (N, 2), optional
+        Milky Way E(B−V) (CSFD, Planck) per row.
+    nan_policy : {"zero", "inpaint"}
+
+    Returns
+    -------
+    `LateFusedInput`
+        ``(images, dust, valid, flags)``; ``images[survey]`` is float32
+        (N, nbands, ny, nx). A survey missing from a row gives zeros of the size the
+        other rows have (or the survey's default cutout size when no row has it).
+
+    Raises
+    ------
+    ValueError
+        If the images of one survey do not all have the same shape.
+    """
+    from ..surveys import SURVEYS
+
+    core.check_nan_policy(nan_policy)
+    cutouts = _as_list(cutouts)
+    n = len(cutouts)
+    dust, dust_unknown = core.dust_array(ebv, n)
+    flags = _base_flags(cutouts, dust_unknown)
+    images, valid = {}, {}
+    for survey in _FUSED_SURVEYS:
+        bands = core.RECIPE[survey]["bands"]
+        rows = _rows_of(cutouts, survey, flags)
+        shapes = {cutouts[r].surveys[survey].data.shape[1:] for r in rows}
+        if len(shapes) > 1:
+            raise ValueError(f"{survey} images differ in shape ({sorted(shapes)}); "
+                             "late fusion stacks them at their native grid")
+        side = SURVEYS[survey].size if survey in SURVEYS else core.RECIPE[survey]["crop"]
+        shape = shapes.pop() if shapes else (side, side)
+        out = np.zeros((n, len(bands)) + tuple(shape), np.float32)
+        ok = np.zeros((n, len(bands)), bool)
+        for row in rows:
+            planes = _survey_planes(cutouts[row].surveys[survey], bands)
+            filled, zeroed = core.fill_nonfinite(planes, nan_policy)
+            flags[row] |= _nan_flag(planes, survey)
+            out[row] = core.normalise(filled, survey)
+            ok[row] = ~zeroed.any(axis=(1, 2))
+        images[survey], valid[survey] = out, ok
+    return LateFusedInput(images, dust, valid, flags)
+
+
+def _target_wcs(coord, size, pixscale_deg):
+    from astropy.wcs import WCS
+
+    icrs = coord.icrs
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [float(icrs.ra.deg), float(icrs.dec.deg)]
+    w.wcs.crpix = [(size + 1) / 2.0, (size + 1) / 2.0]
+    w.wcs.cdelt = [-pixscale_deg, pixscale_deg]
+    w.wcs.radesys = "ICRS"
+    return w
+
+
+def reproject_fusion(cutouts, size=120, pixscale=0.25 * u.arcsec, ebv=None, nan_policy="zero",
+                     normalise=True):
+    """Early fusion on one common sky grid, with flux-conserving reprojection.
+
+    Each survey image is resampled with ``reproject.reproject_adaptive``
+    (``conserve_flux=True``, Gaussian kernel) onto a ``size`` × ``size`` TAN grid of
+    ``pixscale`` pixels centred on the cutout position, so all nine channels see the
+    same patch of sky (by default 30″, the PS1 crop of the published recipe), and the
+    summed flux of a source is the same before and after.
+
+    This is **not** the input ``mantis-shrimp-v1`` was trained on (that is
+    `early_fusion`, which stacks the surveys' different fields of view); it is meant for
+    training new models.
+
+    Parameters
+    ----------
+    cutouts : `~astro_mantis.MultiSurveyCutout` or sequence of them
+    size : int
+        Output side in pixels.
+    pixscale : `~astropy.units.Quantity`
+        Output pixel scale (angle).
+    ebv : array-like, shape (N, 2), optional
+        Milky Way E(B−V) (CSFD, Planck) per row.
+    nan_policy : {"zero", "inpaint"}
+        Applied to the native images before reprojection.
+    normalise : bool
+        If True (default), rescale each channel to its survey's native pixel area
+        (flux per native pixel, the units the published stretches expect) and apply
+        the survey's normalisation. If False, return flux per output pixel in each
+        survey's own unit.
+
+    Returns
+    -------
+    `~astro_mantis.fusion.FusedInput`
+        ``x`` float32 (N, 9, size, size). Output pixels not covered by a survey's
+        cutout are 0 and make the channel invalid.
+    """
+    from reproject import reproject_adaptive
+
+    core.check_nan_policy(nan_policy)
+    cutouts = _as_list(cutouts)
+    n = len(cutouts)
+    pix_deg = u.Quantity(pixscale, u.arcsec).to_value(u.deg)
+    dust, dust_unknown = core.dust_array(ebv, n)
+    flags = _base_flags(cutouts, dust_unknown)
+    x = np.zeros((n, len(core.CHANNELS), size, size), np.float32)
+    valid = np.zeros((n, len(core.CHANNELS)), bool)
+    first = 0
+    for survey in _FUSED_SURVEYS:
+        bands = core.RECIPE[survey]["bands"]
+        nb = len(bands)
+        chans = slice(first, first + nb)
+        first += nb
+        for row in _rows_of(cutouts, survey, flags):
+            cut = cutouts[row]
+            if not (np.isfinite(cut.coord.ra.deg) and np.isfinite(cut.coord.dec.deg)):
+                flags[row] |= int(MantisFlag.BAD_COORDINATE)
+                continue
+            image = cut.surveys[survey]
+            planes = _survey_planes(image, bands)
+            filled, zeroed = core.fill_nonfinite(planes, nan_policy)
+            flags[row] |= _nan_flag(planes, survey)
+            target = _target_wcs(cut.coord, size, pix_deg)
+            both = np.concatenate([filled, zeroed.astype(np.float32)])
+            out, footprint = reproject_adaptive((both, image.wcs), target, shape_out=(size, size),
+                                                conserve_flux=True, return_footprint=True)
+            flux, hit_zeroed = out[:nb], out[nb:]
+            uncovered = ~np.isfinite(flux) | (footprint[:nb] <= 0)
+            flux = np.where(uncovered, 0.0, flux)
+            if normalise:
+                native_area = image.wcs.proj_plane_pixel_area().to_value(u.deg ** 2)
+                flux = core.normalise(flux * (native_area / pix_deg ** 2), survey)
+            x[row, chans] = flux
+            valid[row, chans] = ~(uncovered.any(axis=(1, 2))
+                                  | (np.nan_to_num(hit_zeroed) > 0).any(axis=(1, 2)))
+    return FusedInput(x, dust, valid, flags)

@@ -1,0 +1,24 @@
+"""Photo-z networks: architectures, the weight registry and inference.
+
+* `build_model` — an architecture with fresh random weights (no download);
+* `load_model` — with trained weights (bundled ``mantis-mini``, or the published
+  ``mantis-shrimp-v1`` checkpoint from a path or URL);
+* `predict` — cutouts or fused arrays → `~astro_mantis.pdf.RedshiftPDF`.
+
+Every model takes the early-fused images (N, 9, 120, 120) of
+`astro_mantis.fusion.early_fusion` and the two dust values (N, 2), and returns logits
+over 400 redshift bins on 0 ≤ z < 1.6. Importing this package imports torch (not
+timm: only the ``mantis-shrimp-v1`` architecture needs it).
+"""
+from .inference import clear_model_cache, dihedral_transforms, predict, predict_logits
+from .mantis_shrimp import MantisShrimp, PhotoZNet, build_mantis_shrimp_v1
+from .mini import MantisMini, MiniBackbone, build_mantis_mini
+from .registry import (ModelSpec, WeightsError, available_models, build_model, get_spec,
+                       load_model, load_state_dict, read_state_dict, register_model, save_model,
+                       select_device, verify_file)
+
+__all__ = ["predict", "predict_logits", "dihedral_transforms", "clear_model_cache",
+           "build_model", "load_model", "save_model", "available_models", "get_spec",
+           "register_model", "ModelSpec", "WeightsError", "read_state_dict", "load_state_dict",
+           "verify_file", "select_device", "PhotoZNet", "MantisShrimp", "MantisMini",
+           "MiniBackbone", "build_mantis_shrimp_v1", "build_mantis_mini"]

@@ -1,0 +1,349 @@
+"""Models: registry, the published architecture's layout, weight loading, inference.
+
+Nothing here downloads anything. The published architecture is built on torch's
+``meta`` device (shapes without memory) for the layout checks, and once for real for
+a single forward pass; every other network is a tiny ``mantis-mini``.
+"""
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from astro_mantis import MantisFlag, MultiSurveyCutout
+from astro_mantis.fusion import early_fusion
+from astro_mantis.models import (ModelSpec, WeightsError, available_models, build_model,
+                                 dihedral_transforms, get_spec, load_model, load_state_dict,
+                                 predict, read_state_dict, register_model, save_model,
+                                 verify_file)
+from astro_mantis.models import registry
+
+TINY = {"widths": (4, 8, 8, 8), "depths": (1, 1, 1, 1), "hidden": 16}
+#: The published checkpoint: size in bytes and sha256 prefix (DESIGN §5).
+PUBLISHED_SIZE = 801_048_832
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks are many short operations: one thread is faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(seed=0):
+    torch.manual_seed(seed)
+    return build_model("mantis-mini", **TINY).eval()
+
+
+@pytest.fixture
+def tiny_spec():
+    """A registry entry for a tiny mantis-mini, removed afterwards."""
+    spec = register_model(ModelSpec(
+        name="tiny-test", description="tiny test network",
+        build=lambda **kw: registry.build_mantis_mini(**{**TINY, **kw})))
+    yield spec
+    registry._REGISTRY.pop("tiny-test")
+
+
+# ------------------------------------------------------------------ registry
+def test_available_models_and_unknown_name():
+    assert available_models() == ("mantis-mini", "mantis-shrimp-v1")
+    with pytest.raises(ValueError, match="unknown model 'nope'.*'mantis-mini'.*'mantis-shrimp-v1'"):
+        build_model("nope")
+    with pytest.raises(ValueError, match="known models"):
+        load_model("nope")
+    assert get_spec("MANTIS-MINI").name == "mantis-mini"
+
+
+# ------------------------------------------------------------------ mantis-shrimp-v1
+def test_published_architecture_layout():
+    net = build_model("mantis-shrimp-v1", device="meta")
+    sd = net.state_dict()
+    assert {k.split(".")[0] for k in sd} == {"Base", "fc0", "fc1"}
+    assert sd["Base.stem.0.weight"].shape == (192, 9, 4, 4)
+    assert sd["Base.stem.0.bias"].shape == (192,)
+    assert sd["Base.stem.1.weight"].shape == (192,)
+    assert sd["Base.head.norm.weight"].shape == (1536,)
+    assert sd["Base.stages.3.blocks.2.mlp.fc2.weight"].shape == (1536, 6144)
+    assert sd["fc0.weight"].shape == (2048, 1538) and sd["fc0.bias"].shape == (2048,)
+    assert sd["fc1.weight"].shape == (400, 2048) and sd["fc1.bias"].shape == (400,)
+    assert not any("head.fc" in k for k in sd)   # num_classes=0: no classifier
+    assert len(sd) == 346
+    n_params = sum(v.numel() for v in sd.values())
+    assert n_params == 200_220_240
+    # float32 tensors plus ~0.5 kB of zip/pickle bookkeeping each = the published file
+    overhead = PUBLISHED_SIZE - 4 * n_params
+    assert 200 * len(sd) < overhead < 1000 * len(sd)
+    assert net.meta["name"] == "mantis-shrimp-v1" and net.meta["trained"] is False
+    # the wiring (1536 pooled features + 2 dust values → fc0) checked without computing
+    out = net.eval()(torch.zeros(4, 9, 120, 120, device="meta"), torch.zeros(4, 2, device="meta"))
+    assert out.shape == (4, 400)
+
+
+@pytest.mark.slow
+def test_published_architecture_runs_one_galaxy():
+    # ~800 MB; timm's random initialisation of 200M weights takes half a minute on two
+    # cores, so allocate them uninitialised and draw plain normal values instead
+    net = build_model("mantis-shrimp-v1", device="meta").to_empty(device="cpu").eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.02, generator=gen)
+        out = net(torch.zeros(1, 9, 120, 120), torch.zeros(1, 2))
+    assert out.shape == (1, 400) and torch.isfinite(out).all()
+    del net
+
+
+def test_v1_needs_weights_and_verifies_them(tmp_path):
+    with pytest.raises(ValueError, match="Git LFS.*801,048,832 bytes.*411536eb"):
+        load_model("mantis-shrimp-v1")
+    path = tmp_path / "ckpt.pt"
+    torch.save({"module.fc1.weight": torch.zeros(2)}, path)
+    with pytest.raises(WeightsError, match=r"expected 801,048,832 bytes, got \d"):
+        load_model("mantis-shrimp-v1", weights=path)
+    # verify=False goes on, and the strict key check names what does not fit
+    with pytest.raises(WeightsError, match=r"345 missing keys \(Base\.stem\.0\.weight.*"
+                                           r"1 shape mismatches \(fc1\.weight"):
+        load_model("mantis-shrimp-v1", weights=path, verify=False)
+    with pytest.raises(FileNotFoundError):
+        load_model("mantis-shrimp-v1", weights=tmp_path / "absent.pt")
+
+
+# ------------------------------------------------------------------ weights I/O
+def test_module_prefixed_checkpoint_round_trip(tmp_path):
+    net = tiny(1)
+    path = tmp_path / "dp.pt"
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, path)
+    state = read_state_dict(path)
+    assert set(state) == set(net.state_dict())
+    fresh = build_model("mantis-mini", device="meta", **TINY)
+    load_state_dict(fresh, state)
+    x, d = torch.rand(3, 9, 120, 120), torch.rand(3, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(x, d), net(x, d))
+    # a wrapped checkpoint ({"state_dict": ...}) and torch.compile prefixes also load
+    torch.save({"epoch": 3, "state_dict": {f"module._orig_mod.{k}": v
+                                           for k, v in net.state_dict().items()}}, path)
+    assert set(read_state_dict(path)) == set(net.state_dict())
+
+
+class _Payload:
+    """Unpickling this would create a file: weights_only loading must refuse it."""
+
+    marker = None
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_weights_are_read_without_running_pickled_code(tmp_path):
+    payload = _Payload()
+    payload.marker = str(tmp_path / "pwned")
+    path = tmp_path / "evil.pt"
+    torch.save({"fc1.weight": torch.zeros(1), "x": payload}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        read_state_dict(path)
+    assert not os.path.exists(payload.marker)
+
+
+def test_strict_key_matching_error_lists_keys():
+    net = tiny()
+    state = dict(net.state_dict())
+    state.pop("fc0.bias")
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(WeightsError, match=r"1 missing keys \(fc0\.bias\); "
+                                           r"1 unexpected keys \(extra\.weight\)"):
+        load_state_dict(tiny(), state)
+
+
+def test_verify_file_checks_size_and_sha256(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"mantis")
+    digest = verify_file(path, size=6, sha256="")
+    assert len(digest) == 64
+    assert verify_file(path, sha256=digest[:8]) == digest
+    with pytest.raises(WeightsError, match=f"expected sha256 starting '411536eb', got '{digest}'"):
+        verify_file(path, sha256="411536eb")
+    with pytest.raises(WeightsError, match="expected 7 bytes, got 6"):
+        verify_file(path, size=7)
+
+
+def test_save_and_load_model_with_card(tmp_path, tiny_spec):
+    net = build_model("tiny-test")
+    net.meta["temperature"] = 1.7
+    weights, card = save_model(net, tmp_path / "tiny", card={"seed": 5, "metrics": {"nmad": 0.1}})
+    assert weights.name == "tiny.safetensors" and card.name == "tiny.json"
+    info = json.loads(card.read_text())
+    assert info["temperature"] == 1.7 and info["seed"] == 5
+    assert info["architecture"]["widths"] == [4, 8, 8, 8]
+    loaded = load_model("tiny-test", weights=weights)
+    assert not loaded.training and loaded.meta["trained"] is True
+    assert loaded.meta["temperature"] == 1.7 and loaded.meta["sha256"] == info["sha256"]
+    x, d = torch.rand(2, 9, 120, 120), torch.rand(2, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, d), net.eval()(x, d))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="expected sha256 starting"):
+        load_model("tiny-test", weights=weights)
+
+
+def test_bundled_mini_weights():
+    path = registry.DATA_DIR / "mantis-mini.safetensors"
+    if path.exists():
+        net = load_model("mantis-mini")
+        assert net.meta["trained"] and path.stat().st_size <= 20 * 2 ** 20
+    else:
+        with pytest.raises(FileNotFoundError, match="not built yet"):
+            load_model("mantis-mini")
+
+
+# ------------------------------------------------------------------ mantis-mini
+def test_mini_contract_and_size():
+    net = build_model("mantis-mini")
+    n = sum(p.numel() for p in net.parameters())
+    assert 1_000_000 < n < 5_000_000           # float32 weights well under 20 MB
+    assert net.fc0.in_features == net.Base.num_features + 2 and net.fc1.out_features == 400
+    with torch.no_grad():
+        out = net.eval()(torch.rand(2, 9, 120, 120), torch.rand(2, 2))
+    assert out.shape == (2, 400)
+    with pytest.raises(ValueError, match=r"dust must have shape \(2, 2\)"):
+        net(torch.rand(2, 9, 120, 120), torch.rand(2, 3))
+    with pytest.raises(ValueError, match="same length"):
+        build_model("mantis-mini", widths=(8, 16), depths=(1,))
+
+
+# ------------------------------------------------------------------ inference
+def cutouts(n=3):
+    from test_fusion import fixed_cutout
+
+    return [fixed_cutout(i) for i in range(n)]
+
+
+def test_predict_cutouts_equals_fused_arrays():
+    pytest.importorskip("astro_mantis.pdf")
+    net, cuts = tiny(), cutouts()
+    ebv = np.array([[0.01, 0.02], [0.1, 0.12], [0.03, 0.02]])
+    pdf = predict(cuts, model=net, dust=ebv)
+    fused = early_fusion(cuts, ebv=ebv)
+    pdf2 = predict(fused.x, model=net, dust=fused.dust, batch_size=2)
+    assert len(pdf) == 3 and pdf.nbins == 400
+    np.testing.assert_allclose(pdf.pdf, pdf2.pdf, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose((pdf.pdf * pdf.widths).sum(axis=1), 1, rtol=1e-5)
+    assert pdf.meta["model"] == "mantis-mini" and pdf.meta["tta"] is False
+    assert pdf.meta["flags"].tolist() == [0, 0, 0] and pdf.meta["valid"].all()
+    assert pdf2.meta["flags"].tolist() == [0, 0, 0]
+    again = predict(cuts, model=net, dust=ebv)
+    np.testing.assert_array_equal(again.pdf, pdf.pdf)          # deterministic
+    one = predict(cuts[0], model=net, dust=ebv[0])
+    assert one.isscalar
+    np.testing.assert_allclose(one.pdf, pdf.pdf[0], rtol=1e-4, atol=1e-6)
+
+
+def test_predict_applies_temperature_and_restores_mode():
+    pdf_mod = pytest.importorskip("astro_mantis.pdf")
+    net = tiny()
+    net.train()
+    x = np.random.default_rng(0).random((2, 9, 120, 120), dtype=np.float32)
+    net.meta["temperature"] = 2.5
+    pdf = predict(x, model=net)
+    assert net.training                                      # mode restored
+    assert pdf.meta["flags"].tolist() == [int(MantisFlag.DUST_UNKNOWN)] * 2
+    with torch.no_grad():
+        logits = net.eval()(torch.from_numpy(x), torch.zeros(2, 2)).numpy()
+    expected = pdf_mod.RedshiftPDF.from_logits(logits, temperature=2.5)
+    np.testing.assert_allclose(pdf.pdf, expected.pdf, rtol=1e-4, atol=1e-6)
+    assert pdf.meta["temperature"] == 2.5
+
+
+def test_predict_tta_averages_dihedral_probabilities():
+    pytest.importorskip("astro_mantis.pdf")
+    net = tiny(3)
+    rng = np.random.default_rng(1)
+    x = rng.random((2, 9, 120, 120), dtype=np.float32)
+    pdf = predict(x, model=net, tta=True, batch_size=1)
+    x_t = torch.from_numpy(x)
+    with torch.no_grad():
+        probs = np.mean([torch.softmax(net(t(x_t), torch.zeros(2, 2)), 1).numpy()
+                         for t in dihedral_transforms()], axis=0)
+    np.testing.assert_allclose(pdf.pdf * pdf.widths, probs, rtol=1e-4, atol=1e-7)
+    assert pdf.meta["tta"] is True
+    # a symmetric image is its own transform: TTA changes nothing
+    sym = np.ones((1, 9, 120, 120), np.float32)
+    np.testing.assert_allclose(predict(sym, model=net, tta=True).pdf,
+                               predict(sym, model=net).pdf, rtol=1e-4, atol=1e-6)
+
+
+def test_dihedral_transforms_are_the_eight_symmetries():
+    img = torch.arange(9.0).reshape(1, 1, 3, 3)
+    outs = {tuple(t(img).flatten().tolist()) for t in dihedral_transforms()}
+    assert len(outs) == 8
+    assert dihedral_transforms()[0](img) is img
+
+
+def test_predict_never_feeds_nan_and_checks_inputs():
+    pytest.importorskip("astro_mantis.pdf")
+    net = tiny()
+    x = np.zeros((2, 9, 120, 120), np.float32)
+    x[1, 3, 5, 5] = np.nan
+    with pytest.raises(ValueError, match="1 non-finite values"):
+        predict(x, model=net)
+    with pytest.raises(ValueError, match=r"dust must have shape \(2, 2\)"):
+        predict(np.zeros((2, 9, 120, 120)), model=net, dust=np.zeros(4))
+    with pytest.raises(ValueError, match=r"\(N, 9, 120, 120\)"):
+        predict(np.zeros((120, 120)), model=net)
+    with pytest.raises(ValueError, match="unknown model"):
+        predict(x[:1], model="nope")
+    with pytest.raises(TypeError, match="registry name"):
+        predict(x[:1], model=42)
+    # cutouts full of NaN go through fusion: zeros, flags, finite PDFs
+    cut = cutouts(1)[0]
+    cut["panstarrs"].data[:] = np.nan
+    pdf = predict(cut, model=net, device="cpu")
+    assert np.isfinite(pdf.pdf).all()
+    assert MantisFlag.PANSTARRS_MISSING in MantisFlag(pdf.meta["flags"])
+    assert pdf.meta["valid"].tolist() == [True] * 2 + [False] * 5 + [True] * 2
+    cut["panstarrs"].data[:, :, :100] = 5.0
+    pdf = predict([cut, cut], model=net, dust=[[0.1, 0.1], [np.nan, 0.1]], batch_size=1)
+    assert [MantisFlag(int(f)) for f in pdf.meta["flags"]] == [
+        MantisFlag.NAN_PIXELS, MantisFlag.NAN_PIXELS | MantisFlag.DUST_UNKNOWN]
+    with pytest.raises(ValueError, match=r"ebv must have shape \(2, 2\)"):
+        predict([cut, cut], model=net, dust=[0.1, 0.1])
+
+
+def test_predict_loads_by_name_and_caches(tmp_path, tiny_spec):
+    pytest.importorskip("astro_mantis.pdf")
+    net = build_model("tiny-test")
+    weights, _ = save_model(net, tmp_path / "t")
+    x = np.random.default_rng(0).random((2, 9, 120, 120), dtype=np.float32)
+    a = predict(x, model="tiny-test", weights=weights, device="cpu")
+    b = predict(x, model="tiny-test", weights=weights, device="cpu")
+    np.testing.assert_array_equal(a.pdf, b.pdf)
+    assert a.meta["trained"] is True and a.meta["sha256"]
+    np.testing.assert_allclose(a.pdf, predict(x, model=net).pdf, rtol=1e-4, atol=1e-6)
+    from astro_mantis.models import clear_model_cache
+    clear_model_cache()
+
+
+def test_predict_on_nothing_gives_an_empty_pdf():
+    pytest.importorskip("astro_mantis.pdf")
+    pdf = predict([], model=tiny())
+    assert len(pdf) == 0 and pdf.nbins == 400 and pdf.meta["flags"].shape == (0,)
+
+
+def test_cutout_missing_everything_still_predicts():
+    pytest.importorskip("astro_mantis.pdf")
+    from astropy.coordinates import SkyCoord
+
+    empty = MultiSurveyCutout(SkyCoord(10, -80, unit="deg"), {},
+                              missing=["galex", "panstarrs", "unwise"])
+    pdf = predict([empty], model=tiny())
+    f = MantisFlag(int(pdf.meta["flags"][0]))
+    assert {MantisFlag.GALEX_MISSING, MantisFlag.PANSTARRS_MISSING, MantisFlag.UNWISE_MISSING,
+            MantisFlag.DUST_UNKNOWN} <= set(MantisFlag(m) for m in MantisFlag if m in f)
