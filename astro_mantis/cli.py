@@ -7,7 +7,11 @@ Subcommands:
     multi-extension FITS file per row and a row-aligned ``summary.ecsv``.
 ``astro-mantis demo``
     Run the same job on the embedded default: loopback copies of the survey services
-    serving a synthetic sky, no network needed; writes cutouts, figures and a summary.
+    serving the bundled sample of mock galaxies (`astro_mantis.simulate.SampleSky`), no
+    network needed; writes cutouts, figures and a summary with the true redshifts.
+``astro-mantis train --data DIR --out DIR``
+    Train a redshift network (default ``mantis-mini``) on a training data directory,
+    calibrate it and export its weights with a model card (`astro_mantis.training`).
 
 Every subcommand returns an exit status: 0 when the job ran (rows whose fetch failed
 are reported in the summary, not as an error), 2 when the input is unusable.
@@ -84,7 +88,8 @@ def build_parser():
     Returns
     -------
     parser : `argparse.ArgumentParser`
-        The parser, with one subparser per subcommand (``cutouts``, ``demo``).
+        The parser, with one subparser per subcommand (``cutouts``, ``demo``,
+        ``train``).
     """
     parser = argparse.ArgumentParser(
         prog="astro-mantis",
@@ -141,24 +146,127 @@ def build_parser():
 
     d = sub.add_parser(
         "demo",
-        help="run the cutout service on the built-in synthetic sky (no network)",
+        help="run the cutout service on the bundled mock sample sky (no network)",
         description=(
             "The package's main job on the embedded default, with no network: starts "
             "loopback copies of the Pan-STARRS and Legacy Surveys viewer services "
-            "(astro_mantis.testing) serving a synthetic sky, points astro_mantis.conf at "
-            "them for the duration of the run (with a temporary cutout cache), fetches "
-            "cutouts for N deterministic positions spread over the sky (a few south of "
-            "dec -30, where Pan-STARRS has no data, one inside a GALEX coverage hole and "
-            "one invalid position, to show how such rows are flagged), and writes into "
-            "DIR: one FITS file per row (cutout_NNNNNN.fits), summary.ecsv, figures of the "
-            "first rows' cutouts (cutout_NNN.png) and an overview figure (overview.png)."),
+            "(astro_mantis.testing) serving the bundled sample sky (300 simulated mock "
+            "galaxies with known redshifts, astro_mantis.simulate.SampleSky), points "
+            "astro_mantis.conf at them for the duration of the run (with a temporary "
+            "cutout cache), fetches cutouts for N sample galaxies (two south of dec -30, "
+            "where Pan-STARRS has no data, one inside a GALEX coverage hole, and one "
+            "invalid position, to show how such rows are flagged), and writes into DIR: "
+            "one FITS file per row (cutout_NNNNNN.fits), summary.ecsv (with each "
+            "galaxy's true redshift, z_true), figures of the first rows' cutouts "
+            "(cutout_NNN.png) and an overview figure (overview.png)."),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("--out", "-o", default=f"./{DEMO_DIR}", metavar="DIR",
                    help="output directory (created if needed; default: %(default)s)")
     d.add_argument("--n", type=_positive_int, default=36, metavar="N",
-                   help="number of positions (default: %(default)s)")
+                   help="number of positions, at most the sample's galaxies plus one "
+                        "(default: %(default)s)")
     d.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     d.set_defaults(func=_cmd_demo)
+
+    t = sub.add_parser(
+        "train",
+        help="train a redshift network on a training data directory",
+        description=(
+            "Train a redshift network (default: mantis-mini) on a training data directory,\n"
+            "calibrate it and export it. DIR holds the shards of the splits train,\n"
+            "validation and optionally test, and manifest.json, as written by\n"
+            "astro_mantis.simulate.dataset.make_dataset.\n\n"
+            "1. The shards are early-fused once into a memory-mapped cache\n"
+            "   (OUT/fused_cache unless --cache-dir).\n"
+            "2. AdamW with a linear warm-up and a cosine learning-rate schedule minimises\n"
+            "   the cross-entropy over the 400 redshift bins, with random rotations, flips\n"
+            "   and +-2 px shifts. After every epoch the validation split is evaluated,\n"
+            "   a line is appended to OUT/metrics.jsonl (train loss, val loss, val CDE\n"
+            "   loss, NMAD, outlier fractions, learning rate, seconds) and the full state\n"
+            "   is saved to OUT/checkpoint.pt (--resume continues from it exactly).\n"
+            "   Training stops early when the validation CDE loss has not improved for\n"
+            "   --patience epochs; the best epoch's weights are kept (OUT/best_model.pt).\n"
+            "3. A softmax temperature is fitted on the validation split (PIT KS statistic\n"
+            "   and 68% coverage before and after are reported).\n"
+            "4. The validation and test splits are evaluated, and OUT/NAME.safetensors\n"
+            "   and its model card OUT/NAME.json (data, command, seed, metrics,\n"
+            "   temperature, bin edges, sha256 of the weights) are written. Copy the two\n"
+            "   files into astro_mantis/data/ to bundle the model."),
+        epilog="Example (the bundled mantis-mini; see the training guide):\n"
+               "  astro-mantis train --data mock_data/ --out runs/mantis-mini "
+               "--model mantis-mini --seed 0\n"
+               "Exit status: 0 when the model was trained and exported, 2 for unusable "
+               "input (no data, an existing run without --resume/--overwrite, unknown "
+               "model).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--data", required=True, metavar="DIR",
+                   help="training data directory (shards of the splits train, validation "
+                        "and optionally test, with manifest.json)")
+    t.add_argument("--out", "-o", required=True, metavar="DIR",
+                   help="output directory for the checkpoint, metrics log, fused cache and "
+                        "exported model (created if needed)")
+    t.add_argument("--model", default="mantis-mini", metavar="NAME",
+                   help="architecture of the astro_mantis.models registry "
+                        "(default: %(default)s)")
+    t.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   dest="model_args",
+                   help="build argument of the architecture, e.g. --model-arg drop=0.1 or "
+                        "--model-arg 'widths=[16,32,64,128]' (VALUE is read as JSON, else "
+                        "kept as text); repeat for several")
+    t.add_argument("--name", default=None, metavar="NAME",
+                   help="name of the exported files NAME.safetensors and NAME.json "
+                        "(default: the --model name)")
+    t.add_argument("--epochs", type=_positive_int, default=30, metavar="N",
+                   help="epochs; the cosine schedule spans them (default: %(default)s)")
+    t.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
+                   help="training batch size (default: %(default)s)")
+    t.add_argument("--lr", type=float, default=2e-3, metavar="LR",
+                   help="peak learning rate of AdamW (default: %(default)s)")
+    t.add_argument("--weight-decay", type=float, default=0.05, metavar="WD",
+                   help="AdamW weight decay, not applied to biases and normalisation "
+                        "weights (default: %(default)s)")
+    t.add_argument("--warmup-epochs", type=float, default=1.0, metavar="E",
+                   help="linear learning-rate warm-up, in epochs (default: %(default)s)")
+    t.add_argument("--seed", type=int, default=0, metavar="SEED",
+                   help="seed of the initial weights, sample order, augmentation and "
+                        "dropout (default: %(default)s)")
+    t.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:1, mps ... "
+                        "(default: %(default)s)")
+    t.add_argument("--no-amp", action="store_true",
+                   help="no mixed precision on CUDA (it is never used on other devices)")
+    t.add_argument("--patience", type=int, default=5, metavar="N",
+                   help="stop when the validation CDE loss has not improved for N epochs; "
+                        "0 disables early stopping (default: %(default)s)")
+    t.add_argument("--smoothing-sigma", type=float, default=0.0, metavar="BINS",
+                   help="Gaussian-smoothed targets of this width in bins; 0 for hard "
+                        "targets (default: %(default)s)")
+    t.add_argument("--balanced", action="store_true",
+                   help="redshift-balanced sampling (inverse n(z) weights) instead of "
+                        "shuffling")
+    t.add_argument("--no-augment", action="store_true",
+                   help="no random rotations, flips and shifts")
+    t.add_argument("--max-minutes", type=float, default=None, metavar="MIN",
+                   help="time budget: start no epoch that would end after it (the result "
+                        "then depends on the machine's speed; --resume continues)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if --out holds a checkpoint")
+    t.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="data-loader worker processes (default: %(default)s, load in the "
+                        "main process)")
+    t.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="CPU threads for torch (default: torch's choice)")
+    t.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="directory of the fused-input cache, to share it between runs "
+                        "(default: OUT/fused_cache)")
+    t.add_argument("--cache-dtype", choices=("float16", "float32"), default="float16",
+                   help="storage type of the fused cache (default: %(default)s)")
+    t.add_argument("--no-calibrate", action="store_true",
+                   help="do not fit a softmax temperature (the card records T = 1)")
+    t.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    t.set_defaults(func=_cmd_train)
     return parser
 
 
@@ -459,29 +567,27 @@ def _cmd_cutouts(args):
 
 
 # ------------------------------------------------------------------------- demo
-#: Special positions of the demo: (label, ra, dec).
-_DEMO_SOUTH = [("south of PS1 (dec < -30)", 83.82, -45.5),
-               ("south of PS1 (dec < -30)", 201.37, -67.2)]
-_DEMO_BAD = ("invalid position (NaN)", np.nan, np.nan)
-#: (ra, dec, radius) in degrees of the GALEX coverage hole the demo server simulates.
-_DEMO_GALEX_HOLE = (247.5, 36.2, 0.05)
+_DEMO_SOUTH = "south of PS1 (dec < -30)"
+_DEMO_HOLE = "GALEX coverage hole"
+_DEMO_BAD = "invalid position (NaN)"
 
 
-def demo_positions(n=36, galex_hole=None):
-    """Deterministic demo positions spread over the sky.
+def demo_positions(n=36, sky=None):
+    """Deterministic demo positions: galaxies of the bundled sample sky.
 
-    Most positions lie on a Fibonacci lattice of the sky north of dec -25 (inside the
-    Pan-STARRS footprint); two lie south of dec -30 (no Pan-STARRS), one inside a
-    GALEX coverage hole when one is given, and one is invalid (NaN), so the demo shows
-    how each case is flagged. Row 0 is an ordinary position, row 1 a southern one and
-    row 2 the GALEX hole (or an ordinary one), so the first figures show all three.
+    Most positions are sample galaxies that every survey covers; two lie south of
+    dec -30 (no Pan-STARRS), one inside a GALEX coverage hole, and one is invalid
+    (NaN), so the demo shows how each case is flagged. Row 0 is an ordinary galaxy
+    whose cutouts are all complete, row 1 a southern one and row 2 the GALEX hole, so
+    the first figures show all three; the second southern galaxy and the invalid
+    position come last.
 
     Parameters
     ----------
     n : int
-        Number of positions.
-    galex_hole : tuple of float, optional
-        ``(ra, dec)`` in degrees of a position without GALEX coverage.
+        Number of positions (at most the sample's galaxies plus one).
+    sky : `~astro_mantis.simulate.SampleSky`, optional
+        The sample sky (default: the bundled one).
 
     Returns
     -------
@@ -489,24 +595,47 @@ def demo_positions(n=36, galex_hole=None):
         Degrees, length ``n``.
     labels : list of str
         What each position is meant to show (``""`` for ordinary ones).
+    rows : `numpy.ndarray` of int
+        Row of ``sky.catalog`` of each position (-1 for the invalid one).
+
+    Raises
+    ------
+    ValueError
+        If ``n`` exceeds the galaxies available.
     """
-    specials = [_DEMO_SOUTH[0]]
-    if galex_hole is not None:
-        specials.append(("GALEX coverage hole", float(galex_hole[0]), float(galex_hole[1])))
-    specials += [_DEMO_SOUTH[1], _DEMO_BAD]
-    nlattice = max(n - len(specials), 1)
-    # Fibonacci lattice on the cap dec > -25: uniform in sin(dec), golden-angle RA steps.
-    k = np.arange(nlattice) + 0.5
-    smin = np.sin(np.radians(-25.0))
-    sdec = smin + (1.0 - smin) * k / nlattice
-    dec_l = np.degrees(np.arcsin(np.clip(sdec, -1, 1)))
-    ra_l = np.mod(np.degrees(k * np.pi * (3.0 - np.sqrt(5.0))) + 150.0, 360.0)
-    lattice = [("", round(float(r), 5), round(float(d), 5)) for r, d in zip(ra_l, dec_l)]
-    rows = lattice[:1] + specials[:2] + lattice[1:] + specials[2:]
-    rows = rows[:n]
-    ra = np.array([r[1] for r in rows], dtype=float)
-    dec = np.array([r[2] for r in rows], dtype=float)
-    return ra, dec, [r[0] for r in rows]
+    if sky is None:
+        from .simulate import SampleSky
+
+        sky = SampleSky()
+    cat = sky.catalog
+    ra_all = np.asarray(cat["ra"], dtype=float)
+    dec_all = np.asarray(cat["dec"], dtype=float)
+    south = dec_all < -30.0
+    covered = np.array([sky.galex_covered((r, d)) for r, d in zip(ra_all, dec_all)])
+    clean = np.array([not sky.chip_gap_bands((r, d)) for r, d in zip(ra_all, dec_all)])
+
+    def pick(mask, k):
+        # complete cutouts first, so that the special rows show only what they are for
+        idx = np.flatnonzero(mask)
+        return list(idx[np.argsort(~clean[idx], kind="stable")][:k])
+
+    souths = pick(south & covered, 2) or pick(south, 2)
+    holes = pick(~south & ~covered, 1)
+    ordinary = pick(~south & covered, int(np.sum(~south & covered)))
+    specials = ([(_DEMO_SOUTH, souths[0])] if souths else []) \
+        + ([(_DEMO_HOLE, holes[0])] if holes else []) \
+        + [(_DEMO_SOUTH, i) for i in souths[1:2]] + [(_DEMO_BAD, -1)]
+    nordinary = max(n - len(specials), 1)
+    if nordinary > len(ordinary):
+        raise ValueError(f"the sample sky offers at most {len(ordinary) + len(specials)} "
+                         f"demo positions, not {n}")
+    plain = [("", int(i)) for i in ordinary[:nordinary]]
+    rows = (plain[:1] + specials[:2] + plain[1:] + specials[2:])[:n]
+    index = np.array([r[1] for r in rows], dtype=np.int64)
+    good = index >= 0
+    ra = np.where(good, ra_all[np.maximum(index, 0)], np.nan)
+    dec = np.where(good, dec_all[np.maximum(index, 0)], np.nan)
+    return ra, dec, [r[0] for r in rows], index
 
 
 def _thumbnail(img, size=64):
@@ -589,31 +718,63 @@ def _overview_figure(cuts, summary, labels, surveys, ncol=8, cell=64):
     return fig
 
 
+def _add_truth(summary, catalog, index):
+    """Add the sample galaxies' identity and true redshift to the demo summary."""
+    good = index >= 0
+    pick = np.maximum(index, 0)
+    ids = np.asarray(catalog["id"], dtype=np.int64)[pick] if "id" in catalog.colnames else pick
+    summary["sample_id"] = MaskedColumn(ids, mask=~good)
+    summary["sample_id"].description = "row (id) of the galaxy in the bundled sample sky catalog"
+    summary["z_true"] = MaskedColumn(np.asarray(catalog["z"], dtype=float)[pick], mask=~good)
+    summary["z_true"].description = "true redshift of the simulated galaxy"
+    summary["type"] = MaskedColumn(np.asarray(catalog["type"]).astype(str)[pick], mask=~good)
+    summary["type"].description = "population component: main, lrg or elg"
+
+
+def _format_truth(summary):
+    """One line on the true redshifts of the demo galaxies."""
+    z = np.ma.compressed(np.ma.asarray(summary["z_true"]))
+    if not len(z):
+        return "  true redshifts: none (no valid position)"
+    kinds = Counter(str(t) for t in np.ma.compressed(np.ma.asarray(summary["type"])))
+    mix = ", ".join(f"{k} {kinds[k]}" for k in sorted(kinds))
+    return (f"  true redshifts of the {len(z)} galaxies: {z.min():.3f} to {z.max():.3f} "
+            f"(median {np.median(z):.3f}; {mix}); column z_true of {SUMMARY_NAME}")
+
+
 def _cmd_demo(args):
     """``astro-mantis demo``: see the subcommand's help."""
     from matplotlib.figure import Figure
 
+    from .simulate import SampleSky
     from .testing import SurveyServer
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} exists and is not a directory")
+    sky = SampleSky()
+    try:
+        ra, dec, labels, index = demo_positions(args.n, sky=sky)
+    except ValueError as exc:
+        raise InputError(f"--n {args.n}: {exc}") from None
     out.mkdir(parents=True, exist_ok=True)
     surveys = DEFAULT_SURVEYS
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        hole = _DEMO_GALEX_HOLE
-        server = stack.enter_context(SurveyServer(latency=0.0, galex_holes=[hole]))
-        ra, dec, labels = demo_positions(args.n, galex_hole=hole[:2])
+        server = stack.enter_context(SurveyServer(sky=sky, latency=0.0))
         stack.enter_context(server.configure(conf))
         cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="astro_mantis_demo_"))
         stack.enter_context(conf.set_temp("cache_dir", cache_dir))
         cuts, summary = fetch_and_write(
             ra, dec, out, surveys=surveys, cache=True, progress=not args.no_progress,
-            meta={"input": "astro-mantis demo (loopback servers, synthetic sky)"})
+            meta={"input": "astro-mantis demo (loopback servers, bundled sample sky of "
+                           "simulated galaxies)",
+                  "sample_sky": f"seed {sky.seed}, {len(sky)} galaxies, astro_mantis "
+                                f"{sky.meta.get('version')}"})
         requests = dict(server.counts)
     summary["note"] = np.array(labels, dtype=str)
     summary["note"].description = "what the demo position is meant to show"
+    _add_truth(summary, sky.catalog, index)
     summary.write(out / SUMMARY_NAME, format="ascii.ecsv", overwrite=True)
 
     figures = []
@@ -627,7 +788,9 @@ def _cmd_demo(args):
         c = cuts[i].coord
         where = (f"ra={c.ra.deg:.4f} dec={c.dec.deg:+.4f}" if np.isfinite(c.ra.deg)
                  else "invalid position")
-        fig.suptitle(f"row {i}{': ' + labels[i] if labels[i] else ''} ({where}, "
+        truth = (f", z_true={summary['z_true'][i]:.3f} {summary['type'][i]}"
+                 if index[i] >= 0 else "")
+        fig.suptitle(f"row {i}{': ' + labels[i] if labels[i] else ''} ({where}{truth}, "
                      f"flags={int(cuts[i].flags)})", fontsize=9)
         path = out / f"cutout_{i:03d}.png"
         fig.savefig(path, dpi=80)
@@ -639,15 +802,117 @@ def _cmd_demo(args):
     elapsed = time.perf_counter() - t0
 
     print(f"astro-mantis demo: {len(cuts)} positions fetched from loopback survey servers "
-          f"(synthetic sky, no network) in {elapsed:.1f} s")
+          f"(bundled sample sky of simulated galaxies, no network) in {elapsed:.1f} s")
     print(format_summary(summary, surveys))
+    print(_format_truth(summary))
     print("  requests served: " + ", ".join(f"{k} {v}" for k, v in sorted(requests.items())))
     print(f"wrote to {out}/:")
-    print(f"  {SUMMARY_NAME}  (one row per position, in order, with flags and statuses)")
+    print(f"  {SUMMARY_NAME}  (one row per position, in order, with flags, statuses and the "
+          "true redshift z_true)")
     print(f"  cutout_NNNNNN.fits  ({int(np.sum(~_no_file(summary)))} files; "
           "read with astro_mantis.MultiSurveyCutout.read)")
     for p in figures:
         print(f"  {p.name}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------- train
+def _model_args(items):
+    """Parse ``--model-arg KEY=VALUE`` items into build keyword arguments."""
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise InputError(f"--model-arg expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def _train_command(args):
+    """The canonical command line of a ``train`` run, every option spelled out."""
+    import shlex
+
+    parts = ["astro-mantis", "train", "--data", str(args.data), "--out", str(args.out),
+             "--model", args.model]
+    for item in args.model_args:
+        parts += ["--model-arg", item]
+    if args.name:
+        parts += ["--name", args.name]
+    parts += ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+              "--lr", repr(args.lr), "--weight-decay", repr(args.weight_decay),
+              "--warmup-epochs", repr(args.warmup_epochs), "--seed", str(args.seed),
+              "--patience", str(args.patience), "--smoothing-sigma", repr(args.smoothing_sigma),
+              "--device", str(args.device)]
+    for flag in ("balanced", "no_augment", "no_amp", "no_calibrate"):
+        if getattr(args, flag):
+            parts.append("--" + flag.replace("_", "-"))
+    if args.max_minutes is not None:
+        parts += ["--max-minutes", repr(args.max_minutes)]
+    return shlex.join(parts)
+
+
+def _cmd_train(args):
+    """``astro-mantis train``: see the subcommand's help."""
+    import torch
+
+    from .training.pipeline import fit_and_export
+
+    data = Path(args.data)
+    if not data.is_dir():
+        raise InputError(f"--data {str(data)!r} is not a directory")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} exists and is not a directory")
+    if (out / "checkpoint.pt").exists() and not (args.resume or args.overwrite):
+        raise InputError(f"{str(out)!r} holds a training run: pass --resume to continue it "
+                         "or --overwrite to start afresh")
+    model_kwargs = _model_args(args.model_args)
+    from .models import build_model
+    try:
+        build_model(args.model, **model_kwargs)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"cannot build model {args.model!r}: {exc}") from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    try:
+        result = fit_and_export(
+            args.model, data, out, name=args.name, calibrate=not args.no_calibrate,
+            command=_train_command(args),
+            cache_dir=args.cache_dir, cache_dtype=args.cache_dtype,
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed,
+            device=args.device, amp=not args.no_amp,
+            patience=args.patience if args.patience > 0 else None,
+            smoothing_sigma=args.smoothing_sigma, balanced=args.balanced,
+            augment=not args.no_augment, max_minutes=args.max_minutes, resume=args.resume,
+            overwrite=args.overwrite, num_workers=args.workers, model_kwargs=model_kwargs,
+            progress=not args.no_progress)
+    except FileNotFoundError as exc:
+        raise InputError(str(exc)) from None
+    run = result.training
+    print(f"astro-mantis train: {run.config['model']} on {run.config['n_train']} training "
+          f"galaxies, {run.epochs_run} epochs ({run.stopped}), best epoch {run.best_epoch}, "
+          f"{time.perf_counter() - t0:.0f} s on {run.config['device']}")
+    if result.calibration is not None:
+        print(f"  calibration (validation): {result.calibration}")
+    for split, m in result.metrics.items():
+        print(f"  {split} ({m['n']}): NMAD {m['nmad']:.4f}, outliers >0.15 "
+              f"{m['outlier_0.15']:.3f}, >0.05 {m['outlier_0.05']:.3f}, bias "
+              f"{m['bias_mean']:+.4f}, CDE loss {m['cde_loss']:.3f}, PIT KS {m['pit_ks']:.3f}, "
+              f"68% coverage {m['coverage_68']:.3f}")
+    print(f"wrote to {out}/:")
+    print("  metrics.jsonl  (one line per epoch)")
+    print("  checkpoint.pt  (full state; --resume continues)  best_model.pt")
+    if result.export is not None:
+        print(f"  {result.export.weights_path.name}  (sha256 "
+              f"{result.export.card['sha256'][:16]}...)")
+        print(f"  {result.export.card_path.name}  (model card)")
     return EXIT_OK
 
 

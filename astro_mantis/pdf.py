@@ -9,7 +9,7 @@ export to ``qp`` and to astropy Table columns.
 
 Bin convention
 --------------
-The bins have edges `Z_EDGES` ``= numpy.linspace(0.0, 1.6, 401)`` (width 0.004) and
+The bins have edges `~astro_mantis.pdf.Z_EDGES` ``= numpy.linspace(0.0, 1.6, 401)`` (width 0.004) and
 centres `Z_CENTERS`, the midpoints ``0.002, 0.006, ..., 1.598``. The PDF is taken to
 be *piecewise constant*: a histogram whose value in each bin is a probability
 density (per unit redshift), normalised so that ``sum(pdf * widths) == 1``. Every
@@ -32,7 +32,7 @@ ZMAX = 1.6
 #: Bin edges, ``numpy.linspace(0.0, 1.6, 401)``.
 Z_EDGES = np.linspace(ZMIN, ZMAX, NBINS + 1)
 Z_EDGES.setflags(write=False)
-#: Bin centres (midpoints of `Z_EDGES`): 0.002, 0.006, ..., 1.598.
+#: Bin centres (midpoints of `~astro_mantis.pdf.Z_EDGES`): 0.002, 0.006, ..., 1.598.
 Z_CENTERS = 0.5 * (Z_EDGES[1:] + Z_EDGES[:-1])
 Z_CENTERS.setflags(write=False)
 #: Bin widths (all 0.004).
@@ -93,7 +93,7 @@ class RedshiftPDF:
         ``(N, nbins)`` for N objects or ``(nbins,)`` for a single object. A 1-D
         input gives a *scalar* PDF whose statistics are plain floats.
     edges : array-like, optional
-        Bin edges, ``nbins + 1`` strictly increasing values. Default: `Z_EDGES`, the
+        Bin edges, ``nbins + 1`` strictly increasing values. Default: `~astro_mantis.pdf.Z_EDGES`, the
         400 bins of width 0.004 on [0, 1.6).
     meta : dict, optional
         Free-form metadata (model name, weights checksum, ...). Copied into the
@@ -209,7 +209,7 @@ class RedshiftPDF:
         logits : array-like
             Shape ``(N, nbins)`` or ``(nbins,)``.
         edges : array-like, optional
-            Bin edges (default `Z_EDGES`).
+            Bin edges (default `~astro_mantis.pdf.Z_EDGES`).
         temperature : float
             Softmax temperature ``T > 0``: probabilities are ``softmax(logits / T)``.
             ``T > 1`` widens the PDFs, ``T < 1`` sharpens them (temperature scaling
@@ -253,7 +253,7 @@ class RedshiftPDF:
             Shape ``(N, S)`` (S samples for each of N objects) or ``(S,)`` (one
             object). Samples outside the edges and NaN samples are ignored.
         edges : array-like, optional
-            Bin edges (default `Z_EDGES`).
+            Bin edges (default `~astro_mantis.pdf.Z_EDGES`).
         weights : array-like, optional
             Weights of the samples, same shape as ``samples``.
         meta, dtype, allow_invalid
@@ -304,7 +304,7 @@ class RedshiftPDF:
             The distributions, one per object.
         edges : array-like, optional
             Bin edges of the result. Default: the ensemble's own bins for a
-            ``qp.hist`` ensemble, `Z_EDGES` otherwise.
+            ``qp.hist`` ensemble, `~astro_mantis.pdf.Z_EDGES` otherwise.
         meta, dtype, allow_invalid
             As for `RedshiftPDF`.
 
@@ -334,7 +334,7 @@ class RedshiftPDF:
         The bin edges are looked up, in order, in: the ``edges`` argument, the
         column's ``meta['bin_edges']`` (written by `to_table_columns`), the table's
         ``meta['{prefix}bin_edges']`` and ``meta['bin_edges']``. If none is found and
-        the column has 400 bins, the standard `Z_EDGES` are used. Masked rows and
+        the column has 400 bins, the standard `~astro_mantis.pdf.Z_EDGES` are used. Masked rows and
         all-NaN rows become invalid (NaN) rows.
 
         Parameters

@@ -155,14 +155,31 @@ def test_no_command_prints_help(capsys):
 
 
 def test_demo_positions():
-    ra, dec, labels = demo_positions(36, galex_hole=(247.5, 36.2))
-    assert len(ra) == len(dec) == len(labels) == 36
+    from astro_mantis.simulate import SampleSky
+
+    sky = SampleSky()
+    ra, dec, labels, rows = demo_positions(36, sky=sky)
+    assert len(ra) == len(dec) == len(labels) == len(rows) == 36
     assert np.sum(dec < -30) >= 2
-    assert np.sum(np.isnan(ra)) == 1
-    assert "GALEX coverage hole" in labels
-    again = demo_positions(36, galex_hole=(247.5, 36.2))
+    assert np.sum(np.isnan(ra)) == 1 and rows[np.isnan(ra)][0] == -1
+    assert labels[1:3] == ["south of PS1 (dec < -30)", "GALEX coverage hole"]
+    assert not sky.galex_covered((ra[2], dec[2]))
+    good = rows >= 0
+    # every valid position is a sample galaxy, each used once
+    np.testing.assert_array_equal(ra[good], np.asarray(sky.catalog["ra"])[rows[good]])
+    np.testing.assert_array_equal(dec[good], np.asarray(sky.catalog["dec"])[rows[good]])
+    assert len(set(rows[good])) == good.sum()
+    again = demo_positions(36, sky=sky)
     np.testing.assert_array_equal(ra, again[0])  # deterministic
-    assert len(demo_positions(3)[0]) == 3
+    assert len(demo_positions(3, sky=sky)[0]) == 3
+    with pytest.raises(ValueError, match="at most"):
+        demo_positions(10_000, sky=sky)
+
+
+def test_demo_too_many_positions(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--n", "10000"]) == EXIT_BAD_INPUT
+    assert "at most" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 def test_demo(tmp_path, capsys):
@@ -184,5 +201,18 @@ def test_demo(tmp_path, capsys):
     assert flags[5] == MantisFlag.BAD_COORDINATE
     files = [f for f in summary["file"] if f is not np.ma.masked]
     assert len(files) == 5 and all((out / f).exists() for f in files)
+    # the positions are sample-sky galaxies, with their true redshifts
+    from astro_mantis.simulate import SampleSky
+
+    catalog = SampleSky().catalog
+    assert summary["z_true"].mask[5] and summary["sample_id"].mask[5]
+    for i in range(5):
+        row = catalog[int(summary["sample_id"][i])]
+        assert summary["ra"][i] == row["ra"] and summary["dec"][i] == row["dec"]
+        assert summary["z_true"][i] == pytest.approx(row["z"])
+        assert summary["type"][i] == row["type"]
+    cut = MultiSurveyCutout.read(out / summary["file"][0])
+    assert cut.surveys["panstarrs"].data.shape == (5, 170, 170)
     text = capsys.readouterr().out
     assert "6 row(s)" in text and str(out) in text and "overview.png" in text
+    assert "true redshifts of the 5 galaxies" in text and "sample sky" in text

@@ -7,9 +7,15 @@ GALEX, Pan-STARRS1 or unWISE cutout service would return there, with GalSim
 (`ImagingConfig` sets PSFs, depths and coverage; `MockSkyConfig` gathers all
 settings). The loopback servers of `astro_mantis.testing` serve it.
 
+`make_dataset` renders training, validation and test shards from it
+(`load_shard`, `iter_shards` read them back). `SampleSky` serves the small
+sample of mock galaxies bundled with the package without GalSim
+(`build_sample_sky` makes it).
+
 The names below are imported lazily, on first use, so that importing the
-GalSim-free `astro_mantis.simulate.service_format` (used by the loopback
-servers) does not require the simulation extras (GalSim, kcorrect, speclite).
+GalSim-free parts (`astro_mantis.simulate.service_format`, used by the
+loopback servers, and `SampleSky`) does not require the simulation extras
+(GalSim, kcorrect, speclite).
 """
 
 import importlib as _importlib
@@ -19,7 +25,13 @@ __all__ = [
     "MockSky",
     "MockSkyConfig",
     "PopulationConfig",
+    "SampleSky",
+    "build_sample_sky",
     "draw_population",
+    "iter_shards",
+    "load_sample_sky",
+    "load_shard",
+    "make_dataset",
 ]
 
 _LAZY = {
@@ -27,7 +39,13 @@ _LAZY = {
     "MockSky": "sky",
     "MockSkyConfig": "sky",
     "PopulationConfig": "population",
+    "SampleSky": "sample",
+    "build_sample_sky": "sample",
     "draw_population": "population",
+    "iter_shards": "dataset",
+    "load_sample_sky": "sample",
+    "load_shard": "dataset",
+    "make_dataset": "dataset",
 }
 
 

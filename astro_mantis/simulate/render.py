@@ -92,6 +92,7 @@ __all__ = [
     "ImageRenderer",
     "ImagingConfig",
     "require_galsim",
+    "sky_noise",
 ]
 
 #: The nine bands in model channel order (as ``astro_mantis.simulate.photometry.BANDS``).
@@ -928,20 +929,51 @@ class ImageRenderer:
         survey = SURVEY_OF_BAND[band]
         if survey == "panstarrs" and exptime is None:
             exptime = self.imaging.ps1_exptime[band]
-        image = np.asarray(image, dtype=np.float64)
-        sigma = self.sky_sigma(band, pixscale, exptime)
-        gain = self.imaging.gain[band]
-        sky = gain * sigma**2  # native units per pixel
-        rng = np.random.default_rng(seed)
-        signal = np.clip(image, 0.0, None)
-        if gain * sky >= _GAUSSIAN_PHOTONS:
-            deviates = rng.standard_normal(image.shape, dtype=np.float32)
-            noisy = image + deviates * np.sqrt(sigma**2 + signal / gain)
-        else:
-            noisy = rng.poisson(gain * (signal + sky)) / gain - sky + (image - signal)
-        if not self.imaging.sky_subtracted[survey]:
-            noisy += sky
-        return noisy
+        return sky_noise(image, self.sky_sigma(band, pixscale, exptime), self.imaging.gain[band],
+                         seed, sky_subtracted=self.imaging.sky_subtracted[survey])
+
+
+def sky_noise(image, sigma, gain, seed, sky_subtracted=True):
+    """Add sky and source Poisson noise to a noiseless image (numpy only, no GalSim).
+
+    The noise model of `ImageRenderer.add_noise` once the band's sky noise is
+    known: a uniform background ``B = gain * sigma**2`` (native units per
+    pixel) and the image, both seen as photon counts through ``gain``, drawn
+    from a Poisson distribution (a Gaussian of the same variance where more
+    than 1000 photons per pixel are expected), then ``B`` removed unless
+    ``sky_subtracted`` is False. Negative model pixels are kept but add no
+    shot noise.
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`
+        Noiseless image in native units (not modified).
+    sigma : float
+        Per-pixel sky noise in native units (`ImageRenderer.sky_sigma`).
+    gain : float
+        Detected photons (or electrons) per native unit.
+    seed : int
+        Seed of the noise (`numpy.random.default_rng`).
+    sky_subtracted : bool, optional
+        Remove the background after drawing the noise (default True).
+
+    Returns
+    -------
+    `numpy.ndarray` of float64
+        The noisy image.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    sky = gain * sigma**2  # native units per pixel
+    rng = np.random.default_rng(seed)
+    signal = np.clip(image, 0.0, None)
+    if gain * sky >= _GAUSSIAN_PHOTONS:
+        deviates = rng.standard_normal(image.shape, dtype=np.float32)
+        noisy = image + deviates * np.sqrt(sigma**2 + signal / gain)
+    else:
+        noisy = rng.poisson(gain * (signal + sky)) / gain - sky + (image - signal)
+    if not sky_subtracted:
+        noisy += sky
+    return noisy
 
 
 _FFT_SIZES = sorted({2**a * 3**b * 5**c * 7**d for a in range(1, 14) for b in range(3)

@@ -40,7 +40,7 @@ from .service_format import (
     viewer_hdulist,
 )
 
-__all__ = ["MockSky", "MockSkyConfig"]
+__all__ = ["MockSky", "MockSkyConfig", "galex_coverage", "noise_seed", "ps1_chip_gap"]
 
 _SHAPE_COLUMNS = ("r_half_disk", "r_half_bulge", "bulge_frac", "q", "pa")
 _CELL_CACHE = 8192  # background cells kept in memory
@@ -339,20 +339,36 @@ class MockSky:
         self._cat_xyz = np.stack([np.cos(dd) * np.cos(rr), np.cos(dd) * np.sin(rr),
                                   np.sin(dd)], axis=1)
         self._max_extent = 0.0
+        self._cat_extent = np.zeros(n)
         if n:
             extent = np.maximum(6.0 * self._cat["r_half_disk"],
                                 self.config.imaging.bulge_truncation * self._cat["r_half_bulge"])
+            self._cat_extent = np.nan_to_num(extent)  # arcsec, as the renderer's stamps
             self._max_extent = float(np.nanmax(extent, initial=0.0))
 
-    def _catalog_near(self, ra, dec, radius):
-        """Catalog sources within ``radius`` deg, as a dict of arrays."""
+    def _catalog_near(self, ra, dec, radius, by_extent=False):
+        """Catalog sources within ``radius`` deg, as a dict of arrays.
+
+        With ``by_extent``, within ``radius`` plus √2 times each galaxy's own
+        extent (1 % slack): a superset of the sources whose stamps (squares
+        of half-side extent plus margin, around the source) can reach a
+        cutout of half-diagonal plus √2 times margin equal to ``radius``.
+        """
         cat = self._cat
-        lo = np.searchsorted(cat["dec"], dec - radius, side="left")
-        hi = np.searchsorted(cat["dec"], dec + radius, side="right")
+        reach = 1.01 * (radius + math.sqrt(2.0) * self._max_extent / 3600.0) if by_extent \
+            else radius
+        lo = np.searchsorted(cat["dec"], dec - reach, side="left")
+        hi = np.searchsorted(cat["dec"], dec + reach, side="right")
         if hi <= lo:
             return None
         centre = _unit_vector(ra, dec)
-        sel = lo + np.flatnonzero(self._cat_xyz[lo:hi] @ centre >= math.cos(math.radians(radius)))
+        cosines = self._cat_xyz[lo:hi] @ centre
+        if by_extent:
+            limit = np.cos(np.radians(np.minimum(
+                1.01 * (radius + math.sqrt(2.0) * self._cat_extent[lo:hi] / 3600.0), 180.0)))
+        else:
+            limit = math.cos(math.radians(radius))
+        sel = lo + np.flatnonzero(cosines >= limit)
         if not len(sel):
             return None
         return {k: v[sel] for k, v in cat.items()}
@@ -498,34 +514,13 @@ class MockSky:
         -------
         bool
         """
-        fraction = self.config.imaging.galex_hole_fraction
-        if fraction <= 0:
-            return True
-        if fraction >= 1:
-            return False
         ra, dec = coord_to_radec(coord)
-        cells = _SkyCells(self.config.imaging.galex_hole_cell)
-        j, i = cells.index(ra, dec)
-        rng = np.random.default_rng(stable_seed(self.seed, "galex-hole", j, i))
-        return bool(rng.random() >= fraction)
+        imaging = self.config.imaging
+        return galex_coverage(self.seed, ra, dec, imaging.galex_hole_fraction,
+                              imaging.galex_hole_cell)
 
     def _chip_gap(self, image, band, ra, dec):
-        fraction = self.config.imaging.ps1_nan_fraction
-        if fraction <= 0:
-            return
-        rng = np.random.default_rng(
-            stable_seed(self.seed, "chipgap", band, round(ra, 6), round(dec, 6)))
-        if rng.random() >= fraction:
-            return
-        ny, nx = image.shape
-        vertical = rng.random() < 0.5
-        n = nx if vertical else ny
-        width = int(rng.integers(2, 9))
-        start = int(rng.integers(0, max(1, n - width)))
-        if vertical:
-            image[:, start:start + width] = np.nan
-        else:
-            image[start:start + width, :] = np.nan
+        ps1_chip_gap(image, self.seed, band, ra, dec, self.config.imaging.ps1_nan_fraction)
 
     # ------------------------------------------------------------------ render
     def render(self, survey, coord, size=None, pixscale=None, band=None, skycell_center=None,
@@ -573,42 +568,102 @@ class MockSky:
         survey = normalise_survey(survey)
         ra, dec = coord_to_radec(coord)
         size, pixscale = default_geometry(survey, size, pixscale)
-        if noise is None:
-            noise = self.config.imaging.noise
         if survey == "panstarrs":
             if band is None:
                 raise ValueError("a PS1 render needs one band: band='g', 'r', 'i', 'z' or 'y'")
             native = normalise_band("panstarrs", band)
-            crval, crpix, cd = ps1_geometry(ra, dec, size, pixscale, skycell_center)
-            cube, exptimes = self._ps1_clean(ra, dec, size, pixscale, crval, crpix, cd)
-            i = _PS1_BANDS.index(native)
-            image = cube[i]
-            if noise:
-                image = self.renderer.add_noise(image, native, pixscale, exptimes[i],
-                                                self._noise_seed(survey, native, ra, dec, size,
-                                                                 pixscale))
-            image = image.astype(np.float32)
-            self._chip_gap(image, native, ra, dec)
-            return ps1_hdulist(image, native, crval, crpix, cd, exptimes[i])
+            image, (crval, crpix, cd), exptime = self._ps1_image(
+                native, ra, dec, size, pixscale, skycell_center, noise)
+            return ps1_hdulist(image, native, crval, crpix, cd, exptime)
         natives = band_list(survey, band)
-        crval, crpix, cd = viewer_geometry(ra, dec, size, pixscale)
-        if survey == "galex" and not self.galex_covered((ra, dec)):
-            cube = np.zeros((len(natives), size, size), dtype=np.float32)
-        else:
-            wcs = _tan_wcs(crval, crpix, cd=cd)
-            cube = self._render_clean(survey, natives, ra, dec, wcs, size, pixscale,
-                                      [None] * len(natives))
-            if noise:
-                for i, native in enumerate(natives):
-                    cube[i] = self.renderer.add_noise(
-                        cube[i], NATIVE_TO_BAND[(survey, native)], pixscale, None,
-                        self._noise_seed(survey, native, ra, dec, size, pixscale))
+        cube, (crval, crpix, cd) = self._viewer_cube(survey, natives, ra, dec, size, pixscale,
+                                                    noise)
         return viewer_hdulist(cube, survey, natives, crval, crpix, cd)
 
+    def render_arrays(self, coord, surveys=("galex", "panstarrs", "unwise"), *, noise=None):
+        """The default cutouts of one position as the package's survey readers return them.
+
+        The pixels are those of `render` at the services' default geometry
+        (PS1 with the tangent point at the request, ``skycell_center=None``),
+        without building the FITS files: what
+        `astro_mantis.surveys.Survey.read` makes of the responses.
+
+        Parameters
+        ----------
+        coord : `~astropy.coordinates.SkyCoord` or (float, float)
+            Cutout centre (ICRS; degrees for a pair).
+        surveys : sequence of str, optional
+            Surveys to render (default all three).
+        noise : bool, optional
+            Override ``ImagingConfig.noise``.
+
+        Returns
+        -------
+        dict
+            Survey name → ``(data, info)``. ``data`` is a float32 array
+            (nbands, size, size) in the survey's model channel order (GALEX
+            NUV, FUV; PS1 g r i z y; unWISE W1, W2) and native unit, or None
+            where the reader finds no coverage (an all-zero GALEX cube in a
+            coverage hole). ``info`` holds ``"exptime"`` (PS1: the five
+            stacks' ``EXPTIME``, s) and ``"covered"`` (bool).
+        """
+        ra, dec = coord_to_radec(coord)
+        out = {}
+        for survey in surveys:
+            survey = normalise_survey(survey)
+            size, pixscale = default_geometry(survey)
+            if survey == "panstarrs":
+                planes, exptimes = [], []
+                for native in _PS1_BANDS:
+                    image, _, exptime = self._ps1_image(native, ra, dec, size, pixscale, None,
+                                                        noise)
+                    planes.append(image)
+                    exptimes.append(exptime)
+                out[survey] = (np.stack(planes), {"exptime": exptimes, "covered": True})
+                continue
+            natives = band_list(survey, None)
+            cube, _ = self._viewer_cube(survey, natives, ra, dec, size, pixscale, noise)
+            finite = cube[np.isfinite(cube)]
+            covered = bool(np.any(finite))
+            out[survey] = (cube if covered else None, {"covered": covered})
+        return out
+
+    def _ps1_image(self, native, ra, dec, size, pixscale, skycell_center, noise):
+        """One PS1 band: (float32 image, WCS geometry, EXPTIME), as `render` sends it."""
+        if noise is None:
+            noise = self.config.imaging.noise
+        crval, crpix, cd = ps1_geometry(ra, dec, size, pixscale, skycell_center)
+        cube, exptimes = self._ps1_clean(ra, dec, size, pixscale, crval, crpix, cd)
+        i = _PS1_BANDS.index(native)
+        image = cube[i]
+        if noise:
+            image = self.renderer.add_noise(image, native, pixscale, exptimes[i],
+                                            self._noise_seed("panstarrs", native, ra, dec, size,
+                                                             pixscale))
+        image = image.astype(np.float32)
+        self._chip_gap(image, native, ra, dec)
+        return image, (crval, crpix, cd), exptimes[i]
+
+    def _viewer_cube(self, survey, natives, ra, dec, size, pixscale, noise):
+        """GALEX or unWISE planes (float32 cube in ``natives`` order) and WCS geometry."""
+        if noise is None:
+            noise = self.config.imaging.noise
+        geometry = viewer_geometry(ra, dec, size, pixscale)
+        crval, crpix, cd = geometry
+        if survey == "galex" and not self.galex_covered((ra, dec)):
+            return np.zeros((len(natives), size, size), dtype=np.float32), geometry
+        wcs = _tan_wcs(crval, crpix, cd=cd)
+        cube = self._render_clean(survey, natives, ra, dec, wcs, size, pixscale,
+                                  [None] * len(natives))
+        if noise:
+            for i, native in enumerate(natives):
+                cube[i] = self.renderer.add_noise(
+                    cube[i], NATIVE_TO_BAND[(survey, native)], pixscale, None,
+                    self._noise_seed(survey, native, ra, dec, size, pixscale))
+        return cube, geometry
+
     def _noise_seed(self, survey, native, ra, dec, size, pixscale):
-        """Seed of one band's noise: (seed, survey, band, rounded position, geometry)."""
-        return stable_seed(self.seed, "noise", survey, str(native), round(ra, 6), round(dec, 6),
-                           size, round(pixscale, 6))
+        return noise_seed(self.seed, survey, native, ra, dec, size, pixscale)
 
     def _ps1_clean(self, ra, dec, size, pixscale, crval, crpix, cd):
         """Noiseless g r i z y images of one fitscut request, and their EXPTIMEs.
@@ -646,7 +701,8 @@ class MockSky:
         fwhm = max(imaging.psf_fwhm[b] for b in bands)
         margin = (4.0 * fwhm + 2.0 * pixscale) / 3600.0
         sources = []
-        cat = self._catalog_near(ra, dec, half_diag + margin + self._max_extent / 3600.0)
+        # stamps are squares: a source is drawn if its square reaches the cutout's
+        cat = self._catalog_near(ra, dec, half_diag + math.sqrt(2.0) * margin, by_extent=True)
         if cat is not None:
             cat = dict(cat)
             cat["field"] = np.zeros(len(cat["ra"]), bool)
@@ -665,6 +721,104 @@ class MockSky:
         sources = _concat(sources) or {}
         return self.renderer.render_bands(bands, sources, wcs, size, pixscale, exptimes,
                                           noise=False)
+
+
+def noise_seed(seed, survey, native, ra, dec, size, pixscale):
+    """Seed of the noise of one band of one cutout of the mock sky.
+
+    Parameters
+    ----------
+    seed : int
+        Sky seed.
+    survey : str
+        Canonical survey name.
+    native : str or int
+        Native band identifier.
+    ra, dec : float
+        Requested centre (deg; rounded to 1e-6 deg).
+    size : int
+        Cutout side (pixels).
+    pixscale : float
+        Arcsec per pixel.
+
+    Returns
+    -------
+    int
+    """
+    return stable_seed(seed, "noise", survey, str(native), round(ra, 6), round(dec, 6),
+                       size, round(pixscale, 6))
+
+
+def galex_coverage(seed, ra, dec, fraction, cell):
+    """Whether GALEX covers a position of the mock sky of a given seed.
+
+    The sky is cut into cells of ``cell`` degrees (`MockSky`'s cell grid);
+    each cell lacks GALEX data with probability ``fraction``, drawn from
+    ``(seed, cell)``. Numpy only.
+
+    Parameters
+    ----------
+    seed : int
+        Sky seed.
+    ra, dec : float
+        Position (deg).
+    fraction : float
+        Fraction of cells without coverage (``ImagingConfig.galex_hole_fraction``).
+    cell : float
+        Cell side (deg; ``ImagingConfig.galex_hole_cell``).
+
+    Returns
+    -------
+    bool
+    """
+    if fraction <= 0:
+        return True
+    if fraction >= 1:
+        return False
+    j, i = _SkyCells(cell).index(ra, dec)
+    rng = np.random.default_rng(stable_seed(seed, "galex-hole", j, i))
+    return bool(rng.random() >= fraction)
+
+
+def ps1_chip_gap(image, seed, band, ra, dec, fraction):
+    """Cross a PS1 image with a NaN stripe (chip gap), in place, if its draw says so.
+
+    Whether (probability ``fraction``), where, how wide (2 to 8 pixels) and
+    in which direction derive from ``(seed, band, position)``. Numpy only.
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`, shape (ny, nx)
+        Float image, modified in place.
+    seed : int
+        Sky seed.
+    band : str
+        PS1 band.
+    ra, dec : float
+        Requested position (deg).
+    fraction : float
+        ``ImagingConfig.ps1_nan_fraction``.
+
+    Returns
+    -------
+    bool
+        Whether a stripe was drawn.
+    """
+    if fraction <= 0:
+        return False
+    rng = np.random.default_rng(stable_seed(seed, "chipgap", band, round(ra, 6), round(dec, 6)))
+    if rng.random() >= fraction:
+        return False
+    ny, nx = image.shape
+    vertical = rng.random() < 0.5
+    n = nx if vertical else ny
+    width = int(rng.integers(2, 9))
+    start = int(rng.integers(0, max(1, n - width)))
+    if vertical:
+        image[:, start:start + width] = np.nan
+    else:
+        image[start:start + width, :] = np.nan
+    return True
 
 
 def _unit_vector(ra, dec):

@@ -1,0 +1,653 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Training data: fused-cutout datasets, augmentation, targets and samplers.
+
+The network sees early-fused inputs, ``x`` of shape ``(9, 120, 120)`` plus two dust
+values, and is trained to put probability on the redshift bin of the true redshift.
+This module turns the training shards written by
+``astro_mantis.simulate.dataset.make_dataset`` (raw per-survey cutouts, true redshift,
+dust) into PyTorch datasets:
+
+* `~astro_mantis.training.data.ShardDataset` fuses each shard once (``astro_mantis.fusion``) into a
+  memory-mapped ``.npy`` cache on disk, so datasets larger than memory train with a bounded memory
+  footprint; `~astro_mantis.training.data.ArrayDataset` holds already-fused arrays in memory.
+* `~astro_mantis.training.data.augment` applies one of the 8 rotations/flips of the square plus a
+  small circular shift, identically to all channels. Each item's transform is drawn from a random
+  generator keyed by ``(seed, epoch, index)``, so an epoch is reproducible whatever the number of
+  data-loader workers and after a resume.
+* `~astro_mantis.training.data.z_to_bin` and `~astro_mantis.training.data.soft_targets` give the
+  class targets; `~astro_mantis.training.data.EpochSampler` shuffles or draws redshift-balanced
+  samples (`~astro_mantis.training.data.balanced_weights`), again keyed by the epoch.
+"""
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
+
+from ..logger import log
+from ..pdf import Z_EDGES
+
+__all__ = [
+    "ArrayDataset",
+    "ShardDataset",
+    "FusedDataset",
+    "EpochSampler",
+    "augment",
+    "dihedral",
+    "inverse_dihedral",
+    "z_to_bin",
+    "soft_targets",
+    "balanced_weights",
+    "derive_seed",
+    "fuse_shard_arrays",
+    "SPLITS",
+]
+
+#: The split names of a training data directory, in order.
+SPLITS = ("train", "validation", "test")
+
+#: Maximum circular shift (pixels) of the default augmentation.
+MAX_SHIFT = 2
+
+# Rows fused at once when a shard is written to the cache (bounds the temporaries).
+_FUSE_CHUNK = 256
+# Version of the on-disk fused cache layout; bump to invalidate old caches.
+_CACHE_VERSION = 1
+
+
+def derive_seed(*keys):
+    """Combine integers into one 63-bit seed, independently of call order elsewhere.
+
+    Parameters
+    ----------
+    *keys : int
+        Non-negative integers, e.g. ``(seed, epoch, index)``.
+
+    Returns
+    -------
+    seed : int
+        A seed in ``[0, 2**63)`` from `numpy.random.SeedSequence`, so that nearby keys
+        give unrelated streams.
+    """
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
+
+
+# ------------------------------------------------------------------------- targets
+def z_to_bin(z, edges=None):
+    """Index of the redshift bin holding each redshift.
+
+    Parameters
+    ----------
+    z : array-like or `torch.Tensor`
+        Redshifts.
+    edges : array-like, optional
+        Bin edges (default `astro_mantis.pdf.Z_EDGES`, 400 bins on [0, 1.6)).
+
+    Returns
+    -------
+    bins : `numpy.ndarray` or `torch.Tensor` of int64
+        ``k`` such that ``edges[k] <= z < edges[k + 1]``. Redshifts outside the grid are
+        clipped to the first or last bin (the network has no bin for them).
+    """
+    edges_np = Z_EDGES if edges is None else np.asarray(edges, dtype=np.float64)
+    nbins = len(edges_np) - 1
+    if isinstance(z, torch.Tensor):
+        e = torch.tensor(np.array(edges_np), dtype=torch.float64, device=z.device)
+        k = torch.searchsorted(e, z.to(torch.float64), right=True) - 1
+        return k.clamp_(0, nbins - 1).to(torch.int64)
+    k = np.searchsorted(edges_np, np.asarray(z, dtype=np.float64), side="right") - 1
+    return np.clip(k, 0, nbins - 1).astype(np.int64)
+
+
+def soft_targets(z, sigma, edges=None):
+    """Gaussian-smoothed class targets: a probability vector over the bins per redshift.
+
+    Parameters
+    ----------
+    z : `torch.Tensor`
+        Redshifts, shape ``(N,)``.
+    sigma : float
+        Standard deviation of the Gaussian in units of bins (``sigma=1`` is one bin
+        width, 0.004 in redshift for the default grid). ``sigma <= 0`` gives one-hot
+        targets on the bin of ``z``.
+    edges : array-like, optional
+        Bin edges (default `astro_mantis.pdf.Z_EDGES`).
+
+    Returns
+    -------
+    targets : `torch.Tensor`
+        Shape ``(N, nbins)``, float32, rows summing to 1. The Gaussian is centred on the
+        exact redshift (not on its bin's centre) and truncated at the ends of the grid
+        (then renormalised).
+    """
+    edges_np = Z_EDGES if edges is None else np.asarray(edges, dtype=np.float64)
+    z = torch.as_tensor(z)
+    nbins = len(edges_np) - 1
+    if sigma <= 0:
+        k = z_to_bin(z, edges_np)
+        return torch.nn.functional.one_hot(k, nbins).to(torch.float32)
+    centres = torch.as_tensor(0.5 * (edges_np[1:] + edges_np[:-1]), dtype=torch.float64,
+                              device=z.device)
+    width = float(np.mean(np.diff(edges_np)))
+    zc = z.to(torch.float64).clamp(float(edges_np[0]), float(edges_np[-1]))
+    d = (centres[None, :] - zc[:, None]) / (sigma * width)
+    w = torch.exp(-0.5 * d * d)
+    return (w / w.sum(dim=1, keepdim=True)).to(torch.float32)
+
+
+def balanced_weights(z, nbins=40, zrange=(0.0, 1.6), max_ratio=20.0):
+    """Per-object sampling weights that flatten the redshift distribution.
+
+    Each object gets the weight ``1 / n(z)`` of its coarse redshift bin, where ``n`` is
+    the histogram of ``z`` over ``nbins`` equal bins; the weights are clipped so that no
+    object weighs more than ``max_ratio`` times the least-weighted one (sparse bins
+    would otherwise repeat a few galaxies many times per epoch).
+
+    Parameters
+    ----------
+    z : array-like
+        Training redshifts.
+    nbins : int
+        Number of coarse histogram bins.
+    zrange : (float, float)
+        Range of the histogram.
+    max_ratio : float
+        Largest allowed ratio of two weights.
+
+    Returns
+    -------
+    weights : `numpy.ndarray`
+        float64, same length as ``z``, summing to ``len(z)``.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    if z.size == 0:
+        return np.zeros(0)
+    counts, edges = np.histogram(np.clip(z, *zrange), bins=nbins, range=zrange)
+    k = np.clip(np.searchsorted(edges, np.clip(z, *zrange), side="right") - 1, 0, nbins - 1)
+    w = 1.0 / counts[k]
+    w = np.minimum(w, w.min() * float(max_ratio))
+    return w * (len(w) / w.sum())
+
+
+# ------------------------------------------------------------------------- augmentation
+def dihedral(x, k):
+    """Apply element ``k`` of the symmetry group of the square to an image stack.
+
+    Parameters
+    ----------
+    x : `numpy.ndarray`
+        Shape ``(..., ny, nx)`` with ``ny == nx``; all leading channels get the same
+        transform.
+    k : int
+        ``0..7``: rotation by ``(k % 4) * 90`` degrees (`numpy.rot90`, counter-clockwise
+        in array order), preceded by a left-right flip when ``k >= 4``.
+
+    Returns
+    -------
+    `numpy.ndarray`
+        The transformed array (a view where possible).
+    """
+    k = int(k)
+    if not 0 <= k < 8:
+        raise ValueError(f"dihedral index must be in 0..7, got {k}")
+    if k >= 4:
+        x = x[..., ::-1]
+    return np.rot90(x, k % 4, axes=(-2, -1))
+
+
+def inverse_dihedral(x, k):
+    """Undo `~astro_mantis.training.data.dihedral`: ``inverse_dihedral(dihedral(x, k), k) == x``.
+
+    Parameters
+    ----------
+    x : `numpy.ndarray`
+        Shape ``(..., ny, nx)``.
+    k : int
+        The index given to `~astro_mantis.training.data.dihedral`.
+
+    Returns
+    -------
+    `numpy.ndarray`
+    """
+    k = int(k)
+    if not 0 <= k < 8:
+        raise ValueError(f"dihedral index must be in 0..7, got {k}")
+    x = np.rot90(x, -(k % 4), axes=(-2, -1))
+    return x[..., ::-1] if k >= 4 else x
+
+
+def augment(x, rng, max_shift=MAX_SHIFT):
+    """Randomly rotate/flip and shift one fused input, identically in all channels.
+
+    Parameters
+    ----------
+    x : `numpy.ndarray`
+        One input, shape ``(channels, ny, nx)`` with ``ny == nx``.
+    rng : `numpy.random.Generator`
+        Source of the random choices (three draws per call).
+    max_shift : int
+        Largest shift in pixels along each axis; shifts are uniform integers in
+        ``[-max_shift, max_shift]``. The shift is circular (`numpy.roll`): pixels leaving
+        one edge re-enter at the other, so the transform is a bijection of the pixels
+        and loses nothing (at ±2 px of a 120 px cutout only sky re-enters).
+
+    Returns
+    -------
+    x : `numpy.ndarray`
+        A new C-contiguous array of the same shape and dtype.
+    params : tuple of int
+        ``(k, dy, dx)``: the `~astro_mantis.training.data.dihedral` index and the shifts applied
+        after it.
+    """
+    if x.ndim != 3 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"expected one square image stack (channels, n, n), got {x.shape}")
+    k = int(rng.integers(0, 8))
+    dy, dx = (int(v) for v in rng.integers(-max_shift, max_shift + 1, size=2))
+    y = dihedral(x, k)
+    if dy or dx:
+        y = np.roll(y, (dy, dx), axis=(-2, -1))
+    return np.ascontiguousarray(y), (k, dy, dx)
+
+
+# ------------------------------------------------------------------------- datasets
+class FusedDataset(Dataset):
+    """Base class of the training datasets: fused inputs, dust and true redshifts.
+
+    An item is a tuple ``(x, dust, z)``: ``x`` a float32 tensor ``(9, 120, 120)``,
+    ``dust`` a float32 tensor ``(2,)`` (E(B-V) CSFD, Planck) and ``z`` a float64 scalar
+    tensor. Subclasses implement ``__len__``, `row` and the `z` property.
+
+    Parameters
+    ----------
+    augment : bool
+        Apply `~astro_mantis.training.data.augment` to each item.
+    seed : int
+        Seed of the augmentation; item ``i`` in epoch ``e`` uses the generator
+        ``numpy.random.default_rng(derive_seed(seed, e, i))``.
+    max_shift : int
+        Largest shift of the augmentation, pixels.
+    """
+
+    def __init__(self, augment=False, seed=0, max_shift=MAX_SHIFT):
+        self.augment = bool(augment)
+        self.seed = int(seed)
+        self.max_shift = int(max_shift)
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        """Select the epoch whose augmentation draws are used (call before iterating).
+
+        Parameters
+        ----------
+        epoch : int
+            Zero-based epoch number.
+        """
+        self.epoch = int(epoch)
+
+    @property
+    def z(self):
+        """True redshifts of all items, float64 `numpy.ndarray` (no image I/O)."""
+        raise NotImplementedError
+
+    def row(self, index):
+        """Return the raw ``(x, dust, z)`` of one item as numpy values, unaugmented."""
+        raise NotImplementedError
+
+    def __getitem__(self, index):
+        index = int(index)
+        x, dust, z = self.row(index)
+        x = np.asarray(x, dtype=np.float32)
+        if self.augment:
+            rng = np.random.default_rng(derive_seed(self.seed, self.epoch, index))
+            x, _ = augment(x, rng, self.max_shift)
+        else:
+            x = np.array(x, dtype=np.float32, copy=True)
+        return (torch.from_numpy(x), torch.as_tensor(np.asarray(dust, dtype=np.float32)),
+                torch.tensor(float(z), dtype=torch.float64))
+
+
+class ArrayDataset(FusedDataset):
+    """A dataset over fused arrays held in memory.
+
+    Parameters
+    ----------
+    x : array-like
+        Fused inputs, shape ``(N, channels, n, n)`` (float32 or float16).
+    dust : array-like
+        Dust values, shape ``(N, 2)``.
+    z : array-like
+        True redshifts, shape ``(N,)``.
+    augment, seed, max_shift
+        As for `~astro_mantis.training.data.FusedDataset`.
+    """
+
+    def __init__(self, x, dust, z, augment=False, seed=0, max_shift=MAX_SHIFT):
+        super().__init__(augment=augment, seed=seed, max_shift=max_shift)
+        self.x = np.asarray(x)
+        self.dust = np.asarray(dust, dtype=np.float32)
+        self._z = np.asarray(z, dtype=np.float64)
+        n = len(self._z)
+        if self.x.ndim != 4 or len(self.x) != n or self.dust.shape != (n, 2):
+            raise ValueError(f"expected x (N, C, n, n), dust (N, 2) and z (N,) with the same "
+                             f"N; got {self.x.shape}, {self.dust.shape}, {self._z.shape}")
+
+    def __len__(self):
+        return len(self._z)
+
+    @property
+    def z(self):
+        return self._z
+
+    def row(self, index):
+        return self.x[index], self.dust[index], self._z[index]
+
+
+def fuse_shard_arrays(shard, nan_policy="zero"):
+    """Early-fuse the raw cutout arrays of one shard (the published recipe).
+
+    A thin wrapper of ``astro_mantis.fusion.fuse_arrays``, the array twin of
+    ``astro_mantis.fusion.early_fusion``: per survey, centre crop (PS1 170 → 120,
+    GALEX and unWISE 32 → 22), non-finite pixels handled by ``nan_policy``, the
+    survey's normalisation, and the antialiased bilinear resize to 120 × 120. The
+    network therefore sees in training exactly what ``early_fusion`` gives it at
+    inference.
+
+    Parameters
+    ----------
+    shard : mapping
+        A shard as read by ``astro_mantis.simulate.dataset.load_shard``: per-survey
+        arrays ``galex`` ``(N, 2, 32, 32)``, ``panstarrs`` ``(N, 5, 170, 170)``,
+        ``unwise`` ``(N, 2, 32, 32)`` in native units (all-NaN planes for a missing
+        survey; a survey absent from the shard is missing for every row), and
+        ``ebv_csfd``, ``ebv_planck``.
+    nan_policy : {"zero", "inpaint"}
+        What replaces non-finite pixels (``"zero"`` is the reference's choice).
+
+    Returns
+    -------
+    x : `numpy.ndarray`
+        float32 ``(N, 9, 120, 120)``, channels NUV FUV g r i z y W1 W2.
+    dust : `numpy.ndarray`
+        float32 ``(N, 2)`` (non-finite values become 0).
+    valid : `numpy.ndarray`
+        bool ``(N, 9)``: False for a channel whose survey is missing or in which some
+        pixel seen by the network had to be set to zero.
+    """
+    from ..fusion import fuse_arrays
+
+    fused = fuse_arrays(shard.get("galex"), shard.get("panstarrs"), shard.get("unwise"),
+                        ebv=_shard_dust(shard), nan_policy=nan_policy)
+    return (np.asarray(fused.x, np.float32), np.asarray(fused.dust, np.float32),
+            np.asarray(fused.valid, bool))
+
+
+def _shard_dust(shard):
+    """The ``(N, 2)`` dust array (CSFD, Planck) of a shard, non-finite values set to 0."""
+    dust = np.stack([np.asarray(shard["ebv_csfd"], dtype=np.float32),
+                     np.asarray(shard["ebv_planck"], dtype=np.float32)], axis=1)
+    dust[~np.isfinite(dust)] = 0.0
+    return dust
+
+
+def _file_signature(path):
+    """Size and modification time of a file: a cheap identity for cache validation."""
+    st = os.stat(path)
+    return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+
+
+class ShardDataset(FusedDataset):
+    """A dataset over the shards of one split of a training data directory.
+
+    On construction each shard of the split is fused once
+    (`~astro_mantis.training.data.fuse_shard_arrays`) and written to ``cache_dir`` as
+    ``<shard>.x.npy`` (the fused inputs, in ``cache_dtype``) plus ``<shard>.meta.npz`` (dust,
+    redshift, validity mask, flags, ids). Items are then read from memory-mapped arrays, so memory
+    use does not grow with the data set: the operating system pages the rows in and out. A cache
+    entry is reused when its source shard's size and modification time and the package's fusion
+    version are unchanged.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        The data directory (with ``manifest.json`` and the shards).
+    split : str
+        ``"train"``, ``"validation"`` or ``"test"``.
+    cache_dir : str or path-like, optional
+        Where the fused cache goes; default ``<directory>/fused_cache``.
+    cache_dtype : {"float16", "float32"}
+        Storage type of the cached inputs. float16 halves disk use and I/O; its relative
+        rounding (5e-4) is far below the images' noise. Items are always float32.
+    in_memory : bool
+        Load the whole cached split into memory instead of memory-mapping it.
+    augment, seed, max_shift
+        As for `~astro_mantis.training.data.FusedDataset`.
+    progress : bool
+        Show a progress bar while fusing.
+
+    Attributes
+    ----------
+    dust : `numpy.ndarray`
+        float32 ``(N, 2)``, the dust inputs.
+    valid : `numpy.ndarray`
+        bool ``(N, 9)``, the fusion's per-channel validity mask.
+    flags : `numpy.ndarray`
+        int64 ``(N,)``, the shards' `~astro_mantis.MantisFlag` bits.
+    ids : `numpy.ndarray`
+        int64 ``(N,)``, the catalog ``id`` of each item.
+    shards : list of `pathlib.Path`
+        The shard files, in order.
+    """
+
+    def __init__(self, directory, split="train", cache_dir=None, cache_dtype="float16",
+                 in_memory=False, augment=False, seed=0, max_shift=MAX_SHIFT, progress=False):
+        super().__init__(augment=augment, seed=seed, max_shift=max_shift)
+        self.directory = Path(directory)
+        self.split = str(split)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else \
+            self.directory / "fused_cache"
+        self.cache_dtype = np.dtype(cache_dtype)
+        if self.cache_dtype not in (np.dtype(np.float16), np.dtype(np.float32)):
+            raise ValueError(f"cache_dtype must be float16 or float32, got {cache_dtype!r}")
+        self.in_memory = bool(in_memory)
+        self.shards = list_shards(self.directory, self.split)
+        if not self.shards:
+            raise FileNotFoundError(f"no {self.split!r} shards in {str(self.directory)!r}")
+        self._x_paths = []
+        parts = {"z": [], "dust": [], "valid": [], "flags": [], "id": []}
+        for path in _progress(self.shards, progress, f"fusing {self.split}"):
+            xpath, meta = self._ensure_cached(path)
+            self._x_paths.append(xpath)
+            for key in parts:
+                parts[key].append(meta[key])
+        self._z = np.concatenate(parts["z"]).astype(np.float64)
+        self.dust = np.concatenate(parts["dust"]).astype(np.float32)
+        self.valid = np.concatenate(parts["valid"]).astype(bool)
+        self.flags = np.concatenate(parts["flags"]).astype(np.int64)
+        self.ids = np.concatenate(parts["id"]).astype(np.int64)
+        sizes = np.array([len(v) for v in parts["z"]], dtype=np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(sizes)])
+        self._arrays = [None] * len(self.shards)
+
+    def __len__(self):
+        return int(self._starts[-1])
+
+    @property
+    def z(self):
+        return self._z
+
+    def __getstate__(self):  # memory maps are reopened in data-loader workers
+        state = self.__dict__.copy()
+        if not self.in_memory:
+            state["_arrays"] = [None] * len(self.shards)
+        return state
+
+    def _array(self, s):
+        arr = self._arrays[s]
+        if arr is None:
+            arr = np.load(self._x_paths[s], mmap_mode=None if self.in_memory else "r")
+            self._arrays[s] = arr
+        return arr
+
+    def row(self, index):
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        s = int(np.searchsorted(self._starts, index, side="right") - 1)
+        i = index - int(self._starts[s])
+        return self._array(s)[i], self.dust[index], self._z[index]
+
+    def _signature(self, path):
+        from .. import __version__
+
+        return {"cache_version": _CACHE_VERSION, "package_version": __version__,
+                "fusion": "fuse_arrays, nan_policy=zero", "dtype": self.cache_dtype.name,
+                "source": _file_signature(path)}
+
+    def _ensure_cached(self, path):
+        """Fuse one shard into the cache unless an up-to-date entry exists."""
+        key = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:10]
+        base = self.cache_dir / self.split / f"{Path(path).stem}-{key}"
+        xpath = base.with_name(base.name + ".x.npy")
+        mpath = base.with_name(base.name + ".meta.npz")
+        spath = base.with_name(base.name + ".json")
+        sig = self._signature(path)
+        if xpath.exists() and mpath.exists() and spath.exists():
+            try:
+                if json.loads(spath.read_text()) == sig:
+                    with np.load(mpath) as m:
+                        return xpath, {k: m[k] for k in m.files}
+            except (OSError, ValueError):
+                pass
+        base.parent.mkdir(parents=True, exist_ok=True)
+        shard = load_shard(path)
+        n = len(shard["z"])
+        tmp = xpath.with_name(xpath.name + ".tmp.npy")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.cache_dtype,
+                                        shape=(n, 9, 120, 120))
+        dust = np.empty((n, 2), np.float32)
+        valid = np.empty((n, 9), bool)
+        for start in range(0, n, _FUSE_CHUNK):
+            sl = slice(start, min(start + _FUSE_CHUNK, n))
+            part = {k: shard[k][sl] for k in ("galex", "panstarrs", "unwise", "ebv_csfd",
+                                               "ebv_planck") if k in shard}
+            x, d, v = fuse_shard_arrays(part)
+            out[sl] = x
+            dust[sl] = d
+            valid[sl] = v
+        out.flush()
+        del out
+        os.replace(tmp, xpath)
+        meta = {"z": np.asarray(shard["z"], dtype=np.float64), "dust": dust, "valid": valid,
+                "flags": np.asarray(shard["flags"], dtype=np.int64),
+                "id": np.asarray(shard["id"], dtype=np.int64)}
+        tmpm = mpath.with_name(mpath.name + ".tmp.npz")
+        np.savez(tmpm, **meta)
+        os.replace(tmpm, mpath)
+        spath.write_text(json.dumps(sig))
+        log.debug(f"fused {path} -> {xpath}")
+        return xpath, meta
+
+
+def list_shards(directory, split):
+    """Paths of the shards of one split, in order, from the directory's manifest.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        A directory written by ``astro_mantis.simulate.dataset.make_dataset``.
+    split : {"train", "validation", "test"}
+        The split.
+
+    Returns
+    -------
+    list of `pathlib.Path`
+        Empty when the split has no galaxies.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no ``manifest.json`` or a listed shard is missing.
+    ValueError
+        For an unknown split or an incomplete dataset.
+    """
+    from ..simulate.dataset import read_manifest
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    manifest = read_manifest(directory)
+    if not manifest.get("complete"):
+        raise ValueError(f"the dataset in {directory} is incomplete: rerun make_dataset with "
+                         "the same arguments to finish it")
+    paths = [Path(directory) / s["file"] for s in manifest["splits"][split]["shards"]
+             if s.get("n", 1) > 0]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"shard {path} listed in the manifest does not exist")
+    return paths
+
+
+def load_shard(path):
+    """Read one shard (``astro_mantis.simulate.dataset.load_shard``; missing surveys NaN)."""
+    from ..simulate.dataset import load_shard as _load
+
+    return _load(path)
+
+
+def _progress(iterable, enabled, desc):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, disable=not enabled, leave=False)
+
+
+# ------------------------------------------------------------------------- sampling
+class EpochSampler(Sampler):
+    """Shuffled or redshift-balanced sample order, reproducible per epoch.
+
+    Parameters
+    ----------
+    n : int
+        Dataset length.
+    seed : int
+        Base seed; epoch ``e`` draws from ``derive_seed(seed, e, 1)``.
+    shuffle : bool
+        Random permutation each epoch (else ``0..n-1``). Ignored with ``weights``.
+    weights : array-like, optional
+        Per-item sampling weights (e.g. `~astro_mantis.training.data.balanced_weights`): each epoch
+        then draws ``n`` items with replacement through `torch.utils.data.WeightedRandomSampler`.
+    """
+
+    def __init__(self, n, seed=0, shuffle=True, weights=None):
+        self.n = int(n)
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if self.weights is not None and len(self.weights) != self.n:
+            raise ValueError(f"{len(self.weights)} weights for {self.n} items")
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        """Select the epoch whose order is drawn next.
+
+        Parameters
+        ----------
+        epoch : int
+            Zero-based epoch number.
+        """
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 1))
+        if self.weights is not None:
+            return iter(WeightedRandomSampler(self.weights, self.n, replacement=True,
+                                              generator=gen))
+        if not self.shuffle:
+            return iter(range(self.n))
+        return iter(torch.randperm(self.n, generator=gen).tolist())

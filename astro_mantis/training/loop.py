@@ -1,0 +1,822 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""The training loop: AdamW, warm-up + cosine schedule, checkpoints and exact resume.
+
+`~astro_mantis.training.loop.train` fits a network of the ``astro_mantis.models`` registry (or any
+module with the same ``forward(x, dust) -> logits`` contract) to the shards of a training data
+directory, minimising the cross-entropy over the 400 redshift bins. Each epoch it evaluates the
+validation split, appends a line to ``metrics.jsonl`` and writes a full-state checkpoint, from which
+``resume=True`` continues bit for bit; it stops early when the validation CDE loss has not improved
+for ``patience`` epochs.
+"""
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..logger import log
+from ..pdf import Z_EDGES
+from .data import (EpochSampler, FusedDataset, ShardDataset, balanced_weights, soft_targets,
+                   z_to_bin)
+
+__all__ = [
+    "train",
+    "TrainResult",
+    "TrainingData",
+    "WarmupCosine",
+    "bin_cross_entropy",
+    "collect_logits",
+    "evaluate",
+    "epoch_metrics",
+    "manifest_summary",
+    "seed_everything",
+    "resolve_device",
+    "load_checkpoint",
+    "CHECKPOINT_NAME",
+    "BEST_NAME",
+    "METRICS_NAME",
+]
+
+#: File name of the full-state checkpoint written after every epoch.
+CHECKPOINT_NAME = "checkpoint.pt"
+#: File name of the weights of the best epoch (lowest validation CDE loss).
+BEST_NAME = "best_model.pt"
+#: File name of the per-epoch metrics log (JSON lines).
+METRICS_NAME = "metrics.jsonl"
+
+# Settings that must not change when a run is resumed (they shape the result).
+_RESUME_FIXED = ("batch_size", "lr", "weight_decay", "warmup_epochs", "seed", "smoothing_sigma",
+                 "balanced", "augment", "epochs", "n_train", "min_delta", "grad_clip")
+
+
+# ------------------------------------------------------------------------- helpers
+def seed_everything(seed):
+    """Seed Python's, NumPy's and PyTorch's (CPU and CUDA) global random generators.
+
+    Parameters
+    ----------
+    seed : int
+        The seed.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device="auto"):
+    """Turn a device name into a `torch.device`.
+
+    Parameters
+    ----------
+    device : str or `torch.device`
+        ``"auto"`` picks CUDA when available, then Apple MPS, else the CPU; any other
+        value is passed to `torch.device`.
+
+    Returns
+    -------
+    `torch.device`
+    """
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+class WarmupCosine:
+    """Learning-rate factor: linear warm-up, then cosine decay to ``final``.
+
+    Used as the ``lr_lambda`` of `torch.optim.lr_scheduler.LambdaLR`, stepped once per
+    optimiser step.
+
+    Parameters
+    ----------
+    total_steps : int
+        Number of optimiser steps of the whole run.
+    warmup_steps : int
+        Steps of the linear warm-up from ``1 / (warmup_steps + 1)`` to 1.
+    final : float
+        Factor reached at the last step.
+    """
+
+    def __init__(self, total_steps, warmup_steps, final=0.01):
+        self.total_steps = max(int(total_steps), 1)
+        self.warmup_steps = max(min(int(warmup_steps), self.total_steps - 1), 0)
+        self.final = float(final)
+
+    def __call__(self, step):
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        span = max(self.total_steps - self.warmup_steps, 1)
+        t = min((step - self.warmup_steps) / span, 1.0)
+        return self.final + (1.0 - self.final) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def bin_cross_entropy(logits, z, smoothing_sigma=0.0, edges=None):
+    """Cross-entropy of bin logits against the true redshifts.
+
+    Parameters
+    ----------
+    logits : `torch.Tensor`
+        Shape ``(N, nbins)``.
+    z : `torch.Tensor`
+        True redshifts, shape ``(N,)``.
+    smoothing_sigma : float
+        0 for hard targets (the bin holding ``z``); otherwise the width, in bins, of the
+        Gaussian soft targets (`astro_mantis.training.data.soft_targets`).
+    edges : array-like, optional
+        Bin edges (default `astro_mantis.pdf.Z_EDGES`).
+
+    Returns
+    -------
+    loss : `torch.Tensor`
+        The mean over the batch (a scalar).
+    """
+    logits = logits.float()
+    if smoothing_sigma and smoothing_sigma > 0:
+        target = soft_targets(z, smoothing_sigma, edges).to(logits.device)
+        return -(target * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    return torch.nn.functional.cross_entropy(logits, z_to_bin(z, edges).to(logits.device))
+
+
+def epoch_metrics(logits, z, temperature=1.0, edges=None):
+    """The per-epoch validation metrics, computed from logits.
+
+    Parameters
+    ----------
+    logits : `numpy.ndarray`
+        Shape ``(N, nbins)``.
+    z : `numpy.ndarray`
+        True redshifts.
+    temperature : float
+        Softmax temperature.
+    edges : array-like, optional
+        Bin edges (default `astro_mantis.pdf.Z_EDGES`).
+
+    Returns
+    -------
+    dict
+        ``loss`` (mean negative log-likelihood of the true bin, i.e. the hard-target
+        cross-entropy), ``cde_loss`` (Izbicki & Lee 2017: mean of ``∫ p(z)^2 dz - 2
+        p(z_true)`` for the histogram density; lower is better), ``nmad``
+        (``1.4826 * median(|dz - median(dz)|)``, ``dz = (z_mean - z) / (1 + z)``, the
+        point estimate being the PDF mean), ``outlier_frac`` (``|dz| > 0.15``),
+        ``outlier_frac_005`` (``|dz| > 0.05``), ``bias`` (mean ``dz``).
+    """
+    edges = Z_EDGES if edges is None else np.asarray(edges, dtype=np.float64)
+    widths = np.diff(edges)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    z = np.asarray(z, dtype=np.float64)
+    x = np.asarray(logits, dtype=np.float64) / float(temperature)
+    x = x - x.max(axis=1, keepdims=True)
+    logp = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+    p = np.exp(logp)
+    k = z_to_bin(z, edges)
+    inside = (z >= edges[0]) & (z < edges[-1])
+    rows = np.arange(len(z))
+    dens_true = np.where(inside, p[rows, k] / widths[k], 0.0)
+    cde = np.mean(np.sum(p * p / widths, axis=1) - 2.0 * dens_true)
+    zmean = p @ centres
+    dz = (zmean - z) / (1.0 + z)
+    return {
+        "loss": float(-np.mean(logp[rows, k])),
+        "cde_loss": float(cde),
+        "nmad": float(1.4826 * np.median(np.abs(dz - np.median(dz)))),
+        "outlier_frac": float(np.mean(np.abs(dz) > 0.15)),
+        "outlier_frac_005": float(np.mean(np.abs(dz) > 0.05)),
+        "bias": float(np.mean(dz)),
+    }
+
+
+@torch.inference_mode()
+def collect_logits(model, dataset, batch_size=128, device="cpu", num_workers=0, progress=False,
+                   desc="evaluating"):
+    """Run a model over a dataset (no augmentation) and gather its logits.
+
+    Parameters
+    ----------
+    model : `torch.nn.Module`
+        Network with ``forward(x, dust) -> logits``.
+    dataset : `~astro_mantis.training.data.FusedDataset`
+        The data; its augmentation is switched off for the call.
+    batch_size : int
+        Batch size.
+    device : str or `torch.device`
+        Where to run.
+    num_workers : int
+        Data-loader worker processes.
+    progress : bool
+        Show a progress bar.
+    desc : str
+        Label of the progress bar.
+
+    Returns
+    -------
+    logits : `numpy.ndarray`
+        float32 ``(N, nbins)``, in dataset order.
+    z : `numpy.ndarray`
+        float64 ``(N,)``, the true redshifts.
+    """
+    from tqdm.auto import tqdm
+
+    device = resolve_device(device)
+    was_training = model.training
+    saved = dataset.augment
+    dataset.augment = False
+    model.eval()
+    try:
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                            num_workers=num_workers, pin_memory=device.type == "cuda")
+        outs, zs = [], []
+        for x, dust, z in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            out = model(x.to(device, non_blocking=True), dust.to(device, non_blocking=True))
+            outs.append(out.float().cpu().numpy())
+            zs.append(z.numpy())
+    finally:
+        dataset.augment = saved
+        model.train(was_training)
+    if not outs:
+        return np.zeros((0, len(Z_EDGES) - 1), np.float32), np.zeros(0)
+    return np.concatenate(outs), np.concatenate(zs)
+
+
+def evaluate(model, dataset, temperature=1.0, batch_size=128, device="cpu", num_workers=0,
+             progress=False, desc="evaluating"):
+    """Metrics of a model on a dataset (no augmentation).
+
+    Parameters
+    ----------
+    model : `torch.nn.Module`
+        The network.
+    dataset : `~astro_mantis.training.data.FusedDataset`
+        The data (e.g. the validation or test split).
+    temperature : float
+        Softmax temperature of the calibration.
+    batch_size, device, num_workers, progress, desc
+        As for `~astro_mantis.training.loop.collect_logits`.
+
+    Returns
+    -------
+    dict
+        The entries of `~astro_mantis.training.loop.epoch_metrics` and of
+        `~astro_mantis.training.calibration.calibration_summary` (``n``, ``nll``,
+        ``pit_ks``, ``coverage68``, ``coverage95``), plus ``temperature``.
+    """
+    from .calibration import calibration_summary
+
+    logits, z = collect_logits(model, dataset, batch_size=batch_size, device=device,
+                               num_workers=num_workers, progress=progress, desc=desc)
+    out = {"temperature": float(temperature)}
+    out.update(epoch_metrics(logits, z, temperature))
+    out.update(calibration_summary(logits, z, temperature))
+    return out
+
+
+# ------------------------------------------------------------------------- data
+@dataclass
+class TrainingData:
+    """The splits a run trains and validates on (and optionally tests on).
+
+    Parameters
+    ----------
+    train, validation : `~astro_mantis.training.data.FusedDataset`
+        Training and validation datasets.
+    test : `~astro_mantis.training.data.FusedDataset`, optional
+        Held-out test set (only evaluated after training, never used for choices).
+    manifest : dict
+        Summary of where the data came from (goes into the model card).
+    """
+
+    train: FusedDataset
+    validation: FusedDataset
+    test: FusedDataset = None
+    manifest: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_directory(cls, directory, cache_dir=None, cache_dtype="float16", in_memory=False,
+                       progress=False):
+        """Open the splits of a training data directory.
+
+        Each split is a `~astro_mantis.training.data.ShardDataset`.
+
+        Parameters
+        ----------
+        directory : str or path-like
+            Directory written by ``astro_mantis.simulate.dataset.make_dataset`` (or any
+            directory of shards in its format with a ``manifest.json``).
+        cache_dir : str or path-like, optional
+            Where the fused cache goes (default ``<directory>/fused_cache``).
+        cache_dtype : {"float16", "float32"}
+            Storage type of the cached inputs.
+        in_memory : bool
+            Hold the fused splits in memory instead of memory-mapping them.
+        progress : bool
+            Show progress bars while fusing.
+
+        Returns
+        -------
+        `~astro_mantis.training.loop.TrainingData`
+            ``test`` is None when the directory has no test shards.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"training data directory {str(directory)!r} does not exist")
+        kw = dict(cache_dir=cache_dir, cache_dtype=cache_dtype, in_memory=in_memory,
+                  progress=progress)
+        tr = ShardDataset(directory, "train", **kw)
+        va = ShardDataset(directory, "validation", **kw)
+        try:
+            te = ShardDataset(directory, "test", **kw)
+        except FileNotFoundError:
+            te = None
+        return cls(train=tr, validation=va, test=te, manifest=manifest_summary(directory))
+
+
+def manifest_summary(directory):
+    """A compact summary of a data directory's ``manifest.json`` for logs and model cards.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        The data directory.
+
+    Returns
+    -------
+    dict
+        The manifest's entries except the catalog column descriptions (``columns``),
+        with lists of more than 20 items (per-shard listings) replaced by their length,
+        plus ``path`` (as given) and the ``manifest_sha256`` of the manifest file;
+        ``{"path": ...}`` alone when there is no manifest.
+    """
+    import hashlib
+
+    directory = Path(directory)
+    path = directory / "manifest.json"
+    out = {"path": str(directory)}
+    if not path.exists():
+        return out
+    raw = path.read_bytes()
+    out["manifest_sha256"] = hashlib.sha256(raw).hexdigest()
+
+    def squeeze(v):
+        if isinstance(v, dict):
+            return {k: squeeze(w) for k, w in v.items()}
+        if isinstance(v, list) and len(v) > 20:
+            return f"<{len(v)} items>"
+        if isinstance(v, list):
+            return [squeeze(w) for w in v]
+        return v
+
+    try:
+        manifest = json.loads(raw)
+    except ValueError:
+        return out
+    manifest.pop("columns", None)
+    out.update(squeeze(manifest))
+    return out
+
+
+# ------------------------------------------------------------------------- result
+@dataclass
+class TrainResult:
+    """What `~astro_mantis.training.loop.train` returns.
+
+    Attributes
+    ----------
+    model : `torch.nn.Module`
+        The network with the weights of the best epoch (lowest validation CDE loss), in
+        evaluation mode, on the training device.
+    history : list of dict
+        One entry per epoch, as written to ``metrics.jsonl``.
+    best_epoch : int
+        One-based number of the best epoch (0 if no epoch ran).
+    best_metric : float
+        Validation CDE loss of the best epoch.
+    epochs_run : int
+        Epochs completed in total (over all resumed runs).
+    stopped : str
+        Why training ended: ``"completed"``, ``"early stopping"``, ``"time budget"`` or
+        ``"stop_after"``.
+    out_dir : `pathlib.Path`
+        Directory holding the checkpoint, best weights and metrics log.
+    config : dict
+        The settings of the run (also stored in the checkpoint).
+    """
+
+    model: torch.nn.Module
+    history: list
+    best_epoch: int
+    best_metric: float
+    epochs_run: int
+    stopped: str
+    out_dir: Path
+    config: dict
+
+    @property
+    def checkpoint_path(self):
+        """Path of the last full-state checkpoint."""
+        return self.out_dir / CHECKPOINT_NAME
+
+    @property
+    def metrics_path(self):
+        """Path of the per-epoch metrics log."""
+        return self.out_dir / METRICS_NAME
+
+
+# ------------------------------------------------------------------------- checkpoints
+def _rng_state():
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "python": list(random.getstate()[1]) + [random.getstate()[0],
+                                                random.getstate()[2]],
+        "numpy": {"key": torch.from_numpy(np.asarray(np_state["state"]["key"], np.int64)),
+                  "pos": int(np_state["state"]["pos"]),
+                  "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state):
+    py = state["python"]
+    random.setstate((py[-2], tuple(int(v) for v in py[:-2]), py[-1]))
+    s = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": s["key"].numpy().astype(np.uint32), "pos": s["pos"]},
+                         "has_gauss": s["has_gauss"], "gauss": s["gauss"]})
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_save(obj, path):
+    tmp = Path(str(path) + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Read a checkpoint written by `~astro_mantis.training.loop.train` (no pickled code runs).
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``checkpoint.pt`` (full state) or ``best_model.pt`` (weights).
+    map_location : str or `torch.device`
+        Passed to `torch.load`.
+
+    Returns
+    -------
+    dict
+        A full-state checkpoint holds ``model``, ``optimizer``, ``scheduler``,
+        ``scaler``, ``epoch`` (epochs completed), ``rng``, ``best_metric``,
+        ``best_epoch``, ``bad_epochs``, ``history``, ``config`` and ``stopped``.
+    """
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _write_history(out_dir, history):
+    tmp = out_dir / (METRICS_NAME + ".tmp")
+    with open(tmp, "w") as fh:
+        for row in history:
+            fh.write(json.dumps(row) + "\n")
+    os.replace(tmp, out_dir / METRICS_NAME)
+
+
+def _build(model, model_kwargs):
+    if isinstance(model, torch.nn.Module):
+        name = (getattr(model, "meta", None) or {}).get("name") or type(model).__name__
+        return model, str(name)
+    from ..models import build_model
+
+    return build_model(str(model), **(model_kwargs or {})), str(model)
+
+
+# ------------------------------------------------------------------------- train
+def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_decay=0.05,
+          seed=0, device="auto", amp=True, patience=5, smoothing_sigma=0.0, balanced=False,
+          max_minutes=None, progress=True, *, resume=False, overwrite=False, warmup_epochs=1.0,
+          min_delta=0.0, augment=True, grad_clip=None, num_workers=0, model_kwargs=None,
+          cache_dir=None, cache_dtype="float16", deterministic=True, stop_after=None,
+          eval_batch_size=None):
+    """Train a redshift network on a training data directory.
+
+    Parameters
+    ----------
+    model : str or `torch.nn.Module`
+        A name of the ``astro_mantis.models`` registry (built with
+        ``build_model(model, **model_kwargs)`` after seeding), or a module with
+        ``forward(x, dust) -> logits`` over the 400 bins.
+    train_dir : str, path-like or `~astro_mantis.training.loop.TrainingData`
+        Data directory written by ``astro_mantis.simulate.dataset.make_dataset`` (its
+        ``train`` and ``validation`` shards are used), or the datasets themselves.
+    out_dir : str or path-like
+        Where ``checkpoint.pt``, ``best_model.pt``, ``metrics.jsonl`` and the fused
+        cache (``fused_cache/``, unless ``cache_dir`` is given) go.
+    epochs : int
+        Length of the run; the cosine schedule spans this many epochs.
+    batch_size : int
+        Training batch size (the last incomplete batch is dropped).
+    lr : float
+        Peak learning rate of AdamW.
+    weight_decay : float
+        AdamW weight decay (decoupled); not applied to biases and normalisation weights
+        (parameters with fewer than 2 dimensions).
+    seed : int
+        Seed of the weights' initialisation (for a model given by name), the sample
+        order, the augmentation and dropout.
+    device : str or `torch.device`
+        ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda"``, ...
+    amp : bool
+        Mixed precision (bfloat16 where supported, else float16 with loss scaling); used
+        only on CUDA, ignored elsewhere.
+    patience : int or None
+        Stop when the validation CDE loss has not improved by more than ``min_delta`` for
+        this many epochs; None disables early stopping.
+    smoothing_sigma : float
+        Width in bins of Gaussian-smoothed targets; 0 for hard targets.
+    balanced : bool
+        Draw training samples with inverse-n(z) weights
+        (`~astro_mantis.training.data.balanced_weights`) instead of shuffling.
+    max_minutes : float, optional
+        Time budget: no new epoch starts when the time so far plus the mean epoch
+        duration would exceed it. The result then depends on the machine's speed; the
+        checkpoint allows continuing with ``resume=True``.
+    progress : bool
+        Show a progress bar.
+    resume : bool
+        Continue from ``out_dir/checkpoint.pt`` when it exists: model, optimiser,
+        scheduler, loss scaler, random generators, early-stopping state and history are
+        restored, so an interrupted run ends with the same weights as an uninterrupted
+        one (on the same hardware and software, with deterministic algorithms).
+    overwrite : bool
+        Start afresh even if ``out_dir`` holds a checkpoint (without ``resume`` or
+        ``overwrite`` an existing checkpoint is an error).
+    warmup_epochs : float
+        Length of the linear learning-rate warm-up, in epochs.
+    min_delta : float
+        Smallest decrease of the validation CDE loss that counts as an improvement.
+    augment : bool
+        Random rotations, flips and ±2 px shifts of the training inputs.
+    grad_clip : float, optional
+        Clip the gradients' global norm to this value.
+    num_workers : int
+        Data-loader worker processes (0 loads in the main process).
+    model_kwargs : dict, optional
+        Keyword arguments of ``build_model`` (e.g. a width); stored in the checkpoint.
+    cache_dir : str or path-like, optional
+        Fused-input cache directory (default ``out_dir/fused_cache``).
+    cache_dtype : {"float16", "float32"}
+        Storage type of the fused cache.
+    deterministic : bool
+        Ask PyTorch for deterministic algorithms (`torch.use_deterministic_algorithms`
+        with ``warn_only=True``; cuDNN benchmarking off).
+    stop_after : int, optional
+        End this call after this many epochs (the checkpoint allows resuming), e.g. to
+        split a long run into jobs; the schedule still spans ``epochs``.
+    eval_batch_size : int, optional
+        Batch size for validation (default ``2 * batch_size``).
+
+    Returns
+    -------
+    `~astro_mantis.training.loop.TrainResult`
+        The model with the best epoch's weights, the history and why training ended.
+
+    Raises
+    ------
+    FileExistsError
+        If ``out_dir`` holds a checkpoint and neither ``resume`` nor ``overwrite`` is set.
+    ValueError
+        If a resumed run's settings differ from the checkpoint's in a way that changes
+        the result (batch size, learning rate, seed, ...).
+    """
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    if ckpt_path.exists() and not (resume or overwrite):
+        raise FileExistsError(f"{str(ckpt_path)!r} exists: pass resume=True to continue that "
+                              "run or overwrite=True to start afresh")
+    dev = resolve_device(device)
+    with _deterministic_mode(deterministic, dev):
+        if isinstance(train_dir, TrainingData):
+            data = train_dir
+        else:
+            data = TrainingData.from_directory(
+                train_dir, cache_dir=out_dir / "fused_cache" if cache_dir is None else cache_dir,
+                cache_dtype=cache_dtype, progress=progress)
+        train_ds, val_ds = data.train, data.validation
+        n_train = len(train_ds)
+        if n_train < batch_size:
+            raise ValueError(f"{n_train} training items are fewer than one batch of "
+                             f"{batch_size}")
+        if len(val_ds) == 0:
+            raise ValueError("the validation split is empty")
+
+        seed_everything(seed)
+        net, model_name = _build(model, model_kwargs)
+        net.to(dev)
+        use_amp = bool(amp) and dev.type == "cuda"
+        amp_dtype = (torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported()
+                     else torch.float16)
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+        decay = [p for p in net.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in net.parameters() if p.requires_grad and p.ndim < 2]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+        steps = n_train // batch_size
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, WarmupCosine(epochs * steps, round(warmup_epochs * steps)))
+        config = {
+            "model": model_name, "model_kwargs": dict(model_kwargs or {}),
+            "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
+            "weight_decay": float(weight_decay), "warmup_epochs": float(warmup_epochs),
+            "seed": int(seed), "device": str(dev), "amp": use_amp,
+            "amp_dtype": str(amp_dtype).replace("torch.", "") if use_amp else None,
+            "patience": patience, "min_delta": float(min_delta),
+            "smoothing_sigma": float(smoothing_sigma), "balanced": bool(balanced),
+            "augment": bool(augment), "grad_clip": grad_clip, "max_minutes": max_minutes,
+            "n_train": n_train, "n_validation": len(val_ds),
+            "deterministic": bool(deterministic), "torch": str(torch.__version__),
+            "data": data.manifest,
+        }
+        state = {"epoch": 0, "history": [], "best_metric": math.inf, "best_epoch": 0,
+                 "bad_epochs": 0, "stopped": None}
+        if resume and ckpt_path.exists():
+            ck = load_checkpoint(ckpt_path, map_location=dev)
+            diff = {k: (ck["config"].get(k), config[k]) for k in _RESUME_FIXED
+                    if ck["config"].get(k) != config[k]}
+            if diff:
+                raise ValueError("cannot resume: settings differ from the checkpoint's "
+                                 "(checkpoint, now): "
+                                 + ", ".join(f"{k}={v}" for k, v in diff.items()))
+            net.load_state_dict(ck["model"])
+            optimizer.load_state_dict(ck["optimizer"])
+            scheduler.load_state_dict(ck["scheduler"])
+            if ck.get("scaler"):
+                scaler.load_state_dict(ck["scaler"])
+            state = {k: ck[k] for k in state}
+            state["history"] = list(state["history"])
+            _set_rng_state(ck["rng"])
+            log.info(f"resuming {model_name} from {ckpt_path} after epoch {state['epoch']}")
+        _write_history(out_dir, state["history"])
+
+        train_ds.seed, train_ds.augment = int(seed), bool(augment)
+        sampler = EpochSampler(n_train, seed=seed, shuffle=True,
+                               weights=balanced_weights(train_ds.z) if balanced else None)
+        loader_gen = torch.Generator()
+        loader = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, drop_last=True,
+                            num_workers=num_workers, pin_memory=dev.type == "cuda",
+                            generator=loader_gen)
+        step = _Stepper(net, optimizer, scheduler, scaler, dev, use_amp, amp_dtype,
+                        smoothing_sigma, grad_clip)
+        epoch_times = [row["seconds"] for row in state["history"]]
+        run_epochs = 0
+        while state["stopped"] is None:
+            epoch = state["epoch"]
+            if epoch >= epochs:
+                state["stopped"] = "completed"
+                break
+            if stop_after is not None and run_epochs >= stop_after:
+                state["stopped"] = "stop_after"
+                break
+            if max_minutes is not None and epoch_times and (
+                    time.perf_counter() - t_start + float(np.mean(epoch_times[-3:]))
+                    > 60.0 * max_minutes):
+                state["stopped"] = "time budget"
+                log.info(f"stopping after epoch {epoch}: another epoch would exceed the time "
+                         f"budget of {max_minutes} min")
+                break
+            t0 = time.perf_counter()
+            sampler.set_epoch(epoch)
+            train_ds.set_epoch(epoch)
+            loader_gen.manual_seed(seed + epoch)
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
+                       leave=False, unit="batch")
+            train_loss = step.epoch(bar, epoch)
+            val_logits, val_z = collect_logits(
+                net, val_ds, batch_size=int(eval_batch_size or 2 * batch_size), device=dev,
+                num_workers=num_workers)
+            m = epoch_metrics(val_logits, val_z)
+            improved = m["cde_loss"] < state["best_metric"] - min_delta
+            if improved:
+                state.update(best_metric=m["cde_loss"], best_epoch=epoch + 1, bad_epochs=0)
+                _atomic_save(_cpu_state(net), out_dir / BEST_NAME)
+            else:
+                state["bad_epochs"] += 1
+            seconds = time.perf_counter() - t0
+            epoch_times.append(seconds)
+            state["history"].append({
+                "epoch": epoch + 1, "train_loss": train_loss, "val_loss": m["loss"],
+                "val_cde_loss": m["cde_loss"], "val_nmad": m["nmad"],
+                "val_outlier_frac": m["outlier_frac"],
+                "val_outlier_frac_005": m["outlier_frac_005"], "val_bias": m["bias"],
+                "lr": float(scheduler.get_last_lr()[0]), "seconds": seconds,
+                "best": bool(improved)})
+            state["epoch"] = epoch + 1
+            run_epochs += 1
+            if patience is not None and state["bad_epochs"] >= patience:
+                state["stopped"] = "early stopping"
+                log.info(f"early stopping after epoch {epoch + 1}: the validation CDE loss "
+                         f"has not improved for {patience} epochs (best: epoch "
+                         f"{state['best_epoch']})")
+            log.info(f"epoch {epoch + 1}/{epochs}: train loss {train_loss:.4f}, val loss "
+                     f"{m['loss']:.4f}, val CDE loss {m['cde_loss']:.3f}, NMAD "
+                     f"{m['nmad']:.4f}, outliers {m['outlier_frac']:.3f}, {seconds:.1f} s"
+                     + (" (best)" if improved else ""))
+            _atomic_save(dict(state, model=_cpu_state(net), optimizer=optimizer.state_dict(),
+                              scheduler=scheduler.state_dict(),
+                              scaler=scaler.state_dict() if scaler.is_enabled() else {},
+                              rng=_rng_state(), config=config), ckpt_path)
+            _write_history(out_dir, state["history"])
+
+        if state["best_epoch"] and (out_dir / BEST_NAME).exists():
+            net.load_state_dict(load_checkpoint(out_dir / BEST_NAME, map_location=dev))
+        net.eval()
+        return TrainResult(model=net, history=state["history"], best_epoch=state["best_epoch"],
+                           best_metric=state["best_metric"], epochs_run=state["epoch"],
+                           stopped=state["stopped"], out_dir=out_dir, config=config)
+
+
+def _cpu_state(net):
+    return {k: v.detach().cpu() for k, v in net.state_dict().items()}
+
+
+class _Stepper:
+    """One epoch of optimiser steps (forward, loss, backward, step, schedule)."""
+
+    def __init__(self, net, optimizer, scheduler, scaler, device, use_amp, amp_dtype,
+                 smoothing_sigma, grad_clip):
+        self.net, self.optimizer, self.scheduler, self.scaler = net, optimizer, scheduler, scaler
+        self.device, self.use_amp, self.amp_dtype = device, use_amp, amp_dtype
+        self.smoothing_sigma, self.grad_clip = smoothing_sigma, grad_clip
+
+    def epoch(self, batches, epoch):
+        """Train on an iterable of ``(x, dust, z)`` batches; return the mean loss."""
+        net, opt, dev = self.net, self.optimizer, self.device
+        net.train()
+        total, count = 0.0, 0
+        for x, dust, z in batches:
+            x = x.to(dev, non_blocking=True)
+            dust = dust.to(dev, non_blocking=True)
+            z = z.to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                logits = net(x, dust)
+            loss = bin_cross_entropy(logits, z, self.smoothing_sigma)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the training loss became {loss.item()} in epoch "
+                                         f"{epoch + 1}; lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.grad_clip:
+                self.scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), self.grad_clip)
+            self.scaler.step(opt)
+            self.scaler.update()
+            self.scheduler.step()
+            total += float(loss.detach()) * len(z)
+            count += len(z)
+            if hasattr(batches, "set_postfix"):
+                batches.set_postfix(loss=f"{total / count:.4f}",
+                                    lr=f"{self.scheduler.get_last_lr()[0]:.2e}", refresh=False)
+        if hasattr(batches, "close"):
+            batches.close()
+        return total / max(count, 1)
+
+
+class _deterministic_mode:
+    """Switch PyTorch's deterministic algorithms on for a block, then restore the settings."""
+
+    def __init__(self, enabled, device):
+        self.enabled = bool(enabled)
+        self.device = device
+
+    def __enter__(self):
+        self.saved = (torch.are_deterministic_algorithms_enabled(),
+                      torch.is_deterministic_algorithms_warn_only_enabled(),
+                      torch.backends.cudnn.benchmark)
+        if self.enabled:
+            if self.device.type == "cuda":
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        return self
+
+    def __exit__(self, *exc):
+        torch.use_deterministic_algorithms(self.saved[0], warn_only=self.saved[1])
+        torch.backends.cudnn.benchmark = self.saved[2]
+        return False

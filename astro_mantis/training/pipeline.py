@@ -1,0 +1,166 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""The whole recipe in one call: train, calibrate, evaluate, export.
+
+`~astro_mantis.training.pipeline.fit_and_export` is what ``astro-mantis train`` runs:
+`~astro_mantis.training.train` on the training split (early stopping on the validation split),
+temperature scaling fitted on the validation split, metrics on the validation and test splits with
+the fitted temperature, and `~astro_mantis.training.export_model` of the best weights with a model
+card that records all of it.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..logger import log
+from .calibration import TemperatureCalibration
+from .export import ExportResult, export_model
+from .loop import TrainingData, TrainResult, collect_logits, epoch_metrics, train
+
+__all__ = ["fit_and_export", "FitResult", "split_metrics"]
+
+
+def split_metrics(logits, z, temperature=1.0, n_bootstrap=200, seed=0):
+    """Metrics of one split for the model card.
+
+    Parameters
+    ----------
+    logits : `numpy.ndarray`
+        Shape ``(N, nbins)``.
+    z : `numpy.ndarray`
+        True redshifts.
+    temperature : float
+        Softmax temperature.
+    n_bootstrap : int
+        Bootstrap resamples for the standard errors.
+    seed : int
+        Seed of the bootstrap.
+
+    Returns
+    -------
+    dict
+        ``n``, ``temperature``, ``nll`` and the entries of
+        `astro_mantis.metrics.photoz_metrics` (point estimate: the PDF mean) with
+        their standard errors under ``errors``.
+    """
+    from ..metrics import photoz_metrics
+    from ..pdf import RedshiftPDF
+
+    pdf = RedshiftPDF.from_logits(logits, temperature=temperature)
+    m = photoz_metrics(None, z, pdf=pdf, n_bootstrap=n_bootstrap, seed=seed)
+    out = {"n": int(len(z)), "temperature": float(temperature),
+           "nll": epoch_metrics(logits, z, temperature)["loss"]}
+    out.update({k: float(v) for k, v in m.items()})
+    out["errors"] = {k: float(v) for k, v in m.errors.items()}
+    return out
+
+
+@dataclass
+class FitResult:
+    """What `~astro_mantis.training.pipeline.fit_and_export` returns.
+
+    Attributes
+    ----------
+    training : `~astro_mantis.training.loop.TrainResult`
+        The training run (model with the best weights, history).
+    calibration : `~astro_mantis.training.calibration.TemperatureCalibration` or None
+        The fitted temperature (None when calibration was switched off).
+    metrics : dict
+        Split name → `~astro_mantis.training.pipeline.split_metrics` (validation, and test when the
+        data has one).
+    export : `~astro_mantis.training.export.ExportResult` or None
+        The written files (None when export was switched off).
+    """
+
+    training: TrainResult
+    calibration: TemperatureCalibration
+    metrics: dict
+    export: ExportResult
+
+
+def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, export=True,
+                   command=None, cache_dir=None, cache_dtype="float16",
+                   n_bootstrap=200, **train_kwargs):
+    """Train a model, calibrate it, evaluate it and export it with its model card.
+
+    Parameters
+    ----------
+    model : str or `torch.nn.Module`
+        Registry name (e.g. ``"mantis-mini"``) or module; see `~astro_mantis.training.loop.train`.
+    data_dir : str, path-like or `~astro_mantis.training.loop.TrainingData`
+        Training data directory (splits ``train``, ``validation`` and optionally
+        ``test``).
+    out_dir : str or path-like
+        Output directory: the training files (``checkpoint.pt``, ``best_model.pt``,
+        ``metrics.jsonl``) and the export ``<name>.safetensors`` + ``<name>.json``.
+    name : str, optional
+        Name of the exported model (default: the registry name, or the module's class
+        name).
+    calibrate : bool
+        Fit the softmax temperature on the validation split.
+    export : bool
+        Write the weights and model card.
+    command : str, optional
+        Command line recorded in the model card.
+    cache_dir, cache_dtype
+        Fused cache settings (see `~astro_mantis.training.data.ShardDataset`).
+    n_bootstrap : int
+        Bootstrap resamples of the reported metrics' errors.
+    **train_kwargs
+        Passed to `~astro_mantis.training.train` (``epochs``, ``batch_size``, ``lr``,
+        ``seed``, ``device``, ``resume``, ...).
+
+    Returns
+    -------
+    `FitResult`
+    """
+    out_dir = Path(out_dir)
+    progress = train_kwargs.get("progress", True)
+    if isinstance(data_dir, TrainingData):
+        data = data_dir
+    else:
+        data = TrainingData.from_directory(
+            data_dir, cache_dir=cache_dir if cache_dir is not None else out_dir / "fused_cache",
+            cache_dtype=cache_dtype, progress=progress)
+    result = train(model, data, out_dir, **train_kwargs)
+    net = result.model
+    device = next(iter(net.parameters())).device
+    bs = int(train_kwargs.get("eval_batch_size") or 2 * train_kwargs.get("batch_size", 64))
+    workers = train_kwargs.get("num_workers", 0)
+
+    logits, z = collect_logits(net, data.validation, batch_size=bs, device=device,
+                               num_workers=workers, progress=progress, desc="validation")
+    calibration = TemperatureCalibration.fit(logits, z) if calibrate else None
+    temperature = calibration.temperature if calibration is not None else 1.0
+    if calibration is not None:
+        log.info(f"calibration on the validation split: {calibration}")
+    metrics = {"validation": split_metrics(logits, z, temperature, n_bootstrap)}
+    if data.test is not None and len(data.test):
+        tl, tz = collect_logits(net, data.test, batch_size=bs, device=device,
+                                num_workers=workers, progress=progress, desc="test")
+        metrics["test"] = split_metrics(tl, tz, temperature, n_bootstrap)
+        if calibration is not None:
+            metrics["test"]["uncalibrated"] = {
+                k: v for k, v in split_metrics(tl, tz, 1.0, 0).items()
+                if k in ("nll", "pit_ks", "coverage_68", "coverage_95", "cde_loss")}
+
+    exported = None
+    if export:
+        cfg = dict(result.config)
+        name = name or cfg["model"]
+        training = {
+            "config": {k: v for k, v in cfg.items() if k != "data"},
+            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+            "stopped": result.stopped,
+            "best_val_cde_loss": result.best_metric,
+            "history": result.history,
+            "seconds": float(np.sum([h["seconds"] for h in result.history])),
+        }
+        exported = export_model(
+            net, out_dir, name, model_kwargs=cfg["model_kwargs"], temperature=temperature,
+            calibration=calibration.to_dict() if calibration is not None else None,
+            metrics=metrics, training=training, data=data.manifest, command=command,
+            seed=cfg["seed"], epochs=result.epochs_run)
+        log.info(f"exported {exported.weights_path} and {exported.card_path}")
+    return FitResult(training=result, calibration=calibration, metrics=metrics,
+                     export=exported)

@@ -1,0 +1,415 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Tests of astro_mantis.training: data, loop, calibration, export and the CLI.
+
+Everything trains tiny networks on tiny data for a few seconds on the CPU.
+"""
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from astro_mantis.pdf import Z_EDGES
+from astro_mantis.training import (ArrayDataset, TemperatureCalibration, TrainingData,
+                                   export_model, fit_temperature, read_model_card, train,
+                                   verify_export)
+from astro_mantis.training.calibration import calibration_summary, nll
+from astro_mantis.training.data import (EpochSampler, augment, balanced_weights, dihedral,
+                                        inverse_dihedral, soft_targets, z_to_bin)
+from astro_mantis.training.loop import (BEST_NAME, CHECKPOINT_NAME, METRICS_NAME,
+                                        WarmupCosine, bin_cross_entropy, epoch_metrics,
+                                        load_checkpoint)
+
+torch.set_num_threads(1)
+
+
+class TinyNet(nn.Module):
+    """A stand-in with the models' contract: ``forward(x, dust) -> logits (N, 400)``."""
+
+    def __init__(self, width=6, drop=0.1):
+        super().__init__()
+        self.conv = nn.Conv2d(9, width, 3, padding=1)
+        self.drop = nn.Dropout(drop)
+        self.head = nn.Linear(width + 2, len(Z_EDGES) - 1)
+
+    def forward(self, x, dust):
+        h = F.gelu(self.conv(x)).mean(dim=(2, 3))
+        return self.head(self.drop(torch.cat([h, dust], dim=1)))
+
+
+def tiny_net(seed=0, **kwargs):
+    """A `TinyNet` with reproducible initial weights."""
+    torch.manual_seed(seed)
+    return TinyNet(**kwargs)
+
+
+def toy_dataset(n, seed, size=12):
+    """A learnable toy problem: the central brightness of every channel scales with z."""
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(0.1, 1.4, n)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2.0
+    profile = np.exp(-(xx ** 2 + yy ** 2) / 12.0)
+    x = (z[:, None, None, None] * profile * np.linspace(0.5, 1.5, 9)[:, None, None]
+         + 0.01 * rng.standard_normal((n, 9, size, size))).astype(np.float32)
+    return ArrayDataset(x, rng.uniform(0.0, 0.1, (n, 2)), z)
+
+
+def toy_data(n_train=64, n_val=32):
+    return TrainingData(train=toy_dataset(n_train, 1), validation=toy_dataset(n_val, 2),
+                        test=toy_dataset(n_val, 3), manifest={"name": "toy"})
+
+
+QUIET = dict(progress=False, deterministic=True)
+#: Build arguments of a very small mantis-mini (a few thousand parameters).
+TINY_MINI = {"widths": [4, 8], "depths": [1, 1], "hidden": 16, "drop": 0.1}
+
+
+# ------------------------------------------------------------------------- data
+def test_dihedral_group():
+    x = np.arange(2 * 5 * 5, dtype=np.float32).reshape(2, 5, 5)
+    # rotating twice by 180 degrees is the identity; four 90-degree turns too
+    assert np.array_equal(dihedral(dihedral(x, 2), 2), x)
+    y = x
+    for _ in range(4):
+        y = dihedral(y, 1)
+    assert np.array_equal(y, x)
+    images = {dihedral(x, k).tobytes() for k in range(8)}
+    assert len(images) == 8  # the 8 elements are distinct
+    for k in range(8):
+        assert np.array_equal(inverse_dihedral(dihedral(x, k), k), x)
+        # the same transform in every channel
+        assert np.array_equal(dihedral(x, k)[1] - dihedral(x, k)[0], np.full((5, 5), 25.0))
+    with pytest.raises(ValueError):
+        dihedral(x, 8)
+
+
+def test_augment_preserves_shape_label_and_content():
+    ds = toy_dataset(4, 0, size=12)
+    ds.augment = True
+    x0, d0, z0 = ds.row(1)
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        x, dust, z = ds[1]
+        assert x.shape == (9, 12, 12) and x.dtype == torch.float32
+        assert float(z) == z0 and np.array_equal(dust.numpy(), d0)
+        # a permutation of the pixels: the sorted values of every channel are unchanged
+        assert np.array_equal(np.sort(x.numpy().reshape(9, -1), axis=1),
+                              np.sort(x0.reshape(9, -1), axis=1))
+    # reproducible per (seed, epoch, index), different across epochs
+    ds.set_epoch(0)
+    a = ds[1][0]
+    assert torch.equal(a, ds[1][0])
+    ds.set_epoch(1)
+    b = ds[1][0]
+    ds.set_epoch(2)
+    c = ds[1][0]
+    assert not (torch.equal(a, b) and torch.equal(b, c))
+    # the parameters returned undo exactly
+    rng = np.random.default_rng(5)
+    y, (k, dy, dx) = augment(x0, rng)
+    assert abs(dy) <= 2 and abs(dx) <= 2
+    back = inverse_dihedral(np.roll(y, (-dy, -dx), axis=(-2, -1)), k)
+    assert np.array_equal(back, x0)
+
+
+def test_targets():
+    z = np.array([0.0, 0.0039, 0.004, 0.5, 1.5999, 1.7, -0.1])
+    assert list(z_to_bin(z)) == [0, 0, 1, 125, 399, 399, 0]
+    assert torch.equal(z_to_bin(torch.tensor(z)), torch.as_tensor(z_to_bin(z)))
+    zt = torch.tensor([0.301, 1.001, 0.001], dtype=torch.float64)
+    hard = soft_targets(zt, 0)
+    assert torch.equal(hard.argmax(1), z_to_bin(zt)) and torch.all(hard.sum(1) == 1)
+    soft = soft_targets(zt, 3.0)
+    assert torch.allclose(soft.sum(1), torch.ones(3))
+    assert torch.equal(soft.argmax(1), z_to_bin(zt))
+    centres = torch.as_tensor(0.5 * (Z_EDGES[1:] + Z_EDGES[:-1]), dtype=torch.float32)
+    spread = torch.sqrt((soft[1] * (centres - 1.001) ** 2).sum())
+    assert spread == pytest.approx(3 * 0.004, rel=0.02)
+    logits = torch.randn(3, 400)
+    assert torch.allclose(bin_cross_entropy(logits, zt, 0.0),
+                          F.cross_entropy(logits, z_to_bin(zt)))
+
+
+def test_balanced_weights_flatten_nz():
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.uniform(0.0, 0.4, 3000), rng.uniform(0.4, 1.6, 1000)])
+    w = balanced_weights(z, nbins=8, max_ratio=100)
+    assert w.sum() == pytest.approx(len(z))
+    weighted, _ = np.histogram(z, bins=8, range=(0, 1.6), weights=w)
+    assert np.ptp(weighted) / weighted.mean() < 1e-9
+    capped = balanced_weights(np.r_[np.zeros(1000), [1.0]], nbins=8, max_ratio=20)
+    assert capped.max() / capped.min() == pytest.approx(20)
+
+
+def test_epoch_sampler():
+    s = EpochSampler(50, seed=3)
+    s.set_epoch(0)
+    a = list(s)
+    assert sorted(a) == list(range(50)) and a == list(s)
+    s.set_epoch(1)
+    assert list(s) != a
+    w = np.r_[np.ones(25), np.zeros(25)]
+    sw = EpochSampler(50, seed=3, weights=w)
+    draws = list(sw)
+    assert len(draws) == 50 and max(draws) < 25 and draws == list(sw)
+
+
+def test_warmup_cosine():
+    f = WarmupCosine(100, 10, final=0.0)
+    vals = [f(i) for i in range(100)]
+    assert vals[0] == pytest.approx(1 / 11) and vals[9] == pytest.approx(10 / 11)
+    assert vals[10] == pytest.approx(1.0) and all(np.diff(vals[10:]) <= 0)
+    assert f(100) == pytest.approx(0.0)
+
+
+def test_epoch_metrics_agree_with_metrics_module():
+    from astro_mantis.metrics import photoz_metrics
+    from astro_mantis.pdf import RedshiftPDF
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(50, 400)) * 3
+    z = rng.uniform(0, 1.5, 50)
+    mine = epoch_metrics(logits, z, temperature=1.7)
+    ref = photoz_metrics(None, z, pdf=RedshiftPDF.from_logits(logits, temperature=1.7),
+                         n_bootstrap=0)
+    assert mine["cde_loss"] == pytest.approx(ref["cde_loss"], rel=1e-9)
+    assert mine["nmad"] == pytest.approx(ref["nmad"], rel=1e-9)
+    assert mine["outlier_frac"] == pytest.approx(ref["outlier_0.15"])
+    assert mine["outlier_frac_005"] == pytest.approx(ref["outlier_0.05"])
+    assert mine["loss"] == pytest.approx(nll(logits, z, 1.7))
+
+
+# ------------------------------------------------------------------------- loop
+def test_loss_decreases_on_a_learnable_problem(tmp_path):
+    torch.manual_seed(0)
+    res = train(TinyNet(drop=0.0), toy_data(128, 32), tmp_path, epochs=6, batch_size=16,
+                lr=2e-2, weight_decay=0.0, patience=None, smoothing_sigma=8.0, seed=0, **QUIET)
+    losses = [h["train_loss"] for h in res.history]
+    assert losses[-1] < losses[0] - 0.2
+    assert res.history[-1]["val_loss"] < res.history[0]["val_loss"]
+    assert res.stopped == "completed" and res.epochs_run == 6
+    log = [json.loads(line) for line in (tmp_path / METRICS_NAME).read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(1, 7))
+    assert set(log[0]) >= {"train_loss", "val_loss", "val_cde_loss", "val_nmad",
+                           "val_outlier_frac", "lr", "seconds"}
+    assert not res.model.training
+
+
+def test_exact_resume(tmp_path):
+    """2 epochs in one go == 1 epoch, resume, 1 epoch: bit for bit (weights, optimiser)."""
+    kw = dict(epochs=2, batch_size=8, lr=1e-2, patience=None, seed=7, augment=True,
+              balanced=True, smoothing_sigma=2.0, model_kwargs=TINY_MINI, **QUIET)
+    one = train("mantis-mini", toy_data(), tmp_path / "one", **kw)
+    part = train("mantis-mini", toy_data(), tmp_path / "two", stop_after=1, **kw)
+    assert part.stopped == "stop_after" and part.epochs_run == 1
+    with pytest.raises(FileExistsError):
+        train("mantis-mini", toy_data(), tmp_path / "two", **kw)
+    with pytest.raises(ValueError, match="lr"):
+        train("mantis-mini", toy_data(), tmp_path / "two", resume=True, **dict(kw, lr=2e-2))
+    torch.manual_seed(123)  # the global generators' state is restored from the checkpoint
+    two = train("mantis-mini", toy_data(), tmp_path / "two", resume=True, **kw)
+    assert two.epochs_run == 2 and two.stopped == "completed"
+    a = load_checkpoint(tmp_path / "one" / CHECKPOINT_NAME)
+    b = load_checkpoint(tmp_path / "two" / CHECKPOINT_NAME)
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a["scheduler"] == b["scheduler"]
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in one.history]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in two.history]
+    assert len((tmp_path / "two" / METRICS_NAME).read_text().splitlines()) == 2
+    # a module object instead of a name resumes the same way
+    three = train(TinyNet(), toy_data(), tmp_path / "three", stop_after=1,
+                  **dict(kw, model_kwargs=None))
+    three = train(tiny_net(seed=5), toy_data(), tmp_path / "three", resume=True,
+                  **dict(kw, model_kwargs=None))
+    assert three.epochs_run == 2
+
+
+def test_early_stopping_and_time_budget(tmp_path):
+    # lr = 0: nothing improves after the first epoch
+    res = train(TinyNet(), toy_data(32, 16), tmp_path / "es", epochs=20, batch_size=16, lr=0.0,
+                patience=2, **QUIET)
+    assert res.stopped == "early stopping" and res.epochs_run == 3 and res.best_epoch == 1
+    assert (tmp_path / "es" / BEST_NAME).exists()
+    again = train(TinyNet(), toy_data(32, 16), tmp_path / "es", epochs=20, batch_size=16,
+                  lr=0.0, patience=2, resume=True, **QUIET)
+    assert again.stopped == "early stopping" and again.epochs_run == 3
+    res = train(TinyNet(), toy_data(32, 16), tmp_path / "tb", epochs=20, batch_size=16,
+                patience=None, max_minutes=1e-6, **QUIET)
+    assert res.stopped == "time budget" and res.epochs_run == 1
+
+
+# ------------------------------------------------------------------------- calibration
+def test_temperature_scaling_recovers_known_temperature():
+    rng = np.random.default_rng(42)
+    n, t_true = 4000, 2.0
+    centres = 0.5 * (Z_EDGES[1:] + Z_EDGES[:-1])
+    mu = rng.uniform(0.1, 1.5, n)
+    logits = -0.5 * ((centres[None, :] - mu[:, None]) / 0.02) ** 2 / 4.0
+    logits += rng.normal(0, 0.5, logits.shape)
+    p = np.exp(logits / t_true - (logits / t_true).max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    cdf = p.cumsum(1)
+    k = (cdf < rng.uniform(size=(n, 1))).sum(1).clip(0, 399)
+    z = Z_EDGES[k] + rng.uniform(size=n) * 0.004
+    assert fit_temperature(logits, z) == pytest.approx(t_true, rel=0.05)
+    cal = TemperatureCalibration.fit(logits, z)
+    assert cal.after["nll"] <= cal.before["nll"]
+    assert cal.after["pit_ks"] < cal.before["pit_ks"]
+    assert abs(cal.after["coverage68"] - 0.68) < abs(cal.before["coverage68"] - 0.68)
+    assert abs(cal.after["coverage68"] - 0.68) < 0.03
+    d = cal.to_dict()
+    assert d["temperature"] == cal.temperature and json.dumps(d)
+    # bin indices work as well as redshifts
+    assert fit_temperature(logits, k) == pytest.approx(cal.temperature)
+    s = calibration_summary(logits, z, cal.temperature)
+    assert s == cal.after
+
+
+# ------------------------------------------------------------------------- export
+def test_export_round_trip(tmp_path):
+    from astro_mantis.models import build_model, load_model
+
+    torch.manual_seed(3)
+    net = build_model("mantis-mini", **TINY_MINI).eval()
+    out = export_model(net, tmp_path, "tiny-mini", temperature=1.3,
+                       metrics={"validation": {"nmad": np.float64(0.05)}},
+                       data={"n_train": 10}, command="astro-mantis train ...", seed=0, epochs=2)
+    assert out.weights_path.name == "tiny-mini.safetensors"
+    assert out.card_path.name == "tiny-mini.json"
+    digest = hashlib.sha256(out.weights_path.read_bytes()).hexdigest()
+    card = read_model_card(out.card_path)
+    assert card == read_model_card(out.weights_path) == out.card
+    assert card["sha256"] == digest and card["size"] == out.weights_path.stat().st_size
+    assert card["model"] == "mantis-mini" and card["architecture"]["widths"] == [4, 8]
+    assert card["temperature"] == 1.3 and card["seed"] == 0 and card["epochs"] == 2
+    assert card["metrics"]["validation"]["nmad"] == 0.05
+    assert np.allclose(card["bin_edges"], Z_EDGES) and len(card["bin_edges"]) == 401
+    assert card["n_parameters"] == sum(p.numel() for p in net.parameters())
+    state = verify_export(out.weights_path)
+    assert state.keys() == net.state_dict().keys()
+    # the registry loads the pair: architecture from the card, checksum verified
+    loaded = load_model("mantis-mini", weights=out.weights_path)
+    assert loaded.meta["temperature"] == 1.3
+    x, d = torch.rand(2, 9, 120, 120), torch.zeros(2, 2)
+    with torch.no_grad():
+        assert torch.equal(net(x, d), loaded(x, d))
+    # a changed file no longer verifies
+    raw = bytearray(out.weights_path.read_bytes())
+    raw[-1] ^= 1
+    out.weights_path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="SHA-256"):
+        verify_export(out.weights_path)
+
+
+# ------------------------------------------------------------------------- shards and CLI
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+    """A tiny training data directory from the mock sky, in the real shard format."""
+    from astro_mantis.simulate.dataset import make_dataset
+
+    path = tmp_path_factory.mktemp("mock_data")
+    make_dataset(16, path, seed=1, split=(0.5, 0.25, 0.25), shard_size=4, progress=False)
+    return path
+
+
+def _cutouts_from_shard(shard):
+    """MultiSurveyCutout objects holding a shard's raw arrays (missing surveys left out)."""
+    from astropy.coordinates import SkyCoord
+
+    from astro_mantis import MultiSurveyCutout
+    from astro_mantis.surveys import SURVEYS, SurveyImage
+    from astropy.wcs import WCS
+
+    cuts = []
+    for j in range(len(shard["z"])):
+        images, missing = {}, []
+        for name in ("galex", "panstarrs", "unwise"):
+            data = shard[name][j]
+            if np.isnan(data).all():
+                missing.append(name)
+                continue
+            survey = SURVEYS[name]
+            images[name] = SurveyImage(name, data, WCS(naxis=2), survey.unit, survey.bands)
+        cuts.append(MultiSurveyCutout(SkyCoord(150.0, 2.0, unit="deg"), images,
+                                      missing=missing))
+    return cuts
+
+
+def test_shard_dataset_matches_early_fusion(shard_dir, tmp_path):
+    from astro_mantis.fusion import early_fusion
+    from astro_mantis.training import ShardDataset
+    from astro_mantis.training.data import load_shard
+
+    ds = ShardDataset(shard_dir, "train", cache_dir=tmp_path / "c32", cache_dtype="float32")
+    assert len(ds) == 8 and ds.z.shape == (8,) and ds.valid.shape == (8, 9)
+    start = 0
+    for path in ds.shards:
+        shard = load_shard(path)
+        ebv = np.stack([shard["ebv_csfd"], shard["ebv_planck"]], axis=1)
+        ref = early_fusion(_cutouts_from_shard(shard), ebv=ebv)
+        for j in range(len(shard["z"])):
+            x, dust, z = ds.row(start + j)
+            assert np.array_equal(x, ref.x[j])
+            assert np.array_equal(dust, ref.dust[j]) and z == shard["z"][j]
+            assert np.array_equal(ds.valid[start + j], ref.valid[j])
+        start += len(shard["z"])
+    # float16 cache: same items to float16 rounding; the cache is reused, not rebuilt
+    ds16 = ShardDataset(shard_dir, "train", cache_dir=tmp_path / "c16")
+    stamp = [p.stat().st_mtime_ns for p in sorted((tmp_path / "c16").rglob("*.npy"))]
+    again = ShardDataset(shard_dir, "train", cache_dir=tmp_path / "c16")
+    assert stamp == [p.stat().st_mtime_ns for p in sorted((tmp_path / "c16").rglob("*.npy"))]
+    x16, x32 = again[3][0].numpy(), ds[3][0].numpy()
+    assert np.allclose(x16, x32, rtol=1e-3, atol=1e-4)
+    assert ds16[3][0].shape == (9, 120, 120)
+
+
+def test_cli_train(shard_dir, tmp_path, capsys):
+    from astro_mantis.cli import main
+    from astro_mantis.models import load_model
+
+    out = tmp_path / "run"
+    args = ["train", "--data", str(shard_dir), "--out", str(out), "--model", "mantis-mini",
+            "--model-arg", "widths=[4,8]", "--model-arg", "depths=[1,1]",
+            "--model-arg", "hidden=16", "--epochs", "2", "--batch-size", "4", "--lr", "0.01",
+            "--seed", "3", "--device", "cpu", "--no-progress"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "best epoch" in text and "calibration" in text and "test (4)" in text
+    for name in ("metrics.jsonl", "checkpoint.pt", "best_model.pt", "mantis-mini.safetensors",
+                 "mantis-mini.json"):
+        assert (out / name).is_file(), name
+    card = read_model_card(out / "mantis-mini.json")
+    assert card["command"].startswith("astro-mantis train --data ")
+    assert "--seed 3" in card["command"] and card["seed"] == 3
+    assert set(card["metrics"]) == {"validation", "test"}
+    assert card["data"]["splits"]["train"]["n"] == 8
+    assert card["training"]["config"]["n_train"] == 8
+    assert card["calibration"]["method"] == "temperature scaling"
+    assert card["temperature"] == card["calibration"]["temperature"] > 0
+    verify_export(out / "mantis-mini.safetensors")
+    net = load_model("mantis-mini", weights=out / "mantis-mini.safetensors")
+    assert net.meta["architecture"]["widths"] == [4, 8]
+    # an existing run needs --resume (which finds it complete) or --overwrite
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0
+    assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert main(args + ["--overwrite", "--model", "no-such-model"]) == 2
+
+
+def test_cli_train_help(capsys):
+    from astro_mantis.cli import main
+
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    for option in ("--data", "--out", "--model", "--epochs", "--batch-size", "--lr", "--seed",
+                   "--device", "--resume", "--max-minutes", "--patience", "--balanced",
+                   "--smoothing-sigma", "metrics.jsonl", "checkpoint.pt"):
+        assert option in text, option
