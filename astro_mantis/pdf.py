@@ -9,7 +9,8 @@ export to ``qp`` and to astropy Table columns.
 
 Bin convention
 --------------
-The bins have edges `~astro_mantis.pdf.Z_EDGES` ``= numpy.linspace(0.0, 1.6, 401)`` (width 0.004) and
+The bins have edges `~astro_mantis.pdf.Z_EDGES`
+``= numpy.linspace(0.0, 1.6, 401)`` (width 0.004) and
 centres `Z_CENTERS`, the midpoints ``0.002, 0.006, ..., 1.598``. The PDF is taken to
 be *piecewise constant*: a histogram whose value in each bin is a probability
 density (per unit redshift), normalised so that ``sum(pdf * widths) == 1``. Every
@@ -93,7 +94,8 @@ class RedshiftPDF:
         ``(N, nbins)`` for N objects or ``(nbins,)`` for a single object. A 1-D
         input gives a *scalar* PDF whose statistics are plain floats.
     edges : array-like, optional
-        Bin edges, ``nbins + 1`` strictly increasing values. Default: `~astro_mantis.pdf.Z_EDGES`, the
+        Bin edges, ``nbins + 1`` strictly increasing values.
+        Default: `~astro_mantis.pdf.Z_EDGES`, the
         400 bins of width 0.004 on [0, 1.6).
     meta : dict, optional
         Free-form metadata (model name, weights checksum, ...). Copied into the
