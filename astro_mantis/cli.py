@@ -186,8 +186,10 @@ def build_parser():
             "   is saved to OUT/checkpoint.pt (--resume continues from it exactly).\n"
             "   Training stops early when the validation CDE loss has not improved for\n"
             "   --patience epochs; the best epoch's weights are kept (OUT/best_model.pt).\n"
-            "3. A softmax temperature is fitted on the validation split (PIT KS statistic\n"
-            "   and 68% coverage before and after are reported).\n"
+            "3. A softmax temperature (by likelihood) and then a PIT recalibration map\n"
+            "   (the CDF of the validation PIT values, applied to every PDF's CDF) are\n"
+            "   fitted on the validation split (PIT KS statistic and 68% coverage before\n"
+            "   and after are reported).\n"
             "4. The validation and test splits are evaluated, and OUT/NAME.safetensors\n"
             "   and its model card OUT/NAME.json (data, command, seed, metrics,\n"
             "   temperature, bin edges, sha256 of the weights) are written. Copy the two\n"
@@ -264,7 +266,11 @@ def build_parser():
     t.add_argument("--cache-dtype", choices=("float16", "float32"), default="float16",
                    help="storage type of the fused cache (default: %(default)s)")
     t.add_argument("--no-calibrate", action="store_true",
-                   help="do not fit a softmax temperature (the card records T = 1)")
+                   help="do not calibrate: no softmax temperature (the card records T = 1) "
+                        "and no PIT map")
+    t.add_argument("--no-pit", action="store_true",
+                   help="calibrate with the softmax temperature only, without the PIT "
+                        "recalibration map")
     t.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     t.set_defaults(func=_cmd_train)
     return parser
@@ -848,7 +854,7 @@ def _train_command(args):
               "--warmup-epochs", repr(args.warmup_epochs), "--seed", str(args.seed),
               "--patience", str(args.patience), "--smoothing-sigma", repr(args.smoothing_sigma),
               "--device", str(args.device)]
-    for flag in ("balanced", "no_augment", "no_amp", "no_calibrate"):
+    for flag in ("balanced", "no_augment", "no_amp", "no_calibrate", "no_pit"):
         if getattr(args, flag):
             parts.append("--" + flag.replace("_", "-"))
     if args.max_minutes is not None:
@@ -883,6 +889,7 @@ def _cmd_train(args):
     try:
         result = fit_and_export(
             args.model, data, out, name=args.name, calibrate=not args.no_calibrate,
+            pit=not args.no_pit,
             command=_train_command(args),
             cache_dir=args.cache_dir, cache_dtype=args.cache_dtype,
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

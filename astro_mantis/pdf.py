@@ -838,6 +838,55 @@ class RedshiftPDF:
                           self.meta)
 
     # -- export ------------------------------------------------------------------
+    def remap_cdf(self, knots, values):
+        """Recalibrated PDFs whose CDF is ``G(F(z))`` for a monotone map ``G``.
+
+        This is how a PIT recalibration (Bordoloi, Lilly & Amara 2010) is applied:
+        ``G`` is the cumulative distribution of the probability integral transform
+        values measured on a calibration sample, so that the remapped PDFs give
+        uniformly distributed PIT values on that sample. ``G`` is the piecewise
+        linear function through ``(knots, values)``; it is applied to the CDF at the
+        bin edges, so the result stays a histogram on the same bins.
+
+        Parameters
+        ----------
+        knots, values : array-like
+            Increasing abscissae from 0 to 1 and non-decreasing ordinates from 0 to
+            1 of the map ``G`` (see `astro_mantis.training.calibration.PITMap`).
+
+        Returns
+        -------
+        `RedshiftPDF`
+            New PDFs on the same bins, with the same meta (invalid rows stay
+            invalid).
+
+        Raises
+        ------
+        ValueError
+            If the map does not run from (0, 0) to (1, 1) monotonically.
+        """
+        knots = np.asarray(knots, dtype=np.float64)
+        values = np.asarray(values, dtype=np.float64)
+        if (knots.ndim != 1 or knots.shape != values.shape or len(knots) < 2
+                or not np.all(np.diff(knots) > 0) or np.any(np.diff(values) < 0)
+                or knots[0] != 0 or knots[-1] != 1 or values[0] != 0 or values[-1] != 1):
+            raise ValueError("the CDF map must be given by increasing knots from 0 to 1 and "
+                             "non-decreasing values from 0 to 1")
+        out = np.empty_like(self._pdf)
+        for s in _chunk_slices(len(self._pdf), self.nbins):
+            ft, total = self._cdf_edges_t(s)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cdf = np.clip(ft / total, 0.0, 1.0)
+            mapped = np.interp(cdf, knots, values)
+            mapped[:, ~np.isfinite(total)] = np.nan
+            block = np.diff(mapped, axis=0).T
+            if not self._equal_widths:
+                block = block / self._widths
+            else:
+                block = block / self._widths[0]
+            out[s] = block
+        return type(self)._wrap(out, self._edges, self._valid.copy(), self._scalar, self.meta)
+
     def to_qp(self):
         """Export as a ``qp.Ensemble`` of ``qp.hist`` distributions.
 

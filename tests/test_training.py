@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from astro_mantis.pdf import Z_EDGES
-from astro_mantis.training import (ArrayDataset, TemperatureCalibration, TrainingData,
+from astro_mantis.training import (ArrayDataset, PITMap, TemperatureCalibration, TrainingData,
                                    export_model, fit_temperature, read_model_card, train,
                                    verify_export)
-from astro_mantis.training.calibration import calibration_summary, nll
+from astro_mantis.training.calibration import calibration_summary, nll, pit_values
 from astro_mantis.training.data import (EpochSampler, augment, balanced_weights, dihedral,
                                         inverse_dihedral, soft_targets, z_to_bin)
 from astro_mantis.training.loop import (BEST_NAME, CHECKPOINT_NAME, METRICS_NAME,
@@ -259,7 +259,8 @@ def test_temperature_scaling_recovers_known_temperature():
     k = (cdf < rng.uniform(size=(n, 1))).sum(1).clip(0, 399)
     z = Z_EDGES[k] + rng.uniform(size=n) * 0.004
     assert fit_temperature(logits, z) == pytest.approx(t_true, rel=0.05)
-    cal = TemperatureCalibration.fit(logits, z)
+    cal = TemperatureCalibration.fit(logits, z, pit=False)
+    assert cal.pit_map is None and cal.method == "temperature scaling"
     assert cal.after["nll"] <= cal.before["nll"]
     assert cal.after["pit_ks"] < cal.before["pit_ks"]
     assert abs(cal.after["coverage68"] - 0.68) < abs(cal.before["coverage68"] - 0.68)
@@ -270,6 +271,100 @@ def test_temperature_scaling_recovers_known_temperature():
     assert fit_temperature(logits, k) == pytest.approx(cal.temperature)
     s = calibration_summary(logits, z, cal.temperature)
     assert s == cal.after
+
+
+def _miscalibrated(rng, n):
+    """Logits of PDFs that are too narrow and skewed, and true z drawn from the truth.
+
+    The truth for object i is a mixture: 80% a Gaussian at mu_i of width 0.05, 20% a
+    Gaussian of width 0.2 (outliers); the "network" predicts only the narrow
+    component, 0.6 times too narrow. No temperature can fix both the core and the
+    tails.
+    """
+    centres = 0.5 * (Z_EDGES[1:] + Z_EDGES[:-1])
+    mu = rng.uniform(0.3, 1.3, n)
+    logits = -0.5 * ((centres[None, :] - mu[:, None]) / 0.03) ** 2
+    wide = rng.uniform(size=n) < 0.2
+    z = mu + rng.normal(0, np.where(wide, 0.2, 0.05))
+    return logits, np.clip(z, 0.001, 1.599)
+
+
+def test_pit_map_fixes_a_shape_no_temperature_fixes():
+    from scipy import stats
+
+    rng = np.random.default_rng(7)
+    vl, vz = _miscalibrated(rng, 3000)
+    tl, tz = _miscalibrated(rng, 3000)  # held out: same process, new draws
+    temp_only = TemperatureCalibration.fit(vl, vz, pit=False)
+    cal = TemperatureCalibration.fit(vl, vz)
+    assert cal.temperature == temp_only.temperature
+    assert cal.method == "temperature scaling + PIT recalibration"
+    # on held-out data the PIT map brings KS and coverage where a temperature cannot
+    before = calibration_summary(tl, tz, temp_only.temperature)
+    after = calibration_summary(tl, tz, cal.temperature, pit_map=cal.pit_map)
+    assert before["pit_ks"] > 0.08
+    assert after["pit_ks"] < 0.035 and abs(after["coverage68"] - 0.68) < 0.03
+    assert stats.kstest(pit_values(tl, tz, cal.temperature, pit_map=cal.pit_map),
+                        "uniform").statistic == pytest.approx(after["pit_ks"])
+    # the map is the validation PIT's empirical CDF at the knots (mixed with the identity)
+    pm = cal.pit_map
+    pit_val = pit_values(vl, vz, cal.temperature)
+    ecdf = np.mean(pit_val[:, None] <= pm.knots[None, 1:-1], axis=0)
+    assert np.allclose(pm.values[1:-1], 0.99 * ecdf + 0.01 * pm.knots[1:-1])
+    assert np.all(np.diff(pm.values) > 0) and pm.n == 3000
+    # card round trip
+    d = cal.to_dict()
+    assert json.loads(json.dumps(d)) == d and "pit_map" in d
+    back = TemperatureCalibration.from_dict(d)
+    assert np.array_equal(back.pit_map.values, pm.values)
+    assert back.temperature == cal.temperature and back.method == cal.method
+    pdf = cal.apply_pdf(tl[:5])
+    assert np.allclose(pdf.cdf(tz[:5]), pm(pit_values(tl[:5], tz[:5], cal.temperature)),
+                       atol=0.02)
+
+
+def test_remap_cdf():
+    from astro_mantis.pdf import RedshiftPDF
+
+    rng = np.random.default_rng(3)
+    p = RedshiftPDF(rng.uniform(0, 1, (4, 400)) ** 4)
+    same = p.remap_cdf([0, 1], [0, 1])
+    assert np.allclose(same.pdf, p.pdf)
+    knots, values = np.array([0, 0.5, 1.0]), np.array([0, 0.8, 1.0])
+    q = p.remap_cdf(knots, values)
+    # the new CDF at every edge is G(old CDF); PDFs stay normalised
+    grid = Z_EDGES[np.newaxis, 1:-1]
+    assert np.allclose(q.cdf(grid), np.interp(p.cdf(grid), knots, values))
+    assert np.allclose((q.pdf * q.widths).sum(1), 1)
+    # NaN rows stay invalid
+    bad = RedshiftPDF(np.vstack([p.pdf[:1], np.full((1, 400), np.nan)]), allow_invalid=True)
+    r = bad.remap_cdf(knots, values)
+    assert r.valid.tolist() == [True, False] and np.isnan(r.pdf[1]).all()
+    for k, v in (([0, 1], [0, 0.9]), ([0, 0.5, 0.4, 1], [0, 0.5, 0.6, 1]),
+                 ([0, 0.5, 1], [0, 0.6, 0.5])):
+        with pytest.raises(ValueError, match="CDF map"):
+            p.remap_cdf(k, v)
+    with pytest.raises(ValueError, match="PIT map"):
+        PITMap([0, 1], [0, 0.5])
+    with pytest.raises(ValueError, match="no finite PIT"):
+        PITMap.fit([np.nan])
+
+
+def test_predict_applies_the_card_pit_map():
+    from astro_mantis.models import build_model, predict
+    from astro_mantis.pdf import RedshiftPDF
+
+    torch.manual_seed(0)
+    net = build_model("mantis-mini", **TINY_MINI).eval()
+    x, d = np.random.default_rng(1).random((3, 9, 120, 120), dtype=np.float32), np.zeros((3, 2))
+    plain = predict(x, net, dust=d)
+    pm = PITMap([0, 0.3, 1], [0, 0.6, 1])
+    net.meta["calibration"] = {"method": "temperature scaling + PIT recalibration",
+                               "pit_map": pm.to_dict()}
+    cal = predict(x, net, dust=d)
+    assert cal.meta["pit_recalibrated"] and "pit_recalibrated" not in plain.meta
+    assert np.allclose(cal.pdf, pm.apply(RedshiftPDF(plain.pdf)).pdf, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(cal.pdf, plain.pdf)
 
 
 # ------------------------------------------------------------------------- export

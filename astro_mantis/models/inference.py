@@ -156,7 +156,9 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=64, devi
     without the random rotations and flips the reference applies at inference. With
     ``tta=True`` the softmax probabilities are averaged over all 8 flips and 90°
     rotations instead. The calibration temperature of the model's card
-    (``model.meta["temperature"]``) divides the logits when present.
+    (``model.meta["temperature"]``) divides the logits when present, and its PIT
+    recalibration map (``model.meta["calibration"]["pit_map"]``) is then applied to
+    the PDFs' CDFs (`astro_mantis.pdf.RedshiftPDF.remap_cdf`).
 
     Parameters
     ----------
@@ -252,5 +254,11 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=64, devi
     if scalar:
         out = out[0]
     if tta:
-        return RedshiftPDF(out / np.diff(edges), edges=edges, meta=meta)
-    return RedshiftPDF.from_logits(out, edges=edges, temperature=temperature, meta=meta)
+        pdf = RedshiftPDF(out / np.diff(edges), edges=edges, meta=meta)
+    else:
+        pdf = RedshiftPDF.from_logits(out, edges=edges, temperature=temperature, meta=meta)
+    pit_map = (meta_in.get("calibration") or {}).get("pit_map")
+    if pit_map:
+        pdf = pdf.remap_cdf(pit_map["knots"], pit_map["values"])
+        pdf.meta["pit_recalibrated"] = True
+    return pdf

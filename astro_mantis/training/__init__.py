@@ -8,16 +8,16 @@ The pieces, in the order a run uses them (``astro-mantis train`` chains them all
 * `astro_mantis.training.loop`: `~astro_mantis.training.loop.train` (AdamW, warm-up + cosine
   schedule, cross-entropy over the redshift bins, checkpoints with exact resume, early stopping on
   the validation CDE loss, metrics log);
-* `astro_mantis.training.calibration`: temperature scaling fitted on the validation
-  split, with PIT diagnostics before and after;
+* `astro_mantis.training.calibration`: temperature scaling and a PIT recalibration
+  map fitted on the validation split, with PIT diagnostics before and after;
 * `astro_mantis.training.export`: ``safetensors`` weights and a JSON model card.
 """
-from .calibration import TemperatureCalibration, calibrate_model, fit_temperature
+from .calibration import PITMap, TemperatureCalibration, calibrate_model, fit_temperature
 from .data import ArrayDataset, ShardDataset, augment, balanced_weights, soft_targets, z_to_bin
 from .export import export_model, read_model_card, verify_export
 from .loop import TrainingData, TrainResult, collect_logits, evaluate, train
 
 __all__ = ["train", "TrainResult", "TrainingData", "collect_logits", "evaluate",
            "ArrayDataset", "ShardDataset", "augment", "balanced_weights", "soft_targets",
-           "z_to_bin", "TemperatureCalibration", "fit_temperature", "calibrate_model",
+           "z_to_bin", "TemperatureCalibration", "PITMap", "fit_temperature", "calibrate_model",
            "export_model", "read_model_card", "verify_export"]

@@ -159,7 +159,9 @@ def export_model(model, directory, name="mantis-mini", *, model_kwargs=None, tem
         "n_parameters": sum(int(p.numel()) for p in model.parameters()),
         "input": {"x": [len(CHANNELS), 120, 120], "channels": list(CHANNELS),
                   "dust": ["ebv_csfd", "ebv_planck"], "fusion": "early_fusion"},
-        "output": {"logits": len(Z_EDGES) - 1, "pdf": "softmax(logits / temperature)"},
+        "output": {"logits": len(Z_EDGES) - 1,
+                   "pdf": ("softmax(logits / temperature), then the CDF remapped through "
+                           "calibration['pit_map'] when present")},
         "n_bins": len(Z_EDGES) - 1,
         "z_min": float(Z_EDGES[0]),
         "z_max": float(Z_EDGES[-1]),

@@ -3,8 +3,8 @@
 
 `~astro_mantis.training.pipeline.fit_and_export` is what ``astro-mantis train`` runs:
 `~astro_mantis.training.train` on the training split (early stopping on the validation split),
-temperature scaling fitted on the validation split, metrics on the validation and test splits with
-the fitted temperature, and `~astro_mantis.training.export_model` of the best weights with a model
+temperature scaling and a PIT recalibration fitted on the validation split, metrics on the
+validation and test splits with that calibration, and `~astro_mantis.training.export_model` of the best weights with a model
 card that records all of it.
 """
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ from .loop import TrainingData, TrainResult, collect_logits, epoch_metrics, trai
 __all__ = ["fit_and_export", "FitResult", "split_metrics"]
 
 
-def split_metrics(logits, z, temperature=1.0, n_bootstrap=200, seed=0):
+def split_metrics(logits, z, temperature=1.0, n_bootstrap=200, seed=0, pit_map=None):
     """Metrics of one split for the model card.
 
     Parameters
@@ -35,11 +35,14 @@ def split_metrics(logits, z, temperature=1.0, n_bootstrap=200, seed=0):
         Bootstrap resamples for the standard errors.
     seed : int
         Seed of the bootstrap.
+    pit_map : `~astro_mantis.training.calibration.PITMap`, optional
+        PIT recalibration applied after the temperature.
 
     Returns
     -------
     dict
-        ``n``, ``temperature``, ``nll`` and the entries of
+        ``n``, ``temperature``, ``pit_recalibrated``, ``nll`` (of the temperature-scaled
+        softmax) and the entries of
         `astro_mantis.metrics.photoz_metrics` (point estimate: the PDF mean) with
         their standard errors under ``errors``.
     """
@@ -47,8 +50,11 @@ def split_metrics(logits, z, temperature=1.0, n_bootstrap=200, seed=0):
     from ..pdf import RedshiftPDF
 
     pdf = RedshiftPDF.from_logits(logits, temperature=temperature)
+    if pit_map is not None:
+        pdf = pit_map.apply(pdf)
     m = photoz_metrics(None, z, pdf=pdf, n_bootstrap=n_bootstrap, seed=seed)
     out = {"n": int(len(z)), "temperature": float(temperature),
+           "pit_recalibrated": pit_map is not None,
            "nll": epoch_metrics(logits, z, temperature)["loss"]}
     out.update({k: float(v) for k, v in m.items()})
     out["errors"] = {k: float(v) for k, v in m.errors.items()}
@@ -64,7 +70,7 @@ class FitResult:
     training : `~astro_mantis.training.loop.TrainResult`
         The training run (model with the best weights, history).
     calibration : `~astro_mantis.training.calibration.TemperatureCalibration` or None
-        The fitted temperature (None when calibration was switched off).
+        The fitted temperature and PIT map (None when calibration was switched off).
     metrics : dict
         Split name → `~astro_mantis.training.pipeline.split_metrics` (validation, and test when the
         data has one).
@@ -78,8 +84,8 @@ class FitResult:
     export: ExportResult
 
 
-def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, export=True,
-                   command=None, cache_dir=None, cache_dtype="float16",
+def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=True, export=True,
+                   command=None, card_extra=None, cache_dir=None, cache_dtype="float16",
                    n_bootstrap=200, **train_kwargs):
     """Train a model, calibrate it, evaluate it and export it with its model card.
 
@@ -98,10 +104,15 @@ def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, expor
         name).
     calibrate : bool
         Fit the softmax temperature on the validation split.
+    pit : bool
+        With ``calibrate``, also fit a PIT recalibration map on the validation split
+        (`~astro_mantis.training.calibration.PITMap`).
     export : bool
         Write the weights and model card.
     command : str, optional
         Command line recorded in the model card.
+    card_extra : dict, optional
+        Further model card entries (e.g. ``limits``).
     cache_dir, cache_dtype
         Fused cache settings (see `~astro_mantis.training.data.ShardDataset`).
     n_bootstrap : int
@@ -130,15 +141,17 @@ def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, expor
 
     logits, z = collect_logits(net, data.validation, batch_size=bs, device=device,
                                num_workers=workers, progress=progress, desc="validation")
-    calibration = TemperatureCalibration.fit(logits, z) if calibrate else None
+    calibration = TemperatureCalibration.fit(logits, z, pit=pit) if calibrate else None
     temperature = calibration.temperature if calibration is not None else 1.0
+    pit_map = calibration.pit_map if calibration is not None else None
     if calibration is not None:
         log.info(f"calibration on the validation split: {calibration}")
-    metrics = {"validation": split_metrics(logits, z, temperature, n_bootstrap)}
+    metrics = {"validation": split_metrics(logits, z, temperature, n_bootstrap,
+                                           pit_map=pit_map)}
     if data.test is not None and len(data.test):
         tl, tz = collect_logits(net, data.test, batch_size=bs, device=device,
                                 num_workers=workers, progress=progress, desc="test")
-        metrics["test"] = split_metrics(tl, tz, temperature, n_bootstrap)
+        metrics["test"] = split_metrics(tl, tz, temperature, n_bootstrap, pit_map=pit_map)
         if calibration is not None:
             metrics["test"]["uncalibrated"] = {
                 k: v for k, v in split_metrics(tl, tz, 1.0, 0).items()
@@ -160,7 +173,7 @@ def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, expor
             net, out_dir, name, model_kwargs=cfg["model_kwargs"], temperature=temperature,
             calibration=calibration.to_dict() if calibration is not None else None,
             metrics=metrics, training=training, data=data.manifest, command=command,
-            seed=cfg["seed"], epochs=result.epochs_run)
+            seed=cfg["seed"], epochs=result.epochs_run, extra=card_extra)
         log.info(f"exported {exported.weights_path} and {exported.card_path}")
     return FitResult(training=result, calibration=calibration, metrics=metrics,
                      export=exported)
