@@ -257,14 +257,164 @@ def test_colour_medians_match_heldout_sdss(colours_odd, colour):
     _check(colours_odd, colour, 0.1)
 
 
+# -- NUV - r, one mode at a time ------------------------------------------------------
+# NUV - r is bimodal (blue cloud ~3.5, red sequence ~6) and its plain median falls in the
+# sparse gap, where it follows the red fraction; so the two modes are compared separately.
+# The split is the valley of the even (training) rows' distribution at z < 0.25 (4.56 with a
+# 0.25-mag Gaussian kernel, checked below), which is also the middle of the conventional
+# (rest-frame) green valley, roughly 4 < NUV - r < 5 (e.g. Salim 2014). Nothing here is
+# chosen from the odd rows.
+NUV_R_SPLIT = 4.5
+MODE_MIN_COUNT = 20  # held-out galaxies a mode needs before its median is compared
+
+
+@pytest.fixture(scope="module")
+def nuv_r_samples():
+    """Per-galaxy NUV - r of the mock and of both real halves, selected exactly as
+    `colour_redshift_comparison` selects them (checked against its table below).
+
+    Both sides carry the same cuts (Petrosian r < 17.77, 0 < Ks < 13.5, z range) and no cut
+    on GALEX: the mock has no GALEX depth, so a detection cut could not be applied to both
+    sides alike. A real galaxy without a GALEX detection has the NUV its template fit
+    predicts, as every mock galaxy does; ``detected`` records which real values are
+    measurements.
+    """
+    cfg = PopulationConfig(main_k_limit=13.5)
+    mock = draw_population(30000, cfg, 0, components=["main"])
+    z = np.asarray(mock["z"])
+    mags = phot.band_magnitudes(np.asarray(mock["coeffs"]), z, 0.0, ("nuv", "r"))
+    out = {"mock": (z, mags[:, 0] - mags[:, 1], np.zeros(z.size, bool))}
+    for rows in ("odd", "even"):
+        real = phot.sdss_reference_magnitudes(rows, ("nuv", "r"))
+        zr, k = np.asarray(real["z"]), np.asarray(real["k_ext"])
+        keep = ((np.asarray(real["r_petro"]) < cfg.main_r_limit) & (zr >= cfg.main_z_min)
+                & (zr <= cfg.main_z_max) & (k > 0) & (k < cfg.main_k_limit))
+        colour = np.asarray(real["mag_nuv"]) - np.asarray(real["mag_r"])
+        detected = np.asarray(real["anchor_nuv"]) != "fit"
+        out[rows] = (zr[keep], colour[keep], detected[keep])
+    return out
+
+
+def _nuv_r_modes(samples, split=NUV_R_SPLIT, min_count=30):
+    """Per z bin (0.05 wide, >= min_count held-out galaxies, as in the table) and per sample:
+    counts, median NUV - r of each mode, red fraction and its binomial error."""
+    edges = np.round(np.arange(0.0, 0.5001, 0.05), 6)
+    bins = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        entry = {"z": (lo, hi)}
+        for name, (z, colour, detected) in samples.items():
+            inside = (z >= lo) & (z < hi) & np.isfinite(colour)
+            c, det = colour[inside], detected[inside]
+            red = c >= split
+            n = c.size
+            f = red.mean() if n else np.nan
+            entry[name] = {
+                "n": n, "n_blue": int((~red).sum()), "n_red": int(red.sum()),
+                "blue": float(np.median(c[~red])) if (~red).any() else np.nan,
+                "red": float(np.median(c[red])) if red.any() else np.nan,
+                "f_red": f, "sigma_f": np.sqrt(f * (1 - f) / n) if n else np.nan,
+                "det_blue": det[~red].mean() if (~red).any() else np.nan,
+                "det_red": det[red].mean() if red.any() else np.nan,
+            }
+        if entry["odd"]["n"] >= min_count:
+            bins.append(entry)
+    return bins
+
+
+def _mode_line(b):
+    m, o, e = b["mock"], b["odd"], b["even"]
+    return (f"z {b['z'][0]:.2f}-{b['z'][1]:.2f}: n odd {o['n_blue']}/{o['n_red']} "
+            f"(blue/red), even {e['n_blue']}/{e['n_red']}; blue mock {m['blue']:.3f} odd "
+            f"{o['blue']:.3f} even {e['blue']:.3f}; red mock {m['red']:.3f} odd {o['red']:.3f} "
+            f"even {e['red']:.3f}; f_red mock {m['f_red']:.3f} odd {o['f_red']:.3f}"
+            f"+-{o['sigma_f']:.3f} even {e['f_red']:.3f}+-{e['sigma_f']:.3f}")
+
+
+def test_nuv_r_samples_are_the_comparison_tables_selection(nuv_r_samples, colours_odd,
+                                                           colours_even):
+    """The per-galaxy samples reproduce the comparison table (same galaxies, same colours),
+    and the mode counts are those the mode tests rely on."""
+    bins = _nuv_r_modes(nuv_r_samples)
+    for name, table in (("odd", colours_odd), ("even", colours_even)):
+        rows = table[table["colour"] == "nuv-r"]
+        assert len(rows) == len(bins) == 5
+        for b, row in zip(bins, rows):
+            assert b["z"][0] == pytest.approx(row["z_lo"])
+            assert b[name]["n"] == row["n_real"] and b["mock"]["n"] == row["n_mock"]
+        z, c, _ = nuv_r_samples[name]
+        for row in rows:
+            inside = (z >= row["z_lo"]) & (z < row["z_hi"]) & np.isfinite(c)
+            assert np.median(c[inside]) == pytest.approx(row["median_real"], abs=1e-9)
+    zm, cm, _ = nuv_r_samples["mock"]
+    for row in colours_odd[colours_odd["colour"] == "nuv-r"]:
+        inside = (zm >= row["z_lo"]) & (zm < row["z_hi"]) & np.isfinite(cm)
+        assert np.median(cm[inside]) == pytest.approx(row["median_mock"], abs=1e-9)
+    n_blue = [b["odd"]["n_blue"] for b in bins]
+    n_red = [b["odd"]["n_red"] for b in bins]
+    assert n_blue == [259, 409, 98, 18, 3] and n_red == [234, 607, 343, 113, 37]
+    # in both modes most real NUV values are template predictions, as all mock ones are
+    # (GALEX-detected: blue 10, 13, 23, 0, 0 %; red 12, 6, 3, 5, 5 % of the odd rows)
+    for b in bins:
+        assert b["odd"]["det_blue"] <= 0.25 and b["odd"]["det_red"] <= 0.15
+
+
+def test_nuv_r_split_is_the_valley_of_the_training_rows(nuv_r_samples):
+    """NUV_R_SPLIT is where the even rows' NUV - r distribution (z < 0.25) is lowest."""
+    z, c, _ = nuv_r_samples["even"]
+    c = c[(z < 0.25) & np.isfinite(c)]
+    grid = np.arange(3.5, 6.0001, 0.01)
+    density = np.exp(-0.5 * ((grid[:, None] - c[None, :]) / 0.25) ** 2).sum(axis=1)
+    assert abs(grid[np.argmin(density)] - NUV_R_SPLIT) <= 0.15
+
+
 @pytest.mark.xfail(strict=True, reason=(
-    "NUV-r is bimodal (red sequence ~6, blue cloud ~3.5) and its median falls in the gap, "
-    "so it jumps with the red fraction: the two real halves (even vs odd rows) themselves "
-    "differ by 0.25 mag at 0.05<z<0.10 and 0.16 at 0.15<z<0.20; the mock, built from the "
-    "even half, follows it (mock-odd +0.29, +0.19, +0.25 at 0.05-0.10, 0.15-0.20, 0.20-0.25). "
-    "See test_nuv_r_as_close_to_heldout_as_the_training_half."))
-def test_nuv_r_medians_match_heldout_sdss_within_0p1(colours_odd):
-    _check(colours_odd, "nuv-r", 0.1)
+    "Mode medians (split NUV-r = 4.5) miss 0.1 mag in 4 of 8 cells with >= 20 held-out "
+    "galaxies: red 0.00-0.05 mock 5.563 vs odd 5.734 (-0.171; even 5.671), blue 0.10-0.15 "
+    "3.623 vs 3.754 (-0.131; even 3.595), red 0.15-0.20 6.477 vs 6.257 (+0.220; even 6.450), "
+    "red 0.20-0.25 6.588 vs 6.430 (+0.158; even 6.517). The held-out medians' own bootstrap "
+    "errors there are 0.08, 0.08, 0.16, 0.19 mag, and the even half differs from the odd "
+    "half by -0.06, -0.16, +0.19, +0.09."))
+def test_nuv_r_mode_medians_match_heldout_sdss_within_0p1(nuv_r_samples):
+    """Blue-cloud and red-sequence medians each within 0.1 mag of the held-out rows.
+
+    Per z bin the galaxies are split at NUV - r = NUV_R_SPLIT; a mode is compared where the
+    odd rows hold at least MODE_MIN_COUNT galaxies of it (8 cells: both modes at z < 0.15,
+    the red mode to z = 0.25).
+    """
+    bad = []
+    for b in _nuv_r_modes(nuv_r_samples):
+        for mode in ("blue", "red"):
+            if b["odd"][f"n_{mode}"] >= MODE_MIN_COUNT:
+                if abs(b["mock"][mode] - b["odd"][mode]) > 0.1:
+                    bad.append(f"{mode} " + _mode_line(b))
+    assert not bad, "\n" + "\n".join(bad)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Red fraction (NUV-r >= 4.5) at 0.05 < z < 0.10: mock 0.675, held-out odd rows "
+    "0.597 +- 0.015, even rows 0.659 +- 0.015; mock - odd = +0.077 = 3.6 sigma (2 sigma = "
+    "0.042). The real halves themselves differ by 2.9 sigma in that bin. The other four bins "
+    "agree within 0.6 sigma."))
+def test_nuv_r_red_fraction_matches_heldout_sdss(nuv_r_samples):
+    """Red fraction per z bin within 2 sigma of the held-out rows.
+
+    sigma**2 = f_odd (1 - f_odd) / n_odd + f_mock (1 - f_mock) / n_even: the binomial error
+    of the held-out fraction plus that of the mock's. The mock is a V_max resampling of the
+    even rows, so its fraction carries the sampling noise of the even galaxies behind it
+    (about n_even per bin); the 30,000 draws themselves add almost none, so using the mock's
+    own count would demand that the mock beat the sampling noise of its own training data.
+    No absolute floor (such as 0.1) is added: in the three bins with 400-1000 galaxies a
+    floor of 0.1 would accept differences of 3-5 sigma, i.e. the very shifts of the red
+    fraction that move the plain median, while in the small bins 2 sigma is already 0.09-0.13.
+    """
+    bad = []
+    for b in _nuv_r_modes(nuv_r_samples):
+        m, o, e = b["mock"], b["odd"], b["even"]
+        sigma = np.sqrt(o["f_red"] * (1 - o["f_red"]) / o["n"]
+                        + m["f_red"] * (1 - m["f_red"]) / e["n"])
+        if abs(m["f_red"] - o["f_red"]) > 2 * sigma:
+            bad.append(f"{(m['f_red'] - o['f_red']) / sigma:+.1f} sigma; " + _mode_line(b))
+    assert not bad, "\n" + "\n".join(bad)
 
 
 def test_nuv_r_as_close_to_heldout_as_the_training_half(colours_odd, colours_even):
