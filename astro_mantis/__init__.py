@@ -1,7 +1,8 @@
 """astro_mantis: galaxy redshift PDFs from GALEX, Pan-STARRS and unWISE cutouts.
 
 An astropy-affiliated implementation of Mantis Shrimp (Engel et al. 2025). Start with
-`Mantis.get_cutouts <MantisClass.get_cutouts>` (see the cutouts guide in the documentation).
+`add_redshift_columns` on your table (the photo-z guide) or
+`Mantis.get_cutouts <MantisClass.get_cutouts>` for the cutouts (the cutouts guide).
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 
@@ -16,6 +17,7 @@ from .flags import MantisFlag  # noqa: E402
 from .multicutout import MultiSurveyCutout  # noqa: E402
 from .cutouts import Mantis, MantisClass  # noqa: E402
 from .pdf import RedshiftPDF  # noqa: E402
+from .table import add_redshift_columns, query_coordinates  # noqa: E402
 
 __all__ = ["__version__", "Conf", "conf", "log", "MantisFlag", "MultiSurveyCutout",
-           "Mantis", "MantisClass", "RedshiftPDF"]
+           "Mantis", "MantisClass", "RedshiftPDF", "add_redshift_columns", "query_coordinates"]

@@ -336,6 +336,30 @@ class MantisClass(BaseQuery):
         self.last_request_count = None
 
     # -- public API -----------------------------------------------------------
+    def query_coordinates(self, coordinates, **kwargs):
+        """Redshift PDFs at positions, as a new table.
+
+        The cutouts are fetched through this service; see
+        `astro_mantis.table.query_coordinates`.
+
+        Parameters
+        ----------
+        coordinates : `~astropy.coordinates.SkyCoord`
+            One position or an array of them.
+        **kwargs
+            Passed to `astro_mantis.add_redshift_columns` (``model``, ``surveys``,
+            ``ebv``, ``batch_size``, ``device``, ``cache``, ...).
+
+        Returns
+        -------
+        `~astropy.table.Table`
+            Column ``coord`` and the redshift columns (``z_pdf``, ``z_mean``, ...,
+            ``z_flags``), one row per position in input order.
+        """
+        from .table import query_coordinates
+
+        return query_coordinates(coordinates, **kwargs)
+
     def get_cutouts(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True, progress=None):
         """Fetch the cutouts of every survey at every position.
 

@@ -15,6 +15,8 @@ flag                       value  meaning
 ``NAN_PIXELS``                64  some pixels are NaN (chip gaps, edges); see ``.mask``
 ``DUST_UNKNOWN``             128  Milky Way dust values unavailable (photo-z stage)
 ``OUT_OF_DISTRIBUTION``      256  input unlike the training data (photo-z stage)
+``NOT_ESTIMATED``            512  no redshift estimate for this row: its values are masked
+                                  (bad coordinate, a failed fetch, or no survey data at all)
 =========================  =====  ==========================================================
 """
 import enum
@@ -35,6 +37,7 @@ class MantisFlag(enum.IntFlag):
     NAN_PIXELS = 64
     DUST_UNKNOWN = 128
     OUT_OF_DISTRIBUTION = 256
+    NOT_ESTIMATED = 512
 
 
 def survey_missing_flag(survey_name):

@@ -1,0 +1,644 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Photo-z on your table: `add_redshift_columns` and `query_coordinates`.
+
+Hand over an astropy `~astropy.table.Table` (or `~astropy.coordinates.SkyCoord`
+positions) and get redshift PDF columns back, one row out for every row in:
+
+1. the positions are read from a `~astropy.coordinates.SkyCoord` column or from
+   right ascension and declination columns (degrees, or any angular unit); rows
+   with NaN, masked or out-of-range positions are flagged, not dropped;
+2. repeated positions are processed once;
+3. the positions go through in chunks: while the network infers the redshifts of
+   one chunk, the cutouts of the next are fetched (`Mantis.get_cutouts
+   <astro_mantis.MantisClass.get_cutouts>`, with its on-disk cache), so memory
+   stays bounded by two chunks of cutouts plus the output columns;
+4. the PDFs come from `astro_mantis.models.predict` (with the calibration stored in
+   the model card) and the summary columns from `astro_mantis.pdf.RedshiftPDF`.
+
+Rows that cannot be estimated (bad coordinate, a fetch that kept failing, no survey
+data at all) keep their place with masked values and the
+`~astro_mantis.MantisFlag.NOT_ESTIMATED` flag. A rerun with ``resume=True`` (or
+``overwrite=True``) completes them; cached cutouts are not fetched again.
+"""
+import math
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.table import MaskedColumn, QTable, Table
+
+from . import __version__
+from .flags import MantisFlag
+from .logger import log
+from .surveys import DEFAULT_SURVEYS
+
+__all__ = ["add_redshift_columns", "query_coordinates", "table_coordinates", "dust_values",
+           "column_names", "RunStats", "OUTPUT_KEYS", "DustWarning"]
+
+#: Suffixes of the columns `add_redshift_columns` adds (after the prefix).
+OUTPUT_KEYS = ("pdf", "mean", "median", "mode", "std", "lo68", "hi68", "flags")
+
+#: Flags after which a row gets no estimate (its values are masked).
+_NO_ESTIMATE = MantisFlag.BAD_COORDINATE | MantisFlag.FETCH_FAILED
+
+_DESCRIPTIONS = {
+    "pdf": "Redshift probability density per bin (piecewise constant, bins in meta['bin_edges'])",
+    "mean": "Mean redshift of the PDF (the Mantis Shrimp point estimate)",
+    "median": "Median redshift of the PDF",
+    "mode": "Redshift of the bin centre with the highest probability density",
+    "std": "Standard deviation of the redshift PDF",
+    "lo68": "Lower end of the central 68% credible interval of the PDF",
+    "hi68": "Upper end of the central 68% credible interval of the PDF",
+    "flags": "astro_mantis.MantisFlag bits (missing surveys, bad coordinate, fetch failed, "
+             "dust unknown, not estimated, ...)",
+}
+
+#: The last run's `RunStats` (also returned by nothing: read it after a call).
+last_run = None
+
+
+class DustWarning(UserWarning):
+    """Milky Way dust values are unknown: zeros are used and the rows are flagged."""
+
+
+@dataclass
+class RunStats:
+    """What one `add_redshift_columns` call did and where its time went.
+
+    Attributes
+    ----------
+    n_rows : int
+        Rows of the table.
+    n_todo : int
+        Rows with a valid position that were processed (all, or those to resume).
+    n_unique : int
+        Distinct positions among them (each fetched and inferred once).
+    n_estimated : int
+        Rows that received an estimate.
+    n_chunks : int
+        Chunks the positions were processed in.
+    fetch_seconds, infer_seconds, wall_seconds : float
+        Time spent fetching cutouts (in the fetching thread), fusing and inferring,
+        and in all.
+    """
+
+    n_rows: int = 0
+    n_todo: int = 0
+    n_unique: int = 0
+    n_estimated: int = 0
+    n_chunks: int = 0
+    fetch_seconds: float = 0.0
+    infer_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    flags: dict = field(default_factory=dict)
+
+    @property
+    def rate(self):
+        """Distinct positions processed per second of wall time."""
+        return self.n_unique / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+
+
+def column_names(prefix="z_"):
+    """The names of the columns `add_redshift_columns` adds, in order.
+
+    Parameters
+    ----------
+    prefix : str
+        Column name prefix.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> from astro_mantis.table import column_names
+    >>> column_names()
+    ['z_pdf', 'z_mean', 'z_median', 'z_mode', 'z_std', 'z_lo68', 'z_hi68', 'z_flags']
+    """
+    return [f"{prefix}{k}" for k in OUTPUT_KEYS]
+
+
+# ------------------------------------------------------------------------ positions
+def _missing_column(table, name, what):
+    return KeyError(f"{what} column {name!r} not found; the table has columns: "
+                    f"{', '.join(table.colnames) or '(none)'}")
+
+
+def _degrees(table, name, what):
+    """A column as float degrees (NaN where masked); degrees assumed without a unit."""
+    if name not in table.colnames:
+        raise _missing_column(table, name, what)
+    col = table[name]
+    if getattr(col, "ndim", 1) != 1:
+        raise ValueError(f"{what} column {name!r} has shape {col.shape}; expected one value "
+                         "per row")
+    unit = getattr(col, "unit", None)
+    data = np.ma.asarray(col.value if isinstance(col, u.Quantity) else col)
+    try:
+        values = np.ma.filled(data.astype(float), np.nan)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} column {name!r} is not numeric (dtype {data.dtype}); "
+                         "expected angles in degrees or with an angular unit") from None
+    if unit is not None and u.Unit(unit) != u.dimensionless_unscaled:
+        try:
+            values = (values * u.Unit(unit)).to_value(u.deg)
+        except u.UnitConversionError:
+            raise ValueError(f"{what} column {name!r} has unit {unit}, which is not an "
+                             "angle") from None
+    return np.asarray(values, dtype=float)
+
+
+def table_coordinates(table, coord=None, ra="ra", dec="dec"):
+    """The ICRS positions of a table's rows, with invalid rows marked.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table` or `~astropy.table.QTable`
+        The table.
+    coord : str, optional
+        Name of a `~astropy.coordinates.SkyCoord` column (any frame convertible to
+        ICRS). When given, ``ra`` and ``dec`` are ignored.
+    ra, dec : str
+        Names of the right ascension and declination columns (ICRS): degrees unless
+        the column has an angular unit. Masked values make invalid rows.
+
+    Returns
+    -------
+    coords : `~astropy.coordinates.SkyCoord`
+        One ICRS position per row (NaN for invalid rows).
+    good : `numpy.ndarray` of bool
+        False for rows whose position is NaN, masked or out of range.
+
+    Raises
+    ------
+    KeyError
+        If a column does not exist (the message lists those that do).
+    ValueError
+        If a column is not numeric, not one value per row, or not an angle; or the
+        ``coord`` column is not a SkyCoord.
+    """
+    if coord is not None:
+        if coord not in table.colnames:
+            raise _missing_column(table, coord, "coordinate")
+        sc = table[coord]
+        if not isinstance(sc, SkyCoord):
+            raise ValueError(f"column {coord!r} is a {type(sc).__name__}, not a SkyCoord; "
+                             "pass ra= and dec= column names instead")
+        try:
+            icrs = sc.icrs
+        except Exception as exc:
+            raise ValueError(f"column {coord!r} cannot be converted to ICRS: {exc}") from None
+        ra_deg = np.atleast_1d(np.asarray(icrs.ra.deg, dtype=float))
+        dec_deg = np.atleast_1d(np.asarray(icrs.dec.deg, dtype=float))
+    else:
+        ra_deg = _degrees(table, ra, "right ascension")
+        dec_deg = _degrees(table, dec, "declination")
+    good = np.isfinite(ra_deg) & np.isfinite(dec_deg) & (np.abs(dec_deg) <= 90.0)
+    coords = SkyCoord(np.where(good, ra_deg, np.nan) * u.deg,
+                      np.where(good, dec_deg, np.nan) * u.deg, frame="icrs")
+    return coords, good
+
+
+# ------------------------------------------------------------------------ dust
+def _dust_from_dustmaps(coords, good):
+    """E(B-V) from the ``dustmaps`` package: (values (N, 2) or None, description)."""
+    try:
+        import dustmaps  # noqa: F401
+    except ImportError:
+        return None, "the dustmaps package is not installed"
+    queries = []
+    for module, cls in (("csfd", "CSFDQuery"), ("sfd", "SFDQuery"), ("planck", "PlanckQuery")):
+        try:
+            mod = __import__(f"dustmaps.{module}", fromlist=[cls])
+            queries.append((module, getattr(mod, cls)()))
+        except Exception:  # maps not downloaded, or an older dustmaps without the module
+            continue
+    if not queries:
+        return None, "dustmaps is installed but none of its CSFD, SFD or Planck maps is present"
+    names = [q[0] for q in queries]
+    first = next(q for name, q in queries if name in ("csfd", "sfd")) if (
+        "csfd" in names or "sfd" in names) else queries[0][1]
+    second = dict(queries).get("planck", first)
+    out = np.zeros((len(coords), 2), dtype=np.float32)
+    if np.any(good):
+        sub = coords[good]
+        out[good, 0] = np.asarray(first(sub), dtype=np.float32)
+        out[good, 1] = np.asarray(second(sub), dtype=np.float32)
+    return out, f"dustmaps ({', '.join(names)})"
+
+
+def _as_mag(values, what):
+    if isinstance(values, u.Quantity):
+        try:
+            values = values.to_value(u.mag)
+        except u.UnitConversionError:
+            raise ValueError(f"{what} has unit {values.unit}; expected mag (E(B-V))") from None
+    return np.ma.filled(np.ma.asarray(values).astype(float), np.nan)
+
+
+def dust_values(table, coords, good, ebv=None):
+    """Milky Way E(B-V) (CSFD-like, Planck-like) for each row, and where it is unknown.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        The table (for column names).
+    coords : `~astropy.coordinates.SkyCoord`
+        The rows' ICRS positions.
+    good : `numpy.ndarray` of bool
+        Valid positions.
+    ebv : str, (str, str), array-like, `~astropy.units.Quantity` or callable, optional
+        One column name (used for both dust inputs), two column names (CSFD-like,
+        Planck-like), an array of shape ``(N,)`` or ``(N, 2)`` in magnitudes, or a
+        function of `~astropy.coordinates.SkyCoord` returning either. Default: the
+        ``dustmaps`` package's CSFD (else SFD) and Planck maps when it is installed
+        with the maps present, otherwise zeros.
+
+    Returns
+    -------
+    values : `numpy.ndarray`
+        float32, shape ``(N, 2)``; unknown values are 0.
+    unknown : `numpy.ndarray` of bool
+        Rows whose dust is unknown (NaN or masked inputs, or no source at all):
+        flagged `~astro_mantis.MantisFlag.DUST_UNKNOWN`.
+    source : str
+        Where the values came from.
+    """
+    n = len(coords)
+    if ebv is None:
+        values, source = _dust_from_dustmaps(coords, good)
+        if values is None:
+            return np.zeros((n, 2), np.float32), np.ones(n, bool), f"zeros ({source})"
+    elif callable(ebv):
+        values = _as_mag(ebv(coords), "the dust function's result")
+        source = f"function {getattr(ebv, '__name__', repr(ebv))}"
+    elif isinstance(ebv, str) or (isinstance(ebv, (tuple, list)) and len(ebv) == 2
+                                  and all(isinstance(e, str) for e in ebv)):
+        names = (ebv, ebv) if isinstance(ebv, str) else tuple(ebv)
+        for name in names:
+            if name not in table.colnames:
+                raise _missing_column(table, name, "dust")
+        values = np.stack([_as_mag(table[name], f"dust column {name!r}") for name in names],
+                          axis=1)
+        source = "columns " + (names[0] if names[0] == names[1] else " and ".join(names))
+    else:
+        values = _as_mag(ebv, "ebv")
+        source = "array"
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 1:
+        values = np.stack([values, values], axis=1)
+    if values.shape != (n, 2):
+        raise ValueError(f"dust values must have shape ({n},) or ({n}, 2); got {values.shape}")
+    unknown = ~np.all(np.isfinite(values), axis=1)
+    if np.any(values[~unknown] < 0):
+        raise ValueError("dust values E(B-V) must be non-negative")
+    values = np.where(unknown[:, None], 0.0, values).astype(np.float32)
+    return values, unknown, source
+
+
+# ------------------------------------------------------------------------ the job
+def _unique_positions(coords, rows):
+    """Representative row of each distinct position among ``rows``; inverse index."""
+    ra = np.round(coords.ra.deg[rows], 7)
+    dec = np.round(coords.dec.deg[rows], 7)
+    _, first, inverse = np.unique(np.stack([ra, dec], axis=1), axis=0, return_index=True,
+                                  return_inverse=True)
+    order = np.argsort(first)  # keep table order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rows[first[order]], rank[inverse.ravel()]
+
+
+def _resolve_model(model, weights, device):
+    """A ready network (registry name or module)."""
+    import torch
+
+    from .models.inference import _cached_model
+    from .models.registry import select_device
+
+    if isinstance(model, torch.nn.Module):
+        return model
+    if not isinstance(model, str):
+        raise TypeError(f"model must be a registry name or a torch.nn.Module; got "
+                        f"{type(model).__name__}")
+    return _cached_model(model, weights, select_device(device))
+
+
+def _check_columns(table, names, overwrite, resume):
+    present = [n for n in names if n in table.colnames]
+    if resume:
+        missing = [n for n in names if n not in table.colnames]
+        if missing:
+            raise ValueError(f"resume=True needs the columns of an earlier run; missing "
+                             f"{', '.join(missing)}")
+    elif present and not overwrite:
+        raise ValueError(f"the table already has column(s) {', '.join(present)}; pass "
+                         "overwrite=True to replace them, resume=True to complete the rows "
+                         "not yet estimated, or another prefix=")
+
+
+def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mini",
+                         prefix="z_", surveys=DEFAULT_SURVEYS, ebv=None, batch_size=64,
+                         device=None, progress=True, cache=True, overwrite=False,
+                         resume=False, chunk_size=256, weights=None, tta=False):
+    """Add redshift PDF columns to a table, in place; one row out for every row in.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table` or `~astropy.table.QTable`
+        The table; it gains the columns below (modified in place).
+    coord : str, optional
+        Name of a `~astropy.coordinates.SkyCoord` column holding the positions.
+    ra, dec : str
+        Otherwise, names of the right ascension and declination columns (ICRS;
+        degrees unless the columns carry an angular unit). Masked, NaN and
+        out-of-range values make flagged rows.
+    model : str or `torch.nn.Module`
+        Registry name (`astro_mantis.models.available_models`) or a network.
+    prefix : str
+        Prefix of the new columns' names.
+    surveys : sequence of str
+        Surveys to fetch (default all three); the others count as missing.
+    ebv : see `dust_values`, optional
+        Milky Way E(B-V): column name(s), values or a function of the positions.
+        Default: the ``dustmaps`` package when installed with its maps, otherwise
+        zeros with the ``DUST_UNKNOWN`` flag and one `DustWarning`.
+    batch_size : int
+        Inference batch size.
+    device : str, optional
+        Torch device (default: CUDA, else MPS, else CPU).
+    progress : bool
+        Show one progress bar over the distinct positions, with the rate.
+    cache : bool
+        Use the on-disk cutout cache (``conf.cache_dir``): a rerun fetches nothing
+        that was fetched before.
+    overwrite : bool
+        Replace existing columns of the same names.
+    resume : bool
+        Complete an earlier run: process only the rows flagged
+        ``NOT_ESTIMATED`` (except bad coordinates) and keep the others.
+    chunk_size : int
+        Distinct positions per chunk. Two chunks of cutouts are in memory at once
+        (about 1.2 MB per position).
+    weights : str or path-like, optional
+        Weights file for a registry model (default: the registry's).
+    tta : bool
+        Average over the 8 flips and rotations (`astro_mantis.models.predict`).
+
+    Returns
+    -------
+    table : `~astropy.table.Table`
+        The same table, with columns ``{prefix}pdf`` (float32, N x 400),
+        ``{prefix}mean``, ``{prefix}median``, ``{prefix}mode``, ``{prefix}std``,
+        ``{prefix}lo68``, ``{prefix}hi68`` (masked where not estimated) and
+        ``{prefix}flags`` (`~astro_mantis.MantisFlag` bits). The ``pdf`` column's
+        meta holds the bin edges; ``table.meta`` gains ``{prefix}model``,
+        ``{prefix}sha256``, ``{prefix}vers`` (package version), ``{prefix}nbins``,
+        ``{prefix}zmin``, ``{prefix}zmax`` and ``{prefix}dust`` (scalar entries, so
+        they survive FITS headers). The run's `RunStats` is in
+        ``astro_mantis.table.last_run``.
+
+    Raises
+    ------
+    TypeError
+        If ``table`` is not an astropy Table.
+    KeyError
+        If a position or dust column does not exist (the message lists the columns).
+    ValueError
+        If the output columns exist (without ``overwrite``/``resume``), a column is
+        unusable, or the model name is unknown.
+    astro_mantis.models.WeightsError
+        If the weights fail their checksum.
+
+    Notes
+    -----
+    If the run is interrupted (``KeyboardInterrupt``), the columns are still added:
+    the rows done so far hold their estimates, the others are masked and flagged
+    ``NOT_ESTIMATED``; ``resume=True`` continues from there.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from astro_mantis import add_redshift_columns
+    >>> t = Table({"ra": [150.1, 150.2], "dec": [2.2, 2.3]})
+    >>> add_redshift_columns(t)  # doctest: +SKIP
+    """
+    global last_run
+    from .pdf import RedshiftPDF
+
+    if not isinstance(table, Table):
+        raise TypeError(f"table must be an astropy Table or QTable, got {type(table).__name__}")
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a string, got {type(prefix).__name__}")
+    if int(chunk_size) < 1 or int(batch_size) < 1:
+        raise ValueError("chunk_size and batch_size must be positive")
+    names = column_names(prefix)
+    _check_columns(table, names, overwrite, resume)
+    t0 = time.perf_counter()
+    coords, good = table_coordinates(table, coord=coord, ra=ra, dec=dec)
+    dust, dust_unknown, dust_source = dust_values(table, coords, good, ebv)
+    net = _resolve_model(model, weights, device)
+    meta = dict(getattr(net, "meta", {}) or {})
+    nbins = int(meta.get("n_bins", 400))
+    edges = np.linspace(float(meta.get("z_min", 0.0)), float(meta.get("z_max", 1.6)), nbins + 1)
+    n = len(table)
+
+    stat_keys = OUTPUT_KEYS[1:-1]
+    if resume:
+        old_flags = np.asarray(table[f"{prefix}flags"], dtype=np.int64)
+        pdf = np.ma.filled(np.ma.asarray(table[f"{prefix}pdf"]).astype(np.float32), np.nan)
+        if pdf.shape != (n, nbins):
+            raise ValueError(f"column {prefix}pdf has shape {pdf.shape}; the model gives "
+                             f"{nbins} bins")
+        stats = {k: np.ma.filled(np.ma.asarray(table[f"{prefix}{k}"]).astype(float), np.nan)
+                 for k in stat_keys}
+        flags = old_flags.copy()
+        todo = good & ((old_flags & MantisFlag.NOT_ESTIMATED) != 0)
+    else:
+        pdf = np.full((n, nbins), np.nan, dtype=np.float32)
+        stats = {k: np.full(n, np.nan) for k in stat_keys}
+        flags = np.zeros(n, dtype=np.int64)
+        todo = good.copy()
+    flags[~good] = int(MantisFlag.BAD_COORDINATE | MantisFlag.NOT_ESTIMATED)
+
+    rows = np.flatnonzero(todo)
+    reps, inverse = _unique_positions(coords, rows) if rows.size else (rows, rows)
+    run = RunStats(n_rows=n, n_todo=int(rows.size), n_unique=int(reps.size),
+                   n_chunks=math.ceil(reps.size / int(chunk_size)))
+    rep_flags = np.zeros(reps.size, dtype=np.int64)
+    rep_done = np.zeros(reps.size, dtype=bool)
+    if np.any(dust_unknown) and ebv is None:
+        warnings.warn(f"Milky Way dust unknown: {dust_source}. Using E(B-V) = 0 for both dust "
+                      "inputs and flagging the rows DUST_UNKNOWN; pass ebv= column names or "
+                      "values, or install dustmaps with its maps.", DustWarning, stacklevel=2)
+    elif np.any(dust_unknown[todo]):
+        log.warning(f"{int(np.sum(dust_unknown[todo]))} rows have NaN or masked dust values: "
+                    "zeros used, rows flagged DUST_UNKNOWN")
+
+    quiet = _QuietChunks()
+    log.addFilter(quiet)
+    try:
+        _run_chunks(net, coords, reps, dust, surveys, int(chunk_size), int(batch_size), cache,
+                    tta, progress, run, rep_flags, rep_done, pdf, stats, rows, inverse, edges)
+    finally:
+        log.removeFilter(quiet)
+        # scatter what was done to every row of each position (also after an interrupt)
+        if rows.size:
+            row_flags = rep_flags[inverse]
+            done = rep_done[inverse]
+            row_flags |= np.where(dust_unknown[rows], int(MantisFlag.DUST_UNKNOWN), 0)
+            row_flags |= np.where(done, 0, int(MantisFlag.NOT_ESTIMATED))
+            flags[rows] = row_flags
+        flags[~good] |= np.where(dust_unknown[~good], int(MantisFlag.DUST_UNKNOWN), 0)
+        estimated = ~np.isnan(stats["mean"])
+        run.n_estimated = int(np.sum(estimated))
+        run.wall_seconds = time.perf_counter() - t0
+        run.flags = {f.name: int(np.sum((flags & f) != 0)) for f in MantisFlag
+                     if f and np.any((flags & f) != 0)}
+        last_run = run
+        _write_columns(table, names, prefix, pdf, stats, flags, estimated, edges, meta,
+                       dust_source, RedshiftPDF)
+    log.info(f"add_redshift_columns: {n} rows, {run.n_unique} distinct positions processed, "
+             f"{run.n_estimated} rows estimated in {run.wall_seconds:.1f} s (fetch "
+             f"{run.fetch_seconds:.1f} s, inference {run.infer_seconds:.1f} s)")
+    return table
+
+
+class _QuietChunks:
+    """Log filter hiding the per-call summary of `Mantis.get_cutouts` (one per chunk)."""
+
+    def filter(self, record):
+        return not str(record.getMessage()).startswith("cutouts: ")
+
+
+def _fetch_chunk(coords, idx, surveys, cache):
+    """Fetch one chunk's cutouts; returns (cutouts, seconds)."""
+    from .cutouts import Mantis
+
+    t = time.perf_counter()
+    cuts = Mantis.get_cutouts(coords[idx], surveys=surveys, cache=cache, progress=False)
+    return cuts, time.perf_counter() - t
+
+
+def _run_chunks(net, coords, reps, dust, surveys, chunk_size, batch_size, cache, tta, progress,
+                run, rep_flags, rep_done, pdf, stats, rows, inverse, edges):
+    """Fetch chunk k+1 while inferring chunk k; fill the row arrays as chunks finish."""
+    from tqdm.auto import tqdm
+
+    from .models import predict
+
+    chunks = [np.arange(s, min(s + chunk_size, reps.size))
+              for s in range(0, reps.size, chunk_size)]
+    if not chunks:
+        return
+    bar = tqdm(total=int(reps.size), unit="pos", desc="photo-z", disable=not progress,
+               dynamic_ncols=True)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="astro_mantis-prefetch") as pool:
+        future = pool.submit(_fetch_chunk, coords, reps[chunks[0]], surveys, cache)
+        try:
+            for k, chunk in enumerate(chunks):
+                cuts, seconds = future.result()
+                run.fetch_seconds += seconds
+                if k + 1 < len(chunks):
+                    future = pool.submit(_fetch_chunk, coords, reps[chunks[k + 1]], surveys,
+                                         cache)
+                t = time.perf_counter()
+                cflags = np.array([int(c.flags) for c in cuts], dtype=np.int64)
+                usable = np.array([bool(c.surveys) for c in cuts]) & (
+                    (cflags & int(_NO_ESTIMATE)) == 0)
+                rep_flags[chunk] = cflags
+                if np.any(usable):
+                    sel = chunk[usable]
+                    result = predict([c for c, ok in zip(cuts, usable) if ok], model=net,
+                                     dust=dust[reps[sel]], batch_size=batch_size, tta=tta)
+                    rep_flags[sel] |= np.asarray(result.meta["flags"], dtype=np.int64)
+                    lo, hi = result.interval(0.68)
+                    values = {"mean": result.mean(), "median": result.median(),
+                              "mode": result.mode(), "std": result.std(), "lo68": lo,
+                              "hi68": hi}
+                    # every table row of these positions
+                    members = np.isin(inverse, sel)
+                    targets, which = rows[members], inverse[members]
+                    pos = np.searchsorted(sel, which)
+                    pdf[targets] = result.pdf[pos].astype(np.float32)
+                    for key, val in values.items():
+                        stats[key][targets] = val[pos]
+                    rep_done[sel] = True
+                run.infer_seconds += time.perf_counter() - t
+                del cuts
+                bar.update(len(chunk))
+                if progress:
+                    bar.set_postfix(fetch=f"{run.fetch_seconds:.0f}s",
+                                    infer=f"{run.infer_seconds:.0f}s", refresh=False)
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            bar.close()
+
+
+def _write_columns(table, names, prefix, pdf, stats, flags, estimated, edges, meta, dust_source,
+                   pdf_cls):
+    """Put the arrays into the table as (masked) columns with units and descriptions."""
+    cols = {}
+    mask2d = np.repeat(~estimated[:, None], pdf.shape[1], axis=1)
+    cols[f"{prefix}pdf"] = MaskedColumn(pdf, name=f"{prefix}pdf", mask=mask2d,
+                                        unit=u.dimensionless_unscaled,
+                                        description=_DESCRIPTIONS["pdf"], copy=False)
+    cols[f"{prefix}pdf"].meta.update({
+        "bin_edges": [float(e) for e in edges],
+        "bin_convention": "piecewise-constant density per bin [edges[k], edges[k+1]), "
+                          "normalised so that sum(pdf * diff(edges)) == 1"})
+    for key in OUTPUT_KEYS[1:-1]:
+        cols[f"{prefix}{key}"] = MaskedColumn(stats[key], name=f"{prefix}{key}",
+                                              mask=~estimated, unit=u.dimensionless_unscaled,
+                                              description=_DESCRIPTIONS[key])
+    cols[f"{prefix}flags"] = MaskedColumn(flags.astype(np.int32), name=f"{prefix}flags",
+                                          description=_DESCRIPTIONS["flags"])
+    for name in names:
+        col = cols[name]
+        if isinstance(table, QTable) and name != f"{prefix}flags":
+            col = np.ma.getdata(col) if not np.any(col.mask) else col
+        if name in table.colnames:
+            table.replace_column(name, cols[name])
+        else:
+            table.add_column(cols[name], name=name)
+    table.meta.update({
+        f"{prefix}model": str(meta.get("name", "unknown")),
+        f"{prefix}sha256": str(meta.get("sha256") or ""),
+        f"{prefix}vers": f"astro_mantis {__version__}",
+        f"{prefix}nbins": int(len(edges) - 1),
+        f"{prefix}zmin": float(edges[0]),
+        f"{prefix}zmax": float(edges[-1]),
+        f"{prefix}dust": dust_source,
+    })
+
+
+def query_coordinates(coordinates, **kwargs):
+    """Redshift PDFs at positions, as a new table.
+
+    Parameters
+    ----------
+    coordinates : `~astropy.coordinates.SkyCoord`
+        One position or an array of them.
+    **kwargs
+        Passed to `add_redshift_columns` (``model``, ``prefix``, ``surveys``,
+        ``ebv`` (values, not column names), ``batch_size``, ``device``, ...).
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        Column ``coord`` (the positions, in input order) and the redshift columns.
+    """
+    if not isinstance(coordinates, SkyCoord):
+        raise TypeError(f"coordinates must be an astropy SkyCoord, got "
+                        f"{type(coordinates).__name__}")
+    if coordinates.isscalar:
+        coordinates = coordinates.reshape((1,))
+    table = Table({"coord": coordinates.ravel()})
+    return add_redshift_columns(table, coord="coord", **kwargs)

@@ -1,0 +1,289 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""add_redshift_columns / query_coordinates end to end over loopback (bundled sample sky)."""
+import shutil
+import warnings
+
+import astropy.units as u
+import numpy as np
+import pytest
+import torch
+from astropy.coordinates import SkyCoord
+from astropy.table import QTable, Table
+
+import astro_mantis.table as T
+from astro_mantis import Mantis, MantisFlag, RedshiftPDF, add_redshift_columns, conf
+from astro_mantis.models import WeightsError, predict
+from astro_mantis.simulate import SampleSky
+from astro_mantis.table import DustWarning, column_names
+from astro_mantis.testing import SurveyServer
+
+F = MantisFlag
+
+
+@pytest.fixture(scope="module")
+def sky():
+    return SampleSky()
+
+
+@pytest.fixture
+def sky_server(sky, tmp_path):
+    """Loopback services over the sample sky; fresh cache; quick retries."""
+    with SurveyServer(sky=sky) as srv, srv.configure(conf), \
+            conf.set_temp("cache_dir", str(tmp_path / "cache")), \
+            conf.set_temp("backoff", 0.01), conf.set_temp("timeout", 5.0):
+        yield srv
+
+
+def _table(sky, rows):
+    cat = sky.catalog
+    return Table({"ra": np.array(cat["ra"][rows]), "dec": np.array(cat["dec"][rows]),
+                  "ebv_csfd": np.array(cat["ebv_csfd"][rows]),
+                  "ebv_planck": np.array(cat["ebv_planck"][rows]),
+                  "z_true": np.array(cat["z"][rows])})
+
+
+DUST = ("ebv_csfd", "ebv_planck")
+
+
+def test_columns_rows_flags_and_values(sky, sky_server):
+    t = _table(sky, np.arange(10))
+    t["ra"] = np.ma.MaskedArray(t["ra"])
+    t.add_row(t[2])  # a duplicate of row 2
+    t.add_row({"ra": np.nan, "dec": 10.0, "ebv_csfd": 0.01, "ebv_planck": 0.01, "z_true": -1})
+    t.add_row({"ra": 10.0, "dec": 95.0, "ebv_csfd": 0.01, "ebv_planck": 0.01, "z_true": -1})
+    t.add_row(t[0])
+    t["ra"].mask[-1] = True  # masked position
+    ident = np.arange(len(t))
+    t["ident"] = ident
+    out = add_redshift_columns(t, ebv=DUST, progress=False)
+    assert out is t and len(t) == 14 and np.array_equal(t["ident"], ident)
+    assert t.colnames[-8:] == column_names()
+    assert t["z_pdf"].dtype == np.float32 and t["z_pdf"].shape == (14, 400)
+    bad = np.array([False] * 11 + [True, True, True])
+    flags = np.asarray(t["z_flags"])
+    assert np.all(flags[bad] & F.BAD_COORDINATE) and np.all(flags[bad] & F.NOT_ESTIMATED)
+    assert not np.any(flags[~bad] & (F.NOT_ESTIMATED | F.DUST_UNKNOWN))
+    for name in column_names()[:-1]:
+        assert np.array_equal(np.any(np.ma.getmaskarray(t[name]).reshape(14, -1), axis=1), bad)
+    # duplicates: fetched once, same values
+    assert T.last_run.n_unique == 10 and T.last_run.n_estimated == 11
+    assert np.array_equal(t["z_pdf"][10], t["z_pdf"][2])
+    # the values are those of predict() on the same cutouts, and consistent summaries
+    coords = SkyCoord(t["ra"][:10], t["dec"][:10], unit="deg")
+    cuts = Mantis.get_cutouts(coords, progress=False)
+    ref = predict(cuts, dust=np.c_[t["ebv_csfd"][:10], t["ebv_planck"][:10]])
+    assert np.allclose(t["z_pdf"][:10].data, ref.pdf, rtol=1e-6, atol=1e-7)
+    back = RedshiftPDF.from_table(t[:11])
+    assert np.allclose(back.mean(), t["z_mean"][:11]) and np.allclose(back.std(), t["z_std"][:11])
+    lo, hi = back.interval(0.68)
+    assert np.allclose(lo, t["z_lo68"][:11]) and np.allclose(hi, t["z_hi68"][:11])
+    assert np.all(t["z_lo68"][:11] <= t["z_median"][:11])
+    # the network is informative on these mock galaxies
+    zt = np.asarray(t["z_true"][:10])
+    dz = np.abs(np.asarray(t["z_mean"][:10]) - zt) / (1 + zt)
+    assert np.median(dz) < 0.1
+    # metadata that survives FITS headers
+    assert t.meta["z_model"] == "mantis-mini" and len(t.meta["z_sha256"]) == 64
+    assert t.meta["z_nbins"] == 400 and t.meta["z_zmax"] == 1.6
+    assert t["z_pdf"].meta["bin_edges"][1] == pytest.approx(0.004)
+    assert t["z_mean"].description and t["z_flags"].description
+
+
+def test_positions_from_skycoord_quantity_and_qtable(sky, sky_server):
+    rows = np.arange(20, 26)
+    ref = add_redshift_columns(_table(sky, rows), ebv=DUST, progress=False)
+    n_req = sum(sky_server.counts.values())
+    t = _table(sky, rows)
+    q = QTable({"pos": SkyCoord(t["ra"], t["dec"], unit="deg").galactic,
+                "ra_rad": (t["ra"] * u.deg).to(u.rad)})
+    q["ebv"] = np.c_[t["ebv_csfd"], t["ebv_planck"]] * u.mag
+    add_redshift_columns(q, coord="pos", ebv=q["ebv"], progress=False)
+    assert np.allclose(q["z_mean"], ref["z_mean"], atol=1e-6)
+    # radians in a Table column convert; cached cutouts are not fetched again
+    t2 = _table(sky, rows)
+    t2["ra"] = (t2["ra"] * u.deg).to(u.rad)
+    add_redshift_columns(t2, ebv=DUST, progress=False)
+    assert np.allclose(t2["z_mean"], ref["z_mean"], atol=1e-6)
+    assert sum(sky_server.counts.values()) == n_req
+
+
+def test_chunking_does_not_change_results(sky, sky_server):
+    rows = np.arange(30, 40)
+    a = add_redshift_columns(_table(sky, rows), ebv=DUST, progress=False, chunk_size=100)
+    b = add_redshift_columns(_table(sky, rows), ebv=DUST, progress=False, chunk_size=3,
+                             batch_size=2)
+    assert T.last_run.n_chunks == 4
+    assert np.allclose(a["z_pdf"], b["z_pdf"], rtol=1e-5, atol=1e-7)
+
+
+def test_bad_input(sky, sky_server, tmp_path):
+    t = _table(sky, [0, 1])
+    with pytest.raises(KeyError, match="'RA'.*the table has columns: ra, dec"):
+        add_redshift_columns(t, ra="RA")
+    with pytest.raises(KeyError, match="dust column 'nope'"):
+        add_redshift_columns(t, ebv="nope")
+    t["dec_m"] = t["dec"] * u.m
+    with pytest.raises(ValueError, match="not an angle"):
+        add_redshift_columns(t, dec="dec_m")
+    t["name"] = ["a", "b"]
+    with pytest.raises(ValueError, match="not numeric"):
+        add_redshift_columns(t, ra="name")
+    with pytest.raises(ValueError, match="not a SkyCoord"):
+        add_redshift_columns(t, coord="ra")
+    with pytest.raises(TypeError, match="astropy Table"):
+        add_redshift_columns({"ra": [1.0], "dec": [2.0]})
+    with pytest.raises(ValueError, match="unknown model 'mantis-giant'"):
+        add_redshift_columns(t, model="mantis-giant", ebv=DUST)
+    with pytest.raises(ValueError, match=r"shape \(2,\) or \(2, 2\)"):
+        add_redshift_columns(t, ebv=np.zeros(3))
+    with pytest.raises(ValueError, match="non-negative"):
+        add_redshift_columns(t, ebv=-np.ones(2))
+    # a weights file that fails its checksum
+    from astro_mantis.models.registry import DATA_DIR
+
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(DATA_DIR / f"mantis-mini{suffix}", tmp_path / f"w{suffix}")
+    raw = bytearray((tmp_path / "w.safetensors").read_bytes())
+    raw[-10] ^= 0xFF
+    (tmp_path / "w.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(WeightsError):
+        add_redshift_columns(t, weights=tmp_path / "w.safetensors", ebv=DUST)
+    assert "z_mean" not in t.colnames  # nothing added when the run could not start
+    # an existing column is not replaced silently
+    t["z_mean"] = [0.1, 0.2]
+    with pytest.raises(ValueError, match="already has column.*z_mean.*overwrite=True"):
+        add_redshift_columns(t, ebv=DUST)
+    add_redshift_columns(t, ebv=DUST, overwrite=True, progress=False)
+    assert np.all(t["z_mean"] != [0.1, 0.2])
+    add_redshift_columns(t, ebv=DUST, prefix="pz_", progress=False)
+    assert np.allclose(t["pz_mean"], t["z_mean"]) and t.meta["pz_model"] == "mantis-mini"
+
+
+def test_empty_table(sky_server):
+    t = Table({"ra": np.zeros(0), "dec": np.zeros(0)})
+    add_redshift_columns(t, ebv=np.zeros(0))
+    assert len(t) == 0 and set(column_names()) <= set(t.colnames)
+    assert t["z_pdf"].shape == (0, 400) and sum(sky_server.counts.values()) == 0
+
+
+def test_dust_sources(sky, sky_server):
+    rows = np.arange(40, 44)
+    t = _table(sky, rows)
+    with pytest.warns(DustWarning, match="dust unknown"):
+        add_redshift_columns(t, progress=False)
+    assert np.all(np.asarray(t["z_flags"]) & F.DUST_UNKNOWN)
+    assert t.meta["z_dust"].startswith("zeros")
+    # one column used for both inputs; NaN values flag their rows only
+    t2 = _table(sky, rows)
+    t2["ebv_csfd"][1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DustWarning)
+        add_redshift_columns(t2, ebv="ebv_csfd", progress=False)
+    flagged = (np.asarray(t2["z_flags"]) & F.DUST_UNKNOWN) != 0
+    assert flagged.tolist() == [False, True, False, False]
+    assert t2.meta["z_dust"] == "columns ebv_csfd"
+    # dust changes the answer (the network sees it), so the inputs are really used
+    t3 = _table(sky, rows)
+    add_redshift_columns(t3, ebv=lambda c: np.full(len(c), 0.5), progress=False)
+    assert not np.allclose(t3["z_pdf"], t["z_pdf"])
+    assert t3.meta["z_dust"].startswith("function")
+
+
+def test_server_failures_flag_rows_and_resume_completes(sky, sky_server):
+    rows = np.arange(50, 58)
+    t = _table(sky, rows)
+    with conf.set_temp("retries", 0):
+        sky_server.fail_next(6, kind="5xx", endpoint="fitscut")
+        add_redshift_columns(t, ebv=DUST, progress=False)
+    failed = (np.asarray(t["z_flags"]) & F.FETCH_FAILED) != 0
+    assert 1 <= failed.sum() < len(t)
+    assert np.all(np.asarray(t["z_flags"])[failed] & F.NOT_ESTIMATED)
+    assert np.all(np.ma.getmaskarray(t["z_mean"]) == failed)
+    done_before = np.array(t["z_pdf"][~failed])
+    sky_server.reset()
+    add_redshift_columns(t, ebv=DUST, resume=True, progress=False)
+    assert not np.any(np.asarray(t["z_flags"]) & (F.NOT_ESTIMATED | F.FETCH_FAILED))
+    assert T.last_run.n_unique == failed.sum()  # only the failed rows were processed
+    assert np.array_equal(np.array(t["z_pdf"][~failed]), done_before)
+    # the rerun fetched the failed rows' Pan-STARRS bands only (the rest was cached)
+    assert sky_server.counts["fitscut"] <= 5 * failed.sum()
+    assert sky_server.counts.get("fits-cutout", 0) == 0
+
+
+class _Interrupting(torch.nn.Module):
+    """Wraps a network; raises KeyboardInterrupt on its n-th forward call."""
+
+    def __init__(self, net, n):
+        super().__init__()
+        self.net, self.n, self.calls, self.meta = net, n, 0, net.meta
+
+    def forward(self, x, d):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.net(x, d)
+
+
+def test_interrupted_run_keeps_rows_and_resumes(sky, sky_server):
+    from astro_mantis.models import load_model
+
+    t = _table(sky, np.arange(60, 69))
+    net = _Interrupting(load_model("mantis-mini"), n=2)
+    with pytest.raises(KeyboardInterrupt):
+        add_redshift_columns(t, model=net, ebv=DUST, chunk_size=4, batch_size=4,
+                             progress=False)
+    pending = (np.asarray(t["z_flags"]) & F.NOT_ESTIMATED) != 0
+    assert pending.tolist() == [False] * 4 + [True] * 5
+    add_redshift_columns(t, ebv=DUST, resume=True, progress=False)
+    assert not np.any(np.asarray(t["z_flags"]) & F.NOT_ESTIMATED)
+    full = add_redshift_columns(_table(sky, np.arange(60, 69)), ebv=DUST, progress=False)
+    assert np.allclose(t["z_pdf"], full["z_pdf"], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("fmt,ext,kwargs", [
+    ("fits", "fits", {}), ("ascii.ecsv", "ecsv", {}),
+    ("hdf5", "h5", {"path": "data", "serialize_meta": True}),
+    ("parquet", "parquet", {})])
+def test_round_trips(sky, sky_server, tmp_path, fmt, ext, kwargs):
+    if fmt == "hdf5":
+        pytest.importorskip("h5py")
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    t = _table(sky, np.arange(70, 75))
+    t.add_row({"ra": np.nan, "dec": 0.0, "ebv_csfd": 0, "ebv_planck": 0, "z_true": 0})
+    add_redshift_columns(t, ebv=DUST, progress=False)
+    path = tmp_path / f"t.{ext}"
+    t.write(path, format=fmt, **kwargs)
+    back = Table.read(path, format=fmt, **({"path": "data"} if fmt == "hdf5" else {}))
+    assert back.colnames == t.colnames and len(back) == 6
+    assert np.array_equal(back["z_flags"], t["z_flags"])
+    good = ~np.ma.getmaskarray(t["z_mean"])
+    for name in column_names()[:-1]:
+        assert np.allclose(np.ma.filled(back[name], np.nan)[good], np.asarray(t[name])[good])
+        # the unestimated row stays unusable: masked or NaN
+        assert np.all(np.isnan(np.ma.filled(np.ma.asarray(back[name], dtype=float),
+                                            np.nan)[~good]))
+    meta = {k.lower(): v for k, v in back.meta.items()}  # FITS keywords are upper case
+    for key in ("z_model", "z_sha256", "z_nbins"):
+        assert meta[key] == t.meta[key]
+    pdf = RedshiftPDF.from_table(back)
+    assert pdf.valid.tolist() == good.tolist()
+    ens = pdf[good].to_qp()
+    centres = pdf.centers
+    assert np.allclose(ens.pdf(centres)[:, :], np.asarray(t["z_pdf"])[good], rtol=1e-5,
+                       atol=1e-6)
+
+
+def test_query_coordinates(sky, sky_server):
+    cat = sky.catalog
+    coords = SkyCoord(cat["ra"][80:84], cat["dec"][80:84], unit="deg")
+    dust = np.c_[cat["ebv_csfd"][80:84], cat["ebv_planck"][80:84]]
+    t = Mantis.query_coordinates(coords, ebv=dust, progress=False)
+    assert t.colnames == ["coord"] + column_names() and len(t) == 4
+    assert np.allclose(t["coord"].ra.deg, coords.ra.deg)
+    ref = add_redshift_columns(_table(sky, np.arange(80, 84)), ebv=DUST, progress=False)
+    assert np.allclose(t["z_mean"], ref["z_mean"])
+    one = Mantis.query_coordinates(coords[0], ebv=dust[:1], progress=False)
+    assert len(one) == 1 and one["z_mean"][0] == pytest.approx(t["z_mean"][0])
+    with pytest.raises(TypeError, match="SkyCoord"):
+        Mantis.query_coordinates([1.0, 2.0])
