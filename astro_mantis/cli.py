@@ -2,13 +2,17 @@
 
 Subcommands:
 
+``astro-mantis predict INPUT -o OUTPUT``
+    Add redshift PDF columns (``z_pdf``, ``z_mean``, ..., ``z_flags``) to a table with
+    `astro_mantis.add_redshift_columns` and write it, in any astropy format.
 ``astro-mantis cutouts TABLE --out DIR``
     Fetch GALEX, Pan-STARRS and unWISE cutouts for every row of a table, write one
     multi-extension FITS file per row and a row-aligned ``summary.ecsv``.
 ``astro-mantis demo``
-    Run the same job on the embedded default: loopback copies of the survey services
+    Run the photo-z job on the embedded default: loopback copies of the survey services
     serving the bundled sample of mock galaxies (`astro_mantis.simulate.SampleSky`), no
-    network needed; writes cutouts, figures and a summary with the true redshifts.
+    network needed; writes the table, metrics against the true redshifts and figures
+    (`astro_mantis.demo`).
 ``astro-mantis train --data DIR --out DIR``
     Train a redshift network (default ``mantis-mini``) on a training data directory,
     calibrate it and export its weights with a model card (`astro_mantis.training`).
@@ -23,7 +27,6 @@ are reported in the summary, not as an error), 2 when the input is unusable.
 import argparse
 import contextlib
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -39,13 +42,15 @@ from .flags import MantisFlag
 from .surveys import DEFAULT_SURVEYS, get_survey
 
 __all__ = ["main", "build_parser", "fetch_and_write", "column_degrees", "positions_from_columns",
-           "summarize", "format_summary", "demo_positions", "InputError", "EXIT_OK",
-           "EXIT_BAD_INPUT"]
+           "summarize", "format_summary", "write_table", "InputError", "EXIT_OK",
+           "EXIT_BAD_INPUT", "EXIT_INTERRUPTED"]
 
 #: Exit status of a job that ran (failures of single rows are in the summary).
 EXIT_OK = 0
 #: Exit status for unusable input: unreadable table, missing column, unknown survey.
 EXIT_BAD_INPUT = 2
+#: Exit status of an interrupted job (Ctrl-C).
+EXIT_INTERRUPTED = 130
 
 #: Name of the row-aligned summary table written next to the cutouts.
 SUMMARY_NAME = "summary.ecsv"
@@ -88,8 +93,8 @@ def build_parser():
     Returns
     -------
     parser : `argparse.ArgumentParser`
-        The parser, with one subparser per subcommand (``cutouts``, ``demo``,
-        ``train``).
+        The parser, with one subparser per subcommand (``predict``, ``cutouts``,
+        ``demo``, ``train``, ``match``, ``build-training-set``).
     """
     parser = argparse.ArgumentParser(
         prog="astro-mantis",
@@ -146,27 +151,110 @@ def build_parser():
 
     d = sub.add_parser(
         "demo",
-        help="run the cutout service on the bundled mock sample sky (no network)",
+        help="photo-z for the bundled mock sample sky over loopback services (no network)",
         description=(
             "The package's main job on the embedded default, with no network: starts "
             "loopback copies of the Pan-STARRS and Legacy Surveys viewer services "
-            "(astro_mantis.testing) serving the bundled sample sky (300 simulated mock "
+            "(astro_mantis.testing) serving the bundled sample sky (simulated mock "
             "galaxies with known redshifts, astro_mantis.simulate.SampleSky), points "
             "astro_mantis.conf at them for the duration of the run (with a temporary "
-            "cutout cache), fetches cutouts for N sample galaxies (two south of dec -30, "
+            "cutout cache), and runs astro_mantis.add_redshift_columns with the bundled "
+            "mantis-mini model on a table of N sample galaxies (two south of dec -30, "
             "where Pan-STARRS has no data, one inside a GALEX coverage hole, and one "
-            "invalid position, to show how such rows are flagged), and writes into DIR: "
-            "one FITS file per row (cutout_NNNNNN.fits), summary.ecsv (with each "
-            "galaxy's true redshift, z_true), figures of the first rows' cutouts "
-            "(cutout_NNN.png) and an overview figure (overview.png)."),
+            "invalid position, to show how such rows are flagged). Writes into DIR: "
+            "photoz.fits (the table: ra, dec, dust, z_true, type, note and the columns "
+            "z_pdf, z_mean, z_median, z_mode, z_std, z_lo68, z_hi68, z_flags), "
+            "metrics.ecsv (NMAD, bias, outlier fractions, CRPS, PIT KS, coverage, with "
+            "bootstrap errors, against the true redshifts), photoz_summary.png (photo-z "
+            "vs true z, PIT histogram, n(z)) and row_000.png ... (the first rows' "
+            "cutouts above their PDFs). The galaxies are simulated: the metrics show the "
+            "path works, not how the model does on the real sky."),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("--out", "-o", default=f"./{DEMO_DIR}", metavar="DIR",
                    help="output directory (created if needed; default: %(default)s)")
-    d.add_argument("--n", type=_positive_int, default=36, metavar="N",
-                   help="number of positions, at most the sample's galaxies plus one "
-                        "(default: %(default)s)")
+    d.add_argument("--n", type=_positive_int, default=None, metavar="N",
+                   help="number of rows, at most the sample's galaxies plus one (default: "
+                        "all of them)")
     d.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     d.set_defaults(func=_cmd_demo)
+
+    r = sub.add_parser(
+        "predict",
+        help="add redshift PDF columns to a table",
+        description=(
+            "Read INPUT (any format astropy.table.Table.read reads: FITS, ECSV, VOTable, "
+            "HDF5, Parquet, CSV ...), fetch each row's GALEX, Pan-STARRS and unWISE "
+            "cutouts (with the on-disk cache), estimate its redshift PDF with the model "
+            "and write OUTPUT: the input table, row for row in the same order, plus the "
+            "columns z_pdf (float32, 400 bins on 0 <= z < 1.6), z_mean, z_median, z_mode, "
+            "z_std, z_lo68, z_hi68 and z_flags (astro_mantis.MantisFlag bits). Rows that "
+            "cannot be estimated (invalid position, a fetch that kept failing, no survey "
+            "data) are kept, masked and flagged NOT_ESTIMATED; --resume completes them "
+            "later. The table meta records the model, its weights' sha256, the package "
+            "version and the bin grid. Positions are processed in chunks, fetching the "
+            "next chunk while the network works on the current one. Service URLs, time "
+            "limits and retries come from astro_mantis.conf."),
+        epilog="Examples:\n"
+               "  astro-mantis predict targets.fits -o targets_photoz.fits\n"
+               "  astro-mantis predict cat.ecsv -o out.parquet --ra-col RAJ2000 "
+               "--dec-col DEJ2000 --ebv-col EBV\n"
+               "  astro-mantis predict cat.ecsv -o out.fits --resume   (complete an "
+               "interrupted or partly failed run)\n"
+               "Exit status: 0 when the table was written (rows that failed are flagged in "
+               "it), 2 for unusable input, 130 when interrupted (the rows done so far are "
+               "written; rerun with --resume).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("input", metavar="INPUT", help="input table")
+    r.add_argument("--output", "-o", required=True, metavar="OUTPUT",
+                   help="output table; its format follows the file name (.fits, .ecsv, "
+                        ".h5/.hdf5, .parquet, .vot ...) unless --output-format is given")
+    r.add_argument("--ra-col", default="ra", metavar="NAME",
+                   help="right ascension column, ICRS; degrees unless the column has an "
+                        "angular unit (default: %(default)s)")
+    r.add_argument("--dec-col", default="dec", metavar="NAME",
+                   help="declination column, ICRS (default: %(default)s)")
+    r.add_argument("--coord-col", default=None, metavar="NAME",
+                   help="a SkyCoord column (e.g. of an ECSV or FITS table written by "
+                        "astropy) to use instead of --ra-col/--dec-col")
+    r.add_argument("--ebv-col", default=None, metavar="NAME[,NAME]",
+                   help="Milky Way E(B-V) column, or two comma-separated columns (CSFD-like, "
+                        "Planck-like). Default: the dustmaps package if installed with its "
+                        "maps, else zeros and the DUST_UNKNOWN flag")
+    r.add_argument("--model", default="mantis-mini", metavar="NAME",
+                   help="model of the astro_mantis.models registry (default: %(default)s)")
+    r.add_argument("--weights", default=None, metavar="FILE",
+                   help="weights file for the model (default: the registry's; checked against "
+                        "its model card's sha256)")
+    r.add_argument("--surveys", type=_survey_list, default=DEFAULT_SURVEYS, metavar="LIST",
+                   help=f"comma-separated surveys to fetch (default: {default_surveys})")
+    r.add_argument("--prefix", default="z_", metavar="PREFIX",
+                   help="prefix of the new columns' names (default: %(default)s)")
+    r.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
+                   help="inference batch size (default: %(default)s)")
+    r.add_argument("--chunk-size", type=_positive_int, default=256, metavar="N",
+                   help="positions per chunk; two chunks of cutouts are held in memory, about "
+                        "1.2 MB per position (default: %(default)s)")
+    r.add_argument("--device", default=None, metavar="DEVICE",
+                   help="cpu, cuda, cuda:1, mps ... (default: CUDA, else MPS, else CPU)")
+    r.add_argument("--tta", action="store_true",
+                   help="average the PDFs over the 8 flips and rotations of the cutouts")
+    r.add_argument("--format", default=None, metavar="FORMAT",
+                   help="format of INPUT for Table.read (default: guessed from the name)")
+    r.add_argument("--output-format", default=None, metavar="FORMAT",
+                   help="format of OUTPUT for Table.write (default: guessed from the name)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace OUTPUT if it exists, and redshift columns already in INPUT")
+    r.add_argument("--resume", action="store_true",
+                   help="read OUTPUT (an earlier, interrupted or partly failed run) and "
+                        "estimate only its rows flagged NOT_ESTIMATED; cached cutouts are "
+                        "not fetched again")
+    r.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the on-disk cutout cache")
+    r.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="cutout cache directory for this run (default: conf.cache_dir, else "
+                        "<astropy cache>/astro_mantis/cutouts)")
+    r.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    r.set_defaults(func=_cmd_predict)
 
     t = sub.add_parser(
         "train",
@@ -305,7 +393,7 @@ def main(argv=None):
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("astro-mantis: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 # ------------------------------------------------------------------------- table input
@@ -572,253 +660,124 @@ def _cmd_cutouts(args):
     return EXIT_OK
 
 
-# ------------------------------------------------------------------------- demo
-_DEMO_SOUTH = "south of PS1 (dec < -30)"
-_DEMO_HOLE = "GALEX coverage hole"
-_DEMO_BAD = "invalid position (NaN)"
+# ------------------------------------------------------------------------- predict
+def write_table(table, path, format=None, overwrite=False):
+    """Write a table with redshift columns in any astropy format.
 
-
-def demo_positions(n=36, sky=None):
-    """Deterministic demo positions: galaxies of the bundled sample sky.
-
-    Most positions are sample galaxies that every survey covers; two lie south of
-    dec -30 (no Pan-STARRS), one inside a GALEX coverage hole, and one is invalid
-    (NaN), so the demo shows how each case is flagged. Row 0 is an ordinary galaxy
-    whose cutouts are all complete, row 1 a southern one and row 2 the GALEX hole, so
-    the first figures show all three; the second southern galaxy and the invalid
-    position come last.
+    HDF5 files get the table under ``path="data"`` with ``serialize_meta=True`` (so the
+    units, descriptions and meta survive); every other format uses astropy's
+    defaults.
 
     Parameters
     ----------
-    n : int
-        Number of positions (at most the sample's galaxies plus one).
-    sky : `~astro_mantis.simulate.SampleSky`, optional
-        The sample sky (default: the bundled one).
-
-    Returns
-    -------
-    ra, dec : `numpy.ndarray`
-        Degrees, length ``n``.
-    labels : list of str
-        What each position is meant to show (``""`` for ordinary ones).
-    rows : `numpy.ndarray` of int
-        Row of ``sky.catalog`` of each position (-1 for the invalid one).
-
-    Raises
-    ------
-    ValueError
-        If ``n`` exceeds the galaxies available.
+    table : `~astropy.table.Table`
+        The table.
+    path : str or path-like
+        Output file.
+    format : str, optional
+        Format for `astropy.table.Table.write` (default: from the file name).
+    overwrite : bool
+        Replace an existing file.
     """
-    if sky is None:
-        from .simulate import SampleSky
-
-        sky = SampleSky()
-    cat = sky.catalog
-    ra_all = np.asarray(cat["ra"], dtype=float)
-    dec_all = np.asarray(cat["dec"], dtype=float)
-    south = dec_all < -30.0
-    covered = np.array([sky.galex_covered((r, d)) for r, d in zip(ra_all, dec_all)])
-    clean = np.array([not sky.chip_gap_bands((r, d)) for r, d in zip(ra_all, dec_all)])
-
-    def pick(mask, k):
-        # complete cutouts first, so that the special rows show only what they are for
-        idx = np.flatnonzero(mask)
-        return list(idx[np.argsort(~clean[idx], kind="stable")][:k])
-
-    souths = pick(south & covered, 2) or pick(south, 2)
-    holes = pick(~south & ~covered, 1)
-    ordinary = pick(~south & covered, int(np.sum(~south & covered)))
-    specials = ([(_DEMO_SOUTH, souths[0])] if souths else []) \
-        + ([(_DEMO_HOLE, holes[0])] if holes else []) \
-        + [(_DEMO_SOUTH, i) for i in souths[1:2]] + [(_DEMO_BAD, -1)]
-    nordinary = max(n - len(specials), 1)
-    if nordinary > len(ordinary):
-        raise ValueError(f"the sample sky offers at most {len(ordinary) + len(specials)} "
-                         f"demo positions, not {n}")
-    plain = [("", int(i)) for i in ordinary[:nordinary]]
-    rows = (plain[:1] + specials[:2] + plain[1:] + specials[2:])[:n]
-    index = np.array([r[1] for r in rows], dtype=np.int64)
-    good = index >= 0
-    ra = np.where(good, ra_all[np.maximum(index, 0)], np.nan)
-    dec = np.where(good, dec_all[np.maximum(index, 0)], np.nan)
-    return ra, dec, [r[0] for r in rows], index
+    path = Path(path)
+    kwargs = {}
+    fmt = format or ""
+    if fmt == "hdf5" or (not fmt and path.suffix.lower() in (".h5", ".hdf5", ".he5")):
+        kwargs.update(path="data", serialize_meta=True)
+    table.write(path, format=format, overwrite=overwrite, **kwargs)
 
 
-def _thumbnail(img, size=64):
-    """An image resampled (nearest pixel) to ``size`` x ``size`` and scaled to [0, 1] (asinh)."""
-    ny, nx = img.shape
-    sample = img[np.ix_((np.arange(size) * ny) // size, (np.arange(size) * nx) // size)]
-    fin = np.isfinite(sample)
-    if fin.sum() < 2:
-        return np.full((size, size), np.nan)
-    lo, hi = np.percentile(sample[fin], [0.5, 99.5])
-    scaled = np.clip((sample - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
-    return np.arcsinh(10 * scaled) / np.arcsinh(10)
+def _read_output(path, format=None):
+    kwargs = {"path": "data"} if Path(path).suffix.lower() in (".h5", ".hdf5", ".he5") else {}
+    try:
+        return Table.read(path, format=format, **kwargs)
+    except Exception as exc:
+        raise InputError(f"cannot read {str(path)!r} to resume from it: {exc}") from None
 
 
-def _overview_figure(cuts, summary, labels, surveys, ncol=8, cell=64):
-    """The demo's overview figure: sky map of the positions and a mosaic of thumbnails."""
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
+def _cmd_predict(args):
+    """``astro-mantis predict``: see the subcommand's help."""
+    import warnings
 
-    fig = Figure(figsize=(11, 8.5))
-    ax = fig.add_axes([0.06, 0.45, 0.74, 0.47], projection="aitoff")
-    ndeliv = np.array([len(c.surveys) for c in cuts])
-    ra = np.asarray(summary["ra"], dtype=float)
-    dec = np.asarray(summary["dec"], dtype=float)
-    ok = np.isfinite(ra) & np.isfinite(dec)
-    x = -np.radians(((ra + 180.0) % 360.0) - 180.0)  # RA increasing to the left
-    y = np.radians(dec)
-    colors = {0: "tab:red", 1: "tab:orange", 2: "tab:olive", 3: "tab:green"}
-    for k in sorted(set(ndeliv[ok])):
-        sel = ok & (ndeliv == k)
-        ax.scatter(x[sel], y[sel], s=28, color=colors.get(min(k, 3), "tab:blue"),
-                   label=f"{k} of {len(surveys)} surveys", zorder=3)
-    xs = np.linspace(-np.pi, np.pi, 200)
-    ax.plot(xs, np.full_like(xs, np.radians(-30.0)), ls="--", color="0.4", lw=1,
-            label="PS1 limit (dec -30°)")
-    for i in np.flatnonzero(ok):
-        if labels[i]:
-            ax.annotate(str(i), (x[i], y[i]), xytext=(4, 4), textcoords="offset points",
-                        fontsize=8)
-    ax.set_xticks(np.radians(np.arange(-150, 181, 30)))
-    ax.set_xticklabels([f"{(-v) % 360}°" for v in range(-150, 181, 30)], fontsize=7)
-    ax.tick_params(axis="y", labelsize=8)
-    ax.grid(True, alpha=0.4)
-    ax.legend(loc="upper left", fontsize=8, bbox_to_anchor=(1.02, 1.0), frameon=False)
-    nbad = int((~ok).sum())
-    fig.text(0.5, 0.97, f"astro-mantis demo: {len(cuts)} positions (ICRS; {nbad} invalid, not "
-             "shown); colour: surveys delivered; numbers: rows of special cases",
-             ha="center", va="top", fontsize=10)
+    from . import table as table_module
+    from .models.registry import WeightsError
 
-    # mosaic: one band per survey (rows) for the first positions (columns), one image
-    bands = {"galex": "NUV", "panstarrs": "r", "unwise": "W1"}
-    show = [s for s in surveys if s in bands]
-    ncol = min(ncol, len(cuts))
-    gap = cell // 8
-    mosaic = np.full((len(show) * (cell + gap), max(ncol, 1) * (cell + gap)), np.nan)
-    notes = []
-    for r, s in enumerate(show):
-        for c in range(ncol):
-            y0, x0 = r * (cell + gap), c * (cell + gap)
-            if s in cuts[c].surveys:
-                mosaic[y0:y0 + cell, x0:x0 + cell] = _thumbnail(cuts[c].surveys[s][bands[s]],
-                                                                cell)[::-1]
-            else:
-                mosaic[y0:y0 + cell, x0:x0 + cell] = 0.0
-                notes.append((x0 + cell / 2, y0 + cell / 2, cuts[c].status.get(s, "missing")))
-    mx = fig.add_axes([0.06, 0.03, 0.88, 0.36])
-    cmap = colormaps["gray"].with_extremes(bad="white")
-    mx.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-    for xc, yc, text in notes:
-        mx.text(xc, yc, str(text).replace(": ", ":\n", 1)[:40], ha="center", va="center",
-                fontsize=7, color="white")
-    mx.set_xticks([c * (cell + gap) + cell / 2 for c in range(ncol)])
-    mx.set_xticklabels([f"row {c}" for c in range(ncol)], fontsize=8)
-    mx.xaxis.tick_top()
-    mx.set_yticks([r * (cell + gap) + cell / 2 for r in range(len(show))])
-    mx.set_yticklabels([f"{s} {bands[s]}" for s in show], fontsize=8)
-    mx.tick_params(length=0)
-    for side in mx.spines.values():
-        side.set_visible(False)
-    return fig
-
-
-def _add_truth(summary, catalog, index):
-    """Add the sample galaxies' identity and true redshift to the demo summary."""
-    good = index >= 0
-    pick = np.maximum(index, 0)
-    ids = np.asarray(catalog["id"], dtype=np.int64)[pick] if "id" in catalog.colnames else pick
-    summary["sample_id"] = MaskedColumn(ids, mask=~good)
-    summary["sample_id"].description = "row (id) of the galaxy in the bundled sample sky catalog"
-    summary["z_true"] = MaskedColumn(np.asarray(catalog["z"], dtype=float)[pick], mask=~good)
-    summary["z_true"].description = "true redshift of the simulated galaxy"
-    summary["type"] = MaskedColumn(np.asarray(catalog["type"]).astype(str)[pick], mask=~good)
-    summary["type"].description = "population component: main, lrg or elg"
+    out = Path(args.output)
+    if args.resume:
+        if not out.exists():
+            raise InputError(f"--resume: {str(out)!r} does not exist (nothing to resume)")
+        table = _read_output(out, args.output_format)
+    else:
+        if out.exists() and not args.overwrite:
+            raise InputError(f"{str(out)!r} exists: pass --overwrite to replace it or "
+                             "--resume to complete it")
+        table = _read_table(args.input, args.format)
+    ebv = None
+    if args.ebv_col:
+        names = [c.strip() for c in args.ebv_col.split(",") if c.strip()]
+        if len(names) not in (1, 2):
+            raise InputError("--ebv-col takes one column name or two separated by a comma")
+        ebv = names[0] if len(names) == 1 else tuple(names)
+    cache_ctx = (conf.set_temp("cache_dir", str(Path(args.cache_dir).expanduser()))
+                 if args.cache_dir else contextlib.nullcontext())
+    interrupted = False
+    t0 = time.perf_counter()
+    with cache_ctx, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", table_module.DustWarning)
+        try:
+            table_module.add_redshift_columns(
+                table, coord=args.coord_col, ra=args.ra_col, dec=args.dec_col,
+                model=args.model, weights=args.weights, prefix=args.prefix,
+                surveys=args.surveys, ebv=ebv, batch_size=args.batch_size,
+                chunk_size=args.chunk_size, device=args.device, tta=args.tta,
+                progress=not args.no_progress, cache=not args.no_cache,
+                overwrite=args.overwrite, resume=args.resume)
+        except (KeyError, ValueError, TypeError, WeightsError, FileNotFoundError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise InputError(str(msg)) from None
+        except KeyboardInterrupt:
+            interrupted = True
+    for w in caught:
+        if issubclass(w.category, table_module.DustWarning):
+            print(f"astro-mantis predict: warning: {w.message}", file=sys.stderr)
+    if args.prefix + "flags" not in table.colnames:  # interrupted before anything ran
+        return EXIT_INTERRUPTED
+    try:
+        write_table(table, out, format=args.output_format, overwrite=True)
+    except Exception as exc:
+        raise InputError(f"cannot write {str(out)!r}: {exc}") from None
+    run = table_module.last_run
+    flags = np.asarray(table[args.prefix + "flags"])
+    n_not = int(np.sum((flags & MantisFlag.NOT_ESTIMATED) != 0))
+    print(f"astro-mantis predict: {args.input if not args.resume else out} -> {out}: "
+          f"{len(table)} rows, {len(table) - n_not} estimated, {n_not} not "
+          f"({time.perf_counter() - t0:.1f} s; {run.n_unique} positions processed, "
+          f"fetching {run.fetch_seconds:.1f} s, inference {run.infer_seconds:.1f} s)")
+    if run.flags:
+        print("  flags: " + ", ".join(f"{k} {v}" for k, v in run.flags.items()))
+    if interrupted:
+        print(f"astro-mantis predict: interrupted; the rows done so far are in {out}: rerun "
+              "with --resume to complete it", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if n_not:
+        print(f"  rows flagged NOT_ESTIMATED: {n_not} (FETCH_FAILED ones can be completed "
+              f"with: astro-mantis predict {args.input} -o {out} --resume)")
+    return EXIT_OK
 
 
-def _format_truth(summary):
-    """One line on the true redshifts of the demo galaxies."""
-    z = np.ma.compressed(np.ma.asarray(summary["z_true"]))
-    if not len(z):
-        return "  true redshifts: none (no valid position)"
-    kinds = Counter(str(t) for t in np.ma.compressed(np.ma.asarray(summary["type"])))
-    mix = ", ".join(f"{k} {kinds[k]}" for k in sorted(kinds))
-    return (f"  true redshifts of the {len(z)} galaxies: {z.min():.3f} to {z.max():.3f} "
-            f"(median {np.median(z):.3f}; {mix}); column z_true of {SUMMARY_NAME}")
-
-
+# ------------------------------------------------------------------------- demo
 def _cmd_demo(args):
     """``astro-mantis demo``: see the subcommand's help."""
-    from matplotlib.figure import Figure
-
-    from .simulate import SampleSky
-    from .testing import SurveyServer
+    from .demo import run_demo
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} exists and is not a directory")
-    sky = SampleSky()
     try:
-        ra, dec, labels, index = demo_positions(args.n, sky=sky)
+        result = run_demo(out, n=args.n, progress=not args.no_progress)
     except ValueError as exc:
         raise InputError(f"--n {args.n}: {exc}") from None
-    out.mkdir(parents=True, exist_ok=True)
-    surveys = DEFAULT_SURVEYS
-    t0 = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        server = stack.enter_context(SurveyServer(sky=sky, latency=0.0))
-        stack.enter_context(server.configure(conf))
-        cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="astro_mantis_demo_"))
-        stack.enter_context(conf.set_temp("cache_dir", cache_dir))
-        cuts, summary = fetch_and_write(
-            ra, dec, out, surveys=surveys, cache=True, progress=not args.no_progress,
-            meta={"input": "astro-mantis demo (loopback servers, bundled sample sky of "
-                           "simulated galaxies)",
-                  "sample_sky": f"seed {sky.seed}, {len(sky)} galaxies, astro_mantis "
-                                f"{sky.meta.get('version')}"})
-        requests = dict(server.counts)
-    summary["note"] = np.array(labels, dtype=str)
-    summary["note"].description = "what the demo position is meant to show"
-    _add_truth(summary, sky.catalog, index)
-    summary.write(out / SUMMARY_NAME, format="ascii.ecsv", overwrite=True)
-
-    figures = []
-    for i in range(min(3, len(cuts))):
-        if not cuts[i].surveys and not cuts[i].missing:
-            continue
-        npanel = sum(len(get_survey(s).bands) for s in surveys)
-        fig = Figure(figsize=(1.6 * npanel, 2.3))
-        cuts[i].plot(fig=fig)
-        fig.subplots_adjust(left=0.005, right=0.995, bottom=0.02, top=0.72, wspace=0.05)
-        c = cuts[i].coord
-        where = (f"ra={c.ra.deg:.4f} dec={c.dec.deg:+.4f}" if np.isfinite(c.ra.deg)
-                 else "invalid position")
-        truth = (f", z_true={summary['z_true'][i]:.3f} {summary['type'][i]}"
-                 if index[i] >= 0 else "")
-        fig.suptitle(f"row {i}{': ' + labels[i] if labels[i] else ''} ({where}{truth}, "
-                     f"flags={int(cuts[i].flags)})", fontsize=9)
-        path = out / f"cutout_{i:03d}.png"
-        fig.savefig(path, dpi=80)
-        figures.append(path)
-    fig = _overview_figure(cuts, summary, labels, surveys)
-    path = out / "overview.png"
-    fig.savefig(path, dpi=80)
-    figures.append(path)
-    elapsed = time.perf_counter() - t0
-
-    print(f"astro-mantis demo: {len(cuts)} positions fetched from loopback survey servers "
-          f"(bundled sample sky of simulated galaxies, no network) in {elapsed:.1f} s")
-    print(format_summary(summary, surveys))
-    print(_format_truth(summary))
-    print("  requests served: " + ", ".join(f"{k} {v}" for k, v in sorted(requests.items())))
-    print(f"wrote to {out}/:")
-    print(f"  {SUMMARY_NAME}  (one row per position, in order, with flags, statuses and the "
-          "true redshift z_true)")
-    print(f"  cutout_NNNNNN.fits  ({int(np.sum(~_no_file(summary)))} files; "
-          "read with astro_mantis.MultiSurveyCutout.read)")
-    for p in figures:
-        print(f"  {p.name}")
+    print(result.report())
     return EXIT_OK
 
 

@@ -5,7 +5,8 @@ from astropy import units as u
 from astropy.table import Table
 
 from astro_mantis import MantisFlag, MultiSurveyCutout, conf
-from astro_mantis.cli import EXIT_BAD_INPUT, EXIT_OK, demo_positions, main
+from astro_mantis.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from astro_mantis.demo import demo_positions
 from astro_mantis.testing.fixtures import survey_server  # noqa: F401  (pytest fixture)
 
 SURVEYS = ("galex", "panstarrs", "unwise")
@@ -137,10 +138,15 @@ def test_cutouts_unreadable_inputs(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    ([], ["cutouts", "demo", "Exit status"]),
+    ([], ["predict", "cutouts", "demo", "train", "Exit status"]),
     (["cutouts"], ["TABLE", "--out", "--ra-col", "--dec-col", "--surveys", "--no-cache",
                    "--format", "summary.ecsv", "cutout_NNNNNN.fits"]),
-    (["demo"], ["--out", "--n", "./astro_mantis_demo", "overview.png", "no network"]),
+    (["demo"], ["--out", "--n", "./astro_mantis_demo", "photoz.fits", "metrics.ecsv",
+                "photoz_summary.png", "no network", "simulated"]),
+    (["predict"], ["INPUT", "--output", "--ra-col", "--dec-col", "--coord-col", "--ebv-col",
+                   "--model", "--weights", "--surveys", "--batch-size", "--chunk-size",
+                   "--device", "--no-cache", "--resume", "--overwrite", "z_pdf", "z_flags",
+                   "NOT_ESTIMATED", "Exit status"]),
 ])
 def test_help(capsys, argv, expected):
     assert main([*argv, "--help"]) == 0
@@ -172,6 +178,10 @@ def test_demo_positions():
     again = demo_positions(36, sky=sky)
     np.testing.assert_array_equal(ra, again[0])  # deterministic
     assert len(demo_positions(3, sky=sky)[0]) == 3
+    # by default every sample galaxy once, plus the invalid position
+    ra_all, _, _, rows_all = demo_positions(sky=sky)
+    assert len(ra_all) == len(sky.catalog) + 1
+    assert sorted(rows_all[rows_all >= 0]) == list(range(len(sky.catalog)))
     with pytest.raises(ValueError, match="at most"):
         demo_positions(10_000, sky=sky)
 
@@ -185,34 +195,114 @@ def test_demo_too_many_positions(tmp_path, capsys):
 def test_demo(tmp_path, capsys):
     before = (conf.panstarrs_url, conf.legacysurvey_url, conf.cache_dir)
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--n", "6", "--no-progress"]) == EXIT_OK
+    assert main(["demo", "--out", str(out), "--n", "8", "--no-progress"]) == EXIT_OK
     assert (conf.panstarrs_url, conf.legacysurvey_url, conf.cache_dir) == before
     names = {p.name for p in out.iterdir()}
-    assert {"summary.ecsv", "overview.png", "cutout_000.png", "cutout_001.png",
-            "cutout_002.png"} <= names
-    for name in ("overview.png", "cutout_000.png"):
+    assert {"photoz.fits", "metrics.ecsv", "photoz_summary.png", "row_000.png",
+            "row_001.png", "row_002.png"} == names
+    for name in ("photoz_summary.png", "row_000.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    summary = Table.read(out / "summary.ecsv")
-    assert len(summary) == 6
-    flags = [MantisFlag(int(f)) for f in summary["flags"]]
+    t = Table.read(out / "photoz.fits")
+    assert len(t) == 8 and t["z_pdf"].shape == (8, 400)
+    flags = [MantisFlag(int(f)) for f in t["z_flags"]]
     assert flags[0] == MantisFlag.NONE
-    assert flags[1] == MantisFlag.PANSTARRS_MISSING | MantisFlag.OUT_OF_FOOTPRINT
-    assert flags[2] == MantisFlag.GALEX_MISSING | MantisFlag.OUT_OF_FOOTPRINT
-    assert flags[5] == MantisFlag.BAD_COORDINATE
-    files = [f for f in summary["file"] if f is not np.ma.masked]
-    assert len(files) == 5 and all((out / f).exists() for f in files)
-    # the positions are sample-sky galaxies, with their true redshifts
+    assert flags[1] & MantisFlag.PANSTARRS_MISSING and flags[1] & MantisFlag.OUT_OF_FOOTPRINT
+    assert flags[2] & MantisFlag.GALEX_MISSING
+    assert flags[7] & MantisFlag.BAD_COORDINATE and flags[7] & MantisFlag.NOT_ESTIMATED
+    assert np.isnan(t["z_mean"][7]) or np.ma.is_masked(t["z_mean"][7])
+    # the rows are sample-sky galaxies, with their true redshifts; the PDFs are informative
     from astro_mantis.simulate import SampleSky
 
     catalog = SampleSky().catalog
-    assert summary["z_true"].mask[5] and summary["sample_id"].mask[5]
-    for i in range(5):
-        row = catalog[int(summary["sample_id"][i])]
-        assert summary["ra"][i] == row["ra"] and summary["dec"][i] == row["dec"]
-        assert summary["z_true"][i] == pytest.approx(row["z"])
-        assert summary["type"][i] == row["type"]
-    cut = MultiSurveyCutout.read(out / summary["file"][0])
-    assert cut.surveys["panstarrs"].data.shape == (5, 170, 170)
+    for i in range(7):
+        row = catalog[int(t["sample_id"][i])]
+        assert t["ra"][i] == row["ra"] and t["z_true"][i] == pytest.approx(row["z"])
+    metrics = Table.read(out / "metrics.ecsv")
+    m = dict(zip(metrics["metric"], metrics["value"]))
+    assert metrics.meta["n"] == 7 and "SIMULATED" in metrics.meta["data"]
+    assert 0 < m["nmad"] < 0.2 and 0 <= m["pit_ks"] <= 1
     text = capsys.readouterr().out
-    assert "6 row(s)" in text and str(out) in text and "overview.png" in text
-    assert "true redshifts of the 5 galaxies" in text and "sample sky" in text
+    assert "8 rows" in text and str(out) in text and "photoz.fits" in text
+    assert "SIMULATED" in text and "NMAD" in text
+
+
+def _sample_table(path, rows, **extra):
+    from astro_mantis.simulate import SampleSky
+
+    cat = SampleSky().catalog
+    t = Table({"RAJ2000": np.asarray(cat["ra"][rows]) * u.deg,
+               "DEJ2000": np.asarray(cat["dec"][rows]) * u.deg,
+               "EBV": np.asarray(cat["ebv_csfd"][rows]), "name": [f"g{i}" for i in rows]})
+    for k, v in extra.items():
+        t[k] = v
+    t.write(path, overwrite=True)
+    return t
+
+
+@pytest.fixture
+def sample_server(tmp_path):
+    from astro_mantis.simulate import SampleSky
+    from astro_mantis.testing import SurveyServer
+
+    with SurveyServer(sky=SampleSky()) as srv, srv.configure(conf), \
+            conf.set_temp("cache_dir", str(tmp_path / "cache")), \
+            conf.set_temp("backoff", 0.01), conf.set_temp("timeout", 5.0):
+        yield srv
+
+
+@pytest.mark.parametrize("suffix", ["fits", "ecsv", "parquet", "h5"])
+def test_predict_end_to_end(sample_server, tmp_path, capsys, suffix):
+    if suffix == "parquet":
+        pytest.importorskip("pyarrow")
+    if suffix == "h5":
+        pytest.importorskip("h5py")
+    src = tmp_path / "in.ecsv"
+    t = _sample_table(src, [5, 6, 7, 5])
+    out = tmp_path / f"out.{suffix}"
+    argv = ["predict", str(src), "-o", str(out), "--ra-col", "RAJ2000", "--dec-col", "DEJ2000",
+            "--ebv-col", "EBV", "--no-progress"]
+    assert main(argv) == EXIT_OK
+    back = Table.read(out, **({"path": "data"} if suffix == "h5" else {}))
+    assert len(back) == 4 and list(back["name"]) == list(t["name"])
+    assert back["z_pdf"].shape == (4, 400)
+    assert np.allclose(back["z_mean"][0], back["z_mean"][3])  # same position
+    assert not np.any(np.asarray(back["z_flags"]) & MantisFlag.DUST_UNKNOWN)
+    text = capsys.readouterr().out
+    assert "4 rows, 4 estimated, 0 not" in text and "3 positions processed" in text
+    # an existing output is not replaced without --overwrite
+    assert main(argv) == EXIT_BAD_INPUT
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_predict_bad_input_and_resume(sample_server, tmp_path, capsys):
+    src = tmp_path / "in.fits"
+    _sample_table(src, [10, 11, 12, 13])
+    out = tmp_path / "out.fits"
+    base = ["predict", str(src), "-o", str(out), "--no-progress"]
+    assert main(base) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "'ra' not found" in err and "RAJ2000, DEJ2000, EBV, name" in err
+    cols = ["--ra-col", "RAJ2000", "--dec-col", "DEJ2000", "--ebv-col", "EBV"]
+    assert main(base + cols + ["--model", "mantis-giant"]) == EXIT_BAD_INPUT
+    assert "unknown model 'mantis-giant'" in capsys.readouterr().err
+    assert main(base + cols + ["--ebv-col", "a,b,c"]) == EXIT_BAD_INPUT
+    assert main(base + cols + ["--resume"]) == EXIT_BAD_INPUT
+    assert "nothing to resume" in capsys.readouterr().err
+    # without dust: a warning, flagged rows, still written
+    assert main(base + cols[:4]) == EXIT_OK
+    assert "dust unknown" in capsys.readouterr().err
+    assert np.all(np.asarray(Table.read(out)["z_flags"]) & MantisFlag.DUST_UNKNOWN)
+    # server failures mid-run: rows flagged, the run goes on; --resume completes them
+    with conf.set_temp("retries", 0):
+        sample_server.fail_next(4, kind="5xx", endpoint="fitscut")
+        assert main(base + cols + ["--overwrite", "--no-cache"]) == EXIT_OK
+    text = capsys.readouterr().out
+    assert "NOT_ESTIMATED" in text and "--resume" in text
+    first = Table.read(out)
+    failed = (np.asarray(first["z_flags"]) & MantisFlag.FETCH_FAILED) != 0
+    assert failed.any()
+    assert main(["predict", str(src), "-o", str(out), "--resume", "--ebv-col", "EBV",
+                 "--ra-col", "RAJ2000", "--dec-col", "DEJ2000", "--no-progress"]) == EXIT_OK
+    done = Table.read(out)
+    assert not np.any(np.asarray(done["z_flags"]) & MantisFlag.NOT_ESTIMATED)
+    assert np.allclose(done["z_pdf"][~failed], first["z_pdf"][~failed])

@@ -250,7 +250,7 @@ class PITMap:
         return np.interp(u, self.knots, self.values)
 
     def apply(self, pdf):
-        """The recalibrated `~astro_mantis.pdf.RedshiftPDF` (see `~astro_mantis.pdf.RedshiftPDF.remap_cdf`)."""
+        """The recalibrated PDFs (`~astro_mantis.pdf.RedshiftPDF.remap_cdf` through this map)."""
         return pdf.remap_cdf(self.knots, self.values)
 
     def to_dict(self):

@@ -4,8 +4,8 @@
 `~astro_mantis.training.pipeline.fit_and_export` is what ``astro-mantis train`` runs:
 `~astro_mantis.training.train` on the training split (early stopping on the validation split),
 temperature scaling and a PIT recalibration fitted on the validation split, metrics on the
-validation and test splits with that calibration, and `~astro_mantis.training.export_model` of the best weights with a model
-card that records all of it.
+validation and test splits with that calibration, and `~astro_mantis.training.export_model` of
+the best weights with a model card that records all of it.
 """
 from dataclasses import dataclass
 from pathlib import Path

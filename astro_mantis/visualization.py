@@ -1,0 +1,213 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Figures of a table with redshift columns (as written by `~astro_mantis.add_redshift_columns`).
+
+* `plot_redshift_row`: one row's nine cutout panels above its redshift PDF;
+* `plot_zphot_zspec`: point estimates against reference (spectroscopic or true)
+  redshifts, with the usual metrics;
+* `plot_pit`: the PIT histogram of the PDFs at the reference redshifts;
+* `plot_photoz_summary`: the last two side by side, with n(z).
+
+They use only matplotlib's object interface and return the figure or axes, so they
+work in scripts, notebooks and tests alike (nothing is shown).
+"""
+import numpy as np
+
+from .metrics import pit, plot_nz
+from .metrics import plot_pit as _plot_pit_values
+from .metrics import plot_zphot_zspec as _plot_points
+from .pdf import RedshiftPDF
+
+__all__ = ["plot_redshift_row", "plot_zphot_zspec", "plot_pit", "plot_photoz_summary",
+           "reference_redshifts"]
+
+
+def _column(table, name, what):
+    if name not in table.colnames:
+        raise KeyError(f"{what} column {name!r} not found; the table has columns: "
+                       f"{', '.join(table.colnames)}")
+    return np.ma.filled(np.ma.asarray(table[name], dtype=float), np.nan)
+
+
+def reference_redshifts(table, z_spec="z_spec", prefix="z_", point="mean"):
+    """Rows usable for a comparison, with their point estimates and reference redshifts.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Table with the redshift columns and a reference redshift column.
+    z_spec : str
+        Column of reference (spectroscopic or true) redshifts; masked or NaN values
+        are left out.
+    prefix : str
+        Prefix of the redshift columns.
+    point : str
+        Point estimate: ``mean`` (the Mantis Shrimp choice), ``median`` or ``mode``.
+
+    Returns
+    -------
+    rows : `numpy.ndarray` of int
+        Rows with both an estimate and a reference redshift.
+    z_phot, z_ref : `numpy.ndarray`
+        Their point estimates and reference redshifts.
+    """
+    z_ref = _column(table, z_spec, "reference redshift")
+    z_phot = _column(table, f"{prefix}{point}", "point estimate")
+    rows = np.flatnonzero(np.isfinite(z_ref) & np.isfinite(z_phot))
+    return rows, z_phot[rows], z_ref[rows]
+
+
+def plot_zphot_zspec(table, z_spec="z_spec", prefix="z_", point="mean", ax=None, **kwargs):
+    """Point estimates against reference redshifts, with NMAD, bias and outliers.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Table with the redshift columns and ``z_spec``.
+    z_spec : str
+        Column of reference redshifts (spectroscopic, or the truth of a mock).
+    prefix : str
+        Prefix of the redshift columns.
+    point : str
+        ``mean``, ``median`` or ``mode``.
+    ax : `matplotlib.axes.Axes`, optional
+        Axes to draw into.
+    **kwargs
+        Passed to `astro_mantis.metrics.plot_zphot_zspec`.
+
+    Returns
+    -------
+    `matplotlib.axes.Axes`
+    """
+    rows, zp, zs = reference_redshifts(table, z_spec, prefix, point)
+    if rows.size == 0:
+        raise ValueError("no row has both an estimate and a reference redshift")
+    ax = _plot_points(zp, zs, ax=ax, **kwargs)
+    ax.set_xlabel(f"reference redshift ({z_spec})")
+    ax.set_ylabel(f"photo-z ({prefix}{point})")
+    return ax
+
+
+def plot_pit(table, z_spec="z_spec", prefix="z_", ax=None, **kwargs):
+    """Histogram of the PDFs' PIT values at the reference redshifts.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Table with a ``{prefix}pdf`` column and ``z_spec``.
+    z_spec : str
+        Column of reference redshifts.
+    prefix : str
+        Prefix of the redshift columns.
+    ax : `matplotlib.axes.Axes`, optional
+        Axes to draw into.
+    **kwargs
+        Passed to `astro_mantis.metrics.plot_pit`.
+
+    Returns
+    -------
+    `matplotlib.axes.Axes`
+    """
+    rows, _, zs = reference_redshifts(table, z_spec, prefix, "mean")
+    if rows.size == 0:
+        raise ValueError("no row has both an estimate and a reference redshift")
+    pdf = RedshiftPDF.from_table(table[rows], prefix=prefix)
+    return _plot_pit_values(pit(pdf, zs), ax=ax, **kwargs)
+
+
+def plot_photoz_summary(table, z_spec="z_spec", prefix="z_", fig=None):
+    """Three panels: photo-z vs reference, PIT histogram, and n(z).
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Table with the redshift columns and ``z_spec``.
+    z_spec : str
+        Column of reference redshifts.
+    prefix : str
+        Prefix of the redshift columns.
+    fig : `matplotlib.figure.Figure`, optional
+        Figure to draw into (a new 13 x 4.2 inch one otherwise).
+
+    Returns
+    -------
+    `matplotlib.figure.Figure`
+    """
+    if fig is None:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(13, 4.2), layout="constrained")
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    plot_zphot_zspec(table, z_spec, prefix, ax=ax1)
+    plot_pit(table, z_spec, prefix, ax=ax2)
+    rows, _, zs = reference_redshifts(table, z_spec, prefix)
+    plot_nz(zs, pdf=RedshiftPDF.from_table(table[rows], prefix=prefix), ax=ax3)
+    return fig
+
+
+def plot_redshift_row(table, index, cutout=None, prefix="z_", z_spec=None, coord=None,
+                      ra="ra", dec="dec", fig=None):
+    """One row: its cutouts in the nine bands above its redshift PDF.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Table with the redshift columns.
+    index : int
+        Row to show.
+    cutout : `~astro_mantis.MultiSurveyCutout`, optional
+        The row's cutouts; fetched with `Mantis.get_cutouts
+        <astro_mantis.MantisClass.get_cutouts>` (cache on) from the row's position
+        otherwise.
+    prefix : str
+        Prefix of the redshift columns.
+    z_spec : str, optional
+        Column of a reference redshift to mark on the PDF.
+    coord, ra, dec : str
+        Position columns, as for `~astro_mantis.add_redshift_columns` (only used to fetch
+        the cutouts).
+    fig : `matplotlib.figure.Figure`, optional
+        Figure to draw into (a new 14 x 5.5 inch one otherwise).
+
+    Returns
+    -------
+    `matplotlib.figure.Figure`
+    """
+    from .flags import MantisFlag
+
+    n = len(table)
+    if not -n <= int(index) < n:
+        raise IndexError(f"row {index} does not exist in a table of {n} rows")
+    index = int(index) % n
+    if cutout is None:
+        from .cutouts import Mantis
+        from .table import table_coordinates
+
+        coords, good = table_coordinates(table[index:index + 1], coord=coord, ra=ra, dec=dec)
+        if good[0]:
+            cutout = Mantis.get_cutouts(coords[0], progress=False)
+    if fig is None:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(14, 5.5), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 1.5])
+    if cutout is not None:
+        cutout.plot(fig=top)
+    else:
+        ax = top.subplots()
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no cutouts (invalid position)", ha="center", va="center")
+    ax = bottom.subplots()
+    pdf = RedshiftPDF.from_table(table[index:index + 1], prefix=prefix)
+    z_ref = None
+    if z_spec is not None:
+        z_ref = float(_column(table, z_spec, "reference redshift")[index])
+    flags = MantisFlag(int(table[f"{prefix}flags"][index])) if f"{prefix}flags" in \
+        table.colnames else MantisFlag.NONE
+    if pdf.valid[0]:
+        pdf.plot(ax=ax, z_true=z_ref)
+    else:
+        ax.text(0.5, 0.5, "no redshift estimate for this row", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_title(f"row {index}: flags {int(flags)}"
+                 + (f" ({flags.name})" if flags and flags.name else ""), fontsize="medium")
+    return fig

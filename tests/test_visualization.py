@@ -1,0 +1,81 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Figures of tables with redshift columns."""
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.table import MaskedColumn, Table
+from matplotlib.figure import Figure
+
+from astro_mantis import Mantis, MantisFlag
+from astro_mantis.metrics import pit
+from astro_mantis.pdf import Z_CENTERS, RedshiftPDF
+from astro_mantis.visualization import (plot_photoz_summary, plot_pit, plot_redshift_row,
+                                        plot_zphot_zspec, reference_redshifts)
+
+
+@pytest.fixture
+def table():
+    """Gaussian PDFs at known means; z_spec drawn from them; one unestimated row."""
+    rng = np.random.default_rng(0)
+    mu = rng.uniform(0.1, 1.4, 60)
+    pdf = RedshiftPDF(np.exp(-0.5 * ((Z_CENTERS[None] - mu[:, None]) / 0.05) ** 2))
+    t = Table({"ra": np.linspace(150, 151, 60), "dec": np.full(60, 2.0)})
+    for name, col in pdf.to_table_columns(masked=True).items():
+        t[name] = col
+    t["z_flags"] = np.zeros(60, np.int32)
+    t["z_spec"] = MaskedColumn(mu + rng.normal(0, 0.05, 60), mask=np.zeros(60, bool))
+    t["z_spec"].mask[3] = True
+    t["z_mean"].mask[4] = True
+    t["z_pdf"].mask[4] = True
+    t["z_flags"][4] = int(MantisFlag.NOT_ESTIMATED)
+    return t
+
+
+def test_reference_rows(table):
+    rows, zp, zs = reference_redshifts(table)
+    assert 3 not in rows and 4 not in rows and len(rows) == 58
+    assert np.allclose(zp, table["z_mean"][rows]) and np.allclose(zs, table["z_spec"][rows])
+    with pytest.raises(KeyError, match="'zs' not found"):
+        reference_redshifts(table, z_spec="zs")
+
+
+def test_zphot_zspec_and_pit(table):
+    fig = Figure()
+    ax = plot_zphot_zspec(table, ax=fig.subplots())
+    offsets = ax.collections[0].get_offsets()
+    assert len(offsets) == 58
+    rows, zp, zs = reference_redshifts(table)
+    assert np.allclose(np.sort(offsets[:, 0]), np.sort(zs))
+    ax2 = plot_pit(table, ax=Figure().subplots(), bins=10)
+    heights = np.array([p.get_height() for p in ax2.patches[:10]])
+    expected = pit(RedshiftPDF.from_table(table[rows]), zs)
+    hist, _ = np.histogram(expected, bins=10, range=(0, 1), density=True)
+    assert np.allclose(heights, hist)
+    fig = plot_photoz_summary(table)
+    assert len(fig.axes) == 3
+    empty = table[:0]
+    with pytest.raises(ValueError, match="no row has both"):
+        plot_zphot_zspec(empty)
+
+
+def test_redshift_row_with_and_without_cutouts(table, survey_server):
+    fig = plot_redshift_row(table, 0, z_spec="z_spec")
+    axes = fig.get_axes()
+    assert len(axes) == 10  # nine bands and the PDF
+    pdf_ax = axes[-1]
+    assert "flags 0" in pdf_ax.get_title()
+    # the PDF drawn is the row's, with the reference redshift marked
+    assert np.allclose(pdf_ax.patches[0].get_data()[0], table["z_pdf"][0], rtol=1e-6)
+    labels = [t.get_text() for t in pdf_ax.get_legend().get_texts()]
+    assert any(lab.startswith("true z") for lab in labels)
+    # a given cutout is used as is (no request)
+    survey_server.reset()
+    cut = Mantis.get_cutouts(SkyCoord(150.0, 2.0, unit="deg"), progress=False)
+    n = sum(survey_server.counts.values())
+    plot_redshift_row(table, 1, cutout=cut)
+    assert sum(survey_server.counts.values()) == n
+    # an unestimated row says so
+    fig = plot_redshift_row(table, 4, cutout=cut)
+    assert any("no redshift estimate" in t.get_text() for t in fig.get_axes()[-1].texts)
+    with pytest.raises(IndexError, match="row 60 does not exist"):
+        plot_redshift_row(table, 60)
