@@ -11,10 +11,15 @@ Usage::
 
     python benchmarks/bench_baseline.py --data mock_data [--weights PATH] [--k 20]
 
-Without ``--weights`` the bundled ``mantis-mini`` is scored.
+Without ``--weights`` the bundled ``mantis-mini`` is scored. With ``--write-card`` the
+model card next to the weights gains ``baseline_test`` (the baseline's test metrics)
+and ``targets`` (issue 4's targets, each true or false, from the figures printed); the
+card's checksum describes the weights only, so it stays valid.
 """
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -57,6 +62,8 @@ def main(argv=None):
     parser.add_argument("--data", required=True, help="directory written by make_dataset")
     parser.add_argument("--weights", default=None, help="mantis-mini weights (.safetensors)")
     parser.add_argument("--k", type=int, default=20, help="neighbours of the baseline")
+    parser.add_argument("--write-card", action="store_true",
+                        help="record the baseline and the targets in the weights' model card")
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -75,6 +82,25 @@ def main(argv=None):
         b = f"{base[key]:.4f} ± {base.errors[key]:.4f}"
         n = f"{net[key]:.4f} ± {net.errors[key]:.4f}"
         print(f"  {key:<14}{b:>22}{n:>22}")
+    targets = {
+        "nmad_better_than_baseline": bool(net["nmad"] < base["nmad"]),
+        "outlier_0.05_better_than_baseline": bool(net["outlier_0.05"] < base["outlier_0.05"]),
+        "pit_ks_after_calibration_le_0.05": bool(net["pit_ks"] <= 0.05),
+        "coverage_68_in_0.63_0.73": bool(0.63 <= net["coverage_68"] <= 0.73),
+    }
+    print("targets: " + ", ".join(f"{k} {v}" for k, v in targets.items()))
+    if args.write_card:
+        weights = Path(args.weights) if args.weights else Path(model.meta["weights"])
+        card_path = weights.with_suffix(".json")
+        card = json.loads(card_path.read_text())
+        card["baseline_test"] = {
+            "method": f"photutils aperture asinh magnitudes (9 bands) + kNN (k={args.k}), "
+                      "fitted on the same train split (benchmarks/bench_baseline.py)",
+            **{k: round(float(base[k]), 4) for k in KEYS}}
+        card["targets"] = {**targets, "test_split": {k: round(float(net[k]), 4) for k in KEYS},
+                           "n_test": int(len(z_test))}
+        card_path.write_text(json.dumps(card, indent=1) + "\n")
+        print(f"wrote baseline_test and targets into {card_path}")
 
 
 if __name__ == "__main__":
