@@ -87,6 +87,16 @@ def _positive_int(text):
     return value
 
 
+def _add_cache_args(parser):
+    """The cache and progress options shared by the commands that fetch cutouts."""
+    parser.add_argument("--no-cache", action="store_true",
+                        help="neither read nor write the on-disk cutout cache: fetch everything")
+    parser.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="cutout cache directory for this run (default: conf.cache_dir, "
+                             "else <astropy cache>/astro_mantis/cutouts)")
+    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+
+
 def build_parser():
     """Build the argument parser of the ``astro-mantis`` command.
 
@@ -141,12 +151,7 @@ def build_parser():
     p.add_argument("--format", default=None, metavar="FORMAT",
                    help="table format passed to Table.read, e.g. ascii.csv, fits, votable "
                         "(default: guessed from the file name)")
-    p.add_argument("--no-cache", action="store_true",
-                   help="neither read nor write the on-disk cutout cache: fetch everything")
-    p.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="cutout cache directory for this run (default: conf.cache_dir, "
-                        "else <astropy cache>/astro_mantis/cutouts)")
-    p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    _add_cache_args(p)
     p.set_defaults(func=_cmd_cutouts)
 
     d = sub.add_parser(
@@ -248,12 +253,7 @@ def build_parser():
                    help="read OUTPUT (an earlier, interrupted or partly failed run) and "
                         "estimate only its rows flagged NOT_ESTIMATED; cached cutouts are "
                         "not fetched again")
-    r.add_argument("--no-cache", action="store_true",
-                   help="neither read nor write the on-disk cutout cache")
-    r.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="cutout cache directory for this run (default: conf.cache_dir, else "
-                        "<astropy cache>/astro_mantis/cutouts)")
-    r.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    _add_cache_args(r)
     r.set_defaults(func=_cmd_predict)
 
     t = sub.add_parser(

@@ -34,10 +34,11 @@ from astropy.table import MaskedColumn, QTable, Table
 from . import __version__
 from .flags import MantisFlag
 from .logger import log
+from .pdf import _COLUMN_DESCRIPTIONS
 from .surveys import DEFAULT_SURVEYS
 
 __all__ = ["add_redshift_columns", "query_coordinates", "table_coordinates", "dust_values",
-           "column_names", "RunStats", "OUTPUT_KEYS", "DustWarning"]
+           "column_names", "RunStats", "OUTPUT_KEYS", "DustWarning", "last_run"]
 
 #: Suffixes of the columns `add_redshift_columns` adds (after the prefix).
 OUTPUT_KEYS = ("pdf", "mean", "median", "mode", "std", "lo68", "hi68", "flags")
@@ -46,18 +47,12 @@ OUTPUT_KEYS = ("pdf", "mean", "median", "mode", "std", "lo68", "hi68", "flags")
 _NO_ESTIMATE = MantisFlag.BAD_COORDINATE | MantisFlag.FETCH_FAILED
 
 _DESCRIPTIONS = {
-    "pdf": "Redshift probability density per bin (piecewise constant, bins in meta['bin_edges'])",
-    "mean": "Mean redshift of the PDF (the Mantis Shrimp point estimate)",
-    "median": "Median redshift of the PDF",
-    "mode": "Redshift of the bin centre with the highest probability density",
-    "std": "Standard deviation of the redshift PDF",
-    "lo68": "Lower end of the central 68% credible interval of the PDF",
-    "hi68": "Upper end of the central 68% credible interval of the PDF",
+    **_COLUMN_DESCRIPTIONS,
     "flags": "astro_mantis.MantisFlag bits (missing surveys, bad coordinate, fetch failed, "
              "dust unknown, not estimated, ...)",
 }
 
-#: The last run's `RunStats` (also returned by nothing: read it after a call).
+#: `RunStats` of the latest `add_redshift_columns` call (None before the first).
 last_run = None
 
 
