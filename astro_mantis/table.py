@@ -202,29 +202,36 @@ def table_coordinates(table, coord=None, ra="ra", dec="dec"):
 # ------------------------------------------------------------------------ dust
 def _dust_from_dustmaps(coords, good):
     """E(B-V) from the ``dustmaps`` package: (values (N, 2) or None, description)."""
-    try:
-        import dustmaps  # noqa: F401
-    except ImportError:
-        return None, "the dustmaps package is not installed"
-    queries = []
-    for module, cls in (("csfd", "CSFDQuery"), ("sfd", "SFDQuery"), ("planck", "PlanckQuery")):
+    import contextlib
+    import importlib
+    import io
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dustmaps warns when it has no config file
         try:
-            mod = __import__(f"dustmaps.{module}", fromlist=[cls])
-            queries.append((module, getattr(mod, cls)()))
-        except Exception:  # maps not downloaded, or an older dustmaps without the module
-            continue
+            importlib.import_module("dustmaps")
+        except ImportError:
+            return None, "the dustmaps package is not installed"
+    queries = {}
+    for module, cls in (("csfd", "CSFDQuery"), ("sfd", "SFDQuery"), ("planck", "PlanckQuery")):
+        # a missing map makes dustmaps print instructions and raise: keep that quiet
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            try:
+                queries[module] = getattr(importlib.import_module(f"dustmaps.{module}"), cls)()
+            except Exception:  # map not downloaded, or a dustmaps without the module
+                continue
     if not queries:
         return None, "dustmaps is installed but none of its CSFD, SFD or Planck maps is present"
-    names = [q[0] for q in queries]
-    first = next(q for name, q in queries if name in ("csfd", "sfd")) if (
-        "csfd" in names or "sfd" in names) else queries[0][1]
-    second = dict(queries).get("planck", first)
+    first = queries.get("csfd") or queries.get("sfd") or queries["planck"]
+    second = queries.get("planck", first)
     out = np.zeros((len(coords), 2), dtype=np.float32)
     if np.any(good):
         sub = coords[good]
         out[good, 0] = np.asarray(first(sub), dtype=np.float32)
         out[good, 1] = np.asarray(second(sub), dtype=np.float32)
-    return out, f"dustmaps ({', '.join(names)})"
+    return out, f"dustmaps ({', '.join(queries)})"
 
 
 def _as_mag(values, what):

@@ -287,3 +287,50 @@ def test_query_coordinates(sky, sky_server):
     assert len(one) == 1 and one["z_mean"][0] == pytest.approx(t["z_mean"][0])
     with pytest.raises(TypeError, match="SkyCoord"):
         Mantis.query_coordinates([1.0, 2.0])
+
+
+def _fake_csfd(directory, nside=8):
+    """A tiny CSFD map in dustmaps' file layout: E(B-V) = 0.001 x (ring pixel index)."""
+    from astropy.io import fits
+
+    npix = 12 * nside ** 2
+    (directory / "csfd").mkdir(parents=True)
+    for name, values in (("csfd_ebv.fits", 0.001 * np.arange(npix)),
+                         ("mask.fits", np.zeros(npix))):
+        hdu = fits.BinTableHDU.from_columns([fits.Column(name="T", format="E", array=values)])
+        hdu.name = "xtension"
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(directory / "csfd" / name)
+    return nside
+
+
+def test_dust_from_dustmaps(sky, sky_server, tmp_path):
+    pytest.importorskip("dustmaps")
+    from astropy.coordinates import Galactic
+    from astropy_healpix import HEALPix
+    from dustmaps.config import config
+
+    old = config.get("data_dir")
+    config["data_dir"] = str(tmp_path / "maps")
+    try:
+        t = _table(sky, np.arange(90, 93))
+        with pytest.warns(DustWarning, match="none of its CSFD, SFD or Planck maps"):
+            add_redshift_columns(t, progress=False)
+        assert np.all(np.asarray(t["z_flags"]) & F.DUST_UNKNOWN)
+        nside = _fake_csfd(tmp_path / "maps")
+        t2 = _table(sky, np.arange(90, 93))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DustWarning)
+            add_redshift_columns(t2, progress=False)
+        assert not np.any(np.asarray(t2["z_flags"]) & F.DUST_UNKNOWN)
+        assert t2.meta["z_dust"] == "dustmaps (csfd)"
+        # the values the network saw are the map's at each galaxy (CSFD for both inputs)
+        coords = SkyCoord(t2["ra"], t2["dec"], unit="deg")
+        pix = HEALPix(nside=nside, order="ring", frame=Galactic()).skycoord_to_healpix(coords)
+        from astro_mantis.table import dust_values
+
+        values, unknown, _ = dust_values(t2, coords, np.ones(3, bool))
+        assert np.allclose(values[:, 0], 0.001 * pix) and np.allclose(values[:, 1], values[:, 0])
+        ref = add_redshift_columns(_table(sky, np.arange(90, 93)), ebv=values, progress=False)
+        assert np.allclose(ref["z_pdf"], t2["z_pdf"])
+    finally:
+        config["data_dir"] = old
