@@ -18,6 +18,8 @@ from .multicutout import MultiSurveyCutout  # noqa: E402
 from .cutouts import Mantis, MantisClass  # noqa: E402
 from .pdf import RedshiftPDF  # noqa: E402
 from .table import add_redshift_columns, query_coordinates  # noqa: E402
+from .spectro import match_spectroscopic  # noqa: E402
 
 __all__ = ["__version__", "Conf", "conf", "log", "MantisFlag", "MultiSurveyCutout",
-           "Mantis", "MantisClass", "RedshiftPDF", "add_redshift_columns", "query_coordinates"]
+           "Mantis", "MantisClass", "RedshiftPDF", "add_redshift_columns", "query_coordinates",
+           "match_spectroscopic"]

@@ -16,6 +16,12 @@ Subcommands:
 ``astro-mantis train --data DIR --out DIR``
     Train a redshift network (default ``mantis-mini``) on a training data directory,
     calibrate it and export its weights with a model card (`astro_mantis.training`).
+``astro-mantis match TABLE -o OUTPUT``
+    Attach spectroscopic redshifts (SDSS SkyServer, an spAll file or your catalog) to a
+    table (`astro_mantis.spectro`).
+``astro-mantis build-training-set TABLE --out DIR``
+    Fetch the cutouts of a table with spectroscopic redshifts and write training shards
+    that ``astro-mantis train`` reads.
 
 Every subcommand returns an exit status: 0 when the job ran (rows whose fetch failed
 are reported in the summary, not as an error), 2 when the input is unusable.
@@ -361,6 +367,11 @@ def build_parser():
                         "recalibration map")
     t.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     t.set_defaults(func=_cmd_train)
+
+    from .spectro.cli import add_build_training_set_parser, add_match_parser
+
+    add_match_parser(sub)
+    add_build_training_set_parser(sub)
     return parser
 
 

@@ -26,3 +26,10 @@ __all__ = [
     "ps1_skycell",
     "ps1_skycell_center",
 ]
+
+# Loopback SDSS services (astro_mantis.spectro): SkyServer's SQL search and the SAS.
+from .skyserver import LoopbackService, SkyServer, SkyServerLogEntry, make_specobj  # noqa: E402
+from .sas import SASLogEntry, SASServer, spec_lite_hdulist, write_spall  # noqa: E402
+
+__all__ += ["SkyServer", "SkyServerLogEntry", "LoopbackService", "make_specobj", "SASServer",
+            "SASLogEntry", "spec_lite_hdulist", "write_spall"]

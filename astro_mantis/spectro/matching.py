@@ -1,0 +1,582 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Attach spectroscopic redshifts to the rows of a table: `match_spectroscopic`.
+
+Whatever the catalog, the match is the same local nearest-neighbour match
+(`astropy.coordinates.SkyCoord.match_to_catalog_sky`, a k-d tree over the catalog)
+after the catalog's quality cut:
+
+* each row gets the **nearest** spectrum within ``radius``, or none;
+* a row with a second spectrum within ``radius`` is flagged ``AMBIGUOUS`` (the
+  nearest is kept); a spectrum that is the nearest of several rows is kept for each
+  and flagged ``SHARED`` on each;
+* rows are never dropped or reordered: a row without a match keeps masked values and
+  a flag saying why (``NO_MATCH``, ``BAD_COORDINATE``, ``QUERY_FAILED``).
+
+Columns added (`SPEC_COLUMNS`), all masked where there is no match:
+
+================  ======================================================================
+``z_spec``        spectroscopic redshift
+``z_spec_err``    its uncertainty (masked when the catalog has none)
+``spec_class``    spectral class (``GALAXY``, ``QSO``, ``STAR``; masked when unknown)
+``spec_id``       the spectrum's identifier (SDSS: ``specObjID``, uint64)
+``spec_sep``      distance to the spectrum (arcsec)
+``spec_source``   the catalog, e.g. ``SDSS DR17 SpecObj (SkyServer)`` (stored as bytes)
+``spec_flags``    `SpecFlag` bits (never masked; 0 for a clean match)
+================  ======================================================================
+
+The SDSS catalogs add ``spec_plate``, ``spec_mjd``, ``spec_fiberid``, ``spec_run2d`` and
+``spec_zwarning`` (what `~astro_mantis.spectro.get_spectrum` needs); other catalogs add
+``spec_<name>`` for each of their ``columns`` asked for. A summary (counts of matches,
+ambiguous rows, shared spectra, failures; the catalog, radius and quality cut) goes in
+``table.meta["spec_match"]`` and the log.
+"""
+import enum
+import os
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import Column, MaskedColumn, Table
+
+from .. import __version__
+from ..logger import log
+from .quality import QualityCut
+from .sdss import SDSS_QUALITY, _query_specobj
+from .spall import SPALL_QUALITY
+
+__all__ = ["match_spectroscopic", "SpecFlag", "SPEC_COLUMNS", "DEFAULT_QUALITY", "SDSS_EXTRA",
+           "nearest_spectra"]
+
+#: Columns every match adds.
+SPEC_COLUMNS = ("z_spec", "z_spec_err", "spec_class", "spec_id", "spec_sep", "spec_source",
+                "spec_flags")
+#: Extra columns of the SDSS catalogs: table column -> SkyServer column.
+SDSS_EXTRA = {"spec_plate": "plate", "spec_mjd": "mjd", "spec_fiberid": "fiberID",
+              "spec_run2d": "run2d", "spec_zwarning": "zWarning"}
+#: Default quality cut of each kind of catalog (None: only a finite redshift).
+DEFAULT_QUALITY = {"sdss": SDSS_QUALITY, "sdss-spall": SPALL_QUALITY, "table": None}
+
+_DESCRIPTIONS = {
+    "z_spec": "Spectroscopic redshift of the nearest spectrum within the match radius",
+    "z_spec_err": "Uncertainty of z_spec",
+    "spec_class": "Spectral class of the matched spectrum",
+    "spec_id": "Identifier of the matched spectrum in its catalog",
+    "spec_sep": "Angular distance to the matched spectrum",
+    "spec_source": "Catalog of the matched spectrum",
+    "spec_flags": "SpecFlag bits: 1 no match, 2 ambiguous, 4 shared, 8 bad coordinate, "
+                  "16 query failed",
+    "spec_plate": "SDSS plate of the matched spectrum",
+    "spec_mjd": "SDSS MJD of the matched spectrum",
+    "spec_fiberid": "SDSS fiber of the matched spectrum",
+    "spec_run2d": "SDSS reduction (run2d) of the matched spectrum",
+    "spec_zwarning": "SDSS zWarning bits of the matched spectrum",
+}
+
+
+class SpecFlag(enum.IntFlag):
+    """Bits of the ``spec_flags`` column.
+
+    ==================  =====  ===========================================================
+    flag                value  meaning
+    ==================  =====  ===========================================================
+    ``NO_MATCH``            1  no spectrum passing the quality cut within the radius
+    ``AMBIGUOUS``           2  more than one spectrum within the radius (the nearest kept)
+    ``SHARED``              4  the matched spectrum is also the nearest of another row
+    ``BAD_COORDINATE``      8  the row's position is NaN, masked or out of range
+    ``QUERY_FAILED``       16  the catalog could not be queried around this row (SkyServer
+                               failed after all retries); the row may have a spectrum
+    ==================  =====  ===========================================================
+    """
+
+    NONE = 0
+    NO_MATCH = 1
+    AMBIGUOUS = 2
+    SHARED = 4
+    BAD_COORDINATE = 8
+    QUERY_FAILED = 16
+
+
+# ----------------------------------------------------------------------------- inputs
+def _check_radius(radius):
+    if isinstance(radius, str):
+        try:
+            radius = u.Quantity(radius)
+        except (TypeError, ValueError):
+            raise ValueError(f"cannot read radius {radius!r}; give an angle such as "
+                             "'1 arcsec'") from None
+    if not isinstance(radius, u.Quantity) or radius.unit.physical_type != "angle":
+        raise TypeError(f"radius must be an angle with a unit, e.g. 1 * u.arcsec or '1 arcsec'; "
+                        f"got {radius!r}" + (" (a number without a unit)"
+                                             if np.isscalar(radius) else ""))
+    if not radius.isscalar or not np.isfinite(radius.value) or radius.value <= 0:
+        raise ValueError(f"radius must be one positive angle, got {radius}")
+    if radius > 1 * u.deg:
+        raise ValueError(f"radius {radius} is larger than 1 degree; spectroscopic matches use "
+                         "arcseconds")
+    return radius.to(u.arcsec)
+
+
+def _degrees(table, name, what):
+    """A table column as float degrees (NaN where masked); unit-aware."""
+    if name not in table.colnames:
+        lower = {c.lower(): c for c in table.colnames}
+        if name.lower() not in lower:
+            raise KeyError(f"{what}: no column {name!r}; the columns are: "
+                           f"{', '.join(table.colnames) or '(none)'}")
+        name = lower[name.lower()]
+    col = table[name]
+    if getattr(col, "ndim", 1) != 1:
+        raise ValueError(f"{what}: column {name!r} has shape {col.shape}; expected one value "
+                         "per row")
+    unit = getattr(col, "unit", None)
+    data = np.ma.asarray(getattr(col, "value", col))
+    try:
+        values = np.ma.filled(data.astype(float), np.nan)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: column {name!r} is not numeric (dtype {data.dtype})") from None
+    if unit is not None and u.Unit(unit) != u.dimensionless_unscaled:
+        try:
+            values = (values * u.Unit(unit)).to_value(u.deg)
+        except u.UnitConversionError:
+            raise ValueError(f"{what}: column {name!r} has unit {unit}, not an angle") from None
+    return np.asarray(values, dtype=float)
+
+
+def _positions(table, ra, dec, coord):
+    """(ra, dec, good) of the table's rows, ICRS degrees."""
+    if coord is not None:
+        if coord not in table.colnames:
+            raise KeyError(f"no column {coord!r}; the columns are: {', '.join(table.colnames)}")
+        sc = table[coord]
+        if not isinstance(sc, SkyCoord):
+            raise TypeError(f"column {coord!r} must hold SkyCoord positions, got "
+                            f"{type(sc).__name__}")
+        icrs = sc.icrs
+        ra_d = np.ma.filled(np.ma.asarray(icrs.ra.deg, dtype=float), np.nan).reshape(-1)
+        dec_d = np.ma.filled(np.ma.asarray(icrs.dec.deg, dtype=float), np.nan).reshape(-1)
+    else:
+        ra_d = _degrees(table, ra, "table")
+        dec_d = _degrees(table, dec, "table")
+    good = np.isfinite(ra_d) & np.isfinite(dec_d) & (np.abs(dec_d) <= 90.0)
+    return ra_d, dec_d, good
+
+
+def _find(table, name, what, required=True):
+    if name is None:
+        return None
+    if name in table.colnames:
+        return name
+    lower = {c.lower(): c for c in table.colnames}
+    if name.lower() in lower:
+        return lower[name.lower()]
+    if required:
+        raise KeyError(f"{what}: the catalog has no column {name!r}; its columns are: "
+                       f"{', '.join(table.colnames) or '(none)'}")
+    return None
+
+
+# ----------------------------------------------------------------------------- catalogs
+class _Catalog:
+    """A spectroscopic catalog reduced to what the match needs."""
+
+    def __init__(self, ra, dec, z, z_err, cls, ids, extra, source, kind, info=None):
+        self.ra, self.dec, self.z, self.z_err = ra, dec, z, z_err
+        self.cls, self.ids, self.extra = cls, ids, extra
+        self.source, self.kind, self.info = source, kind, dict(info or {})
+
+    def __len__(self):
+        return len(self.ra)
+
+    @classmethod
+    def from_specobj(cls, table, source, kind, info=None):
+        """From a table with SkyServer's SpecObj columns (SkyServer or spAll)."""
+        extra = {col: np.asarray(table[src]) for col, src in SDSS_EXTRA.items()}
+        return cls(np.asarray(table["ra"], float), np.asarray(table["dec"], float),
+                   np.asarray(table["z"], float), np.asarray(table["zErr"], float),
+                   np.asarray(table["class"]).astype("U", copy=False),
+                   np.asarray(table["specObjID"], dtype=np.uint64), extra, source, kind, info)
+
+
+def _local_quality(table, quality):
+    """Mask of a quality cut (expression or callable) evaluated on a local table."""
+    if quality is None:
+        return np.ones(len(table), dtype=bool)
+    if callable(quality) and not isinstance(quality, QualityCut):
+        mask = np.asarray(quality(table), dtype=bool)
+    else:
+        cut = quality if isinstance(quality, QualityCut) else QualityCut(quality)
+        mask = cut.evaluate(table, n=len(table))
+    if mask.shape != (len(table),):
+        raise ValueError(f"the quality cut gave a mask of shape {mask.shape}, expected "
+                         f"({len(table)},)")
+    return mask
+
+
+def _user_catalog(catalog, quality, z_col, z_err_col, ra_col, dec_col, class_col, id_col,
+                  catalog_format, columns):
+    if isinstance(catalog, (str, os.PathLike)):
+        path = os.fspath(catalog)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"catalog file {path!r} does not exist")
+        fits_file = (catalog_format == "fits" if catalog_format
+                     else path.lower().endswith((".fits", ".fit", ".fts")))
+        try:  # FITS tables memory-mapped: only the columns used are read
+            table = Table.read(path, format=catalog_format, **({"memmap": True}
+                                                                if fits_file else {}))
+        except Exception as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"cannot read catalog {path!r}: {first}"
+                             + ("" if catalog_format else " (give catalog_format=)")) from None
+        source = os.path.basename(path)
+    elif isinstance(catalog, Table):
+        table = catalog
+        source = str(catalog.meta.get("name") or "user catalog")
+    else:
+        raise TypeError(f"catalog must be 'sdss', 'sdss-spall', an astropy Table or the path "
+                        f"of a table file; got {type(catalog).__name__}")
+    what = f"catalog {source!r}"
+    z_name = _find(table, z_col, what)
+    zcol = table[z_name]
+    z = np.ma.filled(np.ma.asarray(getattr(zcol, "value", zcol)).astype(float), np.nan)
+    ra = _degrees(table, _find(table, ra_col, what), what)
+    dec = _degrees(table, _find(table, dec_col, what), what)
+    keep = np.isfinite(ra) & np.isfinite(dec) & np.isfinite(z) & (np.abs(dec) <= 90)
+    keep &= _local_quality(table, quality)
+    idx = np.flatnonzero(keep)
+    z_err = np.full(idx.size, np.nan)
+    if z_err_col is not None:
+        ecol = table[_find(table, z_err_col, what)]
+        z_err = np.ma.filled(np.ma.asarray(getattr(ecol, "value", ecol)).astype(float),
+                             np.nan)[idx]
+    cls = None
+    if class_col is not None:
+        ccol = table[_find(table, class_col, what)]
+        cls = np.char.strip(np.asarray(np.ma.filled(np.ma.asarray(ccol).astype(str), ""),
+                                       dtype=str))[idx]
+    if id_col is not None:
+        ids = np.asarray(np.ma.getdata(table[_find(table, id_col, what)]))[idx]
+    else:
+        ids = idx.astype(np.int64)
+    extra = {}
+    for name in columns or ():
+        col = table[_find(table, name, what)]
+        extra[f"spec_{name}"] = col[idx]
+    info = {"rows_in_catalog": len(table), "rows_kept": int(idx.size)}
+    return _Catalog(ra[idx], dec[idx], z[idx], z_err, cls, ids, extra, source, "table", info)
+
+
+# ----------------------------------------------------------------------------- match
+def nearest_spectra(ra, dec, cat_ra, cat_dec, radius):
+    """Nearest catalog entry of each position, and whether a second one is as close as ``radius``.
+
+    Parameters
+    ----------
+    ra, dec : array-like
+        Positions (ICRS degrees, finite).
+    cat_ra, cat_dec : array-like
+        Catalog positions (ICRS degrees, finite).
+    radius : `~astropy.units.Quantity`
+        Match radius.
+
+    Returns
+    -------
+    index : `numpy.ndarray` of int
+        Index of the nearest catalog entry (meaningful where ``matched``).
+    sep : `~astropy.units.Quantity`
+        Distance to it, arcsec.
+    matched : `numpy.ndarray` of bool
+        True where the nearest entry lies within ``radius``.
+    ambiguous : `numpy.ndarray` of bool
+        True where the second nearest also does.
+    """
+    n = len(ra)
+    if n == 0 or len(cat_ra) == 0:
+        return (np.zeros(n, dtype=np.int64), np.full(n, np.inf) * u.arcsec,
+                np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
+    coords = SkyCoord(np.asarray(ra) * u.deg, np.asarray(dec) * u.deg, frame="icrs")
+    catalog = SkyCoord(np.asarray(cat_ra) * u.deg, np.asarray(cat_dec) * u.deg, frame="icrs")
+    index, sep, _ = coords.match_to_catalog_sky(catalog)
+    sep = sep.to(u.arcsec)
+    matched = sep <= radius
+    ambiguous = np.zeros(n, dtype=bool)
+    if len(cat_ra) > 1 and matched.any():
+        # the k-d tree built by the first call is reused
+        sub = coords[matched]
+        _, sep2, _ = sub.match_to_catalog_sky(catalog, nthneighbor=2)
+        ambiguous[np.flatnonzero(matched)] = sep2 <= radius
+    return np.asarray(index, dtype=np.int64), sep, np.asarray(matched), ambiguous
+
+
+def _spec_catalog(catalog, ra, dec, good, radius, quality, data_release, run2d, spall,
+                  download, cache, progress, kw):
+    """(catalog, failed mask over rows) of the catalog asked for."""
+    failed = np.zeros(len(ra), dtype=bool)
+    if isinstance(catalog, str) and catalog.lower() == "sdss":
+        from . import conf
+
+        dr = int(conf.data_release if data_release is None else data_release)
+        server_cut = quality
+        local_cut = None
+        if callable(quality) and not isinstance(quality, (QualityCut, str)):
+            server_cut, local_cut = None, quality
+        idx = np.flatnonzero(good)
+        table, bad, stats = _query_specobj(ra[idx], dec[idx], radius, server_cut, dr, cache,
+                                           progress)
+        if local_cut is not None:
+            table = table[_local_quality(table, local_cut)]
+        failed[idx[bad]] = True
+        return _Catalog.from_specobj(table, f"SDSS DR{dr} SpecObj (SkyServer)", "sdss",
+                                     dict(stats, data_release=dr)), failed
+    if isinstance(catalog, str) and catalog.lower() == "sdss-spall":
+        from astropy.table import vstack
+
+        from .spall import _release, _run2d_list, _spall_file, read_spall
+
+        dr = _release(data_release)
+        if spall is not None:
+            paths = [os.fspath(spall)] if isinstance(spall, (str, os.PathLike)) \
+                else [os.fspath(p) for p in spall]
+            names = [os.path.basename(p) for p in paths]
+        else:
+            found = [_spall_file(dr, r, download) for r in _run2d_list(dr, run2d)]
+            paths, names = [f[0] for f in found], [f[1] for f in found]
+        tables = [read_spall(p, quality=quality, run2d=run2d if isinstance(run2d, str) else None)
+                  for p in paths]
+        table = tables[0] if len(tables) == 1 else vstack(tables, metadata_conflicts="silent")
+        names = ", ".join(names)
+        info = {"data_release": dr, "files": paths,
+                "rows_in_files": int(sum(t.meta["rows_in_file"] for t in tables))}
+        return _Catalog.from_specobj(table, f"SDSS DR{dr} {names}", "sdss-spall", info), failed
+    if isinstance(catalog, str) and not os.path.exists(catalog) and "." not in catalog:
+        raise ValueError(f"unknown catalog {catalog!r}: use 'sdss', 'sdss-spall', an astropy "
+                         "Table or the path of a catalog file")
+    return _user_catalog(catalog, quality, **kw), failed
+
+
+def _quality_text(quality):
+    if quality is None:
+        return "none"
+    if isinstance(quality, QualityCut):
+        return quality.expression
+    if isinstance(quality, str):
+        return quality
+    return f"callable {getattr(quality, '__name__', type(quality).__name__)}"
+
+
+def match_spectroscopic(table, catalog="sdss", radius=1 * u.arcsec, *, ra="ra", dec="dec",
+                        coord=None, quality="default", z_col="z", z_err_col=None, ra_col="ra",
+                        dec_col="dec", class_col=None, id_col=None, columns=None,
+                        catalog_format=None, data_release=None, run2d=None, spall=None,
+                        download=False, cache=True, overwrite=False, progress=None):
+    """Add the nearest spectroscopic redshift within ``radius`` to every row of a table.
+
+    See the module notes for the matching rules and the columns added. The table is
+    changed in place (and returned); its rows are neither dropped nor reordered.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Rows with positions (ICRS).
+    catalog : {"sdss", "sdss-spall"}, `~astropy.table.Table` or path
+        ``"sdss"``: SkyServer's ``SpecObj`` view through `astroquery.sdss` (one query per
+        few hundred square arcminutes of occupied sky; fine up to some ten thousand
+        rows). ``"sdss-spall"``: the release's spAll file, local or downloaded once
+        (see `~astro_mantis.spectro.spall_path`); the path for large tables. A
+        `~astropy.table.Table` or the path of any table file astropy reads: your own
+        catalog (DESI, GAMA, VIPERS ...), with ``z_col``, ``ra_col``, ``dec_col``.
+    radius : `~astropy.units.Quantity` or str
+        Match radius, an angle with a unit (``1 * u.arcsec`` or ``"1 arcsec"``); a bare
+        number is refused.
+    ra, dec : str
+        The table's columns of right ascension and declination (degrees unless they
+        carry an angular unit). Ignored when ``coord`` is given.
+    coord : str, optional
+        A `~astropy.coordinates.SkyCoord` column of the table to use instead.
+    quality : str, `~astro_mantis.spectro.QualityCut`, callable, None or "default"
+        Which spectra may be matched: a `~astro_mantis.spectro.QualityCut` expression
+        over the catalog's columns (names case-insensitive; for ``"sdss"`` it becomes
+        part of the SQL), a callable returning a boolean mask from the catalog table
+        (for spAll files, a mapping of column name to array: see
+        `~astro_mantis.spectro.read_spall`), or None for every spectrum with a finite
+        redshift. ``"default"``:
+        `DEFAULT_QUALITY` of the catalog, for SDSS ``zWarning == 0 and class ==
+        'GALAXY'`` (and ``specPrimary == 1`` in spAll files, which SkyServer's
+        ``SpecObj`` view implies); no cut for other catalogs.
+    z_col, z_err_col, ra_col, dec_col, class_col, id_col : str, optional
+        Columns of a user catalog (names case-insensitive): redshift, its error,
+        position (degrees unless with a unit), class, identifier (default: the
+        catalog's row number).
+    columns : sequence of str, optional
+        More columns of a user catalog to copy, as ``spec_<name>``.
+    catalog_format : str, optional
+        Format of a catalog file, passed to `~astropy.table.Table.read`.
+    data_release : int, optional
+        SDSS data release (default ``spectro.conf.data_release``, 17).
+    run2d : str or sequence of str, optional
+        spAll reduction(s) to read (default: the release's BOSS/eBOSS reduction).
+    spall : path or sequence of paths, optional
+        spAll file(s) to read instead of locating the release's.
+    download : bool
+        Allow downloading the spAll file (gigabytes) when it is neither under
+        ``$SAS_BASE_DIR`` nor cached.
+    cache : bool
+        Use astroquery's cache of SkyServer answers.
+    overwrite : bool
+        Replace the columns of an earlier match; without it, existing columns are an
+        error.
+    progress : bool, optional
+        Show progress bars (default: for long jobs).
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        ``table``, with the columns added and ``table.meta["spec_match"]`` the summary.
+
+    Raises
+    ------
+    TypeError
+        If ``radius`` has no angular unit or ``catalog`` is of an unknown kind.
+    KeyError
+        If a column is missing (the message lists the columns there are).
+    ValueError
+        If the columns exist already without ``overwrite``, or an argument is invalid.
+    astro_mantis.spectro.SkyServerError
+        If SkyServer rejects the query (e.g. the quality cut names an unknown column).
+    astro_mantis.spectro.DownloadRequiredError
+        If the spAll file would need a download and ``download`` is False.
+    astro_mantis.spectro.CatalogFileError
+        If an spAll file is truncated or unreadable.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astropy.table import Table
+    >>> from astro_mantis.spectro import match_spectroscopic
+    >>> mine = Table({"ra": [150.1, 150.2], "dec": [2.2, 2.3], "z": [0.31, 0.52]})
+    >>> targets = Table({"ra": [150.10001, 151.0], "dec": [2.2, 2.3]})
+    >>> out = match_spectroscopic(targets, catalog=mine)  # doctest: +IGNORE_OUTPUT
+    >>> targets["z_spec"].tolist(), targets["spec_flags"].tolist()
+    ([0.31, None], [0, 1])
+    """
+    t0 = time.perf_counter()
+    if not isinstance(table, Table):
+        raise TypeError(f"table must be an astropy Table, got {type(table).__name__}")
+    radius = _check_radius(radius)
+    kind = catalog.lower() if isinstance(catalog, str) and catalog.lower() in (
+        "sdss", "sdss-spall") else "table"
+    if isinstance(quality, str) and quality == "default":
+        quality = DEFAULT_QUALITY[kind]
+    if isinstance(quality, str):
+        quality = QualityCut(quality)  # fail early on a bad expression
+    extra_names = list(SDSS_EXTRA) if kind != "table" else [f"spec_{c}" for c in columns or ()]
+    present = [c for c in list(SPEC_COLUMNS) + extra_names if c in table.colnames]
+    if present and not overwrite:
+        raise ValueError(f"the table has columns {present} already (from an earlier match?); "
+                         "pass overwrite=True to replace them")
+
+    ra_d, dec_d, good = _positions(table, ra, dec, coord)
+    n = len(table)
+    kw = dict(z_col=z_col, z_err_col=z_err_col, ra_col=ra_col, dec_col=dec_col,
+              class_col=class_col, id_col=id_col, catalog_format=catalog_format,
+              columns=columns)
+    cat, failed = _spec_catalog(catalog, ra_d, dec_d, good, radius, quality, data_release,
+                                run2d, spall, download, cache, progress, kw)
+
+    rows = np.flatnonzero(good)
+    idx, sep, matched_g, ambiguous_g = nearest_spectra(ra_d[rows], dec_d[rows], cat.ra,
+                                                       cat.dec, radius)
+    matched = np.zeros(n, dtype=bool)
+    matched[rows] = matched_g
+    index = np.zeros(n, dtype=np.int64)
+    index[rows] = idx
+    sep_all = np.full(n, np.nan)
+    sep_all[rows] = sep.to_value(u.arcsec)
+    flags = np.zeros(n, dtype=np.int16)
+    flags[~good] |= int(SpecFlag.BAD_COORDINATE)
+    flags[good & ~matched] |= int(SpecFlag.NO_MATCH)
+    flags[failed] |= int(SpecFlag.QUERY_FAILED)
+    flags[rows[ambiguous_g]] |= int(SpecFlag.AMBIGUOUS)
+    used, counts = np.unique(index[matched], return_counts=True)
+    shared_spectra = used[counts > 1]
+    shared = matched & np.isin(index, shared_spectra)
+    flags[shared] |= int(SpecFlag.SHARED)
+
+    _write_columns(table, cat, index, matched, sep_all, flags, radius)
+
+    summary = {
+        "catalog": cat.kind, "source": cat.source, "radius_arcsec": float(radius.value),
+        "quality": _quality_text(quality), "n_rows": n, "n_matched": int(matched.sum()),
+        "n_no_match": int((flags & SpecFlag.NO_MATCH).astype(bool).sum()),
+        "n_ambiguous": int((flags & SpecFlag.AMBIGUOUS).astype(bool).sum()),
+        "n_shared_rows": int(shared.sum()), "n_shared_spectra": int(shared_spectra.size),
+        "n_bad_coordinate": int((~good).sum()), "n_query_failed": int(failed.sum()),
+        "catalog_spectra": len(cat),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "astro_mantis_version": __version__,
+    }
+    summary.update({k: v for k, v in cat.info.items() if k not in summary})
+    table.meta["spec_match"] = summary
+    log.info(f"match_spectroscopic: {summary['n_matched']} of {n} row(s) matched to "
+             f"{cat.source} within {radius:.3g}; {summary['n_ambiguous']} ambiguous, "
+             f"{summary['n_shared_rows']} sharing a spectrum, {summary['n_no_match']} without "
+             f"match, {summary['n_bad_coordinate']} bad coordinate(s), "
+             f"{summary['n_query_failed']} not queried")
+    return table
+
+
+def _masked(values, mask, dtype=None, unit=None, name=None, fill=None):
+    """A MaskedColumn over ``values`` (not copied when of the right type)."""
+    data = np.asarray(values, dtype=dtype)
+    if fill is not None:
+        data[mask] = fill
+    return MaskedColumn(data, mask=mask, unit=unit, name=name, copy=False,
+                        description=_DESCRIPTIONS.get(name))
+
+
+def _take(values, index, matched, fill):
+    """``values[index]`` where matched, ``fill`` elsewhere (no out-of-range reads)."""
+    out = np.full(len(index), fill, dtype=np.asarray(values).dtype if len(values) else
+                  np.asarray([fill]).dtype)
+    if len(values):
+        out[matched] = np.asarray(values)[index[matched]]
+    return out
+
+
+def _write_columns(table, cat, index, matched, sep, flags, radius):
+    nomatch = ~matched
+    z = _take(cat.z, index, matched, np.nan)
+    z_err = _take(cat.z_err, index, matched, np.nan)
+    table["z_spec"] = _masked(z, nomatch, np.float64, name="z_spec")
+    table["z_spec_err"] = _masked(z_err, nomatch | ~np.isfinite(z_err), np.float64,
+                                  name="z_spec_err")
+    if cat.cls is not None and len(cat.cls):
+        cls = _take(cat.cls, index, matched, "")
+    else:
+        cls = np.full(len(index), "", dtype="U6")
+    table["spec_class"] = _masked(cls, nomatch | (cls == ""), name="spec_class")
+    ids = cat.ids
+    id_fill = 0 if ids.dtype.kind in "iuf" else ""
+    table["spec_id"] = _masked(_take(ids, index, matched, id_fill), nomatch, name="spec_id")
+    table["spec_sep"] = _masked(sep, nomatch, np.float64, unit=u.arcsec, name="spec_sep",
+                                fill=np.nan)
+    # the same text on every matched row: kept as bytes, one byte a character (astropy
+    # gives str for its elements and compares it with str)
+    label = cat.source.encode("utf-8")
+    source = np.zeros(len(index), dtype=f"S{max(1, len(label))}")
+    source[matched] = label
+    table["spec_source"] = _masked(source, nomatch, name="spec_source")
+    table["spec_flags"] = Column(flags, name="spec_flags",
+                                 description=_DESCRIPTIONS["spec_flags"])
+    for name, values in cat.extra.items():
+        values = np.ma.asarray(values)
+        fill = 0 if values.dtype.kind in "iufb" else ""
+        data = _take(np.ma.getdata(values), index, matched, fill)
+        mask = nomatch.copy()
+        if np.ma.is_masked(values):
+            mask[matched] |= np.ma.getmaskarray(values)[index[matched]]
+        table[name] = MaskedColumn(data, mask=mask, name=name, copy=False,
+                                   description=_DESCRIPTIONS.get(name))
+    table["z_spec"].meta["radius_arcsec"] = float(radius.value)

@@ -1,0 +1,457 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Training sets from spectroscopic truth: `build_training_set`.
+
+From a table whose rows carry a spectroscopic redshift (``z_spec``, as
+`~astro_mantis.spectro.match_spectroscopic` writes it), `build_training_set` fetches
+each selected row's GALEX, Pan-STARRS and unWISE cutouts through
+`~astro_mantis.Mantis` (with its on-disk cache, so a rerun fetches nothing) and writes
+them in the shard format of `astro_mantis.simulate.dataset` (``manifest.json`` and
+``train/``, ``validation/``, ``test/`` shards of raw cutouts in native units, the
+redshift, the two dust values, flags and the catalog row). That is the format
+``astro-mantis train --data DIR`` reads (`~astro_mantis.training.data.ShardDataset`
+early-fuses each shard once when it opens it), so the fusion applied in training is
+the one applied at inference.
+
+Which rows
+----------
+Rows with a finite, unmasked redshift inside ``z_range`` (default the model's bins,
+0 <= z < 1.6) and a valid position. Rows whose cutouts could not be fetched (a request
+kept failing, ``FETCH_FAILED``) are left out unless ``keep_failed=True``: transient
+failures are not coverage gaps the model should learn. Surveys that do not cover a
+position (PS1 south of -30 deg, GALEX holes) are kept as in the simulated sets: all-NaN
+planes, flagged. Every row left out is counted by reason in the manifest.
+
+Splits
+------
+``split_method="random"``: a permutation drawn from ``seed``; the first
+``round(f_train n)`` rows are the training set, the next ``round(f_validation n)`` the
+validation set, the rest the test set (as `~astro_mantis.simulate.dataset.assign_splits`).
+
+``split_method="healpix"``: whole HEALPix cells (``nside``, nested; 32 gives cells of
+about 1.8 deg) go to one split, so that neighbouring galaxies, which share image
+artefacts, depth and large-scale structure, do not straddle train and test. Cells are
+taken in an order drawn from ``seed`` and given to the train, validation and test
+splits in turn as their galaxy counts fill the fractions (`assign_healpix_splits`),
+so the fractions hold to within a cell's worth of galaxies.
+
+Shard contents and manifest
+---------------------------
+The shard members are those of `astro_mantis.simulate.dataset` (``id``, ``z``,
+``ebv_csfd``, ``ebv_planck``, ``flags``, the surveys' cutouts, ``panstarrs_scale``,
+``panstarrs_exptime``, ``catalog``, ``columns``); ``id`` is ``id_col`` of the row
+(integer) or its row number in the input table, ``z`` is its spectroscopic redshift and
+``catalog`` holds its scalar columns and ``input_row``, its row number. The two dust
+values come from where inference takes them (``ebv``, as for
+`~astro_mantis.table.add_redshift_columns`: columns, an array, a function, or by
+default the ``dustmaps`` package's maps when they are installed); where they are
+unknown they are stored as NaN and the row is flagged ``DUST_UNKNOWN`` (the fusion
+gives the network 0, as at inference). The manifest has every field the simulated
+sets' have,
+``simulated`` false unless the table says so, and the provenance: the input rows, the
+spectroscopic match (``table.meta["spec_match"]``), the selection and split, the
+cutout services and the time it took.
+"""
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import Column, MaskedColumn, Table
+
+from .. import __version__
+from ..config import conf as mantis_conf
+from ..flags import MantisFlag
+from ..logger import log
+from ..surveys import DEFAULT_SURVEYS, get_survey
+
+__all__ = ["build_training_set", "assign_healpix_splits", "SPLIT_METHODS"]
+
+#: Ways of splitting the rows into train, validation and test sets.
+SPLIT_METHODS = ("random", "healpix")
+_MAX_CATALOG_ELEMENTS = 64  # per-row size above which a column is left out of ``catalog``
+_PS1_BANDS = ("g", "r", "i", "z", "y")
+
+
+def assign_healpix_splits(ra, dec, fractions, nside=32, seed=0):
+    """Split positions into train, validation and test sets by whole HEALPix cells.
+
+    Parameters
+    ----------
+    ra, dec : array-like
+        Positions in degrees (ICRS).
+    fractions : sequence of 3 float
+        Train, validation and test fractions of the positions (normalised to their sum).
+    nside : int
+        HEALPix resolution (a power of 2); cells are about ``58.6 / nside`` degrees
+        across.
+    seed : int
+        Seed of the order in which cells are dealt out.
+
+    Returns
+    -------
+    dict
+        ``"train"``, ``"validation"``, ``"test"`` -> sorted indices into ``ra``; no cell
+        is shared between two splits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_mantis.spectro import assign_healpix_splits
+    >>> rng = np.random.default_rng(1)
+    >>> ra, dec = rng.uniform(150, 160, 2000), rng.uniform(0, 10, 2000)
+    >>> parts = assign_healpix_splits(ra, dec, (0.8, 0.1, 0.1), nside=16)
+    >>> sum(len(v) for v in parts.values())
+    2000
+    """
+    from astropy_healpix import HEALPix
+
+    from ..simulate.dataset import SPLITS, _check_split
+
+    fractions = _check_split(fractions)
+    ra = np.asarray(ra, dtype=float)
+    dec = np.asarray(dec, dtype=float)
+    n = len(ra)
+    if n == 0:
+        return {name: np.zeros(0, dtype=np.int64) for name in SPLITS}
+    hp = HEALPix(nside=int(nside), order="nested")
+    pix = np.asarray(hp.lonlat_to_healpix(ra * u.deg, dec * u.deg), dtype=np.int64)
+    cells, inverse, counts = np.unique(pix, return_inverse=True, return_counts=True)
+    order = np.random.default_rng(np.random.SeedSequence([int(seed), 0x6865616c])).permutation(
+        len(cells))
+    bounds = np.cumsum(fractions) * n
+    before = np.concatenate([[0], np.cumsum(counts[order])[:-1]])
+    middle = before + 0.5 * counts[order]
+    which = np.minimum(np.searchsorted(bounds, middle, side="right"), 2)
+    cell_split = np.empty(len(cells), dtype=np.int64)
+    cell_split[order] = which
+    row_split = cell_split[inverse.reshape(-1)]
+    return {name: np.flatnonzero(row_split == k) for k, name in enumerate(SPLITS)}
+
+
+def _select(table, z_col, ra_d, dec_d, good, z_range):
+    if z_col not in table.colnames:
+        raise KeyError(f"no column {z_col!r} (spectroscopic redshift); the columns are: "
+                       f"{', '.join(table.colnames)}; run match_spectroscopic first or pass "
+                       "z_col=")
+    col = table[z_col]
+    z = np.ma.filled(np.ma.asarray(getattr(col, "value", col)).astype(float), np.nan)
+    finite = np.isfinite(z)
+    lo, hi = float(z_range[0]), float(z_range[1])
+    in_range = finite & (z >= lo) & (z < hi)
+    skipped = {"no spectroscopic redshift": int((~finite).sum()),
+               f"redshift outside [{lo}, {hi})": int((finite & ~in_range).sum()),
+               "bad coordinate": int((in_range & ~good).sum())}
+    return z, np.flatnonzero(in_range & good), skipped
+
+
+def _dust(table, ra_d, dec_d, good, ebv):
+    """(CSFD-like, Planck-like) E(B-V) per row, NaN where unknown; and their source."""
+    from ..table import dust_values
+
+    coords = SkyCoord(np.where(good, ra_d, np.nan) * u.deg, np.where(good, dec_d, np.nan)
+                      * u.deg, frame="icrs")
+    values, unknown, source = dust_values(table, coords, good, ebv)
+    values = values.astype(np.float64)
+    values[unknown] = np.nan
+    return (values[:, 0], values[:, 1]), source
+
+
+def _ids(table, id_col, rows):
+    if id_col is None:
+        return rows.astype(np.int64)
+    col = table[id_col]
+    if np.asarray(col).dtype.kind not in "iu":
+        raise ValueError(f"id_col {id_col!r} must be an integer column, got dtype "
+                         f"{np.asarray(col).dtype}")
+    return np.asarray(np.ma.getdata(col), dtype=np.int64)[rows]
+
+
+def _catalog_table(table):
+    """The table's columns that fit a structured array (scalars, small vectors)."""
+    out = Table()
+    left_out = []
+    for name in table.colnames:
+        col = table[name]
+        if isinstance(col, u.Quantity) and not isinstance(col, Column):
+            col = Column(col.value, unit=col.unit, name=name)
+        if not isinstance(col, Column) or col.dtype.kind == "O" \
+                or int(np.prod(col.shape[1:], dtype=np.int64)) > _MAX_CATALOG_ELEMENTS:
+            left_out.append(name)
+            continue
+        if isinstance(col, MaskedColumn):
+            kind = col.dtype.kind
+            fill = np.nan if kind == "f" else ("" if kind in "US" else 0)
+            col = Column(col.filled(fill), name=name, unit=col.unit,
+                         description=col.description)
+        out[name] = col
+    out["input_row"] = np.arange(len(table), dtype=np.int64)
+    out["input_row"].description = "row number in the input table"
+    return out, left_out
+
+
+def _plan(path, overwrite):
+    root = Path(path)
+    manifest = root / "manifest.json"
+    if manifest.exists() and not overwrite:
+        raise ValueError(f"{root} holds a training set already (manifest.json); choose another "
+                         "directory or pass overwrite=True")
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root} exists and is not a directory")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord=None,
+                       id_col=None, ebv=None,
+                       split=(0.8, 0.1, 0.1), split_method="random", nside=32, seed=0,
+                       shard_size=256, surveys=DEFAULT_SURVEYS, ps1_dtype="float16",
+                       z_range=(0.0, 1.6), keep_failed=False, cache=True, progress=None,
+                       overwrite=False):
+    """Fetch the cutouts of the rows with a spectroscopic redshift and write training shards.
+
+    See the module notes for the selection, the splits and the format.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Rows with positions and a spectroscopic redshift.
+    path : str or path-like
+        Output directory (created); an existing training set there is refused unless
+        ``overwrite``.
+    z_col : str
+        Redshift column (default ``z_spec``).
+    ra, dec, coord : str
+        Position columns, as for `~astro_mantis.spectro.match_spectroscopic`.
+    id_col : str, optional
+        Integer column to store as each galaxy's ``id`` (default: its row number).
+    ebv : str, (str, str), array-like, `~astropy.units.Quantity` or callable, optional
+        The Milky Way E(B-V) values, the model's two extra inputs, as for
+        `~astro_mantis.table.dust_values`: one column name (for both), two column names
+        (CSFD-like, Planck-like), an array, or a function of positions. Default: the
+        ``dustmaps`` package's maps when installed; unknown values are NaN and flagged
+        ``DUST_UNKNOWN``.
+    split : (float, float, float)
+        Train, validation and test fractions.
+    split_method : {"random", "healpix"}
+        Random rows, or whole HEALPix cells per split (see the module notes).
+    nside : int
+        HEALPix resolution of ``split_method="healpix"``.
+    seed : int
+        Seed of the split.
+    shard_size : int
+        Galaxies per shard (and per batch of cutout requests).
+    surveys : sequence of str
+        Surveys to fetch (default all three).
+    ps1_dtype : {"float16", "float32"}
+        Storage of the Pan-STARRS pixels (as in the simulated sets).
+    z_range : (float, float)
+        Redshifts kept, ``low <= z < high`` (default the model's 400 bins).
+    keep_failed : bool
+        Keep rows whose cutout requests failed (their planes NaN and flagged).
+    cache : bool
+        Read and write the cutout cache (``astro_mantis.conf.cache_dir``).
+    progress : bool, optional
+        Show a progress bar (default: for more than 10 galaxies).
+    overwrite : bool
+        Replace a training set already in ``path``.
+
+    Returns
+    -------
+    dict
+        The manifest written to ``path/manifest.json``.
+
+    Raises
+    ------
+    KeyError
+        If ``z_col`` or a position column is missing.
+    ValueError
+        For invalid arguments, no selectable row, or an existing training set without
+        ``overwrite``.
+    """
+    from tqdm.auto import tqdm
+
+    from ..cutouts import Mantis
+    from ..simulate._npz import write_npz
+    from ..simulate.dataset import (
+        _FORMAT,
+        _FORMAT_VERSION,
+        SPLITS,
+        _check_positive_int,
+        _check_split,
+        _check_surveys,
+        _column_meta,
+        _float16_planes,
+        _survey_facts,
+        _write_json,
+        assign_splits,
+    )
+    from .matching import _positions
+
+    t0 = time.perf_counter()
+    if not isinstance(table, Table):
+        raise TypeError(f"table must be an astropy Table, got {type(table).__name__}")
+    fractions = _check_split(split)
+    shard_size = _check_positive_int("shard_size", shard_size)
+    surveys = _check_surveys(surveys)
+    if split_method not in SPLIT_METHODS:
+        raise ValueError(f"split_method must be one of {SPLIT_METHODS}, got {split_method!r}")
+    if ps1_dtype not in ("float16", "float32"):
+        raise ValueError(f"ps1_dtype must be 'float16' or 'float32', got {ps1_dtype!r}")
+    nside = int(nside)
+    if nside < 1 or nside & (nside - 1):
+        raise ValueError(f"nside must be a power of 2, got {nside}")
+    if id_col is not None and id_col not in table.colnames:
+        raise KeyError(f"no column {id_col!r}; the columns are: {', '.join(table.colnames)}")
+
+    ra_d, dec_d, good = _positions(table, ra, dec, coord)
+    z_all, rows, skipped = _select(table, z_col, ra_d, dec_d, good, z_range)
+    if rows.size == 0:
+        raise ValueError(f"no row has a usable {z_col!r} and position ({skipped}); nothing to "
+                         "build")
+    root = _plan(path, overwrite)
+    if split_method == "random":
+        parts = assign_splits(rows.size, fractions, int(seed))
+    else:
+        parts = assign_healpix_splits(ra_d[rows], dec_d[rows], fractions, nside, int(seed))
+    ids_all = _ids(table, id_col, np.arange(len(table)))
+    ebv_all, dust_source = _dust(table, ra_d, dec_d, good, ebv)
+    cat_table, left_out = _catalog_table(table)
+    if left_out:
+        log.info(f"build_training_set: columns {left_out} are not stored in the shards' "
+                 "catalog rows (objects, mixins or more than "
+                 f"{_MAX_CATALOG_ELEMENTS} values per row)")
+    columns = _column_meta(cat_table)
+    columns_json = json.dumps(columns, sort_keys=True)
+    cat_rows = cat_table.as_array()
+    survey_objs = {name: get_survey(name) for name in surveys}
+    half = ps1_dtype == "float16"
+
+    splits_info, failed_rows, total_bytes = {}, 0, 0
+    show = progress if progress is not None else rows.size > 10
+    bar = tqdm(total=int(rows.size), unit="galaxy", desc="training set", disable=not show)
+    try:
+        for name in SPLITS:
+            (root / name).mkdir(exist_ok=True)
+            for old in (root / name).glob("shard_*.npz"):
+                old.unlink()  # a rebuild (overwrite=True) leaves no stale shard behind
+            chosen = rows[np.sort(parts[name])]
+            shards, k, written = [], 0, 0
+            for start in range(0, chosen.size, shard_size):
+                batch = chosen[start:start + shard_size]
+                coords = SkyCoord(ra_d[batch] * u.deg, dec_d[batch] * u.deg, frame="icrs")
+                cuts = Mantis.get_cutouts(coords, surveys=surveys, cache=cache, progress=False)
+                keep = [j for j, c in enumerate(cuts)
+                        if keep_failed or not c.flags & MantisFlag.FETCH_FAILED]
+                failed_rows += len(cuts) - len(keep)
+                bar.update(len(cuts))
+                if not keep:
+                    continue
+                sel = batch[keep]
+                m = len(keep)
+                arrays = {"id": ids_all[sel], "z": z_all[sel].astype(np.float64),
+                          "ebv_csfd": ebv_all[0][sel], "ebv_planck": ebv_all[1][sel]}
+                flags = np.zeros(m, dtype=np.int64)
+                cubes = {}
+                for s in surveys:
+                    so = survey_objs[s]
+                    cubes[s] = np.full((m, len(so.bands), so.size, so.size), np.nan,
+                                       dtype=np.float32)
+                exptime = np.full((m, 5), np.nan)
+                for j, jj in enumerate(keep):
+                    cut = cuts[jj]
+                    flags[j] = int(cut.flags)
+                    if not (np.isfinite(arrays["ebv_csfd"][j])
+                            and np.isfinite(arrays["ebv_planck"][j])):
+                        flags[j] |= int(MantisFlag.DUST_UNKNOWN)
+                    for s, img in cut.surveys.items():
+                        if img.data.shape != cubes[s].shape[1:]:
+                            raise ValueError(f"{s} cutout of shape {img.data.shape} at row "
+                                             f"{int(sel[j])}; the shard format needs "
+                                             f"{cubes[s].shape[1:]}")
+                        cubes[s][j] = img.data
+                        if s == "panstarrs":
+                            exptime[j] = [float(img.meta.get(f"EXPTIME{b.upper()}", np.nan))
+                                          for b in _PS1_BANDS]
+                arrays["flags"] = flags
+                for s in surveys:
+                    if s == "panstarrs":
+                        if half:
+                            arrays["panstarrs"], arrays["panstarrs_scale"] = \
+                                _float16_planes(cubes[s])
+                        else:
+                            arrays["panstarrs"] = cubes[s]
+                        arrays["panstarrs_exptime"] = exptime
+                    else:
+                        arrays[s] = cubes[s]
+                arrays["catalog"] = cat_rows[sel]
+                arrays["columns"] = np.array(columns_json)
+                rel = f"{name}/shard_{k:05d}.npz"
+                total_bytes += write_npz(root / rel, arrays)
+                shards.append({"file": rel, "n": int(m)})
+                written += m
+                k += 1
+            splits_info[name] = {"n": int(written), "shards": shards}
+    finally:
+        bar.close()
+
+    n = int(sum(s["n"] for s in splits_info.values()))
+    skipped["cutout fetch failed"] = int(failed_rows)
+    if n == 0:
+        raise ValueError("no galaxy could be written: every selected row's cutouts failed; "
+                         "see the log")
+    seconds = time.perf_counter() - t0
+    match = table.meta.get("spec_match")
+    provenance = (
+        f"Spectroscopic training set built by astro_mantis {__version__} "
+        f"(astro_mantis.spectro.build_training_set) on "
+        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}: {n} of {len(table)} "
+        f"input rows, redshifts from column {z_col!r}"
+        + (f" ({match.get('source')}, radius {match.get('radius_arcsec')} arcsec, quality "
+           f"{match.get('quality')!r})" if isinstance(match, dict) else "")
+        + f"; cutouts from {mantis_conf.panstarrs_url} and {mantis_conf.legacysurvey_url}.")
+    plan = {"n": n, "seed": int(seed),
+            "config": (f"build_training_set(z_col={z_col!r}, z_range={tuple(z_range)}, "
+                       f"split_method={split_method!r}, nside={nside}, "
+                       f"keep_failed={bool(keep_failed)})"),
+            "split_fractions": [round(f, 12) for f in fractions], "shard_size": shard_size,
+            "surveys": list(surveys), "ps1_dtype": ps1_dtype, "version": __version__}
+    manifest = {
+        "format": _FORMAT, "format_version": _FORMAT_VERSION, **plan,
+        "created_by": f"astro_mantis {__version__}",
+        "simulated": bool(table.meta.get("simulated", False)),
+        "provenance": provenance,
+        "splits": splits_info,
+        "surveys_info": _survey_facts(surveys),
+        "panstarrs_precision": (
+            "float16 of pixel / panstarrs_scale (a power of two): relative rounding "
+            "2**-11 per pixel" if half else "float32, unchanged"),
+        "missing_surveys": "all-NaN planes, flagged in 'flags' (MantisFlag bits)",
+        "columns": columns,
+        "complete": True,
+        "bytes": int(total_bytes),
+        "bytes_per_galaxy": round(total_bytes / n, 1),
+        "generation": {"galaxies_written": n, "seconds": round(seconds, 3),
+                       "galaxies_per_second": round(n / seconds, 3) if seconds > 0 else None},
+        "split": {"method": split_method, "seed": int(seed),
+                  **({"nside": nside, "order": "nested"} if split_method == "healpix" else {}),
+                  "fractions_achieved": {k: round(v["n"] / n, 4)
+                                         for k, v in splits_info.items()}},
+        "source": {"rows_in_table": len(table), "rows_selected": int(rows.size),
+                   "rows_written": n, "rows_left_out": skipped, "z_col": z_col,
+                   "z_range": [float(z_range[0]), float(z_range[1])],
+                   "id": id_col or "row number in the input table",
+                   "dust": dust_source,
+                   "spec_match": match if isinstance(match, dict) else None,
+                   "cutout_services": {"panstarrs_url": mantis_conf.panstarrs_url,
+                                       "legacysurvey_url": mantis_conf.legacysurvey_url},
+                   "catalog_columns_left_out": left_out},
+    }
+    _write_json(root / "manifest.json", manifest)
+    counts = ", ".join(f"{k} {v['n']}" for k, v in splits_info.items())
+    reasons = ", ".join(f"{k}: {v}" for k, v in skipped.items() if v) or "none"
+    log.info(f"build_training_set: {n} galaxies ({counts}) in {seconds:.1f} s; "
+             f"{sum(skipped.values())} row(s) left out ({reasons}); {root}")
+    return manifest
