@@ -366,10 +366,10 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         Prefix of the new columns' names.
     surveys : sequence of str
         Surveys to fetch (default all three); the others count as missing.
-    ebv : see `dust_values`, optional
+    ebv : see `~astro_mantis.table.dust_values`, optional
         Milky Way E(B-V): column name(s), values or a function of the positions.
         Default: the ``dustmaps`` package when installed with its maps, otherwise
-        zeros with the ``DUST_UNKNOWN`` flag and one `DustWarning`.
+        zeros with the ``DUST_UNKNOWN`` flag and one `~astro_mantis.table.DustWarning`.
     batch_size : int
         Inference batch size.
     device : str, optional
@@ -402,7 +402,7 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         meta holds the bin edges; ``table.meta`` gains ``{prefix}model``,
         ``{prefix}sha256``, ``{prefix}vers`` (package version), ``{prefix}nbins``,
         ``{prefix}zmin``, ``{prefix}zmax`` and ``{prefix}dust`` (scalar entries, so
-        they survive FITS headers). The run's `RunStats` is in
+        they survive FITS headers). The run's `~astro_mantis.table.RunStats` is in
         ``astro_mantis.table.last_run``.
 
     Raises

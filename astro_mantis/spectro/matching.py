@@ -400,10 +400,10 @@ def match_spectroscopic(table, catalog="sdss", radius=1 * u.arcsec, *, ra="ra", 
         part of the SQL), a callable returning a boolean mask from the catalog table
         (for spAll files, a mapping of column name to array: see
         `~astro_mantis.spectro.read_spall`), or None for every spectrum with a finite
-        redshift. ``"default"``:
-        `DEFAULT_QUALITY` of the catalog, for SDSS ``zWarning == 0 and class ==
-        'GALAXY'`` (and ``specPrimary == 1`` in spAll files, which SkyServer's
-        ``SpecObj`` view implies); no cut for other catalogs.
+        redshift. ``"default"``: `~astro_mantis.spectro.DEFAULT_QUALITY` of the catalog,
+        for SDSS ``zWarning == 0 and class == 'GALAXY'`` (and ``specPrimary == 1`` in
+        spAll files, which SkyServer's ``SpecObj`` view implies); no cut for other
+        catalogs.
     z_col, z_err_col, ra_col, dec_col, class_col, id_col : str, optional
         Columns of a user catalog (names case-insensitive): redshift, its error,
         position (degrees unless with a unit), class, identifier (default: the

@@ -29,8 +29,8 @@ from scipy import optimize, stats
 from ..pdf import RedshiftPDF, Z_EDGES
 from .data import z_to_bin
 
-__all__ = ["TemperatureCalibration", "PITMap", "fit_temperature", "nll", "pit_values",
-           "calibration_summary", "calibrate_model"]
+__all__ = ["TemperatureCalibration", "PITMap", "PIT_KNOTS", "fit_temperature", "nll",
+           "pit_values", "calibration_summary", "calibrate_model"]
 
 #: Search range of the temperature.
 TEMPERATURE_BOUNDS = (0.05, 20.0)
@@ -225,7 +225,8 @@ class PITMap:
         pit : array-like
             PIT values in [0, 1] (NaN values are ignored).
         knots : array-like, optional
-            Knots from 0 to 1 (default `PIT_KNOTS`, 25 knots dense in the tails).
+            Knots from 0 to 1 (default
+            `~astro_mantis.training.calibration.PIT_KNOTS`, 25 knots dense in the tails).
         mix : float
             Weight of the identity map, in [0, 1).
 
@@ -307,7 +308,7 @@ class TemperatureCalibration:
         pit : bool
             Also fit a `PITMap` to the PIT values at the fitted temperature.
         knots : array-like, optional
-            Knots of the PIT map (default `PIT_KNOTS`).
+            Knots of the PIT map (default `~astro_mantis.training.calibration.PIT_KNOTS`).
 
         Returns
         -------
