@@ -113,7 +113,9 @@ def test_chunking_does_not_change_results(sky, sky_server):
     b = add_redshift_columns(_table(sky, rows), ebv=DUST, progress=False, chunk_size=3,
                              batch_size=2)
     assert T.last_run.n_chunks == 4
-    assert np.allclose(a["z_pdf"], b["z_pdf"], rtol=1e-5, atol=1e-7)
+    # equal up to float32 rounding (convolutions take other code paths per batch size)
+    assert np.allclose(a["z_pdf"], b["z_pdf"], rtol=1e-3, atol=1e-5)
+    assert np.allclose(a["z_mean"], b["z_mean"], rtol=0, atol=1e-5)
 
 
 def test_bad_input(sky, sky_server, tmp_path):

@@ -32,7 +32,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from .skyserver import _HTML_503, _NOT_FOUND, LoopbackService, make_specobj
+from .base import FAULT_KINDS, LoopbackService
+from .skyserver import _HTML_503, _NOT_FOUND, make_specobj
 
 __all__ = ["SASServer", "SASLogEntry", "write_spall", "spall_hdulist", "spec_lite_hdulist"]
 
@@ -275,9 +276,10 @@ class SASServer(LoopbackService):
         Seconds a ``"timeout"`` fault waits (default 5).
     """
 
-    _fault_kinds = ("5xx", "truncate", "html", "timeout", "short")
-    _endpoints = frozenset({"spall", "spectrum"})
+    _fault_kinds = FAULT_KINDS + ("short",)
+    _endpoint_names = frozenset({"spall", "spectrum"})
     _log_type = SASLogEntry
+    _fault_pages = {"5xx": (503, _HTML_503, "text/html"), "html": (200, _HTML_200, "text/html")}
 
     def __init__(self, specobj=None, *, spall_products=("lite", "full"), releases=range(8, 18),
                  host="127.0.0.1", port=0, latency=0.0, error_rate=0.0, truncate_rate=0.0,
@@ -293,7 +295,6 @@ class SASServer(LoopbackService):
             raise ValueError(f"spall_products must be among ('lite', 'full'), got {unknown}")
         self.spall_products = tuple(spall_products)
         self.releases = frozenset(int(r) for r in releases)
-        self.seed = seed
         self._files = {}
 
     @property
@@ -386,17 +387,10 @@ class SASServer(LoopbackService):
             handler.send_body(404, _NOT_FOUND, "text/html")
             return
         fault = self._choose_fault(endpoint) if method == "GET" else None
-        close = False
-        if fault == "timeout":
-            self._sleep(self.timeout_sleep)
-            close = True
-        elif fault == "5xx":
-            handler.send_body(503, _HTML_503, "text/html")
+        if self._serve_fault(handler, fault):
             return
-        elif fault == "html":
-            handler.send_body(200, _HTML_200, "text/html")
-            return
-        elif fault == "truncate":
+        close = fault == "timeout"
+        if fault == "truncate":
             payload = payload[:len(payload) // 2]
         elif fault == "short":
             self._set_count(k, len(payload) // 2)

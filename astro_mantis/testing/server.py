@@ -20,18 +20,15 @@ Only the standard library, numpy and astropy are used.
 import contextlib
 import inspect
 import math
-import random
 import re
-import socket
-import threading
-from collections import Counter, namedtuple
+from collections import namedtuple
 from email import policy as email_policy
 from email.parser import BytesParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
+from .base import FAULT_KINDS, LoopbackService, _RequestHandler
 from .synthetic import SURVEY_BANDS, SyntheticSky, _format_card, stable_seed
 
 __all__ = [
@@ -50,7 +47,6 @@ PS1_LISTING_HEADER = "projcell subcell ra dec filter mjd type filename shortname
 LogEntry = namedtuple("LogEntry", ["method", "endpoint", "params", "npositions"])
 
 ENDPOINTS = frozenset({"ps1filenames", "fitscut", "fits-cutout"})
-FAULT_KINDS = ("5xx", "truncate", "html", "timeout")
 _ROUTES = {
     "/cgi-bin/ps1filenames.py": "ps1filenames",
     "/cgi-bin/fitscut.cgi": "fitscut",
@@ -235,59 +231,9 @@ class _BadRequest(Exception):
 # ---------------------------------------------------------------------------
 # HTTP plumbing
 # ---------------------------------------------------------------------------
-class _LoopbackHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-    allow_reuse_address = True
+class _SurveyRequestHandler(_RequestHandler):
+    """Routes ``GET`` and ``POST`` requests to a `SurveyServer` (``HEAD`` gets 501)."""
 
-    def __init__(self, address, handler, owner):
-        self.owner = owner
-        self._connections = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def process_request(self, request, client_address):
-        with self._connections_lock:
-            self._connections.add(request)
-            self.owner.connections += 1
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self):
-        """Shut down every open client connection (keep-alive included)."""
-        with self._connections_lock:
-            conns = list(self._connections)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def handle_error(self, request, client_address):
-        # Clients hanging up (timeouts, truncated reads) are expected here.
-        pass
-
-
-class _SurveyRequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "astro-mantis-loopback/1.0"
-    disable_nagle_algorithm = True
-    timeout = 60  # idle keep-alive connections are closed after this
-
-    def log_message(self, format, *args):
-        pass
-
-    def do_GET(self):
-        self._dispatch("GET")
-
-    def do_POST(self):
-        self._dispatch("POST")
-
-    # -- helpers -------------------------------------------------------------
     def _read_body(self):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             parts = []
@@ -304,19 +250,6 @@ class _SurveyRequestHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def _send(self, status, body, content_type, close=False):
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            if close:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            self.close_connection = True
-
     def _dispatch(self, method):
         owner = self.server.owner
         split = urlsplit(self.path)
@@ -324,11 +257,11 @@ class _SurveyRequestHandler(BaseHTTPRequestHandler):
         try:
             body = self._read_body() if method == "POST" else b""
         except (ValueError, OSError):
-            self._send(400, b"bad request body\n", "text/plain", close=True)
+            self.send_body(400, b"bad request body\n", "text/plain", close=True)
             return
         endpoint = _ROUTES.get(path)
         if endpoint is None:
-            self._send(404, b"Not Found\n", "text/plain")
+            self.send_body(404, b"Not Found\n", "text/plain")
             return
         try:
             params, file_text = _parse_params(split.query, body,
@@ -338,23 +271,16 @@ class _SurveyRequestHandler(BaseHTTPRequestHandler):
                 positions = _listing_positions(params, file_text)
         except _BadRequest as err:
             owner._record(method, endpoint, {}, None)
-            self._send(err.status, f"{err}\n".encode(), "text/plain")
+            self.send_body(err.status, f"{err}\n".encode(), "text/plain")
             return
         owner._record(method, endpoint, params,
                       None if positions is None else len(positions))
         owner._sleep(owner.latency)
 
         fault = owner._choose_fault(endpoint)
-        close = False
-        if fault == "timeout":
-            owner._sleep(owner.timeout_sleep)
-            close = True
-        elif fault == "5xx":
-            self._send(503, _HTML_503, "text/html; charset=utf-8")
+        if owner._serve_fault(self, fault):
             return
-        elif fault == "html":
-            self._send(200, _HTML_200, "text/html; charset=utf-8")
-            return
+        close = fault == "timeout"
 
         try:
             status, content_type, payload = owner._respond(endpoint, params, positions)
@@ -365,7 +291,7 @@ class _SurveyRequestHandler(BaseHTTPRequestHandler):
             payload = f"Internal Server Error: {type(err).__name__}: {err}\n".encode()
         if fault == "truncate":
             payload = payload[: len(payload) // 2]
-        self._send(status, payload, content_type, close=close)
+        self.send_body(status, payload, content_type, close=close)
 
 
 _HTML_503 = (
@@ -451,7 +377,7 @@ def _listing_positions(params, file_text):
 # ---------------------------------------------------------------------------
 # The server
 # ---------------------------------------------------------------------------
-class SurveyServer:
+class SurveyServer(LoopbackService):
     """A loopback HTTP server speaking the PS1 and Legacy Survey protocols.
 
     Parameters
@@ -506,14 +432,18 @@ class SurveyServer:
         ``(method, endpoint, params, npositions)`` per request;
         ``npositions`` is the number of positions of a ``ps1filenames``
         request and None otherwise.
-    connections : int
-        TCP connections accepted (a client that reuses connections opens few).
-    timeout_sleep : float
-        Seconds a ``"timeout"`` fault waits before answering (default 5).
+    connections, timeout_sleep
+        As for `~astro_mantis.testing.LoopbackService`: TCP connections
+        accepted, and the seconds a ``"timeout"`` fault waits (default 5).
 
     Notes
     -----
     All attributes given as parameters may be changed while the server runs.
+
+    The lifecycle (`start`, `stop`, ``with``, `running`, `url`), `reset` and
+    `fail_next` are those of `~astro_mantis.testing.LoopbackService`; `fail_next`
+    takes the kinds ``"5xx"``, ``"truncate"``, ``"html"`` and ``"timeout"`` and
+    the endpoints ``"ps1filenames"``, ``"fitscut"`` and ``"fits-cutout"``.
 
     Examples
     --------
@@ -523,35 +453,26 @@ class SurveyServer:
     http://127.0.0.1:54321/cgi-bin
     """
 
+    _handler_class = _SurveyRequestHandler
+    _fault_kinds = FAULT_KINDS
+    _endpoint_names = ENDPOINTS
+    _log_type = LogEntry
+    _fault_pages = {"5xx": (503, _HTML_503, "text/html; charset=utf-8"),
+                    "html": (200, _HTML_200, "text/html; charset=utf-8")}
+
     def __init__(self, sky=None, *, host="127.0.0.1", port=0, latency=0.0, error_rate=0.0,
                  truncate_rate=0.0, html_rate=0.0, endpoints=None, seed=0, ps1_min_dec=-30.0,
                  galex_holes=(), no_overlap=(), ps1_asinh=False, ps1_nan_fraction=0.0,
                  legacy_band_order="native"):
+        super().__init__(host, port, latency, error_rate, truncate_rate, html_rate, seed)
         self.sky = SyntheticSky() if sky is None else sky
-        self.host = host
-        self.port = int(port)
-        self.latency = float(latency)
-        self.error_rate = float(error_rate)
-        self.truncate_rate = float(truncate_rate)
-        self.html_rate = float(html_rate)
         self.endpoints = endpoints
-        self.seed = seed
         self.ps1_min_dec = float(ps1_min_dec)
         self.galex_holes = galex_holes
         self.no_overlap = no_overlap
         self.ps1_asinh = bool(ps1_asinh)
         self.ps1_nan_fraction = float(ps1_nan_fraction)
         self.legacy_band_order = legacy_band_order
-        self.timeout_sleep = 5.0
-        self.counts = Counter()
-        self.log = []
-        self.connections = 0
-        self._lock = threading.Lock()
-        self._rng = random.Random(seed)
-        self._forced = []
-        self._httpd = None
-        self._thread = None
-        self._stopping = threading.Event()
         self._render_takes_skycell = None
 
     # -- properties ------------------------------------------------------------
@@ -583,18 +504,6 @@ class SurveyServer:
         self._legacy_band_order = value
 
     @property
-    def running(self):
-        """Whether the server is accepting connections."""
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def url(self):
-        """Base URL, ``http://127.0.0.1:{port}`` (available once started)."""
-        if self._httpd is None:
-            raise RuntimeError("the server is not started; call start() first")
-        return f"http://{self.host}:{self.port}"
-
-    @property
     def panstarrs_url(self):
         """URL to use as ``conf.panstarrs_url`` (``url + "/cgi-bin"``)."""
         return self.url + "/cgi-bin"
@@ -603,50 +512,6 @@ class SurveyServer:
     def legacysurvey_url(self):
         """URL to use as ``conf.legacysurvey_url`` (``url + "/viewer"``)."""
         return self.url + "/viewer"
-
-    # -- lifecycle -------------------------------------------------------------
-    def start(self):
-        """Bind the socket and serve in a background thread.
-
-        Returns
-        -------
-        self : `SurveyServer`
-            The started server, for chaining.
-        """
-        if self.running:
-            return self
-        self._stopping.clear()
-        self._httpd = _LoopbackHTTPServer((self.host, self.port), _SurveyRequestHandler, self)
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"SurveyServer:{self.port}", daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self):
-        """Stop serving, close open connections and join the server thread."""
-        if self._httpd is None:
-            return
-        self._stopping.set()  # wakes handlers sleeping for latency/timeouts
-        self._httpd.shutdown()
-        self._httpd.close_connections()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._thread = None
-        self._httpd = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def __repr__(self):
-        where = self.url if self._httpd is not None else "not started"
-        return f"<SurveyServer {where}>"
 
     @contextlib.contextmanager
     def configure(self, conf):
@@ -666,69 +531,6 @@ class SurveyServer:
         with conf.set_temp("panstarrs_url", self.panstarrs_url), \
                 conf.set_temp("legacysurvey_url", self.legacysurvey_url):
             yield self
-
-    # -- instrumentation & faults ------------------------------------------------
-    def reset(self):
-        """Clear ``counts``, ``log``, ``connections`` and pending `fail_next` failures."""
-        with self._lock:
-            self.counts.clear()
-            self.log.clear()
-            self._forced.clear()
-            self.connections = 0
-
-    def fail_next(self, n=1, kind="5xx", endpoint=None):
-        """Force the next ``n`` matching responses to fail.
-
-        Parameters
-        ----------
-        n : int, optional
-            Number of responses to fail.
-        kind : {"5xx", "truncate", "html", "timeout"}, optional
-            ``"5xx"``: HTTP 503 with a short HTML body; ``"truncate"``:
-            status 200 with the body cut to about half; ``"html"``: status
-            200 with an HTML error page; ``"timeout"``: wait
-            ``timeout_sleep`` seconds before answering normally.
-        endpoint : str, optional
-            Only count requests to this endpoint (``"ps1filenames"``,
-            ``"fitscut"``, ``"fits-cutout"``); None for any.
-        """
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"kind must be one of {FAULT_KINDS}, got {kind!r}")
-        if endpoint is not None and endpoint not in ENDPOINTS:
-            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {sorted(ENDPOINTS)}")
-        if int(n) > 0:
-            with self._lock:
-                self._forced.append([int(n), kind, endpoint])
-
-    def _record(self, method, endpoint, params, npositions):
-        with self._lock:
-            self.counts[endpoint] += 1
-            self.log.append(LogEntry(method, endpoint, dict(params), npositions))
-
-    def _sleep(self, seconds):
-        if seconds and seconds > 0:
-            self._stopping.wait(seconds)
-
-    def _choose_fault(self, endpoint):
-        with self._lock:
-            for entry in self._forced:
-                if entry[2] is None or entry[2] == endpoint:
-                    entry[0] -= 1
-                    if entry[0] <= 0:
-                        self._forced.remove(entry)
-                    return entry[1]
-            if self._endpoints is not None and endpoint not in self._endpoints:
-                return None
-            rates = (self.error_rate, self.truncate_rate, self.html_rate)
-            if not any(r > 0 for r in rates):
-                return None
-            draw = self._rng.random()
-        edge = 0.0
-        for kind, rate in zip(("5xx", "truncate", "html"), rates):
-            edge += rate
-            if draw < edge:
-                return kind
-        return None
 
     # -- responses ----------------------------------------------------------------
     def _respond(self, endpoint, params, positions):

@@ -29,18 +29,16 @@ transient message).
 """
 import contextlib
 import html
-import random
 import re
-import threading
-from collections import Counter, namedtuple
-from http.server import BaseHTTPRequestHandler
-from urllib.parse import parse_qsl, urlsplit
+from collections import namedtuple
+from urllib.parse import parse_qsl
 
 import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from .server import _LoopbackHTTPServer
+from .base import FAULT_KINDS as _BASE_FAULT_KINDS
+from .base import LoopbackService
 
 __all__ = ["SkyServer", "SkyServerLogEntry", "LoopbackService", "make_specobj", "execute_sql",
            "SQLError", "skyserver_error_page"]
@@ -49,7 +47,7 @@ __all__ = ["SkyServer", "SkyServerLogEntry", "LoopbackService", "make_specobj", 
 #: parameters and the number of rows answered (None for a failed request).
 SkyServerLogEntry = namedtuple("SkyServerLogEntry", ["method", "endpoint", "params", "nrows"])
 
-FAULT_KINDS = ("5xx", "truncate", "html", "timeout", "busy")
+FAULT_KINDS = _BASE_FAULT_KINDS + ("busy",)
 
 
 # ----------------------------------------------------------------------------- mock data
@@ -479,207 +477,8 @@ _NOT_FOUND = b"<html><body><h1>404 Not Found</h1></body></html>\n"
 _TOO_LONG = (b"<html><body><h2>HTTP Error 404.15 - Not Found</h2><p>The request filtering "
              b"module is configured to deny a request where the query string is too long."
              b"</p></body></html>\n")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "astro-mantis-loopback/1.0"
-    disable_nagle_algorithm = True
-    timeout = 60
-
-    def log_message(self, format, *args):
-        pass
-
-    def do_GET(self):
-        self._dispatch("GET")
-
-    def do_POST(self):
-        self._dispatch("POST")
-
-    def do_HEAD(self):
-        self._dispatch("HEAD")
-
-    def send_body(self, status, body, content_type, close=False, length=None, headers=()):
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body) if length is None else length))
-            for key, value in headers:
-                self.send_header(key, value)
-            if close:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            self.close_connection = True
-
-    def _dispatch(self, method):
-        owner = self.server.owner
-        split = urlsplit(self.path)
-        body = b""
-        if method == "POST":
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length > 0 else b""
-        owner._handle(self, method, split, body)
-
-
-class LoopbackService:
-    """Lifecycle, fault injection and instrumentation of the loopback SDSS services.
-
-    The base of `SkyServer` and `~astro_mantis.testing.SASServer`: a threading HTTP
-    server on ``host:port`` (127.0.0.1, a free port by default), started and stopped
-    with `start` and `stop` or as a context manager, that records every request
-    (``counts``, ``log``) and injects faults: ``latency`` seconds per request, random
-    faults at ``error_rate`` (503), ``truncate_rate`` (body cut short) and
-    ``html_rate`` (an HTML page with status 200), and forced ones with `fail_next`.
-    Every attribute may be changed while the server runs.
-
-    Parameters
-    ----------
-    host : str
-        Interface to bind.
-    port : int
-        Port; 0 picks a free one.
-    latency : float
-        Seconds added to every request.
-    error_rate, truncate_rate, html_rate : float
-        Fractions of responses given each random fault.
-    seed : int
-        Seed of the random faults.
-    """
-
-    _fault_kinds = FAULT_KINDS
-    _endpoints = frozenset()
-
-    def __init__(self, host, port, latency, error_rate, truncate_rate, html_rate, seed):
-        self.host = host
-        self.port = int(port)
-        self.latency = float(latency)
-        self.error_rate = float(error_rate)
-        self.truncate_rate = float(truncate_rate)
-        self.html_rate = float(html_rate)
-        self.timeout_sleep = 5.0
-        self.counts = Counter()
-        self.log = []
-        self.connections = 0
-        self._lock = threading.Lock()
-        self._rng = random.Random(seed)
-        self._forced = []
-        self._httpd = None
-        self._thread = None
-        self._stopping = threading.Event()
-
-    @property
-    def running(self):
-        """Whether the server is accepting connections."""
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def url(self):
-        """Base URL, ``http://127.0.0.1:{port}`` (available once started)."""
-        if self._httpd is None:
-            raise RuntimeError("the server is not started; call start() first")
-        return f"http://{self.host}:{self.port}"
-
-    def start(self):
-        """Bind the socket and serve in a background thread; returns the server."""
-        if self.running:
-            return self
-        self._stopping.clear()
-        self._httpd = _LoopbackHTTPServer((self.host, self.port), _Handler, self)
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"{type(self).__name__}:{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        """Stop serving, close open connections and join the server thread."""
-        if self._httpd is None:
-            return
-        self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.close_connections()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._thread = None
-        self._httpd = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def __repr__(self):
-        where = self.url if self._httpd is not None else "not started"
-        return f"<{type(self).__name__} {where}>"
-
-    def reset(self):
-        """Clear ``counts``, ``log``, ``connections`` and pending `fail_next` failures."""
-        with self._lock:
-            self.counts.clear()
-            self.log.clear()
-            self._forced.clear()
-            self.connections = 0
-
-    def fail_next(self, n=1, kind="5xx", endpoint=None):
-        """Force the next ``n`` matching responses to fail.
-
-        Parameters
-        ----------
-        n : int
-            Number of responses to fail.
-        kind : str
-            One of the server's fault kinds (see the class notes).
-        endpoint : str, optional
-            Only requests to this endpoint count; None for any.
-        """
-        if kind not in self._fault_kinds:
-            raise ValueError(f"kind must be one of {self._fault_kinds}, got {kind!r}")
-        if endpoint is not None and endpoint not in self._endpoints:
-            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of "
-                             f"{sorted(self._endpoints)}")
-        if int(n) > 0:
-            with self._lock:
-                self._forced.append([int(n), kind, endpoint])
-
-    def _record(self, method, endpoint, params, count):
-        with self._lock:
-            self.counts[endpoint] += 1
-            self.log.append(self._log_type(method, endpoint, dict(params), count))
-            return len(self.log) - 1
-
-    def _set_count(self, k, count):
-        with self._lock:
-            self.log[k] = self.log[k]._replace(**{self.log[k]._fields[-1]: count})
-
-    def _sleep(self, seconds):
-        if seconds and seconds > 0:
-            self._stopping.wait(seconds)
-
-    def _choose_fault(self, endpoint):
-        with self._lock:
-            for entry in self._forced:
-                if entry[2] is None or entry[2] == endpoint:
-                    entry[0] -= 1
-                    if entry[0] <= 0:
-                        self._forced.remove(entry)
-                    return entry[1]
-            rates = (self.error_rate, self.truncate_rate, self.html_rate)
-            if not any(r > 0 for r in rates):
-                return None
-            draw = self._rng.random()
-        edge = 0.0
-        for kind, rate in zip(("5xx", "truncate", "html"), rates):
-            edge += rate
-            if draw < edge:
-                return kind
-        return None
+_BUSY = skyserver_error_page("Query timeout expired. The server is busy; please try "
+                             "again later.").encode()
 
 
 class SkyServer(LoopbackService):
@@ -728,8 +527,10 @@ class SkyServer(LoopbackService):
     """
 
     _fault_kinds = FAULT_KINDS
-    _endpoints = frozenset({"sql"})
+    _endpoint_names = frozenset({"sql"})
     _log_type = SkyServerLogEntry
+    _fault_pages = {"5xx": (503, _HTML_503, "text/html"), "html": (200, _HTML_200, "text/html"),
+                    "busy": (200, _BUSY, "text/html")}
 
     def __init__(self, specobj=None, *, host="127.0.0.1", port=0, latency=0.0, error_rate=0.0,
                  truncate_rate=0.0, html_rate=0.0, row_limit=500000, max_query_length=8192,
@@ -801,21 +602,9 @@ class SkyServer(LoopbackService):
         k = self._record(method, "sql", params, None)
         self._sleep(self.latency)
         fault = self._choose_fault("sql")
-        close = False
-        if fault == "timeout":
-            self._sleep(self.timeout_sleep)
-            close = True
-        elif fault == "5xx":
-            handler.send_body(503, _HTML_503, "text/html")
+        if self._serve_fault(handler, fault):
             return
-        elif fault == "html":
-            handler.send_body(200, _HTML_200, "text/html")
-            return
-        elif fault == "busy":
-            page = skyserver_error_page("Query timeout expired. The server is busy; please try "
-                                        "again later.")
-            handler.send_body(200, page.encode(), "text/html")
-            return
+        close = fault == "timeout"
         status, ctype, payload, nrows = self._answer(dr, params)
         if nrows is not None:
             self._set_count(k, nrows)
