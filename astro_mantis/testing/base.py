@@ -213,7 +213,7 @@ class LoopbackService:
     ``_endpoint_names``
         The endpoints `fail_next` accepts.
     ``_fault_kinds``
-        The fault kinds `fail_next` accepts (default `FAULT_KINDS`).
+        The fault kinds `fail_next` accepts (default `~astro_mantis.testing.base.FAULT_KINDS`).
     ``_log_type``
         The namedtuple of ``log`` entries: method, endpoint, parameters and a count
         (what it counts is the service's choice; None for a failed request).

@@ -391,7 +391,7 @@ class SurveyServer(LoopbackService):
     host : str, optional
         Interface to bind, default ``"127.0.0.1"``.
     port : int, optional
-        Port to bind; 0 (default) picks a free port at `start`.
+        Port to bind; 0 (default) picks a free port when the server starts.
     latency : float, optional
         Seconds added to every request (slept in the handler thread).
     error_rate, truncate_rate, html_rate : float, optional
@@ -440,8 +440,8 @@ class SurveyServer(LoopbackService):
     -----
     All attributes given as parameters may be changed while the server runs.
 
-    The lifecycle (`start`, `stop`, ``with``, `running`, `url`), `reset` and
-    `fail_next` are those of `~astro_mantis.testing.LoopbackService`; `fail_next`
+    The lifecycle (``start``, ``stop``, ``with``, ``running``, ``url``), ``reset`` and
+    ``fail_next`` are those of `~astro_mantis.testing.LoopbackService`; ``fail_next``
     takes the kinds ``"5xx"``, ``"truncate"``, ``"html"`` and ``"timeout"`` and
     the endpoints ``"ps1filenames"``, ``"fitscut"`` and ``"fits-cutout"``.
 
