@@ -486,7 +486,8 @@ def test_cli_train(shard_dir, tmp_path, capsys):
     assert set(card["metrics"]) == {"validation", "test"}
     assert card["data"]["splits"]["train"]["n"] == 8
     assert card["training"]["config"]["n_train"] == 8
-    assert card["calibration"]["method"] == "temperature scaling"
+    assert card["calibration"]["method"] == "temperature scaling + PIT recalibration"
+    assert len(card["calibration"]["pit_map"]["knots"]) == 25
     assert card["temperature"] == card["calibration"]["temperature"] > 0
     verify_export(out / "mantis-mini.safetensors")
     net = load_model("mantis-mini", weights=out / "mantis-mini.safetensors")
