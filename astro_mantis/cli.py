@@ -442,26 +442,14 @@ def column_degrees(table, name):
         If the column does not exist (the message lists the columns that do), is not
         numeric and one-dimensional, or has a non-angular unit.
     """
-    if name not in table.colnames:
-        raise InputError(f"column {name!r} not found; the table has columns: "
-                         f"{', '.join(table.colnames) or '(none)'} "
-                         "(choose them with --ra-col / --dec-col)")
-    col = table[name]
-    if getattr(col, "ndim", 1) != 1:
-        raise InputError(f"column {name!r} has shape {col.shape}; expected one value per row")
-    data = np.ma.asarray(getattr(col, "value", col))
+    from .table import column_degrees as _column_degrees
+
     try:
-        values = np.ma.filled(data.astype(float), np.nan)
-    except (TypeError, ValueError):
-        raise InputError(f"column {name!r} is not numeric (dtype {data.dtype}); "
-                         "expected angles in degrees") from None
-    unit = getattr(col, "unit", None)
-    if unit is not None and u.Unit(unit) != u.dimensionless_unscaled:
-        try:
-            values = (values * u.Unit(unit)).to_value(u.deg)
-        except u.UnitConversionError:
-            raise InputError(f"column {name!r} has unit {unit}, which is not an angle") from None
-    return np.asarray(values, dtype=float)
+        return _column_degrees(table, name, "")
+    except KeyError as exc:
+        raise InputError(f"{exc.args[0]} (choose them with --ra-col / --dec-col)") from None
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def positions_from_columns(ra, dec):

@@ -37,7 +37,8 @@ from .logger import log
 from .pdf import _COLUMN_DESCRIPTIONS
 from .surveys import DEFAULT_SURVEYS
 
-__all__ = ["add_redshift_columns", "query_coordinates", "table_coordinates", "dust_values",
+__all__ = ["add_redshift_columns", "query_coordinates", "table_coordinates", "column_degrees",
+           "dust_values",
            "column_names", "RunStats", "OUTPUT_KEYS", "DustWarning", "last_run"]
 
 #: Suffixes of the columns `add_redshift_columns` adds (after the prefix).
@@ -120,30 +121,55 @@ def column_names(prefix="z_"):
 
 # ------------------------------------------------------------------------ positions
 def _missing_column(table, name, what):
-    return KeyError(f"{what} column {name!r} not found; the table has columns: "
+    what = f"{what} column" if what else "column"
+    return KeyError(f"{what} {name!r} not found; the table has columns: "
                     f"{', '.join(table.colnames) or '(none)'}")
 
 
-def _degrees(table, name, what):
-    """A column as float degrees (NaN where masked); degrees assumed without a unit."""
+def column_degrees(table, name, what="angle"):
+    """A table column as float degrees, with NaN where masked.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        The table.
+    name : str
+        Column name. A column without a unit is taken to be in degrees; one with an
+        angular unit (or a `~astropy.units.Quantity` column) is converted.
+    what : str
+        What the column is, for the error messages (e.g. ``"right ascension"``).
+
+    Returns
+    -------
+    `numpy.ndarray`
+        1-D float array in degrees.
+
+    Raises
+    ------
+    KeyError
+        If the column does not exist (the message lists those that do).
+    ValueError
+        If it is not numeric, not one value per row, or not an angle.
+    """
+    label = f"{what} column" if what else "column"
     if name not in table.colnames:
         raise _missing_column(table, name, what)
     col = table[name]
     if getattr(col, "ndim", 1) != 1:
-        raise ValueError(f"{what} column {name!r} has shape {col.shape}; expected one value "
+        raise ValueError(f"{label} {name!r} has shape {col.shape}; expected one value "
                          "per row")
     unit = getattr(col, "unit", None)
     data = np.ma.asarray(col.value if isinstance(col, u.Quantity) else col)
     try:
         values = np.ma.filled(data.astype(float), np.nan)
     except (TypeError, ValueError):
-        raise ValueError(f"{what} column {name!r} is not numeric (dtype {data.dtype}); "
+        raise ValueError(f"{label} {name!r} is not numeric (dtype {data.dtype}); "
                          "expected angles in degrees or with an angular unit") from None
     if unit is not None and u.Unit(unit) != u.dimensionless_unscaled:
         try:
             values = (values * u.Unit(unit)).to_value(u.deg)
         except u.UnitConversionError:
-            raise ValueError(f"{what} column {name!r} has unit {unit}, which is not an "
+            raise ValueError(f"{label} {name!r} has unit {unit}, which is not an "
                              "angle") from None
     return np.asarray(values, dtype=float)
 
@@ -191,8 +217,8 @@ def table_coordinates(table, coord=None, ra="ra", dec="dec"):
         ra_deg = np.atleast_1d(np.asarray(icrs.ra.deg, dtype=float))
         dec_deg = np.atleast_1d(np.asarray(icrs.dec.deg, dtype=float))
     else:
-        ra_deg = _degrees(table, ra, "right ascension")
-        dec_deg = _degrees(table, dec, "declination")
+        ra_deg = column_degrees(table, ra, "right ascension")
+        dec_deg = column_degrees(table, dec, "declination")
     good = np.isfinite(ra_deg) & np.isfinite(dec_deg) & (np.abs(dec_deg) <= 90.0)
     coords = SkyCoord(np.where(good, ra_deg, np.nan) * u.deg,
                       np.where(good, dec_deg, np.nan) * u.deg, frame="icrs")

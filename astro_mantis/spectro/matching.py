@@ -119,29 +119,19 @@ def _check_radius(radius):
 
 
 def _degrees(table, name, what):
-    """A table column as float degrees (NaN where masked); unit-aware."""
+    """A table column as float degrees (NaN where masked); unit-aware; any case of name."""
+    from ..table import column_degrees
+
     if name not in table.colnames:
         lower = {c.lower(): c for c in table.colnames}
         if name.lower() not in lower:
             raise KeyError(f"{what}: no column {name!r}; the columns are: "
                            f"{', '.join(table.colnames) or '(none)'}")
         name = lower[name.lower()]
-    col = table[name]
-    if getattr(col, "ndim", 1) != 1:
-        raise ValueError(f"{what}: column {name!r} has shape {col.shape}; expected one value "
-                         "per row")
-    unit = getattr(col, "unit", None)
-    data = np.ma.asarray(getattr(col, "value", col))
     try:
-        values = np.ma.filled(data.astype(float), np.nan)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what}: column {name!r} is not numeric (dtype {data.dtype})") from None
-    if unit is not None and u.Unit(unit) != u.dimensionless_unscaled:
-        try:
-            values = (values * u.Unit(unit)).to_value(u.deg)
-        except u.UnitConversionError:
-            raise ValueError(f"{what}: column {name!r} has unit {unit}, not an angle") from None
-    return np.asarray(values, dtype=float)
+        return column_degrees(table, name, "")
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
 
 
 def _positions(table, ra, dec, coord):
