@@ -243,8 +243,9 @@ def build_parser():
     r.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
                    help="inference batch size (default: %(default)s)")
     r.add_argument("--chunk-size", type=_positive_int, default=256, metavar="N",
-                   help="positions per chunk; two chunks of cutouts are held in memory, about "
-                        "1.2 MB per position (default: %(default)s)")
+                   help="positions per chunk; two chunks of cutouts are held in memory (a "
+                        "working set of about 1 GB at the default %(default)s; it scales with "
+                        "the chunk size)")
     r.add_argument("--device", default=None, metavar="DEVICE",
                    help="cpu, cuda, cuda:1, mps ... (default: CUDA, else MPS, else CPU)")
     r.add_argument("--tta", action="store_true",

@@ -411,8 +411,9 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         Complete an earlier run: process only the rows flagged
         ``NOT_ESTIMATED`` (except bad coordinates) and keep the others.
     chunk_size : int
-        Distinct positions per chunk. Two chunks of cutouts are in memory at once
-        (about 1.2 MB per position).
+        Distinct positions per chunk. Two chunks of cutouts are in memory at once;
+        the working set measured with the default 256 is about 1 GB
+        (``benchmarks/README.rst``); it scales with this number.
     weights : str or path-like, optional
         Weights file for a registry model (default: the registry's).
     tta : bool
