@@ -565,6 +565,8 @@ def _run_chunks(net, coords, reps, dust, surveys, chunk_size, batch_size, cache,
               for s in range(0, reps.size, chunk_size)]
     if not chunks:
         return
+    by_position = np.argsort(inverse, kind="stable")  # rows grouped by distinct position
+    sorted_inverse = inverse[by_position]
     bar = tqdm(total=int(reps.size), unit="pos", desc="photo-z", disable=not progress,
                dynamic_ncols=True)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="astro_mantis-prefetch") as pool:
@@ -590,10 +592,14 @@ def _run_chunks(net, coords, reps, dust, surveys, chunk_size, batch_size, cache,
                     values = {"mean": result.mean(), "median": result.median(),
                               "mode": result.mode(), "std": result.std(), "lo68": lo,
                               "hi68": hi}
-                    # every table row of these positions
-                    members = np.isin(inverse, sel)
-                    targets, which = rows[members], inverse[members]
-                    pos = np.searchsorted(sel, which)
+                    # every table row of these positions: a slice of the rows sorted by
+                    # position (no pass over the whole table per chunk)
+                    lo_i, hi_i = np.searchsorted(sorted_inverse, [chunk[0], chunk[-1] + 1])
+                    members = by_position[lo_i:hi_i]
+                    slot = np.full(len(chunk), -1)
+                    slot[np.flatnonzero(usable)] = np.arange(len(sel))
+                    pos = slot[inverse[members] - chunk[0]]
+                    targets, pos = rows[members[pos >= 0]], pos[pos >= 0]
                     pdf[targets] = result.pdf[pos].astype(np.float32)
                     for key, val in values.items():
                         stats[key][targets] = val[pos]
