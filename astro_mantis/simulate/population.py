@@ -116,6 +116,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -133,6 +134,8 @@ __all__ = [
     "star_number_density",
     "composite_half_light_radius",
     "colour_redshift_comparison",
+    "colour_mode_comparison",
+    "MODE_STATISTICS",
 ]
 
 #: Columns of every table this module returns, in order (``mag_<band>`` for
@@ -985,6 +988,29 @@ def draw_stars(n, rng=None, config=None, ebv=None):
     return tab
 
 
+def _comparison_edges(z_edges):
+    if z_edges is None:
+        return np.round(np.arange(0.0, 0.5001, 0.05), 6)
+    return np.asarray(z_edges, dtype=float)
+
+
+def _comparison_samples(bands, n, config, rng, rows):
+    """Mock main sample and real rows under one selection (see
+    `colour_redshift_comparison`): mock z, mock intrinsic magnitudes in
+    ``bands`` and the selected rows of `sdss_reference_magnitudes`."""
+    cfg = PopulationConfig(main_k_limit=13.5) if config is None else config
+    mock = draw_population(n, cfg, rng, components=["main"])
+    mz = np.asarray(mock["z"])
+    mmag = phot.band_magnitudes(np.asarray(mock["coeffs"]), mz, 0.0, bands)
+    real = phot.sdss_reference_magnitudes(rows, bands)
+    keep = ((np.asarray(real["r_petro"]) < cfg.main_r_limit)
+            & (np.asarray(real["z"]) >= cfg.main_z_min) & (np.asarray(real["z"]) <= cfg.main_z_max))
+    if cfg.main_k_limit is not None:
+        k = np.asarray(real["k_ext"])
+        keep &= (k > 0) & (k < cfg.main_k_limit)
+    return mz, mmag, real[keep]
+
+
 def colour_redshift_comparison(colours=(("g", "r"), ("r", "i"), ("nuv", "r"), ("r", "w1")),
                                z_edges=None, n=30000, config=None, rng=0, rows="odd",
                                min_count=30, bootstrap=0):
@@ -1029,22 +1055,9 @@ def colour_redshift_comparison(colours=(("g", "r"), ("r", "i"), ("nuv", "r"), ("
     """
     from astropy.table import Table
 
-    cfg = PopulationConfig(main_k_limit=13.5) if config is None else config
-    if z_edges is None:
-        edges = np.round(np.arange(0.0, 0.5001, 0.05), 6)
-    else:
-        edges = np.asarray(z_edges, dtype=float)
+    edges = _comparison_edges(z_edges)
     bands = tuple(dict.fromkeys(b for pair in colours for b in pair))
-    mock = draw_population(n, cfg, rng, components=["main"])
-    mz = np.asarray(mock["z"])
-    mmag = phot.band_magnitudes(np.asarray(mock["coeffs"]), mz, 0.0, bands)
-    real = phot.sdss_reference_magnitudes(rows, bands)
-    keep = ((np.asarray(real["r_petro"]) < cfg.main_r_limit)
-            & (np.asarray(real["z"]) >= cfg.main_z_min) & (np.asarray(real["z"]) <= cfg.main_z_max))
-    if cfg.main_k_limit is not None:
-        k = np.asarray(real["k_ext"])
-        keep &= (k > 0) & (k < cfg.main_k_limit)
-    real = real[keep]
+    mz, mmag, real = _comparison_samples(bands, n, config, rng, rows)
     rz = np.asarray(real["z"])
     out = {name: [] for name in ("colour", "z_lo", "z_hi", "n_real", "n_mock", "median_real",
                                  "median_mock", "diff", "sigma_real")}
@@ -1072,4 +1085,126 @@ def colour_redshift_comparison(colours=(("g", "r"), ("r", "i"), ("nuv", "r"), ("
         del out["sigma_real"]
     tab = Table(out)
     tab.meta["rows"] = rows
+    return tab
+
+
+#: Statistics of `colour_mode_comparison`, in the order of its table.
+MODE_STATISTICS = ("median", "blue", "red", "f_red")
+
+
+def _mode_statistics(colour, split):
+    """Median, blue-mode median, red-mode median and red fraction of ``colour``
+    (one sample, or one per row of a 2-d array of resamplings); NaN for an
+    empty mode."""
+    colour = np.atleast_2d(colour)
+    red = colour >= split
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slice: an empty mode
+        blue_med = np.nanmedian(np.where(red, np.nan, colour), axis=1)
+        red_med = np.nanmedian(np.where(red, colour, np.nan), axis=1)
+    return np.stack([np.median(colour, axis=1), blue_med, red_med, red.mean(axis=1)], axis=1)
+
+
+def _bootstrap_sigma(values, split, bootstrap, rng):
+    """Bootstrap standard deviation of each of `_mode_statistics`."""
+    draws = rng.integers(0, values.size, (int(bootstrap), values.size))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanstd(_mode_statistics(values[draws], split), axis=0)
+
+
+def colour_mode_comparison(colour=("nuv", "r"), split=4.5, z_edges=None, n=30000,
+                           config=None, rng=0, rows="odd", min_count=30, mode_min_count=20,
+                           tolerance=0.1, bootstrap=300, mock_colour=None):
+    """A bimodal colour per redshift bin, statistic by statistic, with its noise.
+
+    NUV − r is bimodal (blue cloud near 3.5, red sequence near 6), so its
+    plain median sits in the sparse valley and moves with the red fraction.
+    This comparison splits every bin at ``split`` and compares four
+    statistics of the mock main sample with the real rows under the same
+    selection as `colour_redshift_comparison`: the plain median, the median
+    of each mode and the red fraction. Each difference is judged against the
+    sampling noise of the real data behind it: ``sigma`` is the bootstrap
+    standard deviation of the statistic in the compared rows and, when those
+    are the held-out odd rows, also in the even rows, whose sampling noise the
+    mock inherits (it resamples them; its own draws add almost none). A cell
+    agrees when ``|diff| ≤ tolerance + 2 sigma``: the data are consistent
+    with a difference no larger than the tolerance (0.1 mag for the medians,
+    0 for the fraction).
+
+    Parameters
+    ----------
+    colour : (str, str)
+        Bands of the colour ``mag_a - mag_b``; default NUV − r.
+    split : float
+        Colour dividing the blue from the red mode (4.5, the valley of the
+        even rows' NUV − r at z < 0.25).
+    z_edges, n, config, rng, rows, min_count
+        As for `colour_redshift_comparison`.
+    mode_min_count : int
+        A mode median is compared only where the real rows hold at least this
+        many galaxies of that mode (20).
+    tolerance : float
+        Allowed difference of the medians, mag (0.1).
+    bootstrap : int
+        Resamplings for each sigma (300, fixed seed).
+    mock_colour : callable, optional
+        ``f(z, colour) -> colour`` applied to the mock colours before the
+        comparison, to show what the comparison detects (e.g. a shifted red
+        sequence); default none.
+
+    Returns
+    -------
+    `astropy.table.Table`
+        One row per (bin, statistic) with ``z_lo``, ``z_hi``, ``statistic``
+        (one of ``MODE_STATISTICS``), ``n_real``, ``n_mode`` (real galaxies
+        behind the statistic), ``mock``, ``real``, ``diff`` (mock − real),
+        ``sigma``, ``tolerance``, ``excess`` ((|diff| − tolerance) / sigma),
+        ``compared`` and ``agrees`` (``excess ≤ 2`` where compared).
+    """
+    from astropy.table import Table
+
+    if rows not in ("odd", "even"):
+        raise ValueError(f"rows must be 'odd' or 'even', got {rows!r}")
+    a_band, b_band = colour
+    edges = _comparison_edges(z_edges)
+    bands = tuple(dict.fromkeys((a_band, b_band)))
+    mz, mmag, real = _comparison_samples(bands, n, config, rng, rows)
+    mc = mmag[:, bands.index(a_band)] - mmag[:, bands.index(b_band)]
+    if mock_colour is not None:
+        mc = np.asarray(mock_colour(mz, mc), dtype=float)
+    samples = [(np.asarray(real["z"]),
+                np.asarray(real[f"mag_{a_band}"]) - np.asarray(real[f"mag_{b_band}"]))]
+    if rows == "odd":
+        anchor = _comparison_samples(bands, 0, config, rng, "even")[2]
+        samples.append((np.asarray(anchor["z"]), np.asarray(anchor[f"mag_{a_band}"])
+                        - np.asarray(anchor[f"mag_{b_band}"])))
+    boot_rng = np.random.default_rng(12345)
+    names = ("z_lo", "z_hi", "statistic", "n_real", "n_mode", "mock", "real", "diff", "sigma",
+             "tolerance", "excess", "compared", "agrees")
+    out = {name: [] for name in names}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        cells = [c[(z >= lo) & (z < hi) & np.isfinite(c)] for z, c in samples]
+        m = mc[(mz >= lo) & (mz < hi) & np.isfinite(mc)]
+        if cells[0].size < min_count or m.size == 0:
+            continue
+        mock_s = _mode_statistics(m, split)[0]
+        real_s = _mode_statistics(cells[0], split)[0]
+        sigma = np.sqrt(sum(_bootstrap_sigma(c, split, bootstrap, boot_rng) ** 2
+                            for c in cells))
+        n_red = int((cells[0] >= split).sum())
+        n_mode = (cells[0].size, cells[0].size - n_red, n_red, cells[0].size)
+        for j, stat in enumerate(MODE_STATISTICS):
+            tol = 0.0 if stat == "f_red" else float(tolerance)
+            diff = float(mock_s[j] - real_s[j])
+            compared = bool(n_mode[j] >= (mode_min_count if stat in ("blue", "red") else 1)
+                            and np.isfinite(diff) and sigma[j] > 0)
+            excess = (abs(diff) - tol) / sigma[j] if compared else math.nan
+            for name, value in zip(names, (lo, hi, stat, cells[0].size, n_mode[j],
+                                           float(mock_s[j]), float(real_s[j]), diff,
+                                           float(sigma[j]), tol, excess, compared,
+                                           bool(compared and excess <= 2.0))):
+                out[name].append(value)
+    tab = Table(out)
+    tab.meta.update(rows=rows, split=split, colour=f"{a_band}-{b_band}")
     return tab
