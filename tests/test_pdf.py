@@ -1,6 +1,5 @@
 # Licensed under a 3-clause BSD style license - see LICENSE
 """Tests of astro_mantis.pdf: the RedshiftPDF container and its statistics."""
-import time
 
 import matplotlib
 import numpy as np
@@ -453,19 +452,6 @@ def test_plot():
         assert p[0].plot(ax=ax, show_stats=False) is ax
     finally:
         plt.close(fig)
-
-
-# -- performance ------------------------------------------------------------------------------
-def test_speed_100k_rows():
-    """1e5 PDFs: mean, median and 68% interval in well under a few seconds."""
-    rng = np.random.default_rng(10)
-    p = RedshiftPDF(rng.random((100_000, NBINS), dtype=np.float32), copy=False)
-    start = time.perf_counter()
-    p.mean()
-    p.median()
-    p.interval(0.68)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 6.0  # about 1 s on 2 CPU cores; generous for busy machines
 
 
 def test_masked_input_becomes_invalid_rows():

