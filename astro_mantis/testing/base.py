@@ -108,10 +108,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
-        self._dispatch("GET")
+        self._counted("GET")
 
     def do_POST(self):
-        self._dispatch("POST")
+        self._counted("POST")
+
+    def _counted(self, method):
+        """Run ``_dispatch`` while counting the request as in flight on the service."""
+        owner = self.server.owner
+        with owner._lock:
+            owner.in_flight += 1
+            owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+        try:
+            self._dispatch(method)
+        finally:
+            with owner._lock:
+                owner.in_flight -= 1
 
     def send_body(self, status, body, content_type, close=False, length=None, headers=()):
         """Send a complete response; a client that hung up closes the connection.
@@ -151,7 +163,7 @@ class _Handler(_RequestHandler):
     """Passes ``GET``, ``POST`` and ``HEAD`` requests to ``owner._handle``."""
 
     def do_HEAD(self):
-        self._dispatch("HEAD")
+        self._counted("HEAD")
 
     def _dispatch(self, method):
         owner = self.server.owner
@@ -197,6 +209,9 @@ class LoopbackService:
         Every request: method, endpoint, parameters and a count the service chooses.
     connections : int
         TCP connections accepted (a client that reuses connections opens few).
+    in_flight, max_in_flight : int
+        Requests being handled now, and the most handled at once since the start or
+        the last `reset` (latency included): how concurrent a client really is.
     timeout_sleep : float
         Seconds a ``"timeout"`` fault waits before answering (default 5).
 
@@ -244,6 +259,8 @@ class LoopbackService:
         self.counts = Counter()
         self.log = []
         self.connections = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._forced = []
@@ -308,12 +325,14 @@ class LoopbackService:
 
     # -- instrumentation & faults --------------------------------------------------------
     def reset(self):
-        """Clear ``counts``, ``log``, ``connections`` and pending `fail_next` failures."""
+        """Clear ``counts``, ``log``, ``connections``, ``max_in_flight`` and pending
+        `fail_next` failures."""
         with self._lock:
             self.counts.clear()
             self.log.clear()
             self._forced.clear()
             self.connections = 0
+            self.max_in_flight = self.in_flight
 
     def fail_next(self, n=1, kind="5xx", endpoint=None):
         """Force the next ``n`` matching responses to fail.
