@@ -286,3 +286,26 @@ def test_reference_magnitudes_anchor_rules():
     cat = phot.load_sdss_catalog("odd")
     nuv = -2.5 * np.log10(np.asarray(cat["maggies"])[measured, 1])
     np.testing.assert_allclose(np.asarray(ref["mag_nuv"])[measured], nuv)
+
+
+def test_mw_extinction_is_f99_inside_its_range_and_continued_outside():
+    from dust_extinction.parameter_averages import F99
+
+    import astropy.units as u
+
+    f99 = F99(Rv=3.1)
+    wave = np.array([1500.0, 2300.0, 4400.0, 5500.0, 8000.0, 22000.0])  # Angstrom
+    expected = 0.1 * 3.1 * f99(wave * u.AA)
+    np.testing.assert_allclose(phot.mw_extinction_mag(wave, 0.1), expected, rtol=1e-6)
+    # broadcast: one E(B-V) per wavelength, or a column of them against all wavelengths
+    ebv = np.array([[0.0], [0.02], [0.5]])
+    np.testing.assert_allclose(phot.mw_extinction_mag(wave, ebv), ebv * expected / 0.1,
+                               rtol=1e-6)
+    # redward of 3.33 micron: a power law falling through the W1/W2 values the docs give
+    w1, w2, far = phot.mw_extinction_mag([34000.0, 46000.0, 120000.0], 1.0)
+    assert 0.18 < w1 < 0.22 and 0.11 < w2 < 0.15 and 0 < far < w2 < w1
+    assert w1 == pytest.approx(phot._flat_band_extinction("w1"), rel=0.03)
+    assert w2 == pytest.approx(phot._flat_band_extinction("w2"), rel=0.03)
+    # blueward of 1000 Angstrom: held at the 1000 Angstrom value
+    a_912, a_1000 = phot.mw_extinction_mag([912.0, 1000.0], 1.0)
+    assert a_912 == pytest.approx(a_1000, rel=1e-5)

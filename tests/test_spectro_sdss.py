@@ -318,3 +318,28 @@ def test_loopback_skyserver_error_forms(skyserver):
     skyserver.row_limit = 2
     r = requests.get(url, params=dict(ok, cmd="SELECT TOP 5 z FROM SpecObj"), timeout=5)
     assert len(r.text.splitlines()) == 4  # silently cut at the row limit, as SkyServer does
+
+
+def test_specobj_sql_selects_the_box_with_the_quality_cut(catalog, specobj):
+    """The SQL of one box, run on the SkyServer's own SQL engine, returns exactly the
+    spectra inside the box that pass the cut, at most ``top`` of them."""
+    from astro_mantis.spectro.sdss import specobj_sql
+    from astro_mantis.testing.skyserver import execute_sql
+
+    ra, dec = np.asarray(specobj["ra"], float), np.asarray(specobj["dec"], float)
+    box = (float(np.percentile(ra, 20)), float(np.percentile(ra, 80)),
+           float(np.percentile(dec, 20)), float(np.percentile(dec, 80)))
+    sql = specobj_sql([box], quality="zWarning == 0", top=10_000)
+    assert sql.upper().startswith("SELECT TOP 10000 ")
+    names, columns = execute_sql(sql, {"specobj": specobj})
+    got = dict(zip(names, columns))
+    key = next(n for n in names if n.lower() == "specobjid")
+    inside = ((ra >= box[0]) & (ra <= box[1]) & (dec >= box[2]) & (dec <= box[3])
+              & (np.asarray(specobj["zWarning"]) == 0))
+    assert inside.sum() > 0
+    assert sorted(np.asarray(got[key]).tolist()) == sorted(
+        np.asarray(specobj["specObjID"])[inside].tolist())
+    capped = execute_sql(specobj_sql([box], quality=None, top=3), {"specobj": specobj})
+    assert len(capped[1][0]) == 3
+    with sconf.set_temp("skyserver_max_rows", 5):
+        assert "TOP 5 " in specobj_sql([box]).upper()

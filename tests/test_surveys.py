@@ -237,3 +237,20 @@ def test_cache_key_depends_on_every_ingredient():
     assert k == GALEX.cache_key(1.0, 2.0)
     assert len({k, GALEX.cache_key(1.0, 2.0000002), GALEX.cache_key(1.0, 2.0, size=64),
                 GALEX.cache_key(1.0, 2.0, pixscale=2 * u.arcsec), UNWISE.cache_key(1.0, 2.0)}) == 5
+
+
+def test_zero_points_match_the_mock_services():
+    """The readers' AB zero points are the ones the mock services write pixels with."""
+    from astro_mantis.simulate.service_format import ab_zeropoint
+
+    assert ab_zeropoint("galex", "n") == 20.08 and ab_zeropoint("galex", "f") == 18.82
+    assert get_survey("galex").zeropoints() == [20.08, 18.82]
+    assert ab_zeropoint("unwise", 1) == pytest.approx(22.5 + 2.699)
+    assert ab_zeropoint("unwise", 2) == pytest.approx(22.5 + 3.339)
+    ps1 = get_survey("panstarrs")
+    header = fits.Header({"EXPTIME": 1040.0})
+    expected = 25.0 + 2.5 * math.log10(1040.0)
+    assert ab_zeropoint("panstarrs", "g", exptime=1040.0) == pytest.approx(expected)
+    assert ps1.zeropoints(header) == [pytest.approx(expected)] * len(ps1.bands)
+    assert all(math.isnan(v) for v in ps1.zeropoints()) and len(ps1.zeropoints()) == 5
+    assert all(math.isnan(v) for v in ps1.zeropoints(fits.Header()))

@@ -67,6 +67,10 @@ def test_columns_rows_flags_and_values(sky, sky_server):
         assert np.array_equal(np.any(np.ma.getmaskarray(t[name]).reshape(14, -1), axis=1), bad)
     # duplicates: fetched once, same values
     assert T.last_run.n_unique == 10 and T.last_run.n_estimated == 11
+    run = T.last_run
+    assert run.n_rows == 14 and run.wall_seconds >= run.infer_seconds > 0
+    assert run.rate == pytest.approx(10 / run.wall_seconds)
+    assert np.isnan(T.RunStats().rate)  # nothing run yet
     assert np.array_equal(t["z_pdf"][10], t["z_pdf"][2])
     # the values are those of predict() on the same cutouts, and consistent summaries
     coords = SkyCoord(t["ra"][:10], t["dec"][:10], unit="deg")

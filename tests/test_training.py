@@ -196,6 +196,32 @@ def test_loss_decreases_on_a_learnable_problem(tmp_path):
     assert set(log[0]) >= {"train_loss", "val_loss", "val_cde_loss", "val_nmad",
                            "val_outlier_frac", "lr", "seconds"}
     assert not res.model.training
+    assert res.checkpoint_path == tmp_path / CHECKPOINT_NAME and res.checkpoint_path.exists()
+    assert res.metrics_path == tmp_path / METRICS_NAME
+
+
+def test_evaluate_and_calibrate_model_are_the_pieces_on_the_model_logits():
+    """`evaluate` and `calibrate_model` run the model over the data once and apply
+    `epoch_metrics`, `calibration_summary` and `TemperatureCalibration.fit` to its logits."""
+    from astro_mantis.training import calibrate_model
+    from astro_mantis.training.loop import collect_logits, evaluate
+
+    model = tiny_net(seed=3).eval()
+    data = toy_dataset(48, 4)
+    logits, z = collect_logits(model, data, batch_size=16)
+    assert logits.shape == (48, len(Z_EDGES) - 1) and np.array_equal(z, data.z)
+    got = evaluate(model, data, temperature=1.7, batch_size=16)
+    expected = {"temperature": 1.7, **epoch_metrics(logits, z, 1.7),
+                **calibration_summary(logits, z, 1.7)}
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-6, nan_ok=True), key
+    assert got["n"] == 48
+    cal = calibrate_model(model, data, batch_size=16)
+    ref = TemperatureCalibration.fit(logits, z, edges=Z_EDGES, pit=True)
+    assert cal.temperature == pytest.approx(ref.temperature, rel=1e-6)
+    np.testing.assert_allclose(cal.pit_map.values, ref.pit_map.values, atol=1e-12)
+    assert calibrate_model(model, data, batch_size=16, pit=False).pit_map is None
 
 
 def test_exact_resume(tmp_path):
@@ -346,6 +372,10 @@ def test_remap_cdf():
             p.remap_cdf(k, v)
     with pytest.raises(ValueError, match="PIT map"):
         PITMap([0, 1], [0, 0.5])
+    # PITMap.apply is remap_cdf through the map's own knots
+    pm = PITMap(knots, values)
+    np.testing.assert_array_equal(pm.apply(p).pdf, q.pdf)
+    assert pm(0.5) == pytest.approx(0.8) and pm(0.25) == pytest.approx(0.4)
     with pytest.raises(ValueError, match="no finite PIT"):
         PITMap.fit([np.nan])
 

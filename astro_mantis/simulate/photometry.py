@@ -417,8 +417,8 @@ def mw_extinction_mag(wave, ebv):
     -----
     Uses ``dust_extinction.parameter_averages.F99`` inside its range
     (1000 Å–3.33 µm). Redward of 3.33 µm the curve is continued as a power
-    law through its values at 2.2 and 3.33 µm (A_W1/E(B-V) ≈ 0.17,
-    A_W2/E(B-V) ≈ 0.11); blueward of 1000 Å it is held at its 1000 Å value.
+    law through its values at 2.2 and 3.33 µm (A_W1/E(B-V) ≈ 0.20,
+    A_W2/E(B-V) ≈ 0.13); blueward of 1000 Å it is held at its 1000 Å value.
     """
     return np.asarray(ebv, dtype=float) * _a_over_ebv(wave)
 
