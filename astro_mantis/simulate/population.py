@@ -1159,7 +1159,7 @@ def colour_mode_comparison(colour=("nuv", "r"), split=4.5, z_edges=None, n=30000
         One row per (bin, statistic) with ``z_lo``, ``z_hi``, ``statistic``
         (one of ``MODE_STATISTICS``), ``n_real``, ``n_mode`` (real galaxies
         behind the statistic), ``mock``, ``real``, ``diff`` (mock − real),
-        ``sigma``, ``tolerance``, ``excess`` ((|diff| − tolerance) / sigma),
+        ``sigma``, ``tolerance``, ``excess`` (``(abs(diff) - tolerance) / sigma``),
         ``compared`` and ``agrees`` (``excess ≤ 2`` where compared).
     """
     from astropy.table import Table
