@@ -447,3 +447,8 @@ def test_nuv_r_as_close_to_heldout_as_the_training_half(colours_odd, colours_eve
     halves = np.asarray(even["median_real"] - odd["median_real"])
     assert np.all(np.abs(np.asarray(even["diff"])[big]) < 0.1)
     assert np.all(np.abs(np.asarray(odd["diff"])[big]) <= np.abs(halves[big]) + 0.1)
+
+
+def test_mode_comparison_bad_rows():
+    with pytest.raises(ValueError, match="rows must be 'odd' or 'even'"):
+        pop.colour_mode_comparison(rows="all", n=10)
