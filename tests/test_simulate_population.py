@@ -449,6 +449,11 @@ def test_nuv_r_as_close_to_heldout_as_the_training_half(colours_odd, colours_eve
     assert np.all(np.abs(np.asarray(odd["diff"])[big]) <= np.abs(halves[big]) + 0.1)
 
 
-def test_mode_comparison_bad_rows():
+def test_mode_comparison_bad_input():
     with pytest.raises(ValueError, match="rows must be 'odd' or 'even'"):
         pop.colour_mode_comparison(rows="all", n=10)
+    for bad in (0, 1, 2.5, True):
+        with pytest.raises(ValueError, match="bootstrap must be an integer >= 2"):
+            pop.colour_mode_comparison(n=10, bootstrap=bad)
+    with pytest.raises(ValueError, match="split must be a finite colour"):
+        pop.colour_mode_comparison(n=10, split=float("nan"))

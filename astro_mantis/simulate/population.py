@@ -994,21 +994,30 @@ def _comparison_edges(z_edges):
     return np.asarray(z_edges, dtype=float)
 
 
-def _comparison_samples(bands, n, config, rng, rows):
-    """Mock main sample and real rows under one selection (see
-    `colour_redshift_comparison`): mock z, mock intrinsic magnitudes in
-    ``bands`` and the selected rows of `sdss_reference_magnitudes`."""
-    cfg = PopulationConfig(main_k_limit=13.5) if config is None else config
-    mock = draw_population(n, cfg, rng, components=["main"])
-    mz = np.asarray(mock["z"])
-    mmag = phot.band_magnitudes(np.asarray(mock["coeffs"]), mz, 0.0, bands)
+def _comparison_config(config):
+    return PopulationConfig(main_k_limit=13.5) if config is None else config
+
+
+def _comparison_real(bands, cfg, rows):
+    """The real rows ``rows`` of `sdss_reference_magnitudes` under the main
+    sample's selection (see `colour_redshift_comparison`)."""
     real = phot.sdss_reference_magnitudes(rows, bands)
     keep = ((np.asarray(real["r_petro"]) < cfg.main_r_limit)
             & (np.asarray(real["z"]) >= cfg.main_z_min) & (np.asarray(real["z"]) <= cfg.main_z_max))
     if cfg.main_k_limit is not None:
         k = np.asarray(real["k_ext"])
         keep &= (k > 0) & (k < cfg.main_k_limit)
-    return mz, mmag, real[keep]
+    return real[keep]
+
+
+def _comparison_samples(bands, n, config, rng, rows):
+    """Mock main sample and real rows under one selection: mock z, mock
+    intrinsic magnitudes in ``bands`` and the selected real rows."""
+    cfg = _comparison_config(config)
+    mock = draw_population(n, cfg, rng, components=["main"])
+    mz = np.asarray(mock["z"])
+    mmag = phot.band_magnitudes(np.asarray(mock["coeffs"]), mz, 0.0, bands)
+    return mz, mmag, _comparison_real(bands, cfg, rows)
 
 
 def colour_redshift_comparison(colours=(("g", "r"), ("r", "i"), ("nuv", "r"), ("r", "w1")),
@@ -1166,6 +1175,12 @@ def colour_mode_comparison(colour=("nuv", "r"), split=4.5, z_edges=None, n=30000
 
     if rows not in ("odd", "even"):
         raise ValueError(f"rows must be 'odd' or 'even', got {rows!r}")
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) \
+            or bootstrap < 2:
+        raise ValueError(f"bootstrap must be an integer >= 2 (sigma needs resamplings), "
+                         f"got {bootstrap!r}")
+    if not math.isfinite(float(split)):
+        raise ValueError(f"split must be a finite colour, got {split!r}")
     a_band, b_band = colour
     edges = _comparison_edges(z_edges)
     bands = tuple(dict.fromkeys((a_band, b_band)))
@@ -1176,7 +1191,7 @@ def colour_mode_comparison(colour=("nuv", "r"), split=4.5, z_edges=None, n=30000
     samples = [(np.asarray(real["z"]),
                 np.asarray(real[f"mag_{a_band}"]) - np.asarray(real[f"mag_{b_band}"]))]
     if rows == "odd":
-        anchor = _comparison_samples(bands, 0, config, rng, "even")[2]
+        anchor = _comparison_real(bands, _comparison_config(config), "even")
         samples.append((np.asarray(anchor["z"]), np.asarray(anchor[f"mag_{a_band}"])
                         - np.asarray(anchor[f"mag_{b_band}"])))
     boot_rng = np.random.default_rng(12345)
