@@ -114,14 +114,23 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._counted("POST")
 
     def _counted(self, method):
-        """Run ``_dispatch`` while counting the request as in flight on the service."""
+        """Run ``_dispatch`` with the request counted as in flight on the service until
+        its response starts (`send_body`), so that a client that has its answer never
+        sees it still counted; or until ``_dispatch`` ends, if it sent none."""
         owner = self.server.owner
         with owner._lock:
             owner.in_flight += 1
             owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+        self._counted_in_flight = True
         try:
             self._dispatch(method)
         finally:
+            self._done_in_flight()
+
+    def _done_in_flight(self):
+        if getattr(self, "_counted_in_flight", False):
+            self._counted_in_flight = False
+            owner = self.server.owner
             with owner._lock:
                 owner.in_flight -= 1
 
@@ -143,6 +152,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         headers : iterable of (str, str)
             More headers.
         """
+        self._done_in_flight()
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -210,8 +220,9 @@ class LoopbackService:
     connections : int
         TCP connections accepted (a client that reuses connections opens few).
     in_flight, max_in_flight : int
-        Requests being handled now, and the most handled at once since the start or
-        the last `reset` (latency included): how concurrent a client really is.
+        Requests being handled now (from arrival until their response starts,
+        latency included), and the most at once since the start or the last
+        `reset`: how concurrent a client really is.
     timeout_sleep : float
         Seconds a ``"timeout"`` fault waits before answering (default 5).
 
