@@ -1,0 +1,219 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Shared plumbing of `astro_mantis.explain`: models, inputs, scalar targets, features."""
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from ..fusion.core import CHANNELS, FusedInput
+
+__all__ = ["BANDS", "SURVEYS", "SURVEY_CHANNELS", "TARGETS", "resolve_model", "as_fused",
+           "model_grid", "scalar_target", "penultimate_features"]
+
+#: Band names of the nine model channels, in channel order.
+BANDS = tuple(band for _, band in CHANNELS)
+#: The three surveys, in channel order.
+SURVEYS = ("galex", "panstarrs", "unwise")
+#: Survey name → indices of its channels.
+SURVEY_CHANNELS = {s: tuple(i for i, (survey, _) in enumerate(CHANNELS) if survey == s)
+                   for s in SURVEYS}
+#: Scalar outputs of the network that can be explained.
+TARGETS = ("mean", "logp", "cde")
+
+
+@lru_cache(maxsize=2)
+def _load(name):
+    from ..models import load_model
+
+    return load_model(name, device="cpu")
+
+
+def resolve_model(model):
+    """A network in ``eval()`` mode from a registry name or a module.
+
+    Parameters
+    ----------
+    model : str or `torch.nn.Module`
+        A registry name (loaded once with `astro_mantis.models.load_model` and kept) or a
+        network taking ``(x, dust)`` and returning logits.
+
+    Returns
+    -------
+    `torch.nn.Module`
+    """
+    if isinstance(model, str):
+        return _load(model.lower())
+    if isinstance(model, torch.nn.Module):
+        return model.eval()
+    raise TypeError(f"model must be a registry name or a torch.nn.Module; got "
+                    f"{type(model).__name__}")
+
+
+def model_grid(net):
+    """Bin edges and softmax temperature of a network (from ``net.meta``)."""
+    meta = dict(getattr(net, "meta", {}) or {})
+    n_bins = int(meta.get("n_bins") or getattr(getattr(net, "fc1", None), "out_features", 400))
+    edges = np.linspace(float(meta.get("z_min", 0.0)), float(meta.get("z_max", 1.6)),
+                        n_bins + 1)
+    return edges, float(meta.get("temperature") or 1.0)
+
+
+def as_fused(data, dust=None, nan_policy="zero"):
+    """Early-fused input from cutouts, a `~astro_mantis.fusion.FusedInput` or an array.
+
+    Parameters
+    ----------
+    data : `~astro_mantis.MultiSurveyCutout`, sequence of them, `~astro_mantis.fusion.FusedInput` or array-like
+        Cutouts are fused with `astro_mantis.fusion.early_fusion`; an array must have
+        shape (N, 9, H, W) (or one image (9, H, W)) and finite values.
+    dust : array-like, shape (N, 2), optional
+        E(B−V) (CSFD, Planck) for cutouts or arrays; ignored for a ``FusedInput``.
+        None: zeros.
+    nan_policy : {"zero", "inpaint"}
+        For cutouts.
+
+    Returns
+    -------
+    `~astro_mantis.fusion.FusedInput`
+    """
+    from ..multicutout import MultiSurveyCutout
+
+    if isinstance(data, FusedInput):
+        return data
+    if isinstance(data, MultiSurveyCutout) or (
+            isinstance(data, (list, tuple)) and len(data)
+            and all(c is None or isinstance(c, MultiSurveyCutout) for c in data)):
+        from ..fusion import early_fusion
+
+        return early_fusion(data, ebv=dust, nan_policy=nan_policy)
+    if isinstance(data, torch.Tensor):
+        data = data.detach().cpu().numpy()
+    x = np.asarray(data, dtype=np.float32)
+    if x.ndim == 3:
+        x = x[np.newaxis]
+    if x.ndim != 4 or x.shape[1] != len(CHANNELS):
+        raise ValueError("expected cutouts, a FusedInput or a fused array of shape "
+                         f"(N, {len(CHANNELS)}, H, W); got an array of shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("the fused array holds non-finite values: fuse cutouts with "
+                         "astro_mantis.fusion.early_fusion, which replaces them")
+    n = len(x)
+    if dust is None:
+        d = np.zeros((n, 2), np.float32)
+    else:
+        d = np.array(dust, dtype=np.float32).reshape(-1, 2) if np.size(dust) else None
+        if d is None or d.shape != (n, 2):
+            raise ValueError(f"dust must have shape ({n}, 2); got {np.shape(dust)}")
+        if not np.isfinite(d).all():
+            raise ValueError("dust holds non-finite values")
+    valid = x.reshape(n, x.shape[1], -1).any(axis=2)
+    return FusedInput(x, d, valid, np.zeros(n, np.int64))
+
+
+def _check_z_spec(z_spec, n, edges, target):
+    if target == "mean":
+        return None
+    if z_spec is None:
+        raise ValueError(f"target {target!r} needs z_spec (the spectroscopic redshift of "
+                         "every row)")
+    z = np.asarray(z_spec, dtype=np.float64).reshape(-1)
+    if z.shape != (n,):
+        raise ValueError(f"z_spec must have one value per row ({n}); got shape "
+                         f"{np.shape(z_spec)}")
+    bad = ~np.isfinite(z) | (z < edges[0]) | (z >= edges[-1])
+    if bad.any():
+        raise ValueError(f"z_spec must be finite and in [{edges[0]}, {edges[-1]}) for target "
+                         f"{target!r}; {int(bad.sum())} rows are not (e.g. {z[bad][0]!r})")
+    return z
+
+
+def scalar_target(net, target="mean", z_spec=None, n=None):
+    """A function ``f(logits, index)`` → the scalar target of each row (a torch tensor).
+
+    Parameters
+    ----------
+    net : `torch.nn.Module`
+        Its ``meta`` gives the bins and the softmax temperature.
+    target : {"mean", "logp", "cde"}
+        ``"mean"``: the PDF mean ∑ p_k z_k over the bin centres;
+        ``"logp"``: log of the probability of the bin holding ``z_spec``;
+        ``"cde"``: the row's CDE loss ∫ p(z)² dz − 2 p(z_spec) (p a density).
+        The probabilities are ``softmax(logits / T)`` with the model's calibration
+        temperature T (the PIT recalibration map is not applied).
+    z_spec : array-like, optional
+        Needed for ``"logp"`` and ``"cde"``.
+    n : int, optional
+        Number of rows (checks ``z_spec``).
+
+    Returns
+    -------
+    callable
+        ``f(logits, index)`` where ``index`` (int tensor) holds the row of each logit
+        vector (for ``z_spec``).
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}; got {target!r}")
+    edges, temperature = model_grid(net)
+    centres = torch.tensor(0.5 * (edges[1:] + edges[:-1]), dtype=torch.float32)
+    widths = torch.tensor(np.diff(edges), dtype=torch.float32)
+    z = _check_z_spec(z_spec, n if n is not None else np.size(z_spec), edges, target)
+    bins = None if z is None else torch.as_tensor(
+        np.clip(np.searchsorted(edges, z, side="right") - 1, 0, len(edges) - 2))
+
+    def f(logits, index=None):
+        logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+        if target == "mean":
+            return logp.exp() @ centres.to(logp.device)
+        b = bins.to(logp.device)[index]
+        if target == "logp":
+            return logp.gather(-1, b[:, None])[:, 0]
+        dens = logp.exp() / widths.to(logp.device)
+        return (dens * dens * widths.to(logp.device)).sum(-1) - 2.0 * dens.gather(
+            -1, b[:, None])[:, 0]
+
+    return f
+
+
+def penultimate_features(net, x, dust, batch_size=64, layer="hidden"):
+    """Features of a `~astro_mantis.models.PhotoZNet` before its output layer.
+
+    Parameters
+    ----------
+    net : `~astro_mantis.models.PhotoZNet`
+        Needs ``Base``, ``fc0`` and ``act`` (every registered model has them).
+    x : array-like, float32, shape (N, 9, H, W)
+    dust : array-like, float32, shape (N, 2)
+    batch_size : int
+    layer : {"hidden", "pooled"}
+        ``"hidden"``: ``GELU(fc0([Base(x), dust]))``, the input of the last layer
+        ``fc1`` (the penultimate features); ``"pooled"``: ``Base(x)``, the backbone's
+        pooled features.
+
+    Returns
+    -------
+    `numpy.ndarray`, float32, shape (N, n_features)
+    """
+    if layer not in ("hidden", "pooled"):
+        raise ValueError(f"layer must be 'hidden' or 'pooled'; got {layer!r}")
+    for name in ("Base", "fc0", "act"):
+        if not hasattr(net, name):
+            raise TypeError(f"{type(net).__name__} has no {name!r}: penultimate features "
+                            "need a PhotoZNet (Base, fc0, act, fc1)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    device = next(net.parameters()).device
+    dtype = next(net.parameters()).dtype
+    out = []
+    net.eval()
+    with torch.inference_mode():
+        for s in range(0, len(x), batch_size):
+            xb = torch.as_tensor(np.ascontiguousarray(x[s:s + batch_size])).to(device, dtype)
+            db = torch.as_tensor(np.ascontiguousarray(dust[s:s + batch_size])).to(device, dtype)
+            h = net.Base(xb)
+            if layer == "hidden":
+                h = net.act(net.fc0(torch.cat([h, db], dim=1)))
+            out.append(h.float().cpu().numpy())
+    if not out:
+        return np.zeros((0, net.fc0.out_features if layer == "hidden"
+                         else net.fc0.in_features - 2), np.float32)
+    return np.concatenate(out)
