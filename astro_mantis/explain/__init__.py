@@ -3,16 +3,25 @@
 
 * `band_attribution` — per-band and per-survey Shapley values or integrated gradients
   of the PDF mean, the log probability of the spectroscopic bin or the CDE loss
-  (`astro_mantis.explain.attribution`).
+  (`astro_mantis.explain.attribution`);
+* `build_reference`, `ood_score`, `ood_flags`, `shift_test` — a reference embedding of
+  the training set, an out-of-distribution score and flag, and a two-sample shift test
+  (`astro_mantis.explain.ood`).
 
 See the "Explain and trust" guide (``docs/explain.rst``) for the methods and the papers
 they come from.
 """
 from ._common import BANDS, SURVEYS, TARGETS, penultimate_features
+from .ood import (DEFAULT_COMPONENTS, DEFAULT_K, OOD_THRESHOLD, ReferenceEmbedding,
+                  ShiftTestResult, auroc, build_reference, embed, load_reference, ood_flags,
+                  ood_score, reference_path, save_reference, shift_test)
 from .attribution import (METHODS, add_attribution_columns, band_attribution,
                           coalition_values, plot_survey_shares, shapley_from_values,
                           survey_shares_by_redshift)
 
 __all__ = ["band_attribution", "shapley_from_values", "coalition_values",
            "add_attribution_columns", "survey_shares_by_redshift", "plot_survey_shares",
-           "penultimate_features", "BANDS", "SURVEYS", "TARGETS", "METHODS"]
+           "penultimate_features", "embed", "ReferenceEmbedding", "build_reference",
+           "reference_path", "save_reference", "load_reference", "ood_score", "ood_flags",
+           "shift_test", "ShiftTestResult", "auroc", "OOD_THRESHOLD", "DEFAULT_COMPONENTS",
+           "DEFAULT_K", "BANDS", "SURVEYS", "TARGETS", "METHODS"]

@@ -1,0 +1,544 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Out of distribution and distribution shift, from the network's own embedding.
+
+Following Vargas et al. ("Foundation Model's Embedded Representations May Detect
+Distribution Shift"), a galaxy unlike the training set is recognised by where the
+network puts it in its penultimate feature space, not by its pixels.
+
+Reference embedding
+===================
+`build_reference` runs a network over a training set and keeps a small summary of its
+**penultimate features** (``GELU(fc0([Base(x), dust]))``, the input of the output layer
+``fc1``; 512 numbers per galaxy for ``mantis-mini``, 2048 for ``mantis-shrimp-v1``):
+
+* a PCA of the features (mean, the leading ``n_components`` axes, default 32), the
+  reduced coordinates **whitened** (divided by the square root of each axis's variance);
+* the whitened coordinates of every reference galaxy (float32; 7,200 galaxies × 32
+  axes is 0.9 MB);
+* the leave-one-out distance of each reference galaxy to its ``k``-th nearest
+  neighbour among the others (default k = 10), sorted: the null distribution of the score.
+
+`ReferenceEmbedding.save` writes these as a compressed ``.npz`` (arrays ``mean``,
+``components``, ``scale``, ``points``, ``null``, ``k``, and a JSON ``meta`` member: model
+name, weights SHA-256, data, date); `save_reference` puts it beside the model's weights
+as ``<weights stem>.ood.npz`` (for the bundled model
+``astro_mantis/data/mantis-mini.ood.npz``), where `load_reference` finds it.
+
+Score and flag
+==============
+`ood_score` is the **k-NN distance percentile**: the fraction of reference galaxies
+whose own (leave-one-out) k-th neighbour distance is smaller than the query's k-th
+neighbour distance to the reference set. It lies in [0, 1]; for galaxies drawn like the
+training set it is close to uniform, so a fraction ``1 − t`` of them score above ``t``.
+`OOD_THRESHOLD` (0.99) is where `ood_flags` sets
+`~astro_mantis.MantisFlag.OUT_OF_DISTRIBUTION`: about 1 % of in-distribution galaxies
+are flagged by construction.
+
+Shift test
+==========
+`shift_test` asks whether two samples (a user's catalog and the training set, say)
+come from the same distribution of embeddings: an MMD two-sample test (Gaussian kernel,
+median-heuristic width, permutation p-value) or a classifier test (cross-fitted linear
+discriminant, AUC, permutation p-value).
+"""
+import datetime
+import io
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from astropy.table import Table
+
+from ..flags import MantisFlag
+from ._common import as_fused, penultimate_features, resolve_model
+
+__all__ = ["OOD_THRESHOLD", "DEFAULT_COMPONENTS", "DEFAULT_K", "ReferenceEmbedding",
+           "embed", "build_reference", "reference_path", "save_reference", "load_reference",
+           "ood_score", "ood_flags", "ShiftTestResult", "shift_test", "auroc"]
+
+#: Score above which `ood_flags` sets ``OUT_OF_DISTRIBUTION`` (the 99th percentile
+#: of the reference set's own k-NN distances).
+OOD_THRESHOLD = 0.99
+#: Default number of PCA axes kept in a reference embedding.
+DEFAULT_COMPONENTS = 32
+#: Default neighbour rank of the k-NN distance.
+DEFAULT_K = 10
+_FORMAT = "astro_mantis.explain.reference/1"
+
+
+def embed(data, model="mantis-mini", dust=None, batch_size=64, layer="hidden"):
+    """Penultimate features of galaxies (the embedding the OOD tools work on).
+
+    Parameters
+    ----------
+    data : cutouts, `~astro_mantis.fusion.FusedInput` or array-like (N, 9, H, W)
+        As in `~astro_mantis.explain.band_attribution`.
+    model : str or `torch.nn.Module`
+    dust : array-like, shape (N, 2), optional
+    batch_size : int
+    layer : {"hidden", "pooled"}
+        See `~astro_mantis.explain.penultimate_features`.
+
+    Returns
+    -------
+    `numpy.ndarray`, float32, shape (N, n_features)
+    """
+    net = resolve_model(model)
+    fused = as_fused(data, dust=dust)
+    return penultimate_features(net, fused.x, fused.dust, batch_size=batch_size, layer=layer)
+
+
+def _kth_distances(queries, points, k, exclude_self=False, chunk=2048):
+    """Distance of each query to its k-th nearest point (Euclidean)."""
+    out = np.empty(len(queries))
+    pp = (points.astype(np.float64) ** 2).sum(1)
+    kk = k + 1 if exclude_self else k
+    if kk > len(points):
+        raise ValueError(f"k = {k} needs more than {len(points)} reference rows")
+    for s in range(0, len(queries), chunk):
+        q = queries[s:s + chunk].astype(np.float64)
+        d2 = (q ** 2).sum(1)[:, None] + pp[None] - 2.0 * q @ points.T.astype(np.float64)
+        np.maximum(d2, 0, out=d2)
+        part = np.partition(d2, kk - 1, axis=1)[:, kk - 1]
+        out[s:s + chunk] = np.sqrt(part)
+    return out
+
+
+class ReferenceEmbedding:
+    """A PCA-reduced, whitened embedding of a training set, with its k-NN null distribution.
+
+    Build one with `build_reference` (from a model and data) or `from_features`.
+
+    Parameters
+    ----------
+    mean : `numpy.ndarray`, shape (D,)
+    components : `numpy.ndarray`, shape (n_components, D)
+        Orthonormal PCA axes.
+    scale : `numpy.ndarray`, shape (n_components,)
+        Standard deviation of the reference along each axis (the whitening).
+    points : `numpy.ndarray`, shape (N, n_components)
+        Whitened coordinates of the reference galaxies.
+    null : `numpy.ndarray`, shape (N,)
+        Sorted leave-one-out k-th neighbour distances of the reference galaxies.
+    k : int
+    meta : dict, optional
+        Provenance (model, weights SHA-256, data, date).
+    """
+
+    def __init__(self, mean, components, scale, points, null, k, meta=None):
+        self.mean = np.asarray(mean, np.float32)
+        self.components = np.asarray(components, np.float32)
+        self.scale = np.asarray(scale, np.float32)
+        self.points = np.asarray(points, np.float32)
+        self.null = np.sort(np.asarray(null, np.float64))
+        self.k = int(k)
+        self.meta = dict(meta or {})
+
+    def __repr__(self):
+        return (f"<ReferenceEmbedding {len(self.points)} rows, {len(self.components)} axes of "
+                f"{self.components.shape[1]} features, k={self.k}, "
+                f"model={self.meta.get('model')!r}>")
+
+    @classmethod
+    def from_features(cls, features, n_components=DEFAULT_COMPONENTS, k=DEFAULT_K, meta=None):
+        """Reference from an array of features (N, D).
+
+        Parameters
+        ----------
+        features : array-like, shape (N, D)
+        n_components : int
+            PCA axes kept (at most min(N − 1, D)).
+        k : int
+            Neighbour rank of the distances (needs N > k + 1).
+        meta : dict, optional
+
+        Returns
+        -------
+        `ReferenceEmbedding`
+        """
+        f = np.asarray(features, dtype=np.float64)
+        if f.ndim != 2:
+            raise ValueError(f"features must be 2-D (N, D); got shape {f.shape}")
+        if not np.isfinite(f).all():
+            raise ValueError("features hold non-finite values")
+        if k < 1 or len(f) < k + 2:
+            raise ValueError(f"need more than k + 1 = {k + 1} reference rows for k = {k}; "
+                             f"got {len(f)}")
+        mean = f.mean(axis=0)
+        _, s, vt = np.linalg.svd(f - mean, full_matrices=False)
+        n_components = int(min(n_components, len(f) - 1, f.shape[1]))
+        if n_components < 1:
+            raise ValueError("n_components must be positive")
+        scale = s[:n_components] / np.sqrt(len(f) - 1)
+        scale = np.where(scale > 1e-12 * max(scale.max(), 1e-30), scale, 1.0)
+        comps = vt[:n_components]
+        points = (f - mean) @ comps.T / scale
+        null = _kth_distances(points, points, k, exclude_self=True)
+        meta = dict(meta or {})
+        meta.setdefault("n_rows", int(len(f)))
+        meta.setdefault("explained_variance", float((s[:n_components] ** 2).sum()
+                                                    / max((s ** 2).sum(), 1e-300)))
+        return cls(mean, comps, scale, points, null, k, meta)
+
+    def transform(self, features):
+        """Whitened PCA coordinates of features (N, D) → (N, n_components)."""
+        f = np.asarray(features, dtype=np.float64)
+        if f.ndim != 2 or f.shape[1] != self.components.shape[1]:
+            raise ValueError(f"features must have shape (N, {self.components.shape[1]}) "
+                             f"(the reference's feature width); got {f.shape}")
+        return ((f - self.mean) @ self.components.T.astype(np.float64)) / self.scale
+
+    def knn_distance(self, features):
+        """k-th nearest-neighbour distance of features to the reference rows."""
+        return _kth_distances(self.transform(features), self.points, self.k)
+
+    def score(self, features):
+        """k-NN distance percentile in [0, 1] (see the module notes)."""
+        d = self.knn_distance(features)
+        return np.searchsorted(self.null, d, side="left") / len(self.null)
+
+    def save(self, path):
+        """Write the reference as a compressed ``.npz`` (see the module notes).
+
+        Returns
+        -------
+        `pathlib.Path`
+        """
+        path = Path(path)
+        meta = json.dumps(dict(self.meta, format=_FORMAT))
+        np.savez_compressed(path, mean=self.mean, components=self.components,
+                            scale=self.scale, points=self.points,
+                            null=self.null.astype(np.float32), k=np.array(self.k),
+                            meta=np.frombuffer(meta.encode(), dtype=np.uint8))
+        return path
+
+    @classmethod
+    def load(cls, path):
+        """Read a reference written by `save`."""
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(bytes(npz["meta"]).decode()) if "meta" in npz.files else {}
+            if meta.get("format") != _FORMAT:
+                raise ValueError(f"{path} is not a reference embedding written by "
+                                 "astro_mantis.explain")
+            return cls(npz["mean"], npz["components"], npz["scale"], npz["points"],
+                       npz["null"], int(npz["k"]), meta)
+
+
+def _iter_data(data, split, max_rows, dust):
+    """Fused chunks of a shard directory, or the one fused input given."""
+    if isinstance(data, (str, Path)) and Path(data).is_dir():
+        from ..simulate.dataset import iter_shards
+        from ..training.data import fuse_shard_arrays
+
+        seen = 0
+        for shard in iter_shards(data, split):
+            x, d, _ = fuse_shard_arrays(shard)
+            z = np.asarray(shard["z"], float)
+            if max_rows is not None:
+                x, d, z = x[:max_rows - seen], d[:max_rows - seen], z[:max_rows - seen]
+            seen += len(x)
+            yield x, d, z
+            if max_rows is not None and seen >= max_rows:
+                return
+        return
+    fused = as_fused(data, dust=dust)
+    n = len(fused.x) if max_rows is None else min(max_rows, len(fused.x))
+    yield fused.x[:n], fused.dust[:n], None
+
+
+def build_reference(model, data, split="train", n_components=DEFAULT_COMPONENTS, k=DEFAULT_K,
+                    max_rows=None, dust=None, batch_size=64):
+    """The reference embedding of a model's training set.
+
+    Parameters
+    ----------
+    model : str or `torch.nn.Module`
+    data : str, path-like, cutouts, `~astro_mantis.fusion.FusedInput` or array-like
+        A training data directory (``make_dataset`` / ``astro-mantis
+        build-training-set`` shards; ``split`` is read) or the fused galaxies.
+    split : {"train", "validation", "test"}
+        For a directory.
+    n_components, k
+        See `ReferenceEmbedding.from_features`.
+    max_rows : int, optional
+        Use at most this many galaxies (the first ones).
+    dust : array-like, optional
+        For cutouts or arrays.
+    batch_size : int
+
+    Returns
+    -------
+    `ReferenceEmbedding`
+    """
+    net = resolve_model(model)
+    feats = [penultimate_features(net, x, d, batch_size=batch_size)
+             for x, d, _ in _iter_data(data, split, max_rows, dust)]
+    if not feats:
+        raise ValueError(f"no galaxies in {data!r}")
+    meta = dict(getattr(net, "meta", {}) or {})
+    info = {"model": meta.get("name", type(net).__name__), "sha256": meta.get("sha256"),
+            "layer": "hidden (GELU(fc0([Base(x), dust])))",
+            "data": str(data) if isinstance(data, (str, Path)) else "arrays",
+            "split": split if isinstance(data, (str, Path)) else None,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds")}
+    return ReferenceEmbedding.from_features(np.concatenate(feats), n_components, k, info)
+
+
+def reference_path(model):
+    """Where a model's reference embedding lives: ``<weights stem>.ood.npz`` beside the weights.
+
+    Parameters
+    ----------
+    model : str, path-like or `torch.nn.Module`
+        A registry name (its bundled weights), a weights path, or a loaded model
+        (``model.meta["weights"]``).
+
+    Returns
+    -------
+    `pathlib.Path`
+    """
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        weights = (getattr(model, "meta", {}) or {}).get("weights")
+        if not weights:
+            raise ValueError("this model has no weights file (meta['weights']): save the "
+                             "reference with ReferenceEmbedding.save(path) instead")
+        weights = Path(weights)
+    elif isinstance(model, str) and not Path(model).suffix:
+        from ..models.registry import DATA_DIR, get_spec
+
+        spec = get_spec(model)
+        if not spec.bundled:
+            raise ValueError(f"{spec.name} has no bundled weights: pass its weights path")
+        weights = DATA_DIR / f"{spec.bundled}.safetensors"
+    else:
+        weights = Path(model)
+    return weights.with_name(weights.stem + ".ood.npz")
+
+
+def save_reference(reference, model):
+    """Write a reference embedding beside the model's weights (`reference_path`)."""
+    return reference.save(reference_path(model))
+
+
+def load_reference(model):
+    """The reference embedding stored beside a model's weights, or None if there is none."""
+    path = reference_path(model)
+    return ReferenceEmbedding.load(path) if path.is_file() else None
+
+
+def _reference_for(model, reference):
+    if reference is not None:
+        return reference if isinstance(reference, ReferenceEmbedding) else \
+            ReferenceEmbedding.load(reference)
+    ref = None
+    try:
+        ref = load_reference(model)
+    except ValueError:
+        pass
+    if ref is None:
+        raise ValueError("no reference embedding for this model: build one with "
+                         "build_reference(model, training_data) and pass reference=, or "
+                         "store it with save_reference")
+    return ref
+
+
+def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=64):
+    """Out-of-distribution score of galaxies: k-NN distance percentile in the reference embedding.
+
+    Parameters
+    ----------
+    data : cutouts, `~astro_mantis.fusion.FusedInput`, array-like (N, 9, H, W)
+        The galaxies; or their penultimate features (N, D) already computed (`embed`).
+    model : str or `torch.nn.Module`
+    reference : `ReferenceEmbedding` or path, optional
+        Default: the one stored beside the model's weights (`load_reference`).
+    dust : array-like, shape (N, 2), optional
+    batch_size : int
+
+    Returns
+    -------
+    `numpy.ndarray`, float64, shape (N,)
+        In [0, 1]; above `OOD_THRESHOLD` means unlike the training set.
+    """
+    ref = _reference_for(model, reference)
+    arr = None if not isinstance(data, np.ndarray) else data
+    if arr is not None and arr.ndim == 2:
+        feats = arr
+    else:
+        feats = embed(data, model=model, dust=dust, batch_size=batch_size)
+    return ref.score(feats)
+
+
+def ood_flags(scores, threshold=OOD_THRESHOLD):
+    """`~astro_mantis.MantisFlag.OUT_OF_DISTRIBUTION` bits for scores above a threshold.
+
+    Parameters
+    ----------
+    scores : array-like
+        From `ood_score`; NaN gives no flag.
+    threshold : float
+        In (0, 1]; default `OOD_THRESHOLD`.
+
+    Returns
+    -------
+    `numpy.ndarray`, int64
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1]; got {threshold!r}")
+    s = np.asarray(scores, dtype=float)
+    return np.where(s > threshold, int(MantisFlag.OUT_OF_DISTRIBUTION), 0).astype(np.int64)
+
+
+def auroc(negatives, positives):
+    """Area under the ROC curve: P(a positive scores above a negative), ties counting ½.
+
+    Parameters
+    ----------
+    negatives, positives : array-like
+        Scores of the two classes.
+
+    Returns
+    -------
+    float
+    """
+    from scipy.stats import rankdata
+
+    a, b = np.asarray(negatives, float).ravel(), np.asarray(positives, float).ravel()
+    if not len(a) or not len(b):
+        raise ValueError("auroc needs at least one score in each class")
+    r = rankdata(np.concatenate([a, b]))
+    return float((r[len(a):].sum() - len(b) * (len(b) + 1) / 2) / (len(a) * len(b)))
+
+
+class ShiftTestResult(NamedTuple):
+    """Result of `shift_test`.
+
+    Attributes
+    ----------
+    statistic : float
+        MMD² (unbiased) or the cross-fitted classifier AUC.
+    p_value : float
+        Permutation p-value, (1 + #{permuted ≥ observed}) / (1 + n_permutations).
+    method : str
+    n_a, n_b : int
+        Sample sizes.
+    """
+
+    statistic: float
+    p_value: float
+    method: str
+    n_a: int
+    n_b: int
+
+
+def _as_embedding(data, model, dust, reference):
+    if isinstance(data, Table):
+        for name in ("embedding", "z_pdf"):
+            if name in data.colnames:
+                f = np.asarray(data[name], dtype=float)
+                return f.reshape(len(f), -1)
+        raise ValueError("a table given to shift_test needs an 'embedding' column (N, D) "
+                         "or a 'z_pdf' column (the redshift PDFs of add_redshift_columns)")
+    if isinstance(data, np.ndarray) and data.ndim == 2:
+        f = data.astype(float)
+    else:
+        f = embed(data, model=model, dust=dust).astype(float)
+    if reference is not None and f.shape[1] == reference.components.shape[1]:
+        f = reference.transform(f)
+    return f
+
+
+def _mmd2(k, n_a):
+    kaa, kbb, kab = k[:n_a, :n_a], k[n_a:, n_a:], k[:n_a, n_a:]
+    n_b = len(k) - n_a
+    return ((kaa.sum() - np.trace(kaa)) / (n_a * (n_a - 1))
+            + (kbb.sum() - np.trace(kbb)) / (n_b * (n_b - 1)) - 2 * kab.mean())
+
+
+def _lda_auc(f, labels, folds, ridge=1e-3):
+    """Cross-fitted linear discriminant AUC."""
+    scores = np.empty(len(f))
+    for k in range(2):
+        train, test = folds != k, folds == k
+        a, b = f[train & (labels == 0)], f[train & (labels == 1)]
+        cov = np.cov(np.concatenate([a - a.mean(0), b - b.mean(0)]).T) if f.shape[1] > 1 \
+            else np.atleast_2d(np.var(np.concatenate([a - a.mean(0), b - b.mean(0)])))
+        cov = np.atleast_2d(cov) + ridge * np.trace(np.atleast_2d(cov)) / f.shape[1] * np.eye(
+            f.shape[1])
+        w = np.linalg.solve(cov, b.mean(0) - a.mean(0))
+        scores[test] = f[test] @ w
+    return auroc(scores[labels == 0], scores[labels == 1])
+
+
+def shift_test(a, b, model="mantis-mini", method="mmd", n_permutations=200, seed=0,
+               reference=None, n_components=16, dust_a=None, dust_b=None):
+    """Two-sample test: do two sets of galaxies differ in the network's embedding?
+
+    Parameters
+    ----------
+    a, b : cutouts, `~astro_mantis.fusion.FusedInput`, array-like or `~astropy.table.Table`
+        The two samples: anything `embed` takes; a 2-D array (N, D) of features
+        already computed; or a table with an ``embedding`` column, or a ``z_pdf``
+        column (the PDFs then serve as the embedding).
+    model : str or `torch.nn.Module`
+        Network giving the embedding.
+    method : {"mmd", "classifier"}
+        ``"mmd"``: unbiased MMD² with a Gaussian kernel whose width is the median
+        pairwise distance. ``"classifier"``: a ridge-regularised linear discriminant
+        fitted on one half and scored on the other (both ways); the statistic is its
+        AUC.
+    n_permutations : int
+        Label permutations for the p-value.
+    seed : int
+    reference : `ReferenceEmbedding`, optional
+        If given (and the features match it), the samples are compared in its whitened
+        PCA coordinates; otherwise in the leading ``n_components`` PCA axes of the two
+        samples pooled.
+    n_components : int
+        Axes kept without a reference.
+    dust_a, dust_b : array-like, optional
+        Dust values for cutouts or arrays.
+
+    Returns
+    -------
+    `ShiftTestResult`
+    """
+    if method not in ("mmd", "classifier"):
+        raise ValueError(f"method must be 'mmd' or 'classifier'; got {method!r}")
+    if n_permutations < 1:
+        raise ValueError(f"n_permutations must be positive; got {n_permutations}")
+    fa = _as_embedding(a, model, dust_a, reference)
+    fb = _as_embedding(b, model, dust_b, reference)
+    if fa.shape[1] != fb.shape[1]:
+        raise ValueError(f"the two samples have different feature widths: {fa.shape[1]} and "
+                         f"{fb.shape[1]}")
+    if len(fa) < 4 or len(fb) < 4:
+        raise ValueError(f"each sample needs at least 4 rows; got {len(fa)} and {len(fb)}")
+    f = np.concatenate([fa, fb])
+    if reference is None or f.shape[1] != len(reference.components):
+        f = f - f.mean(0)
+        _, s, vt = np.linalg.svd(f, full_matrices=False)
+        m = int(min(n_components, len(f) - 1, f.shape[1]))
+        f = f @ vt[:m].T / np.maximum(s[:m] / np.sqrt(len(f) - 1), 1e-12)
+    rng = np.random.default_rng(seed)
+    n_a = len(fa)
+    labels = np.r_[np.zeros(n_a, int), np.ones(len(fb), int)]
+    if method == "mmd":
+        d2 = ((f[:, None, :] - f[None, :, :]) ** 2).sum(-1)
+        width2 = np.median(d2[np.triu_indices(len(f), 1)])
+        k = np.exp(-d2 / max(width2, 1e-12))
+        stat = _mmd2(k, n_a)
+        null = []
+        for _ in range(n_permutations):
+            p = rng.permutation(len(f))
+            null.append(_mmd2(k[np.ix_(p, p)], n_a))
+    else:
+        folds = rng.permutation(np.arange(len(f)) % 2)
+        stat = _lda_auc(f, labels, folds)
+        null = [_lda_auc(f, rng.permutation(labels), folds) for _ in range(n_permutations)]
+    p = (1 + np.sum(np.asarray(null) >= stat)) / (1 + n_permutations)
+    return ShiftTestResult(float(stat), float(p), method, n_a, len(fb))

@@ -1,0 +1,146 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Tests of astro_mantis.explain.ood: reference embedding, OOD score and flag, shift test."""
+import numpy as np
+import pytest
+import torch
+from astropy.table import Table
+
+from astro_mantis.explain import (OOD_THRESHOLD, ReferenceEmbedding, auroc, build_reference,
+                                  embed, load_reference, ood_flags, ood_score, reference_path,
+                                  save_reference, shift_test)
+from astro_mantis.flags import MantisFlag
+from astro_mantis.models import build_model, save_model
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def mock_dir(tmp_path_factory):
+    """A small mock-sky dataset in the real shard format (GalSim renders, a few seconds)."""
+    from astro_mantis.simulate.dataset import make_dataset
+
+    path = tmp_path_factory.mktemp("ood_mock")
+    make_dataset(72, path, seed=21, split=(0.75, 0.0, 0.25), shard_size=24, progress=False)
+    return path
+
+
+def _fused(path, split):
+    from astro_mantis.simulate.dataset import iter_shards
+    from astro_mantis.training.data import fuse_shard_arrays
+
+    xs, ds = [], []
+    for shard in iter_shards(path, split):
+        x, d, _ = fuse_shard_arrays(shard)
+        xs.append(x)
+        ds.append(d)
+    return np.concatenate(xs), np.concatenate(ds)
+
+
+def test_reference_score_is_a_percentile():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(400, 20)) * np.linspace(3, 0.1, 20)
+    ref = ReferenceEmbedding.from_features(feats, n_components=8, k=5)
+    assert ref.points.shape == (400, 8) and ref.components.shape == (8, 20)
+    assert np.allclose(ref.points.std(axis=0, ddof=1), 1, atol=1e-4)  # whitened
+    fresh = ref.score(rng.normal(size=(2000, 20)) * np.linspace(3, 0.1, 20))
+    assert 0 <= fresh.min() and fresh.max() <= 1
+    assert 0.4 < np.median(fresh) < 0.6  # same distribution: about uniform
+    assert abs(np.mean(fresh > 0.9) - 0.1) < 0.04
+    far = ref.score(rng.normal(size=(50, 20)) * 3 + 10)
+    assert (far == 1).all()
+    assert auroc(fresh, far) > 0.99  # ties at score 1 count one half
+    assert ood_flags(far).tolist() == [int(MantisFlag.OUT_OF_DISTRIBUTION)] * 50
+    assert ood_flags([0.5, np.nan, OOD_THRESHOLD + 1e-9]).tolist() == [0, 0, 256]
+    with pytest.raises(ValueError, match="threshold"):
+        ood_flags([0.5], threshold=0)
+    with pytest.raises(ValueError, match="shape"):
+        ref.score(np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="more than k"):
+        ReferenceEmbedding.from_features(feats[:6], k=5)
+
+
+def test_auroc():
+    assert auroc([0, 1], [2, 3]) == 1.0 and auroc([2, 3], [0, 1]) == 0.0
+    assert auroc([1, 1], [1, 1]) == 0.5
+    with pytest.raises(ValueError, match="each class"):
+        auroc([], [1])
+
+
+def test_save_load_beside_weights(tmp_path):
+    net = build_model("mantis-mini", widths=(4, 8), depths=(1, 1), hidden=16)
+    weights, _ = save_model(net, tmp_path / "mini")
+    rng = np.random.default_rng(1)
+    ref = ReferenceEmbedding.from_features(rng.normal(size=(50, 16)), 4, 3, {"model": "x"})
+    assert reference_path(weights) == tmp_path / "mini.ood.npz"
+    save_reference(ref, weights)
+    from astro_mantis.models import load_model
+
+    loaded = load_model("mantis-mini", weights=weights)
+    assert reference_path(loaded) == tmp_path / "mini.ood.npz"
+    back = load_reference(loaded)
+    assert np.array_equal(back.points, ref.points) and back.k == 3
+    assert back.meta["model"] == "x"
+    q = rng.normal(size=(5, 16))
+    assert np.allclose(back.score(q), ref.score(q))
+    assert (tmp_path / "mini.ood.npz").stat().st_size < 20_000
+    assert load_reference(tmp_path / "other.safetensors") is None
+    with pytest.raises(ValueError, match="not a reference"):
+        np.savez(tmp_path / "bad.npz", a=np.zeros(2))
+        ReferenceEmbedding.load(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="no weights file"):
+        reference_path(net)
+    with pytest.raises(ValueError, match="no reference embedding"):
+        ood_score(q, model=build_model("mantis-mini", widths=(4, 8), depths=(1, 1)))
+
+
+def test_mock_sky_corruptions_score_higher(mock_dir):
+    """The bundled model flags a saturated band on mock galaxies (54 reference rows)."""
+    from astro_mantis.models import load_model
+
+    net = load_model("mantis-mini")
+    ref = build_reference(net, mock_dir, split="train", n_components=16, k=5)
+    assert ref.meta["split"] == "train" and len(ref.points) == 54
+    x, dust = _fused(mock_dir, "test")
+    held = ood_score(x, net, ref, dust=dust)
+    assert np.allclose(held, ood_score(embed(x, net, dust=dust), net, ref))  # features in
+    saturated = x.copy()
+    saturated[:, 3] = 1.0
+    assert auroc(held, ood_score(saturated, net, ref, dust=dust)) >= 0.9
+    assert np.mean(ood_flags(ood_score(saturated, net, ref, dust=dust)) > 0) > 0.8
+
+
+def test_shift_test_on_features():
+    rng = np.random.default_rng(3)
+    pvals = []
+    for seed in range(5):
+        a, b = rng.normal(size=(60, 10)), rng.normal(size=(60, 10))
+        pvals.append(shift_test(a, b, method="mmd", n_permutations=99, seed=seed).p_value)
+    assert sum(p > 0.05 for p in pvals) >= 4  # a random split is not flagged
+    a, b = rng.normal(size=(60, 10)), rng.normal(size=(60, 10)) + 0.8
+    r = shift_test(a, b, method="mmd", n_permutations=99)
+    assert r.p_value == 0.01 and r.statistic > 0 and (r.n_a, r.n_b) == (60, 60)
+    c = shift_test(a, b, method="classifier", n_permutations=99)
+    assert c.p_value <= 0.02 and c.statistic > 0.8
+    same = shift_test(a, rng.normal(size=(60, 10)), method="classifier", n_permutations=99)
+    assert 0.2 < same.statistic < 0.8
+    # tables: an embedding column, or the PDFs
+    t = shift_test(Table({"embedding": a}), Table({"embedding": b}), n_permutations=19)
+    assert t.p_value == 0.05
+    with pytest.raises(ValueError, match="embedding"):
+        shift_test(Table({"x": [1.0] * 5}), b)
+    with pytest.raises(ValueError, match="method"):
+        shift_test(a, b, method="ks")
+    with pytest.raises(ValueError, match="at least 4"):
+        shift_test(a[:3], b)
+    with pytest.raises(ValueError, match="feature widths"):
+        shift_test(a, b[:, :5])
+
+
+def test_shift_test_on_images():
+    torch.manual_seed(0)
+    net = build_model("mantis-mini", widths=(4, 8), depths=(1, 1), hidden=16).eval()
+    rng = np.random.default_rng(4)
+    a = rng.random((12, 9, 24, 24), dtype=np.float32)
+    b = rng.random((12, 9, 24, 24), dtype=np.float32) * 3
+    r = shift_test(a, b, model=net, n_permutations=49)
+    assert r.p_value < 0.05
