@@ -6,7 +6,10 @@
   (`astro_mantis.explain.attribution`);
 * `build_reference`, `ood_score`, `ood_flags`, `shift_test` — a reference embedding of
   the training set, an out-of-distribution score and flag, and a two-sample shift test
-  (`astro_mantis.explain.ood`).
+  (`astro_mantis.explain.ood`);
+* `fit_surrogate`, `explain_by_example`, `fidelity` — kernel surrogates (conjugate
+  kernel, projected trace NTK) and the training galaxies behind a prediction
+  (`astro_mantis.explain.surrogate`).
 
 See the "Explain and trust" guide (``docs/explain.rst``) for the methods and the papers
 they come from.
@@ -15,6 +18,8 @@ from ._common import BANDS, SURVEYS, TARGETS, penultimate_features
 from .ood import (DEFAULT_COMPONENTS, DEFAULT_K, OOD_THRESHOLD, ReferenceEmbedding,
                   ShiftTestResult, auroc, build_reference, embed, load_reference, ood_flags,
                   ood_score, reference_path, save_reference, shift_test)
+from .surrogate import (DEFAULT_NTK_DIM, KERNELS, KernelSurrogate, explain_by_example,
+                        fidelity, fit_surrogate, kernel_features, ntk_features, plot_examples)
 from .attribution import (METHODS, add_attribution_columns, band_attribution,
                           coalition_values, plot_survey_shares, shapley_from_values,
                           survey_shares_by_redshift)
@@ -24,4 +29,5 @@ __all__ = ["band_attribution", "shapley_from_values", "coalition_values",
            "penultimate_features", "embed", "ReferenceEmbedding", "build_reference",
            "reference_path", "save_reference", "load_reference", "ood_score", "ood_flags",
            "shift_test", "ShiftTestResult", "auroc", "OOD_THRESHOLD", "DEFAULT_COMPONENTS",
-           "DEFAULT_K", "BANDS", "SURVEYS", "TARGETS", "METHODS"]
+           "DEFAULT_K", "ntk_features", "kernel_features", "KernelSurrogate", "fit_surrogate",
+           "fidelity", "explain_by_example", "plot_examples", "DEFAULT_NTK_DIM", "KERNELS", "BANDS", "SURVEYS", "TARGETS", "METHODS"]
