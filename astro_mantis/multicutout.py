@@ -1,4 +1,6 @@
 """`MultiSurveyCutout`: every survey's cutout of one sky position, in one object."""
+from pathlib import Path
+
 import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
@@ -83,8 +85,18 @@ class MultiSurveyCutout:
         return fits.HDUList([primary] + [h for img in self.surveys.values() for h in img.to_hdus()])
 
     def write(self, path, overwrite=False):
-        """Write the cutout to a multi-extension FITS file (see `to_hdulist`)."""
-        self.to_hdulist().writeto(path, overwrite=overwrite, checksum=True)
+        """Write the cutout to a multi-extension FITS file (see `to_hdulist`).
+
+        The file is written to a temporary name and renamed into place
+        (`astro_mantis.atomic`), so an existing file is replaced whole or not at all.
+        """
+        from .atomic import atomic_path
+
+        if Path(path).exists() and not overwrite:
+            raise OSError(f"File {str(path)!r} already exists. If you mean to replace it "
+                          "then use the argument \"overwrite=True\".")
+        with atomic_path(path) as tmp:
+            self.to_hdulist().writeto(tmp, checksum=True)
 
     @classmethod
     def from_hdulist(cls, hdul):

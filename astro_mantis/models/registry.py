@@ -7,12 +7,14 @@ download); ``load_model(name)`` gives it with trained weights:
   ``astro_mantis/data/mantis-mini.safetensors``, next to the model card
   ``mantis-mini.json`` (architecture, bins, calibration temperature, training data,
   command, seed, metrics). They are produced by the training pipeline
-  (`save_model` writes this pair); until they are built, `load_model` says so.
+  (`save_model` writes this pair).
 * ``mantis-shrimp-v1`` — the published model of Engel et al. (2025). Its checkpoint
-  (a PyTorch state_dict with ``module.`` prefixes, 801,048,832 bytes, sha256 starting
-  ``411536eb``) lives in the reference repository's Git LFS; pass its local path or
-  its URL as ``weights``. URLs are fetched once with
-  `astropy.utils.data.download_file` into astropy's cache (``pkgname="astro_mantis"``).
+  (a PyTorch state_dict with ``module.`` prefixes, file
+  ``mantis_shrimp/MODELS_final/best_early.pt``, 801,048,832 bytes, SHA-256
+  ``411536eba11a6733e5632c6a7c7cf9e07c000d68ff929965a9268c56b1c7428e``) lives in the
+  reference repository's Git LFS; pass its local path or its URL as ``weights``.
+  URLs are fetched once with `astropy.utils.data.download_file` into astropy's cache
+  (``pkgname="astro_mantis"``).
 
 Weights are read without executing pickled code: ``safetensors`` files with
 ``safetensors.torch.load_file``, PyTorch files with ``torch.load(weights_only=True)``.
@@ -101,7 +103,7 @@ register_model(ModelSpec(
     description="the published Mantis Shrimp model (Engel et al. 2025): ConvNeXt-Large, 200M "
                 "parameters; weights from the reference repository's Git LFS",
     size=801_048_832,
-    sha256="411536eb",
+    sha256="411536eba11a6733e5632c6a7c7cf9e07c000d68ff929965a9268c56b1c7428e",
     requires=("timm",),
 ))
 
@@ -413,7 +415,7 @@ def load_model(name, weights=None, device="cpu", verify=True):
                 f"{spec.name} has no default weights location: pass weights= the local path "
                 "or URL of its checkpoint (published in the reference repository's Git LFS"
                 + (f"; {spec.size:,} bytes" if spec.size else "")
-                + (f", sha256 {spec.sha256}..." if spec.sha256 else "") + ")")
+                + (f", sha256 {spec.sha256}" if spec.sha256 else "") + ")")
     if _is_url(weights):
         from astropy.utils.data import download_file
 
@@ -463,19 +465,22 @@ def save_model(model, path, card=None):
     """
     from safetensors.torch import save_file
 
+    from ..atomic import atomic_open, atomic_path
+
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
     meta = dict(getattr(model, "meta", {}) or {})
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"name": str(meta.get("name", ""))})
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"name": str(meta.get("name", ""))})
     out = {"name": meta.get("name"), "architecture": meta.get("architecture", {}),
            "n_bins": meta.get("n_bins", N_BINS), "z_min": meta.get("z_min", Z_MIN),
            "z_max": meta.get("z_max", Z_MAX), "temperature": meta.get("temperature", 1.0)}
     out.update(card or {})
     out.update(size=os.path.getsize(path), sha256=_sha256(path))
     card_path = path.with_suffix(".json")
-    with open(card_path, "w", encoding="utf-8") as f:
+    with atomic_open(card_path, "w", encoding="utf-8") as f:
         json.dump(out, f, indent=2, sort_keys=False, default=_json_default)
         f.write("\n")
     return path, card_path

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
+from ..atomic import atomic_open
 from ..logger import log
 from ..pdf import Z_EDGES
 
@@ -548,7 +549,8 @@ class ShardDataset(FusedDataset):
         tmpm = mpath.with_name(mpath.name + ".tmp.npz")
         np.savez(tmpm, **meta)
         os.replace(tmpm, mpath)
-        spath.write_text(json.dumps(sig))
+        with atomic_open(spath, "w") as fh:
+            fh.write(json.dumps(sig))
         log.debug(f"fused {path} -> {xpath}")
         return xpath, meta
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..atomic import atomic_open, atomic_path
 from ..logger import log
 from ..pdf import Z_EDGES
 from .data import (EpochSampler, FusedDataset, ShardDataset, balanced_weights, soft_targets,
@@ -462,9 +463,8 @@ def _set_rng_state(state):
 
 
 def _atomic_save(obj, path):
-    tmp = Path(str(path) + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -488,11 +488,9 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 def _write_history(out_dir, history):
-    tmp = out_dir / (METRICS_NAME + ".tmp")
-    with open(tmp, "w") as fh:
+    with atomic_open(out_dir / METRICS_NAME, "w") as fh:
         for row in history:
             fh.write(json.dumps(row) + "\n")
-    os.replace(tmp, out_dir / METRICS_NAME)
 
 
 def _build(model, model_kwargs):

@@ -1,0 +1,117 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Atomic file writes: a reader sees the old file or the new one, never a torn one.
+
+Every file the package writes (tables, cutouts, training shards, model cards,
+figures, caches) goes through `atomic_path`: the writer writes a temporary file in
+the *same directory* as the target (so the final rename never crosses a file
+system), the data are flushed to disk, and `os.replace` renames the file into place.
+If the writer fails — a full disk, a file-size limit, a format that cannot hold the
+data, an interrupt — the temporary file is removed and the target is untouched.
+
+>>> from astro_mantis.atomic import atomic_path
+>>> with atomic_path("out.txt") as tmp:  # doctest: +SKIP
+...     tmp.write_text("all or nothing")
+"""
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_path", "atomic_open", "TEMP_SUFFIX"]
+
+#: Suffix of the temporary files (they start with the target's name and a dot).
+TEMP_SUFFIX = ".astro_mantis-tmp"
+
+
+def _fsync_path(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. a platform without O_RDONLY on dirs
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - file systems that refuse fsync
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path, fsync=True):
+    """Yield a temporary path to write; rename it onto ``path`` when the block succeeds.
+
+    The temporary file lies in ``path``'s directory and keeps ``path``'s suffix (so
+    writers that pick a format from the file name, such as
+    `astropy.table.Table.write` or `matplotlib.figure.Figure.savefig`, pick the
+    right one). It does not exist when the block starts.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to (re)place. Its directory must exist.
+    fsync : bool
+        Flush the new file to disk before the rename (default), so that a power cut
+        cannot leave an empty file in place of the old one.
+
+    Yields
+    ------
+    tmp : `pathlib.Path`
+        Where to write.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the target's directory does not exist.
+    IsADirectoryError
+        If ``path`` is a directory.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a directory, not a file")
+    parent = path.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"directory {str(parent)!r} of {str(path)!r} does not exist")
+    fd, name = tempfile.mkstemp(dir=parent, prefix=f".{path.stem}.",
+                                suffix=TEMP_SUFFIX + "".join(path.suffixes))
+    os.close(fd)
+    tmp = Path(name)
+    tmp.unlink()  # writers that refuse to overwrite (overwrite=False) must find no file
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"nothing was written for {str(path)!r}")
+        if fsync:
+            _fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="wb", fsync=True, **kwargs):
+    """Open a temporary file for writing; rename it onto ``path`` when the block succeeds.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to (re)place.
+    mode : str
+        A write mode of `open` (``"w"`` or ``"wb"``).
+    fsync : bool
+        Flush the file to disk before the rename.
+    **kwargs
+        Passed to `open` (e.g. ``encoding``).
+
+    Yields
+    ------
+    fh : file object
+    """
+    if "w" not in mode:
+        raise ValueError(f"atomic_open writes whole files; mode must contain 'w', got {mode!r}")
+    with atomic_path(path, fsync=False) as tmp:
+        with open(tmp, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())

@@ -1,0 +1,95 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Atomic writes: a failed write never leaves a torn file or destroys the earlier one."""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from astro_mantis.atomic import TEMP_SUFFIX, atomic_open, atomic_path
+
+
+def _leftovers(directory):
+    return [p for p in directory.iterdir() if TEMP_SUFFIX in p.name]
+
+
+def test_atomic_path_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "t.ecsv"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".ecsv" and not tmp.exists()
+        Table({"a": [1]}).write(tmp)
+    assert Table.read(target)["a"][0] == 1
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half a tab")
+            raise RuntimeError("boom")
+    assert Table.read(target)["a"][0] == 1  # the earlier file is untouched
+    assert not _leftovers(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nothing was written"):
+        with atomic_path(tmp_path / "never.txt"):
+            pass
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        with atomic_path(tmp_path / "no" / "dir.txt"):
+            pass
+    with pytest.raises(IsADirectoryError):
+        with atomic_path(tmp_path):
+            pass
+
+
+def test_atomic_open_and_interrupt(tmp_path):
+    target = tmp_path / "x.txt"
+    with atomic_open(target, "w") as fh:
+        fh.write("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_open(target, "w") as fh:
+            fh.write("new, half")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old" and not _leftovers(tmp_path)
+    with pytest.raises(ValueError, match="must contain 'w'"):
+        with atomic_open(target, "a"):
+            pass
+
+
+def test_file_size_limit_keeps_earlier_results(tmp_path):
+    """The issue's case: the final write fails (ulimit -f); the earlier table survives."""
+    from astro_mantis.tableio import write_table
+
+    out = tmp_path / "p5.fits"
+    small = Table({"z_mean": np.arange(10.0)})
+    write_table(small, out)
+    before = out.read_bytes()
+    script = textwrap.dedent(f"""
+        import resource, numpy as np
+        from astropy.table import Table
+        from astro_mantis.tableio import write_table
+        from astro_mantis.multicutout import MultiSurveyCutout
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+        big = Table({{"z_pdf": np.ones((200, 400), np.float32)}})
+        try:
+            write_table(big, {str(out)!r}, overwrite=True)
+        except OSError as exc:
+            print("failed:", exc.errno)
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert "failed:" in res.stdout, res.stderr
+    assert out.read_bytes() == before  # neither truncated nor replaced
+    assert Table.read(out)["z_mean"].tolist() == list(range(10))
+    assert not _leftovers(tmp_path)
+
+
+def test_cutout_write_is_atomic(tmp_path):
+    from astropy.coordinates import SkyCoord
+
+    from astro_mantis import MultiSurveyCutout
+
+    cut = MultiSurveyCutout(SkyCoord(1, 2, unit="deg"), {}, ["galex"], 1, {"galex": "failed"})
+    path = tmp_path / "c.fits"
+    cut.write(path)
+    with pytest.raises(OSError, match="already exists"):
+        cut.write(path)
+    cut.write(path, overwrite=True)
+    assert list(MultiSurveyCutout.read(path).missing) == ["galex"]
+    assert not _leftovers(tmp_path)
