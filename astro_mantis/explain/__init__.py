@@ -9,7 +9,10 @@
   (`astro_mantis.explain.ood`);
 * `fit_surrogate`, `explain_by_example`, `fidelity` — kernel surrogates (conjugate
   kernel, projected trace NTK) and the training galaxies behind a prediction
-  (`astro_mantis.explain.surrogate`).
+  (`astro_mantis.explain.surrogate`);
+* `layer_probes` and `weight_spectra` — PCA probes of each layer's representation and
+  the singular-value spectra of the weights (`astro_mantis.explain.probes`,
+  `astro_mantis.explain.spectra`).
 
 See the "Explain and trust" guide (``docs/explain.rst``) for the methods and the papers
 they come from.
@@ -20,6 +23,8 @@ from .ood import (DEFAULT_COMPONENTS, DEFAULT_K, OOD_THRESHOLD, ReferenceEmbeddi
                   ood_score, reference_path, save_reference, shift_test)
 from .surrogate import (DEFAULT_NTK_DIM, KERNELS, KernelSurrogate, explain_by_example,
                         fidelity, fit_surrogate, kernel_features, ntk_features, plot_examples)
+from .probes import layer_activations, layer_probes, plot_layer_probes, probe_layers
+from .spectra import hill_alpha, marchenko_pastur_edge, plot_weight_spectra, weight_spectra
 from .attribution import (METHODS, add_attribution_columns, band_attribution,
                           coalition_values, plot_survey_shares, shapley_from_values,
                           survey_shares_by_redshift)
@@ -30,4 +35,6 @@ __all__ = ["band_attribution", "shapley_from_values", "coalition_values",
            "reference_path", "save_reference", "load_reference", "ood_score", "ood_flags",
            "shift_test", "ShiftTestResult", "auroc", "OOD_THRESHOLD", "DEFAULT_COMPONENTS",
            "DEFAULT_K", "ntk_features", "kernel_features", "KernelSurrogate", "fit_surrogate",
-           "fidelity", "explain_by_example", "plot_examples", "DEFAULT_NTK_DIM", "KERNELS", "BANDS", "SURVEYS", "TARGETS", "METHODS"]
+           "fidelity", "explain_by_example", "plot_examples", "DEFAULT_NTK_DIM", "KERNELS",
+           "layer_probes", "layer_activations", "probe_layers", "plot_layer_probes",
+           "weight_spectra", "marchenko_pastur_edge", "hill_alpha", "plot_weight_spectra", "BANDS", "SURVEYS", "TARGETS", "METHODS"]

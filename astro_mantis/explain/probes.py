@@ -1,0 +1,167 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Layer-wise PCA probes of the learned representations (after Harlev et al., "Exploring
+Learned Representations of Neural Networks with Principal Component Analysis").
+
+For each stage of the network — the stem, every stage of the backbone, the pooled
+backbone features and the penultimate layer — the activations of a set of galaxies are
+averaged over the image (one vector per galaxy and layer), reduced by PCA, and a
+k-nearest-neighbour regression of the redshift on the leading components is scored by
+cross-validation: how much of the redshift each layer already "knows", and in how
+few directions.
+"""
+import numpy as np
+import torch
+from astropy.table import Table
+
+from ._common import as_fused, resolve_model
+
+__all__ = ["probe_layers", "layer_activations", "layer_probes", "plot_layer_probes"]
+
+
+def probe_layers(net):
+    """Default probed modules of a `~astro_mantis.models.PhotoZNet`: name → module."""
+    out = {}
+    base = getattr(net, "Base", None)
+    if base is None:
+        raise TypeError(f"{type(net).__name__} has no Base backbone")
+    if hasattr(base, "stem"):
+        out["stem"] = base.stem
+    for i, stage in enumerate(getattr(base, "stages", [])):
+        out[f"stage{i}"] = stage
+    out["pooled"] = base
+    out["hidden"] = net.act
+    return out
+
+
+def layer_activations(model, data, dust=None, layers=None, batch_size=32):
+    """Image-averaged activations of probed layers.
+
+    Parameters
+    ----------
+    model : str or `torch.nn.Module`
+    data : cutouts, `~astro_mantis.fusion.FusedInput` or array-like (N, 9, H, W)
+    dust : array-like, optional
+    layers : dict, optional
+        Name → module (default `probe_layers`).
+    batch_size : int
+
+    Returns
+    -------
+    dict
+        Name → `numpy.ndarray` (N, channels).
+    """
+    net = resolve_model(model)
+    fused = as_fused(data, dust=dust)
+    layers = probe_layers(net) if layers is None else layers
+    store = {k: [] for k in layers}
+    hooks = []
+    for name, mod in layers.items():
+        def hook(_, __, out, name=name):
+            a = out.detach().float()
+            if a.ndim == 4:  # NCHW (ConvNeXt stages and ResNet blocks are NCHW)
+                a = a.mean(dim=(2, 3))
+            store[name].append(a.reshape(len(a), -1).cpu().numpy())
+        hooks.append(mod.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            for s in range(0, len(fused.x), batch_size):
+                net(torch.as_tensor(fused.x[s:s + batch_size]),
+                    torch.as_tensor(fused.dust[s:s + batch_size]))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: np.concatenate(v) for k, v in store.items()}
+
+
+def _knn_cv(features, z, k, folds, rng):
+    order = rng.permutation(len(z))
+    pred = np.empty(len(z))
+    for f in range(folds):
+        test = order[f::folds]
+        train = np.setdiff1d(order, test)
+        d2 = ((features[test, None, :] - features[None, train, :]) ** 2).sum(-1)
+        nn = np.argsort(d2, axis=1)[:, :k]
+        pred[test] = np.median(z[train][nn], axis=1)
+    return pred
+
+
+def layer_probes(model, data, z, dust=None, n_components=(1, 2, 4, 8, 16), k=10, folds=5,
+                 seed=0, layers=None):
+    """How much of the redshift the leading principal components of each layer hold.
+
+    Parameters
+    ----------
+    model : str or `torch.nn.Module`
+    data : cutouts, `~astro_mantis.fusion.FusedInput` or array-like (N, 9, H, W)
+    z : array-like, shape (N,)
+        True redshifts.
+    dust : array-like, optional
+    n_components : sequence of int
+        Numbers of leading components probed.
+    k : int
+        Neighbours of the k-NN regression (median of their redshifts).
+    folds : int
+        Cross-validation folds.
+    seed : int
+    layers : dict, optional
+        Name → module (default `probe_layers`).
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        One row per layer and number of components: ``layer``, ``width``,
+        ``n_components``, ``explained_variance`` (fraction held by those components),
+        ``nmad`` (1.4826 × median |Δz − median Δz| / (1 + z) of the cross-validated
+        probe) and ``r2`` (1 − mean squared error / variance of z).
+    """
+    z = np.asarray(z, dtype=float)
+    acts = layer_activations(model, data, dust=dust, layers=layers)
+    n = len(z)
+    if any(len(a) != n for a in acts.values()):
+        raise ValueError(f"z has {n} values but the data {len(next(iter(acts.values())))} rows")
+    if n < folds * (k + 1):
+        raise ValueError(f"need at least folds × (k + 1) = {folds * (k + 1)} galaxies; got {n}")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, a in acts.items():
+        a = a.astype(np.float64)
+        a = a - a.mean(0)
+        _, s, vt = np.linalg.svd(a, full_matrices=False)
+        var = s ** 2 / max((s ** 2).sum(), 1e-300)
+        for c in n_components:
+            c = int(min(c, len(s)))
+            proj = a @ vt[:c].T
+            pred = _knn_cv(proj, z, k, folds, np.random.default_rng(rng.integers(1 << 31)))
+            dz = (pred - z) / (1 + z)
+            rows.append((name, a.shape[1], c, float(var[:c].sum()),
+                         float(1.4826 * np.median(np.abs(dz - np.median(dz)))),
+                         float(1 - np.mean((pred - z) ** 2) / max(np.var(z), 1e-300))))
+    return Table(rows=rows, names=("layer", "width", "n_components", "explained_variance",
+                                   "nmad", "r2"))
+
+
+def plot_layer_probes(probes, ax=None):
+    """Plot the probe R² of each layer against the number of components.
+
+    Parameters
+    ----------
+    probes : `~astropy.table.Table`
+        From `layer_probes`.
+    ax : `matplotlib.axes.Axes`, optional
+
+    Returns
+    -------
+    `matplotlib.axes.Axes`
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    for layer in dict.fromkeys(probes["layer"]):
+        sub = probes[probes["layer"] == layer]
+        ax.plot(sub["n_components"], sub["r2"], marker="o", ms=3, label=layer)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("leading principal components")
+    ax.set_ylabel("k-NN probe R² of z")
+    ax.legend(fontsize="x-small")
+    return ax

@@ -1,0 +1,78 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Tests of astro_mantis.explain.spectra and astro_mantis.explain.probes."""
+import numpy as np
+import pytest
+import torch
+
+from astro_mantis.explain import (hill_alpha, layer_activations, layer_probes,
+                                  marchenko_pastur_edge, plot_layer_probes,
+                                  plot_weight_spectra, weight_spectra)
+from astro_mantis.models import build_model, load_model
+
+torch.set_num_threads(1)
+
+
+def test_marchenko_pastur_and_hill():
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.5, (200, 800))
+    s = np.linalg.svd(w, compute_uv=False)
+    edge = marchenko_pastur_edge(w.shape, 0.5)
+    assert np.isclose(edge, 0.5 * (np.sqrt(800) + np.sqrt(200)))
+    assert s.max() < 1.02 * edge and s.max() > 0.95 * edge  # the bulk reaches the edge
+    pareto = (1 - rng.random(20000)) ** (-1 / 1.5)  # density exponent alpha = 2.5
+    assert abs(hill_alpha(pareto, k=2000) - 2.5) < 0.15
+    assert np.isnan(hill_alpha([1.0, 2.0]))
+
+
+def test_weight_spectra_random_versus_trained():
+    torch.manual_seed(0)
+    fresh = weight_spectra(build_model("mantis-mini"))
+    trained = weight_spectra(load_model("mantis-mini"))
+    assert list(fresh["layer"]) == list(trained["layer"])
+    assert "fc1" in list(trained["layer"]) and "Base.stem.0" in list(trained["layer"])
+    # random initialisation sits in the bulk; training pushes singular values out of it
+    assert fresh["n_outliers"].sum() <= 2
+    assert trained["n_outliers"].sum() > 20 * max(1, fresh["n_outliers"].sum())
+    assert np.median(trained["alpha"]) < np.median(fresh["alpha"])
+    row = trained[list(trained["layer"]).index("fc1")]
+    assert tuple(row["shape"]) == (400, 512) and len(row["singular_values"]) == 400
+    assert row["sv_max"] == row["singular_values"][0]
+    ax = plot_weight_spectra(trained)
+    assert len(ax.get_lines()) == 7  # six layers and the edge
+    with pytest.raises(ValueError, match="no Linear"):
+        weight_spectra(build_model("mantis-mini"), min_dim=10_000)
+
+
+def test_layer_probes_find_the_signal():
+    torch.manual_seed(0)
+    net = build_model("mantis-mini", widths=(4, 8), depths=(1, 1), hidden=16).eval()
+    rng = np.random.default_rng(0)
+    n = 60
+    z = rng.uniform(0.1, 1.4, n)
+    x = rng.normal(0, 0.02, (n, 9, 24, 24)).astype(np.float32)
+    x[:, 3] += z[:, None, None].astype(np.float32)  # the r channel's level is z
+    acts = layer_activations(net, x)
+    assert set(acts) == {"stem", "stage0", "stage1", "pooled", "hidden"}
+    assert acts["stem"].shape == (n, 4) and acts["hidden"].shape == (n, 16)
+    probes = layer_probes(net, x, z, n_components=(1, 4), k=5, folds=4)
+    assert len(probes) == 10
+    assert (probes["r2"] > 0.8).all()  # z is the leading direction everywhere
+    shuffled = layer_probes(net, x, rng.permutation(z), n_components=(4,), k=5, folds=4)
+    assert (shuffled["r2"] < 0.5).all()
+    assert ((probes["explained_variance"] > 0) & (probes["explained_variance"] <= 1 + 1e-9)).all()
+    ax = plot_layer_probes(probes)
+    assert len(ax.get_lines()) == 5
+    with pytest.raises(ValueError, match="z has"):
+        layer_probes(net, x, z[:10], k=5, folds=4)
+    with pytest.raises(ValueError, match="at least"):
+        layer_probes(net, x[:10], z[:10], k=5, folds=4)
+
+
+def test_layer_activations_shrimp():
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    net = build_model("mantis-shrimp-v1", backbone="convnext_atto", hidden=32).eval()
+    acts = layer_activations(net, np.random.default_rng(0).random((2, 9, 32, 32),
+                                                                  dtype=np.float32))
+    assert set(acts) == {"stem", "stage0", "stage1", "stage2", "stage3", "pooled", "hidden"}
+    assert acts["hidden"].shape == (2, 32)
