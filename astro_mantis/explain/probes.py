@@ -55,6 +55,7 @@ def layer_activations(model, data, dust=None, layers=None, batch_size=32):
     layers = probe_layers(net) if layers is None else layers
     store = {k: [] for k in layers}
     hooks = []
+    device = next(net.parameters()).device
     for name, mod in layers.items():
         def hook(_, __, out, name=name):
             a = out.detach().float()
@@ -65,8 +66,8 @@ def layer_activations(model, data, dust=None, layers=None, batch_size=32):
     try:
         with torch.inference_mode():
             for s in range(0, len(fused.x), batch_size):
-                net(torch.as_tensor(fused.x[s:s + batch_size]),
-                    torch.as_tensor(fused.dust[s:s + batch_size]))
+                net(torch.as_tensor(fused.x[s:s + batch_size]).to(device),
+                    torch.as_tensor(fused.dust[s:s + batch_size]).to(device))
     finally:
         for h in hooks:
             h.remove()

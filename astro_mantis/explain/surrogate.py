@@ -148,11 +148,13 @@ def kernel_features(data, model="mantis-mini", kernel="ntk", dust=None, **kwargs
 
 def _network_mean(net, fused, batch_size=64):
     f = scalar_target(net, "mean")
+    device = next(net.parameters()).device
     out = []
     with torch.inference_mode():
         for s in range(0, len(fused.x), batch_size):
-            out.append(f(net(torch.as_tensor(fused.x[s:s + batch_size]),
-                             torch.as_tensor(fused.dust[s:s + batch_size]))).numpy())
+            out.append(f(net(torch.as_tensor(fused.x[s:s + batch_size]).to(device),
+                             torch.as_tensor(fused.dust[s:s + batch_size]).to(device)))
+                       .cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 

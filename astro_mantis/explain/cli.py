@@ -1,0 +1,261 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""The ``astro-mantis explain`` subcommand: band attribution, OOD, examples, weight spectra.
+
+`add_parser` adds ``explain`` (with its own subcommands) to the ``astro-mantis`` parser;
+`run` executes the parsed arguments and returns the exit status (0 when the job ran,
+2 for unusable input, raised as ``astro_mantis.cli.InputError``). Galaxies are read from
+a training data directory (shards written by ``make_dataset`` or ``astro-mantis
+build-training-set``), whose ``z`` serves as the spectroscopic redshift.
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+__all__ = ["add_parser", "run"]
+
+_DESCRIPTION = """\
+Explain the network's redshifts and say when not to trust them (astro_mantis.explain).
+
+  bands      per-band and per-survey Shapley values (or integrated gradients) of the
+             PDF mean, log p(z_spec) or the CDE loss, per galaxy
+  reference  the reference embedding of a training set, stored beside the weights
+  ood        the out-of-distribution score and flag of galaxies
+  examples   the training galaxies that support and oppose one prediction
+  spectra    singular-value spectra of the weights (Marchenko-Pastur outliers)
+"""
+
+
+def _common(p, data=True):
+    if data:
+        p.add_argument("data", metavar="DIR",
+                       help="training data directory (shards of make_dataset or "
+                            "astro-mantis build-training-set)")
+        p.add_argument("--split", default="test", choices=("train", "validation", "test"),
+                       help="split of DIR to read (default: %(default)s)")
+        p.add_argument("--max-rows", type=int, default=None, metavar="N",
+                       help="use at most N galaxies (the first ones)")
+    p.add_argument("--model", default="mantis-mini", help="registry name (default: %(default)s)")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="weights file (default: the registry's)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def add_parser(subparsers):
+    """Add the ``explain`` subcommand to an ``astro-mantis`` parser.
+
+    Parameters
+    ----------
+    subparsers : argparse subparsers action
+        What `argparse.ArgumentParser.add_subparsers` returned.
+
+    Returns
+    -------
+    `argparse.ArgumentParser`
+        The subcommand's parser; its ``func`` default is `run`.
+    """
+    p = subparsers.add_parser(
+        "explain", help="why the network gave a redshift, and when not to believe it",
+        description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n"
+               "  astro-mantis explain bands mock_data --max-rows 50 --out bands.ecsv "
+               "--figure shares.png\n"
+               "  astro-mantis explain reference mock_data --split train --out ref.ood.npz\n"
+               "  astro-mantis explain ood mock_data --reference ref.ood.npz --out ood.ecsv\n"
+               "  astro-mantis explain examples mock_data --index 3 --out examples.ecsv\n"
+               "  astro-mantis explain spectra --out spectra.ecsv --figure spectra.png")
+    sub = p.add_subparsers(dest="explain_command", metavar="WHAT")
+    b = sub.add_parser("bands", help="band and survey attributions per galaxy")
+    _common(b)
+    b.add_argument("--method", default="shapley", choices=("shapley", "ig"))
+    b.add_argument("--target", default="mean", choices=("mean", "logp", "cde"))
+    b.add_argument("--out", required=True, metavar="FILE", help="output table")
+    b.add_argument("--figure", default=None, metavar="PNG",
+                   help="also plot the mean survey shares against redshift")
+    r = sub.add_parser("reference", help="reference embedding of a training set")
+    _common(r)
+    r.set_defaults(split="train")
+    r.add_argument("--components", type=int, default=32, help="PCA axes (default: 32)")
+    r.add_argument("--k", type=int, default=10, help="neighbour rank (default: 10)")
+    r.add_argument("--out", default=None, metavar="FILE",
+                   help="output .npz (default: <weights stem>.ood.npz beside the weights)")
+    o = sub.add_parser("ood", help="out-of-distribution score and flag per galaxy")
+    _common(o)
+    o.add_argument("--reference", default=None, metavar="FILE",
+                   help="reference .npz (default: the one beside the weights)")
+    o.add_argument("--out", required=True, metavar="FILE", help="output table")
+    e = sub.add_parser("examples", help="training galaxies behind one prediction")
+    _common(e)
+    e.add_argument("--index", type=int, default=0, help="row of the query in the split")
+    e.add_argument("--train-rows", type=int, default=1000, metavar="N",
+                   help="training galaxies in the surrogate (default: %(default)s)")
+    e.add_argument("--kernel", default="ntk", choices=("ntk", "ck"))
+    e.add_argument("-k", type=int, default=5, help="galaxies of each kind (default: 5)")
+    e.add_argument("--out", required=True, metavar="FILE", help="output table")
+    e.add_argument("--figure", default=None, metavar="PNG", help="cutouts figure")
+    s = sub.add_parser("spectra", help="singular-value spectra of the weights")
+    _common(s, data=False)
+    s.add_argument("--out", required=True, metavar="FILE", help="output table")
+    s.add_argument("--figure", default=None, metavar="PNG", help="spectra figure")
+    p.set_defaults(func=run, explain_parser=p)
+    return p
+
+
+def _fail(message):
+    from ..cli import InputError
+
+    raise InputError(message)
+
+
+def _check_out(path, overwrite):
+    if path is None:
+        return None
+    path = Path(path)
+    if path.exists() and not overwrite:
+        _fail(f"{str(path)!r} exists; pass --overwrite to replace it")
+    if path.is_dir():
+        _fail(f"{str(path)!r} is a directory; give a file name")
+    return path
+
+
+def _model(args):
+    from ..models import load_model
+
+    try:
+        return load_model(args.model, weights=args.weights)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+
+
+def _read(args, split=None, max_rows=None):
+    from ..simulate.dataset import iter_shards
+    from ..training.data import fuse_shard_arrays
+
+    split = split or args.split
+    max_rows = args.max_rows if max_rows is None else max_rows
+    if not Path(args.data).is_dir():
+        _fail(f"data directory {args.data!r} does not exist")
+    xs, ds, zs, ids = [], [], [], []
+    try:
+        for shard in iter_shards(args.data, split):
+            x, d, _ = fuse_shard_arrays(shard)
+            xs.append(x)
+            ds.append(d)
+            zs.append(np.asarray(shard["z"], float))
+            ids.append(np.asarray(shard["id"]))
+            if max_rows is not None and sum(map(len, xs)) >= max_rows:
+                break
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if not xs:
+        _fail(f"no galaxies in the {split} split of {args.data}")
+    n = max_rows if max_rows is not None else None
+    return (np.concatenate(xs)[:n], np.concatenate(ds)[:n], np.concatenate(zs)[:n],
+            np.concatenate(ids)[:n])
+
+
+def _write(table, path):
+    table.write(path, overwrite=True)
+    print(f"wrote {path} ({len(table)} rows)")
+
+
+def run(args):
+    """Run ``astro-mantis explain``; returns the exit status.
+
+    Parameters
+    ----------
+    args : `argparse.Namespace`
+        Parsed by the parser `add_parser` made.
+
+    Returns
+    -------
+    int
+        0 when the job ran; 2 when no ``explain`` subcommand was given (unusable input
+        raises ``astro_mantis.cli.InputError``).
+    """
+    what = getattr(args, "explain_command", None)
+    if what is None:
+        args.explain_parser.print_help()
+        return 2
+    from . import (band_attribution, build_reference, explain_by_example, fit_surrogate,
+                   ood_flags, ood_score, plot_examples, plot_survey_shares, plot_weight_spectra,
+                   reference_path, weight_spectra)
+    from .ood import OOD_THRESHOLD, ReferenceEmbedding
+
+    if getattr(args, "max_rows", None) is not None and args.max_rows < 1:
+        _fail("--max-rows must be positive")
+    if what == "spectra":
+        out, fig = _check_out(args.out, args.overwrite), _check_out(args.figure, args.overwrite)
+        t = weight_spectra(_model(args))
+        t["shape"] = [f"{a}x{b}" for a, b in t["shape"]]
+        t.remove_column("singular_values")
+        _write(t, out)
+        if fig is not None:
+            import matplotlib.pyplot as plt
+
+            ax = plot_weight_spectra(weight_spectra(_model(args)))
+            ax.figure.savefig(fig, dpi=100, bbox_inches="tight")
+            plt.close(ax.figure)
+        return 0
+    net = _model(args)
+    if what == "bands":
+        out, fig = _check_out(args.out, args.overwrite), _check_out(args.figure, args.overwrite)
+        x, d, z, ids = _read(args)
+        t = band_attribution(x, model=net, method=args.method, target=args.target,
+                             z_spec=None if args.target == "mean" else z, dust=d)
+        t.add_column(ids, name="id", index=0)
+        t.add_column(z, name="z", index=1)
+        _write(t, out)
+        if fig is not None:
+            import matplotlib.pyplot as plt
+
+            ax = plot_survey_shares(t, z)
+            ax.figure.savefig(fig, dpi=100, bbox_inches="tight")
+            plt.close(ax.figure)
+        return 0
+    if what == "reference":
+        out = _check_out(args.out or reference_path(net), args.overwrite)
+        x, d, _, _ = _read(args)
+        try:
+            ref = build_reference(net, x, dust=d, n_components=args.components, k=args.k)
+        except ValueError as exc:
+            _fail(str(exc))
+        ref.meta.update(data=str(args.data), split=args.split)
+        ref.save(out)
+        print(f"wrote {out} ({len(ref.points)} galaxies, {len(ref.components)} axes)")
+        return 0
+    if what == "ood":
+        out = _check_out(args.out, args.overwrite)
+        if args.reference is not None:
+            if not Path(args.reference).is_file():
+                _fail(f"reference {args.reference!r} does not exist")
+            ref = ReferenceEmbedding.load(args.reference)
+        else:
+            ref = None
+        x, d, z, ids = _read(args)
+        try:
+            score = ood_score(x, net, ref, dust=d)
+        except ValueError as exc:
+            _fail(str(exc))
+        t = Table({"id": ids, "z": z, "z_ood": score, "z_flags": ood_flags(score)})
+        t.meta["ood_threshold"] = OOD_THRESHOLD
+        _write(t, out)
+        print(f"{int(np.sum(score > OOD_THRESHOLD))} of {len(t)} above {OOD_THRESHOLD}")
+        return 0
+    # examples
+    out, fig = _check_out(args.out, args.overwrite), _check_out(args.figure, args.overwrite)
+    xq, dq, _, _ = _read(args, max_rows=args.index + 1)
+    if args.index < 0 or args.index >= len(xq):
+        _fail(f"--index {args.index} is outside the {args.split} split ({len(xq)} rows)")
+    xt, dt, zt, idt = _read(args, split="train", max_rows=args.train_rows)
+    sur = fit_surrogate(net, xt, kernel=args.kernel, dust=dt, ids=idt, z=zt)
+    t = explain_by_example(xq[args.index], sur, net, k=args.k, dust=dq[args.index])
+    _write(t, out)
+    if fig is not None:
+        import matplotlib.pyplot as plt
+
+        f = plot_examples(xq[args.index], xt, t)
+        f.savefig(fig, dpi=100, bbox_inches="tight")
+        plt.close(f)
+    return 0

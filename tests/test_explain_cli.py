@@ -1,0 +1,79 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Tests of the ``astro-mantis explain`` subcommand (astro_mantis.explain.cli)."""
+import argparse
+
+import numpy as np
+import pytest
+import torch
+from astropy.table import Table
+
+from astro_mantis.explain import ReferenceEmbedding
+from astro_mantis.explain.cli import add_parser, run
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    from astro_mantis.simulate.dataset import make_dataset
+
+    path = tmp_path_factory.mktemp("explain_cli")
+    make_dataset(40, path, seed=31, split=(0.7, 0.0, 0.3), shard_size=20, progress=False)
+    return path
+
+
+def explain(argv):
+    parser = argparse.ArgumentParser(prog="astro-mantis")
+    sub = parser.add_subparsers(dest="command")
+    add_parser(sub)
+    args = parser.parse_args(["explain"] + [str(a) for a in argv])
+    return args.func(args)
+
+
+def test_bands_reference_ood_examples_spectra(shards, tmp_path, capsys):
+    out = tmp_path / "bands.ecsv"
+    assert explain(["bands", shards, "--max-rows", 2, "--method", "ig", "--target", "cde",
+                    "--out", out, "--figure", tmp_path / "shares.png"]) == 0
+    t = Table.read(out)
+    assert len(t) == 2 and t.colnames[:2] == ["id", "z"] and "phi_W2" in t.colnames
+    assert t.meta["target"] == "cde" and (tmp_path / "shares.png").stat().st_size > 1000
+    ref = tmp_path / "ref.ood.npz"
+    assert explain(["reference", shards, "--components", 8, "--k", 3, "--out", ref]) == 0
+    r = ReferenceEmbedding.load(ref)
+    assert len(r.points) == 28 and r.meta["split"] == "train"
+    assert explain(["ood", shards, "--reference", ref, "--out", tmp_path / "ood.ecsv"]) == 0
+    o = Table.read(tmp_path / "ood.ecsv")
+    assert len(o) == 12 and ((o["z_ood"] >= 0) & (o["z_ood"] <= 1)).all()
+    assert set(np.unique(o["z_flags"])) <= {0, 256}
+    assert explain(["examples", shards, "--index", 1, "--train-rows", 20, "--kernel", "ck",
+                    "-k", 2, "--out", tmp_path / "ex.ecsv",
+                    "--figure", tmp_path / "ex.png"]) == 0
+    ex = Table.read(tmp_path / "ex.ecsv")
+    assert list(ex["role"]) == ["supporting"] * 2 + ["opposing"] * 2
+    assert explain(["spectra", "--out", tmp_path / "sp.ecsv",
+                    "--figure", tmp_path / "sp.png"]) == 0
+    sp = Table.read(tmp_path / "sp.ecsv")
+    assert "fc1" in list(sp["layer"]) and sp["n_outliers"].sum() > 0
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_bad_input(shards, tmp_path, capsys):
+    from astro_mantis.cli import InputError
+
+    existing = tmp_path / "x.ecsv"
+    existing.write_text("")
+    with pytest.raises(InputError, match="--overwrite"):
+        explain(["spectra", "--out", existing])
+    with pytest.raises(InputError, match="does not exist"):
+        explain(["bands", tmp_path / "none", "--out", tmp_path / "b.ecsv"])
+    with pytest.raises(InputError, match="unknown model"):
+        explain(["spectra", "--model", "nope", "--out", tmp_path / "c.ecsv"])
+    with pytest.raises(InputError, match="reference"):
+        explain(["ood", shards, "--reference", tmp_path / "none.npz", "--out",
+                 tmp_path / "d.ecsv"])
+    with pytest.raises(InputError, match="--index"):
+        explain(["examples", shards, "--index", 50, "--out", tmp_path / "e.ecsv"])
+    with pytest.raises(InputError, match="positive"):
+        explain(["bands", shards, "--max-rows", 0, "--out", tmp_path / "f.ecsv"])
+    assert explain([]) == 2
+    assert "reference" in capsys.readouterr().out
