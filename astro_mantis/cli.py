@@ -39,22 +39,25 @@ from pathlib import Path
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import SkyCoord
 from astropy.table import MaskedColumn, Table
 
 from . import __version__
 from .config import conf
 from .flags import MantisFlag
 from .surveys import DEFAULT_SURVEYS, get_survey
+from .tableio import write_table
 
 __all__ = ["main", "build_parser", "fetch_and_write", "column_degrees", "positions_from_columns",
            "summarize", "format_summary", "write_table", "InputError", "EXIT_OK",
-           "EXIT_BAD_INPUT", "EXIT_INTERRUPTED"]
+           "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_NONE_ESTIMATED"]
 
 #: Exit status of a job that ran (failures of single rows are in the summary).
 EXIT_OK = 0
-#: Exit status for unusable input: unreadable table, missing column, unknown survey.
+#: Exit status for unusable input: unreadable table, missing column, unknown survey,
+#: an output that cannot be written.
 EXIT_BAD_INPUT = 2
+#: Exit status of a ``predict`` run that could estimate no row (the reasons are printed).
+EXIT_NONE_ESTIMATED = 3
 #: Exit status of an interrupted job (Ctrl-C).
 EXIT_INTERRUPTED = 130
 
@@ -63,7 +66,8 @@ SUMMARY_NAME = "summary.ecsv"
 #: Default output directory of ``astro-mantis demo``.
 DEMO_DIR = "astro_mantis_demo"
 
-_STATUS_KINDS = ("fetched", "cached", "out of footprint", "failed", "bad coordinate")
+_STATUS_KINDS = ("fetched", "cached", "out of footprint", "failed", "bad coordinate",
+                 "not fetched")
 
 
 class InputError(Exception):
@@ -101,6 +105,34 @@ def _add_cache_args(parser):
                         help="cutout cache directory for this run (default: conf.cache_dir, "
                              "else <astropy cache>/astro_mantis/cutouts)")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+
+
+def _add_service_args(parser):
+    """--demo-services and --dry-run, shared by the commands that fetch cutouts."""
+    parser.add_argument("--demo-services", action="store_true",
+                        help="fetch from loopback copies of the survey services serving the "
+                             "bundled sample sky (simulated galaxies; no network), as "
+                             "'astro-mantis demo' does: try the command offline")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="report the positions, what the cache holds, the requests the "
+                             "job would send per host and a rough time at the polite "
+                             "connection limit, and stop (nothing is fetched or written)")
+
+
+@contextlib.contextmanager
+def _services(args):
+    """Run a command against the loopback services on the sample sky (--demo-services)."""
+    if not getattr(args, "demo_services", False):
+        yield None
+        return
+    from .simulate import SampleSky
+    from .testing import SurveyServer
+
+    with SurveyServer(sky=SampleSky()) as server, server.configure(conf):
+        print(f"astro-mantis {args.command}: --demo-services: loopback survey services on the "
+              f"bundled sample sky (simulated galaxies) at {server.panstarrs_url} and "
+              f"{server.legacysurvey_url}", file=sys.stderr)
+        yield server
 
 
 def build_parser():
@@ -152,11 +184,16 @@ def build_parser():
     p.add_argument("--dec-col", default="dec", metavar="NAME",
                    help="column of declination, ICRS; degrees unless the column has an "
                         "angular unit (default: %(default)s)")
+    p.add_argument("--ra-unit", default=None, metavar="UNIT",
+                   help="unit of a right ascension column that carries none: deg, "
+                        "hourangle, rad (default: deg for numbers, hourangle for "
+                        "sexagesimal strings such as '12:20:05.8')")
     p.add_argument("--surveys", type=_survey_list, default=DEFAULT_SURVEYS, metavar="LIST",
                    help=f"comma-separated surveys to fetch (default: {default_surveys})")
     p.add_argument("--format", default=None, metavar="FORMAT",
                    help="table format passed to Table.read, e.g. ascii.csv, fits, votable "
                         "(default: guessed from the file name)")
+    _add_service_args(p)
     _add_cache_args(p)
     p.set_defaults(func=_cmd_cutouts)
 
@@ -217,13 +254,22 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("input", metavar="INPUT", help="input table")
     r.add_argument("--output", "-o", required=True, metavar="OUTPUT",
-                   help="output table; its format follows the file name (.fits, .ecsv, "
-                        ".h5/.hdf5, .parquet, .vot ...) unless --output-format is given")
-    r.add_argument("--ra-col", default="ra", metavar="NAME",
-                   help="right ascension column, ICRS; degrees unless the column has an "
-                        "angular unit (default: %(default)s)")
-    r.add_argument("--dec-col", default="dec", metavar="NAME",
-                   help="declination column, ICRS (default: %(default)s)")
+                   help="output table; its format follows the file name: .fits, .ecsv, "
+                        ".csv (ECSV with commas), .h5/.hdf5, .parquet, .vot/.xml (VOTable), "
+                        "unless --output-format is given. Each keeps the run's settings. "
+                        "It is checked before any work starts and written atomically: a "
+                        "failed write leaves an earlier file as it was")
+    r.add_argument("--ra-col", default=None, metavar="NAME",
+                   help="right ascension column, ICRS: numbers in degrees unless the column "
+                        "has an angular unit, or strings (decimal degrees, or sexagesimal "
+                        "'12:20:05.8' read in hours unless --ra-unit says otherwise) "
+                        "(default: ra)")
+    r.add_argument("--dec-col", default=None, metavar="NAME",
+                   help="declination column, ICRS, degrees or '+47:11:43' (default: dec)")
+    r.add_argument("--ra-unit", default=None, metavar="UNIT",
+                   help="unit of a right ascension column that carries none: deg, "
+                        "hourangle, rad (default: deg for numbers, hourangle for "
+                        "sexagesimal strings)")
     r.add_argument("--coord-col", default=None, metavar="NAME",
                    help="a SkyCoord column (e.g. of an ECSV or FITS table written by "
                         "astropy) to use instead of --ra-col/--dec-col")
@@ -231,13 +277,18 @@ def build_parser():
                    help="Milky Way E(B-V) column, or two comma-separated columns (CSFD-like, "
                         "Planck-like). Default: the dustmaps package if installed with its "
                         "maps, else zeros and the DUST_UNKNOWN flag")
-    r.add_argument("--model", default="mantis-mini", metavar="NAME",
-                   help="model of the astro_mantis.models registry (default: %(default)s)")
+    r.add_argument("--ebv", default=None, metavar="VALUE[,VALUE]",
+                   help="one Milky Way E(B-V) in mag for every row (or two: CSFD-like, "
+                        "Planck-like), instead of --ebv-col")
+    r.add_argument("--model", default=None, metavar="NAME",
+                   help="model of the astro_mantis.models registry (default: mantis-mini)")
     r.add_argument("--weights", default=None, metavar="FILE",
                    help="weights file for the model (default: the registry's; checked against "
                         "its model card's sha256)")
-    r.add_argument("--surveys", type=_survey_list, default=DEFAULT_SURVEYS, metavar="LIST",
-                   help=f"comma-separated surveys to fetch (default: {default_surveys})")
+    r.add_argument("--surveys", type=_survey_list, default=None, metavar="LIST",
+                   help="comma-separated surveys to fetch: those the model was trained on "
+                        f"(default: {default_surveys}; another set is refused, as the model "
+                        "would silently give degraded redshifts)")
     r.add_argument("--prefix", default="z_", metavar="PREFIX",
                    help="prefix of the new columns' names (default: %(default)s)")
     r.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
@@ -248,7 +299,7 @@ def build_parser():
                         "the chunk size)")
     r.add_argument("--device", default=None, metavar="DEVICE",
                    help="cpu, cuda, cuda:1, mps ... (default: CUDA, else MPS, else CPU)")
-    r.add_argument("--tta", action="store_true",
+    r.add_argument("--tta", action="store_true", default=None,
                    help="average the PDFs over the 8 flips and rotations of the cutouts")
     r.add_argument("--format", default=None, metavar="FORMAT",
                    help="format of INPUT for Table.read (default: guessed from the name)")
@@ -258,8 +309,14 @@ def build_parser():
                    help="replace OUTPUT if it exists, and redshift columns already in INPUT")
     r.add_argument("--resume", action="store_true",
                    help="read OUTPUT (an earlier, interrupted or partly failed run) and "
-                        "estimate only its rows flagged NOT_ESTIMATED; cached cutouts are "
-                        "not fetched again")
+                        "estimate only its rows flagged NOT_ESTIMATED with the settings it "
+                        "records (model, surveys, dust source, --tta, position columns); "
+                        "an INPUT or a setting that differs from the recorded one is "
+                        "refused. Cached cutouts are not fetched again")
+    r.add_argument("--qp", default=None, metavar="FILE",
+                   help="also write the estimated rows' PDFs as a qp ensemble (HDF5, e.g. "
+                        "pdfs.hdf5), with their row numbers as ancillary data 'row'")
+    _add_service_args(r)
     _add_cache_args(r)
     r.set_defaults(func=_cmd_predict)
 
@@ -369,6 +426,36 @@ def build_parser():
     t.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     t.set_defaults(func=_cmd_train)
 
+    g = sub.add_parser(
+        "plot",
+        help="a figure of one row of a redshift table: its cutouts above its PDF",
+        description=(
+            "Draw one row of a table written by 'astro-mantis predict' (or "
+            "add_redshift_columns): the nine cutout panels above the redshift PDF with its "
+            "68%% interval and flags (astro_mantis.visualization.plot_redshift_row). The "
+            "cutouts come from --cutout (a file written by 'astro-mantis cutouts'), else "
+            "from the services the table records (from the cache when they were cached), "
+            "never silently from others; the figure says where they came from."),
+        epilog="Example:\n  astro-mantis plot targets_photoz.fits --row 12 -o row12.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("table", metavar="TABLE", help="table with redshift columns")
+    g.add_argument("--row", type=int, required=True, metavar="N",
+                   help="row number (from 0; negative counts from the end)")
+    g.add_argument("--output", "-o", required=True, metavar="FILE",
+                   help="figure file; format from the name (.png, .pdf, .svg ...)")
+    g.add_argument("--cutout", default=None, metavar="FILE",
+                   help="the row's cutout file (cutout_NNNNNN.fits of 'astro-mantis cutouts')")
+    g.add_argument("--z-col", default=None, metavar="NAME",
+                   help="column of a reference redshift to mark (e.g. z_spec)")
+    g.add_argument("--prefix", default="z_", metavar="PREFIX",
+                   help="prefix of the redshift columns (default: %(default)s)")
+    g.add_argument("--format", default=None, metavar="FORMAT",
+                   help="format of TABLE for Table.read (default: from the name)")
+    g.add_argument("--dpi", type=_positive_int, default=100, metavar="DPI",
+                   help="resolution of raster figures (default: %(default)s)")
+    g.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    g.set_defaults(func=_cmd_plot)
+
     from .spectro.cli import add_build_training_set_parser, add_match_parser
 
     add_match_parser(sub)
@@ -409,44 +496,64 @@ def main(argv=None):
 
 
 # ------------------------------------------------------------------------- table input
+def _read_output(path, format=None):
+    from .tableio import read_table
+
+    try:
+        return read_table(path, format=format)
+    except Exception as exc:
+        raise InputError(f"cannot read {str(path)!r} to resume from it: {exc}") from None
+
+
 def _read_table(path, format=None):
     """Read an input table, turning every failure into an `InputError`."""
+    from .tableio import read_table, table_format
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"table {str(path)!r} does not exist")
     try:
+        if table_format(path, format)[0] in ("votable", "hdf5"):
+            return read_table(path, format=format)
         return Table.read(path, format=format)
     except Exception as exc:  # astropy raises many kinds for unreadable tables
         hint = "" if format else " (give its format with --format, e.g. ascii.csv or fits)"
         raise InputError(f"cannot read table {str(path)!r}: {exc}{hint}") from None
 
 
-def column_degrees(table, name):
-    """Return a table column as float degrees, with NaN for masked or missing values.
+def column_degrees(table, name, unit=None, option=None, what=""):
+    """Return a table column as float degrees, with NaN for masked or unreadable values.
 
     Parameters
     ----------
     table : `~astropy.table.Table`
         The input table.
     name : str
-        Column name.
+        Column name: numbers (degrees unless the column has an angular unit) or
+        strings (see `astro_mantis.positions`).
+    unit : str, optional
+        Unit of a column that carries none.
+    option : str, optional
+        The option choosing the column, suggested when only the case differs.
+    what : str
+        ``"right ascension"`` (sexagesimal strings in hours) or ``"declination"``.
 
     Returns
     -------
     values : `numpy.ndarray`
-        1-D float array in degrees. A column without a unit is taken to be in degrees;
-        a column with an angular unit is converted.
+        1-D float array in degrees.
 
     Raises
     ------
     InputError
-        If the column does not exist (the message lists the columns that do), is not
-        numeric and one-dimensional, or has a non-angular unit.
+        If the column does not exist (the message lists the columns that do and
+        suggests one that differs only in case), is not one value per row, or has a
+        non-angular unit.
     """
-    from .table import column_degrees as _column_degrees
+    from .positions import column_degrees as _column_degrees
 
     try:
-        return _column_degrees(table, name, "")
+        return _column_degrees(table, name, what, unit=unit, option=option)[0]
     except KeyError as exc:
         raise InputError(f"{exc.args[0]} (choose them with --ra-col / --dec-col)") from None
     except ValueError as exc:
@@ -464,32 +571,42 @@ def positions_from_columns(ra, dec):
     Returns
     -------
     coords : `~astropy.coordinates.SkyCoord`
-        One position per row; rows with a non-finite value or ``|dec| > 90`` are NaN
-        (`Mantis.get_cutouts <astro_mantis.MantisClass.get_cutouts>` flags them ``BAD_COORDINATE``).
+        One position per row; rows with a non-finite value, ``ra`` outside [0, 360] or
+        ``|dec| > 90`` are NaN (`Mantis.get_cutouts
+        <astro_mantis.MantisClass.get_cutouts>` flags them ``BAD_COORDINATE``).
     good : `numpy.ndarray` of bool
         True where the position is valid.
     """
-    ra = np.asarray(ra, dtype=float)
-    dec = np.asarray(dec, dtype=float)
-    good = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90.0)
-    coords = SkyCoord(np.where(good, ra, np.nan) * u.deg, np.where(good, dec, np.nan) * u.deg,
-                      frame="icrs")
-    return coords, good
+    from .positions import check_degrees
+
+    pos = check_degrees(ra, dec)
+    return pos.coord, pos.good
+
+
+def _table_positions(table, args):
+    """(ra, dec) degree arrays of a table for the ``cutouts`` command."""
+    from .positions import table_positions
+
+    try:
+        pos = table_positions(table, ra=args.ra_col, dec=args.dec_col, ra_unit=args.ra_unit,
+                              options=("--ra-col", "--dec-col"))
+    except KeyError as exc:
+        raise InputError(str(exc.args[0])) from None
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return pos.ra, pos.dec
 
 
 # ------------------------------------------------------------------------- the job
 def _status_kind(text):
     """Group a per-survey status string into one of `_STATUS_KINDS`."""
-    text = str(text)
-    if text in ("ok", "fetched"):
-        return "fetched"
-    if text == "cached":
-        return "cached"
-    if text.startswith("out of footprint"):
-        return "out of footprint"
-    if text.startswith("bad coordinate"):
-        return "bad coordinate"
-    return "failed"
+    from .cutouts import FetchStatus
+
+    kind = FetchStatus.of(text)
+    return {FetchStatus.FETCHED: "fetched", FetchStatus.CACHED: "cached",
+            FetchStatus.OUT_OF_FOOTPRINT: "out of footprint",
+            FetchStatus.BAD_COORDINATE: "bad coordinate",
+            FetchStatus.NOT_FETCHED: "not fetched"}.get(kind, "failed")
 
 
 def _status_text(text):
@@ -497,9 +614,49 @@ def _status_text(text):
     return "fetched" if text == "ok" else str(text)
 
 
+class FetchInterrupted(KeyboardInterrupt):
+    """`fetch_and_write` was interrupted; ``summary`` holds what was written until then."""
+
+    def __init__(self, summary):
+        super().__init__("interrupted")
+        self.summary = summary
+
+
+def _summary_table(ra, dec, surveys, flags, statuses, files, elapsed, meta, interrupted):
+    n = len(flags)
+    summary = Table()
+    summary["row"] = np.arange(n, dtype=np.int64)
+    summary["ra"] = np.asarray(ra, dtype=float) * u.deg
+    summary["dec"] = np.asarray(dec, dtype=float) * u.deg
+    summary["flags"] = np.asarray(flags, dtype=np.int64)
+    for s in surveys:
+        summary[f"status_{s}"] = np.array(statuses[s], dtype=str) if n else \
+            np.array([], dtype=str)
+    files = np.array(files, dtype=str) if n else np.array([], dtype=str)
+    summary["file"] = MaskedColumn(files, mask=files == "")
+    summary["row"].description = "row number in the input table (from 0)"
+    summary["flags"].description = "astro_mantis.MantisFlag bits: " + ", ".join(
+        f"{f.name}={f.value}" for f in MantisFlag if f.value)
+    for s in surveys:
+        summary[f"status_{s}"].description = (
+            f"{s}: fetched, cached, out of footprint, failed: <reason>, bad coordinate, or "
+            "not fetched (the run was interrupted first)")
+    summary["file"].description = "cutout file in this directory (masked when none was written)"
+    summary.meta.update({"creator": f"astro_mantis {__version__}",
+                         "surveys": list(surveys),
+                         "fetch_seconds": round(elapsed, 3),
+                         "interrupted": bool(interrupted)})
+    summary.meta.update(meta or {})
+    return summary
+
+
 def fetch_and_write(ra, dec, out, surveys=DEFAULT_SURVEYS, cache=True, progress=True,
-                    meta=None):
+                    meta=None, chunk_size=64):
     """Fetch the cutouts of many positions and write them with a row-aligned summary.
+
+    The positions go in chunks: each chunk's files are written as soon as it is
+    fetched, so an interrupted run keeps every file it fetched, and its summary
+    (written also on an interrupt) says which rows were ``not fetched``.
 
     Parameters
     ----------
@@ -512,9 +669,11 @@ def fetch_and_write(ra, dec, out, surveys=DEFAULT_SURVEYS, cache=True, progress=
     cache : bool
         Use the on-disk cutout cache.
     progress : bool
-        Show a progress bar.
+        Show a progress bar (one step per position, with an ETA).
     meta : dict, optional
         Extra entries for the summary table's ``meta``.
+    chunk_size : int
+        Positions fetched and written at a time.
 
     Returns
     -------
@@ -524,9 +683,15 @@ def fetch_and_write(ra, dec, out, surveys=DEFAULT_SURVEYS, cache=True, progress=
         The summary written to ``out/summary.ecsv``: ``row``, ``ra``, ``dec``,
         ``flags``, ``status_<survey>`` per survey, ``file`` (masked when no file was
         written, i.e. for invalid positions).
+
+    Raises
+    ------
+    FetchInterrupted
+        On Ctrl-C, after writing the summary of what was done (its ``summary``).
     """
     from tqdm.auto import tqdm
 
+    from .atomic import atomic_path
     from .cutouts import Mantis
 
     out = Path(out)
@@ -534,47 +699,37 @@ def fetch_and_write(ra, dec, out, surveys=DEFAULT_SURVEYS, cache=True, progress=
     coords, good = positions_from_columns(ra, dec)
     n = len(good)
     surveys = tuple(get_survey(s).name for s in surveys)
+    flags = np.zeros(n, dtype=np.int64)
+    statuses = {s: ["not fetched"] * n for s in surveys}
+    files = [""] * n
+    cuts = []
     t0 = time.perf_counter()
-    if n:
-        cuts = Mantis.get_cutouts(coords, surveys=surveys, cache=cache, progress=progress)
-    else:
-        cuts = []
-    elapsed = time.perf_counter() - t0
-
-    files = []
-    with tqdm(total=len(cuts), unit="file", desc="writing", disable=not progress,
-              leave=False) as bar:
-        for i, cut in enumerate(cuts):
-            bar.update(1)
-            if not good[i] or MantisFlag.BAD_COORDINATE in cut.flags:
-                files.append("")
-                continue
-            name = f"cutout_{i:06d}.fits"
-            cut.write(out / name, overwrite=True)
-            files.append(name)
-
-    summary = Table()
-    summary["row"] = np.arange(n, dtype=np.int64)
-    summary["ra"] = np.asarray(ra, dtype=float) * u.deg
-    summary["dec"] = np.asarray(dec, dtype=float) * u.deg
-    summary["flags"] = np.array([int(c.flags) for c in cuts], dtype=np.int64)
-    for s in surveys:
-        summary[f"status_{s}"] = np.array([_status_text(c.status.get(s, "")) for c in cuts],
-                                          dtype=str) if n else np.array([], dtype=str)
-    files = np.array(files, dtype=str) if n else np.array([], dtype=str)
-    summary["file"] = MaskedColumn(files, mask=files == "")
-    summary["row"].description = "row number in the input table (from 0)"
-    summary["flags"].description = "astro_mantis.MantisFlag bits: " + ", ".join(
-        f"{f.name}={f.value}" for f in MantisFlag if f.value)
-    for s in surveys:
-        summary[f"status_{s}"].description = (
-            f"{s}: fetched, cached, out of footprint, failed: <reason>, or bad coordinate")
-    summary["file"].description = "cutout file in this directory (masked when none was written)"
-    summary.meta.update({"creator": f"astro_mantis {__version__}",
-                         "surveys": list(surveys),
-                         "fetch_seconds": round(elapsed, 3)})
-    summary.meta.update(meta or {})
-    summary.write(out / SUMMARY_NAME, format="ascii.ecsv", overwrite=True)
+    interrupted = False
+    bar = tqdm(total=n, unit="pos", desc="cutouts", disable=not progress, dynamic_ncols=True)
+    try:
+        for start in range(0, n, max(1, int(chunk_size))):
+            idx = np.arange(start, min(n, start + max(1, int(chunk_size))))
+            chunk = Mantis.get_cutouts(coords[idx], surveys=surveys, cache=cache,
+                                       progress=bar.update if progress else False)
+            for i, cut in zip(idx, chunk):
+                flags[i] = int(cut.flags)
+                for s in surveys:
+                    statuses[s][i] = _status_text(cut.status.get(s, ""))
+                if good[i] and MantisFlag.BAD_COORDINATE not in cut.flags:
+                    name = f"cutout_{i:06d}.fits"
+                    cut.write(out / name, overwrite=True)
+                    files[i] = name
+            cuts.extend(chunk)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        summary = _summary_table(ra, dec, surveys, flags, statuses, files,
+                                 time.perf_counter() - t0, meta, interrupted)
+        with atomic_path(out / SUMMARY_NAME) as tmp:
+            summary.write(tmp, format="ascii.ecsv")
+    if interrupted:
+        raise FetchInterrupted(summary)
     return cuts, summary
 
 
@@ -620,10 +775,13 @@ def format_summary(summary, surveys):
     """
     counts = summarize(summary, surveys)
     n = len(summary)
-    nbad = int(np.sum(_no_file(summary))) if n else 0
-    nfiles = n - nbad
+    nfiles = n - (int(np.sum(_no_file(summary))) if n else 0)
+    first = surveys[0] if surveys else None
+    nbad = counts[first]["bad coordinate"] if first else 0
+    nnot = counts[first]["not fetched"] if first else 0
     lines = [f"{n} row(s): {nfiles} cutout file(s) written, {nbad} row(s) with a bad "
-             "coordinate (no file)"]
+             "coordinate (no file)" + (f", {nnot} row(s) not fetched (interrupted)"
+                                        if nnot else "")]
     width = max([len("survey")] + [len(s) for s in surveys])
     kinds = _STATUS_KINDS[:4]
     lines.append(f"  {'survey':<{width}}  " + "  ".join(f"{k:>16}" for k in kinds))
@@ -641,18 +799,40 @@ def format_summary(summary, surveys):
 def _cmd_cutouts(args):
     """``astro-mantis cutouts``: see the subcommand's help."""
     table = _read_table(args.table, args.format)
-    ra = column_degrees(table, args.ra_col)
-    dec = column_degrees(table, args.dec_col)
+    ra, dec = _table_positions(table, args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} exists and is not a directory")
+    if not out.parent.is_dir():
+        raise InputError(f"the directory holding --out, {str(out.parent)!r}, does not exist")
     cache_ctx = (conf.set_temp("cache_dir", str(Path(args.cache_dir).expanduser()))
                  if args.cache_dir else contextlib.nullcontext())
-    with cache_ctx:
-        cuts, summary = fetch_and_write(
-            ra, dec, out, surveys=args.surveys, cache=not args.no_cache,
-            progress=not args.no_progress,
-            meta={"input": str(args.table), "ra_col": args.ra_col, "dec_col": args.dec_col})
+    with _services(args), cache_ctx:
+        if args.dry_run:
+            from .cutouts import Mantis
+
+            coords, good = positions_from_columns(ra, dec)
+            plan = Mantis.plan(coords[good], surveys=args.surveys, cache=not args.no_cache)
+            print(f"astro-mantis cutouts --dry-run: {len(table)} rows, {int(good.sum())} "
+                  "valid positions; nothing is fetched or written")
+            print(plan.report())
+            return EXIT_OK
+        try:
+            cuts, summary = fetch_and_write(
+                ra, dec, out, surveys=args.surveys, cache=not args.no_cache,
+                progress=not args.no_progress,
+                meta={"input": str(args.table), "ra_col": args.ra_col,
+                      "dec_col": args.dec_col})
+        except FetchInterrupted as exc:
+            summary = exc.summary
+            done = int(np.sum(~_no_file(summary)))
+            print(f"astro-mantis cutouts: interrupted after "
+                  f"{summary.meta['fetch_seconds']:.1f} s; {done} cutout file(s) written to "
+                  f"{out}/ are kept, and {out / SUMMARY_NAME} marks the rows not fetched. "
+                  "Rerun the same command to complete it (cached cutouts are not fetched "
+                  "again).", file=sys.stderr)
+            print(format_summary(summary, args.surveys))
+            return EXIT_INTERRUPTED
     print(f"astro-mantis cutouts: {args.table} -> {out}/ "
           f"({summary.meta['fetch_seconds']:.1f} s)")
     print(format_summary(summary, args.surveys))
@@ -661,80 +841,199 @@ def _cmd_cutouts(args):
 
 
 # ------------------------------------------------------------------------- predict
-def write_table(table, path, format=None, overwrite=False):
-    """Write a table with redshift columns in any astropy format.
+#: The column stand-ins `check_writable` tries before a predict run (per-row shape, dtype).
+def _output_columns(prefix):
+    from .pdf import NBINS
+    from .table import OUTPUT_KEYS
 
-    HDF5 files get the table under ``path="data"`` with ``serialize_meta=True`` (so the
-    units, descriptions and meta survive); every other format uses astropy's
-    defaults.
-
-    Parameters
-    ----------
-    table : `~astropy.table.Table`
-        The table.
-    path : str or path-like
-        Output file.
-    format : str, optional
-        Format for `astropy.table.Table.write` (default: from the file name).
-    overwrite : bool
-        Replace an existing file.
-    """
-    path = Path(path)
-    kwargs = {}
-    fmt = format or ""
-    if fmt == "hdf5" or (not fmt and path.suffix.lower() in (".h5", ".hdf5", ".he5")):
-        kwargs.update(path="data", serialize_meta=True)
-    table.write(path, format=format, overwrite=overwrite, **kwargs)
+    cols = {f"{prefix}pdf": ((NBINS,), np.float32), f"{prefix}flags": ((), np.int32)}
+    cols.update({f"{prefix}{k}": ((), np.float64) for k in OUTPUT_KEYS[1:-1]})
+    return cols
 
 
-def _read_output(path, format=None):
-    kwargs = {"path": "data"} if Path(path).suffix.lower() in (".h5", ".hdf5", ".he5") else {}
-    try:
-        return Table.read(path, format=format, **kwargs)
-    except Exception as exc:
-        raise InputError(f"cannot read {str(path)!r} to resume from it: {exc}") from None
+def _file_sha256(path):
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
-def _cmd_predict(args):
-    """``astro-mantis predict``: see the subcommand's help."""
-    import warnings
-
-    from . import table as table_module
-    from .models.registry import WeightsError
-
-    out = Path(args.output)
-    if args.resume:
-        if not out.exists():
-            raise InputError(f"--resume: {str(out)!r} does not exist (nothing to resume)")
-        table = _read_output(out, args.output_format)
-    else:
-        if out.exists() and not args.overwrite:
-            raise InputError(f"{str(out)!r} exists: pass --overwrite to replace it or "
-                             "--resume to complete it")
-        table = _read_table(args.input, args.format)
-    ebv = None
+def _parse_ebv(args):
+    """The ``ebv=`` argument from --ebv-col / --ebv (None when neither is given)."""
+    if args.ebv_col and args.ebv is not None:
+        raise InputError("give --ebv-col or --ebv, not both")
     if args.ebv_col:
         names = [c.strip() for c in args.ebv_col.split(",") if c.strip()]
         if len(names) not in (1, 2):
             raise InputError("--ebv-col takes one column name or two separated by a comma")
-        ebv = names[0] if len(names) == 1 else tuple(names)
+        return names[0] if len(names) == 1 else tuple(names)
+    if args.ebv is not None:
+        try:
+            values = [float(v) for v in str(args.ebv).split(",")]
+        except ValueError:
+            raise InputError(f"--ebv expects one or two numbers (mag), got {args.ebv!r}") from None
+        if len(values) not in (1, 2):
+            raise InputError("--ebv takes one value, or two separated by a comma")
+        return values[0] if len(values) == 1 else tuple(values)
+    return None
+
+
+def _ebv_from_record(text):
+    """The ``ebv=`` argument that reproduces a recorded dust source (``z_ebv``)."""
+    kind, _, rest = str(text).partition(":")
+    if kind == "col":
+        names = rest.split(",")
+        return names[0] if len(set(names)) == 1 else tuple(names)
+    if kind == "value":
+        values = [float(v) for v in rest.split(",")]
+        return values[0] if len(set(values)) == 1 else tuple(values)
+    if kind == "dustmaps":
+        return None
+    raise InputError(f"the earlier run took its dust values from {text!r}, which the command "
+                     "line cannot give again; resume it from Python with the same ebv=")
+
+
+def _resume_settings(args, table):
+    """Fill the options not given on the command line from what the earlier run recorded."""
+    from .table import run_settings
+
+    rec = run_settings(table, args.prefix)
+    if not rec:
+        return
+    given = []
+    if args.model is None and rec.get("model"):
+        args.model = str(rec["model"])
+    if args.surveys is None and rec.get("survey"):
+        args.surveys = _survey_list(str(rec["survey"]))
+    if args.tta is None and "tta" in rec:
+        args.tta = bool(rec["tta"])
+    if args.ebv_col is None and args.ebv is None and rec.get("ebv"):
+        args.resumed_ebv = _ebv_from_record(rec["ebv"])
+    pos = str(rec.get("pos", ""))
+    if pos.startswith("coord=") and args.coord_col is None:
+        args.coord_col = pos[len("coord="):]
+    elif pos.startswith("ra="):
+        parts = dict(p.split("=", 1) for p in pos.split(",") if "=" in p)
+        for opt, key in (("ra_col", "ra"), ("dec_col", "dec"), ("ra_unit", "ra_unit")):
+            if getattr(args, opt) is None and key in parts:
+                setattr(args, opt, parts[key])
+    return given
+
+
+def _check_input_matches(args, table):
+    """--resume: refuse an INPUT other than the one the earlier run read."""
+    from .table import run_settings
+
+    recorded = str(run_settings(table, args.prefix).get("input", "") or "")
+    path = Path(args.input)
+    if not recorded:
+        return
+    if not path.is_file():
+        raise InputError(f"--resume: input {str(path)!r} does not exist (the earlier run read a "
+                         f"file with sha256 {recorded[:16]}...)")
+    digest = _file_sha256(path)
+    if digest != recorded:
+        raise InputError(f"--resume: {str(path)!r} is not the input of the run that wrote "
+                         f"{args.output!r} (sha256 {digest[:16]}... against the recorded "
+                         f"{recorded[:16]}...); give the same INPUT, or start afresh with "
+                         "--overwrite")
+
+
+def _resume_command(args):
+    """The command that completes this run (everything the recorded settings do not hold)."""
+    import shlex
+
+    parts = ["astro-mantis", "predict", str(args.input), "-o", str(args.output), "--resume"]
+    for opt, flag in (("prefix", "--prefix"), ("cache_dir", "--cache-dir"),
+                      ("format", "--format"), ("output_format", "--output-format"),
+                      ("weights", "--weights"), ("device", "--device")):
+        value = getattr(args, opt, None)
+        if value is not None and not (opt == "prefix" and value == "z_"):
+            parts += [flag, str(value)]
+    if args.no_cache:
+        parts.append("--no-cache")
+    if getattr(args, "demo_services", False):
+        parts.append("--demo-services")
+    return shlex.join(parts)
+
+
+def _failure_lines(run, limit=5):
+    lines = [f"  {reason}: {count} position(s)" for reason, count in
+             run.failures.most_common(limit)]
+    if len(run.failures) > limit:
+        lines.append(f"  ... and {len(run.failures) - limit} other reason(s)")
+    return lines
+
+
+def _check_device(device):
+    if device is None:
+        return
+    from .models.registry import select_device
+
+    try:
+        select_device(device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise InputError(f"--device {device!r}: {exc} (use cpu, cuda, cuda:1 or mps)") from None
+
+
+def _cmd_predict(args):
+    """``astro-mantis predict``: see the subcommand's help."""
+    with _services(args):
+        return _predict(args)
+
+
+def _predict(args):
+    import warnings
+
+    from . import table as table_module
+    from .models.registry import WeightsError
+    from .tableio import OutputError, check_writable
+
+    _check_device(args.device)
+    out = Path(args.output)
+    args.resumed_ebv = None
+    if args.resume:
+        if not out.exists():
+            raise InputError(f"--resume: {str(out)!r} does not exist (nothing to resume)")
+        table = _read_output(out, args.output_format)
+        _check_input_matches(args, table)
+        _resume_settings(args, table)
+    else:
+        table = _read_table(args.input, args.format)
+    ebv = _parse_ebv(args) if not args.resume or args.resumed_ebv is None else args.resumed_ebv
+    args.model = args.model or "mantis-mini"
+    args.surveys = args.surveys or DEFAULT_SURVEYS
+    args.tta = bool(args.tta)
+    args.ra_col, args.dec_col = args.ra_col or "ra", args.dec_col or "dec"
+    try:  # every output problem is found before any work starts
+        check_writable(out, table, _output_columns(args.prefix),
+                       meta=_prototype_meta(args.prefix), format=args.output_format,
+                       overwrite=args.overwrite, existing_ok=args.resume)
+    except OutputError as exc:
+        raise InputError(str(exc)) from None
+    if args.dry_run:
+        return _dry_run(args, table)
     cache_ctx = (conf.set_temp("cache_dir", str(Path(args.cache_dir).expanduser()))
                  if args.cache_dir else contextlib.nullcontext())
     interrupted = False
     t0 = time.perf_counter()
     with cache_ctx, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", table_module.DustWarning)
+        warnings.simplefilter("always", table_module.NotEstimatedWarning)
         try:
             table_module.add_redshift_columns(
                 table, coord=args.coord_col, ra=args.ra_col, dec=args.dec_col,
-                model=args.model, weights=args.weights, prefix=args.prefix,
-                surveys=args.surveys, ebv=ebv, batch_size=args.batch_size,
+                ra_unit=args.ra_unit, model=args.model, weights=args.weights,
+                prefix=args.prefix, surveys=args.surveys, ebv=ebv, batch_size=args.batch_size,
                 chunk_size=args.chunk_size, device=args.device, tta=args.tta,
                 progress=not args.no_progress, cache=not args.no_cache,
                 overwrite=args.overwrite, resume=args.resume)
         except (KeyError, ValueError, TypeError, WeightsError, FileNotFoundError) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            raise InputError(str(msg)) from None
+            raise InputError(_with_options(str(msg))) from None
         except KeyboardInterrupt:
             interrupted = True
     for w in caught:
@@ -742,10 +1041,15 @@ def _cmd_predict(args):
             print(f"astro-mantis predict: warning: {w.message}", file=sys.stderr)
     if args.prefix + "flags" not in table.colnames:  # interrupted before anything ran
         return EXIT_INTERRUPTED
+    if Path(args.input).is_file():
+        table.meta[f"{args.prefix}input"] = _file_sha256(args.input)
     try:
         write_table(table, out, format=args.output_format, overwrite=True)
     except Exception as exc:
-        raise InputError(f"cannot write {str(out)!r}: {exc}") from None
+        raise InputError(f"cannot write {str(out)!r} ({type(exc).__name__}: {exc}); the "
+                         "earlier file, if any, is unchanged") from None
+    if args.qp:
+        _write_qp(table, args.prefix, Path(args.qp))
     run = table_module.last_run
     flags = np.asarray(table[args.prefix + "flags"])
     n_not = int(np.sum((flags & MantisFlag.NOT_ESTIMATED) != 0))
@@ -755,13 +1059,113 @@ def _cmd_predict(args):
           f"fetching {run.fetch_seconds:.1f} s, inference {run.infer_seconds:.1f} s)")
     if run.flags:
         print("  flags: " + ", ".join(f"{k} {v}" for k, v in run.flags.items()))
+    if run.failures:
+        print("  fetches that failed, by reason:")
+        print("\n".join(_failure_lines(run)))
+    if args.qp:
+        print(f"  PDFs of the estimated rows as a qp ensemble: {args.qp}")
     if interrupted:
-        print(f"astro-mantis predict: interrupted; the rows done so far are in {out}: rerun "
-              "with --resume to complete it", file=sys.stderr)
+        print(f"astro-mantis predict: interrupted; the rows done so far are in {out}: "
+              f"complete it with: {_resume_command(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if n_not:
         print(f"  rows flagged NOT_ESTIMATED: {n_not} (FETCH_FAILED ones can be completed "
-              f"with: astro-mantis predict {args.input} -o {out} --resume)")
+              f"with: {_resume_command(args)})")
+    if len(table) and n_not == len(table):
+        print("astro-mantis predict: error: no row could be estimated (see the reasons "
+              "above)", file=sys.stderr)
+        return EXIT_NONE_ESTIMATED
+    return EXIT_OK
+
+
+def _with_options(message):
+    """Turn the library's column suggestion ("Did you mean 'RA'?") into the option to use."""
+    import re
+
+    for what, option in (("right ascension", "--ra-col"), ("declination", "--dec-col"),
+                         ("coordinate", "--coord-col"), ("dust", "--ebv-col")):
+        if message.startswith(f"{what} column"):
+            return re.sub(r"Did you mean '([^']*)'\?", rf"Did you mean {option} \1?", message)
+    return message
+
+
+def _prototype_meta(prefix):
+    keys = ("model", "sha256", "vers", "nbins", "zmin", "zmax", "dust", "survey", "tta", "ebv",
+            "pos", "point", "srv", "input")
+    meta = {f"{prefix}{k}": "x" * 64 for k in keys}
+    meta.update({f"{prefix}nbins": 400, f"{prefix}zmin": 0.0, f"{prefix}tta": False})
+    return meta
+
+
+def _write_qp(table, prefix, path):
+    """The estimated rows' PDFs as a qp ensemble file (with their row numbers)."""
+    from .atomic import atomic_path
+    from .pdf import RedshiftPDF
+
+    est = ~np.ma.getmaskarray(np.ma.asarray(table[prefix + "mean"]))
+    ens = RedshiftPDF.from_table(table[est], prefix=prefix).to_qp()
+    ens.set_ancil({"row": np.flatnonzero(est)})
+    try:
+        with atomic_path(path) as tmp:
+            ens.write_to(str(tmp))
+    except Exception as exc:
+        raise InputError(f"cannot write the qp file {str(path)!r}: {exc}") from None
+
+
+def _dry_run(args, table):
+    """--dry-run: what the job would fetch, and roughly how long it would take."""
+    from .cutouts import Mantis
+    from .table import table_coordinates
+
+    try:
+        coords, good = table_coordinates(table, coord=args.coord_col, ra=args.ra_col,
+                                         dec=args.dec_col, ra_unit=args.ra_unit)
+    except (KeyError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise InputError(str(msg)) from None
+    if args.resume:
+        flags = np.asarray(table[args.prefix + "flags"])
+        good &= (flags & MantisFlag.NOT_ESTIMATED) != 0
+    cache_ctx = (conf.set_temp("cache_dir", str(Path(args.cache_dir).expanduser()))
+                 if args.cache_dir else contextlib.nullcontext())
+    with cache_ctx:
+        plan = Mantis.plan(coords[good], surveys=args.surveys, cache=not args.no_cache)
+    print(f"astro-mantis predict --dry-run: {len(table)} rows, {int(np.sum(good))} to "
+          "process; nothing is fetched or written")
+    print(plan.report())
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------- plot
+def _cmd_plot(args):
+    """``astro-mantis plot``: see the subcommand's help."""
+    from .atomic import atomic_path
+    from .visualization import plot_redshift_row
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{str(out)!r} exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise InputError(f"the directory of {str(out)!r} does not exist")
+    table = _read_output(args.table, args.format) if Path(args.table).exists() else None
+    if table is None:
+        raise InputError(f"table {args.table!r} does not exist")
+    if f"{args.prefix}flags" not in table.colnames:
+        raise InputError(f"{args.table!r} has no {args.prefix}flags column: not a redshift "
+                         "table (give --prefix if its columns have another prefix)")
+    if args.cutout is not None and not Path(args.cutout).is_file():
+        raise InputError(f"--cutout {args.cutout!r} does not exist")
+    try:
+        fig = plot_redshift_row(table, args.row, cutout=args.cutout, prefix=args.prefix,
+                                z_spec=args.z_col)
+    except (IndexError, KeyError, ValueError) as exc:
+        raise InputError(str(exc.args[0] if exc.args else exc)) from None
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=args.dpi)
+    except ValueError as exc:
+        raise InputError(f"cannot write {str(out)!r}: {exc}") from None
+    print(f"astro-mantis plot: row {args.row} of {args.table} -> {out}")
     return EXIT_OK
 
 

@@ -15,16 +15,18 @@ losing a row:
 * results are cached on disk (one FITS file per survey and position, written
   atomically), so a rerun over cached positions sends no request at all.
 """
+import enum
 import json
 import os
 import random
 import struct
-import tempfile
 import threading
 import time
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+
+from dataclasses import dataclass, field
 
 import certifi
 import numpy as np
@@ -34,6 +36,7 @@ from astropy.coordinates import SkyCoord
 from astroquery.query import BaseQuery
 
 from . import __version__
+from .atomic import atomic_open
 from .config import conf
 from .exceptions import FetchError, InvalidResponseError
 from .flags import MantisFlag
@@ -42,12 +45,39 @@ from .multicutout import MultiSurveyCutout
 from .surveys import DEFAULT_SURVEYS, get_survey
 from .surveys.core import SurveyImage, primary_layout
 
-__all__ = ["MantisClass", "Mantis", "CutoutCache", "normalize_coordinates"]
+__all__ = ["MantisClass", "Mantis", "CutoutCache", "normalize_coordinates", "FetchStatus",
+           "FetchPlan", "PLAN_SECONDS_PER_REQUEST"]
 
 #: statuses worth retrying: the server or something in between is busy or broken.
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: longest single back-off sleep, seconds.
 MAX_BACKOFF = 30.0
+
+
+class FetchStatus(enum.Enum):
+    """What happened to one survey's cutout of one position.
+
+    A cutout's ``status`` maps each survey to a text that starts with one of these
+    values (``"failed"`` is followed by ``": <reason>"``); `FetchStatus.of` reads it.
+    """
+
+    FETCHED = "ok"
+    CACHED = "cached"
+    OUT_OF_FOOTPRINT = "out of footprint"
+    FAILED = "failed"
+    BAD_COORDINATE = "bad coordinate"
+    NOT_FETCHED = "not fetched"
+
+    @classmethod
+    def of(cls, text):
+        """The `FetchStatus` of a status text (``"fetched"`` is read as `FETCHED`)."""
+        text = str(text)
+        if text in ("ok", "fetched"):
+            return cls.FETCHED
+        for member in (cls.CACHED, cls.OUT_OF_FOOTPRINT, cls.BAD_COORDINATE, cls.NOT_FETCHED):
+            if text.startswith(member.value):
+                return member
+        return cls.FAILED
 
 
 # ---------------------------------------------------------------------------- input
@@ -56,8 +86,12 @@ def normalize_coordinates(coordinates):
 
     Parameters
     ----------
-    coordinates : `~astropy.coordinates.SkyCoord`
-        Scalar or array, in any frame that converts to ICRS.
+    coordinates : `~astropy.coordinates.SkyCoord` or str
+        Scalar or array, in any frame that converts to ICRS; or one position as a
+        string, ``"12:20:05.8 +47:11:43"`` (right ascension in hours) or
+        ``"185.024 47.195"`` (degrees), or an object name (``"M101"``) resolved with
+        `SkyCoord.from_name <astropy.coordinates.SkyCoord.from_name>` (needs the
+        network).
 
     Returns
     -------
@@ -75,9 +109,14 @@ def normalize_coordinates(coordinates):
     ValueError
         If the frame cannot be converted to ICRS, or a scalar position is invalid.
     """
+    if isinstance(coordinates, str):
+        from .positions import resolve_name
+
+        coordinates = resolve_name(coordinates)
     if not isinstance(coordinates, SkyCoord):
         raise TypeError(
-            f"coordinates must be an astropy SkyCoord, got {type(coordinates).__name__}; "
+            f"coordinates must be an astropy SkyCoord, a position string or an object "
+            f"name, got {type(coordinates).__name__}; "
             "for example SkyCoord(ra=150.1, dec=2.2, unit='deg') or "
             "SkyCoord(table['ra'], table['dec'], unit='deg')")
     scalar = coordinates.isscalar
@@ -99,11 +138,14 @@ def normalize_coordinates(coordinates):
 
 # ---------------------------------------------------------------------------- cache
 class CutoutCache:
-    """On-disk cache of survey cutouts: one file per survey, layer, position, size and scale.
+    """On-disk cache of survey cutouts: one file per survey, service, position, size and scale.
 
-    An entry is a small binary file: a magic line, a JSON description (survey,
-    bands, unit, zero points, flags, WCS cards, shape), the float32 pixels, and a
-    CRC-32 of all of it. Loading one costs well under a millisecond, so a rerun over
+    An entry is a small binary file: a magic line, a JSON description (survey, the
+    service it came from, bands, unit, zero points, flags, WCS cards, shape), the
+    float32 pixels, and an Adler-32 checksum of all of it. The service (base URL
+    and layer, `Survey.source <astro_mantis.surveys.Survey.source>`) is part of the
+    key and is checked again on reading, so a cutout of one server is never served
+    as another's. Loading one costs well under a millisecond, so a rerun over
     cached positions is fast as well as silent on the network. A "not covered"
     answer is cached too, so a rerun knows a survey has nothing there without
     asking. Files are written to a temporary name and renamed into place, so a
@@ -133,13 +175,17 @@ class CutoutCache:
         return self.directory / survey / key[:2] / f"{key}.amc"
 
     @classmethod
-    def encode(cls, image):
-        """Serialise a `~astro_mantis.surveys.SurveyImage` (or None for "not covered") to bytes."""
+    def encode(cls, image, source=None):
+        """Serialise a `~astro_mantis.surveys.SurveyImage` (or None for "not covered") to bytes.
+
+        ``source`` names the service the entry came from (checked by `decode`).
+        """
         if image is None:
-            desc, pixels = {"covered": False}, b""
+            desc, pixels = {"covered": False, "source": source}, b""
         else:
             data = np.ascontiguousarray(image.data, dtype="<f4")
-            desc = {"covered": True, "survey": image.survey, "bands": list(image.bands),
+            desc = {"covered": True, "source": source, "survey": image.survey,
+                    "bands": list(image.bands),
                     "unit": image.unit.to_string(), "shape": list(data.shape),
                     "zeropoints": [None if not np.isfinite(z) else float(z)
                                    for z in image.zeropoints],
@@ -153,8 +199,9 @@ class CutoutCache:
         return body + struct.pack("<I", zlib.adler32(body))
 
     @classmethod
-    def decode(cls, raw):
-        """Inverse of `encode`; raises ValueError on any damage."""
+    def decode(cls, raw, source=None):
+        """Inverse of `encode`; raises ValueError on any damage, or when ``source`` is given
+        and the entry came from another service."""
         if not raw.startswith(cls.MAGIC) or len(raw) < len(cls.MAGIC) + 12:
             raise ValueError("not an astro_mantis cache entry")
         body, (crc,) = memoryview(raw)[:-4], struct.unpack("<I", raw[-4:])
@@ -163,6 +210,8 @@ class CutoutCache:
         start = len(cls.MAGIC) + 8
         (nblob,) = struct.unpack("<Q", raw[len(cls.MAGIC):start])
         desc = json.loads(bytes(body[start:start + nblob]))
+        if source is not None and desc.get("source") != source:
+            raise ValueError(f"entry came from {desc.get('source')!r}, not {source!r}")
         if not desc["covered"]:
             return cls.NOT_COVERED
         shape = tuple(desc["shape"])
@@ -174,8 +223,9 @@ class CutoutCache:
                            zeropoints=[np.nan if z is None else z for z in desc["zeropoints"]],
                            flags=desc["flags"], meta=desc["meta"])
 
-    def load(self, survey, key):
-        """A `~astro_mantis.surveys.SurveyImage`, `NOT_COVERED`, or None (absent or unreadable)."""
+    def load(self, survey, key, source=None):
+        """A `~astro_mantis.surveys.SurveyImage`, `NOT_COVERED`, or None (absent, unreadable,
+        or from another service than ``source``)."""
         path = self.path(survey, key)
         try:
             with open(path, "rb") as fh:
@@ -184,26 +234,21 @@ class CutoutCache:
         except FileNotFoundError:
             return None
         try:
-            return self.decode(raw)
+            return self.decode(raw, source)
         except Exception as exc:
             log.warning(f"cache entry {path} is unreadable ({exc}); fetching it again")
             path.unlink(missing_ok=True)
             return None
 
-    def store(self, survey, key, image):
-        """Atomically write ``image``, a `~astro_mantis.surveys.SurveyImage` (None: not covered)."""
+    def store(self, survey, key, image, source=None):
+        """Atomically write ``image``, a `~astro_mantis.surveys.SurveyImage` (None: not covered),
+        fetched from the service ``source``."""
         path = self.path(survey, key)
         if path.parent not in self._made:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(self.encode(image))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb", fsync=False) as fh:
+            fh.write(self.encode(image, source))
 
 
 # ---------------------------------------------------------------------------- HTTP
@@ -322,6 +367,61 @@ class _Fetcher:
         self.pools.clear()
 
 
+# ---------------------------------------------------------------------------- planning
+#: Seconds one request is assumed to take on the real services, for the time estimate
+#: of `MantisClass.plan` (an assumption: no service publishes its response time).
+PLAN_SECONDS_PER_REQUEST = 0.5
+
+
+@dataclass
+class FetchPlan:
+    """What `MantisClass.plan` found a job would fetch (nothing sent).
+
+    Attributes
+    ----------
+    n_positions, n_unique : int
+        Valid positions asked for, and distinct ones among them.
+    cached, not_covered, to_fetch : dict
+        Survey → positions answered by the cache, known to lie outside the survey
+        (statically or from the cache), and left to fetch.
+    requests : dict
+        Host → requests that would be sent (retries not counted).
+    seconds : float
+        Rough wall time: per host, requests × `PLAN_SECONDS_PER_REQUEST` /
+        ``conf.max_connections_per_host``, the hosts working in parallel.
+    """
+
+    n_positions: int = 0
+    n_unique: int = 0
+    cached: dict = field(default_factory=dict)
+    not_covered: dict = field(default_factory=dict)
+    to_fetch: dict = field(default_factory=dict)
+    requests: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def report(self):
+        """A short text report."""
+        lines = [f"{self.n_positions} valid position(s), {self.n_unique} distinct"]
+        for s in self.to_fetch:
+            lines.append(f"  {s:<10} cached {self.cached[s]:>8d}   not covered "
+                         f"{self.not_covered[s]:>8d}   to fetch {self.to_fetch[s]:>8d}")
+        for host, nreq in self.requests.items():
+            lines.append(f"  {host}: {nreq} request(s)")
+        lines.append(f"  estimated time: {_duration(self.seconds)} at "
+                     f"{conf.max_connections_per_host} connection(s) per host and an assumed "
+                     f"{PLAN_SECONDS_PER_REQUEST:g} s per request (the real services vary; "
+                     "failures and retries add to it)")
+        return "\n".join(lines)
+
+
+def _duration(seconds):
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 # ---------------------------------------------------------------------------- service
 class MantisClass(BaseQuery):
     """Fetch GALEX, Pan-STARRS and unWISE cutouts for sky positions.
@@ -372,8 +472,10 @@ class MantisClass(BaseQuery):
         cache : bool
             Read and write the on-disk cache (``conf.cache_dir``). With False, every
             cutout is fetched and nothing is written.
-        progress : bool, optional
-            Show a progress bar; default: only for more than 10 positions.
+        progress : bool or callable, optional
+            Show a progress bar; default: only for more than 10 positions. A
+            callable is called with 1 each time a position's cutouts are all in
+            (fetched, cached or failed) instead, e.g. a `tqdm.tqdm` bar's ``update``.
 
         Returns
         -------
@@ -403,6 +505,8 @@ class MantisClass(BaseQuery):
         unique = np.array(sorted(set(keys.values())), dtype=int)
 
         results = self._fetch_all(survey_objs, ra, dec, unique, cache, progress)
+        if callable(progress) and n > len(unique):  # invalid and repeated positions
+            progress(n - len(unique))
 
         out = []
         for i in range(n):
@@ -427,6 +531,63 @@ class MantisClass(BaseQuery):
                           else MantisFlag.FETCH_FAILED)
             out.append(MultiSurveyCutout(coord, images, missing, flags, status))
         return out[0] if scalar else out
+
+    def plan(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True):
+        """What `get_cutouts` would fetch and roughly how long it would take; sends nothing.
+
+        Parameters
+        ----------
+        coordinates : `~astropy.coordinates.SkyCoord`
+            Positions (invalid ones are not counted).
+        surveys : sequence of str
+            Survey names.
+        cache : bool
+            Count what the on-disk cache already holds (for the configured services).
+
+        Returns
+        -------
+        `FetchPlan`
+        """
+        from urllib.parse import urlsplit
+
+        icrs, _, good = normalize_coordinates(coordinates)
+        ra = np.round(icrs.ra.deg[good], 7)
+        dec = np.round(icrs.dec.deg[good], 7)
+        pairs = sorted(set(zip(ra.tolist(), dec.tolist())))
+        plan = FetchPlan(n_positions=int(np.sum(good)), n_unique=len(pairs))
+        cache_obj = CutoutCache() if cache else None
+        nconn = max(1, int(conf.max_connections_per_host))
+        for survey in (get_survey(s) for s in surveys):
+            hit = out = 0
+            todo = []
+            for r, d in pairs:
+                if not survey.in_footprint(r, d):
+                    out += 1
+                    continue
+                if cache_obj is not None:
+                    entry = cache_obj.path(survey.name, survey.cache_key(r, d))
+                    if entry.exists():
+                        value = cache_obj.load(survey.name, survey.cache_key(r, d),
+                                               survey.source)
+                        if value is CutoutCache.NOT_COVERED:
+                            out += 1
+                            continue
+                        if value is not None:
+                            hit += 1
+                            continue
+                todo.append((r, d))
+            plan.cached[survey.name], plan.not_covered[survey.name] = hit, out
+            plan.to_fetch[survey.name] = len(todo)
+            host = urlsplit(survey.base_url).netloc or survey.base_url
+            if survey.needs_listing:
+                nreq = -(-len(todo) // max(1, int(conf.ps1_chunk_size))) \
+                    + len(todo) * len(survey.bands)
+            else:
+                nreq = len(todo) * (len(survey.image_requests(*todo[0])) if todo else 1)
+            plan.requests[host] = plan.requests.get(host, 0) + nreq
+        plan.seconds = max([n * PLAN_SECONDS_PER_REQUEST / nconn
+                            for n in plan.requests.values()] or [0.0])
+        return plan
 
     def get_image_list(self, coordinates, surveys=DEFAULT_SURVEYS):
         """The URLs of the images `get_cutouts` would fetch (no cache, no download).
@@ -498,16 +659,22 @@ class MantisClass(BaseQuery):
         fetcher = self._fetcher()
         parser = ThreadPoolExecutor(max_workers=2, thread_name_prefix="astro_mantis-parse")
         total = len(unique) * len(surveys)
-        show = progress if progress is not None else len(unique) > 10
+        callback = progress if callable(progress) else None
+        show = (progress if progress is not None else len(unique) > 10) and callback is None
         bar = tqdm(total=total, unit="cutout", desc="cutouts", disable=not show, leave=False)
+        settled = {}  # position -> surveys settled
 
         def settle(survey, i, state, value, done=None):
             with lock:
                 first = i not in results[survey.name]
                 if first:
                     results[survey.name][i] = (state, value)
+                    settled[i] = settled.get(i, 0) + 1
+                    complete = settled[i] == len(surveys)
             if first:
                 bar.update(1)
+                if complete and callback is not None:
+                    callback(1)
             if done is not None and not done.done():
                 done.set_result(None)
 
@@ -516,7 +683,8 @@ class MantisClass(BaseQuery):
             try:
                 image = survey.read(contents, reqs, ra[i], dec[i])
                 if cache_obj is not None:
-                    cache_obj.store(survey.name, survey.cache_key(ra[i], dec[i]), image)
+                    cache_obj.store(survey.name, survey.cache_key(ra[i], dec[i]), image,
+                                    survey.source)
             except Exception as exc:  # one bad cutout must not stop the others
                 settle(survey, i, "failed", f"{type(exc).__name__}: {exc}", done)
                 return
@@ -587,7 +755,8 @@ class MantisClass(BaseQuery):
             for i, entry in zip(chunk, entries):
                 if entry is None:
                     if cache_obj is not None:
-                        cache_obj.store(survey.name, survey.cache_key(ra[i], dec[i]), None)
+                        cache_obj.store(survey.name, survey.cache_key(ra[i], dec[i]), None,
+                                        survey.source)
                     settle(survey, i, "out of footprint", None)
                 else:
                     launch(survey, i, entry)
@@ -600,7 +769,8 @@ class MantisClass(BaseQuery):
                         settle(survey, i, "out of footprint", None)
                         continue
                     if cache_obj is not None:
-                        hit = cache_obj.load(survey.name, survey.cache_key(ra[i], dec[i]))
+                        hit = cache_obj.load(survey.name, survey.cache_key(ra[i], dec[i]),
+                                             survey.source)
                         if hit is CutoutCache.NOT_COVERED:
                             settle(survey, i, "out of footprint", None)
                             continue

@@ -237,8 +237,10 @@ def run_demo(out, n=None, progress=True, n_rows_figures=3):
     import tempfile
     import time
 
+    from .atomic import atomic_path
     from .config import conf
     from .cutouts import Mantis
+    from .tableio import write_table
     from .metrics import photoz_metrics
     from .pdf import RedshiftPDF
     from .simulate import SampleSky
@@ -273,7 +275,8 @@ def run_demo(out, n=None, progress=True, n_rows_figures=3):
                          + (f"  (true z {table['z_true'][i]:.3f}, {table['type'][i]})"
                             if good[i] else ""), fontsize="medium")
             path = out / f"row_{i:03d}.png"
-            fig.savefig(path, dpi=72)
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=72)
             files.append(path)
     est = ~np.ma.getmaskarray(table["z_mean"])
     ztrue = np.ma.filled(np.ma.asarray(table["z_true"], dtype=float), np.nan)
@@ -286,12 +289,14 @@ def run_demo(out, n=None, progress=True, n_rows_figures=3):
     mt.meta.update({"n": int(metrics.n), "data": "SIMULATED galaxies of the bundled sample "
                     "sky (astro_mantis.simulate), not the real sky",
                     "point_estimate": "z_mean", "model": table.meta.get("z_model")})
-    mt.write(out / METRICS_NAME, format="ascii.ecsv", overwrite=True)
+    with atomic_path(out / METRICS_NAME) as tmp:
+        mt.write(tmp, format="ascii.ecsv")
     fig = plot_photoz_summary(table[est], z_spec="z_true")
     fig.suptitle("astro-mantis demo: mantis-mini on the bundled sample sky (simulated galaxies)",
                  fontsize="medium")
-    fig.savefig(out / SUMMARY_FIGURE, dpi=72)
-    table.write(out / TABLE_NAME, overwrite=True)
+    with atomic_path(out / SUMMARY_FIGURE) as tmp:
+        fig.savefig(tmp, dpi=72)
+    write_table(table, out / TABLE_NAME, overwrite=True)
     files = [out / TABLE_NAME, out / METRICS_NAME, out / SUMMARY_FIGURE] + files
     return DemoResult(table=table, metrics=metrics, files=files,
                       seconds=time.perf_counter() - t0, requests=requests, out=out)

@@ -22,6 +22,7 @@ data at all) keep their place with masked values and the
 """
 import math
 import time
+from collections import Counter
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,15 +31,18 @@ import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.table import MaskedColumn, QTable, Table
+from astropy.utils.exceptions import AstropyUserWarning
 
 from . import __version__
 from .flags import MantisFlag
 from .logger import log
 from .pdf import _COLUMN_DESCRIPTIONS
+from .positions import missing_column_error, table_positions
 from .surveys import DEFAULT_SURVEYS
 
-__all__ = ["add_redshift_columns", "query_coordinates", "table_coordinates", "column_degrees",
-           "dust_values",
+__all__ = ["add_redshift_columns", "query_coordinates", "table_coordinates", "dust_values",
+           "run_settings", "recorded_services", "model_surveys", "MAX_EBV",
+           "NotEstimatedWarning",
            "column_names", "RunStats", "OUTPUT_KEYS", "DustWarning", "last_run"]
 
 #: Suffixes of the columns `add_redshift_columns` adds (after the prefix).
@@ -56,9 +60,18 @@ _DESCRIPTIONS = {
 #: `RunStats` of the latest `add_redshift_columns` call (None before the first).
 last_run = None
 
+#: Largest Milky Way E(B-V) (mag) taken as a real value: beyond it the optical
+#: extinction exceeds ~15 mag and no extragalactic photo-z is possible; larger values
+#: (typos, or columns in another unit) make the row DUST_UNKNOWN.
+MAX_EBV = 5.0
 
-class DustWarning(UserWarning):
+
+class DustWarning(AstropyUserWarning):
     """Milky Way dust values are unknown: zeros are used and the rows are flagged."""
+
+
+class NotEstimatedWarning(AstropyUserWarning):
+    """No row of the table could be estimated (every fetch failed, or no valid position)."""
 
 
 @dataclass
@@ -80,6 +93,10 @@ class RunStats:
     fetch_seconds, infer_seconds, wall_seconds : float
         Time spent fetching cutouts (in the fetching thread), fusing and inferring,
         and in all.
+    flags : dict
+        Flag name → number of rows carrying it.
+    failures : `collections.Counter`
+        ``"<survey>: <reason>"`` → number of positions whose fetch failed for it.
     """
 
     n_rows: int = 0
@@ -91,6 +108,7 @@ class RunStats:
     infer_seconds: float = 0.0
     wall_seconds: float = 0.0
     flags: dict = field(default_factory=dict)
+    failures: Counter = field(default_factory=Counter)
 
     @property
     def rate(self):
@@ -120,62 +138,13 @@ def column_names(prefix="z_"):
 
 
 # ------------------------------------------------------------------------ positions
-def _missing_column(table, name, what):
-    what = f"{what} column" if what else "column"
-    return KeyError(f"{what} {name!r} not found; the table has columns: "
-                    f"{', '.join(table.colnames) or '(none)'}")
-
-
-def column_degrees(table, name, what="angle"):
-    """A table column as float degrees, with NaN where masked.
-
-    Parameters
-    ----------
-    table : `~astropy.table.Table`
-        The table.
-    name : str
-        Column name. A column without a unit is taken to be in degrees; one with an
-        angular unit (or a `~astropy.units.Quantity` column) is converted.
-    what : str
-        What the column is, for the error messages (e.g. ``"right ascension"``).
-
-    Returns
-    -------
-    `numpy.ndarray`
-        1-D float array in degrees.
-
-    Raises
-    ------
-    KeyError
-        If the column does not exist (the message lists those that do).
-    ValueError
-        If it is not numeric, not one value per row, or not an angle.
-    """
-    label = f"{what} column" if what else "column"
-    if name not in table.colnames:
-        raise _missing_column(table, name, what)
-    col = table[name]
-    if getattr(col, "ndim", 1) != 1:
-        raise ValueError(f"{label} {name!r} has shape {col.shape}; expected one value "
-                         "per row")
-    unit = getattr(col, "unit", None)
-    data = np.ma.asarray(col.value if isinstance(col, u.Quantity) else col)
-    try:
-        values = np.ma.filled(data.astype(float), np.nan)
-    except (TypeError, ValueError):
-        raise ValueError(f"{label} {name!r} is not numeric (dtype {data.dtype}); "
-                         "expected angles in degrees or with an angular unit") from None
-    if unit is not None and u.Unit(unit) != u.dimensionless_unscaled:
-        try:
-            values = (values * u.Unit(unit)).to_value(u.deg)
-        except u.UnitConversionError:
-            raise ValueError(f"{label} {name!r} has unit {unit}, which is not an "
-                             "angle") from None
-    return np.asarray(values, dtype=float)
-
-
-def table_coordinates(table, coord=None, ra="ra", dec="dec"):
+def table_coordinates(table, coord=None, ra="ra", dec="dec", ra_unit=None, dec_unit=None):
     """The ICRS positions of a table's rows, with invalid rows marked.
+
+    The positions are read by `astro_mantis.positions.table_positions`: numbers in
+    degrees (or the column's angular unit), or strings (decimal degrees or
+    sexagesimal; sexagesimal right ascension in hours unless ``ra_unit`` or the
+    column's unit says otherwise).
 
     Parameters
     ----------
@@ -185,44 +154,31 @@ def table_coordinates(table, coord=None, ra="ra", dec="dec"):
         Name of a `~astropy.coordinates.SkyCoord` column (any frame convertible to
         ICRS). When given, ``ra`` and ``dec`` are ignored.
     ra, dec : str
-        Names of the right ascension and declination columns (ICRS): degrees unless
-        the column has an angular unit. Masked values make invalid rows.
+        Names of the right ascension and declination columns (ICRS). Masked, NaN,
+        unreadable and out-of-range values (``ra`` outside [0, 360], ``dec`` outside
+        [-90, 90] degrees) make invalid rows.
+    ra_unit, dec_unit : `~astropy.units.Unit` or str, optional
+        Units of columns that carry none.
 
     Returns
     -------
     coords : `~astropy.coordinates.SkyCoord`
         One ICRS position per row (NaN for invalid rows).
     good : `numpy.ndarray` of bool
-        False for rows whose position is NaN, masked or out of range.
+        False for rows whose position is invalid.
 
     Raises
     ------
     KeyError
-        If a column does not exist (the message lists those that do).
+        If a column does not exist (the message lists those that do, and suggests a
+        column of the same name in another case).
     ValueError
-        If a column is not numeric, not one value per row, or not an angle; or the
-        ``coord`` column is not a SkyCoord.
+        If a column is not one value per row or not an angle; or the ``coord``
+        column is not a SkyCoord.
     """
-    if coord is not None:
-        if coord not in table.colnames:
-            raise _missing_column(table, coord, "coordinate")
-        sc = table[coord]
-        if not isinstance(sc, SkyCoord):
-            raise ValueError(f"column {coord!r} is a {type(sc).__name__}, not a SkyCoord; "
-                             "pass ra= and dec= column names instead")
-        try:
-            icrs = sc.icrs
-        except Exception as exc:
-            raise ValueError(f"column {coord!r} cannot be converted to ICRS: {exc}") from None
-        ra_deg = np.atleast_1d(np.asarray(icrs.ra.deg, dtype=float))
-        dec_deg = np.atleast_1d(np.asarray(icrs.dec.deg, dtype=float))
-    else:
-        ra_deg = column_degrees(table, ra, "right ascension")
-        dec_deg = column_degrees(table, dec, "declination")
-    good = np.isfinite(ra_deg) & np.isfinite(dec_deg) & (np.abs(dec_deg) <= 90.0)
-    coords = SkyCoord(np.where(good, ra_deg, np.nan) * u.deg,
-                      np.where(good, dec_deg, np.nan) * u.deg, frame="icrs")
-    return coords, good
+    pos = table_positions(table, coord=coord, ra=ra, dec=dec, ra_unit=ra_unit,
+                          dec_unit=dec_unit)
+    return pos.coord, pos.good
 
 
 # ------------------------------------------------------------------------ dust
@@ -280,22 +236,29 @@ def dust_values(table, coords, good, ebv=None):
         The rows' ICRS positions.
     good : `numpy.ndarray` of bool
         Valid positions.
-    ebv : str, (str, str), array-like, `~astropy.units.Quantity` or callable, optional
+    ebv : str, (str, str), float, array-like, `~astropy.units.Quantity` or callable, optional
         One column name (used for both dust inputs), two column names (CSFD-like,
-        Planck-like), an array of shape ``(N,)`` or ``(N, 2)`` in magnitudes, or a
-        function of `~astropy.coordinates.SkyCoord` returning either. Default: the
-        ``dustmaps`` package's CSFD (else SFD) and Planck maps when it is installed
-        with the maps present, otherwise zeros.
+        Planck-like), one value for every row, an array of shape ``(N,)`` or
+        ``(N, 2)`` in magnitudes, or a function of `~astropy.coordinates.SkyCoord`
+        returning either. Default: the ``dustmaps`` package's CSFD (else SFD) and
+        Planck maps when it is installed with the maps present, otherwise zeros.
 
     Returns
     -------
     values : `numpy.ndarray`
         float32, shape ``(N, 2)``; unknown values are 0.
     unknown : `numpy.ndarray` of bool
-        Rows whose dust is unknown (NaN or masked inputs, or no source at all):
-        flagged `~astro_mantis.MantisFlag.DUST_UNKNOWN`.
+        Rows whose dust is unknown (NaN or masked inputs, values outside
+        ``0 <= E(B-V) <= MAX_EBV``, or no source at all): flagged
+        `~astro_mantis.MantisFlag.DUST_UNKNOWN`, with 0 used.
     source : str
         Where the values came from.
+
+    Raises
+    ------
+    ValueError
+        If a single value for every row is negative or above `MAX_EBV`, or the
+        values have the wrong shape.
     """
     n = len(coords)
     if ebv is None:
@@ -310,21 +273,30 @@ def dust_values(table, coords, good, ebv=None):
         names = (ebv, ebv) if isinstance(ebv, str) else tuple(ebv)
         for name in names:
             if name not in table.colnames:
-                raise _missing_column(table, name, "dust")
+                raise missing_column_error(table, name, "dust")
         values = np.stack([_as_mag(table[name], f"dust column {name!r}") for name in names],
                           axis=1)
         source = "columns " + (names[0] if names[0] == names[1] else " and ".join(names))
     else:
         values = _as_mag(ebv, "ebv")
-        source = "array"
+        if np.ndim(values) == 0 or np.shape(values) == (2,) and n != 2:
+            scalar = np.atleast_1d(values).astype(float)
+            if not np.all(np.isfinite(scalar)) or np.any(scalar < 0) or np.any(scalar > MAX_EBV):
+                raise ValueError(f"ebv={ebv!r}: Milky Way E(B-V) must lie in [0, {MAX_EBV:g}] "
+                                 "mag")
+            values = np.broadcast_to(scalar, (n, scalar.size))
+            source = "value " + " and ".join(f"{v:g}" for v in scalar)
+        else:
+            source = "array"
     values = np.asarray(values, dtype=float)
     if values.ndim == 1:
         values = np.stack([values, values], axis=1)
+    elif values.ndim == 2 and values.shape[1] == 1:
+        values = np.repeat(values, 2, axis=1)
     if values.shape != (n, 2):
         raise ValueError(f"dust values must have shape ({n},) or ({n}, 2); got {values.shape}")
-    unknown = ~np.all(np.isfinite(values), axis=1)
-    if np.any(values[~unknown] < 0):
-        raise ValueError("dust values E(B-V) must be non-negative")
+    with np.errstate(invalid="ignore"):
+        unknown = ~np.all(np.isfinite(values) & (values >= 0) & (values <= MAX_EBV), axis=1)
     values = np.where(unknown[:, None], 0.0, values).astype(np.float32)
     return values, unknown, source
 
@@ -357,6 +329,155 @@ def _resolve_model(model, weights, device):
     return _cached_model(model, weights, select_device(device))
 
 
+def _check_surveys(surveys, meta):
+    """The surveys to fetch, checked against those the model was trained on."""
+    from .surveys import get_survey
+
+    if isinstance(surveys, str):
+        surveys = [s for s in surveys.split(",") if s.strip()]
+    asked = tuple(get_survey(s.strip() if isinstance(s, str) else s).name for s in surveys)
+    trained = model_surveys(meta)
+    if set(asked) != set(trained):
+        name = meta.get("name", "the model")
+        raise ValueError(
+            f"surveys={','.join(asked)}: {name} was trained on {', '.join(trained)} and gets "
+            "only the inputs it was trained for. Fed a subset, its redshifts degrade without "
+            "warning (the missing survey's channels arrive empty), so pass "
+            f"surveys={tuple(trained)!r} (positions a survey does not cover are flagged "
+            "per row) or use a model trained on the surveys you have")
+    return tuple(s for s in trained)
+
+
+def model_surveys(meta):
+    """The surveys a model was trained on, from its ``meta`` (model card).
+
+    Parameters
+    ----------
+    meta : dict
+        A model's ``meta`` (`astro_mantis.models.load_model` fills it from the card).
+
+    Returns
+    -------
+    tuple of str
+        The card's ``surveys`` or ``data.surveys``; the three Mantis Shrimp surveys
+        when the card does not say (the registry's architectures take all three).
+    """
+    data = meta.get("data")
+    found = meta.get("surveys") or (data.get("surveys") if isinstance(data, dict) else None)
+    return tuple(found) if found else tuple(DEFAULT_SURVEYS)
+
+
+def _ebv_setting(ebv):
+    """Machine-readable record of the dust source (what ``resume`` compares)."""
+    if ebv is None:
+        return "dustmaps"
+    if isinstance(ebv, str):
+        return f"col:{ebv},{ebv}"
+    if isinstance(ebv, (tuple, list)) and len(ebv) == 2 and all(isinstance(e, str) for e in ebv):
+        return "col:" + ",".join(ebv)
+    if callable(ebv):
+        return f"function:{getattr(ebv, '__name__', type(ebv).__name__)}"
+    values = _as_mag(ebv, "ebv")
+    if np.ndim(values) == 0 or np.shape(values) == (2,):
+        pair = np.broadcast_to(np.atleast_1d(values).astype(float), (2,))
+        return "value:" + ",".join(f"{v:g}" for v in pair)
+    return "array"
+
+
+def _settings(meta, surveys, tta, ebv, pos):
+    """The settings that shape a run's result, as scalar table-meta entries."""
+    from .surveys import get_survey
+
+    return {"model": str(meta.get("name", "unknown")), "sha256": str(meta.get("sha256") or ""),
+            "survey": ",".join(surveys), "tta": bool(tta), "ebv": _ebv_setting(ebv),
+            "pos": pos, "point": "mean",
+            "srv": "; ".join(f"{s}={get_survey(s).source}" for s in surveys)}
+
+
+def recorded_services(table, prefix="z_"):
+    """The services a run fetched its cutouts from, as recorded in the table's meta.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+    prefix : str
+
+    Returns
+    -------
+    dict
+        Survey name → (base URL, layer); empty when the table records none.
+    """
+    text = str(run_settings(table, prefix).get("srv", "") or "")
+    out = {}
+    for item in text.split(";"):
+        name, sep, source = item.strip().partition("=")
+        if sep:
+            url, _, layer = source.partition("|")
+            out[name.strip()] = (url.strip(), layer.strip())
+    return out
+
+
+def run_settings(table, prefix="z_"):
+    """The settings an `add_redshift_columns` run recorded in a table's meta.
+
+    Reads the keys whatever their case (FITS headers return them upper-case:
+    ``Z_MODEL``), so it works on a table read back from any format.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        A table with redshift columns.
+    prefix : str
+        The columns' prefix.
+
+    Returns
+    -------
+    dict
+        ``model``, ``sha256``, ``vers``, ``survey``, ``tta``, ``ebv``, ``dust``,
+        ``point``, ``srv``, ``input`` (the input file's SHA-256, recorded by
+        ``astro-mantis predict``), ``prec`` ..., whichever are present, under their
+        names without the prefix.
+    """
+    lower = prefix.lower()
+    out = {}
+    for key, value in table.meta.items():
+        k = str(key).lower()
+        if k.startswith(lower) and k != lower:
+            out[k[len(lower):]] = value
+    if "tta" in out and isinstance(out["tta"], str):
+        out["tta"] = out["tta"].strip().lower() in ("true", "1", "t")
+    return out
+
+
+def _check_resume(table, prefix, settings):
+    """Refuse to resume a run whose recorded settings differ from this call's."""
+    recorded = run_settings(table, prefix)
+    labels = {"model": "model", "sha256": "model weights (sha256)", "survey": "surveys",
+              "tta": "tta", "ebv": "dust source (ebv)", "pos": "position columns"}
+    diffs = []
+    for key, label in labels.items():
+        if key not in recorded or key not in settings:
+            continue
+        old, new = recorded[key], settings[key]
+        if key == "tta":
+            old, new = bool(old), bool(new)
+        elif key == "ebv" and (str(old) == "array" or str(new) == "array"):
+            continue  # arrays cannot be compared with what was used then
+        else:
+            old, new = str(old), str(new)
+        if old != new:
+            diffs.append(f"{label}: the earlier run used {old!r}, this call {new!r}")
+    if diffs:
+        raise ValueError("resume=True with settings that differ from the earlier run's, which "
+                         "would mix two kinds of estimate in one table: " + "; ".join(diffs)
+                         + ". Resume with the earlier settings, or start afresh with "
+                         "overwrite=True")
+    old_srv = str(recorded.get("srv", settings["srv"]))
+    if old_srv != settings["srv"]:
+        log.warning(f"resuming with other services than the earlier run: {old_srv!r} then, "
+                    f"{settings['srv']!r} now")
+
+
 def _check_columns(table, names, overwrite, resume):
     present = [n for n in names if n in table.colnames]
     if resume:
@@ -373,7 +494,8 @@ def _check_columns(table, names, overwrite, resume):
 def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mini",
                          prefix="z_", surveys=DEFAULT_SURVEYS, ebv=None, batch_size=64,
                          device=None, progress=True, cache=True, overwrite=False,
-                         resume=False, chunk_size=256, weights=None, tta=False):
+                         resume=False, chunk_size=256, weights=None, tta=False, ra_unit=None,
+                         dec_unit=None):
     """Add redshift PDF columns to a table, in place; one row out for every row in.
 
     Parameters
@@ -383,17 +505,23 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     coord : str, optional
         Name of a `~astropy.coordinates.SkyCoord` column holding the positions.
     ra, dec : str
-        Otherwise, names of the right ascension and declination columns (ICRS;
-        degrees unless the columns carry an angular unit). Masked, NaN and
-        out-of-range values make flagged rows.
+        Otherwise, names of the right ascension and declination columns (ICRS):
+        numbers in degrees unless the columns carry an angular unit, or strings
+        (decimal degrees or sexagesimal, see `astro_mantis.positions`). Masked, NaN,
+        unreadable and out-of-range values (``ra`` outside [0, 360], ``dec`` outside
+        [-90, 90] degrees) make rows flagged ``BAD_COORDINATE``, never wrapped.
     model : str or `torch.nn.Module`
         Registry name (`astro_mantis.models.available_models`) or a network.
     prefix : str
         Prefix of the new columns' names.
     surveys : sequence of str
-        Surveys to fetch (default all three); the others count as missing.
+        Surveys to fetch: they must be those the model was trained on (its card's
+        ``data.surveys``; all three for the registry's models). A model fed only
+        some of its surveys gives silently degraded redshifts, so another set is
+        refused. Positions a survey does not cover are flagged, not refused.
     ebv : see `~astro_mantis.table.dust_values`, optional
-        Milky Way E(B-V): column name(s), values or a function of the positions.
+        Milky Way E(B-V): column name(s), one value for all rows, values or a
+        function of the positions.
         Default: the ``dustmaps`` package when installed with its maps, otherwise
         zeros with the ``DUST_UNKNOWN`` flag and one `~astro_mantis.table.DustWarning`.
     batch_size : int
@@ -409,7 +537,9 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         Replace existing columns of the same names.
     resume : bool
         Complete an earlier run: process only the rows flagged
-        ``NOT_ESTIMATED`` (except bad coordinates) and keep the others.
+        ``NOT_ESTIMATED`` (except bad coordinates) and keep the others. The settings
+        recorded by the earlier run (model and checksum, surveys, dust source, TTA)
+        must match this call's; a difference is refused, naming it.
     chunk_size : int
         Distinct positions per chunk. Two chunks of cutouts are in memory at once;
         the working set measured with the default 256 is about 1 GB
@@ -418,6 +548,8 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         Weights file for a registry model (default: the registry's).
     tta : bool
         Average over the 8 flips and rotations (`astro_mantis.models.predict`).
+    ra_unit, dec_unit : `~astropy.units.Unit` or str, optional
+        Units of position columns that carry none (e.g. ``"hourangle"``).
 
     Returns
     -------
@@ -429,8 +561,15 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         meta holds the bin edges; ``table.meta`` gains ``{prefix}model``,
         ``{prefix}sha256``, ``{prefix}vers`` (package version), ``{prefix}nbins``,
         ``{prefix}zmin``, ``{prefix}zmax`` and ``{prefix}dust`` (scalar entries, so
-        they survive FITS headers). The run's `~astro_mantis.table.RunStats` is in
-        ``astro_mantis.table.last_run``.
+        they survive FITS headers; FITS returns them upper-case, which
+        `run_settings` reads either way), and the settings that shape the result:
+        ``{prefix}survey`` (surveys used), ``{prefix}tta``, ``{prefix}ebv`` (the dust
+        source, machine-readable), ``{prefix}pos`` (the position columns),
+        ``{prefix}point`` (the point estimate of the Mantis Shrimp paper, ``mean``)
+        and ``{prefix}srv`` (the services the cutouts came from,
+        `recorded_services`). The run's `~astro_mantis.table.RunStats` is in
+        ``astro_mantis.table.last_run``; a `NotEstimatedWarning` is issued when
+        positions were processed but no row could be estimated.
 
     Raises
     ------
@@ -458,7 +597,6 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     >>> add_redshift_columns(t)  # doctest: +SKIP
     """
     global last_run
-    from .pdf import RedshiftPDF
 
     if not isinstance(table, Table):
         raise TypeError(f"table must be an astropy Table or QTable, got {type(table).__name__}")
@@ -469,10 +607,17 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     names = column_names(prefix)
     _check_columns(table, names, overwrite, resume)
     t0 = time.perf_counter()
-    coords, good = table_coordinates(table, coord=coord, ra=ra, dec=dec)
+    coords, good = table_coordinates(table, coord=coord, ra=ra, dec=dec, ra_unit=ra_unit,
+                                     dec_unit=dec_unit)
     dust, dust_unknown, dust_source = dust_values(table, coords, good, ebv)
     net = _resolve_model(model, weights, device)
     meta = dict(getattr(net, "meta", {}) or {})
+    surveys = _check_surveys(surveys, meta)
+    pos = f"coord={coord}" if coord is not None else f"ra={ra},dec={dec}" + (
+        f",ra_unit={ra_unit}" if ra_unit else "") + (f",dec_unit={dec_unit}" if dec_unit else "")
+    settings = _settings(meta, surveys, tta, ebv, pos)
+    if resume:
+        _check_resume(table, prefix, settings)
     nbins = int(meta.get("n_bins", 400))
     edges = np.linspace(float(meta.get("z_min", 0.0)), float(meta.get("z_max", 1.6)), nbins + 1)
     n = len(table)
@@ -506,8 +651,9 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
                       "inputs and flagging the rows DUST_UNKNOWN; pass ebv= column names or "
                       "values, or install dustmaps with its maps.", DustWarning, stacklevel=2)
     elif np.any(dust_unknown[todo]):
-        log.warning(f"{int(np.sum(dust_unknown[todo]))} rows have NaN or masked dust values: "
-                    "zeros used, rows flagged DUST_UNKNOWN")
+        log.warning(f"{int(np.sum(dust_unknown[todo]))} row(s) have NaN, masked or "
+                    f"out-of-range dust values (E(B-V) outside [0, {MAX_EBV:g}] mag): zeros "
+                    "used, rows flagged DUST_UNKNOWN")
 
     quiet = _QuietChunks()
     log.addFilter(quiet)
@@ -531,7 +677,13 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
                      if f and np.any((flags & f) != 0)}
         last_run = run
         _write_columns(table, names, prefix, pdf, stats, flags, estimated, edges, meta,
-                       dust_source, RedshiftPDF)
+                       dust_source, settings)
+    if run.n_todo and not run.n_estimated:
+        reasons = "; ".join(f"{k} ({v}x)" for k, v in run.failures.most_common(3)) or \
+            "no survey data at these positions"
+        warnings.warn(f"no row could be estimated: {run.n_todo} row(s) processed, all "
+                      f"flagged NOT_ESTIMATED. Reasons: {reasons}", NotEstimatedWarning,
+                      stacklevel=2)
     log.info(f"add_redshift_columns: {n} rows, {run.n_unique} distinct positions processed, "
              f"{run.n_estimated} rows estimated in {run.wall_seconds:.1f} s (fetch "
              f"{run.fetch_seconds:.1f} s, inference {run.infer_seconds:.1f} s)")
@@ -545,13 +697,24 @@ class _QuietChunks:
         return not str(record.getMessage()).startswith("cutouts: ")
 
 
-def _fetch_chunk(coords, idx, surveys, cache):
+def _fetch_chunk(coords, idx, surveys, cache, on_position=False):
     """Fetch one chunk's cutouts; returns (cutouts, seconds)."""
     from .cutouts import Mantis
 
     t = time.perf_counter()
-    cuts = Mantis.get_cutouts(coords[idx], surveys=surveys, cache=cache, progress=False)
+    cuts = Mantis.get_cutouts(coords[idx], surveys=surveys, cache=cache, progress=on_position)
     return cuts, time.perf_counter() - t
+
+
+def _failure_reason(status):
+    """A fetch status worth counting as a reason (URLs removed), or None."""
+    from .cutouts import FetchStatus
+
+    kind = FetchStatus.of(status)
+    if kind is not FetchStatus.FAILED:
+        return None
+    text = str(status)
+    return text.split(" from http", 1)[0].split(" from /", 1)[0]
 
 
 def _run_chunks(net, coords, reps, dust, surveys, chunk_size, batch_size, cache, tta, progress,
@@ -569,16 +732,24 @@ def _run_chunks(net, coords, reps, dust, surveys, chunk_size, batch_size, cache,
     sorted_inverse = inverse[by_position]
     bar = tqdm(total=int(reps.size), unit="pos", desc="photo-z", disable=not progress,
                dynamic_ncols=True)
+    # the bar moves once per position whose cutouts are in (fetched, cached or failed),
+    # so it shows progress and an ETA within a chunk; the postfix counts the estimates
+    tick = bar.update if progress else False
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="astro_mantis-prefetch") as pool:
-        future = pool.submit(_fetch_chunk, coords, reps[chunks[0]], surveys, cache)
+        future = pool.submit(_fetch_chunk, coords, reps[chunks[0]], surveys, cache, tick)
         try:
             for k, chunk in enumerate(chunks):
                 cuts, seconds = future.result()
                 run.fetch_seconds += seconds
                 if k + 1 < len(chunks):
                     future = pool.submit(_fetch_chunk, coords, reps[chunks[k + 1]], surveys,
-                                         cache)
+                                         cache, tick)
                 t = time.perf_counter()
+                for c in cuts:
+                    for s, status in c.status.items():
+                        reason = _failure_reason(status)
+                        if reason is not None:
+                            run.failures[f"{s}: {reason}"] += 1
                 cflags = np.array([int(c.flags) for c in cuts], dtype=np.int64)
                 usable = np.array([bool(c.surveys) for c in cuts]) & (
                     (cflags & int(_NO_ESTIMATE)) == 0)
@@ -606,10 +777,8 @@ def _run_chunks(net, coords, reps, dust, surveys, chunk_size, batch_size, cache,
                     rep_done[sel] = True
                 run.infer_seconds += time.perf_counter() - t
                 del cuts
-                bar.update(len(chunk))
                 if progress:
-                    bar.set_postfix(fetch=f"{run.fetch_seconds:.0f}s",
-                                    infer=f"{run.infer_seconds:.0f}s", refresh=False)
+                    bar.set_postfix(estimated=int(np.sum(rep_done)), refresh=False)
         except BaseException:
             future.cancel()
             raise
@@ -618,7 +787,7 @@ def _run_chunks(net, coords, reps, dust, surveys, chunk_size, batch_size, cache,
 
 
 def _write_columns(table, names, prefix, pdf, stats, flags, estimated, edges, meta, dust_source,
-                   pdf_cls):
+                   settings):
     """Put the arrays into the table as (masked) columns with units and descriptions."""
     cols = {}
     mask2d = np.repeat(~estimated[:, None], pdf.shape[1], axis=1)
@@ -651,6 +820,8 @@ def _write_columns(table, names, prefix, pdf, stats, flags, estimated, edges, me
         f"{prefix}zmin": float(edges[0]),
         f"{prefix}zmax": float(edges[-1]),
         f"{prefix}dust": dust_source,
+        **{f"{prefix}{key}": value for key, value in settings.items()
+           if key not in ("model", "sha256")},
     })
 
 

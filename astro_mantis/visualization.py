@@ -10,6 +10,8 @@
 They use only matplotlib's object interface and return the figure or axes, so they
 work in scripts, notebooks and tests alike (nothing is shown).
 """
+import os
+
 import numpy as np
 
 from .metrics import pit, plot_nz
@@ -154,10 +156,15 @@ def plot_redshift_row(table, index, cutout=None, prefix="z_", z_spec=None, coord
         Table with the redshift columns.
     index : int
         Row to show.
-    cutout : `~astro_mantis.MultiSurveyCutout`, optional
-        The row's cutouts; fetched with `Mantis.get_cutouts
-        <astro_mantis.MantisClass.get_cutouts>` (cache on) from the row's position
-        otherwise.
+    cutout : `~astro_mantis.MultiSurveyCutout` or str or path-like, optional
+        The row's cutouts, or a cutout file written by ``astro-mantis cutouts`` /
+        `~astro_mantis.MultiSurveyCutout.write`. Otherwise they are fetched with
+        `Mantis.get_cutouts <astro_mantis.MantisClass.get_cutouts>` (cache on) from
+        the services the table records (``{prefix}srv``, see
+        `~astro_mantis.table.recorded_services`), never silently from others; a table
+        that records none is drawn from the configured services, and the figure says
+        so. Cutouts that cannot be had (a service no longer running, offline) leave
+        their panels with the reason.
     prefix : str
         Prefix of the redshift columns.
     z_spec : str, optional
@@ -178,13 +185,14 @@ def plot_redshift_row(table, index, cutout=None, prefix="z_", z_spec=None, coord
     if not -n <= int(index) < n:
         raise IndexError(f"row {index} does not exist in a table of {n} rows")
     index = int(index) % n
-    if cutout is None:
-        from .cutouts import Mantis
-        from .table import table_coordinates
+    source = "cutouts: given"
+    if isinstance(cutout, (str, os.PathLike)):
+        from .multicutout import MultiSurveyCutout
 
-        coords, good = table_coordinates(table[index:index + 1], coord=coord, ra=ra, dec=dec)
-        if good[0]:
-            cutout = Mantis.get_cutouts(coords[0], progress=False)
+        source = f"cutouts: file {os.path.basename(str(cutout))}"
+        cutout = MultiSurveyCutout.read(cutout)
+    elif cutout is None:
+        cutout, source = _fetch_row_cutout(table, index, prefix, coord, ra, dec)
     if fig is None:
         from matplotlib.figure import Figure
 
@@ -210,4 +218,38 @@ def plot_redshift_row(table, index, cutout=None, prefix="z_", z_spec=None, coord
                 transform=ax.transAxes)
     ax.set_title(f"row {index}: flags {int(flags)}"
                  + (f" ({flags.name})" if flags and flags.name else ""), fontsize="medium")
+    fig.text(0.995, 0.005, source, ha="right", va="bottom", fontsize="x-small", color="0.3")
     return fig
+
+
+def _fetch_row_cutout(table, index, prefix, coord, ra, dec):
+    """Fetch a row's cutouts from the services its table records: (cutout, source text)."""
+    import contextlib
+
+    from .config import conf
+    from .cutouts import Mantis
+    from .surveys import get_survey
+    from .table import recorded_services, run_settings, table_coordinates
+
+    settings = run_settings(table, prefix)
+    pos = str(settings.get("pos", ""))
+    if coord is None and pos.startswith("coord="):
+        coord = pos[len("coord="):]
+    elif pos.startswith("ra=") and (ra, dec) == ("ra", "dec"):
+        parts = dict(p.split("=", 1) for p in pos.split(",") if "=" in p)
+        ra, dec = parts.get("ra", ra), parts.get("dec", dec)
+    coords, good = table_coordinates(table[index:index + 1], coord=coord, ra=ra, dec=dec)
+    if not good[0]:
+        return None, "no cutouts (invalid position)"
+    services = recorded_services(table, prefix)
+    surveys = tuple(services) or None
+    with contextlib.ExitStack() as stack:
+        for name, (url, _layer) in services.items():
+            stack.enter_context(conf.set_temp(get_survey(name).url_config, url))
+        hosts = sorted({url for url, _ in services.values()})
+        source = ("cutouts: fetched from the services the table records, " + ", ".join(hosts)
+                  if services else "cutouts: fetched now from the configured services "
+                  "(the table records none)")
+        kwargs = {"surveys": surveys} if surveys else {}
+        cut = Mantis.get_cutouts(coords[0], progress=False, **kwargs)
+    return cut, source

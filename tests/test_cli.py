@@ -306,3 +306,211 @@ def test_predict_bad_input_and_resume(sample_server, tmp_path, capsys):
     done = Table.read(out)
     assert not np.any(np.asarray(done["z_flags"]) & MantisFlag.NOT_ESTIMATED)
     assert np.allclose(done["z_pdf"][~failed], first["z_pdf"][~failed])
+
+
+# --------------------------------------------------------------------- issue 11
+_COLS = ["--ra-col", "RAJ2000", "--dec-col", "DEJ2000"]
+
+
+def test_predict_refuses_a_survey_subset_and_bad_devices(sample_server, tmp_path, capsys):
+    src = tmp_path / "in.fits"
+    _sample_table(src, [20, 21])
+    out = tmp_path / "out.fits"
+    base = ["predict", str(src), "-o", str(out), "--no-progress", "--ebv-col", "EBV"] + _COLS
+    assert main(base + ["--surveys", "galex,panstarrs"]) == EXIT_BAD_INPUT
+    assert "trained on galex, panstarrs, unwise" in capsys.readouterr().err
+    assert main(base + ["--device", "banana"]) == EXIT_BAD_INPUT
+    assert "--device 'banana'" in capsys.readouterr().err
+    assert not out.exists() and sum(sample_server.counts.values()) == 0
+    # upper-case columns: the error suggests the option that fixes it
+    t = Table.read(src)
+    t.rename_columns(["RAJ2000", "DEJ2000"], ["RA", "DEC"])
+    t.write(src, overwrite=True)
+    assert main(["predict", str(src), "-o", str(out), "--no-progress"]) == EXIT_BAD_INPUT
+    assert "Did you mean --ra-col RA?" in capsys.readouterr().err
+
+
+def test_predict_checks_its_output_before_any_work(sample_server, tmp_path, capsys):
+    src = tmp_path / "in.ecsv"
+    _sample_table(src, [22, 23])
+    base = ["predict", str(src), "--no-progress", "--ebv-col", "EBV"] + _COLS
+    for out, message in ((tmp_path / "nodir" / "o.fits", "does not exist"),
+                         (tmp_path, "is a directory"),
+                         (tmp_path / "o.unknown", "cannot tell the format")):
+        assert main(base + ["-o", str(out)]) == EXIT_BAD_INPUT
+        assert message in capsys.readouterr().err
+    assert sum(sample_server.counts.values()) == 0  # found before fetching anything
+    # the formats --help names all work, each keeping the run's settings
+    from astro_mantis.table import run_settings
+    from astro_mantis.tableio import read_table
+
+    for name in ("o.vot", "o.csv"):
+        assert main(base + ["-o", str(tmp_path / name)]) == EXIT_OK
+        back = read_table(tmp_path / name)
+        assert back["z_pdf"].shape == (2, 400)
+        s = run_settings(back)
+        assert s["model"] == "mantis-mini" and s["ebv"] == "col:EBV,EBV"
+        assert len(s["input"]) == 64
+
+
+def test_predict_with_every_fetch_failing_exits_non_zero(sample_server, tmp_path, capsys):
+    src = tmp_path / "in.fits"
+    _sample_table(src, [24, 25, 26])
+    out = tmp_path / "out.fits"
+    with conf.set_temp("retries", 0):
+        sample_server.fail_next(1000, kind="5xx", endpoint="fitscut")
+        status = main(["predict", str(src), "-o", str(out), "--no-progress", "--ebv-col",
+                       "EBV", "--no-cache"] + _COLS)
+    assert status == 3  # EXIT_NONE_ESTIMATED
+    captured = capsys.readouterr()
+    assert "panstarrs: failed: HTTP 503" in captured.out and "3 position(s)" in captured.out
+    assert "no row could be estimated" in captured.err
+    assert out.exists()  # the flagged rows are still written, for --resume
+
+
+def test_resume_carries_the_first_runs_settings(sample_server, tmp_path, capsys):
+    src = tmp_path / "in.fits"
+    _sample_table(src, [27, 28, 29, 30])
+    out = tmp_path / "out.fits"
+    cache = tmp_path / "mycache"
+    first = ["predict", str(src), "-o", str(out), "--no-progress", "--ebv-col", "EBV",
+             "--tta", "--cache-dir", str(cache)] + _COLS
+    with conf.set_temp("retries", 0):
+        sample_server.fail_next(3, kind="5xx", endpoint="fitscut")
+        assert main(first) == EXIT_OK
+    text = capsys.readouterr().out
+    assert f"--cache-dir {cache}" in text and "--resume" in text  # the printed hint
+    before = Table.read(out)
+    todo = (np.asarray(before["z_flags"]) & MantisFlag.NOT_ESTIMATED) != 0
+    assert todo.any() and before.meta["Z_TTA"] is True
+    # a different input is refused, naming the difference
+    other = tmp_path / "other.fits"
+    _sample_table(other, [31, 32, 33, 34])
+    assert main(["predict", str(other), "-o", str(out), "--resume", "--no-progress"]) \
+        == EXIT_BAD_INPUT
+    assert "is not the input of the run" in capsys.readouterr().err
+    # a setting given differently is refused
+    assert main(["predict", str(src), "-o", str(out), "--resume", "--no-progress",
+                 "--ebv", "0.02"] + _COLS) == EXIT_BAD_INPUT
+    assert "dust source" in capsys.readouterr().err
+    # the bare resume takes --ebv-col, --tta and the columns from the file
+    assert main(["predict", str(src), "-o", str(out), "--resume", "--no-progress",
+                 "--cache-dir", str(cache)]) == EXIT_OK
+    done = Table.read(out)
+    assert not np.any(np.asarray(done["z_flags"]) & MantisFlag.NOT_ESTIMATED)
+    assert not np.any(np.asarray(done["z_flags"]) & MantisFlag.DUST_UNKNOWN)
+    assert done.meta["Z_EBV"] == "col:EBV,EBV" and done.meta["Z_TTA"] is True
+    assert np.array_equal(np.asarray(done["z_pdf"])[~todo], np.asarray(before["z_pdf"])[~todo])
+
+
+def test_dry_run_sends_and_writes_nothing(sample_server, tmp_path, capsys):
+    src = tmp_path / "in.fits"
+    _sample_table(src, [35, 36, 37])
+    out = tmp_path / "out.fits"
+    assert main(["predict", str(src), "-o", str(out), "--dry-run", "--ebv-col", "EBV"]
+                + _COLS) == EXIT_OK
+    text = capsys.readouterr().out
+    assert "3 to process" in text and "request(s)" in text and "estimated time" in text
+    assert not out.exists() and sum(sample_server.counts.values()) == 0
+    assert main(["cutouts", str(src), "--out", str(tmp_path / "c"), "--dry-run"] + _COLS) \
+        == EXIT_OK
+    assert "to fetch" in capsys.readouterr().out and not (tmp_path / "c").exists()
+
+
+def test_demo_services_plot_and_qp_offline(tmp_path, capsys):
+    """No server fixture: --demo-services serves the sample sky; plot and qp from the shell."""
+    import qp
+
+    src = tmp_path / "in.fits"
+    _sample_table(src, [40, 41])
+    out = tmp_path / "out.ecsv"
+    with conf.set_temp("cache_dir", str(tmp_path / "cache")):
+        assert main(["predict", str(src), "-o", str(out), "--demo-services", "--no-progress",
+                     "--ebv-col", "EBV", "--qp", str(tmp_path / "pdfs.hdf5")] + _COLS) == EXIT_OK
+        assert "--demo-services" in capsys.readouterr().err
+        table = Table.read(out)
+        ens = qp.read(str(tmp_path / "pdfs.hdf5"))
+        assert ens.npdf == 2 and list(ens.ancil["row"]) == [0, 1]
+        assert np.allclose(ens.pdf(np.array([0.3]))[:, 0],
+                           np.asarray(table["z_pdf"])[:, int(0.3 / 0.004)], rtol=1e-4)
+        # the figure comes from the cache of the services the run used (those are gone)
+        fig = tmp_path / "row1.png"
+        assert main(["plot", str(out), "--row", "1", "-o", str(fig)]) == EXIT_OK
+        assert fig.stat().st_size > 10_000
+    assert main(["plot", str(out), "--row", "5", "-o", str(tmp_path / "x.png")]) \
+        == EXIT_BAD_INPUT
+    assert "row 5 does not exist" in capsys.readouterr().err
+
+
+def test_plot_says_where_its_cutouts_came_from(sample_server, tmp_path):
+    from astro_mantis import add_redshift_columns
+    from astro_mantis.visualization import plot_redshift_row
+
+    t = Table.read(_sample_table(tmp_path / "in.fits", [42]) and tmp_path / "in.fits")
+    add_redshift_columns(t, ra="RAJ2000", dec="DEJ2000", ebv="EBV", progress=False)
+    n = sum(sample_server.counts.values())
+    fig = plot_redshift_row(t, 0)
+    texts = [x.get_text() for x in fig.texts]
+    assert any("services the table records" in x and sample_server.panstarrs_url.split("/")[2]
+               in x for x in texts)
+    assert sum(sample_server.counts.values()) == n  # answered from the cache of those services
+
+
+def test_cutouts_interrupted_keeps_what_it_fetched(sample_server, tmp_path):
+    import os
+    import signal
+    import threading
+
+    from astro_mantis.cli import FetchInterrupted, fetch_and_write
+    from astro_mantis.simulate import SampleSky
+
+    cat = SampleSky().catalog
+    ra, dec = np.asarray(cat["ra"][:12]), np.asarray(cat["dec"][:12])
+    sample_server.latency = 0.05
+    out = tmp_path / "cuts"
+
+    def interrupt_after_files():
+        for _ in range(400):
+            if len(list(out.glob("cutout_*.fits"))) >= 2:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            threading.Event().wait(0.02)
+
+    watcher = threading.Thread(target=interrupt_after_files, daemon=True)
+    watcher.start()
+    with pytest.raises(FetchInterrupted) as info:
+        fetch_and_write(ra, dec, out, progress=False, chunk_size=2)
+    watcher.join()
+    summary = Table.read(out / "summary.ecsv")
+    assert summary.meta["interrupted"] is True and len(summary) == 12
+    written = ~np.ma.getmaskarray(summary["file"])
+    assert 2 <= written.sum() < 12
+    for name in summary["file"][written]:
+        assert MultiSurveyCutout.read(out / name).surveys
+    assert set(summary["status_galex"][~written]) == {"not fetched"}
+    assert info.value.summary is not None
+
+
+def test_failed_final_write_keeps_the_earlier_output(tmp_path):
+    """The issue's reproduction: predict with a file-size limit on its final write."""
+    import resource
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.fits"
+    _sample_table(src, list(range(40)))
+    out = tmp_path / "p5.fits"
+    cmd = [sys.executable, "-m", "astro_mantis.cli", "predict", str(src), "-o", str(out),
+           "--demo-services", "--no-cache", "--no-progress", "--ebv-col", "EBV"] + _COLS
+    assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == EXIT_OK
+    before = out.read_bytes()
+    assert len(before) > 70_000
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    res = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, timeout=300,
+                         preexec_fn=limit)
+    assert res.returncode == EXIT_BAD_INPUT and "is unchanged" in res.stderr
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if "tmp" in p.name] == []

@@ -293,3 +293,61 @@ def test_written_cutout_reads_back(server, tmp_path):
     for name in ALL:
         np.testing.assert_array_equal(back[name].data, cut[name].data)
         assert back[name].unit == cut[name].unit
+
+
+# --------------------------------------------------------------------- issue 11
+def test_cache_never_serves_one_service_as_another(tmp_path):
+    """Two servers with different skies: the second is never answered from the first's cache."""
+    from astro_mantis.testing import SurveyServer
+    from astro_mantis.testing.synthetic import SyntheticSky
+
+    coord = SkyCoord(150.0, 2.0, unit="deg")
+    with conf.set_temp("cache_dir", str(tmp_path)), conf.set_temp("backoff", 0.01):
+        with SurveyServer(sky=SyntheticSky(seed=1)) as a, a.configure(conf):
+            first = Mantis.get_cutouts(coord, progress=False)
+            assert Mantis.get_cutouts(coord, progress=False).status["galex"] == "cached"
+        with SurveyServer(sky=SyntheticSky(seed=2)) as b, b.configure(conf):
+            second = Mantis.get_cutouts(coord, progress=False)
+            assert set(second.status.values()) == {"ok"}  # fetched, not "cached"
+            assert Mantis.last_request_count > 0
+    for s in ("galex", "panstarrs", "unwise"):
+        assert not np.array_equal(first.surveys[s].data, second.surveys[s].data)
+    # an entry is checked against the service on reading too
+    survey = SURVEYS["galex"]
+    cache = CutoutCache(tmp_path)
+    key = survey.cache_key(150.0, 2.0)
+    raw = cache.encode(first.surveys["galex"], source="http://elsewhere|galex")
+    assert cache.decode(raw, "http://elsewhere|galex") is not None
+    with pytest.raises(ValueError, match="came from 'http://elsewhere|galex'"):
+        cache.decode(raw, "http://127.0.0.1:1/viewer|galex")
+    cache.path("galex", key).parent.mkdir(parents=True, exist_ok=True)
+    cache.path("galex", key).write_bytes(raw)
+    assert cache.load("galex", key, source="http://other|galex") is None
+
+
+def test_positions_as_strings_and_names(server):
+    cut = Mantis.get_cutouts("10:00:00 +02:00:00", progress=False)
+    assert cut.coord.ra.deg == pytest.approx(150.0) and cut.coord.dec.deg == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="(?s)cannot resolve 'M101'.*needs the network"):
+        Mantis.get_cutouts("M101", progress=False)
+
+
+def test_progress_callback_counts_every_position(server):
+    coords = SkyCoord([150.0, 150.0, 150.01, np.nan], [2.0, 2.0, 2.0, 2.0], unit="deg")
+    ticks = []
+    Mantis.get_cutouts(coords, progress=ticks.append)
+    assert sum(ticks) == 4  # one per input position: distinct, repeated and invalid
+
+
+def test_plan_counts_cache_and_requests_without_sending(server):
+    coords = grid(6)
+    plan = Mantis.plan(coords)
+    assert plan.n_unique == 6 and plan.to_fetch == {"galex": 6, "panstarrs": 6, "unwise": 6}
+    assert sum(server.counts.values()) == 0  # nothing was sent
+    # one loopback host serves both protocols: 1 PS1 listing + 5 bands x 6, and 6 + 6
+    assert list(plan.requests.values()) == [1 + 6 * 5 + 6 + 6]
+    Mantis.get_cutouts(coords[:4], progress=False)
+    again = Mantis.plan(coords)
+    assert again.cached == {"galex": 4, "panstarrs": 4, "unwise": 4}
+    assert again.to_fetch["galex"] == 2 and again.seconds < plan.seconds
+    assert "estimated time" in again.report()

@@ -114,7 +114,7 @@ def test_match_with_a_catalog_file(parser, tmp_path, catalog):
 
 @pytest.mark.parametrize("extra, message", [
     (["--catalog", "nowhere.fits"], "neither sdss, sdss-spall nor an existing file"),
-    (["--ra-col", "ra"], "no column 'ra'"),
+    (["--ra-col", "ra"], "column 'ra' not found"),
     (["--quality", "z >"], "cannot parse the quality cut"),
     (["--catalog", "sdss-spall"], "download=True"),
 ])

@@ -142,7 +142,7 @@ def test_bad_catalogs_are_explained(tmp_path):
         match_spectroscopic(_targets(), catalog=42)
     with pytest.raises(TypeError, match="astropy Table"):
         match_spectroscopic({"ra": [1]}, catalog=_catalog())
-    with pytest.raises(KeyError, match="table: no column 'ra'"):
+    with pytest.raises(KeyError, match="column 'ra' not found; the table has columns: x"):
         match_spectroscopic(Table({"x": [1.0]}), catalog=_catalog(), z_col="Z")
 
 

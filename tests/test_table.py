@@ -132,7 +132,7 @@ def test_bad_input(sky, sky_server, tmp_path):
     with pytest.raises(ValueError, match="not an angle"):
         add_redshift_columns(t, dec="dec_m")
     t["name"] = ["a", "b"]
-    with pytest.raises(ValueError, match="not numeric"):
+    with pytest.raises(ValueError, match="not numeric and none of its values reads"):
         add_redshift_columns(t, ra="name")
     with pytest.raises(ValueError, match="not a SkyCoord"):
         add_redshift_columns(t, coord="ra")
@@ -142,8 +142,10 @@ def test_bad_input(sky, sky_server, tmp_path):
         add_redshift_columns(t, model="mantis-giant", ebv=DUST)
     with pytest.raises(ValueError, match=r"shape \(2,\) or \(2, 2\)"):
         add_redshift_columns(t, ebv=np.zeros(3))
-    with pytest.raises(ValueError, match="non-negative"):
-        add_redshift_columns(t, ebv=-np.ones(2))
+    # a single dust value outside the physical range is refused outright
+    for bad in (-0.1, 50.0, np.nan):
+        with pytest.raises(ValueError, match=r"E\(B-V\) must lie in \[0, 5\] mag"):
+            add_redshift_columns(t, ebv=bad)
     # a weights file that fails its checksum
     from astro_mantis.models.registry import DATA_DIR
 
@@ -340,3 +342,81 @@ def test_dust_from_dustmaps(sky, sky_server, tmp_path):
         assert np.allclose(ref["z_pdf"], t2["z_pdf"])
     finally:
         config["data_dir"] = old
+
+
+# --------------------------------------------------------------------- issue 11
+def test_a_survey_subset_is_refused_and_surveys_are_recorded(sky, sky_server):
+    t = _table(sky, [60, 61])
+    with pytest.raises(ValueError, match="trained on galex, panstarrs, unwise.*gets only"):
+        add_redshift_columns(t, surveys=("galex", "panstarrs"), ebv=DUST, progress=False)
+    assert "z_pdf" not in t.colnames  # refused before any work
+    add_redshift_columns(t, surveys=("unwise", "galex", "panstarrs"), ebv=DUST,
+                         progress=False)
+    s = T.run_settings(t)
+    assert s["survey"] == "galex,panstarrs,unwise" and s["tta"] is False
+    assert s["ebv"] == "col:ebv_csfd,ebv_planck" and s["point"] == "mean"
+    assert s["pos"] == "ra=ra,dec=dec"
+    srv = T.recorded_services(t)
+    assert srv["panstarrs"][0] == sky_server.panstarrs_url
+    assert srv["galex"] == (sky_server.legacysurvey_url, "galex")
+
+
+def test_resume_refuses_other_settings(sky, sky_server):
+    t = _table(sky, [62, 63, 64])
+    with conf.set_temp("retries", 0):
+        sky_server.fail_next(3, kind="5xx", endpoint="fitscut")
+        add_redshift_columns(t, ebv=DUST, progress=False)
+    assert np.any(np.asarray(t["z_flags"]) & F.NOT_ESTIMATED)
+    with pytest.raises(ValueError, match="tta: the earlier run used False, this call True"):
+        add_redshift_columns(t, ebv=DUST, resume=True, tta=True, progress=False)
+    with pytest.raises(ValueError, match="dust source.*'col:ebv_csfd,ebv_planck'.*'dustmaps'"):
+        add_redshift_columns(t, resume=True, progress=False)
+    with pytest.raises(ValueError, match="position columns"):
+        t["ra2"], t["dec2"] = t["ra"], t["dec"]
+        add_redshift_columns(t, ra="ra2", dec="dec2", ebv=DUST, resume=True, progress=False)
+    # and the same settings complete it; a FITS round trip (upper-case keys) is read too
+    sky_server.reset()
+    add_redshift_columns(t, ebv=DUST, resume=True, progress=False)
+    assert not np.any(np.asarray(t["z_flags"]) & F.NOT_ESTIMATED)
+
+
+def test_scalar_dust_and_out_of_range_rows(sky, sky_server):
+    t = _table(sky, [65, 66, 67])
+    add_redshift_columns(t, ebv=0.03, progress=False)
+    assert not np.any(np.asarray(t["z_flags"]) & F.DUST_UNKNOWN)
+    assert t.meta["z_ebv"] == "value:0.03,0.03" and t.meta["z_dust"] == "value 0.03"
+    t2 = _table(sky, [65, 66, 67])
+    t2["ebv_csfd"][1] = 50.0  # a typo in one row flags that row only
+    add_redshift_columns(t2, ebv="ebv_csfd", progress=False)
+    flagged = (np.asarray(t2["z_flags"]) & F.DUST_UNKNOWN) != 0
+    assert flagged.tolist() == [False, True, False]
+
+
+def test_out_of_range_and_sexagesimal_positions(sky, sky_server):
+    from astropy.coordinates import Angle
+
+    t = _table(sky, [68, 69, 70, 71])
+    ra = np.array(t["ra"])
+    t["ra"][1] = ra[1] + 360.0  # ra=400-like: flagged, not wrapped
+    t["ra"][2] = -10.0
+    add_redshift_columns(t, ebv=DUST, progress=False)
+    bad = (np.asarray(t["z_flags"]) & F.BAD_COORDINATE) != 0
+    assert bad.tolist() == [False, True, True, False]
+    s = _table(sky, [68, 71])
+    s["ra_s"] = Angle(s["ra"], u.deg).to_string(unit=u.hourangle, sep=":", precision=3)
+    s["dec_s"] = Angle(s["dec"], u.deg).to_string(unit=u.deg, sep=":", precision=2,
+                                                  alwayssign=True)
+    add_redshift_columns(s, ra="ra_s", dec="dec_s", ebv=DUST, progress=False)
+    assert np.allclose(s["z_mean"], [t["z_mean"][0], t["z_mean"][3]], atol=2e-3)
+    with pytest.raises(KeyError, match="Did you mean 'ra_s'"):
+        add_redshift_columns(s, ra="RA_S", dec="dec_s", ebv=DUST, overwrite=True)
+
+
+def test_warns_when_no_row_can_be_estimated(sky, sky_server):
+    t = _table(sky, [72, 73])
+    with conf.set_temp("retries", 0):
+        sky_server.fail_next(100, kind="5xx", endpoint="fits-cutout")
+        sky_server.fail_next(100, kind="5xx", endpoint="fitscut")
+        with pytest.warns(T.NotEstimatedWarning, match="no row could be estimated.*HTTP 503"):
+            add_redshift_columns(t, ebv=DUST, progress=False)
+    assert T.last_run.failures and all("HTTP 503" in k for k in T.last_run.failures)

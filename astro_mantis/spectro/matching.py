@@ -118,39 +118,19 @@ def _check_radius(radius):
     return radius.to(u.arcsec)
 
 
-def _degrees(table, name, what):
-    """A table column as float degrees (NaN where masked); unit-aware; any case of name."""
-    from ..table import column_degrees
-
-    if name not in table.colnames:
-        lower = {c.lower(): c for c in table.colnames}
-        if name.lower() not in lower:
-            raise KeyError(f"{what}: no column {name!r}; the columns are: "
-                           f"{', '.join(table.colnames) or '(none)'}")
-        name = lower[name.lower()]
-    try:
-        return column_degrees(table, name, "")
-    except ValueError as exc:
-        raise ValueError(f"{what}: {exc}") from None
-
-
 def _positions(table, ra, dec, coord):
-    """(ra, dec, good) of the table's rows, ICRS degrees."""
-    if coord is not None:
-        if coord not in table.colnames:
-            raise KeyError(f"no column {coord!r}; the columns are: {', '.join(table.colnames)}")
-        sc = table[coord]
-        if not isinstance(sc, SkyCoord):
-            raise TypeError(f"column {coord!r} must hold SkyCoord positions, got "
-                            f"{type(sc).__name__}")
-        icrs = sc.icrs
-        ra_d = np.ma.filled(np.ma.asarray(icrs.ra.deg, dtype=float), np.nan).reshape(-1)
-        dec_d = np.ma.filled(np.ma.asarray(icrs.dec.deg, dtype=float), np.nan).reshape(-1)
-    else:
-        ra_d = _degrees(table, ra, "table")
-        dec_d = _degrees(table, dec, "table")
-    good = np.isfinite(ra_d) & np.isfinite(dec_d) & (np.abs(dec_d) <= 90.0)
-    return ra_d, dec_d, good
+    """(ra, dec, good) of the table's rows, ICRS degrees (`astro_mantis.positions`)."""
+    from ..positions import table_positions
+
+    if coord is None:  # any case of the column names
+        lower = {c.lower(): c for c in table.colnames}
+        ra = lower.get(str(ra).lower(), ra) if ra not in table.colnames else ra
+        dec = lower.get(str(dec).lower(), dec) if dec not in table.colnames else dec
+    elif coord in table.colnames and not isinstance(table[coord], SkyCoord):
+        raise TypeError(f"column {coord!r} must hold SkyCoord positions, got "
+                        f"{type(table[coord]).__name__}")
+    pos = table_positions(table, coord=coord, ra=ra, dec=dec)
+    return pos.ra, pos.dec, pos.good
 
 
 def _find(table, name, what, required=True):
@@ -230,9 +210,12 @@ def _user_catalog(catalog, quality, z_col, z_err_col, ra_col, dec_col, class_col
     z_name = _find(table, z_col, what)
     zcol = table[z_name]
     z = np.ma.filled(np.ma.asarray(getattr(zcol, "value", zcol)).astype(float), np.nan)
-    ra = _degrees(table, _find(table, ra_col, what), what)
-    dec = _degrees(table, _find(table, dec_col, what), what)
-    keep = np.isfinite(ra) & np.isfinite(dec) & np.isfinite(z) & (np.abs(dec) <= 90)
+    try:
+        ra, dec, good = _positions(table, _find(table, ra_col, what),
+                                   _find(table, dec_col, what), None)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    keep = good & np.isfinite(z)
     keep &= _local_quality(table, quality)
     idx = np.flatnonzero(keep)
     z_err = np.full(idx.size, np.nan)

@@ -579,11 +579,10 @@ def query_specobj(coordinates, radius=1 * u.arcsec, quality=SDSS_QUALITY, data_r
     astro_mantis.spectro.SkyServerError
         If SkyServer rejects the SQL (e.g. an unknown column in ``quality``).
     """
-    from ..cutouts import normalize_coordinates
+    from ..positions import coordinate_positions
 
-    icrs, _, good = normalize_coordinates(coordinates)
-    ra = np.ma.filled(np.ma.asarray(icrs.ra.deg, dtype=float), np.nan)
-    dec = np.ma.filled(np.ma.asarray(icrs.dec.deg, dtype=float), np.nan)
+    pos = coordinate_positions(coordinates)
+    ra, dec, good = pos.ra, pos.dec, pos.good
     idx = np.flatnonzero(good)
     table, failed, stats = _query_specobj(ra[idx], dec[idx], _check_angle(radius), quality,
                                           data_release, cache, progress)

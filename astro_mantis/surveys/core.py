@@ -440,12 +440,23 @@ class Survey:
         """Static footprint test (no network); True unless the survey never covers (ra, dec)."""
         return True
 
+    @property
+    def source(self):
+        """Which service a cutout comes from: the base URL and the layer (data release).
+
+        Part of every cache key and stored in every cache entry, so that cutouts of
+        one service (a test server, a mirror, another data release) are never
+        served as another's.
+        """
+        return f"{self.base_url}|{self.layer}"
+
     def cache_key(self, ra, dec, size=None, pixscale=None):
-        """A file-name-safe key for one cutout: survey, layer, position, size, pixel scale."""
+        """A file-name-safe key for one cutout: survey, service (`source`), position, size,
+        pixel scale."""
         size = size or self.size
         pixscale = u.Quantity(self.pixscale if pixscale is None else pixscale,
                               u.arcsec).to_value(u.arcsec)
-        text = f"{self.name}|{self.layer}|{ra:.7f}|{dec:.7f}|{size:d}|{pixscale:.5f}"
+        text = f"{self.name}|{self.source}|{ra:.7f}|{dec:.7f}|{size:d}|{pixscale:.5f}"
         return hashlib.sha1(text.encode()).hexdigest()
 
     def listing_request(self, positions):

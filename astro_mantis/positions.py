@@ -1,0 +1,345 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""One parser of sky positions: table columns, `~astropy.coordinates.SkyCoord`, names.
+
+Everything that takes positions from a user (`~astro_mantis.add_redshift_columns`,
+`Mantis.get_cutouts <astro_mantis.MantisClass.get_cutouts>`, the ``astro-mantis``
+command, spectroscopic matching) reads them here, into ICRS degrees plus a per-row
+validity and the reason a row is invalid. Invalid rows are never dropped: they keep
+their place and are flagged ``BAD_COORDINATE`` downstream.
+
+A position is valid when both values are finite, right ascension lies in
+``0 <= ra <= 360`` degrees and declination in ``-90 <= dec <= 90`` degrees. Values
+outside those ranges (``ra=400``, ``ra=-10``) are treated as typos and flagged, not
+wrapped. (A `~astropy.coordinates.SkyCoord` wraps right ascension itself when it is
+built, so its positions are always in range.)
+
+Columns may hold
+
+* numbers: degrees, unless the column carries an angular unit (``u.rad``,
+  ``u.hourangle`` ...);
+* strings: decimal degrees (``"185.0242"``) or sexagesimal (``"12:20:05.8"``,
+  ``"12h20m05.8s"``, ``"+47:11:43"``, ``"47d11m43s"``). Sexagesimal right ascension
+  is read in **hours** (the astronomical convention) unless the column carries a
+  unit or ``ra_unit`` says otherwise; declination is read in degrees.
+"""
+import re
+from dataclasses import dataclass
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import Angle, SkyCoord
+
+__all__ = ["Positions", "check_degrees", "column_degrees", "table_positions",
+           "coordinate_positions", "resolve_name", "missing_column_error"]
+
+_SEXAGESIMAL = re.compile(r"[:hdms\u00b0'\" ]")
+
+
+@dataclass
+class Positions:
+    """Positions in ICRS degrees with a validity mask and a reason per invalid row.
+
+    Attributes
+    ----------
+    ra, dec : `numpy.ndarray`
+        Degrees; NaN where the position is invalid.
+    reason : `numpy.ndarray` of str
+        Empty for valid rows, otherwise why the row is invalid (e.g. ``"right
+        ascension 400 outside [0, 360] deg"``).
+    """
+
+    ra: np.ndarray
+    dec: np.ndarray
+    reason: np.ndarray
+
+    @property
+    def good(self):
+        """`numpy.ndarray` of bool: True where the position is valid."""
+        return self.reason == ""
+
+    @property
+    def coord(self):
+        """The positions as an ICRS `~astropy.coordinates.SkyCoord` (NaN where invalid)."""
+        return SkyCoord(self.ra * u.deg, self.dec * u.deg, frame="icrs")
+
+    def __len__(self):
+        return len(self.ra)
+
+
+def check_degrees(ra, dec, reason=None):
+    """Validate right ascension and declination given in degrees.
+
+    Parameters
+    ----------
+    ra, dec : array-like
+        Degrees (NaN for missing values).
+    reason : array-like of str, optional
+        Reasons already known (e.g. a string that did not parse); kept where set.
+
+    Returns
+    -------
+    `Positions`
+        Invalid rows (non-finite, ``ra`` outside [0, 360], ``dec`` outside
+        [-90, 90]) get NaN and their reason.
+    """
+    ra = np.atleast_1d(np.asarray(ra, dtype=float)).copy()
+    dec = np.atleast_1d(np.asarray(dec, dtype=float)).copy()
+    if ra.shape != dec.shape:
+        raise ValueError(f"right ascension and declination differ in length: {ra.shape} "
+                         f"and {dec.shape}")
+    out = np.full(ra.shape, "", dtype=object)
+    if reason is not None:
+        out[:] = np.asarray(reason, dtype=object)
+    todo = out == ""
+    with np.errstate(invalid="ignore"):
+        checks = [
+            (~np.isfinite(ra) | ~np.isfinite(dec), lambda i: "NaN or masked position"),
+            ((ra < 0) | (ra > 360), lambda i: f"right ascension {ra[i]:g} outside [0, 360] deg"),
+            (np.abs(dec) > 90, lambda i: f"declination {dec[i]:g} outside [-90, 90] deg"),
+        ]
+    for bad, text in checks:
+        for i in np.flatnonzero(bad & todo):
+            out[i] = text(i)
+        todo &= ~bad
+    good = out == ""
+    ra[~good] = np.nan
+    dec[~good] = np.nan
+    return Positions(ra, dec, out.astype(str))
+
+
+def missing_column_error(table, name, what="", option=None):
+    """A `KeyError` for a column that does not exist, listing those that do.
+
+    Where a column of the same name in another case exists (``RA`` for ``ra``), the
+    message suggests it, as ``option`` when given (e.g. ``"--ra-col"``).
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+    name : str
+        The missing column.
+    what : str
+        What the column holds, for the message (``"right ascension"``).
+    option : str, optional
+        The option or keyword that chooses the column, for the suggestion.
+
+    Returns
+    -------
+    KeyError
+    """
+    label = f"{what} column" if what else "column"
+    msg = (f"{label} {name!r} not found; the table has columns: "
+           f"{', '.join(table.colnames) or '(none)'}")
+    close = [c for c in table.colnames if c.lower() == str(name).lower()]
+    if close:
+        how = f"{option} {close[0]}" if option else f"{close[0]!r}"
+        msg += f". Did you mean {how}?"
+    return KeyError(msg)
+
+
+def _parse_strings(values, unit, is_ra):
+    """Parse a string array to degrees; unparseable entries give NaN and a reason."""
+    text = np.char.strip(np.asarray(values, dtype=str))
+    out = np.full(text.shape, np.nan)
+    reason = np.full(text.shape, "", dtype=object)
+    empty = text == ""
+    reason[empty] = "NaN or masked position"
+    try:  # plain decimal numbers: degrees unless a unit says otherwise
+        nums = np.where(empty, "nan", text).astype(float)
+        factor = 1.0 if unit is None else (1 * unit).to_value(u.deg)
+        return nums * factor, reason
+    except ValueError:
+        pass
+    default = unit if unit is not None else (u.hourangle if is_ra else u.deg)
+    for i in np.flatnonzero(~empty):
+        s = str(text[i])
+        try:
+            if _SEXAGESIMAL.search(s) is None:
+                # a decimal number among sexagesimal ones: degrees (or the column's unit)
+                value = Angle(float(s), unit=unit or u.deg)
+            else:
+                value = Angle(s, unit=default)
+            out[i] = value.to_value(u.deg)
+        except (ValueError, u.UnitsError, TypeError):
+            what = "right ascension" if is_ra else "declination"
+            reason[i] = f"cannot read {what} {s!r}"
+    return out, reason
+
+
+def column_degrees(table, name, what="angle", unit=None, option=None):
+    """A table column as float degrees, NaN where masked or unreadable.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        The table.
+    name : str
+        Column name. Numbers without a unit are degrees; a column with an angular unit
+        (or a `~astropy.units.Quantity` column) is converted. String columns may hold
+        decimal degrees or sexagesimal values (see the module docstring).
+    what : str
+        ``"right ascension"``, ``"declination"`` or another label for the messages;
+        sexagesimal right ascension is read in hours by default.
+    unit : `~astropy.units.Unit` or str, optional
+        Unit of a column that has none (e.g. ``"hourangle"``); a column's own unit wins.
+    option : str, optional
+        The option that chooses the column, for the message of a missing column.
+
+    Returns
+    -------
+    degrees : `numpy.ndarray`
+        1-D float array.
+    reason : `numpy.ndarray` of str
+        Per row: empty, or why the value could not be read.
+
+    Raises
+    ------
+    KeyError
+        If the column does not exist (the message lists those that do).
+    ValueError
+        If it is not one value per row, has a unit that is not an angle, holds
+        neither numbers nor strings, or is a string column none of whose values
+        reads as an angle (a few unreadable values only flag their rows).
+    """
+    label = f"{what} column" if what else "column"
+    if name not in table.colnames:
+        raise missing_column_error(table, name, what, option)
+    col = table[name]
+    if getattr(col, "ndim", 1) != 1:
+        raise ValueError(f"{label} {name!r} has shape {col.shape}; expected one value per row")
+    col_unit = getattr(col, "unit", None)
+    if col_unit is not None and u.Unit(col_unit) == u.dimensionless_unscaled:
+        col_unit = None
+    the_unit = u.Unit(col_unit) if col_unit is not None else (
+        u.Unit(unit) if unit is not None else None)
+    if the_unit is not None and not the_unit.is_equivalent(u.deg):
+        raise ValueError(f"{label} {name!r} has unit {the_unit}, which is not an angle")
+    data = np.ma.asarray(col.value if isinstance(col, u.Quantity) else col)
+    mask = np.ma.getmaskarray(data)
+    if data.dtype.kind in "US":
+        values, reason = _parse_strings(np.ma.filled(data, ""), the_unit,
+                                        what == "right ascension")
+        unread = np.char.startswith(np.asarray(reason, dtype=str), "cannot read")
+        if unread.any() and not np.any(np.isfinite(values)):
+            first = np.ma.filled(data, "")[np.flatnonzero(unread)[0]]
+            raise ValueError(f"{label} {name!r} is not numeric and none of its values reads "
+                             f"as an angle (e.g. {str(first)!r}); expected degrees, an "
+                             "angular unit, or sexagesimal strings such as '12:20:05.8'")
+    elif data.dtype.kind in "biuf":
+        values = np.ma.filled(data.astype(float), np.nan)
+        if the_unit is not None:
+            values = (values * the_unit).to_value(u.deg)
+        reason = np.full(values.shape, "", dtype=object)
+    else:
+        raise ValueError(f"{label} {name!r} is not numeric (dtype {data.dtype}); expected "
+                         "angles in degrees, with an angular unit, or as strings")
+    reason[mask] = "NaN or masked position"
+    values = np.asarray(values, dtype=float)
+    values[mask] = np.nan
+    return values, np.asarray(reason, dtype=str)
+
+
+def table_positions(table, coord=None, ra="ra", dec="dec", ra_unit=None, dec_unit=None,
+                    options=None):
+    """The positions of a table's rows (`Positions`), invalid rows marked with a reason.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table` or `~astropy.table.QTable`
+    coord : str, optional
+        Name of a `~astropy.coordinates.SkyCoord` column (any frame convertible to
+        ICRS). When given, ``ra`` and ``dec`` are ignored.
+    ra, dec : str
+        Right ascension and declination columns (ICRS), see `column_degrees`.
+    ra_unit, dec_unit : `~astropy.units.Unit` or str, optional
+        Units of columns that carry none.
+    options : (str, str), optional
+        Names of the options choosing the columns, for the messages (e.g.
+        ``("--ra-col", "--dec-col")``).
+
+    Returns
+    -------
+    `Positions`
+    """
+    if coord is not None:
+        if coord not in table.colnames:
+            raise missing_column_error(table, coord, "coordinate")
+        sc = table[coord]
+        if not isinstance(sc, SkyCoord):
+            raise ValueError(f"column {coord!r} is a {type(sc).__name__}, not a SkyCoord; "
+                             "pass ra= and dec= column names instead")
+        return coordinate_positions(sc)
+    options = options or (None, None)
+    ra_deg, ra_reason = column_degrees(table, ra, "right ascension", ra_unit, options[0])
+    dec_deg, dec_reason = column_degrees(table, dec, "declination", dec_unit, options[1])
+    reason = np.where(ra_reason != "", ra_reason, dec_reason)
+    return check_degrees(ra_deg, dec_deg, reason)
+
+
+def coordinate_positions(coordinates):
+    """`Positions` of a `~astropy.coordinates.SkyCoord` (flattened, converted to ICRS).
+
+    Raises
+    ------
+    TypeError
+        If ``coordinates`` is not a SkyCoord.
+    ValueError
+        If its frame cannot be converted to ICRS.
+    """
+    if not isinstance(coordinates, SkyCoord):
+        raise TypeError(f"coordinates must be an astropy SkyCoord, got "
+                        f"{type(coordinates).__name__}")
+    try:
+        icrs = coordinates.icrs
+    except Exception as exc:
+        raise ValueError(f"cannot convert coordinates from frame {coordinates.frame.name!r} "
+                         f"to ICRS: {exc}") from exc
+    ra = np.ma.filled(np.ma.asarray(np.atleast_1d(icrs.ra.deg), dtype=float), np.nan).ravel()
+    dec = np.ma.filled(np.ma.asarray(np.atleast_1d(icrs.dec.deg), dtype=float), np.nan).ravel()
+    return check_degrees(ra, dec)
+
+
+def resolve_name(text):
+    """A `~astropy.coordinates.SkyCoord` from a position string or an object name.
+
+    ``"12:20:05.8 +47:11:43"`` and ``"12h20m05.8s +47d11m43s"`` (right ascension in
+    hours unless marked in degrees) and ``"185.0242 47.1953"`` (degrees) are read
+    directly; anything else is looked up with
+    `SkyCoord.from_name <astropy.coordinates.SkyCoord.from_name>` (the CDS Sesame
+    name resolver, which needs the network).
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    `~astropy.coordinates.SkyCoord`
+
+    Raises
+    ------
+    ValueError
+        If the text is neither a position nor a name the resolver knows, or the
+        resolver cannot be reached (the message says so).
+    """
+    s = str(text).strip()
+    if not s:
+        raise ValueError("empty position string")
+    parts = s.replace(",", " ").split()
+    if len(parts) == 2:
+        try:
+            return SkyCoord(float(parts[0]), float(parts[1]), unit="deg", frame="icrs")
+        except ValueError:
+            pass
+        try:
+            ra_unit = u.deg if re.search(r"[d\u00b0]", parts[0]) else u.hourangle
+            return SkyCoord(parts[0], parts[1], unit=(ra_unit, u.deg), frame="icrs")
+        except (ValueError, u.UnitsError):
+            pass
+    try:
+        return SkyCoord.from_name(s)
+    except Exception as exc:  # NameResolveError, or a network blocked outright
+        raise ValueError(f"cannot resolve {s!r} to a position: {exc}. Name resolution uses "
+                         "the CDS Sesame service and needs the network; offline, give the "
+                         "position itself, e.g. SkyCoord(210.80, 54.35, unit='deg') or "
+                         "'14:03:12.6 +54:20:56'") from None

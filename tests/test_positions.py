@@ -1,0 +1,76 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""astro_mantis.positions: the one parser of sky positions."""
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.table import MaskedColumn, Table
+
+from astro_mantis.positions import (check_degrees, column_degrees, coordinate_positions,
+                                    missing_column_error, resolve_name, table_positions)
+
+
+def test_out_of_range_positions_are_flagged_not_wrapped():
+    pos = check_degrees([400.0, -10.0, 10.0, 360.0, 0.0, 10.0, np.nan],
+                        [0.0, 0.0, 95.0, 1.0, -90.0, 1.0, 1.0])
+    assert pos.good.tolist() == [False, False, False, True, True, True, False]
+    assert "right ascension 400 outside [0, 360]" in pos.reason[0]
+    assert "right ascension -10 outside" in pos.reason[1]
+    assert "declination 95 outside [-90, 90]" in pos.reason[2]
+    assert pos.reason[6] == "NaN or masked position"
+    assert np.isnan(pos.ra[0]) and np.isnan(pos.dec[0])  # never a wrapped 40 deg
+    assert pos.coord.ra.deg[5] == pytest.approx(10.0)
+
+
+def test_sexagesimal_and_decimal_string_columns():
+    t = Table({"ra": ["12:20:05.8", "12h20m05.8s", "185.0242", "garbage", ""],
+               "dec": ["+47:11:43", "47d11m43s", "47.1953", "+47:11:43", "+47:11:43"]})
+    pos = table_positions(t)
+    assert pos.good.tolist() == [True, True, True, False, False]
+    assert pos.ra[0] == pytest.approx(185.0241667, abs=1e-6)  # hours by default
+    assert pos.ra[1] == pytest.approx(pos.ra[0])
+    assert pos.ra[2] == pytest.approx(185.0242)  # a plain number is degrees
+    assert pos.dec[0] == pytest.approx(47.1952778, abs=1e-6)
+    assert "cannot read right ascension 'garbage'" in pos.reason[3]
+    # a unit on the column (or stated) wins over the hours default
+    t["ra"].unit = u.deg
+    assert table_positions(t[:1]).ra[0] == pytest.approx(12 + 20 / 60 + 5.8 / 3600)
+    t2 = Table({"ra": ["12:20:05.8"], "dec": ["+47:11:43"]})
+    assert table_positions(t2, ra_unit="deg").ra[0] == pytest.approx(12.33494, abs=1e-5)
+
+
+def test_a_string_column_of_no_angles_is_an_error():
+    t = Table({"ra": ["a", "b"], "dec": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="none of its values reads as an angle"):
+        table_positions(t)
+
+
+def test_units_masks_and_skycoord():
+    t = Table({"ra": MaskedColumn([1.0, 2.0], mask=[False, True], unit=u.rad),
+               "dec": [0.1, 0.2] * u.rad})
+    pos = table_positions(t)
+    assert pos.ra[0] == pytest.approx(np.degrees(1.0)) and not pos.good[1]
+    with pytest.raises(ValueError, match="not an angle"):
+        column_degrees(Table({"x": [1.0] * u.m}), "x")
+    sc = SkyCoord([10, 20] * u.deg, [5, 95 - 90] * u.deg, frame="galactic")
+    cp = coordinate_positions(sc)
+    assert cp.good.all() and np.allclose(cp.coord.galactic.l.deg, [10, 20])
+    with pytest.raises(TypeError, match="SkyCoord"):
+        coordinate_positions([1, 2])
+
+
+def test_missing_column_suggests_the_other_case():
+    t = Table({"RA": [1.0], "DEC": [2.0]})
+    with pytest.raises(KeyError, match=r"'ra' not found.*RA, DEC\. Did you mean --ra-col RA\?"):
+        table_positions(t, options=("--ra-col", "--dec-col"))
+    assert "Did you mean 'DEC'?" in str(missing_column_error(t, "dec"))
+
+
+def test_resolve_name_reads_positions_and_explains_offline_names():
+    c = resolve_name("12:20:05.8 +47:11:43")
+    assert c.ra.deg == pytest.approx(185.0241667, abs=1e-6)
+    assert resolve_name("185.0242, 47.1953").dec.deg == pytest.approx(47.1953)
+    with pytest.raises(ValueError, match="(?s)cannot resolve 'M101'.*needs the network"):
+        resolve_name("M101")
+    with pytest.raises(ValueError, match="empty"):
+        resolve_name("  ")
