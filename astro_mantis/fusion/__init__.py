@@ -12,16 +12,21 @@ from here:
 * `late_fusion` — per-survey normalised images at their native pixel grids;
 * `reproject_fusion` — all nine channels resampled onto one sky grid with
   flux-conserving reprojection, for new models;
-* `fuse_arrays` — the early fusion of plain per-survey arrays (training shards).
+* `fuse_arrays` — the early fusion of plain per-survey arrays (training shards);
+* `fuse_arrays_batched` — the same, threaded and in place, bit for bit identical
+  (`astro_mantis.fusion.batched`); `fuse_arrays_torch` — the recipe in torch on the
+  inference device (a GPU).
 
 Importing this package does not import torch (only the resize step does).
 """
 from .core import (CHANNELS, NAN_POLICIES, OUTPUT_SIZE, RECIPE, FusedInput, center_crop,
                    dust_array, fill_nonfinite, fuse_arrays, fuse_survey, inpaint_nans, normalise,
                    normalise_galex, normalise_panstarrs, normalise_unwise, resize_bilinear)
+from .batched import fuse_arrays_batched, fuse_arrays_torch
 from .high_level import LateFusedInput, early_fusion, late_fusion, reproject_fusion
 
 __all__ = ["early_fusion", "late_fusion", "reproject_fusion", "fuse_arrays", "fuse_survey",
+           "fuse_arrays_batched", "fuse_arrays_torch",
            "FusedInput", "LateFusedInput", "CHANNELS", "RECIPE", "OUTPUT_SIZE", "NAN_POLICIES",
            "dust_array", "normalise", "normalise_galex", "normalise_panstarrs",
            "normalise_unwise", "center_crop", "resize_bilinear", "fill_nonfinite",
