@@ -1,0 +1,707 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""The photo-z work behind the web service, free of any web framework.
+
+`PhotozService` holds what the service shares between requests: the model, loaded once
+(`astro_mantis.models.load_model`), the dust source and, through ``astro_mantis.conf``,
+the survey URLs and the on-disk cutout cache of the library. It turns positions into
+tables with `astro_mantis.add_redshift_columns` and tables into the JSON answers of
+``POST /predict`` (`PhotozService.row_result`), reads and writes uploaded tables
+(`read_upload`, `write_table_bytes`), and draws cutout panels (`cutout_png`).
+"""
+import io
+import math
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import Angle
+from astropy.table import MaskedColumn, Table, vstack
+
+from .. import __version__
+from ..flags import MantisFlag
+
+__all__ = ["PhotozService", "parse_coordinate", "read_upload", "write_table_bytes",
+           "table_rows_json", "cutout_png", "cutout_fits", "flag_names", "OUTPUT_FORMATS",
+           "INPUT_FORMATS"]
+
+#: Output formats of the table answers: name → (astropy format, media type, suffix).
+OUTPUT_FORMATS = {
+    "ecsv": ("ascii.ecsv", "text/plain; charset=utf-8", ".ecsv"),
+    "csv": ("ascii.csv", "text/csv; charset=utf-8", ".csv"),
+    "fits": ("fits", "application/fits", ".fits"),
+    "votable": ("votable", "application/x-votable+xml", ".xml"),
+    "json": (None, "application/json", ".json"),
+}
+
+#: Readable upload formats: name → astropy format.
+INPUT_FORMATS = {"csv": "ascii.csv", "ecsv": "ascii.ecsv", "fits": "fits", "votable": "votable"}
+
+_SUFFIXES = {".csv": "csv", ".ecsv": "ecsv", ".fits": "fits", ".fit": "fits", ".fts": "fits",
+             ".xml": "votable", ".vot": "votable", ".votable": "votable"}
+
+_MAX_TEXT = 64
+
+
+def flag_names(value):
+    """Names and bits of the `~astro_mantis.MantisFlag` flags set in ``value``.
+
+    Parameters
+    ----------
+    value : int
+        Flag bits.
+
+    Returns
+    -------
+    names : list of str
+    bits : list of int
+        In increasing bit order.
+
+    Examples
+    --------
+    >>> flag_names(514)
+    (['PANSTARRS_MISSING', 'NOT_ESTIMATED'], [2, 512])
+    """
+    value = int(value)
+    set_flags = [f for f in MantisFlag if f and (value & f) == f]
+    return [f.name for f in set_flags], [int(f) for f in set_flags]
+
+
+# ------------------------------------------------------------------------ positions
+def parse_coordinate(value, axis):
+    """One coordinate from a request: a number of degrees or a sexagesimal string.
+
+    Numbers, and strings holding a number, are degrees. Other strings are read by
+    `astropy.coordinates.Angle`: for right ascension, hours unless the text says
+    degrees (``"10h00m28.6s"``, ``"10:00:28.6"``, ``"10 00 28.6"`` are hours;
+    ``"150d07m09s"`` degrees); for declination, degrees (``"+02:12:21"``,
+    ``"2d12m21s"``).
+
+    Parameters
+    ----------
+    value : float, int or str
+        The value as sent.
+    axis : {"RA", "DEC"}
+        Which coordinate (for the range check and the messages).
+
+    Returns
+    -------
+    float
+        Degrees: RA in [0, 360), Dec in [-90, 90].
+
+    Raises
+    ------
+    ValueError
+        For anything else, with a message saying what was expected.
+    """
+    axis = axis.upper()
+    if axis not in ("RA", "DEC"):
+        raise ValueError(f"axis must be 'RA' or 'DEC'; got {axis!r}")
+    expect = ("degrees in [0, 360) or sexagesimal hours such as '10:00:28.6' or '10h00m28.6s'"
+              if axis == "RA" else
+              "degrees in [-90, 90] or sexagesimal degrees such as '+02:12:21' or '2d12m21s'")
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{axis} must be {expect}; got {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > _MAX_TEXT:
+            raise ValueError(f"{axis} must be {expect}; got {value[:_MAX_TEXT]!r}")
+        try:
+            deg = float(text)
+        except ValueError:
+            deg = _sexagesimal(text, axis, expect)
+    elif isinstance(value, (int, float, np.integer, np.floating)):
+        try:
+            deg = float(value)
+        except OverflowError:
+            raise ValueError(f"{axis} {str(value)[:20]}... is out of range: expected "
+                             f"{expect}") from None
+    else:
+        raise ValueError(f"{axis} must be {expect}; got a {type(value).__name__}")
+    if not math.isfinite(deg):
+        raise ValueError(f"{axis} must be a finite number ({expect}); got {value!r}")
+    if axis == "RA" and not 0.0 <= deg < 360.0:
+        raise ValueError(f"RA {deg:g} deg is out of range: expected [0, 360) degrees")
+    if axis == "DEC" and not -90.0 <= deg <= 90.0:
+        raise ValueError(f"DEC {deg:g} deg is out of range: expected [-90, 90] degrees")
+    return deg
+
+
+def _sexagesimal(text, axis, expect):
+    says_degrees = re.search(r"[d°]", text, flags=re.IGNORECASE) is not None
+    unit = u.deg if axis == "DEC" or says_degrees else u.hourangle
+    if not re.fullmatch(r"[+\-]?[0-9.:\shmsd°'\"]+", text, flags=re.IGNORECASE):
+        raise ValueError(f"{axis} must be {expect}; got {text!r}")
+    try:
+        return float(Angle(text, unit=unit).deg)
+    except Exception:  # astropy raises several kinds for unreadable angles
+        raise ValueError(f"{axis} must be {expect}; could not read {text!r}") from None
+
+
+def _string_column_degrees(col, axis):
+    """Degrees from a column of strings (sexagesimal allowed); NaN where unreadable."""
+    out = np.full(len(col), np.nan)
+    mask = np.ma.getmaskarray(col)
+    for i, v in enumerate(np.ma.getdata(col)):
+        if mask[i]:
+            continue
+        try:
+            out[i] = parse_coordinate(str(v), axis)
+        except ValueError:
+            pass
+    return out
+
+
+# ------------------------------------------------------------------------ tables
+def _guess_format(filename, head):
+    suffix = "".join(Path(filename or "").suffixes[-2:]).lower()
+    if suffix.endswith(".gz"):
+        suffix = suffix[:-3]
+    suffix = Path("x" + suffix).suffix if suffix else ""
+    if suffix in _SUFFIXES:
+        return _SUFFIXES[suffix]
+    if head.startswith(b"SIMPLE  ="):
+        return "fits"
+    if head.lstrip().startswith(b"# %ECSV"):
+        return "ecsv"
+    if head.lstrip()[:100].lower().startswith((b"<?xml", b"<votable")):
+        return "votable"
+    return "csv"
+
+
+def read_upload(data, filename=None, format=None):
+    """Read an uploaded table.
+
+    Parameters
+    ----------
+    data : bytes
+        The file's content.
+    filename : str, optional
+        Its name (the suffix tells the format when ``format`` is not given).
+    format : {"csv", "ecsv", "fits", "votable"}, optional
+        The format; guessed from the name, else from the content, when not given.
+
+    Returns
+    -------
+    table : `~astropy.table.Table`
+    format : str
+        The format read.
+
+    Raises
+    ------
+    ValueError
+        If the format is unknown or the content cannot be read as that format.
+    """
+    if format is not None and format not in INPUT_FORMATS:
+        raise ValueError(f"unknown input format {format!r}; expected one of "
+                         f"{', '.join(INPUT_FORMATS)}")
+    if not data:
+        raise ValueError("the uploaded file is empty")
+    fmt = format or _guess_format(filename, bytes(data[:512]))
+    try:
+        if fmt in ("fits", "votable"):
+            table = Table.read(io.BytesIO(data), format=INPUT_FORMATS[fmt])
+        else:
+            table = Table.read(bytes(data).decode("utf-8"), format=INPUT_FORMATS[fmt])
+    except Exception as exc:  # astropy raises many kinds for unreadable tables
+        raise ValueError(f"could not read the upload as {fmt.upper()}: "
+                         f"{type(exc).__name__}: {str(exc)[:300]}") from None
+    return table, fmt
+
+
+def _find_column(table, name, default):
+    """A column name, matching a default name case-insensitively ('RA' for 'ra')."""
+    if name is not None:
+        if name not in table.colnames:
+            raise KeyError(f"column {name!r} not found; the table has columns: "
+                           f"{', '.join(table.colnames) or '(none)'}")
+        return name
+    for col in table.colnames:
+        if col.lower() == default:
+            return col
+    raise KeyError(f"no {default!r} column (any case) in the table; name the position "
+                   f"columns with ra_col and dec_col; the table has columns: "
+                   f"{', '.join(table.colnames) or '(none)'}")
+
+
+def write_table_bytes(table, format):
+    """A table as the bytes of a file.
+
+    The FITS, VOTable and ECSV answers keep the ``z_pdf`` column whole (400 values per
+    row) and the table meta. CSV cannot hold a column of arrays, so there ``z_pdf``
+    becomes 400 columns ``z_pdf_000`` ... ``z_pdf_399`` (bin *k* covers
+    ``[edges[k], edges[k+1])``; the edges are in the other formats' meta and in the
+    JSON answers). ``json`` gives `table_rows_json`.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+    format : {"ecsv", "csv", "fits", "votable", "json"}
+
+    Returns
+    -------
+    bytes
+    """
+    if format not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {format!r}; expected one of "
+                         f"{', '.join(OUTPUT_FORMATS)}")
+    if format == "json":
+        import json
+
+        return json.dumps(table_rows_json(table), allow_nan=False).encode()
+    if format == "csv":
+        table = _flatten_arrays(table)
+    if format in ("fits", "votable"):
+        buf = io.BytesIO()
+        table.write(buf, format=OUTPUT_FORMATS[format][0])
+        return buf.getvalue()
+    buf = io.StringIO()
+    table.write(buf, format=OUTPUT_FORMATS[format][0])
+    return buf.getvalue().encode("utf-8")
+
+
+def _flatten_arrays(table):
+    out = Table(meta=table.meta)
+    for name in table.colnames:
+        col = table[name]
+        if getattr(col, "ndim", 1) == 2:
+            width = len(str(col.shape[1] - 1))
+            for k in range(col.shape[1]):
+                out[f"{name}_{k:0{width}d}"] = col[:, k]
+        elif getattr(col, "ndim", 1) > 2:
+            continue
+        else:
+            out[name] = col
+    return out
+
+
+def _json_value(value):
+    if value is np.ma.masked:
+        return None
+    if isinstance(value, np.ma.MaskedArray):
+        return [None if m else _json_value(v) for v, m in
+                zip(np.ma.getdata(value).tolist(), np.ma.getmaskarray(value).tolist())]
+    if isinstance(value, np.ndarray):
+        return [_json_value(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value) if not isinstance(value, str) else value
+
+
+def table_rows_json(table, prefix="z_"):
+    """A table with redshift columns as a JSON-ready dict, one object per row.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+    prefix : str
+        Prefix of the redshift columns.
+
+    Returns
+    -------
+    dict
+        ``{"columns": [...], "meta": {...}, "rows": [{column: value, ...,
+        "<prefix>flag_names": [...]}, ...]}``; masked and non-finite values are
+        ``null``.
+    """
+    rows = []
+    flags_col = f"{prefix}flags"
+    for row in table:
+        obj = {name: _json_value(row[name]) for name in table.colnames}
+        if flags_col in table.colnames:
+            obj[f"{prefix}flag_names"] = flag_names(row[flags_col])[0]
+        rows.append(obj)
+    meta = {k: _json_value(v) for k, v in table.meta.items()
+            if isinstance(v, (str, int, float, bool, np.generic))}
+    return {"columns": list(table.colnames), "meta": meta, "rows": rows}
+
+
+# ------------------------------------------------------------------------ cutouts
+def cutout_fits(cut, survey=None):
+    """A cutout as multi-extension FITS bytes (all surveys, or one).
+
+    Parameters
+    ----------
+    cut : `~astro_mantis.MultiSurveyCutout`
+    survey : str, optional
+        Keep only this survey's image extensions (the primary header keeps the
+        position, flags and status of all).
+
+    Returns
+    -------
+    bytes
+    """
+    hdul = cut.to_hdulist()
+    if survey is not None:
+        from astropy.io import fits
+
+        keep = [h for h in hdul[1:] if str(h.header.get("SURVEY", "")).lower() == survey]
+        hdul = fits.HDUList([hdul[0]] + keep)
+    buf = io.BytesIO()
+    hdul.writeto(buf, checksum=True)
+    return buf.getvalue()
+
+
+def cutout_png(cut, layout="row", dpi=80):
+    """The nine-band panel of a cutout as PNG bytes.
+
+    Parameters
+    ----------
+    cut : `~astro_mantis.MultiSurveyCutout`
+    layout : {"row", "grid"}
+        One row of nine panels (`~astro_mantis.MultiSurveyCutout.plot`), or a 3 x 3
+        grid for narrow (phone) screens.
+    dpi : int
+
+    Returns
+    -------
+    bytes
+    """
+    from matplotlib.figure import Figure
+
+    if layout == "row":
+        fig = Figure(figsize=(14, 2.3), layout="constrained")
+        cut.plot(fig=fig)
+    elif layout == "grid":
+        fig = Figure(figsize=(5.4, 6.0), layout="constrained")
+        _grid_panels(cut, fig)
+    else:
+        raise ValueError(f"layout must be 'row' or 'grid'; got {layout!r}")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _grid_panels(cut, fig):
+    from astropy.visualization import simple_norm
+
+    from ..surveys import SURVEYS
+
+    panels = []
+    for name, survey in SURVEYS.items():
+        image = cut.surveys.get(name)
+        for i, band in enumerate(survey.bands):
+            panels.append((name, band, None if image is None else image.data[i]))
+    axes = fig.subplots(3, 3).ravel()
+    for ax, (name, band, data) in zip(axes, panels):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{name} {band}", fontsize=9)
+        if data is None or not np.isfinite(data).any():
+            ax.text(0.5, 0.5, cut.status.get(name, "missing"), ha="center", va="center",
+                    fontsize=7, wrap=True, transform=ax.transAxes)
+            continue
+        finite = np.isfinite(data)
+        norm = simple_norm(data[finite], "asinh", percent=99.5) if finite.sum() > 1 else None
+        ax.imshow(np.where(finite, data, np.nan), origin="lower", cmap="gray", norm=norm)
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
+
+
+# ------------------------------------------------------------------------ the service
+class PhotozService:
+    """The shared state and the blocking work of the web service.
+
+    Parameters
+    ----------
+    settings : `~astro_mantis.web.WebSettings`
+        Model, device and the demo switch are read from it.
+    sky : `~astro_mantis.simulate.SampleSky`, optional
+        In demo mode, the sample sky (its catalog gives the dust values of its
+        galaxies and the example positions); loaded when not given.
+
+    Attributes
+    ----------
+    model : `torch.nn.Module`
+        The network, loaded once.
+    model_name, sha256 : str
+        Its registry name and the SHA-256 of its weights.
+    """
+
+    def __init__(self, settings, sky=None):
+        from ..models import load_model
+
+        self.settings = settings
+        self.model = load_model(settings.model, weights=settings.weights,
+                                device=settings.device or "cpu")
+        meta = dict(getattr(self.model, "meta", {}) or {})
+        self.model_name = str(meta.get("name", settings.model))
+        self.sha256 = str(meta.get("sha256") or "")
+        self.sky = None
+        if settings.demo:
+            if sky is None:
+                from ..simulate import SampleSky
+
+                sky = SampleSky()
+            self.sky = sky
+        self._tmp = tempfile.TemporaryDirectory(prefix="astro_mantis_web_")
+        self.workdir = Path(self._tmp.name)
+
+    def close(self):
+        """Remove the service's temporary files."""
+        self._tmp.cleanup()
+
+    # -------------------------------------------------------------- shared pieces
+    @property
+    def model_info(self):
+        """``{"name", "sha256", "version"}`` of the model and the package."""
+        return {"name": self.model_name, "sha256": self.sha256,
+                "version": f"astro_mantis {__version__}"}
+
+    def _ebv(self):
+        """The dust argument of `~astro_mantis.add_redshift_columns`."""
+        if self.sky is None:
+            return None  # dustmaps when installed with its maps, else flagged zeros
+        sky = self.sky
+        cat = sky.catalog
+        csfd = np.asarray(cat["ebv_csfd"], float)
+        planck = np.asarray(cat["ebv_planck"], float)
+
+        def sample_sky_dust(coords):
+            out = np.full((len(coords), 2), np.nan)
+            for i, (ra, dec) in enumerate(zip(coords.ra.deg, coords.dec.deg)):
+                if np.isfinite(ra) and np.isfinite(dec):
+                    k = sky.find((float(ra), float(dec)), radius=1.0)
+                    if k is not None:
+                        out[i] = (csfd[k], planck[k])
+            return out
+        return sample_sky_dust
+
+    def examples(self, n=6):
+        """Example positions: sample galaxies in demo mode, none otherwise.
+
+        Parameters
+        ----------
+        n : int
+            How many.
+
+        Returns
+        -------
+        list of dict
+            ``{"NAME", "RA", "DEC", "note"}``.
+        """
+        if self.sky is None:
+            return []
+        from ..demo import demo_positions
+
+        ra, dec, labels, index = demo_positions(n + 1, sky=self.sky)
+        cat = self.sky.catalog
+        ids = np.asarray(cat["id"]) if "id" in cat.colnames else None
+        out = []
+        for r, d, label, k in zip(ra, dec, labels, index):
+            if k < 0:
+                continue
+            ident = int(ids[k]) if ids is not None else int(k)
+            out.append({"NAME": f"sample-{ident}", "RA": round(float(r), 6),
+                        "DEC": round(float(d), 6),
+                        "note": label or "sample galaxy (simulated)"})
+        return out[:n]
+
+    # -------------------------------------------------------------- photo-z
+    def add_columns(self, table, ra="ra", dec="dec"):
+        """`~astro_mantis.add_redshift_columns` with the service's model and dust.
+
+        Parameters
+        ----------
+        table : `~astropy.table.Table`
+            Modified in place.
+        ra, dec : str
+            Position columns (degrees).
+
+        Returns
+        -------
+        `~astropy.table.Table`
+        """
+        from ..table import add_redshift_columns
+
+        return add_redshift_columns(table, ra=ra, dec=dec, model=self.model, ebv=self._ebv(),
+                                    progress=False, cache=True)
+
+    def predict_positions(self, positions):
+        """Redshift columns for positions, as one table (the batch of ``POST /predict``).
+
+        Parameters
+        ----------
+        positions : list of tuple
+            ``(name, ra_deg, dec_deg)``.
+
+        Returns
+        -------
+        `~astropy.table.Table`
+            Columns ``NAME``, ``ra``, ``dec`` and the redshift columns, one row per
+            position in order.
+        """
+        names = ["" if p[0] is None else str(p[0]) for p in positions]
+        table = Table({"NAME": np.array(names, dtype=str),
+                       "ra": np.array([p[1] for p in positions], float) * u.deg,
+                       "dec": np.array([p[2] for p in positions], float) * u.deg})
+        return self.add_columns(table)
+
+    def predict_many(self, payloads):
+        """Batch function of the work queue: each payload a position, each result a dict.
+
+        Parameters
+        ----------
+        payloads : list of tuple
+            ``(name, ra_deg, dec_deg)``.
+
+        Returns
+        -------
+        list of dict
+            `row_result` of each position.
+        """
+        table = self.predict_positions(payloads)
+        return [self.row_result(table, i, name=p[0]) for i, p in enumerate(payloads)]
+
+    def row_result(self, table, i, name=None, prefix="z_"):
+        """The ``POST /predict`` answer for one row of a table with redshift columns.
+
+        Parameters
+        ----------
+        table : `~astropy.table.Table`
+        i : int
+            Row.
+        name : str or int, optional
+            The request's ``NAME``, echoed.
+        prefix : str
+            Prefix of the redshift columns.
+
+        Returns
+        -------
+        dict
+            The reference web app's fields ``RA``, ``DEC``, ``photo_z`` (the PDF mean),
+            ``CDE`` (``[[p_0, ..., p_399]]``, the probability of each bin, summing to
+            1), ``CalPit`` and ``PDF`` (both false: no CalPit recalibration, and ``CDE``
+            is not a density), then ours: ``NAME``, ``estimated``, ``z_mean``,
+            ``z_median``, ``z_mode``, ``z_std``, ``intervals`` (``"68"`` and ``"95"``:
+            ``[lo, hi]``), ``bin_edges`` (401), ``pdf`` (400 densities, integrating
+            to 1), ``flags`` (``value``, ``names``, ``bits``) and ``model`` (``name``,
+            ``sha256``, ``version``).
+        """
+        from ..pdf import RedshiftPDF
+
+        row = table[i]
+        flags = int(row[f"{prefix}flags"])
+        names, bits = flag_names(flags)
+        edges = np.asarray(table[f"{prefix}pdf"].meta.get("bin_edges"), float)
+        estimated = not bool(np.ma.is_masked(row[f"{prefix}mean"]))
+
+        def val(key):
+            v = row[f"{prefix}{key}"]
+            return None if np.ma.is_masked(v) or not np.isfinite(v) else float(v)
+
+        result = {"RA": float(np.ma.getdata(table["ra"])[i]) if "ra" in table.colnames else None,
+                  "DEC": float(np.ma.getdata(table["dec"])[i]) if "dec" in table.colnames
+                  else None,
+                  "photo_z": val("mean"), "CDE": None, "CalPit": False, "PDF": False,
+                  "NAME": name, "estimated": estimated,
+                  "z_mean": val("mean"), "z_median": val("median"), "z_mode": val("mode"),
+                  "z_std": val("std"), "intervals": {"68": None, "95": None},
+                  "bin_edges": [float(e) for e in edges], "pdf": None,
+                  "flags": {"value": flags, "names": names, "bits": bits},
+                  "model": self.model_info}
+        if estimated:
+            pdf = RedshiftPDF.from_table(table[i:i + 1], prefix=prefix)
+            density = np.asarray(pdf.pdf[0], float)
+            prob = density * np.diff(edges)
+            lo95, hi95 = pdf.interval(0.95)
+            result.update({
+                "CDE": [[float(p) for p in prob]],
+                "pdf": [float(p) for p in density],
+                "intervals": {"68": [val("lo68"), val("hi68")],
+                              "95": [float(lo95[0]), float(hi95[0])]},
+            })
+        return result
+
+    def predict_table(self, table, ra_col=None, dec_col=None, slice_rows=256, progress=None,
+                      cancel=None):
+        """Redshift columns for an uploaded table, slice by slice.
+
+        Parameters
+        ----------
+        table : `~astropy.table.Table`
+            The upload (not modified).
+        ra_col, dec_col : str, optional
+            Position columns (default: ``ra``/``dec`` in any case). Numeric columns
+            are degrees unless they carry an angular unit; string columns may hold
+            sexagesimal text (see `parse_coordinate`); unreadable values become
+            flagged rows.
+        slice_rows : int
+            Rows per call of `~astro_mantis.add_redshift_columns` (progress and
+            cancellation are checked between slices).
+        progress : callable, optional
+            ``progress(rows_done)`` after each slice.
+        cancel : `threading.Event`, optional
+            When set, the work stops before the next slice with
+            `~astro_mantis.web.ServiceClosed`.
+
+        Returns
+        -------
+        `~astropy.table.Table`
+            The input columns, row for row, and the redshift columns.
+
+        Raises
+        ------
+        KeyError
+            If a position column does not exist (the message lists the columns).
+        ValueError
+            If the table already has redshift columns or a position column is unusable.
+        """
+        from ..table import column_names
+        from .limits import ServiceClosed
+
+        ra_name = _find_column(table, ra_col, "ra")
+        dec_name = _find_column(table, dec_col, "dec")
+        present = [c for c in column_names() if c in table.colnames]
+        if present:
+            raise ValueError(f"the table already has the column(s) {', '.join(present)}; "
+                             "remove or rename them")
+        work = Table(table, copy=True)
+        for name, axis in ((ra_name, "RA"), (dec_name, "DEC")):
+            col = work[name]
+            if col.dtype.kind in "USO":
+                work[name] = MaskedColumn(_string_column_degrees(col, axis), unit=u.deg,
+                                          description=f"{axis} in degrees (read from text)")
+        parts = []
+        for start in range(0, len(work), int(slice_rows)):
+            if cancel is not None and cancel.is_set():
+                raise ServiceClosed("the service shut down before the job finished")
+            part = work[start:start + int(slice_rows)]
+            self.add_columns(part, ra=ra_name, dec=dec_name)
+            parts.append(part)
+            if progress is not None:
+                progress(start + len(part))
+        if not parts:
+            self.add_columns(work, ra=ra_name, dec=dec_name)
+            return work
+        out = parts[0] if len(parts) == 1 else vstack(parts, metadata_conflicts="silent")
+        out.meta.update(parts[0].meta)
+        return out
+
+    def cutouts(self, ra, dec):
+        """The cutouts at one position (`Mantis.get_cutouts <astro_mantis.MantisClass.get_cutouts>`, cache on).
+
+        Parameters
+        ----------
+        ra, dec : float
+            Degrees.
+
+        Returns
+        -------
+        `~astro_mantis.MultiSurveyCutout`
+        """
+        from astropy.coordinates import SkyCoord
+
+        from ..cutouts import Mantis
+
+        return Mantis.get_cutouts(SkyCoord(ra * u.deg, dec * u.deg, frame="icrs"), cache=True,
+                                  progress=False)

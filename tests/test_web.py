@@ -1,0 +1,611 @@
+"""The web service (astro_mantis.web), tested as a real server over HTTP.
+
+A real ``astro-mantis serve`` process (uvicorn) is started on loopback and talked to with
+httpx: one in ``--demo`` mode (its own loopback survey servers on the bundled sample sky)
+shared by most tests, and one whose survey services are a loopback server in this test
+process with a gate, so that work can be held in flight deterministically to test the
+queue bound, the rate limit and the graceful shutdown. Rate-limited tests send each
+request from its own loopback source address (127.0.0.N): the limit is per client.
+"""
+import io
+import itertools
+import json
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from astropy.io import fits  # noqa: E402
+from astropy.table import Table  # noqa: E402
+
+from astro_mantis import MantisFlag  # noqa: E402
+from astro_mantis.testing import SurveyServer  # noqa: E402
+from astro_mantis.web import QueueFull, RateLimiter, ServiceClosed, WebSettings, \
+    WorkQueue  # noqa: E402
+from astro_mantis.web.process import ServerProcess  # noqa: E402
+from astro_mantis.web.service import parse_coordinate, read_upload, \
+    write_table_bytes  # noqa: E402
+
+_addresses = itertools.count(10)
+
+
+def fresh_client(base_url, timeout=120.0):
+    """An httpx client from a loopback source address no other client used."""
+    n = next(_addresses)
+    address = f"127.0.{n // 250}.{n % 250 + 2}"
+    return httpx.Client(base_url=base_url, timeout=timeout,
+                        transport=httpx.HTTPTransport(local_address=address))
+
+
+def wait_for(condition, what, timeout=60.0):
+    """Poll until ``condition()`` is true (a safety limit, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class GatedSurveyServer(SurveyServer):
+    """A loopback survey server whose answers wait until ``gate`` is set."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def _respond(self, endpoint, params, positions):
+        self.gate.wait(timeout=120)
+        return super()._respond(endpoint, params, positions)
+
+
+@pytest.fixture(scope="module")
+def service():
+    """``astro-mantis serve --demo`` with small limits, shared by the module."""
+    with ServerProcess(["--demo", "--rate-limit", "1000", "--rate-burst", "1000",
+                        "--sync-rows", "5", "--max-rows", "50", "--max-upload-mb", "0.25",
+                        "--job-ttl", "600"]) as server:
+        yield server
+    assert server.returncode == 0, server.text
+
+
+@pytest.fixture(scope="module")
+def api(service):
+    with httpx.Client(base_url=service.url, timeout=120.0) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def sample(api):
+    """The demo's example positions: an ordinary galaxy first, then a southern one."""
+    examples = api.get("/examples").json()
+    assert examples, "the demo service offers example positions"
+    return examples
+
+
+def _gated_args(upstream, cache_dir, extra=()):
+    return ["--panstarrs-url", upstream.panstarrs_url, "--legacysurvey-url",
+            upstream.legacysurvey_url, "--cache-dir", str(cache_dir), "--concurrency", "1",
+            "--queue-size", "2", *extra]
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory):
+    """A service over a gated upstream: 1 worker, 2 waiting at most, 3 requests per client."""
+    upstream = GatedSurveyServer()
+    with upstream, ServerProcess(_gated_args(upstream, tmp_path_factory.mktemp("cache"),
+                                             ["--rate-limit", "0.001", "--rate-burst",
+                                              "3"])) as server:
+        server.upstream = upstream
+        yield server
+        upstream.gate.set()
+
+
+# ------------------------------------------------------------------ units without a server
+class TestParseCoordinate:
+    @pytest.mark.parametrize("value, axis, expected", [
+        (150.1, "RA", 150.1), ("150.1", "RA", 150.1), (7, "DEC", 7.0),
+        ("10:00:24", "RA", 150.1), ("10h00m24s", "RA", 150.1), ("10 00 24", "RA", 150.1),
+        ("150d06m00s", "RA", 150.1), ("+02:12:00", "DEC", 2.2), ("-30d30m", "DEC", -30.5)])
+    def test_reads(self, value, axis, expected):
+        assert parse_coordinate(value, axis) == pytest.approx(expected, abs=1e-9)
+
+    @pytest.mark.parametrize("value, axis, words", [
+        ("abc", "RA", "RA must be"), (360.0, "RA", "out of range"), (-0.1, "RA", "out of range"),
+        (90.5, "DEC", "out of range"), (float("nan"), "DEC", "finite"), (True, "RA", "RA must"),
+        (None, "DEC", "DEC must"), ("", "RA", "RA must"), ("1" * 80, "RA", "RA must"),
+        pytest.param(10 ** 400, "RA", "out of range", id="huge-int"), ([1], "DEC", "list")])
+    def test_refuses(self, value, axis, words):
+        with pytest.raises(ValueError, match=words):
+            parse_coordinate(value, axis)
+
+
+def test_rate_limiter_refills_and_is_per_client():
+    now = [0.0]
+    limiter = RateLimiter(rate=2.0, burst=3, clock=lambda: now[0])
+    assert [limiter.check("a")[0] for _ in range(4)] == [True, True, True, False]
+    allowed, wait = limiter.check("a")
+    assert not allowed and wait == pytest.approx(0.5)
+    assert limiter.check("b")[0]
+    now[0] = 0.5  # one token back
+    assert limiter.check("a")[0] and not limiter.check("a")[0]
+    assert limiter.refused == 3 and limiter.allowed == 5
+    with pytest.raises(ValueError, match="burst"):
+        RateLimiter(1.0, burst=0)
+
+
+def test_rate_limiter_forgets_idle_clients_first():
+    now = [0.0]
+    limiter = RateLimiter(rate=1.0, burst=2, max_clients=2, clock=lambda: now[0])
+    limiter.check("old")
+    now[0] = 10.0
+    limiter.check("busy")
+    limiter.check("busy")
+    limiter.check("new")  # three clients: the idle, refilled one is forgotten
+    assert set(limiter._buckets) == {"busy", "new"}
+
+
+def test_work_queue_bound_batches_and_shutdown():
+    gate = threading.Event()
+    calls = []
+
+    def batch(items):
+        gate.wait(30)
+        calls.append(list(items))
+        return [i * 10 for i in items]
+
+    q = WorkQueue(workers=1, capacity=2, max_batch=8, name="test")
+    first = q.submit(batch, 1, batchable=True)
+    wait_for(lambda: q.stats()["running"] == 1, "the first item to start")
+    waiting = [q.submit(batch, i, batchable=True) for i in (2, 3)]
+    with pytest.raises(QueueFull) as info:
+        q.submit(batch, 4, batchable=True)
+    assert info.value.retry_after >= 1
+    stats = q.stats()
+    assert stats["waiting"] == 2 and stats["rejected"] == 1 and stats["max_waiting"] == 2
+    gate.set()
+    assert [f.result(30) for f in [first, *waiting]] == [10, 20, 30]
+    assert calls == [[1], [2, 3]]  # the two waiting items ran as one batch
+    assert q.submit(lambda x: x + 1, 1).result(30) == 2
+    q.close(timeout=5)
+    with pytest.raises(ServiceClosed):
+        q.submit(batch, 5)
+    assert q.stats()["completed"] == 4
+
+
+def test_work_queue_close_fails_waiting_items():
+    gate = threading.Event()
+    q = WorkQueue(workers=1, capacity=4)
+    running = q.submit(lambda _: gate.wait(30), None)
+    wait_for(lambda: q.stats()["running"] == 1, "the item to start")
+    queued = q.submit(lambda _: "never", None)
+    closer = threading.Thread(target=q.close, kwargs={"timeout": 0.2})
+    closer.start()
+    with pytest.raises(ServiceClosed, match="shut down"):
+        queued.result(30)
+    gate.set()
+    closer.join(30)
+    assert running.result(30) is True
+    assert q.stats()["failed"] == 1
+
+
+def test_work_queue_errors_reach_the_caller():
+    q = WorkQueue(workers=1, capacity=2)
+    with pytest.raises(ZeroDivisionError):
+        q.submit(lambda x: 1 / x, 0).result(30)
+    gate = threading.Event()
+    hold = q.submit(lambda _: gate.wait(30), None)
+    wait_for(lambda: q.stats()["running"] == 1, "the item to start")
+
+    def bad(items):
+        return [0]
+    a = q.submit(bad, 1, batchable=True)
+    b = q.submit(bad, 2, batchable=True)
+    gate.set()
+    assert hold.result(30) is True
+    for future in (a, b):  # one batch of two: both get the error, none is lost
+        with pytest.raises(RuntimeError, match="returned 1 results for 2"):
+            future.result(30)
+    assert q.stats()["failed"] == 3
+    q.close()
+    with pytest.raises(ValueError, match="workers"):
+        WorkQueue(workers=0)
+
+
+def test_settings_refuse_bad_values_and_round_trip():
+    s = WebSettings(rate_limit=2.5, queue_size=0, demo=True)
+    assert WebSettings.from_json(s.to_json()) == s
+    with pytest.raises(ValueError, match="concurrency"):
+        WebSettings(concurrency=0)
+    with pytest.raises(ValueError, match="sync_rows"):
+        WebSettings(sync_rows=10, max_rows=5)
+    with pytest.raises(ValueError, match="unknown web settings: colour"):
+        WebSettings.from_json('{"colour": 1}')
+    with pytest.raises(ValueError, match="rate_limit"):
+        WebSettings(rate_limit=float("inf"))
+
+
+def test_read_upload_guesses_formats_and_refuses_garbage():
+    t = Table({"ra": [1.0, 2.0], "dec": [3.0, 4.0]})
+    for fmt in ("ecsv", "csv", "fits", "votable"):
+        data = write_table_bytes(t, fmt)
+        back, found = read_upload(data)  # no name: guessed from the content
+        assert found == fmt and list(back["ra"]) == [1.0, 2.0]
+    with pytest.raises(ValueError, match="could not read the upload as FITS"):
+        read_upload(b"SIMPLE  = garbage", "x.fits")
+    with pytest.raises(ValueError, match="empty"):
+        read_upload(b"")
+    with pytest.raises(ValueError, match="unknown input format"):
+        read_upload(b"a\n1\n", format="xlsx")
+
+
+# ------------------------------------------------------------------ the demo service
+def test_healthz_openapi_and_page(api):
+    from astro_mantis.models import load_model
+
+    health = api.get("/healthz").json()
+    assert health["status"] == "ok" and health["demo"] is True
+    assert health["model"]["name"] == "mantis-mini"
+    assert health["model"]["sha256"] == load_model("mantis-mini").meta["sha256"]
+    spec = api.get("/openapi.json").json()
+    assert {"/predict", "/predict/batch", "/cutouts/{ra}/{dec}", "/healthz",
+            "/jobs/{job_id}", "/jobs/{job_id}/result"} <= set(spec["paths"])
+    request_schema = spec["components"]["schemas"]["PredictRequest"]
+    assert request_schema["additionalProperties"] is False
+    assert {"RA", "DEC"} <= set(request_schema["required"])
+    page = api.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert '<label for="ra">' in page.text and '<label for="dec">' in page.text
+    for path in ("/static/app.js", "/static/style.css"):
+        assert api.get(path).status_code == 200
+    assert api.get("/docs").status_code == 404  # no page pulling scripts from a CDN
+
+
+def test_predict_answers_the_reference_fields_and_ours(api, sample):
+    ex = sample[0]
+    r = api.post("/predict", json={"NAME": 7, "RA": ex["RA"], "DEC": ex["DEC"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    # the reference web app's fields
+    assert body["RA"] == pytest.approx(ex["RA"]) and body["DEC"] == pytest.approx(ex["DEC"])
+    assert body["CalPit"] is False and body["PDF"] is False
+    cde = np.array(body["CDE"])
+    assert cde.shape == (1, 400) and cde.sum() == pytest.approx(1.0, abs=1e-5)
+    edges = np.array(body["bin_edges"])
+    assert edges.shape == (401,) and edges[0] == 0.0 and edges[-1] == pytest.approx(1.6)
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    assert body["photo_z"] == pytest.approx(float(np.sum(centers * cde[0])), abs=1e-4)
+    # ours
+    assert body["NAME"] == 7 and body["estimated"] is True
+    pdf = np.array(body["pdf"])
+    assert np.allclose(pdf * np.diff(edges), cde[0], atol=1e-7)
+    assert body["z_mean"] == body["photo_z"]
+    lo68, hi68 = body["intervals"]["68"]
+    lo95, hi95 = body["intervals"]["95"]
+    assert lo95 <= lo68 <= body["z_median"] <= hi68 <= hi95
+    assert body["flags"] == {"value": 0, "names": [], "bits": []}  # catalog dust, 9 bands
+    assert body["model"]["name"] == "mantis-mini" and len(body["model"]["sha256"]) == 64
+
+
+def test_predict_matches_the_library_on_the_same_sky(api, sample, tmp_path):
+    """The service's answer is add_redshift_columns' answer (same model, dust, images)."""
+    from astro_mantis import add_redshift_columns, conf
+    from astro_mantis.simulate import SampleSky
+
+    sky = SampleSky()
+    ex = sample[3]
+    k = sky.find((ex["RA"], ex["DEC"]), radius=1.0)
+    t = Table({"ra": [ex["RA"]], "dec": [ex["DEC"]]})
+    with SurveyServer(sky=sky) as srv, srv.configure(conf), \
+            conf.set_temp("cache_dir", str(tmp_path)):
+        add_redshift_columns(t, ebv=np.array([[sky.catalog["ebv_csfd"][k],
+                                               sky.catalog["ebv_planck"][k]]]), progress=False)
+    body = api.post("/predict", json={"RA": ex["RA"], "DEC": ex["DEC"]}).json()
+    assert body["z_mean"] == pytest.approx(float(t["z_mean"][0]), rel=1e-5)
+    assert body["z_std"] == pytest.approx(float(t["z_std"][0]), rel=1e-5)
+    assert body["flags"]["value"] == int(t["z_flags"][0])
+
+
+def test_predict_reference_clients_and_sexagesimal(api, sample):
+    ex = sample[0]
+    # a reference client: requests.post(url, json=...) sends application/json
+    plain = api.post("/predict", content=json.dumps({"NAME": "g", "RA": ex["RA"],
+                                                    "DEC": ex["DEC"]}).encode(),
+                     headers={"Content-Type": "application/json"})
+    assert plain.status_code == 200, plain.text
+    # without a Content-Type: refused with a clear answer (a browser sends such requests
+    # cross-site without asking)
+    bare = api.post("/predict", content=json.dumps({"RA": ex["RA"], "DEC": ex["DEC"]}))
+    assert bare.status_code == 415 and "Content-Type: application/json" in bare.json()["error"]
+    from astropy.coordinates import Angle
+
+    ra_text = Angle(ex["RA"], "deg").to_string(unit="hourangle", sep=":", precision=4)
+    dec_text = Angle(ex["DEC"], "deg").to_string(unit="deg", sep=":", precision=3,
+                                                 alwayssign=True)
+    sexa = api.post("/predict", json={"NAME": "g", "RA": ra_text, "DEC": dec_text}).json()
+    assert sexa["RA"] == pytest.approx(ex["RA"], abs=1e-5)
+    assert sexa["DEC"] == pytest.approx(ex["DEC"], abs=1e-5)
+    assert sexa["photo_z"] == pytest.approx(plain.json()["photo_z"], abs=1e-3)
+    assert sexa["NAME"] == "g"
+
+
+def test_south_of_ps1_flagged_by_the_api_refused_for_the_page(api, sample):
+    south = next(e for e in sample if e["DEC"] < -30)
+    body = api.post("/predict", json={"RA": south["RA"], "DEC": south["DEC"]}).json()
+    names = set(body["flags"]["names"])
+    assert {"PANSTARRS_MISSING", "OUT_OF_FOOTPRINT"} <= names
+    assert body["flags"]["value"] & MantisFlag.PANSTARRS_MISSING
+    refused = api.post("/predict", json={"RA": south["RA"], "DEC": south["DEC"],
+                                         "require_ps1": True})
+    assert refused.status_code == 422
+    assert "south of -30" in refused.json()["error"]
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"RA": "abc", "DEC": 2.0}, 422, "RA must be"),
+    ({"RA": 150.0, "DEC": 95.0}, 422, "DEC 95 deg is out of range"),
+    ({"RA": 360.0, "DEC": 0.0}, 422, "RA 360 deg is out of range"),
+    ({"RA": 150.0}, 422, "DEC: Field required"),
+    ({"RA": 150.0, "DEC": 2.0, "colour": "red"}, 422, "colour: Extra inputs are not permitted"),
+    ({"RA": True, "DEC": 2.0}, 422, "RA"),
+    ({"RA": 150.0, "DEC": 2.0, "NAME": 1.5}, 422, "NAME"),
+    ([150.0, 2.0], 422, "valid dictionary"),
+])
+def test_predict_refuses_bad_requests_clearly(api, body, status, words):
+    r = api.post("/predict", json=body)
+    assert r.status_code == status
+    assert words in r.json()["error"]
+
+
+def test_predict_refuses_bad_bodies_and_content_types(api):
+    r = api.post("/predict", content=b'{"RA": NaN, "DEC": 1}',
+                 headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and "finite" in r.json()["error"]
+    r = api.post("/predict", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and "JSON" in r.json()["error"]
+    r = api.post("/predict", data={"RA": "150", "DEC": "2"})  # a form post
+    assert r.status_code == 415 and "application/json" in r.json()["error"]
+    r = api.put("/predict", json={"RA": 1, "DEC": 1})
+    assert r.status_code == 405
+    # a page on another site reaching the loopback service through DNS rebinding
+    assert api.get("/healthz", headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_predict_downloads(api, sample):
+    ex = sample[0]
+    q = {"RA": str(ex["RA"]), "DEC": str(ex["DEC"]), "NAME": "gal 1"}
+    ref = api.post("/predict", json={"RA": ex["RA"], "DEC": ex["DEC"]}).json()
+    j = api.get("/predict", params={**q, "format": "json"})
+    assert j.status_code == 200 and j.json()["z_mean"] == pytest.approx(ref["z_mean"])
+    assert 'filename="gal_1.json"' in j.headers["content-disposition"]
+    for fmt, reader in (("ecsv", "ascii.ecsv"), ("fits", "fits"), ("votable", "votable")):
+        r = api.get("/predict", params={**q, "format": fmt})
+        assert r.status_code == 200, r.text
+        t = Table.read(io.BytesIO(r.content), format=reader) if fmt != "ecsv" else \
+            Table.read(r.text, format=reader)
+        assert len(t) == 1 and t["NAME"][0] == "gal 1"
+        assert float(t["z_mean"][0]) == pytest.approx(ref["z_mean"], rel=1e-5)
+        assert t["z_pdf"].shape == (1, 400)
+    bad = api.get("/predict", params={"RA": "1", "DEC": "-91"})
+    assert bad.status_code == 422 and "out of range" in bad.json()["error"]
+    assert api.get("/predict", params={**q, "format": "xlsx"}).status_code == 422
+
+
+def test_cutouts_fits_per_survey_and_png(api, sample):
+    ex = sample[0]
+    r = api.get(f"/cutouts/{ex['RA']}/{ex['DEC']}")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/fits"
+    with fits.open(io.BytesIO(r.content)) as hdul:
+        assert hdul[0].header["RA"] == pytest.approx(ex["RA"])
+        assert len(hdul) == 1 + 9
+    r = api.get(f"/cutouts/{ex['RA']}/{ex['DEC']}", params={"survey": "panstarrs"})
+    with fits.open(io.BytesIO(r.content)) as hdul:
+        assert [h.header["BAND"] for h in hdul[1:]] == list("grizy")
+    for layout, wide in (("row", True), ("grid", False)):
+        png = api.get(f"/cutouts/{ex['RA']}/{ex['DEC']}", params={"format": "png",
+                                                                  "layout": layout})
+        assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = np.frombuffer(png.content[16:24], dtype=">u4")
+        assert (width > 3 * height) == wide
+    for path in ("/cutouts/400/0", "/cutouts/10/-91", "/cutouts/abc/0", "/cutouts/nan/0"):
+        r = api.get(path)
+        assert r.status_code == 422, path
+        assert r.json()["error"]
+    assert api.get("/cutouts/10/0", params={"format": "bmp"}).status_code == 422
+
+
+def test_batch_small_tables_answered_in_every_format(api, sample):
+    ex = sample[0]
+    t = Table({"id": [1, 2, 3], "RA": [ex["RA"], 400.0, ex["RA"]],
+               "Dec": [ex["DEC"], 0.0, ex["DEC"]]})
+    for fmt, reader in (("ecsv", "ascii.ecsv"), ("fits", "fits"), ("votable", "votable")):
+        data = write_table_bytes(t, fmt)
+        r = api.post("/predict/batch", files={"file": (f"mine.{'xml' if fmt == 'votable' else fmt}",
+                                                       data)})
+        assert r.status_code == 200, r.text
+        out = Table.read(io.BytesIO(r.content), format=reader) if fmt != "ecsv" else \
+            Table.read(r.text, format=reader)
+        assert list(out["id"]) == [1, 2, 3]  # every row, in order, input columns kept
+        flags = np.asarray(out["z_flags"])
+        assert flags[1] & MantisFlag.BAD_COORDINATE and flags[1] & MantisFlag.NOT_ESTIMATED
+        assert float(out["z_mean"][0]) == pytest.approx(float(out["z_mean"][2]))
+        assert "z_photoz" not in out.colnames
+        if fmt != "votable":  # the model travels in the table meta (FITS: upper case)
+            assert {k.lower(): v for k, v in out.meta.items()}["z_model"] == "mantis-mini"
+    csv = api.post("/predict/batch", files={"file": ("m.ecsv", write_table_bytes(t, "ecsv"))},
+                   data={"format": "csv"})
+    out = Table.read(csv.text, format="ascii.csv")
+    assert "z_pdf_000" in out.colnames and "z_pdf_399" in out.colnames
+    assert 'filename="m_photoz.csv"' in csv.headers["content-disposition"]
+    js = api.post("/predict/batch", files={"file": ("m.csv", b"name,ra,dec\nA,10:00:24,+02:12:00"
+                                                              b"\nB,xx,3\n")},
+                  data={"format": "json"}).json()
+    assert [r["name"] for r in js["rows"]] == ["A", "B"]
+    assert js["rows"][0]["ra"] == pytest.approx(150.1) and js["rows"][0]["z_mean"] is not None
+    assert "BAD_COORDINATE" in js["rows"][1]["z_flag_names"]
+
+
+def test_batch_large_table_becomes_a_job(api, sample):
+    ex = [e for e in sample if e["DEC"] > -30]
+    rows = [ex[i % len(ex)] for i in range(7)]
+    t = Table({"ra": [e["RA"] for e in rows], "dec": [e["DEC"] for e in rows]})
+    r = api.post("/predict/batch", files={"file": ("big.ecsv", write_table_bytes(t, "ecsv"))})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["location"] == job["status_url"] == f"/jobs/{job['job_id']}"
+    assert job["n_rows"] == 7
+    wait_for(lambda: api.get(job["status_url"]).json()["status"] in ("done", "failed"),
+             "the job to finish")
+    status = api.get(job["status_url"]).json()
+    assert status["status"] == "done" and status["rows_done"] == 7, status
+    out = Table.read(api.get(status["result_url"]).text, format="ascii.ecsv")
+    assert len(out) == 7 and np.all(np.isfinite(np.asarray(out["z_mean"], float)))
+    assert api.get(f"/jobs/{'0' * 32}").status_code == 404
+    assert api.get(f"/jobs/{'0' * 32}/result").status_code == 404
+    assert api.get("/jobs/not-a-job").status_code == 422
+
+
+def test_batch_refuses_bad_uploads_clearly(api):
+    ok = write_table_bytes(Table({"ra": [1.0], "dec": [2.0]}), "csv")
+    cases = [
+        (dict(json={"ra": 1}), 415, "multipart/form-data"),
+        (dict(files={"file": ("t.fits", b"SIMPLE  = nonsense")}), 422, "could not read"),
+        (dict(files={"file": ("t.csv", b"x,y\n1,2\n")}), 422, "no 'ra' column"),
+        (dict(files={"file": ("t.csv", ok)}, data={"ra_col": "alpha"}), 422,
+         "column 'alpha' not found"),
+        (dict(files={"file": ("t.csv", ok)}, data={"colour": "red"}), 422,
+         "unknown form field(s) colour"),
+        (dict(files={"file": ("t.csv", ok)}, data={"format": "xlsx"}), 422, "format"),
+        (dict(data={"format": "csv"}, files={"other": ("t.csv", ok)}), 422, "file"),
+        (dict(files={"file": ("t.csv", b"ra,dec\n" + b"1,2\n" * 60)}), 413, "at most 50"),
+        (dict(files={"file": ("t.csv", b"ra,dec\n" + b"1.0000,2.0000\n" * 30000)}), 413,
+         "exceeds the limit"),
+    ]
+    for kwargs, status, words in cases:
+        r = api.post("/predict/batch", **kwargs)
+        assert r.status_code == status, (kwargs.get("data"), r.text)
+        assert words in r.json()["error"], r.json()
+
+
+def test_oversized_body_without_length_is_cut_off(api):
+    def chunks():
+        yield b'{"RA": 1, "DEC": 2, "NAME": "'
+        for _ in range(400):
+            yield b"x" * 1024
+        yield b'"}'
+    r = api.post("/predict", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]
+
+
+# ------------------------------------------------------------------ limits (gated upstream)
+def test_rate_limit_is_per_client_with_retry_after(gated):
+    with fresh_client(gated.url) as a, fresh_client(gated.url) as b:
+        codes = [a.get(f"/jobs/{'0' * 32}").status_code for _ in range(3)]
+        assert codes == [404, 404, 404]
+        refused = a.get(f"/jobs/{'0' * 32}")
+        assert refused.status_code == 429
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert refused.json()["error"] == "Rate limit exceeded"  # the reference's words
+        assert a.post("/predict", json={"RA": 1, "DEC": 1}).status_code == 429
+        assert a.get("/healthz").status_code == 200  # not limited: monitoring, the page
+        assert a.get("/").status_code == 200
+        assert b.get(f"/jobs/{'0' * 32}").status_code == 404  # another client is not limited
+        assert a.get("/healthz").json()["rate_limit"]["refused"] >= 2
+
+
+def test_queue_is_bounded_and_nothing_is_lost(gated):
+    upstream = gated.upstream
+
+    def health():
+        with fresh_client(gated.url) as c:
+            return c.get("/healthz").json()["queue"]
+
+    before = health()
+    upstream.gate.clear()
+    positions = [(f"q{i}", 20.0 + i, 10.0 + i) for i in range(4)]
+
+    def ask(p):
+        with fresh_client(gated.url) as c:
+            return c.post("/predict", json={"NAME": p[0], "RA": p[1], "DEC": p[2]})
+
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(ask, positions[0])
+        wait_for(lambda: health()["running"] == 1, "the first request to run")
+        waiting = [pool.submit(ask, p) for p in positions[1:3]]
+        wait_for(lambda: health()["waiting"] == 2, "two requests to wait")
+        full = ask(positions[3])
+        assert full.status_code == 503
+        assert int(full.headers["Retry-After"]) >= 1 and "queue is full" in full.json()["error"]
+        upstream.gate.set()
+        answers = [f.result(120) for f in [first, *waiting]]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    for a, p in zip(answers, positions):
+        body = a.json()
+        assert (body["NAME"], body["RA"], body["DEC"]) == p  # each answer is its own request
+    after = health()
+    assert after["accepted"] - before["accepted"] == 3
+    assert after["rejected"] - before["rejected"] == 1
+    assert after["completed"] - before["completed"] == 3
+    assert after["max_waiting"] <= after["capacity"] == 2
+
+
+def test_graceful_shutdown_finishes_running_work_and_fails_the_rest(tmp_path):
+    upstream = GatedSurveyServer()
+    with upstream:
+        server = ServerProcess(_gated_args(upstream, tmp_path, ["--shutdown-timeout", "1",
+                                                               "--rate-limit", "0"])).start()
+        try:
+            with httpx.Client(base_url=server.url, timeout=120) as c:
+                def health():
+                    return c.get("/healthz").json()["queue"]
+
+                upstream.gate.clear()
+                with ThreadPoolExecutor(2) as pool:
+                    running = pool.submit(c.post, "/predict", json={"RA": 30.0, "DEC": 5.0})
+                    wait_for(lambda: health()["running"] == 1, "the first request to run")
+                    queued = pool.submit(c.post, "/predict", json={"RA": 31.0, "DEC": 6.0})
+                    wait_for(lambda: health()["waiting"] == 1, "the second request to wait")
+                    server.signal(signal.SIGTERM)
+                    failed = queued.result(120)  # fails within --shutdown-timeout
+                    assert failed.status_code == 503
+                    assert "shut down" in failed.json()["error"]
+                    assert failed.headers["Retry-After"]
+                    upstream.gate.set()
+                    done = running.result(120)  # the running one still finishes
+                    assert done.status_code == 200 and done.json()["estimated"] is True
+            assert server.wait(120) == 0, server.text
+            assert "stopped" in server.text
+        finally:
+            upstream.gate.set()
+            server.stop()
+
+
+# ------------------------------------------------------------------ property-based (OpenAPI)
+schemathesis = pytest.importorskip("schemathesis")
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def openapi_schema(service):
+    return schemathesis.openapi.from_url(f"{service.url}/openapi.json")
+
+
+schema = schemathesis.pytest.from_fixture("openapi_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+def test_api_never_answers_5xx(case):
+    """Valid and invalid requests generated from the OpenAPI description: no 5xx."""
+    from schemathesis.checks import not_a_server_error
+
+    case.call_and_validate(checks=[not_a_server_error])
