@@ -97,11 +97,11 @@ def atomic_open(path, mode="wb", fsync=True, **kwargs):
     path : str or path-like
         The file to (re)place.
     mode : str
-        A write mode of `open` (``"w"`` or ``"wb"``).
+        A write mode of ``open`` (``"w"`` or ``"wb"``).
     fsync : bool
         Flush the file to disk before the rename.
     **kwargs
-        Passed to `open` (e.g. ``encoding``).
+        Passed to ``open`` (e.g. ``encoding``).
 
     Yields
     ------

@@ -68,7 +68,7 @@ def check_config_file(config=None):
 
     Parameters
     ----------
-    config : `configobj.ConfigObj`, optional
+    config : ``configobj.ConfigObj``, optional
         The parsed file (default: astropy's ``get_config("astro_mantis")``).
 
     Returns

@@ -546,7 +546,7 @@ class MantisClass(BaseQuery):
 
         Returns
         -------
-        `FetchPlan`
+        `~astro_mantis.cutouts.FetchPlan`
         """
         from urllib.parse import urlsplit
 

@@ -562,14 +562,15 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         ``{prefix}sha256``, ``{prefix}vers`` (package version), ``{prefix}nbins``,
         ``{prefix}zmin``, ``{prefix}zmax`` and ``{prefix}dust`` (scalar entries, so
         they survive FITS headers; FITS returns them upper-case, which
-        `run_settings` reads either way), and the settings that shape the result:
-        ``{prefix}survey`` (surveys used), ``{prefix}tta``, ``{prefix}ebv`` (the dust
-        source, machine-readable), ``{prefix}pos`` (the position columns),
-        ``{prefix}point`` (the point estimate of the Mantis Shrimp paper, ``mean``)
-        and ``{prefix}srv`` (the services the cutouts came from,
-        `recorded_services`). The run's `~astro_mantis.table.RunStats` is in
-        ``astro_mantis.table.last_run``; a `NotEstimatedWarning` is issued when
-        positions were processed but no row could be estimated.
+        `~astro_mantis.table.run_settings` reads either way), and the settings that
+        shape the result: ``{prefix}survey`` (surveys used), ``{prefix}tta``,
+        ``{prefix}ebv`` (the dust source, machine-readable), ``{prefix}pos`` (the
+        position columns), ``{prefix}point`` (the point estimate of the Mantis
+        Shrimp paper, ``mean``) and ``{prefix}srv`` (the services the cutouts came
+        from, `~astro_mantis.table.recorded_services`). The run's
+        `~astro_mantis.table.RunStats` is in ``astro_mantis.table.last_run``; a
+        `~astro_mantis.table.NotEstimatedWarning` is issued when positions were
+        processed but no row could be estimated.
 
     Raises
     ------

@@ -100,7 +100,11 @@ def test_published_architecture_runs_one_galaxy():
 
 
 def test_v1_needs_weights_and_verifies_them(tmp_path):
-    with pytest.raises(ValueError, match="Git LFS.*801,048,832 bytes.*411536eb"):
+    from astro_mantis.models.registry import get_spec
+
+    full = "411536eba11a6733e5632c6a7c7cf9e07c000d68ff929965a9268c56b1c7428e"
+    assert get_spec("mantis-shrimp-v1").sha256 == full  # the whole digest, not a prefix
+    with pytest.raises(ValueError, match=f"Git LFS.*801,048,832 bytes.*sha256 {full}"):
         load_model("mantis-shrimp-v1")
     path = tmp_path / "ckpt.pt"
     torch.save({"module.fc1.weight": torch.zeros(2)}, path)
@@ -252,7 +256,7 @@ def test_predict_applies_temperature_and_restores_mode():
     net.train()
     x = np.random.default_rng(0).random((2, 9, 120, 120), dtype=np.float32)
     net.meta["temperature"] = 2.5
-    pdf = predict(x, model=net)
+    pdf = predict(x, model=net, precision="float32")
     assert net.training                                      # mode restored
     assert pdf.meta["flags"].tolist() == [int(MantisFlag.DUST_UNKNOWN)] * 2
     with torch.no_grad():
@@ -267,7 +271,7 @@ def test_predict_tta_averages_dihedral_probabilities():
     net = tiny(3)
     rng = np.random.default_rng(1)
     x = rng.random((2, 9, 120, 120), dtype=np.float32)
-    pdf = predict(x, model=net, tta=True, batch_size=1)
+    pdf = predict(x, model=net, tta=True, batch_size=1, precision="float32")
     x_t = torch.from_numpy(x)
     with torch.no_grad():
         probs = np.mean([torch.softmax(net(t(x_t), torch.zeros(2, 2)), 1).numpy()
@@ -276,8 +280,9 @@ def test_predict_tta_averages_dihedral_probabilities():
     assert pdf.meta["tta"] is True
     # a symmetric image is its own transform: TTA changes nothing
     sym = np.ones((1, 9, 120, 120), np.float32)
-    np.testing.assert_allclose(predict(sym, model=net, tta=True).pdf,
-                               predict(sym, model=net).pdf, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(predict(sym, model=net, tta=True, precision="float32").pdf,
+                               predict(sym, model=net, precision="float32").pdf,
+                               rtol=1e-4, atol=1e-6)
 
 
 def test_dihedral_transforms_are_the_eight_symmetries():
