@@ -1,4 +1,7 @@
 """Inference: cutouts (or fused arrays) in, `~astro_mantis.pdf.RedshiftPDF` out."""
+import queue
+import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -7,9 +10,14 @@ import torch
 from astropy import units as u
 
 from ..flags import MantisFlag
+from .precision import (TV_TOLERANCE, _check_once, autocast, default_batch_size, is_quantized,
+                        resolve_precision)
 from .registry import Z_MAX, Z_MIN, load_model, select_device
 
 __all__ = ["predict", "predict_logits", "dihedral_transforms", "clear_model_cache"]
+
+#: Galaxies of the first batch run in float32 too by ``precision="auto"`` (the check).
+CHECK_ROWS = 16
 
 _CACHE = OrderedDict()
 _CACHE_SIZE = 2
@@ -18,6 +26,28 @@ _CACHE_SIZE = 2
 def clear_model_cache():
     """Forget the models `predict` loaded by name (they are kept for the next call)."""
     _CACHE.clear()
+    _COMPILED.clear()
+
+
+_COMPILED = {}
+
+
+def _compiled(net, device):
+    """``torch.compile(net)`` (cached), or ``net`` itself when compiling is not possible."""
+    key = (id(net), str(device))
+    hit = _COMPILED.get(key)
+    if hit is not None and hit[0]() is net:
+        return hit[1]
+    import weakref
+
+    try:
+        fn = torch.compile(net, dynamic=False)
+    except Exception as exc:  # noqa: BLE001 - any failure means: run eagerly
+        warnings.warn(f"torch.compile is not available here ({exc}); running eagerly",
+                      RuntimeWarning, stacklevel=3)
+        fn = net
+    _COMPILED[key] = (weakref.ref(net), fn)
+    return fn
 
 
 def _cached_model(name, weights, device):
@@ -95,7 +125,85 @@ def _array_inputs(data, dust):
     return x, d, flags
 
 
-def predict_logits(model, x, dust, batch_size=64, tta=False, device=None, temperature=1.0):
+def _run_batch(model, xb, db, precision, device, tta, transforms, temperature):
+    """Logits (or TTA probabilities) of one batch on the device, as float32 there."""
+    with autocast(precision, device):
+        if not tta:
+            return model(xb, db).float()
+        probs = 0
+        for t in transforms:
+            logits = model(t(xb), db).float() / float(temperature)
+            probs = probs + torch.softmax(logits, dim=1)
+        return probs / len(transforms)
+
+
+def _to_device(a, device, dtype, channels_last=False):
+    """A host batch (numpy or tensor) on ``device``; pinned and asynchronous for CUDA."""
+    t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+    if device.type == "cuda" and t.device.type == "cpu":
+        if not t.is_pinned():
+            t = t.pin_memory()
+        t = t.to(device, non_blocking=True)
+    else:
+        t = t.to(device)
+    t = t.to(dtype)
+    if channels_last and t.ndim == 4:
+        t = t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
+class _Runner:
+    """Runs batches through a network in one precision; checks ``"auto"`` once."""
+
+    def __init__(self, model, device, precision, tta, temperature, compile=False):
+        if device is None:
+            device = next(model.parameters()).device
+        self.device = torch.device(device)
+        self.quantized = is_quantized(model)
+        if self.quantized:
+            if precision not in ("auto", "int8"):
+                raise ValueError(f"this model is int8-quantised (quantize_int8): precision "
+                                 f"must be 'auto' or 'int8', got {precision!r}")
+            if self.device.type != "cpu":
+                raise ValueError("an int8-quantised model runs on the CPU only")
+            self.precision, self.asked = "int8", precision
+        else:
+            if precision == "int8":
+                raise ValueError("precision 'int8' needs a quantised model: "
+                                 "astro_mantis.models.quantize_int8(model, calibration_images)")
+            self.precision, self.asked = resolve_precision(precision, self.device), precision
+        self.model = model
+        self.fn = _compiled(model, self.device) if compile else model
+        self.dtype = torch.float32
+        for p in model.parameters():
+            if p.is_floating_point():
+                self.dtype = p.dtype
+                break
+        self.tta = tta
+        self.transforms = dihedral_transforms() if tta else None
+        self.temperature = temperature
+        self.channels_last = self.device.type in ("cpu", "cuda")
+        self.tv = None
+
+    def __call__(self, xb, db):
+        """Logits of one batch (device tensors or host arrays), float32 on the device."""
+        xb = _to_device(xb, self.device, self.dtype, self.channels_last)
+        db = _to_device(db, self.device, self.dtype)
+        if (self.asked == "auto" and self.precision not in ("float32", "int8")
+                and self.tv is None):
+            def run(precision, x, d):
+                return _run_batch(self.fn, x, d, precision, self.device, False, None,
+                                  1.0).cpu().numpy()
+            self.tv = _check_once(self.model, self.device, self.precision, run,
+                                  xb[:CHECK_ROWS], db[:CHECK_ROWS])
+            if self.tv > TV_TOLERANCE:
+                self.precision = "float32"
+        return _run_batch(self.fn, xb, db, self.precision, self.device, self.tta,
+                          self.transforms, self.temperature)
+
+
+def predict_logits(model, x, dust, batch_size=64, tta=False, device=None, temperature=1.0,
+                   precision="float32", compile=False):
     """Run a network over a fused batch; logits, or TTA-averaged probabilities.
 
     Parameters
@@ -112,44 +220,159 @@ def predict_logits(model, x, dust, batch_size=64, tta=False, device=None, temper
         Default: where the model's parameters are.
     temperature : float
         Calibration temperature (only used with ``tta``, for the softmax).
+    precision : {"float32", "auto", "bfloat16", "float16", "int8"}
+        See `~astro_mantis.models.resolve_precision`; float32 by default here (the
+        low-level loop), ``"auto"`` by default in `predict`.
+    compile : bool
+        Run the network through `torch.compile` (falls back to eager mode with a
+        warning where compiling fails).
 
     Returns
     -------
     `numpy.ndarray`, float32, shape (N, n_bins)
         Logits when ``tta`` is False, bin probabilities (rows sum to 1) when True.
     """
-    if device is None:
-        device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    transforms = dihedral_transforms() if tta else None
-    channels_last = torch.device(device).type in ("cpu", "cuda")
+    runner = _Runner(model, device, precision, tta, temperature, compile)
+    logits = _run_all(model, runner, ((x[s:s + batch_size], dust[s:s + batch_size])
+                                      for s in range(0, len(x), batch_size)))
+    return logits if logits is not None else np.zeros((0, model.fc1.out_features), np.float32)
+
+
+def _run_all(model, runner, batches):
+    """Concatenated outputs of ``runner`` over ``batches`` of (x, dust), as numpy."""
     out = []
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, len(x), batch_size):
-                xb = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size]))
-                xb = xb.to(device=device, dtype=dtype)
-                if channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                db = torch.from_numpy(np.ascontiguousarray(dust[start:start + batch_size]))
-                db = db.to(device=device, dtype=dtype)
-                if not tta:
-                    out.append(model(xb, db).float().cpu())
-                    continue
-                probs = 0
-                for t in transforms:
-                    logits = model(t(xb), db).float() / float(temperature)
-                    probs = probs + torch.softmax(logits, dim=1)
-                out.append((probs / len(transforms)).cpu())
+            for xb, db in batches:
+                out.append(runner(xb, db))  # stays on the device: no sync per batch
     finally:
         model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, model.fc1.out_features), np.float32)
+    return torch.cat(out).cpu().numpy() if out else None
 
 
-def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=64, device=None,
-            weights=None, nan_policy="zero"):
+class _Prefetch:
+    """Iterate ``fn(item)`` for ``items`` with the next result computed in a thread.
+
+    Fusion of batch k+1 (NumPy, which releases the interpreter lock) overlaps the
+    network's pass over batch k.
+    """
+
+    _END = object()
+
+    def __init__(self, fn, items):
+        self.q = queue.Queue(maxsize=1)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._work, args=(fn, items), daemon=True,
+                                       name="astro_mantis-fusion")
+        self.thread.start()
+
+    def _work(self, fn, items):
+        try:
+            for item in items:
+                if self.stop.is_set():
+                    return
+                self.q.put((True, fn(item)))
+            self.q.put((True, self._END))
+        except BaseException as exc:  # handed to the consumer
+            self.q.put((False, exc))
+
+    def __iter__(self):
+        try:
+            while True:
+                ok, value = self.q.get()
+                if not ok:
+                    raise value
+                if value is self._END:
+                    return
+                yield value
+        finally:
+            self.stop.set()
+            while self.thread.is_alive():  # unblock a producer waiting on put
+                try:
+                    self.q.get_nowait()
+                except queue.Empty:
+                    self.thread.join(0.01)
+
+
+def _native_arrays(data):
+    """{"galex": ..., "panstarrs": ..., "unwise": ...} of native pixels, checked."""
+    from ..fusion import RECIPE
+
+    unknown = set(data) - set(RECIPE)
+    if unknown:
+        raise ValueError(f"unknown survey(s) {sorted(unknown)} in the native arrays; "
+                         f"expected keys among {list(RECIPE)}")
+    arrays = {s: data.get(s) for s in RECIPE}
+    lengths = {len(a) for a in arrays.values() if a is not None}
+    if len(lengths) != 1:
+        raise ValueError("native arrays must be given for at least one survey and agree "
+                         f"on the number of rows; got {sorted(lengths)}")
+    return arrays, lengths.pop()
+
+
+def _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device):
+    """(x, dust, flags, valid) per batch from native arrays: fused where it is fastest.
+
+    On a GPU, the crops travel (pinned, asynchronously) and the recipe runs there in
+    torch (`~astro_mantis.fusion.batched.fuse_arrays_torch`); on a CPU,
+    `~astro_mantis.fusion.batched.fuse_arrays_batched` (bit-identical to NumPy)
+    writes into reused buffers, one batch ahead in a thread.
+    """
+    from ..fusion import batched, core
+
+    starts = range(0, n, batch_size)
+    if device.type == "cuda" and nan_policy == "zero":
+        def crops(start):
+            sl = slice(start, start + batch_size)
+            out = {}
+            for s, a in arrays.items():
+                if a is not None:
+                    c = core.center_crop(np.asarray(a[sl]), core.RECIPE[s]["crop"])
+                    out[s] = torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32)
+                                              ).pin_memory()
+            return sl, out
+
+        for sl, host in _Prefetch(crops, starts):
+            fused = batched.fuse_arrays_torch(
+                **{s: t.to(device, non_blocking=True) for s, t in host.items()},
+                ebv=None if ebv is None else ebv[sl], nan_policy=nan_policy, device=device)
+            yield fused.x, fused.dust, fused.flags, fused.valid
+        return
+    buffers = [None, None, None]  # producer writes k+2 while the network reads k
+
+    def fuse(k_start):
+        k, start = k_start
+        sl = slice(start, start + batch_size)
+        rows = len(range(n)[sl])
+        buf = buffers[k % 3]
+        if buf is None or len(buf) != rows:
+            buf = buffers[k % 3] = np.empty((rows, len(core.CHANNELS), core.OUTPUT_SIZE,
+                                             core.OUTPUT_SIZE), np.float32)
+        fused = batched.fuse_arrays_batched(
+            **{s: (None if a is None else a[sl]) for s, a in arrays.items()},
+            ebv=None if ebv is None else ebv[sl], nan_policy=nan_policy, out=buf)
+        return fused.x, fused.dust, fused.flags, fused.valid
+
+    yield from _Prefetch(fuse, enumerate(starts))
+
+
+def _fused_cutout_batches(cuts, ebv, nan_policy, batch_size):
+    """(x, dust, flags, valid) per batch of cutouts, fused one batch ahead in a thread."""
+    from ..fusion import early_fusion
+
+    def fuse(start):
+        fused = early_fusion(cuts[start:start + batch_size],
+                             ebv=None if ebv is None else ebv[start:start + batch_size],
+                             nan_policy=nan_policy)
+        return fused.x, fused.dust, fused.flags, fused.valid
+
+    return _Prefetch(fuse, range(0, len(cuts), batch_size))
+
+
+def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, device=None,
+            weights=None, nan_policy="zero", precision="auto", compile=False):
     """Redshift PDFs of galaxies from their cutouts (or from fused arrays).
 
     Deterministic: the network runs in ``eval()`` mode under `torch.inference_mode`,
@@ -160,21 +383,31 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=64, devi
     recalibration map (``model.meta["calibration"]["pit_map"]``) is then applied to
     the PDFs' CDFs (`astro_mantis.pdf.RedshiftPDF.remap_cdf`).
 
+    Fusion runs one batch ahead of the network, in a thread: the published recipe
+    with `~astro_mantis.fusion.early_fusion` for cutouts; for native arrays,
+    `~astro_mantis.fusion.batched.fuse_arrays_batched` on a CPU (the same bits as
+    the NumPy reference) or `~astro_mantis.fusion.batched.fuse_arrays_torch` on a GPU.
+
     Parameters
     ----------
-    data : `~astro_mantis.MultiSurveyCutout`, sequence of them, or array-like
-        Cutouts (fused with `~astro_mantis.fusion.early_fusion`), or an already fused
-        array (N, 9, 120, 120) (or one image (9, 120, 120)) of finite values.
+    data : `~astro_mantis.MultiSurveyCutout`, sequence of them, dict or array-like
+        Cutouts (fused with `~astro_mantis.fusion.early_fusion`); a dict of native
+        pixel arrays ``{"galex": (N, 2, 32, 32), "panstarrs": (N, 5, 170, 170),
+        "unwise": (N, 2, 32, 32)}`` (as `~astro_mantis.fusion.fuse_arrays` takes
+        them; a survey left out is missing); or an already fused array
+        (N, 9, 120, 120) (or one image (9, 120, 120)) of finite values.
     model : str or `torch.nn.Module`
         A registry name (loaded once with `~astro_mantis.models.load_model` and
         remembered for later calls), or a network object taking ``(x, dust)``.
     dust : array-like, shape (N, 2), optional
-        Milky Way E(B−V) (CSFD, Planck) per galaxy. None: zeros and the
+        Milky Way E(B−V) per galaxy. None: zeros and the
         `~astro_mantis.MantisFlag.DUST_UNKNOWN` flag.
     tta : bool
         Test-time augmentation over the 8 dihedral transforms (8× slower).
-    batch_size : int
-        Galaxies per forward pass.
+    batch_size : int, optional
+        Galaxies per forward pass; default
+        `~astro_mantis.models.precision.default_batch_size` (64 on a CPU, 1024 for
+        ``mantis-mini`` on a GPU).
     device : str or `torch.device`, optional
         ``"cpu"``, ``"cuda"``, ``"mps"``; None: the best available for a model given
         by name, the model's own device for a model object.
@@ -182,16 +415,33 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=64, devi
         Weights path or URL for a model given by name (see
         `~astro_mantis.models.load_model`).
     nan_policy : {"zero", "inpaint"}
-        Passed to `~astro_mantis.fusion.early_fusion` for cutouts.
+        Passed to the fusion for cutouts and native arrays.
+    precision : {"auto", "float32", "bfloat16", "float16", "int8"}
+        Arithmetic of the network (`~astro_mantis.models.resolve_precision`):
+        ``"auto"`` takes bfloat16 where the device runs it natively and float32
+        elsewhere, and checks bfloat16 against float32 on the first batch the first
+        time a model runs (`~astro_mantis.models.precision.TV_TOLERANCE`).
+        ``"int8"`` needs a model from `~astro_mantis.models.quantize_int8`.
+    compile : bool
+        Run the network through `torch.compile` (it pays for long runs on a GPU; the
+        first call compiles for tens of seconds). Falls back to eager mode, with a
+        warning, where compiling is not possible.
 
     Returns
     -------
     `~astro_mantis.pdf.RedshiftPDF`
         One PDF per input row, in order (a scalar PDF for one cutout or one
         (9, 120, 120) image). ``meta`` holds ``model``, ``weights``,
-        ``sha256``, ``temperature``, ``tta``, and per row ``flags``
+        ``sha256``, ``temperature``, ``tta``, ``precision`` (the precision used,
+        never ``"auto"``), and per row ``flags``
         (`~astro_mantis.MantisFlag` bits, int64 array) and ``valid`` (N, 9) when
-        cutouts were given.
+        cutouts or native arrays were given.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``precision``, ``"float16"`` on a CPU, ``"int8"`` without a
+        quantised model, non-finite fused input, or badly shaped arrays.
     """
     from ..pdf import RedshiftPDF
 
@@ -202,53 +452,71 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=64, devi
         net = model
         if device is not None:
             device = select_device(device)
-            net = net.to(device)
+            if not is_quantized(net):
+                net = net.to(device)
     else:
         raise TypeError(f"model must be a registry name or a torch.nn.Module; got "
                         f"{type(model).__name__}")
+    if device is None:
+        first = next(net.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
+    if batch_size is None:
+        batch_size = default_batch_size(device, net)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
     meta_in = dict(getattr(net, "meta", {}) or {})
     temperature = float(meta_in.get("temperature") or 1.0)
     n_bins = int(meta_in.get("n_bins", net.fc1.out_features if hasattr(net, "fc1") else 400))
     edges = np.linspace(meta_in.get("z_min", Z_MIN), meta_in.get("z_max", Z_MAX), n_bins + 1)
+    runner = _Runner(net, device, precision, tta, temperature, compile)
 
     from ..multicutout import MultiSurveyCutout
 
-    scalar = isinstance(data, MultiSurveyCutout) or (not _is_cutouts(data)
-                                                    and np.ndim(data) == 3)
+    scalar = isinstance(data, MultiSurveyCutout) or (
+        not _is_cutouts(data) and not isinstance(data, dict) and np.ndim(data) == 3)
     valid = None
-    if _is_cutouts(data):
-        # fuse chunk by chunk: a fused galaxy takes 0.5 MB, a catalogue would not fit
-        from ..fusion import dust_array, early_fusion
+    if _is_cutouts(data) or isinstance(data, dict):
+        from ..fusion import dust_array
 
-        cuts = [data] if isinstance(data, MultiSurveyCutout) else list(data)
+        if isinstance(data, dict):
+            arrays, n = _native_arrays(data)
+        else:
+            cuts = [data] if isinstance(data, MultiSurveyCutout) else list(data)
+            n = len(cuts)
         ebv = None
-        if dust is not None:  # NaN rows stay NaN: early_fusion zeroes and flags them
+        if dust is not None:  # NaN rows stay NaN: the fusion zeroes and flags them
             ebv = np.array(dust.to_value(u.mag) if isinstance(dust, u.Quantity) else dust,
                            dtype=np.float32)
-            if ebv.shape == (2,) and len(cuts) == 1:
+            if ebv.shape == (2,) and n == 1:
                 ebv = ebv[np.newaxis]
-            dust_array(ebv, len(cuts))  # checks the shape
-        parts = [np.zeros((0, n_bins), np.float32)]
+            dust_array(ebv, n)  # checks the shape
+        if isinstance(data, dict):
+            batches = _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device)
+        else:
+            batches = _fused_cutout_batches(cuts, ebv, nan_policy, batch_size)
         flags, valid = [np.zeros(0, np.int64)], [np.zeros((0, 9), bool)]
-        for start in range(0, len(cuts), batch_size):
-            fused = early_fusion(cuts[start:start + batch_size],
-                                 ebv=None if ebv is None else ebv[start:start + batch_size],
-                                 nan_policy=nan_policy)
-            parts.append(predict_logits(net, fused.x, fused.dust, batch_size=batch_size,
-                                        tta=tta, device=device, temperature=temperature))
-            flags.append(fused.flags)
-            valid.append(fused.valid)
-        out, flags, valid = np.concatenate(parts), np.concatenate(flags), np.concatenate(valid)
+
+        def model_inputs():
+            for x, d, f, v in batches:
+                flags.append(f)
+                valid.append(v)
+                yield x, d
+
+        out = _run_all(net, runner, model_inputs())
+        out = np.zeros((0, n_bins), np.float32) if out is None else out
+        flags, valid = np.concatenate(flags), np.concatenate(valid)
     else:
         x, d, flags = _array_inputs(data, dust)
-        out = predict_logits(net, x, d, batch_size=batch_size, tta=tta, device=device,
-                             temperature=temperature)
+        out = _run_all(net, runner, ((x[s:s + batch_size], d[s:s + batch_size])
+                                     for s in range(0, len(x), batch_size)))
+        out = np.zeros((0, n_bins), np.float32) if out is None else out
     meta = {"model": meta_in.get("name", type(net).__name__), "weights": meta_in.get("weights"),
             "sha256": meta_in.get("sha256"), "trained": meta_in.get("trained"),
-            "temperature": temperature, "tta": bool(tta),
+            "temperature": temperature, "tta": bool(tta), "precision": runner.precision,
             "flags": int(flags[0]) if scalar else flags}
+    if runner.tv is not None:
+        meta["precision_check_tv"] = float(runner.tv)
     if valid is not None:
         meta["valid"] = valid[0] if scalar else valid
     if scalar:

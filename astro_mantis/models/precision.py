@@ -1,0 +1,372 @@
+"""Numerical precision of inference: which one a device runs natively, and checks.
+
+`~astro_mantis.models.predict` takes ``precision=`` one of:
+
+``"float32"``
+    The reference: every operation in float32.
+``"bfloat16"``
+    `torch.autocast` with ``dtype=torch.bfloat16``: convolutions and matrix products
+    in bfloat16 (8 bits of mantissa, float32's range), reductions, softmax and the
+    output in float32. Native on CPUs with AMX-BF16 (Intel Sapphire Rapids and later)
+    or AVX512-BF16 (Intel Cooper Lake, AMD Zen 4 and later), and on CUDA GPUs of
+    compute capability 8.0 or more; elsewhere torch emulates it (correct, but slower
+    than float32).
+``"float16"``
+    `torch.autocast` with ``dtype=torch.float16``. GPUs only (CUDA, MPS); asking for it
+    on a CPU raises `ValueError`.
+``"int8"``
+    A model quantised by `quantize_int8` (post-training static quantisation with
+    torch's own ``torch.ao.quantization`` tooling, calibrated on images you give it).
+    CPUs only. ``predict`` never quantises by itself, because calibration needs data:
+    pass the quantised model (its precision is then ``"int8"``). It is about twice
+    as fast as bfloat16 on an AVX512-BF16 CPU without AMX, but it does **not** pass
+    the accuracy check (mean PDF total-variation distance 0.03 from float32 on the
+    sample sky, against `TV_TOLERANCE` = 0.01), so ``"auto"`` never chooses it.
+``"auto"`` (the default)
+    `resolve_precision`: ``"bfloat16"`` where the device runs it natively (the
+    accuracy check below passes for it), else ``"float32"``. The first time a model
+    is run in a reduced precision by ``predict``, the first batch is also run in
+    float32 and the mean total-variation distance between the two sets of PDFs
+    (`pdf_total_variation`) must be at most `TV_TOLERANCE`; if not, that model falls
+    back to float32 on that device (with a warning) for the rest of the session.
+
+The precision actually used is recorded in ``RedshiftPDF.meta["precision"]``.
+"""
+import contextlib
+import copy
+import platform
+import warnings
+import weakref
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+__all__ = ["PRECISIONS", "TV_TOLERANCE", "cpu_features", "native_precisions",
+           "resolve_precision", "autocast", "pdf_total_variation", "quantize_int8",
+           "is_quantized", "default_batch_size"]
+
+#: The accepted values of ``precision``.
+PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
+#: Largest mean total-variation distance between a reduced precision's PDFs and float32's
+#: for which ``"auto"`` keeps the reduced precision.
+TV_TOLERANCE = 0.01
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+# (model, device, precision) → passed the accuracy check on first use
+_CHECKED = weakref.WeakKeyDictionary()
+
+
+def _check_precision_name(precision):
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}; "
+                         f"got {precision!r}")
+
+
+@lru_cache(maxsize=1)
+def cpu_features():
+    """Instruction-set flags of this CPU that matter for reduced precision.
+
+    Read from ``/proc/cpuinfo`` (Linux); elsewhere only what torch reports.
+
+    Returns
+    -------
+    frozenset of str
+        Among ``"amx_bf16"``, ``"amx_int8"``, ``"avx512_bf16"``, ``"avx512_fp16"``,
+        ``"avx512_vnni"``, ``"avx_vnni"``, ``"avx512f"``, ``"avx2"``; plus
+        ``"torch:<capability>"`` from `torch.backends.cpu.get_cpu_capability`
+        (e.g. ``"torch:AVX512"``).
+    """
+    wanted = {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_fp16", "avx512_vnni",
+              "avx_vnni", "avx512f", "avx2"}
+    found = set()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    found = wanted & set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    try:
+        found.add(f"torch:{torch.backends.cpu.get_cpu_capability()}")
+    except Exception:  # pragma: no cover - very old torch
+        pass
+    return frozenset(found)
+
+
+def _cpu_bf16_native():
+    feats = cpu_features()
+    if "amx_bf16" in feats or "avx512_bf16" in feats:
+        return True
+    # Apple silicon (arm64 macOS, M2 and later) has BF16 instructions too, but torch's
+    # CPU kernels do not use them for convolutions: stay with float32 there
+    return False
+
+
+def native_precisions(device="cpu"):
+    """The precisions ``device`` runs natively (fast, in hardware), fastest last.
+
+    Parameters
+    ----------
+    device : str or `torch.device`
+
+    Returns
+    -------
+    tuple of str
+        Always starts with ``"float32"``. CPUs: ``"bfloat16"`` with AMX-BF16 or
+        AVX512-BF16 (see `cpu_features`). CUDA: ``"float16"``, and ``"bfloat16"``
+        where `torch.cuda.is_bf16_supported` says so. MPS: ``"float16"``. ``"int8"``
+        is not listed: it needs a calibrated model (`quantize_int8`).
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return ("float32", "bfloat16") if _cpu_bf16_native() else ("float32",)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, _ = torch.cuda.get_device_capability(index)
+        out = ["float32"]
+        if major >= 7:  # tensor cores for float16 from Volta on
+            out.append("float16")
+        if major >= 8:  # and bfloat16 from Ampere on
+            out.append("bfloat16")
+        return tuple(out)
+    if device.type == "mps":
+        return ("float32", "float16")
+    return ("float32",)
+
+
+def resolve_precision(precision="auto", device="cpu"):
+    """The precision ``predict`` uses for ``precision`` on ``device``.
+
+    Parameters
+    ----------
+    precision : {"auto", "float32", "bfloat16", "float16", "int8"}
+    device : str or `torch.device`
+
+    Returns
+    -------
+    str
+        For ``"auto"``: ``"bfloat16"`` when `native_precisions` lists it for the
+        device (the published comparison of the two is within `TV_TOLERANCE`: see
+        the models documentation), else ``"float32"``. Other values are returned as
+        given once checked.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, ``"float16"`` on a CPU, ``"int8"`` elsewhere than on a
+        CPU.
+
+    Examples
+    --------
+    >>> from astro_mantis.models import resolve_precision
+    >>> resolve_precision("float32", "cpu")
+    'float32'
+    >>> resolve_precision("auto", "cpu") in ("float32", "bfloat16")
+    True
+    """
+    _check_precision_name(precision)
+    device = torch.device(device)
+    if precision == "auto":
+        return "bfloat16" if "bfloat16" in native_precisions(device) else "float32"
+    if precision == "float16" and device.type == "cpu":
+        raise ValueError("precision 'float16' needs a GPU (CUDA or MPS); on a CPU use "
+                         "'bfloat16' (autocast), 'int8' (quantize_int8) or 'float32'")
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"precision 'int8' runs on the CPU only (torch's quantised "
+                         f"kernels); got device {device}")
+    if precision == "bfloat16" and device.type == "cpu" and not _cpu_bf16_native():
+        warnings.warn("this CPU has neither AMX-BF16 nor AVX512-BF16: torch emulates "
+                      "bfloat16 here, which is slower than float32", RuntimeWarning,
+                      stacklevel=2)
+    return precision
+
+
+def autocast(precision, device):
+    """A context manager running a network in ``precision`` on ``device``.
+
+    Parameters
+    ----------
+    precision : {"float32", "bfloat16", "float16", "int8"}
+        A resolved precision (`resolve_precision`); ``"float32"`` and ``"int8"`` (a
+        quantised model carries its own arithmetic) need no autocast.
+    device : str or `torch.device`
+
+    Returns
+    -------
+    context manager
+    """
+    device = torch.device(device)
+    if precision in ("float32", "int8"):
+        return contextlib.nullcontext()
+    if precision not in _DTYPES:
+        _check_precision_name(precision)
+        raise ValueError(f"resolve precision {precision!r} first (resolve_precision)")
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+def pdf_total_variation(p, q):
+    """Mean total-variation distance between two sets of binned PDFs.
+
+    ``TV = ½ Σ_k |p_k − q_k|`` over the bins of each row (p, q as bin probabilities,
+    each row summing to 1), averaged over the rows: 0 for identical PDFs, 1 for
+    disjoint ones.
+
+    Parameters
+    ----------
+    p, q : array-like or `~astro_mantis.pdf.RedshiftPDF`, shape (N, n_bins) or (n_bins,)
+        Bin probabilities, or `~astro_mantis.pdf.RedshiftPDF` objects (their
+        densities times the bin widths are used).
+
+    Returns
+    -------
+    float
+    """
+    def probs(a):
+        if hasattr(a, "pdf") and hasattr(a, "widths"):
+            a = np.asarray(a.pdf) * np.asarray(a.widths)
+        return np.atleast_2d(np.asarray(a, dtype=np.float64))
+
+    p, q = probs(p), probs(q)
+    if p.shape != q.shape:
+        raise ValueError(f"p and q must have the same shape; got {p.shape} and {q.shape}")
+    if p.size == 0:
+        return 0.0
+    return float(np.mean(0.5 * np.abs(p - q).sum(axis=1)))
+
+
+def is_quantized(model):
+    """Whether ``model`` came from `quantize_int8`."""
+    return bool(getattr(model, "meta", {}).get("precision") == "int8")
+
+
+def quantize_int8(model, x, dust=None, batch_size=64):
+    """Post-training static int8 quantisation of a network's backbone (CPU).
+
+    torch's FX graph-mode quantisation (``torch.ao.quantization``, backend ``"x86"``:
+    oneDNN / FBGEMM kernels using AVX512-VNNI or AVX-VNNI where present) of the
+    convolutional backbone ``model.Base``: per-channel int8 weights, int8
+    activations with ranges calibrated by running ``x`` through it. The dust head
+    (``fc0``, ``fc1``, a few hundred thousand multiply-adds) stays in float32.
+    Calibrate on data like what will be predicted (the validation split, or a few
+    hundred galaxies of the catalogue): ranges from unlike data clip real images.
+
+    Parameters
+    ----------
+    model : `~astro_mantis.models.PhotoZNet`
+        A network with a ``Base`` backbone (``mantis-mini``; the ConvNeXt of
+        ``mantis-shrimp-v1`` does not trace with FX).
+    x : array-like, shape (N, 9, 120, 120)
+        Fused calibration images (finite).
+    dust : array-like, shape (N, 2), optional
+        Unused by the calibration (the head stays float32); accepted for symmetry.
+    batch_size : int
+        Calibration batch size.
+
+    Returns
+    -------
+    `~astro_mantis.models.PhotoZNet`
+        A quantised copy on the CPU (``model`` is unchanged), with ``meta`` copied and
+        ``meta["precision"] = "int8"``; `~astro_mantis.models.predict` runs it (and
+        records ``precision="int8"``).
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is empty or not (N, C, H, W), or the model has no ``Base``.
+    """
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    if not hasattr(model, "Base"):
+        raise ValueError("quantize_int8 needs a PhotoZNet with a Base backbone; got "
+                         f"{type(model).__name__}")
+    x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
+    if x.ndim != 4 or len(x) == 0:
+        raise ValueError(f"calibration images must have shape (N, C, H, W) with N ≥ 1; "
+                         f"got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("calibration images hold non-finite values")
+    torch.backends.quantized.engine = "x86" if "x86" in \
+        torch.backends.quantized.supported_engines else torch.backends.quantized.engine
+    net = copy.deepcopy(model).cpu().eval()
+    example = torch.from_numpy(x[:1]).contiguous(memory_format=torch.channels_last)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao deprecation notices
+        prepared = prepare_fx(net.Base, get_default_qconfig_mapping("x86"),
+                              example_inputs=(example,))
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                xb = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size]))
+                prepared(xb.contiguous(memory_format=torch.channels_last))
+        net.Base = convert_fx(prepared)
+    net.meta = dict(getattr(model, "meta", {}) or {})
+    net.meta.update(precision="int8", int8_calibration=int(len(x)))
+    return net
+
+
+def default_batch_size(device, model=None):
+    """Galaxies per forward pass when ``batch_size`` is not given.
+
+    CPUs: 64 (larger batches are no faster: ``mantis-mini`` runs at the same rate
+    from 32 to 256, and 64 fused images take 33 MB). GPUs: 1024 for ``mantis-mini``
+    (fills an H100/H200-class GPU; 530 MB of input), 256 for the large network.
+
+    Parameters
+    ----------
+    device : str or `torch.device`
+    model : `torch.nn.Module`, optional
+
+    Returns
+    -------
+    int
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return 64
+    n_params = sum(p.numel() for p in model.parameters()) if model is not None else 0
+    return 256 if n_params > 50_000_000 else 1024
+
+
+def _check_once(model, device, precision, run, x, dust):
+    """Whether ``precision`` agrees with float32 on (x, dust) for this model (cached)."""
+    key = (str(device), precision)
+    try:
+        done = _CHECKED.setdefault(model, {})
+    except TypeError:  # pragma: no cover - not weak-referenceable
+        done = {}
+    if key not in done:
+        ref = run("float32", x, dust)
+        low = run(precision, x, dust)
+        tv = pdf_total_variation(_softmax(ref), _softmax(low))
+        done[key] = tv
+        if tv > TV_TOLERANCE:
+            warnings.warn(f"precision {precision!r} on {device}: mean PDF total-variation "
+                          f"distance to float32 is {tv:.4f} > {TV_TOLERANCE} on the first "
+                          "batch; using float32 for this model", RuntimeWarning, stacklevel=3)
+    return done[key]
+
+
+def _softmax(logits):
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def machine_summary():
+    """One line naming the CPU, its reduced-precision features and torch's threads."""
+    name = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    feats = ",".join(sorted(f for f in cpu_features() if not f.startswith("torch:")))
+    return (f"{name or platform.machine()} [{feats or 'no AVX-512/AMX'}], "
+            f"torch {torch.__version__} {torch.backends.cpu.get_cpu_capability()}, "
+            f"{torch.get_num_threads()} threads")
