@@ -8,7 +8,7 @@ import torch
 from astropy.table import Table
 
 from astro_mantis.explain import ReferenceEmbedding
-from astro_mantis.explain.cli import add_parser, run
+from astro_mantis.explain.cli import add_parser
 
 torch.set_num_threads(1)
 

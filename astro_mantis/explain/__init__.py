@@ -37,4 +37,5 @@ __all__ = ["band_attribution", "shapley_from_values", "coalition_values",
            "DEFAULT_K", "ntk_features", "kernel_features", "KernelSurrogate", "fit_surrogate",
            "fidelity", "explain_by_example", "plot_examples", "DEFAULT_NTK_DIM", "KERNELS",
            "layer_probes", "layer_activations", "probe_layers", "plot_layer_probes",
-           "weight_spectra", "marchenko_pastur_edge", "hill_alpha", "plot_weight_spectra", "BANDS", "SURVEYS", "TARGETS", "METHODS"]
+           "weight_spectra", "marchenko_pastur_edge", "hill_alpha", "plot_weight_spectra",
+           "BANDS", "SURVEYS", "TARGETS", "METHODS"]

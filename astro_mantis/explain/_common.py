@@ -63,7 +63,7 @@ def as_fused(data, dust=None, nan_policy="zero"):
 
     Parameters
     ----------
-    data : `~astro_mantis.MultiSurveyCutout`, sequence of them, `~astro_mantis.fusion.FusedInput` or array-like
+    data : cutouts, `~astro_mantis.fusion.FusedInput` or array-like
         Cutouts are fused with `astro_mantis.fusion.early_fusion`; an array must have
         shape (N, 9, H, W) (or one image (9, H, W)) and finite values.
     dust : array-like, shape (N, 2), optional

@@ -25,14 +25,13 @@ Methods
     not the sum of its bands' values. Efficiency holds by construction:
     Σ φ = v(all) − v(none).
 ``"ig"``
-    Integrated gradients (captum's `~captum.attr.IntegratedGradients`, baseline the
+    Integrated gradients (captum's ``captum.attr.IntegratedGradients``, baseline the
     all-zero input, ``n_steps`` Riemann steps), summed over the pixels of each
     channel; a survey's value is the sum of its bands'. Cheap (one backward pass per
     step) but only approximately complete: ``ig_delta`` reports Σ φ − (v(all) −
     v(none)).
 """
 import math
-from itertools import combinations
 
 import numpy as np
 import torch
@@ -169,7 +168,7 @@ def band_attribution(cutouts_or_fused, model="mantis-mini", method="shapley", ta
 
     Parameters
     ----------
-    cutouts_or_fused : `~astro_mantis.MultiSurveyCutout`, sequence of them, `~astro_mantis.fusion.FusedInput` or array-like
+    cutouts_or_fused : cutouts, `~astro_mantis.fusion.FusedInput` or array-like
         The galaxies: cutouts (fused with `~astro_mantis.fusion.early_fusion`), a
         ``FusedInput``, or a fused array (N, 9, 120, 120).
     model : str or `torch.nn.Module`

@@ -42,7 +42,6 @@ median-heuristic width, permutation p-value) or a classifier test (cross-fitted 
 discriminant, AUC, permutation p-value).
 """
 import datetime
-import io
 import json
 from pathlib import Path
 from typing import NamedTuple

@@ -123,7 +123,9 @@ def ntk_features(data, model="mantis-mini", dust=None, dim=DEFAULT_NTK_DIM, seed
 
 
 def kernel_features(data, model="mantis-mini", kernel="ntk", dust=None, **kwargs):
-    """Features whose inner products give the kernel: penultimate (``"ck"``) or projected gradients (``"ntk"``).
+    """Features whose inner products give a kernel (penultimate features or projected gradients).
+
+    ``"ck"``: the penultimate features; ``"ntk"``: the projected per-galaxy gradients.
 
     Parameters
     ----------
