@@ -260,7 +260,10 @@ def test_bundled_sample_is_what_the_builder_makes():
     mock = MockSky(MockSkyConfig(n_galaxies=SAMPLE_N, south_fraction=0.02), seed=SAMPLE_SEED)
     assert sample.meta["config"] == repr(mock.config)
     for name in ("ra", "dec", "z", "mag_r", "ebv_csfd"):
-        np.testing.assert_array_equal(sample.catalog[name], mock.catalog[name])
+        # equal to rounding: the bundled file was made on another CPU, whose vectorised
+        # transcendental functions may differ from this one's in the last bit
+        np.testing.assert_allclose(sample.catalog[name], mock.catalog[name], rtol=1e-13,
+                                   atol=0)
     pos = position(sample, 0)
     for b in "gy":
         a = sample.render("panstarrs", pos, band=b)[0].data
