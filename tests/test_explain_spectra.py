@@ -76,3 +76,35 @@ def test_layer_activations_shrimp():
                                                                   dtype=np.float32))
     assert set(acts) == {"stem", "stage0", "stage1", "stage2", "stage3", "pooled", "hidden"}
     assert acts["hidden"].shape == (2, 32)
+
+
+def test_spectral_monitor(tmp_path):
+    from astro_mantis.explain import SpectralMonitor, plot_spectral_history, read_spectral_log
+
+    torch.manual_seed(0)
+    net = build_model("mantis-mini", widths=(8, 16), depths=(1, 1), hidden=32)
+    monitor = SpectralMonitor(tmp_path / "spectra.jsonl")
+    first = monitor(1, net)
+    with torch.no_grad():  # a rank-one spike, as training makes: one outlier more in fc1
+        u, v = torch.randn(400, 1), torch.randn(1, 32)
+        net.fc1.weight += 3 * u @ v / (u.norm() * v.norm()) * net.fc1.weight.std() * 30
+    second = monitor(2, net)
+    log = read_spectral_log(tmp_path / "spectra.jsonl")
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert log[1]["layers"]["fc1"]["n_outliers"] == log[0]["layers"]["fc1"]["n_outliers"] + 1
+    assert second["outliers"] == first["outliers"] + 1
+    ax = plot_spectral_history(tmp_path / "spectra.jsonl")
+    assert len(ax.get_lines()) == 1
+
+
+def test_logits_and_features_match_forward():
+    from astro_mantis.explain import logits_and_features, penultimate_features
+
+    torch.manual_seed(0)
+    net = build_model("mantis-mini", widths=(4, 8), depths=(1, 1), hidden=16).eval()
+    x = torch.rand(3, 9, 24, 24)
+    d = torch.rand(3, 2)
+    with torch.no_grad():
+        logits, h = logits_and_features(net, x, d)
+        assert torch.allclose(logits, net(x, d), atol=1e-6)
+    assert np.allclose(h.numpy(), penultimate_features(net, x.numpy(), d.numpy()), atol=1e-6)

@@ -17,14 +17,15 @@
 See the "Explain and trust" guide (``docs/explain.rst``) for the methods and the papers
 they come from.
 """
-from ._common import BANDS, SURVEYS, TARGETS, penultimate_features
+from ._common import BANDS, SURVEYS, TARGETS, logits_and_features, penultimate_features
 from .ood import (DEFAULT_COMPONENTS, DEFAULT_K, OOD_THRESHOLD, ReferenceEmbedding,
                   ShiftTestResult, auroc, build_reference, embed, load_reference, ood_flags,
                   ood_score, reference_path, save_reference, shift_test)
 from .surrogate import (DEFAULT_NTK_DIM, KERNELS, KernelSurrogate, explain_by_example,
                         fidelity, fit_surrogate, kernel_features, ntk_features, plot_examples)
 from .probes import layer_activations, layer_probes, plot_layer_probes, probe_layers
-from .spectra import hill_alpha, marchenko_pastur_edge, plot_weight_spectra, weight_spectra
+from .spectra import (SpectralMonitor, hill_alpha, marchenko_pastur_edge, plot_spectral_history,
+                      plot_weight_spectra, read_spectral_log, weight_spectra)
 from .attribution import (METHODS, add_attribution_columns, band_attribution,
                           coalition_values, plot_survey_shares, shapley_from_values,
                           survey_shares_by_redshift)
@@ -38,4 +39,5 @@ __all__ = ["band_attribution", "shapley_from_values", "coalition_values",
            "fidelity", "explain_by_example", "plot_examples", "DEFAULT_NTK_DIM", "KERNELS",
            "layer_probes", "layer_activations", "probe_layers", "plot_layer_probes",
            "weight_spectra", "marchenko_pastur_edge", "hill_alpha", "plot_weight_spectra",
-           "BANDS", "SURVEYS", "TARGETS", "METHODS"]
+           "SpectralMonitor", "read_spectral_log", "plot_spectral_history",
+           "logits_and_features", "BANDS", "SURVEYS", "TARGETS", "METHODS"]

@@ -8,7 +8,7 @@ import torch
 from ..fusion.core import CHANNELS, FusedInput
 
 __all__ = ["BANDS", "SURVEYS", "SURVEY_CHANNELS", "TARGETS", "resolve_model", "as_fused",
-           "model_grid", "scalar_target", "penultimate_features"]
+           "model_grid", "scalar_target", "penultimate_features", "logits_and_features"]
 
 #: Band names of the nine model channels, in channel order.
 BANDS = tuple(band for _, band in CHANNELS)
@@ -217,3 +217,26 @@ def penultimate_features(net, x, dust, batch_size=64, layer="hidden"):
         return np.zeros((0, net.fc0.out_features if layer == "hidden"
                          else net.fc0.in_features - 2), np.float32)
     return np.concatenate(out)
+
+
+def logits_and_features(net, x, dust):
+    """Logits and penultimate features of one batch in a single forward pass.
+
+    For callers that need both (e.g. a redshift table with an OOD score): the logits
+    are ``fc1(drop(h))`` of the returned features ``h``, as in
+    `~astro_mantis.models.PhotoZNet.forward` in ``eval()`` mode.
+
+    Parameters
+    ----------
+    net : `~astro_mantis.models.PhotoZNet`
+        In ``eval()`` mode.
+    x : `torch.Tensor`, shape (N, 9, H, W)
+    dust : `torch.Tensor`, shape (N, 2)
+
+    Returns
+    -------
+    logits : `torch.Tensor`, shape (N, n_bins)
+    features : `torch.Tensor`, shape (N, hidden)
+    """
+    h = net.act(net.fc0(torch.cat([net.Base(x), dust.to(x.dtype)], dim=1)))
+    return net.fc1(net.drop(h)), h

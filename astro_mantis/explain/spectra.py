@@ -13,11 +13,15 @@ estimator on the largest eigenvalues λ = s²: α = 1 + k / Σ_{i<k} ln(λ_i / �
 k = max(5, m // 10). A random layer has no outliers (up to edge fluctuations) and a
 steep tail; heavy-tailed layers (α ≲ 4) carry learned structure.
 """
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 from astropy.table import Table
 
-__all__ = ["weight_spectra", "marchenko_pastur_edge", "hill_alpha", "plot_weight_spectra"]
+__all__ = ["weight_spectra", "marchenko_pastur_edge", "hill_alpha", "plot_weight_spectra",
+           "SpectralMonitor", "read_spectral_log", "plot_spectral_history"]
 
 
 def marchenko_pastur_edge(shape, sigma):
@@ -132,4 +136,72 @@ def plot_weight_spectra(spectra, layers=None, ax=None):
     ax.set_xlabel("rank")
     ax.set_ylabel("singular value / MP edge")
     ax.legend(fontsize="xx-small")
+    return ax
+
+
+class SpectralMonitor:
+    """Per-epoch weight spectra of a network in training, logged as JSON lines.
+
+    Call it once per epoch (``monitor(epoch, net)``); each call appends one line to
+    ``path`` with, per layer, ``n_outliers``, ``alpha``, ``sv_max`` and ``mp_edge``, and
+    returns the epoch's summary (``outliers``: total over layers; ``alpha_median``).
+    Meant for a per-epoch hook of the trainer (``astro-mantis train --spectra``).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The log file (e.g. ``OUT/spectra.jsonl``); created, or appended to.
+    min_dim : int
+        As in `weight_spectra`.
+    """
+
+    def __init__(self, path, min_dim=8):
+        self.path = Path(path)
+        self.min_dim = int(min_dim)
+
+    def __call__(self, epoch, net):
+        """Log the spectra of ``net`` after ``epoch``; returns the epoch's summary dict."""
+        t = weight_spectra(net, min_dim=self.min_dim)
+        layers = {r["layer"]: {"n_outliers": int(r["n_outliers"]), "alpha": float(r["alpha"]),
+                               "sv_max": float(r["sv_max"]), "mp_edge": float(r["mp_edge"])}
+                  for r in t}
+        summary = {"epoch": int(epoch), "outliers": int(t["n_outliers"].sum()),
+                   "alpha_median": float(np.median(t["alpha"]))}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(dict(summary, layers=layers)) + "\n")
+        return summary
+
+
+def read_spectral_log(path):
+    """Read a `SpectralMonitor` log: a list of per-epoch dicts."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_spectral_history(log, ax=None):
+    """Plot the outlier count and median tail exponent against epoch.
+
+    Parameters
+    ----------
+    log : list of dict or str or path-like
+        `read_spectral_log` output, or the log file.
+    ax : `matplotlib.axes.Axes`, optional
+
+    Returns
+    -------
+    `matplotlib.axes.Axes`
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(log, list):
+        log = read_spectral_log(log)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    epochs = [r["epoch"] for r in log]
+    ax.plot(epochs, [r["outliers"] for r in log], marker="o", ms=3, color="tab:blue")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("singular values above the MP edge", color="tab:blue")
+    twin = ax.twinx()
+    twin.plot(epochs, [r["alpha_median"] for r in log], marker="s", ms=3, color="tab:red")
+    twin.set_ylabel("median tail exponent α", color="tab:red")
     return ax
