@@ -8,20 +8,22 @@ ours (bin edges, PDF, summary statistics, intervals, flags, model and checksum);
 ``GET /cutouts/{ra}/{dec}`` gives the cutouts as FITS or a PNG panel; ``/`` is a page for
 people. See the web service guide in the documentation.
 
-* `create_app` (in `astro_mantis.web.app`, needs FastAPI) builds the ASGI application;
+* `astro_mantis.web.app.create_app` (needs FastAPI) builds the ASGI application;
 * `WebSettings` holds its settings;
-* `PhotozService` does the photo-z work (framework-free);
+* `astro_mantis.web.service.PhotozService` does the photo-z work (framework-free);
 * `RateLimiter` and `WorkQueue` are the admission control;
 * ``astro_mantis.web.cli`` adds the ``serve`` subcommand.
 
-Importing this package does not import the web framework: `create_app` and
-`app_from_environment` are loaded on first use.
+Importing this package does not import the web framework: ``create_app`` and
+``app_from_environment`` are loaded on first use.
 """
-from .limits import QueueFull, RateLimiter, ServiceClosed, WorkQueue
+from .limits import QueueFull, QueueStats, RateLimiter, ServiceClosed, WorkQueue
 from .settings import SETTINGS_ENV, WebSettings
 
-__all__ = ["create_app", "app_from_environment", "WebSettings", "SETTINGS_ENV",
-           "PhotozService", "RateLimiter", "WorkQueue", "QueueFull", "ServiceClosed"]
+# create_app, app_from_environment (astro_mantis.web.app) and PhotozService
+# (astro_mantis.web.service) are importable from here too, loaded on first use.
+__all__ = ["WebSettings", "SETTINGS_ENV", "RateLimiter", "WorkQueue", "QueueFull",
+           "QueueStats", "ServiceClosed"]
 
 
 def __getattr__(name):

@@ -39,8 +39,9 @@ from .service import (OUTPUT_FORMATS, PhotozService, parse_coordinate, read_uplo
                       write_table_bytes, cutout_fits, cutout_png)
 from .settings import WebSettings
 
-__all__ = ["create_app", "app_from_environment", "begin_shutdown", "PredictRequest",
-           "PredictResponse", "ErrorResponse", "JobStatus", "STATIC_DIR"]
+# The request and answer models (PredictRequest, PredictResponse, JobStatus, ...) are
+# documented by the service's own OpenAPI description (/openapi.json).
+__all__ = ["create_app", "app_from_environment", "begin_shutdown", "STATIC_DIR"]
 
 #: Directory of the page's files (``index.html``, ``app.js``, ``style.css``).
 STATIC_DIR = Path(__file__).parent / "static"
@@ -293,12 +294,12 @@ def create_app(settings=None, service=None):
     ----------
     settings : `~astro_mantis.web.WebSettings`, optional
         Default: ``WebSettings()`` (127.0.0.1 is chosen by the server, not here).
-    service : `~astro_mantis.web.PhotozService`, optional
+    service : `~astro_mantis.web.service.PhotozService`, optional
         The photo-z work and its shared model; built at start-up when not given.
 
     Returns
     -------
-    `fastapi.FastAPI`
+    ``fastapi.FastAPI``
         An ASGI application. Its lifespan loads the model (unless a service is given),
         points ``astro_mantis.conf`` at the configured survey URLs and cache, and on
         shutdown finishes or fails the queued work.
@@ -741,6 +742,6 @@ def app_from_environment():
 
     Returns
     -------
-    `fastapi.FastAPI`
+    ``fastapi.FastAPI``
     """
     return create_app(WebSettings.from_environment())

@@ -37,7 +37,7 @@ class ServerProcess:
     ----------
     url : str
         Base URL, e.g. ``http://127.0.0.1:41234`` (no trailing slash).
-    process : `subprocess.Popen`
+    process : ``subprocess.Popen``
         The child.
     output : list of str
         Lines the child printed (stdout and stderr), collected in a thread.

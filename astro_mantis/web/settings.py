@@ -14,7 +14,7 @@ SETTINGS_ENV = "ASTRO_MANTIS_WEB_SETTINGS"
 
 @dataclasses.dataclass
 class WebSettings:
-    """Settings of the web service (`astro_mantis.web.create_app`).
+    """Settings of the web service (`astro_mantis.web.app.create_app`).
 
     Attributes
     ----------
