@@ -230,7 +230,8 @@ def main(argv=None):
     calls = after["queue"]["completed"] - before["queue"]["completed"]
     print(f"(a) throughput, {args.clients} clients x {args.requests} requests: "
           f"{len(ok)}/{len(results)} answered 200 in {wall:.1f} s = {rate:.1f} requests/s "
-          f"({rate / base_rate:.2f} x the baseline rate); latency {percentiles([r[2] for r in ok])}")
+          f"({rate / base_rate:.2f} x the baseline rate); latency "
+          f"{percentiles([r[2] for r in ok])}")
     print(f"    server: accepted {after['queue']['accepted'] - before['queue']['accepted']}, "
           f"{calls} positions completed, largest queue {after['queue']['max_waiting']} "
           f"of {after['queue']['capacity']}")

@@ -37,7 +37,8 @@ from astro_mantis.web.process import ServerProcess  # noqa: E402
 _CONTRAST_JS = """
 function lum(c) {
   const m = c.match(/[\\d.]+/g).map(Number);
-  const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  const f = (v) => { v /= 255;
+    return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
   return 0.2126 * f(m[0]) + 0.7152 * f(m[1]) + 0.0722 * f(m[2]);
 }
 function bg(el) {

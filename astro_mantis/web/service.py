@@ -688,7 +688,9 @@ class PhotozService:
         return out
 
     def cutouts(self, ra, dec):
-        """The cutouts at one position (`Mantis.get_cutouts <astro_mantis.MantisClass.get_cutouts>`, cache on).
+        """The cutouts at one position, with the cache.
+
+        Fetched by `Mantis.get_cutouts <astro_mantis.MantisClass.get_cutouts>`.
 
         Parameters
         ----------
