@@ -22,6 +22,11 @@ Subcommands:
 ``astro-mantis build-training-set TABLE --out DIR``
     Fetch the cutouts of a table with spectroscopic redshifts and write training shards
     that ``astro-mantis train`` reads.
+``astro-mantis plot TABLE --row N -o FILE``
+    A figure of one row of a redshift table: its cutouts above its PDF.
+``astro-mantis serve``
+    The photo-z web service and page (`astro_mantis.web`; ``pip install
+    "astro-mantis[web]"``).
 
 Every subcommand returns an exit status: 0 when the job ran (rows whose fetch failed
 are reported in the summary, not as an error), 2 when the input is unusable.
@@ -142,7 +147,7 @@ def build_parser():
     -------
     parser : `argparse.ArgumentParser`
         The parser, with one subparser per subcommand (``predict``, ``cutouts``,
-        ``demo``, ``train``, ``match``, ``build-training-set``).
+        ``demo``, ``train``, ``match``, ``build-training-set``, ``plot``, ``serve``).
     """
     parser = argparse.ArgumentParser(
         prog="astro-mantis",
@@ -460,6 +465,10 @@ def build_parser():
 
     add_match_parser(sub)
     add_build_training_set_parser(sub)
+
+    from .web.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 

@@ -557,15 +557,19 @@ def plot_pit(pit, ax=None, bins=20, band_sigma=2.0, **kwargs):
     u = u[np.isfinite(u)]
     n = len(u)
     kwargs.setdefault("color", "C0")
-    kwargs.setdefault("alpha", 0.7)
+    kwargs.setdefault("alpha", 0.6)
+    kwargs.setdefault("edgecolor", "white")
     kwargs.setdefault("label", f"PIT (N = {n})")
+    kwargs.setdefault("zorder", 2)
     ax.hist(u, bins=bins, range=(0, 1), density=True, **kwargs)
     if band_sigma and n:
+        # the expected scatter of a calibrated histogram: a light band behind the
+        # outline of the bars, so neither hides the other
         p = 1.0 / bins
         half = band_sigma * np.sqrt(p * (1 - p) / n) / p
-        ax.axhspan(1 - half, 1 + half, color="0.4", alpha=0.3, linewidth=0, zorder=3,
+        ax.axhspan(1 - half, 1 + half, color="0.85", linewidth=0, zorder=1,
                    label=rf"uniform $\pm{band_sigma:g}\sigma$")
-    ax.axhline(1.0, color="k", linewidth=1, zorder=4)
+    ax.axhline(1.0, color="0.3", linewidth=1, linestyle="--", zorder=2)
     ax.set_xlim(0, 1)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("PIT")

@@ -43,8 +43,28 @@ extensions = [
     # The directives of pytest-doctestplus (testsetup, doctest-skip, ...): Sphinx must
     # know them to build the pages; pytest runs the examples (setup.cfg: --doctest-rst).
     "pytest_doctestplus.sphinx.doctestplus",
+    # Formulas render offline: MathJax 3 is copied into the built pages.
+    "sphinx-mathjax-offline",
+    # The tutorials are scripts executed at build time (offline, loopback servers).
+    "sphinx_gallery.gen_gallery",
 ]
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints",
+                    "tutorials_src"]
+
+# -- Tutorials (sphinx-gallery) ------------------------------------------------------
+sphinx_gallery_conf = {
+    "examples_dirs": "tutorials_src",
+    "gallery_dirs": "tutorials",
+    "filename_pattern": r"/plot_",      # execute every tutorial
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "abort_on_example_error": True,     # a tutorial that fails breaks the build
+    "image_scrapers": ("matplotlib",),
+    "matplotlib_animations": False,
+    "show_memory": False,
+    "line_numbers": False,
+    "plot_gallery": "True",
+}
 templates_path = []
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
@@ -90,7 +110,11 @@ else:
         "navigation_with_keys": False,
         "show_toc_level": 2,
         "icon_links": [],
+        # the left sidebar shows the page's own sections (none on a short page), not
+        # an empty "Section Navigation" that squeezes the code blocks
+        "secondary_sidebar_items": ["page-toc"],
     }
+    html_sidebars = {"**": []}
 html_title = f"astro_mantis {version}"
 html_static_path = ["_static"]
 html_last_updated_fmt = None

@@ -97,6 +97,15 @@ register_model(ModelSpec(
     description="compact residual CNN, same input/output as mantis-shrimp-v1 (bundled default)",
     bundled="mantis-mini",
 ))
+#: Where the published ``mantis-shrimp-v1`` checkpoint can be downloaded: the Git LFS
+#: object of ``mantis_shrimp/MODELS_final/best_early.pt`` in the reference repository
+#: (https://github.com/pnnl/MantisShrimp), at the commit whose LFS pointer names its
+#: SHA-256. Pass it as ``weights=`` to download the 801 MB file once into astropy's
+#: cache (nothing downloads it unasked).
+MANTIS_SHRIMP_V1_URL = ("https://media.githubusercontent.com/media/pnnl/MantisShrimp/"
+                        "12538d28494ccc834eb1e01309262c7f53cc2e2f/mantis_shrimp/MODELS_final/"
+                        "best_early.pt")
+
 register_model(ModelSpec(
     name="mantis-shrimp-v1",
     build=build_mantis_shrimp_v1,
@@ -411,9 +420,12 @@ def load_model(name, weights=None, device="cpu", verify=True):
         elif spec.url:
             weights = spec.url
         else:
+            hint = (f" or weights=astro_mantis.models.registry.MANTIS_SHRIMP_V1_URL to "
+                    f"download it once ({MANTIS_SHRIMP_V1_URL})"
+                    if spec.name == "mantis-shrimp-v1" else "")
             raise ValueError(
                 f"{spec.name} has no default weights location: pass weights= the local path "
-                "or URL of its checkpoint (published in the reference repository's Git LFS"
+                f"of its checkpoint{hint} (published in the reference repository's Git LFS"
                 + (f"; {spec.size:,} bytes" if spec.size else "")
                 + (f", sha256 {spec.sha256}" if spec.sha256 else "") + ")")
     if _is_url(weights):

@@ -177,7 +177,7 @@ class WorkQueue:
     >>> q = WorkQueue(workers=1, capacity=4)
     >>> q.submit(sum, [1, 2, 3]).result()
     6
-    >>> q.close()
+    >>> _ = q.close()
     """
 
     def __init__(self, workers=1, capacity=16, max_batch=16, name="work"):
