@@ -144,3 +144,23 @@ def test_shift_test_on_images():
     b = rng.random((12, 9, 24, 24), dtype=np.float32) * 3
     r = shift_test(a, b, model=net, n_permutations=49)
     assert r.p_value < 0.05
+
+
+def test_bundled_reference():
+    """mantis-mini ships its reference embedding beside its weights."""
+    import json
+
+    from astro_mantis.models.registry import DATA_DIR
+
+    ref = load_reference("mantis-mini")
+    assert ref is not None and ref.k == 10 and ref.points.shape == (7200, 32)
+    card = json.loads((DATA_DIR / "mantis-mini.json").read_text())
+    assert ref.meta["model"] == "mantis-mini" and ref.meta["sha256"] == card["sha256"]
+    assert ref.meta["split"] == "train"
+    # its own rows score like a uniform percentile: the null is the leave-one-out distances
+    assert np.all(np.diff(ref.null) >= 0) and len(ref.null) == 7200
+    # features given directly: a training row scores low, a point far along an axis 1
+    row = ref.mean + (ref.points[:1] * ref.scale) @ ref.components
+    far = ref.mean + 50 * ref.scale[0] * ref.components[:1]
+    scores = ood_score(np.concatenate([row, far]).astype(np.float32), "mantis-mini")
+    assert scores[0] < 0.5 and scores[1] == 1.0
