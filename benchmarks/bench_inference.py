@@ -1,33 +1,56 @@
-"""Inference throughput: ``mantis-mini`` against the published ``mantis-shrimp-v1`` architecture.
+"""Inference and fusion at the hardware's limit: every model × precision × batch size.
 
 Run from the repository root::
 
-    python benchmarks/bench_inference.py                  # CPU, batch 64
-    python benchmarks/bench_inference.py --device cuda    # on a GPU, if there is one
+    python benchmarks/bench_inference.py                   # CPU, about 5-8 minutes
+    python benchmarks/bench_inference.py --quick           # CPU, about 1-2 minutes
+    python benchmarks/bench_inference.py --device cuda     # on a GPU (large batches)
+    python benchmarks/bench_inference.py --data mock_data12k   # accuracy on its test split
 
-Both networks get random weights (nothing is downloaded; the speed of a network does
-not depend on its weight values) and the same precomputed early-fused input
-(N, 9, 120, 120) plus dust (N, 2): fusion is not timed. Each is run through
-`astro_mantis.models.predict_logits`, the loop behind `astro_mantis.models.predict`
-(``torch.inference_mode``, batching, channels-last memory layout), and its rate is
-printed in galaxies per second together with the ratio of the two.
+What it prints, all measured in the same run (the machine may be shared and noisy:
+compare the ratios, which are measured side by side, rather than absolute rates):
 
-``mantis-mini`` is timed on ``--mini-batches`` batches, in ``--rounds`` rounds before
-and after the large network, and the best round is kept (the machine may be shared).
-``mantis-shrimp-v1`` (200 million parameters, about 4 galaxies/s on two CPU cores) is
-timed on only ``--v1-batches`` batches after a small warm-up batch; its weights are
-allocated uninitialised and filled with normal values, because timm's own random
-initialisation of 200 million weights takes longer than the timing itself.
+1. The machine: CPU model and the instruction-set features that matter (AMX-BF16,
+   AVX512-BF16, VNNI), torch's thread count, the GPU if any.
+2. The peak rate the cores (or the GPU) reach for this arithmetic: a large matrix
+   product (2048³ on a CPU, 8192³ on a GPU) timed in float32 and in bfloat16 (and
+   float16 on a GPU), in multiply-adds per second. This is the *measured* dense peak,
+   not a data-sheet number (a virtual machine hides clock and turbo state).
+3. For ``mantis-mini`` and the ``mantis-shrimp-v1`` architecture (random weights:
+   nothing is downloaded; speed does not depend on weight values) × precision ×
+   batch size: galaxies/s of the network on pre-fused arrays through
+   `astro_mantis.models.predict_logits` (channels-last, inference mode, autocast),
+   the ratio to float32, and the fraction of the measured peak (multiply-adds per
+   galaxy counted with `torch.utils.flop_counter.FlopCounterMode` × galaxies/s ÷
+   peak of that precision). The large network is timed on a few batches only.
+4. Fusion alone, 256 galaxies of native pixels: the NumPy reference
+   (`astro_mantis.fusion.fuse_arrays`), the threaded twin
+   (`~astro_mantis.fusion.fuse_arrays_batched`, same bits) and on a GPU the torch
+   recipe on the device; then fusion + network end to end from native arrays
+   (`astro_mantis.models.predict` with a dict of arrays: fusion one batch ahead in
+   a thread) for ``mantis-mini`` in each precision.
+5. Accuracy per precision for the bundled ``mantis-mini``: on the test split of a
+   mock data set (``--data``) when given, else on the bundled sample sky's 300
+   galaxies served by the loopback server (SIMULATED galaxies either way: not a
+   result on the real sky): NMAD, outliers, CRPS, PIT KS, 68 % coverage (bootstrap
+   errors) and the mean PDF total-variation distance to float32.
 """
 import argparse
+import contextlib
 import os
-import platform
+import sys
+import tempfile
 import time
+import warnings
 
 import numpy as np
 import torch
 
-from astro_mantis.models import build_model, predict_logits, select_device
+from astro_mantis.fusion import fuse_arrays, fuse_arrays_batched, fuse_arrays_torch
+from astro_mantis.models import (build_model, load_model, native_precisions,
+                                 pdf_total_variation, predict, predict_logits, quantize_int8,
+                                 select_device)
+from astro_mantis.models.precision import machine_summary
 
 
 def fused_input(n, seed=0):
@@ -39,6 +62,62 @@ def fused_input(n, seed=0):
     return x, dust
 
 
+def native_input(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"galex": rng.gamma(1.0, 0.01, (n, 2, 32, 32)).astype(np.float32),
+            "panstarrs": rng.normal(5.0, 20.0, (n, 5, 170, 170)).astype(np.float32),
+            "unwise": rng.normal(1.0, 3.0, (n, 2, 32, 32)).astype(np.float32)}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_time(fn, device, repeats):
+    """Best wall time of ``repeats`` calls after one warm-up call."""
+    fn()
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measured_peak(device, precisions, quick):
+    """Multiply-adds per second of a large matrix product in each precision."""
+    n = 8192 if device.type == "cuda" else (1024 if quick else 2048)
+    peaks = {}
+    for p in precisions:
+        if p == "int8":
+            continue
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                 "float16": torch.float16}[p]
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        t = best_time(lambda: a @ b, device, 3 if device.type == "cpu" else 10)
+        peaks[p] = n ** 3 / t
+    # int8 products: no public torch CPU int8 GEMM to time; use 2 × bfloat16's as the
+    # nominal ceiling (VNNI does twice bfloat16's multiply-adds per instruction)
+    if "bfloat16" in peaks:
+        peaks["int8"] = 2 * peaks["bfloat16"]
+    return n, peaks
+
+
+def macs_per_galaxy(model, device):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(2, 9, 120, 120, device=device)
+    d = torch.zeros(2, 2, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x, d)
+    return counter.get_total_flops() / 2 / 2  # flops → multiply-adds, per galaxy
+
+
 def prepare(model, device):
     model = model.to(device).eval()
     if device.type in ("cpu", "cuda"):
@@ -46,75 +125,257 @@ def prepare(model, device):
     return model
 
 
-def rate(model, x, dust, batch_size, device):
-    """Galaxies per second of one pass over ``x``."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    predict_logits(model, x, dust, batch_size=batch_size, device=device)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return len(x) / (time.perf_counter() - t0)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--mini-batches", type=int, default=10,
-                        help="batches per timed round of mantis-mini (default 10)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="timed rounds of mantis-mini before and after v1 (default 3)")
-    parser.add_argument("--v1-batches", type=int, default=2,
-                        help="timed batches of mantis-shrimp-v1 (default 2)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--skip-v1", action="store_true", help="time mantis-mini only")
-    args = parser.parse_args(argv)
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = select_device(args.device)
-    bs = args.batch_size
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    print(f"torch {torch.__version__} on {platform.machine()} / {platform.processor() or '?'}; "
-          f"device {device}{' (' + gpu + ')' if gpu else ''}; {torch.get_num_threads()} CPU "
-          f"threads of {os.cpu_count()} cores; batch {bs}; load average "
-          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
-
-    torch.manual_seed(0)
-    mini = prepare(build_model("mantis-mini"), device)
-    n_par = sum(p.numel() for p in mini.parameters())
-    x, dust = fused_input(bs * args.mini_batches)
-    rate(mini, x[:bs], dust[:bs], bs, device)                  # warm-up
-    before = [rate(mini, x, dust, bs, device) for _ in range(args.rounds)]
-    print(f"mantis-mini      {n_par / 1e6:7.2f} M params  rounds before: "
-          + " ".join(f"{r:7.1f}" for r in before) + " galaxies/s", flush=True)
-
-    if args.skip_v1:
-        return
+def v1_random(device):
     big = build_model("mantis-shrimp-v1", device="meta").to_empty(device=device)
     gen = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         for p in big.parameters():
             p.normal_(0.0, 0.02, generator=gen)
-    big = prepare(big, device)
-    n_big = sum(p.numel() for p in big.parameters())
-    xb, db = fused_input(bs * args.v1_batches, seed=1)
-    rate(big, xb[:8], db[:8], bs, device)                      # warm-up
-    v1 = rate(big, xb, db, bs, device)
-    print(f"mantis-shrimp-v1 {n_big / 1e6:7.2f} M params  {len(xb)} galaxies: "
-          f"{v1:7.2f} galaxies/s", flush=True)
-    del big
+    big.meta = {"name": "mantis-shrimp-v1"}
+    return prepare(big, device)
 
-    after = [rate(mini, x, dust, bs, device) for _ in range(args.rounds)]
-    print(f"mantis-mini      {n_par / 1e6:7.2f} M params  rounds after:  "
-          + " ".join(f"{r:7.1f}" for r in after) + " galaxies/s")
-    best = max(before + after)
-    print(f"\nbest mantis-mini {best:.1f} galaxies/s, mantis-shrimp-v1 {v1:.2f} galaxies/s: "
-          f"ratio {best / v1:.0f}x (median mini round: "
-          f"{np.median(before + after) / v1:.0f}x)")
+
+def network_rates(name, model, precisions, batch_sizes, n_batches, device, peaks, macs,
+                  repeats, int8_model=None):
+    rows = []
+    base = {}
+    for bs in batch_sizes:
+        x, d = fused_input(bs * n_batches, seed=bs)
+        if device.type == "cuda":  # pinned host arrays: asynchronous transfers
+            x = torch.from_numpy(x).pin_memory()
+            d = torch.from_numpy(d).pin_memory()
+        for p in precisions:
+            net = int8_model if p == "int8" else model
+            if net is None:
+                continue
+            t = best_time(lambda: predict_logits(net, x, d, batch_size=bs, device=device,
+                                                 precision="auto" if p == "int8" else p),
+                          device, repeats)
+            r = len(x) / t
+            if p == "float32":
+                base[bs] = r
+            frac = r * macs / peaks[p] if p in peaks else float("nan")
+            rows.append((name, p, bs, r, r / base[bs] if bs in base else float("nan"), frac))
+            print(f"  {name:17s} {p:9s} batch {bs:5d}: {r:10.1f} galaxies/s  "
+                  f"x{rows[-1][4]:5.2f} vs float32  {100 * frac:5.1f} % of peak", flush=True)
+    return rows
+
+
+def fusion_rates(device, n, repeats, precisions, mini):
+    native = native_input(n)
+    out = {}
+    if device.type == "cpu":
+        out["NumPy reference (fuse_arrays)"] = n / best_time(
+            lambda: fuse_arrays(**native), device, max(1, repeats // 2))
+        buf = np.empty((n, 9, 120, 120), np.float32)
+        out["threaded, same bits (fuse_arrays_batched)"] = n / best_time(
+            lambda: fuse_arrays_batched(**native, out=buf), device, repeats)
+    else:
+        pinned = {k: torch.from_numpy(np.ascontiguousarray(v[..., 25:145, 25:145]
+                                                           if k == "panstarrs"
+                                                           else v[..., 5:27, 5:27])
+                                      ).pin_memory() for k, v in native.items()}
+        out["torch on the device, crops from pinned memory"] = n / best_time(
+            lambda: fuse_arrays_torch(**{k: v.to(device, non_blocking=True)
+                                         for k, v in pinned.items()}, device=device),
+            device, repeats)
+        dev = {k: v.to(device) for k, v in pinned.items()}
+        out["torch on the device, data already there"] = n / best_time(
+            lambda: fuse_arrays_torch(**dev, device=device), device, repeats)
+        few = {k: v[:64].copy() for k, v in native.items()}
+        for v in few.values():
+            v[np.random.default_rng(1).random(v.shape) < 0.01] = np.nan
+        ref, gpu = fuse_arrays(**few), fuse_arrays_torch(**few, device=device)
+        diff = np.abs(gpu.x.cpu().numpy() - ref.x)
+        print(f"  torch fusion on {device} vs NumPy reference (64 galaxies, 1 % NaN): max "
+              f"|diff| {diff.max():.2e}, {np.mean(diff > 0):.2%} of values differ; flags "
+              f"equal: {np.array_equal(gpu.flags, ref.flags)}, valid equal: "
+              f"{np.array_equal(gpu.valid, ref.valid)}")
+    for name, r in out.items():
+        print(f"  fusion {name:48s} {r:10.1f} galaxies/s", flush=True)
+    e2e = {}
+    bs = 64 if device.type == "cpu" else 1024
+    for p in precisions:
+        if p == "int8":
+            continue
+        e2e[p] = n / best_time(lambda: predict(native, model=mini, batch_size=bs,
+                                               device=device, precision=p),
+                               device, max(1, repeats // 2))
+        print(f"  fusion + mantis-mini end to end, {p:9s} {e2e[p]:10.1f} galaxies/s "
+              f"(predict on native arrays, batch {bs})", flush=True)
+    return out, e2e
+
+
+def sample_sky_inputs():
+    """Fused inputs, dust and true z of the 300 sample-sky galaxies (loopback HTTP)."""
+    from astropy.coordinates import SkyCoord
+
+    from astro_mantis import Mantis, conf
+    from astro_mantis.fusion import early_fusion
+    from astro_mantis.simulate import SampleSky
+    from astro_mantis.testing import SurveyServer
+
+    sky = SampleSky()
+    cat = sky.catalog
+    with tempfile.TemporaryDirectory() as tmp, SurveyServer(sky=sky) as srv, \
+            srv.configure(conf), conf.set_temp("cache_dir", tmp):
+        cuts = Mantis.get_cutouts(SkyCoord(cat["ra"], cat["dec"], unit="deg"), progress=False)
+    fused = early_fusion(cuts, ebv=np.column_stack([cat["ebv_csfd"], cat["ebv_planck"]]))
+    return fused.x, fused.dust, np.asarray(cat["z"], float)
+
+
+def split_inputs(data, split):
+    from astro_mantis.simulate.dataset import load_shard, shard_paths
+
+    xs, ds, zs = [], [], []
+    for path in shard_paths(data, split):
+        s = load_shard(path)
+        f = fuse_arrays_batched(s.get("galex"), s.get("panstarrs"), s.get("unwise"),
+                                ebv=np.column_stack([s["ebv_csfd"], s["ebv_planck"]]))
+        xs.append(f.x)
+        ds.append(f.dust)
+        zs.append(np.asarray(s["z"], float))
+    return np.concatenate(xs), np.concatenate(ds), np.concatenate(zs)
+
+
+def accuracy(args, device, precisions):
+    from astro_mantis.metrics import photoz_metrics
+
+    if args.data:
+        x, d, z = split_inputs(args.data, "test")
+        xc, _, _ = split_inputs(args.data, "validation")
+        label = f"test split of {args.data} ({len(z)} SIMULATED galaxies; int8 calibrated " \
+                f"on its validation split)"
+    else:
+        x, d, z = sample_sky_inputs()
+        xc, x, d, z = x[::2], x[1::2], d[1::2], z[1::2]
+        label = (f"bundled sample sky, odd rows ({len(z)} SIMULATED galaxies; int8 "
+                 "calibrated on the even rows)")
+    mini = load_model("mantis-mini", device=device)
+    print(f"\nAccuracy of mantis-mini per precision on the {label}:")
+    keys = ("nmad", "outlier_0.15", "crps", "pit_ks", "coverage_68")
+    print("  precision  " + "  ".join(f"{k:>17s}" for k in keys) + "   TV to float32")
+    ref = None
+    for p in precisions:
+        if p == "int8":
+            if device.type != "cpu":
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                net = quantize_int8(mini, xc)
+            pdf = predict(x, model=net, dust=d)
+        else:
+            pdf = predict(x, model=mini, dust=d, precision=p, device=device)
+        m = photoz_metrics(None, z, pdf=pdf, n_bootstrap=200)
+        ref = pdf if p == "float32" else ref
+        tv = pdf_total_variation(ref, pdf)
+        print(f"  {p:9s}  " + "  ".join(f"{m[k]:8.4f} ± {m.errors[k]:6.4f}" for k in keys)
+              + f"   {tv:.4f}", flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer batch sizes and repeats (a smoke run)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--skip-v1", action="store_true",
+                        help="leave out the mantis-shrimp-v1 architecture")
+    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--data", default=None,
+                        help="mock data directory whose test split scores the precisions")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time mantis-mini under torch.compile")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    print(f"machine: {machine_summary()}; {os.cpu_count()} logical CPUs; load average "
+          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(f"device: {device}{' (' + gpu + ')' if gpu else ''}; native precisions "
+          f"{native_precisions(device)}; python {sys.version.split()[0]}")
+    precisions = ["float32", "bfloat16"]
+    if device.type != "cpu":
+        precisions.append("float16")
+    else:
+        precisions.append("int8")
+    quick = args.quick
+    if device.type == "cpu":
+        mini_batches = [64] if quick else [16, 64, 256]
+        v1_batches, v1_n = [8] if quick else [16], 1
+        n_batches, repeats = (4, 3) if quick else (8, 5)
+    else:
+        mini_batches = [256, 1024] if quick else [256, 1024, 4096]
+        v1_batches, v1_n = ([64] if quick else [64, 256]), 2
+        n_batches, repeats = (4, 3) if quick else (8, 5)
+
+    size, peaks = measured_peak(device, precisions, quick)
+    print(f"\nmeasured peak ({size}^3 matrix product, best of a few): "
+          + ", ".join(f"{p} {v / 1e9:.0f} G multiply-adds/s" for p, v in peaks.items()
+                      if p != "int8")
+          + ("; int8 taken as 2x bfloat16 (VNNI's nominal rate; not measured)"
+             if "int8" in peaks else ""))
+
+    torch.manual_seed(0)
+    mini = prepare(load_model("mantis-mini"), device)
+    macs_mini = macs_per_galaxy(mini, device)
+    print("\nnetworks (pre-fused input; multiply-adds per galaxy from FlopCounterMode):")
+    print(f"  mantis-mini: {macs_mini / 1e6:.1f} M multiply-adds per galaxy")
+    int8 = None
+    if device.type == "cpu":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            int8 = quantize_int8(mini, fused_input(64, seed=9)[0])
+    rows = network_rates("mantis-mini", mini, precisions, mini_batches, n_batches, device,
+                         peaks, macs_mini, repeats, int8_model=int8)
+    if args.compile:
+        for p in precisions[:2]:
+            x, d = fused_input(64 * n_batches)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t0 = time.perf_counter()
+                predict_logits(mini, x[:64], d[:64], batch_size=64, device=device,
+                               precision=p, compile=True)
+                first = time.perf_counter() - t0
+                t = best_time(lambda: predict_logits(mini, x, d, batch_size=64, device=device,
+                                                     precision=p, compile=True),
+                              device, repeats)
+            print(f"  mantis-mini compiled {p:9s} batch    64: {len(x) / t:10.1f} galaxies/s "
+                  f"(first call, compiling: {first:.0f} s)", flush=True)
+    v1_rows = []
+    if not args.skip_v1:
+        big = v1_random(device)
+        macs_big = macs_per_galaxy(big, device)
+        print(f"  mantis-shrimp-v1: {macs_big / 1e9:.2f} G multiply-adds per galaxy")
+        v1_rows = network_rates("mantis-shrimp-v1", big, [p for p in precisions
+                                                          if p != "int8"],
+                                v1_batches, v1_n, device, peaks, macs_big,
+                                1 if device.type == "cpu" else 3)
+        del big
+    if v1_rows:
+        print("\n  mantis-mini / mantis-shrimp-v1, same precision (best batch of each):")
+        for p in precisions:
+            a = [r[3] for r in rows if r[1] == p]
+            b = [r[3] for r in v1_rows if r[1] == p]
+            if a and b:
+                print(f"    {p:9s} {max(a) / max(b):8.0f}x")
+
+    print("\nfusion (native pixels; GALEX 2x32x32, PS1 5x170x170, unWISE 2x32x32):")
+    fusion, e2e = fusion_rates(device, 256 if (quick or device.type == "cpu") else 2048,
+                               repeats, precisions, mini)
+    best_fusion = max(fusion.values())
+    for p in precisions:
+        net = [r[3] for r in rows if r[1] == p]
+        if net and p in e2e:
+            print(f"  {p:9s}: fastest fusion / best network rate = {best_fusion / max(net):.2f}; "
+                  f"end to end {e2e[p]:.0f}/s = {e2e[p] / max(net):.2f} of the network alone")
+    if not args.skip_accuracy:
+        accuracy(args, device, precisions)
 
 
 if __name__ == "__main__":
-    main()
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

@@ -4,10 +4,10 @@ Two implementations of the published early-fusion recipe of
 `astro_mantis.fusion.core` (centre crops, the NaN policy, the three normalisations,
 the antialiased bilinear resize 22 → 120), both checked against it in the tests:
 
-* `fuse_arrays_batched` (and `fuse_survey_batched`) — on the CPU. **Bit-identical**
-  to `~astro_mantis.fusion.core.fuse_arrays` (``numpy.testing.assert_array_equal``),
-  because it applies the very same floating-point operations in the same order: the
-  NumPy ufuncs of the normalisations (multiply, ``arcsinh``, divide, clip / maximum),
+* `fuse_arrays_batched` (and `~astro_mantis.fusion.batched.fuse_survey_batched`) —
+  on the CPU. **Bit-identical** to `~astro_mantis.fusion.core.fuse_arrays`
+  (``numpy.testing.assert_array_equal``), because it applies the very same
+  floating-point operations in the same order: the NumPy ufuncs of the normalisations (multiply, ``arcsinh``, divide, clip / maximum),
   and ``torch.nn.functional.interpolate`` for the resize. What changes is how: the
   rows are cut into chunks that fit in the cores' caches and fused by a pool of
   threads (NumPy releases the interpreter lock inside ufuncs), the ufuncs write in
@@ -158,7 +158,7 @@ def fuse_survey_batched(data, survey, nan_policy="zero", size=OUTPUT_SIZE, threa
     size : int
         Output side.
     threads : int, optional
-        Worker threads; default `default_fusion_threads`.
+        Worker threads; default `~astro_mantis.fusion.batched.default_fusion_threads`.
     out : `numpy.ndarray`, float32, shape (N, nbands, size, size), optional
         Where to write the images (any strides, e.g. a channel slice of a larger
         array); allocated when None.
@@ -228,7 +228,7 @@ def fuse_arrays_batched(galex=None, panstarrs=None, unwise=None, ebv=None, nan_p
     size : int
         Output side (120 for the published recipe).
     threads : int, optional
-        Worker threads; default `default_fusion_threads`.
+        Worker threads; default `~astro_mantis.fusion.batched.default_fusion_threads`.
     out : `numpy.ndarray`, float32, shape (N, 9, size, size), optional
         Buffer to write the images into (for instance the numpy view of a pinned
         torch tensor); allocated when None.

@@ -315,47 +315,53 @@ def _native_arrays(data):
 def _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device):
     """(x, dust, flags, valid) per batch from native arrays: fused where it is fastest.
 
-    On a GPU, the crops travel (pinned, asynchronously) and the recipe runs there in
-    torch (`~astro_mantis.fusion.batched.fuse_arrays_torch`); on a CPU,
-    `~astro_mantis.fusion.batched.fuse_arrays_batched` (bit-identical to NumPy)
-    writes into reused buffers, one batch ahead in a thread.
+    On a GPU, a thread copies the crops of batch k+1 into reused pinned buffers while
+    batch k runs; they travel asynchronously and the recipe runs there in torch
+    (`~astro_mantis.fusion.batched.fuse_arrays_torch`). On a CPU,
+    `~astro_mantis.fusion.batched.fuse_arrays_batched` (bit-identical to NumPy, on
+    all cores) writes into a reused buffer, and the network runs after it.
     """
     from ..fusion import batched, core
 
     starts = range(0, n, batch_size)
     if device.type == "cuda" and nan_policy == "zero":
-        def crops(start):
+        pinned = [{}, {}, {}]  # reused page-locked buffers: the thread fills k+2 while k runs
+
+        def crops(k_start):
+            k, start = k_start
             sl = slice(start, start + batch_size)
             out = {}
             for s, a in arrays.items():
                 if a is not None:
                     c = core.center_crop(np.asarray(a[sl]), core.RECIPE[s]["crop"])
-                    out[s] = torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32)
-                                              ).pin_memory()
+                    buf = pinned[k % 3].get(s)
+                    if buf is None or tuple(buf.shape) != c.shape:
+                        buf = pinned[k % 3][s] = torch.empty(c.shape, dtype=torch.float32,
+                                                             pin_memory=True)
+                    np.copyto(buf.numpy(), c, casting="unsafe")  # one pass, into pinned
+                    out[s] = buf
             return sl, out
 
-        for sl, host in _Prefetch(crops, starts):
+        for sl, host in _Prefetch(crops, enumerate(starts)):
             fused = batched.fuse_arrays_torch(
                 **{s: t.to(device, non_blocking=True) for s, t in host.items()},
                 ebv=None if ebv is None else ebv[sl], nan_policy=nan_policy, device=device)
-            yield fused.x, fused.dust, fused.flags, fused.valid
+            yield fused.x, fused.dust, fused.flags, fused.valid  # (flags: synchronised)
         return
-    buffers = [None, None, None]  # producer writes k+2 while the network reads k
-
-    def fuse(k_start):
-        k, start = k_start
+    # on a CPU the network already uses every core: fusing in a second thread only
+    # makes the two compete (measured slower), so fuse then run, in turn, into a
+    # reused buffer (no fresh pages per batch)
+    buf = None
+    for start in starts:
         sl = slice(start, start + batch_size)
         rows = len(range(n)[sl])
-        buf = buffers[k % 3]
         if buf is None or len(buf) != rows:
-            buf = buffers[k % 3] = np.empty((rows, len(core.CHANNELS), core.OUTPUT_SIZE,
-                                             core.OUTPUT_SIZE), np.float32)
+            buf = np.empty((rows, len(core.CHANNELS), core.OUTPUT_SIZE, core.OUTPUT_SIZE),
+                           np.float32)
         fused = batched.fuse_arrays_batched(
             **{s: (None if a is None else a[sl]) for s, a in arrays.items()},
             ebv=None if ebv is None else ebv[sl], nan_policy=nan_policy, out=buf)
-        return fused.x, fused.dust, fused.flags, fused.valid
-
-    yield from _Prefetch(fuse, enumerate(starts))
+        yield fused.x, fused.dust, fused.flags, fused.valid
 
 
 def _fused_cutout_batches(cuts, ebv, nan_policy, batch_size):
@@ -383,10 +389,12 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
     recalibration map (``model.meta["calibration"]["pit_map"]``) is then applied to
     the PDFs' CDFs (`astro_mantis.pdf.RedshiftPDF.remap_cdf`).
 
-    Fusion runs one batch ahead of the network, in a thread: the published recipe
-    with `~astro_mantis.fusion.early_fusion` for cutouts; for native arrays,
+    Fusion: cutouts are fused with `~astro_mantis.fusion.early_fusion` one batch
+    ahead of the network, in a thread. Native arrays are fused with
     `~astro_mantis.fusion.batched.fuse_arrays_batched` on a CPU (the same bits as
-    the NumPy reference) or `~astro_mantis.fusion.batched.fuse_arrays_torch` on a GPU.
+    the NumPy reference, on all cores, in turn with the network) or with
+    `~astro_mantis.fusion.batched.fuse_arrays_torch` on a GPU (crops copied into
+    pinned memory one batch ahead in a thread).
 
     Parameters
     ----------
@@ -433,7 +441,9 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         One PDF per input row, in order (a scalar PDF for one cutout or one
         (9, 120, 120) image). ``meta`` holds ``model``, ``weights``,
         ``sha256``, ``temperature``, ``tta``, ``precision`` (the precision used,
-        never ``"auto"``), and per row ``flags``
+        never ``"auto"``), ``precision_check_tv`` (the mean PDF total-variation
+        distance to float32 of the ``"auto"`` check, None when none ran), and per
+        row ``flags``
         (`~astro_mantis.MantisFlag` bits, int64 array) and ``valid`` (N, 9) when
         cutouts or native arrays were given.
 
@@ -514,9 +524,8 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
     meta = {"model": meta_in.get("name", type(net).__name__), "weights": meta_in.get("weights"),
             "sha256": meta_in.get("sha256"), "trained": meta_in.get("trained"),
             "temperature": temperature, "tta": bool(tta), "precision": runner.precision,
+            "precision_check_tv": None if runner.tv is None else float(runner.tv),
             "flags": int(flags[0]) if scalar else flags}
-    if runner.tv is not None:
-        meta["precision_check_tv"] = float(runner.tv)
     if valid is not None:
         meta["valid"] = valid[0] if scalar else valid
     if scalar:

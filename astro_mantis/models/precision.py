@@ -21,14 +21,16 @@
     pass the quantised model (its precision is then ``"int8"``). It is about twice
     as fast as bfloat16 on an AVX512-BF16 CPU without AMX, but it does **not** pass
     the accuracy check (mean PDF total-variation distance 0.03 from float32 on the
-    sample sky, against `TV_TOLERANCE` = 0.01), so ``"auto"`` never chooses it.
+    sample sky, against `~astro_mantis.models.precision.TV_TOLERANCE` = 0.01), so ``"auto"``
+    never chooses it.
 ``"auto"`` (the default)
     `resolve_precision`: ``"bfloat16"`` where the device runs it natively (the
     accuracy check below passes for it), else ``"float32"``. The first time a model
     is run in a reduced precision by ``predict``, the first batch is also run in
     float32 and the mean total-variation distance between the two sets of PDFs
-    (`pdf_total_variation`) must be at most `TV_TOLERANCE`; if not, that model falls
-    back to float32 on that device (with a warning) for the rest of the session.
+    (`pdf_total_variation`) must be at most
+    `~astro_mantis.models.precision.TV_TOLERANCE`; if not, that model falls back to
+    float32 on that device (with a warning) for the rest of the session.
 
 The precision actually used is recorded in ``RedshiftPDF.meta["precision"]``.
 """
@@ -115,9 +117,9 @@ def native_precisions(device="cpu"):
     -------
     tuple of str
         Always starts with ``"float32"``. CPUs: ``"bfloat16"`` with AMX-BF16 or
-        AVX512-BF16 (see `cpu_features`). CUDA: ``"float16"``, and ``"bfloat16"``
-        where `torch.cuda.is_bf16_supported` says so. MPS: ``"float16"``. ``"int8"``
-        is not listed: it needs a calibrated model (`quantize_int8`).
+        AVX512-BF16 (see `~astro_mantis.models.precision.cpu_features`). CUDA:
+        ``"float16"`` from compute capability 7.0, ``"bfloat16"`` from 8.0. MPS:
+        ``"float16"``. ``"int8"`` is not listed: it needs a calibrated model (`quantize_int8`).
     """
     device = torch.device(device)
     if device.type == "cpu":
@@ -148,9 +150,10 @@ def resolve_precision(precision="auto", device="cpu"):
     -------
     str
         For ``"auto"``: ``"bfloat16"`` when `native_precisions` lists it for the
-        device (the published comparison of the two is within `TV_TOLERANCE`: see
-        the models documentation), else ``"float32"``. Other values are returned as
-        given once checked.
+        device (the published comparison of the two is within
+        `~astro_mantis.models.precision.TV_TOLERANCE`: see the models
+        documentation), else ``"float32"``. Other values are returned as given once
+        checked.
 
     Raises
     ------
