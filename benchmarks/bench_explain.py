@@ -53,6 +53,16 @@ def cpu_model():
     return platform.processor() or "unknown CPU"
 
 
+def save_small(fig, path, dpi=90):
+    """Save a figure as a small PNG: 256-colour palette (Pillow), then close it."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
+
+
 def fused_split(data, split, n=None):
     from astro_mantis.simulate.dataset import iter_shards
     from astro_mantis.training.data import fuse_shard_arrays
@@ -121,16 +131,13 @@ def section_bands(net, data, n, out, figures):
                     "shares": {c: [float(v) for v in binned[c]] for c in binned.colnames},
                     "mean_abs_phi": dict(zip(BANDS, map(float, mean_abs)))}
     if figures:
-        import matplotlib.pyplot as plt
 
         from astro_mantis.explain import plot_survey_shares
 
         ax = plot_survey_shares(sh, z, bins=[0, 0.2, 0.4, 0.6, 0.9, 1.2, 1.6])
         ax.set_title(f"mantis-mini, exact Shapley of the PDF mean, {len(x)} mock test "
                      "galaxies (simulated)", fontsize="x-small")
-        ax.figure.savefig(Path(figures) / "explain_survey_shares.png", dpi=90,
-                          bbox_inches="tight")
-        plt.close(ax.figure)
+        save_small(ax.figure, Path(figures) / "explain_survey_shares.png", dpi=90)
 
 
 def section_ood(net, data, n_case, out, figures):
@@ -197,8 +204,7 @@ def section_ood(net, data, n_case, out, figures):
         ax.set_ylabel("density")
         ax.legend(fontsize="xx-small", ncol=2)
         ax.set_title("mantis-mini on the mock sky (simulated)", fontsize="x-small")
-        fig.savefig(Path(figures) / "explain_ood_scores.png", dpi=90, bbox_inches="tight")
-        plt.close(fig)
+        save_small(fig, Path(figures) / "explain_ood_scores.png", dpi=90)
     return ref, x, d, z
 
 
@@ -262,15 +268,13 @@ def section_surrogate(net, data, n_train, n_test, out, figures):
     print(f"[surrogate] NTK costs {res['ntk']['fit_s'] / res['ck']['fit_s']:.0f}x the "
           "conjugate kernel to fit")
     if figures:
-        import matplotlib.pyplot as plt
 
         q = int(np.argmin(np.abs(zq - 0.7)))
         t = explain_by_example(xq[q], ntk, net, k=4, dust=dq[q])
         fig = plot_examples(xq[q], xt, t)
         fig.suptitle(f"projected-NTK surrogate: query z_true={zq[q]:.2f} (simulated)",
                      fontsize="small")
-        fig.savefig(Path(figures) / "explain_examples.png", dpi=80, bbox_inches="tight")
-        plt.close(fig)
+        save_small(fig, Path(figures) / "explain_examples.png", dpi=80)
 
 
 def section_spectra(net, out, figures):
@@ -293,12 +297,10 @@ def section_spectra(net, out, figures):
                       "trained_alpha_median": float(np.median(trained["alpha"])),
                       "random_alpha_median": float(np.median(fresh["alpha"]))}
     if figures:
-        import matplotlib.pyplot as plt
 
         ax = plot_weight_spectra(trained)
         ax.set_title("mantis-mini (bundled weights)", fontsize="x-small")
-        ax.figure.savefig(Path(figures) / "explain_spectra.png", dpi=90, bbox_inches="tight")
-        plt.close(ax.figure)
+        save_small(ax.figure, Path(figures) / "explain_spectra.png", dpi=90)
 
 
 def section_probes(net, data, n, out, figures):
@@ -314,15 +316,13 @@ def section_probes(net, data, n, out, figures):
     out["probes"] = {f"{r['layer']}/{r['n_components']}": {"r2": r["r2"], "nmad": r["nmad"]}
                      for r in t}
     if figures:
-        import matplotlib.pyplot as plt
 
         from astro_mantis.explain import plot_layer_probes
 
         ax = plot_layer_probes(t)
         ax.set_title(f"mantis-mini, {len(x)} mock test galaxies (simulated)",
                      fontsize="x-small")
-        ax.figure.savefig(Path(figures) / "explain_probes.png", dpi=90, bbox_inches="tight")
-        plt.close(ax.figure)
+        save_small(ax.figure, Path(figures) / "explain_probes.png", dpi=90)
 
 
 def main(argv=None):

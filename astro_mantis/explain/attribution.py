@@ -19,7 +19,7 @@ Methods
 ``"shapley"``
     Exact Shapley values. For the bands, the value of all 2⁹ = 512 coalitions
     (band subsets) is computed for each galaxy (batched forward passes), and
-    φ_j = Σ_S |S|!(9−|S|−1)!/9! [v(S ∪ {j}) − v(S)]. The survey values are the
+    φ_j = Σ_S s!(9−s−1)!/9! [v(S ∪ {j}) − v(S)], s the size of S. The survey values are the
     Shapley values of the three-player game whose players are whole surveys (8 of the
     same 512 coalitions), so they cost nothing extra; note that a survey's value is
     not the sum of its bands' values. Efficiency holds by construction:
@@ -196,7 +196,7 @@ def band_attribution(cutouts_or_fused, model="mantis-mini", method="shapley", ta
     -------
     `~astropy.table.Table`
         One row per galaxy: ``phi_<band>`` for the nine bands (``phi_NUV`` ...
-        ``phi_W2``), ``phi_<survey>`` and ``share_<survey>`` (|φ_survey| / Σ |φ|,
+        ``phi_W2``), ``phi_<survey>`` and ``share_<survey>`` (abs(φ_survey) / Σ abs(φ),
         the survey's share of the attribution; NaN when all are 0) for ``galex``,
         ``panstarrs``, ``unwise``, ``v_all`` and ``v_none`` (the target with every
         band, and with none), and for ``"ig"`` ``ig_delta``. ``meta`` records the

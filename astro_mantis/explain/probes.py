@@ -112,7 +112,7 @@ def layer_probes(model, data, z, dust=None, n_components=(1, 2, 4, 8, 16), k=10,
     `~astropy.table.Table`
         One row per layer and number of components: ``layer``, ``width``,
         ``n_components``, ``explained_variance`` (fraction held by those components),
-        ``nmad`` (1.4826 × median |Δz − median Δz| / (1 + z) of the cross-validated
+        ``nmad`` (1.4826 × median abs(Δz − median Δz) / (1 + z) of the cross-validated
         probe) and ``r2`` (1 − mean squared error / variance of z).
     """
     z = np.asarray(z, dtype=float)
