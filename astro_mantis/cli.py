@@ -306,6 +306,12 @@ def build_parser():
                    help="cpu, cuda, cuda:1, mps ... (default: CUDA, else MPS, else CPU)")
     r.add_argument("--tta", action="store_true", default=None,
                    help="average the PDFs over the 8 flips and rotations of the cutouts")
+    r.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"),
+                   default="auto",
+                   help="arithmetic of the network: auto (default) takes bfloat16 where the "
+                        "device runs it natively and a check against float32 passes, "
+                        "float32 elsewhere; float16 needs a GPU (see the models page, "
+                        "'Precision and speed')")
     r.add_argument("--format", default=None, metavar="FORMAT",
                    help="format of INPUT for Table.read (default: guessed from the name)")
     r.add_argument("--output-format", default=None, metavar="FORMAT",
@@ -1039,7 +1045,7 @@ def _predict(args):
                 prefix=args.prefix, surveys=args.surveys, ebv=ebv, batch_size=args.batch_size,
                 chunk_size=args.chunk_size, device=args.device, tta=args.tta,
                 progress=not args.no_progress, cache=not args.no_cache,
-                overwrite=args.overwrite, resume=args.resume)
+                overwrite=args.overwrite, resume=args.resume, precision=args.precision)
         except (KeyError, ValueError, TypeError, WeightsError, FileNotFoundError) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise InputError(_with_options(str(msg))) from None
@@ -1100,7 +1106,7 @@ def _with_options(message):
 
 def _prototype_meta(prefix):
     keys = ("model", "sha256", "vers", "nbins", "zmin", "zmax", "dust", "survey", "tta", "ebv",
-            "pos", "point", "srv", "input")
+            "pos", "point", "srv", "input", "prec")
     meta = {f"{prefix}{k}": "x" * 64 for k in keys}
     meta.update({f"{prefix}nbins": 400, f"{prefix}zmin": 0.0, f"{prefix}tta": False})
     return meta

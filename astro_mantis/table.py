@@ -97,6 +97,8 @@ class RunStats:
         Flag name → number of rows carrying it.
     failures : `collections.Counter`
         ``"<survey>: <reason>"`` → number of positions whose fetch failed for it.
+    precision : str
+        The precision the network ran in (never ``"auto"``; empty if it never ran).
     """
 
     n_rows: int = 0
@@ -109,6 +111,7 @@ class RunStats:
     wall_seconds: float = 0.0
     flags: dict = field(default_factory=dict)
     failures: Counter = field(default_factory=Counter)
+    precision: str = ""
 
     @property
     def rate(self):
@@ -329,6 +332,16 @@ def _resolve_model(model, weights, device):
     return _cached_model(model, weights, select_device(device))
 
 
+def _check_precision(precision, net):
+    """Refuse a precision the network's device cannot run, before any work."""
+    from .models import resolve_precision
+
+    if precision == "int8":
+        return  # needs a quantised model; predict says so with the details
+    param = next(iter(net.parameters()), None)
+    resolve_precision(precision, param.device if param is not None else "cpu")
+
+
 def _check_surveys(surveys, meta):
     """The surveys to fetch, checked against those the model was trained on."""
     from .surveys import get_survey
@@ -495,7 +508,7 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
                          prefix="z_", surveys=DEFAULT_SURVEYS, ebv=None, batch_size=64,
                          device=None, progress=True, cache=True, overwrite=False,
                          resume=False, chunk_size=256, weights=None, tta=False, ra_unit=None,
-                         dec_unit=None):
+                         dec_unit=None, precision="auto"):
     """Add redshift PDF columns to a table, in place; one row out for every row in.
 
     Parameters
@@ -550,6 +563,11 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         Average over the 8 flips and rotations (`astro_mantis.models.predict`).
     ra_unit, dec_unit : `~astropy.units.Unit` or str, optional
         Units of position columns that carry none (e.g. ``"hourangle"``).
+    precision : {"auto", "float32", "bfloat16", "float16", "int8"}
+        Arithmetic of the network (`astro_mantis.models.predict`): ``"auto"`` takes
+        bfloat16 where the device runs it natively and a check against float32
+        passes, float32 elsewhere. The precision used is recorded as
+        ``{prefix}prec``.
 
     Returns
     -------
@@ -566,8 +584,9 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         shape the result: ``{prefix}survey`` (surveys used), ``{prefix}tta``,
         ``{prefix}ebv`` (the dust source, machine-readable), ``{prefix}pos`` (the
         position columns), ``{prefix}point`` (the point estimate of the Mantis
-        Shrimp paper, ``mean``) and ``{prefix}srv`` (the services the cutouts came
-        from, `~astro_mantis.table.recorded_services`). The run's
+        Shrimp paper, ``mean``), ``{prefix}prec`` (the network's precision) and
+        ``{prefix}srv`` (the services the cutouts came from,
+        `~astro_mantis.table.recorded_services`). The run's
         `~astro_mantis.table.RunStats` is in ``astro_mantis.table.last_run``; a
         `~astro_mantis.table.NotEstimatedWarning` is issued when positions were
         processed but no row could be estimated.
@@ -613,6 +632,7 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     dust, dust_unknown, dust_source = dust_values(table, coords, good, ebv)
     net = _resolve_model(model, weights, device)
     meta = dict(getattr(net, "meta", {}) or {})
+    _check_precision(precision, net)
     surveys = _check_surveys(surveys, meta)
     pos = f"coord={coord}" if coord is not None else f"ra={ra},dec={dec}" + (
         f",ra_unit={ra_unit}" if ra_unit else "") + (f",dec_unit={dec_unit}" if dec_unit else "")
@@ -660,7 +680,8 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     log.addFilter(quiet)
     try:
         _run_chunks(net, coords, reps, dust, surveys, int(chunk_size), int(batch_size), cache,
-                    tta, progress, run, rep_flags, rep_done, pdf, stats, rows, inverse, edges)
+                    tta, progress, run, rep_flags, rep_done, pdf, stats, rows, inverse, edges,
+                    precision)
     finally:
         log.removeFilter(quiet)
         # scatter what was done to every row of each position (also after an interrupt)
@@ -677,6 +698,8 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         run.flags = {f.name: int(np.sum((flags & f) != 0)) for f in MantisFlag
                      if f and np.any((flags & f) != 0)}
         last_run = run
+        if run.precision:
+            settings["prec"] = run.precision
         _write_columns(table, names, prefix, pdf, stats, flags, estimated, edges, meta,
                        dust_source, settings)
     if run.n_todo and not run.n_estimated:
@@ -719,7 +742,7 @@ def _failure_reason(status):
 
 
 def _run_chunks(net, coords, reps, dust, surveys, chunk_size, batch_size, cache, tta, progress,
-                run, rep_flags, rep_done, pdf, stats, rows, inverse, edges):
+                run, rep_flags, rep_done, pdf, stats, rows, inverse, edges, precision="auto"):
     """Fetch chunk k+1 while inferring chunk k; fill the row arrays as chunks finish."""
     from tqdm.auto import tqdm
 
@@ -758,7 +781,9 @@ def _run_chunks(net, coords, reps, dust, surveys, chunk_size, batch_size, cache,
                 if np.any(usable):
                     sel = chunk[usable]
                     result = predict([c for c, ok in zip(cuts, usable) if ok], model=net,
-                                     dust=dust[reps[sel]], batch_size=batch_size, tta=tta)
+                                     dust=dust[reps[sel]], batch_size=batch_size, tta=tta,
+                                     precision=precision)
+                    run.precision = result.meta.get("precision", run.precision)
                     rep_flags[sel] |= np.asarray(result.meta["flags"], dtype=np.int64)
                     lo, hi = result.interval(0.68)
                     values = {"mean": result.mean(), "median": result.median(),

@@ -238,13 +238,15 @@ def test_interrupted_run_keeps_rows_and_resumes(sky, sky_server):
     t = _table(sky, np.arange(60, 69))
     net = _Interrupting(load_model("mantis-mini"), n=2)
     with pytest.raises(KeyboardInterrupt):
+        # float32: "auto" may add a check pass through the network on this CPU
         add_redshift_columns(t, model=net, ebv=DUST, chunk_size=4, batch_size=4,
-                             progress=False)
+                             progress=False, precision="float32")
     pending = (np.asarray(t["z_flags"]) & F.NOT_ESTIMATED) != 0
     assert pending.tolist() == [False] * 4 + [True] * 5
-    add_redshift_columns(t, ebv=DUST, resume=True, progress=False)
+    add_redshift_columns(t, ebv=DUST, resume=True, progress=False, precision="float32")
     assert not np.any(np.asarray(t["z_flags"]) & F.NOT_ESTIMATED)
-    full = add_redshift_columns(_table(sky, np.arange(60, 69)), ebv=DUST, progress=False)
+    full = add_redshift_columns(_table(sky, np.arange(60, 69)), ebv=DUST, progress=False,
+                                precision="float32")
     assert np.allclose(t["z_pdf"], full["z_pdf"], rtol=1e-5, atol=1e-7)
 
 
@@ -420,3 +422,14 @@ def test_warns_when_no_row_can_be_estimated(sky, sky_server):
         with pytest.warns(T.NotEstimatedWarning, match="no row could be estimated.*HTTP 503"):
             add_redshift_columns(t, ebv=DUST, progress=False)
     assert T.last_run.failures and all("HTTP 503" in k for k in T.last_run.failures)
+
+
+def test_precision_is_passed_and_recorded(sky, sky_server):
+    t = _table(sky, [74, 75])
+    add_redshift_columns(t, ebv=DUST, progress=False, precision="float32")
+    assert t.meta["z_prec"] == "float32" and T.last_run.precision == "float32"
+    sent = sum(sky_server.counts.values())
+    with pytest.raises(ValueError, match="float16"):
+        add_redshift_columns(_table(sky, [76]), ebv=DUST, progress=False, device="cpu",
+                             precision="float16")
+    assert sum(sky_server.counts.values()) == sent  # refused before any fetching
