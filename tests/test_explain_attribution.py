@@ -219,3 +219,30 @@ def test_columns_shares_and_figure():
         add_attribution_columns(Table({"a": [1]}), attr)
     with pytest.raises(ValueError, match="3 values"):
         survey_shares_by_redshift(attr, z[:3])
+
+
+def test_cutouts_are_fused_like_early_fusion():
+    from astropy.coordinates import SkyCoord
+    from astropy.wcs import WCS
+
+    from astro_mantis import MultiSurveyCutout
+    from astro_mantis.fusion import early_fusion
+    from astro_mantis.surveys import SURVEYS, SurveyImage
+
+    rng = np.random.default_rng(5)
+    shapes = {"galex": (2, 32, 32), "panstarrs": (5, 170, 170), "unwise": (2, 32, 32)}
+    cuts = []
+    for j in range(2):
+        images = {}
+        for name in ("panstarrs", "unwise") if j else ("galex", "panstarrs", "unwise"):
+            s = SURVEYS[name]
+            images[name] = SurveyImage(name, rng.gamma(2.0, 5.0, shapes[name]).astype(
+                np.float32), WCS(naxis=2), s.unit, s.bands)
+        cuts.append(MultiSurveyCutout(SkyCoord(150.0, 2.0, unit="deg"), images,
+                                      missing=[] if not j else ["galex"]))
+    net = tiny_mini()
+    ebv = np.full((2, 2), 0.02)
+    t = band_attribution(cuts, model=net, dust=ebv, method="ig", n_steps=4)
+    ref = band_attribution(early_fusion(cuts, ebv=ebv), model=net, method="ig", n_steps=4)
+    assert np.allclose(phi_bands(t), phi_bands(ref))
+    assert phi_bands(t)[1, :2].tolist() == [0.0, 0.0]  # the missing GALEX of row 2
