@@ -27,6 +27,8 @@ Subcommands:
 ``astro-mantis serve``
     The photo-z web service and page (`astro_mantis.web`; ``pip install
     "astro-mantis[web]"``).
+``astro-mantis explain bands|reference|ood|examples|spectra``
+    Why the network said a redshift, and when not to believe it (`astro_mantis.explain`).
 
 Every subcommand returns an exit status: 0 when the job ran (rows whose fetch failed
 are reported in the summary, not as an error), 2 when the input is unusable.
@@ -46,7 +48,7 @@ import numpy as np
 from astropy import units as u
 from astropy.table import MaskedColumn, Table
 
-from . import __version__
+from ._version import __version__
 from .config import conf
 from .flags import MantisFlag
 from .surveys import DEFAULT_SURVEYS, get_survey
@@ -147,7 +149,8 @@ def build_parser():
     -------
     parser : `argparse.ArgumentParser`
         The parser, with one subparser per subcommand (``predict``, ``cutouts``,
-        ``demo``, ``train``, ``match``, ``build-training-set``, ``plot``, ``serve``).
+        ``demo``, ``train``, ``match``, ``build-training-set``, ``plot``, ``serve``,
+        ``explain``).
     """
     parser = argparse.ArgumentParser(
         prog="astro-mantis",
@@ -475,6 +478,10 @@ def build_parser():
     from .web.cli import add_parser as add_serve_parser
 
     add_serve_parser(sub)
+
+    from .explain.cli import add_parser as add_explain_parser
+
+    add_explain_parser(sub)
     return parser
 
 
