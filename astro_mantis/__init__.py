@@ -3,23 +3,40 @@
 An astropy-affiliated implementation of Mantis Shrimp (Engel et al. 2025). Start with
 `add_redshift_columns` on your table (the photo-z guide) or
 `Mantis.get_cutouts <MantisClass.get_cutouts>` for the cutouts (the cutouts guide).
+
+The names below are loaded on first use, so that importing one module of the package
+(``import astro_mantis.pdf``) does not pull in the network clients or torch.
 """
-from importlib.metadata import PackageNotFoundError, version as _version
+import importlib
 
-try:
-    __version__ = _version("astro-mantis")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0.dev0"
-
-from .config import Conf, conf  # noqa: E402
-from .logger import log  # noqa: E402
-from .flags import MantisFlag  # noqa: E402
-from .multicutout import MultiSurveyCutout  # noqa: E402
-from .cutouts import Mantis, MantisClass  # noqa: E402
-from .pdf import RedshiftPDF  # noqa: E402
-from .table import add_redshift_columns, query_coordinates  # noqa: E402
-from .spectro import match_spectroscopic  # noqa: E402
+from ._version import __version__
+from .config import Conf, conf
+from .flags import MantisFlag
+from .logger import log
 
 __all__ = ["__version__", "Conf", "conf", "log", "MantisFlag", "MultiSurveyCutout",
            "Mantis", "MantisClass", "RedshiftPDF", "add_redshift_columns", "query_coordinates",
            "match_spectroscopic"]
+
+#: Public names loaded on first use: name → the module that defines it.
+_LAZY = {
+    "MultiSurveyCutout": ".multicutout",
+    "Mantis": ".cutouts",
+    "MantisClass": ".cutouts",
+    "RedshiftPDF": ".pdf",
+    "add_redshift_columns": ".table",
+    "query_coordinates": ".table",
+    "match_spectroscopic": ".spectro",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -15,6 +15,8 @@ __all__ = ["Conf", "conf", "ConfigWarning", "check_config_file"]
 
 #: The items live at the top level of astro_mantis.cfg (no ``[section]``).
 _MODULE = "astro_mantis"
+#: Sections of astro_mantis.cfg read by sub-packages (``[spectro]``: `astro_mantis.spectro`).
+SUBPACKAGE_SECTIONS = ("spectro",)
 
 
 class ConfigWarning(AstropyUserWarning):
@@ -84,11 +86,14 @@ def check_config_file(config=None):
     known = set(Conf.__dict__)
     unknown = []
     for key in list(config.keys()):
+        if key in config.sections and key in SUBPACKAGE_SECTIONS:
+            continue
         if key in config.sections:
             unknown.append(f"[{key}]")
             warnings.warn(f"astro_mantis.cfg: section [{key}] is not read: astro_mantis "
                           "takes its settings as bare 'key = value' lines at the top of the "
-                          "file; move them out of the section", ConfigWarning, stacklevel=2)
+                          "file (and those of astro_mantis.spectro in [spectro]); move them "
+                          "out of the section", ConfigWarning, stacklevel=2)
         elif key not in known:
             unknown.append(key)
             warnings.warn(f"astro_mantis.cfg: unknown key {key!r} is ignored; known keys: "

@@ -6,7 +6,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
-from . import __version__
+from ._version import __version__
 from .flags import MantisFlag
 from .surveys import SURVEYS
 from .surveys.core import SurveyImage

@@ -33,7 +33,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import MaskedColumn, QTable, Table
 from astropy.utils.exceptions import AstropyUserWarning
 
-from . import __version__
+from ._version import __version__
 from .flags import MantisFlag
 from .logger import log
 from .pdf import _COLUMN_DESCRIPTIONS
@@ -723,16 +723,16 @@ class _QuietChunks:
 
 def _fetch_chunk(coords, idx, surveys, cache, on_position=False):
     """Fetch one chunk's cutouts; returns (cutouts, seconds)."""
-    from .cutouts import Mantis
+    from .fetch import fetcher
 
     t = time.perf_counter()
-    cuts = Mantis.get_cutouts(coords[idx], surveys=surveys, cache=cache, progress=on_position)
+    cuts = fetcher.get_cutouts(coords[idx], surveys=surveys, cache=cache, progress=on_position)
     return cuts, time.perf_counter() - t
 
 
 def _failure_reason(status):
     """A fetch status worth counting as a reason (URLs removed), or None."""
-    from .cutouts import FetchStatus
+    from .fetch import FetchStatus
 
     kind = FetchStatus.of(status)
     if kind is not FetchStatus.FAILED:

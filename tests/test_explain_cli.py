@@ -1,5 +1,5 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
-"""Tests of the ``astro-mantis explain`` subcommand (astro_mantis.explain.cli)."""
+"""Tests of the ``astro-mantis explain`` subcommand (astro_mantis.cli.explain)."""
 import argparse
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 from astropy.table import Table
 
 from astro_mantis.explain import ReferenceEmbedding
-from astro_mantis.explain.cli import add_parser
+from astro_mantis.cli.explain import add_parser
 
 torch.set_num_threads(1)
 

@@ -17,7 +17,7 @@ from astro_mantis.cli import InputError
 from astro_mantis.simulate import SampleSky
 from astro_mantis.simulate.dataset import read_manifest
 from astro_mantis.spectro import conf as sconf
-from astro_mantis.spectro.cli import (
+from astro_mantis.cli.spectro import (
     add_build_training_set_parser,
     add_match_parser,
     parse_angle,

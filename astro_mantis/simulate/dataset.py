@@ -106,7 +106,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from .. import __version__
+from .._version import __version__
 from ..flags import MantisFlag
 from ..logger import log
 from ..surveys import get_survey

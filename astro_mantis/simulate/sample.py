@@ -419,7 +419,7 @@ def build_sample_sky(path=None, n=SAMPLE_N, seed=SAMPLE_SEED, config=None, quant
 
     from tqdm.auto import tqdm
 
-    from .. import __version__
+    from .._version import __version__
     from .dataset import PROVENANCE, _column_meta
     from .sky import _PS1_BANDS, MockSky, MockSkyConfig, _tan_wcs
 

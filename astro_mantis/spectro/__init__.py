@@ -25,48 +25,13 @@ SkyServer query limits; the SkyServer address itself is astroquery's own
 ``astroquery.sdss.conf.skyserver_baseurl``. Time limits and retries come from
 ``astro_mantis.conf``.
 """
-from astropy import config as _config
+from .config import Conf, conf  # noqa: E402
 
 __all__ = ["Conf", "conf", "match_spectroscopic", "SpecFlag", "QualityCut", "DEFAULT_QUALITY",
            "SPEC_COLUMNS", "SkyServerError", "CatalogFileError", "DownloadRequiredError",
            "query_specobj", "sdss_specobjid", "spall_path", "read_spall", "get_spectrum",
            "spectrum_path", "plot_spectrum", "SPECTRAL_LINES", "build_training_set",
            "assign_healpix_splits"]
-
-
-class Conf(_config.ConfigNamespace):
-    """Configuration parameters for `astro_mantis.spectro`."""
-
-    sas_url = _config.ConfigItem(
-        "https://data.sdss.org",
-        "Base URL of the SDSS Science Archive Server (sdss-access 'remote_base'): spAll "
-        "files and spectra are fetched from <sas_url>/sas/dr<N>/...",
-    )
-    data_release = _config.ConfigItem(
-        17, "Default SDSS data release (SkyServer, spAll and spectra).", cfgtype="integer"
-    )
-    skyserver_min_interval = _config.ConfigItem(
-        1.0,
-        "Least time in seconds between two SkyServer queries (SkyServer allows 60 "
-        "queries per minute per client).",
-        cfgtype="float",
-    )
-    skyserver_max_rows = _config.ConfigItem(
-        50000,
-        "Rows asked for at most in one SkyServer query (SELECT TOP n); a query that returns "
-        "that many is split and asked again, so a silently truncated answer is never used. "
-        "Keep it below SkyServer's own row limit.",
-        cfgtype="integer",
-    )
-    skyserver_max_query_length = _config.ConfigItem(
-        2000,
-        "Longest URL query string (characters, URL-encoded) of one SkyServer query; "
-        "positions are packed into queries up to this length.",
-        cfgtype="integer",
-    )
-
-
-conf = Conf()
 
 from .exceptions import CatalogFileError, DownloadRequiredError, SkyServerError  # noqa: E402
 from .quality import QualityCut  # noqa: E402

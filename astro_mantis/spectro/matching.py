@@ -40,7 +40,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Column, MaskedColumn, Table
 
-from .. import __version__
+from .._version import __version__
 from ..logger import log
 from .quality import QualityCut
 from .sdss import SDSS_QUALITY, _query_specobj
@@ -287,7 +287,7 @@ def _spec_catalog(catalog, ra, dec, good, radius, quality, data_release, run2d, 
     """(catalog, failed mask over rows) of the catalog asked for."""
     failed = np.zeros(len(ra), dtype=bool)
     if isinstance(catalog, str) and catalog.lower() == "sdss":
-        from . import conf
+        from .config import conf
 
         dr = int(conf.data_release if data_release is None else data_release)
         server_cut = quality

@@ -256,7 +256,7 @@ def specobj_sql(boxes, quality=SDSS_QUALITY, top=None):
     -------
     str
     """
-    from . import conf
+    from .config import conf
 
     top = int(conf.skyserver_max_rows if top is None else top)
     parts = [b.sql() if isinstance(b, _Box) else _Box(*b[:4], None).sql() for b in boxes]
@@ -497,7 +497,7 @@ def _query_specobj(ra, dec, radius, quality=SDSS_QUALITY, data_release=None, cac
     """Core of `query_specobj`: (unique spectra, failed position mask, stats)."""
     from astropy.table import vstack
 
-    from . import conf
+    from .config import conf
 
     data_release = int(conf.data_release if data_release is None else data_release)
     if data_release < MIN_DATA_RELEASE:

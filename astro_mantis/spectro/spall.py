@@ -68,7 +68,7 @@ _SPALL_NAMES = {
 
 
 def _release(data_release):
-    from . import conf
+    from .config import conf
 
     return int(conf.data_release if data_release is None else data_release)
 
@@ -106,7 +106,7 @@ def _access(data_release):
     kept, one per release, SAS URL and ``$SAS_BASE_DIR`` (which sdss-access reads when
     it builds them).
     """
-    from . import conf
+    from .config import conf
 
     remote = str(conf.sas_url).rstrip("/")
     key = (int(data_release), remote, os.environ.get("SAS_BASE_DIR"))

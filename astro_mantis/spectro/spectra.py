@@ -102,7 +102,7 @@ def spectrum_ids(row):
 
 
 def _data_release(row, data_release):
-    from . import conf
+    from .config import conf
 
     if data_release is not None:
         return int(data_release)

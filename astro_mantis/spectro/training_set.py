@@ -61,7 +61,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Column, MaskedColumn, Table
 
-from .. import __version__
+from .._version import __version__
 from ..config import conf as mantis_conf
 from ..flags import MantisFlag
 from ..logger import log
@@ -273,7 +273,7 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
     """
     from tqdm.auto import tqdm
 
-    from ..cutouts import Mantis
+    from ..fetch import fetcher
     from ..simulate._npz import write_npz
     from ..simulate.dataset import (
         _FORMAT,
@@ -342,7 +342,7 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
             for start in range(0, chosen.size, shard_size):
                 batch = chosen[start:start + shard_size]
                 coords = SkyCoord(ra_d[batch] * u.deg, dec_d[batch] * u.deg, frame="icrs")
-                cuts = Mantis.get_cutouts(coords, surveys=surveys, cache=cache, progress=False)
+                cuts = fetcher.get_cutouts(coords, surveys=surveys, cache=cache, progress=False)
                 keep = [j for j, c in enumerate(cuts)
                         if keep_failed or not c.flags & MantisFlag.FETCH_FAILED]
                 failed_rows += len(cuts) - len(keep)

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize, stats
 
-from ..pdf import RedshiftPDF, Z_EDGES
+from ..pdf import RedshiftPDF
 from .data import z_to_bin
 
 __all__ = ["TemperatureCalibration", "PITMap", "PIT_KNOTS", "fit_temperature", "nll",
-           "pit_values", "calibration_summary", "calibrate_model"]
+           "pit_values", "calibration_summary"]
 
 #: Search range of the temperature.
 TEMPERATURE_BOUNDS = (0.05, 20.0)
@@ -356,30 +356,3 @@ class TemperatureCalibration:
         return (f"temperature T = {self.temperature:.4f}{pm}: NLL {b['nll']:.4f} -> "
                 f"{a['nll']:.4f}, PIT KS {b['pit_ks']:.4f} -> {a['pit_ks']:.4f}, 68% coverage "
                 f"{b['coverage68']:.3f} -> {a['coverage68']:.3f}")
-
-
-def calibrate_model(model, dataset, batch_size=128, device="cpu", num_workers=0, progress=False,
-                    pit=True):
-    """Fit the temperature (and PIT map) of a trained model on a (validation) dataset.
-
-    Parameters
-    ----------
-    model : `torch.nn.Module`
-        The trained network.
-    dataset : `~astro_mantis.training.data.FusedDataset`
-        Validation data (no augmentation is applied).
-    batch_size, device, num_workers, progress
-        As for `astro_mantis.training.loop.collect_logits`.
-    pit : bool
-        Also fit a `PITMap`.
-
-    Returns
-    -------
-    `~astro_mantis.training.calibration.TemperatureCalibration`
-    """
-    from .loop import collect_logits
-
-    logits, z = collect_logits(model, dataset, batch_size=batch_size, device=device,
-                               num_workers=num_workers, progress=progress,
-                               desc="calibrating")
-    return TemperatureCalibration.fit(logits, z, edges=Z_EDGES, pit=pit)

@@ -503,7 +503,7 @@ class ShardDataset(FusedDataset):
         return self._array(s)[i], self.dust[index], self._z[index]
 
     def _signature(self, path):
-        from .. import __version__
+        from .._version import __version__
 
         return {"cache_version": _CACHE_VERSION, "package_version": __version__,
                 "fusion": "fuse_arrays, nan_policy=zero", "dtype": self.cache_dtype.name,

@@ -143,7 +143,7 @@ def export_model(model, directory, name="mantis-mini", *, model_kwargs=None, tem
         ``epochs``, ``n_parameters``, ``package_version``, ``torch_version``,
         ``created``, and the weights file's ``size`` (bytes) and ``sha256``.
     """
-    from .. import __version__
+    from .._version import __version__
     from ..models import save_model
 
     directory = Path(directory)

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from ..atomic import atomic_open, atomic_path
 from ..logger import log
 from ..pdf import Z_EDGES
+from .calibration import TemperatureCalibration, calibration_summary
 from .data import (EpochSampler, FusedDataset, ShardDataset, balanced_weights, soft_targets,
                    z_to_bin)
 
@@ -33,6 +34,7 @@ __all__ = [
     "WarmupCosine",
     "bin_cross_entropy",
     "collect_logits",
+    "calibrate_model",
     "evaluate",
     "epoch_metrics",
     "manifest_summary",
@@ -274,8 +276,6 @@ def evaluate(model, dataset, temperature=1.0, batch_size=128, device="cpu", num_
         `~astro_mantis.training.calibration.calibration_summary` (``n``, ``nll``,
         ``pit_ks``, ``coverage68``, ``coverage95``), plus ``temperature``.
     """
-    from .calibration import calibration_summary
-
     logits, z = collect_logits(model, dataset, batch_size=batch_size, device=device,
                                num_workers=num_workers, progress=progress, desc=desc)
     out = {"temperature": float(temperature)}
@@ -818,3 +818,28 @@ class _deterministic_mode:
         torch.use_deterministic_algorithms(self.saved[0], warn_only=self.saved[1])
         torch.backends.cudnn.benchmark = self.saved[2]
         return False
+
+
+def calibrate_model(model, dataset, batch_size=128, device="cpu", num_workers=0, progress=False,
+                    pit=True):
+    """Fit the temperature (and PIT map) of a trained model on a (validation) dataset.
+
+    Parameters
+    ----------
+    model : `torch.nn.Module`
+        The trained network.
+    dataset : `~astro_mantis.training.data.FusedDataset`
+        Validation data (no augmentation is applied).
+    batch_size, device, num_workers, progress
+        As for `astro_mantis.training.loop.collect_logits`.
+    pit : bool
+        Also fit a `~astro_mantis.training.calibration.PITMap`.
+
+    Returns
+    -------
+    `~astro_mantis.training.calibration.TemperatureCalibration`
+    """
+    logits, z = collect_logits(model, dataset, batch_size=batch_size, device=device,
+                               num_workers=num_workers, progress=progress,
+                               desc="calibrating")
+    return TemperatureCalibration.fit(logits, z, edges=Z_EDGES, pit=pit)

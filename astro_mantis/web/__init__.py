@@ -12,7 +12,7 @@ people. See the web service guide in the documentation.
 * `WebSettings` holds its settings;
 * `astro_mantis.web.service.PhotozService` does the photo-z work (framework-free);
 * `RateLimiter` and `WorkQueue` are the admission control;
-* ``astro_mantis.web.cli`` adds the ``serve`` subcommand.
+* ``astro_mantis.cli.serve`` adds the ``serve`` subcommand.
 
 Importing this package does not import the web framework: ``create_app`` and
 ``app_from_environment`` are loaded on first use.

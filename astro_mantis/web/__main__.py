@@ -2,7 +2,7 @@
 """``python -m astro_mantis.web`` runs ``astro-mantis serve``."""
 import sys
 
-from .cli import main
+from ..cli.serve import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("the web service needs the 'web' extra: pip install "
                       f"'astro-mantis[web]' ({exc})") from None
 
-from .. import __version__
+from .._version import __version__
 from .jobs import JobStore
 from .limits import QueueFull, RateLimiter, ServiceClosed, WorkQueue
 from .service import (OUTPUT_FORMATS, PhotozService, parse_coordinate, read_upload,

@@ -19,7 +19,7 @@ from astropy import units as u
 from astropy.coordinates import Angle
 from astropy.table import MaskedColumn, Table, vstack
 
-from .. import __version__
+from .._version import __version__
 from ..flags import MantisFlag
 
 __all__ = ["PhotozService", "parse_coordinate", "read_upload", "write_table_bytes",

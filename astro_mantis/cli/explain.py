@@ -3,7 +3,7 @@
 
 `add_parser` adds ``explain`` (with its own subcommands) to the ``astro-mantis`` parser;
 `run` executes the parsed arguments and returns the exit status (0 when the job ran,
-2 for unusable input, raised as ``astro_mantis.cli.InputError``). Galaxies are read from
+2 for unusable input, raised as `~astro_mantis.cli.common.InputError`). Galaxies are read from
 a training data directory (shards written by ``make_dataset`` or ``astro-mantis
 build-training-set``), whose ``z`` serves as the spectroscopic redshift.
 """
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
+
+from .common import InputError
 
 __all__ = ["add_parser", "run"]
 
@@ -103,7 +105,6 @@ def add_parser(subparsers):
 
 
 def _fail(message):
-    from ..cli import InputError
 
     raise InputError(message)
 
@@ -172,16 +173,16 @@ def run(args):
     -------
     int
         0 when the job ran; 2 when no ``explain`` subcommand was given (unusable input
-        raises ``astro_mantis.cli.InputError``).
+        raises `~astro_mantis.cli.common.InputError`).
     """
     what = getattr(args, "explain_command", None)
     if what is None:
         args.explain_parser.print_help()
         return 2
-    from . import (band_attribution, build_reference, explain_by_example, fit_surrogate,
+    from ..explain import (band_attribution, build_reference, explain_by_example, fit_surrogate,
                    ood_flags, ood_score, plot_examples, plot_survey_shares, plot_weight_spectra,
                    reference_path, weight_spectra)
-    from .ood import OOD_THRESHOLD, ReferenceEmbedding
+    from ..explain.ood import OOD_THRESHOLD, ReferenceEmbedding
 
     if getattr(args, "max_rows", None) is not None and args.max_rows < 1:
         _fail("--max-rows must be positive")

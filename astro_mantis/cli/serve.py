@@ -14,6 +14,8 @@ import signal
 import sys
 import threading
 
+from .common import InputError
+
 __all__ = ["add_parser", "run", "main", "settings_from_args"]
 
 _DESCRIPTION = (
@@ -182,7 +184,7 @@ def settings_from_args(args):
     ValueError
         For settings that cannot work together (the message names them).
     """
-    from .settings import WebSettings
+    from ..web.settings import WebSettings
 
     return WebSettings(
         model=args.model, weights=args.weights, device=args.device,
@@ -199,10 +201,6 @@ def settings_from_args(args):
 
 
 def _input_error(message):
-    try:
-        from ..cli import InputError
-    except ImportError:  # pragma: no cover - the main CLI is always there
-        InputError = ValueError
     return InputError(message)
 
 
@@ -221,14 +219,14 @@ def run(args):
 
     Raises
     ------
-    astro_mantis.cli.InputError
+    astro_mantis.cli.common.InputError
         If the web extra is missing or the settings are unusable.
     """
     try:
         import uvicorn
         from uvicorn.supervisors import Multiprocess
 
-        from .app import create_app
+        from ..web.app import create_app
     except ImportError as exc:
         raise _input_error(f"the web service needs the 'web' extra: pip install "
                            f"'astro-mantis[web]' ({exc})") from None
@@ -262,7 +260,7 @@ def run(args):
                       timeout_graceful_shutdown=graceful,
                       access_log=args.log_level in ("info", "debug"))
         if args.workers > 1:
-            from .settings import SETTINGS_ENV
+            from ..web.settings import SETTINGS_ENV
 
             os.environ[SETTINGS_ENV] = settings.to_json()
             config = uvicorn.Config("astro_mantis.web.app:app_from_environment", factory=True,
@@ -332,8 +330,6 @@ def main(argv=None):
     try:
         return run(args)
     except Exception as exc:
-        from ..cli import InputError
-
         if isinstance(exc, InputError):
             print(f"astro-mantis serve: error: {exc}", file=sys.stderr)
             return 2

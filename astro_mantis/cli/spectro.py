@@ -6,7 +6,7 @@
 subparsers). Each subcommand's function takes the parsed arguments and returns the
 exit status: 0 when the job ran (rows without a match or whose query failed are
 counted in the summary, not errors), 2 for unusable input, raised as
-``astro_mantis.cli.InputError``.
+`~astro_mantis.cli.common.InputError`.
 """
 import argparse
 import contextlib
@@ -14,6 +14,9 @@ import json
 from pathlib import Path
 
 from astropy import units as u
+
+from ..tableio import write_table
+from .common import EXIT_OK, InputError, _add_cache_args, _read_table
 
 __all__ = ["add_match_parser", "add_build_training_set_parser", "run_match",
            "run_build_training_set", "parse_angle", "parse_fractions"]
@@ -221,13 +224,12 @@ def run_match(args):
 
     Raises
     ------
-    astro_mantis.cli.InputError
+    astro_mantis.cli.common.InputError
         For unusable input (exit status 2).
     """
-    from ..cli import EXIT_OK, InputError, _read_table, write_table
     from ..exceptions import FetchError
-    from .exceptions import CatalogFileError, DownloadRequiredError, SkyServerError
-    from .matching import match_spectroscopic
+    from ..spectro.exceptions import CatalogFileError, DownloadRequiredError, SkyServerError
+    from ..spectro.matching import match_spectroscopic
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -306,7 +308,6 @@ def add_build_training_set_parser(subparsers):
     `argparse.ArgumentParser`
         The subcommand's parser; its ``func`` default is `run_build_training_set`.
     """
-    from ..cli import _add_cache_args
     from ..surveys import DEFAULT_SURVEYS
 
     p = subparsers.add_parser(
@@ -386,13 +387,12 @@ def run_build_training_set(args):
 
     Raises
     ------
-    astro_mantis.cli.InputError
+    astro_mantis.cli.common.InputError
         For unusable input (exit status 2).
     """
-    from ..cli import EXIT_OK, InputError, _read_table
     from ..config import conf
     from ..surveys import get_survey
-    from .training_set import build_training_set
+    from ..spectro.training_set import build_training_set
 
     try:
         surveys = tuple(get_survey(s.strip()).name for s in args.surveys.split(",") if s.strip())
@@ -425,3 +425,9 @@ def run_build_training_set(args):
     print(f"  rows left out: {sum(left.values())} ({reasons})")
     print(f"  train with: astro-mantis train --data {out} --out RUN_DIR")
     return EXIT_OK
+
+
+def add_parser(subparsers):
+    """Add the ``match`` and ``build-training-set`` subcommands."""
+    add_match_parser(subparsers)
+    add_build_training_set_parser(subparsers)

@@ -1,0 +1,195 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""What the ``astro-mantis`` subcommands share: exit statuses, errors, argument types,
+the fetching options, table input."""
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+from astropy.table import Table
+
+from ..config import conf
+from ..surveys import get_survey
+
+__all__ = ["EXIT_OK", "EXIT_BAD_INPUT", "EXIT_NONE_ESTIMATED", "EXIT_INTERRUPTED",
+           "InputError", "column_degrees", "positions_from_columns"]
+
+#: Exit status of a job that ran (failures of single rows are in the summary).
+EXIT_OK = 0
+
+
+#: Exit status for unusable input: unreadable table, missing column, unknown survey,
+#: an output that cannot be written.
+EXIT_BAD_INPUT = 2
+
+
+#: Exit status of a ``predict`` run that could estimate no row (the reasons are printed).
+EXIT_NONE_ESTIMATED = 3
+
+
+#: Exit status of an interrupted job (Ctrl-C).
+EXIT_INTERRUPTED = 130
+
+
+class InputError(Exception):
+    """Unusable command-line input; the message is shown to the user (exit status 2)."""
+
+
+# ------------------------------------------------------------------------- parser
+def _survey_list(text):
+    """Parse and check a comma-separated survey list (argparse ``type``)."""
+    names = [s.strip().lower() for s in str(text).split(",") if s.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one survey, e.g. galex,panstarrs,unwise")
+    try:
+        return tuple(get_survey(n).name for n in names)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text):
+    """Parse a positive integer (argparse ``type``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_cache_args(parser):
+    """The cache and progress options shared by the commands that fetch cutouts."""
+    parser.add_argument("--no-cache", action="store_true",
+                        help="neither read nor write the on-disk cutout cache: fetch everything")
+    parser.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="cutout cache directory for this run (default: conf.cache_dir, "
+                             "else <astropy cache>/astro_mantis/cutouts)")
+    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+
+
+def _add_service_args(parser):
+    """--demo-services and --dry-run, shared by the commands that fetch cutouts."""
+    parser.add_argument("--demo-services", action="store_true",
+                        help="fetch from loopback copies of the survey services serving the "
+                             "bundled sample sky (simulated galaxies; no network), as "
+                             "'astro-mantis demo' does: try the command offline")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="report the positions, what the cache holds, the requests the "
+                             "job would send per host and a rough time at the polite "
+                             "connection limit, and stop (nothing is fetched or written)")
+
+
+@contextlib.contextmanager
+def _services(args):
+    """Run a command against the loopback services on the sample sky (--demo-services)."""
+    if not getattr(args, "demo_services", False):
+        yield None
+        return
+    from ..simulate import SampleSky
+    from ..testing import SurveyServer
+
+    with SurveyServer(sky=SampleSky()) as server, server.configure(conf):
+        print(f"astro-mantis {args.command}: --demo-services: loopback survey services on the "
+              f"bundled sample sky (simulated galaxies) at {server.panstarrs_url} and "
+              f"{server.legacysurvey_url}", file=sys.stderr)
+        yield server
+
+
+# ------------------------------------------------------------------------- table input
+def _read_output(path, format=None):
+    from ..tableio import read_table
+
+    try:
+        return read_table(path, format=format)
+    except Exception as exc:
+        raise InputError(f"cannot read {str(path)!r} to resume from it: {exc}") from None
+
+
+def _read_table(path, format=None):
+    """Read an input table, turning every failure into an `InputError`."""
+    from ..tableio import read_table, table_format
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"table {str(path)!r} does not exist")
+    try:
+        if table_format(path, format)[0] in ("votable", "hdf5"):
+            return read_table(path, format=format)
+        return Table.read(path, format=format)
+    except Exception as exc:  # astropy raises many kinds for unreadable tables
+        hint = "" if format else " (give its format with --format, e.g. ascii.csv or fits)"
+        raise InputError(f"cannot read table {str(path)!r}: {exc}{hint}") from None
+
+
+def column_degrees(table, name, unit=None, option=None, what=""):
+    """Return a table column as float degrees, with NaN for masked or unreadable values.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        The input table.
+    name : str
+        Column name: numbers (degrees unless the column has an angular unit) or
+        strings (see `astro_mantis.positions`).
+    unit : str, optional
+        Unit of a column that carries none.
+    option : str, optional
+        The option choosing the column, suggested when only the case differs.
+    what : str
+        ``"right ascension"`` (sexagesimal strings in hours) or ``"declination"``.
+
+    Returns
+    -------
+    values : `numpy.ndarray`
+        1-D float array in degrees.
+
+    Raises
+    ------
+    InputError
+        If the column does not exist (the message lists the columns that do and
+        suggests one that differs only in case), is not one value per row, or has a
+        non-angular unit.
+    """
+    from ..positions import column_degrees as _column_degrees
+
+    try:
+        return _column_degrees(table, name, what, unit=unit, option=option)[0]
+    except KeyError as exc:
+        raise InputError(f"{exc.args[0]} (choose them with --ra-col / --dec-col)") from None
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def positions_from_columns(ra, dec):
+    """Build ICRS positions from degree arrays, keeping invalid rows as NaN.
+
+    Parameters
+    ----------
+    ra, dec : array-like
+        Right ascension and declination in degrees (ICRS).
+
+    Returns
+    -------
+    coords : `~astropy.coordinates.SkyCoord`
+        One position per row; rows with a non-finite value, ``ra`` outside [0, 360] or
+        ``|dec| > 90`` are NaN (`Mantis.get_cutouts
+        <astro_mantis.MantisClass.get_cutouts>` flags them ``BAD_COORDINATE``).
+    good : `numpy.ndarray` of bool
+        True where the position is valid.
+    """
+    from ..positions import check_degrees
+
+    pos = check_degrees(ra, dec)
+    return pos.coord, pos.good
+
+
+def _check_device(device):
+    if device is None:
+        return
+    from ..models.registry import select_device
+
+    try:
+        select_device(device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise InputError(f"--device {device!r}: {exc} (use cpu, cuda, cuda:1 or mps)") from None

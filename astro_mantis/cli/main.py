@@ -1,0 +1,105 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""The ``astro-mantis`` command.
+
+Subcommands:
+
+``astro-mantis predict INPUT -o OUTPUT``
+    Add redshift PDF columns (``z_pdf``, ``z_mean``, ..., ``z_flags``) to a table with
+    `astro_mantis.add_redshift_columns` and write it, in any astropy format.
+``astro-mantis cutouts TABLE --out DIR``
+    Fetch GALEX, Pan-STARRS and unWISE cutouts for every row of a table, write one
+    multi-extension FITS file per row and a row-aligned ``summary.ecsv``.
+``astro-mantis demo``
+    Run the photo-z job on the embedded default: loopback copies of the survey services
+    serving the bundled sample of mock galaxies (`astro_mantis.simulate.SampleSky`), no
+    network needed; writes the table, metrics against the true redshifts and figures
+    (`astro_mantis.demo`).
+``astro-mantis train --data DIR --out DIR``
+    Train a redshift network (default ``mantis-mini``) on a training data directory,
+    calibrate it and export its weights with a model card (`astro_mantis.training`).
+``astro-mantis match TABLE -o OUTPUT``
+    Attach spectroscopic redshifts (SDSS SkyServer, an spAll file or your catalog) to a
+    table (`astro_mantis.spectro`).
+``astro-mantis build-training-set TABLE --out DIR``
+    Fetch the cutouts of a table with spectroscopic redshifts and write training shards
+    that ``astro-mantis train`` reads.
+``astro-mantis plot TABLE --row N -o FILE``
+    A figure of one row of a redshift table: its cutouts above its PDF.
+``astro-mantis serve``
+    The photo-z web service and page (`astro_mantis.web`; ``pip install
+    "astro-mantis[web]"``).
+``astro-mantis explain bands|reference|ood|examples|spectra``
+    Why the network said a redshift, and when not to believe it (`astro_mantis.explain`).
+
+Every subcommand returns an exit status: 0 when the job ran (rows whose fetch failed
+are reported in the summary, not as an error), 2 when the input is unusable.
+`main` takes an argument list, so the command can be driven from Python::
+
+    from astro_mantis.cli import main
+    status = main(["cutouts", "targets.ecsv", "--out", "cutouts/"])
+"""
+import argparse
+import sys
+
+from .._version import __version__
+from . import cutouts, demo, explain, plot, predict, serve, spectro, train
+from .common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, InputError
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser():
+    """Build the argument parser of the ``astro-mantis`` command.
+
+    Returns
+    -------
+    parser : `argparse.ArgumentParser`
+        The parser, with one subparser per subcommand (``predict``, ``cutouts``,
+        ``demo``, ``train``, ``match``, ``build-training-set``, ``plot``, ``serve``,
+        ``explain``).
+    """
+    parser = argparse.ArgumentParser(
+        prog="astro-mantis",
+        description="Galaxy redshift PDFs from GALEX, Pan-STARRS and unWISE cutouts "
+                    "(Mantis Shrimp, Engel et al. 2025). Run 'astro-mantis COMMAND --help' "
+                    "for the options of a command.",
+        epilog="Exit status: 0 when the job ran (single rows that failed are listed in the "
+               "summary), 2 for unusable input.")
+    parser.add_argument("--version", action="version", version=f"astro_mantis {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    for module in (cutouts, demo, predict, train, plot, spectro, serve, explain):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv=None):
+    """Run the ``astro-mantis`` command.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    status : int
+        Exit status: 0 when the job ran, 2 for unusable input (including argument
+        errors); ``--help`` returns 0.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and argument errors
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"astro-mantis {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("astro-mantis: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

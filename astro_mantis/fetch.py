@@ -1,0 +1,841 @@
+"""The fetch engine: cutouts of many positions from the survey services.
+
+`CutoutFetcher` (its shared instance is `fetcher`; `Mantis <astro_mantis.Mantis>` is
+the astroquery-style front over it) fetches each survey's cutout over the survey's
+own protocol (declared in `astro_mantis.surveys`), politely and without ever losing a
+row:
+
+* requests go through one small thread pool *per host*, of
+  ``conf.max_connections_per_host`` threads, each with its own keep-alive session;
+* Pan-STARRS positions are listed in chunks of ``conf.ps1_chunk_size`` with one
+  ``ps1filenames.py`` POST per chunk, and their band images are fetched as soon as
+  their chunk's listing is back, so listing and downloading overlap;
+* 5xx statuses, timeouts, connection errors and invalid bodies (HTML with status 200,
+  empty or truncated FITS) are retried at most ``conf.retries`` times with exponential
+  back-off and full jitter; what still fails is flagged on that row, not raised;
+* results are cached on disk (one FITS file per survey and position, written
+  atomically), so a rerun over cached positions sends no request at all.
+"""
+import enum
+import json
+import os
+import random
+import struct
+import threading
+import time
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from dataclasses import dataclass, field
+
+import certifi
+import numpy as np
+import requests
+import urllib3
+from astropy.coordinates import SkyCoord
+
+from ._version import __version__
+from .atomic import atomic_open
+from .config import conf
+from .exceptions import FetchError, InvalidResponseError
+from .flags import MantisFlag
+from .logger import log
+from .multicutout import MultiSurveyCutout
+from .surveys import DEFAULT_SURVEYS, get_survey
+from .surveys.core import SurveyImage, primary_layout
+
+__all__ = ["CutoutFetcher", "fetcher", "CutoutCache", "normalize_coordinates", "FetchStatus",
+           "FetchPlan", "PLAN_SECONDS_PER_REQUEST", "RETRY_STATUSES"]
+
+#: statuses worth retrying: the server or something in between is busy or broken.
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: longest single back-off sleep, seconds.
+MAX_BACKOFF = 30.0
+
+
+class FetchStatus(enum.Enum):
+    """What happened to one survey's cutout of one position.
+
+    A cutout's ``status`` maps each survey to a text that starts with one of these
+    values (``"failed"`` is followed by ``": <reason>"``); `FetchStatus.of` reads it.
+    """
+
+    FETCHED = "ok"
+    CACHED = "cached"
+    OUT_OF_FOOTPRINT = "out of footprint"
+    FAILED = "failed"
+    BAD_COORDINATE = "bad coordinate"
+    NOT_FETCHED = "not fetched"
+
+    @classmethod
+    def of(cls, text):
+        """The `FetchStatus` of a status text (``"fetched"`` is read as `FETCHED`)."""
+        text = str(text)
+        if text in ("ok", "fetched"):
+            return cls.FETCHED
+        for member in (cls.CACHED, cls.OUT_OF_FOOTPRINT, cls.BAD_COORDINATE, cls.NOT_FETCHED):
+            if text.startswith(member.value):
+                return member
+        return cls.FAILED
+
+
+# ---------------------------------------------------------------------------- input
+def normalize_coordinates(coordinates):
+    """Check and convert positions to ICRS.
+
+    Parameters
+    ----------
+    coordinates : `~astropy.coordinates.SkyCoord` or str
+        Scalar or array, in any frame that converts to ICRS; or one position as a
+        string, ``"12:20:05.8 +47:11:43"`` (right ascension in hours) or
+        ``"185.024 47.195"`` (degrees), or an object name (``"M101"``) resolved with
+        `SkyCoord.from_name <astropy.coordinates.SkyCoord.from_name>` (needs the
+        network).
+
+    Returns
+    -------
+    icrs : `~astropy.coordinates.SkyCoord`
+        Flattened (1-D) ICRS positions.
+    scalar : bool
+        Whether the input was a scalar.
+    good : `numpy.ndarray` of bool
+        False where a position is NaN, masked or out of range.
+
+    Raises
+    ------
+    TypeError
+        If ``coordinates`` is not a `~astropy.coordinates.SkyCoord`.
+    ValueError
+        If the frame cannot be converted to ICRS, or a scalar position is invalid.
+    """
+    if isinstance(coordinates, str):
+        from .positions import resolve_name
+
+        coordinates = resolve_name(coordinates)
+    if not isinstance(coordinates, SkyCoord):
+        raise TypeError(
+            f"coordinates must be an astropy SkyCoord, a position string or an object "
+            f"name, got {type(coordinates).__name__}; "
+            "for example SkyCoord(ra=150.1, dec=2.2, unit='deg') or "
+            "SkyCoord(table['ra'], table['dec'], unit='deg')")
+    scalar = coordinates.isscalar
+    try:
+        icrs = coordinates.icrs
+    except Exception as exc:
+        raise ValueError(
+            f"cannot convert coordinates from frame {coordinates.frame.name!r} to ICRS: {exc}"
+        ) from exc
+    icrs = icrs.reshape(-1) if not scalar else icrs.reshape((1,))
+    ra = np.ma.filled(np.ma.asarray(icrs.ra.deg, dtype=float), np.nan)
+    dec = np.ma.filled(np.ma.asarray(icrs.dec.deg, dtype=float), np.nan)
+    good = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90.0)
+    if scalar and not good[0]:
+        raise ValueError(f"invalid coordinate (ra={ra[0]}, dec={dec[0]}): "
+                         "RA and Dec must be finite, with -90 <= Dec <= 90")
+    return icrs, scalar, good
+
+
+# ---------------------------------------------------------------------------- cache
+class CutoutCache:
+    """On-disk cache of survey cutouts: one file per survey, service, position, size and scale.
+
+    An entry is a small binary file: a magic line, a JSON description (survey, the
+    service it came from, bands, unit, zero points, flags, WCS cards, shape), the
+    float32 pixels, and an Adler-32 checksum of all of it. The service (base URL
+    and layer, `Survey.source <astro_mantis.surveys.Survey.source>`) is part of the
+    key and is checked again on reading, so a cutout of one server is never served
+    as another's. Loading one costs well under a millisecond, so a rerun over
+    cached positions is fast as well as silent on the network. A "not covered"
+    answer is cached too, so a rerun knows a survey has nothing there without
+    asking. Files are written to a temporary name and renamed into place, so a
+    reader never sees half a file; an entry that fails its checksum or does not parse is
+    deleted and fetched again.
+
+    Parameters
+    ----------
+    directory : str or path-like, optional
+        Cache root; default ``conf.cache_dir`` or ``<astropy cache>/astro_mantis/cutouts``.
+    """
+
+    NOT_COVERED = object()
+    MAGIC = b"ASTRO_MANTIS_CUTOUT 1\n"
+
+    def __init__(self, directory=None):
+        if directory is None:
+            directory = conf.cache_dir or None
+        if directory is None:
+            from astropy.config import get_cache_dir_path
+            directory = Path(get_cache_dir_path()) / "astro_mantis" / "cutouts"
+        self.directory = Path(directory).expanduser()
+        self._made = set()
+
+    def path(self, survey, key):
+        """Where the entry of ``key`` lives."""
+        return self.directory / survey / key[:2] / f"{key}.amc"
+
+    @classmethod
+    def encode(cls, image, source=None):
+        """Serialise a `~astro_mantis.surveys.SurveyImage` (or None for "not covered") to bytes.
+
+        ``source`` names the service the entry came from (checked by `decode`).
+        """
+        if image is None:
+            desc, pixels = {"covered": False, "source": source}, b""
+        else:
+            data = np.ascontiguousarray(image.data, dtype="<f4")
+            desc = {"covered": True, "source": source, "survey": image.survey,
+                    "bands": list(image.bands),
+                    "unit": image.unit.to_string(), "shape": list(data.shape),
+                    "zeropoints": [None if not np.isfinite(z) else float(z)
+                                   for z in image.zeropoints],
+                    "flags": int(image.flags), "wcs": image.header.tostring(),
+                    "meta": {k: v for k, v in image.meta.items()
+                             if isinstance(v, (str, int, float, bool))},
+                    "version": __version__}
+            pixels = data.tobytes()
+        blob = json.dumps(desc).encode()
+        body = cls.MAGIC + struct.pack("<Q", len(blob)) + blob + pixels
+        return body + struct.pack("<I", zlib.adler32(body))
+
+    @classmethod
+    def decode(cls, raw, source=None):
+        """Inverse of `encode`; raises ValueError on any damage, or when ``source`` is given
+        and the entry came from another service."""
+        if not raw.startswith(cls.MAGIC) or len(raw) < len(cls.MAGIC) + 12:
+            raise ValueError("not an astro_mantis cache entry")
+        body, (crc,) = memoryview(raw)[:-4], struct.unpack("<I", raw[-4:])
+        if zlib.adler32(body) != crc:
+            raise ValueError("checksum mismatch")
+        start = len(cls.MAGIC) + 8
+        (nblob,) = struct.unpack("<Q", raw[len(cls.MAGIC):start])
+        desc = json.loads(bytes(body[start:start + nblob]))
+        if source is not None and desc.get("source") != source:
+            raise ValueError(f"entry came from {desc.get('source')!r}, not {source!r}")
+        if not desc["covered"]:
+            return cls.NOT_COVERED
+        shape = tuple(desc["shape"])
+        data = np.frombuffer(body, dtype="<f4", offset=start + nblob).reshape(shape)
+        if not data.flags.writeable:  # only bytes (immutable) input needs a copy
+            data = data.copy()
+        return SurveyImage(desc["survey"], data.astype(np.float32, copy=False), desc["wcs"],
+                           desc["unit"], desc["bands"], check_nan=False,
+                           zeropoints=[np.nan if z is None else z for z in desc["zeropoints"]],
+                           flags=desc["flags"], meta=desc["meta"])
+
+    def load(self, survey, key, source=None):
+        """A `~astro_mantis.surveys.SurveyImage`, `NOT_COVERED`, or None (absent, unreadable,
+        or from another service than ``source``)."""
+        path = self.path(survey, key)
+        try:
+            with open(path, "rb") as fh:
+                raw = bytearray(os.fstat(fh.fileno()).st_size)
+                fh.readinto(raw)  # a mutable buffer: the pixels need no copy
+        except FileNotFoundError:
+            return None
+        try:
+            return self.decode(raw, source)
+        except Exception as exc:
+            log.warning(f"cache entry {path} is unreadable ({exc}); fetching it again")
+            path.unlink(missing_ok=True)
+            return None
+
+    def store(self, survey, key, image, source=None):
+        """Atomically write ``image``, a `~astro_mantis.surveys.SurveyImage` (None: not covered),
+        fetched from the service ``source``."""
+        path = self.path(survey, key)
+        if path.parent not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(path.parent)
+        with atomic_open(path, "wb", fsync=False) as fh:
+            fh.write(self.encode(image, source))
+
+
+# ---------------------------------------------------------------------------- HTTP
+class _HostPool:
+    """At most ``nconn`` concurrent requests to one host, over at most ``nconn`` kept-alive
+    connections.
+
+    The requests go through `urllib3` directly (the layer under `requests`): for thousands
+    of small requests it costs less than half the CPU time, which matters when one
+    process fetches while it parses. Environment proxies (``HTTPS_PROXY``, ``NO_PROXY``
+    ...) and ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` are honoured as `requests` would.
+    """
+
+    def __init__(self, host, nconn, user_agent, timeout):
+        self.host = host
+        self.headers = {"User-Agent": user_agent}
+        self.timeout = urllib3.Timeout(connect=timeout, read=timeout)
+        ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") \
+            or certifi.where()
+        kwargs = dict(num_pools=2, maxsize=nconn, block=True, retries=False, ca_certs=ca)
+        proxy = requests.utils.get_environ_proxies(host).get(host.split("://")[0])
+        self.http = (urllib3.ProxyManager(proxy, **kwargs) if proxy
+                     else urllib3.PoolManager(**kwargs))
+        self.executor = ThreadPoolExecutor(max_workers=nconn,
+                                           thread_name_prefix=f"astro_mantis-{host}")
+
+    def send(self, request):
+        """Send one `Request`; returns ``(status, body)``."""
+        if request.method == "GET":
+            resp = self.http.request("GET", request.url, fields=request.params,
+                                     headers=self.headers, timeout=self.timeout)
+        else:
+            fields = dict(request.data or {})
+            for key, (name, text) in (request.files or {}).items():
+                fields[key] = (name, text.encode() if isinstance(text, str) else text,
+                               "text/plain")
+            url = request.full_url
+            resp = self.http.request(request.method, url, fields=fields, encode_multipart=True,
+                                     headers=self.headers, timeout=self.timeout)
+        return resp.status, resp.data
+
+    def close(self):
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.http.clear()
+
+
+def _check_fits_body(content):
+    """Cheap validity check of a FITS body: FITS magic, an END card, all the data.
+
+    Raises `InvalidResponseError` (which the fetcher retries) for HTML pages with
+    status 200, empty bodies and truncated files.
+    """
+    primary_layout(content)
+
+
+def _check_listing_body(content):
+    if not content.lstrip().startswith(b"projcell"):
+        raise InvalidResponseError("listing is not a ps1filenames table")
+
+
+class _Fetcher:
+    """Sends `Request` objects with per-host pools, retries and back-off; counts requests."""
+
+    def __init__(self, nconn, retries, timeout, backoff):
+        self.nconn = max(1, int(nconn))
+        self.retries = max(0, int(retries))
+        self.timeout = float(timeout)
+        self.backoff = max(0.0, float(backoff))
+        self.pools = {}
+        self.nrequests = 0
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+        self._ua = f"astro_mantis/{__version__} (+https://github.com/astro-mantis)"
+
+    def pool(self, host):
+        with self._lock:
+            if host not in self.pools:
+                self.pools[host] = _HostPool(host, self.nconn, self._ua, self.timeout)
+            return self.pools[host]
+
+    def submit(self, request, check):
+        """Schedule ``request`` on its host's pool; the future gives the response body."""
+        pool = self.pool(request.host)
+        return pool.executor.submit(self._fetch, pool, request, check)
+
+    def _fetch(self, pool, request, check):
+        last = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                with self._lock:
+                    delay = self._rng.uniform(0, min(MAX_BACKOFF, self.backoff * 2 ** attempt))
+                time.sleep(delay)
+            with self._lock:
+                self.nrequests += 1
+            try:
+                status, content = pool.send(request)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            if status in RETRY_STATUSES:
+                last = f"HTTP {status}"
+                continue
+            if status != 200:
+                raise FetchError(f"HTTP {status} from {request.full_url}")
+            try:
+                check(content)
+            except InvalidResponseError as exc:
+                last = str(exc)
+                continue
+            return content
+        raise FetchError(f"{last} (after {self.retries + 1} attempts) from {request.full_url}")
+
+    def close(self):
+        for pool in self.pools.values():
+            pool.close()
+        self.pools.clear()
+
+
+# ---------------------------------------------------------------------------- planning
+#: Seconds one request is assumed to take on the real services, for the time estimate
+#: of `CutoutFetcher.plan` (an assumption: no service publishes its response time).
+PLAN_SECONDS_PER_REQUEST = 0.5
+
+
+@dataclass
+class FetchPlan:
+    """What `CutoutFetcher.plan` found a job would fetch (nothing sent).
+
+    Attributes
+    ----------
+    n_positions, n_unique : int
+        Valid positions asked for, and distinct ones among them.
+    cached, not_covered, to_fetch : dict
+        Survey → positions answered by the cache, known to lie outside the survey
+        (statically or from the cache), and left to fetch.
+    requests : dict
+        Host → requests that would be sent (retries not counted).
+    seconds : float
+        Rough wall time: per host, requests × `PLAN_SECONDS_PER_REQUEST` /
+        ``conf.max_connections_per_host``, the hosts working in parallel.
+    """
+
+    n_positions: int = 0
+    n_unique: int = 0
+    cached: dict = field(default_factory=dict)
+    not_covered: dict = field(default_factory=dict)
+    to_fetch: dict = field(default_factory=dict)
+    requests: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def report(self):
+        """A short text report."""
+        lines = [f"{self.n_positions} valid position(s), {self.n_unique} distinct"]
+        for s in self.to_fetch:
+            lines.append(f"  {s:<10} cached {self.cached[s]:>8d}   not covered "
+                         f"{self.not_covered[s]:>8d}   to fetch {self.to_fetch[s]:>8d}")
+        for host, nreq in self.requests.items():
+            lines.append(f"  {host}: {nreq} request(s)")
+        lines.append(f"  estimated time: {_duration(self.seconds)} at "
+                     f"{conf.max_connections_per_host} connection(s) per host and an assumed "
+                     f"{PLAN_SECONDS_PER_REQUEST:g} s per request (the real services vary; "
+                     "failures and retries add to it)")
+        return "\n".join(lines)
+
+
+def _duration(seconds):
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# ---------------------------------------------------------------------------- engine
+class CutoutFetcher:
+    """Fetch GALEX, Pan-STARRS and unWISE cutouts for sky positions.
+
+    The engine behind `Mantis <astro_mantis.Mantis>` and
+    `~astro_mantis.add_redshift_columns`; use the shared instance `fetcher`. Service
+    URLs, time limits, retries and connections per host come from
+    `astro_mantis.conf`, read at call time.
+    """
+
+    def __init__(self):
+        #: HTTP requests sent by the last `get_cutouts` call (retries included).
+        self.last_request_count = None
+
+    # -- public API -----------------------------------------------------------
+    def get_cutouts(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True, progress=None):
+        """Fetch the cutouts of every survey at every position.
+
+        Parameters
+        ----------
+        coordinates : `~astropy.coordinates.SkyCoord`
+            One position or an array of them, any frame convertible to ICRS.
+        surveys : sequence of str
+            Survey names (see `astro_mantis.surveys.SURVEYS`), default all three.
+        cache : bool
+            Read and write the on-disk cache (``conf.cache_dir``). With False, every
+            cutout is fetched and nothing is written.
+        progress : bool or callable, optional
+            Show a progress bar; default: only for more than 10 positions. A
+            callable is called with 1 each time a position's cutouts are all in
+            (fetched, cached or failed) instead, e.g. a `tqdm.tqdm` bar's ``update``.
+
+        Returns
+        -------
+        `~astro_mantis.MultiSurveyCutout` or list of them
+            A scalar position gives one cutout. An array gives a list of the same
+            length and order: invalid positions and failed fetches are flagged in each
+            cutout's ``flags``, ``missing`` and ``status``, never dropped.
+
+        Raises
+        ------
+        TypeError
+            If ``coordinates`` is not a `~astropy.coordinates.SkyCoord`.
+        ValueError
+            If a scalar position is NaN or out of range, or a survey name is unknown.
+        """
+        icrs, scalar, good = normalize_coordinates(coordinates)
+        survey_objs = [get_survey(s) for s in surveys]
+        n = len(icrs)
+        ra = np.where(good, np.ma.filled(np.ma.asarray(icrs.ra.deg, dtype=float), 0.0), np.nan)
+        dec = np.where(good, np.ma.filled(np.ma.asarray(icrs.dec.deg, dtype=float), 0.0), np.nan)
+        # duplicated positions are fetched once
+        keys = {}
+        first_of = np.full(n, -1)
+        for i in np.flatnonzero(good):
+            k = (round(ra[i], 7), round(dec[i], 7))
+            first_of[i] = keys.setdefault(k, i)
+        unique = np.array(sorted(set(keys.values())), dtype=int)
+
+        results = self._fetch_all(survey_objs, ra, dec, unique, cache, progress)
+        if callable(progress) and n > len(unique):  # invalid and repeated positions
+            progress(n - len(unique))
+
+        out = []
+        for i in range(n):
+            coord = icrs[i]
+            if not good[i]:
+                out.append(MultiSurveyCutout(
+                    coord, {}, [s.name for s in survey_objs], MantisFlag.BAD_COORDINATE,
+                    {s.name: "bad coordinate" for s in survey_objs}))
+                continue
+            j = first_of[i]
+            images, missing, status, flags = {}, [], {}, MantisFlag.NONE
+            for s in survey_objs:
+                state, value = results[s.name][j]
+                status[s.name] = state if state in ("ok", "cached") else (
+                    state if value is None else f"{state}: {value}")
+                if state in ("ok", "cached"):
+                    images[s.name] = value
+                    continue
+                missing.append(s.name)
+                flags |= s.flag
+                flags |= (MantisFlag.OUT_OF_FOOTPRINT if state == "out of footprint"
+                          else MantisFlag.FETCH_FAILED)
+            out.append(MultiSurveyCutout(coord, images, missing, flags, status))
+        return out[0] if scalar else out
+
+    def plan(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True):
+        """What `get_cutouts` would fetch and roughly how long it would take; sends nothing.
+
+        Parameters
+        ----------
+        coordinates : `~astropy.coordinates.SkyCoord`
+            Positions (invalid ones are not counted).
+        surveys : sequence of str
+            Survey names.
+        cache : bool
+            Count what the on-disk cache already holds (for the configured services).
+
+        Returns
+        -------
+        `~astro_mantis.fetch.FetchPlan`
+        """
+        from urllib.parse import urlsplit
+
+        icrs, _, good = normalize_coordinates(coordinates)
+        ra = np.round(icrs.ra.deg[good], 7)
+        dec = np.round(icrs.dec.deg[good], 7)
+        pairs = sorted(set(zip(ra.tolist(), dec.tolist())))
+        plan = FetchPlan(n_positions=int(np.sum(good)), n_unique=len(pairs))
+        cache_obj = CutoutCache() if cache else None
+        nconn = max(1, int(conf.max_connections_per_host))
+        for survey in (get_survey(s) for s in surveys):
+            hit = out = 0
+            todo = []
+            for r, d in pairs:
+                if not survey.in_footprint(r, d):
+                    out += 1
+                    continue
+                if cache_obj is not None:
+                    entry = cache_obj.path(survey.name, survey.cache_key(r, d))
+                    if entry.exists():
+                        value = cache_obj.load(survey.name, survey.cache_key(r, d),
+                                               survey.source)
+                        if value is CutoutCache.NOT_COVERED:
+                            out += 1
+                            continue
+                        if value is not None:
+                            hit += 1
+                            continue
+                todo.append((r, d))
+            plan.cached[survey.name], plan.not_covered[survey.name] = hit, out
+            plan.to_fetch[survey.name] = len(todo)
+            host = urlsplit(survey.base_url).netloc or survey.base_url
+            if survey.needs_listing:
+                nreq = -(-len(todo) // max(1, int(conf.ps1_chunk_size))) \
+                    + len(todo) * len(survey.bands)
+            else:
+                nreq = len(todo) * (len(survey.image_requests(*todo[0])) if todo else 1)
+            plan.requests[host] = plan.requests.get(host, 0) + nreq
+        plan.seconds = max([n * PLAN_SECONDS_PER_REQUEST / nconn
+                            for n in plan.requests.values()] or [0.0])
+        return plan
+
+    def query_payload(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True):
+        """The requests `get_cutouts` would send first, sending none.
+
+        For the Legacy Surveys layers these are the image requests themselves; for
+        Pan-STARRS, whose image file names come from its listing service, they are
+        the ``ps1filenames.py`` listing requests (one per ``conf.ps1_chunk_size``
+        positions), after which five band images per covered position follow.
+        Positions the cache already answers, invalid positions and positions outside
+        a survey's static footprint send nothing.
+
+        Parameters
+        ----------
+        coordinates : `~astropy.coordinates.SkyCoord` or str
+            Positions.
+        surveys : sequence of str
+            Survey names.
+        cache : bool
+            Leave out what the on-disk cache holds.
+
+        Returns
+        -------
+        list of `~astro_mantis.surveys.Request`
+            Each with ``method``, ``url``, ``params``, ``data`` and ``files``
+            (``full_url`` gives a GET request's whole URL).
+        """
+        icrs, _, good = normalize_coordinates(coordinates)
+        ra = np.round(icrs.ra.deg[good], 7)
+        dec = np.round(icrs.dec.deg[good], 7)
+        pairs = sorted(set(zip(ra.tolist(), dec.tolist())))
+        cache_obj = CutoutCache() if cache else None
+        out = []
+        for survey in (get_survey(s) for s in surveys):
+            todo = []
+            for r, d in pairs:
+                if not survey.in_footprint(r, d):
+                    continue
+                if cache_obj is not None and cache_obj.load(
+                        survey.name, survey.cache_key(r, d), survey.source) is not None:
+                    continue
+                todo.append((r, d))
+            if survey.needs_listing:
+                size = max(1, int(conf.ps1_chunk_size))
+                out += [survey.listing_request(todo[k:k + size])
+                        for k in range(0, len(todo), size)]
+            else:
+                for r, d in todo:
+                    out += survey.image_requests(r, d)
+        return out
+
+    def get_image_list(self, coordinates, surveys=DEFAULT_SURVEYS):
+        """The URLs of the images `get_cutouts` would fetch (no cache, no download).
+
+        Pan-STARRS file names come from its listing service, so this sends the
+        ``ps1filenames.py`` listing requests (one per chunk of positions); nothing else
+        is requested. Invalid positions and positions outside a survey's footprint
+        contribute no URL.
+
+        Parameters
+        ----------
+        coordinates : `~astropy.coordinates.SkyCoord`
+            Scalar or array.
+        surveys : sequence of str
+            Survey names.
+
+        Returns
+        -------
+        list of str
+        """
+        icrs, _, good = normalize_coordinates(coordinates)
+        ra, dec = icrs.ra.deg, icrs.dec.deg
+        urls = []
+        fetcher = self._fetcher()
+        try:
+            for survey in (get_survey(s) for s in surveys):
+                idx = [i for i in np.flatnonzero(good) if survey.in_footprint(ra[i], dec[i])]
+                listings = self._listings(fetcher, survey, ra, dec, idx) if survey.needs_listing \
+                    else {i: None for i in idx}
+                for i in idx:
+                    if survey.needs_listing and listings.get(i) is None:
+                        continue
+                    urls += [r.full_url for r in
+                             survey.image_requests(ra[i], dec[i], listing=listings[i])]
+        finally:
+            fetcher.close()
+        return urls
+
+    # -- internals ---------------------------------------------------------------
+    @staticmethod
+    def _fetcher():
+        return _Fetcher(conf.max_connections_per_host, conf.retries, conf.timeout, conf.backoff)
+
+    @staticmethod
+    def _chunks(idx):
+        size = max(1, int(conf.ps1_chunk_size))
+        return [idx[k:k + size] for k in range(0, len(idx), size)]
+
+    def _listings(self, fetcher, survey, ra, dec, idx):
+        """Blocking listing of positions ``idx`` (used by `get_image_list`)."""
+        out = {}
+        futures = []
+        for chunk in self._chunks(list(idx)):
+            req = survey.listing_request([(ra[i], dec[i]) for i in chunk])
+            futures.append((chunk, fetcher.submit(req, _check_listing_body)))
+        for chunk, fut in futures:
+            entries = survey.parse_listing(fut.result(), [(ra[i], dec[i]) for i in chunk])
+            out.update(zip(chunk, entries))
+        return out
+
+    def _fetch_all(self, surveys, ra, dec, unique, cache, progress):
+        """Fetch every (survey, position); returns {survey: {index: (state, value)}}."""
+        from tqdm.auto import tqdm
+
+        cache_obj = CutoutCache() if cache else None
+        results = {s.name: {} for s in surveys}
+        lock = threading.Lock()
+        pending = []  # futures of (survey, index) results
+        fetcher = self._fetcher()
+        parser = ThreadPoolExecutor(max_workers=2, thread_name_prefix="astro_mantis-parse")
+        total = len(unique) * len(surveys)
+        callback = progress if callable(progress) else None
+        show = (progress if progress is not None else len(unique) > 10) and callback is None
+        bar = tqdm(total=total, unit="cutout", desc="cutouts", disable=not show, leave=False)
+        settled = {}  # position -> surveys settled
+
+        def settle(survey, i, state, value, done=None):
+            with lock:
+                first = i not in results[survey.name]
+                if first:
+                    results[survey.name][i] = (state, value)
+                    settled[i] = settled.get(i, 0) + 1
+                    complete = settled[i] == len(surveys)
+            if first:
+                bar.update(1)
+                if complete and callback is not None:
+                    callback(1)
+            if done is not None and not done.done():
+                done.set_result(None)
+
+        def finish(survey, i, reqs, contents, done):
+            """All bodies of one (survey, position) are in: parse, cache, settle."""
+            try:
+                image = survey.read(contents, reqs, ra[i], dec[i])
+                if cache_obj is not None:
+                    cache_obj.store(survey.name, survey.cache_key(ra[i], dec[i]), image,
+                                    survey.source)
+            except Exception as exc:  # one bad cutout must not stop the others
+                settle(survey, i, "failed", f"{type(exc).__name__}: {exc}", done)
+                return
+            if image is None:
+                settle(survey, i, "out of footprint", None, done)
+            else:
+                settle(survey, i, "ok", image, done)
+
+        def launch(survey, i, listing=None):
+            """Submit the image requests of one (survey, position)."""
+            done = Future()
+            pending.append(done)
+            reqs = survey.image_requests(ra[i], dec[i], listing=listing)
+            if not reqs:
+                finish(survey, i, reqs, [], done)
+                return
+            contents = [None] * len(reqs)
+            state = {"left": len(reqs), "error": None}
+            state_lock = threading.Lock()
+
+            def on_done(fut, k):
+                try:
+                    _on_done(fut, k)
+                except Exception as exc:  # never leave `done` unresolved
+                    settle(survey, i, "failed", f"{type(exc).__name__}: {exc}", done)
+
+            def _on_done(fut, k):
+                exc = fut.exception()
+                with state_lock:
+                    if exc is not None and state["error"] is None:
+                        state["error"] = exc
+                    elif exc is None:
+                        contents[k] = fut.result()
+                    state["left"] -= 1
+                    last = state["left"] == 0
+                if not last:
+                    return
+                if state["error"] is not None:
+                    settle(survey, i, "failed", str(state["error"]), done)
+                else:  # parse and cache off the connection's thread, which moves on
+                    parser.submit(finish, survey, i, reqs, contents, done)
+
+            for k, req in enumerate(reqs):
+                fut = fetcher.submit(req, _check_fits_body)
+                fut.add_done_callback(lambda f, k=k: on_done(f, k))
+
+        def on_listing(survey, chunk, fut, done):
+            try:
+                _on_listing(survey, chunk, fut)
+            except Exception as exc:  # never leave `done` unresolved
+                for i in chunk:
+                    settle(survey, i, "failed", f"listing: {type(exc).__name__}: {exc}")
+            finally:
+                done.set_result(None)
+
+        def _on_listing(survey, chunk, fut):
+            exc = fut.exception()
+            if exc is not None:
+                for i in chunk:
+                    settle(survey, i, "failed", f"listing: {exc}")
+                return
+            try:
+                entries = survey.parse_listing(fut.result(), [(ra[i], dec[i]) for i in chunk])
+            except InvalidResponseError as err:
+                for i in chunk:
+                    settle(survey, i, "failed", f"listing: {err}")
+                return
+            for i, entry in zip(chunk, entries):
+                if entry is None:
+                    if cache_obj is not None:
+                        cache_obj.store(survey.name, survey.cache_key(ra[i], dec[i]), None,
+                                        survey.source)
+                    settle(survey, i, "out of footprint", None)
+                else:
+                    launch(survey, i, entry)
+
+        try:
+            for survey in surveys:
+                todo = []
+                for i in unique:
+                    if not survey.in_footprint(ra[i], dec[i]):
+                        settle(survey, i, "out of footprint", None)
+                        continue
+                    if cache_obj is not None:
+                        hit = cache_obj.load(survey.name, survey.cache_key(ra[i], dec[i]),
+                                             survey.source)
+                        if hit is CutoutCache.NOT_COVERED:
+                            settle(survey, i, "out of footprint", None)
+                            continue
+                        if hit is not None:
+                            settle(survey, i, "cached", hit)
+                            continue
+                    todo.append(int(i))
+                if not todo:
+                    continue
+                if survey.needs_listing:
+                    for chunk in self._chunks(todo):
+                        req = survey.listing_request([(ra[i], dec[i]) for i in chunk])
+                        done = Future()
+                        pending.append(done)
+                        fut = fetcher.submit(req, _check_listing_body)
+                        fut.add_done_callback(
+                            lambda f, s=survey, c=chunk, d=done: on_listing(s, c, f, d))
+                else:
+                    for i in todo:
+                        launch(survey, i)
+            # wait until every scheduled piece has settled; listing callbacks append
+            # their children to `pending` before their own future is resolved
+            k = 0
+            while k < len(pending):
+                pending[k].result()
+                k += 1
+        finally:
+            fetcher.close()
+            parser.shutdown(wait=True)
+            bar.close()
+        nreq = fetcher.nrequests
+        states = [st for per in results.values() for st, _ in per.values()]
+        log.info(f"cutouts: {len(unique)} position(s) x {len(surveys)} survey(s); "
+                 f"{states.count('ok')} fetched, {states.count('cached')} from cache, "
+                 f"{states.count('out of footprint')} not covered, "
+                 f"{states.count('failed')} failed; {nreq} HTTP request(s)")
+        self.last_request_count = nreq
+        return results
+
+
+#: The shared engine (`Mantis <astro_mantis.Mantis>` and the table job use it).
+fetcher = CutoutFetcher()
