@@ -129,7 +129,7 @@ def worker_settings(**overrides):
     from astropy.config import ConfigItem
 
     from .config import Conf, conf
-    from .cutouts import CutoutCache
+    from .fetch import CutoutCache
 
     names = [k for k, v in vars(Conf).items() if isinstance(v, ConfigItem)]
     unknown = sorted(set(overrides) - set(names))
