@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .pdf import RedshiftPDF
+from .pdf import ZMAX, ZMIN, RedshiftPDF
 
 __all__ = ["photoz_metrics", "PhotozMetrics", "crps", "cde_loss", "pit",
            "plot_zphot_zspec", "plot_pit", "plot_nz", "NMAD_SCALE"]
@@ -459,7 +459,7 @@ def _new_axes(ax, figsize):
     return ax
 
 
-def plot_zphot_zspec(z_phot, z_spec, ax=None, zmax=1.6, kind=None, annotate=True, **kwargs):
+def plot_zphot_zspec(z_phot, z_spec, ax=None, zmax=ZMAX, kind=None, annotate=True, **kwargs):
     """Photometric against spectroscopic redshift, with the outlier boundaries.
 
     Draws the one-to-one line and the lines :math:`z_\\mathrm{phot} = z_\\mathrm{spec}
@@ -578,7 +578,7 @@ def plot_pit(pit, ax=None, bins=20, band_sigma=2.0, **kwargs):
     return ax
 
 
-def plot_nz(z_spec, pdf=None, ax=None, bins=40, zrange=(0.0, 1.6), **kwargs):
+def plot_nz(z_spec, pdf=None, ax=None, bins=40, zrange=(ZMIN, ZMAX), **kwargs):
     """Redshift distribution: histogram of true redshifts and the stacked PDF.
 
     Parameters

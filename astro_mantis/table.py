@@ -36,7 +36,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from ._version import __version__
 from .flags import MantisFlag
 from .logger import log
-from .pdf import _COLUMN_DESCRIPTIONS
+from .pdf import _COLUMN_DESCRIPTIONS, NBINS, ZMAX, ZMIN
 from .positions import missing_column_error, table_positions
 from .surveys import DEFAULT_SURVEYS
 
@@ -639,8 +639,8 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     settings = _settings(meta, surveys, tta, ebv, pos)
     if resume:
         _check_resume(table, prefix, settings)
-    nbins = int(meta.get("n_bins", 400))
-    edges = np.linspace(float(meta.get("z_min", 0.0)), float(meta.get("z_max", 1.6)), nbins + 1)
+    nbins = int(meta.get("n_bins", NBINS))
+    edges = np.linspace(float(meta.get("z_min", ZMIN)), float(meta.get("z_max", ZMAX)), nbins + 1)
     n = len(table)
 
     stat_keys = OUTPUT_KEYS[1:-1]

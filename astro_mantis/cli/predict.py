@@ -16,6 +16,7 @@ from ..tableio import write_table
 from .common import (_add_cache_args, _add_service_args, _check_device, EXIT_INTERRUPTED,
                      EXIT_NONE_ESTIMATED, EXIT_OK, InputError, _positive_int, _read_output,
                      _read_table, _services, _survey_list)
+from ..pdf import NBINS, ZMIN
 
 def add_parser(sub):
     """Add the ``predict`` subcommand to the ``astro-mantis`` parser's subparsers."""
@@ -122,9 +123,8 @@ def add_parser(sub):
 
 
 # ------------------------------------------------------------------------- predict
-#: The column stand-ins `check_writable` tries before a predict run (per-row shape, dtype).
 def _output_columns(prefix):
-    from ..pdf import NBINS
+    """The column stand-ins `check_writable` tries before a run (per-row shape, dtype)."""
     from ..table import OUTPUT_KEYS
 
     cols = {f"{prefix}pdf": ((NBINS,), np.float32), f"{prefix}flags": ((), np.int32)}
@@ -363,7 +363,7 @@ def _prototype_meta(prefix):
     keys = ("model", "sha256", "vers", "nbins", "zmin", "zmax", "dust", "survey", "tta", "ebv",
             "pos", "point", "srv", "input", "prec")
     meta = {f"{prefix}{k}": "x" * 64 for k in keys}
-    meta.update({f"{prefix}nbins": 400, f"{prefix}zmin": 0.0, f"{prefix}tta": False})
+    meta.update({f"{prefix}nbins": NBINS, f"{prefix}zmin": ZMIN, f"{prefix}tta": False})
     return meta
 
 

@@ -17,6 +17,7 @@ from astropy import units as u
 
 from ..tableio import write_table
 from .common import EXIT_OK, InputError, _add_cache_args, _read_table
+from ..pdf import ZMAX, ZMIN
 
 __all__ = ["add_match_parser", "add_build_training_set_parser", "run_match",
            "run_build_training_set", "parse_angle", "parse_fractions"]
@@ -358,7 +359,7 @@ def add_build_training_set_parser(subparsers):
                    help="comma-separated surveys to fetch (default: %(default)s)")
     p.add_argument("--ps1-dtype", choices=("float16", "float32"), default="float16",
                    help="storage of the Pan-STARRS pixels (default: %(default)s)")
-    p.add_argument("--z-range", type=lambda t: parse_fractions(t, 2), default=(0.0, 1.6),
+    p.add_argument("--z-range", type=lambda t: parse_fractions(t, 2), default=(ZMIN, ZMAX),
                    metavar="LOW,HIGH",
                    help="redshifts kept, LOW <= z < HIGH (default: 0,1.6, the model's bins)")
     p.add_argument("--keep-failed", action="store_true",

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ..fusion.core import CHANNELS, FusedInput
+from ..pdf import NBINS, ZMAX, ZMIN
 
 __all__ = ["BANDS", "SURVEYS", "SURVEY_CHANNELS", "TARGETS", "resolve_model", "as_fused",
            "model_grid", "scalar_target", "penultimate_features", "logits_and_features"]
@@ -52,8 +53,8 @@ def resolve_model(model):
 def model_grid(net):
     """Bin edges and softmax temperature of a network (from ``net.meta``)."""
     meta = dict(getattr(net, "meta", {}) or {})
-    n_bins = int(meta.get("n_bins") or getattr(getattr(net, "fc1", None), "out_features", 400))
-    edges = np.linspace(float(meta.get("z_min", 0.0)), float(meta.get("z_max", 1.6)),
+    n_bins = int(meta.get("n_bins") or getattr(getattr(net, "fc1", None), "out_features", NBINS))
+    edges = np.linspace(float(meta.get("z_min", ZMIN)), float(meta.get("z_max", ZMAX)),
                         n_bins + 1)
     return edges, float(meta.get("temperature") or 1.0)
 

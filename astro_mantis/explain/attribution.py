@@ -39,6 +39,7 @@ from astropy.table import Table
 
 from ._common import (BANDS, SURVEY_CHANNELS, SURVEYS, TARGETS, as_fused, model_grid,
                       resolve_model, scalar_target)
+from ..pdf import ZMAX, ZMIN
 
 __all__ = ["band_attribution", "shapley_from_values", "coalition_values",
            "add_attribution_columns", "survey_shares_by_redshift", "plot_survey_shares",
@@ -329,7 +330,7 @@ def add_attribution_columns(table, attributions, prefix=""):
     return table
 
 
-def survey_shares_by_redshift(attributions, z, bins=8, zrange=(0.0, 1.6)):
+def survey_shares_by_redshift(attributions, z, bins=8, zrange=(ZMIN, ZMAX)):
     """Mean survey shares in redshift bins.
 
     Parameters
@@ -366,7 +367,7 @@ def survey_shares_by_redshift(attributions, z, bins=8, zrange=(0.0, 1.6)):
     return out
 
 
-def plot_survey_shares(attributions, z, bins=8, zrange=(0.0, 1.6), ax=None):
+def plot_survey_shares(attributions, z, bins=8, zrange=(ZMIN, ZMAX), ax=None):
     """Plot the mean survey shares against redshift (the paper's utilisation figure).
 
     Parameters

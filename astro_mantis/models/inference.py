@@ -13,6 +13,7 @@ from ..flags import MantisFlag
 from .precision import (TV_TOLERANCE, _check_once, autocast, default_batch_size, is_quantized,
                         resolve_precision)
 from .registry import Z_MAX, Z_MIN, load_model, select_device
+from ..pdf import NBINS
 
 __all__ = ["predict", "predict_logits", "dihedral_transforms", "clear_model_cache"]
 
@@ -477,7 +478,7 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         raise ValueError(f"batch_size must be positive; got {batch_size}")
     meta_in = dict(getattr(net, "meta", {}) or {})
     temperature = float(meta_in.get("temperature") or 1.0)
-    n_bins = int(meta_in.get("n_bins", net.fc1.out_features if hasattr(net, "fc1") else 400))
+    n_bins = int(meta_in.get("n_bins", net.fc1.out_features if hasattr(net, "fc1") else NBINS))
     edges = np.linspace(meta_in.get("z_min", Z_MIN), meta_in.get("z_max", Z_MAX), n_bins + 1)
     runner = _Runner(net, device, precision, tta, temperature, compile)
 

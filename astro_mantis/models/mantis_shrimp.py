@@ -15,10 +15,12 @@ checkpoint's state_dict, so it loads with strict key matching once its
 import torch
 from torch import nn
 
+from ..pdf import NBINS
+
 __all__ = ["PhotoZNet", "MantisShrimp", "build_mantis_shrimp_v1", "N_BINS", "N_DUST"]
 
-#: Redshift bins of the published model's output (0 ≤ z < 1.6).
-N_BINS = 400
+#: Redshift bins of the published model's output (the grid of `astro_mantis.pdf`).
+N_BINS = NBINS
 #: Dust values appended after pooling: E(B−V) from CSFD and from Planck.
 N_DUST = 2
 

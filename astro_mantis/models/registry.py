@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..pdf import ZMAX, ZMIN
 from .mantis_shrimp import N_BINS, build_mantis_shrimp_v1
 from .mini import DEFAULT_ARCHITECTURE, build_mantis_mini
 
@@ -39,7 +40,7 @@ __all__ = ["ModelSpec", "WeightsError", "register_model", "available_models", "g
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 #: Redshift range of the 400 bins of every registered model (bin edges
 #: ``numpy.linspace(Z_MIN, Z_MAX, N_BINS + 1)``, as `astro_mantis.pdf.Z_EDGES`).
-Z_MIN, Z_MAX = 0.0, 1.6
+Z_MIN, Z_MAX = ZMIN, ZMAX
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from astropy import units as u
 
 from .exceptions import CatalogFileError
+from ..pdf import ZMAX, ZMIN
 
 __all__ = ["get_spectrum", "spectrum_path", "plot_spectrum", "spectrum_ids", "SPECTRAL_LINES"]
 
@@ -354,7 +355,7 @@ def plot_spectrum(row, fig=None, spectrum=None, z_phot=None, smooth=5, lines=SPE
             axp.axvline(z_phot, color="C1", label=f"photo-z {z_phot:.3f}")
             if z_spec is not None:
                 axp.axvline(z_spec, color="C3", linewidth=2, label=f"z_spec {z_spec:.3f}")
-            axp.set_xlim(0, 1.6)
+            axp.set_xlim(ZMIN, ZMAX)
             axp.set_yticks([])
             axp.set_xlabel("redshift $z$")
             axp.legend(fontsize="small", frameon=False)

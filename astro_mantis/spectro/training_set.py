@@ -66,6 +66,7 @@ from ..config import conf as mantis_conf
 from ..flags import MantisFlag
 from ..logger import log
 from ..surveys import DEFAULT_SURVEYS, get_survey
+from ..pdf import ZMAX, ZMIN
 
 __all__ = ["build_training_set", "assign_healpix_splits", "SPLIT_METHODS"]
 
@@ -208,7 +209,7 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
                        id_col=None, ebv=None,
                        split=(0.8, 0.1, 0.1), split_method="random", nside=32, seed=0,
                        shard_size=256, surveys=DEFAULT_SURVEYS, ps1_dtype="float16",
-                       z_range=(0.0, 1.6), keep_failed=False, cache=True, progress=None,
+                       z_range=(ZMIN, ZMAX), keep_failed=False, cache=True, progress=None,
                        overwrite=False):
     """Fetch the cutouts of the rows with a spectroscopic redshift and write training shards.
 

@@ -29,7 +29,7 @@ from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
 from ..atomic import atomic_open
 from ..logger import log
-from ..pdf import Z_EDGES
+from ..pdf import Z_EDGES, ZMAX, ZMIN
 
 __all__ = [
     "ArrayDataset",
@@ -140,7 +140,7 @@ def soft_targets(z, sigma, edges=None):
     return (w / w.sum(dim=1, keepdim=True)).to(torch.float32)
 
 
-def balanced_weights(z, nbins=40, zrange=(0.0, 1.6), max_ratio=20.0):
+def balanced_weights(z, nbins=40, zrange=(ZMIN, ZMAX), max_ratio=20.0):
     """Per-object sampling weights that flatten the redshift distribution.
 
     Each object gets the weight ``1 / n(z)`` of its coarse redshift bin, where ``n`` is
