@@ -19,7 +19,6 @@ row:
 import enum
 import json
 import os
-import random
 import struct
 import threading
 import time
@@ -40,18 +39,15 @@ from .atomic import atomic_open
 from .config import conf
 from .exceptions import FetchError, InvalidResponseError
 from .flags import MantisFlag
-from .logger import log
+from .logger import log, log_request
 from .multicutout import MultiSurveyCutout
+from .retry import RETRY_STATUSES, RetryPolicy
 from .surveys import DEFAULT_SURVEYS, get_survey
 from .surveys.core import SurveyImage, primary_layout
 
 __all__ = ["CutoutFetcher", "fetcher", "CutoutCache", "normalize_coordinates", "FetchStatus",
            "FetchPlan", "PLAN_SECONDS_PER_REQUEST", "RETRY_STATUSES"]
 
-#: statuses worth retrying: the server or something in between is busy or broken.
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-#: longest single back-off sleep, seconds.
-MAX_BACKOFF = 30.0
 
 
 class FetchStatus(enum.Enum):
@@ -276,7 +272,8 @@ class _HostPool:
                                            thread_name_prefix=f"astro_mantis-{host}")
 
     def send(self, request):
-        """Send one `Request`; returns ``(status, body)``."""
+        """Send one `Request`; returns ``(status, body)``. Logged at DEBUG."""
+        t0 = time.perf_counter()
         if request.method == "GET":
             resp = self.http.request("GET", request.url, fields=request.params,
                                      headers=self.headers, timeout=self.timeout)
@@ -288,6 +285,8 @@ class _HostPool:
             url = request.full_url
             resp = self.http.request(request.method, url, fields=fields, encode_multipart=True,
                                      headers=self.headers, timeout=self.timeout)
+        log_request(request.method, request.url, resp.status, len(resp.data),
+                    time.perf_counter() - t0)
         return resp.status, resp.data
 
     def close(self):
@@ -314,13 +313,12 @@ class _Fetcher:
 
     def __init__(self, nconn, retries, timeout, backoff):
         self.nconn = max(1, int(nconn))
-        self.retries = max(0, int(retries))
+        self.policy = RetryPolicy(retries, backoff)
+        self.retries = self.policy.retries
         self.timeout = float(timeout)
-        self.backoff = max(0.0, float(backoff))
         self.pools = {}
         self.nrequests = 0
         self._lock = threading.Lock()
-        self._rng = random.Random()
         self._ua = f"astro_mantis/{__version__} (+https://github.com/astro-mantis)"
 
     def pool(self, host):
@@ -336,11 +334,7 @@ class _Fetcher:
 
     def _fetch(self, pool, request, check):
         last = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                with self._lock:
-                    delay = self._rng.uniform(0, min(MAX_BACKOFF, self.backoff * 2 ** attempt))
-                time.sleep(delay)
+        for _ in self.policy.attempts():
             with self._lock:
                 self.nrequests += 1
             try:
@@ -348,7 +342,7 @@ class _Fetcher:
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
-            if status in RETRY_STATUSES:
+            if self.policy.retryable(status):
                 last = f"HTTP {status}"
                 continue
             if status != 200:
@@ -359,7 +353,7 @@ class _Fetcher:
                 last = str(exc)
                 continue
             return content
-        raise FetchError(f"{last} (after {self.retries + 1} attempts) from {request.full_url}")
+        raise self.policy.exhausted(last, f"from {request.full_url}")
 
     def close(self):
         for pool in self.pools.values():

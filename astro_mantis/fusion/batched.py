@@ -7,7 +7,8 @@ the antialiased bilinear resize 22 → 120), both checked against it in the test
 * `fuse_arrays_batched` (and `~astro_mantis.fusion.batched.fuse_survey_batched`) —
   on the CPU. **Bit-identical** to `~astro_mantis.fusion.core.fuse_arrays`
   (``numpy.testing.assert_array_equal``), because it applies the very same
-  floating-point operations in the same order: the NumPy ufuncs of the normalisations (multiply, ``arcsinh``, divide, clip / maximum),
+  floating-point operations in the same order: the NumPy ufuncs of the normalisations
+  (multiply, ``arcsinh``, divide, clip / maximum),
   and ``torch.nn.functional.interpolate`` for the resize. What changes is how: the
   rows are cut into chunks that fit in the cores' caches and fused by a pool of
   threads (NumPy releases the interpreter lock inside ufuncs), the ufuncs write in

@@ -29,7 +29,6 @@ path the one astroquery builds for the data release
 import csv
 import html
 import math
-import random
 import re
 import threading
 import time
@@ -41,7 +40,8 @@ from astropy.table import Table
 
 from ..config import conf as mantis_conf
 from ..exceptions import FetchError, InvalidResponseError
-from ..logger import log
+from ..logger import log, log_request
+from ..retry import RetryPolicy
 from .exceptions import SkyServerError
 from .quality import QualityCut
 
@@ -59,10 +59,8 @@ CELL_DEG = 0.5
 #: The first data release with the ``SpecObj`` schema used here (``class``, ``run2d``).
 MIN_DATA_RELEASE = 8
 
-_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _TRANSIENT_WORDS = ("timeout", "time out", "timed out", "try again", "too many", "busy",
                     "unavailable", "deadlock")
-_MAX_BACKOFF = 30.0
 _MIN_BOX_DEG = 1.0 / 3600.0
 _INT_COLUMNS = {"zwarning", "plate", "mjd", "fiberid"}
 _FLOAT_COLUMNS = {"ra", "dec", "z", "zerr"}
@@ -381,11 +379,10 @@ class _SkyServerClient:
         self.data_release = int(data_release)
         self.cache = bool(cache)
         self.timeout = float(timeout)
-        self.retries = max(0, int(retries))
-        self.backoff = max(0.0, float(backoff))
+        self.policy = RetryPolicy(retries, backoff)
+        self.retries = self.policy.retries
         self.min_interval = max(0.0, float(min_interval))
         self.attempts = 0  # answers asked for (from astroquery's cache or the network)
-        self._rng = random.Random()
 
     def close(self):
         """Close the HTTP session's connections."""
@@ -414,11 +411,10 @@ class _SkyServerClient:
         import requests
 
         last = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self._rng.uniform(0, min(_MAX_BACKOFF, self.backoff * 2 ** attempt)))
+        for _ in self.policy.attempts():
             self._pace()
             self.attempts += 1
+            t0 = time.perf_counter()
             try:
                 response = self.sdss.query_sql_async(sql, timeout=self.timeout,
                                                      data_release=self.data_release,
@@ -428,7 +424,9 @@ class _SkyServerClient:
                 continue
             status = response.status_code
             text = response.text
-            if status in _RETRY_STATUSES:
+            log_request("GET", response.url, status, len(response.content),
+                        time.perf_counter() - t0)
+            if self.policy.retryable(status):
                 self._forget()
                 last = f"HTTP {status}"
                 continue
@@ -449,8 +447,7 @@ class _SkyServerClient:
                 self._forget()
                 last = str(exc)
                 continue
-        raise FetchError(f"{last} (after {self.retries + 1} attempts) from SkyServer "
-                         f"DR{self.data_release}")
+        raise self.policy.exhausted(last, f"from SkyServer DR{self.data_release}")
 
 
 def _run_queries(client, queries, quality_sql, top, progress):

@@ -25,7 +25,6 @@ templates, ``remote_base = spectro.conf.sas_url``). Its own downloader is not us
 it has no time limit and leaves a partial file in place when a transfer breaks.
 """
 import os
-import random
 import threading
 import time
 import warnings
@@ -35,7 +34,8 @@ from astropy.table import Table
 
 from ..config import conf as mantis_conf
 from ..exceptions import FetchError
-from ..logger import log
+from ..logger import log, log_request
+from ..retry import RetryPolicy
 from .exceptions import CatalogFileError, DownloadRequiredError
 from .quality import QualityCut, _CaseInsensitive
 from .sdss import SDSS_QUALITY, SPECOBJ_COLUMNS, sdss_specobjid
@@ -220,24 +220,25 @@ def _remote_size(url):
     import requests
 
     last = None
-    for attempt in range(max(0, int(mantis_conf.retries)) + 1):
-        if attempt:
-            time.sleep(random.uniform(0, min(30.0, mantis_conf.backoff * 2 ** attempt)))
+    policy = RetryPolicy()
+    for _ in policy.attempts():
+        t0 = time.perf_counter()
         try:
             resp = requests.head(url, timeout=mantis_conf.timeout, allow_redirects=True)
         except requests.exceptions.RequestException as exc:
             last = f"{type(exc).__name__}: {exc}"
             continue
+        log_request("HEAD", url, resp.status_code, 0, time.perf_counter() - t0)
         if resp.status_code == 404:
             raise FileNotFoundError(url)
-        if resp.status_code >= 500 or resp.status_code in (408, 429):
+        if policy.retryable(resp.status_code):
             last = f"HTTP {resp.status_code}"
             continue
         if resp.status_code != 200:
             raise FetchError(f"HTTP {resp.status_code} for {url}")
         length = resp.headers.get("Content-Length")
         return int(length) if length and length.isdigit() else None
-    raise FetchError(f"{last} (after {int(mantis_conf.retries) + 1} attempts) for {url}")
+    raise policy.exhausted(last, f"for {url}")
 
 
 def _size_text(size):
@@ -259,22 +260,24 @@ def _download(url, show_progress=True):
     from astropy.utils.data import clear_download_cache, download_file
 
     last = None
-    for attempt in range(max(0, int(mantis_conf.retries)) + 1):
-        if attempt:
-            time.sleep(random.uniform(0, min(30.0, mantis_conf.backoff * 2 ** attempt)))
+    policy = RetryPolicy()
+    for _ in policy.attempts():
+        t0 = time.perf_counter()
         try:
             path = download_file(url, cache=True, pkgname="astro_mantis",
                                  timeout=mantis_conf.timeout, show_progress=show_progress)
         except urllib.error.HTTPError as exc:
+            log_request("GET", url, exc.code, 0, time.perf_counter() - t0)
             if exc.code == 404:
                 raise FileNotFoundError(f"{url} (HTTP 404)") from None
-            if exc.code < 500 and exc.code not in (408, 429):
+            if not policy.retryable(exc.code):
                 raise FetchError(f"HTTP {exc.code} for {url}") from None
             last = f"HTTP {exc.code}"
             continue
         except (urllib.error.URLError, OSError) as exc:
             last = f"{type(exc).__name__}: {exc}"
             continue
+        log_request("GET", url, 200, os.path.getsize(path), time.perf_counter() - t0)
         try:
             check_fits_complete(path)
         except CatalogFileError as exc:
@@ -282,7 +285,7 @@ def _download(url, show_progress=True):
             last = str(exc)
             continue
         return path
-    raise FetchError(f"{last} (after {int(mantis_conf.retries) + 1} attempts) for {url}")
+    raise policy.exhausted(last, f"for {url}")
 
 
 def _in_cache(url):
