@@ -4,15 +4,15 @@
 The distributed paths run the package's own table job,
 `~astro_mantis.add_redshift_columns`, on every partition of a catalog:
 
-* `add_redshift_columns_lsdb` on an `lsdb.Catalog` (a HATS catalog, partitioned by
-  HEALPix pixel) returns an `lsdb.Catalog` with the redshift columns added;
-* `add_redshift_columns_dask` does the same on a plain `dask.dataframe.DataFrame`;
+* `add_redshift_columns_lsdb` on an ``lsdb.Catalog`` (a HATS catalog, partitioned by
+  HEALPix pixel) returns an ``lsdb.Catalog`` with the redshift columns added;
+* `add_redshift_columns_dask` does the same on a plain ``dask.dataframe.DataFrame``;
 * `match_spectroscopic_lsdb` attaches the nearest spectroscopic redshift of a HATS
   spectroscopic catalog through LSDB's crossmatch.
 
 Nothing is computed when these functions return: the result is lazy, and runs on
 whatever Dask scheduler is active when it is computed (threads, processes, a
-`dask.distributed` cluster of any size).
+``dask.distributed`` cluster of any size).
 
 What each partition does
 ========================
@@ -48,8 +48,8 @@ column            type                                        not estimated
 ================  ==========================================  =====================
 
 The 400-bin PDF is one fixed-size list per row (a pyarrow ``FixedSizeListArray``),
-which Parquet and HATS store as such (`lsdb.Catalog.to_hats` writes it, and
-`lsdb.open_catalog` reads it back). `redshift_table` turns a computed partition or
+which Parquet and HATS store as such (``lsdb.Catalog.to_hats`` writes it, and
+``lsdb.open_catalog`` reads it back). `redshift_table` turns a computed partition or
 result back into an astropy Table with the (N, 400) masked column the
 single-process job gives.
 
@@ -61,7 +61,7 @@ The run's provenance (the ``z_model``, ``z_sha256``, ``z_vers``, ``z_nbins``,
 ``table.meta``) is recorded
 
 * for LSDB, in the result's catalog properties,
-  ``catalog.hc_structure.catalog_info`` (extra keys), which `lsdb.Catalog.to_hats`
+  ``catalog.hc_structure.catalog_info`` (extra keys), which ``lsdb.Catalog.to_hats``
   writes into the catalog's ``hats.properties`` file;
 * for Dask, in ``ddf.attrs``-like form on the lazy frame's meta,
   ``ddf._meta.attrs``, and in the ``attrs`` of every computed partition (pandas
@@ -395,7 +395,7 @@ def add_redshift_columns_dask(ddf, *, settings=None, **kwargs):
 
     Parameters
     ----------
-    ddf : `dask.dataframe.DataFrame`
+    ddf : ``dask.dataframe.DataFrame``
         The catalog, one row per object, with position columns (and dust columns if
         ``ebv=`` names them).
     settings : dict, optional
@@ -411,7 +411,7 @@ def add_redshift_columns_dask(ddf, *, settings=None, **kwargs):
 
     Returns
     -------
-    `dask.dataframe.DataFrame`
+    ``dask.dataframe.DataFrame``
         Same partitions, index and row order, with the redshift columns (see the
         module notes for their types) added at the end. The run's provenance is in
         ``result._meta.attrs`` and in the ``attrs`` of the computed frame (see
@@ -456,7 +456,7 @@ def add_redshift_columns_lsdb(catalog, *, settings=None, margin=False, **kwargs)
 
     Parameters
     ----------
-    catalog : `lsdb.Catalog`
+    catalog : ``lsdb.Catalog``
         The catalog; its own right ascension and declination columns are used
         unless ``ra=``/``dec=`` name others.
     settings : dict, optional
@@ -473,17 +473,17 @@ def add_redshift_columns_lsdb(catalog, *, settings=None, margin=False, **kwargs)
 
     Returns
     -------
-    `lsdb.Catalog`
+    ``lsdb.Catalog``
         Same pixels, rows and row order per pixel, with the redshift columns added
         (types in the module notes). The run's provenance is in
         ``result.hc_structure.catalog_info`` (written to ``hats.properties`` by
-        `lsdb.Catalog.to_hats`); `provenance` reads it.
+        ``lsdb.Catalog.to_hats``); `provenance` reads it.
 
     Raises
     ------
     TypeError, KeyError, ValueError
         As `add_redshift_columns_dask`; TypeError also if ``catalog`` is not an
-        `lsdb.Catalog`.
+        ``lsdb.Catalog``.
 
     Examples
     --------
@@ -526,9 +526,9 @@ def provenance(obj, prefix="z_"):
 
     Parameters
     ----------
-    obj : `lsdb.Catalog`, `dask.dataframe.DataFrame`, `pandas.DataFrame` or `~astropy.table.Table`
-        A result of `add_redshift_columns_lsdb` (also after `lsdb.Catalog.to_hats`
-        and `lsdb.open_catalog`), of `add_redshift_columns_dask`, a computed
+    obj : ``lsdb.Catalog``, ``dask.dataframe.DataFrame``, ``pandas.DataFrame`` or Table
+        A result of `add_redshift_columns_lsdb` (also after ``lsdb.Catalog.to_hats``
+        and ``lsdb.open_catalog``), of `add_redshift_columns_dask`, a computed
         partition or result, or a Table from `redshift_table`.
     prefix : str
         The columns' prefix.
@@ -563,7 +563,7 @@ def redshift_table(frame, prefix="z_"):
 
     Parameters
     ----------
-    frame : `pandas.DataFrame`
+    frame : ``pandas.DataFrame``
         A computed result of `add_redshift_columns_lsdb` or
         `add_redshift_columns_dask` (or one partition).
     prefix : str
@@ -628,16 +628,16 @@ def match_spectroscopic_lsdb(catalog, spectra, radius=None, *, z_col="z", z_err_
     """Attach the nearest spectroscopic redshift of a HATS catalog, through LSDB's crossmatch.
 
     The distributed twin of `~astro_mantis.spectro.match_spectroscopic` for a
-    catalog of spectra already in HATS form (`lsdb.open_catalog`): each row gets the
+    catalog of spectra already in HATS form (``lsdb.open_catalog``): each row gets the
     nearest spectrum within ``radius`` (LSDB's k-d tree crossmatch over aligned
     pixels, with the spectroscopic catalog's margin), and the same columns and
     `~astro_mantis.spectro.SpecFlag` bits.
 
     Parameters
     ----------
-    catalog : `lsdb.Catalog`
+    catalog : ``lsdb.Catalog``
         The galaxies (for example the result of `add_redshift_columns_lsdb`).
-    spectra : `lsdb.Catalog`
+    spectra : ``lsdb.Catalog``
         The spectroscopic catalog. It should carry a margin at least ``radius``
         wide (``lsdb.from_dataframe(..., margin_threshold=...)``, or a margin catalog
         opened with it): without one, a galaxy near a pixel edge does not see a
@@ -656,7 +656,7 @@ def match_spectroscopic_lsdb(catalog, spectra, radius=None, *, z_col="z", z_err_
 
     Returns
     -------
-    `lsdb.Catalog`
+    ``lsdb.Catalog``
         Every row of ``catalog`` once, with ``z_spec``, ``z_spec_err``,
         ``spec_class``, ``spec_id``, ``spec_sep`` (arcsec), ``spec_source`` (null
         where there is no match), ``spec_flags`` and ``spec_<name>``. Rows are in
@@ -668,7 +668,7 @@ def match_spectroscopic_lsdb(catalog, spectra, radius=None, *, z_col="z", z_err_
     Raises
     ------
     TypeError
-        If an input is not an `lsdb.Catalog` or ``radius`` has no angular unit.
+        If an input is not an ``lsdb.Catalog`` or ``radius`` has no angular unit.
     KeyError
         If a column of ``spectra`` is missing.
     ValueError
