@@ -62,7 +62,7 @@ class MantisClass:
 
     # -- cutouts ---------------------------------------------------------------------
     def get_cutouts(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True, progress=None,
-                    get_query_payload=False):
+                    get_query_payload=False, source=None):
         """Fetch the cutouts of every survey at every position.
 
         Parameters
@@ -83,6 +83,9 @@ class MantisClass:
         get_query_payload : bool
             Return the requests the call would send first, sending none
             (`astro_mantis.fetch.CutoutFetcher.query_payload`).
+        source : `~astro_mantis.sources.LocalTiles`, optional
+            Cut the cutouts from survey images on local disks instead of fetching
+            them (same objects, same flags); default: the survey services.
 
         Returns
         -------
@@ -100,6 +103,10 @@ class MantisClass:
             If a scalar position is NaN or out of range, a name cannot be resolved,
             or a survey name is unknown.
         """
+        if source is not None:
+            if get_query_payload:
+                return []  # local tiles send no request
+            return source.get_cutouts(coordinates, surveys=surveys, progress=progress)
         if get_query_payload:
             return self._engine.query_payload(coordinates, surveys=surveys, cache=cache)
         return self._engine.get_cutouts(coordinates, surveys=surveys, cache=cache,

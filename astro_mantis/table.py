@@ -397,14 +397,16 @@ def _ebv_setting(ebv):
     return "array"
 
 
-def _settings(meta, surveys, tta, ebv, pos):
+def _settings(meta, surveys, tta, ebv, pos, source=None):
     """The settings that shape a run's result, as scalar table-meta entries."""
     from .surveys import get_survey
 
+    dirs = getattr(source, "directories", None) or {}
+    srv = "; ".join(f"{s}=tiles:{dirs[s]}|local" if s in dirs else f"{s}={get_survey(s).source}"
+                    for s in surveys)
     return {"model": str(meta.get("name", "unknown")), "sha256": str(meta.get("sha256") or ""),
             "survey": ",".join(surveys), "tta": bool(tta), "ebv": _ebv_setting(ebv),
-            "pos": pos, "point": "mean",
-            "srv": "; ".join(f"{s}={get_survey(s).source}" for s in surveys)}
+            "pos": pos, "point": "mean", "srv": srv}
 
 
 def recorded_services(table, prefix="z_"):
@@ -508,7 +510,7 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
                          prefix="z_", surveys=DEFAULT_SURVEYS, ebv=None, batch_size=64,
                          device=None, progress=True, cache=True, overwrite=False,
                          resume=False, chunk_size=256, weights=None, tta=False, ra_unit=None,
-                         dec_unit=None, precision="auto"):
+                         dec_unit=None, precision="auto", source=None):
     """Add redshift PDF columns to a table, in place; one row out for every row in.
 
     Parameters
@@ -568,6 +570,9 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         bfloat16 where the device runs it natively and a check against float32
         passes, float32 elsewhere. The precision used is recorded as
         ``{prefix}prec``.
+    source : `~astro_mantis.sources.LocalTiles`, optional
+        Cut the cutouts from survey images on local disks instead of fetching them
+        from the services (:ref:`local_tiles`); recorded in ``{prefix}srv``.
 
     Returns
     -------
@@ -636,7 +641,7 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     surveys = _check_surveys(surveys, meta)
     pos = f"coord={coord}" if coord is not None else f"ra={ra},dec={dec}" + (
         f",ra_unit={ra_unit}" if ra_unit else "") + (f",dec_unit={dec_unit}" if dec_unit else "")
-    settings = _settings(meta, surveys, tta, ebv, pos)
+    settings = _settings(meta, surveys, tta, ebv, pos, source)
     if resume:
         _check_resume(table, prefix, settings)
     nbins = int(meta.get("n_bins", NBINS))
@@ -681,7 +686,7 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     try:
         _run_chunks(net, coords, reps, dust, surveys, int(chunk_size), int(batch_size), cache,
                     tta, progress, run, rep_flags, rep_done, pdf, stats, rows, inverse, edges,
-                    precision)
+                    precision, source)
     finally:
         log.removeFilter(quiet)
         # scatter what was done to every row of each position (also after an interrupt)
@@ -721,12 +726,13 @@ class _QuietChunks:
         return not str(record.getMessage()).startswith("cutouts: ")
 
 
-def _fetch_chunk(coords, idx, surveys, cache, on_position=False):
-    """Fetch one chunk's cutouts; returns (cutouts, seconds)."""
+def _fetch_chunk(coords, idx, surveys, cache, on_position=False, source=None):
+    """Fetch (or cut, from a local ``source``) one chunk's cutouts; returns (cutouts, seconds)."""
     from .fetch import fetcher
 
     t = time.perf_counter()
-    cuts = fetcher.get_cutouts(coords[idx], surveys=surveys, cache=cache, progress=on_position)
+    engine = fetcher if source is None else source
+    cuts = engine.get_cutouts(coords[idx], surveys=surveys, cache=cache, progress=on_position)
     return cuts, time.perf_counter() - t
 
 
@@ -742,7 +748,8 @@ def _failure_reason(status):
 
 
 def _run_chunks(net, coords, reps, dust, surveys, chunk_size, batch_size, cache, tta, progress,
-                run, rep_flags, rep_done, pdf, stats, rows, inverse, edges, precision="auto"):
+                run, rep_flags, rep_done, pdf, stats, rows, inverse, edges, precision="auto",
+                source=None):
     """Fetch chunk k+1 while inferring chunk k; fill the row arrays as chunks finish."""
     from tqdm.auto import tqdm
 
@@ -760,14 +767,15 @@ def _run_chunks(net, coords, reps, dust, surveys, chunk_size, batch_size, cache,
     # so it shows progress and an ETA within a chunk; the postfix counts the estimates
     tick = bar.update if progress else False
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="astro_mantis-prefetch") as pool:
-        future = pool.submit(_fetch_chunk, coords, reps[chunks[0]], surveys, cache, tick)
+        future = pool.submit(_fetch_chunk, coords, reps[chunks[0]], surveys, cache, tick,
+                             source)
         try:
             for k, chunk in enumerate(chunks):
                 cuts, seconds = future.result()
                 run.fetch_seconds += seconds
                 if k + 1 < len(chunks):
                     future = pool.submit(_fetch_chunk, coords, reps[chunks[k + 1]], surveys,
-                                         cache, tick)
+                                         cache, tick, source)
                 t = time.perf_counter()
                 for c in cuts:
                     for s, status in c.status.items():

@@ -243,6 +243,14 @@ def _fetch_row_cutout(table, index, prefix, coord, ra, dec):
         return None, "no cutouts (invalid position)"
     services = recorded_services(table, prefix)
     surveys = tuple(services) or None
+    tiles = {name: url[len("tiles:"):] for name, (url, _layer) in services.items()
+             if url.startswith("tiles:")}
+    if tiles and len(tiles) == len(services):
+        from .sources import LocalTiles
+
+        cut = Mantis.get_cutouts(coords[0], surveys=surveys, progress=False,
+                                 source=LocalTiles(**tiles))
+        return cut, "cutouts: cut from the local tiles the table records"
     with contextlib.ExitStack() as stack:
         for name, (url, _layer) in services.items():
             stack.enter_context(conf.set_temp(get_survey(name).url_config, url))

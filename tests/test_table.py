@@ -433,3 +433,45 @@ def test_precision_is_passed_and_recorded(sky, sky_server):
         add_redshift_columns(_table(sky, [76]), ebv=DUST, progress=False, device="cpu",
                              precision="float16")
     assert sum(sky_server.counts.values()) == sent  # refused before any fetching
+
+
+def test_local_tiles_source(tmp_path):
+    """source=LocalTiles: the same job with cutouts cut from disk; recorded; plottable."""
+    pytest.importorskip("galsim")
+    from astropy.table import Table as T_
+    from astro_mantis.simulate import ImagingConfig, MockSky, MockSkyConfig
+    from astro_mantis.simulate.render import BANDS
+    from astro_mantis.simulate.tiles import TileSky, write_tiles
+    from astro_mantis.sources import LocalTiles
+    from astro_mantis.visualization import plot_redshift_row
+
+    rng = np.random.default_rng(1)
+    n = 6
+    # well inside the tiles (an unWISE cutout reaches 0.012 deg from its centre)
+    cat = T_({"ra": 185.0 + rng.uniform(-0.01, 0.01, n), "dec": 25.0 + rng.uniform(-0.01, 0.01, n),
+              "r_half_disk": rng.uniform(0.5, 2.0, n), "r_half_bulge": np.full(n, 0.4),
+              "bulge_frac": np.full(n, 0.3), "q": np.full(n, 0.6), "pa": np.full(n, 50.0)})
+    for band in BANDS:
+        cat[f"mag_{band}"] = rng.uniform(17.0, 20.0, n)
+    sky = MockSky(MockSkyConfig(imaging=ImagingConfig(
+        star_density=0, neighbour_density=0, galex_hole_fraction=0, ps1_nan_fraction=0)),
+        catalog=cat, seed=1)
+    root = tmp_path / "tiles"
+    write_tiles(sky, root, (184.97, 185.03), (24.97, 25.03))
+    tiles = LocalTiles(panstarrs=root / "panstarrs", galex=root / "galex",
+                       unwise=root / "unwise", index_dir=tmp_path / "index")
+    t = T_({"ra": np.array(cat["ra"][:4]), "dec": np.array(cat["dec"][:4])})
+    add_redshift_columns(t, ebv=0.02, progress=False, source=tiles, precision="float32")
+    assert not np.any(np.asarray(t["z_flags"]) & F.NOT_ESTIMATED)
+    assert T.recorded_services(t)["panstarrs"] == (f"tiles:{root / 'panstarrs'}", "local")
+    # the same positions through the loopback services over the same tiles
+    with SurveyServer(sky=TileSky(root)) as srv, srv.configure(conf), \
+            conf.set_temp("cache_dir", str(tmp_path / "cache")):
+        u_ = T_({"ra": np.array(cat["ra"][:4]), "dec": np.array(cat["dec"][:4])})
+        add_redshift_columns(u_, ebv=0.02, progress=False, precision="float32")
+    # the same flags row for row (the pixels themselves are compared in test_tiles.py:
+    # Pan-STARRS identical, the viewer's resampled layers within a tolerance)
+    assert np.array_equal(np.asarray(t["z_flags"]), np.asarray(u_["z_flags"]))
+    assert sum(srv.counts.values()) > 0 and t.meta["z_srv"] != u_.meta["z_srv"]
+    fig = plot_redshift_row(t, 0)
+    assert any("local tiles" in x.get_text() for x in fig.texts)

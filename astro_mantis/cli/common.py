@@ -68,8 +68,28 @@ def _add_cache_args(parser):
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
 
 
+def _tiles(args):
+    """The `~astro_mantis.sources.LocalTiles` of ``--tiles`` (None without it)."""
+    text = getattr(args, "tiles", None)
+    if not text:
+        return None
+    if getattr(args, "demo_services", False):
+        raise InputError("give --tiles or --demo-services, not both")
+    from ..sources import LocalTiles
+
+    try:
+        return LocalTiles.from_cli(text)
+    except (ValueError, FileNotFoundError) as exc:
+        raise InputError(f"--tiles: {exc}") from None
+
+
 def _add_service_args(parser):
-    """--demo-services and --dry-run, shared by the commands that fetch cutouts."""
+    """--tiles, --demo-services and --dry-run, shared by the commands that fetch cutouts."""
+    parser.add_argument("--tiles", default=None, metavar="SURVEY=DIR[,SURVEY=DIR...]",
+                        help="cut the cutouts from survey images on local disks instead of "
+                             "fetching them, e.g. panstarrs=/data/ps1,galex=/data/galex,"
+                             "unwise=/data/unwise (FITS tiles with a celestial WCS; see the "
+                             "local tiles guide)")
     parser.add_argument("--demo-services", action="store_true",
                         help="fetch from loopback copies of the survey services serving the "
                              "bundled sample sky (simulated galaxies; no network), as "

@@ -17,7 +17,7 @@ from ..flags import MantisFlag
 from ..surveys import DEFAULT_SURVEYS, get_survey
 
 from .common import (_add_cache_args, _add_service_args, EXIT_INTERRUPTED, EXIT_OK, InputError,
-                     positions_from_columns, _read_table, _services, _survey_list)
+                     positions_from_columns, _read_table, _services, _survey_list, _tiles)
 
 #: Name of the row-aligned summary table written next to the cutouts.
 SUMMARY_NAME = "summary.ecsv"
@@ -141,7 +141,7 @@ def _summary_table(ra, dec, surveys, flags, statuses, files, elapsed, meta, inte
 
 
 def fetch_and_write(ra, dec, out, surveys=DEFAULT_SURVEYS, cache=True, progress=True,
-                    meta=None, chunk_size=64):
+                    meta=None, chunk_size=64, source=None):
     """Fetch the cutouts of many positions and write them with a row-aligned summary.
 
     The positions go in chunks: each chunk's files are written as soon as it is
@@ -164,6 +164,8 @@ def fetch_and_write(ra, dec, out, surveys=DEFAULT_SURVEYS, cache=True, progress=
         Extra entries for the summary table's ``meta``.
     chunk_size : int
         Positions fetched and written at a time.
+    source : `~astro_mantis.sources.LocalTiles`, optional
+        Cut the cutouts from local survey tiles instead of fetching them.
 
     Returns
     -------
@@ -200,7 +202,8 @@ def fetch_and_write(ra, dec, out, surveys=DEFAULT_SURVEYS, cache=True, progress=
         for start in range(0, n, max(1, int(chunk_size))):
             idx = np.arange(start, min(n, start + max(1, int(chunk_size))))
             chunk = Mantis.get_cutouts(coords[idx], surveys=surveys, cache=cache,
-                                       progress=bar.update if progress else False)
+                                       progress=bar.update if progress else False,
+                                       source=source)
             for i, cut in zip(idx, chunk):
                 flags[i] = int(cut.flags)
                 for s in surveys:
@@ -297,7 +300,12 @@ def _cmd_cutouts(args):
         raise InputError(f"the directory holding --out, {str(out.parent)!r}, does not exist")
     cache_ctx = (conf.set_temp("cache_dir", str(Path(args.cache_dir).expanduser()))
                  if args.cache_dir else contextlib.nullcontext())
+    source = _tiles(args)
     with _services(args), cache_ctx:
+        if args.dry_run and source is not None:
+            print(f"astro-mantis cutouts --dry-run: {len(table)} rows; cut from {source!r}, "
+                  "no request is sent")
+            return EXIT_OK
         if args.dry_run:
             from ..cutouts import Mantis
 
@@ -310,7 +318,7 @@ def _cmd_cutouts(args):
         try:
             cuts, summary = fetch_and_write(
                 ra, dec, out, surveys=args.surveys, cache=not args.no_cache,
-                progress=not args.no_progress,
+                progress=not args.no_progress, source=source,
                 meta={"input": str(args.table), "ra_col": args.ra_col,
                       "dec_col": args.dec_col})
         except FetchInterrupted as exc:

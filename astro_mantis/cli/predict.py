@@ -15,7 +15,7 @@ from ..tableio import write_table
 
 from .common import (_add_cache_args, _add_service_args, _check_device, EXIT_INTERRUPTED,
                      EXIT_NONE_ESTIMATED, EXIT_OK, InputError, _positive_int, _read_output,
-                     _read_table, _services, _survey_list)
+                     _read_table, _services, _survey_list, _tiles)
 from ..pdf import NBINS, ZMIN
 
 def add_parser(sub):
@@ -284,7 +284,12 @@ def _predict(args):
                        overwrite=args.overwrite, existing_ok=args.resume)
     except OutputError as exc:
         raise InputError(str(exc)) from None
+    args.source = _tiles(args)
     if args.dry_run:
+        if args.source is not None:
+            print(f"astro-mantis predict --dry-run: {len(table)} rows; cutouts cut from "
+                  f"{args.source!r}, no request is sent")
+            return EXIT_OK
         return _dry_run(args, table)
     cache_ctx = (conf.set_temp("cache_dir", str(Path(args.cache_dir).expanduser()))
                  if args.cache_dir else contextlib.nullcontext())
@@ -300,7 +305,8 @@ def _predict(args):
                 prefix=args.prefix, surveys=args.surveys, ebv=ebv, batch_size=args.batch_size,
                 chunk_size=args.chunk_size, device=args.device, tta=args.tta,
                 progress=not args.no_progress, cache=not args.no_cache,
-                overwrite=args.overwrite, resume=args.resume, precision=args.precision)
+                overwrite=args.overwrite, resume=args.resume, precision=args.precision,
+                source=args.source)
         except (KeyError, ValueError, TypeError, WeightsError, FileNotFoundError) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise InputError(_with_options(str(msg))) from None
