@@ -35,7 +35,7 @@ import urllib3
 from astropy.coordinates import SkyCoord
 
 from ._version import __version__
-from .atomic import atomic_open
+from .atomic import TEMP_SUFFIX, atomic_open
 from .config import conf
 from .exceptions import FetchError, InvalidResponseError
 from .flags import MantisFlag
@@ -243,8 +243,26 @@ class CutoutCache:
         if path.parent not in self._made:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(path.parent)
+            self.remove_stale(path.parent)
         with atomic_open(path, "wb", fsync=False) as fh:
             fh.write(self.encode(image, source))
+
+    #: Age in seconds after which a leftover temporary file is taken to be abandoned.
+    STALE_SECONDS = 3600.0
+
+    def remove_stale(self, directory):
+        """Delete temporary files a killed writer left in ``directory`` (older than
+        `STALE_SECONDS`; a live writer's file is seconds old). Returns how many."""
+        now = time.time()
+        removed = 0
+        for tmp in Path(directory).glob(f".*{TEMP_SUFFIX}*"):
+            try:
+                if now - tmp.stat().st_mtime > self.STALE_SECONDS:
+                    tmp.unlink()
+                    removed += 1
+            except OSError:  # another process removed or renamed it meanwhile
+                continue
+        return removed
 
 
 # ---------------------------------------------------------------------------- HTTP

@@ -351,3 +351,25 @@ def test_plan_counts_cache_and_requests_without_sending(server):
     assert again.cached == {"galex": 4, "panstarrs": 4, "unwise": 4}
     assert again.to_fetch["galex"] == 2 and again.seconds < plan.seconds
     assert "estimated time" in again.report()
+
+
+def test_cache_removes_temporary_files_of_killed_writers(tmp_path):
+    """A writer killed before its rename leaves a temporary file; an hour later it goes."""
+    import os
+    import time
+
+    from astro_mantis.atomic import TEMP_SUFFIX
+
+    cache = CutoutCache(tmp_path)
+    key = SURVEYS["galex"].cache_key(1.0, 2.0)
+    folder = cache.path("galex", key).parent
+    folder.mkdir(parents=True)
+    old = folder / f".{key}.x{TEMP_SUFFIX}.amc"
+    fresh = folder / f".{key}.y{TEMP_SUFFIX}.amc"
+    for f in (old, fresh):
+        f.write_bytes(b"torn")
+    past = time.time() - 2 * CutoutCache.STALE_SECONDS
+    os.utime(old, (past, past))
+    cache.store("galex", key, None, source="s")
+    assert not old.exists() and fresh.exists()  # a live writer's file is left alone
+    assert cache.load("galex", key, source="s") is CutoutCache.NOT_COVERED
