@@ -38,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.nddata.utils import NoOverlapError, overlap_slices
 
 from ..fetch import FetchStatus
 from ..flags import MantisFlag
@@ -133,6 +132,10 @@ class _GridPlan:
         self.template = "".join(card.image for card in cards.cards)
         self.ny, self.nx = grid.shape
         self.present = [b in grid.bands for b in survey.bands]
+        for _, entry in grid.bands.values():
+            entry["plain"] = (entry["bscale"] == 1.0 and entry["bzero"] == 0.0
+                              and entry["bsoften"] is None and entry["scale"] == 1.0
+                              and entry["blank"] is None)
         self.band_share = sum(self.present) / len(survey.bands)
         size = survey.size
         if not self.native:  # a source box that holds the target grid at any angle
@@ -475,24 +478,34 @@ class LocalTiles:
         for i, gs in enumerate(cands):
             for g in gs:
                 by_grid.setdefault(g, []).append(i)
-        scored = [[] for _ in range(len(ra))]
+        parts = []
         for g, idx in by_grid.items():
             plan = self._plan(survey, index, g)
             idx = np.asarray(idx)
             with np.errstate(invalid="ignore"):
                 x, y = plan.grid.wcs.all_world2pix(ra[idx], dec[idx], 0)
-            nx, ny, size = plan.nx, plan.ny, plan.size
-            inside = np.isfinite(x) & np.isfinite(y) & (x >= -0.5) & (x < nx - 0.5) \
-                & (y >= -0.5) & (y < ny - 0.5)
-            for k in np.flatnonzero(inside):
-                xk, yk = float(x[k]), float(y[k])
-                x0, y0 = math.ceil(xk - size / 2.0), math.ceil(yk - size / 2.0)
-                ox = min(nx, x0 + size) - max(0, x0)
-                oy = min(ny, y0 + size) - max(0, y0)
-                share = ox * oy / float(size * size) * plan.band_share
-                edge = min(xk + 0.5, nx - 0.5 - xk, yk + 0.5, ny - 0.5 - yk)
-                scored[idx[k]].append((-share, -edge, g, xk, yk))
-        return [[(g, x, y) for _, _, g, x, y in sorted(s)] for s in scored]
+                nx, ny, size = plan.nx, plan.ny, plan.size
+                inside = np.isfinite(x) & np.isfinite(y) & (x >= -0.5) & (x < nx - 0.5) \
+                    & (y >= -0.5) & (y < ny - 0.5)
+            if not inside.any():
+                continue
+            idx, x, y = idx[inside], x[inside], y[inside]
+            x0, y0 = np.ceil(x - size / 2.0), np.ceil(y - size / 2.0)
+            ox = np.minimum(nx, x0 + size) - np.maximum(0, x0)
+            oy = np.minimum(ny, y0 + size) - np.maximum(0, y0)
+            share = ox * oy / float(size * size) * plan.band_share
+            edge = np.minimum(np.minimum(x + 0.5, nx - 0.5 - x),
+                              np.minimum(y + 0.5, ny - 0.5 - y))
+            parts.append((idx, np.full(len(idx), g), share, edge, x, y))
+        ranked = [[] for _ in range(len(ra))]
+        if not parts:
+            return ranked
+        idx, g, share, edge, x, y = (np.concatenate(c) for c in zip(*parts))
+        order = np.lexsort((g, -edge, -share, idx))
+        for i, gk, xk, yk in zip(idx[order].tolist(), g[order].tolist(), x[order].tolist(),
+                                 y[order].tolist()):
+            ranked[i].append((gk, xk, yk))
+        return ranked
 
     def _survey_batch(self, survey, ra, dec):
         """(state, value) per position: ("ok", SurveyImage), ("out of footprint", None) or
@@ -516,10 +529,13 @@ class LocalTiles:
                     error = f"{type(exc).__name__}: {exc}"
                     continue
                 data = image.data
-                valid = np.isfinite(data)
-                if viewer:
-                    valid &= data != 0
-                nvalid = int(valid.sum())
+                if not viewer and not image.flags & MantisFlag.NAN_PIXELS:
+                    nvalid = data.size
+                else:
+                    valid = np.isfinite(data)
+                    if viewer:
+                        valid &= data != 0
+                    nvalid = int(valid.sum())
                 if nvalid > best_valid:
                     best, best_valid = image, nvalid
                 if nvalid == data.size:
@@ -537,39 +553,39 @@ class LocalTiles:
         plan = self._plan(survey, index, g)
         size = plan.size
         nb = len(survey.bands)
-        try:
-            large, small = overlap_slices((plan.ny, plan.nx), (size, size), (y, x),
-                                          mode="partial")
-        except NoOverlapError:  # pragma: no cover - (x, y) lies inside the grid
-            large = small = None
-        x0, y0 = math.ceil(x - size / 2.0), math.ceil(y - size / 2.0)
-        data = np.full((nb, size, size), np.nan, dtype=np.float32)
+        large, small, x0, y0 = _slices(plan.ny, plan.nx, size, x, y)
+        data = np.empty((nb, size, size), dtype=np.float32)
+        if small != (slice(0, size), slice(0, size)):  # a partial cut: NaN beyond the tile
+            data.fill(np.nan)
         zps, meta = [], {"LAYER": survey.layer, "TILE": plan.grid.name[-68:]}
         for b, band in enumerate(survey.bands):
             held = plan.grid.bands.get(band)
             if held is None:
+                data[b] = np.nan
                 zps.append(np.nan)
                 continue
             path, entry = held
             zps.append(np.nan if entry["zeropoint"] is None else entry["zeropoint"])
             if entry["exptime"] is not None and survey.name == "panstarrs":
                 meta[f"EXPTIME{band.upper()}"] = entry["exptime"]
-            if large is None:
-                continue
             pixels = self._files.pixels(path, entry)
             if entry["plane"] is None:
                 block = pixels[large]
             else:
-                block = pixels[(entry["plane"],) + tuple(large)]
-            data[b][small] = _calibrate(np.asarray(block), entry)
+                block = pixels[(entry["plane"],) + large]
+            if entry["plain"]:
+                data[b][small] = block  # converted to native float32 in the copy
+            else:
+                data[b][small] = _calibrate(np.asarray(block), entry)
         if plan.native:
             cards = plan.template + _card("CRPIX1", plan.crpix[0] - x0) \
                 + _card("CRPIX2", plan.crpix[1] - y0)
         else:
             data, cards = self._resample(survey, plan, data, x0, y0, ra, dec)
             meta["RESAMPLD"] = True
+        flags = MantisFlag.NAN_PIXELS if np.isnan(data).any() else MantisFlag.NONE
         return SurveyImage(survey.name, data, cards, survey.unit, survey.bands,
-                           zeropoints=zps, meta=meta)
+                           zeropoints=zps, meta=meta, flags=flags, check_nan=False)
 
     @staticmethod
     def _resample(survey, plan, data, x0, y0, ra, dec):
@@ -600,13 +616,24 @@ class LocalTiles:
         return out, cards
 
 
+def _slices(ny, nx, size, x, y):
+    """`~astropy.nddata.utils.overlap_slices` of a ``size`` square at (x, y), mode "partial".
+
+    The same arithmetic (``start = ceil(position - size / 2)``), without its checks:
+    (x, y) is known to lie inside the grid. Returns the slices into the tile, into the
+    cutout, and the cutout's origin (x0, y0) in tile pixels.
+    """
+    x0, y0 = math.ceil(x - size / 2.0), math.ceil(y - size / 2.0)
+    large = (slice(max(0, y0), min(ny, y0 + size)), slice(max(0, x0), min(nx, x0 + size)))
+    small = (slice(max(0, -y0), min(ny - y0, size)), slice(max(0, -x0), min(nx - x0, size)))
+    return large, small, x0, y0
+
+
 def _calibrate(block, entry):
     """Raw tile pixels → float32 in the survey's unit (scaling, blanks, asinh, BUNIT)."""
     scaled = entry["bscale"] != 1.0 or entry["bzero"] != 0.0
     asinh = entry["bsoften"] is not None
     unit = entry["scale"] != 1.0
-    if not (scaled or asinh or unit or entry["blank"] is not None):
-        return block.astype(np.float32)
     values = block.astype(np.float64)
     if entry["blank"] is not None:
         values[block == entry["blank"]] = np.nan

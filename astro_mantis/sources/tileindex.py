@@ -293,6 +293,7 @@ class Grid:
         self.radius = float(radius)
         self.bands = {}
         self._wcs = None
+        self._name = None
 
     @property
     def wcs(self):
@@ -305,8 +306,9 @@ class Grid:
     @property
     def name(self):
         """A short label: the first band's file name."""
-        first = next(iter(self.bands.values()))[0]
-        return Path(first).name
+        if self._name is None:
+            self._name = Path(next(iter(self.bands.values()))[0]).name
+        return self._name
 
     def __repr__(self):
         return (f"<Grid {self.survey} {self.name} {self.shape[1]}x{self.shape[0]} "
@@ -490,14 +492,15 @@ class TileIndex:
         xyz = _unit_xyz(ra, dec)
         reach = min(float(self._radius.max()) + margin, 180.0)
         chord = 2.0 * math.sin(math.radians(reach) / 2.0) * (1 + 1e-9) + 1e-12
-        hits = self._tree.query_ball_point(xyz, chord)
-        out = []
-        for i, near in enumerate(hits):
-            if not near:
-                out.append([])
-                continue
-            near = np.asarray(near, dtype=int)
-            cosines = np.clip(self._xyz[near] @ xyz[i], -1.0, 1.0)
-            keep = np.degrees(np.arccos(cosines)) <= self._radius[near] + margin + 1e-9
-            out.append(sorted(near[keep].tolist()))
-        return out
+        hits = self._tree.query_ball_point(xyz, chord, return_sorted=False)
+        if len(self.grids) == 1 or np.ptp(self._radius) == 0:
+            return [sorted(h) for h in hits]  # every grid has the largest radius
+        counts = np.fromiter((len(h) for h in hits), dtype=int, count=len(hits))
+        flat = np.fromiter((g for h in hits for g in h), dtype=int, count=int(counts.sum()))
+        owner = np.repeat(np.arange(len(hits)), counts)
+        cosines = np.clip(np.einsum("ij,ij->i", self._xyz[flat], xyz[owner]), -1.0, 1.0)
+        keep = np.degrees(np.arccos(cosines)) <= self._radius[flat] + margin + 1e-9
+        out = [[] for _ in range(len(hits))]
+        for i, g in zip(owner[keep].tolist(), flat[keep].tolist()):
+            out[i].append(g)
+        return [sorted(h) for h in out]
