@@ -24,7 +24,7 @@ Tiles overlap their neighbours (``overlap``), as real skycells and coadds do.
 request from those tiles the way the real services do: ``fitscut.cgi`` cuts the tile on
 its own pixel grid with `~astropy.nddata.Cutout2D` (so its answer and a local cutout of
 the same tile are the same pixels), the viewer's ``fits-cutout`` resamples the coadd
-onto a grid centred on the request with `reproject.reproject_interp` (bilinear).
+onto a grid centred on the request with ``reproject.reproject_interp`` (bilinear).
 """
 import math
 from pathlib import Path
@@ -261,7 +261,7 @@ class TileSky:
     ``fitscut.cgi`` cuts the stack skycell on its own pixel grid
     (`~astropy.nddata.Cutout2D`, ``mode="partial"``, NaN outside), with the skycell's
     WCS and a shifted ``CRPIX``; the viewer's ``fits-cutout`` resamples the coadd
-    bilinearly (`reproject.reproject_interp`) onto a TAN grid centred on the request.
+    bilinearly (``reproject.reproject_interp``) onto a TAN grid centred on the request.
     Of the tiles whose pixels hold the request, the one farthest from its edge is used.
 
     Parameters

@@ -22,7 +22,7 @@ For each survey and position:
    NaN fill; the same pixels and the same WCS, shifted ``CRPIX``), to the survey's size
    (`Survey.size <astro_mantis.surveys.Survey>` pixels: Pan-STARRS 170, GALEX and
    unWISE 32). Only when a tile's pixel grid differs from the survey's (another pixel
-   scale, a rotation) is it resampled with `reproject.reproject_interp` (bilinear)
+   scale, a rotation) is it resampled with ``reproject.reproject_interp`` (bilinear)
    onto a north-up grid of the survey's pixel scale centred on the position, and
    multiplied by the ratio of pixel areas so that a pixel keeps its flux.
 
@@ -165,7 +165,7 @@ class LocalTiles:
     indexes : dict
         Survey name → its `~astro_mantis.sources.TileIndex`.
     last_request_count : int
-        Always 0: like `Mantis.last_request_count`, the HTTP requests of the last call.
+        Always 0: like ``Mantis.last_request_count``, the HTTP requests of the last call.
 
     Raises
     ------

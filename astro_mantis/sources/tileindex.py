@@ -31,7 +31,8 @@ from ..logger import log
 from ..surveys import get_survey
 from ..surveys.core import celestial_wcs
 
-__all__ = ["TileIndex", "Grid", "TILE_SUFFIXES", "default_index_dir"]
+__all__ = ["TileIndex", "Grid", "TILE_SUFFIXES", "default_index_dir", "read_tile_header",
+           "band_of", "is_tile_name"]
 
 #: File names read as tiles (case-insensitive).
 TILE_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz")
@@ -282,7 +283,8 @@ class Grid:
     radius : float
         Largest distance from the centre to a pixel corner (deg).
     bands : dict
-        Band → ``(path, entry)``; ``entry`` is the dict `read_tile_header` made.
+        Band → ``(path, entry)``; ``entry`` is the dict
+        `~astro_mantis.sources.tileindex.read_tile_header` made.
     """
 
     def __init__(self, survey, shape, cards, center, radius):
@@ -322,21 +324,21 @@ class TileIndex:
     Parameters
     ----------
     directory : str or path-like
-        Directory searched recursively for FITS files (`TILE_SUFFIXES`).
+        Directory searched recursively for FITS files
+        (`~astro_mantis.sources.tileindex.TILE_SUFFIXES`).
     survey : str
         Survey name (``"panstarrs"``, ``"galex"``, ``"unwise"``).
     index_dir : str or path-like, optional
-        Where the index file is kept (default `default_index_dir`); one file per
+        Where the index file is kept (default
+        `~astro_mantis.sources.tileindex.default_index_dir`); one file per
         survey and directory, named after both.
 
     Attributes
     ----------
-    grids : list of `Grid`
-    problems : dict
-        File (relative path) → why it is not used as a tile.
-    stats : dict
-        What the last `refresh` did: ``reused``, ``read``, ``removed`` file counts and
-        whether the index file was ``written``.
+    grids, problems, stats
+        The pixel grids found (a list of `Grid`); the files not used as tiles (relative
+        path → why); what the last `refresh` did (a dict of ``reused``, ``read`` and
+        ``removed`` file counts, and whether the index file was ``written``).
 
     Raises
     ------
@@ -397,7 +399,7 @@ class TileIndex:
         return data.get("files", {})
 
     def refresh(self):
-        """Bring the index up to date with the directory; returns `stats`.
+        """Bring the index up to date with the directory; returns ``stats``.
 
         Files whose size and modification time match the index are not opened; new and
         changed files have their headers read; removed files are dropped. The index file
@@ -482,7 +484,7 @@ class TileIndex:
         Returns
         -------
         list of list of int
-            Per position, indices into `grids` whose centre lies within their radius
+            Per position, indices into ``grids`` whose centre lies within their radius
             plus ``margin`` of it (a superset of the grids containing it).
         """
         ra = np.atleast_1d(np.asarray(ra, float))
