@@ -16,7 +16,7 @@ from .logger import log
 
 __all__ = ["__version__", "Conf", "conf", "log", "MantisFlag", "MultiSurveyCutout",
            "Mantis", "MantisClass", "RedshiftPDF", "add_redshift_columns", "query_coordinates",
-           "match_spectroscopic"]
+           "match_spectroscopic", "LocalTiles"]
 
 #: Public names loaded on first use: name → the module that defines it.
 _LAZY = {
@@ -27,6 +27,7 @@ _LAZY = {
     "add_redshift_columns": ".table",
     "query_coordinates": ".table",
     "match_spectroscopic": ".spectro",
+    "LocalTiles": ".sources",
 }
 
 
