@@ -119,3 +119,40 @@ html_title = f"astro_mantis {version}"
 html_static_path = ["_static"]
 html_last_updated_fmt = None
 html_show_sourcelink = False
+
+
+# -- Constants: their own documentation, never the docstring of their type ------------
+def _constant_docs(app, what, name, obj, options, lines):
+    """A re-exported constant (``astro_mantis.fusion.CHANNELS``) has no ``#:`` comment
+    where it is re-exported, so autodoc would show the docstring of its type (``tuple``,
+    ``int``, ``str``). Use the ``#:`` comment of the module that defines it instead, or
+    nothing."""
+    import sys
+
+    from sphinx.pycode import ModuleAnalyzer
+
+    if what not in ("data", "attribute") or not lines:
+        return
+    doc = type(obj).__doc__
+    builtin = doc.strip().splitlines() if isinstance(doc, str) else []
+    first = next((str(line).strip() for line in lines if str(line).strip()), "")
+    if not builtin or first != builtin[0].strip():
+        return
+    package, _, attr = name.rpartition(".")
+    found = []
+    for modname, module in list(sys.modules.items()):
+        if not modname.startswith(package + ".") or module is None:
+            continue
+        if getattr(module, attr, None) is obj:
+            try:
+                docs = ModuleAnalyzer.for_module(modname).find_attr_docs()
+            except Exception:
+                continue
+            found = list(docs.get(("", attr), []))
+            if found:
+                break
+    lines[:] = [line for line in found if line.strip()] or []
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _constant_docs)
