@@ -3,15 +3,16 @@
 Each module of this package that defines a module-level ``survey`` (an instance of
 `~astro_mantis.surveys.core.Survey`) is a survey: adding a survey means adding one
 module. `SURVEYS` maps names to them in model channel order (GALEX, Pan-STARRS, unWISE
-come first, in that order; others follow alphabetically).
+come first, in that order; others follow alphabetically). A survey declared outside
+the package (in a user's own module) joins with `register_survey`.
 """
 import importlib
 import pkgutil
 
 from .core import Request, Survey, SurveyImage, read_fits_bytes
 
-__all__ = ["SURVEYS", "DEFAULT_SURVEYS", "get_survey", "Survey", "SurveyImage", "Request",
-           "read_fits_bytes"]
+__all__ = ["SURVEYS", "DEFAULT_SURVEYS", "get_survey", "register_survey", "unregister_survey",
+           "Survey", "SurveyImage", "Request", "read_fits_bytes"]
 
 #: The surveys the Mantis Shrimp model fuses, in channel order.
 DEFAULT_SURVEYS = ("galex", "panstarrs", "unwise")
@@ -48,3 +49,60 @@ def get_survey(name):
     if key not in SURVEYS:
         raise ValueError(f"unknown survey {name!r}; known surveys: {', '.join(SURVEYS)}")
     return SURVEYS[key]
+
+
+def register_survey(survey, replace=False):
+    """Add a survey declared outside this package to the registry.
+
+    Once registered, the survey is fetched, cached and returned in
+    `~astro_mantis.MultiSurveyCutout` objects like the built-in ones
+    (``Mantis.get_cutouts(coords, surveys=(..., "name"))``).
+
+    Parameters
+    ----------
+    survey : `~astro_mantis.surveys.core.Survey`
+        The declaration (bands, pixel scale, size, unit, request building, reading).
+    replace : bool
+        Replace a registered survey of the same name.
+
+    Returns
+    -------
+    survey : `~astro_mantis.surveys.core.Survey`
+
+    Raises
+    ------
+    TypeError
+        If ``survey`` is not a `~astro_mantis.surveys.core.Survey`.
+    ValueError
+        If the name is empty or taken (without ``replace``).
+    """
+    if not isinstance(survey, Survey):
+        raise TypeError(f"register_survey takes a Survey instance, got {type(survey).__name__}")
+    name = str(survey.name).lower()
+    if not name:
+        raise ValueError("a survey needs a name")
+    if name in SURVEYS and not replace:
+        raise ValueError(f"survey {name!r} is registered already (pass replace=True)")
+    SURVEYS[name] = survey
+    order = [n for n in DEFAULT_SURVEYS if n in SURVEYS] + sorted(set(SURVEYS) -
+                                                                   set(DEFAULT_SURVEYS))
+    items = {n: SURVEYS[n] for n in order}
+    SURVEYS.clear()
+    SURVEYS.update(items)
+    return survey
+
+
+def unregister_survey(name):
+    """Remove a survey added with `register_survey` (the built-in ones cannot be removed).
+
+    Raises
+    ------
+    ValueError
+        If the survey is one of the built-in ones or is not registered.
+    """
+    key = str(name).lower()
+    if key in DEFAULT_SURVEYS:
+        raise ValueError(f"{key!r} is a built-in survey")
+    if key not in SURVEYS:
+        raise ValueError(f"survey {key!r} is not registered")
+    del SURVEYS[key]
