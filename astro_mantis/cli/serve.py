@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 
-from .common import InputError
+from .common import InputError, _positive_int
 
 __all__ = ["add_parser", "run", "main", "settings_from_args"]
 
@@ -33,16 +33,6 @@ _DESCRIPTION = (
     "finishes within --shutdown-timeout, what is left is answered 503. With --demo, "
     "loopback copies of the survey services serve the bundled sample sky (simulated "
     "galaxies), as in 'astro-mantis demo': no network is needed.")
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _count(text):
