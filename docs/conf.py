@@ -64,6 +64,8 @@ sphinx_gallery_conf = {
     "show_memory": False,
     "line_numbers": False,
     "plot_gallery": "True",
+    # its execution-times pages load DataTables from a CDN: the docs stay offline
+    "write_computation_times": False,
 }
 templates_path = []
 source_suffix = {".rst": "restructuredtext"}
