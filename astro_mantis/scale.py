@@ -382,6 +382,8 @@ def _plan(columns, dtypes, kwargs, settings):
         stack.callback(log.removeFilter, quiet)
         table = _to_table(empty, inputs)
         add_redshift_columns(table, progress=False, **kwargs)
+    if f"{prefix}ood" in table.colnames:  # the out-of-distribution score, before the flags
+        names = names[:-1] + [f"{prefix}ood", names[-1]]
     meta = _scalar_meta(table.meta)
     precision = kwargs.get("precision", "auto")
     if precision != "auto":

@@ -48,6 +48,10 @@ __all__ = ["add_redshift_columns", "query_coordinates", "table_coordinates", "du
 #: Suffixes of the columns `add_redshift_columns` adds (after the prefix).
 OUTPUT_KEYS = ("pdf", "mean", "median", "mode", "std", "lo68", "hi68", "flags")
 
+#: Suffix of the out-of-distribution score column (added when the model has a reference
+#: embedding; see `add_redshift_columns`).
+OOD_KEY = "ood"
+
 #: Flags after which a row gets no estimate (its values are masked).
 _NO_ESTIMATE = MantisFlag.BAD_COORDINATE | MantisFlag.FETCH_FAILED
 
@@ -332,6 +336,25 @@ def _resolve_model(model, weights, device):
     return _cached_model(model, weights, select_device(device))
 
 
+def _ood_reference(net):
+    """The reference embedding of the model's training set, or None (logged)."""
+    from .explain.ood import load_reference
+
+    if not all(hasattr(net, name) for name in ("Base", "fc0", "act")):
+        log.info(f"no {OOD_KEY} column: the network exposes no penultimate features")
+        return None
+    try:
+        ref = load_reference(net)
+    except (ValueError, OSError) as exc:
+        ref, why = None, str(exc)
+    else:
+        why = "no reference embedding beside its weights"
+    if ref is None:
+        log.info(f"no {OOD_KEY} column: {why} (build one with 'astro-mantis explain "
+                 "reference')")
+    return ref
+
+
 def _check_precision(precision, net):
     """Refuse a precision the network's device cannot run, before any work."""
     from .models import resolve_precision
@@ -510,7 +533,7 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
                          prefix="z_", surveys=DEFAULT_SURVEYS, ebv=None, batch_size=64,
                          device=None, progress=True, cache=True, overwrite=False,
                          resume=False, chunk_size=256, weights=None, tta=False, ra_unit=None,
-                         dec_unit=None, precision="auto", source=None):
+                         dec_unit=None, precision="auto", source=None, ood=True):
     """Add redshift PDF columns to a table, in place; one row out for every row in.
 
     Parameters
@@ -573,6 +596,13 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     source : `~astro_mantis.sources.LocalTiles`, optional
         Cut the cutouts from survey images on local disks instead of fetching them
         from the services (:ref:`local_tiles`); recorded in ``{prefix}srv``.
+    ood : bool
+        Add ``{prefix}ood``, the out-of-distribution score of each estimated row (the
+        k-NN distance percentile of its penultimate features in the reference
+        embedding of the model's training set, `astro_mantis.explain.ood_score`), and
+        flag rows above `astro_mantis.explain.OOD_THRESHOLD` ``OUT_OF_DISTRIBUTION``.
+        Done when the model has a reference embedding beside its weights (the
+        bundled ``mantis-mini`` has one); otherwise skipped with a log message.
 
     Returns
     -------
@@ -638,6 +668,7 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     net = _resolve_model(model, weights, device)
     meta = dict(getattr(net, "meta", {}) or {})
     _check_precision(precision, net)
+    ood_ref = _ood_reference(net) if ood else None
     surveys = _check_surveys(surveys, meta)
     pos = f"coord={coord}" if coord is not None else f"ra={ra},dec={dec}" + (
         f",ra_unit={ra_unit}" if ra_unit else "") + (f",dec_unit={dec_unit}" if dec_unit else "")
@@ -657,11 +688,17 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
                              f"{nbins} bins")
         stats = {k: np.ma.filled(np.ma.asarray(table[f"{prefix}{k}"]).astype(float), np.nan)
                  for k in stat_keys}
+        if ood_ref is not None:
+            stats[OOD_KEY] = (np.ma.filled(np.ma.asarray(table[f"{prefix}{OOD_KEY}"])
+                                           .astype(float), np.nan)
+                              if f"{prefix}{OOD_KEY}" in table.colnames else np.full(n, np.nan))
         flags = old_flags.copy()
         todo = good & ((old_flags & MantisFlag.NOT_ESTIMATED) != 0)
     else:
         pdf = np.full((n, nbins), np.nan, dtype=np.float32)
         stats = {k: np.full(n, np.nan) for k in stat_keys}
+        if ood_ref is not None:
+            stats[OOD_KEY] = np.full(n, np.nan)
         flags = np.zeros(n, dtype=np.int64)
         todo = good.copy()
     flags[~good] = int(MantisFlag.BAD_COORDINATE | MantisFlag.NOT_ESTIMATED)
@@ -686,7 +723,7 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     try:
         _run_chunks(net, coords, reps, dust, surveys, int(chunk_size), int(batch_size), cache,
                     tta, progress, run, rep_flags, rep_done, pdf, stats, rows, inverse, edges,
-                    precision, source)
+                    precision, source, ood_ref)
     finally:
         log.removeFilter(quiet)
         # scatter what was done to every row of each position (also after an interrupt)
@@ -705,6 +742,10 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         last_run = run
         if run.precision:
             settings["prec"] = run.precision
+        if ood_ref is not None:
+            from .explain.ood import OOD_THRESHOLD
+
+            settings["oodth"] = float(OOD_THRESHOLD)
         _write_columns(table, names, prefix, pdf, stats, flags, estimated, edges, meta,
                        dust_source, settings)
     if run.n_todo and not run.n_estimated:
@@ -749,7 +790,7 @@ def _failure_reason(status):
 
 def _run_chunks(net, coords, reps, dust, surveys, chunk_size, batch_size, cache, tta, progress,
                 run, rep_flags, rep_done, pdf, stats, rows, inverse, edges, precision="auto",
-                source=None):
+                source=None, ood_ref=None):
     """Fetch chunk k+1 while inferring chunk k; fill the row arrays as chunks finish."""
     from tqdm.auto import tqdm
 
@@ -788,15 +829,22 @@ def _run_chunks(net, coords, reps, dust, surveys, chunk_size, batch_size, cache,
                 rep_flags[chunk] = cflags
                 if np.any(usable):
                     sel = chunk[usable]
-                    result = predict([c for c, ok in zip(cuts, usable) if ok], model=net,
-                                     dust=dust[reps[sel]], batch_size=batch_size, tta=tta,
-                                     precision=precision)
+                    good_cuts = [c for c, ok in zip(cuts, usable) if ok]
+                    result = predict(good_cuts, model=net, dust=dust[reps[sel]],
+                                     batch_size=batch_size, tta=tta, precision=precision)
                     run.precision = result.meta.get("precision", run.precision)
                     rep_flags[sel] |= np.asarray(result.meta["flags"], dtype=np.int64)
                     lo, hi = result.interval(0.68)
                     values = {"mean": result.mean(), "median": result.median(),
                               "mode": result.mode(), "std": result.std(), "lo68": lo,
                               "hi68": hi}
+                    if ood_ref is not None:
+                        from .explain.ood import ood_flags, ood_score
+
+                        values[OOD_KEY] = ood_score(good_cuts, model=net, reference=ood_ref,
+                                                    dust=dust[reps[sel]],
+                                                    batch_size=batch_size)
+                        rep_flags[sel] |= ood_flags(values[OOD_KEY])
                     # every table row of these positions: a slice of the rows sorted by
                     # position (no pass over the whole table per chunk)
                     lo_i, hi_i = np.searchsorted(sorted_inverse, [chunk[0], chunk[-1] + 1])
@@ -836,6 +884,14 @@ def _write_columns(table, names, prefix, pdf, stats, flags, estimated, edges, me
         cols[f"{prefix}{key}"] = MaskedColumn(stats[key], name=f"{prefix}{key}",
                                               mask=~estimated, unit=u.dimensionless_unscaled,
                                               description=_DESCRIPTIONS[key])
+    if OOD_KEY in stats:  # the score goes just before the flags
+        names = list(names[:-1]) + [f"{prefix}{OOD_KEY}", names[-1]]
+        cols[f"{prefix}{OOD_KEY}"] = MaskedColumn(
+            stats[OOD_KEY], name=f"{prefix}{OOD_KEY}",
+            mask=~estimated | ~np.isfinite(stats[OOD_KEY]),
+            description="out-of-distribution score: k-NN distance percentile of the row's "
+                        "network features among the training set's (0-1; flagged "
+                        "OUT_OF_DISTRIBUTION above the threshold in meta)")
     cols[f"{prefix}flags"] = MaskedColumn(flags.astype(np.int32), name=f"{prefix}flags",
                                           description=_DESCRIPTIONS["flags"])
     for name in names:

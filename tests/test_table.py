@@ -57,7 +57,13 @@ def test_columns_rows_flags_and_values(sky, sky_server):
     t["ident"] = ident
     out = add_redshift_columns(t, ebv=DUST, progress=False)
     assert out is t and len(t) == 14 and np.array_equal(t["ident"], ident)
-    assert t.colnames[-8:] == column_names()
+    names = column_names()
+    assert t.colnames[-9:] == names[:-1] + ["z_ood", names[-1]]
+    # the out-of-distribution score of every estimated row, in [0, 1]; the threshold in meta
+    est = ~np.ma.getmaskarray(t["z_mean"])
+    assert np.all((np.asarray(t["z_ood"])[est] >= 0) & (np.asarray(t["z_ood"])[est] <= 1))
+    assert np.all(np.ma.getmaskarray(t["z_ood"])[~est])
+    assert t.meta["z_oodth"] == pytest.approx(0.99)
     assert t["z_pdf"].dtype == np.float32 and t["z_pdf"].shape == (14, 400)
     bad = np.array([False] * 11 + [True, True, True])
     flags = np.asarray(t["z_flags"])
@@ -289,7 +295,8 @@ def test_query_coordinates(sky, sky_server):
     coords = SkyCoord(cat["ra"][80:84], cat["dec"][80:84], unit="deg")
     dust = np.c_[cat["ebv_csfd"][80:84], cat["ebv_planck"][80:84]]
     t = Mantis.query_coordinates(coords, ebv=dust, progress=False)
-    assert t.colnames == ["coord"] + column_names() and len(t) == 4
+    names = column_names()
+    assert t.colnames == ["coord"] + names[:-1] + ["z_ood", names[-1]] and len(t) == 4
     assert np.allclose(t["coord"].ra.deg, coords.ra.deg)
     ref = add_redshift_columns(_table(sky, np.arange(80, 84)), ebv=DUST, progress=False)
     assert np.allclose(t["z_mean"], ref["z_mean"])
