@@ -539,3 +539,25 @@ def test_cli_train_help(capsys):
                    "--device", "--resume", "--max-minutes", "--patience", "--balanced",
                    "--smoothing-sigma", "metrics.jsonl", "checkpoint.pt"):
         assert option in text, option
+
+
+def test_cli_train_spectra(shard_dir, tmp_path, capsys):
+    """--spectra: the weight spectra logged after every epoch, in the metrics too, plotted."""
+    import json
+
+    from astro_mantis.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--data", str(shard_dir), "--out", str(out), "--model", "mantis-mini",
+            "--model-arg", "widths=[4,8]", "--model-arg", "depths=[1,1]",
+            "--model-arg", "hidden=16", "--epochs", "2", "--batch-size", "4", "--lr", "0.01",
+            "--seed", "3", "--device", "cpu", "--no-progress", "--spectra", "--no-calibrate"]
+    assert main(args) == 0
+    assert "spectra.png" in capsys.readouterr().out
+    lines = [json.loads(line) for line in (out / "spectra.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2] and lines[0]["layers"]
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("outliers" in h and "alpha_median" in h for h in history)
+    assert (out / "spectra.png").stat().st_size > 1000
+    card = read_model_card(out / "mantis-mini.json")
+    assert "--spectra" in card["command"]

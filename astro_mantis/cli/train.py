@@ -113,6 +113,11 @@ def add_parser(sub):
     t.add_argument("--no-pit", action="store_true",
                    help="calibrate with the softmax temperature only, without the PIT "
                         "recalibration map")
+    t.add_argument("--spectra", action="store_true",
+                   help="after every epoch, log the singular values of every weight matrix "
+                        "(outliers beyond the Marchenko-Pastur edge, tail exponent) to "
+                        "OUT/spectra.jsonl, and plot them to OUT/spectra.png "
+                        "(astro_mantis.explain.SpectralMonitor)")
     t.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     t.set_defaults(func=_cmd_train)
 
@@ -149,7 +154,7 @@ def _train_command(args):
               "--warmup-epochs", repr(args.warmup_epochs), "--seed", str(args.seed),
               "--patience", str(args.patience), "--smoothing-sigma", repr(args.smoothing_sigma),
               "--device", str(args.device)]
-    for flag in ("balanced", "no_augment", "no_amp", "no_calibrate", "no_pit"):
+    for flag in ("balanced", "no_augment", "no_amp", "no_calibrate", "no_pit", "spectra"):
         if getattr(args, flag):
             parts.append("--" + flag.replace("_", "-"))
     if args.max_minutes is not None:
@@ -180,6 +185,12 @@ def _cmd_train(args):
         raise InputError(f"cannot build model {args.model!r}: {exc}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
+    callbacks = []
+    if args.spectra:
+        from ..explain import SpectralMonitor
+
+        out.mkdir(parents=True, exist_ok=True)
+        callbacks.append(SpectralMonitor(out / "spectra.jsonl"))
     t0 = time.perf_counter()
     try:
         result = fit_and_export(
@@ -194,7 +205,7 @@ def _cmd_train(args):
             smoothing_sigma=args.smoothing_sigma, balanced=args.balanced,
             augment=not args.no_augment, max_minutes=args.max_minutes, resume=args.resume,
             overwrite=args.overwrite, num_workers=args.workers, model_kwargs=model_kwargs,
-            progress=not args.no_progress)
+            progress=not args.no_progress, callbacks=callbacks)
     except FileNotFoundError as exc:
         raise InputError(str(exc)) from None
     run = result.training
@@ -215,4 +226,12 @@ def _cmd_train(args):
         print(f"  {result.export.weights_path.name}  (sha256 "
               f"{result.export.card['sha256'][:16]}...)")
         print(f"  {result.export.card_path.name}  (model card)")
+    if args.spectra:
+        from ..atomic import atomic_path
+        from ..explain import plot_spectral_history
+
+        ax = plot_spectral_history(out / "spectra.jsonl")
+        with atomic_path(out / "spectra.png") as tmp:
+            ax.figure.savefig(tmp, dpi=80)
+        print("  spectra.jsonl, spectra.png  (weight spectra per epoch)")
     return EXIT_OK

@@ -508,7 +508,7 @@ def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_d
           max_minutes=None, progress=True, *, resume=False, overwrite=False, warmup_epochs=1.0,
           min_delta=0.0, augment=True, grad_clip=None, num_workers=0, model_kwargs=None,
           cache_dir=None, cache_dtype="float16", deterministic=True, stop_after=None,
-          eval_batch_size=None):
+          eval_batch_size=None, callbacks=None):
     """Train a redshift network on a training data directory.
 
     Parameters
@@ -586,6 +586,11 @@ def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_d
         split a long run into jobs; the schedule still spans ``epochs``.
     eval_batch_size : int, optional
         Batch size for validation (default ``2 * batch_size``).
+    callbacks : sequence of callable, optional
+        Called after every epoch as ``callback(epoch, net)``; a dict they return is
+        merged into that epoch's line of ``metrics.jsonl`` (e.g.
+        `astro_mantis.explain.SpectralMonitor`, which ``astro-mantis train --spectra``
+        uses).
 
     Returns
     -------
@@ -725,6 +730,8 @@ def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_d
                 "val_outlier_frac_005": m["outlier_frac_005"], "val_bias": m["bias"],
                 "lr": float(scheduler.get_last_lr()[0]), "seconds": seconds,
                 "best": bool(improved)})
+            for callback in callbacks or ():  # e.g. explain.SpectralMonitor
+                state["history"][-1].update(callback(epoch + 1, net) or {})
             state["epoch"] = epoch + 1
             run_epochs += 1
             if patience is not None and state["bad_epochs"] >= patience:
