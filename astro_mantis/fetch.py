@@ -133,6 +133,10 @@ def normalize_coordinates(coordinates):
 
 
 # ---------------------------------------------------------------------------- cache
+#: Cache folders already swept for abandoned temporary files by this process.
+_SWEPT = set()
+_SWEPT_LOCK = threading.Lock()
+
 class CutoutCache:
     """On-disk cache of survey cutouts: one file per survey, service, position, size and scale.
 
@@ -243,7 +247,11 @@ class CutoutCache:
         if path.parent not in self._made:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(path.parent)
-            self.remove_stale(path.parent)
+            with _SWEPT_LOCK:  # once per folder and process: a cache can hold millions
+                sweep = path.parent not in _SWEPT
+                _SWEPT.add(path.parent)
+            if sweep:
+                self.remove_stale(path.parent)
         with atomic_open(path, "wb", fsync=False) as fh:
             fh.write(self.encode(image, source))
 

@@ -53,6 +53,8 @@ def import_graph():
                     module = node.module or ""
                 if not module.startswith("astro_mantis"):
                     continue
+                if node.level and not node.module:
+                    targets.add(module)  # "from . import x" runs the package __init__ too
                 for alias in node.names:
                     sub = f"{module}.{alias.name}"
                     targets.add(sub if sub in mods else module)
@@ -69,6 +71,8 @@ def import_graph():
                 parent = ".".join(parts[:k])
                 if parent in mods and not name.startswith(parent + ".") and parent != name:
                     full.add(parent)
+            if t != name and name.startswith(t + "."):
+                full.add(t)  # a module importing its own package's __init__
         graph[name] = full
     return graph
 

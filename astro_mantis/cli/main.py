@@ -42,7 +42,14 @@ import argparse
 import sys
 
 from .._version import __version__
-from . import cutouts, demo, explain, plot, predict, serve, spectro, train
+from .cutouts import add_parser as add_cutouts_parser
+from .demo import add_parser as add_demo_parser
+from .explain import add_parser as add_explain_parser
+from .plot import add_parser as add_plot_parser
+from .predict import add_parser as add_predict_parser
+from .serve import add_parser as add_serve_parser
+from .spectro import add_parser as add_spectro_parser
+from .train import add_parser as add_train_parser
 from .common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, InputError
 
 __all__ = ["main", "build_parser"]
@@ -68,8 +75,9 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"astro_mantis {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    for module in (cutouts, demo, predict, train, plot, spectro, serve, explain):
-        module.add_parser(sub)
+    for add in (add_cutouts_parser, add_demo_parser, add_predict_parser, add_train_parser,
+                add_plot_parser, add_spectro_parser, add_serve_parser, add_explain_parser):
+        add(sub)
     return parser
 
 

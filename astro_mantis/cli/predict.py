@@ -258,7 +258,7 @@ def _cmd_predict(args):
 def _predict(args):
     import warnings
 
-    from .. import table as table_module
+    import astro_mantis.table as table_module
     from ..models.registry import WeightsError
     from ..tableio import OutputError, check_writable
 

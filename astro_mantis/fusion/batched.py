@@ -39,8 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..flags import MantisFlag, survey_missing_flag
-from . import core
-from .core import CHANNELS, OUTPUT_SIZE, RECIPE, FusedInput
+from .core import (CHANNELS, OUTPUT_SIZE, RECIPE, FusedInput, center_crop, check_nan_policy,
+                   crop_offsets, dust_array, fill_nonfinite)
 
 __all__ = ["fuse_arrays_batched", "fuse_survey_batched", "fuse_arrays_torch",
            "default_fusion_threads"]
@@ -107,13 +107,13 @@ def _check_survey_data(data, survey):
                          f"got {data.shape}")
     if not np.issubdtype(data.dtype, np.floating):
         data = data.astype(np.float32)
-    core.crop_offsets(data.shape, recipe["crop"])  # raises for too small an image
+    crop_offsets(data.shape, recipe["crop"])  # raises for too small an image
     return data, recipe
 
 
 def _survey_chunk(data, survey, recipe, rows, nan_policy, native_dst):
     """Normalise rows ``rows`` (a slice) of one survey; returns (valid, nan_rows, empty)."""
-    crop = core.center_crop(data[rows], recipe["crop"])
+    crop = center_crop(data[rows], recipe["crop"])
     if crop.dtype != np.float32:
         crop = crop.astype(np.float32)
     bad = ~np.isfinite(crop)
@@ -125,9 +125,9 @@ def _survey_chunk(data, survey, recipe, rows, nan_policy, native_dst):
         np.copyto(native_dst, np.float32(0), where=bad)
         if nan_policy == "inpaint":
             for i in np.flatnonzero(bad_rows & ~empty):
-                filled, zeroed = core.fill_nonfinite(data[rows][i], "inpaint")
-                filled = core.center_crop(filled, recipe["crop"])
-                bad[i] = core.center_crop(zeroed, recipe["crop"])
+                filled, zeroed = fill_nonfinite(data[rows][i], "inpaint")
+                filled = center_crop(filled, recipe["crop"])
+                bad[i] = center_crop(zeroed, recipe["crop"])
                 with np.errstate(invalid="ignore"):
                     _normalise_into(native_dst[i], filled, survey)
     return ~bad.any(axis=(2, 3)), bad_rows & ~empty, empty
@@ -169,7 +169,7 @@ def fuse_survey_batched(data, survey, nan_policy="zero", size=OUTPUT_SIZE, threa
     x, valid, nan_rows, empty_rows
         As `~astro_mantis.fusion.core.fuse_survey`; ``x`` is ``out`` when given.
     """
-    core.check_nan_policy(nan_policy)
+    check_nan_policy(nan_policy)
     data, recipe = _check_survey_data(data, survey)
     n, nb = data.shape[:2]
     crop = recipe["crop"]
@@ -210,7 +210,7 @@ def _rows_and_dust(arrays, ebv):
     if not sizes:
         raise ValueError("nothing to fuse: give at least one survey array (or ebv)")
     n = sizes.pop()
-    dust, unknown = core.dust_array(ebv, n)
+    dust, unknown = dust_array(ebv, n)
     flags = np.where(unknown, int(MantisFlag.DUST_UNKNOWN), 0).astype(np.int64)
     return n, dust, flags
 
@@ -239,7 +239,7 @@ def fuse_arrays_batched(galex=None, panstarrs=None, unwise=None, ebv=None, nan_p
     `~astro_mantis.fusion.FusedInput`
         Equal, bit for bit, to what `~astro_mantis.fusion.core.fuse_arrays` returns.
     """
-    core.check_nan_policy(nan_policy)
+    check_nan_policy(nan_policy)
     arrays = {"galex": galex, "panstarrs": panstarrs, "unwise": unwise}
     n, dust, flags = _rows_and_dust(arrays, ebv)
     shape = (n, len(CHANNELS), size, size)
@@ -306,7 +306,7 @@ def fuse_arrays_torch(galex=None, panstarrs=None, unwise=None, ebv=None, nan_pol
     import torch
     import torch.nn.functional as F
 
-    core.check_nan_policy(nan_policy)
+    check_nan_policy(nan_policy)
     device = torch.device("cpu" if device is None else device)
     arrays = {"galex": galex, "panstarrs": panstarrs, "unwise": unwise}
     n, dust, flags = _rows_and_dust(arrays, ebv)
@@ -327,21 +327,21 @@ def fuse_arrays_torch(galex=None, panstarrs=None, unwise=None, ebv=None, nan_pol
             if data.ndim != 4 or data.shape[1] != nb:
                 raise ValueError(f"{survey} data must have shape (N, {nb}, ny, nx); got "
                                  f"{tuple(data.shape)}")
-            top, left = core.crop_offsets(tuple(data.shape), crop)
+            top, left = crop_offsets(tuple(data.shape), crop)
             t = data[..., top:top + crop, left:left + crop].to(device, torch.float32)
         else:
             if isinstance(data, torch.Tensor):
                 data = data.detach().cpu().numpy()
             data, _ = _check_survey_data(data, survey)
-            host = np.ascontiguousarray(core.center_crop(data, crop), dtype=np.float32)
+            host = np.ascontiguousarray(center_crop(data, crop), dtype=np.float32)
             if nan_policy == "inpaint":
                 finite = np.isfinite(host)
                 some = ~finite.all(axis=(1, 2, 3)) & finite.any(axis=(1, 2, 3))
                 flags[some] |= int(MantisFlag.NAN_PIXELS)
                 for i in np.flatnonzero(some):  # left NaN: only what inpainting could not reach
-                    f, z = core.fill_nonfinite(data[i], "inpaint")
-                    host[i] = np.where(core.center_crop(z, crop), np.nan,
-                                       core.center_crop(f, crop))
+                    f, z = fill_nonfinite(data[i], "inpaint")
+                    host[i] = np.where(center_crop(z, crop), np.nan,
+                                       center_crop(f, crop))
             t = torch.from_numpy(host)
             if non_blocking and device.type == "cuda":
                 t = t.pin_memory()

@@ -27,12 +27,14 @@ import numpy as np
 from astropy import units as u
 
 from ..flags import MantisFlag, survey_missing_flag
-from . import batched, core
-from .core import FusedInput
+from .batched import fuse_survey_batched
+from .core import (CHANNELS, FusedInput, OUTPUT_SIZE, RECIPE, center_crop, check_nan_policy,
+                   dust_array, fill_nonfinite)
+from .core import normalise as normalise_survey
 
 __all__ = ["LateFusedInput", "early_fusion", "late_fusion", "reproject_fusion"]
 
-_FUSED_SURVEYS = tuple(core.RECIPE)
+_FUSED_SURVEYS = tuple(RECIPE)
 
 
 class LateFusedInput(NamedTuple):
@@ -140,17 +142,17 @@ def early_fusion(cutouts, ebv=None, nan_policy="zero"):
         If an image is smaller than the recipe's crop, ``ebv`` has the wrong shape or
         ``nan_policy`` is unknown.
     """
-    core.check_nan_policy(nan_policy)
+    check_nan_policy(nan_policy)
     cutouts = _as_list(cutouts)
     n = len(cutouts)
-    size = core.OUTPUT_SIZE
-    dust, dust_unknown = core.dust_array(ebv, n)
+    size = OUTPUT_SIZE
+    dust, dust_unknown = dust_array(ebv, n)
     flags = _base_flags(cutouts, dust_unknown)
-    x = np.zeros((n, len(core.CHANNELS), size, size), np.float32)
-    valid = np.zeros((n, len(core.CHANNELS)), bool)
+    x = np.zeros((n, len(CHANNELS), size, size), np.float32)
+    valid = np.zeros((n, len(CHANNELS)), bool)
     first = 0
     for survey in _FUSED_SURVEYS:
-        recipe = core.RECIPE[survey]
+        recipe = RECIPE[survey]
         bands, crop = recipe["bands"], recipe["crop"]
         chans = slice(first, first + len(bands))
         first += len(bands)
@@ -164,11 +166,11 @@ def early_fusion(cutouts, ebv=None, nan_policy="zero"):
         for members in groups.values():
             rows = [row for row, _ in members]
             if nan_policy == "zero":  # only the crop matters: stack views of it
-                stack = np.stack([core.center_crop(p, crop) for _, p in members])
+                stack = np.stack([center_crop(p, crop) for _, p in members])
             else:
                 stack = np.stack([p for _, p in members])
             # the threaded twin of core.fuse_survey: the same bits (tests/test_fusion_batched)
-            xs, ok, nan_rows, empty = batched.fuse_survey_batched(stack, survey, nan_policy, size)
+            xs, ok, nan_rows, empty = fuse_survey_batched(stack, survey, nan_policy, size)
             x[rows, chans], valid[rows, chans] = xs, ok
             rows = np.asarray(rows)
             flags[rows[nan_rows]] |= int(MantisFlag.NAN_PIXELS)
@@ -205,28 +207,28 @@ def late_fusion(cutouts, ebv=None, nan_policy="zero"):
     """
     from ..surveys import SURVEYS
 
-    core.check_nan_policy(nan_policy)
+    check_nan_policy(nan_policy)
     cutouts = _as_list(cutouts)
     n = len(cutouts)
-    dust, dust_unknown = core.dust_array(ebv, n)
+    dust, dust_unknown = dust_array(ebv, n)
     flags = _base_flags(cutouts, dust_unknown)
     images, valid = {}, {}
     for survey in _FUSED_SURVEYS:
-        bands = core.RECIPE[survey]["bands"]
+        bands = RECIPE[survey]["bands"]
         rows = _rows_of(cutouts, survey, flags)
         shapes = {cutouts[r].surveys[survey].data.shape[1:] for r in rows}
         if len(shapes) > 1:
             raise ValueError(f"{survey} images differ in shape ({sorted(shapes)}); "
                              "late fusion stacks them at their native grid")
-        side = SURVEYS[survey].size if survey in SURVEYS else core.RECIPE[survey]["crop"]
+        side = SURVEYS[survey].size if survey in SURVEYS else RECIPE[survey]["crop"]
         shape = shapes.pop() if shapes else (side, side)
         out = np.zeros((n, len(bands)) + tuple(shape), np.float32)
         ok = np.zeros((n, len(bands)), bool)
         for row in rows:
             planes = _survey_planes(cutouts[row].surveys[survey], bands)
-            filled, zeroed = core.fill_nonfinite(planes, nan_policy)
+            filled, zeroed = fill_nonfinite(planes, nan_policy)
             flags[row] |= _nan_flag(planes, survey)
-            out[row] = core.normalise(filled, survey)
+            out[row] = normalise_survey(filled, survey)
             ok[row] = ~zeroed.any(axis=(1, 2))
         images[survey], valid[survey] = out, ok
     return LateFusedInput(images, dust, valid, flags)
@@ -284,17 +286,17 @@ def reproject_fusion(cutouts, size=120, pixscale=0.25 * u.arcsec, ebv=None, nan_
     """
     from reproject import reproject_adaptive
 
-    core.check_nan_policy(nan_policy)
+    check_nan_policy(nan_policy)
     cutouts = _as_list(cutouts)
     n = len(cutouts)
     pix_deg = u.Quantity(pixscale, u.arcsec).to_value(u.deg)
-    dust, dust_unknown = core.dust_array(ebv, n)
+    dust, dust_unknown = dust_array(ebv, n)
     flags = _base_flags(cutouts, dust_unknown)
-    x = np.zeros((n, len(core.CHANNELS), size, size), np.float32)
-    valid = np.zeros((n, len(core.CHANNELS)), bool)
+    x = np.zeros((n, len(CHANNELS), size, size), np.float32)
+    valid = np.zeros((n, len(CHANNELS)), bool)
     first = 0
     for survey in _FUSED_SURVEYS:
-        bands = core.RECIPE[survey]["bands"]
+        bands = RECIPE[survey]["bands"]
         nb = len(bands)
         chans = slice(first, first + nb)
         first += nb
@@ -305,7 +307,7 @@ def reproject_fusion(cutouts, size=120, pixscale=0.25 * u.arcsec, ebv=None, nan_
                 continue
             image = cut.surveys[survey]
             planes = _survey_planes(image, bands)
-            filled, zeroed = core.fill_nonfinite(planes, nan_policy)
+            filled, zeroed = fill_nonfinite(planes, nan_policy)
             flags[row] |= _nan_flag(planes, survey)
             target = _target_wcs(cut.coord, size, pix_deg)
             both = np.concatenate([filled, zeroed.astype(np.float32)])
@@ -316,7 +318,7 @@ def reproject_fusion(cutouts, size=120, pixscale=0.25 * u.arcsec, ebv=None, nan_
             flux = np.where(uncovered, 0.0, flux)
             if normalise:
                 native_area = image.wcs.proj_plane_pixel_area().to_value(u.deg ** 2)
-                flux = core.normalise(flux * (native_area / pix_deg ** 2), survey)
+                flux = normalise_survey(flux * (native_area / pix_deg ** 2), survey)
             x[row, chans] = flux
             valid[row, chans] = ~(uncovered.any(axis=(1, 2))
                                   | (np.nan_to_num(hit_zeroed) > 0).any(axis=(1, 2)))
