@@ -33,6 +33,7 @@ from ..pdf import Z_EDGES, ZMAX, ZMIN
 
 __all__ = [
     "ArrayDataset",
+    "ConcatDataset",
     "ShardDataset",
     "FusedDataset",
     "EpochSampler",
@@ -347,6 +348,48 @@ class ArrayDataset(FusedDataset):
         return self.x[index], self.dust[index], self._z[index]
 
 
+class ConcatDataset(FusedDataset):
+    """Several fused datasets served as one, in order (e.g. the shards of several data runs).
+
+    Parameters
+    ----------
+    datasets : sequence of `~astro_mantis.training.data.FusedDataset`
+        The parts (each with a ``dust`` array, as `~astro_mantis.training.data.ShardDataset`
+        and `~astro_mantis.training.data.ArrayDataset` have).
+    augment, seed, max_shift
+        As for `~astro_mantis.training.data.FusedDataset`; the parts' own settings are not used.
+
+    Attributes
+    ----------
+    dust : `numpy.ndarray`
+        float32 ``(N, 2)``, the parts' dust inputs concatenated.
+    """
+
+    def __init__(self, datasets, augment=False, seed=0, max_shift=MAX_SHIFT):
+        super().__init__(augment=augment, seed=seed, max_shift=max_shift)
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise ValueError("ConcatDataset needs at least one dataset")
+        self._z = np.concatenate([np.asarray(d.z, np.float64) for d in self.datasets])
+        self.dust = np.concatenate([np.asarray(d.dust, np.float32) for d in self.datasets])
+        self._starts = np.concatenate([[0], np.cumsum([len(d) for d in self.datasets])])
+
+    def __len__(self):
+        return int(self._starts[-1])
+
+    @property
+    def z(self):
+        return self._z
+
+    def row(self, index):
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        part = int(np.searchsorted(self._starts, index, side="right") - 1)
+        return self.datasets[part].row(index - int(self._starts[part]))
+
+
 def fuse_shard_arrays(shard, nan_policy="zero"):
     """Early-fuse the raw cutout arrays of one shard (the published recipe).
 
@@ -428,6 +471,8 @@ class ShardDataset(FusedDataset):
         As for `~astro_mantis.training.data.FusedDataset`.
     progress : bool
         Show a progress bar while fusing.
+    workers : int
+        Processes fusing the shards not yet cached, in parallel (default 1: in this process).
 
     Attributes
     ----------
@@ -444,7 +489,8 @@ class ShardDataset(FusedDataset):
     """
 
     def __init__(self, directory, split="train", cache_dir=None, cache_dtype="float16",
-                 in_memory=False, augment=False, seed=0, max_shift=MAX_SHIFT, progress=False):
+                 in_memory=False, augment=False, seed=0, max_shift=MAX_SHIFT, progress=False,
+                 workers=1):
         super().__init__(augment=augment, seed=seed, max_shift=max_shift)
         self.directory = Path(directory)
         self.split = str(split)
@@ -457,6 +503,8 @@ class ShardDataset(FusedDataset):
         self.shards = list_shards(self.directory, self.split)
         if not self.shards:
             raise FileNotFoundError(f"no {self.split!r} shards in {str(self.directory)!r}")
+        if int(workers) > 1 and len(self.shards) > 1:
+            self._fuse_in_parallel(int(workers))
         self._x_paths = []
         parts = {"z": [], "dust": [], "valid": [], "flags": [], "id": []}
         for path in _progress(self.shards, progress, f"fusing {self.split}"):
@@ -501,6 +549,15 @@ class ShardDataset(FusedDataset):
         s = int(np.searchsorted(self._starts, index, side="right") - 1)
         i = index - int(self._starts[s])
         return self._array(s)[i], self.dust[index], self._z[index]
+
+    def _fuse_in_parallel(self, workers):
+        """Fill the cache of every shard with a pool of processes (cached shards cost a read)."""
+        import multiprocessing
+
+        settings = (self.directory, self.split, self.cache_dir, self.cache_dtype.name)
+        with multiprocessing.get_context().Pool(min(workers, len(self.shards))) as pool:
+            for _ in pool.imap_unordered(_fuse_one, [(settings, p) for p in self.shards]):
+                pass
 
     def _signature(self, path):
         from .._version import __version__
@@ -553,6 +610,15 @@ class ShardDataset(FusedDataset):
             fh.write(json.dumps(sig))
         log.debug(f"fused {path} -> {xpath}")
         return xpath, meta
+
+
+def _fuse_one(args):
+    """Pool task of `ShardDataset`'s parallel fusing: cache one shard."""
+    (directory, split, cache_dir, dtype), path = args
+    ds = ShardDataset.__new__(ShardDataset)
+    ds.directory, ds.split, ds.cache_dir = directory, split, cache_dir
+    ds.cache_dtype = np.dtype(dtype)
+    ds._ensure_cached(path)
 
 
 def list_shards(directory, split):

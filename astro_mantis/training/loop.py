@@ -24,8 +24,8 @@ from ..atomic import atomic_open, atomic_path
 from ..logger import log
 from ..pdf import Z_EDGES
 from .calibration import TemperatureCalibration, calibration_summary
-from .data import (EpochSampler, FusedDataset, ShardDataset, balanced_weights, soft_targets,
-                   z_to_bin)
+from .data import (SPLITS, ConcatDataset, EpochSampler, FusedDataset, ShardDataset,
+                   balanced_weights, soft_targets, z_to_bin)
 
 __all__ = [
     "train",
@@ -306,42 +306,62 @@ class TrainingData:
 
     @classmethod
     def from_directory(cls, directory, cache_dir=None, cache_dtype="float16", in_memory=False,
-                       progress=False):
-        """Open the splits of a training data directory.
+                       progress=False, workers=1):
+        """Open the splits of a training data directory (or of several).
 
-        Each split is a `~astro_mantis.training.data.ShardDataset`.
+        Each split is a `~astro_mantis.training.data.ShardDataset`; with several directories,
+        a `~astro_mantis.training.data.ConcatDataset` of the directories that have it (e.g.
+        training data rendered in several runs, and validation and test sets made apart).
 
         Parameters
         ----------
-        directory : str or path-like
+        directory : str, path-like or list of them
             Directory written by ``astro_mantis.simulate.dataset.make_dataset`` (or any
-            directory of shards in its format with a ``manifest.json``).
+            directory of shards in its format with a ``manifest.json``), or several.
         cache_dir : str or path-like, optional
-            Where the fused cache goes (default ``<directory>/fused_cache``).
+            Where the fused cache goes (default ``<directory>/fused_cache`` of each).
         cache_dtype : {"float16", "float32"}
             Storage type of the cached inputs.
         in_memory : bool
             Hold the fused splits in memory instead of memory-mapping them.
         progress : bool
             Show progress bars while fusing.
+        workers : int
+            Processes fusing uncached shards in parallel.
 
         Returns
         -------
         `~astro_mantis.training.loop.TrainingData`
-            ``test`` is None when the directory has no test shards.
+            ``test`` is None when no directory has test shards.
+
+        Raises
+        ------
+        FileNotFoundError
+            If a directory does not exist, or none has training or validation shards.
         """
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"training data directory {str(directory)!r} does not exist")
+        dirs = [Path(d) for d in directory] if isinstance(directory, (list, tuple)) \
+            else [Path(directory)]
+        for d in dirs:
+            if not d.is_dir():
+                raise FileNotFoundError(f"training data directory {str(d)!r} does not exist")
         kw = dict(cache_dir=cache_dir, cache_dtype=cache_dtype, in_memory=in_memory,
-                  progress=progress)
-        tr = ShardDataset(directory, "train", **kw)
-        va = ShardDataset(directory, "validation", **kw)
-        try:
-            te = ShardDataset(directory, "test", **kw)
-        except FileNotFoundError:
-            te = None
-        return cls(train=tr, validation=va, test=te, manifest=manifest_summary(directory))
+                  progress=progress, workers=workers)
+        splits = {}
+        for name in SPLITS:
+            parts = []
+            for d in dirs:
+                try:
+                    parts.append(ShardDataset(d, name, **kw))
+                except FileNotFoundError:
+                    continue
+            if not parts and name != "test":
+                raise FileNotFoundError(f"no {name!r} shards in {', '.join(map(str, dirs))}")
+            splits[name] = None if not parts else parts[0] if len(parts) == 1 \
+                else ConcatDataset(parts)
+        manifest = manifest_summary(dirs[0]) if len(dirs) == 1 else \
+            {"runs": [manifest_summary(d) for d in dirs]}
+        return cls(train=splits["train"], validation=splits["validation"],
+                   test=splits["test"], manifest=manifest)
 
 
 def manifest_summary(directory):
@@ -508,7 +528,7 @@ def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_d
           max_minutes=None, progress=True, *, resume=False, overwrite=False, warmup_epochs=1.0,
           min_delta=0.0, augment=True, grad_clip=None, num_workers=0, model_kwargs=None,
           cache_dir=None, cache_dtype="float16", deterministic=True, stop_after=None,
-          eval_batch_size=None, callbacks=None):
+          eval_batch_size=None, callbacks=None, resident=False, workers=1):
     """Train a redshift network on a training data directory.
 
     Parameters
@@ -517,9 +537,10 @@ def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_d
         A name of the ``astro_mantis.models`` registry (built with
         ``build_model(model, **model_kwargs)`` after seeding), or a module with
         ``forward(x, dust) -> logits`` over the 400 bins.
-    train_dir : str, path-like or `~astro_mantis.training.loop.TrainingData`
+    train_dir : str, path-like, list of them, or `~astro_mantis.training.loop.TrainingData`
         Data directory written by ``astro_mantis.simulate.dataset.make_dataset`` (its
-        ``train`` and ``validation`` shards are used), or the datasets themselves.
+        ``train`` and ``validation`` shards are used), several of them (each split is
+        gathered from every directory that has it), or the datasets themselves.
     out_dir : str or path-like
         Where ``checkpoint.pt``, ``best_model.pt``, ``metrics.jsonl`` and the fused
         cache (``fused_cache/``, unless ``cache_dir`` is given) go.
@@ -591,6 +612,12 @@ def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_d
         merged into that epoch's line of ``metrics.jsonl`` (e.g.
         `astro_mantis.explain.SpectralMonitor`, which ``astro-mantis train --spectra``
         uses).
+    resident : bool
+        Hold the whole training split in the device's memory and augment it there
+        (`~astro_mantis.training.resident.ResidentBatches`): the fast path on a GPU, where
+        data-loader workers cannot keep up. Needs float16 device memory of 259 kB per item.
+    workers : int
+        Processes fusing the shards not yet in the fused cache (default 1).
 
     Returns
     -------
@@ -621,7 +648,7 @@ def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_d
         else:
             data = TrainingData.from_directory(
                 train_dir, cache_dir=out_dir / "fused_cache" if cache_dir is None else cache_dir,
-                cache_dtype=cache_dtype, progress=progress)
+                cache_dtype=cache_dtype, progress=progress, workers=workers)
         train_ds, val_ds = data.train, data.validation
         n_train = len(train_ds)
         if n_train < batch_size:
@@ -654,7 +681,8 @@ def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_d
             "smoothing_sigma": float(smoothing_sigma), "balanced": bool(balanced),
             "augment": bool(augment), "grad_clip": grad_clip, "max_minutes": max_minutes,
             "n_train": n_train, "n_validation": len(val_ds),
-            "deterministic": bool(deterministic), "torch": str(torch.__version__),
+            "deterministic": bool(deterministic), "resident": bool(resident),
+            "torch": str(torch.__version__),
             "data": data.manifest,
         }
         state = {"epoch": 0, "history": [], "best_metric": math.inf, "best_epoch": 0,
@@ -682,9 +710,15 @@ def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_d
         sampler = EpochSampler(n_train, seed=seed, shuffle=True,
                                weights=balanced_weights(train_ds.z) if balanced else None)
         loader_gen = torch.Generator()
-        loader = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, drop_last=True,
-                            num_workers=num_workers, pin_memory=dev.type == "cuda",
-                            generator=loader_gen)
+        if resident:
+            from .resident import ResidentBatches
+
+            loader = ResidentBatches(train_ds, batch_size, sampler, dev, seed=seed,
+                                     augment=augment)
+        else:
+            loader = DataLoader(train_ds, batch_size=batch_size, sampler=sampler,
+                                drop_last=True, num_workers=num_workers,
+                                pin_memory=dev.type == "cuda", generator=loader_gen)
         step = _Stepper(net, optimizer, scheduler, scaler, dev, use_amp, amp_dtype,
                         smoothing_sigma, grad_clip)
         epoch_times = [row["seconds"] for row in state["history"]]
@@ -707,6 +741,8 @@ def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_d
             t0 = time.perf_counter()
             sampler.set_epoch(epoch)
             train_ds.set_epoch(epoch)
+            if resident:
+                loader.set_epoch(epoch)
             loader_gen.manual_seed(seed + epoch)
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
                        leave=False, unit="batch")

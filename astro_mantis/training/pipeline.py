@@ -132,7 +132,7 @@ def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=T
     else:
         data = TrainingData.from_directory(
             data_dir, cache_dir=cache_dir if cache_dir is not None else out_dir / "fused_cache",
-            cache_dtype=cache_dtype, progress=progress)
+            cache_dtype=cache_dtype, progress=progress, workers=train_kwargs.get("workers", 1))
     result = train(model, data, out_dir, **train_kwargs)
     net = result.model
     device = next(iter(net.parameters())).device
