@@ -5,7 +5,9 @@
 `PopulationConfig`, or given) and renders, for any position, the FITS file the
 GALEX, Pan-STARRS1 or unWISE cutout service would return there, with GalSim
 (`ImagingConfig` sets PSFs, depths and coverage; `MockSkyConfig` gathers all
-settings). The loopback servers of `astro_mantis.testing` serve it.
+settings; `Randomisation`, with the presets `training_randomisation` and
+`shifted_randomisation`, varies observing conditions and galaxy shapes over
+documented ranges). The loopback servers of `astro_mantis.testing` serve it.
 
 `make_dataset` renders training, validation and test shards from it
 (`load_shard`, `iter_shards` read them back). `SampleSky` serves the small
@@ -25,6 +27,7 @@ __all__ = [
     "MockSky",
     "MockSkyConfig",
     "PopulationConfig",
+    "Randomisation",
     "SampleSky",
     "build_sample_sky",
     "draw_population",
@@ -32,6 +35,8 @@ __all__ = [
     "load_sample_sky",
     "load_shard",
     "make_dataset",
+    "shifted_randomisation",
+    "training_randomisation",
 ]
 
 _LAZY = {
@@ -39,6 +44,7 @@ _LAZY = {
     "MockSky": "sky",
     "MockSkyConfig": "sky",
     "PopulationConfig": "population",
+    "Randomisation": "randomise",
     "SampleSky": "sample",
     "build_sample_sky": "sample",
     "draw_population": "population",
@@ -46,6 +52,8 @@ _LAZY = {
     "load_sample_sky": "sample",
     "load_shard": "dataset",
     "make_dataset": "dataset",
+    "shifted_randomisation": "randomise",
+    "training_randomisation": "randomise",
 }
 
 

@@ -83,6 +83,23 @@ pixel scales and zero points of each survey, the catalog columns, the PS1
 precision, the provenance of the mock galaxies, whether the run completed and
 its generation rate.
 
+Domain randomisation and the shifted-simulator test set
+-------------------------------------------------------
+The sky may vary its observing conditions per field and its galaxies' shapes
+(``MockSkyConfig.randomisation``, `astro_mantis.simulate.randomise`); the
+manifest's ``config`` records the `~astro_mantis.simulate.Randomisation` and
+each shard's catalog rows the per-galaxy values (``rand_*`` columns). Training
+data over the training ranges, and a test set of the shifted simulator (another
+seed, so other galaxies, all in the test split)::
+
+    from astro_mantis.simulate import shifted_randomisation, training_randomisation
+    from astro_mantis.simulate.dataset import dataset_config, make_dataset
+
+    make_dataset(n, path, seed=s,
+                 config=dataset_config(n, randomisation=training_randomisation()))
+    make_dataset(m, path2, seed=other_seed, split=(0, 0, 1),
+                 config=dataset_config(m, randomisation=shifted_randomisation()))
+
 Reproducibility and resuming
 ----------------------------
 Everything derives from the seed: catalog, split, noise, neighbours, coverage.
@@ -169,7 +186,7 @@ def _check_surveys(surveys):
     return tuple(s for s in _SURVEY_ORDER if s in names)
 
 
-def dataset_config(n, density=DEFAULT_DENSITY):
+def dataset_config(n, density=DEFAULT_DENSITY, randomisation=None):
     """The default mock sky of `make_dataset`: ``n`` galaxies at a fixed density.
 
     The catalog is spread over a square patch of ``n / density`` square
@@ -186,6 +203,11 @@ def dataset_config(n, density=DEFAULT_DENSITY):
         Catalog galaxies per square degree (default 100, about the density of
         a spectroscopic survey such as SDSS; faint neighbours and stars come
         on top at their own densities).
+    randomisation : `~astro_mantis.simulate.Randomisation` or dict, optional
+        Domain randomisation of the sky (`astro_mantis.simulate.randomise`):
+        `~astro_mantis.simulate.training_randomisation` for training sets,
+        `~astro_mantis.simulate.shifted_randomisation` for the
+        shifted-simulator test set. None (default): the nominal sky.
 
     Returns
     -------
@@ -196,7 +218,8 @@ def dataset_config(n, density=DEFAULT_DENSITY):
     side = min(math.sqrt(n / float(density)), 60.0)
     half_ra = side / 2.0 / math.cos(math.radians(25.0))
     return MockSkyConfig(n_galaxies=n, ra_range=(185.0 - half_ra, 185.0 + half_ra),
-                         dec_range=(25.0 - side / 2.0, 25.0 + side / 2.0))
+                         dec_range=(25.0 - side / 2.0, 25.0 + side / 2.0),
+                         randomisation=randomisation)
 
 
 def _dataset_config(config, n):

@@ -18,13 +18,13 @@ cutouts of any survey show the same neighbours at the same places.
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from .render import SURVEY_OF_BAND, ImageRenderer, ImagingConfig
+from .render import SURVEY_OF_BAND, ImageRenderer, ImagingConfig, sky_noise
 from .service_format import (
     NATIVE_TO_BAND,
     band_list,
@@ -53,6 +53,13 @@ def _population():
     from . import population
 
     return population
+
+
+def _randomise():
+    """The randomisation module (imported on first use)."""
+    from . import randomise
+
+    return randomise
 
 
 def _check_range(name, value, lo, hi):
@@ -97,6 +104,10 @@ class MockSkyConfig:
     pool_size : int, optional
         Number of distinct neighbour galaxies and stars drawn from the
         population model; cells pick from these pools (default 3000).
+    randomisation : `~astro_mantis.simulate.Randomisation` or dict, optional
+        Domain randomisation of observing conditions and galaxy shapes
+        (`astro_mantis.simulate.randomise`). None (default): the nominal sky,
+        exactly as without the option.
 
     Raises
     ------
@@ -113,8 +124,18 @@ class MockSkyConfig:
     south_dec_range: tuple = (-40.0, -32.0)
     background_cell: float = 60.0
     pool_size: int = 3000
+    randomisation: object = None
+
+    def __repr__(self):
+        # without randomisation the repr is the one from before the option existed, so
+        # dataset manifests written then still match (make_dataset's resume check)
+        names = [f.name for f in fields(self)
+                 if not (f.name == "randomisation" and self.randomisation is None)]
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+        return f"{type(self).__name__}({inner})"
 
     def __post_init__(self):
+        self.randomisation = _randomise().check_randomisation(self.randomisation)
         if isinstance(self.imaging, dict):
             self.imaging = ImagingConfig(**self.imaging)
         if not isinstance(self.imaging, ImagingConfig):
@@ -266,6 +287,9 @@ class MockSky:
         self._ps1_cache = OrderedDict()
         self._pools = None
         self._densities = None
+        self._variants = {}  # renderer per (survey, PSF level, model, beta level)
+        self._fields = (None if config.randomisation is None
+                        else _SkyCells(config.randomisation.field_size))
         self._lock = threading.Lock()
 
     def __repr__(self):
@@ -297,6 +321,9 @@ class MockSky:
         table["dec"].unit = "deg"
         table.meta["seed"] = self.seed
         table.meta["patch"] = f"ra {cfg.ra_range} dec {cfg.dec_range}"
+        if cfg.randomisation is not None:
+            rng = np.random.default_rng(stable_seed(self.seed, "randomise-catalog"))
+            _randomise().perturb_catalog(table, cfg.randomisation, rng)
         return table
 
     @staticmethod
@@ -433,9 +460,11 @@ class MockSky:
         area = (math.sin(math.radians(dec_hi)) - math.sin(math.radians(dec_lo))) \
             * math.radians(ra_hi - ra_lo) * (180.0 / math.pi) ** 2
         rng = np.random.default_rng(stable_seed(self.seed, "cell", j, i))
+        scales = self._density_scales(0.5 * (ra_lo + ra_hi), 0.5 * (dec_lo + dec_hi))
         parts = []
-        for kind, density in (("galaxy", self._densities[0]), ("star", self._densities[1])):
-            count = rng.poisson(density * area) if density > 0 else 0
+        for kind, density, scale in (("galaxy", self._densities[0], scales[0]),
+                                     ("star", self._densities[1], scales[1])):
+            count = rng.poisson(density * scale * area) if density * scale > 0 else 0
             if not count:
                 continue
             pool = pools[kind]
@@ -501,6 +530,70 @@ class MockSky:
 
         out = vstack(tables)
         return out[["kind"] + [c for c in out.colnames if c != "kind"]]
+
+    # ------------------------------------------------------------------ randomisation
+    def _field(self, ra, dec):
+        """The `~astro_mantis.simulate.randomise.FieldDraw` at a position (None: nominal)."""
+        if self._fields is None:
+            return None
+        return _randomise().field_draw(self.config.randomisation, self.seed,
+                                       self._fields.index(ra, dec))
+
+    def field_conditions(self, coord):
+        """The observing conditions of the field containing a position.
+
+        With ``MockSkyConfig.randomisation`` set, every cutout centred in a
+        field of ``Randomisation.field_size`` degrees is observed under that
+        field's draw; without it, the nominal conditions everywhere.
+
+        Parameters
+        ----------
+        coord : `~astropy.coordinates.SkyCoord` or (float, float)
+            Position (degrees for a pair).
+
+        Returns
+        -------
+        dict
+            ``field`` (row, column of the field grid; None without
+            randomisation), ``psf_fwhm`` (band → arcsec), ``psf_model``
+            (survey → PSF family), ``moffat_beta``, ``noise_scale`` (factor on
+            the per-pixel sky noise), ``zero_point`` (band → Δzp, mag; the
+            band's flux is multiplied by ``10**(-0.4 Δzp)``),
+            ``neighbour_scale`` and ``star_scale`` (factors on the densities).
+        """
+        ra, dec = coord_to_radec(coord)
+        return _randomise().conditions_dict(self.config.randomisation, self._field(ra, dec),
+                                            self.config.imaging)
+
+    def _density_scales(self, ra, dec):
+        """Factors on the (neighbour, star) densities at a position."""
+        draw = self._field(ra, dec)
+        return (1.0, 1.0) if draw is None else (draw.neighbour_scale, draw.star_scale)
+
+    def _renderer_for(self, survey, draw):
+        """The renderer of a survey's bands under a field's conditions (cached variants)."""
+        if draw is None:
+            return self.renderer
+        key = draw.variant_key(survey)
+        with self._lock:
+            hit = self._variants.get(key)
+        if hit is None:
+            hit = ImageRenderer(_randomise().variant_imaging(self.config.imaging, draw, survey))
+            with self._lock:
+                hit = self._variants.setdefault(key, hit)
+        return hit
+
+    def _add_noise(self, image, band, pixscale, exptime, seed, draw):
+        """Sky and source noise; under randomisation the nominal sky noise times its factor."""
+        if draw is None:
+            return self.renderer.add_noise(image, band, pixscale, exptime, seed)
+        imaging = self.config.imaging
+        survey = SURVEY_OF_BAND[band]
+        if survey == "panstarrs" and exptime is None:
+            exptime = imaging.ps1_exptime[band]
+        sigma = self.renderer.sky_sigma(band, pixscale, exptime) * draw.noise_scale
+        return sky_noise(image, sigma, imaging.gain[band], seed,
+                         sky_subtracted=imaging.sky_subtracted[survey])
 
     # ------------------------------------------------------------------ coverage
     def galex_covered(self, coord):
@@ -637,9 +730,9 @@ class MockSky:
         i = _PS1_BANDS.index(native)
         image = cube[i]
         if noise:
-            image = self.renderer.add_noise(image, native, pixscale, exptimes[i],
-                                            self._noise_seed("panstarrs", native, ra, dec, size,
-                                                             pixscale))
+            image = self._add_noise(image, native, pixscale, exptimes[i],
+                                    self._noise_seed("panstarrs", native, ra, dec, size,
+                                                     pixscale), self._field(ra, dec))
         image = image.astype(np.float32)
         self._chip_gap(image, native, ra, dec)
         return image, (crval, crpix, cd), exptimes[i]
@@ -653,13 +746,14 @@ class MockSky:
         if survey == "galex" and not self.galex_covered((ra, dec)):
             return np.zeros((len(natives), size, size), dtype=np.float32), geometry
         wcs = _tan_wcs(crval, crpix, cd=cd)
+        draw = self._field(ra, dec)
         cube = self._render_clean(survey, natives, ra, dec, wcs, size, pixscale,
-                                  [None] * len(natives))
+                                  [None] * len(natives), draw)
         if noise:
             for i, native in enumerate(natives):
-                cube[i] = self.renderer.add_noise(
+                cube[i] = self._add_noise(
                     cube[i], NATIVE_TO_BAND[(survey, native)], pixscale, None,
-                    self._noise_seed(survey, native, ra, dec, size, pixscale))
+                    self._noise_seed(survey, native, ra, dec, size, pixscale), draw)
         return cube, geometry
 
     def _noise_seed(self, survey, native, ra, dec, size, pixscale):
@@ -685,7 +779,7 @@ class MockSky:
                     for b in _PS1_BANDS]
         wcs = _tan_wcs(crval, crpix, cdelt=cd)
         cube = self._render_clean("panstarrs", list(_PS1_BANDS), ra, dec, wcs, size, pixscale,
-                                  exptimes)
+                                  exptimes, self._field(ra, dec))
         cube.setflags(write=False)
         with self._lock:
             self._ps1_cache[key] = (cube, exptimes)
@@ -693,12 +787,17 @@ class MockSky:
                 self._ps1_cache.popitem(last=False)
         return cube, exptimes
 
-    def _render_clean(self, survey, natives, ra, dec, wcs, size, pixscale, exptimes):
-        """Noiseless images (float32) of the given native bands of one cutout."""
+    def _render_clean(self, survey, natives, ra, dec, wcs, size, pixscale, exptimes,
+                      draw=None):
+        """Noiseless images (float32) of the given native bands of one cutout.
+
+        ``draw``: the field's randomised conditions (PSF variant, zero points), or None.
+        """
         imaging = self.config.imaging
+        renderer = self._renderer_for(survey, draw)
         bands = [NATIVE_TO_BAND[(survey, b)] for b in natives]
         half_diag = size * pixscale / 3600.0 / math.sqrt(2.0)
-        fwhm = max(imaging.psf_fwhm[b] for b in bands)
+        fwhm = max(renderer.imaging.psf_fwhm[b] for b in bands)
         margin = (4.0 * fwhm + 2.0 * pixscale) / 3600.0
         sources = []
         # stamps are squares: a source is drawn if its square reaches the cutout's
@@ -719,8 +818,11 @@ class MockSky:
             background["field"] = np.ones(len(background["ra"]), bool)
             sources.append(background)
         sources = _concat(sources) or {}
-        return self.renderer.render_bands(bands, sources, wcs, size, pixscale, exptimes,
-                                          noise=False)
+        cube = renderer.render_bands(bands, sources, wcs, size, pixscale, exptimes, noise=False)
+        if draw is not None:  # calibration error: the source flux moves, the sky noise does not
+            for i, band in enumerate(bands):
+                cube[i] *= np.float32(10.0 ** (-0.4 * draw.zero_point[band]))
+        return cube
 
 
 def noise_seed(seed, survey, native, ra, dec, size, pixscale):
