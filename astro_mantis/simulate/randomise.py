@@ -15,9 +15,10 @@ the `~astro_mantis.simulate.MockSky` vary them over documented ranges:
   bulge-fraction jitter, profile family and an extra offset of the light
   centre, recorded as catalog columns ``rand_*``.
 
-`training_randomisation` gives the training ranges, `shifted_randomisation`
-the shifted-simulator test set (conditions outside the centre of the training
-ranges, which training never sees).
+`~astro_mantis.simulate.training_randomisation` gives the training ranges,
+`~astro_mantis.simulate.shifted_randomisation` the shifted-simulator test set
+(conditions outside the centre of the training ranges, which training never
+sees).
 
 PSF widths, Moffat indices and noise levels are quantised to ``levels``
 evenly spaced values of their range, so that a handful of renderer variants
@@ -32,7 +33,7 @@ import numpy as np
 from .render import _PSF_MODELS, _SURVEYS, BANDS, SURVEY_OF_BAND
 from .service_format import stable_seed
 
-__all__ = ["FieldDraw", "Randomisation", "field_draw", "perturb_catalog",
+__all__ = ["FieldDraw", "Randomisation", "field_cell", "field_draw", "perturb_catalog",
            "shifted_randomisation", "training_randomisation", "variant_imaging"]
 
 _PROFILES = ("mix", "single")
@@ -484,7 +485,7 @@ def perturb_catalog(table, randomisation, rng):
     return table
 
 
-def conditions_dict(randomisation, draw, imaging):
+def _conditions_dict(randomisation, draw, imaging):
     """The observing conditions of a field as plain values (`MockSky.field_conditions`).
 
     Parameters
@@ -514,7 +515,7 @@ def conditions_dict(randomisation, draw, imaging):
             "neighbour_scale": draw.neighbour_scale, "star_scale": draw.star_scale}
 
 
-def check_randomisation(value):
+def _check_randomisation(value):
     """``MockSkyConfig.randomisation`` validated: None, a `Randomisation`, or a dict of one.
 
     Parameters

@@ -135,7 +135,7 @@ class MockSkyConfig:
         return f"{type(self).__name__}({inner})"
 
     def __post_init__(self):
-        self.randomisation = _randomise().check_randomisation(self.randomisation)
+        self.randomisation = _randomise()._check_randomisation(self.randomisation)
         if isinstance(self.imaging, dict):
             self.imaging = ImagingConfig(**self.imaging)
         if not isinstance(self.imaging, ImagingConfig):
@@ -562,7 +562,7 @@ class MockSky:
             ``neighbour_scale`` and ``star_scale`` (factors on the densities).
         """
         ra, dec = coord_to_radec(coord)
-        return _randomise().conditions_dict(self.config.randomisation, self._field(ra, dec),
+        return _randomise()._conditions_dict(self.config.randomisation, self._field(ra, dec),
                                             self.config.imaging)
 
     def _density_scales(self, ra, dec):
