@@ -17,6 +17,12 @@ CPU time per galaxy does not, so the benchmark also prints the rate ``W / (CPU s
 galaxy)`` that W workers reach on W otherwise idle cores, and its projection. The
 target of issue 3 is 50,000 galaxies in under 30 minutes on 2 cores. A check that
 all runs wrote identical shards is printed too.
+
+``--randomisation`` renders every run a second time with the training domain
+randomisation (`astro_mantis.simulate.training_randomisation`, issue 16) and prints
+its rate and CPU time per galaxy as ratios to the nominal sky of the same run::
+
+    python benchmarks/bench_simulate.py --n 300 --workers 1 --randomisation
 """
 import argparse
 import hashlib
@@ -27,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from astro_mantis.simulate.dataset import make_dataset
+from astro_mantis.simulate.dataset import dataset_config, make_dataset
 
 
 def _digest(root):
@@ -51,21 +57,30 @@ def main(argv=None):
                         help="galaxies to project the time for (default 50000)")
     parser.add_argument("--keep", metavar="DIR", default=None,
                         help="write the datasets under DIR instead of a temporary directory")
+    parser.add_argument("--randomisation", action="store_true",
+                        help="also render with the training domain randomisation and print "
+                             "the ratios to the nominal sky")
     args = parser.parse_args(argv)
+    skies = [("nominal", None)]
+    if args.randomisation:
+        from astro_mantis.simulate import training_randomisation
+
+        skies.append(("training randomisation", training_randomisation()))
 
     print(f"make_dataset benchmark: {args.n} galaxies, shard_size {args.shard_size}, "
           f"seed {args.seed}")
-    print(f"machine: {platform.platform()}, Python {platform.python_version()}, "
-          f"{os.cpu_count()} CPU(s), load average "
+    print(f"machine: {platform.platform()}, {_cpu_model()}, Python "
+          f"{platform.python_version()}, {os.cpu_count()} CPU(s), load average "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rows = []
     digests = {}
     with tempfile.TemporaryDirectory(prefix="bench_simulate_", dir=args.keep) as tmp:
-        for workers in args.workers:
-            out = Path(tmp) / f"workers{workers}"
+        for (sky, randomisation), workers in ((s, w) for s in skies for w in args.workers):
+            out = Path(tmp) / f"{sky.split()[0]}_workers{workers}"
             t0 = time.perf_counter()
             manifest = make_dataset(args.n, out, seed=args.seed, shard_size=args.shard_size,
-                                    workers=workers, progress=False)
+                                    workers=workers, progress=False,
+                                    config=dataset_config(args.n, randomisation=randomisation))
             wall = time.perf_counter() - t0
             gen = manifest["generation"]
             rate = gen["galaxies_per_second"]
@@ -75,9 +90,9 @@ def main(argv=None):
             idle_projected = args.project / idle_rate + gen["setup_seconds"]
             rows.append((workers, gen["setup_seconds"], gen["seconds"], rate,
                          manifest["bytes_per_galaxy"], projected, cpu, idle_rate,
-                         idle_projected))
-            digests[workers] = _digest(out)
-            print(f"  workers={workers}: setup {gen['setup_seconds']:.1f} s, rendering "
+                         idle_projected, sky))
+            digests.setdefault(sky, {})[workers] = _digest(out)
+            print(f"  {sky}, workers={workers}: setup {gen['setup_seconds']:.1f} s, rendering "
                   f"{gen['seconds']:.1f} s = {rate:.1f} galaxies/s, {cpu * 1e3:.0f} ms CPU "
                   f"per galaxy, {manifest['bytes_per_galaxy'] / 1e3:.0f} kB/galaxy; "
                   f"{args.project} galaxies in {projected / 60:.1f} min (wall {wall:.1f} s; "
@@ -85,11 +100,12 @@ def main(argv=None):
             sys.stdout.flush()
 
     print()
-    print(f"{'workers':>7}  {'setup s':>7}  {'render s':>8}  {'galaxies/s':>10}  "
+    print(f"{'sky':>22}  {'workers':>7}  {'setup s':>7}  {'render s':>8}  {'galaxies/s':>10}  "
           f"{'CPU ms/gal':>10}  {'kB/galaxy':>9}  {f'{args.project}: min':>10}  "
           f"{'idle: gal/s':>11}  {'idle: min':>9}")
-    for workers, setup, seconds, rate, per_gal, projected, cpu, idle_rate, idle_proj in rows:
-        print(f"{workers:>7d}  {setup:>7.1f}  {seconds:>8.1f}  {rate:>10.1f}  "
+    for workers, setup, seconds, rate, per_gal, projected, cpu, idle_rate, idle_proj, sky \
+            in rows:
+        print(f"{sky:>22}  {workers:>7d}  {setup:>7.1f}  {seconds:>8.1f}  {rate:>10.1f}  "
               f"{cpu * 1e3:>10.0f}  {per_gal / 1e3:>9.0f}  {projected / 60:>10.1f}  "
               f"{idle_rate:>11.1f}  {idle_proj / 60:>9.1f}")
     per_gal = rows[0][4]
@@ -99,9 +115,33 @@ def main(argv=None):
     print(f"target: {args.project} galaxies in < 30 min; best projection at the measured "
           f"rate {best / 60:.1f} min ({'met' if best < 1800 else 'missed'}), on idle "
           f"cores {best_idle / 60:.1f} min ({'met' if best_idle < 1800 else 'missed'})")
-    same = len(set(digests.values())) == 1
+    _print_ratios(rows)
+    same = all(len(set(d.values())) == 1 for d in digests.values())
     print(f"shards identical across worker counts: {same}")
     return 0 if same else 1
+
+
+def _print_ratios(rows):
+    """Randomised over nominal: rate and CPU time per galaxy, per worker count."""
+    nominal = {r[0]: r for r in rows if r[9] == "nominal"}
+    for row in rows:
+        base = nominal.get(row[0])
+        if row[9] == "nominal" or base is None:
+            continue
+        print(f"{row[9]} / nominal, workers={row[0]}: rate x{row[3] / base[3]:.2f}, "
+              f"CPU per galaxy x{row[6] / base[6]:.2f}")
+
+
+def _cpu_model():
+    """The CPU model name (Linux), else the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
