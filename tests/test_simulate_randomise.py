@@ -301,3 +301,16 @@ def test_make_dataset_records_randomisation_and_resumes(tmp_path):
     kwargs["config"] = dataset_config(4, randomisation=shifted_randomisation())
     with pytest.raises(ValueError, match="config"):
         make_dataset(4, tmp_path, **kwargs)
+
+
+def test_variant_psf_cache_is_bounded():
+    from types import SimpleNamespace
+
+    from astro_mantis.simulate.sky import _trim_psf_cache
+
+    cache = {("r", n, False, 0.25): np.zeros((n, n)) for n in (8, 16, 64, 128)}
+    renderer = SimpleNamespace(_psf_k=dict(cache))
+    _trim_psf_cache(renderer, 10**6)  # 166 kB in all: nothing to drop
+    assert len(renderer._psf_k) == 4
+    _trim_psf_cache(renderer, 100_000)  # the largest go first, down to half the limit
+    assert sorted(k[1] for k in renderer._psf_k) == [8, 16, 64]

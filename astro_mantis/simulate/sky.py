@@ -46,6 +46,7 @@ _SHAPE_COLUMNS = ("r_half_disk", "r_half_bulge", "bulge_frac", "q", "pa")
 _CELL_CACHE = 8192  # background cells kept in memory
 _PS1_CACHE = 32  # noiseless five-band PS1 cutouts kept for the next band's request
 _PS1_BANDS = ("g", "r", "i", "z", "y")
+_VARIANT_PSF_BYTES = 24_000_000  # PSF k-images kept per randomisation renderer variant
 
 
 def _population():
@@ -581,6 +582,7 @@ class MockSky:
             hit = ImageRenderer(_randomise().variant_imaging(self.config.imaging, draw, survey))
             with self._lock:
                 hit = self._variants.setdefault(key, hit)
+        _trim_psf_cache(hit, _VARIANT_PSF_BYTES)
         return hit
 
     def _add_noise(self, image, band, pixscale, exptime, seed, draw):
@@ -823,6 +825,25 @@ class MockSky:
             for i, band in enumerate(bands):
                 cube[i] *= np.float32(10.0 ** (-0.4 * draw.zero_point[band]))
         return cube
+
+
+def _trim_psf_cache(renderer, limit):
+    """Bound a renderer's cache of PSF k-images: past ``limit`` bytes, drop the largest.
+
+    A few dozen randomisation variants each fill their own cache; the large
+    k-images (of rare large stamps) are most of the memory and cheap to redraw
+    when needed again, the many small ones are kept.
+    """
+    cache = renderer._psf_k
+    sizes = {k: getattr(v, "nbytes", 0) for k, v in list(cache.items())}
+    total = sum(sizes.values())
+    if total <= limit:
+        return
+    for k in sorted(sizes, key=sizes.get, reverse=True):
+        cache.pop(k, None)
+        total -= sizes[k]
+        if total <= limit // 2:
+            break
 
 
 def noise_seed(seed, survey, native, ra, dec, size, pixscale):
