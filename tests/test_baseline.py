@@ -51,3 +51,147 @@ def test_knn_learns_a_smooth_relation_and_gives_valid_pdfs():
     assert np.all(np.abs(pdf.mean() - z[2500:2510]) < 0.1)
     with pytest.raises(ValueError, match="positive integer"):
         KNNRedshift(k=0)
+
+
+# --- the catalog-magnitude baseline -------------------------------------------------------
+
+from astro_mantis.training.baseline import (CatalogKNN, catalog_magnitudes,  # noqa: E402
+                                            colour_features, depth_noise_fluxes,
+                                            noisy_magnitudes, shard_magnitudes)
+
+NINE = ("nuv", "fuv", "g", "r", "i", "z", "y", "w1", "w2")
+DEPTH = {"nuv": 20.8, "fuv": 19.9, "g": 23.3, "r": 23.2, "i": 23.1, "z": 22.3, "y": 21.4,
+         "w1": 20.3, "w2": 19.9}
+
+
+@pytest.fixture(scope="module")
+def sim():
+    pytest.importorskip("kcorrect")
+    pytest.importorskip("speclite")
+    pytest.importorskip("dust_extinction")
+    return pytest.importorskip("astro_mantis.simulate.photometry")
+
+
+def test_catalog_magnitudes_fit_rows_are_even_and_evaluation_rows_odd(sim):
+    even = catalog_magnitudes("even")
+    assert len(even) == 5000
+    np.testing.assert_array_equal(even["row"], np.arange(0, 10000, 2))
+    assert even["mag"].shape == (5000, 9) and even.meta["bands"] == list(NINE)
+    # the template fit at the spectroscopic redshift, corrected for Galactic extinction
+    fit = sim.fit_sdss_coefficients("even")
+    np.testing.assert_array_equal(fit["row"], even["row"])
+    expected = sim.band_magnitudes(np.asarray(fit["coeffs"][:50]), np.asarray(fit["z"][:50]),
+                                   0.0, NINE)
+    np.testing.assert_allclose(even["mag"][:50], expected, atol=1e-9)
+    # SDSS main-sample galaxies are bright in r
+    assert 15 < np.median(even["mag"][:, 3]) < 18
+    odd = catalog_magnitudes("odd", bands=("g", "r"))
+    assert np.all(odd["row"] % 2 == 1) and odd["mag"].shape == (5000, 2)
+    assert not np.intersect1d(odd["row"], even["row"]).size
+    with pytest.raises(ValueError, match="'even' or 'odd'"):
+        catalog_magnitudes("all")
+    with pytest.raises(ValueError, match="source"):
+        catalog_magnitudes("even", source="model")
+    with pytest.raises(ValueError, match="unknown band.*'u'"):
+        catalog_magnitudes("even", bands=("g", "u"))
+
+
+def test_depth_noise_has_a_fifth_of_the_5sigma_depth_flux():
+    mags = np.tile([18.0, 30.0, 20.0], (20000, 1))
+    bands = ("r", "w1", "nuv")
+    flux, sigma = depth_noise_fluxes(mags, bands=bands, seed=3)
+    expect = 10 ** (-0.4 * np.array([DEPTH[b] for b in bands])) / 5
+    np.testing.assert_allclose(sigma, expect)
+    resid = flux - 10 ** (-0.4 * mags)
+    np.testing.assert_allclose(resid.std(axis=0) / expect, 1.0, atol=0.03)
+    np.testing.assert_allclose(resid.mean(axis=0) / expect, 0.0, atol=0.03)
+    # a source at the 5σ depth has signal-to-noise 5; a custom depth is honoured
+    at_depth = np.full((20000, 1), 22.0)
+    f, s = depth_noise_fluxes(at_depth, bands=("g",), depth={"g": 22.0}, seed=0)
+    assert np.mean(f) / s[0] == pytest.approx(5.0, abs=0.05)
+    # no flux at all (inf) stays finite once noisy
+    assert np.all(np.isfinite(noisy_magnitudes(np.full((5, 9), np.inf))))
+
+
+def test_noise_is_deterministic_per_seed():
+    mags = np.random.default_rng(0).uniform(16, 24, (100, 9))
+    a = noisy_magnitudes(mags, seed=7)
+    np.testing.assert_array_equal(a, noisy_magnitudes(mags, seed=7))
+    assert not np.array_equal(a, noisy_magnitudes(mags, seed=8))
+    # bright bands barely move, faint ones much more
+    bright = noisy_magnitudes(np.full((2000, 9), 15.0), seed=1)
+    assert np.std(bright[:, 3]) < 0.01 < np.std(noisy_magnitudes(np.full((2000, 9), 23.0),
+                                                                  seed=1)[:, 3])
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match=r"shape \(N, 9\).*\(10, 8\)"):
+        noisy_magnitudes(np.zeros((10, 8)))
+    with pytest.raises(ValueError, match=r"shape \(N, 9\)"):
+        depth_noise_fluxes(np.zeros(9))
+    with pytest.raises(ValueError, match="unknown band.*'k'"):
+        depth_noise_fluxes(np.zeros((3, 2)), bands=("g", "k"))
+    with pytest.raises(ValueError, match="unknown band.*'r'"):
+        depth_noise_fluxes(np.zeros((3, 1)), bands=("r",), depth={"g": 22.0})
+    with pytest.raises(ValueError, match="NaN"):
+        depth_noise_fluxes(np.full((3, 9), np.nan))
+    with pytest.raises(ValueError, match=r"z must have shape \(50,\)"):
+        CatalogKNN().fit(np.zeros((50, 9)), np.zeros(49))
+    with pytest.raises(ValueError, match="smoothing"):
+        CatalogKNN(smoothing=-1)
+    with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
+        CatalogKNN(bands=("g", "r")).fit(np.zeros((50, 9)), np.zeros(50))
+    with pytest.raises(ValueError, match="catalog"):
+        shard_magnitudes({"z": np.zeros(3)})
+
+
+def test_colour_features_are_wavelength_ordered_neighbour_colours():
+    mags = np.arange(9.0)[None, :] * np.array([[1.0]])  # nuv=0, fuv=1, g=2, ...
+    feats = colour_features(mags)
+    assert feats.shape == (1, 17)
+    np.testing.assert_array_equal(feats[0, :9], mags[0])
+    # FUV−NUV, NUV−g, g−r, r−i, i−z, z−y, y−W1, W1−W2
+    np.testing.assert_array_equal(feats[0, 9:], [1 - 0, 0 - 2, -1, -1, -1, -1, -1, -1])
+
+
+def test_catalog_knn_recovers_redshift_better_than_a_constant():
+    rng = np.random.default_rng(2)
+    n = 1500
+    z = rng.uniform(0.02, 0.6, n)
+    # a toy SED whose colours redden with z and whose brightness is unrelated to z
+    base = rng.uniform(16, 19, n)[:, None]
+    slope = np.array([3.0, 4.0, 1.5, 0.8, 0.4, 0.2, 0.1, -0.3, -0.6])
+    true = base + slope[None, :] * z[:, None] * 2 + rng.normal(0, 0.05, (n, 9))
+    noisy = noisy_magnitudes(true, seed=4)
+    model = CatalogKNN(k=20).fit(noisy[:1200], z[:1200])
+    zp = model.predict(noisy[1200:])
+    err = np.median(np.abs(zp - z[1200:]))
+    const = np.median(np.abs(np.median(z[:1200]) - z[1200:]))
+    assert err < 0.2 * const
+    pdf = model.predict_pdf(noisy[1200:1250])
+    assert len(pdf) == 50 and np.all(pdf.valid)
+    assert np.all(np.abs(pdf.mean() - z[1200:1250]) < 0.1)
+    # smoothing widens the PDF, 0 is the bare neighbour histogram
+    bare = CatalogKNN(k=20, smoothing=0).fit(noisy[:1200], z[:1200])
+    wide = CatalogKNN(k=20, smoothing=0.05).fit(noisy[:1200], z[:1200])
+    assert np.all(wide.predict_pdf(noisy[1200:1250]).std()
+                  > bare.predict_pdf(noisy[1200:1250]).std())
+
+
+def test_shard_magnitudes_undo_the_milky_way_extinction(sim):
+    from astropy.table import Table
+
+    fit = sim.fit_sdss_coefficients("even")[:20]
+    coeffs, z = np.asarray(fit["coeffs"]), np.asarray(fit["z"])
+    ebv = np.linspace(0.0, 0.3, 20)
+    observed = sim.band_magnitudes(coeffs, z, ebv, NINE)
+    cat = Table({"coeffs": coeffs, "z": z, "ebv": ebv, "ebv_csfd": ebv,
+                 **{f"mag_{b}": observed[:, j] for j, b in enumerate(NINE)}})
+    intrinsic = sim.band_magnitudes(coeffs, z, 0.0, NINE)
+    np.testing.assert_allclose(shard_magnitudes({"catalog": cat}), intrinsic, atol=1e-6)
+    np.testing.assert_allclose(shard_magnitudes({"catalog": cat}, ebv=None), observed)
+    assert np.all(observed[-1] > intrinsic[-1] + 0.01)
+    with pytest.raises(ValueError, match="ebv must be"):
+        shard_magnitudes({"catalog": cat}, ebv="sfd")
+    with pytest.raises(ValueError, match="lacks column.*mag_w2"):
+        shard_magnitudes({"catalog": cat[[c for c in cat.colnames if c != "mag_w2"]]})

@@ -10,13 +10,38 @@ Apertures are circles centred on the cutout centre, of radius 3″ in Pan-STARRS
 times each band's PSF FWHM. Fluxes become AB asinh magnitudes (Lupton et al. 1999)
 with a softening of the band's 1σ point-source flux (its 5σ depth − 1.75 mag), so
 faint and negative fluxes stay finite and ordered.
+
+The catalog-magnitude baseline
+------------------------------
+A second baseline asks what colours alone achieve, without any image: nine-band
+magnitudes as a catalog would list them, with the surveys' depth noise, fed to a
+k-nearest-neighbours regressor (`CatalogKNN`). It is fitted on the *real* SDSS
+galaxies shipped in ``kcorrect`` (even rows only, `catalog_magnitudes`) and scored
+on the mock test split (`shard_magnitudes`) and on the held-out odd rows.
+
+* **Magnitudes.** Each real galaxy's template fit
+  (`~astro_mantis.simulate.photometry.sdss_reference_magnitudes`, GALEX + SDSS +
+  2MASS) predicts its magnitudes in the nine model bands at its own spectroscopic
+  redshift; ``source="anchored"`` instead keeps the measured magnitude of the nearest
+  fitted band and adds the template colour. Mock galaxies' magnitudes come from their
+  catalog rows.
+* **Milky Way extinction.** Magnitudes are corrected for it, as catalogs' are: the
+  real ones with the SDSS pipeline's SFD values, the mock ones with the CSFD-like
+  estimate ``ebv_csfd`` the network is also given (so the dust-map error stays in).
+  E(B−V) is therefore not a feature.
+* **Noise.** `depth_noise_fluxes` adds Gaussian flux noise of σ = (flux of the band's
+  5σ point-source depth) / 5, with the depths of
+  `~astro_mantis.simulate.render.DEFAULT_DEPTH`; `noisy_magnitudes` turns the noisy
+  fluxes into asinh magnitudes softened at that σ. Galaxies are extended, so real
+  catalog errors are somewhat larger: the baseline is, if anything, optimistic.
 """
 import math
 
 import numpy as np
 
 __all__ = ["APERTURE_RADII", "aperture_fluxes", "asinh_magnitudes", "shard_features",
-           "KNNRedshift"]
+           "KNNRedshift", "catalog_magnitudes", "shard_magnitudes", "depth_noise_fluxes",
+           "noisy_magnitudes", "colour_features", "CatalogKNN"]
 
 #: Aperture radius in pixels per survey (see module docstring).
 APERTURE_RADII = {"galex": 4.0, "panstarrs": 12.0, "unwise": 3.0}
@@ -149,3 +174,294 @@ class KNNRedshift:
         np.add.at(counts, (np.arange(len(zs))[:, None], idx), 1.0)
         counts += 1e-6 * counts.max(axis=1, keepdims=True)
         return RedshiftPDF(counts / np.diff(edges), edges=edges)
+
+
+# ---------------------------------------------------------------------------
+# The catalog-magnitude baseline
+# ---------------------------------------------------------------------------
+_CATALOG_SOURCES = {"fit": -1.0, "anchored": 0.3}
+_CATALOG_MEMO = {}
+
+
+def _check_bands(bands, depth=None):
+    """Bands as a tuple of known names, and their 5σ depths."""
+    from ..simulate.photometry import BANDS
+
+    if isinstance(bands, str):
+        bands = (bands,)
+    bands = tuple(str(b) for b in bands)
+    if not bands:
+        raise ValueError("bands must name at least one band")
+    if depth is None:
+        from ..simulate.render import DEFAULT_DEPTH
+
+        depth = DEFAULT_DEPTH
+    unknown = [b for b in bands if b not in BANDS or b not in depth]
+    if unknown:
+        raise ValueError(f"unknown band(s) {', '.join(map(repr, unknown))}: expected "
+                         f"bands among {', '.join(BANDS)} with a depth")
+    return bands, np.array([float(depth[b]) for b in bands])
+
+
+def _check_mags(mags, bands, name="mags"):
+    mags = np.asarray(mags, dtype=float)
+    if mags.ndim != 2 or mags.shape[1] != len(bands):
+        raise ValueError(f"{name} must have shape (N, {len(bands)}) for bands "
+                         f"{', '.join(bands)}; got shape {mags.shape}")
+    return mags
+
+
+def catalog_magnitudes(rows="even", bands=None, source="fit"):
+    """Nine-band magnitudes of the real SDSS galaxies shipped in ``kcorrect``.
+
+    Parameters
+    ----------
+    rows : {'even', 'odd'}
+        ``'even'`` (default) for anything fitted (the baseline's training set);
+        ``'odd'`` only to evaluate (the held-out half of the catalog).
+    bands : sequence of str, optional
+        Bands among `~astro_mantis.simulate.photometry.BANDS` (the default, all nine
+        in model channel order).
+    source : {'fit', 'anchored'}
+        ``'fit'`` (default): the magnitudes each galaxy's template fit (GALEX + SDSS +
+        2MASS, `~astro_mantis.simulate.photometry.sdss_reference_magnitudes`) predicts
+        at its spectroscopic redshift, the same kind of magnitudes the mock galaxies
+        carry. ``'anchored'``: the measured magnitude of the nearest fitted band plus
+        the template colour (real photometric scatter kept).
+
+    Returns
+    -------
+    `astropy.table.Table`
+        Columns ``row`` (index in the catalog file: all even, or all odd), ``z``
+        (spectroscopic), ``ebv_sfd``, ``r_petro`` and ``mag`` (shape (N, nbands): AB,
+        corrected for Milky-Way extinction, noise-free). ``meta`` records ``rows``,
+        ``bands`` and ``source``.
+
+    Raises
+    ------
+    ValueError
+        For rows other than 'even'/'odd', an unknown band or source.
+    """
+    from astropy.table import Table
+
+    from ..simulate.photometry import BANDS, sdss_reference_magnitudes
+
+    bands, _ = _check_bands(BANDS if bands is None else bands)
+    if rows not in ("even", "odd"):
+        raise ValueError(f"rows must be 'even' or 'odd', got {rows!r}")
+    if source not in _CATALOG_SOURCES:
+        raise ValueError(f"source must be one of {', '.join(_CATALOG_SOURCES)}, "
+                         f"got {source!r}")
+    key = (rows, bands, source)
+    if key not in _CATALOG_MEMO:
+        ref = sdss_reference_magnitudes(rows, bands=bands,
+                                        max_anchor_distance=_CATALOG_SOURCES[source])
+        tab = Table()
+        for name in ("row", "z", "ebv_sfd", "r_petro"):
+            tab[name] = np.asarray(ref[name])
+        tab["mag"] = np.column_stack([np.asarray(ref[f"mag_{b}"], dtype=float)
+                                      for b in bands])
+        tab.meta.update(rows=rows, bands=list(bands), source=source)
+        _CATALOG_MEMO[key] = tab
+    return _CATALOG_MEMO[key].copy()
+
+
+def shard_magnitudes(shard, bands=None, ebv="ebv_csfd"):
+    """Catalog magnitudes of a shard's mock galaxies, corrected for Milky-Way extinction.
+
+    Parameters
+    ----------
+    shard : dict
+        As returned by `astro_mantis.simulate.dataset.load_shard` (its ``catalog``
+        table has ``mag_<band>``, ``coeffs``, ``z`` and the E(B−V) columns).
+    bands : sequence of str, optional
+        Default all nine model bands.
+    ebv : {'ebv_csfd', 'ebv_planck', 'ebv'} or None
+        Catalog column of the E(B−V) used for the correction: ``'ebv_csfd'`` (default,
+        the dust-map estimate the network is given), ``'ebv'`` (the true value) or
+        None (no correction). The correction for band *b* is the galaxy's own template
+        attenuation, ``m_b(E) − m_b(0)``.
+
+    Returns
+    -------
+    mag : array, shape (N, nbands)
+        Noise-free total AB magnitudes.
+    """
+    from ..simulate.photometry import BANDS, band_magnitudes
+
+    bands, _ = _check_bands(BANDS if bands is None else bands)
+    try:
+        cat = shard["catalog"]
+    except (KeyError, TypeError):
+        raise ValueError("shard must be a dict from load_shard with a 'catalog' "
+                         "table") from None
+    missing = [f"mag_{b}" for b in bands if f"mag_{b}" not in cat.colnames]
+    if missing:
+        raise ValueError(f"shard catalog lacks column(s) {', '.join(missing)}")
+    mag = np.column_stack([np.asarray(cat[f"mag_{b}"], dtype=float) for b in bands])
+    if ebv is None:
+        return mag
+    if ebv not in ("ebv_csfd", "ebv_planck", "ebv"):
+        raise ValueError(f"ebv must be 'ebv_csfd', 'ebv_planck', 'ebv' or None, got {ebv!r}")
+    coeffs = np.asarray(cat["coeffs"], dtype=float)
+    z = np.asarray(cat["z"], dtype=float)
+    e = np.asarray(cat[ebv], dtype=float)
+    with np.errstate(invalid="ignore"):
+        attenuation = band_magnitudes(coeffs, z, e, bands) - band_magnitudes(coeffs, z, 0.0,
+                                                                             bands)
+    return mag - np.where(np.isfinite(attenuation), attenuation, 0.0)
+
+
+def depth_noise_fluxes(mags, bands=None, depth=None, seed=0):
+    """Fluxes of magnitudes with Gaussian noise of a fifth of each band's 5σ depth.
+
+    Parameters
+    ----------
+    mags : array, shape (N, nbands)
+        True AB magnitudes (``inf`` means no flux).
+    bands : sequence of str, optional
+        The bands of the columns; default the nine model bands.
+    depth : dict, optional
+        Band → 5σ point-source depth (AB); default
+        `~astro_mantis.simulate.render.DEFAULT_DEPTH`.
+    seed : int or `numpy.random.Generator`
+        Seed of the noise (the same seed gives the same noise).
+
+    Returns
+    -------
+    flux : array, shape (N, nbands)
+        Noisy fluxes in maggies (may be negative).
+    sigma : array, shape (nbands,)
+        The noise σ per band, ``10**(-0.4 depth) / 5`` maggies.
+    """
+    from ..simulate.photometry import BANDS
+
+    bands, depths = _check_bands(BANDS if bands is None else bands, depth)
+    mags = _check_mags(mags, bands)
+    if np.any(np.isnan(mags)):
+        raise ValueError("mags contains NaN (use inf for a band without flux)")
+    sigma = 10.0 ** (-0.4 * depths) / 5.0
+    rng = np.random.default_rng(seed)
+    flux = 10.0 ** (-0.4 * mags) + rng.standard_normal(mags.shape) * sigma
+    return flux, sigma
+
+
+def noisy_magnitudes(mags, bands=None, depth=None, seed=0):
+    """Asinh magnitudes of `depth_noise_fluxes`: what a depth-limited catalog lists.
+
+    Parameters
+    ----------
+    mags, bands, depth, seed
+        As in `depth_noise_fluxes`.
+
+    Returns
+    -------
+    array, shape (N, nbands)
+        AB asinh magnitudes (`asinh_magnitudes`, softened at each band's noise σ):
+        finite for every row, equal to the AB magnitude for bright sources.
+    """
+    from ..simulate.photometry import BANDS
+
+    bands, depths = _check_bands(BANDS if bands is None else bands, depth)
+    flux, _ = depth_noise_fluxes(mags, bands, depth, seed)
+    return asinh_magnitudes(flux, 0.0, depths)
+
+
+def colour_features(mags, bands=None):
+    """Magnitudes followed by the colours of bands adjacent in wavelength.
+
+    Parameters
+    ----------
+    mags : array, shape (N, nbands)
+        (Asinh) magnitudes in ``bands``.
+    bands : sequence of str, optional
+        Default the nine model bands.
+
+    Returns
+    -------
+    array, shape (N, 2 nbands − 1)
+        The magnitudes, then for the bands sorted by effective wavelength (FUV, NUV,
+        g, r, i, z, y, W1, W2) each bluer minus redder neighbour.
+    """
+    from ..simulate.photometry import BANDS, effective_wavelength
+
+    bands, _ = _check_bands(BANDS if bands is None else bands)
+    mags = _check_mags(mags, bands)
+    order = np.argsort([effective_wavelength(b) for b in bands])
+    sorted_mags = mags[:, order]
+    return np.concatenate([mags, sorted_mags[:, :-1] - sorted_mags[:, 1:]], axis=1)
+
+
+class CatalogKNN(KNNRedshift):
+    """k-nearest neighbours on catalog magnitudes and colours (a colour-only baseline).
+
+    Features are `colour_features` of the magnitudes given (normally
+    `noisy_magnitudes`), standardised as in `KNNRedshift`; the point estimate is the
+    neighbours' median redshift, the PDF their redshift histogram smoothed with a
+    Gaussian kernel.
+
+    Parameters
+    ----------
+    k : int
+        Number of neighbours (default 20).
+    bands : sequence of str, optional
+        Bands of the magnitude columns; default the nine model bands.
+    smoothing : float
+        Kernel width per neighbour, in units of (1 + z). The default, 0.002, gave the
+        lowest PIT KS when fitted on half the catalog's even rows and scored on the
+        other half (0, 0.002, 0.005 and 0.01 were tried); 0 gives the bare histogram
+        of `KNNRedshift.predict_pdf`.
+    """
+
+    def __init__(self, k=20, bands=None, smoothing=0.002):
+        from ..simulate.photometry import BANDS
+
+        super().__init__(k)
+        self.bands, _ = _check_bands(BANDS if bands is None else bands)
+        if not (np.isfinite(smoothing) and smoothing >= 0):
+            raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing!r}")
+        self.smoothing = float(smoothing)
+
+    def fit(self, mags, z):
+        """Remember the training galaxies (magnitudes (N, nbands), redshifts (N,))."""
+        mags = _check_mags(mags, self.bands)
+        z = np.asarray(z, dtype=float)
+        if z.shape != (len(mags),):
+            raise ValueError(f"z must have shape ({len(mags)},) to match mags; got {z.shape}")
+        return super().fit(colour_features(mags, self.bands), z)
+
+    def predict(self, mags):
+        """Median neighbour redshift of each row of ``mags`` (N, nbands)."""
+        return super().predict(colour_features(_check_mags(mags, self.bands), self.bands))
+
+    def predict_pdf(self, mags, edges=None):
+        """Smoothed histogram of neighbour redshifts on the model's bins.
+
+        Parameters
+        ----------
+        mags : array, shape (N, nbands)
+        edges : array, optional
+            Bin edges; default `astro_mantis.pdf.Z_EDGES`.
+
+        Returns
+        -------
+        `~astro_mantis.pdf.RedshiftPDF`
+        """
+        from scipy.special import ndtr
+
+        from ..pdf import Z_EDGES, RedshiftPDF
+
+        feats = colour_features(_check_mags(mags, self.bands), self.bands)
+        if self.smoothing == 0:
+            return super().predict_pdf(feats, edges)
+        edges = Z_EDGES if edges is None else np.asarray(edges, dtype=float)
+        zs = self._neighbours(feats)
+        probs = np.empty((len(zs), len(edges) - 1))
+        for start in range(0, len(zs), 256):
+            zn = zs[start:start + 256, :, None]
+            cdf = ndtr((edges[None, None, :] - zn) / (self.smoothing * (1 + zn)))
+            mass = np.diff(cdf, axis=2).sum(axis=1)
+            probs[start:start + 256] = mass
+        probs += 1e-6 * probs.max(axis=1, keepdims=True)
+        return RedshiftPDF(probs / probs.sum(axis=1, keepdims=True) / np.diff(edges),
+                           edges=edges)
