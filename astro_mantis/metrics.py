@@ -30,8 +30,9 @@ import numpy as np
 
 from .pdf import ZMAX, ZMIN, RedshiftPDF
 
-__all__ = ["photoz_metrics", "PhotozMetrics", "crps", "cde_loss", "pit",
-           "plot_zphot_zspec", "plot_pit", "plot_nz", "NMAD_SCALE"]
+__all__ = ["photoz_metrics", "PhotozMetrics", "binned_metrics", "crps", "cde_loss", "pit",
+           "plot_zphot_zspec", "plot_pit", "plot_nz", "NMAD_SCALE", "BINNED_METRICS",
+           "BINNED_EDGES"]
 
 #: Scale turning a median absolute deviation into a Gaussian sigma, 1.4826.
 NMAD_SCALE = 1.4826
@@ -616,3 +617,136 @@ def plot_nz(z_spec, pdf=None, ax=None, bins=40, zrange=(ZMIN, ZMAX), **kwargs):
     ax.set_ylabel("$n(z)$ (normalised)")
     ax.legend(fontsize="small", frameon=False)
     return ax
+
+
+# -- per-redshift-bin summary ------------------------------------------------------------
+#: Metrics of `binned_metrics`, in column order (the last four need PDFs).
+BINNED_METRICS = ("nmad", "bias_median", "bias_mean", "outlier_0.05", "outlier_0.15",
+                  "crps", "pit_ks", "coverage_68", "coverage_95")
+#: Default redshift bins of `binned_metrics`: 0, 0.1, ..., 1.6.
+BINNED_EDGES = tuple(round(0.1 * k, 1) for k in range(17))
+
+
+def binned_metrics(z_true, pdf=None, z_point=None, edges=BINNED_EDGES, min_count=50,
+                   n_bootstrap=200, seed=0):
+    """`photoz_metrics` per bin of true redshift, plus an overall row, as a Table.
+
+    Parameters
+    ----------
+    z_true : array-like
+        True (spectroscopic) redshifts, shape ``(N,)``; masked or NaN values are
+        left out (as in `photoz_metrics`).
+    pdf : `~astro_mantis.pdf.RedshiftPDF`, optional
+        The N PDFs; adds the columns ``crps``, ``pit_ks``, ``coverage_68`` and
+        ``coverage_95``.
+    z_point : array-like or str, optional
+        Point estimates, shape ``(N,)``, or the name of a PDF point estimator of
+        `~astro_mantis.pdf.point_estimate` (needs ``pdf``). Default: the PDF mean
+        (as `photoz_metrics`).
+    edges : array-like
+        Increasing edges of the bins of **true** redshift (default 0, 0.1, ...,
+        1.6). Bins are half-open, ``[lo, hi)``, except the last, which includes
+        its upper edge.
+    min_count : int
+        Bins with fewer usable objects keep their row, with ``n`` filled in and
+        every metric masked.
+    n_bootstrap : int
+        Bootstrap resamples per row for the standard errors (0 or 1: NaN errors).
+    seed : int
+        Seed of the resampling; each row uses the same seed, so results are
+        reproducible and a row does not depend on the other bins.
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        One row per bin, in order, then a last row ``"all"`` over every usable
+        object (inside the edges or not; never masked unless it has no object).
+        Columns: ``bin`` (e.g. ``"0.0-0.1"``), ``z_lo``, ``z_hi`` (NaN in the
+        ``"all"`` row), ``n`` (usable objects: finite ``z_true > -1``, finite
+        point estimate, valid PDF row) and, for each metric of
+        ``BINNED_METRICS`` (the probabilistic ones only with ``pdf``), a masked
+        column of values and one ``<metric>_err`` of bootstrap standard errors.
+        ``meta`` holds ``edges``, ``min_count``, ``n_bootstrap``, ``seed``,
+        ``point_estimate`` (the estimator's name, or ``"given"``) and
+        ``descriptions`` (metric name → definition).
+
+    Raises
+    ------
+    ValueError
+        If the edges are not increasing, ``min_count`` is negative, the lengths
+        disagree, or ``z_point`` is a name without ``pdf``.
+
+    Notes
+    -----
+    Metric definitions are those of `photoz_metrics`, with
+    :math:`\\delta = (z_\\mathrm{point} - z_\\mathrm{true}) / (1 + z_\\mathrm{true})`.
+    Binning by the *true* redshift shows how the estimate depends on where the galaxy
+    really is: a posterior mean is pulled toward the bulk of the training sample, so it
+    reads high in the lowest bins and low in the highest ones even when the PDFs are
+    well calibrated overall.
+    """
+    from astropy.table import MaskedColumn, Table
+
+    from .pdf import point_estimate
+
+    z_true = _z_array(_filled(z_true), "z_true")
+    n_all = len(z_true)
+    if pdf is not None:
+        pdf = _as_pdf(pdf)
+        if len(pdf) != n_all:
+            raise ValueError(f"pdf has {len(pdf)} rows but z_true has {n_all} values")
+    if isinstance(z_point, str) or z_point is None:
+        name = "mean" if z_point is None else z_point
+        if pdf is None:
+            raise ValueError(f"z_point={z_point!r} needs pdf (the PDFs to take the "
+                             f"{name} of); give pdf, or the point estimates as an array")
+        z_point = point_estimate(pdf, name)
+    else:
+        name = "given"
+    z_point = _z_array(_filled(z_point), "z_point", n_all)
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or not np.all(np.isfinite(edges)) \
+            or not np.all(np.diff(edges) > 0):
+        raise ValueError(f"edges must be at least two finite, increasing values; got {edges}")
+    if int(min_count) != min_count or min_count < 0:
+        raise ValueError(f"min_count must be a non-negative integer, got {min_count!r}")
+
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(z_true) & (z_true > -1) & np.isfinite(z_point)
+    if pdf is not None:
+        usable &= pdf.valid
+    k = np.searchsorted(edges, z_true, side="right") - 1
+    k[z_true == edges[-1]] = len(edges) - 2      # the last bin is closed
+    k[~np.isfinite(z_true)] = -1
+    names = [m for m in BINNED_METRICS if pdf is not None or m in _POINT]
+    nb = len(edges) - 1
+    rows = [(np.flatnonzero(usable & (k == b)), False) for b in range(nb)]
+    rows.append((np.flatnonzero(usable), True))
+    values = np.full((nb + 1, len(names)), np.nan)
+    errors = np.full((nb + 1, len(names)), np.nan)
+    masked = np.zeros(nb + 1, dtype=bool)
+    counts = np.array([len(idx) for idx, _ in rows], dtype=np.int64)
+    for r, (idx, overall) in enumerate(rows):
+        if len(idx) == 0 or (not overall and len(idx) < min_count):
+            masked[r] = True
+            continue
+        m = photoz_metrics(z_point[idx], z_true[idx], pdf=None if pdf is None else pdf[idx],
+                           n_bootstrap=n_bootstrap, seed=seed)
+        values[r] = [m[c] for c in names]
+        errors[r] = [m.errors[c] for c in names]
+
+    decimals = next((d for d in range(7) if np.allclose(np.round(edges, d), edges, rtol=0,
+                                                         atol=1e-9)), 6)
+    labels = [f"{edges[b]:.{decimals}f}-{edges[b + 1]:.{decimals}f}" for b in range(nb)] \
+        + ["all"]
+    cols = {"bin": labels,
+            "z_lo": np.append(edges[:-1], np.nan), "z_hi": np.append(edges[1:], np.nan),
+            "n": counts}
+    for j, c in enumerate(names):
+        cols[c] = MaskedColumn(values[:, j], mask=masked, description=_DESCRIPTIONS[c])
+        cols[f"{c}_err"] = MaskedColumn(errors[:, j], mask=masked,
+                                        description=f"bootstrap standard error of {c}")
+    return Table(cols, meta={"edges": [float(e) for e in edges], "min_count": int(min_count),
+                             "n_bootstrap": int(n_bootstrap), "seed": seed,
+                             "point_estimate": name,
+                             "descriptions": {c: _DESCRIPTIONS[c] for c in names}})
