@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astro_mantis.metrics import photoz_metrics
+from astro_mantis.metrics import binned_metrics, photoz_metrics
 from astro_mantis.models import load_model, predict
 from astro_mantis.simulate.dataset import load_shard, shard_paths
 from astro_mantis.training.baseline import (CatalogKNN, KNNRedshift, catalog_magnitudes,
@@ -61,31 +61,17 @@ def split_arrays(data, split, with_images=False):
     return np.concatenate(feats), np.concatenate(mags), np.concatenate(zs), shards
 
 
-def binned_metrics(z_phot, z_spec, width=0.1, min_count=50):
-    """NMAD, median bias and outlier fraction (0.05) per true-redshift bin.
-
-    Returns a list of ``(lo, hi, n, nmad, bias_median, outlier_0.05)`` for the bins of
-    ``width`` holding at least ``min_count`` galaxies.
-    """
-    z_phot, z_spec = np.asarray(z_phot, float), np.asarray(z_spec, float)
-    delta = (z_phot - z_spec) / (1 + z_spec)
-    out = []
-    for lo in np.arange(0.0, z_spec.max() + width, width):
-        sel = (z_spec >= lo) & (z_spec < lo + width)
-        if sel.sum() < min_count:
-            continue
-        d = delta[sel]
-        nmad = 1.4826 * np.median(np.abs(d - np.median(d)))
-        out.append((lo, lo + width, int(sel.sum()), nmad, np.median(d),
-                    np.mean(np.abs(d) > 0.05)))
-    return out
-
-
 def print_binned(name, z_phot, z_spec):
-    print(f"  {name}, per bin of z_spec:")
-    print(f"    {'z range':<12}{'n':>6}{'NMAD':>9}{'med bias':>10}{'out 0.05':>10}")
-    for lo, hi, n, nmad, bias, out in binned_metrics(z_phot, z_spec):
-        print(f"    {lo:.1f}-{hi:.1f}{'':<5}{n:>6}{nmad:>9.4f}{bias:>+10.4f}{out:>10.3f}")
+    """NMAD, median bias and outlier fraction (0.05), with bootstrap errors, per 0.1 bin."""
+    table = binned_metrics(z_spec, z_point=z_phot, min_count=50, n_bootstrap=200)
+    print(f"  {name}, per bin of z_spec (bins with >= 50 galaxies):")
+    print(f"    {'z range':<10}{'n':>6}{'NMAD':>18}{'median bias':>20}{'outl. 0.05':>18}")
+    for row in table:
+        if row["bin"] == "all" or np.ma.is_masked(row["nmad"]):
+            continue
+        cells = [f"{row[k]:.4f} ± {row[k + '_err']:.4f}"
+                 for k in ("nmad", "bias_median", "outlier_0.05")]
+        print(f"    {row['bin']:<10}{row['n']:>6}{cells[0]:>18}{cells[1]:>20}{cells[2]:>18}")
 
 
 def print_table(columns):
