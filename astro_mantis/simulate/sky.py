@@ -291,6 +291,7 @@ class MockSky:
         self._variants = {}  # renderer per (survey, PSF level, model, beta level)
         self._fields = (None if config.randomisation is None
                         else _SkyCells(config.randomisation.field_size))
+        self._field_cache = {}  # FieldDraw per field cell
         self._lock = threading.Lock()
 
     def __repr__(self):
@@ -537,8 +538,15 @@ class MockSky:
         """The `~astro_mantis.simulate.randomise.FieldDraw` at a position (None: nominal)."""
         if self._fields is None:
             return None
-        return _randomise().field_draw(self.config.randomisation, self.seed,
-                                       self._fields.index(ra, dec))
+        cell = self._fields.index(ra, dec)
+        draw = self._field_cache.get(cell)
+        if draw is None:
+            draw = _randomise().field_draw(self.config.randomisation, self.seed, cell)
+            with self._lock:
+                if len(self._field_cache) >= _CELL_CACHE:
+                    self._field_cache.clear()
+                self._field_cache[cell] = draw
+        return draw
 
     def field_conditions(self, coord):
         """The observing conditions of the field containing a position.
