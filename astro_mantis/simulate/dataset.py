@@ -441,7 +441,9 @@ def make_dataset(n, path, seed=0, config=None, split=(0.8, 0.1, 0.1), shard_size
         Population, imaging and sky patch; its ``n_galaxies`` is replaced by
         ``n``. Default: `~astro_mantis.simulate.dataset.dataset_config`
         (``n`` galaxies at 100 per square degree around RA 185°, Dec +25°,
-        near the north Galactic pole).
+        near the north Galactic pole). Its ``randomisation`` (domain
+        randomisation, see the module notes) is part of the manifest's
+        ``config``.
     split : (float, float, float), optional
         Fractions of train, validation and test (normalised to their sum).
     shard_size : int, optional
