@@ -7,7 +7,8 @@ probabilistic ones (CRPS, CDE loss, PIT uniformity, interval coverage), each wit
 bootstrap standard error. The per-object building blocks (`crps`, `cde_loss`,
 `pit`) are public too, for training loops and custom summaries. The plots
 (`plot_zphot_zspec`, `plot_pit`, `plot_nz`) draw into a matplotlib
-`~matplotlib.axes.Axes` and return it.
+`~matplotlib.axes.Axes` and return it. `binned_metrics` tabulates `photoz_metrics` per
+bin of true redshift (see :ref:`evaluation`).
 
 With :math:`\\Delta z = z_\\mathrm{phot} - z_\\mathrm{spec}` and
 :math:`\\delta = \\Delta z / (1 + z_\\mathrm{spec})`:

@@ -9,7 +9,7 @@ is read, never copied; the fused inputs are cached under ``--cache-dir``)::
     python benchmarks/bench_point_estimates.py --data DIR --weights my.safetensors --out results/
 
 It runs the model over the split (``--split``, default ``test``) with the calibration of
-its card (`astro_mantis.training.evaluate.evaluate_model`) and prints, per bin of *true*
+its card (`astro_mantis.training.evaluation.evaluate_model`) and prints, per bin of *true*
 redshift (0.1 wide, metrics only where a bin has at least ``--min-count`` galaxies) and
 overall, for every estimator of `astro_mantis.pdf.point_estimate`:
 
@@ -71,7 +71,7 @@ def main(argv=None):
     import torch
 
     from astro_mantis.models import load_model
-    from astro_mantis.training.evaluate import RECOMMENDED_POINT_ESTIMATE, evaluate_model
+    from astro_mantis.training.evaluation import RECOMMENDED_POINT_ESTIMATE, evaluate_model
 
     print(f"CPU: {_cpu()}; torch threads: {torch.get_num_threads()}; device: {args.device}")
     model = load_model(args.model, weights=args.weights, device=args.device)
@@ -92,7 +92,7 @@ def main(argv=None):
         print(f"{name:>14s} {last['nmad']:7.4f} {last['outlier_0.05']:8.3f} "
               f"{last['outlier_0.15']:8.3f} {last['bias_median']:+9.4f} "
               f"{np.nanmax(np.abs(b)):14.4f} {b[0]:+11.4f}")
-    print(f"\nrecommended (astro_mantis.training.evaluate.RECOMMENDED_POINT_ESTIMATE): "
+    print(f"\nrecommended (astro_mantis.training.evaluation.RECOMMENDED_POINT_ESTIMATE): "
           f"{RECOMMENDED_POINT_ESTIMATE}")
 
 

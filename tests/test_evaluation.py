@@ -1,5 +1,5 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
-"""Tests of the per-bin metrics, the point estimators and astro_mantis.training.evaluate."""
+"""Tests of per-bin metrics, point estimators and astro_mantis.training.evaluation."""
 import json
 
 import numpy as np
@@ -177,7 +177,7 @@ def tiny_model():
 
 def test_evaluate_model_end_to_end(test_only_dir, tiny_model, tmp_path):
     from astro_mantis.training.data import ShardDataset
-    from astro_mantis.training.evaluate import calibrated_pdf, evaluate_model
+    from astro_mantis.training.evaluation import calibrated_pdf, evaluate_model
     from astro_mantis.training.loop import collect_logits
 
     edges = (0.0, 0.3, 1.6)
@@ -216,7 +216,7 @@ def test_evaluate_model_end_to_end(test_only_dir, tiny_model, tmp_path):
 
 
 def test_evaluate_model_errors(test_only_dir, tiny_model, tmp_path):
-    from astro_mantis.training.evaluate import calibrated_pdf, evaluate_model
+    from astro_mantis.training.evaluation import calibrated_pdf, evaluate_model
 
     with pytest.raises(FileNotFoundError, match="'train'"):
         evaluate_model(tiny_model, test_only_dir, split="train", cache_dir=tmp_path)

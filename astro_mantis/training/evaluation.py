@@ -1,7 +1,7 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """A model's metrics on a data set, overall and per bin of true redshift.
 
-`~astro_mantis.training.evaluate.evaluate_model` runs a model over one split of a data
+`~astro_mantis.training.evaluation.evaluate_model` runs a model over one split of a data
 directory made by `astro_mantis.simulate.dataset.make_dataset` (a test-only directory,
 such as a shifted-simulator test set, is fine), applies the calibration of its model card
 (temperature, then PIT map, as `astro_mantis.models.predict` does) and summarises the
@@ -104,7 +104,7 @@ def _rst(table, metrics, title, digits=4):
 
 @dataclass
 class Evaluation:
-    """What `~astro_mantis.training.evaluate.evaluate_model` returns.
+    """What `~astro_mantis.training.evaluation.evaluate_model` returns.
 
     Attributes
     ----------
@@ -278,7 +278,7 @@ def evaluate_model(model, data_dir, split="test", *, estimators=POINT_ESTIMATORS
 
     Returns
     -------
-    `~astro_mantis.training.evaluate.Evaluation`
+    `~astro_mantis.training.evaluation.Evaluation`
 
     Raises
     ------
