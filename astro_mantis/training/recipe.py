@@ -1,0 +1,430 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""The bundled model's recipe: render a randomised mock sky in runs, train, calibrate, evaluate.
+
+``python -m astro_mantis.training.recipe WORKDIR`` builds ``mantis-mini`` the way the shipped
+one was built, at any scale and on any machine, and survives interruptions: every stage
+keeps its results in ``WORKDIR`` (outside the repository; never commit it) and is skipped or
+continued when run again.
+
+1. **Data** (`~astro_mantis.training.recipe.render_corpus`): a validation set, a test set
+   (both with the training randomisation,
+   `~astro_mantis.simulate.randomise.training_randomisation`),
+   a *shifted-simulator* test set (`~astro_mantis.simulate.randomise.shifted_randomisation`,
+   never used for any choice) and training data in runs of ``chunk`` galaxies, each a
+   complete ``make_dataset`` directory with its own seed, until ``n_train`` galaxies or the
+   rendering time budget is reached. A half-written run is completed, not redone.
+2. **Training** (`~astro_mantis.training.pipeline.fit_and_export`): on every complete training
+   run, early stopping and calibration on the validation set, metrics on the test set;
+   checkpoints after every epoch and ``resume=True``, within a time budget. On a GPU the
+   training split is held in device memory (``resident=True``).
+3. **Evaluation** on the test set and the shifted-simulator set, per redshift bin
+   (``astro_mantis.training.evaluation``), written beside the exported weights and card.
+
+Sizing: rendering costs about 40 ms of one core per galaxy and training about 15 ms per
+galaxy per epoch on two cores, so ``--n-train 40000 --workers 2`` renders in about 15
+minutes and trains ten epochs in about 100 minutes on a two-core machine; on a GPU machine
+with 16 cores both take minutes.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..logger import log
+
+__all__ = ["Recipe", "render_corpus", "run_recipe", "main"]
+
+# Seed offsets of the data sets (the recipe's seed plus these): never shared between sets.
+_SEEDS = {"validation": 1, "test": 2, "shifted": 3, "train": 100}
+_SPLIT_OF = {"validation": (0, 1, 0), "test": (0, 0, 1), "shifted": (0, 0, 1),
+             "train": (1, 0, 0)}
+
+
+@dataclass
+class Recipe:
+    """Settings of `~astro_mantis.training.recipe.run_recipe` (the defaults build ``mantis-mini``).
+
+    Parameters
+    ----------
+    workdir : str or path-like
+        Where data, checkpoints and results go (outside the repository).
+    n_train : int
+        Training galaxies to render (in runs of ``chunk``).
+    chunk : int
+        Galaxies per training data run (one ``make_dataset`` directory each).
+    n_validation, n_test, n_shifted : int
+        Sizes of the validation, test and shifted-simulator sets.
+    seed : int
+        Base seed of all data sets and of training.
+    workers : int
+        Rendering and fusing processes (default: every core).
+    render_minutes : float, optional
+        No new training run starts rendering after this many minutes (the runs finished so
+        far are trained on); None renders all of ``n_train``.
+    model : str
+        Registry name of the network.
+    model_kwargs : dict
+        Its build arguments.
+    epochs : int or None
+        Length of the run. None (with ``train_minutes``) sizes it to the budget: a few timed
+        steps of the network on the device give its rate, and the run gets as many epochs
+        (at most ``max_epochs``) as fit in 80 % of the budget, so the learning-rate schedule
+        ends before the time does.
+    max_epochs : int
+        Cap of the automatic ``epochs``.
+    batch_size, lr, weight_decay, warmup_epochs, patience, balanced, smoothing_sigma
+        Training settings (`~astro_mantis.training.train`).
+    train_minutes : float, optional
+        Training time budget (`~astro_mantis.training.train`'s ``max_minutes``).
+    evaluate : bool
+        Evaluate the exported model on the test and shifted-simulator sets per redshift bin
+        (``evaluation_test/`` and ``evaluation_shifted/`` in the run directory).
+    run_name : str
+        Sub-directory of ``workdir`` for the training run and its exports (e.g. to compare
+        settings on the same data).
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``; on CUDA the training split is held in device
+        memory.
+    name : str
+        Name of the exported model.
+    """
+
+    workdir: str
+    n_train: int = 40000
+    chunk: int = 4096
+    n_validation: int = 4096
+    n_test: int = 4096
+    n_shifted: int = 4096
+    seed: int = 0
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    render_minutes: float = None
+    model: str = "mantis-mini"
+    model_kwargs: dict = field(default_factory=dict)
+    epochs: int = 30
+    max_epochs: int = 60
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    patience: int = 6
+    balanced: bool = False
+    smoothing_sigma: float = 0.0
+    train_minutes: float = None
+    device: str = "auto"
+    name: str = "mantis-mini"
+    run_name: str = "run"
+    evaluate: bool = True
+
+    def __post_init__(self):
+        self.workdir = Path(self.workdir)
+        if self.epochs is None and self.train_minutes is None:
+            raise ValueError("Recipe.epochs=None (sized to the time budget) needs train_minutes")
+        for key in ("n_train", "chunk", "n_validation", "n_test", "n_shifted", "workers",
+                    "epochs", "max_epochs", "batch_size"):
+            value = getattr(self, key)
+            if key == "epochs" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Recipe.{key} must be a positive integer, got {value!r}")
+        for key in ("render_minutes", "train_minutes"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"Recipe.{key} must be a positive number of minutes or None, "
+                                 f"got {value!r}")
+
+    def data_dir(self, kind, index=0):
+        """Directory of one data set: ``validation``, ``test``, ``shifted`` or ``train``."""
+        if kind not in _SEEDS:
+            raise ValueError(f"unknown data set {kind!r}: expected one of {sorted(_SEEDS)}")
+        name = f"train_{index:03d}" if kind == "train" else kind
+        return self.workdir / "data" / name
+
+    def settings(self):
+        """The settings as a JSON-ready dict (for the model card)."""
+        out = asdict(self)
+        out["workdir"] = "WORKDIR"  # a machine path says nothing about the model
+        return out
+
+
+def _randomisation(kind):
+    from ..simulate.randomise import shifted_randomisation, training_randomisation
+
+    return shifted_randomisation() if kind == "shifted" else training_randomisation()
+
+
+def _render(recipe, kind, n, index=0):
+    """Render (or complete) one data set; returns its directory."""
+    from ..simulate.dataset import dataset_config, make_dataset
+
+    path = recipe.data_dir(kind, index)
+    config = dataset_config(n, randomisation=_randomisation(kind))
+    make_dataset(n, path, seed=recipe.seed + _SEEDS[kind] + index, config=config,
+                 split=_SPLIT_OF[kind], workers=recipe.workers, progress=False)
+    return path
+
+
+def _complete(path, n):
+    """Whether a data run of ``n`` galaxies is complete (then it is used whatever the budget)."""
+    try:
+        manifest = json.loads((Path(path) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(manifest.get("complete")) and manifest.get("n") == n
+
+
+def render_corpus(recipe):
+    """Render the recipe's data sets, resuming what exists, within the rendering budget.
+
+    Parameters
+    ----------
+    recipe : `~astro_mantis.training.recipe.Recipe`
+
+    Returns
+    -------
+    dict
+        ``validation``, ``test``, ``shifted``: directories; ``train``: the list of complete
+        training run directories; ``seconds``: time spent.
+    """
+    t0 = time.perf_counter()
+    out = {kind: _render(recipe, kind, getattr(recipe, f"n_{kind}"))
+           for kind in ("validation", "test", "shifted")}
+    runs, rendered = [], 0
+    for index in range(math.ceil(recipe.n_train / recipe.chunk)):
+        n = min(recipe.chunk, recipe.n_train - rendered)
+        if not _complete(recipe.data_dir("train", index), n) and \
+                recipe.render_minutes is not None and runs and \
+                time.perf_counter() - t0 > 60.0 * recipe.render_minutes:
+            log.info(f"rendering budget of {recipe.render_minutes} min reached after "
+                     f"{rendered} training galaxies")
+            break
+        runs.append(_render(recipe, "train", n, index))
+        rendered += n
+    out["train"] = runs
+    out["n_train"] = rendered
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _evaluate(model, datasets, out_dir, workers):
+    """Per-bin metrics of the exported model on the test and shifted sets (JSON + RST)."""
+    from .evaluation import evaluate_model
+
+    return {kind: evaluate_model(model, datasets[kind], split="test",
+                                 out=Path(out_dir) / f"evaluation_{kind}", num_workers=workers)
+            for kind in ("test", "shifted")}
+
+
+def _ood_reference(model, train_dir, n_rows):
+    """The out-of-distribution reference embedding, written beside the exported weights.
+
+    Skipped (with a warning) when the training run is too small for the k-NN score.
+    """
+    from ..explain.ood import DEFAULT_K, build_reference, save_reference
+
+    n = json.loads((Path(train_dir) / "manifest.json").read_text())["n"]
+    if n <= DEFAULT_K:
+        log.warning(f"no out-of-distribution reference: {n} training galaxies in "
+                    f"{Path(train_dir).name} are too few for k = {DEFAULT_K}")
+        return None
+    return save_reference(build_reference(model, train_dir, split="train", max_rows=n_rows),
+                          model)
+
+
+def probe_rate(model, model_kwargs, batch_size, device, steps=10):
+    """Training items per second of a network on a device, from a few timed steps.
+
+    Parameters
+    ----------
+    model : str
+        Registry name.
+    model_kwargs : dict
+        Build arguments.
+    batch_size : int
+    device : `torch.device`
+    steps : int
+        Timed steps (after three untimed ones).
+
+    Returns
+    -------
+    float
+    """
+    import torch
+
+    from ..models.registry import build_model
+    from .loop import bin_cross_entropy
+
+    net = build_model(model, **(model_kwargs or {})).to(device).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    x = torch.randn(batch_size, 9, 120, 120, device=device)
+    dust = torch.zeros(batch_size, 2, device=device)
+    z = torch.rand(batch_size, device=device, dtype=torch.float64)
+    amp = device.type == "cuda"
+    t0 = None
+    for i in range(steps + 3):
+        if i == 3:
+            if amp:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = bin_cross_entropy(net(x, dust), z)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if amp:
+        torch.cuda.synchronize()
+    return steps * batch_size / (time.perf_counter() - t0)
+
+
+def _epochs(recipe, n_train, device):
+    """The run's length: as given, the interrupted run's, or sized to 80 % of the budget."""
+    from .loop import CHECKPOINT_NAME, load_checkpoint
+
+    if recipe.epochs is not None:
+        return recipe.epochs
+    checkpoint = recipe.workdir / recipe.run_name / CHECKPOINT_NAME
+    if checkpoint.exists():  # a resumed run keeps its schedule
+        return int(load_checkpoint(checkpoint)["config"]["epochs"])
+    rate = probe_rate(recipe.model, recipe.model_kwargs, recipe.batch_size, device)
+    per_epoch = (n_train + recipe.n_validation / 3.0) / rate
+    epochs = int(0.8 * 60.0 * recipe.train_minutes / per_epoch)
+    log.info(f"{rate:.0f} training items/s on {device}: {epochs} epochs fit the budget")
+    return max(1, min(recipe.max_epochs, epochs))
+
+
+def _scrub_paths(card_path, workdir):
+    """Replace the machine's work directory by ``WORKDIR`` in a model card (data provenance)."""
+    path = Path(card_path)
+    text = path.read_text()
+    path.write_text(text.replace(str(Path(workdir).resolve()), "WORKDIR")
+                    .replace(str(workdir), "WORKDIR"))
+
+
+def run_recipe(recipe, command=None):
+    """Render, train, calibrate, export and evaluate (each stage resumed where it stopped).
+
+    Parameters
+    ----------
+    recipe : `~astro_mantis.training.recipe.Recipe`
+    command : str, optional
+        The command line, recorded in the model card.
+
+    Returns
+    -------
+    dict
+        ``data`` (`render_corpus`'s result), ``fit`` (the
+        `~astro_mantis.training.pipeline.FitResult`), ``evaluation`` and ``out_dir``.
+    """
+    import torch
+
+    from .loop import resolve_device
+    from .pipeline import fit_and_export
+
+    recipe.workdir.mkdir(parents=True, exist_ok=True)
+    data = render_corpus(recipe)
+    log.info(f"data ready: {data['n_train']} training galaxies in {len(data['train'])} runs "
+             f"({data['seconds']:.0f} s)")
+    device = resolve_device(recipe.device)
+    out_dir = recipe.workdir / recipe.run_name
+    epochs = _epochs(recipe, data["n_train"], device)
+    card_extra = {"recipe": recipe.settings(),
+                  "shifted_set": {"n": recipe.n_shifted,
+                                  "randomisation": repr(_randomisation("shifted"))}}
+    fit = fit_and_export(
+        recipe.model, data["train"] + [data["validation"], data["test"]], out_dir,
+        name=recipe.name, command=command, card_extra=card_extra,
+        cache_dir=recipe.workdir / "fused_cache", model_kwargs=recipe.model_kwargs or None,
+        epochs=epochs, batch_size=recipe.batch_size, lr=recipe.lr,
+        weight_decay=recipe.weight_decay, warmup_epochs=recipe.warmup_epochs,
+        patience=recipe.patience, balanced=recipe.balanced,
+        smoothing_sigma=recipe.smoothing_sigma, max_minutes=recipe.train_minutes,
+        seed=recipe.seed, device=device, resume=True, progress=False,
+        resident=device.type == "cuda", deterministic=device.type != "cuda",
+        num_workers=min(recipe.workers, 8) if device.type == "cuda" else 0,
+        workers=recipe.workers)
+    if fit.export is not None:
+        _scrub_paths(fit.export.card_path, recipe.workdir)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    from ..models import load_model
+
+    model = load_model(recipe.model,
+                       weights=out_dir / f"{recipe.name}.safetensors", device=device)
+    evaluation = _evaluate(model, data, out_dir, min(recipe.workers, 8)) \
+        if recipe.evaluate else {}
+    _ood_reference(model, data["train"][0], min(recipe.chunk, 8192))
+    summary = {"data": {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()
+                        if k != "train"}, "train_runs": len(data["train"]),
+               "stopped": fit.training.stopped, "epochs_run": fit.training.epochs_run,
+               "metrics": fit.metrics}
+    (out_dir / "recipe_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return {"data": data, "fit": fit, "evaluation": evaluation, "out_dir": out_dir}
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="python -m astro_mantis.training.recipe",
+        description="Build the bundled model: render a randomised mock sky in resumable runs, "
+                    "train, calibrate, export and evaluate (see the training guide).")
+    p.add_argument("workdir", help="data, checkpoints and results (outside the repository)")
+    defaults = Recipe(workdir=".")
+    for name in ("n_train", "chunk", "n_validation", "n_test", "n_shifted", "seed", "workers",
+                 "epochs", "max_epochs", "batch_size", "patience"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+    for name in ("lr", "weight_decay", "warmup_epochs", "smoothing_sigma", "render_minutes",
+                 "train_minutes"):
+        p.add_argument("--" + name.replace("_", "-"), type=float,
+                       default=getattr(defaults, name))
+    p.add_argument("--balanced", action="store_true", help="redshift-balanced sampling")
+    p.add_argument("--auto-epochs", action="store_true",
+                   help="size the number of epochs to --train-minutes (ignores --epochs)")
+    p.add_argument("--run-name", default=defaults.run_name)
+    p.add_argument("--no-evaluate", dest="evaluate", action="store_false",
+                   help="skip the per-bin evaluation (run it later with "
+                        "astro_mantis.training.evaluation)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--model", default=defaults.model)
+    p.add_argument("--name", default=defaults.name)
+    p.add_argument("--model-kwargs", type=json.loads, default={},
+                   help="build arguments of the model as JSON, "
+                        "e.g. '{\"widths\": [48, 96, 192, 384]}'")
+    return p
+
+
+def main(argv=None):
+    """Command line of the recipe (``python -m astro_mantis.training.recipe --help``).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 for invalid settings.
+    """
+    args = vars(_parser().parse_args(argv))
+    if args.pop("auto_epochs"):
+        args["epochs"] = None
+    try:
+        recipe = Recipe(**args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    command = "python -m astro_mantis.training.recipe " + " ".join(
+        ["WORKDIR"] + [a for a in (argv if argv is not None else sys.argv[1:])
+                       if a != str(args["workdir"])])
+    result = run_recipe(recipe, command=command)
+    print(json.dumps({"out_dir": str(result["out_dir"]), "stopped": result["fit"].training.stopped,
+                      "test": {k: result["fit"].metrics.get("test", {}).get(k)
+                               for k in ("nmad", "outlier_0.05", "bias_median", "pit_ks")}},
+                     indent=1))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

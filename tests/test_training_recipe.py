@@ -1,0 +1,71 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""The bundled model's recipe at toy scale: data runs, resume, budgets, card, evaluation."""
+import json
+
+import pytest
+import torch
+
+from astro_mantis.training.recipe import Recipe, main, probe_rate, render_corpus, run_recipe
+
+pytest.importorskip("galsim")
+torch.set_num_threads(1)
+
+TINY = {"widths": [4, 8], "depths": [1, 1], "hidden": 16, "drop": 0.0}
+
+
+def tiny_recipe(workdir, **kw):
+    settings = dict(workdir=workdir, n_train=18, chunk=12, n_validation=6, n_test=6,
+                    n_shifted=6, workers=1, model_kwargs=TINY, epochs=2, batch_size=4,
+                    device="cpu", patience=None)
+    settings.update(kw)
+    return Recipe(**settings)
+
+
+def test_recipe_validates_its_settings(tmp_path):
+    with pytest.raises(ValueError, match="n_train"):
+        Recipe(workdir=tmp_path, n_train=0)
+    with pytest.raises(ValueError, match="train_minutes"):
+        Recipe(workdir=tmp_path, epochs=None)
+    with pytest.raises(ValueError, match="render_minutes"):
+        Recipe(workdir=tmp_path, render_minutes=-1)
+    with pytest.raises(ValueError, match="unknown data set"):
+        Recipe(workdir=tmp_path).data_dir("nope")
+    assert main([str(tmp_path), "--n-train", "0"]) == 2
+
+
+def test_render_corpus_makes_complete_runs_and_respects_the_budget(tmp_path):
+    recipe = tiny_recipe(tmp_path, render_minutes=1e-6)
+    data = render_corpus(recipe)
+    # the budget stops new training runs after the first one; the held-out sets are made
+    assert data["n_train"] == 12 and len(data["train"]) == 1
+    for kind in ("validation", "test", "shifted"):
+        manifest = json.loads((data[kind] / "manifest.json").read_text())
+        assert manifest["complete"] and manifest["n"] == 6
+        assert ("shifted" in kind) == ("profile='single'" in manifest["config"])
+    assert (data["test"] / "test").is_dir() and not list((data["test"] / "train").glob("*.npz"))
+    # a complete run always counts, and without a budget the rest is rendered
+    again = render_corpus(tiny_recipe(tmp_path, render_minutes=1e-6))
+    assert again["n_train"] == 12
+    full = render_corpus(tiny_recipe(tmp_path))
+    assert full["n_train"] == 18 and len(full["train"]) == 2
+
+
+def test_run_recipe_trains_exports_evaluates_and_resumes(tmp_path):
+    recipe = tiny_recipe(tmp_path)
+    result = run_recipe(recipe, command="python -m astro_mantis.training.recipe WORKDIR")
+    out = result["out_dir"]
+    card_text = (out / "mantis-mini.json").read_text()
+    assert str(tmp_path) not in card_text  # no machine paths in the card
+    card = json.loads(card_text)
+    assert card["recipe"]["n_train"] == 18 and len(card["data"]["runs"]) == 4
+    assert card["training"]["epochs_run"] == 2
+    for kind in ("test", "shifted"):
+        assert (out / f"evaluation_{kind}" / "evaluation.json").is_file()
+    assert (out / "mantis-mini.ood.npz").is_file()
+    # run again: nothing is rendered or trained twice, the checkpoint's schedule is kept
+    again = run_recipe(tiny_recipe(tmp_path, epochs=None, train_minutes=1.0))
+    assert again["fit"].training.epochs_run == 2
+
+
+def test_probe_rate_is_positive():
+    assert probe_rate("mantis-mini", TINY, 2, torch.device("cpu"), steps=1) > 0
