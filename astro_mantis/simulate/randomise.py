@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ._grid import SkyCells
 from .render import _PSF_MODELS, _SURVEYS, BANDS, SURVEY_OF_BAND
 from .service_format import stable_seed
 
@@ -334,9 +335,7 @@ def field_cell(randomisation, ra, dec):
     -------
     (int, int)
     """
-    from .sky import _SkyCells
-
-    return _SkyCells(randomisation.field_size).index(ra, dec)
+    return SkyCells(randomisation.field_size).index(ra, dec)
 
 
 def field_draw(randomisation, seed, cell):

@@ -24,6 +24,9 @@ import numpy as np
 from astropy.table import Table
 from astropy.wcs import WCS
 
+from ._grid import SkyCells
+from .randomise import (_check_randomisation, _conditions_dict, field_draw,
+                        perturb_catalog, variant_imaging)
 from .render import SURVEY_OF_BAND, ImageRenderer, ImagingConfig, sky_noise
 from .service_format import (
     NATIVE_TO_BAND,
@@ -54,13 +57,6 @@ def _population():
     from . import population
 
     return population
-
-
-def _randomise():
-    """The randomisation module (imported on first use)."""
-    from . import randomise
-
-    return randomise
 
 
 def _check_range(name, value, lo, hi):
@@ -136,7 +132,7 @@ class MockSkyConfig:
         return f"{type(self).__name__}({inner})"
 
     def __post_init__(self):
-        self.randomisation = _randomise()._check_randomisation(self.randomisation)
+        self.randomisation = _check_randomisation(self.randomisation)
         if isinstance(self.imaging, dict):
             self.imaging = ImagingConfig(**self.imaging)
         if not isinstance(self.imaging, ImagingConfig):
@@ -185,53 +181,6 @@ def _uniform_patch(rng, n, ra_range, dec_range):
     s0, s1 = np.sin(np.radians(dec_range[0])), np.sin(np.radians(dec_range[1]))
     dec = np.degrees(np.arcsin(rng.uniform(s0, s1, n)))
     return ra % 360.0, dec
-
-
-class _SkyCells:
-    """Equal-area-ish cells of the sphere: declination rows cut in RA."""
-
-    def __init__(self, side_deg):
-        self.h = float(side_deg)
-        self.nrows = int(math.ceil(180.0 / self.h))
-
-    def row_ncells(self, j):
-        dec_lo = -90.0 + j * self.h
-        dec_hi = min(dec_lo + self.h, 90.0)
-        cos_max = math.cos(math.radians(min(abs(dec_lo), abs(dec_hi))
-                                        if dec_lo * dec_hi > 0 else 0.0))
-        return max(1, int(360.0 * cos_max / self.h))
-
-    def bounds(self, j, i):
-        """(ra_lo, ra_hi, dec_lo, dec_hi) of cell (j, i)."""
-        n = self.row_ncells(j)
-        width = 360.0 / n
-        dec_lo = -90.0 + j * self.h
-        return i * width, (i + 1) * width, dec_lo, min(dec_lo + self.h, 90.0)
-
-    def index(self, ra, dec):
-        """Cell (j, i) containing a position."""
-        j = min(int((dec + 90.0) // self.h), self.nrows - 1)
-        n = self.row_ncells(j)
-        return j, min(int((ra % 360.0) / (360.0 / n)), n - 1)
-
-    def around(self, ra, dec, radius):
-        """Every cell that may overlap the disc of ``radius`` degrees at (ra, dec)."""
-        j0 = max(int((dec - radius + 90.0) // self.h), 0)
-        j1 = min(int((dec + radius + 90.0) // self.h), self.nrows - 1)
-        out = []
-        for j in range(j0, j1 + 1):
-            n = self.row_ncells(j)
-            width = 360.0 / n
-            _, _, dlo, dhi = self.bounds(j, 0)
-            cos_min = math.cos(math.radians(min(max(abs(dlo), abs(dhi)), 89.999)))
-            half = radius / cos_min
-            if half * 2 >= 360.0 or abs(dec) + radius >= 89.0:
-                out.extend((j, i) for i in range(n))
-                continue
-            i0 = int(math.floor((ra - half) / width))
-            i1 = int(math.floor((ra + half) / width))
-            out.extend((j, i % n) for i in range(i0, i1 + 1))
-        return list(dict.fromkeys(out))
 
 
 class MockSky:
@@ -283,14 +232,14 @@ class MockSky:
         self.renderer = ImageRenderer(config.imaging)
         self.catalog = self._draw_catalog() if catalog is None else self._check_catalog(catalog)
         self._prepare_index()
-        self._cells = _SkyCells(config.background_cell / 3600.0)
+        self._cells = SkyCells(config.background_cell / 3600.0)
         self._cell_cache = OrderedDict()
         self._ps1_cache = OrderedDict()
         self._pools = None
         self._densities = None
         self._variants = {}  # renderer per (survey, PSF level, model, beta level)
         self._fields = (None if config.randomisation is None
-                        else _SkyCells(config.randomisation.field_size))
+                        else SkyCells(config.randomisation.field_size))
         self._field_cache = {}  # FieldDraw per field cell
         self._lock = threading.Lock()
 
@@ -325,7 +274,7 @@ class MockSky:
         table.meta["patch"] = f"ra {cfg.ra_range} dec {cfg.dec_range}"
         if cfg.randomisation is not None:
             rng = np.random.default_rng(stable_seed(self.seed, "randomise-catalog"))
-            _randomise().perturb_catalog(table, cfg.randomisation, rng)
+            perturb_catalog(table, cfg.randomisation, rng)
         return table
 
     @staticmethod
@@ -541,7 +490,7 @@ class MockSky:
         cell = self._fields.index(ra, dec)
         draw = self._field_cache.get(cell)
         if draw is None:
-            draw = _randomise().field_draw(self.config.randomisation, self.seed, cell)
+            draw = field_draw(self.config.randomisation, self.seed, cell)
             with self._lock:
                 if len(self._field_cache) >= _CELL_CACHE:
                     self._field_cache.clear()
@@ -571,7 +520,7 @@ class MockSky:
             ``neighbour_scale`` and ``star_scale`` (factors on the densities).
         """
         ra, dec = coord_to_radec(coord)
-        return _randomise()._conditions_dict(self.config.randomisation, self._field(ra, dec),
+        return _conditions_dict(self.config.randomisation, self._field(ra, dec),
                                             self.config.imaging)
 
     def _density_scales(self, ra, dec):
@@ -587,7 +536,7 @@ class MockSky:
         with self._lock:
             hit = self._variants.get(key)
         if hit is None:
-            hit = ImageRenderer(_randomise().variant_imaging(self.config.imaging, draw, survey))
+            hit = ImageRenderer(variant_imaging(self.config.imaging, draw, survey))
             with self._lock:
                 hit = self._variants.setdefault(key, hit)
         _trim_psf_cache(hit, _VARIANT_PSF_BYTES)
@@ -906,7 +855,7 @@ def galex_coverage(seed, ra, dec, fraction, cell):
         return True
     if fraction >= 1:
         return False
-    j, i = _SkyCells(cell).index(ra, dec)
+    j, i = SkyCells(cell).index(ra, dec)
     rng = np.random.default_rng(stable_seed(seed, "galex-hole", j, i))
     return bool(rng.random() >= fraction)
 
