@@ -36,7 +36,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from ._version import __version__
 from .flags import MantisFlag
 from .logger import log
-from .pdf import _COLUMN_DESCRIPTIONS, NBINS, ZMAX, ZMIN
+from .pdf import _COLUMN_DESCRIPTIONS, NBINS, RECOMMENDED_POINT_ESTIMATE, ZMAX, ZMIN
 from .positions import missing_column_error, table_positions
 from .surveys import DEFAULT_SURVEYS
 
@@ -429,7 +429,7 @@ def _settings(meta, surveys, tta, ebv, pos, source=None):
                     for s in surveys)
     return {"model": str(meta.get("name", "unknown")), "sha256": str(meta.get("sha256") or ""),
             "survey": ",".join(surveys), "tta": bool(tta), "ebv": _ebv_setting(ebv),
-            "pos": pos, "point": "mean", "srv": srv}
+            "pos": pos, "point": RECOMMENDED_POINT_ESTIMATE, "srv": srv}
 
 
 def recorded_services(table, prefix="z_"):
@@ -618,8 +618,9 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         `~astro_mantis.table.run_settings` reads either way), and the settings that
         shape the result: ``{prefix}survey`` (surveys used), ``{prefix}tta``,
         ``{prefix}ebv`` (the dust source, machine-readable), ``{prefix}pos`` (the
-        position columns), ``{prefix}point`` (the point estimate of the Mantis
-        Shrimp paper, ``mean``), ``{prefix}prec`` (the network's precision) and
+        position columns), ``{prefix}point`` (the recommended point estimate,
+        ``median``: the column ``{prefix}median``; the Mantis Shrimp paper's is the
+        mean), ``{prefix}prec`` (the network's precision) and
         ``{prefix}srv`` (the services the cutouts came from,
         `~astro_mantis.table.recorded_services`). The run's
         `~astro_mantis.table.RunStats` is in ``astro_mantis.table.last_run``; a

@@ -17,7 +17,7 @@ import numpy as np
 from .metrics import pit, plot_nz
 from .metrics import plot_pit as _plot_pit_values
 from .metrics import plot_zphot_zspec as _plot_points
-from .pdf import RedshiftPDF
+from .pdf import RECOMMENDED_POINT_ESTIMATE, RedshiftPDF
 
 __all__ = ["plot_redshift_row", "plot_zphot_zspec", "plot_pit", "plot_photoz_summary",
            "reference_redshifts"]
@@ -30,7 +30,7 @@ def _column(table, name, what):
     return np.ma.filled(np.ma.asarray(table[name], dtype=float), np.nan)
 
 
-def reference_redshifts(table, z_spec="z_spec", prefix="z_", point="mean"):
+def reference_redshifts(table, z_spec="z_spec", prefix="z_", point=RECOMMENDED_POINT_ESTIMATE):
     """Rows usable for a comparison, with their point estimates and reference redshifts.
 
     Parameters
@@ -43,7 +43,8 @@ def reference_redshifts(table, z_spec="z_spec", prefix="z_", point="mean"):
     prefix : str
         Prefix of the redshift columns.
     point : str
-        Point estimate: ``mean`` (the Mantis Shrimp choice), ``median`` or ``mode``.
+        Point estimate: ``median`` (the default, the recommended one: see the
+        evaluation guide), ``mean`` (the Mantis Shrimp paper's) or ``mode``.
 
     Returns
     -------
@@ -58,7 +59,8 @@ def reference_redshifts(table, z_spec="z_spec", prefix="z_", point="mean"):
     return rows, z_phot[rows], z_ref[rows]
 
 
-def plot_zphot_zspec(table, z_spec="z_spec", prefix="z_", point="mean", ax=None, **kwargs):
+def plot_zphot_zspec(table, z_spec="z_spec", prefix="z_", point=RECOMMENDED_POINT_ESTIMATE,
+                     ax=None, **kwargs):
     """Point estimates against reference redshifts, with NMAD, bias and outliers.
 
     Parameters
@@ -70,7 +72,7 @@ def plot_zphot_zspec(table, z_spec="z_spec", prefix="z_", point="mean", ax=None,
     prefix : str
         Prefix of the redshift columns.
     point : str
-        ``mean``, ``median`` or ``mode``.
+        ``median`` (the default, recommended), ``mean`` or ``mode``.
     ax : `matplotlib.axes.Axes`, optional
         Axes to draw into.
     **kwargs

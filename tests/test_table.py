@@ -363,7 +363,7 @@ def test_a_survey_subset_is_refused_and_surveys_are_recorded(sky, sky_server):
                          progress=False)
     s = T.run_settings(t)
     assert s["survey"] == "galex,panstarrs,unwise" and s["tta"] is False
-    assert s["ebv"] == "col:ebv_csfd,ebv_planck" and s["point"] == "mean"
+    assert s["ebv"] == "col:ebv_csfd,ebv_planck" and s["point"] == "median"
     assert s["pos"] == "ra=ra,dec=dec"
     srv = T.recorded_services(t)
     assert srv["panstarrs"][0] == sky_server.panstarrs_url

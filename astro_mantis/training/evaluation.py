@@ -18,12 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import _POINT, _PROB, BINNED_EDGES, binned_metrics
-from ..pdf import POINT_ESTIMATORS, RedshiftPDF, point_estimate
+from ..pdf import POINT_ESTIMATORS, RECOMMENDED_POINT_ESTIMATE, RedshiftPDF, point_estimate
 
-__all__ = ["evaluate_model", "Evaluation", "calibrated_pdf", "RECOMMENDED_POINT_ESTIMATE"]
-
-#: The point estimator recommended for the table columns (see :ref:`evaluation`).
-RECOMMENDED_POINT_ESTIMATE = "median"
+__all__ = ["evaluate_model", "Evaluation", "calibrated_pdf"]
 
 _KEYS = ("bin", "z_lo", "z_hi", "n")
 
