@@ -18,6 +18,17 @@ Usage::
 
     python benchmarks/bench_baseline.py --data mock_data [--weights PATH] [--k 20] [--no-network]
 
+For data made by the bundled model's recipe (``python -m astro_mantis.training.recipe``;
+its training runs are not kept beside the test set), fit the baselines elsewhere:
+``--fit-data WORKDIR/data/validation --fit-split validation`` fits the aperture kNN and
+the mock catalog kNN on the recipe's validation set, and ``--recipe-n-train 60000`` fits
+the mock catalog kNN instead on the catalogs of the training runs of a recipe run with
+``--n-train 60000`` (drawn again from their seeds; magnitudes need no images), the
+galaxies the network was trained on::
+
+    python benchmarks/bench_baseline.py --data WORKDIR/data/test \
+        --fit-data WORKDIR/data/validation --fit-split validation --recipe-n-train 60000
+
 Without ``--weights`` the bundled ``mantis-mini`` is scored; ``--no-network`` scores
 the baselines only. With ``--write-card`` the model card next to the weights gains
 ``baseline_test`` (the aperture baseline's test metrics), ``catalog_baseline_test`` and
@@ -61,6 +72,23 @@ def split_arrays(data, split, with_images=False):
     return np.concatenate(feats), np.concatenate(mags), np.concatenate(zs), shards
 
 
+def recipe_catalogs(n_train):
+    """Catalog magnitudes and redshifts of the training runs of a recipe of ``n_train``."""
+    from astro_mantis.simulate.dataset import dataset_config
+    from astro_mantis.simulate.sky import MockSky
+    from astro_mantis.training.recipe import Recipe, _randomisation, _SEEDS
+
+    recipe = Recipe(workdir=".", n_train=n_train)
+    mags, zs = [], []
+    for index in range(-(-n_train // recipe.chunk)):
+        n = min(recipe.chunk, n_train - index * recipe.chunk)
+        config = dataset_config(n, randomisation=_randomisation("train"))
+        catalog = MockSky(config, seed=recipe.seed + _SEEDS["train"] + index).catalog
+        mags.append(shard_magnitudes({"catalog": catalog}))
+        zs.append(np.asarray(catalog["z"], dtype=float))
+    return np.concatenate(mags), np.concatenate(zs)
+
+
 def print_binned(name, z_phot, z_spec):
     """NMAD, median bias and outlier fraction (0.05), with bootstrap errors, per 0.1 bin."""
     table = binned_metrics(z_spec, z_point=z_phot, min_count=50, n_bootstrap=200)
@@ -102,6 +130,13 @@ def main(argv=None):
     parser.add_argument("--data", required=True, help="directory written by make_dataset")
     parser.add_argument("--weights", default=None, help="mantis-mini weights (.safetensors)")
     parser.add_argument("--k", type=int, default=20, help="neighbours of the baselines")
+    parser.add_argument("--fit-data", default=None,
+                        help="directory the baselines are fitted on (default: --data)")
+    parser.add_argument("--fit-split", default="train",
+                        help="split of --fit-data the baselines are fitted on")
+    parser.add_argument("--recipe-n-train", type=int, default=0,
+                        help="fit the mock catalog kNN on the catalogs of the training runs "
+                             "of a recipe with this --n-train (other settings default)")
     parser.add_argument("--no-network", action="store_true",
                         help="score the baselines only")
     parser.add_argument("--write-card", action="store_true",
@@ -111,7 +146,10 @@ def main(argv=None):
         parser.error("--write-card needs the network's figures (drop --no-network)")
 
     t0 = time.perf_counter()
-    x_train, m_train, z_train, _ = split_arrays(args.data, "train")
+    x_train, m_train, z_train, _ = split_arrays(args.fit_data or args.data, args.fit_split)
+    aperture_fit = (f"the {len(z_train)} galaxies of the {args.fit_split} split"
+                    + (f" of {Path(args.fit_data).name}" if args.fit_data else ""))
+    mock_fit = aperture_fit + "'s catalog magnitudes"
     x_test, m_test, z_test, shards = split_arrays(args.data, "test",
                                                   with_images=not args.no_network)
     columns, points = {}, {}
@@ -129,6 +167,10 @@ def main(argv=None):
     columns["catalog kNN (real)"] = photoz_metrics(points["catalog kNN (real)"], z_test,
                                                    pdf=cat_knn.predict_pdf(noisy_test))
 
+    if args.recipe_n_train:
+        m_train, z_train = recipe_catalogs(args.recipe_n_train)
+        mock_fit = (f"the catalog magnitudes of the {len(z_train)} training galaxies of the "
+                    f"recipe (--n-train {args.recipe_n_train})")
     mock_knn = CatalogKNN(k=args.k).fit(noisy_magnitudes(m_train, seed=NOISE_SEEDS["train"]),
                                         z_train)
     points["catalog kNN (mock)"] = mock_knn.predict(noisy_test)
@@ -142,8 +184,8 @@ def main(argv=None):
         columns["mantis-mini"] = photoz_metrics(points["mantis-mini"], z_test, pdf=net_pdf)
 
     zmax_real = float(np.max(even["z"]))
-    print(f"test split (simulated): {len(z_test)} galaxies; aperture kNN and catalog kNN "
-          f"(mock) fitted on the {len(z_train)} of the train split, catalog kNN (real) on "
+    print(f"test split (simulated): {len(z_test)} galaxies; aperture kNN fitted on "
+          f"{aperture_fit}, catalog kNN (mock) on {mock_fit}, catalog kNN (real) on "
           f"the {len(even)} real SDSS even-row galaxies (z <= {zmax_real:.2f}); "
           f"k = {args.k}; {time.perf_counter() - t0:.0f} s")
     print_table(columns)
@@ -193,12 +235,12 @@ def main(argv=None):
         card = json.loads(card_path.read_text())
         card["baseline_test"] = {
             "method": f"photutils aperture asinh magnitudes (9 bands) + kNN (k={args.k}), "
-                      "fitted on the same train split (benchmarks/bench_baseline.py)",
+                      f"fitted on {aperture_fit} (benchmarks/bench_baseline.py)",
             **{k: round(float(base[k]), 4) for k in KEYS}}
         for name, key, fitted in (("catalog kNN (real)", "catalog_baseline_test",
                                    "the real SDSS catalog's even rows"),
                                   ("catalog kNN (mock)", "catalog_baseline_mock_test",
-                                   "the same train split's catalog magnitudes")):
+                                   mock_fit)):
             card[key] = {
                 "method": f"catalog magnitudes (9 bands, extinction-corrected) with depth "
                           f"noise + kNN on magnitudes and colours (k={args.k}), fitted on "

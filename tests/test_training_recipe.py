@@ -61,7 +61,10 @@ def test_run_recipe_trains_exports_evaluates_and_resumes(tmp_path):
     assert card["training"]["epochs_run"] == 2
     for kind in ("test", "shifted"):
         assert (out / f"evaluation_{kind}" / "evaluation.json").is_file()
-    assert (out / "mantis-mini.ood.npz").is_file()
+    from astro_mantis.explain.ood import ReferenceEmbedding
+
+    reference = ReferenceEmbedding.load(out / "mantis-mini.ood.npz")
+    assert reference.meta["data"] == "WORKDIR/data/train_000"
     # run again: nothing is rendered or trained twice, the checkpoint's schedule is kept
     again = run_recipe(tiny_recipe(tmp_path, epochs=None, train_minutes=1.0))
     assert again["fit"].training.epochs_run == 2

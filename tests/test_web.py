@@ -309,8 +309,12 @@ def test_predict_matches_the_library_on_the_same_sky(api, sample, tmp_path):
         add_redshift_columns(t, ebv=np.array([[sky.catalog["ebv_csfd"][k],
                                                sky.catalog["ebv_planck"][k]]]), progress=False)
     body = api.post("/predict", json={"RA": ex["RA"], "DEC": ex["DEC"]}).json()
-    assert body["z_mean"] == pytest.approx(float(t["z_mean"][0]), rel=1e-5)
-    assert body["z_std"] == pytest.approx(float(t["z_std"][0]), rel=1e-5)
+    # both run at precision "auto": in bfloat16 (CPUs with its instructions) the two
+    # processes' thread counts change the kernels' blocking, so agreement is to bfloat16's
+    # precision (point estimates within 0.01 (1+z): tests/test_precision.py)
+    tol = dict(rel=1e-5) if t.meta["z_prec"] == "float32" else dict(abs=0.005)
+    assert body["z_mean"] == pytest.approx(float(t["z_mean"][0]), **tol)
+    assert body["z_std"] == pytest.approx(float(t["z_std"][0]), **tol)
     assert body["flags"]["value"] == int(t["z_flags"][0])
 
 

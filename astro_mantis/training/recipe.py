@@ -8,8 +8,8 @@ continued when run again.
 
 1. **Data** (`~astro_mantis.training.recipe.render_corpus`): a validation set, a test set
    (both with the training randomisation,
-   `~astro_mantis.simulate.randomise.training_randomisation`),
-   a *shifted-simulator* test set (`~astro_mantis.simulate.randomise.shifted_randomisation`,
+   `~astro_mantis.simulate.training_randomisation`),
+   a *shifted-simulator* test set (`~astro_mantis.simulate.shifted_randomisation`,
    never used for any choice) and training data in runs of ``chunk`` galaxies, each a
    complete ``make_dataset`` directory with its own seed, until ``n_train`` galaxies or the
    rendering time budget is reached. A half-written run is completed, not redone.
@@ -36,7 +36,7 @@ from pathlib import Path
 
 from ..logger import log
 
-__all__ = ["Recipe", "render_corpus", "run_recipe", "main"]
+__all__ = ["Recipe", "render_corpus", "run_recipe", "probe_rate", "main"]
 
 # Seed offsets of the data sets (the recipe's seed plus these): never shared between sets.
 _SEEDS = {"validation": 1, "test": 2, "shifted": 3, "train": 100}
@@ -230,8 +230,9 @@ def _ood_reference(model, train_dir, n_rows):
         log.warning(f"no out-of-distribution reference: {n} training galaxies in "
                     f"{Path(train_dir).name} are too few for k = {DEFAULT_K}")
         return None
-    return save_reference(build_reference(model, train_dir, split="train", max_rows=n_rows),
-                          model)
+    reference = build_reference(model, train_dir, split="train", max_rows=n_rows)
+    reference.meta["data"] = f"WORKDIR/data/{Path(train_dir).name}"  # no machine paths
+    return save_reference(reference, model)
 
 
 def probe_rate(model, model_kwargs, batch_size, device, steps=10):
