@@ -33,7 +33,6 @@ mock-sky configuration the bundled model was trained on, not its training set.
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 import tracemalloc
@@ -42,15 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from _machine import cpu_model  # benchmarks/ is on the path of a script run from it
 
 
 def save_small(fig, path, dpi=90):

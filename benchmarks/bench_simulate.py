@@ -35,6 +35,8 @@ from pathlib import Path
 
 from astro_mantis.simulate.dataset import dataset_config, make_dataset
 
+from _machine import cpu_model  # benchmarks/ is on the path of a script run from it
+
 
 def _digest(root):
     h = hashlib.sha256()
@@ -69,7 +71,7 @@ def main(argv=None):
 
     print(f"make_dataset benchmark: {args.n} galaxies, shard_size {args.shard_size}, "
           f"seed {args.seed}")
-    print(f"machine: {platform.platform()}, {_cpu_model()}, Python "
+    print(f"machine: {platform.platform()}, {cpu_model()}, Python "
           f"{platform.python_version()}, {os.cpu_count()} CPU(s), load average "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rows = []
@@ -130,18 +132,6 @@ def _print_ratios(rows):
             continue
         print(f"{row[9]} / nominal, workers={row[0]}: rate x{row[3] / base[3]:.2f}, "
               f"CPU per galaxy x{row[6] / base[6]:.2f}")
-
-
-def _cpu_model():
-    """The CPU model name (Linux), else the platform's processor string."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ compressed: reading them costs more page faults (uncompressed) or decompression
 """
 import argparse
 import os
-import platform
 import tempfile
 import time
 import tracemalloc
@@ -44,15 +43,7 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from _machine import cpu_model  # benchmarks/ is on the path of a script run from it
 
 
 def make_tiles(root, args):

@@ -51,18 +51,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from _machine import cpu_model  # benchmarks/ is on the path of a script run from it
+
 _addresses = itertools.count(10)
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def client(base_url):
