@@ -25,8 +25,9 @@ def table():
     t["z_flags"] = np.zeros(60, np.int32)
     t["z_spec"] = MaskedColumn(mu + rng.normal(0, 0.05, 60), mask=np.zeros(60, bool))
     t["z_spec"].mask[3] = True
-    t["z_mean"].mask[4] = True
-    t["z_pdf"].mask[4] = True
+    for name in t.colnames:  # a row not estimated: every redshift column masked
+        if name.startswith("z_") and name not in ("z_flags", "z_spec"):
+            t[name].mask[4] = True
     t["z_flags"][4] = int(MantisFlag.NOT_ESTIMATED)
     return t
 
@@ -34,7 +35,10 @@ def table():
 def test_reference_rows(table):
     rows, zp, zs = reference_redshifts(table)
     assert 3 not in rows and 4 not in rows and len(rows) == 58
-    assert np.allclose(zp, table["z_mean"][rows]) and np.allclose(zs, table["z_spec"][rows])
+    # the default point estimate is the recommended one, the PDF median
+    assert np.allclose(zp, table["z_median"][rows]) and np.allclose(zs, table["z_spec"][rows])
+    _, zp_mean, _ = reference_redshifts(table, point="mean")
+    assert np.allclose(zp_mean, table["z_mean"][rows])
     with pytest.raises(KeyError, match="'zs' not found"):
         reference_redshifts(table, z_spec="zs")
 
