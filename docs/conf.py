@@ -8,7 +8,9 @@ purpose and excluded from the nitpicky checks below. References inside
 astro_mantis are checked.
 """
 import datetime
+import importlib
 import os
+import re
 import sys
 from importlib.metadata import PackageNotFoundError, version as _version
 
@@ -156,5 +158,105 @@ def _constant_docs(app, what, name, obj, options, lines):
     lines[:] = [line for line in found if line.strip()] or []
 
 
+# -- One page per object -------------------------------------------------------------
+# automodapi writes a page for every name of every ``.. automodapi::`` block, so an
+# object re-exported by a package (``astro_mantis.match_spectroscopic``, also in
+# ``astro_mantis.spectro`` and ``astro_mantis.spectro.matching``) would get a page per
+# block. api.rst and api_internals.rst document each object once, at its highest-level
+# public location, and ``:skip:`` it in the other blocks. Two hooks keep that true:
+# ``_one_page_per_object`` fails the build (-W) when two blocks would document the same
+# object, and ``_same_object_reference`` lets a reference written against a location
+# that has no page (```~astro_mantis.spectro.matching.match_spectroscopic```, or
+# ```match_spectroscopic``` inside that module's docstring) link to the page of the SAME
+# Python object (checked by identity), so docstrings need not know where it is documented.
+_AUTOMODAPI = re.compile(r"^\.\.\s+automodapi::\s*([A-Za-z0-9_.]+)\s*$((?:\n\s+:[a-zA-Z_\-]+:.*$)*)",
+                         re.MULTILINE)
+_OPTION = re.compile(r":([a-zA-Z_\-]+):(.*)$", re.MULTILINE)
+_CONSTANT_TYPES = (int, float, complex, str, bytes, tuple, frozenset, bool, type(None))
+
+
+def _identity(name, obj):
+    """What makes two documented names one object: the object itself, or for constants
+    (small ints and strings are shared by unrelated names) the name and the object."""
+    return (name, id(obj)) if isinstance(obj, _CONSTANT_TYPES) else id(obj)
+
+
+def _one_page_per_object(app):
+    """Warn (an error under -W) when two automodapi blocks document the same object."""
+    from sphinx.util import logging
+    from sphinx_automodapi.utils import find_mod_objs
+
+    logger = logging.getLogger(__name__)
+    seen = {}
+    for docname in sorted(app.env.found_docs):
+        path = app.env.doc2path(docname)
+        if docname.startswith(app.config.automodapi_toctreedirnm + "/") or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf8") as f:
+            text = f.read()
+        for match in _AUTOMODAPI.finditer(text):
+            module, options = match.group(1), _OPTION.findall(match.group(2))
+            skip = {n.strip() for o, a in options if o == "skip" for n in a.split(",")}
+            include = {n.strip() for o, a in options if o == "include" for n in a.split(",")}
+            for name, _, obj in zip(*find_mod_objs(module, onlylocals=True)):
+                if name in skip or (include and name not in include):
+                    continue
+                here = f"{module}.{name}"
+                first = seen.setdefault(_identity(name, obj), here)
+                if first != here:
+                    logger.warning(f"{here} is {first}, which already has a page: add "
+                                   f"':skip: {name}' to the automodapi block of the less "
+                                   f"public module", location=(docname, text[:match.start()].count("\n") + 1))
+
+
+def _lookup(dotted):
+    """The object a dotted astro_mantis name stands for, or None."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _same_object_reference(app, env, node, contnode):
+    """Resolve a missing astro_mantis reference to the documented name of the same object."""
+    if node.get("refdomain") != "py":
+        return None
+    domain = env.get_domain("py")
+    target, module, cls = node["reftarget"], node.get("py:module"), node.get("py:class")
+    candidates = [target] + [f"{p}.{target}" for p in (cls, module, f"{module}.{cls}") if p]
+    by_last = {}
+    for name in domain.objects:
+        if name.startswith("astro_mantis."):
+            by_last.setdefault(name.rpartition(".")[2], []).append(name)
+    for candidate in candidates:
+        if not candidate.startswith("astro_mantis."):
+            continue
+        parts = candidate.split(".")
+        # the longest head of the name that is documented elsewhere as the same object
+        for i in range(len(parts), 1, -1):
+            head = _lookup(".".join(parts[:i]))
+            if head is None:
+                continue
+            for documented in by_last.get(parts[i - 1], []):
+                if documented != ".".join(parts[:i]) and _lookup(documented) is head:
+                    new = ".".join([documented] + parts[i:])
+                    if new in domain.objects:
+                        return domain.resolve_xref(env, node.get("refdoc", env.docname),
+                                                   app.builder, node["reftype"], new, node,
+                                                   contnode)
+    return None
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _constant_docs)
+    app.connect("builder-inited", _one_page_per_object)
+    app.connect("missing-reference", _same_object_reference)
