@@ -11,7 +11,8 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from astro_mantis import Mantis, MultiSurveyCutout
+from astro_mantis import Mantis, MantisFlag, MultiSurveyCutout
+from astro_mantis.flags import SURVEY_FLAG_BITS, survey_flags, survey_missing_flag
 from astro_mantis.surveys import SURVEYS, get_survey, register_survey, unregister_survey
 from astro_mantis.surveys.core import Request, Survey, SurveyImage, read_primary_image
 
@@ -28,6 +29,10 @@ class ToySurvey(Survey):
 
     def __init__(self, url):
         self.url = url
+
+    def in_footprint(self, ra, dec):
+        """The toy covers the northern sky only."""
+        return dec >= 0
 
     @property
     def base_url(self):
@@ -101,6 +106,53 @@ def test_a_fourth_survey_module_is_fetched_cached_and_written(toy, server, tmp_p
     cut.write(path)
     back = MultiSurveyCutout.read(path)
     assert np.array_equal(back.surveys["toy"].data, image.data)
+
+
+def test_the_new_survey_gets_its_own_missing_flag(toy, server, tmp_path):
+    # ToySurvey declares no bit: it is given the lowest free one above MantisFlag's members
+    flag = toy.flag
+    assert flag == survey_missing_flag("toy") == MantisFlag(1 << SURVEY_FLAG_BITS[0])
+    assert not flag & sum(int(m) for m in MantisFlag)
+    assert survey_flags()["TOY_MISSING"] == flag
+    assert list(survey_flags())[:3] == ["GALEX_MISSING", "PANSTARRS_MISSING", "UNWISE_MISSING"]
+    # the fetch engine flags a position the toy does not cover with it
+    south = SkyCoord(150.2, -2.3, unit="deg")
+    cut = Mantis.get_cutouts(south, surveys=("galex", "toy"), progress=False)
+    assert tuple(cut.missing) == ("toy",) and "toy" not in cut.surveys
+    assert cut.flags == flag | MantisFlag.OUT_OF_FOOTPRINT
+    assert int(cut.flags) & int(flag)
+    # what the flag says survives a write and read back
+    cut.write(tmp_path / "south.fits")
+    assert MultiSurveyCutout.read(tmp_path / "south.fits").flags == cut.flags
+
+
+def test_a_declared_missing_bit_is_kept_and_checked():
+    class Declared(ToySurvey):
+        name = "declared"
+        missing_flag = 1 << 20
+
+    class Clash(ToySurvey):
+        name = "clash"
+        missing_flag = MantisFlag.NAN_PIXELS
+
+    class Taken(ToySurvey):
+        name = "taken"
+        missing_flag = 1 << 20
+
+    declared = register_survey(Declared("http://127.0.0.1:9"))
+    try:
+        assert declared.flag == MantisFlag(1 << 20) == survey_missing_flag("DECLARED")
+        with pytest.raises(ValueError, match="NAN_PIXELS"):
+            register_survey(Clash("http://127.0.0.1:9"))
+        with pytest.raises(ValueError, match="held by survey 'declared'"):
+            register_survey(Taken("http://127.0.0.1:9"))
+        assert "clash" not in SURVEYS and "taken" not in SURVEYS
+        assert survey_missing_flag("clash") == MantisFlag.NONE
+    finally:
+        unregister_survey("declared")
+    # leaving the registry frees the bit
+    assert survey_missing_flag("declared") == MantisFlag.NONE
+    assert "DECLARED_MISSING" not in survey_flags()
 
 
 def test_registration_is_checked():

@@ -5,10 +5,16 @@ Each module of this package that defines a module-level ``survey`` (an instance 
 module. `SURVEYS` maps names to them in model channel order (GALEX, Pan-STARRS, unWISE
 come first, in that order; others follow alphabetically). A survey declared outside
 the package (in a user's own module) joins with `register_survey`.
+
+A survey's module also declares the bit of its ``<SURVEY>_MISSING`` flag
+(``missing_flag``; see `astro_mantis.flags`); joining the registry records it, so
+the fetch engine, the fusion and the tables flag a missing new survey like a
+missing built-in one.
 """
 import importlib
 import pkgutil
 
+from ..flags import register_survey_flag, unregister_survey_flag
 from .core import Request, Survey, SurveyImage, read_fits_bytes
 
 __all__ = ["SURVEYS", "DEFAULT_SURVEYS", "get_survey", "register_survey", "unregister_survey",
@@ -28,6 +34,9 @@ def _discover():
         if isinstance(survey, Survey):
             found[survey.name] = survey
     order = [n for n in DEFAULT_SURVEYS if n in found] + sorted(set(found) - set(DEFAULT_SURVEYS))
+    # declared bits first, so that a survey given the lowest free bit cannot take one
+    for name in sorted(order, key=lambda n: found[n].missing_flag is None):
+        register_survey_flag(name, found[name].missing_flag)
     return {name: found[name] for name in order}
 
 
@@ -56,7 +65,10 @@ def register_survey(survey, replace=False):
 
     Once registered, the survey is fetched, cached and returned in
     `~astro_mantis.MultiSurveyCutout` objects like the built-in ones
-    (``Mantis.get_cutouts(coords, surveys=(..., "name"))``).
+    (``Mantis.get_cutouts(coords, surveys=(..., "name"))``), and its
+    ``<SURVEY>_MISSING`` flag (the bit its ``missing_flag`` declares, or the lowest
+    free one of `~astro_mantis.flags.SURVEY_FLAG_BITS`) is recorded
+    (`~astro_mantis.flags.survey_missing_flag`).
 
     Parameters
     ----------
@@ -74,7 +86,9 @@ def register_survey(survey, replace=False):
     TypeError
         If ``survey`` is not a `~astro_mantis.surveys.core.Survey`.
     ValueError
-        If the name is empty or taken (without ``replace``).
+        If the name is empty or taken (without ``replace``), or its declared
+        ``missing_flag`` is not a bit it may hold
+        (`~astro_mantis.flags.register_survey_flag`).
     """
     if not isinstance(survey, Survey):
         raise TypeError(f"register_survey takes a Survey instance, got {type(survey).__name__}")
@@ -83,6 +97,7 @@ def register_survey(survey, replace=False):
         raise ValueError("a survey needs a name")
     if name in SURVEYS and not replace:
         raise ValueError(f"survey {name!r} is registered already (pass replace=True)")
+    register_survey_flag(name, survey.missing_flag)
     SURVEYS[name] = survey
     order = [n for n in DEFAULT_SURVEYS if n in SURVEYS] + sorted(set(SURVEYS) -
                                                                    set(DEFAULT_SURVEYS))
@@ -106,3 +121,4 @@ def unregister_survey(name):
     if key not in SURVEYS:
         raise ValueError(f"survey {key!r} is not registered")
     del SURVEYS[key]
+    unregister_survey_flag(key)

@@ -410,6 +410,11 @@ class Survey:
         Service layer / product name (part of the cache key).
     needs_listing : bool
         Whether a listing request must run before the image requests.
+    missing_flag : int or `~astro_mantis.flags.MantisFlag` or None
+        The bit of the survey's ``<SURVEY>_MISSING`` flag: its member of
+        `~astro_mantis.flags.MantisFlag` for a built-in survey, a bit of
+        `~astro_mantis.flags.SURVEY_FLAG_BITS` for another, or None (the default) to
+        be given the lowest free one of those when the survey joins the registry.
     """
 
     name = ""
@@ -421,11 +426,12 @@ class Survey:
     url_config = ""
     layer = ""
     needs_listing = False
+    missing_flag = None
 
     @property
     def flag(self):
-        """The ``<SURVEY>_MISSING`` flag of this survey."""
-        return survey_missing_flag(self.name)
+        """The ``<SURVEY>_MISSING`` flag of this survey (as recorded by the registry)."""
+        return survey_missing_flag(self.name) or MantisFlag(int(self.missing_flag or 0))
 
     @property
     def base_url(self):

@@ -6,6 +6,8 @@ AB zero points NUV 20.08, FUV 18.82 (Morrissey et al. 2007). PSF FWHM ≈ 5.3″
 """
 from astropy import units as u
 
+from ..flags import MantisFlag
+
 from .legacysurvey import LegacyViewerSurvey
 
 __all__ = ["GalexSurvey", "survey"]
@@ -23,6 +25,7 @@ class GalexSurvey(LegacyViewerSurvey):
     #: the unit the reference normalisation x/0.05 assumes (pinned by a remote_data test).
     unit = u.ct / u.s
     ab_zeropoints = {"NUV": 20.08, "FUV": 18.82}
+    missing_flag = MantisFlag.GALEX_MISSING
     psf_fwhm = {"NUV": 5.3 * u.arcsec, "FUV": 4.2 * u.arcsec}
     band_aliases = {"n": "NUV", "nuv": "NUV", "f": "FUV", "fuv": "FUV"}
 

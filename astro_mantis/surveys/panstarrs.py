@@ -54,6 +54,7 @@ class PanstarrsSurvey(Survey):
                 "z": 1.07 * u.arcsec, "y": 1.02 * u.arcsec}
     url_config = "panstarrs_url"
     needs_listing = True
+    missing_flag = MantisFlag.PANSTARRS_MISSING
     min_dec = -30.0
 
     def in_footprint(self, ra, dec):

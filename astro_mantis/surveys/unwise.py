@@ -5,6 +5,8 @@ AB = Vega + 2.699 (W1), + 3.339 (W2). PSF FWHM ≈ 6.1″ (W1), 6.4″ (W2).
 """
 from astropy import units as u
 
+from ..flags import MantisFlag
+
 from .legacysurvey import LegacyViewerSurvey
 
 __all__ = ["UnwiseSurvey", "survey", "nanomaggy_vega"]
@@ -29,6 +31,7 @@ class UnwiseSurvey(LegacyViewerSurvey):
     unit = nanomaggy_vega
     vega_zeropoint = 22.5
     vega_to_ab = {"W1": 2.699, "W2": 3.339}
+    missing_flag = MantisFlag.UNWISE_MISSING
     psf_fwhm = {"W1": 6.1 * u.arcsec, "W2": 6.4 * u.arcsec}
     band_aliases = {"1": "W1", "w1": "W1", "2": "W2", "w2": "W2"}
 
