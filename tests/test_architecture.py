@@ -146,3 +146,20 @@ def test_importing_pdf_pulls_in_no_service_client():
                          timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]", res.stdout
+
+
+#: Survey facts that live in ``surveys/`` only (GALEX and unWISE zero points).
+SURVEY_NUMBERS = (20.08, 18.82, 2.699, 3.339)
+
+
+def test_survey_facts_live_in_the_survey_modules():
+    """No module outside ``surveys/`` writes a survey's zero points as numbers."""
+    found = []
+    for path in ROOT.rglob("*.py"):
+        if "surveys" in path.relative_to(ROOT).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, float) and \
+                    node.value in SURVEY_NUMBERS:
+                found.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} {node.value}")
+    assert not found, f"survey facts outside astro_mantis/surveys: {found}"

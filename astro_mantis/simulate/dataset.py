@@ -268,11 +268,12 @@ def _survey_facts(surveys):
         facts = {"bands": list(s.bands), "shape": [len(s.bands), s.size, s.size],
                  "pixscale_arcsec": float(s.pixscale.to_value("arcsec")), "unit": str(s.unit)}
         if name == "panstarrs":
-            facts["zeropoint_ab"] = "25 + 2.5 log10(EXPTIME); member panstarrs_exptime"
+            facts["zeropoint_ab"] = (f"{s.zeropoint_1s:g} + 2.5 log10(EXPTIME); member "
+                                     "panstarrs_exptime")
         else:
             facts["zeropoint_ab"] = [float(z) for z in s.zeropoints()]
         if name == "unwise":
-            facts["zeropoint_vega"] = 22.5
+            facts["zeropoint_vega"] = s.vega_zeropoint
             facts["ab_minus_vega"] = [s.vega_to_ab[b] for b in s.bands]
         out[name] = facts
     return out

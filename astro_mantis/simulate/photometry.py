@@ -83,6 +83,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..surveys import DEFAULT_SURVEYS, get_survey
+
 __all__ = [
     "BANDS",
     "SDSS_BANDS",
@@ -114,23 +116,18 @@ __all__ = [
 # The examples need the simulation extras (pytest-doctestplus skips them otherwise).
 __doctest_requires__ = {"band_magnitudes": ["kcorrect", "speclite", "dust_extinction", "scipy"]}
 
-#: The nine model channels, in the order the network sees them.
-BANDS = ("nuv", "fuv", "g", "r", "i", "z", "y", "w1", "w2")
+#: The nine model channels, in the order the network sees them (the bands of the
+#: model's surveys, `astro_mantis.surveys`, in lower case).
+BANDS = tuple(band.lower() for name in DEFAULT_SURVEYS for band in get_survey(name).bands)
 
 #: SDSS ugriz (Doi et al. 2010 curves as shipped by speclite).
 SDSS_BANDS = ("sdss_u", "sdss_g", "sdss_r", "sdss_i", "sdss_z")
 
-#: Short band names and the filter curve each stands for.
+#: Short band names and the filter curve each stands for (the model bands' curves are
+#: their surveys' ``filter_curves``).
 BAND_FILTERS = {
-    "nuv": "galex-nuv",
-    "fuv": "galex-fuv",
-    "g": "panstarrs-g",
-    "r": "panstarrs-r",
-    "i": "panstarrs-i",
-    "z": "panstarrs-z",
-    "y": "panstarrs-y",
-    "w1": "wise2010-W1",
-    "w2": "wise2010-W2",
+    **{band.lower(): get_survey(name).filter_curves[band]
+       for name in DEFAULT_SURVEYS for band in get_survey(name).bands},
     "sdss_u": "sdss2010-u",
     "sdss_g": "sdss2010-g",
     "sdss_r": "sdss2010-r",
@@ -165,8 +162,8 @@ _SDSS_AB_OFFSET = np.array([-0.036, 0.012, 0.010, 0.028, 0.040])
 _SDSS_FLOOR = np.array([0.05, 0.02, 0.02, 0.02, 0.03])
 _GALEX_FLOOR = np.array([0.052, 0.026])
 _TWOMASS_FLOOR = np.array([0.05, 0.05, 0.05])
-# GALEX zero points for counts per second (AB), FUV and NUV.
-_GALEX_ZP = np.array([18.82, 20.08])
+# GALEX zero points for counts per second (AB), FUV and NUV: the survey's.
+_GALEX_ZP = np.array([get_survey("galex").ab_zeropoints[b] for b in ("FUV", "NUV")])
 # 2MASS Vega to AB (Blanton & Roweis 2007): m_AB = m_Vega + offset, J H Ks.
 _TWOMASS_AB_OFFSET = np.array([0.91, 1.39, 1.85])
 # A_r / E(B-V) used by the SDSS pipeline for its EXTINCTION column (SFD98).

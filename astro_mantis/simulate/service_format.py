@@ -19,16 +19,23 @@ place:
   planes are Vega nanomaggies (zero point 22.5 Vega; AB = Vega + 2.699 in W1,
   + 3.339 in W2).
 
-The module depends on numpy and astropy only (no GalSim), so that the
-loopback servers of `astro_mantis.testing` can use it without the
-simulation extras. Imports flow from ``testing`` to here, never back.
+The survey facts behind these formats (bands and their native names, zero
+points, default geometry, layers) are read from `astro_mantis.surveys`; the
+constants below are views of them in the services' native band names.
+
+The module depends on numpy, astropy and `astro_mantis.surveys` only (no
+GalSim), so that the loopback servers of `astro_mantis.testing` can use it
+without the simulation extras. Imports flow from ``testing`` to here, never back.
 """
 
 import hashlib
 import math
 
 import numpy as np
+from astropy import units as u
 from astropy.io import fits
+
+from ..surveys import get_survey
 
 __all__ = [
     "GALEX_ZEROPOINTS",
@@ -55,32 +62,24 @@ __all__ = [
     "viewer_hdulist",
 ]
 
-#: Native band identifiers of each survey, in the order the services send them.
-SURVEY_BANDS = {
-    "galex": ("n", "f"),
-    "panstarrs": ("g", "r", "i", "z", "y"),
-    "unwise": (1, 2),
-}
+_GALEX, _PS1, _UNWISE = (get_survey(name) for name in ("galex", "panstarrs", "unwise"))
+
+#: Native band identifiers of each survey, in the order the services send them
+#: (``native_bands`` of each survey).
+SURVEY_BANDS = {s.name: tuple(s.native_bands) for s in (_GALEX, _PS1, _UNWISE)}
 
 #: (survey, native band) → band name used by `astro_mantis.simulate` catalogs
-#: (``mag_<name>`` columns).
-NATIVE_TO_BAND = {
-    ("galex", "n"): "nuv",
-    ("galex", "f"): "fuv",
-    ("panstarrs", "g"): "g",
-    ("panstarrs", "r"): "r",
-    ("panstarrs", "i"): "i",
-    ("panstarrs", "z"): "z",
-    ("panstarrs", "y"): "y",
-    ("unwise", 1): "w1",
-    ("unwise", 2): "w2",
-}
+#: (``mag_<name>`` columns): the survey's band name in lower case.
+NATIVE_TO_BAND = {(s.name, native): band.lower() for s in (_GALEX, _PS1, _UNWISE)
+                  for native, band in zip(s.native_bands, s.bands)}
 
-#: AB magnitude of 1 count/s in the GALEX intensity maps.
-GALEX_ZEROPOINTS = {"n": 20.08, "f": 18.82}
+#: AB magnitude of 1 count/s in the GALEX intensity maps (by native band).
+GALEX_ZEROPOINTS = {native: _GALEX.ab_zeropoints[band]
+                    for native, band in zip(_GALEX.native_bands, _GALEX.bands)}
 
 #: AB - Vega offsets of the WISE bands (unWISE pixels are Vega nanomaggies).
-WISE_VEGA_TO_AB = {1: 2.699, 2: 3.339}
+WISE_VEGA_TO_AB = {native: _UNWISE.vega_to_ab[band]
+                   for native, band in zip(_UNWISE.native_bands, _UNWISE.bands)}
 
 #: Typical PS1 3pi stack exposure times (s) per band written as ``EXPTIME``;
 #: per-skycell values scatter around these (see `ps1_stack_exptime`).
@@ -89,7 +88,8 @@ PS1_EXPTIME = {"g": 1100.0, "r": 950.0, "i": 1450.0, "z": 950.0, "y": 650.0}
 #: ``VERSION`` keyword of the simulated viewer cutouts.
 SERVICE_VERSION = "astro_mantis-loopback"
 
-_DEFAULT_GEOMETRY = {"galex": (32, 1.5), "panstarrs": (170, 0.25), "unwise": (32, 2.75)}
+_DEFAULT_GEOMETRY = {s.name: (int(s.size), float(s.pixscale.to_value(u.arcsec)))
+                     for s in (_GALEX, _PS1, _UNWISE)}
 _SURVEY_ALIASES = {
     "galex": "galex",
     "panstarrs": "panstarrs",
@@ -98,7 +98,7 @@ _SURVEY_ALIASES = {
     "unwise-neo7": "unwise",
     "wise": "unwise",
 }
-_LAYER_NAME = {"galex": "galex", "unwise": "unwise-neo7"}
+_LAYER_NAME = {s.name: s.layer for s in (_GALEX, _UNWISE)}
 
 
 def _plain(value):
@@ -285,14 +285,14 @@ def normalise_band(survey, band):
         For a band the survey does not have.
     """
     text = str(band).strip().lower()
-    if survey == "galex":
-        table = {"n": "n", "nuv": "n", "galex-nuv": "n", "f": "f", "fuv": "f", "galex-fuv": "f"}
-    elif survey == "unwise":
-        table = {"1": 1, "w1": 1, "wise2010-w1": 1, "2": 2, "w2": 2, "wise2010-w2": 2}
-    else:
-        table = {b: b for b in SURVEY_BANDS["panstarrs"]}
-        table.update({f"ps1-{b}": b for b in SURVEY_BANDS["panstarrs"]})
-        table.update({f"panstarrs-{b}": b for b in SURVEY_BANDS["panstarrs"]})
+    facts = get_survey(survey)
+    table = {}
+    for native, name in zip(facts.native_bands, facts.bands):
+        for key in (native, name, facts.filter_curves.get(name)):
+            if key is not None:
+                table[str(key).lower()] = native
+        if facts.name == "panstarrs":
+            table[f"ps1-{name}".lower()] = native
     if text not in table:
         raise ValueError(
             f"unknown {survey} band {band!r}; expected one of {SURVEY_BANDS[survey]}"
@@ -412,8 +412,8 @@ def ab_zeropoint(survey, band, exptime=None):
     if survey == "galex":
         return GALEX_ZEROPOINTS[band]
     if survey == "unwise":
-        return 22.5 + WISE_VEGA_TO_AB[band]
-    return 25.0 + 2.5 * math.log10(exptime)
+        return _UNWISE.vega_zeropoint + WISE_VEGA_TO_AB[band]
+    return _PS1.exptime_zeropoint(exptime)
 
 
 def native_flux(survey, band, mag_ab, exptime=None):
@@ -439,8 +439,8 @@ def native_flux(survey, band, mag_ab, exptime=None):
     if survey == "galex":
         return 10.0 ** (-0.4 * (mag_ab - GALEX_ZEROPOINTS[band]))
     if survey == "unwise":
-        return 10.0 ** (-0.4 * (mag_ab - WISE_VEGA_TO_AB[band] - 22.5))
-    return exptime * 10.0 ** (-0.4 * (mag_ab - 25.0))
+        return 10.0 ** (-0.4 * (mag_ab - WISE_VEGA_TO_AB[band] - _UNWISE.vega_zeropoint))
+    return exptime * 10.0 ** (-0.4 * (mag_ab - _PS1.zeropoint_1s))
 
 
 def ps1_stack_exptime(seed, band, ra_c, dec_c, typical=None, scatter=0.4):
@@ -537,7 +537,7 @@ def ps1_hdulist(image, band, crval, crpix, cdelt, exptime):
         ("CDELT2", cdelt[1]),
         ("EXPTIME", exptime, "[s] stack exposure time"),
         ("FILTER", f"{band}.00000", "PS1 filter"),
-        ("HIERARCH FPA.ZP", 25.0, "zero point for 1 s"),
+        ("HIERARCH FPA.ZP", _PS1.zeropoint_1s, "zero point for 1 s"),
     ]
     return fits.HDUList([primary_hdu(image, cards)])
 

@@ -396,6 +396,12 @@ class Survey:
         Registry name, e.g. ``"galex"``.
     bands : tuple of str
         Band names in model channel order.
+    native_bands : tuple
+        The same bands as the service names them in requests and headers (default:
+        `bands`).
+    filter_curves : dict
+        Band → name of its filter response curve in ``speclite`` (used by the
+        simulator's photometry).
     pixscale : `~astropy.units.Quantity`
         Pixel scale of the cutouts.
     size : int
@@ -427,6 +433,12 @@ class Survey:
     layer = ""
     needs_listing = False
     missing_flag = None
+    filter_curves = {}
+
+    @property
+    def native_bands(self):
+        """The bands as the service names them (here the same as `bands`)."""
+        return tuple(self.bands)
 
     @property
     def flag(self):

@@ -27,6 +27,9 @@ class GalexSurvey(LegacyViewerSurvey):
     ab_zeropoints = {"NUV": 20.08, "FUV": 18.82}
     missing_flag = MantisFlag.GALEX_MISSING
     psf_fwhm = {"NUV": 5.3 * u.arcsec, "FUV": 4.2 * u.arcsec}
+    #: The viewer's names of the bands (``BAND0 = 'n'``).
+    native_bands = ("n", "f")
+    filter_curves = {"NUV": "galex-nuv", "FUV": "galex-fuv"}
     band_aliases = {"n": "NUV", "nuv": "NUV", "f": "FUV", "fuv": "FUV"}
 
     def zeropoints(self, header=None):

@@ -55,17 +55,36 @@ class PanstarrsSurvey(Survey):
     url_config = "panstarrs_url"
     needs_listing = True
     missing_flag = MantisFlag.PANSTARRS_MISSING
+    filter_curves = {b: f"panstarrs-{b}" for b in ("g", "r", "i", "z", "y")}
+    #: AB magnitude of 1 count in a 1 s stack (``fitscut`` pixels are linear counts).
+    zeropoint_1s = 25.0
     min_dec = -30.0
 
     def in_footprint(self, ra, dec):
         """PS1 3π covers dec > -30°."""
         return dec >= self.min_dec
 
+    def exptime_zeropoint(self, exptime):
+        """AB zero point ``25 + 2.5 log10(exptime)`` of a stack of ``exptime`` seconds.
+
+        Parameters
+        ----------
+        exptime : float or array-like
+            The stack's ``EXPTIME`` (s).
+
+        Returns
+        -------
+        float or `numpy.ndarray`
+        """
+        if np.ndim(exptime) == 0:
+            return self.zeropoint_1s + 2.5 * math.log10(float(exptime))
+        return self.zeropoint_1s + 2.5 * np.log10(np.asarray(exptime, dtype=float))
+
     def zeropoints(self, header=None):
         """AB zero point ``25 + 2.5 log10(EXPTIME)`` from a fitscut header."""
         if header is None or "EXPTIME" not in header:
             return [np.nan] * len(self.bands)
-        return [25.0 + 2.5 * math.log10(float(header["EXPTIME"]))] * len(self.bands)
+        return [self.exptime_zeropoint(header["EXPTIME"])] * len(self.bands)
 
     def listing_request(self, positions):
         """One POST to ``ps1filenames.py`` listing the stack files of many positions."""

@@ -33,6 +33,9 @@ class UnwiseSurvey(LegacyViewerSurvey):
     vega_to_ab = {"W1": 2.699, "W2": 3.339}
     missing_flag = MantisFlag.UNWISE_MISSING
     psf_fwhm = {"W1": 6.1 * u.arcsec, "W2": 6.4 * u.arcsec}
+    #: The viewer's names of the bands (``BAND0 = 1``).
+    native_bands = (1, 2)
+    filter_curves = {"W1": "wise2010-W1", "W2": "wise2010-W2"}
     band_aliases = {"1": "W1", "w1": "W1", "2": "W2", "w2": "W2"}
 
     def zeropoints(self, header=None):

@@ -27,6 +27,7 @@ from astropy import units as u
 
 from ..simulate.service_format import (
     GALEX_ZEROPOINTS,
+    NATIVE_TO_BAND,
     PS1_EXPTIME,
     SERVICE_VERSION,
     SURVEY_BANDS,
@@ -47,6 +48,7 @@ from ..simulate.service_format import (
     viewer_geometry,
     viewer_hdulist,
 )
+from ..surveys import get_survey
 
 __all__ = [
     "GALEX_ZEROPOINTS",
@@ -66,19 +68,27 @@ _band_list = band_list
 _format_card = format_card
 _primary_hdu = primary_hdu
 
-# Per band: catalog column, PSF FWHM (arcsec), native pixel scale (arcsec),
-# 5-sigma point-source depth (AB mag). Approximate published survey values.
-_BAND_INFO = {
-    ("galex", "n"): ("mag_nuv", 5.3, 1.5, 20.8),
-    ("galex", "f"): ("mag_fuv", 4.2, 1.5, 19.9),
-    ("panstarrs", "g"): ("mag_g", 1.31, 0.25, 23.3),
-    ("panstarrs", "r"): ("mag_r", 1.19, 0.25, 23.2),
-    ("panstarrs", "i"): ("mag_i", 1.11, 0.25, 23.1),
-    ("panstarrs", "z"): ("mag_z", 1.07, 0.25, 22.3),
-    ("panstarrs", "y"): ("mag_y", 1.02, 0.25, 21.4),
-    ("unwise", 1): ("mag_w1", 6.1, 2.75, 20.6),
-    ("unwise", 2): ("mag_w2", 6.4, 2.75, 20.3),
-}
+# Per band: catalog column, PSF FWHM (arcsec), native pixel scale (arcsec) -- the
+# survey's (`astro_mantis.surveys`) -- and 5-sigma point-source depth (AB mag, an
+# approximate published value).
+_DEPTH = {("galex", "n"): 20.8, ("galex", "f"): 19.9, ("panstarrs", "g"): 23.3,
+          ("panstarrs", "r"): 23.2, ("panstarrs", "i"): 23.1, ("panstarrs", "z"): 22.3,
+          ("panstarrs", "y"): 21.4, ("unwise", 1): 20.6, ("unwise", 2): 20.3}
+
+
+def _band_info():
+    info = {}
+    for name, natives in SURVEY_BANDS.items():
+        facts = get_survey(name)
+        for native, band in zip(natives, facts.bands):
+            info[(name, native)] = (f"mag_{NATIVE_TO_BAND[(name, native)]}",
+                                    float(facts.psf_fwhm[band].to_value(u.arcsec)),
+                                    float(facts.pixscale.to_value(u.arcsec)),
+                                    _DEPTH[(name, native)])
+    return info
+
+
+_BAND_INFO = _band_info()
 
 _GAUSS_HALF_LIGHT = math.sqrt(2.0 * math.log(2.0))  # r_half / sigma of a 2-D Gaussian
 _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))

@@ -39,14 +39,14 @@ import math
 
 import numpy as np
 
+from ..surveys import get_survey
+
 __all__ = ["APERTURE_RADII", "aperture_fluxes", "asinh_magnitudes", "shard_features",
            "KNNRedshift", "catalog_magnitudes", "shard_magnitudes", "depth_noise_fluxes",
            "noisy_magnitudes", "colour_features", "CatalogKNN"]
 
 #: Aperture radius in pixels per survey (see module docstring).
 APERTURE_RADII = {"galex": 4.0, "panstarrs": 12.0, "unwise": 3.0}
-#: AB zero points of the viewer surveys (GALEX counts/s; unWISE Vega nmgy → AB).
-_FIXED_ZP = {"galex": (20.08, 18.82), "unwise": (22.5 + 2.699, 22.5 + 3.339)}
 #: 5σ point-source depths (AB) used only to set the asinh softening.
 _DEPTHS = (20.8, 19.9, 23.3, 23.2, 23.1, 22.3, 21.4, 20.3, 19.9)
 
@@ -107,9 +107,12 @@ def shard_features(shard):
     galex = aperture_fluxes(shard["galex"], APERTURE_RADII["galex"])
     ps1 = aperture_fluxes(shard["panstarrs"], APERTURE_RADII["panstarrs"])
     wise = aperture_fluxes(shard["unwise"], APERTURE_RADII["unwise"])
-    ps1_zp = 25.0 + 2.5 * np.log10(np.asarray(shard["panstarrs_exptime"], dtype=float))
-    zp = np.concatenate([np.broadcast_to(_FIXED_ZP["galex"], galex.shape), ps1_zp,
-                         np.broadcast_to(_FIXED_ZP["unwise"], wise.shape)], axis=1)
+    # AB zero points from the surveys: fixed for GALEX (counts/s) and unWISE (Vega
+    # nanomaggies), from each stack's exposure time for PS1
+    ps1_zp = get_survey("panstarrs").exptime_zeropoint(
+        np.asarray(shard["panstarrs_exptime"], dtype=float))
+    zp = np.concatenate([np.broadcast_to(get_survey("galex").zeropoints(), galex.shape), ps1_zp,
+                         np.broadcast_to(get_survey("unwise").zeropoints(), wise.shape)], axis=1)
     flux = np.concatenate([galex, ps1, wise], axis=1)
     return asinh_magnitudes(flux, zp, np.array(_DEPTHS))
 
