@@ -56,7 +56,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..logger import log
-from ._npz import json_array, read_json_member, write_npz
+from ..shards import json_array, read_json_member, write_npz
 from .render import sky_noise
 from .service_format import (
     NATIVE_TO_BAND,
@@ -420,7 +420,8 @@ def build_sample_sky(path=None, n=SAMPLE_N, seed=SAMPLE_SEED, config=None, quant
     from tqdm.auto import tqdm
 
     from .._version import __version__
-    from .dataset import PROVENANCE, _column_meta
+    from ..shards import column_meta
+    from .dataset import PROVENANCE
     from .sky import _PS1_BANDS, MockSky, MockSkyConfig, _tan_wcs
 
     n = int(n)
@@ -503,7 +504,7 @@ def build_sample_sky(path=None, n=SAMPLE_N, seed=SAMPLE_SEED, config=None, quant
     if np.ma.isMaskedArray(rows):
         rows = rows.filled()
     arrays["catalog"] = rows
-    arrays["columns"] = json_array(_column_meta(catalog))
+    arrays["columns"] = json_array(column_meta(catalog))
     for survey in _SURVEYS:
         arrays[f"sigma_{survey}"] = sigmas[survey]
     arrays["exptime_panstarrs"] = exptimes

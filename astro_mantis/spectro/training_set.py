@@ -5,7 +5,7 @@ From a table whose rows carry a spectroscopic redshift (``z_spec``, as
 `~astro_mantis.spectro.match_spectroscopic` writes it), `build_training_set` fetches
 each selected row's GALEX, Pan-STARRS and unWISE cutouts through
 `~astro_mantis.Mantis` (with its on-disk cache, so a rerun fetches nothing) and writes
-them in the shard format of `astro_mantis.simulate.dataset` (``manifest.json`` and
+them in the training-shard format of `astro_mantis.shards` (``manifest.json`` and
 ``train/``, ``validation/``, ``test/`` shards of raw cutouts in native units, the
 redshift, the two dust values, flags and the catalog row). That is the format
 ``astro-mantis train --data DIR`` reads (`~astro_mantis.training.data.ShardDataset`
@@ -25,7 +25,7 @@ Splits
 ------
 ``split_method="random"``: a permutation drawn from ``seed``; the first
 ``round(f_train n)`` rows are the training set, the next ``round(f_validation n)`` the
-validation set, the rest the test set (as `~astro_mantis.simulate.dataset.assign_splits`).
+validation set, the rest the test set (`~astro_mantis.shards.assign_splits`).
 
 ``split_method="healpix"``: whole HEALPix cells (``nside``, nested; 32 gives cells of
 about 1.8 deg) go to one split, so that neighbouring galaxies, which share image
@@ -36,7 +36,7 @@ so the fractions hold to within a cell's worth of galaxies.
 
 Shard contents and manifest
 ---------------------------
-The shard members are those of `astro_mantis.simulate.dataset` (``id``, ``z``,
+The shard members are those of `astro_mantis.shards` (``id``, ``z``,
 ``ebv_csfd``, ``ebv_planck``, ``flags``, the surveys' cutouts, ``panstarrs_scale``,
 ``panstarrs_exptime``, ``catalog``, ``columns``); ``id`` is ``id_col`` of the row
 (integer) or its row number in the input table, ``z`` is its spectroscopic redshift and
@@ -67,6 +67,9 @@ from ..flags import MantisFlag
 from ..logger import log
 from ..surveys import DEFAULT_SURVEYS, get_survey
 from ..pdf import ZMAX, ZMIN
+from ..shards import (SPLITS, assign_splits, check_ps1_dtype, check_shard_size, check_split,
+                      check_surveys, column_meta, float16_planes, new_manifest, write_manifest,
+                      write_shard)
 
 __all__ = ["build_training_set", "assign_healpix_splits", "SPLIT_METHODS"]
 
@@ -109,9 +112,7 @@ def assign_healpix_splits(ra, dec, fractions, nside=32, seed=0):
     """
     from astropy_healpix import HEALPix
 
-    from ..simulate.dataset import SPLITS, _check_split
-
-    fractions = _check_split(fractions)
+    fractions = check_split(fractions)
     ra = np.asarray(ra, dtype=float)
     dec = np.asarray(dec, dtype=float)
     n = len(ra)
@@ -275,32 +276,17 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
     from tqdm.auto import tqdm
 
     from ..fetch import fetcher
-    from ..simulate._npz import write_npz
-    from ..simulate.dataset import (
-        _FORMAT,
-        _FORMAT_VERSION,
-        SPLITS,
-        _check_positive_int,
-        _check_split,
-        _check_surveys,
-        _column_meta,
-        _float16_planes,
-        _survey_facts,
-        _write_json,
-        assign_splits,
-    )
     from .matching import _positions
 
     t0 = time.perf_counter()
     if not isinstance(table, Table):
         raise TypeError(f"table must be an astropy Table, got {type(table).__name__}")
-    fractions = _check_split(split)
-    shard_size = _check_positive_int("shard_size", shard_size)
-    surveys = _check_surveys(surveys)
+    fractions = check_split(split)
+    shard_size = check_shard_size(shard_size)
+    surveys = check_surveys(surveys)
     if split_method not in SPLIT_METHODS:
         raise ValueError(f"split_method must be one of {SPLIT_METHODS}, got {split_method!r}")
-    if ps1_dtype not in ("float16", "float32"):
-        raise ValueError(f"ps1_dtype must be 'float16' or 'float32', got {ps1_dtype!r}")
+    check_ps1_dtype(ps1_dtype)
     nside = int(nside)
     if nside < 1 or nside & (nside - 1):
         raise ValueError(f"nside must be a power of 2, got {nside}")
@@ -324,7 +310,7 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
         log.info(f"build_training_set: columns {left_out} are not stored in the shards' "
                  "catalog rows (objects, mixins or more than "
                  f"{_MAX_CATALOG_ELEMENTS} values per row)")
-    columns = _column_meta(cat_table)
+    columns = column_meta(cat_table)
     columns_json = json.dumps(columns, sort_keys=True)
     cat_rows = cat_table.as_array()
     survey_objs = {name: get_survey(name) for name in surveys}
@@ -381,7 +367,7 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
                     if s == "panstarrs":
                         if half:
                             arrays["panstarrs"], arrays["panstarrs_scale"] = \
-                                _float16_planes(cubes[s])
+                                float16_planes(cubes[s])
                         else:
                             arrays["panstarrs"] = cubes[s]
                         arrays["panstarrs_exptime"] = exptime
@@ -390,7 +376,7 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
                 arrays["catalog"] = cat_rows[sel]
                 arrays["columns"] = np.array(columns_json)
                 rel = f"{name}/shard_{k:05d}.npz"
-                total_bytes += write_npz(root / rel, arrays)
+                total_bytes += write_shard(root / rel, arrays)
                 shards.append({"file": rel, "n": int(m)})
                 written += m
                 k += 1
@@ -419,38 +405,25 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
                        f"keep_failed={bool(keep_failed)})"),
             "split_fractions": [round(f, 12) for f in fractions], "shard_size": shard_size,
             "surveys": list(surveys), "ps1_dtype": ps1_dtype, "version": __version__}
-    manifest = {
-        "format": _FORMAT, "format_version": _FORMAT_VERSION, **plan,
-        "created_by": f"astro_mantis {__version__}",
-        "simulated": bool(table.meta.get("simulated", False)),
-        "provenance": provenance,
-        "splits": splits_info,
-        "surveys_info": _survey_facts(surveys),
-        "panstarrs_precision": (
-            "float16 of pixel / panstarrs_scale (a power of two): relative rounding "
-            "2**-11 per pixel" if half else "float32, unchanged"),
-        "missing_surveys": "all-NaN planes, flagged in 'flags' (MantisFlag bits)",
-        "columns": columns,
-        "complete": True,
-        "bytes": int(total_bytes),
-        "bytes_per_galaxy": round(total_bytes / n, 1),
-        "generation": {"galaxies_written": n, "seconds": round(seconds, 3),
-                       "galaxies_per_second": round(n / seconds, 3) if seconds > 0 else None},
-        "split": {"method": split_method, "seed": int(seed),
-                  **({"nside": nside, "order": "nested"} if split_method == "healpix" else {}),
-                  "fractions_achieved": {k: round(v["n"] / n, 4)
-                                         for k, v in splits_info.items()}},
-        "source": {"rows_in_table": len(table), "rows_selected": int(rows.size),
-                   "rows_written": n, "rows_left_out": skipped, "z_col": z_col,
-                   "z_range": [float(z_range[0]), float(z_range[1])],
-                   "id": id_col or "row number in the input table",
-                   "dust": dust_source,
-                   "spec_match": match if isinstance(match, dict) else None,
-                   "cutout_services": {"panstarrs_url": mantis_conf.panstarrs_url,
-                                       "legacysurvey_url": mantis_conf.legacysurvey_url},
-                   "catalog_columns_left_out": left_out},
-    }
-    _write_json(root / "manifest.json", manifest)
+    manifest = new_manifest(
+        plan, simulated=table.meta.get("simulated", False), provenance=provenance,
+        splits=splits_info, ps1_dtype=ps1_dtype, columns=columns, complete=True,
+        bytes=int(total_bytes), bytes_per_galaxy=round(total_bytes / n, 1),
+        generation={"galaxies_written": n, "seconds": round(seconds, 3),
+                    "galaxies_per_second": round(n / seconds, 3) if seconds > 0 else None},
+        split={"method": split_method, "seed": int(seed),
+               **({"nside": nside, "order": "nested"} if split_method == "healpix" else {}),
+               "fractions_achieved": {k: round(v["n"] / n, 4) for k, v in splits_info.items()}},
+        source={"rows_in_table": len(table), "rows_selected": int(rows.size),
+                "rows_written": n, "rows_left_out": skipped, "z_col": z_col,
+                "z_range": [float(z_range[0]), float(z_range[1])],
+                "id": id_col or "row number in the input table",
+                "dust": dust_source,
+                "spec_match": match if isinstance(match, dict) else None,
+                "cutout_services": {"panstarrs_url": mantis_conf.panstarrs_url,
+                                    "legacysurvey_url": mantis_conf.legacysurvey_url},
+                "catalog_columns_left_out": left_out})
+    write_manifest(root, manifest)
     counts = ", ".join(f"{k} {v['n']}" for k, v in splits_info.items())
     reasons = ", ".join(f"{k}: {v}" for k, v in skipped.items() if v) or "none"
     log.info(f"build_training_set: {n} galaxies ({counts}) in {seconds:.1f} s; "

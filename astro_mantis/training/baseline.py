@@ -98,7 +98,7 @@ def shard_features(shard):
     Parameters
     ----------
     shard : dict
-        As returned by `astro_mantis.simulate.dataset.load_shard`.
+        As returned by `astro_mantis.shards.load_shard`.
 
     Returns
     -------
@@ -275,7 +275,7 @@ def shard_magnitudes(shard, bands=None, ebv="ebv_csfd"):
     Parameters
     ----------
     shard : dict
-        As returned by `astro_mantis.simulate.dataset.load_shard` (its ``catalog``
+        As returned by `astro_mantis.shards.load_shard` (its ``catalog``
         table has ``mag_<band>``, ``coeffs``, ``z`` and the E(B−V) columns).
     bands : sequence of str, optional
         Default all nine model bands.

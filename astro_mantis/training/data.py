@@ -3,8 +3,9 @@
 
 The network sees early-fused inputs, ``x`` of shape ``(9, 120, 120)`` plus two dust
 values, and is trained to put probability on the redshift bin of the true redshift.
-This module turns the training shards written by
-``astro_mantis.simulate.dataset.make_dataset`` (raw per-survey cutouts, true redshift,
+This module turns training shards (the format of `astro_mantis.shards`, written by
+``astro_mantis.simulate.dataset.make_dataset`` and
+`~astro_mantis.spectro.build_training_set`: raw per-survey cutouts, true redshift,
 dust) into PyTorch datasets:
 
 * `~astro_mantis.training.data.ShardDataset` fuses each shard once (``astro_mantis.fusion``) into a
@@ -30,6 +31,7 @@ from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 from ..atomic import atomic_open
 from ..logger import log
 from ..pdf import Z_EDGES, ZMAX, ZMIN
+from ..shards import SPLITS, load_shard, read_manifest, shard_paths  # noqa: F401
 
 __all__ = [
     "ArrayDataset",
@@ -45,11 +47,7 @@ __all__ = [
     "balanced_weights",
     "derive_seed",
     "fuse_shard_arrays",
-    "SPLITS",
 ]
-
-#: The split names of a training data directory, in order.
-SPLITS = ("train", "validation", "test")
 
 #: Maximum circular shift (pixels) of the default augmentation.
 MAX_SHIFT = 2
@@ -403,7 +401,7 @@ def fuse_shard_arrays(shard, nan_policy="zero"):
     Parameters
     ----------
     shard : mapping
-        A shard as read by ``astro_mantis.simulate.dataset.load_shard``: per-survey
+        A shard as read by `astro_mantis.shards.load_shard`: per-survey
         arrays ``galex`` ``(N, 2, 32, 32)``, ``panstarrs`` ``(N, 5, 170, 170)``,
         ``unwise`` ``(N, 2, 32, 32)`` in native units (all-NaN planes for a missing
         survey; a survey absent from the shard is missing for every row), and
@@ -627,7 +625,7 @@ def list_shards(directory, split):
     Parameters
     ----------
     directory : str or path-like
-        A directory written by ``astro_mantis.simulate.dataset.make_dataset``.
+        A shard directory (`astro_mantis.shards`).
     split : {"train", "validation", "test"}
         The split.
 
@@ -643,27 +641,13 @@ def list_shards(directory, split):
     ValueError
         For an unknown split or an incomplete dataset.
     """
-    from ..simulate.dataset import read_manifest
-
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    manifest = read_manifest(directory)
-    if not manifest.get("complete"):
-        raise ValueError(f"the dataset in {directory} is incomplete: rerun make_dataset with "
-                         "the same arguments to finish it")
-    paths = [Path(directory) / s["file"] for s in manifest["splits"][split]["shards"]
-             if s.get("n", 1) > 0]
+    paths = [path for path, shard in zip(shard_paths(directory, split),
+                                         read_manifest(directory)["splits"][split]["shards"])
+             if shard.get("n", 1) > 0]
     for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"shard {path} listed in the manifest does not exist")
     return paths
-
-
-def load_shard(path):
-    """Read one shard (``astro_mantis.simulate.dataset.load_shard``; missing surveys NaN)."""
-    from ..simulate.dataset import load_shard as _load
-
-    return _load(path)
 
 
 def _progress(iterable, enabled, desc):
