@@ -10,8 +10,8 @@ import torch
 from astropy import units as u
 
 from ..flags import MantisFlag
-from .precision import (TV_TOLERANCE, _check_once, autocast, default_batch_size, is_quantized,
-                        resolve_precision)
+from .precision import (TV_TOLERANCE, _check_once, autocast, default_batch_size,
+                        inference_network, is_quantized, resolve_precision)
 from .registry import Z_MAX, Z_MIN, load_model, select_device
 from ..pdf import NBINS
 
@@ -33,22 +33,62 @@ def clear_model_cache():
 _COMPILED = {}
 
 
-def _compiled(net, device):
-    """``torch.compile(net)`` (cached), or ``net`` itself when compiling is not possible."""
-    key = (id(net), str(device))
+class _CompiledOrEager:
+    """``torch.compile(net)``, falling back to ``net`` for good if compiling fails.
+
+    Compilation happens at the first call (not at `torch.compile`), so that is where
+    a missing C++ compiler or an unsupported operation shows: then a warning, and the
+    eager module from there on.
+    """
+
+    def __init__(self, net, options=None):
+        self.net = net
+        self.fn = torch.compile(net, dynamic=False, options=options)
+        self.ok = None
+
+    def __call__(self, *args):
+        if self.ok is False:
+            return self.net(*args)
+        try:
+            out = self.fn(*args)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: run eagerly
+            if self.ok:
+                raise
+            warnings.warn(f"torch.compile failed here ({type(exc).__name__}: {exc}); "
+                          "running eagerly", RuntimeWarning, stacklevel=2)
+            self.ok = False
+            return self.net(*args)
+        self.ok = True
+        return out
+
+
+def _compiled(net, device, freeze=False):
+    """``torch.compile(net)`` (cached, with an eager fallback), or ``net`` itself.
+
+    ``freeze`` (for the inference copies of `inference_network`, whose weights never
+    change) lets inductor treat the weights as constants and pre-pack them for oneDNN
+    on a CPU.
+    """
+    key = (id(net), str(device), freeze)
     hit = _COMPILED.get(key)
     if hit is not None and hit[0]() is net:
         return hit[1]
     import weakref
 
     try:
-        fn = torch.compile(net, dynamic=False)
+        fn = _CompiledOrEager(net, {"freezing": True} if freeze else None)
     except Exception as exc:  # noqa: BLE001 - any failure means: run eagerly
         warnings.warn(f"torch.compile is not available here ({exc}); running eagerly",
                       RuntimeWarning, stacklevel=3)
         fn = net
     _COMPILED[key] = (weakref.ref(net), fn)
     return fn
+
+
+#: ``compile="auto"`` compiles when a call has at least this many galaxies: on two
+#: CPU cores compiling ``mantis-mini`` and the fast fusion takes about 25 s and then
+#: saves about 0.2 ms per galaxy (``benchmarks/bench_inference.py``).
+COMPILE_MIN_GALAXIES = 100_000
 
 
 def _cached_model(name, weights, device):
@@ -127,8 +167,13 @@ def _array_inputs(data, dust):
 
 
 def _run_batch(model, xb, db, precision, device, tta, transforms, temperature):
-    """Logits (or TTA probabilities) of one batch on the device, as float32 there."""
-    with autocast(precision, device):
+    """Logits (or TTA probabilities) of one batch on the device, as float32 there.
+
+    Autocast is used unless the inputs already are in the reduced precision (the
+    bfloat16 copy of `~astro_mantis.models.precision.inference_network`).
+    """
+    amp = xb.dtype == torch.float32 or precision in ("float32", "int8")
+    with autocast(precision if amp else "float32", device):
         if not tta:
             return model(xb, db).float()
         probs = 0
@@ -145,12 +190,13 @@ def _to_device(a, device, dtype, channels_last=False):
         if not t.is_pinned():
             t = t.pin_memory()
         t = t.to(device, non_blocking=True)
-    else:
-        t = t.to(device)
-    t = t.to(dtype)
-    if channels_last and t.ndim == 4:
-        t = t.contiguous(memory_format=torch.channels_last)
-    return t
+    if channels_last and t.ndim == 4:  # one pass: device, type and layout at once
+        return t.to(device, dtype, memory_format=torch.channels_last)
+    return t.to(device, dtype)
+
+
+def _param_dtype(model):
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 class _Runner:
@@ -174,33 +220,58 @@ class _Runner:
                                  "astro_mantis.models.quantize_int8(model, calibration_images)")
             self.precision, self.asked = resolve_precision(precision, self.device), precision
         self.model = model
-        self.fn = _compiled(model, self.device) if compile else model
-        self.dtype = torch.float32
-        for p in model.parameters():
-            if p.is_floating_point():
-                self.dtype = p.dtype
-                break
+        self.compile = compile
+        self.rows = None
+        self._use(self.precision)
         self.tta = tta
         self.transforms = dihedral_transforms() if tta else None
         self.temperature = temperature
         self.channels_last = self.device.type in ("cpu", "cuda")
         self.tv = None
 
+    def _use(self, precision):
+        """Run in ``precision`` from now on: the network and input type for it."""
+        self.precision = precision
+        net, self.dtype = inference_network(self.model, precision, self.device)
+        self.dust_dtype = _param_dtype(self.model)
+        self.net = net
+        self.fn = _compiled(net, self.device, freeze=net is not self.model) if self.compile \
+            else net
+
+    def input_dtype(self):
+        """The type the next batch's images should come in (float32 while checking)."""
+        if self.asked == "auto" and self.tv is None and self.precision not in ("float32",
+                                                                                "int8"):
+            return torch.float32
+        return self.dtype
+
     def __call__(self, xb, db):
         """Logits of one batch (device tensors or host arrays), float32 on the device."""
-        xb = _to_device(xb, self.device, self.dtype, self.channels_last)
-        db = _to_device(db, self.device, self.dtype)
         if (self.asked == "auto" and self.precision not in ("float32", "int8")
                 and self.tv is None):
             def run(precision, x, d):
-                return _run_batch(self.fn, x, d, precision, self.device, False, None,
+                net, dtype = inference_network(self.model, precision, self.device)
+                x = _to_device(x, self.device, dtype, self.channels_last)
+                d = _to_device(d, self.device, self.dust_dtype)
+                return _run_batch(net, x, d, precision, self.device, False, None,
                                   1.0).cpu().numpy()
             self.tv = _check_once(self.model, self.device, self.precision, run,
                                   xb[:CHECK_ROWS], db[:CHECK_ROWS])
             if self.tv > TV_TOLERANCE:
-                self.precision = "float32"
+                self._use("float32")
+        xb = _to_device(xb, self.device, self.dtype, self.channels_last)
+        db = _to_device(db, self.device, self.dust_dtype)
+        rows = len(xb)
+        if self.fn is not self.net:  # compiled for one batch size: pad the last batch
+            if self.rows is None:
+                self.rows = rows
+            elif rows < self.rows:
+                xb = torch.cat([xb, xb.new_zeros((self.rows - rows,) + xb.shape[1:])]).to(
+                    memory_format=torch.channels_last if self.channels_last
+                    else torch.contiguous_format)
+                db = torch.cat([db, db.new_zeros((self.rows - rows,) + db.shape[1:])])
         return _run_batch(self.fn, xb, db, self.precision, self.device, self.tta,
-                          self.transforms, self.temperature)
+                          self.transforms, self.temperature)[:rows]
 
 
 def predict_logits(model, x, dust, batch_size=64, tta=False, device=None, temperature=1.0,
@@ -313,14 +384,21 @@ def _native_arrays(data):
     return arrays, lengths.pop()
 
 
-def _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device):
+def _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device, dtype=None,
+                          fast=False):
     """(x, dust, flags, valid) per batch from native arrays: fused where it is fastest.
 
     On a GPU, a thread copies the crops of batch k+1 into reused pinned buffers while
     batch k runs; they travel asynchronously and the recipe runs there in torch
     (`~astro_mantis.fusion.batched.fuse_arrays_torch`). On a CPU,
     `~astro_mantis.fusion.batched.fuse_arrays_batched` (bit-identical to NumPy, on
-    all cores) writes into a reused buffer, and the network runs after it.
+    all cores) writes into a reused buffer, and the network runs after it; when the
+    network takes another type (``dtype()``, asked before each batch: the bfloat16
+    copy of `~astro_mantis.models.precision.inference_network`), the fusion also
+    writes each chunk, converted and channels-last, into a second reused buffer that
+    the network reads. With ``fast`` (``compile``) and a reduced precision,
+    `~astro_mantis.fusion.batched.fuse_arrays_fast` (compiled, one pass, straight
+    into the network's type) instead, on batches padded to ``batch_size``.
     """
     from ..fusion import batched, core
 
@@ -352,17 +430,54 @@ def _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device):
     # on a CPU the network already uses every core: fusing in a second thread only
     # makes the two compete (measured slower), so fuse then run, in turn, into a
     # reused buffer (no fresh pages per batch)
-    buf = None
+    buf = low = None
     for start in starts:
         sl = slice(start, start + batch_size)
         rows = len(range(n)[sl])
         if buf is None or len(buf) != rows:
-            buf = np.empty((rows, len(core.CHANNELS), core.OUTPUT_SIZE, core.OUTPUT_SIZE),
-                           np.float32)
+            shape = (rows, len(core.CHANNELS), core.OUTPUT_SIZE, core.OUTPUT_SIZE)
+            buf, low = np.empty(shape, np.float32), None
+        want = torch.float32 if dtype is None else dtype()
+        if fast and want != torch.float32 and nan_policy == "zero":
+            names = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
+            part = {s: (None if a is None else _padded(np.asarray(a[sl]), batch_size))
+                    for s, a in arrays.items()}
+            fused = batched.fuse_arrays_fast(
+                **part, ebv=None if ebv is None else _padded(ebv[sl], batch_size),
+                dtype=names[want])
+            yield fused.x[:rows], fused.dust[:rows], fused.flags[:rows], fused.valid[:rows]
+            continue
+        if want == torch.float32:
+            low = None
+        elif low is None or low.dtype != want:
+            with torch.inference_mode(False):  # written by the fusion's worker threads
+                low = torch.empty(buf.shape, dtype=want).contiguous(
+                    memory_format=torch.channels_last)
         fused = batched.fuse_arrays_batched(
             **{s: (None if a is None else a[sl]) for s, a in arrays.items()},
-            ebv=None if ebv is None else ebv[sl], nan_policy=nan_policy, out=buf)
-        yield fused.x, fused.dust, fused.flags, fused.valid
+            ebv=None if ebv is None else ebv[sl], nan_policy=nan_policy, out=buf,
+            copy_to=low)
+        yield (fused.x if low is None else low), fused.dust, fused.flags, fused.valid
+
+
+def _n_galaxies(data):
+    """How many galaxies ``predict`` was given (before any checking)."""
+    from ..multicutout import MultiSurveyCutout
+
+    if isinstance(data, MultiSurveyCutout):
+        return 1
+    if isinstance(data, dict):
+        return max((len(a) for a in data.values() if a is not None), default=0)
+    if _is_cutouts(data):
+        return len(data)
+    return len(data) if np.ndim(data) == 4 else 1
+
+
+def _padded(a, rows):
+    """``a`` with zero rows appended up to ``rows`` (a compiled function's batch size)."""
+    if len(a) >= rows:
+        return a
+    return np.concatenate([a, np.zeros((rows - len(a),) + a.shape[1:], a.dtype)])
 
 
 def _fused_cutout_batches(cuts, ebv, nan_policy, batch_size):
@@ -379,7 +494,7 @@ def _fused_cutout_batches(cuts, ebv, nan_policy, batch_size):
 
 
 def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, device=None,
-            weights=None, nan_policy="zero", precision="auto", compile=False):
+            weights=None, nan_policy="zero", precision="auto", compile="auto"):
     """Redshift PDFs of galaxies from their cutouts (or from fused arrays).
 
     Deterministic: the network runs in ``eval()`` mode under `torch.inference_mode`,
@@ -431,10 +546,16 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         elsewhere, and checks bfloat16 against float32 on the first batch the first
         time a model runs (`~astro_mantis.models.precision.TV_TOLERANCE`).
         ``"int8"`` needs a model from `~astro_mantis.models.quantize_int8`.
-    compile : bool
-        Run the network through `torch.compile` (it pays for long runs on a GPU; the
-        first call compiles for tens of seconds). Falls back to eager mode, with a
-        warning, where compiling is not possible.
+    compile : bool or "auto"
+        Run the network through `torch.compile` (on a CPU in bfloat16: its inference
+        copy, with the weights frozen into the compiled code) and, for native arrays
+        in a reduced precision, the fusion through
+        `~astro_mantis.fusion.batched.fuse_arrays_fast`. The first batch compiles
+        (about 25 s for ``mantis-mini`` on two CPU cores); later batches run about
+        1.5× faster. ``"auto"`` (the default) compiles when the call has at least
+        `~astro_mantis.models.inference.COMPILE_MIN_GALAXIES` galaxies, where it pays.
+        Falls back to eager mode, with a warning, where compiling fails (e.g. no C++
+        compiler).
 
     Returns
     -------
@@ -480,6 +601,10 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
     temperature = float(meta_in.get("temperature") or 1.0)
     n_bins = int(meta_in.get("n_bins", net.fc1.out_features if hasattr(net, "fc1") else NBINS))
     edges = np.linspace(meta_in.get("z_min", Z_MIN), meta_in.get("z_max", Z_MAX), n_bins + 1)
+    if compile == "auto":
+        compile = _n_galaxies(data) >= COMPILE_MIN_GALAXIES
+    elif not isinstance(compile, bool):
+        raise ValueError(f"compile must be True, False or 'auto'; got {compile!r}")
     runner = _Runner(net, device, precision, tta, temperature, compile)
 
     from ..multicutout import MultiSurveyCutout
@@ -503,7 +628,8 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
                 ebv = ebv[np.newaxis]
             dust_array(ebv, n)  # checks the shape
         if isinstance(data, dict):
-            batches = _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device)
+            batches = _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device,
+                                            runner.input_dtype, fast=runner.compile)
         else:
             batches = _fused_cutout_batches(cuts, ebv, nan_policy, batch_size)
         flags, valid = [np.zeros(0, np.int64)], [np.zeros((0, 9), bool)]
