@@ -22,9 +22,19 @@ Sections (``--only`` picks some):
                initialisation.
 ``probes``     layer-wise PCA probes on the test split.
 
+``shift`` also tests the held-out sample against a sample of the training randomisation
+with every PSF 1.5× wider and, with ``--shifted-data``, against the shifted-simulator
+set.
+
 Usage::
 
     python benchmarks/bench_explain.py [--data DIR] [--figures docs/_static]
+
+For the bundled model (trained by the recipe on the randomised sky; its reference embedding
+ships beside the weights), with the recipe's test and shifted sets::
+
+    python benchmarks/bench_explain.py --only ood,shift --reference bundled --randomised \
+        --data WORKDIR/data/test --shifted-data WORKDIR/data/shifted
 
 Without ``--data``, a 2,400-galaxy mock dataset (seed 11; 60/20/20 split; about a
 minute to render) is made in a temporary directory. It is a fresh draw from the same
@@ -131,23 +141,25 @@ def section_bands(net, data, n, out, figures):
         save_small(ax.figure, Path(figures) / "explain_survey_shares.png", dpi=90)
 
 
-def section_ood(net, data, n_case, out, figures):
+def section_ood(net, data, n_case, out, figures, reference="train", test_data=None,
+                randomised=False):
     import dataclasses
 
-    from astro_mantis.explain import auroc, build_reference, ood_score
-    from astro_mantis.simulate import MockSky, PopulationConfig
+    from astro_mantis.explain import auroc, build_reference, load_reference, ood_score
+    from astro_mantis.simulate import MockSky, PopulationConfig, training_randomisation
     from astro_mantis.simulate.dataset import dataset_config
 
     t0 = time.perf_counter()
-    ref = build_reference(net, data, "train")
+    ref = load_reference(net) if reference == "bundled" else build_reference(net, data, "train")
     t_ref = time.perf_counter() - t0
-    x, d, z, _ = fused_split(data, "test")
+    x, d, z, _ = fused_split(test_data or data, "test")
     held = ood_score(x, net, ref, dust=d)
     print(f"[ood] reference: {len(ref.points)} train galaxies, {len(ref.components)} axes "
           f"({ref.meta['explained_variance']:.1%} of the variance), k={ref.k}, "
           f"{t_ref:.1f} s; held-out test galaxies above 0.99: {np.mean(held > 0.99):.1%} "
           f"of {len(held)}")
-    base = dataset_config(n_case)
+    base = dataset_config(n_case,
+                          randomisation=training_randomisation() if randomised else None)
     pop = PopulationConfig(frac_main=0.0, frac_lrg=1.0, frac_elg=0.0, lrg_z_mean=1.65,
                            lrg_z_sigma=0.05, lrg_z_min=1.6, lrg_z_max=1.7, lrg_mag_limit=23.0)
     hz = MockSky(dataclasses.replace(base, population=pop), seed=3)
@@ -199,6 +211,35 @@ def section_ood(net, data, n_case, out, figures):
     return ref, x, d, z
 
 
+def section_shifted_sky(net, ref, f_plain, shifted_data, n, out):
+    """Shift tests against samples of another simulator: the shifted set, a wider PSF."""
+    from astro_mantis.explain import embed, shift_test
+    from astro_mantis.simulate import MockSky, Randomisation
+    from astro_mantis.simulate.dataset import dataset_config
+
+    samples = {}
+    if shifted_data:
+        xs, ds, _, _ = fused_split(shifted_data, "test", n)
+        samples["shifted-simulator set"] = embed(xs, net, dust=ds)
+    # the training randomisation with every PSF 1.5x wider (outside its 0.8-1.3 range)
+    wide = Randomisation(psf_scale={"galex": (1.5, 1.5), "panstarrs": (1.5, 1.5),
+                                    "unwise": (1.5, 1.5)})
+    sky = MockSky(dataset_config(n, randomisation=wide), seed=21)
+    fused = render_fused(sky, sky.catalog["ra"], sky.catalog["dec"])
+    samples["PSF 1.5x wider"] = embed(fused.x, net, dust=np.column_stack(
+        [sky.catalog["ebv_csfd"], sky.catalog["ebv_planck"]]))
+    res = {}
+    for name, f in samples.items():
+        mmd = shift_test(f_plain[:n], f[:n], reference=ref, n_permutations=199)
+        cl = shift_test(f_plain[:n], f[:n], reference=ref, n_permutations=199,
+                        method="classifier")
+        res[name] = {"mmd_p": mmd.p_value, "classifier_auc": cl.statistic,
+                     "classifier_p": cl.p_value, "n": int(min(n, len(f)))}
+        print(f"[shift] test set vs {name} ({res[name]['n']} each): MMD p = {mmd.p_value:.3f}; "
+              f"classifier AUC {cl.statistic:.2f}, p = {cl.p_value:.3f}")
+    out["shift_simulator"] = res
+
+
 def section_shift(net, ref, x, d, z, out, seeds):
     from astro_mantis.explain import embed, shift_test
 
@@ -226,6 +267,7 @@ def section_shift(net, ref, x, d, z, out, seeds):
     out["shift"] = {"random_p": p_random, "random_frac_p_gt_0.05": float(ok),
                     "nz_mmd_p": r_nz.p_value, "nz_classifier_auc": r_cl.statistic,
                     "nz_classifier_p": r_cl.p_value}
+    return f
 
 
 def section_surrogate(net, data, n_train, n_test, out, figures):
@@ -329,6 +371,19 @@ def main(argv=None):
     parser.add_argument("--figures", default=None, help="write the guide's PNGs here")
     parser.add_argument("--json", default=None, help="write the figures as JSON here")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reference", choices=("train", "bundled"), default="train",
+                        help="OOD reference: built from --data's train split, or the one "
+                             "shipped beside the weights")
+    parser.add_argument("--test-data", default=None,
+                        help="directory whose test split is the held-out sample "
+                             "(default --data)")
+    parser.add_argument("--randomised", action="store_true",
+                        help="render the OOD cases with the training randomisation (for a "
+                             "model trained on it)")
+    parser.add_argument("--shifted-data", default=None,
+                        help="directory whose test split is a shifted-simulator set; with "
+                             "'shift', it and a 1.5x-wider-PSF sample are tested against "
+                             "the held-out sample")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from astro_mantis.models import load_model
@@ -348,9 +403,12 @@ def main(argv=None):
     if "bands" in only:
         section_bands(net, data, args.n_bands, out, args.figures)
     if "ood" in only or "shift" in only:
-        ref, x, d, z = section_ood(net, data, args.n_case, out, args.figures)
+        ref, x, d, z = section_ood(net, data, args.n_case, out, args.figures,
+                                   reference=args.reference, test_data=args.test_data,
+                                   randomised=args.randomised)
         if "shift" in only:
-            section_shift(net, ref, x, d, z, out, args.seeds)
+            f = section_shift(net, ref, x, d, z, out, args.seeds)
+            section_shifted_sky(net, ref, f, args.shifted_data, args.n_case, out)
     if "surrogate" in only:
         section_surrogate(net, data, args.n_train, args.n_test, out, args.figures)
     if "spectra" in only:
