@@ -25,7 +25,7 @@ import time
 from collections import Counter
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 
 import astropy.units as u
 import numpy as np
@@ -36,14 +36,14 @@ from astropy.utils.exceptions import AstropyUserWarning
 from ._version import __version__
 from .flags import MantisFlag
 from .logger import log
-from .pdf import _COLUMN_DESCRIPTIONS, NBINS, RECOMMENDED_POINT_ESTIMATE, ZMAX, ZMIN
+from .pdf import NBINS, RECOMMENDED_POINT_ESTIMATE, ZMAX, ZMIN
 from .positions import missing_column_error, table_positions
 from .surveys import DEFAULT_SURVEYS
 
 __all__ = ["add_redshift_columns", "query_coordinates", "table_coordinates", "dust_values",
            "run_settings", "recorded_services", "model_surveys", "MAX_EBV",
            "NotEstimatedWarning",
-           "column_names", "RunStats", "OUTPUT_KEYS", "DustWarning", "last_run"]
+           "column_names", "RunStats", "OUTPUT_KEYS", "DustWarning"]
 
 #: Suffixes of the columns `add_redshift_columns` adds (after the prefix).
 OUTPUT_KEYS = ("pdf", "mean", "median", "mode", "std", "lo68", "hi68", "flags")
@@ -55,14 +55,28 @@ OOD_KEY = "ood"
 #: Flags after which a row gets no estimate (its values are masked).
 _NO_ESTIMATE = MantisFlag.BAD_COORDINATE | MantisFlag.FETCH_FAILED
 
-_DESCRIPTIONS = {
-    **_COLUMN_DESCRIPTIONS,
-    "flags": "astro_mantis.MantisFlag bits (missing surveys, bad coordinate, fetch failed, "
-             "dust unknown, not estimated, ...)",
-}
+_FLAGS_DESCRIPTION = ("astro_mantis.MantisFlag bits (missing surveys, bad coordinate, fetch "
+                      "failed, dust unknown, not estimated, ...)")
 
-#: `RunStats` of the latest `add_redshift_columns` call (None before the first).
-last_run = None
+# RunStats of the latest add_redshift_columns call, for the deprecated ``last_run``
+_LAST_RUN = None
+
+
+def _set_last_run(run):
+    global _LAST_RUN
+    _LAST_RUN = run
+
+
+def __getattr__(name):
+    if name == "last_run":
+        from astropy.utils.exceptions import AstropyDeprecationWarning
+
+        warnings.warn("astro_mantis.table.last_run is deprecated: pass "
+                      "report=RunStats() to add_redshift_columns and read it afterwards",
+                      AstropyDeprecationWarning, stacklevel=2)
+        return _LAST_RUN
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Largest Milky Way E(B-V) (mag) taken as a real value: beyond it the optical
 #: extinction exceeds ~15 mag and no extragalactic photo-z is possible; larger values
@@ -531,9 +545,9 @@ def _check_columns(table, names, overwrite, resume):
 
 def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mini",
                          prefix="z_", surveys=DEFAULT_SURVEYS, ebv=None, batch_size=64,
-                         device=None, progress=True, cache=True, overwrite=False,
+                         device=None, progress=None, cache=True, overwrite=False,
                          resume=False, chunk_size=256, weights=None, tta=False, ra_unit=None,
-                         dec_unit=None, precision="auto", source=None, ood=True):
+                         dec_unit=None, precision="auto", source=None, ood=True, report=None):
     """Add redshift PDF columns to a table, in place; one row out for every row in.
 
     Parameters
@@ -566,8 +580,9 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         Inference batch size.
     device : str, optional
         Torch device (default: CUDA, else MPS, else CPU).
-    progress : bool
-        Show one progress bar over the distinct positions, with the rate.
+    progress : bool, optional
+        Show one progress bar over the distinct positions, with the rate; default:
+        on a terminal (`astro_mantis.progress.show_progress`).
     cache : bool
         Use the on-disk cutout cache (``conf.cache_dir``): a rerun fetches nothing
         that was fetched before.
@@ -603,6 +618,11 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         flag rows above `astro_mantis.explain.OOD_THRESHOLD` ``OUT_OF_DISTRIBUTION``.
         Done when the model has a reference embedding beside its weights (the
         bundled ``mantis-mini`` has one); otherwise skipped with a log message.
+    report : `~astro_mantis.table.RunStats`, optional
+        Filled in with what the call did and where its time went (rows, distinct
+        positions, seconds fetching and inferring, flags, the reasons fetches
+        failed), also when the call is interrupted: pass ``report=RunStats()`` and
+        read it afterwards.
 
     Returns
     -------
@@ -622,15 +642,15 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         ``median``: the column ``{prefix}median``; the Mantis Shrimp paper's is the
         mean), ``{prefix}prec`` (the network's precision) and
         ``{prefix}srv`` (the services the cutouts came from,
-        `~astro_mantis.table.recorded_services`). The run's
-        `~astro_mantis.table.RunStats` is in ``astro_mantis.table.last_run``; a
-        `~astro_mantis.table.NotEstimatedWarning` is issued when positions were
-        processed but no row could be estimated.
+        `~astro_mantis.table.recorded_services`). The run's statistics go into
+        ``report``; a `~astro_mantis.table.NotEstimatedWarning` is issued when
+        positions were processed but no row could be estimated.
 
     Raises
     ------
     TypeError
-        If ``table`` is not an astropy Table.
+        If ``table`` is not an astropy Table, or ``report`` not a
+        `~astro_mantis.table.RunStats`.
     KeyError
         If a position or dust column does not exist (the message lists the columns).
     ValueError
@@ -652,16 +672,15 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     >>> t = Table({"ra": [150.1, 150.2], "dec": [2.2, 2.3]})
     >>> add_redshift_columns(t)  # doctest: +SKIP
     """
-    global last_run
-
     if not isinstance(table, Table):
         raise TypeError(f"table must be an astropy Table or QTable, got {type(table).__name__}")
     if not isinstance(prefix, str):
         raise TypeError(f"prefix must be a string, got {type(prefix).__name__}")
+    if report is not None and not isinstance(report, RunStats):
+        raise TypeError(f"report must be a RunStats, got {type(report).__name__}")
     if int(chunk_size) < 1 or int(batch_size) < 1:
         raise ValueError("chunk_size and batch_size must be positive")
-    names = column_names(prefix)
-    _check_columns(table, names, overwrite, resume)
+    _check_columns(table, column_names(prefix), overwrite, resume)
     t0 = time.perf_counter()
     coords, good = table_coordinates(table, coord=coord, ra=ra, dec=dec, ra_unit=ra_unit,
                                      dec_unit=dec_unit)
@@ -671,94 +690,148 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     _check_precision(precision, net)
     ood_ref = _ood_reference(net) if ood else None
     surveys = _check_surveys(surveys, meta)
-    pos = f"coord={coord}" if coord is not None else f"ra={ra},dec={dec}" + (
-        f",ra_unit={ra_unit}" if ra_unit else "") + (f",dec_unit={dec_unit}" if dec_unit else "")
-    settings = _settings(meta, surveys, tta, ebv, pos, source)
+    settings = _settings(meta, surveys, tta, ebv, _position_setting(coord, ra, dec, ra_unit,
+                                                                      dec_unit), source)
     if resume:
         _check_resume(table, prefix, settings)
-    nbins = int(meta.get("n_bins", NBINS))
-    edges = np.linspace(float(meta.get("z_min", ZMIN)), float(meta.get("z_max", ZMAX)), nbins + 1)
-    n = len(table)
-
-    stat_keys = OUTPUT_KEYS[1:-1]
-    if resume:
-        old_flags = np.asarray(table[f"{prefix}flags"], dtype=np.int64)
-        pdf = np.ma.filled(np.ma.asarray(table[f"{prefix}pdf"]).astype(np.float32), np.nan)
-        if pdf.shape != (n, nbins):
-            raise ValueError(f"column {prefix}pdf has shape {pdf.shape}; the model gives "
-                             f"{nbins} bins")
-        stats = {k: np.ma.filled(np.ma.asarray(table[f"{prefix}{k}"]).astype(float), np.nan)
-                 for k in stat_keys}
-        if ood_ref is not None:
-            stats[OOD_KEY] = (np.ma.filled(np.ma.asarray(table[f"{prefix}{OOD_KEY}"])
-                                           .astype(float), np.nan)
-                              if f"{prefix}{OOD_KEY}" in table.colnames else np.full(n, np.nan))
-        flags = old_flags.copy()
-        todo = good & ((old_flags & MantisFlag.NOT_ESTIMATED) != 0)
-    else:
-        pdf = np.full((n, nbins), np.nan, dtype=np.float32)
-        stats = {k: np.full(n, np.nan) for k in stat_keys}
-        if ood_ref is not None:
-            stats[OOD_KEY] = np.full(n, np.nan)
-        flags = np.zeros(n, dtype=np.int64)
-        todo = good.copy()
-    flags[~good] = int(MantisFlag.BAD_COORDINATE | MantisFlag.NOT_ESTIMATED)
-
+    edges = np.linspace(float(meta.get("z_min", ZMIN)), float(meta.get("z_max", ZMAX)),
+                        int(meta.get("n_bins", NBINS)) + 1)
+    pdf, ood_values, flags, todo = _start_arrays(table, prefix, good, len(edges) - 1, resume,
+                                                 ood_ref is not None)
     rows = np.flatnonzero(todo)
     reps, inverse = _unique_positions(coords, rows) if rows.size else (rows, rows)
-    run = RunStats(n_rows=n, n_todo=int(rows.size), n_unique=int(reps.size),
-                   n_chunks=math.ceil(reps.size / int(chunk_size)))
-    rep_flags = np.zeros(reps.size, dtype=np.int64)
-    rep_done = np.zeros(reps.size, dtype=bool)
-    if np.any(dust_unknown) and ebv is None:
-        warnings.warn(f"Milky Way dust unknown: {dust_source}. Using E(B-V) = 0 for both dust "
-                      "inputs and flagging the rows DUST_UNKNOWN; pass ebv= column names or "
-                      "values, or install dustmaps with its maps.", DustWarning, stacklevel=2)
-    elif np.any(dust_unknown[todo]):
-        log.warning(f"{int(np.sum(dust_unknown[todo]))} row(s) have NaN, masked or "
-                    f"out-of-range dust values (E(B-V) outside [0, {MAX_EBV:g}] mag): zeros "
-                    "used, rows flagged DUST_UNKNOWN")
+    run = _reset(report if report is not None else RunStats(), n_rows=len(table),
+                 n_todo=int(rows.size), n_unique=int(reps.size),
+                 n_chunks=math.ceil(reps.size / int(chunk_size)))
+    job = _Job(net=net, coords=coords, dust=dust, surveys=surveys, chunk_size=int(chunk_size),
+               batch_size=int(batch_size), cache=cache, tta=tta, precision=precision,
+               source=source, ood_ref=ood_ref, rows=rows, reps=reps, inverse=inverse, run=run,
+               pdf=pdf, edges=edges, ood=ood_values)
+    _warn_dust(dust_unknown, todo, ebv, dust_source)
 
     quiet = _QuietChunks()
     log.addFilter(quiet)
     try:
-        _run_chunks(net, coords, reps, dust, surveys, int(chunk_size), int(batch_size), cache,
-                    tta, progress, run, rep_flags, rep_done, pdf, stats, rows, inverse, edges,
-                    precision, source, ood_ref)
+        _run_chunks(job, progress)
     finally:
         log.removeFilter(quiet)
-        # scatter what was done to every row of each position (also after an interrupt)
-        if rows.size:
-            row_flags = rep_flags[inverse]
-            done = rep_done[inverse]
-            row_flags |= np.where(dust_unknown[rows], int(MantisFlag.DUST_UNKNOWN), 0)
-            row_flags |= np.where(done, 0, int(MantisFlag.NOT_ESTIMATED))
-            flags[rows] = row_flags
-        flags[~good] |= np.where(dust_unknown[~good], int(MantisFlag.DUST_UNKNOWN), 0)
-        estimated = ~np.isnan(stats["mean"])
-        run.n_estimated = int(np.sum(estimated))
-        run.wall_seconds = time.perf_counter() - t0
-        run.flags = {f.name: int(np.sum((flags & f) != 0)) for f in MantisFlag
-                     if f and np.any((flags & f) != 0)}
-        last_run = run
+        # also after an interrupt: the rows done so far are written, the others flagged
+        pdfs = _finish(job, flags, good, dust_unknown, t0)
+        _set_last_run(run)
         if run.precision:
             settings["prec"] = run.precision
         if ood_ref is not None:
             from .explain.ood import OOD_THRESHOLD
 
             settings["oodth"] = float(OOD_THRESHOLD)
-        _write_columns(table, names, prefix, pdf, stats, flags, estimated, edges, meta,
-                       dust_source, settings)
+        _write_columns(table, prefix, pdfs, job.ood, flags, meta, dust_source, settings)
     if run.n_todo and not run.n_estimated:
         reasons = "; ".join(f"{k} ({v}x)" for k, v in run.failures.most_common(3)) or \
             "no survey data at these positions"
         warnings.warn(f"no row could be estimated: {run.n_todo} row(s) processed, all "
                       f"flagged NOT_ESTIMATED. Reasons: {reasons}", NotEstimatedWarning,
                       stacklevel=2)
-    log.info(f"add_redshift_columns: {n} rows, {run.n_unique} distinct positions processed, "
-             f"{run.n_estimated} rows estimated in {run.wall_seconds:.1f} s (fetch "
+    log.info(f"add_redshift_columns: {len(table)} rows, {run.n_unique} distinct positions "
+             f"processed, {run.n_estimated} rows estimated in {run.wall_seconds:.1f} s (fetch "
              f"{run.fetch_seconds:.1f} s, inference {run.infer_seconds:.1f} s)")
     return table
+
+
+def _reset(run, **counts):
+    """``run`` with every field at its default, then ``counts``."""
+    for f in fields(RunStats):
+        setattr(run, f.name, f.default_factory() if f.default is MISSING else f.default)
+    for key, value in counts.items():
+        setattr(run, key, value)
+    return run
+
+
+def _position_setting(coord, ra, dec, ra_unit, dec_unit):
+    """How the positions were read, as recorded in ``{prefix}pos``."""
+    if coord is not None:
+        return f"coord={coord}"
+    return (f"ra={ra},dec={dec}" + (f",ra_unit={ra_unit}" if ra_unit else "")
+            + (f",dec_unit={dec_unit}" if dec_unit else ""))
+
+
+def _start_arrays(table, prefix, good, nbins, resume, with_ood):
+    """The PDFs, OOD scores and flags to fill, and which rows to process.
+
+    Afresh: every row with a valid position. Resuming: the arrays of the earlier run,
+    and its rows flagged ``NOT_ESTIMATED`` (except bad coordinates).
+    """
+    n = len(table)
+    if resume:
+        old_flags = np.asarray(table[f"{prefix}flags"], dtype=np.int64)
+        pdf = np.ma.filled(np.ma.asarray(table[f"{prefix}pdf"]).astype(np.float32), np.nan)
+        if pdf.shape != (n, nbins):
+            raise ValueError(f"column {prefix}pdf has shape {pdf.shape}; the model gives "
+                             f"{nbins} bins")
+        name = f"{prefix}{OOD_KEY}"
+        ood = None
+        if with_ood:
+            ood = (np.ma.filled(np.ma.asarray(table[name]).astype(float), np.nan)
+                   if name in table.colnames else np.full(n, np.nan))
+        flags = old_flags.copy()
+        todo = good & ((old_flags & MantisFlag.NOT_ESTIMATED) != 0)
+    else:
+        pdf = np.full((n, nbins), np.nan, dtype=np.float32)
+        ood = np.full(n, np.nan) if with_ood else None
+        flags = np.zeros(n, dtype=np.int64)
+        todo = good.copy()
+    flags[~good] = int(MantisFlag.BAD_COORDINATE | MantisFlag.NOT_ESTIMATED)
+    return pdf, ood, flags, todo
+
+
+def _warn_dust(dust_unknown, todo, ebv, dust_source):
+    """One DustWarning when no dust source was given and none is known; a log line for
+    unusable values among those given."""
+    if np.any(dust_unknown) and ebv is None:
+        warnings.warn(f"Milky Way dust unknown: {dust_source}. Using E(B-V) = 0 for both dust "
+                      "inputs and flagging the rows DUST_UNKNOWN; pass ebv= column names or "
+                      "values, or install dustmaps with its maps.", DustWarning, stacklevel=3)
+    elif np.any(dust_unknown[todo]):
+        log.warning(f"{int(np.sum(dust_unknown[todo]))} row(s) have NaN, masked or "
+                    f"out-of-range dust values (E(B-V) outside [0, {MAX_EBV:g}] mag): zeros "
+                    "used, rows flagged DUST_UNKNOWN")
+
+
+@dataclass
+class _Job:
+    """One `add_redshift_columns` call: its inputs and the arrays the chunks fill.
+
+    ``reps`` are the table rows standing for the distinct positions among ``rows`` (the
+    rows to process), ``inverse`` maps each of ``rows`` to its position; ``rep_flags``
+    and ``rep_done`` are per position, ``pdf`` and ``ood`` per table row.
+    """
+
+    net: object
+    coords: SkyCoord
+    dust: np.ndarray
+    surveys: tuple
+    chunk_size: int
+    batch_size: int
+    cache: bool
+    tta: bool
+    precision: str
+    source: object
+    ood_ref: object
+    rows: np.ndarray
+    reps: np.ndarray
+    inverse: np.ndarray
+    run: RunStats
+    pdf: np.ndarray
+    edges: np.ndarray
+    ood: np.ndarray = None
+    rep_flags: np.ndarray = None
+    rep_done: np.ndarray = None
+
+    def __post_init__(self):
+        self.rep_flags = np.zeros(self.reps.size, dtype=np.int64)
+        self.rep_done = np.zeros(self.reps.size, dtype=bool)
+        # the table rows of each position, as a slice of the rows sorted by position
+        self.by_position = np.argsort(self.inverse, kind="stable")
+        self.sorted_inverse = self.inverse[self.by_position]
 
 
 class _QuietChunks:
@@ -789,79 +862,38 @@ def _failure_reason(status):
     return text.split(" from http", 1)[0].split(" from /", 1)[0]
 
 
-def _run_chunks(net, coords, reps, dust, surveys, chunk_size, batch_size, cache, tta, progress,
-                run, rep_flags, rep_done, pdf, stats, rows, inverse, edges, precision="auto",
-                source=None, ood_ref=None):
-    """Fetch chunk k+1 while inferring chunk k; fill the row arrays as chunks finish."""
-    from tqdm.auto import tqdm
+def _run_chunks(job, progress):
+    """Fetch chunk k+1 while inferring chunk k; fill the job's arrays as chunks finish."""
+    from .progress import progress_bar
 
-    from .models import predict
-
-    chunks = [np.arange(s, min(s + chunk_size, reps.size))
-              for s in range(0, reps.size, chunk_size)]
+    size = job.chunk_size
+    chunks = [np.arange(s, min(s + size, job.reps.size)) for s in range(0, job.reps.size, size)]
     if not chunks:
         return
-    by_position = np.argsort(inverse, kind="stable")  # rows grouped by distinct position
-    sorted_inverse = inverse[by_position]
-    bar = tqdm(total=int(reps.size), unit="pos", desc="photo-z", disable=not progress,
-               dynamic_ncols=True)
+    bar = progress_bar(progress, total=int(job.reps.size), unit="pos", desc="photo-z",
+                       dynamic_ncols=True)
     # the bar moves once per position whose cutouts are in (fetched, cached or failed),
     # so it shows progress and an ETA within a chunk; the postfix counts the estimates
-    tick = bar.update if progress else False
+    tick = False if bar.disable else bar.update
+
+    def fetch(chunk):
+        return pool.submit(_fetch_chunk, job.coords, job.reps[chunk], job.surveys, job.cache,
+                           tick, job.source)
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="astro_mantis-prefetch") as pool:
-        future = pool.submit(_fetch_chunk, coords, reps[chunks[0]], surveys, cache, tick,
-                             source)
+        future = fetch(chunks[0])
         try:
             for k, chunk in enumerate(chunks):
                 cuts, seconds = future.result()
-                run.fetch_seconds += seconds
+                job.run.fetch_seconds += seconds
                 if k + 1 < len(chunks):
-                    future = pool.submit(_fetch_chunk, coords, reps[chunks[k + 1]], surveys,
-                                         cache, tick, source)
+                    future = fetch(chunks[k + 1])
                 t = time.perf_counter()
-                for c in cuts:
-                    for s, status in c.status.items():
-                        reason = _failure_reason(status)
-                        if reason is not None:
-                            run.failures[f"{s}: {reason}"] += 1
-                cflags = np.array([int(c.flags) for c in cuts], dtype=np.int64)
-                usable = np.array([bool(c.surveys) for c in cuts]) & (
-                    (cflags & int(_NO_ESTIMATE)) == 0)
-                rep_flags[chunk] = cflags
-                if np.any(usable):
-                    sel = chunk[usable]
-                    good_cuts = [c for c, ok in zip(cuts, usable) if ok]
-                    result = predict(good_cuts, model=net, dust=dust[reps[sel]],
-                                     batch_size=batch_size, tta=tta, precision=precision)
-                    run.precision = result.meta.get("precision", run.precision)
-                    rep_flags[sel] |= np.asarray(result.meta["flags"], dtype=np.int64)
-                    lo, hi = result.interval(0.68)
-                    values = {"mean": result.mean(), "median": result.median(),
-                              "mode": result.mode(), "std": result.std(), "lo68": lo,
-                              "hi68": hi}
-                    if ood_ref is not None:
-                        from .explain.ood import ood_flags, ood_score
-
-                        values[OOD_KEY] = ood_score(good_cuts, model=net, reference=ood_ref,
-                                                    dust=dust[reps[sel]],
-                                                    batch_size=batch_size)
-                        rep_flags[sel] |= ood_flags(values[OOD_KEY])
-                    # every table row of these positions: a slice of the rows sorted by
-                    # position (no pass over the whole table per chunk)
-                    lo_i, hi_i = np.searchsorted(sorted_inverse, [chunk[0], chunk[-1] + 1])
-                    members = by_position[lo_i:hi_i]
-                    slot = np.full(len(chunk), -1)
-                    slot[np.flatnonzero(usable)] = np.arange(len(sel))
-                    pos = slot[inverse[members] - chunk[0]]
-                    targets, pos = rows[members[pos >= 0]], pos[pos >= 0]
-                    pdf[targets] = result.pdf[pos].astype(np.float32)
-                    for key, val in values.items():
-                        stats[key][targets] = val[pos]
-                    rep_done[sel] = True
-                run.infer_seconds += time.perf_counter() - t
+                _infer_chunk(job, chunk, cuts)
+                job.run.infer_seconds += time.perf_counter() - t
                 del cuts
-                if progress:
-                    bar.set_postfix(estimated=int(np.sum(rep_done)), refresh=False)
+                if not bar.disable:
+                    bar.set_postfix(estimated=int(np.sum(job.rep_done)), refresh=False)
         except BaseException:
             future.cancel()
             raise
@@ -869,40 +901,89 @@ def _run_chunks(net, coords, reps, dust, surveys, chunk_size, batch_size, cache,
             bar.close()
 
 
-def _write_columns(table, names, prefix, pdf, stats, flags, estimated, edges, meta, dust_source,
-                   settings):
-    """Put the arrays into the table as (masked) columns with units and descriptions."""
-    cols = {}
-    mask2d = np.repeat(~estimated[:, None], pdf.shape[1], axis=1)
-    cols[f"{prefix}pdf"] = MaskedColumn(pdf, name=f"{prefix}pdf", mask=mask2d,
-                                        unit=u.dimensionless_unscaled,
-                                        description=_DESCRIPTIONS["pdf"], copy=False)
-    cols[f"{prefix}pdf"].meta.update({
-        "bin_edges": [float(e) for e in edges],
-        "bin_convention": "piecewise-constant density per bin [edges[k], edges[k+1]), "
-                          "normalised so that sum(pdf * diff(edges)) == 1"})
-    for key in OUTPUT_KEYS[1:-1]:
-        cols[f"{prefix}{key}"] = MaskedColumn(stats[key], name=f"{prefix}{key}",
-                                              mask=~estimated, unit=u.dimensionless_unscaled,
-                                              description=_DESCRIPTIONS[key])
-    if OOD_KEY in stats:  # the score goes just before the flags
-        names = list(names[:-1]) + [f"{prefix}{OOD_KEY}", names[-1]]
+def _infer_chunk(job, chunk, cuts):
+    """Count the chunk's fetch failures, infer its usable positions, fill their rows."""
+    from .models import predict
+
+    for c in cuts:
+        for s, status in c.status.items():
+            reason = _failure_reason(status)
+            if reason is not None:
+                job.run.failures[f"{s}: {reason}"] += 1
+    cflags = np.array([int(c.flags) for c in cuts], dtype=np.int64)
+    usable = np.array([bool(c.surveys) for c in cuts]) & ((cflags & int(_NO_ESTIMATE)) == 0)
+    job.rep_flags[chunk] = cflags
+    if not np.any(usable):
+        return
+    sel = chunk[usable]
+    good_cuts = [c for c, ok in zip(cuts, usable) if ok]
+    dust = job.dust[job.reps[sel]]
+    result = predict(good_cuts, model=job.net, dust=dust, batch_size=job.batch_size,
+                     tta=job.tta, precision=job.precision)
+    job.run.precision = result.meta.get("precision", job.run.precision)
+    job.rep_flags[sel] |= np.asarray(result.meta["flags"], dtype=np.int64)
+    ood = None
+    if job.ood_ref is not None:
+        from .explain.ood import ood_flags, ood_score
+
+        ood = ood_score(good_cuts, model=job.net, reference=job.ood_ref, dust=dust,
+                        batch_size=job.batch_size)
+        job.rep_flags[sel] |= ood_flags(ood)
+    # every table row of these positions: a slice of the rows sorted by position (no
+    # pass over the whole table per chunk)
+    lo, hi = np.searchsorted(job.sorted_inverse, [chunk[0], chunk[-1] + 1])
+    members = job.by_position[lo:hi]
+    slot = np.full(len(chunk), -1)
+    slot[np.flatnonzero(usable)] = np.arange(len(sel))
+    pos = slot[job.inverse[members] - chunk[0]]
+    targets, pos = job.rows[members[pos >= 0]], pos[pos >= 0]
+    job.pdf[targets] = result.pdf[pos].astype(np.float32)
+    if ood is not None:
+        job.ood[targets] = ood[pos]
+    job.rep_done[sel] = True
+
+
+def _finish(job, flags, good, dust_unknown, t0):
+    """Scatter each position's flags to its rows; the PDFs and the run's totals."""
+    from .pdf import RedshiftPDF
+
+    rows, run = job.rows, job.run
+    if rows.size:
+        row_flags = job.rep_flags[job.inverse]
+        row_flags |= np.where(dust_unknown[rows], int(MantisFlag.DUST_UNKNOWN), 0)
+        row_flags |= np.where(job.rep_done[job.inverse], 0, int(MantisFlag.NOT_ESTIMATED))
+        flags[rows] = row_flags
+    flags[~good] |= np.where(dust_unknown[~good], int(MantisFlag.DUST_UNKNOWN), 0)
+    # rows never estimated are all NaN: invalid rows, whose statistics are NaN
+    pdfs = RedshiftPDF(job.pdf, edges=job.edges, allow_invalid=True, copy=False)
+    run.n_estimated = int(np.count_nonzero(pdfs.valid))
+    run.wall_seconds = time.perf_counter() - t0
+    run.flags = {f.name: int(np.sum((flags & f) != 0)) for f in MantisFlag
+                 if f and np.any((flags & f) != 0)}
+    return pdfs
+
+
+def _write_columns(table, prefix, pdfs, ood, flags, meta, dust_source, settings):
+    """Put the PDFs (`RedshiftPDF.to_table_columns`), the OOD scores and the flags into
+    the table as masked columns, and the run's provenance into its meta."""
+    cols = pdfs.to_table_columns(prefix=prefix, masked=True)
+    estimated = pdfs.valid
+    if ood is not None:  # the score goes just before the flags
         cols[f"{prefix}{OOD_KEY}"] = MaskedColumn(
-            stats[OOD_KEY], name=f"{prefix}{OOD_KEY}",
-            mask=~estimated | ~np.isfinite(stats[OOD_KEY]),
+            ood, name=f"{prefix}{OOD_KEY}", mask=~estimated | ~np.isfinite(ood),
             description="out-of-distribution score: k-NN distance percentile of the row's "
                         "network features among the training set's (0-1; flagged "
                         "OUT_OF_DISTRIBUTION above the threshold in meta)")
     cols[f"{prefix}flags"] = MaskedColumn(flags.astype(np.int32), name=f"{prefix}flags",
-                                          description=_DESCRIPTIONS["flags"])
-    for name in names:
-        col = cols[name]
+                                          description=_FLAGS_DESCRIPTION)
+    for name, col in cols.items():
         if isinstance(table, QTable) and name != f"{prefix}flags":
             col = np.ma.getdata(col) if not np.any(col.mask) else col
         if name in table.colnames:
-            table.replace_column(name, cols[name])
+            table.replace_column(name, col)
         else:
-            table.add_column(cols[name], name=name)
+            table.add_column(col, name=name)
+    edges = pdfs.edges
     table.meta.update({
         f"{prefix}model": str(meta.get("name", "unknown")),
         f"{prefix}sha256": str(meta.get("sha256") or ""),

@@ -198,7 +198,6 @@ KNOWN_PRIVATE_IMPORTS = {
     ("astro_mantis.demo", "astro_mantis.table._QuietChunks"),
     ("astro_mantis.scale", "astro_mantis.table._resolve_model"),
     ("astro_mantis.scale", "astro_mantis.spectro.matching._check_radius"),
-    ("astro_mantis.table", "astro_mantis.pdf._COLUMN_DESCRIPTIONS"),
     ("astro_mantis.table", "astro_mantis.models.inference._cached_model"),
     ("astro_mantis.training.evaluation", "astro_mantis.metrics._POINT"),
     ("astro_mantis.training.evaluation", "astro_mantis.metrics._PROB"),

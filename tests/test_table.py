@@ -1,6 +1,7 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """add_redshift_columns / query_coordinates end to end over loopback (bundled sample sky)."""
 import shutil
+from collections import Counter
 import warnings
 
 import astropy.units as u
@@ -9,6 +10,7 @@ import pytest
 import torch
 from astropy.coordinates import SkyCoord
 from astropy.table import QTable, Table
+from astropy.utils.exceptions import AstropyDeprecationWarning
 
 import astro_mantis.table as T
 from astro_mantis import Mantis, MantisFlag, RedshiftPDF, add_redshift_columns, conf
@@ -55,7 +57,8 @@ def test_columns_rows_flags_and_values(sky, sky_server):
     t["ra"].mask[-1] = True  # masked position
     ident = np.arange(len(t))
     t["ident"] = ident
-    out = add_redshift_columns(t, ebv=DUST, progress=False)
+    run = T.RunStats(n_rows=-1, failures=Counter({"stale": 1}))
+    out = add_redshift_columns(t, ebv=DUST, progress=False, report=run)
     assert out is t and len(t) == 14 and np.array_equal(t["ident"], ident)
     names = column_names()
     assert t.colnames[-9:] == names[:-1] + ["z_ood", names[-1]]
@@ -71,10 +74,16 @@ def test_columns_rows_flags_and_values(sky, sky_server):
     assert not np.any(flags[~bad] & (F.NOT_ESTIMATED | F.DUST_UNKNOWN))
     for name in column_names()[:-1]:
         assert np.array_equal(np.any(np.ma.getmaskarray(t[name]).reshape(14, -1), axis=1), bad)
-    # duplicates: fetched once, same values
-    assert T.last_run.n_unique == 10 and T.last_run.n_estimated == 11
-    run = T.last_run
+    # duplicates: fetched once, same values; the report is filled in afresh
+    assert run.n_unique == 10 and run.n_estimated == 11 and not run.failures
     assert run.n_rows == 14 and run.wall_seconds >= run.infer_seconds > 0
+    assert run.flags["BAD_COORDINATE"] == run.flags["NOT_ESTIMATED"] == 3
+    assert "FETCH_FAILED" not in run.flags
+    # the deprecated module global still holds it
+    with pytest.warns(AstropyDeprecationWarning, match="report=RunStats"):
+        assert T.last_run is run
+    with pytest.raises(TypeError, match="report must be a RunStats"):
+        add_redshift_columns(t, ebv=DUST, progress=False, overwrite=True, report={})
     assert run.rate == pytest.approx(10 / run.wall_seconds)
     assert np.isnan(T.RunStats().rate)  # nothing run yet
     assert np.array_equal(t["z_pdf"][10], t["z_pdf"][2])
@@ -120,9 +129,10 @@ def test_positions_from_skycoord_quantity_and_qtable(sky, sky_server):
 def test_chunking_does_not_change_results(sky, sky_server):
     rows = np.arange(30, 40)
     a = add_redshift_columns(_table(sky, rows), ebv=DUST, progress=False, chunk_size=100)
+    run = T.RunStats()
     b = add_redshift_columns(_table(sky, rows), ebv=DUST, progress=False, chunk_size=3,
-                             batch_size=2)
-    assert T.last_run.n_chunks == 4
+                             batch_size=2, report=run)
+    assert run.n_chunks == 4
     # equal up to float32 rounding (convolutions take other code paths per batch size)
     assert np.allclose(a["z_pdf"], b["z_pdf"], rtol=1e-3, atol=1e-5)
     assert np.allclose(a["z_mean"], b["z_mean"], rtol=0, atol=1e-5)
@@ -215,9 +225,10 @@ def test_server_failures_flag_rows_and_resume_completes(sky, sky_server):
     assert np.all(np.ma.getmaskarray(t["z_mean"]) == failed)
     done_before = np.array(t["z_pdf"][~failed])
     sky_server.reset()
-    add_redshift_columns(t, ebv=DUST, resume=True, progress=False)
+    run = T.RunStats()
+    add_redshift_columns(t, ebv=DUST, resume=True, progress=False, report=run)
     assert not np.any(np.asarray(t["z_flags"]) & (F.NOT_ESTIMATED | F.FETCH_FAILED))
-    assert T.last_run.n_unique == failed.sum()  # only the failed rows were processed
+    assert run.n_unique == failed.sum()  # only the failed rows were processed
     assert np.array_equal(np.array(t["z_pdf"][~failed]), done_before)
     # the rerun fetched the failed rows' Pan-STARRS bands only (the rest was cached)
     assert sky_server.counts["fitscut"] <= 5 * failed.sum()
@@ -243,12 +254,15 @@ def test_interrupted_run_keeps_rows_and_resumes(sky, sky_server):
 
     t = _table(sky, np.arange(60, 69))
     net = _Interrupting(load_model("mantis-mini"), n=2)
+    run = T.RunStats()
     with pytest.raises(KeyboardInterrupt):
         # float32: "auto" may add a check pass through the network on this CPU
         add_redshift_columns(t, model=net, ebv=DUST, chunk_size=4, batch_size=4,
-                             progress=False, precision="float32")
+                             progress=False, precision="float32", report=run)
     pending = (np.asarray(t["z_flags"]) & F.NOT_ESTIMATED) != 0
     assert pending.tolist() == [False] * 4 + [True] * 5
+    # the report says what was done before the interrupt
+    assert run.n_unique == 9 and run.n_estimated == 4 and run.flags["NOT_ESTIMATED"] == 5
     add_redshift_columns(t, ebv=DUST, resume=True, progress=False, precision="float32")
     assert not np.any(np.asarray(t["z_flags"]) & F.NOT_ESTIMATED)
     full = add_redshift_columns(_table(sky, np.arange(60, 69)), ebv=DUST, progress=False,
@@ -426,15 +440,17 @@ def test_warns_when_no_row_can_be_estimated(sky, sky_server):
     with conf.set_temp("retries", 0):
         sky_server.fail_next(100, kind="5xx", endpoint="fits-cutout")
         sky_server.fail_next(100, kind="5xx", endpoint="fitscut")
+        run = T.RunStats()
         with pytest.warns(T.NotEstimatedWarning, match="no row could be estimated.*HTTP 503"):
-            add_redshift_columns(t, ebv=DUST, progress=False)
-    assert T.last_run.failures and all("HTTP 503" in k for k in T.last_run.failures)
+            add_redshift_columns(t, ebv=DUST, progress=False, report=run)
+    assert run.failures and all("HTTP 503" in k for k in run.failures)
 
 
 def test_precision_is_passed_and_recorded(sky, sky_server):
     t = _table(sky, [74, 75])
-    add_redshift_columns(t, ebv=DUST, progress=False, precision="float32")
-    assert t.meta["z_prec"] == "float32" and T.last_run.precision == "float32"
+    run = T.RunStats()
+    add_redshift_columns(t, ebv=DUST, progress=False, precision="float32", report=run)
+    assert t.meta["z_prec"] == "float32" and run.precision == "float32"
     sent = sum(sky_server.counts.values())
     with pytest.raises(ValueError, match="float16"):
         add_redshift_columns(_table(sky, [76]), ebv=DUST, progress=False, device="cpu",

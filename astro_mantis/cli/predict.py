@@ -298,15 +298,16 @@ def _predict(args):
     with cache_ctx, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", table_module.DustWarning)
         warnings.simplefilter("always", table_module.NotEstimatedWarning)
+        run = table_module.RunStats()
         try:
             table_module.add_redshift_columns(
                 table, coord=args.coord_col, ra=args.ra_col, dec=args.dec_col,
                 ra_unit=args.ra_unit, model=args.model, weights=args.weights,
                 prefix=args.prefix, surveys=args.surveys, ebv=ebv, batch_size=args.batch_size,
                 chunk_size=args.chunk_size, device=args.device, tta=args.tta,
-                progress=not args.no_progress, cache=not args.no_cache,
+                progress=False if args.no_progress else None, cache=not args.no_cache,
                 overwrite=args.overwrite, resume=args.resume, precision=args.precision,
-                source=args.source)
+                source=args.source, report=run)
         except (KeyError, ValueError, TypeError, WeightsError, FileNotFoundError) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise InputError(_with_options(str(msg))) from None
@@ -326,7 +327,6 @@ def _predict(args):
                          "earlier file, if any, is unchanged") from None
     if args.qp:
         _write_qp(table, args.prefix, Path(args.qp))
-    run = table_module.last_run
     flags = np.asarray(table[args.prefix + "flags"])
     n_not = int(np.sum((flags & MantisFlag.NOT_ESTIMATED) != 0))
     print(f"astro-mantis predict: {args.input if not args.resume else out} -> {out}: "
