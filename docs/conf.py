@@ -69,7 +69,7 @@ sphinx_gallery_conf = {
     # its execution-times pages load DataTables from a CDN: the docs stay offline
     "write_computation_times": False,
 }
-templates_path = []
+templates_path = ["_templates"]
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
 
@@ -114,11 +114,19 @@ else:
         "navigation_with_keys": False,
         "show_toc_level": 2,
         "icon_links": [],
-        # the left sidebar shows the page's own sections (none on a short page), not
-        # an empty "Section Navigation" that squeezes the code blocks
+        # the header holds the search and the theme switch, not a flat list of every
+        # guide: the navigation is the sidebar's, in its parts
+        "navbar_center": [],
+        "navbar_end": ["theme-switcher"],
+        # the right sidebar shows the page's own sections (none on a short page)
         "secondary_sidebar_items": ["page-toc"],
     }
-    html_sidebars = {"**": []}
+    # the left sidebar: the whole documentation in its parts (User guide, Concepts,
+    # Models, Developer, Reference), the current page's part open
+    # (_templates/globalnav.html), not the theme's "Section Navigation", which is empty
+    # here because every guide is a top-level page; the index lists the parts itself
+    html_sidebars = {"**": ["globalnav.html"], "index": []}
+    html_css_files = ["custom.css"]
 html_title = f"astro_mantis {version}"
 html_static_path = ["_static"]
 html_last_updated_fmt = None
@@ -126,43 +134,64 @@ html_show_sourcelink = False
 
 
 # -- Constants: their own documentation, never the docstring of their type ------------
-def _constant_docs(app, what, name, obj, options, lines):
-    """A re-exported constant (``astro_mantis.fusion.CHANNELS``) has no ``#:`` comment
-    where it is re-exported, so autodoc would show the docstring of its type (``tuple``,
-    ``int``, ``str``). Use the ``#:`` comment of the module that defines it instead, or
-    nothing."""
+def _attr_comment(name, obj):
+    """The ``#:`` comment of the module that defines the constant ``name`` (the same
+    object, found by identity): first the package's own submodules, then any module of
+    astro_mantis (``astro_mantis.fetch.RETRY_STATUSES`` comes from
+    ``astro_mantis.retry``)."""
     import sys
 
     from sphinx.pycode import ModuleAnalyzer
 
-    if what not in ("data", "attribute") or not lines:
+    package, _, attr = name.rpartition(".")
+    modules = sorted((m for m in list(sys.modules) if m == "astro_mantis"
+                      or m.startswith("astro_mantis.")),
+                     key=lambda m: (not m.startswith(package + "."), m))
+    for modname in [package] + modules:
+        module = sys.modules.get(modname)
+        if module is None or getattr(module, attr, None) is not obj:
+            continue
+        try:
+            docs = ModuleAnalyzer.for_module(modname).find_attr_docs()
+        except Exception:
+            continue
+        found = [line for line in docs.get(("", attr), []) if line.strip()]
+        if found:
+            return found
+    return []
+
+
+def _constant_docs(app, what, name, obj, options, lines):
+    """A constant's own documentation, never the docstring of its type.
+
+    A re-exported constant (``astro_mantis.fusion.CHANNELS``) has no ``#:`` comment
+    where it is re-exported, so autodoc shows the docstring of its type (``tuple``,
+    ``int``, ``str``) or nothing. Use the ``#:`` comment of the module that defines it
+    instead; failing that, for a module-level object of a documented class (``conf``,
+    ``log``, a survey), say which class it is; otherwise show nothing.
+    """
+    if what not in ("data", "attribute"):
         return
     doc = type(obj).__doc__
     builtin = doc.strip().splitlines() if isinstance(doc, str) else []
     first = next((str(line).strip() for line in lines if str(line).strip()), "")
-    if not builtin or first != builtin[0].strip():
-        return
-    package, _, attr = name.rpartition(".")
-    found = []
-    for modname, module in list(sys.modules.items()):
-        if not modname.startswith(package + ".") or module is None:
-            continue
-        if getattr(module, attr, None) is obj:
-            try:
-                docs = ModuleAnalyzer.for_module(modname).find_attr_docs()
-            except Exception:
-                continue
-            found = list(docs.get(("", attr), []))
-            if found:
-                break
-    lines[:] = [line for line in found if line.strip()] or []
+    if first and (not builtin or first != builtin[0].strip()):
+        return  # its own documentation
+    if not first and what != "data":
+        return  # an undocumented class attribute stays undocumented
+    found = _attr_comment(name, obj)
+    kind = type(obj)
+    if (not found and what == "data" and not isinstance(obj, _CONSTANT_TYPES)
+            and kind.__module__.split(".")[0] in ("astro_mantis", "astropy", "logging")):
+        found = [f"An instance of `{kind.__module__}.{kind.__qualname__}`."]
+    lines[:] = found
 
 
 # -- One page per object -------------------------------------------------------------
 # automodapi writes a page for every name of every ``.. automodapi::`` block, so an
 # object re-exported by a package (``astro_mantis.match_spectroscopic``, also in
 # ``astro_mantis.spectro`` and ``astro_mantis.spectro.matching``) would get a page per
-# block. api.rst and api_internals.rst document each object once, at its highest-level
+# block. The API pages (api_*.rst) document each object once, at its highest-level
 # public location, and ``:skip:`` it in the other blocks. Two hooks keep that true:
 # ``_one_page_per_object`` fails the build (-W) when two blocks would document the same
 # object, and ``_same_object_reference`` lets a reference written against a location
@@ -257,6 +286,7 @@ def _same_object_reference(app, env, node, contnode):
 
 
 def setup(app):
-    app.connect("autodoc-process-docstring", _constant_docs)
+    # before numpydoc (priority 500), which turns even an empty docstring into lines
+    app.connect("autodoc-process-docstring", _constant_docs, priority=400)
     app.connect("builder-inited", _one_page_per_object)
     app.connect("missing-reference", _same_object_reference)
