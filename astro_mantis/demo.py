@@ -218,7 +218,7 @@ class DemoResult:
         return "\n".join(lines)
 
 
-def run_demo(out, n=None, progress=True, n_rows_figures=3):
+def run_demo(out, n=None, progress=None, n_rows_figures=3):
     """Run the photo-z job on the bundled sample sky over loopback services.
 
     Parameters
@@ -228,8 +228,8 @@ def run_demo(out, n=None, progress=True, n_rows_figures=3):
     n : int, optional
         Rows (default: every sample galaxy plus the special rows; see
         `demo_positions`).
-    progress : bool
-        Show the progress bar.
+    progress : bool, optional
+        Show the progress bar (default: on a terminal).
     n_rows_figures : int
         Rows drawn with their cutouts and PDF (``row_NNN.png``).
 

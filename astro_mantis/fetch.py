@@ -470,7 +470,7 @@ class CutoutFetcher:
             Read and write the on-disk cache (``conf.cache_dir``). With False, every
             cutout is fetched and nothing is written.
         progress : bool or callable, optional
-            Show a progress bar; default: only for more than 10 positions. A
+            Show a progress bar; default: on a terminal, for more than 10 positions. A
             callable is called with 1 each time a position's cutouts are all in
             (fetched, cached or failed) instead, e.g. a `tqdm.tqdm` bar's ``update``.
 
@@ -698,6 +698,8 @@ class CutoutFetcher:
         """Fetch every (survey, position); returns {survey: {index: (state, value)}}."""
         from tqdm.auto import tqdm
 
+        from .progress import progress_enabled
+
         cache_obj = CutoutCache() if cache else None
         results = {s.name: {} for s in surveys}
         lock = threading.Lock()
@@ -706,7 +708,7 @@ class CutoutFetcher:
         parser = ThreadPoolExecutor(max_workers=2, thread_name_prefix="astro_mantis-parse")
         total = len(unique) * len(surveys)
         callback = progress if callable(progress) else None
-        show = (progress if progress is not None else len(unique) > 10) and callback is None
+        show = callback is None and progress_enabled(progress, len(unique) > 10)
         bar = tqdm(total=total, unit="cutout", desc="cutouts", disable=not show, leave=False)
         settled = {}  # position -> surveys settled
 

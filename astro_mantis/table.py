@@ -582,7 +582,7 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         Torch device (default: CUDA, else MPS, else CPU).
     progress : bool, optional
         Show one progress bar over the distinct positions, with the rate; default:
-        on a terminal (`astro_mantis.progress.show_progress`).
+        on a terminal (`astro_mantis.progress.progress_enabled`).
     cache : bool
         Use the on-disk cutout cache (``conf.cache_dir``): a rerun fetches nothing
         that was fetched before.

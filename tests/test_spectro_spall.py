@@ -89,7 +89,7 @@ def test_no_download_without_being_asked(sas, download_cache):
 
 def test_download_once_with_a_warning_then_cached(sas, caplog, catalog):
     with caplog.at_level(logging.WARNING, "astro_mantis"):
-        path = spall_path(download=True, show_progress=False)
+        path = spall_path(download=True, progress=False)
     assert "downloading the DR17 spAll file spAll-lite-v5_13_2.fits" in caplog.text
     check_fits_complete(path)
     n = len(sas.log)
@@ -103,7 +103,7 @@ def test_download_once_with_a_warning_then_cached(sas, caplog, catalog):
 
 def test_full_file_when_there_is_no_lite_one(specobj, sas_dir, download_cache):
     with SASServer(specobj, spall_products=("full",)) as srv, srv.configure():
-        path = spall_path(download=True, show_progress=False)
+        path = spall_path(download=True, progress=False)
         assert [(e.method, e.params["lite"]) for e in srv.log] == [
             ("HEAD", True), ("HEAD", False), ("GET", False)]
     with fits.open(path) as hdul:
@@ -144,16 +144,25 @@ def test_truncated_local_file_is_a_clear_error(specobj, sas_dir, catalog):
 @pytest.mark.parametrize("kind", ["truncate", "short", "5xx", "html"])
 def test_broken_downloads_are_retried(sas, kind):
     sas.fail_next(1, kind, endpoint="spall")
-    path = spall_path(download=True, show_progress=False)
+    path = spall_path(download=True, progress=False)
     check_fits_complete(path)
     assert [e.method for e in sas.log] == ["HEAD", "GET", "GET"]  # the bad GET, then a good one
     assert len(read_spall(path)) > 50
 
 
+def test_show_progress_is_a_deprecated_name_of_progress(sas):
+    from astropy.utils.exceptions import AstropyDeprecationWarning
+
+    with pytest.warns(AstropyDeprecationWarning, match=r"spall_path\(show_progress=...\) is "
+                      r"deprecated; use progress="):
+        path = spall_path(download=True, show_progress=False)
+    assert path == spall_path(download=True, progress=False)
+
+
 def test_unreachable_sas_fails_after_retries(sas):
     sas.error_rate = 1.0
     with conf.set_temp("retries", 1), pytest.raises(FetchError, match="HTTP 503"):
-        spall_path(download=True, show_progress=False)
+        spall_path(download=True, progress=False)
     assert [e.method for e in sas.log] == ["HEAD", "GET", "GET"]
 
 
@@ -184,7 +193,7 @@ def test_spall_and_skyserver_agree(sas, specobj, catalog):
 
 
 def test_all_spectra_with_quality_none_shows_repeats_as_ambiguous(sas, specobj, catalog):
-    path = spall_path(download=True, show_progress=False)
+    path = spall_path(download=True, progress=False)
     t = match_spectroscopic(_targets(catalog), catalog="sdss-spall", spall=path,
                             quality=None, radius=1 * u.arcsec)
     repeats = specobj[(specobj["sciencePrimary"] == 0)

@@ -243,7 +243,7 @@ def _cpu_seconds():
 
 # ---------------------------------------------------------------------------- public
 def make_dataset(n, path, seed=0, config=None, split=(0.8, 0.1, 0.1), shard_size=256,
-                 surveys=("galex", "panstarrs", "unwise"), workers=1, progress=True,
+                 surveys=("galex", "panstarrs", "unwise"), workers=1, progress=None,
                  ps1_dtype="float16"):
     """Render ``n`` mock galaxies into training, validation and test shards.
 
@@ -279,7 +279,8 @@ def make_dataset(n, path, seed=0, config=None, split=(0.8, 0.1, 0.1), shard_size
         "__main__":`` where that is ``spawn``). The output does not depend
         on it.
     progress : bool, optional
-        Show a progress bar and print the generation rate at the end.
+        Show a progress bar (default: on a terminal). The generation rate is logged
+        at the end (`astro_mantis.log`, INFO).
     ps1_dtype : {"float16", "float32"}, optional
         Storage of the PS1 pixels (float16: half the disk, 0.05 % rounding).
 
@@ -358,12 +359,12 @@ def make_dataset(n, path, seed=0, config=None, split=(0.8, 0.1, 0.1), shard_size
     skipped = n - n_todo
     setup_seconds = time.perf_counter() - t_setup
 
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     t0 = time.perf_counter()
     cpu0 = _cpu_seconds()
     written = 0
-    with tqdm(total=n_todo, unit="galaxy", desc="rendering", disable=not progress) as bar:
+    with progress_bar(progress, total=n_todo, unit="galaxy", desc="rendering") as bar:
         if workers == 1 or len(todo) <= 1:  # in this process
             for target, indices in todo:
                 written += _render_shard(sky, target, indices, surveys, ps1_dtype,
@@ -403,8 +404,5 @@ def make_dataset(n, path, seed=0, config=None, split=(0.8, 0.1, 0.1), shard_size
     message = (f"make_dataset: {n_todo} galaxies rendered in {seconds:.1f} s "
                f"({rate:.1f} galaxies/s with {workers} worker(s)); {skipped} already present; "
                f"{total_bytes / n / 1e3:.0f} kB per galaxy; {root}")
-    if progress:
-        print(message)
-    else:
-        log.info(message)
+    log.info(message)
     return manifest

@@ -386,7 +386,7 @@ def load_sample_sky(path=None, noise=True):
 
 
 def build_sample_sky(path=None, n=SAMPLE_N, seed=SAMPLE_SEED, config=None, quantisation=16,
-                     progress=False):
+                     progress=None):
     """Render a sample sky from a `~astro_mantis.simulate.MockSky` and store it compactly.
 
     Needs GalSim and the population extras (the ``sim`` extra). This is how
@@ -408,7 +408,7 @@ def build_sample_sky(path=None, n=SAMPLE_N, seed=SAMPLE_SEED, config=None, quant
     quantisation : int, optional
         Images are stored in steps of σ / ``quantisation`` (default 16).
     progress : bool, optional
-        Show a progress bar.
+        Show a progress bar (default: on a terminal).
 
     Returns
     -------
@@ -417,9 +417,8 @@ def build_sample_sky(path=None, n=SAMPLE_N, seed=SAMPLE_SEED, config=None, quant
     """
     from dataclasses import replace
 
-    from tqdm.auto import tqdm
-
     from .._version import __version__
+    from ..progress import progress_bar
     from ..shards import column_meta
     from .dataset import PROVENANCE
     from .sky import _PS1_BANDS, MockSky, MockSkyConfig, _tan_wcs
@@ -442,7 +441,7 @@ def build_sample_sky(path=None, n=SAMPLE_N, seed=SAMPLE_SEED, config=None, quant
     exptimes = np.zeros((n, 5))
     members = []
     worst = 0.0
-    for i in tqdm(range(n), disable=not progress, desc="sample sky"):
+    for i in progress_bar(progress, iterable=range(n), desc="sample sky"):
         ra, dec = float(catalog["ra"][i]), float(catalog["dec"][i])
         for survey in _SURVEYS:
             size, pixscale = default_geometry(survey)

@@ -289,8 +289,8 @@ class LocalTiles:
             Accepted for compatibility with the network path and ignored: cutting a
             tile costs no more than reading a cache entry.
         progress : bool or callable, optional
-            As for the network path: a progress bar (default: for more than 10
-            positions), or a callable called with the number of positions done.
+            As for the network path: a progress bar (default: on a terminal, for more
+            than 10 positions), or a callable called with the number of positions done.
 
         Returns
         -------
@@ -338,8 +338,10 @@ class LocalTiles:
                             "missing ('not fetched') at every position")
         from tqdm.auto import tqdm
 
+        from ..progress import progress_enabled
+
         callback = progress if callable(progress) else None
-        show = (progress if progress is not None else n > 10) and callback is None
+        show = callback is None and progress_enabled(progress, n > 10)
         bar = tqdm(total=n, unit="position", desc="tiles", disable=not show, leave=False)
         self.last_request_count = 0
         try:

@@ -313,7 +313,8 @@ def _spec_catalog(catalog, ra, dec, good, radius, quality, data_release, run2d, 
                 else [os.fspath(p) for p in spall]
             names = [os.path.basename(p) for p in paths]
         else:
-            found = [_spall_file(dr, r, download) for r in _run2d_list(dr, run2d)]
+            found = [_spall_file(dr, r, download, progress=progress)
+                     for r in _run2d_list(dr, run2d)]
             paths, names = [f[0] for f in found], [f[1] for f in found]
         tables = [read_spall(p, quality=quality, run2d=run2d if isinstance(run2d, str) else None)
                   for p in paths]
@@ -400,7 +401,7 @@ def match_spectroscopic(table, catalog="sdss", radius=1 * u.arcsec, *, ra="ra", 
         Replace the columns of an earlier match; without it, existing columns are an
         error.
     progress : bool, optional
-        Show progress bars (default: for long jobs).
+        Show progress bars (default: on a terminal, for long jobs).
 
     Returns
     -------

@@ -454,9 +454,11 @@ def _run_queries(client, queries, quality_sql, top, progress):
     """Run packed queries, splitting truncated ones; returns (tables, failed boxes)."""
     from tqdm.auto import tqdm
 
+    from ..progress import progress_enabled
+
     todo = list(queries)
     tables, failed, nqueries, nsplit = [], [], 0, 0
-    show = progress if progress is not None else len(queries) > 10
+    show = progress_enabled(progress, len(queries) > 10)
     with tqdm(total=len(todo), unit="query", desc="SkyServer", disable=not show,
               leave=False) as bar:
         while todo:
@@ -561,7 +563,7 @@ def query_specobj(coordinates, radius=1 * u.arcsec, quality=SDSS_QUALITY, data_r
     cache : bool
         Use astroquery's cache of query answers.
     progress : bool, optional
-        Show a progress bar (default: for more than 10 queries).
+        Show a progress bar (default: on a terminal, for more than 10 queries).
 
     Returns
     -------

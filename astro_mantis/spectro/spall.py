@@ -35,6 +35,7 @@ from astropy.table import Table
 from ..config import conf as mantis_conf
 from ..exceptions import FetchError
 from ..logger import log, log_request
+from ..progress import progress_enabled, renamed_progress
 from ..retry import RetryPolicy
 from .exceptions import CatalogFileError, DownloadRequiredError
 from .quality import QualityCut, _CaseInsensitive
@@ -250,7 +251,7 @@ def _size_text(size):
     return f"{size} bytes"
 
 
-def _download(url, show_progress=True):
+def _download(url, progress=None):
     """Fetch ``url`` into the astro_mantis cache, checked; returns the cached path.
 
     Raises FileNotFoundError for HTTP 404, FetchError when all attempts fail.
@@ -265,7 +266,8 @@ def _download(url, show_progress=True):
         t0 = time.perf_counter()
         try:
             path = download_file(url, cache=True, pkgname="astro_mantis",
-                                 timeout=mantis_conf.timeout, show_progress=show_progress)
+                                 timeout=mantis_conf.timeout,
+                                 show_progress=progress_enabled(progress))
         except urllib.error.HTTPError as exc:
             log_request("GET", url, exc.code, 0, time.perf_counter() - t0)
             if exc.code == 404:
@@ -296,7 +298,7 @@ def _in_cache(url):
         return is_url_in_cache(url, pkgname="astro_mantis")
 
 
-def _fetch(candidates, what, download, show_progress=True, large=True):
+def _fetch(candidates, what, download, progress=None, large=True):
     """(local path, candidate) of the first candidate found locally, cached or remotely.
 
     A local copy under ``$SAS_BASE_DIR`` comes first, then the astro_mantis cache. For
@@ -317,7 +319,7 @@ def _fetch(candidates, what, download, show_progress=True, large=True):
     for c in candidates:
         try:
             if not large:
-                return _download(c["url"], show_progress=show_progress), c
+                return _download(c["url"], progress=progress), c
             size = _remote_size(c["url"])
         except FileNotFoundError:
             missing.append(c["url"])
@@ -331,11 +333,12 @@ def _fetch(candidates, what, download, show_progress=True, large=True):
                 "the path of a copy you have.")
         log.warning(f"downloading {what} {c['name']} ({text}) from {c['url']} into the "
                     "astro_mantis cache; this is done once")
-        return _download(c["url"], show_progress=show_progress), c
+        return _download(c["url"], progress=progress), c
     raise FileNotFoundError(f"no {what} found: {', '.join(missing)} (HTTP 404)")
 
 
-def spall_path(data_release=None, run2d=None, download=False, lite=True, show_progress=True):
+def spall_path(data_release=None, run2d=None, download=False, lite=True, progress=None,
+               show_progress=None):
     """Local path of the spAll file of a data release, fetched once if asked.
 
     Parameters
@@ -353,8 +356,10 @@ def spall_path(data_release=None, run2d=None, download=False, lite=True, show_pr
         gives its size and URL.
     lite : bool
         Prefer the lite variant.
-    show_progress : bool
-        Show the download's progress bar.
+    progress : bool, optional
+        Show the download's progress bar (default: on a terminal).
+    show_progress : bool, optional
+        Deprecated name of ``progress``.
 
     Returns
     -------
@@ -370,14 +375,15 @@ def spall_path(data_release=None, run2d=None, download=False, lite=True, show_pr
     astro_mantis.exceptions.FetchError
         If the SAS cannot be reached after all retries.
     """
-    return _spall_file(data_release, run2d, download, lite, show_progress)[0]
+    progress = renamed_progress(progress, show_progress, "spall_path")
+    return _spall_file(data_release, run2d, download, lite, progress)[0]
 
 
-def _spall_file(data_release, run2d, download, lite=True, show_progress=True):
+def _spall_file(data_release, run2d, download, lite=True, progress=None):
     """(local path, file name) of the spAll file; see `spall_path`."""
     candidates = spall_candidates(data_release, run2d, lite=lite)
     path, c = _fetch(candidates, f"the DR{_release(data_release)} spAll file", download,
-                     show_progress)
+                     progress)
     return path, c["name"]
 
 

@@ -114,7 +114,7 @@ def _data_release(row, data_release):
     return int(conf.data_release)
 
 
-def spectrum_path(row, data_release=None, show_progress=False):
+def spectrum_path(row, data_release=None, progress=None, show_progress=None):
     """Local path of the ``spec-lite`` file of a row's SDSS spectrum, fetched once.
 
     Parameters
@@ -124,8 +124,10 @@ def spectrum_path(row, data_release=None, show_progress=False):
     data_release : int, optional
         Data release, at most 17 (default: the one of the row's match, else
         ``spectro.conf.data_release``).
-    show_progress : bool
-        Show the download's progress bar.
+    progress : bool, optional
+        Show the download's progress bar (default: on a terminal).
+    show_progress : bool, optional
+        Deprecated name of ``progress``.
 
     Returns
     -------
@@ -140,8 +142,10 @@ def spectrum_path(row, data_release=None, show_progress=False):
     FileNotFoundError
         If the SAS has no such spectrum.
     """
+    from ..progress import renamed_progress
     from .spall import _access, _fetch
 
+    progress = renamed_progress(progress, show_progress, "spectrum_path")
     ids = spectrum_ids(row)
     dr = _data_release(row, data_release)
     if dr > 17:
@@ -154,11 +158,11 @@ def spectrum_path(row, data_release=None, show_progress=False):
     url = access.url("spec-lite", **kwargs)
     candidate = {"name": os.path.basename(local), "local": local, "url": url}
     path, _ = _fetch([candidate], f"the DR{dr} spectrum", download=True,
-                     show_progress=show_progress, large=False)
+                     progress=progress, large=False)
     return path
 
 
-def get_spectrum(row, data_release=None, show_progress=False):
+def get_spectrum(row, data_release=None, progress=None, show_progress=None):
     """The SDSS spectrum of a matched row, as a ``specutils.Spectrum``.
 
     Parameters
@@ -167,8 +171,10 @@ def get_spectrum(row, data_release=None, show_progress=False):
         See `~astro_mantis.spectro.spectra.spectrum_ids`.
     data_release : int, optional
         See `spectrum_path`.
-    show_progress : bool
-        Show the download's progress bar.
+    progress : bool, optional
+        Show the download's progress bar (default: on a terminal).
+    show_progress : bool, optional
+        Deprecated name of ``progress``.
 
     Returns
     -------
@@ -187,7 +193,10 @@ def get_spectrum(row, data_release=None, show_progress=False):
 
     from .spall import check_fits_complete
 
-    path = spectrum_path(row, data_release, show_progress=show_progress)
+    from ..progress import renamed_progress
+
+    progress = renamed_progress(progress, show_progress, "get_spectrum")
+    path = spectrum_path(row, data_release, progress=progress)
     check_fits_complete(path)
     try:
         with warnings.catch_warnings():

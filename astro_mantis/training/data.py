@@ -467,8 +467,8 @@ class ShardDataset(FusedDataset):
         Load the whole cached split into memory instead of memory-mapping it.
     augment, seed, max_shift
         As for `~astro_mantis.training.data.FusedDataset`.
-    progress : bool
-        Show a progress bar while fusing.
+    progress : bool, optional
+        Show a progress bar while fusing (default: on a terminal).
     workers : int
         Processes fusing the shards not yet cached, in parallel (default 1: in this process).
 
@@ -487,7 +487,7 @@ class ShardDataset(FusedDataset):
     """
 
     def __init__(self, directory, split="train", cache_dir=None, cache_dtype="float16",
-                 in_memory=False, augment=False, seed=0, max_shift=MAX_SHIFT, progress=False,
+                 in_memory=False, augment=False, seed=0, max_shift=MAX_SHIFT, progress=None,
                  workers=1):
         super().__init__(augment=augment, seed=seed, max_shift=max_shift)
         self.directory = Path(directory)
@@ -650,10 +650,10 @@ def list_shards(directory, split):
     return paths
 
 
-def _progress(iterable, enabled, desc):
-    from tqdm.auto import tqdm
+def _progress(iterable, progress, desc):
+    from ..progress import progress_bar
 
-    return tqdm(iterable, desc=desc, disable=not enabled, leave=False)
+    return progress_bar(progress, iterable=iterable, desc=desc, leave=False)
 
 
 # ------------------------------------------------------------------------- sampling

@@ -243,7 +243,7 @@ def _dataset(data_dir, split, cache_dir, workers):
 def evaluate_model(model, data_dir, split="test", *, estimators=POINT_ESTIMATORS,
                    edges=BINNED_EDGES, min_count=50, n_bootstrap=200, seed=0, batch_size=128,
                    device=None, num_workers=0, cache_dir=None, workers=1, out=None,
-                   progress=False):
+                   progress=None):
     """Evaluate a model on one split of a data directory, overall and per redshift bin.
 
     Parameters
@@ -270,8 +270,8 @@ def evaluate_model(model, data_dir, split="test", *, estimators=POINT_ESTIMATORS
     out : str or path-like, optional
         If given, `Evaluation.write` writes ``evaluation.json`` and ``evaluation.rst``
         there.
-    progress : bool
-        Show progress bars.
+    progress : bool, optional
+        Show progress bars (default: on a terminal).
 
     Returns
     -------

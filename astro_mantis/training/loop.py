@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from ..atomic import atomic_open, atomic_path
 from ..logger import log
 from ..pdf import Z_EDGES
+from ..progress import progress_enabled
 from .calibration import TemperatureCalibration, calibration_summary
 from .data import (SPLITS, ConcatDataset, EpochSampler, FusedDataset, ShardDataset,
                    balanced_weights, soft_targets, z_to_bin)
@@ -203,7 +204,7 @@ def epoch_metrics(logits, z, temperature=1.0, edges=None):
 
 
 @torch.inference_mode()
-def collect_logits(model, dataset, batch_size=128, device="cpu", num_workers=0, progress=False,
+def collect_logits(model, dataset, batch_size=128, device="cpu", num_workers=0, progress=None,
                    desc="evaluating"):
     """Run a model over a dataset (no augmentation) and gather its logits.
 
@@ -219,8 +220,8 @@ def collect_logits(model, dataset, batch_size=128, device="cpu", num_workers=0, 
         Where to run.
     num_workers : int
         Data-loader worker processes.
-    progress : bool
-        Show a progress bar.
+    progress : bool, optional
+        Show a progress bar (default: on a terminal).
     desc : str
         Label of the progress bar.
 
@@ -242,7 +243,8 @@ def collect_logits(model, dataset, batch_size=128, device="cpu", num_workers=0, 
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                             num_workers=num_workers, pin_memory=device.type == "cuda")
         outs, zs = [], []
-        for x, dust, z in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for x, dust, z in tqdm(loader, desc=desc, disable=not progress_enabled(progress),
+                               leave=False):
             out = model(x.to(device, non_blocking=True), dust.to(device, non_blocking=True))
             outs.append(out.float().cpu().numpy())
             zs.append(z.numpy())
@@ -255,7 +257,7 @@ def collect_logits(model, dataset, batch_size=128, device="cpu", num_workers=0, 
 
 
 def evaluate(model, dataset, temperature=1.0, batch_size=128, device="cpu", num_workers=0,
-             progress=False, desc="evaluating"):
+             progress=None, desc="evaluating"):
     """Metrics of a model on a dataset (no augmentation).
 
     Parameters
@@ -306,7 +308,7 @@ class TrainingData:
 
     @classmethod
     def from_directory(cls, directory, cache_dir=None, cache_dtype="float16", in_memory=False,
-                       progress=False, workers=1):
+                       progress=None, workers=1):
         """Open the splits of a training data directory (or of several).
 
         Each split is a `~astro_mantis.training.data.ShardDataset`; with several directories,
@@ -324,8 +326,8 @@ class TrainingData:
             Storage type of the cached inputs.
         in_memory : bool
             Hold the fused splits in memory instead of memory-mapping them.
-        progress : bool
-            Show progress bars while fusing.
+        progress : bool, optional
+            Show progress bars while fusing (default: on a terminal).
         workers : int
             Processes fusing uncached shards in parallel.
 
@@ -525,7 +527,7 @@ def _build(model, model_kwargs):
 # ------------------------------------------------------------------------- train
 def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_decay=0.05,
           seed=0, device="auto", amp=True, patience=5, smoothing_sigma=0.0, balanced=False,
-          max_minutes=None, progress=True, *, resume=False, overwrite=False, warmup_epochs=1.0,
+          max_minutes=None, progress=None, *, resume=False, overwrite=False, warmup_epochs=1.0,
           min_delta=0.0, augment=True, grad_clip=None, num_workers=0, model_kwargs=None,
           cache_dir=None, cache_dtype="float16", deterministic=True, stop_after=None,
           eval_batch_size=None, callbacks=None, resident=False, workers=1):
@@ -573,8 +575,8 @@ def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_d
         Time budget: no new epoch starts when the time so far plus the mean epoch
         duration would exceed it. The result then depends on the machine's speed; the
         checkpoint allows continuing with ``resume=True``.
-    progress : bool
-        Show a progress bar.
+    progress : bool, optional
+        Show a progress bar (default: on a terminal).
     resume : bool
         Continue from ``out_dir/checkpoint.pt`` when it exists: model, optimiser,
         scheduler, loss scaler, random generators, early-stopping state and history are
@@ -744,12 +746,12 @@ def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_d
             if resident:
                 loader.set_epoch(epoch)
             loader_gen.manual_seed(seed + epoch)
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
-                       leave=False, unit="batch")
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}",
+                       disable=not progress_enabled(progress), leave=False, unit="batch")
             train_loss = step.epoch(bar, epoch)
             val_logits, val_z = collect_logits(
                 net, val_ds, batch_size=int(eval_batch_size or 2 * batch_size), device=dev,
-                num_workers=num_workers)
+                num_workers=num_workers, progress=False)
             m = epoch_metrics(val_logits, val_z)
             improved = m["cde_loss"] < state["best_metric"] - min_delta
             if improved:
@@ -863,7 +865,7 @@ class _deterministic_mode:
         return False
 
 
-def calibrate_model(model, dataset, batch_size=128, device="cpu", num_workers=0, progress=False,
+def calibrate_model(model, dataset, batch_size=128, device="cpu", num_workers=0, progress=None,
                     pit=True):
     """Fit the temperature (and PIT map) of a trained model on a (validation) dataset.
 

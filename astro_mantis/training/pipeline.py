@@ -126,7 +126,7 @@ def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=T
     `FitResult`
     """
     out_dir = Path(out_dir)
-    progress = train_kwargs.get("progress", True)
+    progress = train_kwargs.get("progress")
     if isinstance(data_dir, TrainingData):
         data = data_dir
     else:
