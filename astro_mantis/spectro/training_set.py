@@ -53,6 +53,7 @@ cutout services and the time it took.
 """
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -67,6 +68,7 @@ from ..flags import MantisFlag
 from ..logger import log
 from ..surveys import DEFAULT_SURVEYS, get_survey
 from ..pdf import ZMAX, ZMIN
+from ..progress import progress_bar
 from ..shards import (SPLITS, assign_splits, check_ps1_dtype, check_shard_size, check_split,
                       check_surveys, column_meta, float16_planes, new_manifest, write_manifest,
                       write_shard)
@@ -273,12 +275,87 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
         For invalid arguments, no selectable row, or an existing training set without
         ``overwrite``.
     """
-    from tqdm.auto import tqdm
-
-    from ..fetch import fetcher
     from .matching import _positions
 
     t0 = time.perf_counter()
+    fractions, shard_size, surveys, nside = _check_arguments(
+        table, split, shard_size, surveys, split_method, ps1_dtype, nside, id_col)
+    ra_d, dec_d, good = _positions(table, ra, dec, coord)
+    z_all, rows, skipped = _select(table, z_col, ra_d, dec_d, good, z_range)
+    if rows.size == 0:
+        raise ValueError(f"no row has a usable {z_col!r} and position ({skipped}); nothing to "
+                         "build")
+    root = _plan(path, overwrite)
+    if split_method == "random":
+        parts = assign_splits(rows.size, fractions, int(seed))
+    else:
+        parts = assign_healpix_splits(ra_d[rows], dec_d[rows], fractions, nside, int(seed))
+    ebv_all, dust_source = _dust(table, ra_d, dec_d, good, ebv)
+    cat_table, left_out = _catalog_table(table)
+    if left_out:
+        log.info(f"build_training_set: columns {left_out} are not stored in the shards' "
+                 "catalog rows (objects, mixins or more than "
+                 f"{_MAX_CATALOG_ELEMENTS} values per row)")
+    columns = column_meta(cat_table)
+    source = _Rows(ra=ra_d, dec=dec_d, z=z_all, ids=_ids(table, id_col, np.arange(len(table))),
+                   ebv=ebv_all, catalog=cat_table.as_array(),
+                   columns_json=json.dumps(columns, sort_keys=True), surveys=surveys,
+                   half=ps1_dtype == "float16", cache=cache, keep_failed=keep_failed)
+
+    splits_info, failed_rows, total_bytes = {}, 0, 0
+    with progress_bar(progress, rows.size > 10, total=int(rows.size), unit="galaxy",
+                      desc="training set") as bar:
+        for name in SPLITS:
+            chosen = rows[np.sort(parts[name])]
+            splits_info[name], failed, nbytes = _write_split(root, name, chosen, shard_size,
+                                                             source, bar)
+            failed_rows += failed
+            total_bytes += nbytes
+
+    n = int(sum(s["n"] for s in splits_info.values()))
+    skipped["cutout fetch failed"] = int(failed_rows)
+    if n == 0:
+        raise ValueError("no galaxy could be written: every selected row's cutouts failed; "
+                         "see the log")
+    seconds = time.perf_counter() - t0
+    plan = {"n": n, "seed": int(seed),
+            "config": (f"build_training_set(z_col={z_col!r}, z_range={tuple(z_range)}, "
+                       f"split_method={split_method!r}, nside={nside}, "
+                       f"keep_failed={bool(keep_failed)})"),
+            "split_fractions": [round(f, 12) for f in fractions], "shard_size": shard_size,
+            "surveys": list(surveys), "ps1_dtype": ps1_dtype, "version": __version__}
+    match = table.meta.get("spec_match")
+    match = match if isinstance(match, dict) else None
+    manifest = new_manifest(
+        plan, simulated=table.meta.get("simulated", False),
+        provenance=_provenance(n, len(table), z_col, match), splits=splits_info,
+        ps1_dtype=ps1_dtype, columns=columns, complete=True,
+        bytes=int(total_bytes), bytes_per_galaxy=round(total_bytes / n, 1),
+        generation={"galaxies_written": n, "seconds": round(seconds, 3),
+                    "galaxies_per_second": round(n / seconds, 3) if seconds > 0 else None},
+        split={"method": split_method, "seed": int(seed),
+               **({"nside": nside, "order": "nested"} if split_method == "healpix" else {}),
+               "fractions_achieved": {k: round(v["n"] / n, 4) for k, v in splits_info.items()}},
+        source={"rows_in_table": len(table), "rows_selected": int(rows.size),
+                "rows_written": n, "rows_left_out": skipped, "z_col": z_col,
+                "z_range": [float(z_range[0]), float(z_range[1])],
+                "id": id_col or "row number in the input table",
+                "dust": dust_source,
+                "spec_match": match,
+                "cutout_services": {"panstarrs_url": mantis_conf.panstarrs_url,
+                                    "legacysurvey_url": mantis_conf.legacysurvey_url},
+                "catalog_columns_left_out": left_out})
+    write_manifest(root, manifest)
+    counts = ", ".join(f"{k} {v['n']}" for k, v in splits_info.items())
+    reasons = ", ".join(f"{k}: {v}" for k, v in skipped.items() if v) or "none"
+    log.info(f"build_training_set: {n} galaxies ({counts}) in {seconds:.1f} s; "
+             f"{sum(skipped.values())} row(s) left out ({reasons}); {root}")
+    return manifest
+
+
+def _check_arguments(table, split, shard_size, surveys, split_method, ps1_dtype, nside,
+                     id_col):
+    """The checked split fractions, shard size, surveys and HEALPix nside."""
     if not isinstance(table, Table):
         raise TypeError(f"table must be an astropy Table, got {type(table).__name__}")
     fractions = check_split(split)
@@ -292,140 +369,99 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
         raise ValueError(f"nside must be a power of 2, got {nside}")
     if id_col is not None and id_col not in table.colnames:
         raise KeyError(f"no column {id_col!r}; the columns are: {', '.join(table.colnames)}")
+    return fractions, shard_size, surveys, nside
 
-    ra_d, dec_d, good = _positions(table, ra, dec, coord)
-    z_all, rows, skipped = _select(table, z_col, ra_d, dec_d, good, z_range)
-    if rows.size == 0:
-        raise ValueError(f"no row has a usable {z_col!r} and position ({skipped}); nothing to "
-                         "build")
-    root = _plan(path, overwrite)
-    if split_method == "random":
-        parts = assign_splits(rows.size, fractions, int(seed))
-    else:
-        parts = assign_healpix_splits(ra_d[rows], dec_d[rows], fractions, nside, int(seed))
-    ids_all = _ids(table, id_col, np.arange(len(table)))
-    ebv_all, dust_source = _dust(table, ra_d, dec_d, good, ebv)
-    cat_table, left_out = _catalog_table(table)
-    if left_out:
-        log.info(f"build_training_set: columns {left_out} are not stored in the shards' "
-                 "catalog rows (objects, mixins or more than "
-                 f"{_MAX_CATALOG_ELEMENTS} values per row)")
-    columns = column_meta(cat_table)
-    columns_json = json.dumps(columns, sort_keys=True)
-    cat_rows = cat_table.as_array()
-    survey_objs = {name: get_survey(name) for name in surveys}
-    half = ps1_dtype == "float16"
 
-    splits_info, failed_rows, total_bytes = {}, 0, 0
-    show = progress if progress is not None else rows.size > 10
-    bar = tqdm(total=int(rows.size), unit="galaxy", desc="training set", disable=not show)
-    try:
-        for name in SPLITS:
-            (root / name).mkdir(exist_ok=True)
-            for old in (root / name).glob("shard_*.npz"):
-                old.unlink()  # a rebuild (overwrite=True) leaves no stale shard behind
-            chosen = rows[np.sort(parts[name])]
-            shards, k, written = [], 0, 0
-            for start in range(0, chosen.size, shard_size):
-                batch = chosen[start:start + shard_size]
-                coords = SkyCoord(ra_d[batch] * u.deg, dec_d[batch] * u.deg, frame="icrs")
-                cuts = fetcher.get_cutouts(coords, surveys=surveys, cache=cache, progress=False)
-                keep = [j for j, c in enumerate(cuts)
-                        if keep_failed or not c.flags & MantisFlag.FETCH_FAILED]
-                failed_rows += len(cuts) - len(keep)
-                bar.update(len(cuts))
-                if not keep:
-                    continue
-                sel = batch[keep]
-                m = len(keep)
-                arrays = {"id": ids_all[sel], "z": z_all[sel].astype(np.float64),
-                          "ebv_csfd": ebv_all[0][sel], "ebv_planck": ebv_all[1][sel]}
-                flags = np.zeros(m, dtype=np.int64)
-                cubes = {}
-                for s in surveys:
-                    so = survey_objs[s]
-                    cubes[s] = np.full((m, len(so.bands), so.size, so.size), np.nan,
-                                       dtype=np.float32)
-                exptime = np.full((m, 5), np.nan)
-                for j, jj in enumerate(keep):
-                    cut = cuts[jj]
-                    flags[j] = int(cut.flags)
-                    if not (np.isfinite(arrays["ebv_csfd"][j])
-                            and np.isfinite(arrays["ebv_planck"][j])):
-                        flags[j] |= int(MantisFlag.DUST_UNKNOWN)
-                    for s, img in cut.surveys.items():
-                        if img.data.shape != cubes[s].shape[1:]:
-                            raise ValueError(f"{s} cutout of shape {img.data.shape} at row "
-                                             f"{int(sel[j])}; the shard format needs "
-                                             f"{cubes[s].shape[1:]}")
-                        cubes[s][j] = img.data
-                        if s == "panstarrs":
-                            exptime[j] = [float(img.meta.get(f"EXPTIME{b.upper()}", np.nan))
-                                          for b in _PS1_BANDS]
-                arrays["flags"] = flags
-                for s in surveys:
-                    if s == "panstarrs":
-                        if half:
-                            arrays["panstarrs"], arrays["panstarrs_scale"] = \
-                                float16_planes(cubes[s])
-                        else:
-                            arrays["panstarrs"] = cubes[s]
-                        arrays["panstarrs_exptime"] = exptime
-                    else:
-                        arrays[s] = cubes[s]
-                arrays["catalog"] = cat_rows[sel]
-                arrays["columns"] = np.array(columns_json)
-                rel = f"{name}/shard_{k:05d}.npz"
-                total_bytes += write_shard(root / rel, arrays)
-                shards.append({"file": rel, "n": int(m)})
-                written += m
-                k += 1
-            splits_info[name] = {"n": int(written), "shards": shards}
-    finally:
-        bar.close()
+@dataclass
+class _Rows:
+    """What a shard takes from the input rows (indexed by row number), and how."""
 
-    n = int(sum(s["n"] for s in splits_info.values()))
-    skipped["cutout fetch failed"] = int(failed_rows)
-    if n == 0:
-        raise ValueError("no galaxy could be written: every selected row's cutouts failed; "
-                         "see the log")
-    seconds = time.perf_counter() - t0
-    match = table.meta.get("spec_match")
-    provenance = (
+    ra: np.ndarray
+    dec: np.ndarray
+    z: np.ndarray
+    ids: np.ndarray
+    ebv: tuple
+    catalog: np.ndarray
+    columns_json: str
+    surveys: tuple
+    half: bool
+    cache: bool
+    keep_failed: bool
+
+
+def _write_split(root, name, chosen, shard_size, source, bar):
+    """Fetch and write the shards of one split; returns (its manifest entry, rows left out
+    because their fetch failed, bytes written)."""
+    from ..fetch import fetcher
+
+    (root / name).mkdir(exist_ok=True)
+    for old in (root / name).glob("shard_*.npz"):
+        old.unlink()  # a rebuild (overwrite=True) leaves no stale shard behind
+    shards, failed, nbytes, written = [], 0, 0, 0
+    for start in range(0, chosen.size, shard_size):
+        batch = chosen[start:start + shard_size]
+        coords = SkyCoord(source.ra[batch] * u.deg, source.dec[batch] * u.deg, frame="icrs")
+        cuts = fetcher.get_cutouts(coords, surveys=source.surveys, cache=source.cache,
+                                   progress=False)
+        keep = [j for j, c in enumerate(cuts)
+                if source.keep_failed or not c.flags & MantisFlag.FETCH_FAILED]
+        failed += len(cuts) - len(keep)
+        bar.update(len(cuts))
+        if not keep:
+            continue
+        rel = f"{name}/shard_{len(shards):05d}.npz"
+        nbytes += write_shard(root / rel, _shard_arrays([cuts[j] for j in keep], batch[keep],
+                                                        source))
+        shards.append({"file": rel, "n": len(keep)})
+        written += len(keep)
+    return {"n": int(written), "shards": shards}, failed, nbytes
+
+
+def _shard_arrays(cuts, sel, source):
+    """The members of one shard: the rows ``sel`` and their cutouts."""
+    m = len(sel)
+    arrays = {"id": source.ids[sel], "z": source.z[sel].astype(np.float64),
+              "ebv_csfd": source.ebv[0][sel], "ebv_planck": source.ebv[1][sel]}
+    flags = np.array([int(c.flags) for c in cuts], dtype=np.int64)
+    flags[~(np.isfinite(arrays["ebv_csfd"]) & np.isfinite(arrays["ebv_planck"]))] |= \
+        int(MantisFlag.DUST_UNKNOWN)
+    cubes = {}
+    for s in source.surveys:
+        facts = get_survey(s)
+        cubes[s] = np.full((m, len(facts.bands), facts.size, facts.size), np.nan,
+                           dtype=np.float32)
+    exptime = np.full((m, 5), np.nan)
+    for j, cut in enumerate(cuts):
+        for s, img in cut.surveys.items():
+            if img.data.shape != cubes[s].shape[1:]:
+                raise ValueError(f"{s} cutout of shape {img.data.shape} at row {int(sel[j])}; "
+                                 f"the shard format needs {cubes[s].shape[1:]}")
+            cubes[s][j] = img.data
+            if s == "panstarrs":
+                exptime[j] = [float(img.meta.get(f"EXPTIME{b.upper()}", np.nan))
+                              for b in _PS1_BANDS]
+    arrays["flags"] = flags
+    for s in source.surveys:
+        if s != "panstarrs":
+            arrays[s] = cubes[s]
+            continue
+        if source.half:
+            arrays["panstarrs"], arrays["panstarrs_scale"] = float16_planes(cubes[s])
+        else:
+            arrays["panstarrs"] = cubes[s]
+        arrays["panstarrs_exptime"] = exptime
+    arrays["catalog"] = source.catalog[sel]
+    arrays["columns"] = np.array(source.columns_json)
+    return arrays
+
+
+def _provenance(n, n_table, z_col, match):
+    """The manifest's provenance text."""
+    return (
         f"Spectroscopic training set built by astro_mantis {__version__} "
         f"(astro_mantis.spectro.build_training_set) on "
-        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}: {n} of {len(table)} "
+        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}: {n} of {n_table} "
         f"input rows, redshifts from column {z_col!r}"
         + (f" ({match.get('source')}, radius {match.get('radius_arcsec')} arcsec, quality "
-           f"{match.get('quality')!r})" if isinstance(match, dict) else "")
+           f"{match.get('quality')!r})" if match is not None else "")
         + f"; cutouts from {mantis_conf.panstarrs_url} and {mantis_conf.legacysurvey_url}.")
-    plan = {"n": n, "seed": int(seed),
-            "config": (f"build_training_set(z_col={z_col!r}, z_range={tuple(z_range)}, "
-                       f"split_method={split_method!r}, nside={nside}, "
-                       f"keep_failed={bool(keep_failed)})"),
-            "split_fractions": [round(f, 12) for f in fractions], "shard_size": shard_size,
-            "surveys": list(surveys), "ps1_dtype": ps1_dtype, "version": __version__}
-    manifest = new_manifest(
-        plan, simulated=table.meta.get("simulated", False), provenance=provenance,
-        splits=splits_info, ps1_dtype=ps1_dtype, columns=columns, complete=True,
-        bytes=int(total_bytes), bytes_per_galaxy=round(total_bytes / n, 1),
-        generation={"galaxies_written": n, "seconds": round(seconds, 3),
-                    "galaxies_per_second": round(n / seconds, 3) if seconds > 0 else None},
-        split={"method": split_method, "seed": int(seed),
-               **({"nside": nside, "order": "nested"} if split_method == "healpix" else {}),
-               "fractions_achieved": {k: round(v["n"] / n, 4) for k, v in splits_info.items()}},
-        source={"rows_in_table": len(table), "rows_selected": int(rows.size),
-                "rows_written": n, "rows_left_out": skipped, "z_col": z_col,
-                "z_range": [float(z_range[0]), float(z_range[1])],
-                "id": id_col or "row number in the input table",
-                "dust": dust_source,
-                "spec_match": match if isinstance(match, dict) else None,
-                "cutout_services": {"panstarrs_url": mantis_conf.panstarrs_url,
-                                    "legacysurvey_url": mantis_conf.legacysurvey_url},
-                "catalog_columns_left_out": left_out})
-    write_manifest(root, manifest)
-    counts = ", ".join(f"{k} {v['n']}" for k, v in splits_info.items())
-    reasons = ", ".join(f"{k}: {v}" for k, v in skipped.items() if v) or "none"
-    log.info(f"build_training_set: {n} galaxies ({counts}) in {seconds:.1f} s; "
-             f"{sum(skipped.values())} row(s) left out ({reasons}); {root}")
-    return manifest
