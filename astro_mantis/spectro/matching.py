@@ -435,6 +435,29 @@ def match_spectroscopic(table, catalog="sdss", radius=1 * u.arcsec, *, ra="ra", 
     ([0.31, None], [0, 1])
     """
     t0 = time.perf_counter()
+    radius, quality = _check_match(table, catalog, radius, quality, columns, overwrite)
+    ra_d, dec_d, good = _positions(table, ra, dec, coord)
+    kw = dict(z_col=z_col, z_err_col=z_err_col, ra_col=ra_col, dec_col=dec_col,
+              class_col=class_col, id_col=id_col, catalog_format=catalog_format,
+              columns=columns)
+    cat, failed = _spec_catalog(catalog, ra_d, dec_d, good, radius, quality, data_release,
+                                run2d, spall, download, cache, progress, kw)
+    index, matched, sep, flags, n_shared_spectra = _match_rows(ra_d, dec_d, good, failed, cat,
+                                                               radius)
+    _write_columns(table, cat, index, matched, sep, flags, radius)
+    summary = _summary(cat, radius, quality, flags, matched, n_shared_spectra, t0)
+    table.meta["spec_match"] = summary
+    log.info(f"match_spectroscopic: {summary['n_matched']} of {len(table)} row(s) matched to "
+             f"{cat.source} within {radius:.3g}; {summary['n_ambiguous']} ambiguous, "
+             f"{summary['n_shared_rows']} sharing a spectrum, {summary['n_no_match']} without "
+             f"match, {summary['n_bad_coordinate']} bad coordinate(s), "
+             f"{summary['n_query_failed']} not queried")
+    return table
+
+
+def _check_match(table, catalog, radius, quality, columns, overwrite):
+    """The checked radius and quality cut; refuses a table matched before (without
+    ``overwrite``)."""
     if not isinstance(table, Table):
         raise TypeError(f"table must be an astropy Table, got {type(table).__name__}")
     radius = _check_radius(radius)
@@ -449,15 +472,13 @@ def match_spectroscopic(table, catalog="sdss", radius=1 * u.arcsec, *, ra="ra", 
     if present and not overwrite:
         raise ValueError(f"the table has columns {present} already (from an earlier match?); "
                          "pass overwrite=True to replace them")
+    return radius, quality
 
-    ra_d, dec_d, good = _positions(table, ra, dec, coord)
-    n = len(table)
-    kw = dict(z_col=z_col, z_err_col=z_err_col, ra_col=ra_col, dec_col=dec_col,
-              class_col=class_col, id_col=id_col, catalog_format=catalog_format,
-              columns=columns)
-    cat, failed = _spec_catalog(catalog, ra_d, dec_d, good, radius, quality, data_release,
-                                run2d, spall, download, cache, progress, kw)
 
+def _match_rows(ra_d, dec_d, good, failed, cat, radius):
+    """Each row's nearest spectrum: (catalog index, matched, separation in arcsec,
+    SpecFlag bits, number of spectra matched by more than one row)."""
+    n = len(ra_d)
     rows = np.flatnonzero(good)
     idx, sep, matched_g, ambiguous_g = nearest_spectra(ra_d[rows], dec_d[rows], cat.ra,
                                                        cat.dec, radius)
@@ -474,31 +495,29 @@ def match_spectroscopic(table, catalog="sdss", radius=1 * u.arcsec, *, ra="ra", 
     flags[rows[ambiguous_g]] |= int(SpecFlag.AMBIGUOUS)
     used, counts = np.unique(index[matched], return_counts=True)
     shared_spectra = used[counts > 1]
-    shared = matched & np.isin(index, shared_spectra)
-    flags[shared] |= int(SpecFlag.SHARED)
+    flags[matched & np.isin(index, shared_spectra)] |= int(SpecFlag.SHARED)
+    return index, matched, sep_all, flags, int(shared_spectra.size)
 
-    _write_columns(table, cat, index, matched, sep_all, flags, radius)
+
+def _summary(cat, radius, quality, flags, matched, n_shared_spectra, t0):
+    """The ``spec_match`` entry of the table's meta."""
+    def count(flag):
+        return int((flags & flag).astype(bool).sum())
 
     summary = {
         "catalog": cat.kind, "source": cat.source, "radius_arcsec": float(radius.value),
-        "quality": _quality_text(quality), "n_rows": n, "n_matched": int(matched.sum()),
-        "n_no_match": int((flags & SpecFlag.NO_MATCH).astype(bool).sum()),
-        "n_ambiguous": int((flags & SpecFlag.AMBIGUOUS).astype(bool).sum()),
-        "n_shared_rows": int(shared.sum()), "n_shared_spectra": int(shared_spectra.size),
-        "n_bad_coordinate": int((~good).sum()), "n_query_failed": int(failed.sum()),
+        "quality": _quality_text(quality), "n_rows": len(flags),
+        "n_matched": int(matched.sum()), "n_no_match": count(SpecFlag.NO_MATCH),
+        "n_ambiguous": count(SpecFlag.AMBIGUOUS), "n_shared_rows": count(SpecFlag.SHARED),
+        "n_shared_spectra": n_shared_spectra, "n_bad_coordinate": count(SpecFlag.BAD_COORDINATE),
+        "n_query_failed": count(SpecFlag.QUERY_FAILED),
         "catalog_spectra": len(cat),
         "seconds": round(time.perf_counter() - t0, 3),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "astro_mantis_version": __version__,
     }
     summary.update({k: v for k, v in cat.info.items() if k not in summary})
-    table.meta["spec_match"] = summary
-    log.info(f"match_spectroscopic: {summary['n_matched']} of {n} row(s) matched to "
-             f"{cat.source} within {radius:.3g}; {summary['n_ambiguous']} ambiguous, "
-             f"{summary['n_shared_rows']} sharing a spectrum, {summary['n_no_match']} without "
-             f"match, {summary['n_bad_coordinate']} bad coordinate(s), "
-             f"{summary['n_query_failed']} not queried")
-    return table
+    return summary
 
 
 def _masked(values, mask, dtype=None, unit=None, name=None, fill=None):
