@@ -5,7 +5,8 @@ The pieces, in the order a run uses them (``astro-mantis train`` chains them all
 
 * `astro_mantis.training.data`: datasets over the shards of a training data
   directory (fused once into a memory-mapped cache), augmentation, targets, samplers;
-* `astro_mantis.training.loop`: `~astro_mantis.training.loop.train` (AdamW, warm-up + cosine
+* `astro_mantis.training.loop`: `~astro_mantis.training.loop.train` with its settings in a
+  `~astro_mantis.training.loop.TrainingConfig` (AdamW, warm-up + cosine
   schedule, cross-entropy over the redshift bins, checkpoints with exact resume, early stopping on
   the validation CDE loss, metrics log);
 * `astro_mantis.training.calibration`: temperature scaling and a PIT recalibration

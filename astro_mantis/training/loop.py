@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from .data import (SPLITS, ConcatDataset, EpochSampler, FusedDataset, ShardDatas
 
 __all__ = [
     "train",
+    "TrainingConfig",
     "TrainResult",
     "TrainingData",
     "WarmupCosine",
@@ -525,27 +526,20 @@ def _build(model, model_kwargs):
 
 
 # ------------------------------------------------------------------------- train
-def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_decay=0.05,
-          seed=0, device="auto", amp=True, patience=5, smoothing_sigma=0.0, balanced=False,
-          max_minutes=None, progress=None, *, resume=False, overwrite=False, warmup_epochs=1.0,
-          min_delta=0.0, augment=True, grad_clip=None, num_workers=0, model_kwargs=None,
-          cache_dir=None, cache_dtype="float16", deterministic=True, stop_after=None,
-          eval_batch_size=None, callbacks=None, resident=False, workers=1):
-    """Train a redshift network on a training data directory.
+#: The settings `train` accepted by position before `TrainingConfig`, in that order.
+_POSITIONAL = ("epochs", "batch_size", "lr", "weight_decay", "seed", "device", "amp", "patience",
+               "smoothing_sigma", "balanced", "max_minutes", "progress")
 
-    Parameters
+
+@dataclass
+class TrainingConfig:
+    """How `train` trains: every setting but the model, the data and the output folder.
+
+    Pass one to ``train(model, data, out_dir, config=...)``, or give any of its fields
+    to `train` by name (``train(model, data, out_dir, epochs=10)``), as before.
+
+    Attributes
     ----------
-    model : str or `torch.nn.Module`
-        A name of the ``astro_mantis.models`` registry (built with
-        ``build_model(model, **model_kwargs)`` after seeding), or a module with
-        ``forward(x, dust) -> logits`` over the 400 bins.
-    train_dir : str, path-like, list of them, or `~astro_mantis.training.loop.TrainingData`
-        Data directory written by ``astro_mantis.simulate.dataset.make_dataset`` (its
-        ``train`` and ``validation`` shards are used), several of them (each split is
-        gathered from every directory that has it), or the datasets themselves.
-    out_dir : str or path-like
-        Where ``checkpoint.pt``, ``best_model.pt``, ``metrics.jsonl`` and the fused
-        cache (``fused_cache/``, unless ``cache_dir`` is given) go.
     epochs : int
         Length of the run; the cosine schedule spans this many epochs.
     batch_size : int
@@ -620,6 +614,109 @@ def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_d
         data-loader workers cannot keep up. Needs float16 device memory of 259 kB per item.
     workers : int
         Processes fusing the shards not yet in the fused cache (default 1).
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    seed: int = 0
+    device: object = "auto"
+    amp: bool = True
+    patience: object = 5
+    smoothing_sigma: float = 0.0
+    balanced: bool = False
+    max_minutes: object = None
+    progress: object = None
+    resume: bool = False
+    overwrite: bool = False
+    warmup_epochs: float = 1.0
+    min_delta: float = 0.0
+    augment: bool = True
+    grad_clip: object = None
+    num_workers: int = 0
+    model_kwargs: object = None
+    cache_dir: object = None
+    cache_dtype: str = "float16"
+    deterministic: bool = True
+    stop_after: object = None
+    eval_batch_size: object = None
+    callbacks: object = None
+    resident: bool = False
+    workers: int = 1
+
+    @classmethod
+    def from_arguments(cls, config=None, args=(), settings=None):
+        """A config from a base ``config`` and `train`'s positional and keyword settings.
+
+        Parameters
+        ----------
+        config : `TrainingConfig`, optional
+            The base (default: every field at its default).
+        args : sequence
+            Values of ``epochs``, ``batch_size``, ``lr``, ... by position (the order of
+            `train`'s parameters before this class existed).
+        settings : dict, optional
+            Fields by name; they override ``config`` and ``args``.
+
+        Returns
+        -------
+        `TrainingConfig`
+
+        Raises
+        ------
+        TypeError
+            For an unknown setting, a setting given twice, too many positional values,
+            or a ``config`` that is not a `TrainingConfig`.
+        """
+        if config is None:
+            config = cls()
+        if not isinstance(config, cls):
+            raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
+        settings = dict(settings or {})
+        if len(args) > len(_POSITIONAL):
+            raise TypeError(f"train() takes at most {len(_POSITIONAL) + 3} positional "
+                            f"arguments ({len(args) + 3} given)")
+        for name, value in zip(_POSITIONAL, args):
+            if name in settings:
+                raise TypeError(f"train() got multiple values for argument {name!r}")
+            settings[name] = value
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise TypeError(f"train() got unexpected keyword argument(s) {unknown}; the "
+                            f"settings are those of TrainingConfig: {', '.join(sorted(known))}")
+        return replace(config, **settings)
+
+
+def train(model, train_dir, out_dir, *args, config=None, **settings):
+    """Train a redshift network on a training data directory.
+
+    Parameters
+    ----------
+    model : str or `torch.nn.Module`
+        A name of the ``astro_mantis.models`` registry (built with
+        ``build_model(model, **model_kwargs)`` after seeding), or a module with
+        ``forward(x, dust) -> logits`` over the 400 bins.
+    train_dir : str, path-like, list of them, or `~astro_mantis.training.loop.TrainingData`
+        Data directory of training shards (`astro_mantis.shards`, e.g. written by
+        ``astro_mantis.simulate.dataset.make_dataset``; its ``train`` and ``validation``
+        shards are used), several of them (each split is gathered from every directory
+        that has it), or the datasets themselves.
+    out_dir : str or path-like
+        Where ``checkpoint.pt``, ``best_model.pt``, ``metrics.jsonl`` and the fused
+        cache (``fused_cache/``, unless ``cache_dir`` is given) go.
+    *args
+        ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``seed``, ``device``,
+        ``amp``, ``patience``, ``smoothing_sigma``, ``balanced``, ``max_minutes``,
+        ``progress`` by position, as before `TrainingConfig` gathered them.
+    config : `~astro_mantis.training.loop.TrainingConfig`, optional
+        The settings (default: `~astro_mantis.training.loop.TrainingConfig` at its
+        defaults: 30 epochs, batch size 64, peak learning rate 2e-3, ...).
+    **settings
+        Any field of `~astro_mantis.training.loop.TrainingConfig` by name (``epochs=``,
+        ``resume=``, ``resident=``, ...), overriding ``config``; see that class for
+        what each does.
 
     Returns
     -------
@@ -633,157 +730,63 @@ def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_d
     ValueError
         If a resumed run's settings differ from the checkpoint's in a way that changes
         the result (batch size, learning rate, seed, ...).
+    TypeError
+        For a setting `~astro_mantis.training.loop.TrainingConfig` does not have.
     """
-    from tqdm.auto import tqdm
-
+    cfg = TrainingConfig.from_arguments(config, args, settings)
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_NAME
-    if ckpt_path.exists() and not (resume or overwrite):
+    if ckpt_path.exists() and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(f"{str(ckpt_path)!r} exists: pass resume=True to continue that "
                               "run or overwrite=True to start afresh")
-    dev = resolve_device(device)
-    with _deterministic_mode(deterministic, dev):
-        if isinstance(train_dir, TrainingData):
-            data = train_dir
-        else:
-            data = TrainingData.from_directory(
-                train_dir, cache_dir=out_dir / "fused_cache" if cache_dir is None else cache_dir,
-                cache_dtype=cache_dtype, progress=progress, workers=workers)
+    dev = resolve_device(cfg.device)
+    with _deterministic_mode(cfg.deterministic, dev):
+        data = _training_data(train_dir, out_dir, cfg)
         train_ds, val_ds = data.train, data.validation
         n_train = len(train_ds)
-        if n_train < batch_size:
+        if n_train < cfg.batch_size:
             raise ValueError(f"{n_train} training items are fewer than one batch of "
-                             f"{batch_size}")
+                             f"{cfg.batch_size}")
         if len(val_ds) == 0:
             raise ValueError("the validation split is empty")
 
-        seed_everything(seed)
-        net, model_name = _build(model, model_kwargs)
+        seed_everything(cfg.seed)
+        net, model_name = _build(model, cfg.model_kwargs)
         net.to(dev)
-        use_amp = bool(amp) and dev.type == "cuda"
-        amp_dtype = (torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported()
-                     else torch.float16)
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-        decay = [p for p in net.parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in net.parameters() if p.requires_grad and p.ndim < 2]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-        steps = n_train // batch_size
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, WarmupCosine(epochs * steps, round(warmup_epochs * steps)))
-        config = {
-            "model": model_name, "model_kwargs": dict(model_kwargs or {}),
-            "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
-            "weight_decay": float(weight_decay), "warmup_epochs": float(warmup_epochs),
-            "seed": int(seed), "device": str(dev), "amp": use_amp,
-            "amp_dtype": str(amp_dtype).replace("torch.", "") if use_amp else None,
-            "patience": patience, "min_delta": float(min_delta),
-            "smoothing_sigma": float(smoothing_sigma), "balanced": bool(balanced),
-            "augment": bool(augment), "grad_clip": grad_clip, "max_minutes": max_minutes,
-            "n_train": n_train, "n_validation": len(val_ds),
-            "deterministic": bool(deterministic), "resident": bool(resident),
-            "torch": str(torch.__version__),
-            "data": data.manifest,
-        }
+        run = _Run.start(net, cfg, dev, n_train // cfg.batch_size)
+        config = _checkpoint_config(cfg, model_name, dev, run, n_train, len(val_ds), data)
         state = {"epoch": 0, "history": [], "best_metric": math.inf, "best_epoch": 0,
                  "bad_epochs": 0, "stopped": None}
-        if resume and ckpt_path.exists():
-            ck = load_checkpoint(ckpt_path, map_location=dev)
-            diff = {k: (ck["config"].get(k), config[k]) for k in _RESUME_FIXED
-                    if ck["config"].get(k) != config[k]}
-            if diff:
-                raise ValueError("cannot resume: settings differ from the checkpoint's "
-                                 "(checkpoint, now): "
-                                 + ", ".join(f"{k}={v}" for k, v in diff.items()))
-            net.load_state_dict(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
-            scheduler.load_state_dict(ck["scheduler"])
-            if ck.get("scaler"):
-                scaler.load_state_dict(ck["scaler"])
-            state = {k: ck[k] for k in state}
-            state["history"] = list(state["history"])
-            _set_rng_state(ck["rng"])
+        if cfg.resume and ckpt_path.exists():
+            state = _restore(ckpt_path, dev, config, run, state)
             log.info(f"resuming {model_name} from {ckpt_path} after epoch {state['epoch']}")
         _write_history(out_dir, state["history"])
 
-        train_ds.seed, train_ds.augment = int(seed), bool(augment)
-        sampler = EpochSampler(n_train, seed=seed, shuffle=True,
-                               weights=balanced_weights(train_ds.z) if balanced else None)
-        loader_gen = torch.Generator()
-        if resident:
-            from .resident import ResidentBatches
-
-            loader = ResidentBatches(train_ds, batch_size, sampler, dev, seed=seed,
-                                     augment=augment)
-        else:
-            loader = DataLoader(train_ds, batch_size=batch_size, sampler=sampler,
-                                drop_last=True, num_workers=num_workers,
-                                pin_memory=dev.type == "cuda", generator=loader_gen)
-        step = _Stepper(net, optimizer, scheduler, scaler, dev, use_amp, amp_dtype,
-                        smoothing_sigma, grad_clip)
+        train_ds.seed, train_ds.augment = int(cfg.seed), bool(cfg.augment)
+        sampler = EpochSampler(n_train, seed=cfg.seed, shuffle=True,
+                               weights=balanced_weights(train_ds.z) if cfg.balanced else None)
+        loader, loader_gen = _loader(train_ds, sampler, cfg, dev)
         epoch_times = [row["seconds"] for row in state["history"]]
         run_epochs = 0
         while state["stopped"] is None:
-            epoch = state["epoch"]
-            if epoch >= epochs:
-                state["stopped"] = "completed"
+            state["stopped"] = _stop_reason(state["epoch"], run_epochs, epoch_times, t_start,
+                                            cfg)
+            if state["stopped"] is not None:
                 break
-            if stop_after is not None and run_epochs >= stop_after:
-                state["stopped"] = "stop_after"
-                break
-            if max_minutes is not None and epoch_times and (
-                    time.perf_counter() - t_start + float(np.mean(epoch_times[-3:]))
-                    > 60.0 * max_minutes):
-                state["stopped"] = "time budget"
-                log.info(f"stopping after epoch {epoch}: another epoch would exceed the time "
-                         f"budget of {max_minutes} min")
-                break
-            t0 = time.perf_counter()
+            epoch, t0 = state["epoch"], time.perf_counter()
             sampler.set_epoch(epoch)
             train_ds.set_epoch(epoch)
-            if resident:
+            if cfg.resident:
                 loader.set_epoch(epoch)
-            loader_gen.manual_seed(seed + epoch)
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}",
-                       disable=not progress_enabled(progress), leave=False, unit="batch")
-            train_loss = step.epoch(bar, epoch)
-            val_logits, val_z = collect_logits(
-                net, val_ds, batch_size=int(eval_batch_size or 2 * batch_size), device=dev,
-                num_workers=num_workers, progress=False)
-            m = epoch_metrics(val_logits, val_z)
-            improved = m["cde_loss"] < state["best_metric"] - min_delta
-            if improved:
-                state.update(best_metric=m["cde_loss"], best_epoch=epoch + 1, bad_epochs=0)
-                _atomic_save(_cpu_state(net), out_dir / BEST_NAME)
-            else:
-                state["bad_epochs"] += 1
-            seconds = time.perf_counter() - t0
-            epoch_times.append(seconds)
-            state["history"].append({
-                "epoch": epoch + 1, "train_loss": train_loss, "val_loss": m["loss"],
-                "val_cde_loss": m["cde_loss"], "val_nmad": m["nmad"],
-                "val_outlier_frac": m["outlier_frac"],
-                "val_outlier_frac_005": m["outlier_frac_005"], "val_bias": m["bias"],
-                "lr": float(scheduler.get_last_lr()[0]), "seconds": seconds,
-                "best": bool(improved)})
-            for callback in callbacks or ():  # e.g. explain.SpectralMonitor
-                state["history"][-1].update(callback(epoch + 1, net) or {})
-            state["epoch"] = epoch + 1
+            loader_gen.manual_seed(cfg.seed + epoch)
+            _run_epoch(run, loader, val_ds, state, epoch, cfg, dev, out_dir, t0)
+            epoch_times.append(state["history"][-1]["seconds"])
             run_epochs += 1
-            if patience is not None and state["bad_epochs"] >= patience:
-                state["stopped"] = "early stopping"
-                log.info(f"early stopping after epoch {epoch + 1}: the validation CDE loss "
-                         f"has not improved for {patience} epochs (best: epoch "
-                         f"{state['best_epoch']})")
-            log.info(f"epoch {epoch + 1}/{epochs}: train loss {train_loss:.4f}, val loss "
-                     f"{m['loss']:.4f}, val CDE loss {m['cde_loss']:.3f}, NMAD "
-                     f"{m['nmad']:.4f}, outliers {m['outlier_frac']:.3f}, {seconds:.1f} s"
-                     + (" (best)" if improved else ""))
-            _atomic_save(dict(state, model=_cpu_state(net), optimizer=optimizer.state_dict(),
-                              scheduler=scheduler.state_dict(),
-                              scaler=scaler.state_dict() if scaler.is_enabled() else {},
+            _atomic_save(dict(state, model=_cpu_state(net), optimizer=run.optimizer.state_dict(),
+                              scheduler=run.scheduler.state_dict(),
+                              scaler=run.scaler.state_dict() if run.scaler.is_enabled() else {},
                               rng=_rng_state(), config=config), ckpt_path)
             _write_history(out_dir, state["history"])
 
@@ -793,6 +796,154 @@ def train(model, train_dir, out_dir, epochs=30, batch_size=64, lr=2e-3, weight_d
         return TrainResult(model=net, history=state["history"], best_epoch=state["best_epoch"],
                            best_metric=state["best_metric"], epochs_run=state["epoch"],
                            stopped=state["stopped"], out_dir=out_dir, config=config)
+
+
+def _training_data(train_dir, out_dir, cfg):
+    """The training and validation datasets (fused once into the cache)."""
+    if isinstance(train_dir, TrainingData):
+        return train_dir
+    cache_dir = out_dir / "fused_cache" if cfg.cache_dir is None else cfg.cache_dir
+    return TrainingData.from_directory(train_dir, cache_dir=cache_dir,
+                                       cache_dtype=cfg.cache_dtype, progress=cfg.progress,
+                                       workers=cfg.workers)
+
+
+@dataclass
+class _Run:
+    """The network and what steps it: optimiser, schedule, loss scaling."""
+
+    net: object
+    optimizer: object
+    scheduler: object
+    scaler: object
+    use_amp: bool
+    amp_dtype: object
+    step: object
+
+    @classmethod
+    def start(cls, net, cfg, dev, steps):
+        use_amp = bool(cfg.amp) and dev.type == "cuda"
+        amp_dtype = (torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported()
+                     else torch.float16)
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+        decay = [p for p in net.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in net.parameters() if p.requires_grad and p.ndim < 2]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, WarmupCosine(cfg.epochs * steps, round(cfg.warmup_epochs * steps)))
+        step = _Stepper(net, optimizer, scheduler, scaler, dev, use_amp, amp_dtype,
+                        cfg.smoothing_sigma, cfg.grad_clip)
+        return cls(net, optimizer, scheduler, scaler, use_amp, amp_dtype, step)
+
+
+def _checkpoint_config(cfg, model_name, dev, run, n_train, n_validation, data):
+    """The run's settings as the checkpoint records them (what resuming compares)."""
+    return {
+        "model": model_name, "model_kwargs": dict(cfg.model_kwargs or {}),
+        "epochs": int(cfg.epochs), "batch_size": int(cfg.batch_size), "lr": float(cfg.lr),
+        "weight_decay": float(cfg.weight_decay), "warmup_epochs": float(cfg.warmup_epochs),
+        "seed": int(cfg.seed), "device": str(dev), "amp": run.use_amp,
+        "amp_dtype": str(run.amp_dtype).replace("torch.", "") if run.use_amp else None,
+        "patience": cfg.patience, "min_delta": float(cfg.min_delta),
+        "smoothing_sigma": float(cfg.smoothing_sigma), "balanced": bool(cfg.balanced),
+        "augment": bool(cfg.augment), "grad_clip": cfg.grad_clip,
+        "max_minutes": cfg.max_minutes, "n_train": n_train, "n_validation": n_validation,
+        "deterministic": bool(cfg.deterministic), "resident": bool(cfg.resident),
+        "torch": str(torch.__version__),
+        "data": data.manifest,
+    }
+
+
+def _restore(ckpt_path, dev, config, run, state):
+    """Load a checkpoint into the run; returns its state. Refuses other settings."""
+    ck = load_checkpoint(ckpt_path, map_location=dev)
+    diff = {k: (ck["config"].get(k), config[k]) for k in _RESUME_FIXED
+            if ck["config"].get(k) != config[k]}
+    if diff:
+        raise ValueError("cannot resume: settings differ from the checkpoint's "
+                         "(checkpoint, now): "
+                         + ", ".join(f"{k}={v}" for k, v in diff.items()))
+    run.net.load_state_dict(ck["model"])
+    run.optimizer.load_state_dict(ck["optimizer"])
+    run.scheduler.load_state_dict(ck["scheduler"])
+    if ck.get("scaler"):
+        run.scaler.load_state_dict(ck["scaler"])
+    state = {k: ck[k] for k in state}
+    state["history"] = list(state["history"])
+    _set_rng_state(ck["rng"])
+    return state
+
+
+def _loader(train_ds, sampler, cfg, dev):
+    """The batches of an epoch (data-loader, or resident on the device) and the loader's
+    generator."""
+    loader_gen = torch.Generator()
+    if cfg.resident:
+        from .resident import ResidentBatches
+
+        loader = ResidentBatches(train_ds, cfg.batch_size, sampler, dev, seed=cfg.seed,
+                                 augment=cfg.augment)
+    else:
+        loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
+                            drop_last=True, num_workers=cfg.num_workers,
+                            pin_memory=dev.type == "cuda", generator=loader_gen)
+    return loader, loader_gen
+
+
+def _stop_reason(epoch, run_epochs, epoch_times, t_start, cfg):
+    """Why no further epoch starts (None: it does)."""
+    if epoch >= cfg.epochs:
+        return "completed"
+    if cfg.stop_after is not None and run_epochs >= cfg.stop_after:
+        return "stop_after"
+    if cfg.max_minutes is not None and epoch_times and (
+            time.perf_counter() - t_start + float(np.mean(epoch_times[-3:]))
+            > 60.0 * cfg.max_minutes):
+        log.info(f"stopping after epoch {epoch}: another epoch would exceed the time "
+                 f"budget of {cfg.max_minutes} min")
+        return "time budget"
+    return None
+
+
+def _run_epoch(run, loader, val_ds, state, epoch, cfg, dev, out_dir, t0):
+    """Train one epoch (begun at ``t0``), validate, keep the best weights; updates
+    ``state``."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               disable=not progress_enabled(cfg.progress), leave=False, unit="batch")
+    train_loss = run.step.epoch(bar, epoch)
+    val_logits, val_z = collect_logits(
+        run.net, val_ds, batch_size=int(cfg.eval_batch_size or 2 * cfg.batch_size), device=dev,
+        num_workers=cfg.num_workers, progress=False)
+    m = epoch_metrics(val_logits, val_z)
+    improved = m["cde_loss"] < state["best_metric"] - cfg.min_delta
+    if improved:
+        state.update(best_metric=m["cde_loss"], best_epoch=epoch + 1, bad_epochs=0)
+        _atomic_save(_cpu_state(run.net), out_dir / BEST_NAME)
+    else:
+        state["bad_epochs"] += 1
+    seconds = time.perf_counter() - t0
+    state["history"].append({
+        "epoch": epoch + 1, "train_loss": train_loss, "val_loss": m["loss"],
+        "val_cde_loss": m["cde_loss"], "val_nmad": m["nmad"],
+        "val_outlier_frac": m["outlier_frac"],
+        "val_outlier_frac_005": m["outlier_frac_005"], "val_bias": m["bias"],
+        "lr": float(run.scheduler.get_last_lr()[0]), "seconds": seconds,
+        "best": bool(improved)})
+    for callback in cfg.callbacks or ():  # e.g. explain.SpectralMonitor
+        state["history"][-1].update(callback(epoch + 1, run.net) or {})
+    state["epoch"] = epoch + 1
+    if cfg.patience is not None and state["bad_epochs"] >= cfg.patience:
+        state["stopped"] = "early stopping"
+        log.info(f"early stopping after epoch {epoch + 1}: the validation CDE loss "
+                 f"has not improved for {cfg.patience} epochs (best: epoch "
+                 f"{state['best_epoch']})")
+    log.info(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.4f}, val loss "
+             f"{m['loss']:.4f}, val CDE loss {m['cde_loss']:.3f}, NMAD "
+             f"{m['nmad']:.4f}, outliers {m['outlier_frac']:.3f}, {seconds:.1f} s"
+             + (" (best)" if improved else ""))
 
 
 def _cpu_state(net):
