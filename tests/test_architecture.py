@@ -254,3 +254,18 @@ def test_the_private_import_check_sees_one(tmp_path, monkeypatch):
     assert private_cross_package_imports() == {
         ("astro_mantis.spectro.training_set", "astro_mantis.simulate.dataset._FORMAT"),
         ("astro_mantis.spectro.training_set", "astro_mantis.simulate._npz.write_npz")}
+
+
+def test_matplotlib_is_imported_only_where_a_plot_is_drawn():
+    """Plots import matplotlib inside the function that draws: importing any module of the
+    package never loads it (docs/architecture.rst, "Plots")."""
+    bad = []
+    for path in ROOT.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:
+            if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "matplotlib"
+                                                    for a in node.names) or \
+                    isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] \
+                    == "matplotlib":
+                bad.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}")
+    assert not bad, f"module-level matplotlib imports: {bad}"

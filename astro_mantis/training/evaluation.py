@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import _POINT, _PROB, BINNED_EDGES, binned_metrics
-from ..pdf import POINT_ESTIMATORS, RECOMMENDED_POINT_ESTIMATE, RedshiftPDF, point_estimate
+from ..pdf import (POINT_ESTIMATORS, RECOMMENDED_POINT_ESTIMATE, ZMAX, ZMIN, RedshiftPDF,
+                   point_estimate)
 
 __all__ = ["evaluate_model", "Evaluation", "calibrated_pdf"]
 
@@ -49,7 +50,7 @@ def calibrated_pdf(logits, meta=None):
     if n_bins != logits.shape[1]:
         raise ValueError(f"the model card says {n_bins} bins but the logits have "
                          f"{logits.shape[1]}")
-    edges = np.linspace(meta.get("z_min", 0.0), meta.get("z_max", 1.6), n_bins + 1)
+    edges = np.linspace(meta.get("z_min", ZMIN), meta.get("z_max", ZMAX), n_bins + 1)
     pdf = RedshiftPDF.from_logits(logits, edges=edges,
                                   temperature=float(meta.get("temperature") or 1.0))
     pit_map = (meta.get("calibration") or {}).get("pit_map")
