@@ -709,7 +709,8 @@ def train(model, train_dir, out_dir, *args, config=None, **settings):
     *args
         ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``seed``, ``device``,
         ``amp``, ``patience``, ``smoothing_sigma``, ``balanced``, ``max_minutes``,
-        ``progress`` by position, as before `TrainingConfig` gathered them.
+        ``progress`` by position, as before
+        `~astro_mantis.training.loop.TrainingConfig` gathered them.
     config : `~astro_mantis.training.loop.TrainingConfig`, optional
         The settings (default: `~astro_mantis.training.loop.TrainingConfig` at its
         defaults: 30 epochs, batch size 64, peak learning rate 2e-3, ...).
