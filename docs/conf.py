@@ -262,6 +262,15 @@ def _same_object_reference(app, env, node, contnode):
     domain = env.get_domain("py")
     target, module, cls = node["reftarget"], node.get("py:module"), node.get("py:class")
     candidates = [target] + [f"{p}.{target}" for p in (cls, module, f"{module}.{cls}") if p]
+    # a name in a docstring means what it means in the module that defines the object
+    # (``TrainingConfig`` in ``train``, documented as ``astro_mantis.training.train`` but
+    # defined in ``astro_mantis.training.loop``)
+    refdoc = node.get("refdoc", env.docname)
+    if refdoc.startswith(app.config.automodapi_toctreedirnm + "/"):
+        documented = _lookup(refdoc.partition("/")[2])
+        defined_in = getattr(documented, "__module__", None)
+        if isinstance(defined_in, str) and defined_in.startswith("astro_mantis."):
+            candidates.append(f"{defined_in}.{target}")
     by_last = {}
     for name in domain.objects:
         if name.startswith("astro_mantis."):
@@ -269,6 +278,9 @@ def _same_object_reference(app, env, node, contnode):
     for candidate in candidates:
         if not candidate.startswith("astro_mantis."):
             continue
+        if candidate in domain.objects and candidate != target:
+            return domain.resolve_xref(env, node.get("refdoc", env.docname), app.builder,
+                                       node["reftype"], candidate, node, contnode)
         parts = candidate.split(".")
         # the longest head of the name that is documented elsewhere as the same object
         for i in range(len(parts), 1, -1):
