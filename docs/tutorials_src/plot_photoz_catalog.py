@@ -43,7 +43,7 @@ table["ra"][5] = 400.0  # a typo: flagged BAD_COORDINATE, never wrapped
 # ----------------
 # One call; one row out for every row in.
 add_redshift_columns(table, ebv="ebv", progress=False)
-print(table["ra", "dec", "z_true", "z_mean", "z_lo68", "z_hi68", "z_flags"][:8])
+print(table["ra", "dec", "z_true", "z_median", "z_lo68", "z_hi68", "z_flags"][:8])
 
 # %%
 # Which rows can you use? ``z_flags`` holds `~astro_mantis.MantisFlag` bits.
@@ -76,3 +76,12 @@ fig = plot_redshift_row(table, 0, z_spec="z_true")
 # %%
 # Stop the loopback services.
 services.close()
+
+# %%
+# ----
+#
+# **Reference/API:** `~astro_mantis.add_redshift_columns`, `~astro_mantis.MantisFlag`,
+# `~astro_mantis.table.run_settings`, `~astro_mantis.tableio.write_table`,
+# `~astro_mantis.visualization.plot_redshift_row`. **Next:** the second tutorial,
+# :ref:`sphx_glr_tutorials_plot_validate_spectro.py`; :ref:`photoz` — every option of
+# the table job; :ref:`troubleshooting` when rows come back without estimates.
