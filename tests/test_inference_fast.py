@@ -11,7 +11,7 @@ from astro_mantis.fusion.batched import fuse_arrays_batched, fuse_arrays_fast
 from astro_mantis.flags import MantisFlag
 from astro_mantis.models import build_model, pdf_total_variation, predict, predict_logits
 from astro_mantis.models import inference
-from astro_mantis.models.precision import fold_batchnorm, inference_network
+from astro_mantis.models.precision import inference_network
 
 TINY = {"widths": [8, 16], "depths": [1, 1], "hidden": 32}
 
@@ -71,31 +71,14 @@ def test_threaded_fusion_copies_into_a_low_precision_buffer():
         fuse_arrays_batched(g, p, w, copy_to=low[:3])
 
 
-def test_fold_batchnorm_keeps_the_function():
-    net = build_model("mantis-mini", **TINY)
-    with torch.no_grad():   # non-trivial running statistics and affine parameters
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-    net.eval()
-    folded = fold_batchnorm(net)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # untouched
-    x, d = torch.rand(3, 9, 120, 120), torch.rand(3, 2)
-    with torch.no_grad():
-        np.testing.assert_allclose(folded(x, d).numpy(), net(x, d).numpy(), atol=1e-4)
-    plain = torch.nn.Sequential(torch.nn.Linear(3, 2))
-    assert fold_batchnorm(plain) is not plain
-
-
 def test_inference_network_is_a_cached_bfloat16_copy_rebuilt_after_training():
     net = build_model("mantis-mini", **TINY).eval()
     low, dtype = inference_network(net, "bfloat16", "cpu")
-    assert dtype == torch.bfloat16 and low is not net
+    assert dtype == torch.float32 and low is not net         # images enter a float32 stem
     assert low.fc1.weight.dtype == torch.float32            # the head stays float32
-    assert next(low.Base.parameters()).dtype == torch.bfloat16
+    assert next(low.Base.inner.stem.parameters()).dtype == torch.float32
+    assert next(low.Base.inner.stages.parameters()).dtype == torch.bfloat16
+    assert next(net.Base.stages.parameters()).dtype == torch.float32   # untouched
     assert inference_network(net, "bfloat16", "cpu")[0] is low   # cached
     with torch.no_grad():
         net.fc1.bias.add_(1.0)                               # weights change in place

@@ -166,13 +166,13 @@ def _array_inputs(data, dust):
     return x, d, flags
 
 
-def _run_batch(model, xb, db, precision, device, tta, transforms, temperature):
+def _run_batch(model, xb, db, precision, device, tta, transforms, temperature, amp=True):
     """Logits (or TTA probabilities) of one batch on the device, as float32 there.
 
-    Autocast is used unless the inputs already are in the reduced precision (the
-    bfloat16 copy of `~astro_mantis.models.precision.inference_network`).
+    Under `~astro_mantis.models.precision.autocast` unless ``amp`` is False (the
+    inference copies of `~astro_mantis.models.precision.inference_network` carry their
+    own types).
     """
-    amp = xb.dtype == torch.float32 or precision in ("float32", "int8")
     with autocast(precision if amp else "float32", device):
         if not tta:
             return model(xb, db).float()
@@ -254,7 +254,7 @@ class _Runner:
                 x = _to_device(x, self.device, dtype, self.channels_last)
                 d = _to_device(d, self.device, self.dust_dtype)
                 return _run_batch(net, x, d, precision, self.device, False, None,
-                                  1.0).cpu().numpy()
+                                  1.0, amp=net is self.model).cpu().numpy()
             self.tv = _check_once(self.model, self.device, self.precision, run,
                                   xb[:CHECK_ROWS], db[:CHECK_ROWS])
             if self.tv > TV_TOLERANCE:
@@ -271,7 +271,7 @@ class _Runner:
                     else torch.contiguous_format)
                 db = torch.cat([db, db.new_zeros((self.rows - rows,) + db.shape[1:])])
         return _run_batch(self.fn, xb, db, self.precision, self.device, self.tta,
-                          self.transforms, self.temperature)[:rows]
+                          self.transforms, self.temperature, amp=self.net is self.model)[:rows]
 
 
 def predict_logits(model, x, dust, batch_size=64, tta=False, device=None, temperature=1.0,
@@ -384,21 +384,20 @@ def _native_arrays(data):
     return arrays, lengths.pop()
 
 
-def _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device, dtype=None,
-                          fast=False):
+def _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device, runner=None):
     """(x, dust, flags, valid) per batch from native arrays: fused where it is fastest.
 
     On a GPU, a thread copies the crops of batch k+1 into reused pinned buffers while
     batch k runs; they travel asynchronously and the recipe runs there in torch
     (`~astro_mantis.fusion.batched.fuse_arrays_torch`). On a CPU,
     `~astro_mantis.fusion.batched.fuse_arrays_batched` (bit-identical to NumPy, on
-    all cores) writes into a reused buffer, and the network runs after it; when the
-    network takes another type (``dtype()``, asked before each batch: the bfloat16
-    copy of `~astro_mantis.models.precision.inference_network`), the fusion also
-    writes each chunk, converted and channels-last, into a second reused buffer that
-    the network reads. With ``fast`` (``compile``) and a reduced precision,
+    all cores) writes into a reused buffer, and the network runs after it; the
+    fusion also writes each chunk, in the type and channels-last layout the
+    ``runner``'s network takes (asked before each batch), into a second reused
+    buffer that the network reads, while the chunk is in the cache. When the runner
+    compiles and runs in a reduced precision,
     `~astro_mantis.fusion.batched.fuse_arrays_fast` (compiled, one pass, straight
-    into the network's type) instead, on batches padded to ``batch_size``.
+    into the network's input) instead, on batches padded to ``batch_size``.
     """
     from ..fusion import batched, core
 
@@ -437,9 +436,11 @@ def _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device, dtype=
         if buf is None or len(buf) != rows:
             shape = (rows, len(core.CHANNELS), core.OUTPUT_SIZE, core.OUTPUT_SIZE)
             buf, low = np.empty(shape, np.float32), None
-        want = torch.float32 if dtype is None else dtype()
-        if fast and want != torch.float32 and nan_policy == "zero":
-            names = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
+        want = None if runner is None else runner.input_dtype()
+        if (want is not None and runner.compile and nan_policy == "zero"
+                and runner.precision in ("bfloat16", "float16")):
+            names = {torch.bfloat16: "bfloat16", torch.float16: "float16",
+                     torch.float32: "float32"}
             part = {s: (None if a is None else _padded(np.asarray(a[sl]), batch_size))
                     for s, a in arrays.items()}
             fused = batched.fuse_arrays_fast(
@@ -447,7 +448,7 @@ def _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device, dtype=
                 dtype=names[want])
             yield fused.x[:rows], fused.dust[:rows], fused.flags[:rows], fused.valid[:rows]
             continue
-        if want == torch.float32:
+        if want is None or not runner.channels_last:
             low = None
         elif low is None or low.dtype != want:
             with torch.inference_mode(False):  # written by the fusion's worker threads
@@ -553,7 +554,8 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         `~astro_mantis.fusion.batched.fuse_arrays_fast`. The first batch compiles
         (about 25 s for ``mantis-mini`` on two CPU cores); later batches run about
         1.5× faster. ``"auto"`` (the default) compiles when the call has at least
-        `~astro_mantis.models.inference.COMPILE_MIN_GALAXIES` galaxies, where it pays.
+        ``astro_mantis.models.inference.COMPILE_MIN_GALAXIES`` (100,000) galaxies, where it
+        pays.
         Falls back to eager mode, with a warning, where compiling fails (e.g. no C++
         compiler).
 
@@ -629,7 +631,7 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
             dust_array(ebv, n)  # checks the shape
         if isinstance(data, dict):
             batches = _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device,
-                                            runner.input_dtype, fast=runner.compile)
+                                            runner)
         else:
             batches = _fused_cutout_batches(cuts, ebv, nan_policy, batch_size)
         flags, valid = [np.zeros(0, np.int64)], [np.zeros((0, 9), bool)]
