@@ -23,7 +23,7 @@ import struct
 import threading
 import time
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dataclasses import dataclass, field
@@ -41,20 +41,23 @@ from .exceptions import FetchError, InvalidResponseError
 from .flags import MantisFlag
 from .logger import log, log_request
 from .multicutout import MultiSurveyCutout
+from .positions import icrs_positions, resolve_name
 from .retry import RETRY_STATUSES, RetryPolicy
 from .surveys import DEFAULT_SURVEYS, get_survey
 from .surveys.core import SurveyImage, primary_layout
 
 __all__ = ["CutoutFetcher", "fetcher", "CutoutCache", "normalize_coordinates", "FetchStatus",
-           "FetchPlan", "PLAN_SECONDS_PER_REQUEST", "RETRY_STATUSES"]
+           "StatusText", "FetchPlan", "PLAN_SECONDS_PER_REQUEST", "RETRY_STATUSES"]
 
 
 
 class FetchStatus(enum.Enum):
     """What happened to one survey's cutout of one position.
 
-    A cutout's ``status`` maps each survey to a text that starts with one of these
-    values (``"failed"`` is followed by ``": <reason>"``); `FetchStatus.of` reads it.
+    A cutout's ``status`` maps each survey to a `StatusText`: the documented text
+    (this member's value; ``"failed"`` followed by ``": <reason>"``) carrying the
+    member itself in ``kind``. `FetchStatus.of` gives the member of a status text,
+    also of a plain string read back from a file.
     """
 
     FETCHED = "ok"
@@ -64,9 +67,35 @@ class FetchStatus(enum.Enum):
     BAD_COORDINATE = "bad coordinate"
     NOT_FETCHED = "not fetched"
 
+    def text(self, detail=None):
+        """The status text of this outcome, with its ``detail`` (e.g. why it failed).
+
+        Parameters
+        ----------
+        detail : str, optional
+            What the text adds after ``": "``.
+
+        Returns
+        -------
+        `StatusText`
+
+        Examples
+        --------
+        >>> FetchStatus.FAILED.text("HTTP 503 (after 4 attempts)")
+        'failed: HTTP 503 (after 4 attempts)'
+        """
+        return StatusText(self, detail)
+
     @classmethod
     def of(cls, text):
-        """The `FetchStatus` of a status text (``"fetched"`` is read as `FETCHED`)."""
+        """The `FetchStatus` of a status text (``"fetched"`` is read as `FETCHED`).
+
+        A `StatusText` says it without parsing; a plain string (a status read back
+        from a FITS header or a summary table) is read by its beginning.
+        """
+        kind = getattr(text, "kind", None)
+        if isinstance(kind, cls):
+            return kind
         text = str(text)
         if text in ("ok", "fetched"):
             return cls.FETCHED
@@ -76,9 +105,63 @@ class FetchStatus(enum.Enum):
         return cls.FAILED
 
 
+class StatusText(str):
+    """The status of one survey's cutout: the documented text, carrying what it says.
+
+    A `str` equal to the text users read (``"ok"``, ``"cached"``,
+    ``"out of footprint"``, ``"failed: HTTP 503 (after 4 attempts)"``, ...), so it
+    compares, prints and is saved as a plain string; code that needs the outcome reads
+    ``kind`` and ``detail`` instead of parsing the text.
+
+    Parameters
+    ----------
+    kind : `FetchStatus` or str
+        The outcome (a member or its value).
+    detail : str, optional
+        What the text adds after ``": "`` (the reason of a failure).
+
+    Attributes
+    ----------
+    kind : `FetchStatus`
+        The outcome.
+    detail : str or None
+        The detail, without the outcome's name.
+    """
+
+    def __new__(cls, kind, detail=None):
+        kind = FetchStatus(kind)
+        detail = None if detail is None else str(detail)
+        self = super().__new__(cls, kind.value if detail is None else f"{kind.value}: {detail}")
+        self.kind, self.detail = kind, detail
+        return self
+
+    def __reduce__(self):
+        return type(self), (self.kind, self.detail)
+
+
 # ---------------------------------------------------------------------------- input
+def _read_positions(coordinates):
+    """``(icrs, scalar, positions)``: the ICRS coordinates (1-D), whether the input was
+    a scalar, and their `~astro_mantis.positions.Positions`, converted once."""
+    if isinstance(coordinates, str):
+        coordinates = resolve_name(coordinates)
+    if not isinstance(coordinates, SkyCoord):
+        raise TypeError(
+            f"coordinates must be an astropy SkyCoord, a position string or an object "
+            f"name, got {type(coordinates).__name__}; "
+            "for example SkyCoord(ra=150.1, dec=2.2, unit='deg') or "
+            "SkyCoord(table['ra'], table['dec'], unit='deg')")
+    icrs, pos = icrs_positions(coordinates)
+    if coordinates.isscalar and not pos.good[0]:
+        ra, dec = (np.ma.filled(np.ma.asarray(a, dtype=float), np.nan)[0]
+                   for a in (icrs.ra.deg, icrs.dec.deg))
+        raise ValueError(f"invalid coordinate (ra={ra}, dec={dec}): "
+                         "RA and Dec must be finite, with -90 <= Dec <= 90")
+    return icrs, coordinates.isscalar, pos
+
+
 def normalize_coordinates(coordinates):
-    """Check and convert positions to ICRS.
+    """Check and convert positions to ICRS (with `astro_mantis.positions`).
 
     Parameters
     ----------
@@ -105,31 +188,15 @@ def normalize_coordinates(coordinates):
     ValueError
         If the frame cannot be converted to ICRS, or a scalar position is invalid.
     """
-    if isinstance(coordinates, str):
-        from .positions import resolve_name
+    icrs, scalar, pos = _read_positions(coordinates)
+    return icrs, scalar, pos.good
 
-        coordinates = resolve_name(coordinates)
-    if not isinstance(coordinates, SkyCoord):
-        raise TypeError(
-            f"coordinates must be an astropy SkyCoord, a position string or an object "
-            f"name, got {type(coordinates).__name__}; "
-            "for example SkyCoord(ra=150.1, dec=2.2, unit='deg') or "
-            "SkyCoord(table['ra'], table['dec'], unit='deg')")
-    scalar = coordinates.isscalar
-    try:
-        icrs = coordinates.icrs
-    except Exception as exc:
-        raise ValueError(
-            f"cannot convert coordinates from frame {coordinates.frame.name!r} to ICRS: {exc}"
-        ) from exc
-    icrs = icrs.reshape(-1) if not scalar else icrs.reshape((1,))
-    ra = np.ma.filled(np.ma.asarray(icrs.ra.deg, dtype=float), np.nan)
-    dec = np.ma.filled(np.ma.asarray(icrs.dec.deg, dtype=float), np.nan)
-    good = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90.0)
-    if scalar and not good[0]:
-        raise ValueError(f"invalid coordinate (ra={ra[0]}, dec={dec[0]}): "
-                         "RA and Dec must be finite, with -90 <= Dec <= 90")
-    return icrs, scalar, good
+
+def _distinct(pos):
+    """The distinct valid positions of `~astro_mantis.positions.Positions`, sorted by
+    (ra, dec) to 7 decimals of a degree."""
+    ra, dec = np.round(pos.ra[pos.good], 7), np.round(pos.dec[pos.good], 7)
+    return sorted(set(zip(ra.tolist(), dec.tolist())))
 
 
 # ---------------------------------------------------------------------------- cache
@@ -442,6 +509,271 @@ def _duration(seconds):
     return f"{seconds / 3600:.1f} h"
 
 
+# ---------------------------------------------------------------------------- one call
+class _Ledger:
+    """What became of every (survey, position) of one call, each settled exactly once.
+
+    Progress is shown as outcomes come in: a bar of (survey, position) pairs, or a
+    callable called with 1 each time all surveys of a position are settled.
+    """
+
+    def __init__(self, surveys, npositions, progress):
+        from tqdm.auto import tqdm
+
+        from .progress import progress_enabled
+
+        self.nsurveys = len(surveys)
+        #: {survey name: {position index: (FetchStatus, SurveyImage or None, detail)}}
+        self.outcomes = {s.name: {} for s in surveys}
+        self._settled = {}  # position index -> surveys settled
+        self._lock = threading.Lock()
+        self._callback = progress if callable(progress) else None
+        show = self._callback is None and progress_enabled(progress, npositions > 10)
+        self._bar = tqdm(total=npositions * len(surveys), unit="cutout", desc="cutouts",
+                         disable=not show, leave=False)
+
+    def settle(self, survey, i, status, image=None, detail=None):
+        """Record the outcome of (``survey``, position ``i``); a second one is ignored."""
+        with self._lock:
+            per = self.outcomes[survey.name]
+            if i in per:
+                return
+            per[i] = (status, image, detail)
+            self._settled[i] = n = self._settled.get(i, 0) + 1
+        self._bar.update(1)
+        if n == self.nsurveys and self._callback is not None:
+            self._callback(1)
+
+    def fail(self, survey, indices, detail):
+        """Settle every position of ``indices`` not yet settled as failed."""
+        for i in indices:
+            self.settle(survey, i, FetchStatus.FAILED, detail=detail)
+
+    def counts(self):
+        """`FetchStatus` → how many (survey, position) pairs ended so."""
+        out = dict.fromkeys(FetchStatus, 0)
+        for per in self.outcomes.values():
+            for status, _, _ in per.values():
+                out[status] += 1
+        return out
+
+    def close(self):
+        self._bar.close()
+
+
+class _Outstanding:
+    """How many scheduled units (a listing, one position's images) are not finished yet."""
+
+    def __init__(self):
+        self._n = 0
+        self._cond = threading.Condition()
+
+    def add(self):
+        with self._cond:
+            self._n += 1
+
+    def done(self):
+        with self._cond:
+            self._n -= 1
+            if self._n == 0:
+                self._cond.notify_all()
+
+    def wait(self):
+        """Block until every unit added so far (and those they added) is done."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._n == 0)
+
+
+class _Gather:
+    """Sends the image requests of one unit and calls ``then(bodies, error)`` once, when
+    every request is answered (``error``: the first failure, else None).
+
+    ``then`` runs on the thread of the connection that answered last.
+    """
+
+    def __init__(self, fetcher, requests, then):
+        self._bodies = [None] * len(requests)
+        self._left = len(requests)
+        self._error = None
+        self._lock = threading.Lock()
+        self._then = then
+        for k, request in enumerate(requests):
+            future = fetcher.submit(request, _check_fits_body)
+            future.add_done_callback(lambda f, k=k: self._answered(k, f))
+
+    def _answered(self, k, future):
+        error = FetchError("cancelled") if future.cancelled() else future.exception()
+        with self._lock:
+            if error is None:
+                self._bodies[k] = future.result()
+            elif self._error is None:
+                self._error = error
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._then(self._bodies, self._error)
+
+
+class _Call:
+    """The fetching of one `CutoutFetcher.get_cutouts` call: what to ask, in what order.
+
+    Each (survey, position) is first looked up in the survey's static footprint and in
+    the cache; Pan-STARRS positions left are listed in chunks, and each position's image
+    requests go out as soon as its chunk's listing is back; the bodies are parsed and
+    cached off the connections' threads (`parser`). Every (survey, position) ends
+    settled in the `_Ledger`, failures included; `run` returns when all have.
+
+    Parameters
+    ----------
+    fetcher : `_Fetcher`
+        Sends the requests (per-host pools, retries).
+    cache : `CutoutCache` or None
+        Read before asking, written after parsing (None: neither).
+    ra, dec : `numpy.ndarray`
+        Degrees of every position of the call (indexed by position).
+    ledger : `_Ledger`
+        Where outcomes are settled.
+    """
+
+    def __init__(self, fetcher, cache, ra, dec, ledger):
+        self.fetcher, self.cache, self.ra, self.dec, self.ledger = fetcher, cache, ra, dec, ledger
+        self.outstanding = _Outstanding()
+        self.parser = None
+
+    def run(self, surveys, positions):
+        """Fetch every survey at the position indices ``positions``; wait for all."""
+        self.parser = ThreadPoolExecutor(max_workers=2, thread_name_prefix="astro_mantis-parse")
+        try:
+            for survey in surveys:
+                todo = self._triage(survey, positions)
+                if survey.needs_listing:
+                    for chunk in _chunks(todo):
+                        self._list(survey, chunk)
+                else:
+                    for i in todo:
+                        self._fetch(survey, i)
+            self.outstanding.wait()
+        finally:
+            self.parser.shutdown(wait=True)
+
+    def _triage(self, survey, positions):
+        """Settle what needs no request (outside the static footprint, in the cache);
+        returns the positions left to fetch."""
+        todo = []
+        for i in positions:
+            ra, dec = self.ra[i], self.dec[i]
+            if not survey.in_footprint(ra, dec):
+                self.ledger.settle(survey, i, FetchStatus.OUT_OF_FOOTPRINT)
+                continue
+            if self.cache is not None:
+                hit = self.cache.load(survey.name, survey.cache_key(ra, dec), survey.source)
+                if hit is CutoutCache.NOT_COVERED:
+                    self.ledger.settle(survey, i, FetchStatus.OUT_OF_FOOTPRINT)
+                    continue
+                if hit is not None:
+                    self.ledger.settle(survey, i, FetchStatus.CACHED, hit)
+                    continue
+            todo.append(int(i))
+        return todo
+
+    def _list(self, survey, chunk):
+        """Send the listing request of positions ``chunk``."""
+        self.outstanding.add()
+        request = survey.listing_request([(self.ra[i], self.dec[i]) for i in chunk])
+        future = self.fetcher.submit(request, _check_listing_body)
+        future.add_done_callback(lambda f: self._listed(survey, chunk, f))
+
+    def _listed(self, survey, chunk, future):
+        """A listing is back: fetch the covered positions, settle the others."""
+        try:
+            error = future.exception()
+            if error is not None:
+                self.ledger.fail(survey, chunk, f"listing: {error}")
+                return
+            try:
+                entries = survey.parse_listing(
+                    future.result(), [(self.ra[i], self.dec[i]) for i in chunk])
+            except InvalidResponseError as err:
+                self.ledger.fail(survey, chunk, f"listing: {err}")
+                return
+            for i, entry in zip(chunk, entries):
+                if entry is None:
+                    self._store(survey, i, None)
+                    self.ledger.settle(survey, i, FetchStatus.OUT_OF_FOOTPRINT)
+                else:
+                    self._fetch(survey, i, entry)
+        except Exception as exc:  # never leave a position unsettled
+            self.ledger.fail(survey, chunk, f"listing: {type(exc).__name__}: {exc}")
+        finally:
+            self.outstanding.done()
+
+    def _fetch(self, survey, i, listing=None):
+        """Send the image requests of (``survey``, position ``i``)."""
+        requests = survey.image_requests(self.ra[i], self.dec[i], listing=listing)
+        self.outstanding.add()
+        if not requests:
+            self._parse(survey, i, requests, [])
+            return
+        _Gather(self.fetcher, requests,
+                lambda bodies, error: self._answered(survey, i, requests, bodies, error))
+
+    def _answered(self, survey, i, requests, bodies, error):
+        """All requests of one (survey, position) are answered: parse off this thread."""
+        try:
+            if error is not None:
+                self.ledger.settle(survey, i, FetchStatus.FAILED, detail=str(error))
+                self.outstanding.done()
+            else:  # the connection's thread moves on to its next request
+                self.parser.submit(self._parse, survey, i, requests, bodies)
+        except Exception as exc:  # e.g. the call was interrupted and the parser is gone
+            self.ledger.settle(survey, i, FetchStatus.FAILED,
+                               detail=f"{type(exc).__name__}: {exc}")
+            self.outstanding.done()
+
+    def _parse(self, survey, i, requests, bodies):
+        """Read the bodies of one (survey, position), cache and settle the image."""
+        try:
+            image = survey.read(bodies, requests, self.ra[i], self.dec[i])
+            self._store(survey, i, image)
+        except Exception as exc:  # one bad cutout must not stop the others
+            self.ledger.settle(survey, i, FetchStatus.FAILED,
+                               detail=f"{type(exc).__name__}: {exc}")
+        else:
+            if image is None:
+                self.ledger.settle(survey, i, FetchStatus.OUT_OF_FOOTPRINT)
+            else:
+                self.ledger.settle(survey, i, FetchStatus.FETCHED, image)
+        finally:
+            self.outstanding.done()
+
+    def _store(self, survey, i, image):
+        if self.cache is not None:
+            self.cache.store(survey.name, survey.cache_key(self.ra[i], self.dec[i]), image,
+                             survey.source)
+
+
+def _chunks(indices):
+    """``indices`` in chunks of ``conf.ps1_chunk_size`` (one listing request each)."""
+    size = max(1, int(conf.ps1_chunk_size))
+    return [indices[k:k + size] for k in range(0, len(indices), size)]
+
+
+def _cutout(coord, surveys, outcomes, j):
+    """The `~astro_mantis.MultiSurveyCutout` of position ``j`` from the call's outcomes."""
+    images, missing, status, flags = {}, [], {}, MantisFlag.NONE
+    for s in surveys:
+        kind, image, detail = outcomes[s.name][j]
+        status[s.name] = kind.text(detail)
+        if image is not None:
+            images[s.name] = image
+            continue
+        missing.append(s.name)
+        flags |= s.flag
+        flags |= (MantisFlag.OUT_OF_FOOTPRINT if kind is FetchStatus.OUT_OF_FOOTPRINT
+                  else MantisFlag.FETCH_FAILED)
+    return MultiSurveyCutout(coord, images, missing, flags, status)
+
+
 # ---------------------------------------------------------------------------- engine
 class CutoutFetcher:
     """Fetch GALEX, Pan-STARRS and unWISE cutouts for sky positions.
@@ -470,7 +802,9 @@ class CutoutFetcher:
             Read and write the on-disk cache (``conf.cache_dir``). With False, every
             cutout is fetched and nothing is written.
         progress : bool or callable, optional
-            Show a progress bar; default: on a terminal, for more than 10 positions. A
+            True shows a progress bar, False hides it; default (None): shown on a
+            terminal (standard error is one, or a Jupyter kernel runs the code), for
+            more than 10 distinct valid positions (`astro_mantis.progress`). A
             callable is called with 1 each time a position's cutouts are all in
             (fetched, cached or failed) instead, e.g. a `tqdm.tqdm` bar's ``update``.
 
@@ -488,45 +822,17 @@ class CutoutFetcher:
         ValueError
             If a scalar position is NaN or out of range, or a survey name is unknown.
         """
-        icrs, scalar, good = normalize_coordinates(coordinates)
+        icrs, scalar, pos = _read_positions(coordinates)
         survey_objs = [get_survey(s) for s in surveys]
-        n = len(icrs)
-        ra = np.where(good, np.ma.filled(np.ma.asarray(icrs.ra.deg, dtype=float), 0.0), np.nan)
-        dec = np.where(good, np.ma.filled(np.ma.asarray(icrs.dec.deg, dtype=float), 0.0), np.nan)
-        # duplicated positions are fetched once
-        keys = {}
-        first_of = np.full(n, -1)
-        for i in np.flatnonzero(good):
-            k = (round(ra[i], 7), round(dec[i], 7))
-            first_of[i] = keys.setdefault(k, i)
-        unique = np.array(sorted(set(keys.values())), dtype=int)
-
-        results = self._fetch_all(survey_objs, ra, dec, unique, cache, progress)
-        if callable(progress) and n > len(unique):  # invalid and repeated positions
-            progress(n - len(unique))
-
-        out = []
-        for i in range(n):
-            coord = icrs[i]
-            if not good[i]:
-                out.append(MultiSurveyCutout(
-                    coord, {}, [s.name for s in survey_objs], MantisFlag.BAD_COORDINATE,
-                    {s.name: "bad coordinate" for s in survey_objs}))
-                continue
-            j = first_of[i]
-            images, missing, status, flags = {}, [], {}, MantisFlag.NONE
-            for s in survey_objs:
-                state, value = results[s.name][j]
-                status[s.name] = state if state in ("ok", "cached") else (
-                    state if value is None else f"{state}: {value}")
-                if state in ("ok", "cached"):
-                    images[s.name] = value
-                    continue
-                missing.append(s.name)
-                flags |= s.flag
-                flags |= (MantisFlag.OUT_OF_FOOTPRINT if state == "out of footprint"
-                          else MantisFlag.FETCH_FAILED)
-            out.append(MultiSurveyCutout(coord, images, missing, flags, status))
+        first_of = pos.first_of()  # duplicated positions are fetched once
+        unique = np.flatnonzero(first_of == np.arange(len(pos)))
+        outcomes = self._fetch_all(survey_objs, pos.ra, pos.dec, unique, cache, progress)
+        if callable(progress) and len(pos) > len(unique):  # invalid and repeated positions
+            progress(len(pos) - len(unique))
+        bad = {s.name: FetchStatus.BAD_COORDINATE.text() for s in survey_objs}
+        out = [_cutout(icrs[i], survey_objs, outcomes, first_of[i]) if pos.good[i] else
+               MultiSurveyCutout(icrs[i], {}, list(bad), MantisFlag.BAD_COORDINATE, bad)
+               for i in range(len(pos))]
         return out[0] if scalar else out
 
     def plan(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True):
@@ -547,11 +853,9 @@ class CutoutFetcher:
         """
         from urllib.parse import urlsplit
 
-        icrs, _, good = normalize_coordinates(coordinates)
-        ra = np.round(icrs.ra.deg[good], 7)
-        dec = np.round(icrs.dec.deg[good], 7)
-        pairs = sorted(set(zip(ra.tolist(), dec.tolist())))
-        plan = FetchPlan(n_positions=int(np.sum(good)), n_unique=len(pairs))
+        _, _, pos = _read_positions(coordinates)
+        pairs = _distinct(pos)
+        plan = FetchPlan(n_positions=int(np.sum(pos.good)), n_unique=len(pairs))
         cache_obj = CutoutCache() if cache else None
         nconn = max(1, int(conf.max_connections_per_host))
         for survey in (get_survey(s) for s in surveys):
@@ -577,8 +881,7 @@ class CutoutFetcher:
             plan.to_fetch[survey.name] = len(todo)
             host = urlsplit(survey.base_url).netloc or survey.base_url
             if survey.needs_listing:
-                nreq = -(-len(todo) // max(1, int(conf.ps1_chunk_size))) \
-                    + len(todo) * len(survey.bands)
+                nreq = len(_chunks(todo)) + len(todo) * len(survey.bands)
             else:
                 nreq = len(todo) * (len(survey.image_requests(*todo[0])) if todo else 1)
             plan.requests[host] = plan.requests.get(host, 0) + nreq
@@ -611,10 +914,8 @@ class CutoutFetcher:
             Each with ``method``, ``url``, ``params``, ``data`` and ``files``
             (``full_url`` gives a GET request's whole URL).
         """
-        icrs, _, good = normalize_coordinates(coordinates)
-        ra = np.round(icrs.ra.deg[good], 7)
-        dec = np.round(icrs.dec.deg[good], 7)
-        pairs = sorted(set(zip(ra.tolist(), dec.tolist())))
+        _, _, pos = _read_positions(coordinates)
+        pairs = _distinct(pos)
         cache_obj = CutoutCache() if cache else None
         out = []
         for survey in (get_survey(s) for s in surveys):
@@ -627,9 +928,7 @@ class CutoutFetcher:
                     continue
                 todo.append((r, d))
             if survey.needs_listing:
-                size = max(1, int(conf.ps1_chunk_size))
-                out += [survey.listing_request(todo[k:k + size])
-                        for k in range(0, len(todo), size)]
+                out += [survey.listing_request(chunk) for chunk in _chunks(todo)]
             else:
                 for r, d in todo:
                     out += survey.image_requests(r, d)
@@ -654,13 +953,13 @@ class CutoutFetcher:
         -------
         list of str
         """
-        icrs, _, good = normalize_coordinates(coordinates)
-        ra, dec = icrs.ra.deg, icrs.dec.deg
+        _, _, pos = _read_positions(coordinates)
+        ra, dec = pos.ra, pos.dec
         urls = []
         fetcher = self._fetcher()
         try:
             for survey in (get_survey(s) for s in surveys):
-                idx = [i for i in np.flatnonzero(good) if survey.in_footprint(ra[i], dec[i])]
+                idx = [i for i in np.flatnonzero(pos.good) if survey.in_footprint(ra[i], dec[i])]
                 listings = self._listings(fetcher, survey, ra, dec, idx) if survey.needs_listing \
                     else {i: None for i in idx}
                 for i in idx:
@@ -677,16 +976,11 @@ class CutoutFetcher:
     def _fetcher():
         return _Fetcher(conf.max_connections_per_host, conf.retries, conf.timeout, conf.backoff)
 
-    @staticmethod
-    def _chunks(idx):
-        size = max(1, int(conf.ps1_chunk_size))
-        return [idx[k:k + size] for k in range(0, len(idx), size)]
-
     def _listings(self, fetcher, survey, ra, dec, idx):
         """Blocking listing of positions ``idx`` (used by `get_image_list`)."""
         out = {}
         futures = []
-        for chunk in self._chunks(list(idx)):
+        for chunk in _chunks(list(idx)):
             req = survey.listing_request([(ra[i], dec[i]) for i in chunk])
             futures.append((chunk, fetcher.submit(req, _check_listing_body)))
         for chunk, fut in futures:
@@ -695,168 +989,22 @@ class CutoutFetcher:
         return out
 
     def _fetch_all(self, surveys, ra, dec, unique, cache, progress):
-        """Fetch every (survey, position); returns {survey: {index: (state, value)}}."""
-        from tqdm.auto import tqdm
-
-        from .progress import progress_enabled
-
-        cache_obj = CutoutCache() if cache else None
-        results = {s.name: {} for s in surveys}
-        lock = threading.Lock()
-        pending = []  # futures of (survey, index) results
+        """Fetch every (survey, position of ``unique``); returns the `_Ledger` outcomes,
+        ``{survey: {index: (FetchStatus, image or None, detail)}}``."""
+        ledger = _Ledger(surveys, len(unique), progress)
         fetcher = self._fetcher()
-        parser = ThreadPoolExecutor(max_workers=2, thread_name_prefix="astro_mantis-parse")
-        total = len(unique) * len(surveys)
-        callback = progress if callable(progress) else None
-        show = callback is None and progress_enabled(progress, len(unique) > 10)
-        bar = tqdm(total=total, unit="cutout", desc="cutouts", disable=not show, leave=False)
-        settled = {}  # position -> surveys settled
-
-        def settle(survey, i, state, value, done=None):
-            with lock:
-                first = i not in results[survey.name]
-                if first:
-                    results[survey.name][i] = (state, value)
-                    settled[i] = settled.get(i, 0) + 1
-                    complete = settled[i] == len(surveys)
-            if first:
-                bar.update(1)
-                if complete and callback is not None:
-                    callback(1)
-            if done is not None and not done.done():
-                done.set_result(None)
-
-        def finish(survey, i, reqs, contents, done):
-            """All bodies of one (survey, position) are in: parse, cache, settle."""
-            try:
-                image = survey.read(contents, reqs, ra[i], dec[i])
-                if cache_obj is not None:
-                    cache_obj.store(survey.name, survey.cache_key(ra[i], dec[i]), image,
-                                    survey.source)
-            except Exception as exc:  # one bad cutout must not stop the others
-                settle(survey, i, "failed", f"{type(exc).__name__}: {exc}", done)
-                return
-            if image is None:
-                settle(survey, i, "out of footprint", None, done)
-            else:
-                settle(survey, i, "ok", image, done)
-
-        def launch(survey, i, listing=None):
-            """Submit the image requests of one (survey, position)."""
-            done = Future()
-            pending.append(done)
-            reqs = survey.image_requests(ra[i], dec[i], listing=listing)
-            if not reqs:
-                finish(survey, i, reqs, [], done)
-                return
-            contents = [None] * len(reqs)
-            state = {"left": len(reqs), "error": None}
-            state_lock = threading.Lock()
-
-            def on_done(fut, k):
-                try:
-                    _on_done(fut, k)
-                except Exception as exc:  # never leave `done` unresolved
-                    settle(survey, i, "failed", f"{type(exc).__name__}: {exc}", done)
-
-            def _on_done(fut, k):
-                exc = fut.exception()
-                with state_lock:
-                    if exc is not None and state["error"] is None:
-                        state["error"] = exc
-                    elif exc is None:
-                        contents[k] = fut.result()
-                    state["left"] -= 1
-                    last = state["left"] == 0
-                if not last:
-                    return
-                if state["error"] is not None:
-                    settle(survey, i, "failed", str(state["error"]), done)
-                else:  # parse and cache off the connection's thread, which moves on
-                    parser.submit(finish, survey, i, reqs, contents, done)
-
-            for k, req in enumerate(reqs):
-                fut = fetcher.submit(req, _check_fits_body)
-                fut.add_done_callback(lambda f, k=k: on_done(f, k))
-
-        def on_listing(survey, chunk, fut, done):
-            try:
-                _on_listing(survey, chunk, fut)
-            except Exception as exc:  # never leave `done` unresolved
-                for i in chunk:
-                    settle(survey, i, "failed", f"listing: {type(exc).__name__}: {exc}")
-            finally:
-                done.set_result(None)
-
-        def _on_listing(survey, chunk, fut):
-            exc = fut.exception()
-            if exc is not None:
-                for i in chunk:
-                    settle(survey, i, "failed", f"listing: {exc}")
-                return
-            try:
-                entries = survey.parse_listing(fut.result(), [(ra[i], dec[i]) for i in chunk])
-            except InvalidResponseError as err:
-                for i in chunk:
-                    settle(survey, i, "failed", f"listing: {err}")
-                return
-            for i, entry in zip(chunk, entries):
-                if entry is None:
-                    if cache_obj is not None:
-                        cache_obj.store(survey.name, survey.cache_key(ra[i], dec[i]), None,
-                                        survey.source)
-                    settle(survey, i, "out of footprint", None)
-                else:
-                    launch(survey, i, entry)
-
         try:
-            for survey in surveys:
-                todo = []
-                for i in unique:
-                    if not survey.in_footprint(ra[i], dec[i]):
-                        settle(survey, i, "out of footprint", None)
-                        continue
-                    if cache_obj is not None:
-                        hit = cache_obj.load(survey.name, survey.cache_key(ra[i], dec[i]),
-                                             survey.source)
-                        if hit is CutoutCache.NOT_COVERED:
-                            settle(survey, i, "out of footprint", None)
-                            continue
-                        if hit is not None:
-                            settle(survey, i, "cached", hit)
-                            continue
-                    todo.append(int(i))
-                if not todo:
-                    continue
-                if survey.needs_listing:
-                    for chunk in self._chunks(todo):
-                        req = survey.listing_request([(ra[i], dec[i]) for i in chunk])
-                        done = Future()
-                        pending.append(done)
-                        fut = fetcher.submit(req, _check_listing_body)
-                        fut.add_done_callback(
-                            lambda f, s=survey, c=chunk, d=done: on_listing(s, c, f, d))
-                else:
-                    for i in todo:
-                        launch(survey, i)
-            # wait until every scheduled piece has settled; listing callbacks append
-            # their children to `pending` before their own future is resolved
-            k = 0
-            while k < len(pending):
-                pending[k].result()
-                k += 1
+            _Call(fetcher, CutoutCache() if cache else None, ra, dec, ledger).run(surveys, unique)
         finally:
             fetcher.close()
-            parser.shutdown(wait=True)
-            bar.close()
-        nreq = fetcher.nrequests
-        states = [st for per in results.values() for st, _ in per.values()]
+            ledger.close()
+        n = ledger.counts()
         log.info(f"cutouts: {len(unique)} position(s) x {len(surveys)} survey(s); "
-                 f"{states.count('ok')} fetched, {states.count('cached')} from cache, "
-                 f"{states.count('out of footprint')} not covered, "
-                 f"{states.count('failed')} failed; {nreq} HTTP request(s)")
-        self.last_request_count = nreq
-        return results
+                 f"{n[FetchStatus.FETCHED]} fetched, {n[FetchStatus.CACHED]} from cache, "
+                 f"{n[FetchStatus.OUT_OF_FOOTPRINT]} not covered, "
+                 f"{n[FetchStatus.FAILED]} failed; {fetcher.nrequests} HTTP request(s)")
+        self.last_request_count = fetcher.nrequests
+        return ledger.outcomes
 
 
 #: The shared engine (`Mantis <astro_mantis.Mantis>` and the table job use it).

@@ -30,7 +30,7 @@ import numpy as np
 from astropy.coordinates import Angle, SkyCoord
 
 __all__ = ["Positions", "check_degrees", "column_degrees", "table_positions",
-           "coordinate_positions", "resolve_name", "missing_column_error"]
+           "coordinate_positions", "icrs_positions", "resolve_name", "missing_column_error"]
 
 _SEXAGESIMAL = re.compile(r"[:hdms\u00b0'\" ]")
 
@@ -64,6 +64,35 @@ class Positions:
 
     def __len__(self):
         return len(self.ra)
+
+    def first_of(self, decimals=7):
+        """For each row, the first row at the same position (positions that agree to
+        ``decimals`` decimal places of a degree are the same); -1 where invalid.
+
+        Parameters
+        ----------
+        decimals : int, optional
+            Decimal places of a degree compared (7: about 0.4 mas, the precision the
+            services are sent).
+
+        Returns
+        -------
+        `numpy.ndarray` of int
+            ``first[i] == i`` for the first row of each distinct position, so
+            ``numpy.flatnonzero(first == numpy.arange(len(first)))`` lists them in
+            input order.
+
+        Examples
+        --------
+        >>> check_degrees([10.0, 20.0, 10.00000001, np.nan], [1.0, 2.0, 1.0, 0.0]).first_of()
+        array([ 0,  1,  0, -1])
+        """
+        first = np.full(len(self), -1)
+        seen = {}
+        ra, dec = np.round(self.ra, decimals), np.round(self.dec, decimals)
+        for i in np.flatnonzero(self.good):
+            first[i] = seen.setdefault((ra[i], dec[i]), i)
+        return first
 
 
 def check_degrees(ra, dec, reason=None):
@@ -286,6 +315,34 @@ def coordinate_positions(coordinates):
     ValueError
         If its frame cannot be converted to ICRS.
     """
+    return icrs_positions(coordinates)[1]
+
+
+def icrs_positions(coordinates):
+    """The ICRS `~astropy.coordinates.SkyCoord` of positions and their `Positions`.
+
+    One conversion serves both: callers that keep the coordinates themselves (the
+    cutouts keep each position's ``coord``) need not convert them twice.
+
+    Parameters
+    ----------
+    coordinates : `~astropy.coordinates.SkyCoord`
+        Scalar or array, in any frame that converts to ICRS.
+
+    Returns
+    -------
+    icrs : `~astropy.coordinates.SkyCoord`
+        The positions in ICRS, flattened to 1-D (a scalar gives one element).
+    positions : `Positions`
+        Their degrees, validity and reasons (see `check_degrees`).
+
+    Raises
+    ------
+    TypeError
+        If ``coordinates`` is not a SkyCoord.
+    ValueError
+        If its frame cannot be converted to ICRS.
+    """
     if not isinstance(coordinates, SkyCoord):
         raise TypeError(f"coordinates must be an astropy SkyCoord, got "
                         f"{type(coordinates).__name__}")
@@ -294,9 +351,10 @@ def coordinate_positions(coordinates):
     except Exception as exc:
         raise ValueError(f"cannot convert coordinates from frame {coordinates.frame.name!r} "
                          f"to ICRS: {exc}") from exc
-    ra = np.ma.filled(np.ma.asarray(np.atleast_1d(icrs.ra.deg), dtype=float), np.nan).ravel()
-    dec = np.ma.filled(np.ma.asarray(np.atleast_1d(icrs.dec.deg), dtype=float), np.nan).ravel()
-    return check_degrees(ra, dec)
+    icrs = icrs.reshape((1,)) if icrs.isscalar else icrs.reshape(-1)
+    ra = np.ma.filled(np.ma.asarray(icrs.ra.deg, dtype=float), np.nan)
+    dec = np.ma.filled(np.ma.asarray(icrs.dec.deg, dtype=float), np.nan)
+    return icrs, check_degrees(ra, dec)
 
 
 def resolve_name(text):
