@@ -77,7 +77,9 @@ class MantisClass:
             Read and write the on-disk cache (``conf.cache_dir``). With False, every
             cutout is fetched and nothing is written.
         progress : bool or callable, optional
-            Show a progress bar; default: only for more than 10 positions. A
+            True shows a progress bar, False hides it; default (None): shown on a
+            terminal (standard error is one, or a Jupyter kernel runs the code), for
+            more than 10 distinct valid positions (`astro_mantis.progress`). A
             callable is called with 1 each time a position's cutouts are all in
             (fetched, cached or failed) instead, e.g. a `tqdm.tqdm` bar's ``update``.
         get_query_payload : bool
