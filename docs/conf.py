@@ -198,8 +198,8 @@ def _constant_docs(app, what, name, obj, options, lines):
 # that has no page (```~astro_mantis.spectro.matching.match_spectroscopic```, or
 # ```match_spectroscopic``` inside that module's docstring) link to the page of the SAME
 # Python object (checked by identity), so docstrings need not know where it is documented.
-_AUTOMODAPI = re.compile(r"^\.\.\s+automodapi::\s*([A-Za-z0-9_.]+)\s*$((?:\n\s+:[a-zA-Z_\-]+:.*$)*)",
-                         re.MULTILINE)
+_AUTOMODAPI = re.compile(r"^\.\.\s+automodapi::\s*([A-Za-z0-9_.]+)\s*$"
+                         r"((?:\n\s+:[a-zA-Z_\-]+:.*$)*)", re.MULTILINE)
 _OPTION = re.compile(r":([a-zA-Z_\-]+):(.*)$", re.MULTILINE)
 _CONSTANT_TYPES = (int, float, complex, str, bytes, tuple, frozenset, bool, type(None))
 
@@ -233,9 +233,10 @@ def _one_page_per_object(app):
                 here = f"{module}.{name}"
                 first = seen.setdefault(_identity(name, obj), here)
                 if first != here:
+                    line = text[:match.start()].count("\n") + 1
                     logger.warning(f"{here} is {first}, which already has a page: add "
                                    f"':skip: {name}' to the automodapi block of the less "
-                                   f"public module", location=(docname, text[:match.start()].count("\n") + 1))
+                                   f"public module", location=(docname, line))
 
 
 def _lookup(dotted):

@@ -9,7 +9,8 @@ Usage, after building the docs (``sphinx-build -b html . _build/html`` in ``docs
 Writes one full-page PNG per page (the index, the photo-z guide and the models page by
 default; ``--pages`` chooses others) at a desktop width, and one at a phone width, and
 prints for each page whether its formulas were typeset by the bundled MathJax (no
-raw ``\\(`` left in the text) and whether any code block is wider than its box.
+raw ``\\(`` left in the text), how many code blocks are wider than their box, whether
+the page is wider than the screen and how many images failed to load.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; no
 browser is downloaded and no network is used (the pages are opened from disk).
@@ -41,32 +42,54 @@ def _driver(width, height, profile):
     return webdriver.Chrome(options=opts, service=service)
 
 
+def _capture(driver, path):
+    """Save the whole page, however tall, as one PNG (Chrome's own full-page capture:
+    no stitching, the sticky header drawn once)."""
+    import base64
+
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"],
+                 "scale": 1}})
+    Path(path).write_bytes(base64.b64decode(shot["data"]))
+
+
+CHECKS = """
+    const text = document.body.innerText;
+    const raw = (text.match(/\\\\\\(/g) || []).length;
+    const jax = document.querySelectorAll('mjx-container').length;
+    const wide = Array.from(document.querySelectorAll('pre')).filter(
+        p => p.scrollWidth > p.clientWidth + 1).length;
+    const page = document.documentElement;
+    return {raw_math: raw, typeset_math: jax, wide_code_blocks: wide,
+            wider_than_screen: page.scrollWidth > page.clientWidth + 1,
+            broken_images: Array.from(document.images).filter(
+                i => !i.complete || i.naturalWidth === 0).length};
+"""
+
+
 def shoot(html_dir, out, pages=DEFAULT_PAGES, widths=(("desktop", 1400), ("phone", 412))):
-    """Take the screenshots; return a list of (page, width name, path, checks)."""
+    """Take the screenshots; return a list of (page, width name, path, checks).
+
+    Each width is emulated exactly (Chrome's DevTools device metrics: a headless
+    window cannot be narrower than 500 pixels), as a phone for widths under 600."""
     html_dir, out = Path(html_dir).resolve(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for label, width in widths:
         with tempfile.TemporaryDirectory() as profile:
-            driver = _driver(width, 900, profile)
+            driver = _driver(max(width, 500), 900, profile)
             try:
+                driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                    "width": width, "height": 900, "deviceScaleFactor": 1,
+                    "mobile": width < 600})
                 for page in pages:
                     driver.get((html_dir / page).as_uri())
                     time.sleep(1.5)  # MathJax typesets after load
-                    height = driver.execute_script(
-                        "return Math.min(document.body.scrollHeight, 12000)")
-                    driver.set_window_size(width, max(900, int(height)))
-                    time.sleep(0.5)
                     path = out / f"{Path(page).stem}_{label}.png"
-                    driver.save_screenshot(str(path))
-                    checks = driver.execute_script("""
-                        const text = document.body.innerText;
-                        const raw = (text.match(/\\\\\\(/g) || []).length;
-                        const jax = document.querySelectorAll('mjx-container').length;
-                        const wide = Array.from(document.querySelectorAll('pre')).filter(
-                            p => p.scrollWidth > p.clientWidth + 1).length;
-                        return {raw_math: raw, typeset_math: jax, wide_code_blocks: wide};
-                    """)
+                    _capture(driver, path)
+                    checks = driver.execute_script(CHECKS)
                     results.append((page, label, path, checks))
             finally:
                 driver.quit()
