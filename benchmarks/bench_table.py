@@ -17,8 +17,8 @@ Pan-STARRS image services and the Legacy Surveys viewer (GALEX and unWISE).
     The sky is the servers' default mock sky, `astro_mantis.testing.SyntheticSky`
     (one synthetic galaxy at every position); each image is rendered once in an
     untimed warm-up at zero latency and replayed afterwards (``bench_cutouts.ReplaySky``),
-    so the servers' rendering is not timed. Printed: galaxies/s; from
-    ``astro_mantis.table.last_run`` the time of the fetching thread and of fusion +
+    so the servers' rendering is not timed. Printed: galaxies/s; from the call's run
+    report (``report=RunStats()``) the time of the fetching thread and of fusion +
     inference as shares of the wall time (they overlap, so the shares may add up to
     more than 100 %); and two baselines measured in the same run, on the same
     positions and in the same chunks as the pipeline:
@@ -26,8 +26,8 @@ Pan-STARRS image services and the Legacy Surveys viewer (GALEX and unWISE).
     (i)  fetch only: ``Mantis.get_cutouts`` per chunk into another empty cache;
     (ii) inference only: on the cutouts of (i) (read back from its cache, untimed),
          ``astro_mantis.models.predict`` plus the PDF summaries the table gets
-         (mean, median, mode, std, 68 % interval): the work that
-         ``last_run.infer_seconds`` counts.
+         (mean, median, mode, std, 68 % interval): the work that the report's
+         ``infer_seconds`` counts.
 
     A perfectly overlapped pipeline takes max((i), (ii)); the ratio of (a)'s wall time
     to it is printed, with (i) + (ii) (no overlap) for comparison.
@@ -252,8 +252,8 @@ def throughput(args):
     import torch
 
     from astro_mantis import Mantis, add_redshift_columns, conf
-    from astro_mantis import table as table_mod
     from astro_mantis.models import predict
+    from astro_mantis.table import RunStats
 
     torch.set_num_threads(args.threads)
     n, L, cs, bs = args.n, args.latency, args.chunk_size, 64
@@ -290,14 +290,14 @@ def throughput(args):
                 conf.set_temp("cache_dir", cache_dir):
             before = ps1.counts + legacy.counts
             srv0, cpu0 = bench_cutouts._server_cpu(ps1, legacy), time.process_time()
+            run = RunStats()
             t0 = time.perf_counter()
             add_redshift_columns(table, ra="ra", dec="dec", ebv="ebv", chunk_size=cs,
-                                 batch_size=bs, progress=False, cache=True)
+                                 batch_size=bs, progress=False, cache=True, report=run)
             wall = time.perf_counter() - t0
             cpu_a = time.process_time() - cpu0
             srv_a = bench_cutouts._server_cpu(ps1, legacy) - srv0
             req_a = bench_cutouts._diff(ps1.counts + legacy.counts, before)
-        run = table_mod.last_run
         finite = int(np.sum(np.all(np.isfinite(np.ma.filled(table["z_pdf"], np.nan)), axis=1)))
 
         # (i) fetch only, same chunks, another empty cache; (ii) inference only on them
@@ -331,7 +331,7 @@ def throughput(args):
     for name, dt in rows:
         print(f"  {name:<{width}}  {dt:8.2f}  {n / dt:10.1f}")
     print()
-    print(f"  (a) last_run: {run.n_unique} distinct positions in {run.n_chunks} chunks, "
+    print(f"  (a) report: {run.n_unique} distinct positions in {run.n_chunks} chunks, "
           f"{run.n_estimated} rows estimated ({finite} with a finite PDF); wall "
           f"{run.wall_seconds:.2f} s")
     print(f"      fetching thread {run.fetch_seconds:7.2f} s = "
@@ -366,6 +366,7 @@ def rss_child(args):
     from astro_mantis import add_redshift_columns, conf
     from astro_mantis import table as table_mod
     from astro_mantis.models import predict
+    from astro_mantis.table import RunStats
 
     n = args.rss_child
     # load the model as the first call does, and run it once (torch's own start-up)
@@ -382,11 +383,11 @@ def rss_child(args):
                 conf.set_temp("cache_dir", cache_dir), \
                 conf.set_temp("panstarrs_url", args.ps1_url), \
                 conf.set_temp("legacysurvey_url", args.legacy_url):
+            run = RunStats()
             t0 = time.perf_counter()
             add_redshift_columns(table, ra="ra", dec="dec", ebv="ebv", chunk_size=args.chunk_size,
-                                 progress=False, cache=False)
+                                 progress=False, cache=False, report=run)
             out["seconds"] = time.perf_counter() - t0
-        run = table_mod.last_run
         names = table_mod.column_names()
         data = sum(np.ma.getdata(table[c]).nbytes for c in names)
         masks = sum(np.ma.getmask(table[c]).nbytes for c in names
