@@ -9,8 +9,8 @@ Usage, after building the docs (``sphinx-build -b html . _build/html`` in ``docs
 Writes one full-page PNG per page (the index, the photo-z guide and the models page by
 default; ``--pages`` chooses others) at a desktop width, and one at a phone width, and
 prints for each page whether its formulas were typeset by the bundled MathJax (no
-raw ``\\(`` left in the text), how many code blocks are wider than their box, whether
-the page is wider than the screen and how many images failed to load.
+raw ``\\(`` left in the text), how many code blocks and tables are wider than their
+box, whether the page is wider than the screen and how many images failed to load.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; no
 browser is downloaded and no network is used (the pages are opened from disk).
@@ -61,8 +61,10 @@ CHECKS = """
     const jax = document.querySelectorAll('mjx-container').length;
     const wide = Array.from(document.querySelectorAll('pre')).filter(
         p => p.scrollWidth > p.clientWidth + 1).length;
+    const tables = Array.from(document.querySelectorAll('table')).filter(
+        t => t.scrollWidth > t.parentElement.clientWidth + 1).length;
     const page = document.documentElement;
-    return {raw_math: raw, typeset_math: jax, wide_code_blocks: wide,
+    return {raw_math: raw, typeset_math: jax, wide_code_blocks: wide, wide_tables: tables,
             wider_than_screen: page.scrollWidth > page.clientWidth + 1,
             broken_images: Array.from(document.images).filter(
                 i => !i.complete || i.naturalWidth === 0).length};
