@@ -421,6 +421,10 @@ class Survey:
         `~astro_mantis.flags.MantisFlag` for a built-in survey, a bit of
         `~astro_mantis.flags.SURVEY_FLAG_BITS` for another, or None (the default) to
         be given the lowest free one of those when the survey joins the registry.
+    coalescible : bool
+        Whether the service cuts on the survey's own image grid (no resampling), so
+        that positions close together can share one larger request, cut locally into
+        their cutouts (`coalesce_key`, `cut`); default False.
     """
 
     name = ""
@@ -434,6 +438,7 @@ class Survey:
     needs_listing = False
     missing_flag = None
     filter_curves = {}
+    coalescible = False
 
     @property
     def native_bands(self):
@@ -497,6 +502,19 @@ class Survey:
         when a body is not what the protocol promises.
         """
         raise NotImplementedError
+
+    def coalesce_key(self, listing):
+        """Which image grid a position's cutout is cut from (only if `coalescible`).
+
+        Positions of one key can share one larger request; ``listing`` is the
+        position's listing entry (None for a survey without listings).
+        """
+        raise NotImplementedError(f"{self.name} does not coalesce requests")
+
+    def cut(self, contents, requests, positions, size=None):
+        """Cut the cutouts of ``positions`` from the bodies of one larger request
+        (only if `coalescible`); None for a position not wholly inside it."""
+        raise NotImplementedError(f"{self.name} does not coalesce requests")
 
     def __repr__(self):
         return (f"<Survey {self.name}: bands={','.join(self.bands)} "

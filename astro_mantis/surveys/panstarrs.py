@@ -16,6 +16,12 @@ Two steps, as the service documents them:
 PS1 does not observe south of dec = -30°; such positions are never requested.
 NaN pixels (chip gaps, skycell edges) are kept and show in
 `SurveyImage.mask <astro_mantis.surveys.SurveyImage.mask>`.
+
+``fitscut.cgi`` cuts on the skycell's own pixel grid (no resampling): a larger
+cutout of the same skycell holds every smaller one inside it, pixel for pixel. So
+positions close together in one skycell can share one larger request, cut locally
+into each position's cutout (`PanstarrsSurvey.cut`); the fetch engine does so when
+asked to coalesce (:ref:`cutouts-coalescing`).
 """
 import math
 
@@ -24,14 +30,42 @@ from astropy import units as u
 
 from ..exceptions import InvalidResponseError
 from ..flags import MantisFlag
-from .core import Request, Survey, SurveyImage, read_primary_image
+from .core import Request, Survey, SurveyImage, celestial_wcs, read_primary_image, wcs_header
 
-__all__ = ["PanstarrsSurvey", "survey", "decompress_asinh"]
+__all__ = ["PanstarrsSurvey", "survey", "decompress_asinh", "fitscut_origin"]
 
 LISTING_COLUMNS = ("projcell", "subcell", "ra", "dec", "filter", "mjd", "type", "filename",
                    "shortname", "badflag")
 #: Tolerance (deg) when matching listing rows back to the positions sent.
 MATCH_TOLERANCE = 1e-4
+
+
+def fitscut_origin(x, size):
+    """First pixel of a ``size``-pixel cutout around pixel coordinate ``x`` (0-based).
+
+    ``ceil(x - size / 2)``: the position lies within half a pixel of the cutout's
+    centre (the centre pixel for an odd size, the corner of the four central pixels
+    for an even one), which is what any cutout centred on the skycell grid does; on
+    an exact tie the higher pixel wins, as with `~astropy.nddata.Cutout2D`, whose
+    rule this is.
+
+    Parameters
+    ----------
+    x : float
+        0-based pixel coordinate of the position along one axis.
+    size : int
+        Cutout side in pixels.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> fitscut_origin(100.3, 170), fitscut_origin(100.7, 170), fitscut_origin(100.7, 171)
+    (16, 16, 16)
+    """
+    return int(math.ceil(float(x) - int(size) / 2.0))
 
 
 def decompress_asinh(data, bsoften, boffset):
@@ -59,6 +93,7 @@ class PanstarrsSurvey(Survey):
     #: AB magnitude of 1 count in a 1 s stack (``fitscut`` pixels are linear counts).
     zeropoint_1s = 25.0
     min_dec = -30.0
+    coalescible = True
 
     def in_footprint(self, ra, dec):
         """PS1 3π covers dec > -30°."""
@@ -148,23 +183,110 @@ class PanstarrsSurvey(Survey):
         Bands missing from the listing become all-NaN planes.
         """
         size = int(size or self.size)
-        planes = {}
-        header = None
-        exptimes = {}
+        bands = self._read_bands(contents, requests, f"at ({ra:.5f}, {dec:.5f})", size)
+        if not bands:
+            return None
+        return self._image({b: data for b, _, data in bands},
+                           {b: hdr.get("EXPTIME", np.nan) for b, hdr, _ in bands},
+                           bands[0][1], size)
+
+    def coalesce_key(self, listing):
+        """The skycell a position's cutout is cut from: its listing's band files.
+
+        Positions with the same key are cut from the same pixel grid, so one larger
+        cutout holds all of theirs (see `cut`).
+
+        Parameters
+        ----------
+        listing : dict
+            The position's entry from `parse_listing` ({band: file name}).
+
+        Returns
+        -------
+        tuple
+        """
+        return tuple(sorted(listing.items()))
+
+    def cut(self, contents, requests, positions, size=None):
+        """Cut the cutouts of several positions from one larger fitscut cutout per band.
+
+        ``fitscut.cgi`` cuts on the skycell's pixel grid, so the cutout of each
+        position is a block of the larger one: the pixels `read` would give for the
+        position's own requests (the block's origin from `fitscut_origin`), with the
+        same WCS (``CRPIX`` shifted by the block's origin), zero points, flags and
+        metadata.
+
+        Parameters
+        ----------
+        contents : list of bytes
+            The bodies of the larger request of each band (`image_requests` at the
+            positions' centre with a larger ``size``), all of one skycell.
+        requests : list of `~astro_mantis.surveys.Request`
+            Those requests.
+        positions : sequence of (float, float)
+            Right ascension and declination (degrees) of the positions; read to 7
+            decimals, as their own requests would send them.
+        size : int, optional
+            Side of each position's cutout (default `size`).
+
+        Returns
+        -------
+        list of `~astro_mantis.surveys.SurveyImage` or None
+            One per position, in order; None where the position's cutout does not
+            lie wholly inside the larger one (it must then be fetched on its own).
+
+        Raises
+        ------
+        `~astro_mantis.exceptions.InvalidResponseError`
+            If a body is not a FITS image of the requested size, or the bands do not
+            share one pixel grid.
+        """
+        size = int(size or self.size)
+        if not requests:
+            return [None] * len(positions)
+        big = int(requests[0].params["size"])
+        bands = self._read_bands(contents, requests, "(coalesced)", big)
+        header = wcs_header(bands[0][1])
+        for band, hdr, _ in bands[1:]:
+            if wcs_header(hdr) != header:
+                raise InvalidResponseError(
+                    f"panstarrs {band}: coalesced cutout is not on the grid of the "
+                    f"{bands[0][0]} band")
+        exptimes = {b: hdr.get("EXPTIME", np.nan) for b, hdr, _ in bands}
+        pos = np.array([(float(f"{ra:.7f}"), float(f"{dec:.7f}")) for ra, dec in positions],
+                       dtype=float).reshape(-1, 2)
+        xs, ys = celestial_wcs(header).all_world2pix(pos[:, 0], pos[:, 1], 0)
+        out = []
+        for x, y in zip(xs, ys):
+            x0, y0 = fitscut_origin(x, size), fitscut_origin(y, size)
+            if not (0 <= x0 <= big - size and 0 <= y0 <= big - size):
+                out.append(None)
+                continue
+            shifted = header.copy()
+            shifted["CRPIX1"] = header["CRPIX1"] - x0
+            shifted["CRPIX2"] = header["CRPIX2"] - y0
+            planes = {b: data[y0:y0 + size, x0:x0 + size] for b, _, data in bands}
+            out.append(self._image(planes, exptimes, shifted, size))
+        return out
+
+    def _read_bands(self, contents, requests, where, size):
+        """``[(band, header, pixels)]`` of fitscut bodies of ``size`` x ``size`` pixels,
+        asinh-compressed pixels decompressed."""
+        out = []
         for content, req in zip(contents, requests):
-            hdr, data = read_primary_image(
-                content, f"panstarrs fitscut {req.band} at ({ra:.5f}, {dec:.5f})")
+            hdr, data = read_primary_image(content, f"panstarrs fitscut {req.band} {where}")
             if data is None or data.shape != (size, size):
                 shape = None if data is None else data.shape
                 raise InvalidResponseError(
                     f"panstarrs {req.band}: image shape {shape}, expected ({size}, {size})")
             if "BSOFTEN" in hdr and "BOFFSET" in hdr:
                 data = decompress_asinh(data, hdr["BSOFTEN"], hdr["BOFFSET"])
-            planes[req.band] = data
-            exptimes[req.band] = float(hdr.get("EXPTIME", np.nan))
-            header = header if header is not None else hdr
-        if header is None:
-            return None
+            out.append((req.band, hdr, data))
+        return out
+
+    def _image(self, planes, exptimes, header, size):
+        """The `~astro_mantis.surveys.SurveyImage` of band planes on one grid."""
+        exptimes = {b: float(t) for b, t in exptimes.items()}
         cube = np.stack([planes.get(b, np.full((size, size), np.nan)) for b in self.bands])
         zps = [25.0 + 2.5 * math.log10(exptimes[b]) if exptimes.get(b, 0) > 0 else np.nan
                for b in self.bands]
