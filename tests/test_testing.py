@@ -21,8 +21,11 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from astro_mantis.testing import (
+    SkycellGrid,
+    SkycellSky,
     SurveyServer,
     SyntheticSky,
+    cluster_catalog,
     ps1_skycell,
     ps1_skycell_center,
 )
@@ -543,3 +546,91 @@ def test_many_threads_share_counts():
         with ThreadPoolExecutor(8) as pool:
             assert all(c == 200 for codes in pool.map(work, range(8)) for c in codes)
         assert srv.counts["ps1filenames"] == 40 and len(srv.log) == 40
+
+
+# --------------------------------------------------------------------- skycell sky
+def test_skycell_grid_covers_its_skycell():
+    projcell, subcell, ra_c, dec_c = ps1_skycell(150.2, 2.2)
+    grid = SkycellGrid.of((ra_c, dec_c), margin=0)
+    assert grid.crval == (ra_c, dec_c) and grid.npix % 2 == 0
+    x, y = grid.pixel(ra_c, dec_c)
+    assert (float(x), float(y)) == pytest.approx((grid.npix / 2 - 0.5,) * 2)
+    # every corner of the skycell is on the grid, a point 30" beyond an edge is not
+    half_ra = (ps1_skycell_center(projcell, subcell + 1)[0] - ra_c) / 2  # the next column
+    for dra, ddec in [(-1, -1), (-1, 1), (1, -1), (1, 1)]:
+        a, d = ra_c + 0.999 * dra * half_ra, dec_c + 0.999 * ddec * 0.2
+        assert ps1_skycell(a, d)[:2] == (projcell, subcell)
+        x, y = grid.pixel(a, d)
+        assert 0 <= x < grid.npix and 0 <= y < grid.npix
+    x, y = grid.pixel(ra_c, dec_c + 0.2 + 30 / 3600)
+    assert y > grid.npix
+    assert SkycellGrid.of((ra_c, dec_c), margin=40).npix == grid.npix + 80
+
+
+def test_skycell_sky_cutouts_agree_where_they_overlap():
+    catalog = cluster_catalog(20, radius=1.0, seed=2)
+    with SurveyServer(sky=SkycellSky(catalog=catalog)) as srv:
+        ra, dec = float(catalog["ra"][0]), float(catalog["dec"][0])
+        fn = ps1_file(srv, ra, dec, "g")
+        small = open_fits(fitscut(srv, fn, ra, dec, size=170).content)[0]
+        ra2 = ra + 20 / 3600 / math.cos(math.radians(dec))
+        big = open_fits(fitscut(srv, fn, ra2, dec + 15 / 3600, size=400).content)[0]
+        again = open_fits(fitscut(srv, fn, ra, dec, size=170).content)[0]
+    for card in ("CRVAL1", "CRVAL2", "CDELT1", "CDELT2", "EXPTIME"):
+        assert small.header[card] == big.header[card]
+    # the small cutout is a block of the big one: CRPIX says where
+    dx = big.header["CRPIX1"] - small.header["CRPIX1"]
+    dy = big.header["CRPIX2"] - small.header["CRPIX2"]
+    assert dx == int(dx) and dy == int(dy) and 0 < dx < 400 - 170 and 0 < dy < 400 - 170
+    x0, y0 = int(dx), int(dy)
+    np.testing.assert_array_equal(small.data, big.data[y0:y0 + 170, x0:x0 + 170])
+    np.testing.assert_array_equal(small.data, again.data)
+    # the position lies within half a pixel of the cutout's centre
+    x, y = WCS(small.header).world_to_pixel(SkyCoord(ra, dec, unit="deg"))
+    assert abs(x - 84.5) <= 0.5 and abs(y - 84.5) <= 0.5
+    # the galaxy is painted there: the centre is brighter than the noise
+    assert small.data[80:90, 80:90].mean() > np.median(small.data) + 3 * np.std(
+        small.data[:20, :20])
+
+
+def test_skycell_sky_keeps_the_viewer_layers_of_the_synthetic_sky():
+    catalog = cluster_catalog(5, radius=0.5, seed=1)
+    coord = SkyCoord(catalog["ra"][0], catalog["dec"][0], unit="deg")
+    a = SkycellSky(catalog=catalog).render("galex", coord)
+    b = SyntheticSky(catalog=catalog).render("galex", coord)
+    np.testing.assert_array_equal(a[0].data, b[0].data)
+    # without a skycell (or resampled) Pan-STARRS renders are the synthetic sky's too
+    a = SkycellSky(catalog=catalog).render("panstarrs", coord, band="r")
+    b = SyntheticSky(catalog=catalog).render("panstarrs", coord, band="r")
+    np.testing.assert_array_equal(a[0].data, b[0].data)
+
+
+def test_skycell_sky_blocks_are_dropped_and_redrawn_identically():
+    sky = SkycellSky(catalog=cluster_catalog(10, radius=1.0), block=64, max_blocks=4)
+    coord = SkyCoord(150.2, 2.2, unit="deg")
+    centre = ps1_skycell(150.2, 2.2)[2:]
+    first = sky.render("panstarrs", coord, size=170, band="i", skycell_center=centre)[0].data
+    assert len(sky._blocks) == 4  # 3 x 3 or more were drawn, only 4 kept
+    second = sky.render("panstarrs", coord, size=170, band="i", skycell_center=centre)[0].data
+    np.testing.assert_array_equal(first, second)
+
+
+def test_server_refuses_cutouts_larger_than_max_size():
+    with SurveyServer(max_size=200) as srv:
+        fn = ps1_file(srv)
+        assert fitscut(srv, fn, size=200).status_code == 200
+        r = fitscut(srv, fn, size=201)
+        assert r.status_code == 400 and b"1..200" in r.content
+        assert viewer(srv, size=201).status_code == 400
+        srv.max_size = 300
+        assert fitscut(srv, fn, size=201).status_code == 200
+
+
+def test_cluster_catalog_fills_a_disc():
+    cat = cluster_catalog(300, center=(10.0, -5.0), radius=3.0, seed=4)
+    sep = SkyCoord(cat["ra"], cat["dec"], unit="deg").separation(
+        SkyCoord(10.0, -5.0, unit="deg")).arcmin
+    assert len(cat) == 300 and sep.max() <= 3.0 + 1e-6 and np.median(sep) > 1.5
+    assert {"mag_g", "mag_nuv", "mag_w2", "r_half"} <= set(cat.colnames)
+    again = cluster_catalog(300, center=(10.0, -5.0), radius=3.0, seed=4)
+    np.testing.assert_array_equal(cat["ra"], again["ra"])

@@ -5,7 +5,8 @@
 response formats as the Pan-STARRS1 image service (``ps1filenames.py``,
 ``fitscut.cgi``) and the Legacy Survey viewer (``fits-cutout`` for the
 ``galex`` and ``unwise-neo7`` layers), with fault injection; `SyntheticSky`
-renders the images. The pytest fixture ``survey_server`` lives in
+renders the images (`SkycellSky` cuts Pan-STARRS ones from whole skycells, as the
+real ``fitscut.cgi`` does). The pytest fixture ``survey_server`` lives in
 `astro_mantis.testing.fixtures` (import it from a ``conftest.py``).
 """
 
@@ -17,11 +18,15 @@ from .server import (
     ps1_skycell_center,
 )
 from .synthetic import SyntheticSky
+from .skycells import SkycellGrid, SkycellSky, cluster_catalog
 
 __all__ = [
     "LogEntry",
     "SurveyServer",
     "SyntheticSky",
+    "SkycellSky",
+    "SkycellGrid",
+    "cluster_catalog",
     "ps1_filename",
     "ps1_skycell",
     "ps1_skycell_center",

@@ -57,7 +57,8 @@ _PS1_FILENAME_RE = re.compile(
     r"rings\.v3\.skycell\.(\d{4})\.(\d{3})\.stk\.([grizy])\.unconv\.fits$"
 )
 _ASINH_A = 2.5 / math.log(10.0)
-_MAX_SIZE = 3000
+#: Default of `SurveyServer.max_size`.
+MAX_SIZE = 3000
 
 # ---------------------------------------------------------------------------
 # PS1 sky tiling (a simplified stand-in for the real projection cells)
@@ -423,6 +424,9 @@ class SurveyServer(LoopbackService):
         cutouts is deterministic per position and band.
     legacy_band_order : {"native", "reversed"}, optional
         Plane order of viewer cubes; ``BANDn`` always names each plane.
+    max_size : int, optional
+        The largest cutout side (pixels) ``fitscut.cgi`` and ``fits-cutout``
+        serve; a larger ``size`` is answered with HTTP 400 (default 3000).
 
     Attributes
     ----------
@@ -463,7 +467,7 @@ class SurveyServer(LoopbackService):
     def __init__(self, sky=None, *, host="127.0.0.1", port=0, latency=0.0, error_rate=0.0,
                  truncate_rate=0.0, html_rate=0.0, endpoints=None, seed=0, ps1_min_dec=-30.0,
                  galex_holes=(), no_overlap=(), ps1_asinh=False, ps1_nan_fraction=0.0,
-                 legacy_band_order="native"):
+                 legacy_band_order="native", max_size=MAX_SIZE):
         super().__init__(host, port, latency, error_rate, truncate_rate, html_rate, seed)
         self.sky = SyntheticSky() if sky is None else sky
         self.endpoints = endpoints
@@ -473,6 +477,7 @@ class SurveyServer(LoopbackService):
         self.ps1_asinh = bool(ps1_asinh)
         self.ps1_nan_fraction = float(ps1_nan_fraction)
         self.legacy_band_order = legacy_band_order
+        self.max_size = int(max_size)
         self._render_takes_skycell = None
 
     # -- properties ------------------------------------------------------------
@@ -585,8 +590,8 @@ class SurveyServer(LoopbackService):
         elif output_size is not None and output_size != size:
             pixscale = 0.25 * size / output_size  # resampled to output_size pixels
             size = output_size
-        if not 0 < size <= _MAX_SIZE:
-            raise _BadRequest(f"size must be within 1..{_MAX_SIZE}, got {size}")
+        if not 0 < size <= self.max_size:
+            raise _BadRequest(f"size must be within 1..{self.max_size}, got {size}")
         if _angular_distance(ra % 360.0, dec, ra_c, dec_c) > 5.0:
             raise _BadRequest("requested position is not within the image", status=500)
 
@@ -674,8 +679,8 @@ class SurveyServer(LoopbackService):
             pixscale = float(params.get("pixscale") or 0.262)
         except ValueError:
             raise _BadRequest(f"bad value for 'pixscale': {params['pixscale']!r}") from None
-        if not 0 < size <= _MAX_SIZE:
-            raise _BadRequest(f"size must be within 1..{_MAX_SIZE}, got {size}")
+        if not 0 < size <= self.max_size:
+            raise _BadRequest(f"size must be within 1..{self.max_size}, got {size}")
         if not pixscale > 0:
             raise _BadRequest(f"pixscale must be positive, got {pixscale}")
 
