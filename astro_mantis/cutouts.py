@@ -10,7 +10,7 @@ would send without sending them, and `~MantisClass.clear_cache` and
 import shutil
 
 from .fetch import (PLAN_SECONDS_PER_REQUEST, RETRY_STATUSES, CutoutCache, FetchPlan,  # noqa: F401
-                    FetchStatus, fetcher, normalize_coordinates)
+                    FetchStatus, coalesce_span, fetcher, normalize_coordinates)
 from .surveys import DEFAULT_SURVEYS
 
 __all__ = ["MantisClass", "Mantis"]
@@ -62,7 +62,7 @@ class MantisClass:
 
     # -- cutouts ---------------------------------------------------------------------
     def get_cutouts(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True, progress=None,
-                    get_query_payload=False, source=None):
+                    get_query_payload=False, source=None, coalesce=False):
         """Fetch the cutouts of every survey at every position.
 
         Parameters
@@ -88,6 +88,12 @@ class MantisClass:
         source : `~astro_mantis.sources.LocalTiles`, optional
             Cut the cutouts from survey images on local disks instead of fetching
             them (same objects, same flags); default: the survey services.
+        coalesce : bool, float or `~astropy.units.Quantity`
+            Let Pan-STARRS positions of one skycell within a square of this span share
+            one larger request per band, cut locally into their cutouts (identical to
+            those of their own requests; :ref:`cutouts-coalescing`). True: 1 arcmin;
+            a number: arcminutes; an angle; False (the default): each position is
+            fetched alone.
 
         Returns
         -------
@@ -105,6 +111,7 @@ class MantisClass:
             If a scalar position is NaN or out of range, a name cannot be resolved,
             or a survey name is unknown.
         """
+        coalesce_span(coalesce)  # refuse a bad span before anything is sent
         if source is not None:
             if get_query_payload:
                 return []  # local tiles send no request
@@ -112,7 +119,7 @@ class MantisClass:
         if get_query_payload:
             return self._engine.query_payload(coordinates, surveys=surveys, cache=cache)
         return self._engine.get_cutouts(coordinates, surveys=surveys, cache=cache,
-                                        progress=progress)
+                                        progress=progress, coalesce=coalesce)
 
     def plan(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True):
         """What `get_cutouts` would fetch and roughly how long it would take; sends nothing.

@@ -18,6 +18,7 @@ row:
 """
 import enum
 import json
+import math
 import os
 import struct
 import threading
@@ -32,6 +33,7 @@ import certifi
 import numpy as np
 import requests
 import urllib3
+from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from ._version import __version__
@@ -47,7 +49,8 @@ from .surveys import DEFAULT_SURVEYS, get_survey
 from .surveys.core import SurveyImage, primary_layout
 
 __all__ = ["CutoutFetcher", "fetcher", "CutoutCache", "normalize_coordinates", "FetchStatus",
-           "StatusText", "FetchPlan", "PLAN_SECONDS_PER_REQUEST", "RETRY_STATUSES"]
+           "StatusText", "FetchPlan", "PLAN_SECONDS_PER_REQUEST", "RETRY_STATUSES",
+           "coalesce_span", "DEFAULT_COALESCE_SPAN", "MAX_COALESCE_SPAN"]
 
 
 
@@ -510,6 +513,12 @@ def _duration(seconds):
 
 
 # ---------------------------------------------------------------------------- one call
+#: Side of the squares of sky within which positions share one request with
+#: ``coalesce=True`` (`coalesce_span`).
+DEFAULT_COALESCE_SPAN = 1.0 * u.arcmin
+#: The largest span accepted: a request of about 2,600 pixels on a side.
+MAX_COALESCE_SPAN = 10.0 * u.arcmin
+
 class _Ledger:
     """What became of every (survey, position) of one call, each settled exactly once.
 
@@ -633,10 +642,14 @@ class _Call:
         Degrees of every position of the call (indexed by position).
     ledger : `_Ledger`
         Where outcomes are settled.
+    coalescer : `_Coalescer`, optional
+        Groups the listed positions of a coalescible survey that share one larger
+        request (default: none do).
     """
 
-    def __init__(self, fetcher, cache, ra, dec, ledger):
+    def __init__(self, fetcher, cache, ra, dec, ledger, coalescer=None):
         self.fetcher, self.cache, self.ra, self.dec, self.ledger = fetcher, cache, ra, dec, ledger
+        self.coalescer = coalescer or _Coalescer(0.0)
         self.outstanding = _Outstanding()
         self.parser = None
 
@@ -646,6 +659,8 @@ class _Call:
         try:
             for survey in surveys:
                 todo = self._triage(survey, positions)
+                if self.coalescer.applies(survey):  # neighbours in the same listings
+                    todo = self.coalescer.order(todo, self.ra, self.dec)
                 if survey.needs_listing:
                     for chunk in _chunks(todo):
                         self._list(survey, chunk)
@@ -696,12 +711,18 @@ class _Call:
             except InvalidResponseError as err:
                 self.ledger.fail(survey, chunk, f"listing: {err}")
                 return
+            covered = []
             for i, entry in zip(chunk, entries):
                 if entry is None:
                     self._store(survey, i, None)
                     self.ledger.settle(survey, i, FetchStatus.OUT_OF_FOOTPRINT)
                 else:
-                    self._fetch(survey, i, entry)
+                    covered.append((i, entry))
+            for members in self.coalescer.groups(survey, covered, self.ra, self.dec):
+                if len(members) == 1:
+                    self._fetch(survey, *members[0])
+                else:
+                    self._fetch_group(survey, members)
         except Exception as exc:  # never leave a position unsettled
             self.ledger.fail(survey, chunk, f"listing: {type(exc).__name__}: {exc}")
         finally:
@@ -746,10 +767,197 @@ class _Call:
         finally:
             self.outstanding.done()
 
+    def _fetch_group(self, survey, members):
+        """Send one larger request for positions close together (``[(i, listing)]``)."""
+        ra, dec, size = self.coalescer.request_geometry(
+            survey, [self.ra[i] for i, _ in members], [self.dec[i] for i, _ in members])
+        requests = survey.image_requests(ra, dec, listing=members[0][1], size=size)
+        self.outstanding.add()
+        self.coalescer.count(sent=1)
+        _Gather(self.fetcher, requests,
+                lambda bodies, error: self._group_answered(survey, members, requests, bodies,
+                                                           error))
+
+    def _group_answered(self, survey, members, requests, bodies, error):
+        """A group's larger request is answered: cut it off this thread, or fall back."""
+        try:
+            if error is None:
+                self.parser.submit(self._cut, survey, members, requests, bodies)
+                return  # `_cut` finishes the unit
+            self._fall_back(survey, members, error)
+        except Exception as exc:  # e.g. the call was interrupted and the parser is gone
+            self.ledger.fail(survey, [i for i, _ in members], f"{type(exc).__name__}: {exc}")
+        self.outstanding.done()
+
+    def _cut(self, survey, members, requests, bodies):
+        """Cut each member's cutout from a group's bodies; cache and settle them."""
+        try:
+            try:
+                images = survey.cut(bodies, requests,
+                                    [(self.ra[i], self.dec[i]) for i, _ in members])
+            except Exception as exc:
+                self._fall_back(survey, members, f"{type(exc).__name__}: {exc}")
+                return
+            outside = []
+            for (i, entry), image in zip(members, images):
+                if image is None:
+                    outside.append((i, entry))
+                    continue
+                try:
+                    self._store(survey, i, image)
+                except Exception as exc:
+                    self.ledger.settle(survey, i, FetchStatus.FAILED,
+                                       detail=f"{type(exc).__name__}: {exc}")
+                else:
+                    self.ledger.settle(survey, i, FetchStatus.FETCHED, image)
+                    self.coalescer.count(cut=1)
+            if outside:
+                self._fall_back(survey, outside, "not wholly inside the coalesced cutout")
+        finally:
+            self.outstanding.done()
+
+    def _fall_back(self, survey, members, reason):
+        """Fetch the members of a group one by one (its larger request failed)."""
+        log.debug(f"{survey.name}: coalesced request of {len(members)} position(s) gave no "
+                  f"cutouts ({reason}); fetching them one by one")
+        self.coalescer.count(fell_back=len(members))
+        for i, entry in members:
+            try:
+                self._fetch(survey, i, entry)
+            except Exception as exc:
+                self.ledger.settle(survey, i, FetchStatus.FAILED,
+                                   detail=f"{type(exc).__name__}: {exc}")
+
     def _store(self, survey, i, image):
         if self.cache is not None:
             self.cache.store(survey.name, survey.cache_key(self.ra[i], self.dec[i]), image,
                              survey.source)
+
+
+class _Coalescer:
+    """Which listed positions of a coalescible survey share one larger request.
+
+    Positions whose cutouts come from the same image grid (the survey's
+    ``coalesce_key``: one Pan-STARRS skycell) and that fall in the same square of
+    ``span`` on the sky (squares of a tangent plane, counted from the positions'
+    south-west corner) form a group; a group of one is fetched as usual.
+
+    Parameters
+    ----------
+    span : float
+        Side of the squares in arcseconds; 0 turns coalescing off.
+    """
+
+    def __init__(self, span):
+        self.span = float(span)
+        self._lock = threading.Lock()
+        #: Larger requests sent (per survey and group), positions cut from them, and
+        #: positions fetched alone after their group's request gave no cutout.
+        self.sent = self.cut = self.fell_back = 0
+
+    def applies(self, survey):
+        """Whether positions of ``survey`` are grouped."""
+        return self.span > 0 and survey.coalescible
+
+    @staticmethod
+    def order(indices, ra, dec):
+        """``indices`` in strips of declination, by right ascension within each, so that
+        neighbours share listing chunks."""
+        return sorted(indices, key=lambda i: (math.floor(dec[i] / 0.25), ra[i]))
+
+    def groups(self, survey, members, ra, dec):
+        """``members`` (``[(index, listing)]``) in groups that share one request."""
+        if not self.applies(survey):
+            return [[m] for m in members]
+        by_grid = {}
+        for m in members:
+            by_grid.setdefault(survey.coalesce_key(m[1]), []).append(m)
+        out = []
+        for same in by_grid.values():
+            x, y = _tangent(np.array([ra[i] for i, _ in same]),
+                            np.array([dec[i] for i, _ in same]))
+            cells = {}  # squares from the south-west corner: a narrower field fits in one
+            for m, cx, cy in zip(same, np.floor((x - x.min()) / self.span),
+                                 np.floor((y - y.min()) / self.span)):
+                cells.setdefault((cx, cy), []).append(m)
+            out += list(cells.values())
+        return out
+
+    @staticmethod
+    def request_geometry(survey, ra, dec):
+        """Centre (degrees) and side (pixels) of one request holding the cutouts of
+        all positions ``ra``, ``dec``."""
+        ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
+        x, y = _tangent(ra, dec)
+        xc, yc = (x.min() + x.max()) / 2.0, (y.min() + y.max()) / 2.0
+        ra0, dec0 = ra[0], float(np.mean(dec))
+        scale = survey.pixscale.to_value("arcsec")
+        extent = max(x.max() - x.min(), y.max() - y.min()) / scale
+        side = int(survey.size) + int(math.ceil(extent)) + 8  # slack for rounding and TAN
+        return ((ra0 + xc / 3600.0 / math.cos(math.radians(dec0))) % 360.0,
+                dec0 + yc / 3600.0, side)
+
+    def count(self, **counts):
+        """Add to the counts (``sent``, ``cut``, ``fell_back``)."""
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+    def summary(self):
+        """The counts as a phrase for the call's log line ("" when nothing coalesced)."""
+        if not self.sent:
+            return ""
+        text = f"; {self.cut} position(s) cut from the larger requests of {self.sent} group(s)"
+        return text + (f", {self.fell_back} fetched alone after their group's gave none"
+                       if self.fell_back else "")
+
+
+def _tangent(ra, dec):
+    """Arcseconds east and north of the first position's right ascension and the mean
+    declination (a local flat approximation; right ascension wraps at 0)."""
+    dec0 = float(np.mean(dec))
+    x = ((ra - ra[0] + 180.0) % 360.0 - 180.0) * math.cos(math.radians(dec0)) * 3600.0
+    return x, (dec - dec0) * 3600.0
+
+
+def coalesce_span(coalesce):
+    """The span within which positions share one request, from a ``coalesce`` argument.
+
+    Parameters
+    ----------
+    coalesce : bool, float or `~astropy.units.Quantity`
+        False, None or 0: off; True: `DEFAULT_COALESCE_SPAN`; a number: arcminutes;
+        an angle.
+
+    Returns
+    -------
+    float
+        Arcseconds (0 when off).
+
+    Raises
+    ------
+    ValueError
+        If the span is negative or larger than `MAX_COALESCE_SPAN`, or not an angle.
+
+    Examples
+    --------
+    >>> coalesce_span(True), coalesce_span(2), coalesce_span(False)
+    (60.0, 120.0, 0.0)
+    """
+    if coalesce is None or coalesce is False:
+        return 0.0
+    if coalesce is True:
+        return float(DEFAULT_COALESCE_SPAN.to_value(u.arcsec))
+    try:
+        span = (u.Quantity(coalesce, u.arcmin) if not isinstance(coalesce, u.Quantity)
+                else coalesce).to_value(u.arcsec)
+    except (u.UnitsError, TypeError, ValueError):
+        raise ValueError(f"coalesce must be True, False, arcminutes or an angle, got "
+                         f"{coalesce!r}") from None
+    if not 0.0 <= span <= MAX_COALESCE_SPAN.to_value(u.arcsec):
+        raise ValueError(f"coalesce span {span / 60.0:g} arcmin is outside [0, "
+                         f"{MAX_COALESCE_SPAN.to_value(u.arcmin):g}] arcmin")
+    return float(span)
 
 
 def _chunks(indices):
@@ -789,7 +997,8 @@ class CutoutFetcher:
         self.last_request_count = None
 
     # -- public API -----------------------------------------------------------
-    def get_cutouts(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True, progress=None):
+    def get_cutouts(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True, progress=None,
+                    coalesce=False):
         """Fetch the cutouts of every survey at every position.
 
         Parameters
@@ -807,6 +1016,13 @@ class CutoutFetcher:
             more than 10 distinct valid positions (`astro_mantis.progress`). A
             callable is called with 1 each time a position's cutouts are all in
             (fetched, cached or failed) instead, e.g. a `tqdm.tqdm` bar's ``update``.
+        coalesce : bool, float or `~astropy.units.Quantity`
+            Let Pan-STARRS positions of one skycell that lie within a square of this
+            span share one larger ``fitscut.cgi`` request per band, cut locally into
+            their cutouts (the same pixels, WCS, flags and statuses as their own
+            requests give; :ref:`cutouts-coalescing`). True: 1 arcmin
+            (`DEFAULT_COALESCE_SPAN`); a number: arcminutes; an angle; False (the
+            default): every position is fetched alone.
 
         Returns
         -------
@@ -820,13 +1036,15 @@ class CutoutFetcher:
         TypeError
             If ``coordinates`` is not a `~astropy.coordinates.SkyCoord`.
         ValueError
-            If a scalar position is NaN or out of range, or a survey name is unknown.
+            If a scalar position is NaN or out of range, a survey name is unknown, or
+            ``coalesce`` is not a span in [0, 10] arcmin.
         """
+        span = coalesce_span(coalesce)
         icrs, scalar, pos = _read_positions(coordinates)
         survey_objs = [get_survey(s) for s in surveys]
         first_of = pos.first_of()  # duplicated positions are fetched once
         unique = np.flatnonzero(first_of == np.arange(len(pos)))
-        outcomes = self._fetch_all(survey_objs, pos.ra, pos.dec, unique, cache, progress)
+        outcomes = self._fetch_all(survey_objs, pos.ra, pos.dec, unique, cache, progress, span)
         if callable(progress) and len(pos) > len(unique):  # invalid and repeated positions
             progress(len(pos) - len(unique))
         bad = {s.name: FetchStatus.BAD_COORDINATE.text() for s in survey_objs}
@@ -988,13 +1206,16 @@ class CutoutFetcher:
             out.update(zip(chunk, entries))
         return out
 
-    def _fetch_all(self, surveys, ra, dec, unique, cache, progress):
+    def _fetch_all(self, surveys, ra, dec, unique, cache, progress, span=0.0):
         """Fetch every (survey, position of ``unique``); returns the `_Ledger` outcomes,
-        ``{survey: {index: (FetchStatus, image or None, detail)}}``."""
+        ``{survey: {index: (FetchStatus, image or None, detail)}}``. Positions within
+        ``span`` arcseconds may share requests (`_Coalescer`)."""
         ledger = _Ledger(surveys, len(unique), progress)
         fetcher = self._fetcher()
+        coalescer = _Coalescer(span)
         try:
-            _Call(fetcher, CutoutCache() if cache else None, ra, dec, ledger).run(surveys, unique)
+            _Call(fetcher, CutoutCache() if cache else None, ra, dec, ledger,
+                  coalescer).run(surveys, unique)
         finally:
             fetcher.close()
             ledger.close()
@@ -1002,7 +1223,8 @@ class CutoutFetcher:
         log.info(f"cutouts: {len(unique)} position(s) x {len(surveys)} survey(s); "
                  f"{n[FetchStatus.FETCHED]} fetched, {n[FetchStatus.CACHED]} from cache, "
                  f"{n[FetchStatus.OUT_OF_FOOTPRINT]} not covered, "
-                 f"{n[FetchStatus.FAILED]} failed; {fetcher.nrequests} HTTP request(s)")
+                 f"{n[FetchStatus.FAILED]} failed; {fetcher.nrequests} HTTP request(s)"
+                 f"{coalescer.summary()}")
         self.last_request_count = fetcher.nrequests
         return ledger.outcomes
 
