@@ -23,17 +23,24 @@ compare the ratios, which are measured side by side, rather than absolute rates)
    the ratio to float32, and the fraction of the measured peak (multiply-adds per
    galaxy counted with `torch.utils.flop_counter.FlopCounterMode` × galaxies/s ÷
    peak of that precision). The large network is timed on a few batches only.
-4. Fusion alone, 256 galaxies of native pixels: the NumPy reference
-   (`astro_mantis.fusion.fuse_arrays`), the threaded twin
-   (`~astro_mantis.fusion.fuse_arrays_batched`, same bits) and on a GPU the torch
-   recipe on the device; then fusion + network end to end from native arrays
-   (`astro_mantis.models.predict` with a dict of arrays: fusion one batch ahead in
-   a thread) for ``mantis-mini`` in each precision.
+4. Fusion alone, 512 galaxies of native pixels (256 on a GPU run: 2,048): the NumPy
+   reference (`astro_mantis.fusion.fuse_arrays`), the threaded twin
+   (`~astro_mantis.fusion.fuse_arrays_batched`, same bits), the same also writing
+   the network's bfloat16 channels-last input (``copy_to``), with ``--compile`` the
+   one-pass compiled recipe (`~astro_mantis.fusion.fuse_arrays_fast`, bfloat16 out),
+   and on a GPU the torch recipe on the device; then fusion + network end to end
+   from native arrays (`astro_mantis.models.predict` with a dict of arrays) for
+   ``mantis-mini`` in each precision, and with ``--compile`` the compiled path
+   (``compile=True``). The ratio printed for each precision is its fastest fusion
+   over the network: the bit-exact fusion for float32, any for the others.
 5. Accuracy per precision for the bundled ``mantis-mini``: on the test split of a
    mock data set (``--data``) when given, else on the bundled sample sky's 300
    galaxies served by the loopback server (SIMULATED galaxies either way: not a
    result on the real sky): NMAD, outliers, CRPS, PIT KS, 68 % coverage (bootstrap
-   errors) and the mean PDF total-variation distance to float32.
+   errors) and the mean PDF total-variation distance to float32; with ``--compile``
+   also bfloat16 through the compiled network ("compiled") and, with ``--data``,
+   the whole compiled path from native arrays (``fuse_arrays_fast`` + compiled
+   network: "fast path").
 """
 import argparse
 import contextlib
@@ -264,6 +271,21 @@ def split_inputs(data, split):
     return np.concatenate(xs), np.concatenate(ds), np.concatenate(zs)
 
 
+def split_native(data, split):
+    """Native per-survey arrays and E(B-V) of one split (what predict fuses itself)."""
+    from astro_mantis.simulate.dataset import load_shard, shard_paths
+
+    parts = {"galex": [], "panstarrs": [], "unwise": []}
+    ebv = []
+    for path in shard_paths(data, split):
+        s = load_shard(path)
+        for k in parts:
+            parts[k].append(s.get(k))
+        ebv.append(np.column_stack([s["ebv_csfd"], s["ebv_planck"]]))
+    return ({k: (None if any(a is None for a in v) else np.concatenate(v))
+             for k, v in parts.items()}, np.concatenate(ebv).astype(np.float32))
+
+
 def accuracy(args, device, precisions):
     from astro_mantis.metrics import photoz_metrics
 
@@ -293,11 +315,22 @@ def accuracy(args, device, precisions):
             pdf = predict(x, model=net, dust=d)
         else:
             pdf = predict(x, model=mini, dust=d, precision=p, device=device)
-        m = photoz_metrics(None, z, pdf=pdf, n_bootstrap=200)
-        ref = pdf if p == "float32" else ref
-        tv = pdf_total_variation(ref, pdf)
-        print(f"  {p:9s}  " + "  ".join(f"{m[k]:8.4f} ± {m.errors[k]:6.4f}" for k in keys)
-              + f"   {tv:.4f}", flush=True)
+        rows = [(p, pdf)]
+        if args.compile and p == "bfloat16" and device.type == "cpu":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                rows.append(("compiled", predict(x, model=mini, dust=d, precision=p,
+                                                 compile=True)))
+                if args.data:  # the whole fast path: compiled fusion from native arrays
+                    native, ebv = split_native(args.data, "test")
+                    rows.append(("fast path", predict(native, model=mini, dust=ebv,
+                                                      precision=p, compile=True)))
+        for name, pdf in rows:
+            m = photoz_metrics(None, z, pdf=pdf, n_bootstrap=200)
+            ref = pdf if p == "float32" else ref
+            tv = pdf_total_variation(ref, pdf)
+            print(f"  {name:9s}  " + "  ".join(f"{m[k]:8.4f} ± {m.errors[k]:6.4f}"
+                                              for k in keys) + f"   {tv:.4f}", flush=True)
 
 
 def main(argv=None):
