@@ -32,6 +32,26 @@ With c connections per host and latency L, Pan-STARRS needs 5 requests per objec
 no polite client can exceed c / (5 L) objects/s; the fraction of that limit reached by
 (b) is printed. The limit takes a request to cost exactly L; (d) shows what the
 servers and the HTTP stack allow on the machine at hand.
+
+``--clustered`` measures coalescing on a crowded field instead (issue 14)::
+
+    python benchmarks/bench_cutouts.py --clustered                # 500 galaxies, 10' across
+    python benchmarks/bench_cutouts.py --clustered --n 60 --latency 0.02   # a quick try
+
+``--n`` galaxies spread over a disc of ``--radius`` arcmin (default 5: 10' across) in
+one loopback skycell (`astro_mantis.testing.cluster_catalog`); the Pan-STARRS server
+cuts its answers from whole skycells (`astro_mantis.testing.SkycellSky`, as the real
+fitscut.cgi does), the viewer server renders the same catalog. In one run, against the
+same two servers, each into its own empty cache:
+
+(p) plain: ``Mantis.get_cutouts(coords)``, every object fetched alone;
+(q) coalesced: ``Mantis.get_cutouts(coords, coalesce=--span)`` (arcmin, default 1).
+
+An untimed warm-up at zero latency draws the skycells and renders the viewer images
+first (both runs then replay them). Printed per run: seconds, objects/s, requests per
+object per host and the Pan-STARRS pixels downloaded per object; the polite limit of
+each (c over the requests per object to the busier host, over L); and whether (q)'s
+cutouts equal (p)'s pixel for pixel, with the same flags and statuses.
 """
 import argparse
 import gc
@@ -62,12 +82,12 @@ class ReplaySky:
     so the timed runs measure the client.
     """
 
-    def __init__(self, seed=0):
+    def __init__(self, seed=0, sky=None):
         import threading
 
         from astro_mantis.testing import SyntheticSky
 
-        self.sky = SyntheticSky(seed=seed)
+        self.sky = SyntheticSky(seed=seed) if sky is None else sky
         self.memo = {}
         self.lock = threading.Lock()
 
@@ -85,17 +105,33 @@ class ReplaySky:
         return hit
 
 
-def _serve(conn, kwargs, replay):
+def make_sky(replay, cluster=None):
+    """The servers' sky: the default synthetic sky (replayed when ``replay``), or with
+    ``cluster = (n, radius, seed)`` a crowded field whose Pan-STARRS images are cut from
+    whole skycells and whose viewer images are replayed."""
+    if cluster is None:
+        return ReplaySky() if replay else None
+    from astro_mantis.testing import SkycellSky, cluster_catalog
+
+    n, radius, seed = cluster
+    sky = SkycellSky(catalog=cluster_catalog(n, radius=radius, seed=seed), max_blocks=4096)
+    return ReplaySky(sky=sky) if replay else sky
+
+
+def _serve(conn, kwargs, replay, cluster=None):
     """Child process: run one SurveyServer and answer commands sent on a pipe."""
     from astro_mantis.testing import SurveyServer
 
-    with SurveyServer(sky=ReplaySky() if replay else None, **kwargs) as server:
+    with SurveyServer(sky=make_sky(replay, cluster), **kwargs) as server:
         conn.send({"panstarrs_url": server.panstarrs_url,
                    "legacysurvey_url": server.legacysurvey_url})
         while True:
             msg = conn.recv()
             if msg == "counts":
                 conn.send(dict(server.counts))
+            elif msg == "fitscut_sizes":
+                conn.send([int(e.params.get("size", 0)) for e in server.log
+                           if e.endpoint == "fitscut"])
             elif msg == "cpu":
                 conn.send(time.process_time())
             elif isinstance(msg, tuple) and msg[0] == "latency":
@@ -108,14 +144,16 @@ def _serve(conn, kwargs, replay):
 class ProcessServer:
     """A SurveyServer in a child process (a separate "host" with its own CPU)."""
 
-    def __init__(self, replay=False, **kwargs):
+    def __init__(self, replay=False, cluster=None, **kwargs):
         self.kwargs = kwargs
         self.replay = replay
+        self.cluster = cluster
 
     def __enter__(self):
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, self.kwargs, self.replay),
+        self._proc = ctx.Process(target=_serve,
+                                 args=(child, self.kwargs, self.replay, self.cluster),
                                  daemon=True)
         self._proc.start()
         if not self._conn.poll(60):
@@ -141,6 +179,12 @@ class ProcessServer:
         self._conn.recv()
 
     @property
+    def fitscut_sizes(self):
+        """The ``size`` of every fitscut.cgi request served so far, in order."""
+        self._conn.send("fitscut_sizes")
+        return self._conn.recv()
+
+    @property
     def cpu(self):
         """CPU seconds used so far by the server process."""
         self._conn.send("cpu")
@@ -157,10 +201,38 @@ class ProcessServer:
             self._conn.close()
 
 
-def _thread_server(replay=False, **kwargs):
-    from astro_mantis.testing import SurveyServer
+class _ThreadServer:
+    """A SurveyServer in a thread of this process, with ProcessServer's extras."""
 
-    return SurveyServer(sky=ReplaySky() if replay else None, **kwargs)
+    def __init__(self, replay=False, cluster=None, **kwargs):
+        from astro_mantis.testing import SurveyServer
+
+        self.server = SurveyServer(sky=make_sky(replay, cluster), **kwargs)
+
+    def __enter__(self):
+        self.server.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.server.__exit__(*exc)
+
+    def __getattr__(self, name):
+        return getattr(self.server, name)
+
+    def __setattr__(self, name, value):
+        if name == "server":
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.server, name, value)
+
+    @property
+    def fitscut_sizes(self):
+        return [int(e.params.get("size", 0)) for e in self.server.log
+                if e.endpoint == "fitscut"]
+
+
+def _thread_server(replay=False, cluster=None, **kwargs):
+    return _ThreadServer(replay=replay, cluster=cluster, **kwargs)
 
 
 # --------------------------------------------------------------------------- workload
@@ -269,6 +341,86 @@ def _fmt_counts(counts):
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
 
 
+# --------------------------------------------------------------------------- clustered
+def same_cutouts(a, b):
+    """Whether two lists of cutouts hold the same pixels, WCS, flags and statuses."""
+    for x, y in zip(a, b):
+        if x.status != y.status or x.flags != y.flags or list(x.surveys) != list(y.surveys):
+            return False
+        for name in x.surveys:
+            if not (np.array_equal(x[name].data, y[name].data, equal_nan=True)
+                    and x[name].header.tostring() == y[name].header.tostring()
+                    and x[name].flags == y[name].flags):
+                return False
+    return len(a) == len(b)
+
+
+def clustered(args):
+    """Coalesced against plain requests on a crowded field, same run, same servers."""
+    from astro_mantis.testing import cluster_catalog
+
+    L, n, c = args.latency, args.n, int(conf.max_connections_per_host)
+    cluster = (n, args.radius, args.seed)
+    catalog = cluster_catalog(n, radius=args.radius, seed=args.seed)
+    coords = SkyCoord(catalog["ra"], catalog["dec"], unit="deg")
+    make = _thread_server if args.in_process else ProcessServer
+    print(f"bench_cutouts --clustered: {n} galaxies within {2 * args.radius:g} arcmin, "
+          f"coalescing span {args.span:g} arcmin, latency {1000 * L:.0f} ms per request, "
+          f"c = conf.max_connections_per_host = {c}")
+    print(f"  python {platform.python_version()}, {os.cpu_count()} CPU(s), servers "
+          f"{'in threads' if args.in_process else 'in separate processes'}; Pan-STARRS cut "
+          "from whole loopback skycells (SkycellSky)")
+    runs = {}
+    with make(latency=L, replay=True, cluster=cluster) as ps1, \
+            make(latency=L, replay=True, cluster=cluster) as legacy, \
+            conf.set_temp("panstarrs_url", ps1.panstarrs_url), \
+            conf.set_temp("legacysurvey_url", legacy.legacysurvey_url):
+        ps1.latency = legacy.latency = 0.0
+        t0 = time.perf_counter()
+        for span in (False, args.span):  # draws the skycells, renders the viewer images
+            Mantis.get_cutouts(coords, cache=False, progress=False, coalesce=span)
+        print(f"  warm-up: both runs once at zero latency in {time.perf_counter() - t0:.1f} s "
+              "(not timed below)")
+        ps1.latency = legacy.latency = L
+        for name, span in (("(p) plain", False), (f"(q) coalesced, {args.span:g}'", args.span)):
+            with tempfile.TemporaryDirectory(prefix="bench_cutouts_") as cache_dir, \
+                    conf.set_temp("cache_dir", cache_dir):
+                before, sizes0 = ps1.counts + legacy.counts, len(ps1.fitscut_sizes)
+                cpu0 = time.process_time()
+                t0 = time.perf_counter()
+                cuts = Mantis.get_cutouts(coords, cache=True, progress=False, coalesce=span)
+                dt = time.perf_counter() - t0
+                runs[name] = dict(seconds=dt, cpu=time.process_time() - cpu0, cuts=cuts,
+                                  requests=_diff(ps1.counts + legacy.counts, before),
+                                  sizes=ps1.fitscut_sizes[sizes0:],
+                                  missing=sum(1 for cut in cuts if cut.missing))
+    plain, coalesced = runs.values()
+    width = max(len(k) for k in runs)
+    print()
+    print(f"  {'run':<{width}}  {'seconds':>8}  {'objects/s':>10}  {'PS1 req/obj':>11}  "
+          f"{'viewer req/obj':>14}  {'PS1 Mpix/obj':>12}  {'polite limit':>12}")
+    for name, run in runs.items():
+        req = run["requests"]
+        ps1_req = (req.get("fitscut", 0) + req.get("ps1filenames", 0)) / n
+        viewer_req = req.get("fits-cutout", 0) / n
+        mpix = sum(size * size for size in run["sizes"]) / 1e6 / n
+        limit = c / (max(ps1_req, viewer_req) * L) if L > 0 else float("inf")
+        print(f"  {name:<{width}}  {run['seconds']:8.2f}  {n / run['seconds']:10.1f}  "
+              f"{ps1_req:11.2f}  {viewer_req:14.2f}  {mpix:12.3f}  {limit:12.1f}")
+    print()
+    print(f"  speed-up (q)/(p): {plain['seconds'] / coalesced['seconds']:.2f} x; Pan-STARRS "
+          f"requests {plain['requests'].get('fitscut', 0)} -> "
+          f"{coalesced['requests'].get('fitscut', 0)} (largest "
+          f"{max(coalesced['sizes'] or [0])} px); CPU per object: client "
+          f"{1000 * plain['cpu'] / n:.1f} ms (p), {1000 * coalesced['cpu'] / n:.1f} ms (q)")
+    print(f"  requests (p): {_fmt_counts(plain['requests'])}; (q): "
+          f"{_fmt_counts(coalesced['requests'])}")
+    print(f"  (q) equals (p) pixel for pixel, with the same WCS, flags and statuses: "
+          f"{same_cutouts(plain['cuts'], coalesced['cuts'])}; objects with a missing survey: "
+          f"(p) {plain['missing']}, (q) {coalesced['missing']}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def main(argv=None):
     """Run the benchmark and print its figures.
@@ -301,7 +453,17 @@ def main(argv=None):
     parser.add_argument("--profile", metavar="FILE",
                         help="write a cProfile of (b) and (c) to FILE.b and FILE.c (main "
                              "thread only: profile the worker threads with py-spy)")
+    parser.add_argument("--clustered", action="store_true",
+                        help="coalesced against plain requests on a crowded field of --n "
+                             "galaxies instead of (a)-(d)")
+    parser.add_argument("--radius", type=float, default=5.0,
+                        help="--clustered: radius of the field in arcmin (default 5)")
+    parser.add_argument("--span", type=float, default=1.0,
+                        help="--clustered: coalescing span in arcmin (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="--clustered: seed of the field")
     args = parser.parse_args(argv)
+    if args.clustered:
+        return clustered(args)
 
     L = args.latency
     c = int(conf.max_connections_per_host)
