@@ -50,6 +50,76 @@ def tiny_spec():
     registry._REGISTRY.pop("tiny-test")
 
 
+@pytest.fixture
+def weights_server(tmp_path):
+    """A loopback HTTP server of tmp_path/served, counting the requests it answers."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "served"
+    root.mkdir()
+    hits = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}", hits
+    server.shutdown()
+
+
+def test_a_model_with_a_url_downloads_once_and_drops_a_bad_download(tmp_path, monkeypatch,
+                                                                    weights_server):
+    """No weights given: the spec's URL is downloaded once into astropy's cache,
+    checked, reused; a file that fails the check is not kept."""
+    import hashlib
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))   # a private cache
+    (tmp_path / "xdg" / "astro_mantis").mkdir(parents=True)
+    root, base, hits = weights_server
+    net = tiny(3)
+    weights, _ = save_model(net, tmp_path / "w")
+    (root / "w.safetensors").write_bytes(weights.read_bytes())
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    size = weights.stat().st_size
+    register_model(ModelSpec(name="tiny-url", description="served tiny network",
+                             build=lambda **kw: registry.build_mantis_mini(**{**TINY, **kw}),
+                             url=f"{base}/w.safetensors", size=size, sha256=digest))
+    try:
+        a = load_model("tiny-url")
+        b = load_model("tiny-url")
+        assert hits == ["/w.safetensors"]            # downloaded once
+        assert str(tmp_path / "xdg") in a.meta["weights"]
+        assert a.meta["sha256"] == digest
+        x, d = torch.rand(2, 9, 120, 120), torch.rand(2, 2)
+        with torch.no_grad():
+            torch.testing.assert_close(a(x, d), net(x, d))
+            torch.testing.assert_close(b(x, d), net(x, d))
+        # the server now holds another file under another name: a bad download
+        bad = bytearray(weights.read_bytes())
+        bad[-1] ^= 1
+        (root / "bad.safetensors").write_bytes(bytes(bad))
+        registry._REGISTRY["tiny-url"] = ModelSpec(
+            name="tiny-url", description="served tiny network",
+            build=lambda **kw: registry.build_mantis_mini(**{**TINY, **kw}),
+            url=f"{base}/bad.safetensors", size=size, sha256=digest)
+        for _ in range(2):                           # refetched: not kept in the cache
+            with pytest.raises(WeightsError, match="sha256"):
+                load_model("tiny-url")
+        assert hits.count("/bad.safetensors") == 2
+    finally:
+        registry._REGISTRY.pop("tiny-url")
+
+
 # ------------------------------------------------------------------ registry
 def test_available_models_and_unknown_name():
     assert available_models() == ("mantis-mini", "mantis-shrimp-v1")
@@ -99,13 +169,13 @@ def test_published_architecture_runs_one_galaxy():
     del net
 
 
-def test_v1_needs_weights_and_verifies_them(tmp_path):
-    from astro_mantis.models.registry import get_spec
+def test_v1_downloads_its_published_checkpoint_and_verifies_it(tmp_path):
+    from astro_mantis.models.registry import MANTIS_SHRIMP_V1_URL, get_spec
 
     full = "411536eba11a6733e5632c6a7c7cf9e07c000d68ff929965a9268c56b1c7428e"
-    assert get_spec("mantis-shrimp-v1").sha256 == full  # the whole digest, not a prefix
-    with pytest.raises(ValueError, match=f"Git LFS.*801,048,832 bytes.*sha256 {full}"):
-        load_model("mantis-shrimp-v1")
+    spec = get_spec("mantis-shrimp-v1")
+    assert spec.sha256 == full  # the whole digest, not a prefix
+    assert spec.url == MANTIS_SHRIMP_V1_URL and "best_early.pt" in spec.url
     path = tmp_path / "ckpt.pt"
     torch.save({"module.fc1.weight": torch.zeros(2)}, path)
     with pytest.raises(WeightsError, match=r"expected 801,048,832 bytes, got \d"):

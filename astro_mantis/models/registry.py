@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..logger import log
 from ..pdf import ZMAX, ZMIN
 from .mantis_shrimp import N_BINS, build_mantis_shrimp_v1
 from .mini import DEFAULT_ARCHITECTURE, build_mantis_mini
@@ -101,8 +102,8 @@ register_model(ModelSpec(
 #: Where the published ``mantis-shrimp-v1`` checkpoint can be downloaded: the Git LFS
 #: object of ``mantis_shrimp/MODELS_final/best_early.pt`` in the reference repository
 #: (https://github.com/pnnl/MantisShrimp), at the commit whose LFS pointer names its
-#: SHA-256. Pass it as ``weights=`` to download the 801 MB file once into astropy's
-#: cache (nothing downloads it unasked).
+#: SHA-256. ``load_model("mantis-shrimp-v1")`` downloads the 801 MB file from here once
+#: into astropy's cache (its size and SHA-256 checked) and reuses it afterwards.
 MANTIS_SHRIMP_V1_URL = ("https://media.githubusercontent.com/media/pnnl/MantisShrimp/"
                         "12538d28494ccc834eb1e01309262c7f53cc2e2f/mantis_shrimp/MODELS_final/"
                         "best_early.pt")
@@ -115,6 +116,7 @@ register_model(ModelSpec(
     size=801_048_832,
     sha256="411536eba11a6733e5632c6a7c7cf9e07c000d68ff929965a9268c56b1c7428e",
     requires=("timm",),
+    url=MANTIS_SHRIMP_V1_URL,
 ))
 
 
@@ -282,12 +284,27 @@ def _strip_prefixes(state_dict):
     return out
 
 
+def _is_safetensors(path):
+    """Whether a file is in the safetensors format: an 8-byte little-endian header
+    length, then that many bytes of JSON header starting with ``{``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = Path(path).stat().st_size
+    except OSError:
+        return False
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 0 < int.from_bytes(head[:8], "little") <= size - 8
+
+
 def read_state_dict(path, device="cpu"):
     """Read a state_dict without executing pickled code, wrapper prefixes removed.
 
-    ``.safetensors`` files are read with ``safetensors.torch.load_file``; anything else
-    with ``torch.load(path, weights_only=True, map_location=device)`` (memory-mapped
-    when the file allows it). A dictionary holding the state_dict under
+    ``safetensors`` files (told by their content, so that a download cached without
+    its name is recognised) are read with ``safetensors.torch.load_file``; anything
+    else with ``torch.load(path, weights_only=True, map_location=device)``
+    (memory-mapped when the file allows it). A dictionary holding the state_dict under
     ``"state_dict"``, ``"model_state_dict"`` or ``"model"`` is unwrapped, and the
     ``module.`` (``DataParallel``/``DistributedDataParallel``) and ``_orig_mod.``
     (``torch.compile``) prefixes are stripped.
@@ -299,7 +316,7 @@ def read_state_dict(path, device="cpu"):
     """
     path = Path(path)
     device = torch.device(device)
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or _is_safetensors(path):
         from safetensors.torch import load_file
 
         state = load_file(str(path), device=str(device))
@@ -380,9 +397,11 @@ def load_model(name, weights=None, device="cpu", verify=True):
         ``"mantis-mini"`` or ``"mantis-shrimp-v1"``.
     weights : str or path-like, optional
         Local path or URL of the weights. Default: the bundled file for
-        ``mantis-mini``; ``mantis-shrimp-v1`` has no default (its checkpoint is in the
+        ``mantis-mini``; for ``mantis-shrimp-v1`` the published checkpoint
+        (`~astro_mantis.models.registry.MANTIS_SHRIMP_V1_URL`, 801 MB, in the
         reference repository's Git LFS). URLs are downloaded once into astropy's
-        cache. A model card ``<same stem>.json`` next to a file is read when present
+        cache, checked, and reused; a download that fails the check is removed from
+        the cache. A model card ``<same stem>.json`` next to a file is read when present
         (architecture options, bins, calibration temperature).
     device : str or `torch.device`, optional
         ``"cpu"`` (default), ``"cuda"``, ``"mps"``; None picks the best available.
@@ -429,11 +448,15 @@ def load_model(name, weights=None, device="cpu", verify=True):
                 f"of its checkpoint{hint} (published in the reference repository's Git LFS"
                 + (f"; {spec.size:,} bytes" if spec.size else "")
                 + (f", sha256 {spec.sha256}" if spec.sha256 else "") + ")")
+    url = None
     if _is_url(weights):
-        from astropy.utils.data import download_file
+        from astropy.utils.data import download_file, is_url_in_cache
 
-        weights = download_file(str(weights), cache=True, pkgname="astro_mantis",
-                                show_progress=True)
+        url = str(weights)
+        if not is_url_in_cache(url, pkgname="astro_mantis"):
+            log.info(f"downloading the {spec.name} weights once into astropy's cache"
+                     + (f" ({spec.size / 1e6:,.0f} MB)" if spec.size else "") + f": {url}")
+        weights = download_file(url, cache=True, pkgname="astro_mantis", show_progress=True)
     weights = Path(weights)
     if not weights.is_file():
         raise FileNotFoundError(f"weights file {weights} does not exist")
@@ -444,7 +467,14 @@ def load_model(name, weights=None, device="cpu", verify=True):
         known_size, known_sha = None, None  # the registry's checksums describe the .pt file
     digest = None
     if verify and (known_size or known_sha):
-        digest = verify_file(weights, known_size, known_sha, what=f"{spec.name} weights")
+        try:
+            digest = verify_file(weights, known_size, known_sha, what=f"{spec.name} weights")
+        except WeightsError:
+            if url is not None:  # a bad download must not stay cached as if it were good
+                from astropy.utils.data import clear_download_cache
+
+                clear_download_cache(url, pkgname="astro_mantis")
+            raise
     arch = dict(card.get("architecture", {}))
     model = build_model(spec.name, device="meta", **arch)
     state = read_state_dict(weights, device=device)
