@@ -558,9 +558,11 @@ def plot_pit(pit, ax=None, bins=20, band_sigma=2.0, **kwargs):
     u = np.asarray(_filled(pit), dtype=np.float64).ravel()
     u = u[np.isfinite(u)]
     n = len(u)
+    # an outline, not filled bars: over the grey band, filled translucent bars show in
+    # two tones that read as two things
     kwargs.setdefault("color", "C0")
-    kwargs.setdefault("alpha", 0.6)
-    kwargs.setdefault("edgecolor", "white")
+    kwargs.setdefault("histtype", "step")
+    kwargs.setdefault("linewidth", 1.8)
     kwargs.setdefault("label", f"PIT (N = {n})")
     kwargs.setdefault("zorder", 2)
     ax.hist(u, bins=bins, range=(0, 1), density=True, **kwargs)
