@@ -22,7 +22,10 @@ compare the ratios, which are measured side by side, rather than absolute rates)
    `astro_mantis.models.predict_logits` (channels-last, inference mode, autocast),
    the ratio to float32, and the fraction of the measured peak (multiply-adds per
    galaxy counted with `torch.utils.flop_counter.FlopCounterMode` × galaxies/s ÷
-   peak of that precision). The large network is timed on a few batches only.
+   peak of that precision). The large network is timed on a few batches only. Then
+   ``mantis-mini`` alone on input already in its type and channels-last layout (as
+   the fusion writes it in ``predict``; what issue 18's figures measured), eager and,
+   with ``--compile``, compiled.
 4. Fusion alone, 512 galaxies of native pixels (256 on a GPU run: 2,048): the NumPy
    reference (`astro_mantis.fusion.fuse_arrays`), the threaded twin
    (`~astro_mantis.fusion.fuse_arrays_batched`, same bits), the same also writing
@@ -167,6 +170,37 @@ def network_rates(name, model, precisions, batch_sizes, n_batches, device, peaks
             print(f"  {name:17s} {p:9s} batch {bs:5d}: {r:10.1f} galaxies/s  "
                   f"x{rows[-1][4]:5.2f} vs float32  {100 * frac:5.1f} % of peak", flush=True)
     return rows
+
+
+def network_alone(model, device, repeats, compile_too):
+    """The network on its input as the fusion writes it (its type, channels-last)."""
+    from astro_mantis.models.inference import _compiled
+    from astro_mantis.models.precision import inference_network
+
+    x, d = fused_input(64, seed=3)
+    x, d = torch.from_numpy(x).to(device), torch.from_numpy(d).to(device)
+    out = {}
+    for p in ("float32", "bfloat16"):
+        net, dtype = inference_network(model, p, device)
+        xin = x.to(dtype, memory_format=torch.channels_last)
+        runs = [("eager", net)]
+        if compile_too:
+            runs.append(("compiled", _compiled(net, device, freeze=net is not model)))
+        for how, fn in runs:
+            def call():
+                with torch.inference_mode(), (torch.autocast(device.type, torch.bfloat16)
+                                              if net is model and p != "float32"
+                                              else contextlib.nullcontext()):
+                    for _ in range(8):
+                        fn(xin, d)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                r = 8 * len(x) / best_time(call, device, repeats)
+            out[(p, how)] = r
+            print(f"  mantis-mini alone, {how:8s} {p:9s} batch    64: {r:10.1f} galaxies/s "
+                  f"(input already {str(dtype).replace('torch.', '')}, channels-last)",
+                  flush=True)
+    return out
 
 
 def fusion_rates(device, n, repeats, precisions, mini, compile_too=False):
@@ -410,6 +444,7 @@ def main(argv=None):
             compiled_net[p + " compiled"] = len(x) / t
             print(f"  mantis-mini compiled {p:9s} batch    64: {len(x) / t:10.1f} galaxies/s "
                   f"(first call, compiling: {first:.0f} s)", flush=True)
+    alone = network_alone(mini, device, repeats, args.compile) if device.type == "cpu" else {}
     v1_rows = []
     if not args.skip_v1:
         big = v1_random(device)
@@ -421,12 +456,15 @@ def main(argv=None):
                                 1 if device.type == "cpu" else 3)
         del big
     if v1_rows:
-        print("\n  mantis-mini / mantis-shrimp-v1, same precision (best batch of each):")
+        print("\n  mantis-mini / mantis-shrimp-v1, same precision (best batch of each, "
+              "both through predict_logits; in brackets mantis-mini alone, eager):")
         for p in precisions:
             a = [r[3] for r in rows if r[1] == p]
             b = [r[3] for r in v1_rows if r[1] == p]
             if a and b:
-                print(f"    {p:9s} {max(a) / max(b):8.0f}x")
+                extra = (f" ({alone[(p, 'eager')] / max(b):.0f}x)" if (p, "eager") in alone
+                         else "")
+                print(f"    {p:9s} {max(a) / max(b):8.0f}x{extra}")
 
     print("\nfusion (native pixels; GALEX 2x32x32, PS1 5x170x170, unWISE 2x32x32):")
     fusion, e2e = fusion_rates(device, 512 if device.type == "cpu" else 2048,
@@ -440,6 +478,9 @@ def main(argv=None):
         fus = max(exact) if p == "float32" else max(fusion.values())
         print(f"  {p:9s}: its fastest fusion / best network rate = {fus / max(net):.2f}; "
               f"end to end {e2e[p]:.0f}/s = {e2e[p] / max(net):.2f} of the network alone")
+        if (p, "eager") in alone:
+            print(f"  {p:9s}: its fastest fusion / network alone = "
+                  f"{fus / alone[(p, 'eager')]:.2f}")
         if p + " compiled" in compiled_net:
             c = compiled_net[p + " compiled"]
             print(f"  {p:9s} compiled: fastest fusion / compiled network = {fus / c:.2f}; "

@@ -6,13 +6,13 @@
     The reference: every operation in float32.
 ``"bfloat16"``
     On a CPU, `inference_network`: a cached copy of the model whose backbone is
-    stored in bfloat16 (8 bits of mantissa, float32's range), channels-last, except
-    its stem; the head (dust values, the two linear layers, the logits) stays in
-    float32. Elsewhere `torch.autocast` with ``dtype=torch.bfloat16``: convolutions
-    and matrix products in bfloat16, reductions, softmax and the output in float32.
-    Native on CPUs with AMX-BF16 (Intel Sapphire Rapids and later) or AVX512-BF16
-    (Intel Cooper Lake, AMD Zen 4 and later), and on CUDA GPUs of compute capability
-    8.0 or more; elsewhere torch emulates it (correct, but slower than float32).
+    stored in bfloat16 (8 bits of mantissa, float32's range), channels-last; the head
+    (dust values, the two linear layers, the logits) stays in float32. Elsewhere
+    `torch.autocast` with ``dtype=torch.bfloat16``: convolutions and matrix products
+    in bfloat16, reductions, softmax and the output in float32. Native on CPUs with
+    AMX-BF16 (Intel Sapphire Rapids and later) or AVX512-BF16 (Intel Cooper Lake, AMD
+    Zen 4 and later), and on CUDA GPUs of compute capability 8.0 or more; elsewhere
+    torch emulates it (correct, but slower than float32).
 ``"float16"``
     `torch.autocast` with ``dtype=torch.float16``. GPUs only (CUDA, MPS); asking for it
     on a CPU raises `ValueError`.
@@ -214,21 +214,12 @@ def autocast(precision, device):
 
 
 class _LowPrecisionBackbone(torch.nn.Module):
-    """A backbone run in a reduced floating-point type, handing float32 features on.
-
-    Its ``stem`` (the first layer, where the images come in), if it has one, stays in
-    float32 and hands its output on in ``dtype``: so it takes float32 images.
-    """
+    """A backbone run in a reduced floating-point type, handing float32 features on."""
 
     def __init__(self, inner, dtype):
         super().__init__()
-        stem = getattr(inner, "stem", None)
         self.inner = inner.to(dtype, memory_format=torch.channels_last)
-        self.float32_stem = isinstance(stem, torch.nn.Module)
-        if self.float32_stem:
-            stem.float()
-            stem.register_forward_hook(lambda module, args, out: out.to(dtype))
-        self.input_dtype = torch.float32 if self.float32_stem else dtype
+        self.input_dtype = dtype
 
     def forward(self, x):
         return self.inner(x.to(self.input_dtype)).float()
@@ -245,14 +236,16 @@ def inference_network(model, precision, device="cpu"):
 
     For ``"bfloat16"`` on a CPU this is a cached copy of ``model`` prepared for
     inference: the backbone's weights stored in bfloat16 and channels-last, so that it
-    needs no `torch.autocast` (which re-casts the weights at every call). Where
-    precision matters and arithmetic is cheap, float32 stays: in the backbone's
-    ``stem`` (the layer the images enter; the copy then takes float32 images) and in
-    the head (the dust values, ``fc0``, ``fc1`` and the logits). For the bundled
-    model this moves the PDFs less than autocast does (mean total-variation distance
-    to float32 0.005 against 0.007 on its test set and on the sample sky). Folding the
-    BatchNorms into bfloat16 convolution weights, tried too, was faster but raised
-    that distance to 0.009, too close to the 0.01 of the accuracy check. On two Xeon
+    takes bfloat16 channels-last images and needs no `torch.autocast` (which re-casts
+    the weights at every call). The head (the dust values, ``fc0``, ``fc1`` and the
+    logits) stays in float32: it costs nothing, and logits rounded to bfloat16's 8 bits
+    would move the PDFs by more than the accuracy check allows. For the bundled model
+    the PDFs move as little as under autocast (mean total-variation distance to
+    float32 0.0065 against autocast's 0.0069 on its test set) and the network runs
+    about 1.2× faster than under autocast on two AMX cores
+    (``benchmarks/bench_inference.py``). Tried and left: folding the BatchNorms into
+    the bfloat16 convolution weights (faster, but the distance rose to 0.009, too
+    near the 0.01 of the check); a float32 stem (0.005, but 12 % slower). On two Xeon
     cores with AMX this runs ``mantis-mini`` about 1.5× faster than autocast
     (``benchmarks/bench_inference.py``). Everywhere else (float32, GPUs, float16,
     int8-quantised models, models without a ``Base`` backbone) ``model`` itself is
@@ -270,9 +263,8 @@ def inference_network(model, precision, device="cpu"):
     -------
     net : `torch.nn.Module`
     dtype : `torch.dtype`
-        The floating-point type ``net`` takes its images in (float32 for a backbone
-        with a float32 stem; the dust values go in the type of ``model``'s
-        parameters).
+        The floating-point type ``net`` takes its images in (the dust values go in the
+        type of ``model``'s parameters).
     """
     device = torch.device(device)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
