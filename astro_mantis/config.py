@@ -55,6 +55,11 @@ class Conf(_config.ConfigNamespace):
     ps1_chunk_size = _config.ConfigItem(
         200, "Positions sent in one ps1filenames.py listing request.", cfgtype="integer",
         module=_MODULE)
+    ps1_coalesce_arcmin = _config.ConfigItem(
+        0.0, "Pan-STARRS positions of one skycell within a square of this span (arcmin, "
+        "at most 10) share one larger fitscut.cgi request per band, cut locally into "
+        "identical cutouts; 0 turns it off (the default). Read when get_cutouts or "
+        "add_redshift_columns is not given coalesce=.", cfgtype="float", module=_MODULE)
     cache_dir = _config.ConfigItem(
         "",
         "Directory of the on-disk cutout cache; empty means "

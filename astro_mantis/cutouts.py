@@ -62,7 +62,7 @@ class MantisClass:
 
     # -- cutouts ---------------------------------------------------------------------
     def get_cutouts(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True, progress=None,
-                    get_query_payload=False, source=None, coalesce=False):
+                    get_query_payload=False, source=None, coalesce=None):
         """Fetch the cutouts of every survey at every position.
 
         Parameters
@@ -92,8 +92,9 @@ class MantisClass:
             Let Pan-STARRS positions of one skycell within a square of this span share
             one larger request per band, cut locally into their cutouts (identical to
             those of their own requests; :ref:`cutouts-coalescing`). True: 1 arcmin;
-            a number: arcminutes; an angle; False (the default): each position is
-            fetched alone.
+            a number: arcminutes; an angle; False: each position is fetched alone;
+            None (the default): ``conf.ps1_coalesce_arcmin`` (0, off, unless
+            configured; `~astro_mantis.add_redshift_columns` fetches with it too).
 
         Returns
         -------

@@ -925,9 +925,9 @@ def coalesce_span(coalesce):
 
     Parameters
     ----------
-    coalesce : bool, float or `~astropy.units.Quantity`
-        False, None or 0: off; True: `DEFAULT_COALESCE_SPAN`; a number: arcminutes;
-        an angle.
+    coalesce : bool, float, `~astropy.units.Quantity` or None
+        False or 0: off; True: `DEFAULT_COALESCE_SPAN`; a number: arcminutes; an
+        angle; None: ``conf.ps1_coalesce_arcmin`` (0, off, unless configured).
 
     Returns
     -------
@@ -944,7 +944,9 @@ def coalesce_span(coalesce):
     >>> coalesce_span(True), coalesce_span(2), coalesce_span(False)
     (60.0, 120.0, 0.0)
     """
-    if coalesce is None or coalesce is False:
+    if coalesce is None:
+        coalesce = float(conf.ps1_coalesce_arcmin)
+    if coalesce is False:
         return 0.0
     if coalesce is True:
         return float(DEFAULT_COALESCE_SPAN.to_value(u.arcsec))
@@ -998,7 +1000,7 @@ class CutoutFetcher:
 
     # -- public API -----------------------------------------------------------
     def get_cutouts(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True, progress=None,
-                    coalesce=False):
+                    coalesce=None):
         """Fetch the cutouts of every survey at every position.
 
         Parameters
@@ -1021,8 +1023,9 @@ class CutoutFetcher:
             span share one larger ``fitscut.cgi`` request per band, cut locally into
             their cutouts (the same pixels, WCS, flags and statuses as their own
             requests give; :ref:`cutouts-coalescing`). True: 1 arcmin
-            (`DEFAULT_COALESCE_SPAN`); a number: arcminutes; an angle; False (the
-            default): every position is fetched alone.
+            (`DEFAULT_COALESCE_SPAN`); a number: arcminutes; an angle; False: every
+            position is fetched alone; None (the default): ``conf.ps1_coalesce_arcmin``
+            (0, off, unless configured).
 
         Returns
         -------

@@ -242,3 +242,29 @@ def test_request_geometry_holds_every_member_across_ra_zero():
     assert min(abs(ra_c), abs(ra_c - 360.0)) < 1e-6 and abs(dec_c - 1.005) < 1e-9
     # 0.01 deg = 36" = 144 pixels across in either direction, plus the cutout
     assert PS1.size + 144 <= side <= PS1.size + 144 + 10
+
+
+def test_the_configuration_turns_coalescing_on_for_calls_without_coalesce(field):
+    """``conf.ps1_coalesce_arcmin`` decides when ``coalesce=`` is not given (tables too)."""
+    from astropy.table import Table
+
+    from astro_mantis import add_redshift_columns
+
+    server, coords = field
+    coords = coords[:12]
+    assert coalesce_span(None) == 0.0                  # off by default
+    explicit = Mantis.get_cutouts(coords, cache=False, progress=False, coalesce=True)
+    n_explicit = server.counts["fitscut"]
+    server.reset()
+    with conf.set_temp("ps1_coalesce_arcmin", 1.0):
+        assert coalesce_span(None) == 60.0
+        configured = Mantis.get_cutouts(coords, cache=False, progress=False)
+        assert server.counts["fitscut"] == n_explicit < 5 * len(coords)
+        assert_same_cutouts(explicit, configured)
+        server.reset()
+        table = Table({"ra": coords.ra.deg, "dec": coords.dec.deg})
+        add_redshift_columns(table, cache=False, progress=False)
+        assert server.counts["fitscut"] == n_explicit       # the table job coalesces too
+    server.reset()
+    Mantis.get_cutouts(coords, cache=False, progress=False)
+    assert server.counts["fitscut"] == 5 * len(coords)     # and not once it is off
