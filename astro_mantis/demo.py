@@ -27,9 +27,11 @@ from .pdf import RECOMMENDED_POINT_ESTIMATE
 __all__ = ["run_demo", "demo_positions", "DemoResult", "TABLE_NAME", "METRICS_NAME",
            "SUMMARY_FIGURE"]
 
-#: File names written by `run_demo`.
+#: File name of the photo-z table `run_demo` writes (FITS).
 TABLE_NAME = "photoz.fits"
+#: File name of the metrics table `run_demo` writes (ECSV).
 METRICS_NAME = "metrics.ecsv"
+#: File name of the summary figure `run_demo` writes (PNG).
 SUMMARY_FIGURE = "photoz_summary.png"
 # The column scored against the true redshifts: the recommended point estimate.
 POINT_COLUMN = f"z_{RECOMMENDED_POINT_ESTIMATE}"

@@ -140,8 +140,9 @@ BAND_FILTERS = {
 FIT_BANDS = ("fuv", "nuv", "sdss_u0", "sdss_g0", "sdss_r0", "sdss_i0", "sdss_z0",
              "twomass_J", "twomass_H", "twomass_Ks")
 
-#: Upper end and step of the redshift grid of `band_maggies`.
+#: Upper end of the redshift grid of `band_maggies`.
 Z_GRID_MAX = 1.7
+#: Step of the redshift grid of `band_maggies`.
 Z_GRID_STEP = 0.005
 
 _AB_FNU = 3631e-23  # erg s-1 cm-2 Hz-1
