@@ -170,8 +170,13 @@ def early_fusion(cutouts, ebv=None, nan_policy="zero"):
             else:
                 stack = np.stack([p for _, p in members])
             # the threaded twin of core.fuse_survey: the same bits (tests/test_fusion_batched)
-            xs, ok, nan_rows, empty = fuse_survey_batched(stack, survey, nan_policy, size)
-            x[rows, chans], valid[rows, chans] = xs, ok
+            if rows == list(range(n)):  # every row: written in place, no copy
+                _, ok, nan_rows, empty = fuse_survey_batched(stack, survey, nan_policy, size,
+                                                             out=x[:, chans])
+            else:
+                xs, ok, nan_rows, empty = fuse_survey_batched(stack, survey, nan_policy, size)
+                x[rows, chans] = xs
+            valid[rows, chans] = ok
             rows = np.asarray(rows)
             flags[rows[nan_rows]] |= int(MantisFlag.NAN_PIXELS)
             flags[rows[empty]] |= int(survey_missing_flag(survey))
