@@ -250,8 +250,8 @@ def run_demo(out, n=None, progress=None, n_rows_figures=3):
     from .metrics import photoz_metrics
     from .pdf import RedshiftPDF
     from .simulate import SampleSky
-    from .logger import log
-    from .table import _QuietChunks, add_redshift_columns, table_coordinates
+    from .logger import quiet_cutout_summaries
+    from .table import add_redshift_columns, table_coordinates
     from .testing import SurveyServer
     from .visualization import plot_photoz_summary, plot_redshift_row
 
@@ -266,9 +266,7 @@ def run_demo(out, n=None, progress=None, n_rows_figures=3):
         stack.enter_context(server.configure(conf))
         cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="astro_mantis_demo_"))
         stack.enter_context(conf.set_temp("cache_dir", cache_dir))
-        quiet = _QuietChunks()
-        log.addFilter(quiet)
-        stack.callback(log.removeFilter, quiet)
+        stack.enter_context(quiet_cutout_summaries())
         add_redshift_columns(table, ebv=("ebv_csfd", "ebv_planck"), progress=progress)
         requests = dict(server.counts)
         # figures of the first rows, from the cached cutouts

@@ -1,9 +1,10 @@
 """The package logger, built the way astropy and astroquery build theirs."""
+import contextlib
 import logging
 
 from astropy.logger import AstropyLogger
 
-__all__ = ["log", "log_request"]
+__all__ = ["log", "log_request", "quiet_cutout_summaries"]
 
 
 def _init_log():
@@ -32,3 +33,29 @@ def log_request(method, url, status, nbytes, seconds):
         parts = urlsplit(str(url))
         log.debug(f"HTTP {method} {parts.netloc}{parts.path} -> {status}, {int(nbytes)} bytes, "
                   f"{seconds:.3f} s")
+
+
+class _NoCutoutSummaries(logging.Filter):
+    def filter(self, record):
+        return not str(record.getMessage()).startswith("cutouts: ")
+
+
+@contextlib.contextmanager
+def quiet_cutout_summaries():
+    """Hide the one-line summary each `~astro_mantis.Mantis.get_cutouts` call logs.
+
+    For jobs that fetch in many calls (the table job's chunks, the demo's row figures)
+    and report once themselves.
+
+    Examples
+    --------
+    >>> from astro_mantis.logger import quiet_cutout_summaries
+    >>> with quiet_cutout_summaries():
+    ...     pass  # get_cutouts calls here log no "cutouts: ..." line
+    """
+    quiet = _NoCutoutSummaries()
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)

@@ -33,7 +33,7 @@ from .pdf import ZMAX, ZMIN, RedshiftPDF
 
 __all__ = ["photoz_metrics", "PhotozMetrics", "binned_metrics", "crps", "cde_loss", "pit",
            "plot_zphot_zspec", "plot_pit", "plot_nz", "NMAD_SCALE", "BINNED_METRICS",
-           "BINNED_EDGES"]
+           "BINNED_EDGES", "POINT_METRICS", "PDF_METRICS"]
 
 #: Scale turning a median absolute deviation into a Gaussian sigma, 1.4826.
 NMAD_SCALE = 1.4826
@@ -52,8 +52,10 @@ _DESCRIPTIONS = {
     "coverage_68": "fraction of z_spec inside the central 68% interval",
     "coverage_95": "fraction of z_spec inside the central 95% interval",
 }
-_POINT = ("bias_mean", "bias_median", "nmad", "outlier_0.15", "outlier_0.05")
-_PROB = ("crps", "cde_loss", "pit_ks", "pit_cvm", "coverage_68", "coverage_95")
+#: Names of the metrics of a point estimate (`photoz_metrics`, `binned_metrics`).
+POINT_METRICS = ("bias_mean", "bias_median", "nmad", "outlier_0.15", "outlier_0.05")
+#: Names of the metrics of the PDFs (`photoz_metrics`, `binned_metrics`).
+PDF_METRICS = ("crps", "cde_loss", "pit_ks", "pit_cvm", "coverage_68", "coverage_95")
 
 # Elements per temporary array in chunked or bootstrap computations.
 _BLOCK = 4_000_000
@@ -721,7 +723,7 @@ def binned_metrics(z_true, pdf=None, z_point=None, edges=BINNED_EDGES, min_count
     k = np.searchsorted(edges, z_true, side="right") - 1
     k[z_true == edges[-1]] = len(edges) - 2      # the last bin is closed
     k[~np.isfinite(z_true)] = -1
-    names = [m for m in BINNED_METRICS if pdf is not None or m in _POINT]
+    names = [m for m in BINNED_METRICS if pdf is not None or m in POINT_METRICS]
     nb = len(edges) - 1
     rows = [(np.flatnonzero(usable & (k == b)), False) for b in range(nb)]
     rows.append((np.flatnonzero(usable), True))

@@ -197,13 +197,13 @@ def worker_model_loads():
 
 
 def _worker_model(model, weights, device):
-    from .table import _resolve_model
+    from .models.inference import get_model
 
     key = (model, None if weights is None else str(weights), None if device is None
            else str(device))
     with _MODEL_LOCK:
         if key not in _MODELS:
-            _MODELS[key] = _resolve_model(model, weights, device)
+            _MODELS[key] = get_model(model, weights, device)
             _LOADS.append(key)
         return _MODELS[key]
 
@@ -688,14 +688,14 @@ def match_spectroscopic_lsdb(catalog, spectra, radius=None, *, z_col="z", z_err_
     import lsdb
 
     from ._version import __version__
-    from .spectro.matching import SPEC_COLUMNS, _check_radius
+    from .spectro.matching import SPEC_COLUMNS, check_radius
 
     for name, obj in (("catalog", catalog), ("spectra", spectra)):
         if not isinstance(obj, lsdb.Catalog):
             raise TypeError(f"{name} must be an lsdb.Catalog, got {type(obj).__name__}")
     if radius is None:
         raise TypeError("radius is required: an angle such as 1 * u.arcsec")
-    radius = _check_radius(radius)
+    radius = check_radius(radius)
     r_arcsec = float(radius.value)
     spec_cols = list(spectra.columns)
     wanted = [c for c in (z_col, z_err_col, class_col, id_col, *(columns or ())) if c]

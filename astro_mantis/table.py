@@ -35,7 +35,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 from ._version import __version__
 from .flags import MantisFlag
-from .logger import log
+from .logger import log, quiet_cutout_summaries
 from .pdf import NBINS, RECOMMENDED_POINT_ESTIMATE, ZMAX, ZMIN
 from .positions import missing_column_error, table_positions
 from .surveys import DEFAULT_SURVEYS
@@ -333,21 +333,6 @@ def _unique_positions(coords, rows):
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     return rows[first[order]], rank[inverse.ravel()]
-
-
-def _resolve_model(model, weights, device):
-    """A ready network (registry name or module)."""
-    import torch
-
-    from .models.inference import _cached_model
-    from .models.registry import select_device
-
-    if isinstance(model, torch.nn.Module):
-        return model
-    if not isinstance(model, str):
-        raise TypeError(f"model must be a registry name or a torch.nn.Module; got "
-                        f"{type(model).__name__}")
-    return _cached_model(model, weights, select_device(device))
 
 
 def _ood_reference(net):
@@ -685,7 +670,9 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     coords, good = table_coordinates(table, coord=coord, ra=ra, dec=dec, ra_unit=ra_unit,
                                      dec_unit=dec_unit)
     dust, dust_unknown, dust_source = dust_values(table, coords, good, ebv)
-    net = _resolve_model(model, weights, device)
+    from .models.inference import get_model
+
+    net = get_model(model, weights, device)
     meta = dict(getattr(net, "meta", {}) or {})
     _check_precision(precision, net)
     ood_ref = _ood_reference(net) if ood else None
@@ -709,12 +696,10 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
                pdf=pdf, edges=edges, ood=ood_values)
     _warn_dust(dust_unknown, todo, ebv, dust_source)
 
-    quiet = _QuietChunks()
-    log.addFilter(quiet)
     try:
-        _run_chunks(job, progress)
+        with quiet_cutout_summaries():
+            _run_chunks(job, progress)
     finally:
-        log.removeFilter(quiet)
         # also after an interrupt: the rows done so far are written, the others flagged
         pdfs = _finish(job, flags, good, dust_unknown, t0)
         _set_last_run(run)
@@ -832,13 +817,6 @@ class _Job:
         # the table rows of each position, as a slice of the rows sorted by position
         self.by_position = np.argsort(self.inverse, kind="stable")
         self.sorted_inverse = self.inverse[self.by_position]
-
-
-class _QuietChunks:
-    """Log filter hiding the per-call summary of `Mantis.get_cutouts` (one per chunk)."""
-
-    def filter(self, record):
-        return not str(record.getMessage()).startswith("cutouts: ")
 
 
 def _fetch_chunk(coords, idx, surveys, cache, on_position=False, source=None):

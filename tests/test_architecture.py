@@ -191,17 +191,8 @@ def _unit(module):
 #: Modules whose private names every module may import: the version.
 SHARED_PRIVATE = ("astro_mantis._version",)
 
-#: Private cross-package imports not yet removed (issue 13), each needing a change in a
-#: module outside the one importing; the test fails once one is gone, so the list only
-#: shrinks.
-KNOWN_PRIVATE_IMPORTS = {
-    ("astro_mantis.demo", "astro_mantis.table._QuietChunks"),
-    ("astro_mantis.scale", "astro_mantis.table._resolve_model"),
-    ("astro_mantis.scale", "astro_mantis.spectro.matching._check_radius"),
-    ("astro_mantis.table", "astro_mantis.models.inference._cached_model"),
-    ("astro_mantis.training.evaluation", "astro_mantis.metrics._POINT"),
-    ("astro_mantis.training.evaluation", "astro_mantis.metrics._PROB"),
-}
+#: Private cross-package imports allowed (none: the last six were made public names).
+KNOWN_PRIVATE_IMPORTS = set()
 
 
 def private_cross_package_imports():

@@ -26,6 +26,7 @@ from astropy import units as u
 from astropy.utils.exceptions import AstropyUserWarning
 
 from ..flags import MantisFlag, survey_missing_flag
+from ..surveys import get_survey
 
 __all__ = ["CHANNELS", "RECIPE", "OUTPUT_SIZE", "NAN_POLICIES", "FusedInput", "fuse_arrays",
            "fuse_survey", "dust_array", "normalise_galex", "normalise_panstarrs",
@@ -35,11 +36,6 @@ __all__ = ["CHANNELS", "RECIPE", "OUTPUT_SIZE", "NAN_POLICIES", "FusedInput", "f
 #: Side of the early-fusion image in pixels.
 OUTPUT_SIZE = 120
 
-#: ``(survey, band)`` of each of the nine model channels, in order.
-CHANNELS = (("galex", "NUV"), ("galex", "FUV"),
-            ("panstarrs", "g"), ("panstarrs", "r"), ("panstarrs", "i"), ("panstarrs", "z"),
-            ("panstarrs", "y"),
-            ("unwise", "W1"), ("unwise", "W2"))
 
 #: Accepted values of the ``nan_policy`` arguments.
 NAN_POLICIES = ("zero", "inpaint")
@@ -62,14 +58,23 @@ def normalise_unwise(x):
     return np.maximum(np.arcsinh(np.float32(0.6) * x) / np.float32(6), np.float32(0))
 
 
-#: Per survey: the bands in channel order, the centre crop (native pixels) and the
-#: normalisation function of the published early-fusion recipe.
+#: Per survey: the bands in channel order (read from the survey's module: the
+#: survey facts live in `astro_mantis.surveys`), the centre crop (native pixels) and
+#: the normalisation function of the published early-fusion recipe.
 RECIPE = {
-    "galex": {"bands": ("NUV", "FUV"), "crop": 22, "normalise": normalise_galex},
-    "panstarrs": {"bands": ("g", "r", "i", "z", "y"), "crop": 120,
+    "galex": {"bands": tuple(get_survey("galex").bands), "crop": 22,
+              "normalise": normalise_galex},
+    "panstarrs": {"bands": tuple(get_survey("panstarrs").bands), "crop": 120,
                   "normalise": normalise_panstarrs},
-    "unwise": {"bands": ("W1", "W2"), "crop": 22, "normalise": normalise_unwise},
+    "unwise": {"bands": tuple(get_survey("unwise").bands), "crop": 22,
+               "normalise": normalise_unwise},
 }
+
+#: ``(survey, band)`` of each of the nine model channels, in order: the bands of each
+#: survey as its module in `astro_mantis.surveys` declares them, in the recipe's
+#: survey order.
+CHANNELS = tuple((survey, band) for survey, recipe in RECIPE.items()
+                 for band in recipe["bands"])
 
 
 def normalise(x, survey):

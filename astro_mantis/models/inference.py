@@ -15,7 +15,8 @@ from .precision import (TV_TOLERANCE, _check_once, autocast, default_batch_size,
 from .registry import Z_MAX, Z_MIN, load_model, select_device
 from ..pdf import NBINS
 
-__all__ = ["predict", "predict_logits", "dihedral_transforms", "clear_model_cache"]
+__all__ = ["predict", "predict_logits", "dihedral_transforms", "clear_model_cache",
+           "get_model"]
 
 #: Galaxies of the first batch run in float32 too by ``precision="auto"`` (the check).
 CHECK_ROWS = 16
@@ -105,6 +106,41 @@ def _cached_model(name, weights, device):
             _CACHE.popitem(last=False)
     _CACHE.move_to_end(key)
     return _CACHE[key]
+
+
+def get_model(model, weights=None, device=None):
+    """A network ready to run: a registry name loaded once and remembered, or a module.
+
+    What `predict` does with its ``model`` argument, for callers that run a model
+    several times (the table job, the Dask workers): a name is loaded with
+    `~astro_mantis.models.load_model` on the first call and kept (the two latest
+    models, channels-last on CPUs and CUDA GPUs; `clear_model_cache` forgets them);
+    a `torch.nn.Module` is returned as it is.
+
+    Parameters
+    ----------
+    model : str or `torch.nn.Module`
+    weights : str or path-like, optional
+        Weights path or URL for a model given by name.
+    device : str or `torch.device`, optional
+        For a model given by name; None: the best available
+        (`~astro_mantis.models.select_device`).
+
+    Returns
+    -------
+    `torch.nn.Module`
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is neither a name nor a module.
+    """
+    if isinstance(model, torch.nn.Module):
+        return model
+    if not isinstance(model, str):
+        raise TypeError(f"model must be a registry name or a torch.nn.Module; got "
+                        f"{type(model).__name__}")
+    return _cached_model(model, weights, select_device(device))
 
 
 def dihedral_transforms():

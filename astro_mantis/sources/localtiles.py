@@ -437,8 +437,8 @@ class LocalTiles:
         results = {}
         for s in survey_objs:
             if s.name not in self.indexes:
-                text = f"{FetchStatus.NOT_FETCHED.value}: no local {s.name} tiles"
-                results[s.name] = dict.fromkeys(unique.tolist(), (text, None))
+                results[s.name] = dict.fromkeys(
+                    unique.tolist(), (FetchStatus.NOT_FETCHED.value, f"no local {s.name} tiles"))
                 continue
             states = self._survey_batch(s, ra[unique], dec[unique])
             results[s.name] = dict(zip(unique.tolist(), states))
@@ -447,7 +447,7 @@ class LocalTiles:
             if not good[i]:
                 yield MultiSurveyCutout(
                     coord, {}, [s.name for s in survey_objs], MantisFlag.BAD_COORDINATE,
-                    {s.name: FetchStatus.BAD_COORDINATE.value for s in survey_objs})
+                    {s.name: FetchStatus.BAD_COORDINATE.text() for s in survey_objs})
                 continue
             j = int(first_of[i])
             images, missing, status, flags = {}, [], {}, MantisFlag.NONE
@@ -455,9 +455,9 @@ class LocalTiles:
                 state, value = results[s.name][j]
                 if state == FetchStatus.FETCHED.value:
                     images[s.name] = value
-                    status[s.name] = state
+                    status[s.name] = FetchStatus.FETCHED.text()
                     continue
-                status[s.name] = state if value is None else f"{state}: {value}"
+                status[s.name] = FetchStatus(state).text(value)
                 missing.append(s.name)
                 flags |= s.flag
                 if state == FetchStatus.OUT_OF_FOOTPRINT.value:

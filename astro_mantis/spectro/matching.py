@@ -47,7 +47,7 @@ from .sdss import SDSS_QUALITY, _query_specobj
 from .spall import SPALL_QUALITY
 
 __all__ = ["match_spectroscopic", "SpecFlag", "SPEC_COLUMNS", "DEFAULT_QUALITY", "SDSS_EXTRA",
-           "nearest_spectra"]
+           "nearest_spectra", "check_radius"]
 
 #: Columns every match adds.
 SPEC_COLUMNS = ("z_spec", "z_spec_err", "spec_class", "spec_id", "spec_sep", "spec_source",
@@ -99,7 +99,32 @@ class SpecFlag(enum.IntFlag):
 
 
 # ----------------------------------------------------------------------------- inputs
-def _check_radius(radius):
+def check_radius(radius):
+    """A match radius checked: one positive angle of at most 1 degree.
+
+    Parameters
+    ----------
+    radius : `~astropy.units.Quantity` or str
+        An angle, or a string astropy reads as one (``"1 arcsec"``).
+
+    Returns
+    -------
+    `~astropy.units.Quantity`
+        The radius in arcseconds.
+
+    Raises
+    ------
+    TypeError
+        A number without a unit, or not an angle.
+    ValueError
+        Unreadable, not one positive finite angle, or larger than 1 degree.
+
+    Examples
+    --------
+    >>> from astro_mantis.spectro.matching import check_radius
+    >>> check_radius("1.5 arcsec")
+    <Quantity 1.5 arcsec>
+    """
     if isinstance(radius, str):
         try:
             radius = u.Quantity(radius)
@@ -460,7 +485,7 @@ def _check_match(table, catalog, radius, quality, columns, overwrite):
     ``overwrite``)."""
     if not isinstance(table, Table):
         raise TypeError(f"table must be an astropy Table, got {type(table).__name__}")
-    radius = _check_radius(radius)
+    radius = check_radius(radius)
     kind = catalog.lower() if isinstance(catalog, str) and catalog.lower() in (
         "sdss", "sdss-spall") else "table"
     if isinstance(quality, str) and quality == "default":

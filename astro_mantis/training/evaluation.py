@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import _POINT, _PROB, BINNED_EDGES, binned_metrics
+from ..metrics import BINNED_EDGES, PDF_METRICS, POINT_METRICS, binned_metrics
 from ..pdf import (POINT_ESTIMATORS, RECOMMENDED_POINT_ESTIMATE, ZMAX, ZMIN, RedshiftPDF,
                    point_estimate)
 
@@ -156,8 +156,8 @@ class Evaluation:
         `~astropy.table.Table`
             Columns ``bin``, ``n`` and one per estimator (masked below ``min_count``).
         """
-        if metric not in _POINT:
-            raise ValueError(f"metric must be one of {', '.join(_POINT)}, got {metric!r}")
+        if metric not in POINT_METRICS:
+            raise ValueError(f"metric must be one of {', '.join(POINT_METRICS)}, got {metric!r}")
         from astropy.table import Table
 
         first = next(iter(self.point_tables.values()))
@@ -201,8 +201,8 @@ class Evaluation:
                 f"({len(self.z)} galaxies; bins of true redshift, metrics masked below "
                 f"{self.settings.get('min_count')} galaxies; ± bootstrap standard errors "
                 f"of {self.settings.get('n_bootstrap')} resamples).\n\n")
-        parts = [head, _rst(self.pdf_table, [c for c in _PROB if c in self.pdf_table.colnames],
-                            "PDF metrics", digits)]
+        pdf_cols = [c for c in PDF_METRICS if c in self.pdf_table.colnames]
+        parts = [head, _rst(self.pdf_table, pdf_cols, "PDF metrics", digits)]
         for name, tab in self.point_tables.items():
             parts.append(_rst(tab, [c for c in ("nmad", "bias_median", "bias_mean",
                                                 "outlier_0.05", "outlier_0.15")],
@@ -316,13 +316,13 @@ def evaluate_model(model, data_dir, split="test", *, estimators=POINT_ESTIMATORS
     kw = dict(edges=edges, min_count=min_count, n_bootstrap=n_bootstrap, seed=seed)
     full = binned_metrics(z, pdf, z_point=estimators[0], **kw)
     pdf_table = full[list(_KEYS) + [c for c in full.colnames
-                                    if c.removesuffix("_err") in _PROB]]
+                                    if c.removesuffix("_err") in PDF_METRICS]]
     point_tables = {}
     for name in estimators:
         tab = full if name == estimators[0] else \
             binned_metrics(z, pdf=None, z_point=point_estimate(pdf, name), **kw)
         point_tables[name] = tab[list(_KEYS) + [c for c in tab.colnames
-                                                if c.removesuffix("_err") in _POINT]]
+                                                if c.removesuffix("_err") in POINT_METRICS]]
         point_tables[name].meta["point_estimate"] = name
     dirs = data_dir if isinstance(data_dir, (list, tuple)) else [data_dir]
     result = Evaluation(model=str(meta.get("name", type(model).__name__)),
