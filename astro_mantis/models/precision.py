@@ -240,8 +240,8 @@ def inference_network(model, precision, device="cpu"):
     the weights at every call). The head (the dust values, ``fc0``, ``fc1`` and the
     logits) stays in float32: it costs nothing, and logits rounded to bfloat16's 8 bits
     would move the PDFs by more than the accuracy check allows. For the bundled model
-    the PDFs move as little as under autocast (mean total-variation distance to
-    float32 0.0065 against autocast's 0.0069 on its test set) and the network runs
+    the network's softmax moves as little as under autocast (mean total-variation
+    distance to float32 0.0065 against autocast's 0.0069 on its test set) and the network runs
     about 1.2× faster than under autocast on two AMX cores
     (``benchmarks/bench_inference.py``). Tried and left: folding the BatchNorms into
     the bfloat16 convolution weights (faster, but the distance rose to 0.009, too
