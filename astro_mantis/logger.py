@@ -42,7 +42,7 @@ class _NoCutoutSummaries(logging.Filter):
 
 @contextlib.contextmanager
 def quiet_cutout_summaries():
-    """Hide the one-line summary each `~astro_mantis.Mantis.get_cutouts` call logs.
+    """Hide the one-line summary each `~astro_mantis.MantisClass.get_cutouts` call logs.
 
     For jobs that fetch in many calls (the table job's chunks, the demo's row figures)
     and report once themselves.

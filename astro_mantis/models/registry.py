@@ -398,7 +398,7 @@ def load_model(name, weights=None, device="cpu", verify=True):
     weights : str or path-like, optional
         Local path or URL of the weights. Default: the bundled file for
         ``mantis-mini``; for ``mantis-shrimp-v1`` the published checkpoint
-        (`~astro_mantis.models.registry.MANTIS_SHRIMP_V1_URL`, 801 MB, in the
+        (``astro_mantis.models.registry.MANTIS_SHRIMP_V1_URL``, 801 MB, in the
         reference repository's Git LFS). URLs are downloaded once into astropy's
         cache, checked, and reused; a download that fails the check is removed from
         the cache. A model card ``<same stem>.json`` next to a file is read when present
