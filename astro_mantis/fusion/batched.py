@@ -88,6 +88,17 @@ def _pool(threads):
     return _POOL
 
 
+def _run_chunks(task, n, threads):
+    """``task(start)`` for every chunk of `CHUNK_ROWS` rows, on the fusion's threads."""
+    starts = range(0, n, CHUNK_ROWS)
+    threads = default_fusion_threads() if threads is None else int(threads)
+    if threads > 1 and n > CHUNK_ROWS:
+        list(_pool(threads).map(task, starts))
+    else:
+        for s in starts:
+            task(s)
+
+
 def _normalise_into(dst, src, survey):
     """The survey's normalisation of ``src`` written into ``dst`` (float32), in place.
 
@@ -199,13 +210,7 @@ def fuse_survey_batched(data, survey, nan_policy="zero", size=OUTPUT_SIZE, threa
         valid[rows], nan_rows[rows], empty[rows] = _survey_chunk(
             data, survey, recipe, rows, nan_policy, native[rows])
 
-    starts = range(0, n, CHUNK_ROWS)
-    threads = default_fusion_threads() if threads is None else int(threads)
-    if threads > 1 and n > CHUNK_ROWS:
-        list(_pool(threads).map(task, starts))
-    else:
-        for s in starts:
-            task(s)
+    _run_chunks(task, n, threads)
     if resize and n:
         _resize_into(out, native, size)
     return out, valid, nan_rows, empty
@@ -298,13 +303,7 @@ def fuse_arrays_batched(galex=None, panstarrs=None, unwise=None, ebv=None, nan_p
 
             copy_to[rows].copy_(torch.from_numpy(out[rows]))
 
-    starts = range(0, n, CHUNK_ROWS)
-    threads = default_fusion_threads() if threads is None else int(threads)
-    if threads > 1 and n > CHUNK_ROWS:
-        list(_pool(threads).map(task, starts))
-    else:
-        for s in starts:
-            task(s)
+    _run_chunks(task, n, threads)
     flags[nan_rows] |= int(MantisFlag.NAN_PIXELS)
     for survey, _, _, _, empty in surveys:
         flags[empty] |= int(survey_missing_flag(survey))
