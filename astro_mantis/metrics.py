@@ -628,8 +628,10 @@ def plot_nz(z_spec, pdf=None, ax=None, bins=40, zrange=(ZMIN, ZMAX), **kwargs):
 #: Metrics of `binned_metrics`, in column order (the last four need PDFs).
 BINNED_METRICS = ("nmad", "bias_median", "bias_mean", "outlier_0.05", "outlier_0.15",
                   "crps", "pit_ks", "coverage_68", "coverage_95")
-#: Default redshift bins of `binned_metrics`: 0, 0.1, ..., 1.6.
-BINNED_EDGES = tuple(round(0.1 * k, 1) for k in range(17))
+#: Default redshift bins of `binned_metrics`: steps of 0.1 over the model's range
+#: (`astro_mantis.pdf.ZMIN` to `astro_mantis.pdf.ZMAX`: 0, 0.1, ..., 1.6).
+BINNED_EDGES = tuple(round(ZMIN + 0.1 * k, 1)
+                     for k in range(int(round((ZMAX - ZMIN) / 0.1)) + 1))
 
 
 def binned_metrics(z_true, pdf=None, z_point=None, edges=BINNED_EDGES, min_count=50,
