@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1] / "astro_mantis"
 GROUND = ("astro_mantis._version", "astro_mantis.config", "astro_mantis.flags",
           "astro_mantis.exceptions", "astro_mantis.logger", "astro_mantis.atomic",
           "astro_mantis.positions", "astro_mantis.pdf", "astro_mantis.surveys",
-          "astro_mantis.retry", "astro_mantis.progress")
+          "astro_mantis.retry", "astro_mantis.progress", "astro_mantis.compiling")
 #: What the ground may never import (the layers above it).
 ABOVE_GROUND = ("astro_mantis.cutouts", "astro_mantis.fetch", "astro_mantis.table",
                 "astro_mantis.shards",

@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from astro_mantis.fusion import fuse_arrays
+from astro_mantis.compiling import CompiledOrEager
+from astro_mantis.fusion import batched
 from astro_mantis.fusion.batched import fuse_arrays_batched, fuse_arrays_fast
 from astro_mantis.flags import MantisFlag
 from astro_mantis.models import build_model, pdf_total_variation, predict, predict_logits
 from astro_mantis.models import inference
-from astro_mantis.models.precision import inference_network
+from astro_mantis.models.precision import inference_network, param_dtype
 
 TINY = {"widths": [8, 16], "depths": [1, 1], "hidden": 32}
 
@@ -85,6 +87,8 @@ def test_inference_network_is_a_cached_bfloat16_copy_rebuilt_after_training():
     assert again is not low
     assert torch.equal(again.fc1.bias, net.fc1.bias)
     assert inference_network(net, "float32", "cpu") == (net, torch.float32)
+    assert param_dtype(net) == torch.float32 and param_dtype(low.Base) == torch.bfloat16
+    assert param_dtype(torch.nn.ReLU()) == torch.float32     # no parameters at all
 
 
 def test_predict_bfloat16_runs_the_copy_and_stays_close_to_float32():
@@ -122,9 +126,31 @@ def test_a_compiler_failure_falls_back_to_eager(monkeypatch):
     net = build_model("mantis-mini", **TINY).eval()
     x = np.random.default_rng(4).random((3, 9, 120, 120), dtype=np.float32)
     d = np.zeros((3, 2), np.float32)
-    with pytest.warns(RuntimeWarning, match="running eagerly"):
+    with pytest.warns(RuntimeWarning, match="failed for the network.*eagerly"):
         a = predict_logits(net, x, d, compile=True)
     np.testing.assert_array_equal(a, predict_logits(net, x, d))
+    # the fusion falls back the same way, to the same result as the eager recipe
+    monkeypatch.setattr(batched, "_FAST", {})
+    g, p, w = native(2)
+    with pytest.warns(RuntimeWarning, match="failed for the fusion.*eagerly"):
+        fast = fuse_arrays_fast(g, p, w)
+    assert torch.equal(fast.x, fuse_arrays_fast(g, p, w, compile=False).x)
+
+
+def test_compiled_or_eager_raises_a_real_error_after_it_has_compiled():
+    calls = []
+
+    def fn(t):
+        calls.append(1)
+        if len(calls) > 1:
+            raise ValueError("bad input")
+        return t + 1
+
+    run = CompiledOrEager(fn, what="a test function")
+    run.fn = fn                  # stands for the compiled function: no compiler needed
+    assert float(run(torch.zeros(1))) == 1.0 and run.ok is True
+    with pytest.raises(ValueError, match="bad input"):   # not swallowed into "eager"
+        run(torch.zeros(1))
 
 
 def test_compile_auto_follows_the_size_of_the_call(monkeypatch):

@@ -42,7 +42,6 @@ tensors on the device, `fuse_arrays_fast` with ``x`` as a tensor), so they are
 drop-in replacements.
 """
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -509,7 +508,8 @@ def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUT
     compile : bool
         Run through `torch.compile` (cached per set of shapes: the first call of a
         shape compiles for a few seconds; falls back to eager torch, which is slower
-        than `fuse_arrays_batched`, with a warning where compiling fails).
+        than `fuse_arrays_batched`, with a warning where compiling fails:
+        `~astro_mantis.compiling.CompiledOrEager`).
 
     Returns
     -------
@@ -542,16 +542,7 @@ def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUT
         return FusedInput(x, dust, np.zeros((n, len(CHANNELS)), bool), flags)
     taps = tuple(None if c is None or c.shape[-1] == size else _resize_taps(c.shape[-1], size)
                  for c in crops)
-    fn = _fast_function(compile)
-    try:
-        x, counts = fn(size, types[dtype], taps, *crops)
-    except Exception as exc:  # noqa: BLE001 - a compiler failure: run eagerly from now on
-        if fn is _fast_recipe:
-            raise
-        warnings.warn(f"torch.compile failed for the fusion ({type(exc).__name__}: {exc}); "
-                      "running it eagerly", RuntimeWarning, stacklevel=2)
-        _FAST[True] = _fast_recipe
-        x, counts = _fast_recipe(size, types[dtype], taps, *crops)
+    x, counts = _fast_function(compile)(size, types[dtype], taps, *crops)
     counts = counts.numpy()
     valid = counts == 0
     first = 0
@@ -570,7 +561,7 @@ def _fast_function(compile):
     if not compile:
         return _fast_recipe
     if True not in _FAST:
-        import torch
+        from ..compiling import CompiledOrEager
 
-        _FAST[True] = torch.compile(_fast_recipe, dynamic=False)
+        _FAST[True] = CompiledOrEager(_fast_recipe, what="the fusion")
     return _FAST[True]

@@ -9,9 +9,10 @@ import numpy as np
 import torch
 from astropy import units as u
 
+from ..compiling import CompiledOrEager
 from ..flags import MantisFlag
 from .precision import (TV_TOLERANCE, _check_once, autocast, default_batch_size,
-                        inference_network, is_quantized, resolve_precision)
+                        inference_network, is_quantized, param_dtype, resolve_precision)
 from .registry import Z_MAX, Z_MIN, load_model, select_device
 from ..pdf import NBINS
 
@@ -34,35 +35,6 @@ def clear_model_cache():
 _COMPILED = {}
 
 
-class _CompiledOrEager:
-    """``torch.compile(net)``, falling back to ``net`` for good if compiling fails.
-
-    Compilation happens at the first call (not at `torch.compile`), so that is where
-    a missing C++ compiler or an unsupported operation shows: then a warning, and the
-    eager module from there on.
-    """
-
-    def __init__(self, net, options=None):
-        self.net = net
-        self.fn = torch.compile(net, dynamic=False, options=options)
-        self.ok = None
-
-    def __call__(self, *args):
-        if self.ok is False:
-            return self.net(*args)
-        try:
-            out = self.fn(*args)
-        except Exception as exc:  # noqa: BLE001 - any compiler failure: run eagerly
-            if self.ok:
-                raise
-            warnings.warn(f"torch.compile failed here ({type(exc).__name__}: {exc}); "
-                          "running eagerly", RuntimeWarning, stacklevel=2)
-            self.ok = False
-            return self.net(*args)
-        self.ok = True
-        return out
-
-
 def _compiled(net, device, freeze=False):
     """``torch.compile(net)`` (cached, with an eager fallback), or ``net`` itself.
 
@@ -77,7 +49,7 @@ def _compiled(net, device, freeze=False):
     import weakref
 
     try:
-        fn = _CompiledOrEager(net, {"freezing": True} if freeze else None)
+        fn = CompiledOrEager(net, {"freezing": True} if freeze else None)
     except Exception as exc:  # noqa: BLE001 - any failure means: run eagerly
         warnings.warn(f"torch.compile is not available here ({exc}); running eagerly",
                       RuntimeWarning, stacklevel=3)
@@ -87,8 +59,10 @@ def _compiled(net, device, freeze=False):
 
 
 #: ``compile="auto"`` compiles when a call has at least this many galaxies: on two
-#: CPU cores compiling ``mantis-mini`` and the fast fusion takes about 25 s and then
-#: saves about 0.2 ms per galaxy (``benchmarks/bench_inference.py``).
+#: AMX cores compiling ``mantis-mini`` and the fast fusion took about 25 s with an
+#: empty inductor cache, and then saved 0.35 ms per galaxy of native arrays (2,205
+#: against 1,254 galaxies/s, ``benchmarks/bench_inference.py``): paid back after
+#: about 70,000 galaxies.
 COMPILE_MIN_GALAXIES = 100_000
 
 
@@ -231,10 +205,6 @@ def _to_device(a, device, dtype, channels_last=False):
     return t.to(device, dtype)
 
 
-def _param_dtype(model):
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-
-
 class _Runner:
     """Runs batches through a network in one precision; checks ``"auto"`` once."""
 
@@ -269,7 +239,7 @@ class _Runner:
         """Run in ``precision`` from now on: the network and input type for it."""
         self.precision = precision
         net, self.dtype = inference_network(self.model, precision, self.device)
-        self.dust_dtype = _param_dtype(self.model)
+        self.dust_dtype = param_dtype(self.model)
         self.net = net
         self.fn = _compiled(net, self.device, freeze=net is not self.model) if self.compile \
             else net
@@ -588,12 +558,13 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         copy, with the weights frozen into the compiled code) and, for native arrays
         in a reduced precision, the fusion through
         `~astro_mantis.fusion.batched.fuse_arrays_fast`. The first batch compiles
-        (about 25 s for ``mantis-mini`` on two CPU cores); later batches run about
-        1.5× faster. ``"auto"`` (the default) compiles when the call has at least
-        ``astro_mantis.models.inference.COMPILE_MIN_GALAXIES`` (100,000) galaxies, where it
-        pays.
-        Falls back to eager mode, with a warning, where compiling fails (e.g. no C++
-        compiler).
+        (about 25 s for ``mantis-mini`` on two CPU cores with an empty inductor
+        cache, a few seconds with a warm one); after that, on two AMX cores, the
+        bfloat16 network runs 1.2× faster and native arrays go through fusion and
+        network 1.8× faster. ``"auto"`` (the default) compiles when the call has at
+        least ``astro_mantis.models.inference.COMPILE_MIN_GALAXIES`` (100,000)
+        galaxies, where that pays. Falls back to eager mode, with a warning, where
+        compiling fails (e.g. no C++ compiler).
 
     Returns
     -------

@@ -48,7 +48,7 @@ import torch
 
 __all__ = ["PRECISIONS", "TV_TOLERANCE", "cpu_features", "native_precisions",
            "resolve_precision", "autocast", "pdf_total_variation", "quantize_int8",
-           "is_quantized", "default_batch_size", "inference_network"]
+           "is_quantized", "default_batch_size", "inference_network", "param_dtype"]
 
 #: The accepted values of ``precision``.
 PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
@@ -225,6 +225,20 @@ class _LowPrecisionBackbone(torch.nn.Module):
         return self.inner(x.to(self.input_dtype)).float()
 
 
+def param_dtype(model):
+    """The floating-point type of ``model``'s parameters (float32 when it has none).
+
+    Parameters
+    ----------
+    model : `torch.nn.Module`
+
+    Returns
+    -------
+    `torch.dtype`
+    """
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 def _weights_stamp(model):
     # in-place updates (an optimiser step, load_state_dict) bump a tensor's _version
     return tuple((id(t), t._version) for t in
@@ -245,12 +259,10 @@ def inference_network(model, precision, device="cpu"):
     about 1.2× faster than under autocast on two AMX cores
     (``benchmarks/bench_inference.py``). Tried and left: folding the BatchNorms into
     the bfloat16 convolution weights (faster, but the distance rose to 0.009, too
-    near the 0.01 of the check); a float32 stem (0.005, but 12 % slower). On two Xeon
-    cores with AMX this runs ``mantis-mini`` about 1.5× faster than autocast
-    (``benchmarks/bench_inference.py``). Everywhere else (float32, GPUs, float16,
-    int8-quantised models, models without a ``Base`` backbone) ``model`` itself is
-    returned and run under `autocast`. The copy is rebuilt when ``model``'s weights
-    change in place.
+    near the 0.01 of the check); a float32 stem (0.005, but 12 % slower). Everywhere
+    else (float32, GPUs, float16, int8-quantised models, models without a ``Base``
+    backbone) ``model`` itself is returned and run under `autocast`. The copy is rebuilt
+    when ``model``'s weights change in place.
 
     Parameters
     ----------
@@ -267,7 +279,7 @@ def inference_network(model, precision, device="cpu"):
         type of ``model``'s parameters).
     """
     device = torch.device(device)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    dtype = param_dtype(model)
     if (precision != "bfloat16" or device.type != "cpu" or is_quantized(model)
             or not isinstance(getattr(model, "Base", None), torch.nn.Module)):
         return model, dtype
