@@ -302,11 +302,14 @@ def test_cache_never_serves_one_service_as_another(tmp_path):
     from astro_mantis.testing.synthetic import SyntheticSky
 
     coord = SkyCoord(150.0, 2.0, unit="deg")
-    with conf.set_temp("cache_dir", str(tmp_path)), conf.set_temp("backoff", 0.01):
-        with SurveyServer(sky=SyntheticSky(seed=1)) as a, a.configure(conf):
+    # Both servers run at once so that the OS cannot hand the second the first's port: a
+    # service is identified by its URL, and a reused port would rightly be the same service.
+    with conf.set_temp("cache_dir", str(tmp_path)), conf.set_temp("backoff", 0.01), \
+            SurveyServer(sky=SyntheticSky(seed=1)) as a, SurveyServer(sky=SyntheticSky(seed=2)) as b:
+        with a.configure(conf):
             first = Mantis.get_cutouts(coord, progress=False)
             assert Mantis.get_cutouts(coord, progress=False).status["galex"] == "cached"
-        with SurveyServer(sky=SyntheticSky(seed=2)) as b, b.configure(conf):
+        with b.configure(conf):
             second = Mantis.get_cutouts(coord, progress=False)
             assert set(second.status.values()) == {"ok"}  # fetched, not "cached"
             assert Mantis.last_request_count > 0
