@@ -120,6 +120,53 @@ def test_early_fusion_of_cutouts_equals_the_reference_recipe():
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
 
+def test_early_fusion_reads_rows_of_any_size_and_missing_surveys_in_place():
+    """Rows with different native sizes, rows without a survey, float64 pixels and a
+    reused output buffer full of stale values: the reference's bits, every pixel written."""
+    from astropy.coordinates import SkyCoord
+
+    from astro_mantis.surveys import SURVEYS, SurveyImage
+
+    n = CHUNK_ROWS + 3
+    g, p, w = native(n, seed=12)
+    big = np.random.default_rng(13).uniform(-20, 400, (5, 200, 200)).astype(np.float32)
+    coord = SkyCoord(150.0, 2.0, unit="deg")
+
+    def cut(i):
+        images = {"galex": g[i], "panstarrs": p[i].astype(np.float64), "unwise": w[i]}
+        if i == 4:
+            images["panstarrs"] = big            # a larger cutout: its own centre crop
+        if i in (1, 6):
+            del images["galex"]                  # no GALEX for these rows
+        return MultiSurveyCutout(coord, {
+            name: SurveyImage(name, a, None, SURVEYS[name].unit, SURVEYS[name].bands)
+            for name, a in images.items()})
+
+    cuts = [cut(i) for i in range(n)]
+    out = np.full((n, 9, 120, 120), np.nan, np.float32)   # stale contents
+    for policy in ("zero", "inpaint"):
+        out.fill(np.nan)
+        a = early_fusion(cuts, nan_policy=policy, out=out)
+        assert a.x is out and np.isfinite(out).all()
+        for i in range(n):
+            gi = None if i in (1, 6) else g[i:i + 1]
+            pi = core.center_crop(big, 170)[None] if i == 4 else p[i:i + 1]
+            ref = fuse_arrays(gi, pi, w[i:i + 1], nan_policy=policy)
+            np.testing.assert_array_equal(a.x[i], ref.x[0], err_msg=f"row {i}")
+            np.testing.assert_array_equal(a.valid[i], ref.valid[0], err_msg=f"row {i}")
+            assert (a.flags[i] & ~int(MantisFlag.DUST_UNKNOWN)) == \
+                (ref.flags[0] & ~int(MantisFlag.DUST_UNKNOWN)), f"row {i}"
+    assert MantisFlag.GALEX_MISSING in MantisFlag(int(a.flags[1]))
+    assert MantisFlag.GALEX_MISSING not in MantisFlag(int(a.flags[0]))
+    # no row holds a survey: zeros and its flag everywhere
+    no_galex = early_fusion([c for i, c in enumerate(cuts) if i in (1, 6)])
+    assert not no_galex.x[:, :2].any() and not no_galex.valid[:, :2].any()
+    with pytest.raises(ValueError, match="out must be a float32 numpy array of shape"):
+        early_fusion(cuts, out=np.empty((n, 9, 120, 120), np.float64))
+    with pytest.raises(ValueError, match="out must be"):
+        early_fusion(cuts, out=np.empty((n + 1, 9, 120, 120), np.float32))
+
+
 def test_torch_path_agrees_with_reference_to_1e6():
     g, p, w = native(2 * CHUNK_ROWS, seed=6)
     ebv = np.random.default_rng(7).uniform(0, 0.2, (len(g), 2))

@@ -300,6 +300,23 @@ def cutouts(n=3):
     return [fixed_cutout(i) for i in range(n)]
 
 
+def test_predict_cutouts_batch_by_batch_through_reused_buffers():
+    """Seven batches of one galaxy each run through three fusion buffers in turn: every
+    galaxy still gets its own PDF (a buffer overwritten too early would repeat one)."""
+    from test_fusion import fixed_cutout
+
+    net = tiny()
+    cuts = [fixed_cutout(i % 3) for i in range(7)]
+    ebv = np.random.default_rng(3).uniform(0, 0.2, (7, 2))
+    one_by_one = predict(cuts, model=net, dust=ebv, batch_size=1, precision="float32")
+    together = predict(cuts, model=net, dust=ebv, batch_size=7, precision="float32")
+    np.testing.assert_allclose(one_by_one.pdf, together.pdf, rtol=1e-4, atol=1e-6)
+    for i in range(7):
+        single = predict(cuts[i], model=net, dust=ebv[i], precision="float32")
+        np.testing.assert_allclose(one_by_one.pdf[i], single.pdf, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(one_by_one.pdf[0], one_by_one.pdf[3])  # same image, other dust
+
+
 def test_predict_cutouts_equals_fused_arrays():
     pytest.importorskip("astro_mantis.pdf")
     net, cuts = tiny(), cutouts()

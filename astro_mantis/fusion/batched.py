@@ -131,23 +131,36 @@ def _check_survey_data(data, survey):
 
 
 def _survey_chunk(data, survey, recipe, rows, nan_policy, native_dst):
-    """Normalise rows ``rows`` (a slice) of one survey; returns (valid, nan_rows, empty)."""
-    crop = center_crop(data[rows], recipe["crop"])
-    if crop.dtype != np.float32:
-        crop = crop.astype(np.float32)
-    bad = ~np.isfinite(crop)
+    """Normalise rows ``rows`` (a slice) of one survey; returns (valid, nan_rows, empty).
+
+    ``data`` is indexed one row at a time: an (N, nbands, ny, nx) array, or a list of
+    (nbands, ny, nx) arrays (their sizes may differ) in which None is a row without the
+    survey (all zeros, not valid, "empty"). Rows are read in place: only their crop is
+    touched, and nothing is stacked first.
+    """
+    crop = recipe["crop"]
+    bad = np.empty(native_dst.shape, bool)
     with np.errstate(invalid="ignore"):
-        for i in range(len(crop)):  # one row at a time: its passes stay in the cache
-            _normalise_into(native_dst[i], crop[i], survey)
+        for i in range(len(native_dst)):  # one row at a time: its passes stay in the cache
+            planes = data[rows.start + i]
+            if planes is None:
+                bad[i] = True
+                continue
+            src = center_crop(planes, crop)
+            if src.dtype != np.float32:
+                src = src.astype(np.float32)
+            np.isfinite(src, out=bad[i])
+            np.logical_not(bad[i], out=bad[i])
+            _normalise_into(native_dst[i], src, survey)
     bad_rows = bad.any(axis=(1, 2, 3))
     empty = bad.all(axis=(1, 2, 3))
     if bad_rows.any():
         np.copyto(native_dst, np.float32(0), where=bad)
         if nan_policy == "inpaint":
             for i in np.flatnonzero(bad_rows & ~empty):
-                filled, zeroed = fill_nonfinite(data[rows][i], "inpaint")
-                filled = center_crop(filled, recipe["crop"])
-                bad[i] = center_crop(zeroed, recipe["crop"])
+                filled, zeroed = fill_nonfinite(data[rows.start + i], "inpaint")
+                filled = center_crop(filled, crop)
+                bad[i] = center_crop(zeroed, crop)
                 with np.errstate(invalid="ignore"):
                     _normalise_into(native_dst[i], filled, survey)
     return ~bad.any(axis=(2, 3)), bad_rows & ~empty, empty
@@ -272,18 +285,34 @@ def fuse_arrays_batched(galex=None, panstarrs=None, unwise=None, ebv=None, nan_p
         raise ValueError(f"out must be float32 of shape {shape}; got {out.dtype} {out.shape}")
     if copy_to is not None and tuple(copy_to.shape) != shape:
         raise ValueError(f"copy_to must have shape {shape}; got {tuple(copy_to.shape)}")
+    sources = {}
+    for survey, data in arrays.items():
+        if data is not None:
+            sources[survey], _ = _check_survey_data(data, survey)
+    valid = _fuse_into(sources, n, nan_policy, size, out, flags, threads, copy_to)
+    return FusedInput(out, dust, valid, flags)
+
+
+def _fuse_into(sources, n, nan_policy, size, out, flags, threads=None, copy_to=None):
+    """The recipe for ``n`` rows written into ``out``; ORs the rows' flags into ``flags``.
+
+    ``sources`` maps a survey to its rows, indexed one at a time (see `_survey_chunk`:
+    an array, or a list with None for rows without the survey); an absent survey gives
+    zeros and its missing flag on every row. Each chunk of rows is fused by one thread
+    from crop to resized image (and into ``copy_to``), so its pixels stay in the core's
+    cache between the steps; every pixel of ``out`` is written. Returns ``valid``.
+    """
     valid = np.zeros((n, len(CHANNELS)), bool)
     nan_rows = np.zeros(n, bool)
     surveys, first = [], 0
     for survey, recipe in RECIPE.items():
         chans = slice(first, first + len(recipe["bands"]))
         first += len(recipe["bands"])
-        if arrays[survey] is None:
+        if sources.get(survey) is None:
             out[:, chans] = 0.0
             flags |= int(survey_missing_flag(survey))
             continue
-        data, recipe = _check_survey_data(arrays[survey], survey)
-        surveys.append((survey, recipe, data, chans, np.zeros(n, bool)))
+        surveys.append((survey, recipe, sources[survey], chans, np.zeros(n, bool)))
 
     def task(start):
         rows = slice(start, min(start + CHUNK_ROWS, n))
@@ -306,7 +335,7 @@ def fuse_arrays_batched(galex=None, panstarrs=None, unwise=None, ebv=None, nan_p
     flags[nan_rows] |= int(MantisFlag.NAN_PIXELS)
     for survey, _, _, _, empty in surveys:
         flags[empty] |= int(survey_missing_flag(survey))
-    return FusedInput(out, dust, valid, flags)
+    return valid
 
 
 # ---------------------------------------------------------------------- torch on a device

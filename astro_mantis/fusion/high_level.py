@@ -27,8 +27,8 @@ import numpy as np
 from astropy import units as u
 
 from ..flags import MantisFlag, survey_missing_flag
-from .batched import fuse_survey_batched
-from .core import (CHANNELS, FusedInput, OUTPUT_SIZE, RECIPE, center_crop, check_nan_policy,
+from .batched import _fuse_into
+from .core import (CHANNELS, FusedInput, OUTPUT_SIZE, RECIPE, check_nan_policy,
                    dust_array, fill_nonfinite)
 from .core import normalise as normalise_survey
 
@@ -106,7 +106,7 @@ def _rows_of(cutouts, survey, flags):
     return rows
 
 
-def early_fusion(cutouts, ebv=None, nan_policy="zero"):
+def early_fusion(cutouts, ebv=None, nan_policy="zero", out=None):
     """Fuse cutouts into the 9 × 120 × 120 input of the published Mantis Shrimp model.
 
     The recipe of the published model (``mantis-shrimp-v1``), per survey: non-finite
@@ -130,57 +130,51 @@ def early_fusion(cutouts, ebv=None, nan_policy="zero"):
         `~astro_mantis.MantisFlag.DUST_UNKNOWN`.
     nan_policy : {"zero", "inpaint"}
         What replaces non-finite pixels (see the module docstring).
+    out : `numpy.ndarray`, float32, shape (N, 9, 120, 120), optional
+        Where to write the fused images (every pixel is written), for instance a
+        buffer reused from batch to batch: a fresh array of this size costs its page
+        faults on every call. Allocated when None.
 
     Returns
     -------
     `~astro_mantis.fusion.FusedInput`
-        ``(x, dust, valid, flags)``; ``x`` is float32 (N, 9, 120, 120).
+        ``(x, dust, valid, flags)``; ``x`` is float32 (N, 9, 120, 120) (``out`` when
+        given).
 
     Raises
     ------
     ValueError
-        If an image is smaller than the recipe's crop, ``ebv`` has the wrong shape or
-        ``nan_policy`` is unknown.
+        If an image is smaller than the recipe's crop, ``ebv`` has the wrong shape,
+        ``nan_policy`` is unknown or ``out`` has the wrong shape or type.
     """
     check_nan_policy(nan_policy)
     cutouts = _as_list(cutouts)
     n = len(cutouts)
-    size = OUTPUT_SIZE
+    shape = (n, len(CHANNELS), OUTPUT_SIZE, OUTPUT_SIZE)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != np.float32:
+        raise ValueError(f"out must be a float32 numpy array of shape {shape}; got "
+                         f"{getattr(out, 'dtype', type(out).__name__)} "
+                         f"{getattr(out, 'shape', '')}")
     dust, dust_unknown = dust_array(ebv, n)
     flags = _base_flags(cutouts, dust_unknown)
-    x = np.zeros((n, len(CHANNELS), size, size), np.float32)
-    valid = np.zeros((n, len(CHANNELS)), bool)
-    first = 0
+    sources = {}
     for survey in _FUSED_SURVEYS:
         recipe = RECIPE[survey]
-        bands, crop = recipe["bands"], recipe["crop"]
-        chans = slice(first, first + len(bands))
-        first += len(bands)
-        groups = {}  # native shape → rows (one group unless cutout sizes differ)
+        crop = recipe["crop"]
+        rows = [None] * n  # the rows' native planes, read in place by the fusion
         for row in _rows_of(cutouts, survey, flags):
-            planes = _survey_planes(cutouts[row].surveys[survey], bands)
+            planes = _survey_planes(cutouts[row].surveys[survey], recipe["bands"])
             if planes.shape[1] < crop or planes.shape[2] < crop:
                 raise ValueError(f"row {row}, {survey}: the recipe crops {crop}x{crop} pixels "
                                  f"but the image is {planes.shape[1]}x{planes.shape[2]}")
-            groups.setdefault(planes.shape, []).append((row, planes))
-        for members in groups.values():
-            rows = [row for row, _ in members]
-            if nan_policy == "zero":  # only the crop matters: stack views of it
-                stack = np.stack([center_crop(p, crop) for _, p in members])
-            else:
-                stack = np.stack([p for _, p in members])
-            # the threaded twin of core.fuse_survey: the same bits (tests/test_fusion_batched)
-            if rows == list(range(n)):  # every row: written in place, no copy
-                _, ok, nan_rows, empty = fuse_survey_batched(stack, survey, nan_policy, size,
-                                                             out=x[:, chans])
-            else:
-                xs, ok, nan_rows, empty = fuse_survey_batched(stack, survey, nan_policy, size)
-                x[rows, chans] = xs
-            valid[rows, chans] = ok
-            rows = np.asarray(rows)
-            flags[rows[nan_rows]] |= int(MantisFlag.NAN_PIXELS)
-            flags[rows[empty]] |= int(survey_missing_flag(survey))
-    return FusedInput(x, dust, valid, flags)
+            rows[row] = planes
+        if any(r is not None for r in rows):
+            sources[survey] = rows
+    # the threaded twin of core.fuse_survey, row by row: the same bits (tests/test_fusion_batched)
+    valid = _fuse_into(sources, n, nan_policy, OUTPUT_SIZE, out, flags)
+    return FusedInput(out, dust, valid, flags)
 
 
 def late_fusion(cutouts, ebv=None, nan_policy="zero"):

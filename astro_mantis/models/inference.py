@@ -489,12 +489,22 @@ def _padded(a, rows):
 
 def _fused_cutout_batches(cuts, ebv, nan_policy, batch_size):
     """(x, dust, flags, valid) per batch of cutouts, fused one batch ahead in a thread."""
-    from ..fusion import early_fusion
+    from ..fusion import core, early_fusion
+
+    # three buffers in turn: the network holds batch k, the queue k + 1, the thread
+    # writes k + 2; the thread reaches k's buffer again only after the network asked
+    # for k + 1. Reused buffers spare every batch the page faults of a fresh array.
+    buffers = {}
 
     def fuse(start):
-        fused = early_fusion(cuts[start:start + batch_size],
-                             ebv=None if ebv is None else ebv[start:start + batch_size],
-                             nan_policy=nan_policy)
+        part = cuts[start:start + batch_size]
+        key = start // batch_size % 3
+        buf = buffers.get(key)
+        if buf is None or len(buf) != len(part):
+            buf = buffers[key] = np.empty(
+                (len(part), len(core.CHANNELS), core.OUTPUT_SIZE, core.OUTPUT_SIZE), np.float32)
+        fused = early_fusion(part, ebv=None if ebv is None else ebv[start:start + batch_size],
+                             nan_policy=nan_policy, out=buf)
         return fused.x, fused.dust, fused.flags, fused.valid
 
     return _Prefetch(fuse, range(0, len(cuts), batch_size))
