@@ -207,6 +207,28 @@ def test_string_position_and_iterator(local):
     assert done == [3, 3, 1]
 
 
+def test_batches_and_open_file_limit_do_not_change_the_cutouts(tile_root, tmp_path):
+    """Batches sweep their tiles forwards and backwards in turn and at most
+    max_open_files stay open; neither changes a pixel, and the default follows the
+    process's file limit."""
+    from astro_mantis.sources.localtiles import _default_max_open_files
+
+    rng = np.random.default_rng(5)
+    coords = SkyCoord(rng.uniform(*PATCH[0], 23), rng.uniform(*PATCH[1], 23), unit="deg")
+    with tiles_of(tile_root, tmp_path / "a") as wide:
+        whole = list(wide.iter_cutouts(coords, batch_size=64, progress=False))
+        assert wide._files.max_open == _default_max_open_files()
+    assert 16 <= _default_max_open_files() <= 512
+    with tiles_of(tile_root, tmp_path / "b", max_open_files=1) as narrow:
+        parts = list(narrow.iter_cutouts(coords, batch_size=4, progress=False))
+        assert len(narrow._files._open) == 1
+    assert len(parts) == len(whole) == 23
+    for a, b in zip(whole, parts):
+        assert a.status == b.status and set(a.surveys) == set(b.surveys)
+        for name in a.surveys:
+            np.testing.assert_array_equal(a[name].data, b[name].data)
+
+
 # --------------------------------------------------------------- coverage and flags
 def test_no_coverage_is_out_of_footprint(local):
     cut = local.get_cutouts(SkyCoord(10.0, -5.0, unit="deg"))

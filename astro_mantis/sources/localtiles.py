@@ -66,6 +66,19 @@ def _card(key, value):
     return f"{key:<8}= {text:>20}".ljust(80)[:80]
 
 
+def _default_max_open_files():
+    """Tile HDUs `LocalTiles` keeps open by default: a quarter of ``ulimit -n``, in [16, 512]."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY or soft <= 0:
+            soft = 1 << 20
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not a POSIX system
+        soft = 1024
+    return int(min(512, max(16, soft // 4)))
+
+
 class _OpenFiles:
     """A bounded set of open tile files (least recently used closed first)."""
 
@@ -156,7 +169,11 @@ class LocalTiles:
         Where the footprint indexes are kept (default
         ``<astropy cache>/astro_mantis/tile-index``).
     max_open_files : int, optional
-        Tile HDUs kept open (memory-mapped) at once; default 64.
+        Tile HDUs kept open (memory-mapped) at once, the least recently used closed
+        first. Default: a quarter of the process's limit on open files (``ulimit -n``;
+        each open HDU holds up to two descriptors), between 16 and 512 — 256 under the
+        common limit of 1024. More than a batch of positions touches avoids reopening
+        (and re-reading the headers of) the same files batch after batch.
     **directories
         Directories of other registered surveys, by survey name.
 
@@ -183,7 +200,7 @@ class LocalTiles:
     """
 
     def __init__(self, panstarrs=None, galex=None, unwise=None, *, index_dir=None,
-                 max_open_files=64, **directories):
+                 max_open_files=None, **directories):
         given = {"panstarrs": panstarrs, "galex": galex, "unwise": unwise}
         for name, path in directories.items():
             given[get_survey(name).name] = path
@@ -197,8 +214,10 @@ class LocalTiles:
         self.index_dir = index_dir
         self.indexes = {name: TileIndex(path, name, index_dir=index_dir)
                         for name, path in self.directories.items()}
-        self._files = _OpenFiles(max_open_files)
+        self._files = _OpenFiles(_default_max_open_files() if max_open_files is None
+                                 else max_open_files)
         self._plans = {}
+        self._backwards = {}
         self.last_request_count = 0
 
     def __repr__(self):
@@ -516,8 +535,12 @@ class LocalTiles:
         ranked = self._rank(survey, index, ra, dec)
         viewer = isinstance(survey, LegacyViewerSurvey)
         out = [None] * len(ra)
-        # cut grid by grid, so a tile's pages stay hot
-        order = sorted(range(len(ra)), key=lambda i: ranked[i][0][0] if ranked[i] else -1)
+        # cut grid by grid, so a tile's pages stay hot; every other batch backwards, so
+        # that a batch starts on the files the last one ended on (still open, when there
+        # are more tile files than max_open_files: a cyclic order would reopen them all)
+        backwards = self._backwards[survey.name] = not self._backwards.get(survey.name, True)
+        order = sorted(range(len(ra)), key=lambda i: ranked[i][0][0] if ranked[i] else -1,
+                       reverse=backwards)
         for i in order:
             tries = ranked[i][:MAX_TRIES]
             if not tries:
