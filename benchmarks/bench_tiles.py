@@ -75,16 +75,17 @@ def local_run(tiles, coords, batch, fuse=True):
 
     t0, c0 = time.perf_counter(), time.process_time()
     nrows, buf = 0, []
+    out = np.empty((batch, 9, 120, 120), np.float32)  # reused, as predict reuses its buffers
     for cut in tiles.iter_cutouts(coords, batch_size=batch, progress=False):
         buf.append(cut)
         if len(buf) == batch:
             if fuse:
-                early_fusion(buf)
+                early_fusion(buf, out=out)
             nrows += len(buf)
             buf = []
     if buf:
         if fuse:
-            early_fusion(buf)
+            early_fusion(buf, out=out[:len(buf)])
         nrows += len(buf)
     return nrows / (time.perf_counter() - t0), nrows / (time.process_time() - c0)
 
