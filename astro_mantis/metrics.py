@@ -455,14 +455,6 @@ def photoz_metrics(z_phot, z_spec, pdf=None, n_bootstrap=200, seed=0):
 
 
 # -- plots ---------------------------------------------------------------------------
-def _new_axes(ax, figsize):
-    if ax is None:
-        import matplotlib.pyplot as plt
-
-        _, ax = plt.subplots(figsize=figsize)
-    return ax
-
-
 def plot_zphot_zspec(z_phot, z_spec, ax=None, zmax=ZMAX, kind=None, annotate=True, **kwargs):
     """Photometric against spectroscopic redshift, with the outlier boundaries.
 
@@ -488,46 +480,20 @@ def plot_zphot_zspec(z_phot, z_spec, ax=None, zmax=ZMAX, kind=None, annotate=Tru
     -------
     `matplotlib.axes.Axes`
     """
-    ax = _new_axes(ax, (4.5, 4.5))
+    from .plotting import zphot_zspec
+
     zp = _z_array(_filled(z_phot), "z_phot")
     zs = _z_array(_filled(z_spec), "z_spec", len(zp))
     ok = np.isfinite(zp) & np.isfinite(zs)
     zp, zs = zp[ok], zs[ok]
-    if kind is None:
-        kind = "scatter" if len(zp) <= 5000 else "hexbin"
-    if kind == "scatter":
-        kwargs.setdefault("s", 4)
-        kwargs.setdefault("alpha", 0.5)
-        kwargs.setdefault("color", "C0")
-        kwargs.setdefault("linewidths", 0)
-        ax.scatter(zs, zp, **kwargs)
-    elif kind == "hexbin":
-        kwargs.setdefault("gridsize", 80)
-        kwargs.setdefault("bins", "log")
-        kwargs.setdefault("cmap", "Blues")
-        kwargs.setdefault("mincnt", 1)
-        ax.hexbin(zs, zp, extent=(0, zmax, 0, zmax), **kwargs)
-    else:
-        raise ValueError(f"kind must be 'scatter' or 'hexbin', got {kind!r}")
-    x = np.array([0.0, zmax])
-    ax.plot(x, x, color="k", linewidth=1)
-    for sign in (-1, 1):
-        ax.plot(x, x + sign * 0.15 * (1 + x), color="C3", linestyle="--", linewidth=1,
-                label=r"$\pm 0.15\,(1+z)$" if sign > 0 else None)
+    annotation = None
     if annotate and len(zp):
         d = (zp - zs) / (1 + zs)
         nmad = NMAD_SCALE * np.median(np.abs(d - np.median(d)))
         out = np.mean(np.abs(d) > 0.15)
-        ax.text(0.04, 0.96, f"N = {len(zp)}\nNMAD = {nmad:.4f}\n"
-                            f"$f_{{0.15}}$ = {out:.3f}",
-                transform=ax.transAxes, va="top", ha="left", fontsize="small")
-    ax.set_xlim(0, zmax)
-    ax.set_ylim(0, zmax)
-    ax.set_aspect("equal")
-    ax.set_xlabel(r"$z_\mathrm{spec}$")
-    ax.set_ylabel(r"$z_\mathrm{phot}$")
-    ax.legend(loc="lower right", fontsize="small", frameon=False)
-    return ax
+        annotation = f"N = {len(zp)}\nNMAD = {nmad:.4f}\n$f_{{0.15}}$ = {out:.3f}"
+    return zphot_zspec(zp, zs, zmax, ax=ax, kind=kind, annotation=annotation, outlier=0.15,
+                       **kwargs)
 
 
 def plot_pit(pit, ax=None, bins=20, band_sigma=2.0, **kwargs):
@@ -556,32 +522,9 @@ def plot_pit(pit, ax=None, bins=20, band_sigma=2.0, **kwargs):
     -------
     `matplotlib.axes.Axes`
     """
-    ax = _new_axes(ax, (5, 3.5))
-    u = np.asarray(_filled(pit), dtype=np.float64).ravel()
-    u = u[np.isfinite(u)]
-    n = len(u)
-    # an outline, not filled bars: over the grey band, filled translucent bars show in
-    # two tones that read as two things
-    kwargs.setdefault("color", "C0")
-    kwargs.setdefault("histtype", "step")
-    kwargs.setdefault("linewidth", 1.8)
-    kwargs.setdefault("label", f"PIT (N = {n})")
-    kwargs.setdefault("zorder", 2)
-    ax.hist(u, bins=bins, range=(0, 1), density=True, **kwargs)
-    if band_sigma and n:
-        # the expected scatter of a calibrated histogram: a light band behind the
-        # outline of the bars, so neither hides the other
-        p = 1.0 / bins
-        half = band_sigma * np.sqrt(p * (1 - p) / n) / p
-        ax.axhspan(1 - half, 1 + half, color="0.85", linewidth=0, zorder=1,
-                   label=rf"uniform $\pm{band_sigma:g}\sigma$")
-    ax.axhline(1.0, color="0.3", linewidth=1, linestyle="--", zorder=2)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("PIT")
-    ax.set_ylabel("density")
-    ax.legend(fontsize="small", frameon=False)
-    return ax
+    from .plotting import pit_histogram
+
+    return pit_histogram(_filled(pit), ax=ax, bins=bins, band_sigma=band_sigma, **kwargs)
 
 
 def plot_nz(z_spec, pdf=None, ax=None, bins=40, zrange=(ZMIN, ZMAX), **kwargs):
@@ -607,21 +550,14 @@ def plot_nz(z_spec, pdf=None, ax=None, bins=40, zrange=(ZMIN, ZMAX), **kwargs):
     -------
     `matplotlib.axes.Axes`
     """
-    ax = _new_axes(ax, (5, 3.5))
+    from .plotting import nz_histogram
+
     zs = _z_array(_filled(z_spec), "z_spec")
-    zs = zs[np.isfinite(zs)]
-    kwargs.setdefault("color", "0.6")
-    kwargs.setdefault("label", rf"$z_\mathrm{{spec}}$ (N = {len(zs)})")
-    ax.hist(zs, bins=bins, range=zrange, density=True, **kwargs)
+    stacked = None
     if pdf is not None:
         stacked = _as_pdf(pdf).stack()
-        ax.stairs(stacked.pdf, stacked.edges, color="C0", linewidth=1.5,
-                  label="stacked PDF")
-    ax.set_xlim(*zrange)
-    ax.set_xlabel("redshift $z$")
-    ax.set_ylabel("$n(z)$ (normalised)")
-    ax.legend(fontsize="small", frameon=False)
-    return ax
+        stacked = (stacked.pdf, stacked.edges)
+    return nz_histogram(zs, zrange, ax=ax, bins=bins, stacked=stacked, **kwargs)
 
 
 # -- per-redshift-bin summary ------------------------------------------------------------

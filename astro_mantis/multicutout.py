@@ -146,8 +146,7 @@ class MultiSurveyCutout:
         -------
         `matplotlib.figure.Figure`
         """
-        import matplotlib.pyplot as plt
-        from astropy.visualization import simple_norm
+        from .plotting import image_panels
 
         if surveys is None:
             names = list(self.surveys) + [m for m in self.missing if m not in self.surveys]
@@ -155,25 +154,13 @@ class MultiSurveyCutout:
             surveys = sorted(names, key=lambda n: rank.get(n, len(rank)))
         panels = []
         for name in surveys:
+            message = self.status.get(name, "missing")
             if name in self.surveys:
                 img = self.surveys[name]
-                panels += [(name, band, img.data[i]) for i, band in enumerate(img.bands)]
+                panels += [(f"{name}\n{band}", img.data[i], message)
+                           for i, band in enumerate(img.bands)]
             else:
                 bands = SURVEYS[name].bands if name in SURVEYS else ("?",)
-                panels += [(name, band, None) for band in bands]
-        if fig is None:
-            fig = plt.figure(figsize=(1.9 * max(len(panels), 1), 2.4))
-        axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
-        for ax, (name, band, data) in zip(axes, panels):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"{name}\n{band}", fontsize=9)
-            if data is None or not np.isfinite(data).any():
-                ax.text(0.5, 0.5, self.status.get(name, "missing"), ha="center", va="center",
-                        fontsize=7, wrap=True, transform=ax.transAxes)
-                continue
-            finite = np.isfinite(data)
-            norm = simple_norm(data[finite], stretch, percent=percent) if finite.sum() > 1 else None
-            ax.imshow(np.where(finite, data, np.nan), origin="lower", cmap="gray", norm=norm)
-        fig.suptitle(repr(self).strip("<>").split(" surveys=")[0], fontsize=9)
-        return fig
+                panels += [(f"{name}\n{band}", None, message) for band in bands]
+        return image_panels(panels, fig=fig, stretch=stretch, percent=percent,
+                            title=repr(self).strip("<>").split(" surveys=")[0])

@@ -1053,31 +1053,15 @@ class RedshiftPDF:
         -------
         `matplotlib.axes.Axes`
         """
-        if ax is None:
-            import matplotlib.pyplot as plt
+        from .plotting import pdf_histogram
 
-            _, ax = plt.subplots(figsize=(6, 3.5))
         one = self if self._scalar else self[index]
-        values = np.asarray(one._pdf[0], dtype=np.float64)
-        kwargs.setdefault("color", "k")
-        kwargs.setdefault("linewidth", 1.2)
-        ax.stairs(values, self._edges, label=label or "PDF", **kwargs)
+        stats = {}
         if show_stats and one.valid:
-            lo, hi = one.interval(0.68)
-            ax.axvspan(lo, hi, color="C0", alpha=0.2, linewidth=0,
-                       label=f"68% interval [{lo:.3f}, {hi:.3f}]")
-            for val, name, style, color in ((one.mean(), "mean", "-", "C1"),
-                                            (one.median(), "median", "--", "C2"),
-                                            (one.mode(), "mode", ":", "C4")):
-                ax.axvline(val, linestyle=style, color=color, label=f"{name} {val:.3f}")
-        if z_true is not None and np.isfinite(z_true):
-            ax.axvline(z_true, color="C3", linewidth=2, label=f"true z {z_true:.3f}")
-        ax.set_xlim(self._edges[0], self._edges[-1])
-        ax.set_ylim(bottom=0)
-        ax.set_xlabel("redshift $z$")
-        ax.set_ylabel("probability density $p(z)$")
-        ax.legend(fontsize="small", frameon=False)
-        return ax
+            stats = dict(interval=one.interval(0.68), mean=one.mean(), median=one.median(),
+                         mode=one.mode())
+        return pdf_histogram(self._edges, one._pdf[0], ax=ax, z_true=z_true, label=label,
+                             **stats, **kwargs)
 
 
 #: Names accepted by `point_estimate`, in the order the evaluation tables list them.

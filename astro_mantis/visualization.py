@@ -7,9 +7,10 @@
 * `plot_pit`: the PIT histogram of the PDFs at the reference redshifts;
 * `plot_photoz_summary`: the last two side by side, with n(z).
 
-They use only matplotlib's object interface and return the figure or axes, so they
-work in scripts, notebooks and tests alike (nothing is shown).
+They read the table and draw through `astro_mantis.plotting`; they return the figure
+or axes, so they work in scripts, notebooks and tests alike (nothing is shown).
 """
+import functools
 import os
 
 import numpy as np
@@ -85,10 +86,11 @@ def plot_zphot_zspec(table, z_spec="z_spec", prefix="z_", point=RECOMMENDED_POIN
     rows, zp, zs = reference_redshifts(table, z_spec, prefix, point)
     if rows.size == 0:
         raise ValueError("no row has both an estimate and a reference redshift")
+    from .plotting import set_labels
+
     ax = _plot_points(zp, zs, ax=ax, **kwargs)
-    ax.set_xlabel(f"reference redshift ({z_spec})")
-    ax.set_ylabel(f"photo-z ({prefix}{point})")
-    return ax
+    return set_labels(ax, xlabel=f"reference redshift ({z_spec})",
+                      ylabel=f"photo-z ({prefix}{point})")
 
 
 def plot_pit(table, z_spec="z_spec", prefix="z_", ax=None, **kwargs):
@@ -136,11 +138,9 @@ def plot_photoz_summary(table, z_spec="z_spec", prefix="z_", fig=None):
     -------
     `matplotlib.figure.Figure`
     """
-    if fig is None:
-        from matplotlib.figure import Figure
+    from .plotting import subplots
 
-        fig = Figure(figsize=(13, 4.2), layout="constrained")
-    ax1, ax2, ax3 = fig.subplots(1, 3)
+    fig, (ax1, ax2, ax3) = subplots(1, 3, fig=fig, figsize=(13, 4.2), layout="constrained")
     plot_zphot_zspec(table, z_spec, prefix, ax=ax1)
     plot_pit(table, z_spec, prefix, ax=ax2)
     rows, _, zs = reference_redshifts(table, z_spec, prefix)
@@ -195,33 +195,21 @@ def plot_redshift_row(table, index, cutout=None, prefix="z_", z_spec=None, coord
         cutout = MultiSurveyCutout.read(cutout)
     elif cutout is None:
         cutout, source = _fetch_row_cutout(table, index, prefix, coord, ra, dec)
-    if fig is None:
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(14, 5.5), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 1.5])
-    if cutout is not None:
-        cutout.plot(fig=top)
-    else:
-        ax = top.subplots()
-        ax.set_axis_off()
-        ax.text(0.5, 0.5, "no cutouts (invalid position)", ha="center", va="center")
-    ax = bottom.subplots()
     pdf = RedshiftPDF.from_table(table[index:index + 1], prefix=prefix)
     z_ref = None
     if z_spec is not None:
         z_ref = float(_column(table, z_spec, "reference redshift")[index])
     flags = MantisFlag(int(table[f"{prefix}flags"][index])) if f"{prefix}flags" in \
         table.colnames else MantisFlag.NONE
-    if pdf.valid[0]:
-        pdf.plot(ax=ax, z_true=z_ref)
-    else:
-        ax.text(0.5, 0.5, "no redshift estimate for this row", ha="center", va="center",
-                transform=ax.transAxes)
-    ax.set_title(f"row {index}: flags {int(flags)}"
-                 + (f" ({flags.name})" if flags and flags.name else ""), fontsize="medium")
-    fig.text(0.995, 0.005, source, ha="right", va="bottom", fontsize="x-small", color="0.3")
-    return fig
+    from .plotting import redshift_row
+
+    return redshift_row(
+        draw_cutouts=cutout.plot if cutout is not None else None,
+        draw_pdf=functools.partial(pdf.plot, z_true=z_ref) if pdf.valid[0] else None,
+        title=f"row {index}: flags {int(flags)}"
+        + (f" ({flags.name})" if flags and flags.name else ""),
+        caption=source, fig=fig, no_cutouts="no cutouts (invalid position)",
+        no_pdf="no redshift estimate for this row")
 
 
 def _fetch_row_cutout(table, index, prefix, coord, ra, dec):

@@ -193,11 +193,10 @@ def run(args):
         t.remove_column("singular_values")
         _write(t, out)
         if fig is not None:
-            import matplotlib.pyplot as plt
+            from ..plotting import save_figure
 
             ax = plot_weight_spectra(weight_spectra(_model(args)))
-            ax.figure.savefig(fig, dpi=100, bbox_inches="tight")
-            plt.close(ax.figure)
+            save_figure(ax.figure, fig, dpi=100, bbox_inches="tight")
         return 0
     net = _model(args)
     if what == "bands":
@@ -209,11 +208,10 @@ def run(args):
         t.add_column(z, name="z", index=1)
         _write(t, out)
         if fig is not None:
-            import matplotlib.pyplot as plt
+            from ..plotting import save_figure
 
             ax = plot_survey_shares(t, z)
-            ax.figure.savefig(fig, dpi=100, bbox_inches="tight")
-            plt.close(ax.figure)
+            save_figure(ax.figure, fig, dpi=100, bbox_inches="tight")
         return 0
     if what == "reference":
         out = _check_out(args.out or reference_path(net), args.overwrite)
@@ -254,9 +252,7 @@ def run(args):
     t = explain_by_example(xq[args.index], sur, net, k=args.k, dust=dq[args.index])
     _write(t, out)
     if fig is not None:
-        import matplotlib.pyplot as plt
+        from ..plotting import save_figure
 
-        f = plot_examples(xq[args.index], xt, t)
-        f.savefig(fig, dpi=100, bbox_inches="tight")
-        plt.close(f)
+        save_figure(plot_examples(xq[args.index], xt, t), fig, dpi=100, bbox_inches="tight")
     return 0

@@ -384,20 +384,13 @@ def plot_survey_shares(attributions, z, bins=8, zrange=(ZMIN, ZMAX), ax=None):
     -------
     `matplotlib.axes.Axes`
     """
-    import matplotlib.pyplot as plt
+    from ..plotting import survey_shares
 
     binned = survey_shares_by_redshift(attributions, z, bins, zrange)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.2))
-    mid = 0.5 * (binned["z_lo"] + binned["z_hi"])
-    for s, colour in zip(SURVEYS, ("tab:purple", "tab:green", "tab:red")):
-        ax.errorbar(mid, binned[f"share_{s}"], yerr=binned[f"share_{s}_err"], marker="o",
-                    ms=3, capsize=2, color=colour, label=s)
-    ax.set_xlabel("redshift")
-    ax.set_ylabel("mean share of |φ|")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize="small")
+    mid = 0.5 * (np.asarray(binned["z_lo"]) + np.asarray(binned["z_hi"]))
+    shares = {s: (np.asarray(binned[f"share_{s}"]), np.asarray(binned[f"share_{s}_err"]))
+              for s in SURVEYS}
     meta = attributions.meta
-    ax.set_title(f"{meta.get('model', '')}: {meta.get('method', '')} on "
-                 f"{meta.get('target', '')}", fontsize="small")
-    return ax
+    return survey_shares(mid, shares, ax=ax,
+                         title=f"{meta.get('model', '')}: {meta.get('method', '')} on "
+                               f"{meta.get('target', '')}")

@@ -154,15 +154,10 @@ def plot_layer_probes(probes, ax=None):
     -------
     `matplotlib.axes.Axes`
     """
-    import matplotlib.pyplot as plt
+    from ..plotting import layer_probes
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.2))
+    curves = {}
     for layer in dict.fromkeys(probes["layer"]):
         sub = probes[probes["layer"] == layer]
-        ax.plot(sub["n_components"], sub["r2"], marker="o", ms=3, label=layer)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("leading principal components")
-    ax.set_ylabel("k-NN probe R² of z")
-    ax.legend(fontsize="x-small")
-    return ax
+        curves[layer] = (np.asarray(sub["n_components"]), np.asarray(sub["r2"]))
+    return layer_probes(curves, ax=ax)

@@ -117,26 +117,18 @@ def plot_weight_spectra(spectra, layers=None, ax=None):
     -------
     `matplotlib.axes.Axes`
     """
-    import matplotlib.pyplot as plt
+    from ..plotting import weight_spectra
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 3.4))
     names = list(spectra["layer"])
     if layers is None:
         pick = np.unique(np.linspace(0, len(names) - 1, min(6, len(names))).astype(int))
         layers = [names[i] for i in pick]
-    for colour, layer in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], layers):
+    curves = []
+    for layer in layers:
         row = spectra[names.index(layer)]
-        s = np.asarray(row["singular_values"])
-        ax.plot(np.arange(1, len(s) + 1), s / row["mp_edge"], color=colour,
-                label=f"{layer} ({row['n_outliers']} out, α={row['alpha']:.1f})")
-    ax.axhline(1.0, color="k", ls="--", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("rank")
-    ax.set_ylabel("singular value / MP edge")
-    ax.legend(fontsize="xx-small")
-    return ax
+        curves.append((np.asarray(row["singular_values"]) / row["mp_edge"],
+                       f"{layer} ({row['n_outliers']} out, α={row['alpha']:.1f})"))
+    return weight_spectra(curves, ax=ax)
 
 
 class SpectralMonitor:
@@ -191,17 +183,9 @@ def plot_spectral_history(log, ax=None):
     -------
     `matplotlib.axes.Axes`
     """
-    import matplotlib.pyplot as plt
+    from ..plotting import spectral_history
 
     if not isinstance(log, list):
         log = read_spectral_log(log)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.2))
-    epochs = [r["epoch"] for r in log]
-    ax.plot(epochs, [r["outliers"] for r in log], marker="o", ms=3, color="tab:blue")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("singular values above the MP edge", color="tab:blue")
-    twin = ax.twinx()
-    twin.plot(epochs, [r["alpha_median"] for r in log], marker="s", ms=3, color="tab:red")
-    twin.set_ylabel("median tail exponent α", color="tab:red")
-    return ax
+    return spectral_history([r["epoch"] for r in log], [r["outliers"] for r in log],
+                            [r["alpha_median"] for r in log], ax=ax)

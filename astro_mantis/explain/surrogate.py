@@ -347,28 +347,13 @@ def plot_examples(query_x, train_x, table, fig=None):
     -------
     `matplotlib.figure.Figure`
     """
-    import matplotlib.pyplot as plt
+    from ..plotting import examples
 
-    roles = ("supporting", "opposing")
-    k = max(int(np.sum(table["role"] == r)) for r in roles)
-    if fig is None:
-        fig = plt.figure(figsize=(1.6 * (k + 1), 3.6))
-    axes = fig.subplots(2, k + 1, squeeze=False)
-    axes[0, 0].imshow(_rgb(np.asarray(query_x)), origin="lower")
-    axes[0, 0].set_title(f"query\nz_net={table.meta.get('z_net', np.nan):.3f}",
-                         fontsize="small")
-    axes[1, 0].axis("off")
-    for row, role in enumerate(roles):
+    rows = []
+    for role in ("supporting", "opposing"):
         sub = table[table["role"] == role]
-        for j in range(k):
-            ax = axes[row, j + 1]
-            if j >= len(sub):
-                ax.axis("off")
-                continue
-            ax.imshow(_rgb(np.asarray(train_x[sub["index"][j]])), origin="lower")
-            ax.set_title(f"{role[:4]} {j + 1}: z={sub['z'][j]:.2f}\n"
-                         f"c={sub['contribution'][j]:+.3f}", fontsize="x-small")
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    return fig
+        rows.append([(_rgb(np.asarray(train_x[sub["index"][j]])),
+                      f"{role[:4]} {j + 1}: z={sub['z'][j]:.2f}\n"
+                      f"c={sub['contribution'][j]:+.3f}") for j in range(len(sub))])
+    return examples(_rgb(np.asarray(query_x)),
+                    f"query\nz_net={table.meta.get('z_net', np.nan):.3f}", rows, fig=fig)

@@ -9,6 +9,7 @@ taken from ``$SAS_BASE_DIR`` when there is a local copy, otherwise fetched once 
 the astro_mantis download cache, checked for truncation, and read with ``specutils``
 (``Spectrum.read(path, format="SDSS-III/IV spec")``).
 """
+import functools
 import os
 import warnings
 
@@ -285,7 +286,7 @@ def plot_spectrum(row, fig=None, spectrum=None, z_phot=None, smooth=5, lines=SPE
     -------
     `matplotlib.figure.Figure`
     """
-    from matplotlib.figure import Figure
+    from ..plotting import spectrum as draw_spectrum
 
     if spectrum is None:
         spectrum = get_spectrum(row, data_release)
@@ -294,14 +295,6 @@ def plot_spectrum(row, fig=None, spectrum=None, z_phot=None, smooth=5, lines=SPE
         z_spec = _row_value(row, "z")
     z_spec = None if z_spec is None or not np.isfinite(z_spec) else float(z_spec)
     z_phot, pdf = _photo_z(row, z_phot, prefix)
-    side = pdf is not None or z_phot is not None
-    if fig is None:
-        fig = Figure(figsize=(11 if side else 8.5, 4.2))
-    if side:
-        grid = fig.add_gridspec(1, 2, width_ratios=(3.2, 1.0), wspace=0.22)
-        ax, axp = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
-    else:
-        ax, axp = fig.add_subplot(1, 1, 1), None
 
     wave = spectrum.spectral_axis.to_value(u.AA)
     flux = np.asarray(spectrum.flux.value, dtype=float)
@@ -310,63 +303,23 @@ def plot_spectrum(row, fig=None, spectrum=None, z_phot=None, smooth=5, lines=SPE
         good &= ~np.asarray(spectrum.mask, dtype=bool)
     if spectrum.uncertainty is not None:
         good &= np.asarray(spectrum.uncertainty.array, dtype=float) > 0
-    shown = _smooth(flux, good, smooth)
-    ax.plot(wave, shown, color="0.15", linewidth=0.7,
-            label=f"flux ({smooth}-pixel mean)" if smooth > 1 else "flux")
-    finite = shown[np.isfinite(shown)]
-    lo, hi = (np.percentile(finite, [0.5, 100.0]) if finite.size else (0.0, 1.0))
-    pad = 0.06 * (hi - lo if hi > lo else 1.0)
-    ax.set_ylim(lo - pad, hi + 4 * pad)  # room for the line labels above the spectrum
-    ax.set_xlim(wave.min(), wave.max())
-    top = hi + 3.8 * pad
-
-    def mark(z, style, alpha, label_lines, legend):
-        first = True
-        for name, rest, kind in lines:
-            w = rest * (1.0 + z)
-            if not wave.min() <= w <= wave.max():
-                continue
-            color = "C3" if kind == "emission" else "C0"
-            ax.axvline(w, color=color, linestyle=style, linewidth=0.9, alpha=alpha,
-                       label=legend if first else None)
-            first = False
-            if label_lines:
-                ax.text(w, top, name, rotation=90, fontsize=7, ha="center", va="top",
-                        color=color)
-
-    if z_spec is not None:
-        mark(z_spec, "-", 0.8, True, f"lines at z_spec = {z_spec:.4f}")
-    if z_phot is not None:
-        mark(z_phot, "--", 0.45, z_spec is None, f"lines at photo-z = {z_phot:.3f}")
     ids = {k: spectrum.meta.get(k) for k in ("plate", "mjd", "fiberid")}
     title = "SDSS spectrum"
     if None not in ids.values():
         title += f" {ids['plate']}-{ids['mjd']}-{ids['fiberid']}"
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("observed vacuum wavelength [Å]")
-    ax.set_ylabel(r"flux [$10^{-17}$ erg s$^{-1}$ cm$^{-2}$ Å$^{-1}$]")
-    ax.legend(fontsize="small", frameon=True, framealpha=0.85, loc="lower right")
 
-    if axp is not None:
-        if pdf is not None:
-            pdf.plot(ax=axp, show_stats=True)
-            if z_spec is not None:
-                axp.axvline(z_spec, color="C3", linewidth=2, label=f"z_spec {z_spec:.3f}")
-            lo_z, hi_z = pdf.interval(0.95)
-            marks = [v for v in (z_spec, z_phot, lo_z, hi_z) if v is not None]
-            width = max(max(marks) - min(marks), 0.05)
-            axp.set_xlim(max(pdf.edges[0], min(marks) - 0.5 * width),
-                         min(pdf.edges[-1], max(marks) + 0.5 * width))
-            peak = float(np.nanmax(pdf.pdf)) if pdf.valid else 1.0
-            axp.set_ylim(0, 1.75 * peak)  # room above the curve for the legend
-            axp.legend(fontsize="x-small", frameon=True, framealpha=0.9, loc="upper right")
-        else:
-            axp.axvline(z_phot, color="C1", label=f"photo-z {z_phot:.3f}")
-            if z_spec is not None:
-                axp.axvline(z_spec, color="C3", linewidth=2, label=f"z_spec {z_spec:.3f}")
-            axp.set_xlim(ZMIN, ZMAX)
-            axp.set_yticks([])
-            axp.set_xlabel("redshift $z$")
-            axp.legend(fontsize="small", frameon=False)
-        axp.set_title("redshift PDF" if pdf is not None else "photo-z", fontsize=10)
-    return fig
+    draw_pdf = pdf_xlim = pdf_ylim = None
+    if pdf is not None:
+        draw_pdf = functools.partial(pdf.plot, show_stats=True)
+        lo_z, hi_z = pdf.interval(0.95)
+        marks = [v for v in (z_spec, z_phot, lo_z, hi_z) if v is not None]
+        width = max(max(marks) - min(marks), 0.05)
+        pdf_xlim = (max(pdf.edges[0], min(marks) - 0.5 * width),
+                    min(pdf.edges[-1], max(marks) + 0.5 * width))
+        peak = float(np.nanmax(pdf.pdf)) if pdf.valid else 1.0
+        pdf_ylim = (0, 1.75 * peak)  # room above the curve for the legend
+    return draw_spectrum(wave, _smooth(flux, good, smooth), fig=fig, lines=lines,
+                         z_spec=z_spec, z_phot=z_phot, title=title,
+                         flux_label=f"flux ({smooth}-pixel mean)" if smooth > 1 else "flux",
+                         draw_pdf=draw_pdf, pdf_xlim=pdf_xlim, pdf_ylim=pdf_ylim,
+                         zrange=(ZMIN, ZMAX))

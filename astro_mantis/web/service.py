@@ -366,45 +366,33 @@ def cutout_png(cut, layout="row", dpi=80):
     -------
     bytes
     """
-    from matplotlib.figure import Figure
+    from ..plotting import get_figure, save_figure
 
     if layout == "row":
-        fig = Figure(figsize=(14, 2.3), layout="constrained")
+        fig = get_figure(figsize=(14, 2.3), layout="constrained")
         cut.plot(fig=fig)
     elif layout == "grid":
-        fig = Figure(figsize=(5.4, 6.0), layout="constrained")
+        fig = get_figure(figsize=(5.4, 6.0), layout="constrained")
         _grid_panels(cut, fig)
     else:
         raise ValueError(f"layout must be 'row' or 'grid'; got {layout!r}")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    save_figure(fig, buf, format="png", dpi=dpi)
     return buf.getvalue()
 
 
 def _grid_panels(cut, fig):
-    from astropy.visualization import simple_norm
-
+    """The bands of a cutout three to a row (the nine of the model: a 3 x 3 grid)."""
+    from ..plotting import image_panels
     from ..surveys import SURVEYS
 
     panels = []
     for name, survey in SURVEYS.items():
         image = cut.surveys.get(name)
+        message = cut.status.get(name, "missing")
         for i, band in enumerate(survey.bands):
-            panels.append((name, band, None if image is None else image.data[i]))
-    axes = fig.subplots(3, 3).ravel()
-    for ax, (name, band, data) in zip(axes, panels):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(f"{name} {band}", fontsize=9)
-        if data is None or not np.isfinite(data).any():
-            ax.text(0.5, 0.5, cut.status.get(name, "missing"), ha="center", va="center",
-                    fontsize=7, wrap=True, transform=ax.transAxes)
-            continue
-        finite = np.isfinite(data)
-        norm = simple_norm(data[finite], "asinh", percent=99.5) if finite.sum() > 1 else None
-        ax.imshow(np.where(finite, data, np.nan), origin="lower", cmap="gray", norm=norm)
-    for ax in axes[len(panels):]:
-        ax.set_axis_off()
+            panels.append((f"{name} {band}", None if image is None else image.data[i], message))
+    return image_panels(panels, fig=fig, shape=(max(math.ceil(len(panels) / 3), 1), 3))
 
 
 # ------------------------------------------------------------------------ the service
