@@ -305,7 +305,8 @@ def test_cache_never_serves_one_service_as_another(tmp_path):
     # Both servers run at once so that the OS cannot hand the second the first's port: a
     # service is identified by its URL, and a reused port would rightly be the same service.
     with conf.set_temp("cache_dir", str(tmp_path)), conf.set_temp("backoff", 0.01), \
-            SurveyServer(sky=SyntheticSky(seed=1)) as a, SurveyServer(sky=SyntheticSky(seed=2)) as b:
+            SurveyServer(sky=SyntheticSky(seed=1)) as a, \
+            SurveyServer(sky=SyntheticSky(seed=2)) as b:
         with a.configure(conf):
             first = Mantis.get_cutouts(coord, progress=False)
             assert Mantis.get_cutouts(coord, progress=False).status["galex"] == "cached"
