@@ -212,17 +212,21 @@ def fusion_rates(device, n, repeats, precisions, mini, compile_too=False):
         buf = np.empty((n, 9, 120, 120), np.float32)
         out["threaded, same bits (fuse_arrays_batched)"] = n / best_time(
             lambda: fuse_arrays_batched(**native, out=buf), device, repeats)
-        low = torch.empty((n, 9, 120, 120), dtype=torch.bfloat16).contiguous(
-            memory_format=torch.channels_last)
+        low = torch.empty((n, 9, 120, 120), dtype=torch.bfloat16,
+                          memory_format=torch.channels_last)
         out["threaded, same bits + bfloat16 copy (copy_to)"] = n / best_time(
             lambda: fuse_arrays_batched(**native, out=buf, copy_to=low), device, repeats)
         if compile_too:
+            # batches of 64 into one reused buffer, as predict(compile=True) runs them
             parts = [{k: v[s:s + 64] for k, v in native.items()} for s in range(0, n, 64)]
+            fast_out = torch.empty((64, 9, 120, 120), dtype=torch.bfloat16,
+                                   memory_format=torch.channels_last)
             t0 = time.perf_counter()
-            fuse_arrays_fast(**parts[0])
+            fuse_arrays_fast(**parts[0], out=fast_out)
             print(f"  (fuse_arrays_fast: first call, compiling: {time.perf_counter() - t0:.0f} s)")
             out["one compiled pass into bfloat16 (fuse_arrays_fast)"] = n / best_time(
-                lambda: [fuse_arrays_fast(**part) for part in parts], device, repeats)
+                lambda: [fuse_arrays_fast(**part, out=fast_out) for part in parts], device,
+                repeats)
     else:
         pinned = {k: torch.from_numpy(np.ascontiguousarray(v[..., 25:145, 25:145]
                                                            if k == "panstarrs"

@@ -61,6 +61,31 @@ def test_fast_fusion_bfloat16_is_the_reference_rounded():
         fuse_arrays_fast(g, dtype="int8")
 
 
+def test_fast_fusion_in_chunks_into_a_given_buffer():
+    """Rows go through the compiled recipe FAST_CHUNK_ROWS at a time, the last chunk
+    padded: the compiled result equals the eager one row for row, written into ``out``."""
+    n = batched.FAST_CHUNK_ROWS + 3
+    g, p, w = native(n, seed=9, nan=0.001)
+    eager = fuse_arrays_fast(g, p, w, compile=False)
+    out = torch.empty((n, 9, 120, 120), dtype=torch.bfloat16,
+                      memory_format=torch.channels_last).fill_(float("nan"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a machine without a C++ compiler falls back
+        fast = fuse_arrays_fast(g, p, w, out=out)
+    assert fast.x is out and not torch.isnan(out).any()
+    assert (fast.x == eager.x).float().mean() > 0.999  # rounding boundaries aside
+    assert float((fast.x.float() - eager.x.float()).abs().max()) <= 2 ** -7
+    np.testing.assert_array_equal(fast.flags, eager.flags)
+    np.testing.assert_array_equal(fast.valid, eager.valid)
+    # each row is its own: no chunk wrote over another's rows
+    one = fuse_arrays_fast(g[-1:], p[-1:], w[-1:], compile=False)
+    assert torch.equal(one.x[0], eager.x[-1])
+    with pytest.raises(ValueError, match="out must be a CPU torch.Tensor of torch.bfloat16"):
+        fuse_arrays_fast(g, p, w, out=torch.empty((n, 9, 120, 120)), compile=False)
+    with pytest.raises(ValueError, match="out must be"):
+        fuse_arrays_fast(g, p, w, out=np.empty((n, 9, 120, 120)), compile=False)
+
+
 def test_threaded_fusion_copies_into_a_low_precision_buffer():
     g, p, w = native(11, nan=0.001)
     ref = fuse_arrays(g, p, w)

@@ -447,6 +447,10 @@ _STRETCH = {"galex": (20.0, None, True), "panstarrs": (0.08, 8.0, False),
             "unwise": (0.6, 6.0, False)}
 _TAPS = {}
 _FAST = {}
+#: Rows per call of the compiled recipe: its intermediates (about 0.3 MB a row) stay in
+#: the caches and are reused from call to call; one call for a whole batch allocated them
+#: afresh, and paid their page faults, every time (2.5x slower at 256 rows).
+FAST_CHUNK_ROWS = 32
 
 
 def _resize_taps(n_in, n_out):
@@ -473,47 +477,8 @@ def _resize_taps(n_in, n_out):
     return _TAPS[key]
 
 
-def _fast_recipe(size, dtype, taps, *crops):
-    """The recipe on crops (None for a missing survey) → (images, bad-pixel counts).
-
-    ``taps`` holds `_resize_taps` per survey (None where no resize is needed).
-
-    Written so that `torch.compile` turns it into a few fused loops: the stretch as
-    ``log(y + sqrt(y² + 1))`` of ``y = max(a x, 0)`` (asinh is monotonic and
-    asinh(0) = 0, so clipping first changes nothing; log and sqrt vectorise, asinh
-    does not), the resize as the explicit taps of `_resize_taps`.
-    """
-    import torch
-
-    chans, counts = [], []
-    for (survey, recipe), t, tap in zip(RECIPE.items(), crops, taps):
-        nb = len(recipe["bands"])
-        if t is None:
-            chans.append(torch.zeros((_n_rows(crops), nb, size, size), dtype=torch.float32))
-            counts.append(torch.zeros((_n_rows(crops), nb), dtype=torch.long))
-            continue
-        t = t.float()
-        bad = ~torch.isfinite(t)
-        counts.append(bad.sum((2, 3)))
-        t = torch.where(bad, 0.0, t)
-        a, b, clip = _STRETCH[survey]
-        y = torch.clamp_min(t * a, 0)
-        y = torch.clamp_max(y, 1) if clip else torch.log(y + torch.sqrt(y * y + 1)) / b
-        if tap is not None:
-            idx, w = tap
-            h = sum(y[..., idx[:, k]] * w[:, k] for k in range(idx.shape[1]))
-            y = sum(h[..., idx[:, k], :] * w[:, k, None] for k in range(idx.shape[1]))
-        chans.append(y)
-    x = torch.cat(chans, 1).to(dtype).contiguous(memory_format=torch.channels_last)
-    return x, torch.cat(counts, 1)
-
-
-def _n_rows(crops):
-    return next(len(c) for c in crops if c is not None)
-
-
 def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUTPUT_SIZE,
-                     dtype="bfloat16", compile=True):
+                     dtype="bfloat16", compile=True, out=None):
     """The recipe for a network that runs in a reduced precision: one fused pass.
 
     For `~astro_mantis.models.predict` in ``precision="bfloat16"`` on a CPU: the
@@ -538,13 +503,19 @@ def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUT
         Run through `torch.compile` (cached per set of shapes: the first call of a
         shape compiles for a few seconds; falls back to eager torch, which is slower
         than `fuse_arrays_batched`, with a warning where compiling fails:
-        `~astro_mantis.compiling.CompiledOrEager`).
+        `~astro_mantis.compiling.CompiledOrEager`). The rows go through it
+        `~astro_mantis.fusion.batched.FAST_CHUNK_ROWS` at a time (the last chunk
+        padded), so one graph serves every batch size.
+    out : `torch.Tensor`, optional
+        A CPU tensor of ``dtype`` and shape (N, 9, size, size) to write the images into
+        (any memory format; channels-last is what the network wants), for instance one
+        reused from batch to batch. Allocated (channels-last) when None.
 
     Returns
     -------
     `~astro_mantis.fusion.FusedInput`
-        ``x`` is a CPU `torch.Tensor` (N, 9, size, size) of ``dtype`` in channels-last
-        memory format; ``dust``, ``valid`` and ``flags`` as in
+        ``x`` (``out`` when given) is a CPU `torch.Tensor` (N, 9, size, size) of
+        ``dtype`` in channels-last memory format; ``dust``, ``valid`` and ``flags`` as in
         `~astro_mantis.fusion.core.fuse_arrays`.
     """
     import torch
@@ -566,13 +537,36 @@ def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUT
         data, _ = _check_survey_data(data, survey)
         crops.append(torch.from_numpy(center_crop(data, recipe["crop"])))
     if all(c is None for c in crops):  # dust only: nothing to compile
-        x = torch.zeros((n, len(CHANNELS), size, size), dtype=types[dtype]).contiguous(
-            memory_format=torch.channels_last)
+        x = torch.zeros((n, len(CHANNELS), size, size), dtype=types[dtype],
+                        memory_format=torch.channels_last)
         return FusedInput(x, dust, np.zeros((n, len(CHANNELS)), bool), flags)
     taps = tuple(None if c is None or c.shape[-1] == size else _resize_taps(c.shape[-1], size)
                  for c in crops)
-    x, counts = _fast_function(compile)(size, types[dtype], taps, *crops)
-    counts = counts.numpy()
+    shape = (n, len(CHANNELS), size, size)
+    if out is None:
+        x = torch.empty(shape, dtype=types[dtype], memory_format=torch.channels_last)
+    elif (not isinstance(out, torch.Tensor) or tuple(out.shape) != shape
+          or out.dtype != types[dtype] or out.device.type != "cpu"):
+        raise ValueError(f"out must be a CPU torch.Tensor of {types[dtype]} and shape {shape}; "
+                         f"got {getattr(out, 'dtype', type(out).__name__)} "
+                         f"{tuple(getattr(out, 'shape', ()))}")
+    else:
+        x = out
+    counts = np.empty((n, len(CHANNELS)), np.int64)
+    fn = _fast_function(compile)
+    for start in range(0, n, FAST_CHUNK_ROWS):
+        rows = len(range(n)[start:start + FAST_CHUNK_ROWS])
+        part = [None if c is None else c[start:start + rows] for c in crops]
+        dst = x[start:start + rows]
+        if compile and rows < FAST_CHUNK_ROWS:  # padded: one compiled graph for every chunk
+            part = [None if c is None else torch.cat(
+                [c, c.new_zeros((FAST_CHUNK_ROWS - rows,) + tuple(c.shape[1:]))]) for c in part]
+            dst = torch.empty((FAST_CHUNK_ROWS,) + shape[1:], dtype=x.dtype,
+                              memory_format=torch.channels_last)
+        c = fn(dst, size, taps, *part)
+        if dst.shape[0] != rows:
+            x[start:start + rows] = dst[:rows]
+        counts[start:start + rows] = c[:rows].numpy()
     valid = counts == 0
     first = 0
     for survey, recipe in RECIPE.items():
@@ -594,3 +588,40 @@ def _fast_function(compile):
 
         _FAST[True] = CompiledOrEager(_fast_recipe, what="the fusion")
     return _FAST[True]
+
+
+def _fast_recipe(dst, size, taps, *crops):
+    """The recipe on crops (None for a missing survey), written into ``dst``; returns the
+    bad-pixel counts per channel.
+
+    ``dst`` is the output (rows, 9, size, size) in the network's type and layout;
+    ``taps`` holds `_resize_taps` per survey (None where no resize is needed).
+
+    Written so that `torch.compile` turns it into a few fused loops: the stretch as
+    ``log(y + sqrt(y² + 1))`` of ``y = max(a x, 0)`` (asinh is monotonic and
+    asinh(0) = 0, so clipping first changes nothing; log and sqrt vectorise, asinh
+    does not), the resize as the explicit taps of `_resize_taps`.
+    """
+    import torch
+
+    chans, counts = [], []
+    for (survey, recipe), t, tap in zip(RECIPE.items(), crops, taps):
+        nb = len(recipe["bands"])
+        if t is None:
+            chans.append(torch.zeros((len(dst), nb, size, size), dtype=torch.float32))
+            counts.append(torch.zeros((len(dst), nb), dtype=torch.long))
+            continue
+        t = t.float()
+        bad = ~torch.isfinite(t)
+        counts.append(bad.sum((2, 3)))
+        t = torch.where(bad, 0.0, t)
+        a, b, clip = _STRETCH[survey]
+        y = torch.clamp_min(t * a, 0)
+        y = torch.clamp_max(y, 1) if clip else torch.log(y + torch.sqrt(y * y + 1)) / b
+        if tap is not None:
+            idx, w = tap
+            h = sum(y[..., idx[:, k]] * w[:, k] for k in range(idx.shape[1]))
+            y = sum(h[..., idx[:, k], :] * w[:, k, None] for k in range(idx.shape[1]))
+        chans.append(y)
+    dst.copy_(torch.cat(chans, 1))
+    return torch.cat(counts, 1)

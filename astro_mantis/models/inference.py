@@ -435,7 +435,7 @@ def _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device, runner
     # on a CPU the network already uses every core: fusing in a second thread only
     # makes the two compete (measured slower), so fuse then run, in turn, into a
     # reused buffer (no fresh pages per batch)
-    buf = low = None
+    buf = low = fast_out = None
     for start in starts:
         sl = slice(start, start + batch_size)
         rows = len(range(n)[sl])
@@ -449,17 +449,20 @@ def _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device, runner
                      torch.float32: "float32"}
             part = {s: (None if a is None else _padded(np.asarray(a[sl]), batch_size))
                     for s, a in arrays.items()}
+            if fast_out is None or fast_out.dtype != want:
+                with torch.inference_mode(False):
+                    fast_out = torch.empty((batch_size,) + buf.shape[1:], dtype=want,
+                                           memory_format=torch.channels_last)
             fused = batched.fuse_arrays_fast(
                 **part, ebv=None if ebv is None else _padded(ebv[sl], batch_size),
-                dtype=names[want])
+                dtype=names[want], out=fast_out)
             yield fused.x[:rows], fused.dust[:rows], fused.flags[:rows], fused.valid[:rows]
             continue
         if want is None or not runner.channels_last:
             low = None
         elif low is None or low.dtype != want:
             with torch.inference_mode(False):  # written by the fusion's worker threads
-                low = torch.empty(buf.shape, dtype=want).contiguous(
-                    memory_format=torch.channels_last)
+                low = torch.empty(buf.shape, dtype=want, memory_format=torch.channels_last)
         fused = batched.fuse_arrays_batched(
             **{s: (None if a is None else a[sl]) for s, a in arrays.items()},
             ebv=None if ebv is None else ebv[sl], nan_policy=nan_policy, out=buf,
