@@ -504,7 +504,7 @@ def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUT
         shape compiles for a few seconds; falls back to eager torch, which is slower
         than `fuse_arrays_batched`, with a warning where compiling fails:
         `~astro_mantis.compiling.CompiledOrEager`). The rows go through it
-        `~astro_mantis.fusion.batched.FAST_CHUNK_ROWS` at a time (the last chunk
+        ``FAST_CHUNK_ROWS`` (32) at a time (the last chunk
         padded), so one graph serves every batch size.
     out : `torch.Tensor`, optional
         A CPU tensor of ``dtype`` and shape (N, 9, size, size) to write the images into
