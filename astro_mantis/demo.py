@@ -253,6 +253,7 @@ def run_demo(out, n=None, progress=None, n_rows_figures=3):
     from .logger import quiet_cutout_summaries
     from .table import add_redshift_columns, table_coordinates
     from .testing import SurveyServer
+    from .plotting import save_figure
     from .visualization import plot_photoz_summary, plot_redshift_row
 
     out = Path(out)
@@ -280,7 +281,7 @@ def run_demo(out, n=None, progress=None, n_rows_figures=3):
                             if good[i] else ""), fontsize="medium")
             path = out / f"row_{i:03d}.png"
             with atomic_path(path) as tmp:
-                fig.savefig(tmp, dpi=72)
+                save_figure(fig, tmp, dpi=72)
             files.append(path)
     est = ~np.ma.getmaskarray(table["z_mean"])
     ztrue = np.ma.filled(np.ma.asarray(table["z_true"], dtype=float), np.nan)
@@ -299,7 +300,7 @@ def run_demo(out, n=None, progress=None, n_rows_figures=3):
     fig.suptitle("astro-mantis demo: mantis-mini on the bundled sample sky (simulated galaxies)",
                  fontsize="medium")
     with atomic_path(out / SUMMARY_FIGURE) as tmp:
-        fig.savefig(tmp, dpi=72)
+        save_figure(fig, tmp, dpi=72)
     write_table(table, out / TABLE_NAME, overwrite=True)
     files = [out / TABLE_NAME, out / METRICS_NAME, out / SUMMARY_FIGURE] + files
     return DemoResult(table=table, metrics=metrics, files=files,

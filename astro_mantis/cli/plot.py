@@ -44,6 +44,7 @@ def add_parser(sub):
 def _cmd_plot(args):
     """``astro-mantis plot``: see the subcommand's help."""
     from ..atomic import atomic_path
+    from ..plotting import save_figure
     from ..visualization import plot_redshift_row
 
     out = Path(args.output)
@@ -66,7 +67,7 @@ def _cmd_plot(args):
         raise InputError(str(exc.args[0] if exc.args else exc)) from None
     try:
         with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=args.dpi)
+            save_figure(fig, tmp, dpi=args.dpi)
     except ValueError as exc:
         raise InputError(f"cannot write {str(out)!r}: {exc}") from None
     print(f"astro-mantis plot: row {args.row} of {args.table} -> {out}")
