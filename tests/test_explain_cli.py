@@ -18,7 +18,7 @@ def shards(tmp_path_factory):
     from astro_mantis.simulate.dataset import make_dataset
 
     path = tmp_path_factory.mktemp("explain_cli")
-    make_dataset(40, path, seed=31, split=(0.7, 0.0, 0.3), shard_size=20, progress=False)
+    make_dataset(40, path, seed=31, split=(0.55, 0.2, 0.25), shard_size=20, progress=False)
     return path
 
 
@@ -40,10 +40,11 @@ def test_bands_reference_ood_examples_spectra(shards, tmp_path, capsys):
     ref = tmp_path / "ref.ood.npz"
     assert explain(["reference", shards, "--components", 8, "--k", 3, "--out", ref]) == 0
     r = ReferenceEmbedding.load(ref)
-    assert len(r.points) == 28 and r.meta["split"] == "train"
+    assert len(r.points) == 8 and r.meta["split"] == "validation"  # the default split
+    assert r.widths is not None and len(r.combined) == 8
     assert explain(["ood", shards, "--reference", ref, "--out", tmp_path / "ood.ecsv"]) == 0
     o = Table.read(tmp_path / "ood.ecsv")
-    assert len(o) == 12 and ((o["z_ood"] >= 0) & (o["z_ood"] <= 1)).all()
+    assert len(o) == 10 and ((o["z_ood"] >= 0) & (o["z_ood"] <= 1)).all()
     assert set(np.unique(o["z_flags"])) <= {0, 256}
     assert explain(["examples", shards, "--index", 1, "--train-rows", 20, "--kernel", "ck",
                     "-k", 2, "--out", tmp_path / "ex.ecsv",

@@ -1,13 +1,15 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """Tests of astro_mantis.explain.ood: reference embedding, OOD score and flag, shift test."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from astropy.table import Table
 
 from astro_mantis.explain import (OOD_THRESHOLD, ReferenceEmbedding, auroc, build_reference,
-                                  embed, load_reference, ood_flags, ood_score, reference_path,
-                                  save_reference, shift_test)
+                                  embed, features_and_widths, load_reference, ood_flags,
+                                  ood_score, reference_path, save_reference, shift_test)
 from astro_mantis.flags import MantisFlag
 from astro_mantis.models import build_model, save_model
 
@@ -59,6 +61,40 @@ def test_reference_score_is_a_percentile():
         ReferenceEmbedding.from_features(feats[:6], k=5)
 
 
+def test_combined_score_weighs_pdf_widths():
+    """With widths, a galaxy typical in the embedding but with an unusually broad PDF
+    scores high; in-distribution galaxies still score about uniformly; save/load keeps it."""
+    rng = np.random.default_rng(2)
+    scale = np.linspace(3, 0.1, 20)
+    feats, widths = rng.normal(size=(600, 20)) * scale, rng.gamma(4.0, 0.02, 600)
+    ref = ReferenceEmbedding.from_features(feats, n_components=8, k=5, widths=widths)
+    assert np.all(np.diff(ref.widths) >= 0) and len(ref.combined) == 600
+    fresh_f, fresh_w = rng.normal(size=(3000, 20)) * scale, rng.gamma(4.0, 0.02, 3000)
+    fresh = ref.score(fresh_f, fresh_w)
+    assert 0.4 < np.median(fresh) < 0.6 and abs(np.mean(fresh > 0.9) - 0.1) < 0.04
+    assert abs(np.mean(fresh > OOD_THRESHOLD) - 0.01) < 0.01
+    # typical features, PDFs five times broader than any reference galaxy's
+    broad = ref.score(fresh_f[:50], np.full(50, 5 * widths.max()))
+    assert (broad == 1).all()
+    assert np.median(ref.score(fresh_f[:50])) < 0.9  # the distance alone misses them
+    # far in the embedding with ordinary widths: still found
+    assert (ref.score(rng.normal(size=(20, 20)) * 3 + 10, fresh_w[:20]) == 1).all()
+    with pytest.raises(ValueError, match="one per galaxy"):
+        ref.score(fresh_f[:5], fresh_w[:4])
+    with pytest.raises(ValueError, match="widths must be 600 finite values"):
+        ReferenceEmbedding.from_features(feats, widths=widths[:10])
+    with pytest.raises(ValueError, match="give both or neither"):
+        ReferenceEmbedding(ref.mean, ref.components, ref.scale, ref.points, ref.null, 5,
+                           widths=ref.widths)
+    path = ref.save(Path(pytest.importorskip("tempfile").mkdtemp()) / "r.ood.npz")
+    back = ReferenceEmbedding.load(path)
+    np.testing.assert_allclose(back.score(fresh_f[:100], fresh_w[:100]),
+                               ref.score(fresh_f[:100], fresh_w[:100]), atol=1e-3)
+    old = ReferenceEmbedding.from_features(feats, n_components=8, k=5)  # no widths
+    assert old.widths is None and np.array_equal(old.score(fresh_f, fresh_w),
+                                                 old.score(fresh_f))
+
+
 def test_auroc():
     assert auroc([0, 1], [2, 3]) == 1.0 and auroc([2, 3], [0, 1]) == 0.0
     assert auroc([1, 1], [1, 1]) == 0.5
@@ -102,7 +138,13 @@ def test_mock_sky_corruptions_score_higher(mock_dir):
     assert ref.meta["split"] == "train" and len(ref.points) == 54
     x, dust = _fused(mock_dir, "test")
     held = ood_score(x, net, ref, dust=dust)
-    assert np.allclose(held, ood_score(embed(x, net, dust=dust), net, ref))  # features in
+    assert ref.widths is not None and len(ref.combined) == 54
+    feats, widths = features_and_widths(net, x, dust)
+    assert np.allclose(feats, embed(x, net, dust=dust), atol=1e-5)
+    assert np.allclose(held, ood_score(feats, net, ref, widths=widths))  # features in
+    # without widths, the distance percentile alone
+    distance = ood_score(feats, net, ref)
+    assert np.allclose(distance, np.searchsorted(ref.null, ref.knn_distance(feats)) / 54)
     saturated = x.copy()
     saturated[:, 3] = 1.0
     assert auroc(held, ood_score(saturated, net, ref, dust=dust)) >= 0.9
@@ -157,7 +199,8 @@ def test_bundled_reference():
     assert ref is not None and ref.k == 10 and ref.points.shape == (n, 32) and n >= 4000
     card = json.loads((DATA_DIR / "mantis-mini.json").read_text())
     assert ref.meta["model"] == "mantis-mini" and ref.meta["sha256"] == card["sha256"]
-    assert ref.meta["split"] == "train"
+    assert ref.meta["split"] == "validation" and ref.meta["data"] == "WORKDIR/data/validation"
+    assert ref.widths is not None and len(ref.widths) == len(ref.combined) == n
     # its own rows score like a uniform percentile: the null is the leave-one-out distances
     assert np.all(np.diff(ref.null) >= 0) and len(ref.null) == n
     # features given directly: training rows (each its own neighbour) score below the

@@ -14,7 +14,7 @@ TINY = {"widths": [4, 8], "depths": [1, 1], "hidden": 16, "drop": 0.0}
 
 
 def tiny_recipe(workdir, **kw):
-    settings = dict(workdir=workdir, n_train=18, chunk=12, n_validation=6, n_test=6,
+    settings = dict(workdir=workdir, n_train=18, chunk=12, n_validation=12, n_test=6,
                     n_shifted=6, workers=1, model_kwargs=TINY, epochs=2, batch_size=4,
                     device="cpu", patience=None)
     settings.update(kw)
@@ -40,7 +40,7 @@ def test_render_corpus_makes_complete_runs_and_respects_the_budget(tmp_path):
     assert data["n_train"] == 12 and len(data["train"]) == 1
     for kind in ("validation", "test", "shifted"):
         manifest = json.loads((data[kind] / "manifest.json").read_text())
-        assert manifest["complete"] and manifest["n"] == 6
+        assert manifest["complete"] and manifest["n"] == (12 if kind == "validation" else 6)
         assert ("shifted" in kind) == ("profile='single'" in manifest["config"])
     assert (data["test"] / "test").is_dir() and not list((data["test"] / "train").glob("*.npz"))
     # a complete run always counts, and without a budget the rest is rendered
@@ -64,7 +64,10 @@ def test_run_recipe_trains_exports_evaluates_and_resumes(tmp_path):
     from astro_mantis.explain.ood import ReferenceEmbedding
 
     reference = ReferenceEmbedding.load(out / "mantis-mini.ood.npz")
-    assert reference.meta["data"] == "WORKDIR/data/train_000"
+    # from the validation set (galaxies the network has not fitted), with PDF widths
+    assert reference.meta["data"] == "WORKDIR/data/validation"
+    assert reference.meta["split"] == "validation" and len(reference.points) == 12
+    assert reference.widths is not None and len(reference.combined) == 12
     # run again: nothing is rendered or trained twice, the checkpoint's schedule is kept
     again = run_recipe(tiny_recipe(tmp_path, epochs=None, train_minutes=1.0))
     assert again["fit"].training.epochs_run == 2

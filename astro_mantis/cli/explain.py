@@ -63,7 +63,7 @@ def add_parser(subparsers):
         epilog="Examples:\n"
                "  astro-mantis explain bands mock_data --max-rows 50 --out bands.ecsv "
                "--figure shares.png\n"
-               "  astro-mantis explain reference mock_data --split train --out ref.ood.npz\n"
+               "  astro-mantis explain reference mock_data --out ref.ood.npz\n"
                "  astro-mantis explain ood mock_data --reference ref.ood.npz --out ood.ecsv\n"
                "  astro-mantis explain examples mock_data --index 3 --out examples.ecsv\n"
                "  astro-mantis explain spectra --out spectra.ecsv --figure spectra.png")
@@ -75,9 +75,10 @@ def add_parser(subparsers):
     b.add_argument("--out", required=True, metavar="FILE", help="output table")
     b.add_argument("--figure", default=None, metavar="PNG",
                    help="also plot the mean survey shares against redshift")
-    r = sub.add_parser("reference", help="reference embedding of a training set")
+    r = sub.add_parser("reference", help="reference embedding (and PDF widths) of galaxies "
+                       "drawn like the training set: by default the validation split")
     _common(r)
-    r.set_defaults(split="train")
+    r.set_defaults(split="validation")
     r.add_argument("--components", type=int, default=32, help="PCA axes (default: 32)")
     r.add_argument("--k", type=int, default=10, help="neighbour rank (default: 10)")
     r.add_argument("--out", default=None, metavar="FILE",

@@ -9,7 +9,8 @@ from ..fusion.core import CHANNELS, FusedInput
 from ..pdf import NBINS, ZMAX, ZMIN
 
 __all__ = ["BANDS", "SURVEYS", "SURVEY_CHANNELS", "TARGETS", "resolve_model", "as_fused",
-           "model_grid", "scalar_target", "penultimate_features", "logits_and_features"]
+           "model_grid", "scalar_target", "penultimate_features", "features_and_widths",
+           "logits_and_features"]
 
 #: Band names of the nine model channels, in channel order.
 BANDS = tuple(band for _, band in CHANNELS)
@@ -218,6 +219,48 @@ def penultimate_features(net, x, dust, batch_size=64, layer="hidden"):
         return np.zeros((0, net.fc0.out_features if layer == "hidden"
                          else net.fc0.in_features - 2), np.float32)
     return np.concatenate(out)
+
+
+def features_and_widths(net, x, dust, batch_size=64):
+    """Penultimate features and the width of each galaxy's PDF, from one forward pass.
+
+    The width is the standard deviation of the network's own PDF: the softmax of its
+    logits divided by the model's calibration temperature, on the model's redshift
+    grid (bin centres; no PIT recalibration map).
+
+    Parameters
+    ----------
+    net : `~astro_mantis.models.PhotoZNet`
+    x : array-like, float32, shape (N, 9, H, W)
+    dust : array-like, float32, shape (N, 2)
+    batch_size : int
+
+    Returns
+    -------
+    features : `numpy.ndarray`, float32, shape (N, hidden)
+    widths : `numpy.ndarray`, float64, shape (N,)
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    edges, temperature = model_grid(net)
+    centres = torch.as_tensor(0.5 * (edges[1:] + edges[:-1]), dtype=torch.float64)
+    device = next(net.parameters()).device
+    dtype = next(net.parameters()).dtype
+    feats, widths = [], []
+    net.eval()
+    with torch.inference_mode():
+        for s in range(0, len(x), batch_size):
+            xb = torch.as_tensor(np.ascontiguousarray(x[s:s + batch_size])).to(device, dtype)
+            db = torch.as_tensor(np.ascontiguousarray(dust[s:s + batch_size])).to(device, dtype)
+            logits, h = logits_and_features(net, xb, db)
+            p = torch.softmax(logits.double().cpu() / temperature, dim=1)
+            mean = p @ centres
+            var = torch.clamp(p @ centres ** 2 - mean ** 2, min=0)
+            feats.append(h.float().cpu().numpy())
+            widths.append(torch.sqrt(var).numpy())
+    if not feats:
+        return np.zeros((0, net.fc0.out_features), np.float32), np.zeros(0)
+    return np.concatenate(feats), np.concatenate(widths)
 
 
 def logits_and_features(net, x, dust):

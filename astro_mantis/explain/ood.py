@@ -7,29 +7,44 @@ network puts it in its penultimate feature space, not by its pixels.
 
 Reference embedding
 ===================
-`build_reference` runs a network over a training set and keeps a small summary of its
-**penultimate features** (``GELU(fc0([Base(x), dust]))``, the input of the output layer
-``fc1``; 512 numbers per galaxy for ``mantis-mini``, 2048 for ``mantis-shrimp-v1``):
+`build_reference` runs a network over galaxies drawn like its training set (the
+training pipeline uses its validation split: the network has fitted its training
+galaxies, whose features sit closer together and whose PDFs are narrower than any new
+galaxy's) and keeps a small summary of their **penultimate features**
+(``GELU(fc0([Base(x), dust]))``, the input of the output layer ``fc1``; 512 numbers per
+galaxy for ``mantis-mini``, 2048 for ``mantis-shrimp-v1``) and of their **PDF widths**:
 
 * a PCA of the features (mean, the leading ``n_components`` axes, default 32), the
   reduced coordinates **whitened** (divided by the square root of each axis's variance);
-* the whitened coordinates of every reference galaxy (float32; 7,200 galaxies × 32
-  axes is 0.9 MB);
+* the whitened coordinates of every reference galaxy (float32; 4,096 galaxies × 32
+  axes is 0.5 MB);
 * the leave-one-out distance of each reference galaxy to its ``k``-th nearest
-  neighbour among the others (default k = 10), sorted: the null distribution of the score.
+  neighbour among the others (default k = 10), sorted: the null distribution of the
+  distance;
+* the standard deviation of each reference galaxy's PDF (the network's softmax over
+  its redshift grid, at its calibration temperature), sorted, and the sorted combined
+  scores of the reference galaxies themselves (below).
 
 `ReferenceEmbedding.save` writes these as a compressed ``.npz`` (arrays ``mean``,
-``components``, ``scale``, ``points``, ``null``, ``k``, and a JSON ``meta`` member: model
-name, weights SHA-256, data, date); `save_reference` puts it beside the model's weights
-as ``<weights stem>.ood.npz`` (for the bundled model
-``astro_mantis/data/mantis-mini.ood.npz``), where `load_reference` finds it.
+``components``, ``scale``, ``points``, ``null``, ``k``, ``widths``, ``combined``, and a
+JSON ``meta`` member: model name, weights SHA-256, data, date); `save_reference` puts it
+beside the model's weights as ``<weights stem>.ood.npz`` (for the bundled model
+``astro_mantis/data/mantis-mini.ood.npz``), where `load_reference` finds it. A
+reference written without widths (``build_reference(..., widths=False)``, or by an
+earlier version) gives the distance score alone.
 
 Score and flag
 ==============
-`ood_score` is the **k-NN distance percentile**: the fraction of reference galaxies
-whose own (leave-one-out) k-th neighbour distance is smaller than the query's k-th
-neighbour distance to the reference set. It lies in [0, 1]; for galaxies drawn like the
-training set it is close to uniform, so a fraction ``1 − t`` of them score above ``t``.
+`ood_score` takes two percentiles of a galaxy against the reference galaxies: of its
+**k-NN distance** (the fraction of reference galaxies whose own leave-one-out k-th
+neighbour distance is smaller than the query's k-th neighbour distance to the
+reference set; Vargas et al.), and of its **PDF width**. The score is the percentile,
+among the reference galaxies' own values, of the larger of the two. The distance
+catches inputs the network places where no training galaxy lies (stars, a saturated
+or missing band); the width catches inputs it places among the faint galaxies, where
+the training set is densest, but cannot pin down (blank sky, galaxies beyond the
+redshift range). The score lies in [0, 1] and is close to uniform for galaxies drawn
+like the reference, so a fraction ``1 − t`` of them score above ``t``.
 `OOD_THRESHOLD` (0.99) is where `ood_flags` sets
 `~astro_mantis.MantisFlag.OUT_OF_DISTRIBUTION`: about 1 % of in-distribution galaxies
 are flagged by construction.
@@ -50,7 +65,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..flags import MantisFlag
-from ._common import as_fused, penultimate_features, resolve_model
+from ._common import as_fused, features_and_widths, penultimate_features, resolve_model
 
 __all__ = ["OOD_THRESHOLD", "DEFAULT_COMPONENTS", "DEFAULT_K", "ReferenceEmbedding",
            "embed", "build_reference", "reference_path", "save_reference", "load_reference",
@@ -123,9 +138,15 @@ class ReferenceEmbedding:
     k : int
     meta : dict, optional
         Provenance (model, weights SHA-256, data, date).
+    widths : `numpy.ndarray`, shape (N,), optional
+        Sorted PDF widths (standard deviations) of the reference galaxies; with
+        ``combined``, the score also weighs how broad a galaxy's PDF is.
+    combined : `numpy.ndarray`, shape (N,), optional
+        Sorted combined scores of the reference galaxies themselves (see `score`).
     """
 
-    def __init__(self, mean, components, scale, points, null, k, meta=None):
+    def __init__(self, mean, components, scale, points, null, k, meta=None, widths=None,
+                 combined=None):
         self.mean = np.asarray(mean, np.float32)
         self.components = np.asarray(components, np.float32)
         self.scale = np.asarray(scale, np.float32)
@@ -133,6 +154,10 @@ class ReferenceEmbedding:
         self.null = np.sort(np.asarray(null, np.float64))
         self.k = int(k)
         self.meta = dict(meta or {})
+        if (widths is None) != (combined is None):
+            raise ValueError("widths and combined go together: give both or neither")
+        self.widths = None if widths is None else np.sort(np.asarray(widths, np.float64))
+        self.combined = None if combined is None else np.sort(np.asarray(combined, np.float64))
 
     def __repr__(self):
         return (f"<ReferenceEmbedding {len(self.points)} rows, {len(self.components)} axes of "
@@ -140,7 +165,8 @@ class ReferenceEmbedding:
                 f"model={self.meta.get('model')!r}>")
 
     @classmethod
-    def from_features(cls, features, n_components=DEFAULT_COMPONENTS, k=DEFAULT_K, meta=None):
+    def from_features(cls, features, n_components=DEFAULT_COMPONENTS, k=DEFAULT_K, meta=None,
+                      widths=None):
         """Reference from an array of features (N, D).
 
         Parameters
@@ -151,6 +177,10 @@ class ReferenceEmbedding:
         k : int
             Neighbour rank of the distances (needs N > k + 1).
         meta : dict, optional
+        widths : array-like, shape (N,), optional
+            The PDF widths of the same galaxies
+            (`~astro_mantis.explain.features_and_widths`): the score then
+            combines both (see `score`).
 
         Returns
         -------
@@ -178,7 +208,15 @@ class ReferenceEmbedding:
         meta.setdefault("n_rows", int(len(f)))
         meta.setdefault("explained_variance", float((s[:n_components] ** 2).sum()
                                                     / max((s ** 2).sum(), 1e-300)))
-        return cls(mean, comps, scale, points, null, k, meta)
+        combined = None
+        if widths is not None:
+            widths = np.asarray(widths, np.float64)
+            if widths.shape != (len(f),) or not np.isfinite(widths).all():
+                raise ValueError(f"widths must be {len(f)} finite values, one per row of "
+                                 f"features; got shape {widths.shape}")
+            combined = np.maximum(_percentile(np.sort(null), null),
+                                  _percentile(np.sort(widths), widths))
+        return cls(mean, comps, scale, points, null, k, meta, widths, combined)
 
     def transform(self, features):
         """Whitened PCA coordinates of features (N, D) → (N, n_components)."""
@@ -192,10 +230,30 @@ class ReferenceEmbedding:
         """k-th nearest-neighbour distance of features to the reference rows."""
         return _kth_distances(self.transform(features), self.points, self.k)
 
-    def score(self, features):
-        """k-NN distance percentile in [0, 1] (see the module notes)."""
-        d = self.knn_distance(features)
-        return np.searchsorted(self.null, d, side="left") / len(self.null)
+    def score(self, features, widths=None):
+        """Out-of-distribution score in [0, 1] (see the module notes).
+
+        Parameters
+        ----------
+        features : array-like, shape (N, D)
+        widths : array-like, shape (N,), optional
+            PDF widths of the same galaxies. Used when the reference holds widths:
+            the score is then the percentile, among the reference galaxies' own
+            values, of the larger of the two percentiles (k-NN distance, PDF width).
+            Otherwise the score is the k-NN distance percentile.
+
+        Returns
+        -------
+        `numpy.ndarray`, shape (N,)
+        """
+        distance = _percentile(self.null, self.knn_distance(features))
+        if widths is None or self.widths is None:
+            return distance
+        widths = np.asarray(widths, np.float64)
+        if widths.shape != distance.shape:
+            raise ValueError(f"widths must have shape {distance.shape} (one per galaxy); "
+                             f"got {widths.shape}")
+        return _percentile(self.combined, np.maximum(distance, _percentile(self.widths, widths)))
 
     def save(self, path):
         """Write the reference as a compressed ``.npz`` (see the module notes).
@@ -206,10 +264,13 @@ class ReferenceEmbedding:
         """
         path = Path(path)
         meta = json.dumps(dict(self.meta, format=_FORMAT))
+        # float64: the combined scores are exact fractions k / N, compared for ties
+        extra = {} if self.widths is None else {"widths": self.widths,
+                                                "combined": self.combined}
         np.savez_compressed(path, mean=self.mean, components=self.components,
                             scale=self.scale, points=self.points,
                             null=self.null.astype(np.float32), k=np.array(self.k),
-                            meta=np.frombuffer(meta.encode(), dtype=np.uint8))
+                            meta=np.frombuffer(meta.encode(), dtype=np.uint8), **extra)
         return path
 
     @classmethod
@@ -220,8 +281,15 @@ class ReferenceEmbedding:
             if meta.get("format") != _FORMAT:
                 raise ValueError(f"{path} is not a reference embedding written by "
                                  "astro_mantis.explain")
+            widths = npz["widths"] if "widths" in npz.files else None
+            combined = npz["combined"] if "combined" in npz.files else None
             return cls(npz["mean"], npz["components"], npz["scale"], npz["points"],
-                       npz["null"], int(npz["k"]), meta)
+                       npz["null"], int(npz["k"]), meta, widths, combined)
+
+
+def _percentile(sorted_values, x):
+    """Fraction of ``sorted_values`` strictly below each ``x``."""
+    return np.searchsorted(sorted_values, x, side="left") / len(sorted_values)
 
 
 def _iter_data(data, split, max_rows, dust):
@@ -247,8 +315,13 @@ def _iter_data(data, split, max_rows, dust):
 
 
 def build_reference(model, data, split="train", n_components=DEFAULT_COMPONENTS, k=DEFAULT_K,
-                    max_rows=None, dust=None, batch_size=64):
-    """The reference embedding of a model's training set.
+                    max_rows=None, dust=None, batch_size=64, widths=True):
+    """The reference embedding of galaxies drawn like a model's training set.
+
+    The training pipeline builds it from the validation split: galaxies drawn like
+    the training set that the network has not fitted (on its own training galaxies
+    a network's features sit closer together and its PDFs are narrower than on any
+    new galaxy, which would make every new galaxy look unusual).
 
     Parameters
     ----------
@@ -265,16 +338,20 @@ def build_reference(model, data, split="train", n_components=DEFAULT_COMPONENTS,
     dust : array-like, optional
         For cutouts or arrays.
     batch_size : int
+    widths : bool
+        Also keep the widths of the galaxies' PDFs, so that `ood_score` weighs how
+        broad a PDF is beside where the galaxy lies in the embedding (default).
 
     Returns
     -------
     `ReferenceEmbedding`
     """
     net = resolve_model(model)
-    feats = [penultimate_features(net, x, d, batch_size=batch_size)
+    parts = [features_and_widths(net, x, d, batch_size=batch_size)
              for x, d, _ in _iter_data(data, split, max_rows, dust)]
-    if not feats:
+    if not parts:
         raise ValueError(f"no galaxies in {data!r}")
+    feats = [f for f, _ in parts]
     meta = dict(getattr(net, "meta", {}) or {})
     info = {"model": meta.get("name", type(net).__name__), "sha256": meta.get("sha256"),
             "layer": "hidden (GELU(fc0([Base(x), dust])))",
@@ -282,7 +359,9 @@ def build_reference(model, data, split="train", n_components=DEFAULT_COMPONENTS,
             "split": split if isinstance(data, (str, Path)) else None,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds")}
-    return ReferenceEmbedding.from_features(np.concatenate(feats), n_components, k, info)
+    return ReferenceEmbedding.from_features(
+        np.concatenate(feats), n_components, k, info,
+        widths=np.concatenate([w for _, w in parts]) if widths else None)
 
 
 def reference_path(model):
@@ -345,8 +424,9 @@ def _reference_for(model, reference):
     return ref
 
 
-def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=64):
-    """Out-of-distribution score of galaxies: k-NN distance percentile in the reference embedding.
+def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=64,
+              widths=None):
+    """Out-of-distribution score of galaxies against the reference (see the module notes).
 
     Parameters
     ----------
@@ -357,19 +437,29 @@ def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=6
         Default: the one stored beside the model's weights (`load_reference`).
     dust : array-like, shape (N, 2), optional
     batch_size : int
+    widths : array-like, shape (N,), optional
+        With features given as ``data``: their galaxies' PDF widths
+        (`~astro_mantis.explain.features_and_widths`). Computed from the images
+        otherwise.
 
     Returns
     -------
     `numpy.ndarray`, float64, shape (N,)
-        In [0, 1]; above `OOD_THRESHOLD` means unlike the training set.
+        In [0, 1]; above `OOD_THRESHOLD` means unlike the training set. With a
+        reference that holds PDF widths, the percentile of the larger of the k-NN
+        distance percentile and the PDF width percentile; otherwise the k-NN
+        distance percentile.
     """
     ref = _reference_for(model, reference)
     arr = None if not isinstance(data, np.ndarray) else data
     if arr is not None and arr.ndim == 2:
-        feats = arr
-    else:
-        feats = embed(data, model=model, dust=dust, batch_size=batch_size)
-    return ref.score(feats)
+        return ref.score(arr, widths)
+    if ref.widths is None:
+        return ref.score(embed(data, model=model, dust=dust, batch_size=batch_size))
+    net = resolve_model(model)
+    fused = as_fused(data, dust=dust)
+    feats, w = features_and_widths(net, fused.x, fused.dust, batch_size=batch_size)
+    return ref.score(feats, w)
 
 
 def ood_flags(scores, threshold=OOD_THRESHOLD):

@@ -218,20 +218,22 @@ def _evaluate(model, datasets, out_dir, workers):
             for kind in ("test", "shifted")}
 
 
-def _ood_reference(model, train_dir, n_rows):
+def _ood_reference(model, data_dir, n_rows, split="validation"):
     """The out-of-distribution reference embedding, written beside the exported weights.
 
-    Skipped (with a warning) when the training run is too small for the k-NN score.
+    Built from the validation split: galaxies drawn like the training set that the
+    network has not fitted (see `astro_mantis.explain.build_reference`). Skipped (with
+    a warning) when the split is too small for the k-NN score.
     """
     from ..explain.ood import DEFAULT_K, build_reference, save_reference
 
-    n = json.loads((Path(train_dir) / "manifest.json").read_text())["n"]
+    n = json.loads((Path(data_dir) / "manifest.json").read_text())["n"]
     if n <= DEFAULT_K:
-        log.warning(f"no out-of-distribution reference: {n} training galaxies in "
-                    f"{Path(train_dir).name} are too few for k = {DEFAULT_K}")
+        log.warning(f"no out-of-distribution reference: {n} galaxies in "
+                    f"{Path(data_dir).name} are too few for k = {DEFAULT_K}")
         return None
-    reference = build_reference(model, train_dir, split="train", max_rows=n_rows)
-    reference.meta["data"] = f"WORKDIR/data/{Path(train_dir).name}"  # no machine paths
+    reference = build_reference(model, data_dir, split=split, max_rows=n_rows)
+    reference.meta["data"] = f"WORKDIR/data/{Path(data_dir).name}"  # no machine paths
     return save_reference(reference, model)
 
 
@@ -356,7 +358,7 @@ def run_recipe(recipe, command=None):
                        weights=out_dir / f"{recipe.name}.safetensors", device=device)
     evaluation = _evaluate(model, data, out_dir, min(recipe.workers, 8)) \
         if recipe.evaluate else {}
-    _ood_reference(model, data["train"][0], min(recipe.chunk, 8192))
+    _ood_reference(model, data["validation"], min(recipe.chunk, 8192))
     summary = {"data": {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()
                         if k != "train"}, "train_runs": len(data["train"]),
                "stopped": fit.training.stopped, "epochs_run": fit.training.epochs_run,
