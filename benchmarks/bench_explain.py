@@ -204,7 +204,7 @@ def section_ood(net, data, n_case, out, figures, reference="train", test_data=No
             ax.hist(s, bins=bins, histtype="step", density=True, label=name,
                     lw=2 if name.startswith("held") else 1)
         ax.axvline(0.99, color="k", ls="--", lw=0.8)
-        ax.set_xlabel("OOD score (k-NN distance percentile)")
+        ax.set_xlabel("OOD score (percentile among the reference galaxies)")
         ax.set_ylabel("density")
         ax.legend(fontsize="xx-small", ncol=2)
         ax.set_title("mantis-mini on the mock sky (simulated)", fontsize="x-small")
