@@ -905,7 +905,7 @@ def _infer_chunk(job, chunk, cuts):
         from .explain.ood import ood_flags, ood_score
 
         ood = ood_score(good_cuts, model=job.net, reference=job.ood_ref, dust=dust,
-                        batch_size=job.batch_size)
+                        batch_size=job.batch_size, precision=job.run.precision)
         job.rep_flags[sel] |= ood_flags(ood)
     # every table row of these positions: a slice of the rows sorted by position (no
     # pass over the whole table per chunk)

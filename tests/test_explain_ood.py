@@ -145,6 +145,11 @@ def test_mock_sky_corruptions_score_higher(mock_dir):
     # without widths, the distance percentile alone
     distance = ood_score(feats, net, ref)
     assert np.allclose(distance, np.searchsorted(ref.null, ref.knn_distance(feats)) / 54)
+    # in bfloat16 (the table job's precision on such CPUs) the scores barely move
+    low = ood_score(x, net, ref, dust=dust, precision="bfloat16")
+    assert np.abs(low - held).mean() < 0.05 and not np.array_equal(low, held)
+    with pytest.raises(ValueError, match="precision must be"):
+        ood_score(x, net, ref, dust=dust, precision="half")
     saturated = x.copy()
     saturated[:, 3] = 1.0
     assert auroc(held, ood_score(saturated, net, ref, dust=dust)) >= 0.9

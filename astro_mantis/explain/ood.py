@@ -425,7 +425,7 @@ def _reference_for(model, reference):
 
 
 def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=64,
-              widths=None):
+              widths=None, precision="float32"):
     """Out-of-distribution score of galaxies against the reference (see the module notes).
 
     Parameters
@@ -441,6 +441,10 @@ def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=6
         With features given as ``data``: their galaxies' PDF widths
         (`~astro_mantis.explain.features_and_widths`). Computed from the images
         otherwise.
+    precision : {"float32", "bfloat16", "float16", "int8"}
+        Arithmetic of the network's pass over the images (see
+        `~astro_mantis.explain.features_and_widths`); the table job uses the precision
+        its redshifts were computed in.
 
     Returns
     -------
@@ -454,11 +458,10 @@ def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=6
     arr = None if not isinstance(data, np.ndarray) else data
     if arr is not None and arr.ndim == 2:
         return ref.score(arr, widths)
-    if ref.widths is None:
-        return ref.score(embed(data, model=model, dust=dust, batch_size=batch_size))
     net = resolve_model(model)
     fused = as_fused(data, dust=dust)
-    feats, w = features_and_widths(net, fused.x, fused.dust, batch_size=batch_size)
+    feats, w = features_and_widths(net, fused.x, fused.dust, batch_size=batch_size,
+                                   precision=precision)
     return ref.score(feats, w)
 
 
