@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..fusion.core import CHANNELS, FusedInput
-from ..pdf import NBINS, ZMAX, ZMIN
+from ..pdf import NBINS, ZMAX, ZMIN, RedshiftPDF
 
 __all__ = ["BANDS", "SURVEYS", "SURVEY_CHANNELS", "TARGETS", "resolve_model", "as_fused",
            "model_grid", "scalar_target", "penultimate_features", "features_and_widths",
@@ -224,9 +224,9 @@ def penultimate_features(net, x, dust, batch_size=64, layer="hidden"):
 def features_and_widths(net, x, dust, batch_size=64, precision="float32"):
     """Penultimate features and the width of each galaxy's PDF, from one forward pass.
 
-    The width is the standard deviation of the network's own PDF: the softmax of its
-    logits divided by the model's calibration temperature, on the model's redshift
-    grid (bin centres; no PIT recalibration map).
+    The width is `RedshiftPDF.std <astro_mantis.RedshiftPDF.std>` of the network's own
+    PDF: the softmax of its logits divided by the model's calibration temperature, on
+    the model's redshift grid (no PIT recalibration map).
 
     Parameters
     ----------
@@ -254,7 +254,6 @@ def features_and_widths(net, x, dust, batch_size=64, precision="float32"):
         raise ValueError(f"precision must be 'float32', 'bfloat16', 'float16' or 'int8'; "
                          f"got {precision!r}")
     edges, temperature = model_grid(net)
-    centres = torch.as_tensor(0.5 * (edges[1:] + edges[:-1]), dtype=torch.float64)
     device = next(net.parameters()).device
     dtype = next(net.parameters()).dtype
     feats, widths = [], []
@@ -264,11 +263,9 @@ def features_and_widths(net, x, dust, batch_size=64, precision="float32"):
             xb = torch.as_tensor(np.ascontiguousarray(x[s:s + batch_size])).to(device, dtype)
             db = torch.as_tensor(np.ascontiguousarray(dust[s:s + batch_size])).to(device, dtype)
             logits, h = logits_and_features(net, xb, db)
-            p = torch.softmax(logits.double().cpu() / temperature, dim=1)
-            mean = p @ centres
-            var = torch.clamp(p @ centres ** 2 - mean ** 2, min=0)
             feats.append(h.float().cpu().numpy())
-            widths.append(torch.sqrt(var).numpy())
+            widths.append(RedshiftPDF.from_logits(logits.double().cpu().numpy(), edges=edges,
+                                                  temperature=temperature).std())
     if not feats:
         return np.zeros((0, net.fc0.out_features), np.float32), np.zeros(0)
     return np.concatenate(feats), np.concatenate(widths)

@@ -314,8 +314,8 @@ def _iter_data(data, split, max_rows, dust):
     yield fused.x[:n], fused.dust[:n], None
 
 
-def build_reference(model, data, split="train", n_components=DEFAULT_COMPONENTS, k=DEFAULT_K,
-                    max_rows=None, dust=None, batch_size=64, widths=True):
+def build_reference(model, data, split="validation", n_components=DEFAULT_COMPONENTS,
+                    k=DEFAULT_K, max_rows=None, dust=None, batch_size=64, widths=True):
     """The reference embedding of galaxies drawn like a model's training set.
 
     The training pipeline builds it from the validation split: galaxies drawn like
@@ -329,8 +329,8 @@ def build_reference(model, data, split="train", n_components=DEFAULT_COMPONENTS,
     data : str, path-like, cutouts, `~astro_mantis.fusion.FusedInput` or array-like
         A training data directory (``make_dataset`` / ``astro-mantis
         build-training-set`` shards; ``split`` is read) or the fused galaxies.
-    split : {"train", "validation", "test"}
-        For a directory.
+    split : {"validation", "train", "test"}
+        For a directory (default the validation split, as the training pipeline uses).
     n_components, k
         See `ReferenceEmbedding.from_features`.
     max_rows : int, optional
@@ -419,7 +419,7 @@ def _reference_for(model, reference):
         pass
     if ref is None:
         raise ValueError("no reference embedding for this model: build one with "
-                         "build_reference(model, training_data) and pass reference=, or "
+                         "build_reference(model, validation_data) and pass reference=, or "
                          "store it with save_reference")
     return ref
 
