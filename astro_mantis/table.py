@@ -597,9 +597,10 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         Cut the cutouts from survey images on local disks instead of fetching them
         from the services (:ref:`local_tiles`); recorded in ``{prefix}srv``.
     ood : bool
-        Add ``{prefix}ood``, the out-of-distribution score of each estimated row (the
-        k-NN distance percentile of its penultimate features in the reference
-        embedding of the model's training set, `astro_mantis.explain.ood_score`), and
+        Add ``{prefix}ood``, the out-of-distribution score of each estimated row (its
+        penultimate features' k-NN distance, its PDF's width and edge mass and its
+        bands' misalignment, each as a percentile among the reference galaxies of the
+        model's training set, combined: `astro_mantis.explain.ood_score`), and
         flag rows above `astro_mantis.explain.OOD_THRESHOLD` ``OUT_OF_DISTRIBUTION``.
         Done when the model has a reference embedding beside its weights (the
         bundled ``mantis-mini`` has one); otherwise skipped with a log message.

@@ -155,7 +155,8 @@ def section_ood(net, data, n_case, out, figures, reference="train", test_data=No
     x, d, z, _ = fused_split(test_data or data, "test")
     held = ood_score(x, net, ref, dust=d)
     print(f"[ood] reference: {len(ref.points)} galaxies of the {ref.meta.get('split')} split"
-          f"{' with PDF widths' if ref.widths is not None else ''}, {len(ref.components)} axes "
+          f"{' with ' + ', '.join(ref.statistics) if ref.statistics else ''}, "
+          f"{len(ref.components)} axes "
           f"({ref.meta['explained_variance']:.1%} of the variance), k={ref.k}, "
           f"{t_ref:.1f} s; held-out test galaxies above 0.99: {np.mean(held > 0.99):.1%} "
           f"of {len(held)}")

@@ -7,9 +7,12 @@ import pytest
 import torch
 from astropy.table import Table
 
-from astro_mantis.explain import (OOD_THRESHOLD, ReferenceEmbedding, auroc, build_reference,
-                                  embed, features_and_widths, load_reference, ood_flags,
-                                  ood_score, reference_path, save_reference, shift_test)
+from astro_mantis.explain import (OOD_THRESHOLD, STATISTICS, ReferenceEmbedding, auroc,
+                                  band_misalignment, build_reference, edge_mass, embed,
+                                  features_and_statistics, features_and_widths,
+                                  load_reference, ood_flags, ood_score, reference_path,
+                                  save_reference, shift_test)
+from astro_mantis.pdf import RedshiftPDF
 from astro_mantis.flags import MantisFlag
 from astro_mantis.models import build_model, save_model
 
@@ -81,7 +84,7 @@ def test_combined_score_weighs_pdf_widths():
     assert (ref.score(rng.normal(size=(20, 20)) * 3 + 10, fresh_w[:20]) == 1).all()
     with pytest.raises(ValueError, match="one per galaxy"):
         ref.score(fresh_f[:5], fresh_w[:4])
-    with pytest.raises(ValueError, match="widths must be 600 finite values"):
+    with pytest.raises(ValueError, match="width must be 600 finite values"):
         ReferenceEmbedding.from_features(feats, widths=widths[:10])
     with pytest.raises(ValueError, match="give both or neither"):
         ReferenceEmbedding(ref.mean, ref.components, ref.scale, ref.points, ref.null, 5,
@@ -138,10 +141,14 @@ def test_mock_sky_corruptions_score_higher(mock_dir):
     assert ref.meta["split"] == "train" and len(ref.points) == 54
     x, dust = _fused(mock_dir, "test")
     held = ood_score(x, net, ref, dust=dust)
-    assert ref.widths is not None and len(ref.combined) == 54
-    feats, widths = features_and_widths(net, x, dust)
+    assert set(ref.statistics) == set(STATISTICS) and len(ref.combined) == 54
+    feats, stats = features_and_statistics(net, x, dust)
     assert np.allclose(feats, embed(x, net, dust=dust), atol=1e-5)
-    assert np.allclose(held, ood_score(feats, net, ref, widths=widths))  # features in
+    assert np.array_equal(stats["width"], features_and_widths(net, x, dust)[1])
+    assert np.array_equal(stats["misalignment"], band_misalignment(x))
+    assert np.allclose(held, ood_score(feats, net, ref, statistics=stats))  # features in
+    with pytest.raises(ValueError, match="give edge_mass, misalignment too"):
+        ood_score(feats, net, ref, widths=stats["width"])
     # without widths, the distance percentile alone
     distance = ood_score(feats, net, ref)
     assert np.allclose(distance, np.searchsorted(ref.null, ref.knn_distance(feats)) / 54)
@@ -154,6 +161,13 @@ def test_mock_sky_corruptions_score_higher(mock_dir):
     saturated[:, 3] = 1.0
     assert auroc(held, ood_score(saturated, net, ref, dust=dust)) >= 0.9
     assert np.mean(ood_flags(ood_score(saturated, net, ref, dust=dust)) > 0) > 0.8
+    # a band shifted against the others: the misalignment sees it, the distance does not
+    shifted = x.copy()
+    shifted[:, 3] = np.roll(x[:, 3], 12, axis=-1)
+    moved = features_and_statistics(net, shifted, dust)[1]["misalignment"]
+    assert auroc(stats["misalignment"], moved) >= 0.9
+    assert auroc(held, ood_score(shifted, net, ref, dust=dust)) > auroc(
+        distance, ood_score(features_and_statistics(net, shifted, dust)[0], net, ref))
 
 
 def test_shift_test_on_features():
@@ -205,7 +219,7 @@ def test_bundled_reference():
     card = json.loads((DATA_DIR / "mantis-mini.json").read_text())
     assert ref.meta["model"] == "mantis-mini" and ref.meta["sha256"] == card["sha256"]
     assert ref.meta["split"] == "validation" and ref.meta["data"] == "WORKDIR/data/validation"
-    assert ref.widths is not None and len(ref.widths) == len(ref.combined) == n
+    assert set(ref.statistics) == set(STATISTICS) and len(ref.widths) == len(ref.combined) == n
     # its own rows score like a uniform percentile: the null is the leave-one-out distances
     assert np.all(np.diff(ref.null) >= 0) and len(ref.null) == n
     # features given directly: training rows (each its own neighbour) score below the
@@ -214,3 +228,79 @@ def test_bundled_reference():
     far = ref.mean + 50 * ref.scale[0] * ref.components[:1]
     scores = ood_score(np.concatenate([rows, far]).astype(np.float32), "mantis-mini")
     assert np.median(scores[:200]) < 0.5 and scores[200] == 1.0
+
+
+def _blobs(n, shift=(0, 0), band=3, size=120, sigma=4.0):
+    """Fused-like images: one Gaussian galaxy at the centre in every band."""
+    yy, xx = np.mgrid[:size, :size] - (size / 2 - 0.5)
+    x = np.zeros((n, 9, size, size), np.float32)
+    x[:] = np.exp(-(xx ** 2 + yy ** 2) / (2 * sigma ** 2))
+    x[:, band] = np.exp(-((xx - shift[1]) ** 2 + (yy - shift[0]) ** 2) / (2 * sigma ** 2))
+    return x
+
+
+def test_band_misalignment():
+    assert np.allclose(band_misalignment(_blobs(2)), 0, atol=1e-9)
+    # one band moved by 6 pixels: its centroid is 6 pixels from the others' median
+    assert np.allclose(band_misalignment(_blobs(2, shift=(0, 6))), 6, atol=0.05)
+    assert np.allclose(band_misalignment(_blobs(1, shift=(3, 4), band=6)), 5, atol=0.05)
+    # GALEX and unWISE channels are not read; a moved Pan-STARRS band is
+    assert np.allclose(band_misalignment(_blobs(1, shift=(0, 6), band=0)), 0, atol=1e-9)
+    # the sky level (the median) does not move a centroid
+    assert np.allclose(band_misalignment(_blobs(1, shift=(0, 6)) + 0.3), 6, atol=0.05)
+    # no light above the sky (a zeroed survey): 0
+    assert band_misalignment(np.zeros((3, 9, 40, 40), np.float32)).tolist() == [0, 0, 0]
+    assert band_misalignment(np.zeros((0, 9, 40, 40), np.float32)).shape == (0,)
+    with pytest.raises(ValueError, match="fused images"):
+        band_misalignment(np.zeros((2, 5, 40, 40)))
+    with pytest.raises(ValueError, match="radius must be between 1 and 20"):
+        band_misalignment(np.zeros((2, 9, 40, 40)), radius=21)
+
+
+def test_edge_mass():
+    edges = np.linspace(0, 1.6, 401)
+    pdf = np.zeros((3, 400))
+    pdf[0, -1] = pdf[1, 0] = 1
+    pdf[2] = 1
+    mass = edge_mass(RedshiftPDF(pdf, edges=edges))
+    assert np.allclose(mass, [1, 0, 0.1]) and mass.dtype == np.float64
+    assert np.allclose(edge_mass(RedshiftPDF(pdf, edges=edges), fraction=0.5), [1, 0, 0.5])
+    with pytest.raises(ValueError, match="fraction"):
+        edge_mass(RedshiftPDF(pdf, edges=edges), fraction=0)
+
+
+def test_reference_statistics(tmp_path):
+    rng = np.random.default_rng(5)
+    feats = rng.normal(size=(300, 12))
+    stats = {name: rng.gamma(2.0, size=300) for name in STATISTICS}
+    ref = ReferenceEmbedding.from_features(feats, n_components=6, k=5, statistics=stats)
+    assert list(ref.statistics) == list(STATISTICS) and len(ref.combined) == 300
+    # the reference galaxies' own scores are a percentile: about uniform
+    own = ref.score(feats, statistics=stats)
+    assert 0.4 < np.mean(own) < 0.6
+    # ordinary features with one extreme statistic score at the top, whichever it is
+    fresh = rng.normal(size=(20, 12))
+    for name in STATISTICS:
+        s = {n: np.full(20, np.median(v)) for n, v in stats.items()}
+        s[name] = np.full(20, 100.0)
+        assert (ref.score(fresh, statistics=s) == 1).all()
+    back = ReferenceEmbedding.load(ref.save(tmp_path / "r.npz"))
+    assert all(np.array_equal(back.statistics[n], ref.statistics[n]) for n in STATISTICS)
+    some = {n: v[:20] for n, v in stats.items()}
+    assert np.array_equal(back.score(fresh, statistics=some), ref.score(fresh, statistics=some))
+    # a reference with widths only (as written before) weighs the widths alone: the
+    # statistics it does not hold are ignored
+    old = ReferenceEmbedding.from_features(feats, n_components=6, k=5, widths=stats["width"])
+    assert list(old.statistics) == ["width"]
+    assert np.array_equal(old.score(fresh, widths=some["width"]),
+                          old.score(fresh, statistics=some))
+    assert not np.array_equal(old.score(fresh, statistics=some), ref.score(fresh, statistics=some))
+    with pytest.raises(ValueError, match="unknown statistics"):
+        ReferenceEmbedding.from_features(feats, statistics={"colour": stats["width"]})
+    with pytest.raises(ValueError, match="give the widths once"):
+        ref.score(fresh, widths=np.ones(20), statistics={"width": np.ones(20)})
+    with pytest.raises(ValueError, match="give misalignment too"):
+        ref.score(fresh, statistics={n: np.ones(20) for n in STATISTICS[:2]})
+    with pytest.raises(ValueError, match="edge_mass must have shape"):
+        ref.score(fresh, statistics={n: np.ones(20 if n != "edge_mass" else 19)
+                                     for n in STATISTICS})

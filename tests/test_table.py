@@ -492,9 +492,13 @@ def test_local_tiles_source(tmp_path):
             conf.set_temp("cache_dir", str(tmp_path / "cache")):
         u_ = T_({"ra": np.array(cat["ra"][:4]), "dec": np.array(cat["dec"][:4])})
         add_redshift_columns(u_, ebv=0.02, progress=False, precision="float32")
-    # the same flags row for row (the pixels themselves are compared in test_tiles.py:
-    # Pan-STARRS identical, the viewer's resampled layers within a tolerance)
-    assert np.array_equal(np.asarray(t["z_flags"]), np.asarray(u_["z_flags"]))
+    # the same data-quality flags row for row (the pixels themselves are compared in
+    # test_tiles.py: Pan-STARRS identical, the viewer's resampled layers within a
+    # tolerance); OUT_OF_DISTRIBUTION is left out, as those small differences move the
+    # z_ood of a row near the threshold across it
+    quality = ~int(F.OUT_OF_DISTRIBUTION)
+    assert np.array_equal(np.asarray(t["z_flags"]) & quality, np.asarray(u_["z_flags"]) & quality)
+    assert np.abs(np.asarray(t["z_ood"]) - np.asarray(u_["z_ood"])).mean() < 0.1
     assert sum(srv.counts.values()) > 0 and t.meta["z_srv"] != u_.meta["z_srv"]
     fig = plot_redshift_row(t, 0)
     assert any("local tiles" in x.get_text() for x in fig.texts)

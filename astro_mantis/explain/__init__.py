@@ -17,8 +17,9 @@
 See the "Explain and trust" guide (``docs/explain.rst``) for the methods and the papers
 they come from.
 """
-from ._common import (BANDS, SURVEYS, TARGETS, features_and_widths, logits_and_features,
-                      penultimate_features)
+from ._common import (BANDS, EDGE_FRACTION, MISALIGNMENT_RADIUS, STATISTICS, SURVEYS,
+                      TARGETS, band_misalignment, edge_mass, features_and_statistics,
+                      features_and_widths, logits_and_features, penultimate_features)
 from .ood import (DEFAULT_COMPONENTS, DEFAULT_K, OOD_THRESHOLD, ReferenceEmbedding,
                   ShiftTestResult, auroc, build_reference, embed, load_reference, ood_flags,
                   ood_score, reference_path, save_reference, shift_test)
@@ -33,7 +34,9 @@ from .attribution import (METHODS, add_attribution_columns, band_attribution,
 
 __all__ = ["band_attribution", "shapley_from_values", "coalition_values",
            "add_attribution_columns", "survey_shares_by_redshift", "plot_survey_shares",
-           "penultimate_features", "features_and_widths", "embed", "ReferenceEmbedding",
+           "penultimate_features", "features_and_widths", "features_and_statistics",
+           "edge_mass", "band_misalignment", "STATISTICS", "EDGE_FRACTION",
+           "MISALIGNMENT_RADIUS", "embed", "ReferenceEmbedding",
            "build_reference",
            "reference_path", "save_reference", "load_reference", "ood_score", "ood_flags",
            "shift_test", "ShiftTestResult", "auroc", "OOD_THRESHOLD", "DEFAULT_COMPONENTS",

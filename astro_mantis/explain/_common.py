@@ -1,5 +1,6 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """Shared plumbing of `astro_mantis.explain`: models, inputs, scalar targets, features."""
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -10,7 +11,8 @@ from ..pdf import NBINS, ZMAX, ZMIN, RedshiftPDF
 
 __all__ = ["BANDS", "SURVEYS", "SURVEY_CHANNELS", "TARGETS", "resolve_model", "as_fused",
            "model_grid", "scalar_target", "penultimate_features", "features_and_widths",
-           "logits_and_features"]
+           "features_and_statistics", "edge_mass", "band_misalignment", "STATISTICS",
+           "EDGE_FRACTION", "MISALIGNMENT_RADIUS", "logits_and_features"]
 
 #: Band names of the nine model channels, in channel order.
 BANDS = tuple(band for _, band in CHANNELS)
@@ -221,12 +223,107 @@ def penultimate_features(net, x, dust, batch_size=64, layer="hidden"):
     return np.concatenate(out)
 
 
-def features_and_widths(net, x, dust, batch_size=64, precision="float32"):
-    """Penultimate features and the width of each galaxy's PDF, from one forward pass.
+#: Names of the per-galaxy statistics a reference embedding can hold beside the
+#: distances, in the order `features_and_statistics` returns them (see
+#: `astro_mantis.explain.ood`).
+STATISTICS = ("width", "edge_mass", "misalignment")
+#: `edge_mass` is the probability in the top ``EDGE_FRACTION`` of the model's redshift
+#: range (z ≥ 1.44 on the 0 ≤ z < 1.6 grid).
+EDGE_FRACTION = 0.1
+#: Half side, in fused pixels (0.25″), of the central box `band_misalignment` measures
+#: its centroids in: 16 pixels is 4″ either side of the target.
+MISALIGNMENT_RADIUS = 16
 
-    The width is `RedshiftPDF.std <astro_mantis.RedshiftPDF.std>` of the network's own
-    PDF: the softmax of its logits divided by the model's calibration temperature, on
-    the model's redshift grid (no PIT recalibration map).
+
+def edge_mass(pdf, fraction=EDGE_FRACTION):
+    """Probability of each PDF in the top ``fraction`` of its redshift range.
+
+    A PDF that piles up against the upper end of the grid says the galaxy may lie
+    beyond it: `ood_score <astro_mantis.explain.ood_score>` weighs it.
+
+    Parameters
+    ----------
+    pdf : `~astro_mantis.RedshiftPDF`
+    fraction : float
+        In (0, 1]: 0.1 is z ≥ 1.44 on the 0 ≤ z < 1.6 grid.
+
+    Returns
+    -------
+    `numpy.ndarray`, float64, shape (N,)
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1]; got {fraction}")
+    lo, hi = pdf.edges[0], pdf.edges[-1]
+    return 1.0 - np.atleast_1d(pdf.cdf(hi - fraction * (hi - lo))).astype(np.float64)
+
+
+def band_misalignment(x, radius=MISALIGNMENT_RADIUS):
+    """How far the Pan-STARRS bands disagree on where the galaxy is, in fused pixels.
+
+    In a box of ``2 radius`` pixels at the centre of each fused image (cutouts are
+    centred on their target), the centroid of each Pan-STARRS band, weighted by the
+    square of its positive excess over the band's median (the sky, measured on a
+    4-pixel grid over the whole image); the result is the largest distance of a band's
+    centroid from the bands' median centroid. A band cut from a misregistered or
+    shifted image, or carrying an artefact near the target, moves away from the others;
+    a centred galaxy seen alike in all bands stays at a fraction of a pixel, blank sky
+    (noise) at a few pixels. `ood_score <astro_mantis.explain.ood_score>` weighs it.
+
+    Parameters
+    ----------
+    x : array-like, shape (N, 9, H, W)
+        Fused images (`~astro_mantis.fusion.fuse_arrays`; the Pan-STARRS channels are
+        read).
+    radius : int
+        Half side of the central box, in pixels (at most H // 2).
+
+    Returns
+    -------
+    `numpy.ndarray`, float64, shape (N,)
+        Zero where the bands hold no light above their median (e.g. zeroed).
+    """
+    x = np.asarray(x)
+    if x.ndim != 4 or x.shape[1] != len(CHANNELS):
+        raise ValueError(f"x must be fused images of shape (N, {len(CHANNELS)}, H, W); "
+                         f"got {x.shape}")
+    h, w = x.shape[2:]
+    radius = int(radius)
+    if not 1 <= radius <= min(h, w) // 2:
+        raise ValueError(f"radius must be between 1 and {min(h, w) // 2}; got {radius}")
+    ps1 = list(SURVEY_CHANNELS["panstarrs"])
+    out = np.zeros(len(x))
+    yy, xx = np.mgrid[-radius:radius, -radius:radius] + 0.5
+    for s in range(0, len(x), 256):  # bounded memory
+        img = np.asarray(x[s:s + 256, ps1], dtype=np.float32)
+        sky = np.median(img[:, :, ::4, ::4].reshape(len(img), len(ps1), -1), axis=-1)
+        cy, cx = h // 2, w // 2
+        box = img[:, :, cy - radius:cy + radius, cx - radius:cx + radius] - sky[..., None, None]
+        wt = np.square(np.clip(box, 0, None), dtype=np.float64)
+        tot = wt.sum((2, 3))
+        lit = tot > 0
+        safe = np.where(lit, tot, 1.0)
+        px = np.where(lit, (wt * xx).sum((2, 3)) / safe, np.nan)
+        py = np.where(lit, (wt * yy).sum((2, 3)) / safe, np.nan)
+        with warnings.catch_warnings():  # rows with no lit band: NaN, then 0
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mx, my = np.nanmedian(px, axis=1), np.nanmedian(py, axis=1)
+            off = np.nanmax(np.hypot(px - mx[:, None], py - my[:, None]), axis=1)
+        out[s:s + len(img)] = np.nan_to_num(off, nan=0.0)
+    return out
+
+
+def features_and_statistics(net, x, dust, batch_size=64, precision="float32"):
+    """Penultimate features and the trust statistics of each galaxy, from one forward pass.
+
+    The statistics (`STATISTICS`), all weighed by
+    `~astro_mantis.explain.ood_score`:
+
+    * ``"width"`` — `RedshiftPDF.std <astro_mantis.RedshiftPDF.std>` of the network's
+      own PDF: the softmax of its logits divided by the model's calibration
+      temperature, on the model's redshift grid (no PIT recalibration map);
+    * ``"edge_mass"`` — `edge_mass` of that PDF: its probability in the top tenth of
+      the redshift range;
+    * ``"misalignment"`` — `band_misalignment` of the input images.
 
     Parameters
     ----------
@@ -244,7 +341,8 @@ def features_and_widths(net, x, dust, batch_size=64, precision="float32"):
     Returns
     -------
     features : `numpy.ndarray`, float32, shape (N, hidden)
-    widths : `numpy.ndarray`, float64, shape (N,)
+    statistics : dict
+        `STATISTICS` name → `numpy.ndarray`, float64, shape (N,).
     """
     from ..models.precision import autocast
 
@@ -256,7 +354,7 @@ def features_and_widths(net, x, dust, batch_size=64, precision="float32"):
     edges, temperature = model_grid(net)
     device = next(net.parameters()).device
     dtype = next(net.parameters()).dtype
-    feats, widths = [], []
+    feats, widths, edge = [], [], []
     net.eval()
     with torch.inference_mode(), autocast(precision, device):
         for s in range(0, len(x), batch_size):
@@ -264,11 +362,31 @@ def features_and_widths(net, x, dust, batch_size=64, precision="float32"):
             db = torch.as_tensor(np.ascontiguousarray(dust[s:s + batch_size])).to(device, dtype)
             logits, h = logits_and_features(net, xb, db)
             feats.append(h.float().cpu().numpy())
-            widths.append(RedshiftPDF.from_logits(logits.double().cpu().numpy(), edges=edges,
-                                                  temperature=temperature).std())
+            pdf = RedshiftPDF.from_logits(logits.double().cpu().numpy(), edges=edges,
+                                          temperature=temperature)
+            widths.append(pdf.std())
+            edge.append(edge_mass(pdf))
     if not feats:
-        return np.zeros((0, net.fc0.out_features), np.float32), np.zeros(0)
-    return np.concatenate(feats), np.concatenate(widths)
+        empty = np.zeros(0)
+        return (np.zeros((0, net.fc0.out_features), np.float32),
+                {name: empty for name in STATISTICS})
+    return np.concatenate(feats), {"width": np.concatenate(widths),
+                                   "edge_mass": np.concatenate(edge),
+                                   "misalignment": band_misalignment(x)}
+
+
+def features_and_widths(net, x, dust, batch_size=64, precision="float32"):
+    """Penultimate features and the width of each galaxy's PDF, from one forward pass.
+
+    `features_and_statistics` with its ``"width"`` statistic alone (see there).
+
+    Returns
+    -------
+    features : `numpy.ndarray`, float32, shape (N, hidden)
+    widths : `numpy.ndarray`, float64, shape (N,)
+    """
+    feats, stats = features_and_statistics(net, x, dust, batch_size, precision)
+    return feats, stats["width"]
 
 
 def logits_and_features(net, x, dust):

@@ -12,7 +12,8 @@ training pipeline uses its validation split: the network has fitted its training
 galaxies, whose features sit closer together and whose PDFs are narrower than any new
 galaxy's) and keeps a small summary of their **penultimate features**
 (``GELU(fc0([Base(x), dust]))``, the input of the output layer ``fc1``; 512 numbers per
-galaxy for ``mantis-mini``, 2048 for ``mantis-shrimp-v1``) and of their **PDF widths**:
+galaxy for ``mantis-mini``, 2048 for ``mantis-shrimp-v1``) and of three **trust
+statistics** (`~astro_mantis.explain.features_and_statistics`):
 
 * a PCA of the features (mean, the leading ``n_components`` axes, default 32), the
   reduced coordinates **whitened** (divided by the square root of each axis's variance);
@@ -21,29 +22,37 @@ galaxy for ``mantis-mini``, 2048 for ``mantis-shrimp-v1``) and of their **PDF wi
 * the leave-one-out distance of each reference galaxy to its ``k``-th nearest
   neighbour among the others (default k = 10), sorted: the null distribution of the
   distance;
-* the standard deviation of each reference galaxy's PDF (the network's softmax over
-  its redshift grid, at its calibration temperature), sorted, and the sorted combined
-  scores of the reference galaxies themselves (below).
+* each reference galaxy's statistics, sorted: the **width** (standard deviation) of its
+  PDF (the network's softmax over its redshift grid, at its calibration temperature),
+  the PDF's **edge mass** (its probability in the top tenth of the redshift range,
+  `~astro_mantis.explain.edge_mass`) and the **misalignment** of its Pan-STARRS bands
+  (how far their light centroids disagree, `~astro_mantis.explain.band_misalignment`);
+  and the sorted combined scores of the reference galaxies themselves (below).
 
 `ReferenceEmbedding.save` writes these as a compressed ``.npz`` (arrays ``mean``,
-``components``, ``scale``, ``points``, ``null``, ``k``, ``widths``, ``combined``, and a
-JSON ``meta`` member: model name, weights SHA-256, data, date); `save_reference` puts it
-beside the model's weights as ``<weights stem>.ood.npz`` (for the bundled model
+``components``, ``scale``, ``points``, ``null``, ``k``, ``widths``, ``edge_mass``,
+``misalignment``, ``combined``, and a JSON ``meta`` member: model name, weights
+SHA-256, data, date); `save_reference` puts it beside the model's weights as
+``<weights stem>.ood.npz`` (for the bundled model
 ``astro_mantis/data/mantis-mini.ood.npz``), where `load_reference` finds it. A
-reference written without widths (``build_reference(..., widths=False)``, or by an
-earlier version) gives the distance score alone.
+reference written with fewer statistics (``widths`` only, by version 0.2's development
+builds) is scored with those it holds; one without any (``build_reference(...,
+widths=False)``, or by an earlier version) gives the distance score alone.
 
 Score and flag
 ==============
-`ood_score` takes two percentiles of a galaxy against the reference galaxies: of its
+`ood_score` takes four percentiles of a galaxy against the reference galaxies: of its
 **k-NN distance** (the fraction of reference galaxies whose own leave-one-out k-th
 neighbour distance is smaller than the query's k-th neighbour distance to the
-reference set; Vargas et al.), and of its **PDF width**. The score is the percentile,
-among the reference galaxies' own values, of the larger of the two. The distance
+reference set; Vargas et al.), and of each statistic. The score is the percentile,
+among the reference galaxies' own values, of the largest of the four. The distance
 catches inputs the network places where no training galaxy lies (stars, a saturated
 or missing band); the width catches inputs it places among the faint galaxies, where
-the training set is densest, but cannot pin down (blank sky, galaxies beyond the
-redshift range). The score lies in [0, 1] and is close to uniform for galaxies drawn
+the training set is densest, but cannot pin down (blank sky); the edge mass catches
+galaxies it pushes against the top of its redshift range (those beyond it); the
+misalignment catches a band whose light sits apart from the others' (a shifted or
+misregistered band), which the network, trained on aligned bands, does not see as
+strange. The score lies in [0, 1] and is close to uniform for galaxies drawn
 like the reference, so a fraction ``1 − t`` of them score above ``t``.
 `OOD_THRESHOLD` (0.99) is where `ood_flags` sets
 `~astro_mantis.MantisFlag.OUT_OF_DISTRIBUTION`: about 1 % of in-distribution galaxies
@@ -65,7 +74,8 @@ import numpy as np
 from astropy.table import Table
 
 from ..flags import MantisFlag
-from ._common import as_fused, features_and_widths, penultimate_features, resolve_model
+from ._common import (STATISTICS, as_fused, features_and_statistics, penultimate_features,
+                      resolve_model)
 
 __all__ = ["OOD_THRESHOLD", "DEFAULT_COMPONENTS", "DEFAULT_K", "ReferenceEmbedding",
            "embed", "build_reference", "reference_path", "save_reference", "load_reference",
@@ -139,14 +149,19 @@ class ReferenceEmbedding:
     meta : dict, optional
         Provenance (model, weights SHA-256, data, date).
     widths : `numpy.ndarray`, shape (N,), optional
-        Sorted PDF widths (standard deviations) of the reference galaxies; with
-        ``combined``, the score also weighs how broad a galaxy's PDF is.
+        Sorted PDF widths (standard deviations) of the reference galaxies: the same as
+        ``statistics={"width": widths}``.
     combined : `numpy.ndarray`, shape (N,), optional
-        Sorted combined scores of the reference galaxies themselves (see `score`).
+        Sorted combined scores of the reference galaxies themselves (see `score`);
+        required with statistics.
+    statistics : dict, optional
+        Name (of `~astro_mantis.explain.STATISTICS`: ``"width"``, ``"edge_mass"``,
+        ``"misalignment"``) → the reference galaxies' values, sorted
+        (`~astro_mantis.explain.features_and_statistics`); the score weighs each.
     """
 
     def __init__(self, mean, components, scale, points, null, k, meta=None, widths=None,
-                 combined=None):
+                 combined=None, statistics=None):
         self.mean = np.asarray(mean, np.float32)
         self.components = np.asarray(components, np.float32)
         self.scale = np.asarray(scale, np.float32)
@@ -154,10 +169,18 @@ class ReferenceEmbedding:
         self.null = np.sort(np.asarray(null, np.float64))
         self.k = int(k)
         self.meta = dict(meta or {})
-        if (widths is None) != (combined is None):
-            raise ValueError("widths and combined go together: give both or neither")
-        self.widths = None if widths is None else np.sort(np.asarray(widths, np.float64))
+        stats = _check_statistic_names(statistics, widths)
+        if bool(stats) != (combined is not None):
+            raise ValueError("statistics (or widths) and combined go together: give both "
+                             "or neither")
+        #: Statistic name → the reference galaxies' sorted values (empty: distance only).
+        self.statistics = {name: np.sort(np.asarray(v, np.float64)) for name, v in stats.items()}
         self.combined = None if combined is None else np.sort(np.asarray(combined, np.float64))
+
+    @property
+    def widths(self):
+        """Sorted PDF widths of the reference galaxies (None without them)."""
+        return self.statistics.get("width")
 
     def __repr__(self):
         return (f"<ReferenceEmbedding {len(self.points)} rows, {len(self.components)} axes of "
@@ -166,7 +189,7 @@ class ReferenceEmbedding:
 
     @classmethod
     def from_features(cls, features, n_components=DEFAULT_COMPONENTS, k=DEFAULT_K, meta=None,
-                      widths=None):
+                      widths=None, statistics=None):
         """Reference from an array of features (N, D).
 
         Parameters
@@ -178,9 +201,12 @@ class ReferenceEmbedding:
             Neighbour rank of the distances (needs N > k + 1).
         meta : dict, optional
         widths : array-like, shape (N,), optional
-            The PDF widths of the same galaxies
-            (`~astro_mantis.explain.features_and_widths`): the score then
-            combines both (see `score`).
+            The PDF widths of the same galaxies: the same as
+            ``statistics={"width": widths}``.
+        statistics : dict, optional
+            Statistic name → the same galaxies' values
+            (`~astro_mantis.explain.features_and_statistics`): the score then combines
+            the distance with each (see `score`).
 
         Returns
         -------
@@ -208,15 +234,18 @@ class ReferenceEmbedding:
         meta.setdefault("n_rows", int(len(f)))
         meta.setdefault("explained_variance", float((s[:n_components] ** 2).sum()
                                                     / max((s ** 2).sum(), 1e-300)))
+        stats = _check_statistic_names(statistics, widths)
         combined = None
-        if widths is not None:
-            widths = np.asarray(widths, np.float64)
-            if widths.shape != (len(f),) or not np.isfinite(widths).all():
-                raise ValueError(f"widths must be {len(f)} finite values, one per row of "
-                                 f"features; got shape {widths.shape}")
-            combined = np.maximum(_percentile(np.sort(null), null),
-                                  _percentile(np.sort(widths), widths))
-        return cls(mean, comps, scale, points, null, k, meta, widths, combined)
+        if stats:
+            for name, v in stats.items():
+                v = stats[name] = np.asarray(v, np.float64)
+                if v.shape != (len(f),) or not np.isfinite(v).all():
+                    raise ValueError(f"{name} must be {len(f)} finite values, one per row "
+                                     f"of features; got shape {v.shape}")
+            combined = _largest_percentile(np.sort(null), null, stats,
+                                           {n: np.sort(v) for n, v in stats.items()})
+        return cls(mean, comps, scale, points, null, k, meta, combined=combined,
+                   statistics=stats)
 
     def transform(self, features):
         """Whitened PCA coordinates of features (N, D) → (N, n_components)."""
@@ -230,30 +259,41 @@ class ReferenceEmbedding:
         """k-th nearest-neighbour distance of features to the reference rows."""
         return _kth_distances(self.transform(features), self.points, self.k)
 
-    def score(self, features, widths=None):
+    def score(self, features, widths=None, statistics=None):
         """Out-of-distribution score in [0, 1] (see the module notes).
 
         Parameters
         ----------
         features : array-like, shape (N, D)
         widths : array-like, shape (N,), optional
-            PDF widths of the same galaxies. Used when the reference holds widths:
-            the score is then the percentile, among the reference galaxies' own
-            values, of the larger of the two percentiles (k-NN distance, PDF width).
-            Otherwise the score is the k-NN distance percentile.
+            PDF widths of the same galaxies: the same as ``statistics={"width": widths}``.
+        statistics : dict, optional
+            Statistic name → the same galaxies' values
+            (`~astro_mantis.explain.features_and_statistics`). Where the reference
+            holds statistics, all of them must be given: the score is then the
+            percentile, among the reference galaxies' own values, of the largest of
+            the percentiles (k-NN distance, and each statistic). Given none, the
+            score is the k-NN distance percentile.
 
         Returns
         -------
         `numpy.ndarray`, shape (N,)
         """
-        distance = _percentile(self.null, self.knn_distance(features))
-        if widths is None or self.widths is None:
-            return distance
-        widths = np.asarray(widths, np.float64)
-        if widths.shape != distance.shape:
-            raise ValueError(f"widths must have shape {distance.shape} (one per galaxy); "
-                             f"got {widths.shape}")
-        return _percentile(self.combined, np.maximum(distance, _percentile(self.widths, widths)))
+        dist = self.knn_distance(features)
+        given = _check_statistic_names(statistics, widths)
+        if not given or not self.statistics:
+            return _percentile(self.null, dist)
+        missing = sorted(set(self.statistics) - set(given))
+        if missing:
+            raise ValueError(f"this reference weighs {', '.join(self.statistics)}: give "
+                             f"{', '.join(missing)} too (features_and_statistics), or "
+                             "no statistics for the distance alone")
+        for name in self.statistics:
+            if np.shape(given[name]) != dist.shape:
+                raise ValueError(f"{name} must have shape {dist.shape} (one per galaxy); "
+                                 f"got {np.shape(given[name])}")
+        return _percentile(self.combined, _largest_percentile(
+            self.null, dist, {n: given[n] for n in self.statistics}, self.statistics))
 
     def save(self, path):
         """Write the reference as a compressed ``.npz`` (see the module notes).
@@ -265,8 +305,9 @@ class ReferenceEmbedding:
         path = Path(path)
         meta = json.dumps(dict(self.meta, format=_FORMAT))
         # float64: the combined scores are exact fractions k / N, compared for ties
-        extra = {} if self.widths is None else {"widths": self.widths,
-                                                "combined": self.combined}
+        extra = {_STORED[name]: v for name, v in self.statistics.items()}
+        if self.combined is not None:
+            extra["combined"] = self.combined
         np.savez_compressed(path, mean=self.mean, components=self.components,
                             scale=self.scale, points=self.points,
                             null=self.null.astype(np.float32), k=np.array(self.k),
@@ -281,15 +322,40 @@ class ReferenceEmbedding:
             if meta.get("format") != _FORMAT:
                 raise ValueError(f"{path} is not a reference embedding written by "
                                  "astro_mantis.explain")
-            widths = npz["widths"] if "widths" in npz.files else None
+            stats = {name: npz[key] for name, key in _STORED.items() if key in npz.files}
             combined = npz["combined"] if "combined" in npz.files else None
             return cls(npz["mean"], npz["components"], npz["scale"], npz["points"],
-                       npz["null"], int(npz["k"]), meta, widths, combined)
+                       npz["null"], int(npz["k"]), meta, combined=combined, statistics=stats)
 
 
 def _percentile(sorted_values, x):
     """Fraction of ``sorted_values`` strictly below each ``x``."""
     return np.searchsorted(sorted_values, x, side="left") / len(sorted_values)
+
+
+#: Statistic name → its array in a saved reference (``widths`` as written since 0.1).
+_STORED = {"width": "widths", "edge_mass": "edge_mass", "misalignment": "misalignment"}
+
+
+def _check_statistic_names(statistics, widths=None):
+    """``statistics`` (and the ``widths`` shorthand) as one dict; unknown names raise."""
+    stats = dict(statistics or {})
+    if widths is not None:
+        if "width" in stats:
+            raise ValueError("give the widths once: widths= or statistics['width']")
+        stats["width"] = widths
+    unknown = sorted(set(stats) - set(STATISTICS))
+    if unknown:
+        raise ValueError(f"unknown statistics {unknown}; known: {', '.join(STATISTICS)}")
+    return {name: stats[name] for name in STATISTICS if name in stats}
+
+
+def _largest_percentile(null, distances, values, sorted_reference):
+    """Per galaxy, the largest of its distance percentile and its statistics' percentiles."""
+    out = _percentile(null, distances)
+    for name, v in values.items():
+        out = np.maximum(out, _percentile(sorted_reference[name], np.asarray(v, np.float64)))
+    return out
 
 
 def _iter_data(data, split, max_rows, dust):
@@ -339,15 +405,19 @@ def build_reference(model, data, split="validation", n_components=DEFAULT_COMPON
         For cutouts or arrays.
     batch_size : int
     widths : bool
-        Also keep the widths of the galaxies' PDFs, so that `ood_score` weighs how
-        broad a PDF is beside where the galaxy lies in the embedding (default).
+        Also keep the galaxies' trust statistics
+        (`~astro_mantis.explain.features_and_statistics`: the width and edge mass of
+        their PDFs, the misalignment of their bands), so that `ood_score` weighs how
+        broad a PDF is, how much of it sits at the top of the redshift range and
+        whether the bands agree, beside where the galaxy lies in the embedding
+        (default). False: the distance alone.
 
     Returns
     -------
     `ReferenceEmbedding`
     """
     net = resolve_model(model)
-    parts = [features_and_widths(net, x, d, batch_size=batch_size)
+    parts = [features_and_statistics(net, x, d, batch_size=batch_size)
              for x, d, _ in _iter_data(data, split, max_rows, dust)]
     if not parts:
         raise ValueError(f"no galaxies in {data!r}")
@@ -361,7 +431,8 @@ def build_reference(model, data, split="validation", n_components=DEFAULT_COMPON
                 timespec="seconds")}
     return ReferenceEmbedding.from_features(
         np.concatenate(feats), n_components, k, info,
-        widths=np.concatenate([w for _, w in parts]) if widths else None)
+        statistics={name: np.concatenate([st[name] for _, st in parts])
+                    for name in STATISTICS} if widths else None)
 
 
 def reference_path(model):
@@ -425,7 +496,7 @@ def _reference_for(model, reference):
 
 
 def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=64,
-              widths=None, precision="float32"):
+              widths=None, precision="float32", statistics=None):
     """Out-of-distribution score of galaxies against the reference (see the module notes).
 
     Parameters
@@ -438,31 +509,33 @@ def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=6
     dust : array-like, shape (N, 2), optional
     batch_size : int
     widths : array-like, shape (N,), optional
-        With features given as ``data``: their galaxies' PDF widths
-        (`~astro_mantis.explain.features_and_widths`). Computed from the images
-        otherwise.
+        Shorthand for ``statistics={"width": widths}``.
     precision : {"float32", "bfloat16", "float16", "int8"}
         Arithmetic of the network's pass over the images (see
-        `~astro_mantis.explain.features_and_widths`); the table job uses the precision
-        its redshifts were computed in.
+        `~astro_mantis.explain.features_and_statistics`); the table job uses the
+        precision its redshifts were computed in.
+    statistics : dict, optional
+        With features given as ``data``: their galaxies' statistics
+        (`~astro_mantis.explain.features_and_statistics`), all those the reference
+        holds, or none for the distance alone. Computed from the images otherwise.
 
     Returns
     -------
     `numpy.ndarray`, float64, shape (N,)
         In [0, 1]; above `OOD_THRESHOLD` means unlike the training set. With a
-        reference that holds PDF widths, the percentile of the larger of the k-NN
-        distance percentile and the PDF width percentile; otherwise the k-NN
+        reference that holds statistics, the percentile of the largest of the k-NN
+        distance percentile and each statistic's percentile; otherwise the k-NN
         distance percentile.
     """
     ref = _reference_for(model, reference)
     arr = None if not isinstance(data, np.ndarray) else data
     if arr is not None and arr.ndim == 2:
-        return ref.score(arr, widths)
+        return ref.score(arr, widths, statistics)
     net = resolve_model(model)
     fused = as_fused(data, dust=dust)
-    feats, w = features_and_widths(net, fused.x, fused.dust, batch_size=batch_size,
-                                   precision=precision)
-    return ref.score(feats, w)
+    feats, stats = features_and_statistics(net, fused.x, fused.dust, batch_size=batch_size,
+                                           precision=precision)
+    return ref.score(feats, statistics={n: stats[n] for n in ref.statistics})
 
 
 def ood_flags(scores, threshold=OOD_THRESHOLD):
