@@ -146,6 +146,10 @@ def test_mock_sky_corruptions_score_higher(mock_dir):
     assert np.allclose(feats, embed(x, net, dust=dust), atol=1e-5)
     assert np.array_equal(stats["width"], features_and_widths(net, x, dust)[1])
     assert np.array_equal(stats["misalignment"], band_misalignment(x))
+    only = features_and_statistics(net, x, dust, statistics=("edge_mass",))[1]
+    assert list(only) == ["edge_mass"] and np.array_equal(only["edge_mass"], stats["edge_mass"])
+    with pytest.raises(ValueError, match="unknown statistics"):
+        features_and_statistics(net, x, dust, statistics=("colour",))
     assert np.allclose(held, ood_score(feats, net, ref, statistics=stats))  # features in
     with pytest.raises(ValueError, match="give edge_mass, misalignment too"):
         ood_score(feats, net, ref, widths=stats["width"])

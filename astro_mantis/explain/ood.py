@@ -417,7 +417,8 @@ def build_reference(model, data, split="validation", n_components=DEFAULT_COMPON
     `ReferenceEmbedding`
     """
     net = resolve_model(model)
-    parts = [features_and_statistics(net, x, d, batch_size=batch_size)
+    parts = [features_and_statistics(net, x, d, batch_size=batch_size,
+                                     statistics=STATISTICS if widths else ())
              for x, d, _ in _iter_data(data, split, max_rows, dust)]
     if not parts:
         raise ValueError(f"no galaxies in {data!r}")
@@ -534,8 +535,9 @@ def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=6
     net = resolve_model(model)
     fused = as_fused(data, dust=dust)
     feats, stats = features_and_statistics(net, fused.x, fused.dust, batch_size=batch_size,
-                                           precision=precision)
-    return ref.score(feats, statistics={n: stats[n] for n in ref.statistics})
+                                           precision=precision,
+                                           statistics=tuple(ref.statistics))
+    return ref.score(feats, statistics=stats)
 
 
 def ood_flags(scores, threshold=OOD_THRESHOLD):
