@@ -29,9 +29,10 @@ compare the ratios, which are measured side by side, rather than absolute rates)
 4. Fusion alone, 512 galaxies of native pixels (256 on a GPU run: 2,048): the NumPy
    reference (`astro_mantis.fusion.fuse_arrays`), the threaded twin
    (`~astro_mantis.fusion.fuse_arrays_batched`, same bits), the same also writing
-   the network's bfloat16 channels-last input (``copy_to``), with ``--compile`` the
-   one-pass compiled recipe (`~astro_mantis.fusion.fuse_arrays_fast`, bfloat16 out),
-   and on a GPU the torch recipe on the device; then fusion + network end to end
+   the network's bfloat16 channels-last input (``copy_to``), the one-pass recipe
+   in C (`~astro_mantis.fusion.fuse_arrays_fast`, bfloat16 out, in batches of 64 as
+   ``predict`` runs it), with ``--compile`` its torch recipe compiled
+   (``native=False``), and on a GPU the torch recipe on the device; then fusion + network end to end
    from native arrays (`astro_mantis.models.predict` with a dict of arrays) for
    ``mantis-mini`` in each precision, and with ``--compile`` the compiled path
    (``compile=True``). The ratio printed for each precision is its fastest fusion
@@ -57,7 +58,7 @@ import numpy as np
 import torch
 
 from astro_mantis.fusion import fuse_arrays, fuse_arrays_batched, fuse_arrays_torch
-from astro_mantis.fusion.batched import fuse_arrays_fast
+from astro_mantis.fusion.batched import fuse_arrays_fast, has_native_fusion
 from astro_mantis.models import (build_model, load_model, native_precisions,
                                  pdf_total_variation, predict, predict_logits, quantize_int8,
                                  select_device)
@@ -216,17 +217,24 @@ def fusion_rates(device, n, repeats, precisions, mini, compile_too=False):
                           memory_format=torch.channels_last)
         out["threaded, same bits + bfloat16 copy (copy_to)"] = n / best_time(
             lambda: fuse_arrays_batched(**native, out=buf, copy_to=low), device, repeats)
-        if compile_too:
-            # batches of 64 into one reused buffer, as predict(compile=True) runs them
-            parts = [{k: v[s:s + 64] for k, v in native.items()} for s in range(0, n, 64)]
-            fast_out = torch.empty((64, 9, 120, 120), dtype=torch.bfloat16,
-                                   memory_format=torch.channels_last)
-            t0 = time.perf_counter()
-            fuse_arrays_fast(**parts[0], out=fast_out)
-            print(f"  (fuse_arrays_fast: first call, compiling: {time.perf_counter() - t0:.0f} s)")
-            out["one compiled pass into bfloat16 (fuse_arrays_fast)"] = n / best_time(
+        # batches of 64 into one reused buffer, as predict runs them
+        parts = [{k: v[s:s + 64] for k, v in native.items()} for s in range(0, n, 64)]
+        fast_out = torch.empty((64, 9, 120, 120), dtype=torch.bfloat16,
+                               memory_format=torch.channels_last)
+        if has_native_fusion():
+            out["one pass in C into bfloat16 (fuse_arrays_fast)"] = n / best_time(
                 lambda: [fuse_arrays_fast(**part, out=fast_out) for part in parts], device,
                 repeats)
+        else:
+            print("  (the C fusion module was not built: fuse_arrays_fast runs torch)")
+        if compile_too:
+            t0 = time.perf_counter()
+            fuse_arrays_fast(**parts[0], out=fast_out, native=False)
+            print(f"  (fuse_arrays_fast, torch recipe: first call, compiling: "
+                  f"{time.perf_counter() - t0:.0f} s)")
+            out["one compiled torch pass into bfloat16 (native=False)"] = n / best_time(
+                lambda: [fuse_arrays_fast(**part, out=fast_out, native=False)
+                         for part in parts], device, repeats)
     else:
         pinned = {k: torch.from_numpy(np.ascontiguousarray(v[..., 25:145, 25:145]
                                                            if k == "panstarrs"

@@ -9,13 +9,19 @@ import torch
 from astro_mantis.fusion import fuse_arrays
 from astro_mantis.compiling import CompiledOrEager
 from astro_mantis.fusion import batched
-from astro_mantis.fusion.batched import fuse_arrays_batched, fuse_arrays_fast
+from astro_mantis.fusion.batched import fuse_arrays_batched, fuse_arrays_fast, has_native_fusion
 from astro_mantis.flags import MantisFlag
 from astro_mantis.models import build_model, pdf_total_variation, predict, predict_logits
 from astro_mantis.models import inference
 from astro_mantis.models.precision import inference_network, param_dtype
 
 TINY = {"widths": [8, 16], "depths": [1, 1], "hidden": 32}
+
+needs_native = pytest.mark.skipif(not has_native_fusion(),
+                                  reason="the C fusion module was not built (no compiler)")
+#: The two implementations of fuse_arrays_fast: the C module, and the torch recipe.
+IMPLEMENTATIONS = [pytest.param(True, marks=needs_native, id="native"),
+                   pytest.param(False, id="torch")]
 
 
 def native(n, seed=0, nan=0.0):
@@ -28,12 +34,14 @@ def native(n, seed=0, nan=0.0):
     return g, p, w
 
 
-def test_fast_fusion_float32_agrees_with_the_reference():
+@pytest.mark.parametrize("use_native", IMPLEMENTATIONS)
+def test_fast_fusion_float32_agrees_with_the_reference(use_native):
     g, p, w = native(6, nan=0.002)
     w[2] = np.nan                   # an empty survey: flagged missing, not NAN_PIXELS
+    g[3, 1, 10, 12] = np.inf        # infinities count as bad pixels too
     ebv = np.full((6, 2), 0.03, np.float32)
     ref = fuse_arrays(g, p, w, ebv=ebv)
-    fast = fuse_arrays_fast(g, p, w, ebv=ebv, dtype="float32", compile=False)
+    fast = fuse_arrays_fast(g, p, w, ebv=ebv, dtype="float32", compile=False, native=use_native)
     assert fast.x.dtype == torch.float32
     np.testing.assert_allclose(fast.x.numpy(), ref.x, rtol=0, atol=1e-6)
     assert not np.array_equal(fast.x.numpy(), ref.x)  # another order of operations
@@ -42,12 +50,14 @@ def test_fast_fusion_float32_agrees_with_the_reference():
     np.testing.assert_array_equal(fast.dust, ref.dust)
     assert fast.flags[2] & MantisFlag.UNWISE_MISSING
     assert fast.flags[0] & MantisFlag.NAN_PIXELS
+    assert fast.flags[3] & MantisFlag.NAN_PIXELS and not fast.valid[3, 1]
 
 
-def test_fast_fusion_bfloat16_is_the_reference_rounded():
+@pytest.mark.parametrize("use_native", IMPLEMENTATIONS)
+def test_fast_fusion_bfloat16_is_the_reference_rounded(use_native):
     g, p, w = native(4)
     ref = torch.from_numpy(fuse_arrays(g, None, w).x).to(torch.bfloat16)
-    fast = fuse_arrays_fast(g, None, w, compile=False)
+    fast = fuse_arrays_fast(g, None, w, compile=False, native=use_native)
     assert fast.x.dtype == torch.bfloat16
     assert fast.x.is_contiguous(memory_format=torch.channels_last)
     assert fast.flags[0] & MantisFlag.PANSTARRS_MISSING
@@ -66,24 +76,98 @@ def test_fast_fusion_in_chunks_into_a_given_buffer():
     padded: the compiled result equals the eager one row for row, written into ``out``."""
     n = batched.FAST_CHUNK_ROWS + 3
     g, p, w = native(n, seed=9, nan=0.001)
-    eager = fuse_arrays_fast(g, p, w, compile=False)
+    eager = fuse_arrays_fast(g, p, w, compile=False, native=False)
     out = torch.empty((n, 9, 120, 120), dtype=torch.bfloat16,
                       memory_format=torch.channels_last).fill_(float("nan"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a machine without a C++ compiler falls back
-        fast = fuse_arrays_fast(g, p, w, out=out)
+        fast = fuse_arrays_fast(g, p, w, out=out, native=False)
     assert fast.x is out and not torch.isnan(out).any()
     assert (fast.x == eager.x).float().mean() > 0.999  # rounding boundaries aside
     assert float((fast.x.float() - eager.x.float()).abs().max()) <= 2 ** -7
     np.testing.assert_array_equal(fast.flags, eager.flags)
     np.testing.assert_array_equal(fast.valid, eager.valid)
     # each row is its own: no chunk wrote over another's rows
-    one = fuse_arrays_fast(g[-1:], p[-1:], w[-1:], compile=False)
+    one = fuse_arrays_fast(g[-1:], p[-1:], w[-1:], compile=False, native=False)
     assert torch.equal(one.x[0], eager.x[-1])
     with pytest.raises(ValueError, match="out must be a CPU torch.Tensor of torch.bfloat16"):
         fuse_arrays_fast(g, p, w, out=torch.empty((n, 9, 120, 120)), compile=False)
     with pytest.raises(ValueError, match="out must be"):
         fuse_arrays_fast(g, p, w, out=np.empty((n, 9, 120, 120)), compile=False)
+
+
+@needs_native
+def test_native_fusion_agrees_with_the_torch_recipe_on_any_threads_and_layout():
+    """The C module: the torch recipe's values (to its rounding), the same bits on one
+    thread or several, into a channels-last or a plain (NCHW) buffer."""
+    n = 13
+    g, p, w = native(n, seed=5, nan=0.001)
+    p = p[:, :, ::-1]               # a view with negative strides: copied, not misread
+    ref = fuse_arrays_fast(g, p, w, compile=False, native=False)
+    one = fuse_arrays_fast(g, p, w, native=True, threads=1)
+    assert one.x.is_contiguous(memory_format=torch.channels_last)
+    assert (one.x == ref.x).float().mean() > 0.999
+    assert float((one.x.float() - ref.x.float()).abs().max()) <= 2 ** -7
+    np.testing.assert_array_equal(one.flags, ref.flags)
+    np.testing.assert_array_equal(one.valid, ref.valid)
+    several = fuse_arrays_fast(g, p, w, native=True, threads=3)
+    assert torch.equal(several.x, one.x)
+    plain = torch.full((n, 9, 120, 120), float("nan"), dtype=torch.bfloat16)
+    fuse_arrays_fast(g, p, w, native=True, out=plain)
+    assert torch.equal(plain, one.x)
+    # a missing survey is zeros and flagged; torch tensors and float16 pixels are taken
+    only = fuse_arrays_fast(None, torch.from_numpy(p.copy()), None, native=True)
+    assert torch.all(only.x[:, :2] == 0) and torch.all(only.x[:, 7:] == 0)
+    assert torch.equal(only.x[:, 2:7], one.x[:, 2:7])
+    assert only.flags[0] & MantisFlag.GALEX_MISSING
+    half = fuse_arrays_fast(None, p.astype(np.float16), None, dtype="float32", native=True)
+    ref16 = fuse_arrays(None, p.astype(np.float16), None)
+    np.testing.assert_allclose(half.x.numpy(), ref16.x, rtol=0, atol=1e-6)
+
+
+@needs_native
+def test_native_fusion_over_the_whole_float_range():
+    """Every finite float32, negative, tiny or huge, gives a finite stretch within
+    float32 rounding (relative 1e-6) of the NumPy reference."""
+    rng = np.random.default_rng(11)
+    values = np.concatenate([-np.logspace(-3, 38, 500), np.logspace(-45, 38.5, 3000),
+                             [0.0, -0.0, np.finfo(np.float32).max]]).astype(np.float32)
+    g, p, w = (rng.choice(values, shape).astype(np.float32)
+               for shape in ((3, 2, 32, 32), (3, 5, 170, 170), (3, 2, 32, 32)))
+    with np.errstate(all="ignore"):
+        ref = fuse_arrays(g, p, w).x
+    fast = fuse_arrays_fast(g, p, w, dtype="float32", native=True).x.numpy()
+    assert np.isfinite(fast).all()
+    np.testing.assert_allclose(fast, ref, rtol=1e-6, atol=1e-7)
+
+
+def test_native_fusion_errors(monkeypatch):
+    g, p, w = native(2)
+    if has_native_fusion():
+        with pytest.raises(ValueError, match="bfloat16 or float32, not float16"):
+            fuse_arrays_fast(g, p, w, dtype="float16", native=True)
+        from astro_mantis.fusion import _native
+
+        out = np.empty((2, 120, 120, 9), np.float32)
+        counts = np.empty((2, 9), np.int64)
+        spec = (None, 2, 22, 22, 0, 0, 22, 0.05, 0.0, 0, None, None, 0)
+        specs = batched._native_specs([g, p, w], 120)
+        with pytest.raises(ValueError, match="out has the wrong size"):
+            _native.fuse_rows(out[:1], counts, 2, 0, 2, 120, False, *specs)
+        with pytest.raises(ValueError, match="bad row range"):
+            _native.fuse_rows(out, counts, 2, 1, 3, 120, False, *specs)
+        with pytest.raises(ValueError, match="nine channels"):
+            _native.fuse_rows(out, counts, 2, 0, 2, 120, False, spec, spec, spec)
+        bad = specs[1][:4] + (200,) + specs[1][5:]       # a crop outside the image
+        with pytest.raises(ValueError, match="geometry"):
+            _native.fuse_rows(out, counts, 2, 0, 2, 120, False, specs[0], bad, specs[2])
+    monkeypatch.setattr(batched, "_NATIVE", {"module": None})   # as where none was built
+    assert not has_native_fusion()
+    with pytest.raises(RuntimeError, match="was not built"):
+        fuse_arrays_fast(g, p, w, native=True)
+    # the default falls back to the torch recipe
+    fallback = fuse_arrays_fast(g, p, w, compile=False)
+    assert torch.equal(fallback.x, fuse_arrays_fast(g, p, w, compile=False, native=False).x)
 
 
 def test_threaded_fusion_copies_into_a_low_precision_buffer():
@@ -158,8 +242,8 @@ def test_a_compiler_failure_falls_back_to_eager(monkeypatch):
     monkeypatch.setattr(batched, "_FAST", {})
     g, p, w = native(2)
     with pytest.warns(RuntimeWarning, match="failed for the fusion.*eagerly"):
-        fast = fuse_arrays_fast(g, p, w)
-    assert torch.equal(fast.x, fuse_arrays_fast(g, p, w, compile=False).x)
+        fast = fuse_arrays_fast(g, p, w, native=False)
+    assert torch.equal(fast.x, fuse_arrays_fast(g, p, w, compile=False, native=False).x)
 
 
 def test_compiled_or_eager_raises_a_real_error_after_it_has_compiled():

@@ -23,11 +23,11 @@ Importing this package does not import torch (only the resize step does).
 from .core import (CHANNELS, NAN_POLICIES, OUTPUT_SIZE, RECIPE, FusedInput, center_crop,
                    dust_array, fill_nonfinite, fuse_arrays, fuse_survey, inpaint_nans, normalise,
                    normalise_galex, normalise_panstarrs, normalise_unwise, resize_bilinear)
-from .batched import fuse_arrays_batched, fuse_arrays_fast, fuse_arrays_torch
+from .batched import fuse_arrays_batched, fuse_arrays_fast, fuse_arrays_torch, has_native_fusion
 from .high_level import LateFusedInput, early_fusion, late_fusion, reproject_fusion
 
 __all__ = ["early_fusion", "late_fusion", "reproject_fusion", "fuse_arrays", "fuse_survey",
-           "fuse_arrays_batched", "fuse_arrays_torch", "fuse_arrays_fast",
+           "fuse_arrays_batched", "fuse_arrays_torch", "fuse_arrays_fast", "has_native_fusion",
            "FusedInput", "LateFusedInput", "CHANNELS", "RECIPE", "OUTPUT_SIZE", "NAN_POLICIES",
            "dust_array", "normalise", "normalise_galex", "normalise_panstarrs",
            "normalise_unwise", "center_crop", "resize_bilinear", "fill_nonfinite",

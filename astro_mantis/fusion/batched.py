@@ -30,11 +30,16 @@ the antialiased bilinear resize 22 → 120), both checked against it in the test
   `~astro_mantis.fusion.core` stays the reference.
 
 * `fuse_arrays_fast` — for a network that runs in a reduced precision (bfloat16 on
-  a CPU): the recipe written so that `torch.compile` fuses it into a few vectorised
-  loops (``asinh`` as ``log(y + sqrt(y² + 1))``, which vectorises; the resize as the
-  explicit taps of torch's own antialiased kernel), writing the network's
-  bfloat16, channels-last input in one pass. Within 1e-6 of the reference before
-  the rounding to bfloat16, which moves values by up to 2⁻⁹ relative anyway.
+  a CPU): the network's bfloat16, channels-last input written in one pass. By
+  default through a small compiled C module built with the package
+  (``astro_mantis/fusion/_native.c``; see `has_native_fusion`): each output row of
+  the nine channels is assembled in the core's L1 cache and written once, on the
+  fusion's threads. Where that module was not built (no C compiler at install
+  time), the same recipe in torch, written so that `torch.compile` fuses it into a
+  few vectorised loops. Both compute ``asinh`` as ``log(y + sqrt(y² + 1))``, which
+  vectorises, and the resize with the explicit taps of torch's own antialiased
+  kernel. Within 1e-6 of the reference before the rounding to bfloat16, which moves
+  values by up to 2⁻⁹ relative anyway.
 
 All return what `~astro_mantis.fusion.core.fuse_arrays` returns (a
 `~astro_mantis.fusion.FusedInput`; `fuse_arrays_torch` with ``x`` and ``dust`` as
@@ -51,7 +56,7 @@ from .core import (CHANNELS, OUTPUT_SIZE, RECIPE, FusedInput, center_crop, check
                    crop_offsets, dust_array, fill_nonfinite)
 
 __all__ = ["fuse_arrays_batched", "fuse_survey_batched", "fuse_arrays_torch",
-           "fuse_arrays_fast", "default_fusion_threads"]
+           "fuse_arrays_fast", "default_fusion_threads", "has_native_fusion"]
 
 #: Rows fused by one task: 8 Pan-STARRS crops (5 × 120 × 120 float32) are 2.3 MB, the
 #: size of a core's L2 cache and then some; smaller chunks cost more in task overhead.
@@ -447,6 +452,7 @@ _STRETCH = {"galex": (20.0, None, True), "panstarrs": (0.08, 8.0, False),
             "unwise": (0.6, 6.0, False)}
 _TAPS = {}
 _FAST = {}
+_NATIVE = {}
 #: Rows per call of the compiled recipe: its intermediates (about 0.3 MB a row) stay in
 #: the caches and are reused from call to call; one call for a whole batch allocated them
 #: afresh, and paid their page faults, every time (2.5x slower at 256 rows).
@@ -477,19 +483,54 @@ def _resize_taps(n_in, n_out):
     return _TAPS[key]
 
 
+def has_native_fusion():
+    """Whether the compiled fusion module (``astro_mantis.fusion._native``) was built.
+
+    It is built from C at install time where a C compiler is at hand (``pip install``
+    needs nothing else); `fuse_arrays_fast` uses it by default and falls back to
+    its torch recipe where it is absent.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> from astro_mantis.fusion import has_native_fusion
+    >>> isinstance(has_native_fusion(), bool)
+    True
+    """
+    return _native_module() is not None
+
+
+def _native_module():
+    if "module" not in _NATIVE:
+        try:
+            from . import _native
+        except ImportError:
+            _native = None
+        _NATIVE["module"] = _native
+    return _NATIVE["module"]
+
+
 def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUTPUT_SIZE,
-                     dtype="bfloat16", compile=True, out=None):
+                     dtype="bfloat16", compile=True, out=None, native=None, threads=None):
     """The recipe for a network that runs in a reduced precision: one fused pass.
 
     For `~astro_mantis.models.predict` in ``precision="bfloat16"`` on a CPU: the
     fused images come out already in the network's type and channels-last layout.
     The same recipe as `~astro_mantis.fusion.core.fuse_arrays` (crops, NaN → 0 with
     the same flags, stretches, antialiased bilinear resize with torch's own weights),
-    computed in float32 in an order that `torch.compile` fuses into a few vectorised
-    loops, then rounded to ``dtype``. Before that rounding it agrees with the
-    reference to about 1e-6 (the stretch is evaluated as ``log(y + sqrt(y² + 1))``
-    and the resize's two terms are summed in another order); after it, to the
-    rounding of ``dtype`` (bfloat16: 2⁻⁹ relative). Only ``nan_policy="zero"``.
+    computed in float32 in an order that vectorises, then rounded to ``dtype``
+    (round to nearest, ties to even, as torch rounds). Before that rounding it agrees
+    with the reference to about 1e-6 (the stretch is evaluated as
+    ``log(y + sqrt(y² + 1))`` and the resize's two terms are summed in another order);
+    after it, to the rounding of ``dtype`` (bfloat16: 2⁻⁹ relative). Only
+    ``nan_policy="zero"``.
+
+    Two implementations compute it: the compiled C module built with the package
+    (`has_native_fusion`; bfloat16 and float32 out, on the fusion's threads), used by
+    default, and the recipe in torch (through `torch.compile` when ``compile``).
 
     Parameters
     ----------
@@ -500,7 +541,8 @@ def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUT
     dtype : {"bfloat16", "float16", "float32"}
         Type of the returned images.
     compile : bool
-        Run through `torch.compile` (cached per set of shapes: the first call of a
+        Run the torch recipe (where the compiled C module is not used) through
+        `torch.compile` (cached per set of shapes: the first call of a
         shape compiles for a few seconds; falls back to eager torch, which is slower
         than `fuse_arrays_batched`, with a warning where compiling fails:
         `~astro_mantis.compiling.CompiledOrEager`). The rows go through it
@@ -510,6 +552,13 @@ def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUT
         A CPU tensor of ``dtype`` and shape (N, 9, size, size) to write the images into
         (any memory format; channels-last is what the network wants), for instance one
         reused from batch to batch. Allocated (channels-last) when None.
+    native : bool, optional
+        Use the compiled C module: None (default) where it was built and ``dtype`` is
+        bfloat16 or float32; True requires it (`RuntimeError` where it is absent);
+        False runs the torch recipe.
+    threads : int, optional
+        Threads of the C module; default
+        `~astro_mantis.fusion.batched.default_fusion_threads`.
 
     Returns
     -------
@@ -525,23 +574,20 @@ def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUT
         raise ValueError(f"dtype must be one of {sorted(types)}; got {dtype!r}")
     arrays = {"galex": galex, "panstarrs": panstarrs, "unwise": unwise}
     n, dust, flags = _rows_and_dust(arrays, ebv)
-    crops = []
-    for survey, recipe in RECIPE.items():
+    sources = []
+    for survey in RECIPE:
         data = arrays[survey]
         if data is None:
-            crops.append(None)
+            sources.append(None)
             flags |= int(survey_missing_flag(survey))
             continue
         if isinstance(data, torch.Tensor):
             data = data.detach().cpu().numpy()
-        data, _ = _check_survey_data(data, survey)
-        crops.append(torch.from_numpy(center_crop(data, recipe["crop"])))
-    if all(c is None for c in crops):  # dust only: nothing to compile
+        sources.append(_check_survey_data(data, survey)[0])
+    if all(d is None for d in sources):  # dust only: nothing to compute
         x = torch.zeros((n, len(CHANNELS), size, size), dtype=types[dtype],
                         memory_format=torch.channels_last)
         return FusedInput(x, dust, np.zeros((n, len(CHANNELS)), bool), flags)
-    taps = tuple(None if c is None or c.shape[-1] == size else _resize_taps(c.shape[-1], size)
-                 for c in crops)
     shape = (n, len(CHANNELS), size, size)
     if out is None:
         x = torch.empty(shape, dtype=types[dtype], memory_format=torch.channels_last)
@@ -553,6 +599,19 @@ def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUT
     else:
         x = out
     counts = np.empty((n, len(CHANNELS)), np.int64)
+    module = None if native is False else _native_module()
+    if native and module is None:
+        raise RuntimeError("the compiled fusion module astro_mantis.fusion._native was not "
+                           "built (no C compiler at install time?); use native=None or False")
+    if native and dtype == "float16":
+        raise ValueError("the compiled fusion module writes bfloat16 or float32, not float16")
+    if module is not None and dtype != "float16":
+        _fuse_native(module, sources, x, counts, size, threads)
+        return _counted(counts, arrays, dust, flags, x)
+    crops = [None if d is None else _crop_tensor(d, recipe["crop"])
+             for d, recipe in zip(sources, RECIPE.values())]
+    taps = tuple(None if c is None or c.shape[-1] == size else _resize_taps(c.shape[-1], size)
+                 for c in crops)
     fn = _fast_function(compile)
     for start in range(0, n, FAST_CHUNK_ROWS):
         rows = len(range(n)[start:start + FAST_CHUNK_ROWS])
@@ -567,6 +626,20 @@ def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUT
         if dst.shape[0] != rows:
             x[start:start + rows] = dst[:rows]
         counts[start:start + rows] = c[:rows].numpy()
+    return _counted(counts, arrays, dust, flags, x)
+
+
+def _crop_tensor(data, crop):
+    """The centre crop of ``data`` as a tensor (a view; a copy where strides are negative,
+    which torch does not take)."""
+    import torch
+
+    c = center_crop(data, crop)
+    return torch.from_numpy(np.ascontiguousarray(c) if min(c.strides) < 0 else c)
+
+
+def _counted(counts, arrays, dust, flags, x):
+    """The `FusedInput` of fused images ``x`` from their bad-pixel counts per channel."""
     valid = counts == 0
     first = 0
     for survey, recipe in RECIPE.items():
@@ -578,6 +651,58 @@ def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUT
             flags[c == total] |= int(survey_missing_flag(survey))
         first += nb
     return FusedInput(x, dust, valid, flags)
+
+
+def _native_specs(sources, size):
+    """The per-survey arguments of ``_native.fuse_rows`` (see ``_native.c``)."""
+    specs, first = [], 0
+    for (survey, recipe), data in zip(RECIPE.items(), sources):
+        nb, crop = len(recipe["bands"]), recipe["crop"]
+        a, b, clip = _STRETCH[survey]
+        a, b = (1.0 / a, 0.0) if clip else (a, b)  # GALEX: x / 0.05, clipped
+        if data is None:
+            specs.append((None, nb, crop, crop, 0, 0, crop, a, b, first, None, None, 0))
+        else:
+            top, left = crop_offsets(data.shape, crop)
+            idx = w = None
+            if crop != size:
+                key = ("native", crop, size)
+                if key not in _TAPS:
+                    i, wt = _resize_taps(crop, size)
+                    _TAPS[key] = (np.ascontiguousarray(i.numpy(), np.int32),
+                                  np.ascontiguousarray(wt.numpy(), np.float32))
+                idx, w = _TAPS[key]
+            specs.append((data, nb) + data.shape[2:] + (top, left, crop, a, b, first, idx, w,
+                                                        0 if idx is None else idx.shape[1]))
+        first += nb
+    return specs
+
+
+def _fuse_native(module, sources, x, counts, size, threads):
+    """The recipe through the compiled module into ``x``, on the fusion's threads."""
+    import torch
+
+    n = len(x)
+    sources = [None if d is None else np.ascontiguousarray(d, dtype=np.float32)
+               for d in sources]
+    specs = _native_specs(sources, size)
+    rows_last = x.permute(0, 2, 3, 1)  # (N, size, size, 9): contiguous when channels-last
+    target = rows_last if rows_last.is_contiguous() else torch.empty(
+        rows_last.shape, dtype=x.dtype)
+    buf = (target.view(torch.int16) if x.dtype == torch.bfloat16 else target).numpy()
+    bf16 = x.dtype == torch.bfloat16
+    threads = default_fusion_threads() if threads is None else max(1, int(threads))
+    step = max(1, -(-n // threads))  # one range of rows per thread
+
+    def task(start):
+        module.fuse_rows(buf, counts, n, start, min(start + step, n), size, bf16, *specs)
+
+    if threads > 1 and n > step:
+        list(_pool(threads).map(task, range(0, n, step)))
+    elif n:
+        task(0)
+    if target is not rows_last:
+        rows_last.copy_(target)
 
 
 def _fast_function(compile):

@@ -401,9 +401,11 @@ def _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device, runner
     fusion also writes each chunk, in the type and channels-last layout the
     ``runner``'s network takes (asked before each batch), into a second reused
     buffer that the network reads, while the chunk is in the cache. When the runner
-    compiles and runs in a reduced precision,
-    `~astro_mantis.fusion.batched.fuse_arrays_fast` (compiled, one pass, straight
-    into the network's input) instead, on batches padded to ``batch_size``.
+    runs in bfloat16 and the compiled C fusion module was built
+    (`~astro_mantis.fusion.has_native_fusion`), or compiles and runs in a reduced
+    precision, `~astro_mantis.fusion.batched.fuse_arrays_fast` (one pass, straight
+    into the network's input) instead; its torch recipe on batches padded to
+    ``batch_size``.
     """
     from ..fusion import batched, core
 
@@ -443,19 +445,21 @@ def _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device, runner
             shape = (rows, len(core.CHANNELS), core.OUTPUT_SIZE, core.OUTPUT_SIZE)
             buf, low = np.empty(shape, np.float32), None
         want = None if runner is None else runner.input_dtype()
-        if (want is not None and runner.compile and nan_policy == "zero"
+        native = want == torch.bfloat16 and batched.has_native_fusion()
+        if (want is not None and (runner.compile or native) and nan_policy == "zero"
                 and runner.precision in ("bfloat16", "float16")):
             names = {torch.bfloat16: "bfloat16", torch.float16: "float16",
                      torch.float32: "float32"}
-            part = {s: (None if a is None else _padded(np.asarray(a[sl]), batch_size))
-                    for s, a in arrays.items()}
+            # the torch recipe is compiled for one batch size: pad; the C module is not
+            pad = (lambda a: a) if native else (lambda a: _padded(a, batch_size))
+            part = {s: (None if a is None else pad(np.asarray(a[sl]))) for s, a in arrays.items()}
             if fast_out is None or fast_out.dtype != want:
                 with torch.inference_mode(False):
                     fast_out = torch.empty((batch_size,) + buf.shape[1:], dtype=want,
                                            memory_format=torch.channels_last)
+            dst = fast_out[:rows] if native else fast_out
             fused = batched.fuse_arrays_fast(
-                **part, ebv=None if ebv is None else _padded(ebv[sl], batch_size),
-                dtype=names[want], out=fast_out)
+                **part, ebv=None if ebv is None else pad(ebv[sl]), dtype=names[want], out=dst)
             yield fused.x[:rows], fused.dust[:rows], fused.flags[:rows], fused.valid[:rows]
             continue
         if want is None or not runner.channels_last:
