@@ -161,7 +161,7 @@ def test_native_fusion_errors(monkeypatch):
         bad = specs[1][:4] + (200,) + specs[1][5:]       # a crop outside the image
         with pytest.raises(ValueError, match="geometry"):
             _native.fuse_rows(out, counts, 2, 0, 2, 120, False, specs[0], bad, specs[2])
-    monkeypatch.setattr(batched, "_NATIVE", {"module": None})   # as where none was built
+    monkeypatch.setattr(batched, "_NATIVE", {"fuse_rows": None})  # as where none was built
     assert not has_native_fusion()
     with pytest.raises(RuntimeError, match="was not built"):
         fuse_arrays_fast(g, p, w, native=True)

@@ -500,17 +500,18 @@ def has_native_fusion():
     >>> isinstance(has_native_fusion(), bool)
     True
     """
-    return _native_module() is not None
+    return _native_fuse_rows() is not None
 
 
-def _native_module():
-    if "module" not in _NATIVE:
+def _native_fuse_rows():
+    """``fuse_rows`` of the compiled module, or None where it was not built."""
+    if "fuse_rows" not in _NATIVE:
         try:
-            from . import _native
+            from ._native import fuse_rows
         except ImportError:
-            _native = None
-        _NATIVE["module"] = _native
-    return _NATIVE["module"]
+            fuse_rows = None
+        _NATIVE["fuse_rows"] = fuse_rows
+    return _NATIVE["fuse_rows"]
 
 
 def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUTPUT_SIZE,
@@ -599,14 +600,14 @@ def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUT
     else:
         x = out
     counts = np.empty((n, len(CHANNELS)), np.int64)
-    module = None if native is False else _native_module()
-    if native and module is None:
+    fuse_rows = None if native is False else _native_fuse_rows()
+    if native and fuse_rows is None:
         raise RuntimeError("the compiled fusion module astro_mantis.fusion._native was not "
                            "built (no C compiler at install time?); use native=None or False")
     if native and dtype == "float16":
         raise ValueError("the compiled fusion module writes bfloat16 or float32, not float16")
-    if module is not None and dtype != "float16":
-        _fuse_native(module, sources, x, counts, size, threads)
+    if fuse_rows is not None and dtype != "float16":
+        _fuse_native(fuse_rows, sources, x, counts, size, threads)
         return _counted(counts, arrays, dust, flags, x)
     crops = [None if d is None else _crop_tensor(d, recipe["crop"])
              for d, recipe in zip(sources, RECIPE.values())]
@@ -678,7 +679,7 @@ def _native_specs(sources, size):
     return specs
 
 
-def _fuse_native(module, sources, x, counts, size, threads):
+def _fuse_native(fuse_rows, sources, x, counts, size, threads):
     """The recipe through the compiled module into ``x``, on the fusion's threads."""
     import torch
 
@@ -695,7 +696,7 @@ def _fuse_native(module, sources, x, counts, size, threads):
     step = max(1, -(-n // threads))  # one range of rows per thread
 
     def task(start):
-        module.fuse_rows(buf, counts, n, start, min(start + step, n), size, bf16, *specs)
+        fuse_rows(buf, counts, n, start, min(start + step, n), size, bf16, *specs)
 
     if threads > 1 and n > step:
         list(_pool(threads).map(task, range(0, n, step)))
