@@ -41,7 +41,9 @@ compare the ratios, which are measured side by side, rather than absolute rates)
    mock data set (``--data``) when given, else on the bundled sample sky's 300
    galaxies served by the loopback server (SIMULATED galaxies either way: not a
    result on the real sky): NMAD, outliers, CRPS, PIT KS, 68 % coverage (bootstrap
-   errors) and the mean PDF total-variation distance to float32; with ``--compile``
+   errors) and the mean PDF total-variation distance to float32; with ``--data``
+   also bfloat16 from native arrays (the one-pass fusion, in C where it was built:
+   "native"); with ``--compile``
    also bfloat16 through the compiled network ("compiled") and, with ``--data``,
    the whole compiled path from native arrays (``fuse_arrays_fast`` + compiled
    network: "fast path").
@@ -362,6 +364,11 @@ def accuracy(args, device, precisions):
         else:
             pdf = predict(x, model=mini, dust=d, precision=p, device=device)
         rows = [(p, pdf)]
+        if args.data and p == "bfloat16" and device.type == "cpu":
+            # from native arrays: the one-pass fusion (in C where built) and the network
+            native, ebv = split_native(args.data, "test")
+            rows.append(("native", predict(native, model=mini, dust=ebv, precision=p,
+                                           compile=False)))
         if args.compile and p == "bfloat16" and device.type == "cpu":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -123,6 +123,12 @@ def test_native_fusion_agrees_with_the_torch_recipe_on_any_threads_and_layout():
     half = fuse_arrays_fast(None, p.astype(np.float16), None, dtype="float32", native=True)
     ref16 = fuse_arrays(None, p.astype(np.float16), None)
     np.testing.assert_allclose(half.x.numpy(), ref16.x, rtol=0, atol=1e-6)
+    # another output size: every survey resized, shrinking with more than two taps
+    small = fuse_arrays_fast(g, p, w, size=48, dtype="float32", native=True)
+    ref48 = fuse_arrays(g, p, w, size=48)
+    assert small.x.shape == (n, 9, 48, 48)
+    np.testing.assert_allclose(small.x.numpy(), ref48.x, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(small.flags, ref48.flags)
 
 
 @needs_native

@@ -573,14 +573,15 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
     compile : bool or "auto"
         Run the network through `torch.compile` (on a CPU in bfloat16: its inference
         copy, with the weights frozen into the compiled code) and, for native arrays
-        in a reduced precision, the fusion through
-        `~astro_mantis.fusion.batched.fuse_arrays_fast`. The first batch compiles
-        (about 25 s for ``mantis-mini`` on two CPU cores with an empty inductor
-        cache, a few seconds with a warm one); after that, on two AMX cores, the
-        bfloat16 network runs 1.2× faster and native arrays go through fusion and
-        network 1.8× faster. ``"auto"`` (the default) compiles when the call has at
-        least ``astro_mantis.models.inference.COMPILE_MIN_GALAXIES`` (100,000)
-        galaxies, where that pays. Falls back to eager mode, with a warning, where
+        in a reduced precision where the C fusion module was not built, the fusion's
+        torch recipe (`~astro_mantis.fusion.batched.fuse_arrays_fast`). The first
+        batch compiles (about 25 s for ``mantis-mini`` on two CPU cores with an empty
+        inductor cache, a few seconds with a warm one); after that, on two AMX cores,
+        the bfloat16 network runs 1.2× faster and native arrays go through fusion and
+        network 1.1× faster (1.8× where the fusion is compiled too). ``"auto"`` (the
+        default) compiles when the call has at least
+        ``astro_mantis.models.inference.COMPILE_MIN_GALAXIES`` (100,000) galaxies,
+        where that pays. Falls back to eager mode, with a warning, where
         compiling fails (e.g. no C++ compiler).
 
     Returns
