@@ -897,16 +897,20 @@ def _infer_chunk(job, chunk, cuts):
     sel = chunk[usable]
     good_cuts = [c for c, ok in zip(cuts, usable) if ok]
     dust = job.dust[job.reps[sel]]
-    result = predict(good_cuts, model=job.net, dust=dust, batch_size=job.batch_size,
-                     tta=job.tta, precision=job.precision)
+    ood = None
+    if job.ood_ref is not None and _one_pass(job):
+        result, ood = _predict_and_score(job, good_cuts, dust)
+    else:
+        result = predict(good_cuts, model=job.net, dust=dust, batch_size=job.batch_size,
+                         tta=job.tta, precision=job.precision)
     job.run.precision = result.meta.get("precision", job.run.precision)
     job.rep_flags[sel] |= np.asarray(result.meta["flags"], dtype=np.int64)
-    ood = None
     if job.ood_ref is not None:
         from .explain.ood import ood_flags, ood_score
 
-        ood = ood_score(good_cuts, model=job.net, reference=job.ood_ref, dust=dust,
-                        batch_size=job.batch_size, precision=job.run.precision)
+        if ood is None:  # a second pass: test-time augmentation or an int8 model
+            ood = ood_score(good_cuts, model=job.net, reference=job.ood_ref, dust=dust,
+                            batch_size=job.batch_size, precision=job.run.precision)
         job.rep_flags[sel] |= ood_flags(ood)
     # every table row of these positions: a slice of the rows sorted by position (no
     # pass over the whole table per chunk)
@@ -920,6 +924,45 @@ def _infer_chunk(job, chunk, cuts):
     if ood is not None:
         job.ood[targets] = ood[pos]
     job.rep_done[sel] = True
+
+
+def _one_pass(job):
+    """Whether the job's redshifts and z_ood can come from one network pass."""
+    from .models.precision import is_quantized
+
+    return not job.tta and not is_quantized(job.net) and hasattr(job.net, "act")
+
+
+def _predict_and_score(job, cuts, dust):
+    """The PDFs and z_ood of cutouts from one fusion and one forward pass.
+
+    ``predict(features=True)`` keeps the penultimate features of the pass, and its
+    ``on_batch`` hands over each fused batch for the band misalignment; the PDF width
+    and edge mass come from the features (`~astro_mantis.explain.statistics_from_features`).
+    `~astro_mantis.explain.ood_score` on the cutouts would fuse them and run the
+    network a second time (half the table job's speed from local tiles).
+    """
+    from .explain import band_misalignment, ood_score, statistics_from_features
+    from .models import predict
+
+    wanted = tuple(job.ood_ref.statistics)
+    misaligned = []
+
+    def on_batch(x):
+        if "misalignment" in wanted:
+            if not isinstance(x, np.ndarray):  # the network's input tensor (bfloat16)
+                x = x.float().numpy()
+            misaligned.append(band_misalignment(x))
+
+    result = predict(cuts, model=job.net, dust=dust, batch_size=job.batch_size,
+                     precision=job.precision, features=True, on_batch=on_batch)
+    feats = result.meta.pop("features")
+    stats = statistics_from_features(job.net, feats, None,
+                                     [s for s in wanted if s != "misalignment"])
+    if "misalignment" in wanted:
+        stats["misalignment"] = np.concatenate(misaligned) if misaligned else np.zeros(0)
+    stats = {name: stats[name] for name in wanted}
+    return result, ood_score(feats, job.net, job.ood_ref, statistics=stats or None)
 
 
 def _finish(job, flags, good, dust_unknown, t0):

@@ -25,7 +25,11 @@ What it does:
    request, as a remote host would);
 4. **memory**: peak Python-heap allocation (`tracemalloc`) of the local cut + fuse loop
    for ``--n-memory`` and 4 x ``--n-memory`` positions: flat when the loop's memory
-   does not grow with the number of positions.
+   does not grow with the number of positions;
+5. **table job** (``--table-rows``, 0 skips): `astro_mantis.add_redshift_columns` on a
+   table of that many of the positions from the local tiles, with the bundled model on
+   all of torch's threads, with and without the out-of-distribution score ``z_ood``
+   (``ood=True`` / ``False``; best of two runs each, alternated): what the score costs.
 
 Every figure is on simulated tiles of the mock sky, on the machine at hand; the CPU
 model is printed. Real skycells are larger (6000 x 6000 pixels) and may be
@@ -131,10 +135,13 @@ def main(argv=None):
                         help="Pan-STARRS tile side (pixels)")
     parser.add_argument("--n-galaxies", type=int, default=400,
                         help="catalog galaxies rendered in the patch")
+    parser.add_argument("--table-rows", type=int, default=2000,
+                        help="rows of the table job with and without z_ood (0: skip)")
     args = parser.parse_args(argv)
 
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     from astro_mantis.sources import LocalTiles
 
@@ -173,6 +180,10 @@ def main(argv=None):
         small = memory_peak(tiles, positions(args.n_memory, ra_range, dec_range, 1), args.batch)
         large = memory_peak(tiles, positions(4 * args.n_memory, ra_range, dec_range, 2),
                             args.batch)
+        table_rates = None
+        if args.table_rows:
+            torch.set_num_threads(threads)
+            table_rates = table_job(tiles, coords[:args.table_rows])
 
     rows = Table(rows=[
         ("local tiles: cut", args.n, cut_rate[0], cut_rate[1], ""),
@@ -192,6 +203,24 @@ def main(argv=None):
     if args.latency:
         print(f"polite limit of the real services at 8 connections: "
               f"{8 / (5 * args.latency):.0f} galaxies/s")
+    if table_rates:
+        without, with_ood = table_rates
+        print(f"\ntable job, {args.table_rows} rows from the local tiles ({threads} threads, "
+              f"bundled mantis-mini, precision auto): {without:.0f} rows/s without z_ood, "
+              f"{with_ood:.0f} with it ({with_ood / without:.2f}x)")
+
+
+def table_job(tiles, coords):
+    """Rows/s of add_redshift_columns from the tiles without and with z_ood."""
+    from astro_mantis import add_redshift_columns
+
+    best = {True: 0.0, False: 0.0}
+    for ood in (False, True, False, True):
+        t = Table({"ra": coords.ra.deg, "dec": coords.dec.deg})
+        t0 = time.perf_counter()
+        add_redshift_columns(t, source=tiles, ood=ood, progress=False)
+        best[ood] = max(best[ood], len(t) / (time.perf_counter() - t0))
+    return best[False], best[True]
 
 
 if __name__ == "__main__":

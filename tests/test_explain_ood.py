@@ -10,6 +10,7 @@ from astropy.table import Table
 from astro_mantis.explain import (OOD_THRESHOLD, STATISTICS, ReferenceEmbedding, auroc,
                                   band_misalignment, build_reference, edge_mass, embed,
                                   features_and_statistics, features_and_widths,
+                                  statistics_from_features,
                                   load_reference, ood_flags, ood_score, reference_path,
                                   save_reference, shift_test)
 from astro_mantis.pdf import RedshiftPDF
@@ -150,6 +151,14 @@ def test_mock_sky_corruptions_score_higher(mock_dir):
     assert list(only) == ["edge_mass"] and np.array_equal(only["edge_mass"], stats["edge_mass"])
     with pytest.raises(ValueError, match="unknown statistics"):
         features_and_statistics(net, x, dust, statistics=("colour",))
+    # from features a caller already has (predict(features=True)): the same statistics
+    again = statistics_from_features(net, feats, x)
+    for name in STATISTICS:
+        np.testing.assert_allclose(again[name], stats[name], rtol=1e-6, atol=1e-9)
+    assert list(statistics_from_features(net, feats, statistics=("width",))) == ["width"]
+    with pytest.raises(ValueError, match="needs the fused images"):
+        statistics_from_features(net, feats, statistics=("misalignment",))
+    assert statistics_from_features(net, feats[:0], x[:0])["width"].shape == (0,)
     assert np.allclose(held, ood_score(feats, net, ref, statistics=stats))  # features in
     with pytest.raises(ValueError, match="give edge_mass, misalignment too"):
         ood_score(feats, net, ref, widths=stats["width"])

@@ -176,6 +176,46 @@ def test_native_fusion_errors(monkeypatch):
     assert torch.equal(fallback.x, fuse_arrays_fast(g, p, w, compile=False, native=False).x)
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_predict_keeps_the_features_and_hands_over_each_batch(precision):
+    """features=True: the penultimate features of the same pass (as
+    explain.penultimate_features computes them), PDFs unchanged; on_batch sees every
+    fused batch, in order, as the network gets it."""
+    from astro_mantis.explain import penultimate_features
+
+    net = build_model("mantis-mini", **TINY).eval()
+    g, p, w = native(7, seed=2)
+    fused = fuse_arrays(g, p, w)
+    seen = []
+
+    def keep(x):
+        seen.append(x.float().numpy() if isinstance(x, torch.Tensor) else x.copy())
+
+    plain = predict(fused.x, model=net, dust=fused.dust, precision=precision, batch_size=3)
+    both = predict(fused.x, model=net, dust=fused.dust, precision=precision, batch_size=3,
+                   features=True, on_batch=keep)
+    np.testing.assert_array_equal(both.pdf, plain.pdf)
+    feats = both.meta["features"]
+    assert feats.shape == (7, TINY["hidden"]) and feats.dtype == np.float32
+    ref = penultimate_features(net, fused.x, fused.dust, precision=precision)
+    tol = 1e-5 if precision == "float32" else 0.05 * float(np.abs(ref).max())
+    np.testing.assert_allclose(feats, ref, rtol=0, atol=tol)
+    assert [len(b) for b in seen] == [3, 3, 1]
+    np.testing.assert_array_equal(np.concatenate(seen), fused.x)
+    # from cutout-like native arrays: the batches are the fused images
+    seen.clear()
+    nat = predict({"galex": g, "panstarrs": p, "unwise": w}, model=net, precision=precision,
+                  batch_size=4, features=True, on_batch=keep)
+    assert nat.meta["features"].shape == (7, TINY["hidden"])
+    tol = 1e-6 if precision == "float32" else 2 ** -7
+    np.testing.assert_allclose(np.concatenate(seen), fused.x, rtol=0, atol=tol)
+    one = predict(fused.x[0], model=net, dust=fused.dust[0], precision=precision,
+                  features=True)
+    assert one.meta["features"].shape == (TINY["hidden"],)
+    with pytest.raises(ValueError, match="needs tta=False"):
+        predict(fused.x, model=net, dust=fused.dust, tta=True, features=True)
+
+
 def test_threaded_fusion_copies_into_a_low_precision_buffer():
     g, p, w = native(11, nan=0.001)
     ref = fuse_arrays(g, p, w)
@@ -272,9 +312,9 @@ def test_compile_auto_follows_the_size_of_the_call(monkeypatch):
     seen = []
     real = inference._Runner.__init__
 
-    def spy(self, model, device, precision, tta, temperature, compile=False):
+    def spy(self, model, device, precision, tta, temperature, compile=False, **kwargs):
         seen.append(compile)
-        real(self, model, device, precision, tta, temperature, False)
+        real(self, model, device, precision, tta, temperature, False, **kwargs)
 
     monkeypatch.setattr(inference._Runner, "__init__", spy)
     monkeypatch.setattr(inference, "COMPILE_MIN_GALAXIES", 4)

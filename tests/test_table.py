@@ -67,6 +67,16 @@ def test_columns_rows_flags_and_values(sky, sky_server):
     assert np.all((np.asarray(t["z_ood"])[est] >= 0) & (np.asarray(t["z_ood"])[est] <= 1))
     assert np.all(np.ma.getmaskarray(t["z_ood"])[~est])
     assert t.meta["z_oodth"] == pytest.approx(0.99)
+    # from the redshifts' own pass, the score ood_score gives from a pass of its own
+    from astro_mantis import Mantis
+    from astro_mantis.explain import ood_score
+
+    first = np.flatnonzero(est)[:10]
+    cuts = Mantis.get_cutouts(SkyCoord(np.asarray(t["ra"])[first], np.asarray(t["dec"])[first],
+                                       unit="deg"), progress=False)
+    own = ood_score(cuts, "mantis-mini", dust=np.column_stack(
+        [np.asarray(t[c])[first] for c in DUST]), precision=t.meta["z_prec"])
+    assert np.abs(np.asarray(t["z_ood"])[first] - own).max() < 0.05
     assert t["z_pdf"].dtype == np.float32 and t["z_pdf"].shape == (14, 400)
     bad = np.array([False] * 11 + [True, True, True])
     flags = np.asarray(t["z_flags"])
@@ -382,6 +392,17 @@ def test_a_survey_subset_is_refused_and_surveys_are_recorded(sky, sky_server):
     srv = T.recorded_services(t)
     assert srv["panstarrs"][0] == sky_server.panstarrs_url
     assert srv["galex"] == (sky_server.legacysurvey_url, "galex")
+
+
+def test_z_ood_with_test_time_augmentation_takes_its_own_pass(sky, sky_server):
+    """With tta the redshifts average eight passes: z_ood then comes from a pass of its
+    own (ood_score), as it does for one untransformed pass without tta."""
+    t = _table(sky, [5, 6, 7])
+    add_redshift_columns(t, ebv=DUST, tta=True, precision="float32", progress=False)
+    u_ = _table(sky, [5, 6, 7])
+    add_redshift_columns(u_, ebv=DUST, precision="float32", progress=False)
+    np.testing.assert_allclose(np.asarray(t["z_ood"]), np.asarray(u_["z_ood"]), atol=1e-9)
+    assert not np.allclose(np.asarray(t["z_pdf"]), np.asarray(u_["z_pdf"]))
 
 
 def test_resume_refuses_other_settings(sky, sky_server):

@@ -19,7 +19,8 @@ they come from.
 """
 from ._common import (BANDS, EDGE_FRACTION, MISALIGNMENT_RADIUS, STATISTICS, SURVEYS,
                       TARGETS, band_misalignment, edge_mass, features_and_statistics,
-                      features_and_widths, logits_and_features, penultimate_features)
+                      features_and_widths, logits_and_features, penultimate_features,
+                      statistics_from_features)
 from .ood import (DEFAULT_COMPONENTS, DEFAULT_K, OOD_THRESHOLD, ReferenceEmbedding,
                   ShiftTestResult, auroc, build_reference, embed, load_reference, ood_flags,
                   ood_score, reference_path, save_reference, shift_test)
@@ -35,6 +36,7 @@ from .attribution import (METHODS, add_attribution_columns, band_attribution,
 __all__ = ["band_attribution", "shapley_from_values", "coalition_values",
            "add_attribution_columns", "survey_shares_by_redshift", "plot_survey_shares",
            "penultimate_features", "features_and_widths", "features_and_statistics",
+           "statistics_from_features",
            "edge_mass", "band_misalignment", "STATISTICS", "EDGE_FRACTION",
            "MISALIGNMENT_RADIUS", "embed", "ReferenceEmbedding",
            "build_reference",

@@ -11,6 +11,7 @@ from ..pdf import NBINS, ZMAX, ZMIN, RedshiftPDF
 
 __all__ = ["BANDS", "SURVEYS", "SURVEY_CHANNELS", "TARGETS", "resolve_model", "as_fused",
            "model_grid", "scalar_target", "penultimate_features", "features_and_widths",
+           "statistics_from_features",
            "features_and_statistics", "edge_mass", "band_misalignment", "STATISTICS",
            "EDGE_FRACTION", "MISALIGNMENT_RADIUS", "logits_and_features"]
 
@@ -178,7 +179,7 @@ def scalar_target(net, target="mean", z_spec=None, n=None):
     return f
 
 
-def penultimate_features(net, x, dust, batch_size=64, layer="hidden"):
+def penultimate_features(net, x, dust, batch_size=64, layer="hidden", precision="float32"):
     """Features of a `~astro_mantis.models.PhotoZNet` before its output layer.
 
     Parameters
@@ -192,11 +193,19 @@ def penultimate_features(net, x, dust, batch_size=64, layer="hidden"):
         ``"hidden"``: ``GELU(fc0([Base(x), dust]))``, the input of the last layer
         ``fc1`` (the penultimate features); ``"pooled"``: ``Base(x)``, the backbone's
         pooled features.
+    precision : {"float32", "bfloat16", "float16", "int8"}
+        Arithmetic of the pass (`torch.autocast` for the reduced types; ``"int8"``, a
+        precision of `~astro_mantis.models.predict` only, runs in float32).
 
     Returns
     -------
     `numpy.ndarray`, float32, shape (N, n_features)
     """
+    from ..models.precision import autocast
+
+    if precision not in ("float32", "bfloat16", "float16", "int8"):
+        raise ValueError(f"precision must be 'float32', 'bfloat16', 'float16' or 'int8'; "
+                         f"got {precision!r}")
     if layer not in ("hidden", "pooled"):
         raise ValueError(f"layer must be 'hidden' or 'pooled'; got {layer!r}")
     for name in ("Base", "fc0", "act"):
@@ -209,7 +218,8 @@ def penultimate_features(net, x, dust, batch_size=64, layer="hidden"):
     dtype = next(net.parameters()).dtype
     out = []
     net.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast("float32" if precision == "int8" else precision,
+                                          device):
         for s in range(0, len(x), batch_size):
             xb = torch.as_tensor(np.ascontiguousarray(x[s:s + batch_size])).to(device, dtype)
             db = torch.as_tensor(np.ascontiguousarray(dust[s:s + batch_size])).to(device, dtype)
@@ -316,8 +326,8 @@ def features_and_statistics(net, x, dust, batch_size=64, precision="float32",
                             statistics=STATISTICS):
     """Penultimate features and the trust statistics of each galaxy, from one forward pass.
 
-    The statistics (`STATISTICS`), all weighed by
-    `~astro_mantis.explain.ood_score`:
+    `penultimate_features` then `statistics_from_features`. The statistics
+    (`STATISTICS`), all weighed by `~astro_mantis.explain.ood_score`:
 
     * ``"width"`` — `RedshiftPDF.std <astro_mantis.RedshiftPDF.std>` of the network's
       own PDF: the softmax of its logits divided by the model's calibration
@@ -348,39 +358,64 @@ def features_and_statistics(net, x, dust, batch_size=64, precision="float32",
     statistics : dict
         Name → `numpy.ndarray`, float64, shape (N,), for each statistic asked for.
     """
-    from ..models.precision import autocast
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
-    if precision not in ("float32", "bfloat16", "float16", "int8"):
-        raise ValueError(f"precision must be 'float32', 'bfloat16', 'float16' or 'int8'; "
-                         f"got {precision!r}")
+    _check_statistics(statistics)
+    feats = penultimate_features(net, x, dust, batch_size=batch_size, precision=precision)
+    return feats, statistics_from_features(net, feats, x, statistics)
+
+
+def _check_statistics(statistics):
     unknown = sorted(set(statistics) - set(STATISTICS))
     if unknown:
         raise ValueError(f"unknown statistics {unknown}; known: {', '.join(STATISTICS)}")
-    edges, temperature = model_grid(net)
-    device = next(net.parameters()).device
-    dtype = next(net.parameters()).dtype
-    feats, widths, edge = [], [], []
-    net.eval()
-    with torch.inference_mode(), autocast(precision, device):
-        for s in range(0, len(x), batch_size):
-            xb = torch.as_tensor(np.ascontiguousarray(x[s:s + batch_size])).to(device, dtype)
-            db = torch.as_tensor(np.ascontiguousarray(dust[s:s + batch_size])).to(device, dtype)
-            logits, h = logits_and_features(net, xb, db)
-            feats.append(h.float().cpu().numpy())
-            if "width" in statistics or "edge_mass" in statistics:
-                pdf = RedshiftPDF.from_logits(logits.double().cpu().numpy(), edges=edges,
-                                              temperature=temperature)
-                widths.append(pdf.std() if "width" in statistics else None)
-                edge.append(edge_mass(pdf) if "edge_mass" in statistics else None)
-    if not feats:
-        return (np.zeros((0, net.fc0.out_features), np.float32),
-                {name: np.zeros(0) for name in STATISTICS if name in statistics})
-    out = {"width": lambda: np.concatenate(widths), "edge_mass": lambda: np.concatenate(edge),
-           "misalignment": lambda: band_misalignment(x)}
-    return np.concatenate(feats), {name: out[name]() for name in STATISTICS
-                                   if name in statistics}
+
+
+def statistics_from_features(net, features, x=None, statistics=STATISTICS):
+    """The trust statistics of galaxies whose penultimate features are known.
+
+    For a caller that already ran the network, e.g. `~astro_mantis.models.predict`
+    with ``features=True`` (the table job's single pass): the PDF width and edge
+    mass come from the network's own PDF, ``softmax(fc1(features) / T)`` in float32
+    (``fc1`` is the last layer, T the model's calibration temperature), the band
+    misalignment from the images. See `features_and_statistics` for what each is.
+
+    Parameters
+    ----------
+    net : `~astro_mantis.models.PhotoZNet`
+    features : array-like, shape (N, hidden)
+        `penultimate_features` of the galaxies.
+    x : array-like, shape (N, 9, H, W), optional
+        Their fused images; needed for ``"misalignment"`` only.
+    statistics : sequence of str
+        Which of `STATISTICS` to compute.
+
+    Returns
+    -------
+    dict
+        Name → `numpy.ndarray`, float64, shape (N,), for each statistic asked for.
+    """
+    _check_statistics(statistics)
+    features = np.asarray(features, dtype=np.float32)
+    out = {name: np.zeros(0) for name in STATISTICS}
+    if len(features) and ("width" in statistics or "edge_mass" in statistics):
+        edges, temperature = model_grid(net)
+        fc1 = net.fc1
+        with torch.inference_mode():
+            logits = torch.nn.functional.linear(
+                torch.from_numpy(features), fc1.weight.detach().float().cpu(),
+                None if fc1.bias is None else fc1.bias.detach().float().cpu())
+        pdf = RedshiftPDF.from_logits(logits.double().numpy(), edges=edges,
+                                      temperature=temperature)
+        if "width" in statistics:
+            out["width"] = np.atleast_1d(pdf.std()).astype(np.float64)
+        if "edge_mass" in statistics:
+            out["edge_mass"] = edge_mass(pdf)
+    if "misalignment" in statistics and len(features):
+        if x is None:
+            raise ValueError("the 'misalignment' statistic needs the fused images (x=)")
+        out["misalignment"] = band_misalignment(x)
+    return {name: out[name] for name in STATISTICS if name in statistics}
 
 
 def features_and_widths(net, x, dust, batch_size=64, precision="float32"):

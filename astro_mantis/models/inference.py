@@ -208,7 +208,8 @@ def _to_device(a, device, dtype, channels_last=False):
 class _Runner:
     """Runs batches through a network in one precision; checks ``"auto"`` once."""
 
-    def __init__(self, model, device, precision, tta, temperature, compile=False):
+    def __init__(self, model, device, precision, tta, temperature, compile=False,
+                 features=False):
         if device is None:
             device = next(model.parameters()).device
         self.device = torch.device(device)
@@ -234,6 +235,8 @@ class _Runner:
         self.temperature = temperature
         self.channels_last = self.device.type in ("cpu", "cuda")
         self.tv = None
+        #: With ``features``: the penultimate features of each batch, as run (device).
+        self.features = [] if features else None
 
     def _use(self, precision):
         """Run in ``precision`` from now on: the network and input type for it."""
@@ -276,6 +279,16 @@ class _Runner:
                     memory_format=torch.channels_last if self.channels_last
                     else torch.contiguous_format)
                 db = torch.cat([db, db.new_zeros((self.rows - rows,) + db.shape[1:])])
+        if self.features is not None:  # the output of the head's activation, caught
+            caught = []
+            hook = self.net.act.register_forward_hook(lambda m, i, o: caught.append(o))
+            try:
+                out = _run_batch(self.net, xb, db, self.precision, self.device, False, None,
+                                 self.temperature, amp=self.net is self.model)
+            finally:
+                hook.remove()
+            self.features.append(caught[-1].float())
+            return out
         return _run_batch(self.fn, xb, db, self.precision, self.device, self.tta,
                           self.transforms, self.temperature, amp=self.net is self.model)[:rows]
 
@@ -518,7 +531,8 @@ def _fused_cutout_batches(cuts, ebv, nan_policy, batch_size):
 
 
 def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, device=None,
-            weights=None, nan_policy="zero", precision="auto", compile="auto"):
+            weights=None, nan_policy="zero", precision="auto", compile="auto",
+            features=False, on_batch=None):
     """Redshift PDFs of galaxies from their cutouts (or from fused arrays).
 
     Deterministic: the network runs in ``eval()`` mode under `torch.inference_mode`,
@@ -583,6 +597,22 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         ``astro_mantis.models.inference.COMPILE_MIN_GALAXIES`` (100,000) galaxies,
         where that pays. Falls back to eager mode, with a warning, where
         compiling fails (e.g. no C++ compiler).
+    features : bool
+        Also keep each row's penultimate features (the input of the network's last
+        layer, `~astro_mantis.explain.penultimate_features`) from the same forward
+        pass, as ``meta["features"]`` (float32, (N, hidden)): what
+        `~astro_mantis.explain.ood_score` and
+        `~astro_mantis.explain.statistics_from_features` take, so a redshift and its
+        out-of-distribution score cost one pass (the table job's way). Needs a
+        `~astro_mantis.models.PhotoZNet` that is not int8-quantised, and
+        ``tta=False``; the network then runs uncompiled.
+    on_batch : callable, optional
+        Called as ``on_batch(x)`` with each batch of fused images, in order, as the
+        network is about to receive it: a float32 `numpy.ndarray` or a CPU
+        `torch.Tensor` in the network's type and layout (e.g. bfloat16,
+        channels-last), (rows, 9, 120, 120). The buffer is reused for later batches:
+        use or copy it before returning. For what needs the fused images beside the
+        redshifts without fusing twice (the table job's band misalignment).
 
     Returns
     -------
@@ -591,8 +621,8 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         (9, 120, 120) image). ``meta`` holds ``model``, ``weights``,
         ``sha256``, ``temperature``, ``tta``, ``precision`` (the precision used,
         never ``"auto"``), ``precision_check_tv`` (the mean PDF total-variation
-        distance to float32 of the ``"auto"`` check, None when none ran), and per
-        row ``flags``
+        distance to float32 of the ``"auto"`` check, None when none ran),
+        ``features`` with ``features=True``, and per row ``flags``
         (`~astro_mantis.MantisFlag` bits, int64 array) and ``valid`` (N, 9) when
         cutouts or native arrays were given.
 
@@ -632,7 +662,15 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         compile = _n_galaxies(data) >= COMPILE_MIN_GALAXIES
     elif not isinstance(compile, bool):
         raise ValueError(f"compile must be True, False or 'auto'; got {compile!r}")
-    runner = _Runner(net, device, precision, tta, temperature, compile)
+    if features:
+        if tta:
+            raise ValueError("features=True needs tta=False (the features of one pass)")
+        if is_quantized(net) or not isinstance(getattr(net, "act", None), torch.nn.Module):
+            raise ValueError("features=True needs a PhotoZNet (with its act layer) that is "
+                             "not int8-quantised")
+        compile = False
+    runner = _Runner(net, device, precision, tta, temperature, compile,
+                     features=bool(features))
 
     from ..multicutout import MultiSurveyCutout
 
@@ -665,6 +703,8 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
             for x, d, f, v in batches:
                 flags.append(f)
                 valid.append(v)
+                if on_batch is not None:
+                    on_batch(x)
                 yield x, d
 
         out = _run_all(net, runner, model_inputs())
@@ -672,8 +712,14 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         flags, valid = np.concatenate(flags), np.concatenate(valid)
     else:
         x, d, flags = _array_inputs(data, dust)
-        out = _run_all(net, runner, ((x[s:s + batch_size], d[s:s + batch_size])
-                                     for s in range(0, len(x), batch_size)))
+
+        def array_batches():
+            for s in range(0, len(x), batch_size):
+                if on_batch is not None:
+                    on_batch(x[s:s + batch_size])
+                yield x[s:s + batch_size], d[s:s + batch_size]
+
+        out = _run_all(net, runner, array_batches())
         out = np.zeros((0, n_bins), np.float32) if out is None else out
     meta = {"model": meta_in.get("name", type(net).__name__), "weights": meta_in.get("weights"),
             "sha256": meta_in.get("sha256"), "trained": meta_in.get("trained"),
@@ -682,6 +728,10 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
             "flags": int(flags[0]) if scalar else flags}
     if valid is not None:
         meta["valid"] = valid[0] if scalar else valid
+    if features:
+        feats = (torch.cat(runner.features).cpu().numpy() if runner.features
+                 else np.zeros((0, net.fc1.in_features), np.float32))
+        meta["features"] = feats[0] if scalar else feats
     if scalar:
         out = out[0]
     if tta:
