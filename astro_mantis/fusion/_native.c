@@ -34,6 +34,11 @@
 
 #define NCHAN 9
 #define MAXBANDS 5
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)0)
+#endif
 #ifndef PREFETCH_ROWS
 #define PREFETCH_ROWS 2
 #endif
@@ -236,8 +241,9 @@ static void fuse_range(const survey_t *sv, Py_ssize_t start, Py_ssize_t stop,
                             + ((g * v->nb + c) * v->ny + v->top + y) * v->nx + v->left;
                         /* ask for rows ahead: five bands' rows are read at once, more
                          * streams than the hardware prefetchers follow well */
-                        for (Py_ssize_t q = 0; q < size; q += 16)
-                            __builtin_prefetch(src + PREFETCH_ROWS * v->nx + q);
+                        if (y + PREFETCH_ROWS < size)
+                            for (Py_ssize_t q = 0; q < size; q += 16)
+                                PREFETCH(src + PREFETCH_ROWS * v->nx + q);
                         counts[g * NCHAN + v->first + c] += stretch_row(dst, src, size, v->a,
                                                                        v->b);
                     } else {
