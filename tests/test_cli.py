@@ -456,35 +456,34 @@ def test_plot_says_where_its_cutouts_came_from(sample_server, tmp_path):
     assert sum(sample_server.counts.values()) == n  # answered from the cache of those services
 
 
-def test_cutouts_interrupted_keeps_what_it_fetched(sample_server, tmp_path):
-    import os
-    import signal
-    import threading
-
+def test_cutouts_interrupted_keeps_what_it_fetched(sample_server, tmp_path, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt) in the middle of a fetch: the cutouts written so far
+    stay, and the summary says which rows were not fetched. The interrupt comes while
+    the third chunk is being fetched, from the fetch itself: a SIGINT sent by a thread
+    was seen to arrive at a moment where Python drops it (once in a CI run)."""
+    from astro_mantis import Mantis
     from astro_mantis.cli import FetchInterrupted, fetch_and_write
     from astro_mantis.simulate import SampleSky
 
     cat = SampleSky().catalog
     ra, dec = np.asarray(cat["ra"][:12]), np.asarray(cat["dec"][:12])
-    sample_server.latency = 0.05
     out = tmp_path / "cuts"
+    real, calls = Mantis.get_cutouts, []
 
-    def interrupt_after_files():
-        for _ in range(400):
-            if len(list(out.glob("cutout_*.fits"))) >= 2:
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            threading.Event().wait(0.02)
+    def interrupted_on_the_third_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
 
-    watcher = threading.Thread(target=interrupt_after_files, daemon=True)
-    watcher.start()
+    monkeypatch.setattr(Mantis, "get_cutouts", interrupted_on_the_third_chunk)
     with pytest.raises(FetchInterrupted) as info:
         fetch_and_write(ra, dec, out, progress=False, chunk_size=2)
-    watcher.join()
+    assert len(calls) == 3
     summary = Table.read(out / "summary.ecsv")
     assert summary.meta["interrupted"] is True and len(summary) == 12
     written = ~np.ma.getmaskarray(summary["file"])
-    assert 2 <= written.sum() < 12
+    assert written.tolist() == [True] * 4 + [False] * 8
     for name in summary["file"][written]:
         assert MultiSurveyCutout.read(out / name).surveys
     assert set(summary["status_galex"][~written]) == {"not fetched"}
