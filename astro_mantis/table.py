@@ -948,10 +948,8 @@ def _predict_and_score(job, cuts, dust):
     wanted = tuple(job.ood_ref.statistics)
     misaligned = []
 
-    def on_batch(x):
+    def on_batch(x):  # a float32 array, or the network's input tensor (e.g. bfloat16)
         if "misalignment" in wanted:
-            if not isinstance(x, np.ndarray):  # the network's input tensor (bfloat16)
-                x = x.float().numpy()
             misaligned.append(band_misalignment(x))
 
     result = predict(cuts, model=job.net, dust=dust, batch_size=job.batch_size,

@@ -268,6 +268,13 @@ def test_band_misalignment():
         band_misalignment(np.zeros((2, 5, 40, 40)))
     with pytest.raises(ValueError, match="radius must be between 1 and 20"):
         band_misalignment(np.zeros((2, 9, 40, 40)), radius=21)
+    # the network's input as it is: a tensor, e.g. bfloat16 and channels-last
+    import torch
+
+    blobs = _blobs(2, shift=(0, 6))
+    assert np.array_equal(band_misalignment(torch.from_numpy(blobs)), band_misalignment(blobs))
+    low = torch.from_numpy(blobs).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    assert np.allclose(band_misalignment(low), 6, atol=0.1)
 
 
 def test_edge_mass():

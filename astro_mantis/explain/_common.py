@@ -281,9 +281,10 @@ def band_misalignment(x, radius=MISALIGNMENT_RADIUS):
 
     Parameters
     ----------
-    x : array-like, shape (N, 9, H, W)
+    x : array-like or `torch.Tensor`, shape (N, 9, H, W)
         Fused images (`~astro_mantis.fusion.fuse_arrays`; the Pan-STARRS channels are
-        read).
+        read, only in the central box and on the 4-pixel grid), e.g. the network's
+        bfloat16 input.
     radius : int
         Half side of the central box, in pixels (at most H // 2).
 
@@ -292,22 +293,25 @@ def band_misalignment(x, radius=MISALIGNMENT_RADIUS):
     `numpy.ndarray`, float64, shape (N,)
         Zero where the bands hold no light above their median (e.g. zeroed).
     """
-    x = np.asarray(x)
+    if not isinstance(x, torch.Tensor):
+        x = np.asarray(x)
     if x.ndim != 4 or x.shape[1] != len(CHANNELS):
         raise ValueError(f"x must be fused images of shape (N, {len(CHANNELS)}, H, W); "
-                         f"got {x.shape}")
+                         f"got {tuple(x.shape)}")
     h, w = x.shape[2:]
     radius = int(radius)
     if not 1 <= radius <= min(h, w) // 2:
         raise ValueError(f"radius must be between 1 and {min(h, w) // 2}; got {radius}")
-    ps1 = list(SURVEY_CHANNELS["panstarrs"])
+    ps1 = SURVEY_CHANNELS["panstarrs"]
+    ps1 = slice(ps1[0], ps1[-1] + 1)  # contiguous channels: views, not copies
     out = np.zeros(len(x))
     yy, xx = np.mgrid[-radius:radius, -radius:radius] + 0.5
     cy, cx = h // 2, w // 2
-    for s in range(0, len(x), 256):  # bounded memory
-        img = np.asarray(x[s:s + 256, ps1], dtype=np.float32)
-        sky = np.median(img[:, :, ::4, ::4].reshape(len(img), len(ps1), -1), axis=-1)
-        box = img[:, :, cy - radius:cy + radius, cx - radius:cx + radius] - sky[..., None, None]
+    for s in range(0, len(x), 256):  # bounded memory; only the pixels used are read
+        grid = _float32(x[s:s + 256, ps1, ::4, ::4])
+        sky = np.median(grid.reshape(grid.shape[:2] + (-1,)), axis=-1)
+        box = _float32(x[s:s + 256, ps1, cy - radius:cy + radius, cx - radius:cx + radius])
+        box = box - sky[..., None, None]
         wt = np.square(np.clip(box, 0, None), dtype=np.float64)
         tot = wt.sum((2, 3))
         lit = tot > 0
@@ -318,8 +322,15 @@ def band_misalignment(x, radius=MISALIGNMENT_RADIUS):
             warnings.simplefilter("ignore", RuntimeWarning)
             mx, my = np.nanmedian(px, axis=1), np.nanmedian(py, axis=1)
             off = np.nanmax(np.hypot(px - mx[:, None], py - my[:, None]), axis=1)
-        out[s:s + len(img)] = np.nan_to_num(off, nan=0.0)
+        out[s:s + len(box)] = np.nan_to_num(off, nan=0.0)
     return out
+
+
+def _float32(a):
+    """A numpy array or a CPU tensor (e.g. bfloat16) as a float32 numpy array."""
+    if isinstance(a, torch.Tensor):
+        return a.detach().float().cpu().numpy()
+    return np.asarray(a, dtype=np.float32)
 
 
 def features_and_statistics(net, x, dust, batch_size=64, precision="float32",
