@@ -246,6 +246,12 @@ def test_exact_resume(tmp_path):
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert a["scheduler"] == b["scheduler"]
+    # mixed precision on a CPU is bfloat16 autocast where the CPU has it natively
+    from astro_mantis.models.precision import native_precisions
+
+    native = "bfloat16" in native_precisions("cpu")
+    assert a["config"]["amp"] is native
+    assert a["config"]["amp_dtype"] == ("bfloat16" if native else None)
     strip = [{k: v for k, v in h.items() if k != "seconds"} for h in one.history]
     assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in two.history]
     assert len((tmp_path / "two" / METRICS_NAME).read_text().splitlines()) == 2
@@ -255,6 +261,19 @@ def test_exact_resume(tmp_path):
     three = train(tiny_net(seed=5), toy_data(), tmp_path / "three", resume=True,
                   **dict(kw, model_kwargs=None))
     assert three.epochs_run == 2
+
+
+def test_mixed_precision_type(monkeypatch):
+    import astro_mantis.models.precision as precision
+    from astro_mantis.training.loop import _amp_dtype
+
+    assert _amp_dtype(False, "cpu") is None
+    monkeypatch.setattr(precision, "native_precisions", lambda device: ("float32", "bfloat16"))
+    assert _amp_dtype(True, "cpu") is torch.bfloat16
+    # emulated bfloat16 is slower than float32: no autocast on such a CPU
+    monkeypatch.setattr(precision, "native_precisions", lambda device: ("float32",))
+    assert _amp_dtype(True, "cpu") is None
+    assert _amp_dtype(True, "meta") is None
 
 
 def test_early_stopping_and_time_budget(tmp_path):

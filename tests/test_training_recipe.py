@@ -28,6 +28,10 @@ def test_recipe_validates_its_settings(tmp_path):
         Recipe(workdir=tmp_path, epochs=None)
     with pytest.raises(ValueError, match="render_minutes"):
         Recipe(workdir=tmp_path, render_minutes=-1)
+    with pytest.raises(ValueError, match="first_run"):
+        Recipe(workdir=tmp_path, first_run=-1)
+    with pytest.raises(ValueError, match="init_weights"):
+        Recipe(workdir=tmp_path, init_weights=3)
     with pytest.raises(ValueError, match="unknown data set"):
         Recipe(workdir=tmp_path).data_dir("nope")
     assert main([str(tmp_path), "--n-train", "0"]) == 2
@@ -71,6 +75,33 @@ def test_run_recipe_trains_exports_evaluates_and_resumes(tmp_path):
     # run again: nothing is rendered or trained twice, the checkpoint's schedule is kept
     again = run_recipe(tiny_recipe(tmp_path, epochs=None, train_minutes=1.0))
     assert again["fit"].training.epochs_run == 2
+
+    # continued training: from the exported weights, on a data run the first never saw
+    weights = out / "mantis-mini.safetensors"
+    cont = run_recipe(tiny_recipe(tmp_path, run_name="cont", first_run=2, n_train=12,
+                                  epochs=1, lr=1e-12, warmup_epochs=0.0, evaluate=False,
+                                  init_weights=str(weights)))
+    manifest = json.loads((tmp_path / "data" / "train_002" / "manifest.json").read_text())
+    assert manifest["seed"] == 102 and manifest["n"] == 12
+    card_text = (cont["out_dir"] / "mantis-mini.json").read_text()
+    assert str(tmp_path) not in card_text
+    card2 = json.loads(card_text)
+    assert card2["recipe"]["init_sha256"] == card["sha256"]
+    assert card2["recipe"]["init_weights"] == "mantis-mini.safetensors"
+    runs = [r["path"] for r in card2["data"]["runs"]]
+    assert "WORKDIR/data/train_002" in runs and "WORKDIR/data/train_000" not in runs
+    from astro_mantis.models import load_model
+
+    before = load_model("mantis-mini", weights=weights).state_dict()
+    after = cont["fit"].training.model.state_dict()
+    # a vanishing learning rate leaves the initial weights (not a fresh initialisation)
+    for key, value in before.items():
+        if key.endswith("weight") and value.ndim > 1:
+            assert torch.allclose(after[key].float(), value.float(), atol=1e-6), key
+    with pytest.raises(ValueError, match="do not fit"):
+        run_recipe(tiny_recipe(tmp_path, run_name="bad", first_run=2, n_train=12,
+                               init_weights=str(weights),
+                               model_kwargs=dict(TINY, hidden=8)))
 
 
 def test_probe_rate_is_positive():

