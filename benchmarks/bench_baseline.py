@@ -24,7 +24,8 @@ its training runs are not kept beside the test set), fit the baselines elsewhere
 the mock catalog kNN on the recipe's validation set, and ``--recipe-n-train 60000`` fits
 the mock catalog kNN instead on the catalogs of the training runs of a recipe run with
 ``--n-train 60000`` (drawn again from their seeds; magnitudes need no images), the
-galaxies the network was trained on::
+galaxies the network was trained on (for a model trained on two sets of runs, the second
+continuing the first: ``--recipe-n-train 60000 61440 --recipe-first-run 0 15``)::
 
     python benchmarks/bench_baseline.py --data WORKDIR/data/test \
         --fit-data WORKDIR/data/validation --fit-split validation --recipe-n-train 60000
@@ -72,8 +73,9 @@ def split_arrays(data, split, with_images=False):
     return np.concatenate(feats), np.concatenate(mags), np.concatenate(zs), shards
 
 
-def recipe_catalogs(n_train):
-    """Catalog magnitudes and redshifts of the training runs of a recipe of ``n_train``."""
+def recipe_catalogs(n_train, first_run=0):
+    """Catalog magnitudes and redshifts of the training runs of a recipe of ``n_train``
+    whose runs start at index ``first_run`` (``--first-run``)."""
     from astro_mantis.simulate.dataset import dataset_config
     from astro_mantis.simulate.sky import MockSky
     from astro_mantis.training.recipe import Recipe, _randomisation, _SEEDS
@@ -83,7 +85,8 @@ def recipe_catalogs(n_train):
     for index in range(-(-n_train // recipe.chunk)):
         n = min(recipe.chunk, n_train - index * recipe.chunk)
         config = dataset_config(n, randomisation=_randomisation("train"))
-        catalog = MockSky(config, seed=recipe.seed + _SEEDS["train"] + index).catalog
+        seed = recipe.seed + _SEEDS["train"] + first_run + index
+        catalog = MockSky(config, seed=seed).catalog
         mags.append(shard_magnitudes({"catalog": catalog}))
         zs.append(np.asarray(catalog["z"], dtype=float))
     return np.concatenate(mags), np.concatenate(zs)
@@ -134,14 +137,20 @@ def main(argv=None):
                         help="directory the baselines are fitted on (default: --data)")
     parser.add_argument("--fit-split", default="train",
                         help="split of --fit-data the baselines are fitted on")
-    parser.add_argument("--recipe-n-train", type=int, default=0,
+    parser.add_argument("--recipe-n-train", type=int, nargs="+", default=[],
                         help="fit the mock catalog kNN on the catalogs of the training runs "
-                             "of a recipe with this --n-train (other settings default)")
+                             "of a recipe with this --n-train (other settings default); "
+                             "several for a continued training, with --recipe-first-run")
+    parser.add_argument("--recipe-first-run", type=int, nargs="+", default=None,
+                        help="the --first-run of each --recipe-n-train (default 0)")
     parser.add_argument("--no-network", action="store_true",
                         help="score the baselines only")
     parser.add_argument("--write-card", action="store_true",
                         help="record the baselines and the targets in the weights' model card")
     args = parser.parse_args(argv)
+    firsts = args.recipe_first_run or [0] * len(args.recipe_n_train)
+    if len(firsts) != len(args.recipe_n_train):
+        parser.error("give one --recipe-first-run per --recipe-n-train")
     if args.write_card and args.no_network:
         parser.error("--write-card needs the network's figures (drop --no-network)")
 
@@ -168,9 +177,13 @@ def main(argv=None):
                                                    pdf=cat_knn.predict_pdf(noisy_test))
 
     if args.recipe_n_train:
-        m_train, z_train = recipe_catalogs(args.recipe_n_train)
+        parts = [recipe_catalogs(n, first) for n, first in zip(args.recipe_n_train, firsts)]
+        m_train = np.concatenate([m for m, _ in parts])
+        z_train = np.concatenate([z for _, z in parts])
+        runs = " and ".join(f"--n-train {n} --first-run {first}" if first else
+                            f"--n-train {n}" for n, first in zip(args.recipe_n_train, firsts))
         mock_fit = (f"the catalog magnitudes of the {len(z_train)} training galaxies of the "
-                    f"recipe (--n-train {args.recipe_n_train})")
+                    f"recipe ({runs})")
     mock_knn = CatalogKNN(k=args.k).fit(noisy_magnitudes(m_train, seed=NOISE_SEEDS["train"]),
                                         z_train)
     points["catalog kNN (mock)"] = mock_knn.predict(noisy_test)

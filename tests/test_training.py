@@ -580,3 +580,30 @@ def test_cli_train_spectra(shard_dir, tmp_path, capsys):
     assert (out / "spectra.png").stat().st_size > 1000
     card = read_model_card(out / "mantis-mini.json")
     assert "--spectra" in card["command"]
+
+
+_FUSE_AFTER_TORCH = """
+import sys, torch
+torch.set_num_threads(2)
+x = torch.randn(8, 9, 120, 120)
+for _ in range(3):  # start PyTorch's thread pool in this (the parent) process
+    torch.nn.functional.conv2d(x, torch.randn(16, 9, 3, 3)).sum().item()
+from astro_mantis.training import ShardDataset
+ds = ShardDataset(sys.argv[1], "train", cache_dir=sys.argv[2], workers=2)
+print(len(ds))
+"""
+
+
+def test_parallel_fusing_after_pytorch_ran(shard_dir, tmp_path):
+    """A forked copy of a process whose PyTorch thread pool ran waited for ever at its
+    first PyTorch call (seen in the recipe, which loads the initial weights before
+    fusing); the fusing workers now run PyTorch on one thread."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _FUSE_AFTER_TORCH, str(shard_dir),
+                           str(tmp_path / "cache")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "8"
+    assert len(list((tmp_path / "cache" / "train").glob("*.x.npy"))) == 2

@@ -553,7 +553,8 @@ class ShardDataset(FusedDataset):
         import multiprocessing
 
         settings = (self.directory, self.split, self.cache_dir, self.cache_dtype.name)
-        with multiprocessing.get_context().Pool(min(workers, len(self.shards))) as pool:
+        with multiprocessing.get_context().Pool(min(workers, len(self.shards)),
+                                                initializer=_init_fuse_worker) as pool:
             for _ in pool.imap_unordered(_fuse_one, [(settings, p) for p in self.shards]):
                 pass
 
@@ -608,6 +609,17 @@ class ShardDataset(FusedDataset):
             fh.write(json.dumps(sig))
         log.debug(f"fused {path} -> {xpath}")
         return xpath, meta
+
+
+def _init_fuse_worker():
+    """Pin a fusing worker to one PyTorch thread before it runs anything.
+
+    A worker forked from a process whose PyTorch (OpenMP) thread pool has run inherits
+    that pool's state, and its first multi-threaded PyTorch call then waits for ever
+    (seen in the recipe, which loads the initial weights before fusing). One thread
+    starts no parallel region, and each worker is meant to use one core anyway.
+    """
+    torch.set_num_threads(1)
 
 
 def _fuse_one(args):
