@@ -106,3 +106,26 @@ def test_run_recipe_trains_exports_evaluates_and_resumes(tmp_path):
 
 def test_probe_rate_is_positive():
     assert probe_rate("mantis-mini", TINY, 2, torch.device("cpu"), steps=1) > 0
+
+
+def test_probe_rate_reads_the_training_items():
+    """With data the probe's batches are the dataset's items, augmented as in training."""
+    import numpy as np
+
+    from astro_mantis.training import ArrayDataset
+    from astro_mantis.training.recipe import _probe_batches
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 9, 120, 120)).astype(np.float32)
+    data = ArrayDataset(x, np.zeros((5, 2)), np.linspace(0.1, 0.5, 5))
+    batches = list(_probe_batches(data, 2, torch.device("cpu"), 4))
+    # 5 items in batches of 2 (the last short), and again from the start
+    assert [len(b[0]) for b in batches] == [2, 2, 1, 2]
+    seen = np.sort(np.concatenate([b[2].numpy() for b in batches[:3]]))
+    assert np.allclose(seen, data.z)
+    first = batches[0]
+    i = int(np.flatnonzero(np.isclose(data.z, float(first[2][0])))[0])
+    # augmented: the same pixels, rotated, flipped or shifted
+    assert np.allclose(np.sort(first[0][0].numpy().ravel()), np.sort(x[i].ravel()))
+    assert data.augment is False  # restored
+    assert probe_rate("mantis-mini", TINY, 2, torch.device("cpu"), steps=1, data=data) > 0

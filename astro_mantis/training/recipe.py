@@ -259,8 +259,13 @@ def _ood_reference(model, data_dir, n_rows, split="validation"):
     return save_reference(reference, model)
 
 
-def probe_rate(model, model_kwargs, batch_size, device, steps=10):
+def probe_rate(model, model_kwargs, batch_size, device, steps=10, data=None):
     """Training items per second of a network on a device, from a few timed steps.
+
+    With ``data`` the steps take their batches from it as training does (a data-loader in
+    this process, augmented), so the rate includes reading and augmenting the inputs,
+    which on a CPU costs about as much as the network's step; without it they run on
+    random tensors and give the network's rate alone.
 
     Parameters
     ----------
@@ -272,6 +277,8 @@ def probe_rate(model, model_kwargs, batch_size, device, steps=10):
     device : `torch.device`
     steps : int
         Timed steps (after three untimed ones).
+    data : `~astro_mantis.training.data.FusedDataset`, optional
+        The training items (e.g. ``TrainingData.train``).
 
     Returns
     -------
@@ -284,13 +291,11 @@ def probe_rate(model, model_kwargs, batch_size, device, steps=10):
 
     net = build_model(model, **(model_kwargs or {})).to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    x = torch.randn(batch_size, 9, 120, 120, device=device)
-    dust = torch.zeros(batch_size, 2, device=device)
-    z = torch.rand(batch_size, device=device, dtype=torch.float64)
+    batches = _probe_batches(data, batch_size, device, steps + 3)
     amp_dtype = _amp_dtype(True, device)
     amp, cuda = amp_dtype is not None, device.type == "cuda"
     t0 = None
-    for i in range(steps + 3):
+    for i, (x, dust, z) in enumerate(batches):
         if i == 3:
             if cuda:
                 torch.cuda.synchronize()
@@ -305,7 +310,37 @@ def probe_rate(model, model_kwargs, batch_size, device, steps=10):
     return steps * batch_size / (time.perf_counter() - t0)
 
 
-def _epochs(recipe, n_train, device):
+def _probe_batches(data, batch_size, device, count):
+    """``count`` training batches: from ``data`` (loaded and augmented as in training) or
+    one random batch repeated."""
+    import torch
+
+    if data is None:
+        x = torch.randn(batch_size, 9, 120, 120, device=device)
+        dust = torch.zeros(batch_size, 2, device=device)
+        z = torch.rand(batch_size, device=device, dtype=torch.float64)
+        yield from ((x, dust, z) for _ in range(count))
+        return
+    from torch.utils.data import DataLoader
+
+    augment = data.augment
+    data.augment = True
+    try:
+        gen = torch.Generator().manual_seed(0)
+        loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=False,
+                            generator=gen)
+        done = 0
+        while done < count:
+            for x, dust, z in loader:
+                yield x.to(device), dust.to(device), z.to(device)
+                done += 1
+                if done == count:
+                    return
+    finally:
+        data.augment = augment
+
+
+def _epochs(recipe, training_data, device):
     """The run's length: as given, the interrupted run's, or sized to 80 % of the budget."""
     from .loop import CHECKPOINT_NAME, load_checkpoint
 
@@ -314,7 +349,11 @@ def _epochs(recipe, n_train, device):
     checkpoint = recipe.workdir / recipe.run_name / CHECKPOINT_NAME
     if checkpoint.exists():  # a resumed run keeps its schedule
         return int(load_checkpoint(checkpoint)["config"]["epochs"])
-    rate = probe_rate(recipe.model, recipe.model_kwargs, recipe.batch_size, device)
+    n_train = len(training_data.train)
+    # on a GPU the split is held in device memory, so the network's rate is the rate
+    data = None if device.type == "cuda" else training_data.train
+    rate = probe_rate(recipe.model, recipe.model_kwargs, recipe.batch_size, device,
+                      data=data)
     per_epoch = (n_train + recipe.n_validation / 3.0) / rate
     epochs = int(0.8 * 60.0 * recipe.train_minutes / per_epoch)
     log.info(f"{rate:.0f} training items/s on {device}: {epochs} epochs fit the budget")
@@ -372,7 +411,12 @@ def run_recipe(recipe, command=None):
              f"({data['seconds']:.0f} s)")
     device = resolve_device(recipe.device)
     out_dir = recipe.workdir / recipe.run_name
-    epochs = _epochs(recipe, data["n_train"], device)
+    from .loop import TrainingData
+
+    training_data = TrainingData.from_directory(
+        data["train"] + [data["validation"], data["test"]],
+        cache_dir=recipe.workdir / "fused_cache", progress=False, workers=recipe.workers)
+    epochs = _epochs(recipe, training_data, device)
     card_extra = {"recipe": recipe.settings(),
                   "shifted_set": {"n": recipe.n_shifted,
                                   "randomisation": repr(_randomisation("shifted"))}}
@@ -380,7 +424,7 @@ def run_recipe(recipe, command=None):
     if recipe.init_weights is not None:
         net, card_extra["recipe"]["init_sha256"] = _initial_network(recipe)
     fit = fit_and_export(
-        net, data["train"] + [data["validation"], data["test"]], out_dir,
+        net, training_data, out_dir,
         name=recipe.name, command=command, card_extra=card_extra,
         cache_dir=recipe.workdir / "fused_cache", model_kwargs=recipe.model_kwargs or None,
         epochs=epochs, batch_size=recipe.batch_size, lr=recipe.lr,
