@@ -4,8 +4,9 @@ Reads the per-bin evaluations that the recipe writes (``evaluation_test/`` and
 ``evaluation_shifted/``, `astro_mantis.training.evaluation.evaluate_model`) and the
 catalog k-NN figures that ``bench_baseline.py --write-card`` put into the card, prints
 each target with its measured value and verdict, and with ``--write-card`` records them
-in the card as ``targets_issue16``. The point estimate is the recommended one (the PDF
-median); bins are of true redshift, width 0.1, with at least 50 galaxies.
+in the card as ``targets_issue16``, with the evaluations' summary as ``evaluation``.
+The point estimate is the recommended one (the PDF median); bins are of true redshift,
+width 0.1, with at least 50 galaxies.
 
 Usage::
 
@@ -83,6 +84,28 @@ def measure(test, shifted, card):
     return out
 
 
+def summary(evaluation):
+    """The card's ``evaluation`` entry of one set: overall (PDF mean and median) and per bin
+    (median)."""
+    r4 = lambda v: round(float(v), 4)  # noqa: E731
+    bins, median_all = _rows(evaluation)
+    mean_all = next(r for r in evaluation["binned"]["mean"] if r["bin"] == "all")
+    pdf_bins = {r["bin"]: r for r in evaluation["binned"]["pdf"]}
+    overall = evaluation["overall"]
+    return {
+        "n": int(evaluation["n"]),
+        "overall_pdf_mean": {
+            **{k: r4(mean_all[k]) for k in ("nmad", "bias_median", "bias_mean",
+                                             "outlier_0.05", "outlier_0.15")},
+            **{k: r4(overall[k]) for k in ("crps", "pit_ks", "coverage_68", "coverage_95")}},
+        "median_estimate": {k: r4(median_all[k]) for k in ("nmad", "bias_median",
+                                                           "outlier_0.05", "outlier_0.15")},
+        "bins_median_estimate": [
+            {"bin": r["bin"], "n": int(r["n"]), "nmad": r4(r["nmad"]),
+             "bias_median": r4(r["bias_median"]), "outlier_0.05": r4(r["outlier_0.05"]),
+             "pit_ks": round(float(pdf_bins[r["bin"]]["pit_ks"]), 3)} for r in bins]}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--test", required=True, help="evaluation_test directory or JSON")
@@ -93,11 +116,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     card_path = Path(args.card)
     card = json.loads(card_path.read_text())
-    result = measure(_evaluation(args.test), _evaluation(args.shifted), card)
+    test, shifted = _evaluation(args.test), _evaluation(args.shifted)
+    result = measure(test, shifted, card)
     for key, _, _ in TARGETS:
         r = result[key]
         print(f"{r['text']:<50} {r['measured']:>8.4f}  {'met' if r['met'] else 'not met'}")
     if args.write_card:
+        card["evaluation"] = {"test": summary(test), "shifted": summary(shifted)}
         card["targets_issue16"] = {
             **{key: result[key]["met"] for key, _, _ in TARGETS},
             "measured": {key: result[key]["measured"] for key, _, _ in TARGETS},
@@ -108,7 +133,7 @@ def main(argv=None):
                     "astro_mantis.training.evaluation.evaluate_model (benchmarks/results/); "
                     "made by benchmarks/bundled_targets.py"}
         card_path.write_text(json.dumps(card, indent=1) + "\n")
-        print(f"wrote targets_issue16 into {card_path}")
+        print(f"wrote evaluation and targets_issue16 into {card_path}")
 
 
 if __name__ == "__main__":
