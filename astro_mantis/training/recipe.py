@@ -89,7 +89,7 @@ class Recipe:
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``; on CUDA the training split is held in device
         memory. Training uses bfloat16 autocast on CUDA and on CPUs with native bfloat16
-        (`~astro_mantis.training.TrainingConfig`'s ``amp``).
+        (`~astro_mantis.training.loop.TrainingConfig`'s ``amp``).
     first_run : int
         Index of the first training data run (``data/train_<index>``, seed
         ``seed + 100 + index``). A continued training (``init_weights``) starts past the
