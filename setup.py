@@ -1,4 +1,4 @@
-"""Build of the one compiled module, ``astro_mantis.fusion._native``.
+"""Build of the one compiled module, ``astro_mantis.fusion._native._kernel``.
 
 Everything else is declared in ``pyproject.toml``. The module is optional: where no C
 compiler is at hand the install goes on without it and
@@ -7,5 +7,5 @@ compiler is at hand the install goes on without it and
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension(
-    "astro_mantis.fusion._native", ["astro_mantis/fusion/_native.c"],
+    "astro_mantis.fusion._native._kernel", ["astro_mantis/fusion/_native/kernel.c"],
     extra_compile_args=["-O3", "-fno-math-errno", "-std=c99"], optional=True)])

@@ -32,7 +32,7 @@ the antialiased bilinear resize 22 → 120), both checked against it in the test
 * `fuse_arrays_fast` — for a network that runs in a reduced precision (bfloat16 on
   a CPU): the network's bfloat16, channels-last input written in one pass. By
   default through a small compiled C module built with the package
-  (``astro_mantis/fusion/_native.c``; see `has_native_fusion`): each output row of
+  (``astro_mantis/fusion/_native/kernel.c``; see `has_native_fusion`): each output row of
   the nine channels is assembled in the core's L1 cache and written once, on the
   fusion's threads. Where that module was not built (no C compiler at install
   time), the same recipe in torch, written so that `torch.compile` fuses it into a
@@ -655,7 +655,7 @@ def _counted(counts, arrays, dust, flags, x):
 
 
 def _native_specs(sources, size):
-    """The per-survey arguments of ``_native.fuse_rows`` (see ``_native.c``)."""
+    """The per-survey arguments of ``_native.fuse_rows`` (see ``_native/kernel.c``)."""
     specs, first = [], 0
     for (survey, recipe), data in zip(RECIPE.items(), sources):
         nb, crop = len(recipe["bands"]), recipe["crop"]
