@@ -17,6 +17,8 @@ flag                       value  meaning
 ``OUT_OF_DISTRIBUTION``      256  input unlike the training data (photo-z stage)
 ``NOT_ESTIMATED``            512  no redshift estimate for this row: its values are masked
                                   (bad coordinate, a failed fetch, or no survey data at all)
+``EXPTIME_UNKNOWN``         1024  a Pan-STARRS stack's exposure time is unknown, for a model
+                                  that takes exposure-normalised counts (photo-z stage)
 =========================  =====  ==========================================================
 
 Each survey's ``<SURVEY>_MISSING`` bit is declared by its module in
@@ -47,6 +49,7 @@ class MantisFlag(enum.IntFlag):
     DUST_UNKNOWN = 128
     OUT_OF_DISTRIBUTION = 256
     NOT_ESTIMATED = 512
+    EXPTIME_UNKNOWN = 1024
 
 
 #: The bits (positions) given to the missing flags of surveys beyond the built-in three:

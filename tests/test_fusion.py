@@ -31,11 +31,18 @@ def wcs_for(name, n, ra=150.0, dec=2.0):
     return w
 
 
-def image(name, data, bands=None):
+def image(name, data, bands=None, exptime=None):
+    """A SurveyImage; PS1 planes carry the zero points of stacks of ``exptime`` seconds
+    (default: each band's typical exposure time), as the cutout service's do."""
     survey = SURVEYS[name]
     data = np.asarray(data, np.float32)
-    return SurveyImage(name, data, wcs_for(name, data.shape[-1]), survey.unit,
-                       bands or survey.bands)
+    bands = bands or survey.bands
+    zps = None
+    if name == "panstarrs":
+        zps = [survey.exptime_zeropoint(survey.typical_exptime[b] if exptime is None
+                                        else exptime[b]) for b in bands]
+    return SurveyImage(name, data, wcs_for(name, data.shape[-1]), survey.unit, bands,
+                       zeropoints=zps)
 
 
 def fixed_cutout(seed=0):

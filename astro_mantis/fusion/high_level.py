@@ -106,7 +106,22 @@ def _rows_of(cutouts, survey, flags):
     return rows
 
 
-def early_fusion(cutouts, ebv=None, nan_policy="zero", out=None):
+def _reference_planes(image, planes, row, flags):
+    """PS1 planes rescaled to the reference exposure times (`astro_mantis.fusion.exposure`)."""
+    from .exposure import zeropoint_scale
+
+    zps = image.zeropoints
+    zps = [np.nan] * len(planes) if zps is None else list(zps)
+    if tuple(image.bands) != tuple(RECIPE["panstarrs"]["bands"]):
+        zps = [zps[image.bands.index(b)] if b in image.bands else np.nan
+               for b in RECIPE["panstarrs"]["bands"]]
+    scale, known = zeropoint_scale(np.asarray(zps, np.float64))
+    if not known[np.isfinite(planes).any(axis=(1, 2))].all():
+        flags[row] |= int(MantisFlag.EXPTIME_UNKNOWN)
+    return planes * scale[:, None, None]
+
+
+def early_fusion(cutouts, ebv=None, nan_policy="zero", out=None, panstarrs_exposure="stack"):
     """Fuse cutouts into the 9 × 120 × 120 input of the published Mantis Shrimp model.
 
     The recipe of the published model (``mantis-shrimp-v1``), per survey: non-finite
@@ -134,6 +149,13 @@ def early_fusion(cutouts, ebv=None, nan_policy="zero", out=None):
         Where to write the fused images (every pixel is written), for instance a
         buffer reused from batch to batch: a fresh array of this size costs its page
         faults on every call. Allocated when None.
+    panstarrs_exposure : {"stack", "reference"}
+        ``"stack"`` (default, the published recipe) fuses PS1 counts as served;
+        ``"reference"`` first rescales them to the typical exposure time of each band,
+        from the stacks' zero points (`astro_mantis.fusion.exposure`; a stack without
+        one keeps its counts and the row gets
+        `~astro_mantis.MantisFlag.EXPTIME_UNKNOWN`). Use what the network takes
+        (its ``panstarrs_exposure``); `~astro_mantis.models.predict` does.
 
     Returns
     -------
@@ -147,7 +169,10 @@ def early_fusion(cutouts, ebv=None, nan_policy="zero", out=None):
         If an image is smaller than the recipe's crop, ``ebv`` has the wrong shape,
         ``nan_policy`` is unknown or ``out`` has the wrong shape or type.
     """
+    from .exposure import check_panstarrs_exposure
+
     check_nan_policy(nan_policy)
+    reference = check_panstarrs_exposure(panstarrs_exposure) == "reference"
     cutouts = _as_list(cutouts)
     n = len(cutouts)
     shape = (n, len(CHANNELS), OUTPUT_SIZE, OUTPUT_SIZE)
@@ -165,10 +190,13 @@ def early_fusion(cutouts, ebv=None, nan_policy="zero", out=None):
         crop = recipe["crop"]
         rows = [None] * n  # the rows' native planes, read in place by the fusion
         for row in _rows_of(cutouts, survey, flags):
-            planes = _survey_planes(cutouts[row].surveys[survey], recipe["bands"])
+            image = cutouts[row].surveys[survey]
+            planes = _survey_planes(image, recipe["bands"])
             if planes.shape[1] < crop or planes.shape[2] < crop:
                 raise ValueError(f"row {row}, {survey}: the recipe crops {crop}x{crop} pixels "
                                  f"but the image is {planes.shape[1]}x{planes.shape[2]}")
+            if reference and survey == "panstarrs":
+                planes = _reference_planes(image, planes, row, flags)
             rows[row] = planes
         if any(r is not None for r in rows):
             sources[survey] = rows

@@ -81,9 +81,10 @@ GALEX_ZEROPOINTS = {native: _GALEX.ab_zeropoints[band]
 WISE_VEGA_TO_AB = {native: _UNWISE.vega_to_ab[band]
                    for native, band in zip(_UNWISE.native_bands, _UNWISE.bands)}
 
-#: Typical PS1 3pi stack exposure times (s) per band written as ``EXPTIME``;
-#: per-skycell values scatter around these (see `ps1_stack_exptime`).
-PS1_EXPTIME = {"g": 1100.0, "r": 950.0, "i": 1450.0, "z": 950.0, "y": 650.0}
+#: Typical PS1 3pi stack exposure times (s) per band written as ``EXPTIME``
+#: (the survey's ``typical_exptime``); per-skycell values scatter around these (see
+#: `ps1_stack_exptime`).
+PS1_EXPTIME = dict(_PS1.typical_exptime)
 
 #: ``VERSION`` keyword of the simulated viewer cutouts.
 SERVICE_VERSION = "astro_mantis-loopback"

@@ -92,6 +92,11 @@ class PanstarrsSurvey(Survey):
     filter_curves = {b: f"panstarrs-{b}" for b in ("g", "r", "i", "z", "y")}
     #: AB magnitude of 1 count in a 1 s stack (``fitscut`` pixels are linear counts).
     zeropoint_1s = 25.0
+    #: Typical 3π stack ``EXPTIME`` (s) per band: the reference exposure times to which
+    #: `astro_mantis.fusion.exposure` rescales stack counts, and the mock sky's typical
+    #: stacks. A stack's pixels have the zero point ``25 + 2.5 log10(EXPTIME)``, so
+    #: counts of stacks of different depth differ by their ``EXPTIME`` ratio.
+    typical_exptime = {"g": 1100.0, "r": 950.0, "i": 1450.0, "z": 950.0, "y": 650.0}
     min_dec = -30.0
     coalescible = True
 
