@@ -66,33 +66,30 @@ def save_small(fig, path, dpi=90):
     Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
 
 
-def fused_split(data, split, n=None):
-    from astro_mantis.simulate.dataset import iter_shards
-    from astro_mantis.training.data import fuse_shard_arrays
+def fused_split(data, split, n=None, net=None):
+    """Fused galaxies of a split, as ``net`` takes them (the published recipe if None)."""
+    from astro_mantis.training.data import read_fused
 
-    xs, ds, zs, ids = [], [], [], []
-    for shard in iter_shards(data, split):
-        x, d, _ = fuse_shard_arrays(shard)
-        xs.append(x)
-        ds.append(d)
-        zs.append(np.asarray(shard["z"], float))
-        ids.append(np.asarray(shard["id"]))
-        if n is not None and sum(map(len, xs)) >= n:
-            break
-    return (np.concatenate(xs)[:n], np.concatenate(ds)[:n], np.concatenate(zs)[:n],
-            np.concatenate(ids)[:n])
+    return read_fused(data, split, n, getattr(net, "panstarrs_exposure", "stack"))
 
 
-def render_fused(sky, ra, dec):
+def render_fused(sky, ra, dec, net=None):
     from astro_mantis.fusion import fuse_arrays
+    from astro_mantis.fusion.exposure import to_reference_exposure
 
     parts = {"galex": [], "panstarrs": [], "unwise": []}
+    exptime = []
     for a, b in zip(ra, dec):
         r = sky.render_arrays((float(a), float(b)))
-        for s, (arr, _) in r.items():
+        for s, (arr, info) in r.items():
             shape = (5, 170, 170) if s == "panstarrs" else (2, 32, 32)
             parts[s].append(np.full(shape, np.nan, np.float32) if arr is None else arr)
-    return fuse_arrays(*(np.array(parts[s]) for s in ("galex", "panstarrs", "unwise")),
+            if s == "panstarrs":
+                exptime.append(info.get("exptime", [np.nan] * 5))
+    arrays = {s: np.array(parts[s]) for s in parts}
+    if getattr(net, "panstarrs_exposure", "stack") == "reference":
+        arrays["panstarrs"], _ = to_reference_exposure(arrays["panstarrs"], np.array(exptime))
+    return fuse_arrays(arrays["galex"], arrays["panstarrs"], arrays["unwise"],
                        ebv=np.zeros((len(ra), 2)))
 
 
@@ -101,7 +98,7 @@ def section_bands(net, data, n, out, figures):
 
     from astro_mantis.explain import BANDS, SURVEYS, band_attribution, survey_shares_by_redshift
 
-    x, d, z, _ = fused_split(data, "test", n)
+    x, d, z, _ = fused_split(data, "test", n, net=net)
     t0 = time.perf_counter()
     sh = band_attribution(x, model=net, dust=d)
     t_sh = (time.perf_counter() - t0) / len(x)
@@ -154,7 +151,7 @@ def section_ood(net, data, n_case, out, figures, reference="train", test_data=No
     t0 = time.perf_counter()
     ref = load_reference(net) if reference == "bundled" else build_reference(net, data, "train")
     t_ref = time.perf_counter() - t0
-    x, d, z, _ = fused_split(test_data or data, "test")
+    x, d, z, _ = fused_split(test_data or data, "test", net=net)
     held = ood_score(x, net, ref, dust=d)
     print(f"[ood] reference: {len(ref.points)} galaxies of the {ref.meta.get('split')} split"
           f"{' with ' + ', '.join(ref.statistics) if ref.statistics else ''}, "
@@ -168,16 +165,16 @@ def section_ood(net, data, n_case, out, figures, reference="train", test_data=No
                            lrg_z_sigma=0.05, lrg_z_min=1.6, lrg_z_max=1.7, lrg_mag_limit=23.0)
     hz = MockSky(dataclasses.replace(base, population=pop), seed=3)
     cases = {"1.6 < z < 1.7 (LRG-like, i < 23)": render_fused(hz, hz.catalog["ra"],
-                                                              hz.catalog["dec"])}
+                                                              hz.catalog["dec"], net=net)}
     sky = MockSky(base, seed=4)
     src = sky.sources_near((185.0, 25.0), 1.0)
     stars = src[src["kind"] == "star"]
     stars = stars[np.argsort(stars["mag_r"])][: 4 * n_case: 4]
     cases[f"stars (r {np.min(stars['mag_r']):.0f}-{np.max(stars['mag_r']):.0f})"] = \
-        render_fused(sky, stars["ra"], stars["dec"])
+        render_fused(sky, stars["ra"], stars["dec"], net=net)
     rng = np.random.default_rng(0)
     cases["blank sky"] = render_fused(sky, 185 + rng.uniform(-0.5, 0.5, n_case),
-                                      25 + rng.uniform(-0.5, 0.5, n_case))
+                                      25 + rng.uniform(-0.5, 0.5, n_case), net=net)
     m = n_case
     harm = {}   # what each corruption does to the network's redshifts (the galaxies have z)
     for name, change in (("PS1 missing", lambda a: a.__setitem__((slice(None), slice(2, 7)), 0)),
@@ -243,13 +240,13 @@ def section_shifted_sky(net, ref, f_plain, shifted_data, n, out):
 
     samples = {}
     if shifted_data:
-        xs, ds, _, _ = fused_split(shifted_data, "test", n)
+        xs, ds, _, _ = fused_split(shifted_data, "test", n, net=net)
         samples["shifted-simulator set"] = embed(xs, net, dust=ds)
     # the training randomisation with every PSF 1.5x wider (outside its 0.8-1.3 range)
     wide = Randomisation(psf_scale={"galex": (1.5, 1.5), "panstarrs": (1.5, 1.5),
                                     "unwise": (1.5, 1.5)})
     sky = MockSky(dataset_config(n, randomisation=wide), seed=21)
-    fused = render_fused(sky, sky.catalog["ra"], sky.catalog["dec"])
+    fused = render_fused(sky, sky.catalog["ra"], sky.catalog["dec"], net=net)
     samples["PSF 1.5x wider"] = embed(fused.x, net, dust=np.column_stack(
         [sky.catalog["ebv_csfd"], sky.catalog["ebv_planck"]]))
     res = {}
@@ -297,8 +294,8 @@ def section_shift(net, ref, x, d, z, out, seeds):
 def section_surrogate(net, data, n_train, n_test, out, figures):
     from astro_mantis.explain import explain_by_example, fidelity, fit_surrogate, plot_examples
 
-    xt, dt, zt, idt = fused_split(data, "train", n_train)
-    xq, dq, zq, _ = fused_split(data, "test", n_test)
+    xt, dt, zt, idt = fused_split(data, "train", n_train, net=net)
+    xq, dq, zq, _ = fused_split(data, "test", n_test, net=net)
     res = {}
     for kernel in ("ck", "ntk"):
         tracemalloc.start()
@@ -363,7 +360,7 @@ def section_spectra(net, out, figures):
 def section_probes(net, data, n, out, figures):
     from astro_mantis.explain import layer_probes
 
-    x, d, z, _ = fused_split(data, "test", n)
+    x, d, z, _ = fused_split(data, "test", n, net=net)
     t = layer_probes(net, x, z, dust=d, n_components=(1, 2, 4, 8, 16, 32))
     for layer in dict.fromkeys(t["layer"]):
         sub = t[t["layer"] == layer]

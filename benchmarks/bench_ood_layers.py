@@ -28,7 +28,7 @@ LAYER_SETS = (("stem", "stage0", "hidden"), ("stem", "stage0", "stage1", "stage2
                                               "hidden"))
 
 
-def cases(xh, dh, n_case):
+def cases(xh, dh, n_case, net):
     from astro_mantis.simulate import MockSky, PopulationConfig
     from astro_mantis.simulate.dataset import dataset_config
 
@@ -36,15 +36,15 @@ def cases(xh, dh, n_case):
     pop = PopulationConfig(frac_main=0.0, frac_lrg=1.0, frac_elg=0.0, lrg_z_mean=1.65,
                            lrg_z_sigma=0.05, lrg_z_min=1.6, lrg_z_max=1.7, lrg_mag_limit=23.0)
     hz = MockSky(dataclasses.replace(base, population=pop), seed=3)
-    out = {"1.6 < z < 1.7": render_fused(hz, hz.catalog["ra"], hz.catalog["dec"])}
+    out = {"1.6 < z < 1.7": render_fused(hz, hz.catalog["ra"], hz.catalog["dec"], net)}
     sky = MockSky(base, seed=4)
     src = sky.sources_near((185.0, 25.0), 1.0)
     stars = src[src["kind"] == "star"]
     stars = stars[np.argsort(stars["mag_r"])][: 4 * n_case: 4]
-    out["stars"] = render_fused(sky, stars["ra"], stars["dec"])
+    out["stars"] = render_fused(sky, stars["ra"], stars["dec"], net)
     rng = np.random.default_rng(0)
     out["blank sky"] = render_fused(sky, 185 + rng.uniform(-0.5, 0.5, n_case),
-                                    25 + rng.uniform(-0.5, 0.5, n_case))
+                                    25 + rng.uniform(-0.5, 0.5, n_case), net)
     out = {k: (v.x, v.dust) for k, v in out.items()}
     zero = {"PS1 missing": slice(2, 7), "unWISE missing": slice(7, 9),
             "GALEX missing": slice(0, 2)}
@@ -76,13 +76,16 @@ def main(argv=None):
     from astro_mantis.explain.ood import ReferenceEmbedding
 
     print(f"CPU: {cpu_model()}; torch threads {torch.get_num_threads()}")
-    xr, dr, _, _ = fused_split(f"{args.data}/validation", "validation", 4096)
-    xh, dh, _, _ = fused_split(f"{args.data}/test", "test", args.n_held + args.n_case)
-    all_cases = cases(xh, dh, args.n_case)
+    from astro_mantis.models import load_model
+
+    net = load_model("mantis-mini")
+    xr, dr, _, _ = fused_split(f"{args.data}/validation", "validation", 4096, net)
+    xh, dh, _, _ = fused_split(f"{args.data}/test", "test", args.n_held + args.n_case, net)
+    all_cases = cases(xh, dh, args.n_case, net)
     t0 = time.perf_counter()
-    feats = {"reference": layer_activations("mantis-mini", xr, dust=dr),
-             "held": layer_activations("mantis-mini", xh[:args.n_held], dust=dh[:args.n_held])}
-    feats.update({k: layer_activations("mantis-mini", x, dust=d)
+    feats = {"reference": layer_activations(net, xr, dust=dr),
+             "held": layer_activations(net, xh[:args.n_held], dust=dh[:args.n_held])}
+    feats.update({k: layer_activations(net, x, dust=d)
                   for k, (x, d) in all_cases.items()})
     print(f"activations of {len(xr)} + {args.n_held} + {len(all_cases)} x {args.n_case} "
           f"galaxies in {time.perf_counter() - t0:.0f} s (SIMULATED galaxies)\n")

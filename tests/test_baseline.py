@@ -37,6 +37,15 @@ def test_shard_features_recover_a_known_magnitude():
     feats = shard_features(shard)
     assert feats.shape == (n, 9)
     assert feats[:, 3] == pytest.approx(17.0, abs=1e-3)
+    # read with the typical exposure time's zero point instead (what counts alone tell),
+    # the same counts give a galaxy fainter by 2.5 log10(typical / 100 s)
+    from astro_mantis.surveys import SURVEYS
+
+    typical = SURVEYS["panstarrs"].typical_exptime["r"]
+    blind = shard_features(shard, ps1_zeropoints="typical")
+    assert blind[:, 3] == pytest.approx(17.0 + 2.5 * np.log10(typical / 100.0), abs=1e-3)
+    with pytest.raises(ValueError, match="ps1_zeropoints"):
+        shard_features(shard, ps1_zeropoints="catalog")
 
 
 def test_knn_learns_a_smooth_relation_and_gives_valid_pdfs():

@@ -183,8 +183,9 @@ def test_evaluate_model_end_to_end(test_only_dir, tiny_model, tmp_path):
     edges = (0.0, 0.3, 1.6)
     ev = evaluate_model(tiny_model, test_only_dir, edges=edges, min_count=3, n_bootstrap=10,
                         cache_dir=tmp_path / "cache", out=tmp_path / "out")
-    logits, z = collect_logits(tiny_model, ShardDataset(test_only_dir, "test",
-                                                        cache_dir=tmp_path / "cache"))
+    assert tiny_model.panstarrs_exposure == "reference"  # fused as the network takes them
+    logits, z = collect_logits(tiny_model, ShardDataset(
+        test_only_dir, "test", cache_dir=tmp_path / "cache", panstarrs_exposure="reference"))
     assert_allclose(ev.z, z)
     pdf = calibrated_pdf(logits, tiny_model.meta)
     assert_allclose(ev.pdf.pdf, pdf.pdf)

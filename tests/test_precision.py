@@ -168,7 +168,11 @@ def test_native_arrays_in_predict_match_fused_input():
     native["panstarrs"][2, 0, 60:70] = np.nan
     ebv = rng.uniform(0, 0.1, (n, 2))
     net = build_model("mantis-mini", **TINY).eval()
-    a = predict(native, model=net, dust=ebv, batch_size=4, precision="float32")
+    from astro_mantis.fusion.exposure import reference_exptime
+
+    typical = np.tile(reference_exptime(), (n, 1))  # stacks of the reference depth: no rescaling
+    a = predict(dict(native, panstarrs_exptime=typical), model=net, dust=ebv, batch_size=4,
+                precision="float32")
     fused = fuse_arrays(**native, ebv=ebv)
     b = predict(fused.x, model=net, dust=fused.dust, batch_size=4, precision="float32")
     np.testing.assert_array_equal(a.pdf, b.pdf)

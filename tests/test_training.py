@@ -607,3 +607,45 @@ def test_parallel_fusing_after_pytorch_ran(shard_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "8"
     assert len(list((tmp_path / "cache" / "train").glob("*.x.npy"))) == 2
+
+
+def test_shards_fused_as_the_network_takes_them(shard_dir, tmp_path):
+    """Reference-exposure fusion uses each shard's EXPTIME, is cached apart from the
+    published recipe's, and training refuses data fused the other way."""
+    from astro_mantis.fusion import fuse_arrays
+    from astro_mantis.fusion.exposure import to_reference_exposure
+    from astro_mantis.training import ShardDataset
+    from astro_mantis.training.data import fuse_shard_arrays, load_shard, read_fused
+
+    path = ShardDataset(shard_dir, "train", cache_dir=tmp_path / "c").shards[0]
+    shard = load_shard(path)
+    assert np.isfinite(shard["panstarrs_exptime"]).all()
+    assert np.ptp(shard["panstarrs_exptime"]) > 0            # stacks of different depth
+    x_ref, _, _ = fuse_shard_arrays(shard, panstarrs_exposure="reference")
+    scaled, flags = to_reference_exposure(shard["panstarrs"], shard["panstarrs_exptime"])
+    assert not flags.any()
+    expect = fuse_arrays(shard["galex"], scaled, shard["unwise"])
+    np.testing.assert_array_equal(x_ref, expect.x)
+    x_stack, _, _ = fuse_shard_arrays(shard)
+    assert not np.allclose(x_ref[:, 2:7], x_stack[:, 2:7])
+    np.testing.assert_array_equal(x_ref[:, [0, 1, 7, 8]], x_stack[:, [0, 1, 7, 8]])
+
+    ref = ShardDataset(shard_dir, "train", cache_dir=tmp_path / "c", cache_dtype="float32",
+                       panstarrs_exposure="reference")
+    stack = ShardDataset(shard_dir, "train", cache_dir=tmp_path / "c", cache_dtype="float32")
+    assert len(list((tmp_path / "c" / "train").glob("*-ref.x.npy"))) == len(ref.shards)
+    assert len(list((tmp_path / "c" / "train").glob("*.x.npy"))) == 2 * len(ref.shards)
+    np.testing.assert_array_equal(ref.row(0)[0], x_ref[0])
+    np.testing.assert_array_equal(stack.row(0)[0], x_stack[0])
+    x, d, z, ids = read_fused(shard_dir, "train", max_rows=3, panstarrs_exposure="reference")
+    assert x.shape == (3, 9, 120, 120) and d.shape == (3, 2) and len(ids) == 3
+    np.testing.assert_array_equal(x[0], x_ref[0])
+    np.testing.assert_array_equal(z, ref.z[:3])
+    with pytest.raises(ValueError, match="panstarrs_exposure"):
+        ShardDataset(shard_dir, "train", cache_dir=tmp_path / "c", panstarrs_exposure="x")
+
+    data = TrainingData.from_directory(shard_dir, cache_dir=tmp_path / "c", progress=False)
+    assert data.panstarrs_exposure == "stack"
+    with pytest.raises(ValueError, match="fused with panstarrs_exposure='stack'"):
+        train("mantis-mini", data, tmp_path / "run", model_kwargs=TINY_MINI, epochs=1,
+              batch_size=4, **QUIET)

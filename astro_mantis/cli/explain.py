@@ -130,31 +130,19 @@ def _model(args):
         _fail(str(exc))
 
 
-def _read(args, split=None, max_rows=None):
-    from ..simulate.dataset import iter_shards
-    from ..training.data import fuse_shard_arrays
+def _read(args, net, split=None, max_rows=None):
+    """The fused galaxies of the data directory, as ``net`` takes them."""
+    from ..training.data import read_fused
 
     split = split or args.split
     max_rows = args.max_rows if max_rows is None else max_rows
     if not Path(args.data).is_dir():
         _fail(f"data directory {args.data!r} does not exist")
-    xs, ds, zs, ids = [], [], [], []
     try:
-        for shard in iter_shards(args.data, split):
-            x, d, _ = fuse_shard_arrays(shard)
-            xs.append(x)
-            ds.append(d)
-            zs.append(np.asarray(shard["z"], float))
-            ids.append(np.asarray(shard["id"]))
-            if max_rows is not None and sum(map(len, xs)) >= max_rows:
-                break
+        return read_fused(args.data, split, max_rows,
+                          getattr(net, "panstarrs_exposure", "stack"))
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
-    if not xs:
-        _fail(f"no galaxies in the {split} split of {args.data}")
-    n = max_rows if max_rows is not None else None
-    return (np.concatenate(xs)[:n], np.concatenate(ds)[:n], np.concatenate(zs)[:n],
-            np.concatenate(ids)[:n])
 
 
 def _write(table, path):
@@ -202,7 +190,7 @@ def run(args):
     net = _model(args)
     if what == "bands":
         out, fig = _check_out(args.out, args.overwrite), _check_out(args.figure, args.overwrite)
-        x, d, z, ids = _read(args)
+        x, d, z, ids = _read(args, net)
         t = band_attribution(x, model=net, method=args.method, target=args.target,
                              z_spec=None if args.target == "mean" else z, dust=d)
         t.add_column(ids, name="id", index=0)
@@ -216,7 +204,7 @@ def run(args):
         return 0
     if what == "reference":
         out = _check_out(args.out or reference_path(net), args.overwrite)
-        x, d, _, _ = _read(args)
+        x, d, _, _ = _read(args, net)
         try:
             ref = build_reference(net, x, dust=d, n_components=args.components, k=args.k)
         except ValueError as exc:
@@ -233,7 +221,7 @@ def run(args):
             ref = ReferenceEmbedding.load(args.reference)
         else:
             ref = None
-        x, d, z, ids = _read(args)
+        x, d, z, ids = _read(args, net)
         try:
             score = ood_score(x, net, ref, dust=d)
         except ValueError as exc:
@@ -245,10 +233,10 @@ def run(args):
         return 0
     # examples
     out, fig = _check_out(args.out, args.overwrite), _check_out(args.figure, args.overwrite)
-    xq, dq, _, _ = _read(args, max_rows=args.index + 1)
+    xq, dq, _, _ = _read(args, net, max_rows=args.index + 1)
     if args.index < 0 or args.index >= len(xq):
         _fail(f"--index {args.index} is outside the {args.split} split ({len(xq)} rows)")
-    xt, dt, zt, idt = _read(args, split="train", max_rows=args.train_rows)
+    xt, dt, zt, idt = _read(args, net, split="train", max_rows=args.train_rows)
     sur = fit_surrogate(net, xt, kernel=args.kernel, dust=dt, ids=idt, z=zt)
     t = explain_by_example(xq[args.index], sur, net, k=args.k, dust=dq[args.index])
     _write(t, out)

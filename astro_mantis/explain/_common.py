@@ -63,7 +63,12 @@ def model_grid(net):
     return edges, float(meta.get("temperature") or 1.0)
 
 
-def as_fused(data, dust=None, nan_policy="zero"):
+def panstarrs_exposure(net):
+    """How ``net`` takes Pan-STARRS counts (`astro_mantis.fusion.exposure`); "stack" if unsaid."""
+    return getattr(net, "panstarrs_exposure", "stack")
+
+
+def as_fused(data, dust=None, nan_policy="zero", net=None):
     """Early-fused input from cutouts, a `~astro_mantis.fusion.FusedInput` or an array.
 
     Parameters
@@ -76,6 +81,9 @@ def as_fused(data, dust=None, nan_policy="zero"):
         None: zeros.
     nan_policy : {"zero", "inpaint"}
         For cutouts.
+    net : `torch.nn.Module`, optional
+        The network the input is for: cutouts are fused as it takes Pan-STARRS counts
+        (its ``panstarrs_exposure``); None: as the published recipe.
 
     Returns
     -------
@@ -90,7 +98,8 @@ def as_fused(data, dust=None, nan_policy="zero"):
             and all(c is None or isinstance(c, MultiSurveyCutout) for c in data)):
         from ..fusion import early_fusion
 
-        return early_fusion(data, ebv=dust, nan_policy=nan_policy)
+        return early_fusion(data, ebv=dust, nan_policy=nan_policy,
+                            panstarrs_exposure=panstarrs_exposure(net))
     if isinstance(data, torch.Tensor):
         data = data.detach().cpu().numpy()
     x = np.asarray(data, dtype=np.float32)

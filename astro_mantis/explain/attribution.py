@@ -225,7 +225,7 @@ def band_attribution(cutouts_or_fused, model="mantis-mini", method="shapley", ta
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}; got {target!r}")
     net = resolve_model(model)
-    fused = as_fused(cutouts_or_fused, dust=dust)
+    fused = as_fused(cutouts_or_fused, dust=dust, net=net)
     n = len(fused.x)
     f = scalar_target(net, target, z_spec, n)  # checks z_spec
     table = Table()

@@ -74,8 +74,8 @@ import numpy as np
 from astropy.table import Table
 
 from ..flags import MantisFlag
-from ._common import (STATISTICS, as_fused, features_and_statistics, penultimate_features,
-                      resolve_model)
+from ._common import (STATISTICS, as_fused, features_and_statistics, panstarrs_exposure,
+                      penultimate_features, resolve_model)
 
 __all__ = ["OOD_THRESHOLD", "DEFAULT_COMPONENTS", "DEFAULT_K", "ReferenceEmbedding",
            "embed", "build_reference", "reference_path", "save_reference", "load_reference",
@@ -109,7 +109,7 @@ def embed(data, model="mantis-mini", dust=None, batch_size=64, layer="hidden"):
     `numpy.ndarray`, float32, shape (N, n_features)
     """
     net = resolve_model(model)
-    fused = as_fused(data, dust=dust)
+    fused = as_fused(data, dust=dust, net=net)
     return penultimate_features(net, fused.x, fused.dust, batch_size=batch_size, layer=layer)
 
 
@@ -358,7 +358,7 @@ def _largest_percentile(null, distances, values, sorted_reference):
     return out
 
 
-def _iter_data(data, split, max_rows, dust):
+def _iter_data(data, split, max_rows, dust, net):
     """Fused chunks of a shard directory, or the one fused input given."""
     if isinstance(data, (str, Path)) and Path(data).is_dir():
         from ..simulate.dataset import iter_shards
@@ -366,7 +366,7 @@ def _iter_data(data, split, max_rows, dust):
 
         seen = 0
         for shard in iter_shards(data, split):
-            x, d, _ = fuse_shard_arrays(shard)
+            x, d, _ = fuse_shard_arrays(shard, panstarrs_exposure=panstarrs_exposure(net))
             z = np.asarray(shard["z"], float)
             if max_rows is not None:
                 x, d, z = x[:max_rows - seen], d[:max_rows - seen], z[:max_rows - seen]
@@ -375,7 +375,7 @@ def _iter_data(data, split, max_rows, dust):
             if max_rows is not None and seen >= max_rows:
                 return
         return
-    fused = as_fused(data, dust=dust)
+    fused = as_fused(data, dust=dust, net=net)
     n = len(fused.x) if max_rows is None else min(max_rows, len(fused.x))
     yield fused.x[:n], fused.dust[:n], None
 
@@ -419,7 +419,7 @@ def build_reference(model, data, split="validation", n_components=DEFAULT_COMPON
     net = resolve_model(model)
     parts = [features_and_statistics(net, x, d, batch_size=batch_size,
                                      statistics=STATISTICS if widths else ())
-             for x, d, _ in _iter_data(data, split, max_rows, dust)]
+             for x, d, _ in _iter_data(data, split, max_rows, dust, net)]
     if not parts:
         raise ValueError(f"no galaxies in {data!r}")
     feats = [f for f, _ in parts]
@@ -533,7 +533,7 @@ def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=6
     if arr is not None and arr.ndim == 2:
         return ref.score(arr, widths, statistics)
     net = resolve_model(model)
-    fused = as_fused(data, dust=dust)
+    fused = as_fused(data, dust=dust, net=net)
     feats, stats = features_and_statistics(net, fused.x, fused.dust, batch_size=batch_size,
                                            precision=precision,
                                            statistics=tuple(ref.statistics))

@@ -51,7 +51,7 @@ def layer_activations(model, data, dust=None, layers=None, batch_size=32):
         Name → `numpy.ndarray` (N, channels).
     """
     net = resolve_model(model)
-    fused = as_fused(data, dust=dust)
+    fused = as_fused(data, dust=dust, net=net)
     layers = probe_layers(net) if layers is None else layers
     store = {k: [] for k in layers}
     hooks = []

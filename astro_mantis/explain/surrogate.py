@@ -88,7 +88,7 @@ def ntk_features(data, model="mantis-mini", dust=None, dim=DEFAULT_NTK_DIM, seed
     if dim < 1:
         raise ValueError(f"dim must be positive; got {dim}")
     net = resolve_model(model)
-    fused = as_fused(data, dust=dust)
+    fused = as_fused(data, dust=dust, net=net)
     named = dict(net.named_parameters())
     chosen = {k: v.detach() for k, v in named.items()
               if params is None or any(k.startswith(p) for p in params)}
@@ -144,7 +144,7 @@ def kernel_features(data, model="mantis-mini", kernel="ntk", dust=None, **kwargs
     if kernel == "ntk":
         return ntk_features(data, model=model, dust=dust, **kwargs)
     net = resolve_model(model)
-    fused = as_fused(data, dust=dust)
+    fused = as_fused(data, dust=dust, net=net)
     return penultimate_features(net, fused.x, fused.dust)
 
 
@@ -239,7 +239,7 @@ def fit_surrogate(model, train, kernel="ntk", ridge=1e-3, dust=None, ids=None, z
     `KernelSurrogate`
     """
     net = resolve_model(model)
-    fused = as_fused(train, dust=dust)
+    fused = as_fused(train, dust=dust, net=net)
     feats = kernel_features(fused, net, kernel, **kwargs)
     return KernelSurrogate(feats, _network_mean(net, fused), ridge, kernel, ids, z)
 
@@ -266,7 +266,7 @@ def fidelity(surrogate, data, model="mantis-mini", dust=None, **kwargs):
     from scipy.stats import kendalltau
 
     net = resolve_model(model)
-    fused = as_fused(data, dust=dust)
+    fused = as_fused(data, dust=dust, net=net)
     pred = surrogate.predict(kernel_features(fused, net, surrogate.kernel, **kwargs))
     truth = _network_mean(net, fused)
     return float(kendalltau(pred, truth)[0]), pred, truth
@@ -301,7 +301,7 @@ def explain_by_example(query, surrogate, model="mantis-mini", k=5, dust=None, **
     if k < 1:
         raise ValueError(f"k must be positive; got {k}")
     net = resolve_model(model)
-    fused = as_fused(query, dust=dust)
+    fused = as_fused(query, dust=dust, net=net)
     first = type(fused)(*(a[:1] for a in fused))
     feats = kernel_features(first, net, surrogate.kernel, **kwargs)
     kv = surrogate.kernel_with(feats)[0]

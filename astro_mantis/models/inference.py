@@ -387,10 +387,44 @@ class _Prefetch:
                     self.thread.join(0.01)
 
 
-def _native_arrays(data):
-    """{"galex": ..., "panstarrs": ..., "unwise": ...} of native pixels, checked."""
+class _ReferenceExposure:
+    """Native PS1 counts read batch by batch at the reference exposure times.
+
+    Slicing gives the rescaled counts of those rows (`astro_mantis.fusion.exposure`),
+    so a large array is never copied whole; ``flags`` collects the rows' EXPTIME_UNKNOWN.
+    """
+
+    def __init__(self, panstarrs, exptime):
+        self.array = panstarrs
+        n = len(panstarrs)
+        self.exptime = np.full((n, 5), np.nan) if exptime is None else \
+            np.asarray(exptime, dtype=np.float64)
+        if self.exptime.shape != (n, 5):
+            raise ValueError(f"panstarrs_exptime must have shape ({n}, 5): the EXPTIME of the "
+                             f"g r i z y stacks of each row; got {self.exptime.shape}")
+        self.flags = np.zeros(n, np.int64)
+
+    def __len__(self):
+        return len(self.array)
+
+    def __getitem__(self, sl):
+        from ..fusion.exposure import to_reference_exposure
+
+        counts, flags = to_reference_exposure(self.array[sl], self.exptime[sl])
+        self.flags[sl] = flags
+        return counts
+
+
+def _native_arrays(data, exposure="stack"):
+    """{"galex": ..., "panstarrs": ..., "unwise": ...} of native pixels, checked.
+
+    ``data["panstarrs_exptime"]`` (optional) gives the PS1 stacks' EXPTIME; with
+    ``exposure="reference"`` the PS1 array is read through `_ReferenceExposure`.
+    """
     from ..fusion import RECIPE
 
+    data = dict(data)
+    exptime = data.pop("panstarrs_exptime", None)
     unknown = set(data) - set(RECIPE)
     if unknown:
         raise ValueError(f"unknown survey(s) {sorted(unknown)} in the native arrays; "
@@ -400,6 +434,8 @@ def _native_arrays(data):
     if len(lengths) != 1:
         raise ValueError("native arrays must be given for at least one survey and agree "
                          f"on the number of rows; got {sorted(lengths)}")
+    if exposure == "reference" and arrays["panstarrs"] is not None:
+        arrays["panstarrs"] = _ReferenceExposure(arrays["panstarrs"], exptime)
     return arrays, lengths.pop()
 
 
@@ -507,7 +543,7 @@ def _padded(a, rows):
     return np.concatenate([a, np.zeros((rows - len(a),) + a.shape[1:], a.dtype)])
 
 
-def _fused_cutout_batches(cuts, ebv, nan_policy, batch_size):
+def _fused_cutout_batches(cuts, ebv, nan_policy, batch_size, exposure="stack"):
     """(x, dust, flags, valid) per batch of cutouts, fused one batch ahead in a thread."""
     from ..fusion import core, early_fusion
 
@@ -524,7 +560,7 @@ def _fused_cutout_batches(cuts, ebv, nan_policy, batch_size):
             buf = buffers[key] = np.empty(
                 (len(part), len(core.CHANNELS), core.OUTPUT_SIZE, core.OUTPUT_SIZE), np.float32)
         fused = early_fusion(part, ebv=None if ebv is None else ebv[start:start + batch_size],
-                             nan_policy=nan_policy, out=buf)
+                             nan_policy=nan_policy, out=buf, panstarrs_exposure=exposure)
         return fused.x, fused.dust, fused.flags, fused.valid
 
     return _Prefetch(fuse, range(0, len(cuts), batch_size))
@@ -556,8 +592,15 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         Cutouts (fused with `~astro_mantis.fusion.early_fusion`); a dict of native
         pixel arrays ``{"galex": (N, 2, 32, 32), "panstarrs": (N, 5, 170, 170),
         "unwise": (N, 2, 32, 32)}`` (as `~astro_mantis.fusion.fuse_arrays` takes
-        them; a survey left out is missing); or an already fused array
-        (N, 9, 120, 120) (or one image (9, 120, 120)) of finite values.
+        them; a survey left out is missing), optionally with ``"panstarrs_exptime"``
+        (N, 5), the stacks' ``EXPTIME``; or an already fused array
+        (N, 9, 120, 120) (or one image (9, 120, 120)) of finite values. A network
+        whose ``panstarrs_exposure`` is ``"reference"`` (the bundled ``mantis-mini``)
+        gets PS1 counts rescaled to the typical exposure times
+        (`astro_mantis.fusion.exposure`), from the cutouts' zero points or from
+        ``"panstarrs_exptime"``; rows without them are flagged
+        `~astro_mantis.MantisFlag.EXPTIME_UNKNOWN`. A fused array must already have
+        been fused as the network takes it.
     model : str or `torch.nn.Module`
         A registry name (loaded once with `~astro_mantis.models.load_model` and
         remembered for later calls), or a network object taking ``(x, dust)``.
@@ -680,8 +723,9 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
     if _is_cutouts(data) or isinstance(data, dict):
         from ..fusion import dust_array
 
+        exposure = getattr(net, "panstarrs_exposure", "stack")
         if isinstance(data, dict):
-            arrays, n = _native_arrays(data)
+            arrays, n = _native_arrays(data, exposure)
         else:
             cuts = [data] if isinstance(data, MultiSurveyCutout) else list(data)
             n = len(cuts)
@@ -696,7 +740,7 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
             batches = _fused_native_batches(arrays, n, ebv, nan_policy, batch_size, device,
                                             runner)
         else:
-            batches = _fused_cutout_batches(cuts, ebv, nan_policy, batch_size)
+            batches = _fused_cutout_batches(cuts, ebv, nan_policy, batch_size, exposure)
         flags, valid = [np.zeros(0, np.int64)], [np.zeros((0, 9), bool)]
 
         def model_inputs():
@@ -710,6 +754,8 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         out = _run_all(net, runner, model_inputs())
         out = np.zeros((0, n_bins), np.float32) if out is None else out
         flags, valid = np.concatenate(flags), np.concatenate(valid)
+        if isinstance(data, dict) and isinstance(arrays["panstarrs"], _ReferenceExposure):
+            flags |= arrays["panstarrs"].flags
     else:
         x, d, flags = _array_inputs(data, dust)
 

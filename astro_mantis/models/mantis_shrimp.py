@@ -55,7 +55,15 @@ class PhotoZNet(nn.Module):
     meta : dict
         Model metadata (name, bins, calibration temperature, provenance); filled by
         `~astro_mantis.models.build_model` and `~astro_mantis.models.load_model`.
+    panstarrs_exposure : str
+        The Pan-STARRS counts the network takes (`astro_mantis.fusion.exposure`):
+        ``"stack"`` (as served, the published recipe; the default) or ``"reference"``
+        (rescaled to the typical exposure time). `~astro_mantis.models.predict` and
+        the training data fuse accordingly.
     """
+
+    #: See the class docstring; subclasses that take it as an argument set it per object.
+    panstarrs_exposure = "stack"
 
     def __init__(self, base, n_features, hidden, n_bins=N_BINS, n_dust=N_DUST, drop=0.0):
         super().__init__()

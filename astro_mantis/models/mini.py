@@ -26,7 +26,8 @@ __all__ = ["MiniBackbone", "MantisMini", "build_mantis_mini", "DEFAULT_ARCHITECT
 
 #: Keyword arguments of `MantisMini` for the bundled ``mantis-mini``.
 DEFAULT_ARCHITECTURE = {"in_chans": 9, "widths": [32, 64, 128, 256], "depths": [1, 1, 2, 1],
-                        "stem_stride": 4, "hidden": 512, "n_bins": N_BINS, "drop": 0.0}
+                        "stem_stride": 4, "hidden": 512, "n_bins": N_BINS, "drop": 0.0,
+                        "panstarrs_exposure": "reference"}
 
 
 class _BasicBlock(nn.Module):
@@ -114,16 +115,23 @@ class MantisMini(PhotoZNet):
         Redshift bins.
     drop : float
         Dropout before ``fc1`` during training.
+    panstarrs_exposure : {"stack", "reference"}
+        The Pan-STARRS counts the network takes (`astro_mantis.fusion.exposure`).
+        ``"stack"`` (the default here, and what a card without the entry means) is the
+        published recipe; new models (`DEFAULT_ARCHITECTURE`) take ``"reference"``.
     """
 
     def __init__(self, in_chans=9, widths=(32, 64, 128, 256), depths=(1, 1, 2, 1),
-                 stem_stride=4, hidden=512, n_bins=N_BINS, drop=0.0):
+                 stem_stride=4, hidden=512, n_bins=N_BINS, drop=0.0, panstarrs_exposure="stack"):
+        from ..fusion.exposure import check_panstarrs_exposure
+
         base = MiniBackbone(in_chans, tuple(widths), tuple(depths), stem_stride)
         super().__init__(base, base.num_features, hidden, n_bins=n_bins, drop=drop)
+        self.panstarrs_exposure = check_panstarrs_exposure(panstarrs_exposure)
         #: The constructor arguments (JSON-friendly): what a model card records.
         self.config = {"in_chans": in_chans, "widths": list(widths), "depths": list(depths),
                        "stem_stride": stem_stride, "hidden": hidden, "n_bins": n_bins,
-                       "drop": drop}
+                       "drop": drop, "panstarrs_exposure": self.panstarrs_exposure}
 
 
 def build_mantis_mini(**kwargs):

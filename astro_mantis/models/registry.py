@@ -476,6 +476,8 @@ def load_model(name, weights=None, device="cpu", verify=True):
                 clear_download_cache(url, pkgname="astro_mantis")
             raise
     arch = dict(card.get("architecture", {}))
+    if spec.name == "mantis-mini":  # a card from before the setting: the published recipe
+        arch.setdefault("panstarrs_exposure", "stack")
     model = build_model(spec.name, device="meta", **arch)
     state = read_state_dict(weights, device=device)
     load_state_dict(model, state, what=f"{spec.name} weights {weights.name}")

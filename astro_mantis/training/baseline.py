@@ -92,25 +92,36 @@ def asinh_magnitudes(flux, zeropoint, depth):
     return -2.5 / math.log(10.0) * (np.arcsinh(maggies / (2 * b)) + np.log(b))
 
 
-def shard_features(shard):
+def shard_features(shard, ps1_zeropoints="stack"):
     """Nine asinh aperture magnitudes (NUV FUV g r i z y W1 W2) of every galaxy of a shard.
 
     Parameters
     ----------
     shard : dict
         As returned by `astro_mantis.shards.load_shard`.
+    ps1_zeropoints : {"stack", "typical"}
+        PS1 zero points from each stack's ``EXPTIME`` (default: calibrated
+        magnitudes), or from the band's typical exposure time
+        (`~astro_mantis.surveys.panstarrs.PanstarrsSurvey.typical_exptime`): what
+        counts alone tell, without the stacks' exposure times.
 
     Returns
     -------
     features : array, shape (N, 9)
     """
+    if ps1_zeropoints not in ("stack", "typical"):
+        raise ValueError(f"ps1_zeropoints must be 'stack' or 'typical', got {ps1_zeropoints!r}")
     galex = aperture_fluxes(shard["galex"], APERTURE_RADII["galex"])
     ps1 = aperture_fluxes(shard["panstarrs"], APERTURE_RADII["panstarrs"])
     wise = aperture_fluxes(shard["unwise"], APERTURE_RADII["unwise"])
     # AB zero points from the surveys: fixed for GALEX (counts/s) and unWISE (Vega
     # nanomaggies), from each stack's exposure time for PS1
-    ps1_zp = get_survey("panstarrs").exptime_zeropoint(
-        np.asarray(shard["panstarrs_exptime"], dtype=float))
+    ps1_survey = get_survey("panstarrs")
+    exptime = np.asarray(shard["panstarrs_exptime"], dtype=float)
+    if ps1_zeropoints == "typical":
+        typical = [ps1_survey.typical_exptime[b] for b in ps1_survey.bands]
+        exptime = np.broadcast_to(np.asarray(typical, dtype=float), exptime.shape)
+    ps1_zp = ps1_survey.exptime_zeropoint(exptime)
     zp = np.concatenate([np.broadcast_to(get_survey("galex").zeropoints(), galex.shape), ps1_zp,
                          np.broadcast_to(get_survey("unwise").zeropoints(), wise.shape)], axis=1)
     flux = np.concatenate([galex, ps1, wise], axis=1)

@@ -47,6 +47,7 @@ __all__ = [
     "balanced_weights",
     "derive_seed",
     "fuse_shard_arrays",
+    "read_fused",
 ]
 
 #: Maximum circular shift (pixels) of the default augmentation.
@@ -388,7 +389,7 @@ class ConcatDataset(FusedDataset):
         return self.datasets[part].row(index - int(self._starts[part]))
 
 
-def fuse_shard_arrays(shard, nan_policy="zero"):
+def fuse_shard_arrays(shard, nan_policy="zero", panstarrs_exposure="stack"):
     """Early-fuse the raw cutout arrays of one shard (the published recipe).
 
     A thin wrapper of ``astro_mantis.fusion.fuse_arrays``, the array twin of
@@ -408,6 +409,11 @@ def fuse_shard_arrays(shard, nan_policy="zero"):
         ``ebv_csfd``, ``ebv_planck``.
     nan_policy : {"zero", "inpaint"}
         What replaces non-finite pixels (``"zero"`` is the reference's choice).
+    panstarrs_exposure : {"stack", "reference"}
+        ``"reference"`` rescales the PS1 counts to the typical exposure times first,
+        with the shard's ``panstarrs_exptime`` (`astro_mantis.fusion.exposure`; a
+        shard without it counts as unknown, the counts kept); ``"stack"`` (default)
+        fuses them as served, as the published recipe does.
 
     Returns
     -------
@@ -420,11 +426,57 @@ def fuse_shard_arrays(shard, nan_policy="zero"):
         pixel seen by the network had to be set to zero.
     """
     from ..fusion import fuse_arrays
+    from ..fusion.exposure import check_panstarrs_exposure, to_reference_exposure
 
-    fused = fuse_arrays(shard.get("galex"), shard.get("panstarrs"), shard.get("unwise"),
+    panstarrs = shard.get("panstarrs")
+    if check_panstarrs_exposure(panstarrs_exposure) == "reference" and panstarrs is not None:
+        panstarrs, _ = to_reference_exposure(panstarrs, shard.get("panstarrs_exptime"))
+    fused = fuse_arrays(shard.get("galex"), panstarrs, shard.get("unwise"),
                         ebv=_shard_dust(shard), nan_policy=nan_policy)
     return (np.asarray(fused.x, np.float32), np.asarray(fused.dust, np.float32),
             np.asarray(fused.valid, bool))
+
+
+def read_fused(directory, split, max_rows=None, panstarrs_exposure="stack"):
+    """The fused inputs of one split of a shard directory, in memory (no cache).
+
+    Parameters
+    ----------
+    directory : str or path-like
+        A shard directory (`astro_mantis.shards`).
+    split : str
+        ``"train"``, ``"validation"`` or ``"test"``.
+    max_rows : int, optional
+        Stop after this many galaxies (the first ones, in shard order).
+    panstarrs_exposure : {"stack", "reference"}
+        As for `fuse_shard_arrays`: that of the network the inputs are for.
+
+    Returns
+    -------
+    x, dust, z, ids : `numpy.ndarray`
+        float32 (N, 9, 120, 120), float32 (N, 2), float64 (N,), int64 (N,).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the directory has no shards of ``split``.
+    ValueError
+        If the split holds no galaxies.
+    """
+    from ..shards import iter_shards
+
+    xs, ds, zs, ids = [], [], [], []
+    for shard in iter_shards(directory, split):
+        x, d, _ = fuse_shard_arrays(shard, panstarrs_exposure=panstarrs_exposure)
+        xs.append(x)
+        ds.append(d)
+        zs.append(np.asarray(shard["z"], np.float64))
+        ids.append(np.asarray(shard["id"], np.int64))
+        if max_rows is not None and sum(map(len, xs)) >= max_rows:
+            break
+    if not xs:
+        raise ValueError(f"no galaxies in the {split} split of {directory}")
+    return tuple(np.concatenate(a)[:max_rows] for a in (xs, ds, zs, ids))
 
 
 def _shard_dust(shard):
@@ -471,6 +523,9 @@ class ShardDataset(FusedDataset):
         Show a progress bar while fusing (default: on a terminal).
     workers : int
         Processes fusing the shards not yet cached, in parallel (default 1: in this process).
+    panstarrs_exposure : {"stack", "reference"}
+        How the PS1 counts are fused (`fuse_shard_arrays`): that of the network to be
+        trained or evaluated (its ``panstarrs_exposure``). The two are cached apart.
 
     Attributes
     ----------
@@ -488,8 +543,11 @@ class ShardDataset(FusedDataset):
 
     def __init__(self, directory, split="train", cache_dir=None, cache_dtype="float16",
                  in_memory=False, augment=False, seed=0, max_shift=MAX_SHIFT, progress=None,
-                 workers=1):
+                 workers=1, panstarrs_exposure="stack"):
+        from ..fusion.exposure import check_panstarrs_exposure
+
         super().__init__(augment=augment, seed=seed, max_shift=max_shift)
+        self.panstarrs_exposure = check_panstarrs_exposure(panstarrs_exposure)
         self.directory = Path(directory)
         self.split = str(split)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else \
@@ -552,23 +610,31 @@ class ShardDataset(FusedDataset):
         """Fill the cache of every shard with a pool of processes (cached shards cost a read)."""
         import multiprocessing
 
-        settings = (self.directory, self.split, self.cache_dir, self.cache_dtype.name)
+        settings = (self.directory, self.split, self.cache_dir, self.cache_dtype.name,
+                    self.panstarrs_exposure)
         with multiprocessing.get_context().Pool(min(workers, len(self.shards)),
                                                 initializer=_init_fuse_worker) as pool:
             for _ in pool.imap_unordered(_fuse_one, [(settings, p) for p in self.shards]):
                 pass
 
+    @property
+    def _reference(self):
+        return self.panstarrs_exposure == "reference"
+
     def _signature(self, path):
         from .._version import __version__
 
         return {"cache_version": _CACHE_VERSION, "package_version": __version__,
-                "fusion": "fuse_arrays, nan_policy=zero", "dtype": self.cache_dtype.name,
+                "fusion": "fuse_arrays, nan_policy=zero" + (
+                    ", panstarrs_exposure=reference" if self._reference else ""),
+                "dtype": self.cache_dtype.name,
                 "source": _file_signature(path)}
 
     def _ensure_cached(self, path):
         """Fuse one shard into the cache unless an up-to-date entry exists."""
         key = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:10]
-        base = self.cache_dir / self.split / f"{Path(path).stem}-{key}"
+        suffix = "-ref" if self._reference else ""
+        base = self.cache_dir / self.split / f"{Path(path).stem}-{key}{suffix}"
         xpath = base.with_name(base.name + ".x.npy")
         mpath = base.with_name(base.name + ".meta.npz")
         spath = base.with_name(base.name + ".json")
@@ -591,8 +657,8 @@ class ShardDataset(FusedDataset):
         for start in range(0, n, _FUSE_CHUNK):
             sl = slice(start, min(start + _FUSE_CHUNK, n))
             part = {k: shard[k][sl] for k in ("galex", "panstarrs", "unwise", "ebv_csfd",
-                                               "ebv_planck") if k in shard}
-            x, d, v = fuse_shard_arrays(part)
+                                               "ebv_planck", "panstarrs_exptime") if k in shard}
+            x, d, v = fuse_shard_arrays(part, panstarrs_exposure=self.panstarrs_exposure)
             out[sl] = x
             dust[sl] = d
             valid[sl] = v
@@ -624,10 +690,10 @@ def _init_fuse_worker():
 
 def _fuse_one(args):
     """Pool task of `ShardDataset`'s parallel fusing: cache one shard."""
-    (directory, split, cache_dir, dtype), path = args
+    (directory, split, cache_dir, dtype, exposure), path = args
     ds = ShardDataset.__new__(ShardDataset)
     ds.directory, ds.split, ds.cache_dir = directory, split, cache_dir
-    ds.cache_dtype = np.dtype(dtype)
+    ds.cache_dtype, ds.panstarrs_exposure = np.dtype(dtype), exposure
     ds._ensure_cached(path)
 
 

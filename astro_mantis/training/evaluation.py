@@ -230,14 +230,15 @@ class Evaluation:
         return paths
 
 
-def _dataset(data_dir, split, cache_dir, workers):
+def _dataset(data_dir, split, cache_dir, workers, panstarrs_exposure="stack"):
     from .data import ConcatDataset, ShardDataset
 
     dirs = list(data_dir) if isinstance(data_dir, (list, tuple)) else [data_dir]
     for d in dirs:
         if not Path(d).is_dir():
             raise FileNotFoundError(f"data directory {str(d)!r} does not exist")
-    parts = [ShardDataset(d, split, cache_dir=cache_dir, workers=workers) for d in dirs]
+    parts = [ShardDataset(d, split, cache_dir=cache_dir, workers=workers,
+                          panstarrs_exposure=panstarrs_exposure) for d in dirs]
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 
@@ -255,6 +256,7 @@ def evaluate_model(model, data_dir, split="test", *, estimators=POINT_ESTIMATORS
     data_dir : str, path-like or list of them
         Directory made by `astro_mantis.simulate.dataset.make_dataset`; only ``split``
         needs shards (a test-only directory works). Several: their splits are joined.
+        They are fused as the model takes them (its ``panstarrs_exposure``).
     split : str
         ``"test"`` (default), ``"validation"`` or ``"train"``.
     estimators : sequence of str
@@ -304,7 +306,8 @@ def evaluate_model(model, data_dir, split="test", *, estimators=POINT_ESTIMATORS
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else "cpu"
-    dataset = _dataset(data_dir, split, cache_dir, workers)
+    dataset = _dataset(data_dir, split, cache_dir, workers,
+                       getattr(model, "panstarrs_exposure", "stack"))
     logits, z = collect_logits(model, dataset, batch_size=batch_size, device=device,
                                num_workers=num_workers, progress=progress,
                                desc=f"evaluating {split}")

@@ -40,6 +40,7 @@ __all__ = [
     "evaluate",
     "epoch_metrics",
     "manifest_summary",
+    "model_exposure",
     "seed_everything",
     "resolve_device",
     "load_checkpoint",
@@ -300,16 +301,20 @@ class TrainingData:
         Held-out test set (only evaluated after training, never used for choices).
     manifest : dict
         Summary of where the data came from (goes into the model card).
+    panstarrs_exposure : {"stack", "reference"}, optional
+        How the PS1 counts were fused (`astro_mantis.fusion.exposure`); `train` refuses a
+        network that takes the other. None (datasets made by hand): not checked.
     """
 
     train: FusedDataset
     validation: FusedDataset
     test: FusedDataset = None
     manifest: dict = field(default_factory=dict)
+    panstarrs_exposure: str = None
 
     @classmethod
     def from_directory(cls, directory, cache_dir=None, cache_dtype="float16", in_memory=False,
-                       progress=None, workers=1):
+                       progress=None, workers=1, panstarrs_exposure="stack"):
         """Open the splits of a training data directory (or of several).
 
         Each split is a `~astro_mantis.training.data.ShardDataset`; with several directories,
@@ -331,6 +336,9 @@ class TrainingData:
             Show progress bars while fusing (default: on a terminal).
         workers : int
             Processes fusing uncached shards in parallel.
+        panstarrs_exposure : {"stack", "reference"}
+            How the PS1 counts are fused: as the network to be trained takes them (its
+            ``panstarrs_exposure``, see `~astro_mantis.training.data.ShardDataset`).
 
         Returns
         -------
@@ -348,7 +356,7 @@ class TrainingData:
             if not d.is_dir():
                 raise FileNotFoundError(f"training data directory {str(d)!r} does not exist")
         kw = dict(cache_dir=cache_dir, cache_dtype=cache_dtype, in_memory=in_memory,
-                  progress=progress, workers=workers)
+                  progress=progress, workers=workers, panstarrs_exposure=panstarrs_exposure)
         splits = {}
         for name in SPLITS:
             parts = []
@@ -364,7 +372,7 @@ class TrainingData:
         manifest = manifest_summary(dirs[0]) if len(dirs) == 1 else \
             {"runs": [manifest_summary(d) for d in dirs]}
         return cls(train=splits["train"], validation=splits["validation"],
-                   test=splits["test"], manifest=manifest)
+                   test=splits["test"], manifest=manifest, panstarrs_exposure=panstarrs_exposure)
 
 
 def manifest_summary(directory):
@@ -747,7 +755,7 @@ def train(model, train_dir, out_dir, *args, config=None, **settings):
                               "run or overwrite=True to start afresh")
     dev = resolve_device(cfg.device)
     with _deterministic_mode(cfg.deterministic, dev):
-        data = _training_data(train_dir, out_dir, cfg)
+        data = _training_data(train_dir, out_dir, cfg, model_exposure(model, cfg.model_kwargs))
         train_ds, val_ds = data.train, data.validation
         n_train = len(train_ds)
         if n_train < cfg.batch_size:
@@ -758,6 +766,12 @@ def train(model, train_dir, out_dir, *args, config=None, **settings):
 
         seed_everything(cfg.seed)
         net, model_name = _build(model, cfg.model_kwargs)
+        exposure = getattr(net, "panstarrs_exposure", "stack")
+        if data.panstarrs_exposure not in (None, exposure):
+            raise ValueError(f"the training data were fused with panstarrs_exposure="
+                             f"{data.panstarrs_exposure!r} but the network takes {exposure!r}: "
+                             "open them with TrainingData.from_directory(..., "
+                             f"panstarrs_exposure={exposure!r})")
         net.to(dev)
         run = _Run.start(net, cfg, dev, n_train // cfg.batch_size)
         config = _checkpoint_config(cfg, model_name, dev, run, n_train, len(val_ds), data)
@@ -802,14 +816,38 @@ def train(model, train_dir, out_dir, *args, config=None, **settings):
                            stopped=state["stopped"], out_dir=out_dir, config=config)
 
 
-def _training_data(train_dir, out_dir, cfg):
+def model_exposure(model, model_kwargs=None):
+    """The ``panstarrs_exposure`` of a network, or of a registry name with its arguments.
+
+    Parameters
+    ----------
+    model : str or `torch.nn.Module`
+        A network (its ``panstarrs_exposure`` attribute; "stack" without one) or a name
+        of the ``astro_mantis.models`` registry (built on the ``meta`` device, which
+        allocates nothing).
+    model_kwargs : dict, optional
+        Architecture arguments for a name.
+
+    Returns
+    -------
+    str
+        ``"stack"`` or ``"reference"`` (`astro_mantis.fusion.exposure`).
+    """
+    if isinstance(model, str):
+        from ..models import build_model
+
+        model = build_model(model, device="meta", **(model_kwargs or {}))
+    return getattr(model, "panstarrs_exposure", "stack")
+
+
+def _training_data(train_dir, out_dir, cfg, exposure):
     """The training and validation datasets (fused once into the cache)."""
     if isinstance(train_dir, TrainingData):
         return train_dir
     cache_dir = out_dir / "fused_cache" if cfg.cache_dir is None else cfg.cache_dir
     return TrainingData.from_directory(train_dir, cache_dir=cache_dir,
                                        cache_dtype=cfg.cache_dtype, progress=cfg.progress,
-                                       workers=cfg.workers)
+                                       workers=cfg.workers, panstarrs_exposure=exposure)
 
 
 @dataclass

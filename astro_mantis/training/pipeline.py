@@ -15,7 +15,8 @@ import numpy as np
 from ..logger import log
 from .calibration import TemperatureCalibration
 from .export import ExportResult, export_model
-from .loop import TrainingData, TrainResult, collect_logits, epoch_metrics, train
+from .loop import (TrainingData, TrainResult, collect_logits, epoch_metrics, model_exposure,
+                   train)
 
 __all__ = ["fit_and_export", "FitResult", "split_metrics"]
 
@@ -132,7 +133,8 @@ def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=T
     else:
         data = TrainingData.from_directory(
             data_dir, cache_dir=cache_dir if cache_dir is not None else out_dir / "fused_cache",
-            cache_dtype=cache_dtype, progress=progress, workers=train_kwargs.get("workers", 1))
+            cache_dtype=cache_dtype, progress=progress, workers=train_kwargs.get("workers", 1),
+            panstarrs_exposure=model_exposure(model, train_kwargs.get("model_kwargs")))
     result = train(model, data, out_dir, **train_kwargs)
     net = result.model
     device = next(iter(net.parameters())).device

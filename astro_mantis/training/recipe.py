@@ -411,11 +411,12 @@ def run_recipe(recipe, command=None):
              f"({data['seconds']:.0f} s)")
     device = resolve_device(recipe.device)
     out_dir = recipe.workdir / recipe.run_name
-    from .loop import TrainingData
+    from .loop import TrainingData, model_exposure
 
     training_data = TrainingData.from_directory(
         data["train"] + [data["validation"], data["test"]],
-        cache_dir=recipe.workdir / "fused_cache", progress=False, workers=recipe.workers)
+        cache_dir=recipe.workdir / "fused_cache", progress=False, workers=recipe.workers,
+        panstarrs_exposure=model_exposure(recipe.model, recipe.model_kwargs))
     epochs = _epochs(recipe, training_data, device)
     card_extra = {"recipe": recipe.settings(),
                   "shifted_set": {"n": recipe.n_shifted,
