@@ -7,7 +7,7 @@ import torch
 from astro_mantis import MantisFlag, MultiSurveyCutout
 from astro_mantis.fusion import early_fusion, fuse_arrays
 from astro_mantis.fusion.exposure import (exposure_scale, reference_exptime,
-                                          to_reference_exposure, zeropoint_scale)
+                                          to_reference_exposure, zeropoint_exptime)
 from astro_mantis.models import build_model, predict
 from astro_mantis.surveys import SURVEYS
 
@@ -36,7 +36,7 @@ def test_exposure_scale_and_unknown_values():
     assert known.tolist() == [[True, True, False, False, False]]
     # the zero points 25 + 2.5 log10(EXPTIME) give the same factors
     zp = 25 + 2.5 * np.log10(np.where(known, exptime, np.nan))
-    np.testing.assert_allclose(zeropoint_scale(zp)[0], scale, rtol=1e-6)
+    np.testing.assert_allclose(exposure_scale(zeropoint_exptime(zp))[0], scale, rtol=1e-6)
     with pytest.raises(ValueError, match="g r i z y"):
         exposure_scale(np.ones((3, 4)))
 

@@ -28,7 +28,7 @@ from ..flags import MantisFlag
 from ..surveys import get_survey
 
 __all__ = ["PANSTARRS_EXPOSURES", "check_panstarrs_exposure", "reference_exptime",
-           "exposure_scale", "zeropoint_scale", "to_reference_exposure"]
+           "exposure_scale", "zeropoint_exptime", "to_reference_exposure"]
 
 #: The settings of ``panstarrs_exposure``: ``"stack"`` (counts as served, the published
 #: recipe) and ``"reference"`` (counts rescaled to the typical exposure time).
@@ -84,8 +84,8 @@ def exposure_scale(exptime):
     return scale.astype(np.float32), known
 
 
-def zeropoint_scale(zeropoints):
-    """`exposure_scale` from the stacks' AB zero points ``25 + 2.5 log10(EXPTIME)``.
+def zeropoint_exptime(zeropoints):
+    """Stack exposure times (s) from their AB zero points ``25 + 2.5 log10(EXPTIME)``.
 
     Parameters
     ----------
@@ -95,14 +95,14 @@ def zeropoint_scale(zeropoints):
 
     Returns
     -------
-    scale, known
-        As `exposure_scale`.
+    `numpy.ndarray`, float64, same shape
+        ``EXPTIME``; NaN where the zero point is unknown. Give it to `exposure_scale`
+        or `to_reference_exposure`.
     """
     zp = np.asarray(zeropoints, dtype=np.float64)
     zp1 = get_survey("panstarrs").zeropoint_1s
     with np.errstate(over="ignore", invalid="ignore"):
-        exptime = 10.0 ** (0.4 * (zp - zp1))
-    return exposure_scale(exptime)
+        return 10.0 ** (0.4 * (zp - zp1))
 
 
 def to_reference_exposure(panstarrs, exptime):

@@ -108,17 +108,16 @@ def _rows_of(cutouts, survey, flags):
 
 def _reference_planes(image, planes, row, flags):
     """PS1 planes rescaled to the reference exposure times (`astro_mantis.fusion.exposure`)."""
-    from .exposure import zeropoint_scale
+    from .exposure import to_reference_exposure, zeropoint_exptime
 
     zps = image.zeropoints
     zps = [np.nan] * len(planes) if zps is None else list(zps)
     if tuple(image.bands) != tuple(RECIPE["panstarrs"]["bands"]):
         zps = [zps[image.bands.index(b)] if b in image.bands else np.nan
                for b in RECIPE["panstarrs"]["bands"]]
-    scale, known = zeropoint_scale(np.asarray(zps, np.float64))
-    if not known[np.isfinite(planes).any(axis=(1, 2))].all():
-        flags[row] |= int(MantisFlag.EXPTIME_UNKNOWN)
-    return planes * scale[:, None, None]
+    counts, row_flags = to_reference_exposure(planes[None], zeropoint_exptime(zps)[None])
+    flags[row] |= int(row_flags[0])
+    return counts[0]
 
 
 def early_fusion(cutouts, ebv=None, nan_policy="zero", out=None, panstarrs_exposure="stack"):
