@@ -116,15 +116,16 @@ def print_table(columns):
 
 
 def network_pdf(model, shards):
-    """The network's PDFs for the galaxies of ``shards``, fused as in training."""
-    from astro_mantis.fusion import fuse_arrays
+    """The network's PDFs for the galaxies of ``shards``, fused as in training (with the
+    Pan-STARRS counts the model takes: as served or at the reference exposure)."""
     from astro_mantis.pdf import RedshiftPDF
+    from astro_mantis.training.data import fuse_shard_arrays
 
+    exposure = getattr(model, "panstarrs_exposure", "stack")
     pdfs = []
     for shard in shards:
-        fused = fuse_arrays(shard["galex"], shard["panstarrs"], shard["unwise"],
-                            ebv=np.column_stack([shard["ebv_csfd"], shard["ebv_planck"]]))
-        pdfs.append(predict(fused.x, model=model, dust=fused.dust).pdf)
+        x, dust, _ = fuse_shard_arrays(shard, panstarrs_exposure=exposure)
+        pdfs.append(predict(x, model=model, dust=dust).pdf)
     return RedshiftPDF(np.concatenate(pdfs))
 
 

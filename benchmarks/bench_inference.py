@@ -287,8 +287,9 @@ def fusion_rates(device, n, repeats, precisions, mini, compile_too=False):
     return out, e2e
 
 
-def sample_sky_inputs():
-    """Fused inputs, dust and true z of the 300 sample-sky galaxies (loopback HTTP)."""
+def sample_sky_inputs(exposure="stack"):
+    """Fused inputs, dust and true z of the 300 sample-sky galaxies (loopback HTTP), with
+    the Pan-STARRS counts ``exposure`` says (the model's ``panstarrs_exposure``)."""
     from astropy.coordinates import SkyCoord
 
     from astro_mantis import Mantis, conf
@@ -301,17 +302,24 @@ def sample_sky_inputs():
     with tempfile.TemporaryDirectory() as tmp, SurveyServer(sky=sky) as srv, \
             srv.configure(conf), conf.set_temp("cache_dir", tmp):
         cuts = Mantis.get_cutouts(SkyCoord(cat["ra"], cat["dec"], unit="deg"), progress=False)
-    fused = early_fusion(cuts, ebv=np.column_stack([cat["ebv_csfd"], cat["ebv_planck"]]))
+    fused = early_fusion(cuts, ebv=np.column_stack([cat["ebv_csfd"], cat["ebv_planck"]]),
+                         panstarrs_exposure=exposure)
     return fused.x, fused.dust, np.asarray(cat["z"], float)
 
 
-def split_inputs(data, split):
+def split_inputs(data, split, exposure="stack"):
+    """Fused inputs, dust and true z of one split, with the Pan-STARRS counts
+    ``exposure`` says (the model's ``panstarrs_exposure``)."""
+    from astro_mantis.fusion.exposure import to_reference_exposure
     from astro_mantis.simulate.dataset import load_shard, shard_paths
 
     xs, ds, zs = [], [], []
     for path in shard_paths(data, split):
         s = load_shard(path)
-        f = fuse_arrays_batched(s.get("galex"), s.get("panstarrs"), s.get("unwise"),
+        ps1 = s.get("panstarrs")
+        if exposure == "reference" and ps1 is not None:
+            ps1, _ = to_reference_exposure(ps1, s.get("panstarrs_exptime"))
+        f = fuse_arrays_batched(s.get("galex"), ps1, s.get("unwise"),
                                 ebv=np.column_stack([s["ebv_csfd"], s["ebv_planck"]]))
         xs.append(f.x)
         ds.append(f.dust)
@@ -320,35 +328,40 @@ def split_inputs(data, split):
 
 
 def split_native(data, split):
-    """Native per-survey arrays and E(B-V) of one split (what predict fuses itself)."""
+    """Native per-survey arrays (with the stacks' ``panstarrs_exptime``) and E(B-V) of
+    one split: what predict fuses itself."""
     from astro_mantis.simulate.dataset import load_shard, shard_paths
 
-    parts = {"galex": [], "panstarrs": [], "unwise": []}
+    parts = {"galex": [], "panstarrs": [], "unwise": [], "panstarrs_exptime": []}
     ebv = []
     for path in shard_paths(data, split):
         s = load_shard(path)
         for k in parts:
             parts[k].append(s.get(k))
         ebv.append(np.column_stack([s["ebv_csfd"], s["ebv_planck"]]))
-    return ({k: (None if any(a is None for a in v) else np.concatenate(v))
-             for k, v in parts.items()}, np.concatenate(ebv).astype(np.float32))
+    native = {k: (None if any(a is None for a in v) else np.concatenate(v))
+              for k, v in parts.items()}
+    if native["panstarrs_exptime"] is None:
+        del native["panstarrs_exptime"]
+    return native, np.concatenate(ebv).astype(np.float32)
 
 
 def accuracy(args, device, precisions):
     from astro_mantis.metrics import photoz_metrics
 
+    mini = load_model("mantis-mini", device=device)
+    exposure = getattr(mini, "panstarrs_exposure", "stack")
     if args.data:
-        x, d, z = split_inputs(args.data, "test")
+        x, d, z = split_inputs(args.data, "test", exposure)
         cal = args.validation_data or args.data
-        xc, _, _ = split_inputs(cal, "validation")
+        xc, _, _ = split_inputs(cal, "validation", exposure)
         label = f"test split of {args.data} ({len(z)} SIMULATED galaxies; int8 calibrated " \
                 f"on the validation split of {cal})"
     else:
-        x, d, z = sample_sky_inputs()
+        x, d, z = sample_sky_inputs(exposure)
         xc, x, d, z = x[::2], x[1::2], d[1::2], z[1::2]
         label = (f"bundled sample sky, odd rows ({len(z)} SIMULATED galaxies; int8 "
                  "calibrated on the even rows)")
-    mini = load_model("mantis-mini", device=device)
     print(f"\nAccuracy of mantis-mini per precision on the {label}:")
     keys = ("nmad", "outlier_0.15", "crps", "pit_ks", "coverage_68")
     print("  precision  " + "  ".join(f"{k:>17s}" for k in keys) + "   TV to float32")
