@@ -116,6 +116,29 @@ def test_auto_falls_back_to_float32_when_the_check_fails(monkeypatch):
     assert predict(x, model=net, precision="bfloat16").meta["precision"] == "bfloat16"
 
 
+def test_auto_follows_the_precision_check_a_card_records(monkeypatch):
+    """A card's precision_check decides "auto" on CPUs: no first-batch check, no warning."""
+    import weakref
+
+    monkeypatch.setattr(prec, "cpu_features", lambda: frozenset({"amx_bf16"}))
+    monkeypatch.setattr(prec, "_CHECKED", weakref.WeakKeyDictionary())
+    net = build_model("mantis-mini", **TINY).eval()
+    x = np.random.default_rng(4).random((3, 9, 120, 120), dtype=np.float32)
+    assert prec.recorded_cpu_bfloat16_tv(net) is None
+    net.meta["precision_check"] = {"cpu_bfloat16_tv": 0.02}      # fails the bar
+    assert prec.recorded_cpu_bfloat16_tv(net) == 0.02
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                        # no warning at all
+        out = predict(x, model=net)
+    assert out.meta["precision"] == "float32" and out.meta["precision_check_tv"] == 0.02
+    np.testing.assert_array_equal(out.pdf, predict(x, model=net, precision="float32").pdf)
+    assert predict(x, model=net, precision="bfloat16").meta["precision"] == "bfloat16"
+    net.meta["precision_check"] = {"cpu_bfloat16_tv": 0.004}     # passes: bfloat16, checked
+    assert predict(x, model=net).meta["precision"] == "bfloat16"
+    net.meta["precision_check"] = "not a mapping"
+    assert prec.recorded_cpu_bfloat16_tv(net) is None
+
+
 def test_predict_logits_precision_argument():
     net = build_model("mantis-mini", **TINY).eval()
     rng = np.random.default_rng(2)
@@ -142,16 +165,21 @@ def test_bfloat16_and_int8_match_float32_on_the_sample_sky(sample_fused, monkeyp
     assert 0 < tv_bf < 0.05
     # point estimates move far less than the scatter (~0.02 (1+z) on this sky)
     assert np.max(np.abs(bf.mean() - ref.mean()) / (1 + z)) < 0.01
-    # "auto" on a CPU that runs bfloat16 natively checks the first batch against float32
+    # "auto" on a CPU that runs bfloat16 natively: the card's check (measured on the
+    # validation set) decides where it has one, else the first batch is checked
     monkeypatch.setattr(prec, "cpu_features", lambda: frozenset({"amx_bf16"}))
     monkeypatch.setattr(prec, "_CHECKED", weakref.WeakKeyDictionary())
+    recorded = prec.recorded_cpu_bfloat16_tv(net)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         auto = predict(x, model=net, dust=dust)
-    assert auto.meta["precision_check_tv"] > 0
-    if auto.meta["precision_check_tv"] > prec.TV_TOLERANCE:
+    if recorded is not None:
+        assert auto.meta["precision_check_tv"] == recorded
+        assert not any("using float32" in str(w.message) for w in caught)  # no surprise
+    tv = auto.meta["precision_check_tv"]
+    assert tv > 0
+    if tv > prec.TV_TOLERANCE:
         assert auto.meta["precision"] == "float32"
-        assert any("using float32 for this model" in str(w.message) for w in caught)
         np.testing.assert_allclose(auto.pdf, ref.pdf, rtol=1e-5, atol=1e-7)
     else:
         assert auto.meta["precision"] == "bfloat16"

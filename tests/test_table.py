@@ -251,6 +251,7 @@ class _Interrupting(torch.nn.Module):
     def __init__(self, net, n):
         super().__init__()
         self.net, self.n, self.calls, self.meta = net, n, 0, net.meta
+        self.panstarrs_exposure = net.panstarrs_exposure  # the input the network takes
 
     def forward(self, x, d):
         self.calls += 1

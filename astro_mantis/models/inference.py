@@ -12,7 +12,8 @@ from astropy import units as u
 from ..compiling import CompiledOrEager
 from ..flags import MantisFlag
 from .precision import (TV_TOLERANCE, _check_once, autocast, default_batch_size,
-                        inference_network, is_quantized, param_dtype, resolve_precision)
+                        inference_network, is_quantized, param_dtype,
+                        recorded_cpu_bfloat16_tv, resolve_precision)
 from .registry import Z_MAX, Z_MIN, load_model, select_device
 from ..pdf import NBINS
 
@@ -235,6 +236,13 @@ class _Runner:
         self.temperature = temperature
         self.channels_last = self.device.type in ("cpu", "cuda")
         self.tv = None
+        if self.asked == "auto" and self.precision == "bfloat16" and self.device.type == "cpu":
+            recorded = recorded_cpu_bfloat16_tv(model)
+            if recorded is not None and recorded > TV_TOLERANCE:
+                # the card measured it on the model's validation set: follow it, so that
+                # the choice never hangs on which galaxies happen to come first
+                self.tv = recorded
+                self._use("float32")
         #: With ``features``: the penultimate features of each batch, as run (device).
         self.features = [] if features else None
 

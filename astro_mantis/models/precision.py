@@ -32,7 +32,11 @@
     float32 and the mean total-variation distance between the two sets of PDFs
     (`pdf_total_variation`) must be at most
     `~astro_mantis.models.precision.TV_TOLERANCE`; if not, that model falls back to
-    float32 on that device (with a warning) for the rest of the session.
+    float32 on that device (with a warning) for the rest of the session. A model whose
+    card records that distance on CPUs, measured on its validation set
+    (``precision_check = {"cpu_bfloat16_tv": ...}``, `recorded_cpu_bfloat16_tv`), is
+    not checked on CPUs: ``"auto"`` follows the card, silently, so that the choice does
+    not depend on which galaxies come first.
 
 The precision actually used is recorded in ``RedshiftPDF.meta["precision"]``.
 """
@@ -47,6 +51,7 @@ import numpy as np
 import torch
 
 __all__ = ["PRECISIONS", "TV_TOLERANCE", "cpu_features", "native_precisions",
+           "recorded_cpu_bfloat16_tv",
            "resolve_precision", "autocast", "pdf_total_variation", "quantize_int8",
            "is_quantized", "default_batch_size", "inference_network", "param_dtype"]
 
@@ -437,6 +442,29 @@ def _check_once(model, device, precision, run, x, dust):
                           f"distance to float32 is {tv:.4f} > {TV_TOLERANCE} on the first "
                           "batch; using float32 for this model", RuntimeWarning, stacklevel=3)
     return done[key]
+
+
+def recorded_cpu_bfloat16_tv(model):
+    """The bfloat16-on-CPU accuracy check recorded in ``model``'s card, if any.
+
+    Parameters
+    ----------
+    model : `torch.nn.Module`
+        A model whose ``meta`` holds its card's entries (`~astro_mantis.models.load_model`).
+
+    Returns
+    -------
+    float or None
+        The card's ``precision_check["cpu_bfloat16_tv"]``: the mean PDF total-variation
+        distance between bfloat16 and float32 on a CPU, measured on the model's
+        validation set. None where the card has none (``"auto"`` then checks the first
+        batch). Above `~astro_mantis.models.precision.TV_TOLERANCE`, ``predict`` with
+        ``precision="auto"`` runs the model in float32 on CPUs.
+    """
+    check = (getattr(model, "meta", None) or {}).get("precision_check")
+    if not isinstance(check, dict) or check.get("cpu_bfloat16_tv") is None:
+        return None
+    return float(check["cpu_bfloat16_tv"])
 
 
 def _softmax(logits):
