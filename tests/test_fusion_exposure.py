@@ -6,8 +6,9 @@ import torch
 
 from astro_mantis import MantisFlag, MultiSurveyCutout
 from astro_mantis.fusion import early_fusion, fuse_arrays
-from astro_mantis.fusion.exposure import (exposure_scale, reference_exptime,
-                                          to_reference_exposure, zeropoint_exptime)
+from astro_mantis.fusion.exposure import (exposure_scale, model_panstarrs_exposure,
+                                          reference_exptime, to_reference_exposure,
+                                          zeropoint_exptime)
 from astro_mantis.models import build_model, predict
 from astro_mantis.surveys import SURVEYS
 
@@ -167,3 +168,39 @@ def test_cutouts_from_the_services_carry_what_the_rescaling_needs(server):
     expect = fuse_arrays(panstarrs=scaled)
     np.testing.assert_allclose(ref.x[:, 2:7], expect.x[:, 2:7], atol=1e-6)
     assert np.isfinite(ps1.zeropoints).all()
+
+
+class _Wrapper(torch.nn.Module):
+    """A user's wrapper module that holds the network as ``module``."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.module = net
+
+    def forward(self, x, dust):
+        return self.module(x, dust)
+
+
+def test_wrappers_take_what_the_network_inside_takes():
+    net = tiny("reference")
+    assert model_panstarrs_exposure(net) == "reference"
+    assert model_panstarrs_exposure(torch.nn.DataParallel(net)) == "reference"
+    assert model_panstarrs_exposure(_Wrapper(_Wrapper(net))) == "reference"
+    compiled = torch.compile(net)  # not run: wrapping only
+    assert model_panstarrs_exposure(compiled) == "reference"
+    # a wrapper that declares its own setting wins; nothing declared means the published recipe
+    outer = _Wrapper(net)
+    outer.panstarrs_exposure = "stack"
+    assert model_panstarrs_exposure(outer) == "stack"
+    assert model_panstarrs_exposure(torch.nn.Linear(2, 2)) == "stack"
+    assert model_panstarrs_exposure(None) == "stack"
+    bad = _Wrapper(net)
+    bad.panstarrs_exposure = "counts"
+    with pytest.raises(ValueError, match="panstarrs_exposure must be one of"):
+        model_panstarrs_exposure(bad)
+    # predict fuses for the network inside the wrapper: same PDFs as the network itself
+    ps1 = fixed_cutout(0).surveys["panstarrs"].data
+    cut = _cutout(ps1, {b: t for b, t in zip(BANDS, (700.0, 1300.0, 1000.0, 800.0, 900.0))})
+    direct = predict([cut], model=net, precision="float32")
+    wrapped = predict([cut], model=_Wrapper(net), precision="float32")
+    np.testing.assert_allclose(wrapped.pdf, direct.pdf, rtol=1e-5, atol=1e-8)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
+from ..fusion.exposure import model_panstarrs_exposure
 from .common import InputError
 
 __all__ = ["add_parser", "run"]
@@ -140,7 +141,7 @@ def _read(args, net, split=None, max_rows=None):
         _fail(f"data directory {args.data!r} does not exist")
     try:
         return read_fused(args.data, split, max_rows,
-                          getattr(net, "panstarrs_exposure", "stack"))
+                          model_panstarrs_exposure(net))
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
 

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..fusion.core import CHANNELS, FusedInput
+from ..fusion.exposure import model_panstarrs_exposure
 from ..pdf import NBINS, ZMAX, ZMIN, RedshiftPDF
 
 __all__ = ["BANDS", "SURVEYS", "SURVEY_CHANNELS", "TARGETS", "resolve_model", "as_fused",
@@ -63,10 +64,6 @@ def model_grid(net):
     return edges, float(meta.get("temperature") or 1.0)
 
 
-def panstarrs_exposure(net):
-    """How ``net`` takes Pan-STARRS counts (`astro_mantis.fusion.exposure`); "stack" if unsaid."""
-    return getattr(net, "panstarrs_exposure", "stack")
-
 
 def as_fused(data, dust=None, nan_policy="zero", net=None):
     """Early-fused input from cutouts, a `~astro_mantis.fusion.FusedInput` or an array.
@@ -99,7 +96,7 @@ def as_fused(data, dust=None, nan_policy="zero", net=None):
         from ..fusion import early_fusion
 
         return early_fusion(data, ebv=dust, nan_policy=nan_policy,
-                            panstarrs_exposure=panstarrs_exposure(net))
+                            panstarrs_exposure=model_panstarrs_exposure(net))
     if isinstance(data, torch.Tensor):
         data = data.detach().cpu().numpy()
     x = np.asarray(data, dtype=np.float32)

@@ -74,7 +74,8 @@ import numpy as np
 from astropy.table import Table
 
 from ..flags import MantisFlag
-from ._common import (STATISTICS, as_fused, features_and_statistics, panstarrs_exposure,
+from ..fusion.exposure import model_panstarrs_exposure
+from ._common import (STATISTICS, as_fused, features_and_statistics,
                       penultimate_features, resolve_model)
 
 __all__ = ["OOD_THRESHOLD", "DEFAULT_COMPONENTS", "DEFAULT_K", "ReferenceEmbedding",
@@ -366,7 +367,7 @@ def _iter_data(data, split, max_rows, dust, net):
 
         seen = 0
         for shard in iter_shards(data, split):
-            x, d, _ = fuse_shard_arrays(shard, panstarrs_exposure=panstarrs_exposure(net))
+            x, d, _ = fuse_shard_arrays(shard, panstarrs_exposure=model_panstarrs_exposure(net))
             z = np.asarray(shard["z"], float)
             if max_rows is not None:
                 x, d, z = x[:max_rows - seen], d[:max_rows - seen], z[:max_rows - seen]

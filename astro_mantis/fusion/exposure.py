@@ -27,7 +27,8 @@ import numpy as np
 from ..flags import MantisFlag
 from ..surveys import get_survey
 
-__all__ = ["PANSTARRS_EXPOSURES", "check_panstarrs_exposure", "reference_exptime",
+__all__ = ["PANSTARRS_EXPOSURES", "check_panstarrs_exposure", "model_panstarrs_exposure",
+           "reference_exptime",
            "exposure_scale", "zeropoint_exptime", "to_reference_exposure"]
 
 #: The settings of ``panstarrs_exposure``: ``"stack"`` (counts as served, the published
@@ -41,6 +42,43 @@ def check_panstarrs_exposure(value):
         raise ValueError(f"panstarrs_exposure must be one of {PANSTARRS_EXPOSURES}, "
                          f"got {value!r}")
     return value
+
+
+def model_panstarrs_exposure(net):
+    """How a network takes Pan-STARRS counts: its ``panstarrs_exposure``, checked.
+
+    The one place that reads a network's exposure setting, so that every path
+    (prediction, training, evaluation, explanation) fuses what the network
+    takes. Wrappers are looked through: a module that holds the network as
+    ``module`` (`torch.nn.DataParallel`, DistributedDataParallel and the
+    like) or ``_orig_mod`` (`torch.compile`) takes what the network inside
+    takes, unless the wrapper declares its own ``panstarrs_exposure``.
+
+    Parameters
+    ----------
+    net : object
+        A network (usually a `torch.nn.Module`) or a wrapper around one.
+
+    Returns
+    -------
+    str
+        ``"stack"`` or ``"reference"``; ``"stack"`` (counts as served, the
+        published recipe) for a network that declares nothing.
+
+    Raises
+    ------
+    ValueError
+        If the network declares a value outside `PANSTARRS_EXPOSURES`.
+    """
+    seen = set()
+    while net is not None and id(net) not in seen:
+        seen.add(id(net))
+        value = getattr(net, "panstarrs_exposure", None)
+        if value is not None:
+            return check_panstarrs_exposure(value)
+        inner = getattr(net, "_orig_mod", None)
+        net = inner if inner is not None else getattr(net, "module", None)
+    return "stack"
 
 
 def reference_exptime():

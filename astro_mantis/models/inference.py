@@ -730,8 +730,9 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
     valid = None
     if _is_cutouts(data) or isinstance(data, dict):
         from ..fusion import dust_array
+        from ..fusion.exposure import model_panstarrs_exposure
 
-        exposure = getattr(net, "panstarrs_exposure", "stack")
+        exposure = model_panstarrs_exposure(net)
         if isinstance(data, dict):
             arrays, n = _native_arrays(data, exposure)
         else:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fusion.exposure import model_panstarrs_exposure
 from ..metrics import BINNED_EDGES, PDF_METRICS, POINT_METRICS, binned_metrics
 from ..pdf import (POINT_ESTIMATORS, RECOMMENDED_POINT_ESTIMATE, ZMAX, ZMIN, RedshiftPDF,
                    point_estimate)
@@ -307,7 +308,7 @@ def evaluate_model(model, data_dir, split="test", *, estimators=POINT_ESTIMATORS
         first = next(model.parameters(), None)
         device = first.device if first is not None else "cpu"
     dataset = _dataset(data_dir, split, cache_dir, workers,
-                       getattr(model, "panstarrs_exposure", "stack"))
+                       model_panstarrs_exposure(model))
     logits, z = collect_logits(model, dataset, batch_size=batch_size, device=device,
                                num_workers=num_workers, progress=progress,
                                desc=f"evaluating {split}")

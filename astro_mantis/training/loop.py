@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..atomic import atomic_open, atomic_path
+from ..fusion.exposure import model_panstarrs_exposure
 from ..logger import log
 from ..pdf import Z_EDGES
 from ..progress import progress_enabled
@@ -766,7 +767,7 @@ def train(model, train_dir, out_dir, *args, config=None, **settings):
 
         seed_everything(cfg.seed)
         net, model_name = _build(model, cfg.model_kwargs)
-        exposure = getattr(net, "panstarrs_exposure", "stack")
+        exposure = model_panstarrs_exposure(net)
         if data.panstarrs_exposure not in (None, exposure):
             raise ValueError(f"the training data were fused with panstarrs_exposure="
                              f"{data.panstarrs_exposure!r} but the network takes {exposure!r}: "
@@ -837,7 +838,7 @@ def model_exposure(model, model_kwargs=None):
         from ..models import build_model
 
         model = build_model(model, device="meta", **(model_kwargs or {}))
-    return getattr(model, "panstarrs_exposure", "stack")
+    return model_panstarrs_exposure(model)
 
 
 def _training_data(train_dir, out_dir, cfg, exposure):
