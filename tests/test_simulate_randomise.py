@@ -115,6 +115,45 @@ def test_perturb_catalog_shifted_preset():
     assert set(np.unique(after["bulge_frac"])) <= {0.0, 1.0}
 
 
+def test_single_fraction_turns_that_share_of_galaxies_into_single_profiles():
+    from astro_mantis.simulate.randomise import _composite_radius
+
+    before = _fake_catalog(n=4000)
+    r = Randomisation(single_fraction=0.3)
+    after = perturb_catalog(before.copy(), r, np.random.default_rng(5))
+    single = np.asarray(after["rand_single"])
+    assert single.dtype == bool and abs(single.mean() - 0.3) < 0.03
+    # singles: pure exponential or de Vaucouleurs of the composite radius ...
+    assert set(np.unique(after["bulge_frac"][single])) <= {0.0, 1.0}
+    assert np.allclose(after["r_half_disk"][single], after["r_half_bulge"][single])
+    size = np.asarray(after["rand_size_scale"])
+    jittered = np.clip(before["bulge_frac"] + after["rand_bulge_jitter"], 0, 1)
+    expected = _composite_radius(before["r_half_disk"] * size, before["r_half_bulge"] * size,
+                                 jittered)
+    assert np.allclose(after["r_half_disk"][single], expected[single])
+    # ... the others keep their bulge + disk
+    assert np.allclose(after["bulge_frac"][~single], jittered[~single])
+    assert np.allclose(after["r_half_disk"][~single],
+                       (before["r_half_disk"] * size)[~single])
+    # the draws before it are those of a randomisation without it (same seed)
+    plain = perturb_catalog(before.copy(), training_randomisation(), np.random.default_rng(5))
+    for name in ("rand_size_scale", "rand_bulge_jitter", "rand_offset_dx"):
+        assert np.array_equal(plain[name], after[name])
+    assert not plain["rand_single"].any()
+    again = perturb_catalog(before.copy(), r, np.random.default_rng(5))
+    assert np.array_equal(again["rand_single"], single)
+    assert perturb_catalog(before.copy(), shifted_randomisation(),
+                           np.random.default_rng(5))["rand_single"].all()
+
+
+def test_repr_shows_single_fraction_only_where_set():
+    # dataset manifests record this repr: the data sets of earlier randomisations still match
+    assert "single_fraction" not in repr(training_randomisation())
+    assert repr(Randomisation(single_fraction=0.25)).endswith("single_fraction=0.25)")
+    assert eval(repr(Randomisation(single_fraction=0.25)), {"Randomisation": Randomisation}) \
+        == Randomisation(single_fraction=0.25)
+
+
 def test_single_profile_keeps_composite_half_light_radius():
     from astro_mantis.simulate.population import composite_half_light_radius
 
@@ -149,6 +188,9 @@ def test_single_profile_keeps_composite_half_light_radius():
     ({"bulge_frac_jitter": (0.0, 1.5)}, "bulge_frac_jitter"),
     ({"profile": "sersic"}, "profile"),
     ({"offset": (0.5, 0.1)}, "offset"),
+    ({"single_fraction": 1.5}, "single_fraction"),
+    ({"single_fraction": -0.1}, "single_fraction"),
+    ({"single_fraction": "some"}, "single_fraction"),
 ])
 def test_bad_values_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"Randomisation.{field}"):

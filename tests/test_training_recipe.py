@@ -32,6 +32,12 @@ def test_recipe_validates_its_settings(tmp_path):
         Recipe(workdir=tmp_path, first_run=-1)
     with pytest.raises(ValueError, match="init_weights"):
         Recipe(workdir=tmp_path, init_weights=3)
+    with pytest.raises(ValueError, match=r"train_randomisation .*unknown setting.*'nope'"):
+        Recipe(workdir=tmp_path, train_randomisation={"nope": 1})
+    with pytest.raises(ValueError, match="Randomisation.single_fraction"):
+        Recipe(workdir=tmp_path, train_randomisation={"single_fraction": 2})
+    with pytest.raises(ValueError, match="train_randomisation must be a dict"):
+        Recipe(workdir=tmp_path, train_randomisation=[0.3])
     with pytest.raises(ValueError, match="unknown data set"):
         Recipe(workdir=tmp_path).data_dir("nope")
     assert main([str(tmp_path), "--n-train", "0"]) == 2
@@ -52,6 +58,20 @@ def test_render_corpus_makes_complete_runs_and_respects_the_budget(tmp_path):
     assert again["n_train"] == 12
     full = render_corpus(tiny_recipe(tmp_path))
     assert full["n_train"] == 18 and len(full["train"]) == 2
+
+
+def test_training_randomisation_reaches_the_training_runs_only(tmp_path):
+    recipe = tiny_recipe(tmp_path, n_train=12, train_randomisation={"single_fraction": 1.0})
+    data = render_corpus(recipe)
+    train = json.loads((data["train"][0] / "manifest.json").read_text())
+    assert "single_fraction=1.0" in train["config"]
+    for kind in ("validation", "test", "shifted"):
+        manifest = json.loads((data[kind] / "manifest.json").read_text())
+        assert "single_fraction" not in manifest["config"]
+    # a run rendered with other settings is refused, not mixed
+    with pytest.raises(ValueError, match="other settings"):
+        render_corpus(tiny_recipe(tmp_path, n_train=12))
+    assert recipe.settings()["train_randomisation"] == {"single_fraction": 1.0}
 
 
 def test_run_recipe_trains_exports_evaluates_and_resumes(tmp_path):

@@ -26,7 +26,7 @@ evenly spaced values of their range, so that a handful of renderer variants
 """
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -153,6 +153,13 @@ class Randomisation:
         galaxy becomes a pure exponential (B/T < 0.5) or a pure de
         Vaucouleurs profile (B/T ≥ 0.5) of the same composite half-light
         radius, the single-Sérsic models of many catalogs.
+    single_fraction : float, optional
+        With ``profile="mix"``: the probability that a galaxy is nonetheless
+        rendered as a single profile (as ``"single"`` does), drawn per galaxy
+        (default 0: every galaxy bulge + disk). Real galaxies are neither a
+        bulge + disk nor a single Sérsic profile; a fraction of each teaches a
+        network both families, as the reference's training set of real
+        galaxies did. Must lie in [0, 1].
     offset : (float, float), optional
         Per galaxy, radius (arcsec) of an extra offset of the light centre
         from the catalog position, in a random direction (default (0, 0.3):
@@ -178,6 +185,7 @@ class Randomisation:
     bulge_frac_jitter: tuple = (0.0, 0.15)
     profile: str = "mix"
     offset: tuple = (0.0, 0.3)
+    single_fraction: float = 0.0
 
     def __post_init__(self):
         try:
@@ -208,6 +216,21 @@ class Randomisation:
             raise ValueError(f"Randomisation.profile must be one of {_PROFILES}, "
                              f"got {self.profile!r}")
         self.offset = _pair("offset", self.offset, 0.0, 10.0)
+        try:
+            self.single_fraction = float(self.single_fraction)
+        except (TypeError, ValueError):
+            raise ValueError("Randomisation.single_fraction must be a number in [0, 1], "
+                             f"got {self.single_fraction!r}") from None
+        if not 0.0 <= self.single_fraction <= 1.0:
+            raise ValueError("Randomisation.single_fraction must be a number in [0, 1], "
+                             f"got {self.single_fraction!r}")
+
+    def __repr__(self):
+        # single_fraction shows only where set: dataset manifests record this repr, so
+        # the data sets rendered before it existed keep matching their settings.
+        parts = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                 if f.name != "single_fraction" or self.single_fraction]
+        return f"{type(self).__qualname__}({', '.join(parts)})"
 
     def level_values(self, name, survey=None):
         """The quantised values a field may draw for a range.
@@ -435,7 +458,8 @@ def perturb_catalog(table, randomisation, rng):
     Sizes, bulge fractions, profiles and light-centre offsets change as the
     `Randomisation` says; the values applied are recorded in new columns
     ``rand_size_scale``, ``rand_bulge_jitter``, ``rand_offset_dx`` and
-    ``rand_offset_dy`` (arcsec east and north, added to ``dx`` and ``dy``).
+    ``rand_offset_dy`` (arcsec east and north, added to ``dx`` and ``dy``) and
+    ``rand_single`` (True where the galaxy became a single profile).
 
     Parameters
     ----------
@@ -465,9 +489,16 @@ def perturb_catalog(table, randomisation, rng):
     r_bulge = column("r_half_bulge") * size
     bulge_frac = np.clip(column("bulge_frac") + jitter, 0.0, 1.0)
     if r.profile == "single":
+        single = np.ones(n, bool)
+    elif r.single_fraction > 0.0:  # drawn last: catalogs without it keep their draws
+        single = rng.random(n) < r.single_fraction
+    else:
+        single = np.zeros(n, bool)
+    if single.any():
         r_comp = _composite_radius(r_disk, r_bulge, bulge_frac)
-        bulge_frac = np.where(bulge_frac < 0.5, 0.0, 1.0)
-        r_disk, r_bulge = r_comp, r_comp
+        bulge_frac = np.where(single, np.where(bulge_frac < 0.5, 0.0, 1.0), bulge_frac)
+        r_disk = np.where(single, r_comp, r_disk)
+        r_bulge = np.where(single, r_comp, r_bulge)
     off_x, off_y = radius * np.sin(angle), radius * np.cos(angle)
     for name, values in (("r_half_disk", r_disk), ("r_half_bulge", r_bulge),
                          ("bulge_frac", bulge_frac), ("dx", column("dx") + off_x),
@@ -477,7 +508,8 @@ def perturb_catalog(table, randomisation, rng):
             ("rand_size_scale", size, "randomisation: factor applied to both half-light radii"),
             ("rand_bulge_jitter", jitter, "randomisation: added to bulge_frac before clipping"),
             ("rand_offset_dx", off_x, "randomisation: light-centre offset added to dx (arcsec)"),
-            ("rand_offset_dy", off_y, "randomisation: light-centre offset added to dy (arcsec)")):
+            ("rand_offset_dy", off_y, "randomisation: light-centre offset added to dy (arcsec)"),
+            ("rand_single", single, "randomisation: rendered as a single profile")):
         table[name] = values
         table[name].description = text
     table.meta["randomisation"] = repr(r)

@@ -99,6 +99,12 @@ class Recipe:
         (the packaged model of the name ``model``) or the path of a ``.safetensors``
         file with its card beside it, of the same architecture. The model card records
         the initial weights' SHA-256 (``recipe.init_sha256``).
+    train_randomisation : dict, optional
+        Settings of the training runs' `~astro_mantis.simulate.Randomisation` that differ
+        from `~astro_mantis.simulate.training_randomisation`, e.g.
+        ``{"single_fraction": 0.25}``; the validation, test and shifted sets keep theirs,
+        so that every stage is measured on the same galaxies. A run directory rendered
+        with other settings is refused, not mixed.
     name : str
         Name of the exported model.
     """
@@ -130,9 +136,11 @@ class Recipe:
     evaluate: bool = True
     first_run: int = 0
     init_weights: str = None
+    train_randomisation: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.workdir = Path(self.workdir)
+        self.training_randomisation()  # raises ValueError naming a bad setting
         if self.epochs is None and self.train_minutes is None:
             raise ValueError("Recipe.epochs=None (sized to the time budget) needs train_minutes")
         for key in ("n_train", "chunk", "n_validation", "n_test", "n_shifted", "workers",
@@ -155,6 +163,22 @@ class Recipe:
                 raise ValueError(f"Recipe.{key} must be a positive number of minutes or None, "
                                  f"got {value!r}")
 
+    def training_randomisation(self):
+        """The `~astro_mantis.simulate.Randomisation` of the training runs."""
+        from ..simulate.randomise import Randomisation
+
+        overrides = self.train_randomisation
+        if not isinstance(overrides, dict):
+            raise ValueError("Recipe.train_randomisation must be a dict of Randomisation "
+                             f"settings, got {overrides!r}")
+        try:
+            return Randomisation(**overrides)
+        except TypeError:
+            known = [f for f in Randomisation.__dataclass_fields__]
+            unknown = sorted(set(overrides) - set(known))
+            raise ValueError(f"Recipe.train_randomisation has unknown setting(s) {unknown}; "
+                             f"Randomisation takes {known}") from None
+
     def data_dir(self, kind, index=0):
         """Directory of one data set: ``validation``, ``test``, ``shifted`` or ``train``."""
         if kind not in _SEEDS:
@@ -171,10 +195,14 @@ class Recipe:
         return out
 
 
-def _randomisation(kind):
+def _randomisation(kind, recipe=None):
     from ..simulate.randomise import shifted_randomisation, training_randomisation
 
-    return shifted_randomisation() if kind == "shifted" else training_randomisation()
+    if kind == "shifted":
+        return shifted_randomisation()
+    if kind == "train" and recipe is not None:
+        return recipe.training_randomisation()
+    return training_randomisation()
 
 
 def _render(recipe, kind, n, index=0):
@@ -182,7 +210,7 @@ def _render(recipe, kind, n, index=0):
     from ..simulate.dataset import dataset_config, make_dataset
 
     path = recipe.data_dir(kind, index)
-    config = dataset_config(n, randomisation=_randomisation(kind))
+    config = dataset_config(n, randomisation=_randomisation(kind, recipe))
     make_dataset(n, path, seed=recipe.seed + _SEEDS[kind] + index, config=config,
                  split=_SPLIT_OF[kind], workers=recipe.workers, progress=False)
     return path
@@ -481,6 +509,9 @@ def _parser():
     p.add_argument("--init-weights", default=None,
                    help="continue from trained weights: 'bundled' or a .safetensors path")
     p.add_argument("--name", default=defaults.name)
+    p.add_argument("--train-randomisation", type=json.loads, default={},
+                   help="Randomisation settings of the training runs as JSON, "
+                        "e.g. '{\"single_fraction\": 0.25}'")
     p.add_argument("--model-kwargs", type=json.loads, default={},
                    help="build arguments of the model as JSON, "
                         "e.g. '{\"widths\": [48, 96, 192, 384]}'")
