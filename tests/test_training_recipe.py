@@ -1,11 +1,13 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """The bundled model's recipe at toy scale: data runs, resume, budgets, card, evaluation."""
 import json
+import shlex
 
 import pytest
 import torch
 
-from astro_mantis.training.recipe import Recipe, main, probe_rate, render_corpus, run_recipe
+from astro_mantis.training.recipe import (Recipe, _recorded_command, main, probe_rate,
+                                         render_corpus, run_recipe)
 
 pytest.importorskip("galsim")
 torch.set_num_threads(1)
@@ -41,6 +43,18 @@ def test_recipe_validates_its_settings(tmp_path):
     with pytest.raises(ValueError, match="unknown data set"):
         Recipe(workdir=tmp_path).data_dir("nope")
     assert main([str(tmp_path), "--n-train", "0"]) == 2
+
+
+def test_recorded_command_pastes_back_into_a_shell(tmp_path):
+    argv = [str(tmp_path), "--n-train", "61440",
+            "--train-randomisation", '{"single_fraction": 0.3}']
+    command = _recorded_command(argv, tmp_path)
+    assert str(tmp_path) not in command
+    words = shlex.split(command)
+    assert words[:4] == ["python", "-m", "astro_mantis.training.recipe", "WORKDIR"]
+    assert words[4:] == argv[1:]
+    assert Recipe(workdir=tmp_path, train_randomisation=json.loads(words[-1])) \
+        .training_randomisation().single_fraction == 0.3
 
 
 def test_render_corpus_makes_complete_runs_and_respects_the_budget(tmp_path):

@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -518,6 +519,16 @@ def _parser():
     return p
 
 
+def _recorded_command(argv, workdir):
+    """The command line as the model card records it: shell-quoted, the work directory as WORKDIR.
+
+    Quoting keeps a JSON argument such as ``--train-randomisation '{"single_fraction": 0.3}'``
+    one argument when the recorded command is pasted into a shell.
+    """
+    args = ["WORKDIR"] + [a for a in argv if a != str(workdir)]
+    return "python -m astro_mantis.training.recipe " + shlex.join(args)
+
+
 def main(argv=None):
     """Command line of the recipe (``python -m astro_mantis.training.recipe --help``).
 
@@ -539,9 +550,7 @@ def main(argv=None):
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    command = "python -m astro_mantis.training.recipe " + " ".join(
-        ["WORKDIR"] + [a for a in (argv if argv is not None else sys.argv[1:])
-                       if a != str(args["workdir"])])
+    command = _recorded_command(argv if argv is not None else sys.argv[1:], args["workdir"])
     result = run_recipe(recipe, command=command)
     print(json.dumps({"out_dir": str(result["out_dir"]), "stopped": result["fit"].training.stopped,
                       "test": {k: result["fit"].metrics.get("test", {}).get(k)
