@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astro_mantis.fusion.exposure import model_panstarrs_exposure
 from astro_mantis.metrics import binned_metrics, photoz_metrics
 from astro_mantis.models import load_model, predict
 from astro_mantis.simulate.dataset import load_shard, shard_paths
@@ -121,7 +122,7 @@ def network_pdf(model, shards):
     from astro_mantis.pdf import RedshiftPDF
     from astro_mantis.training.data import fuse_shard_arrays
 
-    exposure = getattr(model, "panstarrs_exposure", "stack")
+    exposure = model_panstarrs_exposure(model)
     pdfs = []
     for shard in shards:
         x, dust, _ = fuse_shard_arrays(shard, panstarrs_exposure=exposure)

@@ -55,6 +55,8 @@ import torch
 
 from _machine import cpu_model  # benchmarks/ is on the path of a script run from it
 
+from astro_mantis.fusion.exposure import model_panstarrs_exposure
+
 
 def save_small(fig, path, dpi=90):
     """Save a figure as a small PNG: 256-colour palette (Pillow), then close it."""
@@ -70,7 +72,7 @@ def fused_split(data, split, n=None, net=None):
     """Fused galaxies of a split, as ``net`` takes them (the published recipe if None)."""
     from astro_mantis.training.data import read_fused
 
-    return read_fused(data, split, n, getattr(net, "panstarrs_exposure", "stack"))
+    return read_fused(data, split, n, model_panstarrs_exposure(net))
 
 
 def render_fused(sky, ra, dec, net=None):
@@ -87,7 +89,7 @@ def render_fused(sky, ra, dec, net=None):
             if s == "panstarrs":
                 exptime.append(info.get("exptime", [np.nan] * 5))
     arrays = {s: np.array(parts[s]) for s in parts}
-    if getattr(net, "panstarrs_exposure", "stack") == "reference":
+    if model_panstarrs_exposure(net) == "reference":
         arrays["panstarrs"], _ = to_reference_exposure(arrays["panstarrs"], np.array(exptime))
     return fuse_arrays(arrays["galex"], arrays["panstarrs"], arrays["unwise"],
                        ebv=np.zeros((len(ra), 2)))

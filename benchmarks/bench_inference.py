@@ -61,6 +61,7 @@ import torch
 
 from astro_mantis.fusion import fuse_arrays, fuse_arrays_batched, fuse_arrays_torch
 from astro_mantis.fusion.batched import fuse_arrays_fast, has_native_fusion
+from astro_mantis.fusion.exposure import model_panstarrs_exposure
 from astro_mantis.models import (build_model, load_model, native_precisions,
                                  pdf_total_variation, predict, predict_logits, quantize_int8,
                                  select_device)
@@ -350,7 +351,7 @@ def accuracy(args, device, precisions):
     from astro_mantis.metrics import photoz_metrics
 
     mini = load_model("mantis-mini", device=device)
-    exposure = getattr(mini, "panstarrs_exposure", "stack")
+    exposure = model_panstarrs_exposure(mini)
     if args.data:
         x, d, z = split_inputs(args.data, "test", exposure)
         cal = args.validation_data or args.data

@@ -22,6 +22,7 @@ import numpy as np
 
 
 def main(argv=None):
+    from astro_mantis.fusion.exposure import model_panstarrs_exposure
     from astro_mantis.models import load_model, pdf_total_variation, predict
     from astro_mantis.models.precision import TV_TOLERANCE, machine_summary
     from astro_mantis.models.registry import DATA_DIR
@@ -37,7 +38,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     net = load_model("mantis-mini", weights=args.weights)
-    x, dust, _, _ = read_fused(args.data, args.split, None, net.panstarrs_exposure)
+    x, dust, _, _ = read_fused(args.data, args.split, None, model_panstarrs_exposure(net))
     ref = predict(x, model=net, dust=dust, precision="float32")
     low = predict(x, model=net, dust=dust, precision="bfloat16")
     tv = float(pdf_total_variation(ref, low))
