@@ -365,3 +365,17 @@ def timeit_cpu(func):
     start = time.thread_time()
     func()
     return time.thread_time() - start
+
+
+@pytest.mark.parametrize("name", ["ps1_exptime_scatter", "galex_hole_fraction",
+                                  "ps1_nan_fraction"])
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), "lots", None])
+def test_imaging_fractions_are_checked_by_name(name, value):
+    with pytest.raises(ValueError, match=rf"ImagingConfig\.{name} must be"):
+        ImagingConfig(**{name: value})
+
+
+def test_imaging_fractions_accept_their_range():
+    config = ImagingConfig(galex_hole_fraction="0.25", ps1_nan_fraction=1, ps1_exptime_scatter=0)
+    assert (config.galex_hole_fraction, config.ps1_nan_fraction) == (0.25, 1.0)
+    assert isinstance(config.ps1_nan_fraction, float)

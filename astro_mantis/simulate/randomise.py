@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
+from ._checks import check_fraction
 from ._grid import SkyCells
 from .render import _PSF_MODELS, _SURVEYS, BANDS, SURVEY_OF_BAND
 from .service_format import stable_seed
@@ -216,14 +217,8 @@ class Randomisation:
             raise ValueError(f"Randomisation.profile must be one of {_PROFILES}, "
                              f"got {self.profile!r}")
         self.offset = _pair("offset", self.offset, 0.0, 10.0)
-        try:
-            self.single_fraction = float(self.single_fraction)
-        except (TypeError, ValueError):
-            raise ValueError("Randomisation.single_fraction must be a number in [0, 1], "
-                             f"got {self.single_fraction!r}") from None
-        if not 0.0 <= self.single_fraction <= 1.0:
-            raise ValueError("Randomisation.single_fraction must be a number in [0, 1], "
-                             f"got {self.single_fraction!r}")
+        self.single_fraction = check_fraction("Randomisation.single_fraction",
+                                              self.single_fraction)
 
     def __repr__(self):
         # single_fraction shows only where set: dataset manifests record this repr, so

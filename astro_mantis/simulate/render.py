@@ -77,6 +77,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from ._checks import check_fraction
 from .service_format import NATIVE_TO_BAND, PS1_EXPTIME, native_flux
 
 try:
@@ -186,17 +187,6 @@ def _band_dict(name, given, default, *, positive=True, finite=True):
                              f"number, got {value!r}")
         merged[band] = value
     return merged
-
-
-def _fraction(name, value):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"ImagingConfig.{name} must be a number in [0, 1], "
-                         f"got {value!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"ImagingConfig.{name} must be within [0, 1], got {value!r}")
-    return value
 
 
 def _nonneg(name, value, positive=False):
@@ -331,13 +321,16 @@ class ImagingConfig:
         for band, value in exptimes.items():
             exptimes[band] = _nonneg(f"ps1_exptime[{band!r}]", value, positive=True)
         self.ps1_exptime = exptimes
-        self.ps1_exptime_scatter = _fraction("ps1_exptime_scatter", self.ps1_exptime_scatter)
+        self.ps1_exptime_scatter = check_fraction("ImagingConfig.ps1_exptime_scatter",
+                                                   self.ps1_exptime_scatter)
         if self.ps1_exptime_scatter >= 1.0:
             raise ValueError("ImagingConfig.ps1_exptime_scatter must be below 1, "
                              f"got {self.ps1_exptime_scatter!r}")
-        self.galex_hole_fraction = _fraction("galex_hole_fraction", self.galex_hole_fraction)
+        self.galex_hole_fraction = check_fraction("ImagingConfig.galex_hole_fraction",
+                                                   self.galex_hole_fraction)
         self.galex_hole_cell = _nonneg("galex_hole_cell", self.galex_hole_cell, positive=True)
-        self.ps1_nan_fraction = _fraction("ps1_nan_fraction", self.ps1_nan_fraction)
+        self.ps1_nan_fraction = check_fraction("ImagingConfig.ps1_nan_fraction",
+                                                self.ps1_nan_fraction)
         if self.star_density is not None:
             self.star_density = _nonneg("star_density", self.star_density)
         if self.neighbour_density is not None:

@@ -24,6 +24,7 @@ import numpy as np
 from astropy.table import Table
 from astropy.wcs import WCS
 
+from ._checks import check_fraction
 from ._grid import SkyCells
 from .randomise import (_check_randomisation, _conditions_dict, field_draw,
                         perturb_catalog, variant_imaging)
@@ -157,14 +158,8 @@ class MockSkyConfig:
         self.dec_range = _check_range("dec_range", self.dec_range, -90.0, 90.0)
         self.south_dec_range = _check_range("south_dec_range", self.south_dec_range,
                                             -90.0, 90.0)
-        try:
-            self.south_fraction = float(self.south_fraction)
-        except (TypeError, ValueError):
-            raise ValueError("MockSkyConfig.south_fraction must be a number in [0, 1], "
-                             f"got {self.south_fraction!r}") from None
-        if not 0.0 <= self.south_fraction <= 1.0:
-            raise ValueError("MockSkyConfig.south_fraction must be within [0, 1], "
-                             f"got {self.south_fraction!r}")
+        self.south_fraction = check_fraction("MockSkyConfig.south_fraction",
+                                             self.south_fraction)
         try:
             self.background_cell = float(self.background_cell)
         except (TypeError, ValueError):
