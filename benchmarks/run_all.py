@@ -41,6 +41,7 @@ SMALL = {
     "web": ["--clients", "4", "--requests", "10", "--rate-requests", "20",
             "--overload-clients", "8", "--baseline-n", "10"],
     "match": ["--rows", "100000", "--spectra", "200000"],
+    "shift_ablation": ["--n", "120", "--variants", "none,psf,all", "--workers", "1"],
 }
 
 
