@@ -13,9 +13,10 @@ as a ratio to the unchanged rendering's, measured in the same run.
 A colours-only control follows: the catalog-magnitude k-NN of
 `astro_mantis.training.baseline` (``CatalogKNN``, depth noise; fitted on the catalogs of
 the recipe's first four training runs) scored on the same galaxies' catalog magnitudes
-with zero-point errors drawn as the training randomisation draws them (uniform size in
-[0, 0.03] mag, random sign, per band) and as the shifted simulator sets them (0.03 mag,
-random sign), per galaxy rather than per field.
+without zero-point errors, and with the offsets their fields put on the images under
+the training randomisation and under the shifted simulator's zero points (then fitted
+on training catalogs carrying their own fields' offsets, as ``bench_baseline.py``'s
+field-zero-point column is).
 
 Usage::
 
@@ -62,29 +63,39 @@ def randomisation(name):
                                **{f: getattr(shifted, f) for f in fields})
 
 
-def catalog_control(test_dir, seed=0, n_fit=16384):
-    """NMAD of the catalog k-NN without, with training-like and with shifted zero points."""
+def catalog_control(test_dir, n, seed, knn_seed=0, n_fit=16384):
+    """NMAD of the catalog k-NN on the galaxies of ``test_dir`` (rendered with ``n`` and
+    catalog ``seed``) without zero-point errors, with those their fields have under the
+    training randomisation, and with those of the shifted simulator's zero points."""
     import numpy as np
 
-    from bench_baseline import recipe_catalogs
+    from bench_baseline import field_zero_points, recipe_catalogs
 
     from astro_mantis.metrics import photoz_metrics
     from astro_mantis.shards import iter_shards
+    from astro_mantis.simulate import MockSky
+    from astro_mantis.simulate.dataset import dataset_config
     from astro_mantis.training.baseline import CatalogKNN, noisy_magnitudes, shard_magnitudes
 
-    train_mags, train_z, _ = recipe_catalogs(n_fit)
-    knn = CatalogKNN().fit(noisy_magnitudes(train_mags, seed=seed), train_z)
     parts = list(iter_shards(test_dir, "test"))
     mags = np.concatenate([shard_magnitudes(s) for s in parts])
     z = np.concatenate([np.asarray(s["z"], float) for s in parts])
-    rng = np.random.default_rng(seed + 1)
-    sign = rng.choice([-1.0, 1.0], size=mags.shape)
-    offsets = {"no zero-point errors": 0.0,
-               "training-like (|dm| ~ U[0, 0.03])": sign * rng.uniform(0, 0.03, mags.shape),
-               "shifted (|dm| = 0.03)": sign * 0.03}
+    radec = np.concatenate([np.column_stack([s["catalog"]["ra"], s["catalog"]["dec"]])
+                            for s in parts])
+    # the offsets each galaxy's field put on its images (the same draws the renderings had)
+    zp = {name: field_zero_points(MockSky(dataset_config(n, randomisation=randomisation(name)),
+                                          seed=seed), radec)
+          for name in ("none", "zero_point")}
+    train_mags, train_z, train_zp = recipe_catalogs(n_fit)
+    clean = CatalogKNN().fit(noisy_magnitudes(train_mags, seed=knn_seed), train_z)
+    calibrated = CatalogKNN().fit(noisy_magnitudes(train_mags + train_zp, seed=knn_seed),
+                                  train_z)
+    cases = {"no zero-point errors (fit and scored)": (clean, 0.0),
+             "training randomisation's field offsets": (calibrated, zp["none"]),
+             "shifted simulator's field offsets": (calibrated, zp["zero_point"])}
     out = {}
-    for name, dm in offsets.items():
-        m = photoz_metrics(knn.predict(noisy_magnitudes(mags + dm, seed=seed + 2)), z,
+    for name, (knn, dm) in cases.items():
+        m = photoz_metrics(knn.predict(noisy_magnitudes(mags + dm, seed=knn_seed + 2)), z,
                            n_bootstrap=100)
         out[name] = (m["nmad"], m.errors["nmad"])
     return out
@@ -149,10 +160,12 @@ def main(argv=None):
               f"{r['bias_median']:+.4f} ± {r['bias_median_err']:.4f} {lows}")
     if not args.no_catalog_control:
         print("\ncolours only (catalog k-NN, the 'none' variant's galaxies):")
-        control = catalog_control(root / "none")
-        base = next(iter(control.values()))[0]
+        control = catalog_control(root / "none", args.n, args.seed)
+        base = list(control.values())[1][0]
         for name, (nmad, err) in control.items():
-            print(f"  {name:<36} NMAD {nmad:.4f} ± {err:.4f}  ratio {nmad / base:.2f}")
+            print(f"  {name:<40} NMAD {nmad:.4f} ± {err:.4f}  ratio {nmad / base:.2f}")
+        print("  (ratios to the training randomisation's row; the k-NN of the rows with "
+              "offsets is fitted on catalogs with their own fields' offsets)")
     print("\nSIMULATED galaxies; each variant changes only the named fields of "
           "training_randomisation() to shifted_randomisation()'s.")
     if tmp is not None:

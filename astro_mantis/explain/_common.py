@@ -64,7 +64,6 @@ def model_grid(net):
     return edges, float(meta.get("temperature") or 1.0)
 
 
-
 def as_fused(data, dust=None, nan_policy="zero", net=None):
     """Early-fused input from cutouts, a `~astro_mantis.fusion.FusedInput` or an array.
 
