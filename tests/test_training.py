@@ -115,6 +115,77 @@ def test_augment_preserves_shape_label_and_content():
     assert np.array_equal(back, x0)
 
 
+def test_zero_point_jitter_scales_each_band_within_its_range():
+    from astro_mantis.training.data import jitter_zero_points
+
+    x = np.random.default_rng(0).uniform(0.5, 2.0, (9, 6, 6)).astype(np.float32)
+    x[3] = 0.0  # a masked channel stays masked
+    y, delta = jitter_zero_points(x, np.random.default_rng(1), 0.05)
+    assert y.shape == x.shape and y.dtype == x.dtype and delta.shape == (9,)
+    assert np.all(np.abs(delta) <= 0.05) and np.ptp(delta) > 0.02  # independent per band
+    ratio = y[[0, 1, 2, 4, 5, 6, 7, 8]] / x[[0, 1, 2, 4, 5, 6, 7, 8]]
+    assert np.allclose(ratio, 10 ** (-0.4 * delta[[0, 1, 2, 4, 5, 6, 7, 8]])[:, None, None],
+                       rtol=1e-6)
+    assert not y[3].any()
+    # the same generator state gives the same draws; amplitude 0 changes nothing, draws nothing
+    again, d2 = jitter_zero_points(x, np.random.default_rng(1), 0.05)
+    assert np.array_equal(again, y) and np.array_equal(d2, delta)
+    rng = np.random.default_rng(2)
+    same, d0 = jitter_zero_points(x, rng, 0.0)
+    assert np.array_equal(same, x) and same is not x and not d0.any()
+    assert rng.random() == np.random.default_rng(2).random()
+    for bad in (-0.01, 0.6, float("nan"), "a lot"):
+        with pytest.raises(ValueError, match="zero_point_jitter"):
+            jitter_zero_points(x, rng, bad)
+    with pytest.raises(ValueError, match="channels"):
+        jitter_zero_points(x[0], rng, 0.05)
+
+
+def test_dataset_zero_point_jitter_follows_the_geometric_augmentation():
+    ds = toy_dataset(4, 0, size=12)
+    ds.augment = True
+    ds.set_epoch(1)
+    plain = ds[2][0].numpy()
+    ds.zero_point_jitter = 0.04
+    jittered = ds[2][0].numpy()
+    # the same rotation and shift, then one factor per channel within 10**(±0.4 * 0.04)
+    ratio = jittered / plain
+    per_channel = ratio.mean(axis=(1, 2))
+    assert np.allclose(ratio, per_channel[:, None, None], rtol=1e-5)
+    assert np.all(np.abs(-2.5 * np.log10(per_channel)) <= 0.04 + 1e-6)
+    assert np.ptp(per_channel) > 0
+    assert np.array_equal(jittered, ds[2][0].numpy())  # reproducible per (seed, epoch, index)
+    ds.augment = False  # jitter is part of the augmentation: off with it
+    assert np.array_equal(ds[2][0].numpy(), ds.row(2)[0])
+
+
+def test_training_with_zero_point_jitter_is_recorded_and_resumes(tmp_path):
+    kw = dict(epochs=2, batch_size=8, lr=1e-2, patience=None, seed=7, device="cpu",
+              model_kwargs=TINY_MINI, **QUIET)
+    with pytest.raises(ValueError, match="zero_point_jitter"):
+        train("mantis-mini", toy_data(), tmp_path / "bad", zero_point_jitter=-0.1, **kw)
+    one = train("mantis-mini", toy_data(), tmp_path / "one", zero_point_jitter=0.05, **kw)
+    plain = train("mantis-mini", toy_data(), tmp_path / "plain", **kw)
+    assert one.config["zero_point_jitter"] == 0.05 and plain.config["zero_point_jitter"] == 0.0
+    # the jitter reaches the training steps: the same seed gives other weights
+    assert any(not torch.equal(a, b) for a, b in zip(one.model.state_dict().values(),
+                                                     plain.model.state_dict().values()))
+    train("mantis-mini", toy_data(), tmp_path / "two", zero_point_jitter=0.05, stop_after=1, **kw)
+    with pytest.raises(ValueError, match="zero_point_jitter"):
+        train("mantis-mini", toy_data(), tmp_path / "two", resume=True, **kw)
+    two = train("mantis-mini", toy_data(), tmp_path / "two", zero_point_jitter=0.05, resume=True,
+                **kw)
+    for a, b in zip(one.model.state_dict().values(), two.model.state_dict().values()):
+        assert torch.equal(a, b)
+    # a checkpoint written before the setting existed resumes as "no jitter"
+    ckpt = tmp_path / "old" / CHECKPOINT_NAME
+    train("mantis-mini", toy_data(), tmp_path / "old", stop_after=1, **kw)
+    saved = load_checkpoint(ckpt)
+    del saved["config"]["zero_point_jitter"]
+    torch.save(saved, ckpt)
+    assert train("mantis-mini", toy_data(), tmp_path / "old", resume=True, **kw).epochs_run == 2
+
+
 def test_targets():
     z = np.array([0.0, 0.0039, 0.004, 0.5, 1.5999, 1.7, -0.1])
     assert list(z_to_bin(z)) == [0, 0, 1, 125, 399, 399, 0]
@@ -522,7 +593,7 @@ def test_cli_train(shard_dir, tmp_path, capsys):
     args = ["train", "--data", str(shard_dir), "--out", str(out), "--model", "mantis-mini",
             "--model-arg", "widths=[4,8]", "--model-arg", "depths=[1,1]",
             "--model-arg", "hidden=16", "--epochs", "2", "--batch-size", "4", "--lr", "0.01",
-            "--seed", "3", "--device", "cpu", "--no-progress"]
+            "--seed", "3", "--device", "cpu", "--no-progress", "--zero-point-jitter", "0.02"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "best epoch" in text and "calibration" in text and "test (4)" in text
@@ -535,6 +606,8 @@ def test_cli_train(shard_dir, tmp_path, capsys):
     assert set(card["metrics"]) == {"validation", "test"}
     assert card["data"]["splits"]["train"]["n"] == 8
     assert card["training"]["config"]["n_train"] == 8
+    assert card["training"]["config"]["zero_point_jitter"] == 0.02
+    assert "--zero-point-jitter 0.02" in card["command"]
     assert card["calibration"]["method"] == "temperature scaling + PIT recalibration"
     assert len(card["calibration"]["pit_map"]["knots"]) == 25
     assert card["temperature"] == card["calibration"]["temperature"] > 0
@@ -547,6 +620,9 @@ def test_cli_train(shard_dir, tmp_path, capsys):
     assert main(args + ["--resume"]) == 0
     assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert main(args + ["--overwrite", "--model", "no-such-model"]) == 2
+    capsys.readouterr()
+    assert main(args + ["--overwrite", "--zero-point-jitter", "-1"]) == 2
+    assert "--zero-point-jitter" in capsys.readouterr().err
 
 
 def test_cli_train_help(capsys):
@@ -556,7 +632,7 @@ def test_cli_train_help(capsys):
     text = capsys.readouterr().out
     for option in ("--data", "--out", "--model", "--epochs", "--batch-size", "--lr", "--seed",
                    "--device", "--resume", "--max-minutes", "--patience", "--balanced",
-                   "--smoothing-sigma", "metrics.jsonl", "checkpoint.pt"):
+                   "--smoothing-sigma", "--zero-point-jitter", "metrics.jsonl", "checkpoint.pt"):
         assert option in text, option
 
 

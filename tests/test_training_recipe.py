@@ -42,7 +42,10 @@ def test_recipe_validates_its_settings(tmp_path):
         Recipe(workdir=tmp_path, train_randomisation=[0.3])
     with pytest.raises(ValueError, match="unknown data set"):
         Recipe(workdir=tmp_path).data_dir("nope")
+    with pytest.raises(ValueError, match="zero_point_jitter"):
+        Recipe(workdir=tmp_path, zero_point_jitter=-0.02)
     assert main([str(tmp_path), "--n-train", "0"]) == 2
+    assert main([str(tmp_path), "--zero-point-jitter", "0.7"]) == 2
 
 
 def test_recorded_command_pastes_back_into_a_shell(tmp_path):
@@ -114,7 +117,8 @@ def test_run_recipe_trains_exports_evaluates_and_resumes(tmp_path):
     weights = out / "mantis-mini.safetensors"
     cont = run_recipe(tiny_recipe(tmp_path, run_name="cont", first_run=2, n_train=12,
                                   epochs=1, lr=1e-12, warmup_epochs=0.0, evaluate=False,
-                                  init_weights=str(weights)))
+                                  init_weights=str(weights), zero_point_jitter=0.02))
+    assert cont["fit"].training.config["zero_point_jitter"] == 0.02
     manifest = json.loads((tmp_path / "data" / "train_002" / "manifest.json").read_text())
     assert manifest["seed"] == 102 and manifest["n"] == 12
     card_text = (cont["out_dir"] / "mantis-mini.json").read_text()
@@ -122,6 +126,7 @@ def test_run_recipe_trains_exports_evaluates_and_resumes(tmp_path):
     card2 = json.loads(card_text)
     assert card2["recipe"]["init_sha256"] == card["sha256"]
     assert card2["recipe"]["init_weights"] == "mantis-mini.safetensors"
+    assert card2["recipe"]["zero_point_jitter"] == 0.02
     runs = [r["path"] for r in card2["data"]["runs"]]
     assert "WORKDIR/data/train_002" in runs and "WORKDIR/data/train_000" not in runs
     from astro_mantis.models import load_model

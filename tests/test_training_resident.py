@@ -79,6 +79,32 @@ def test_resident_augmentation_is_reproducible_per_epoch():
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
+def test_resident_zero_point_jitter_scales_bands_after_the_same_transforms():
+    ds = toy_dataset(8, 1)
+    plain = ResidentBatches(ds, 8, EpochSampler(8, seed=0), "cpu", seed=5)
+    jitter = ResidentBatches(ds, 8, EpochSampler(8, seed=0), "cpu", seed=5,
+                             zero_point_jitter=0.05)
+    for b in (plain, jitter):
+        b.set_epoch(2)
+    x0, x1 = next(iter(plain))[0], next(iter(jitter))[0]
+    ratio = (x1 / x0).double()
+    per_item_band = ratio.mean(dim=(2, 3))
+    assert torch.allclose(ratio, per_item_band[:, :, None, None], rtol=1e-5)
+    mag = -2.5 * torch.log10(per_item_band)
+    assert mag.abs().max() <= 0.05 + 1e-6 and mag.std() > 0.01
+    assert torch.equal(x1, next(iter(jitter))[0])  # reproducible per epoch
+    with pytest.raises(ValueError, match="zero_point_jitter"):
+        ResidentBatches(ds, 8, EpochSampler(8, seed=0), "cpu", zero_point_jitter=1.0)
+    off = ResidentBatches(ds, 8, EpochSampler(8, seed=0), "cpu", augment=False,
+                          zero_point_jitter=0.05)
+    off.set_epoch(2)
+    sampler = EpochSampler(8, seed=0)
+    sampler.set_epoch(2)
+    order = list(iter(sampler))
+    assert np.allclose(next(iter(off))[0][0].numpy(), ds.row(order[0])[0], rtol=1e-3,
+                       atol=1e-3)
+
+
 def test_resident_training_learns_and_resumes(tmp_path):
     kw = dict(epochs=4, batch_size=16, lr=3e-3, seed=2, device="cpu", resident=True, **QUIET)
     full = train(tiny_net(seed=5), toy_data(), tmp_path / "full", **kw)

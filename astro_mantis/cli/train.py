@@ -91,6 +91,9 @@ def add_parser(sub):
                         "shuffling")
     t.add_argument("--no-augment", action="store_true",
                    help="no random rotations, flips and shifts")
+    t.add_argument("--zero-point-jitter", type=float, default=0.0, metavar="MAG",
+                   help="with the augmentation, a random calibration error per band and "
+                        "galaxy, uniform in [-MAG, MAG] magnitudes (default: %(default)s, off)")
     t.add_argument("--max-minutes", type=float, default=None, metavar="MIN",
                    help="time budget: start no epoch that would end after it (the result "
                         "then depends on the machine's speed; --resume continues)")
@@ -155,6 +158,8 @@ def _train_command(args):
               "--warmup-epochs", repr(args.warmup_epochs), "--seed", str(args.seed),
               "--patience", str(args.patience), "--smoothing-sigma", repr(args.smoothing_sigma),
               "--device", str(args.device)]
+    if args.zero_point_jitter:
+        parts += ["--zero-point-jitter", repr(args.zero_point_jitter)]
     for flag in ("balanced", "no_augment", "no_amp", "no_calibrate", "no_pit", "spectra"):
         if getattr(args, flag):
             parts.append("--" + flag.replace("_", "-"))
@@ -184,6 +189,11 @@ def _cmd_train(args):
         build_model(args.model, **model_kwargs)
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"cannot build model {args.model!r}: {exc}") from None
+    from ..training.data import check_zero_point_jitter
+    try:
+        check_zero_point_jitter(args.zero_point_jitter)
+    except ValueError as exc:
+        raise InputError(f"--zero-point-jitter: {exc}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     callbacks = []
@@ -204,7 +214,8 @@ def _cmd_train(args):
             device=args.device, amp=not args.no_amp,
             patience=args.patience if args.patience > 0 else None,
             smoothing_sigma=args.smoothing_sigma, balanced=args.balanced,
-            augment=not args.no_augment, max_minutes=args.max_minutes, resume=args.resume,
+            augment=not args.no_augment, zero_point_jitter=args.zero_point_jitter,
+            max_minutes=args.max_minutes, resume=args.resume,
             overwrite=args.overwrite, num_workers=args.workers, model_kwargs=model_kwargs,
             progress=not args.no_progress, callbacks=callbacks)
     except FileNotFoundError as exc:

@@ -15,6 +15,10 @@ dust) into PyTorch datasets:
   small circular shift, identically to all channels. Each item's transform is drawn from a random
   generator keyed by ``(seed, epoch, index)``, so an epoch is reproducible whatever the number of
   data-loader workers and after a resume.
+* `~astro_mantis.training.data.jitter_zero_points` multiplies each channel by
+  ``10**(-0.4 δ)`` with ``δ`` uniform in ``[-a, a]`` mag: calibration errors drawn afresh per item
+  and epoch, so a network cannot lean on colours more exact than the surveys' zero points
+  (``train(..., zero_point_jitter=a)``; off by default).
 * `~astro_mantis.training.data.z_to_bin` and `~astro_mantis.training.data.soft_targets` give the
   class targets; `~astro_mantis.training.data.EpochSampler` shuffles or draws redshift-balanced
   samples (`~astro_mantis.training.data.balanced_weights`), again keyed by the epoch.
@@ -40,6 +44,8 @@ __all__ = [
     "FusedDataset",
     "EpochSampler",
     "augment",
+    "jitter_zero_points",
+    "check_zero_point_jitter",
     "dihedral",
     "inverse_dihedral",
     "z_to_bin",
@@ -254,6 +260,70 @@ def augment(x, rng, max_shift=MAX_SHIFT):
     return np.ascontiguousarray(y), (k, dy, dx)
 
 
+def check_zero_point_jitter(value):
+    """Validate a zero-point jitter amplitude (mag) and return it as a float.
+
+    Parameters
+    ----------
+    value : float
+        Largest calibration error drawn per band, in magnitudes: finite, in ``[0, 0.5]``.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        For a value that is not a finite number in ``[0, 0.5]``.
+    """
+    try:
+        a = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"zero_point_jitter must be a number of magnitudes, got {value!r}") \
+            from None
+    if not (np.isfinite(a) and 0.0 <= a <= 0.5):
+        raise ValueError(f"zero_point_jitter must be in [0, 0.5] mag, got {value!r}")
+    return a
+
+
+def jitter_zero_points(x, rng, amplitude):
+    """Scale each channel of one fused input by a random calibration error.
+
+    Channel ``c`` is multiplied by ``10**(-0.4 δ_c)``, ``δ_c`` drawn uniformly in
+    ``[-amplitude, amplitude]`` magnitudes, independently per channel (each of the nine
+    channels is one band). The network's inputs are linear counts, so this is exactly what an
+    error ``δ_c`` in the band's zero point does to the image (sky noise included); masked
+    (zero) channels stay zero.
+
+    Parameters
+    ----------
+    x : `numpy.ndarray`
+        One input, shape ``(channels, ny, nx)``.
+    rng : `numpy.random.Generator`
+        Source of the draws (one array of ``channels`` values per call).
+    amplitude : float
+        Largest ``|δ|`` in magnitudes (`check_zero_point_jitter`); 0 returns a copy of ``x``
+        and draws nothing.
+
+    Returns
+    -------
+    x : `numpy.ndarray`
+        A new array of ``x``'s shape and dtype.
+    delta : `numpy.ndarray`
+        float64 ``(channels,)``: the errors applied, in magnitudes.
+    """
+    a = check_zero_point_jitter(amplitude)
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"expected one image stack (channels, ny, nx), got {x.shape}")
+    if a == 0.0:
+        return np.array(x, copy=True), np.zeros(x.shape[0])
+    delta = rng.uniform(-a, a, x.shape[0])
+    scale = (10.0 ** (-0.4 * delta)).astype(x.dtype)
+    return x * scale[:, None, None], delta
+
+
 # ------------------------------------------------------------------------- datasets
 class FusedDataset(Dataset):
     """Base class of the training datasets: fused inputs, dust and true redshifts.
@@ -271,12 +341,20 @@ class FusedDataset(Dataset):
         ``numpy.random.default_rng(derive_seed(seed, e, i))``.
     max_shift : int
         Largest shift of the augmentation, pixels.
+
+    Attributes
+    ----------
+    zero_point_jitter : float
+        With ``augment``, also `~astro_mantis.training.data.jitter_zero_points` each item
+        with this amplitude (mag), drawn after the geometric transform from the same
+        generator (default 0: off; `train` sets it from its ``zero_point_jitter``).
     """
 
     def __init__(self, augment=False, seed=0, max_shift=MAX_SHIFT):
         self.augment = bool(augment)
         self.seed = int(seed)
         self.max_shift = int(max_shift)
+        self.zero_point_jitter = 0.0
         self.epoch = 0
 
     def set_epoch(self, epoch):
@@ -305,6 +383,8 @@ class FusedDataset(Dataset):
         if self.augment:
             rng = np.random.default_rng(derive_seed(self.seed, self.epoch, index))
             x, _ = augment(x, rng, self.max_shift)
+            if self.zero_point_jitter:
+                x, _ = jitter_zero_points(x, rng, self.zero_point_jitter)
         else:
             x = np.array(x, dtype=np.float32, copy=True)
         return (torch.from_numpy(x), torch.as_tensor(np.asarray(dust, dtype=np.float32)),

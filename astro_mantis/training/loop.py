@@ -27,7 +27,7 @@ from ..pdf import Z_EDGES
 from ..progress import progress_enabled
 from .calibration import TemperatureCalibration, calibration_summary
 from .data import (SPLITS, ConcatDataset, EpochSampler, FusedDataset, ShardDataset,
-                   balanced_weights, soft_targets, z_to_bin)
+                   balanced_weights, check_zero_point_jitter, soft_targets, z_to_bin)
 
 __all__ = [
     "train",
@@ -59,7 +59,10 @@ METRICS_NAME = "metrics.jsonl"
 
 # Settings that must not change when a run is resumed (they shape the result).
 _RESUME_FIXED = ("batch_size", "lr", "weight_decay", "warmup_epochs", "seed", "smoothing_sigma",
-                 "balanced", "augment", "epochs", "n_train", "min_delta", "grad_clip")
+                 "balanced", "augment", "epochs", "n_train", "min_delta", "grad_clip",
+                 "zero_point_jitter")
+# What a checkpoint that predates a setting ran with (so it still resumes).
+_RESUME_DEFAULTS = {"zero_point_jitter": 0.0}
 
 
 # ------------------------------------------------------------------------- helpers
@@ -597,6 +600,11 @@ class TrainingConfig:
         Smallest decrease of the validation CDE loss that counts as an improvement.
     augment : bool
         Random rotations, flips and ±2 px shifts of the training inputs.
+    zero_point_jitter : float
+        With ``augment``, also a random calibration error per band and item, uniform in
+        ``[-zero_point_jitter, zero_point_jitter]`` mag
+        (`~astro_mantis.training.data.jitter_zero_points`), so that the network cannot lean
+        on colours more exact than the surveys' zero points. 0 (the default) is off.
     grad_clip : float, optional
         Clip the gradients' global norm to this value.
     num_workers : int
@@ -645,6 +653,7 @@ class TrainingConfig:
     warmup_epochs: float = 1.0
     min_delta: float = 0.0
     augment: bool = True
+    zero_point_jitter: float = 0.0
     grad_clip: object = None
     num_workers: int = 0
     model_kwargs: object = None
@@ -747,6 +756,7 @@ def train(model, train_dir, out_dir, *args, config=None, **settings):
         For a setting `~astro_mantis.training.loop.TrainingConfig` does not have.
     """
     cfg = TrainingConfig.from_arguments(config, args, settings)
+    cfg = replace(cfg, zero_point_jitter=check_zero_point_jitter(cfg.zero_point_jitter))
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -784,6 +794,7 @@ def train(model, train_dir, out_dir, *args, config=None, **settings):
         _write_history(out_dir, state["history"])
 
         train_ds.seed, train_ds.augment = int(cfg.seed), bool(cfg.augment)
+        train_ds.zero_point_jitter = float(cfg.zero_point_jitter)
         sampler = EpochSampler(n_train, seed=cfg.seed, shuffle=True,
                                weights=balanced_weights(train_ds.z) if cfg.balanced else None)
         loader, loader_gen = _loader(train_ds, sampler, cfg, dev)
@@ -891,6 +902,7 @@ def _checkpoint_config(cfg, model_name, dev, run, n_train, n_validation, data):
         "patience": cfg.patience, "min_delta": float(cfg.min_delta),
         "smoothing_sigma": float(cfg.smoothing_sigma), "balanced": bool(cfg.balanced),
         "augment": bool(cfg.augment), "grad_clip": cfg.grad_clip,
+        "zero_point_jitter": float(cfg.zero_point_jitter),
         "max_minutes": cfg.max_minutes, "n_train": n_train, "n_validation": n_validation,
         "deterministic": bool(cfg.deterministic), "resident": bool(cfg.resident),
         "torch": str(torch.__version__),
@@ -901,8 +913,8 @@ def _checkpoint_config(cfg, model_name, dev, run, n_train, n_validation, data):
 def _restore(ckpt_path, dev, config, run, state):
     """Load a checkpoint into the run; returns its state. Refuses other settings."""
     ck = load_checkpoint(ckpt_path, map_location=dev)
-    diff = {k: (ck["config"].get(k), config[k]) for k in _RESUME_FIXED
-            if ck["config"].get(k) != config[k]}
+    saved = {k: ck["config"].get(k, _RESUME_DEFAULTS.get(k)) for k in _RESUME_FIXED}
+    diff = {k: (saved[k], config[k]) for k in _RESUME_FIXED if saved[k] != config[k]}
     if diff:
         raise ValueError("cannot resume: settings differ from the checkpoint's "
                          "(checkpoint, now): "
@@ -926,7 +938,7 @@ def _loader(train_ds, sampler, cfg, dev):
         from .resident import ResidentBatches
 
         loader = ResidentBatches(train_ds, cfg.batch_size, sampler, dev, seed=cfg.seed,
-                                 augment=cfg.augment)
+                                 augment=cfg.augment, zero_point_jitter=cfg.zero_point_jitter)
     else:
         loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
                             drop_last=True, num_workers=cfg.num_workers,

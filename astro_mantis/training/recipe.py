@@ -106,6 +106,10 @@ class Recipe:
         ``{"single_fraction": 0.25}``; the validation, test and shifted sets keep theirs,
         so that every stage is measured on the same galaxies. A run directory rendered
         with other settings is refused, not mixed.
+    zero_point_jitter : float
+        Training-time calibration errors, uniform in ``[-zero_point_jitter,
+        zero_point_jitter]`` mag per band and item, on top of the rendered ones
+        (`~astro_mantis.training.loop.TrainingConfig`); 0 (the default) is off.
     name : str
         Name of the exported model.
     """
@@ -138,10 +142,14 @@ class Recipe:
     first_run: int = 0
     init_weights: str = None
     train_randomisation: dict = field(default_factory=dict)
+    zero_point_jitter: float = 0.0
 
     def __post_init__(self):
+        from .data import check_zero_point_jitter
+
         self.workdir = Path(self.workdir)
         self.training_randomisation()  # raises ValueError naming a bad setting
+        self.zero_point_jitter = check_zero_point_jitter(self.zero_point_jitter)
         if self.epochs is None and self.train_minutes is None:
             raise ValueError("Recipe.epochs=None (sized to the time budget) needs train_minutes")
         for key in ("n_train", "chunk", "n_validation", "n_test", "n_shifted", "workers",
@@ -461,7 +469,8 @@ def run_recipe(recipe, command=None):
         weight_decay=recipe.weight_decay, warmup_epochs=recipe.warmup_epochs,
         patience=recipe.patience, balanced=recipe.balanced,
         smoothing_sigma=recipe.smoothing_sigma, max_minutes=recipe.train_minutes,
-        seed=recipe.seed, device=device, resume=True, progress=False,
+        zero_point_jitter=recipe.zero_point_jitter, seed=recipe.seed, device=device,
+        resume=True, progress=False,
         resident=device.type == "cuda", deterministic=device.type != "cuda",
         num_workers=min(recipe.workers, 8) if device.type == "cuda" else 0,
         workers=recipe.workers)
@@ -495,7 +504,7 @@ def _parser():
                  "epochs", "max_epochs", "batch_size", "patience", "first_run"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("lr", "weight_decay", "warmup_epochs", "smoothing_sigma", "render_minutes",
-                 "train_minutes"):
+                 "train_minutes", "zero_point_jitter"):
         p.add_argument("--" + name.replace("_", "-"), type=float,
                        default=getattr(defaults, name))
     p.add_argument("--balanced", action="store_true", help="redshift-balanced sampling")

@@ -18,7 +18,8 @@ which draws per item; both are uniform over the same transforms.)
 import numpy as np
 import torch
 
-from .data import MAX_SHIFT, ConcatDataset, ShardDataset, derive_seed, dihedral
+from .data import (MAX_SHIFT, ConcatDataset, ShardDataset, check_zero_point_jitter, derive_seed,
+                   dihedral)
 
 __all__ = ["ResidentBatches", "augment_batch", "dihedral_index_maps"]
 
@@ -140,6 +141,10 @@ class ResidentBatches:
         Apply the rotations/flips and shifts.
     max_shift : int
         Largest shift in pixels.
+    zero_point_jitter : float
+        With ``augment``, also multiply each item's channels by ``10**(-0.4 δ)``, ``δ``
+        uniform in ``[-zero_point_jitter, zero_point_jitter]`` mag, as
+        `~astro_mantis.training.data.jitter_zero_points` does (default 0: off).
 
     Notes
     -----
@@ -148,13 +153,14 @@ class ResidentBatches:
     """
 
     def __init__(self, dataset, batch_size, sampler, device, seed=0, augment=True,
-                 max_shift=MAX_SHIFT):
+                 max_shift=MAX_SHIFT, zero_point_jitter=0.0):
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.sampler = sampler
         self.seed, self.augment, self.max_shift = int(seed), bool(augment), int(max_shift)
+        self.zero_point_jitter = check_zero_point_jitter(zero_point_jitter)
         n = len(dataset)
         first = np.asarray(dataset.row(0)[0])
         self.x = torch.empty((n, *first.shape), dtype=torch.float16, device=self.device)
@@ -179,11 +185,18 @@ class ResidentBatches:
         m = len(self) * self.batch_size
         k = torch.randint(0, 8, (m,), generator=gen)
         shifts = torch.randint(-self.max_shift, self.max_shift + 1, (m, 2), generator=gen)
+        c = self.x.shape[1]
+        if self.zero_point_jitter:  # drawn after the transforms: those stay as without it
+            delta = (torch.rand((m, c), generator=gen, dtype=torch.float64) * 2 - 1) \
+                * self.zero_point_jitter
+            scale = (10.0 ** (-0.4 * delta)).float().to(self.device)
         order, k, shifts = (t.to(self.device) for t in (order[:m], k, shifts))
         for s in range(0, m, self.batch_size):
             idx = order[s:s + self.batch_size]
             x = self.x[idx]
             if self.augment:
                 sl = slice(s, s + self.batch_size)
-                x = augment_batch(x, k[sl], shifts[sl, 0], shifts[sl, 1], self.maps)
+                x = augment_batch(x, k[sl], shifts[sl, 0], shifts[sl, 1], self.maps).float()
+                if self.zero_point_jitter:
+                    x = x * scale[sl, :, None, None]
             yield x.float(), self.dust[idx], self.z[idx]
