@@ -23,7 +23,8 @@ midpoints).
 import numpy as np
 
 __all__ = ["RedshiftPDF", "point_estimate", "POINT_ESTIMATORS", "RECOMMENDED_POINT_ESTIMATE",
-           "Z_EDGES", "Z_CENTERS", "Z_WIDTHS", "NBINS", "ZMIN", "ZMAX"]
+           "redshift_prior", "PRIOR_SMOOTHING", "Z_EDGES", "Z_CENTERS", "Z_WIDTHS", "NBINS",
+           "ZMIN", "ZMAX"]
 
 #: Number of redshift bins of the Mantis Shrimp models.
 NBINS = 400
@@ -962,6 +963,57 @@ class RedshiftPDF:
             out[s] = block
         return type(self)._wrap(out, self._edges, self._valid.copy(), self._scalar, self.meta)
 
+    def change_prior(self, old, new=None):
+        """The PDFs under another redshift prior: ``p'(z) ∝ p(z) new(z) / old(z)``.
+
+        A network's PDFs are posteriors under the redshift distribution of its
+        training set (its implicit prior). Dividing that out and multiplying by another
+        n(z) gives the posteriors a population with that n(z) would have (for instance
+        the n(z) of your own sample); dividing it out alone (``new=None``) leaves the
+        likelihood, whose point estimates are not pulled towards where the training set
+        was dense. See :ref:`evaluation` for what that does to the bias per bin of true
+        redshift.
+
+        Parameters
+        ----------
+        old : array-like
+            The prior the PDFs carry, one density per bin (any normalisation): finite
+            and positive in every bin, e.g. `redshift_prior` of the training redshifts,
+            or ``astro_mantis.models.training_prior(model)``.
+        new : array-like, optional
+            The prior wanted, one non-negative finite density per bin (any
+            normalisation). None: flat.
+
+        Returns
+        -------
+        `RedshiftPDF`
+            New PDFs on the same bins, with the same meta. Rows that were invalid, or
+            that have no probability left where ``new`` is positive, are invalid.
+
+        Raises
+        ------
+        ValueError
+            If a prior does not have one finite value per bin, ``old`` is not positive
+            everywhere, or ``new`` is negative somewhere or zero everywhere.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_mantis.pdf import RedshiftPDF, Z_CENTERS
+        >>> prior = np.exp(-Z_CENTERS / 0.3)          # a steeply falling n(z)
+        >>> like = np.exp(-0.5 * ((Z_CENTERS - 0.8) / 0.1) ** 2)
+        >>> posterior = RedshiftPDF(like * prior)     # pulled towards low z
+        >>> round(posterior.median(), 3), round(posterior.change_prior(prior).median(), 3)
+        (0.767, 0.8)
+        """
+        weights = _prior_array(old, self.nbins, "old", positive=True)
+        weights = (np.ones(self.nbins) if new is None
+                   else _prior_array(new, self.nbins, "new", positive=False)) / weights
+        out = self._pdf.astype(np.float64) * weights
+        pdf = RedshiftPDF(out, self._edges, meta=self.meta, dtype=self.dtype,
+                          allow_invalid=True, copy=False)
+        return pdf[0] if self._scalar else pdf
+
     def to_qp(self):
         """Export as a ``qp.Ensemble`` of ``qp.hist`` distributions.
 
@@ -1062,6 +1114,88 @@ class RedshiftPDF:
                          mode=one.mode())
         return pdf_histogram(self._edges, one._pdf[0], ax=ax, z_true=z_true, label=label,
                              **stats, **kwargs)
+
+
+#: Width (in redshift) of the Gaussian kernel `redshift_prior` smooths a histogram with.
+PRIOR_SMOOTHING = 0.04
+
+
+def _prior_array(values, nbins, name, positive):
+    """A prior as a float64 array of one finite value per bin (checked)."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.shape != (nbins,) or not np.all(np.isfinite(a)):
+        raise ValueError(f"the {name} prior must hold one finite value per bin ({nbins}), "
+                         f"got shape {a.shape}")
+    if positive and not np.all(a > 0):
+        raise ValueError(f"the {name} prior must be positive in every bin (it divides the "
+                         "PDFs)")
+    if not positive and (np.any(a < 0) or not np.any(a > 0)):
+        raise ValueError(f"the {name} prior must be non-negative and positive somewhere")
+    return a
+
+
+def redshift_prior(z=None, *, counts=None, edges=None, smoothing=PRIOR_SMOOTHING):
+    """A smooth redshift distribution n(z) per bin, from redshifts or a histogram of them.
+
+    The histogram's densities (with one galaxy added to every bin, so that none is empty)
+    are smoothed by a Gaussian-weighted average over the neighbouring bins, of standard
+    deviation ``smoothing`` in redshift (weights normalised per bin, so the ends of the
+    range are not depleted), and normalised to unit integral. This is the form
+    `RedshiftPDF.change_prior` takes, and how ``astro_mantis.models.training_prior``
+    turns a model card's histogram of training redshifts into the network's implicit
+    prior.
+
+    Parameters
+    ----------
+    z : array-like, optional
+        Redshifts (values outside the edges are left out).
+    counts : array-like, optional
+        Instead of ``z``: counts per bin (non-negative, one per bin).
+    edges : array-like, optional
+        Bin edges (default `~astro_mantis.pdf.Z_EDGES`).
+    smoothing : float
+        Kernel width in redshift (default `PRIOR_SMOOTHING`); 0 for none.
+
+    Returns
+    -------
+    `numpy.ndarray`
+        float64 density per bin, positive everywhere, ``sum(prior * widths) == 1``.
+
+    Raises
+    ------
+    ValueError
+        Without exactly one of ``z`` and ``counts``, for counts of the wrong shape or
+        negative, or a negative or non-finite ``smoothing``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_mantis.pdf import redshift_prior, Z_WIDTHS
+    >>> prior = redshift_prior(np.random.default_rng(0).gamma(2.0, 0.1, 10_000))
+    >>> prior.shape, round(float(np.sum(prior * Z_WIDTHS)), 6)
+    ((400,), 1.0)
+    """
+    edges = Z_EDGES if edges is None else _check_edges(edges)
+    nbins = len(edges) - 1
+    if (z is None) == (counts is None):
+        raise ValueError("give exactly one of z and counts")
+    if counts is None:
+        counts, _ = np.histogram(np.asarray(z, dtype=np.float64), bins=edges)
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.shape != (nbins,) or not np.all(np.isfinite(counts)) or np.any(counts < 0):
+        raise ValueError(f"counts must be {nbins} non-negative finite values, got shape "
+                         f"{counts.shape}")
+    smoothing = float(smoothing)
+    if not (np.isfinite(smoothing) and smoothing >= 0):
+        raise ValueError(f"smoothing must be a non-negative redshift width, got {smoothing!r}")
+    widths = np.diff(edges)
+    density = (counts + 1.0) / widths
+    if smoothing > 0:
+        centers = 0.5 * (edges[1:] + edges[:-1])
+        kernel = np.exp(-0.5 * ((centers[:, None] - centers[None, :]) / smoothing) ** 2)
+        kernel *= widths[None, :]
+        density = (kernel @ density) / kernel.sum(axis=1)
+    return density / np.sum(density * widths)
 
 
 #: Names accepted by `point_estimate`, in the order the evaluation tables list them.

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from astropy.coordinates import SkyCoord
 
 import astro_mantis
@@ -76,3 +77,25 @@ def test_bundled_model_is_calibrated_on_the_sample_sky(tmp_path):
     coverage = np.mean((u >= 0.16) & (u <= 0.84))
     assert stats.kstest(u, "uniform").statistic < 0.09
     assert 0.60 <= coverage <= 0.76
+
+
+def test_bundled_card_records_the_training_redshifts():
+    from astro_mantis.models import training_prior
+    from astro_mantis.pdf import Z_CENTERS, Z_WIDTHS
+
+    card = json.loads((DATA / "mantis-mini.json").read_text())
+    record = card["training_redshifts"]
+    assert len(record["counts"]) == card["n_bins"] and sum(record["counts"]) == record["n"]
+    assert record["n"] > 50_000
+    prior = training_prior("mantis-mini")
+    assert prior.shape == (400,) and np.all(prior > 0)
+    assert np.sum(prior * Z_WIDTHS) == pytest.approx(1.0)
+    # the mock sky's n(z): most galaxies below z = 0.3, few above 1.2
+    assert np.sum((prior * Z_WIDTHS)[Z_CENTERS < 0.3]) > 0.4
+    assert np.sum((prior * Z_WIDTHS)[Z_CENTERS > 1.2]) < 0.05
+    assert np.array_equal(training_prior(card), prior)
+    with pytest.raises(ValueError, match="training_redshifts"):
+        training_prior({"name": "old", "n_bins": 400})
+    bad = dict(card, training_redshifts={"counts": [1, 2, 3]})
+    with pytest.raises(ValueError, match="3 training redshift bins"):
+        training_prior(bad)

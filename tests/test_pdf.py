@@ -467,3 +467,79 @@ def test_masked_input_becomes_invalid_rows():
     p = RedshiftPDF(col, allow_invalid=True)
     assert p.dtype == np.float32
     assert_array_equal(p.valid, [False, True])
+
+
+# ------------------------------------------------------------------------- priors
+def test_change_prior_divides_out_one_prior_and_applies_another():
+    prior = np.exp(-Z_CENTERS / 0.3)
+    like = np.exp(-0.5 * ((Z_CENTERS[None, :] - np.array([[0.4], [0.8]])) / 0.08) ** 2)
+    posterior = RedshiftPDF(like * prior, meta={"model": "m"})
+    flat = posterior.change_prior(prior)
+    # the likelihood comes back: medians at the true centres, same bins and meta
+    assert_allclose(flat.median(), [0.4, 0.8], atol=2e-3)
+    assert_allclose(flat.pdf, RedshiftPDF(like).pdf, rtol=1e-9)
+    assert flat.meta == {"model": "m"} and np.array_equal(flat.edges, posterior.edges)
+    assert np.all(posterior.median() < flat.median())  # the prior pulled them low
+    # another prior instead: the same as multiplying the likelihood by it
+    new = np.where(Z_CENTERS < 0.6, 0.0, 1.0)
+    swapped = posterior.change_prior(prior, new)
+    assert_allclose(swapped.pdf, RedshiftPDF(like * new, allow_invalid=True).pdf, rtol=1e-9)
+    assert swapped.median()[1] == pytest.approx(0.8, abs=2e-3)
+    # scalar in, scalar out; float32 stays float32
+    one = RedshiftPDF((like * prior)[1].astype(np.float32))
+    assert one.change_prior(prior).isscalar and one.change_prior(prior).dtype == np.float32
+    assert isinstance(one.change_prior(prior).median(), float)
+
+
+def test_change_prior_keeps_rows_and_flags_the_ones_it_empties():
+    pdf = np.zeros((3, NBINS))
+    pdf[0, 10:20] = 1.0
+    pdf[1, 300:310] = 1.0
+    pdf[2] = np.nan
+    p = RedshiftPDF(pdf, allow_invalid=True)
+    new = np.where(Z_CENTERS < 0.5, 1.0, 0.0)  # no probability left for row 1
+    out = p.change_prior(np.ones(NBINS), new)
+    assert len(out) == 3 and out.valid.tolist() == [True, False, False]
+    assert np.isnan(out.median()[1:]).all()
+
+
+@pytest.mark.parametrize("old, new, match", [
+    (np.ones(NBINS - 1), None, "one finite value per bin"),
+    (np.r_[0.0, np.ones(NBINS - 1)], None, "positive in every bin"),
+    (np.r_[np.nan, np.ones(NBINS - 1)], None, "finite"),
+    (np.ones(NBINS), -np.ones(NBINS), "non-negative"),
+    (np.ones(NBINS), np.zeros(NBINS), "positive somewhere"),
+])
+def test_change_prior_rejects_bad_priors(old, new, match):
+    p = RedshiftPDF(np.ones(NBINS))
+    with pytest.raises(ValueError, match=match):
+        p.change_prior(old, new)
+
+
+def test_redshift_prior_is_a_smooth_positive_density():
+    from astro_mantis.pdf import redshift_prior
+
+    z = np.random.default_rng(3).gamma(3.0, 0.1, 50_000)
+    prior = redshift_prior(z)
+    assert prior.shape == (NBINS,) and np.all(prior > 0)
+    assert np.sum(prior * Z_WIDTHS) == pytest.approx(1.0)
+    # close to the true gamma density where it is large, and smoother than the histogram
+    from scipy.stats import gamma
+
+    truth = gamma(3.0, scale=0.1).pdf(Z_CENTERS)
+    core = (Z_CENTERS > 0.1) & (Z_CENTERS < 0.6)
+    assert_allclose(prior[core], truth[core], rtol=0.1)
+    raw = redshift_prior(z, smoothing=0)
+    assert np.abs(np.diff(prior)).sum() < 0.5 * np.abs(np.diff(raw)).sum()
+    # from counts: the same; empty bins still positive
+    counts, _ = np.histogram(z, bins=Z_EDGES)
+    assert_allclose(redshift_prior(counts=counts), prior)
+    assert np.all(redshift_prior(counts=np.zeros(NBINS)) > 0)
+    edges = np.linspace(0, 2, 11)
+    assert redshift_prior(z, edges=edges).shape == (10,)
+    for kw, match in [({}, "exactly one"), ({"z": z, "counts": counts}, "exactly one"),
+                      ({"counts": np.ones(3)}, "counts must be"),
+                      ({"counts": -np.ones(NBINS)}, "counts must be"),
+                      ({"z": z, "smoothing": -1}, "smoothing")]:
+        with pytest.raises(ValueError, match=match):
+            redshift_prior(**kw)

@@ -606,6 +606,7 @@ def test_cli_train(shard_dir, tmp_path, capsys):
     assert set(card["metrics"]) == {"validation", "test"}
     assert card["data"]["splits"]["train"]["n"] == 8
     assert card["training"]["config"]["n_train"] == 8
+    assert card["training_redshifts"]["n"] == 8 and len(card["training_redshifts"]["counts"]) == 400
     assert card["training"]["config"]["zero_point_jitter"] == 0.02
     assert "--zero-point-jitter 0.02" in card["command"]
     assert card["calibration"]["method"] == "temperature scaling + PIT recalibration"

@@ -99,6 +99,11 @@ def test_run_recipe_trains_exports_evaluates_and_resumes(tmp_path):
     assert str(tmp_path) not in card_text  # no machine paths in the card
     card = json.loads(card_text)
     assert card["recipe"]["n_train"] == 18 and len(card["data"]["runs"]) == 4
+    # the training redshifts, for the network's implicit prior
+    from astro_mantis.models import training_prior
+
+    assert card["training_redshifts"]["n"] == 18
+    assert training_prior(card).shape == (400,)
     assert card["training"]["epochs_run"] == 2
     for kind in ("test", "shifted"):
         assert (out / f"evaluation_{kind}" / "evaluation.json").is_file()

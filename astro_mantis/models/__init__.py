@@ -19,11 +19,12 @@ from .precision import (PRECISIONS, native_precisions, pdf_total_variation, quan
                         resolve_precision)
 from .registry import (ModelSpec, WeightsError, available_models, build_model, get_spec,
                        load_model, load_state_dict, read_state_dict, register_model, save_model,
-                       select_device, verify_file)
+                       select_device, training_prior, verify_file)
 
 __all__ = ["predict", "predict_logits", "dihedral_transforms", "clear_model_cache", "get_model",
            "build_model", "load_model", "save_model", "available_models", "get_spec",
            "register_model", "ModelSpec", "WeightsError", "read_state_dict", "load_state_dict",
            "verify_file", "select_device", "PhotoZNet", "MantisShrimp", "MantisMini",
            "MiniBackbone", "build_mantis_shrimp_v1", "build_mantis_mini", "PRECISIONS",
-           "resolve_precision", "native_precisions", "pdf_total_variation", "quantize_int8"]
+           "resolve_precision", "native_precisions", "pdf_total_variation", "quantize_int8",
+           "training_prior"]

@@ -35,7 +35,7 @@ from .mini import DEFAULT_ARCHITECTURE, build_mantis_mini
 
 __all__ = ["ModelSpec", "WeightsError", "register_model", "available_models", "get_spec",
            "build_model", "load_model", "save_model", "load_state_dict", "read_state_dict",
-           "verify_file", "select_device", "DATA_DIR", "Z_MIN", "Z_MAX"]
+           "verify_file", "select_device", "training_prior", "DATA_DIR", "Z_MIN", "Z_MAX"]
 
 #: Folder of the bundled weights and model cards.
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -386,6 +386,66 @@ def _read_card(path):
         with open(card_path, encoding="utf-8") as f:
             return json.load(f)
     return {}
+
+
+def training_prior(model, smoothing=None):
+    """The redshift distribution a model was trained on: its PDFs' implicit prior.
+
+    A network trained by cross-entropy on a sample returns posteriors under that sample's
+    n(z). Its model card records the histogram of the training redshifts on the model's
+    bins (``training_redshifts``, written by `astro_mantis.training.fit_and_export`);
+    this turns it into a smooth density (`astro_mantis.pdf.redshift_prior`) for
+    `astro_mantis.pdf.RedshiftPDF.change_prior`.
+
+    Parameters
+    ----------
+    model : `torch.nn.Module`, dict or str
+        A network with ``meta`` (as `load_model` returns it), a model card (dict), or a
+        registry name (its bundled card is read; no weights are loaded).
+    smoothing : float, optional
+        Kernel width in redshift (default `astro_mantis.pdf.PRIOR_SMOOTHING`).
+
+    Returns
+    -------
+    `numpy.ndarray`
+        float64 density per bin of the model's grid.
+
+    Raises
+    ------
+    ValueError
+        If the card does not record the training redshifts, or records them on other bins
+        than the model's.
+
+    Examples
+    --------
+    >>> from astro_mantis.models import training_prior
+    >>> prior = training_prior("mantis-mini")
+    >>> prior.shape
+    (400,)
+    """
+    from ..pdf import PRIOR_SMOOTHING, redshift_prior
+
+    if isinstance(model, str):
+        spec = get_spec(model)
+        meta = _read_card(DATA_DIR / f"{spec.bundled}.json") if spec.bundled else {}
+        name = model
+    elif isinstance(model, dict):
+        meta, name = model, model.get("name", "this model")
+    else:
+        meta = dict(getattr(model, "meta", {}) or {})
+        name = meta.get("name", type(model).__name__)
+    record = meta.get("training_redshifts")
+    if not record or "counts" not in record:
+        raise ValueError(f"the model card of {name!r} does not record its training redshifts "
+                         "('training_redshifts'); cards written by fit_and_export since "
+                         "0.1 do")
+    n_bins = int(meta.get("n_bins", len(record["counts"])))
+    if len(record["counts"]) != n_bins:
+        raise ValueError(f"the card of {name!r} records {len(record['counts'])} training "
+                         f"redshift bins for a model of {n_bins}")
+    edges = np.linspace(meta.get("z_min", 0.0), meta.get("z_max", 1.6), n_bins + 1)
+    return redshift_prior(counts=record["counts"], edges=edges,
+                          smoothing=PRIOR_SMOOTHING if smoothing is None else smoothing)
 
 
 def load_model(name, weights=None, device="cpu", verify=True):

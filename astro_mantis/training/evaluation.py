@@ -27,6 +27,13 @@ __all__ = ["evaluate_model", "Evaluation", "calibrated_pdf"]
 _KEYS = ("bin", "z_lo", "z_hi", "n")
 
 
+def _point_table(tab, name):
+    """The point-metric columns of a `~astro_mantis.metrics.binned_metrics` table."""
+    tab = tab[list(_KEYS) + [c for c in tab.colnames if c.removesuffix("_err") in POINT_METRICS]]
+    tab.meta["point_estimate"] = name
+    return tab
+
+
 def calibrated_pdf(logits, meta=None):
     """Calibrated PDFs from a model's logits, as `astro_mantis.models.predict` makes them.
 
@@ -168,6 +175,43 @@ class Evaluation:
             if errors:
                 out[f"{name}_err"] = tab[f"{metric}_err"]
         return out
+
+    def add_point_estimate(self, name, z_point):
+        """Tabulate another point estimate beside the others, with the same bins and errors.
+
+        Parameters
+        ----------
+        name : str
+            Its name in `point_tables` (a new one).
+        z_point : array-like
+            One estimate per galaxy, in dataset order, e.g. the median of the PDFs with
+            the training prior divided out (``ev.pdf.change_prior(training_prior(model))
+            .median()``, see :ref:`evaluation`).
+
+        Returns
+        -------
+        `~astropy.table.Table`
+            Its per-bin table (also stored in `point_tables`).
+
+        Raises
+        ------
+        ValueError
+            If the name is taken or ``z_point`` does not have one value per galaxy.
+        """
+        name = str(name)
+        if name in self.point_tables:
+            raise ValueError(f"a point estimate named {name!r} is already tabulated")
+        z_point = np.asarray(z_point, dtype=np.float64)
+        if z_point.shape != np.shape(self.z):
+            raise ValueError(f"z_point must hold one value per galaxy ({len(self.z)}), got "
+                             f"shape {z_point.shape}")
+        st = self.settings
+        tab = binned_metrics(self.z, pdf=None, z_point=z_point,
+                             edges=st.get("edges", BINNED_EDGES),
+                             min_count=st.get("min_count", 50),
+                             n_bootstrap=st.get("n_bootstrap", 200), seed=st.get("seed", 0))
+        self.point_tables[name] = _point_table(tab, name)
+        return self.point_tables[name]
 
     def as_dict(self):
         """Everything but the PDFs, as JSON-ready plain data.
@@ -325,9 +369,7 @@ def evaluate_model(model, data_dir, split="test", *, estimators=POINT_ESTIMATORS
     for name in estimators:
         tab = full if name == estimators[0] else \
             binned_metrics(z, pdf=None, z_point=point_estimate(pdf, name), **kw)
-        point_tables[name] = tab[list(_KEYS) + [c for c in tab.colnames
-                                                if c.removesuffix("_err") in POINT_METRICS]]
-        point_tables[name].meta["point_estimate"] = name
+        point_tables[name] = _point_table(tab, name)
     dirs = data_dir if isinstance(data_dir, (list, tuple)) else [data_dir]
     result = Evaluation(model=str(meta.get("name", type(model).__name__)),
                         data_dir=", ".join(str(d) for d in dirs), split=split, overall=overall,

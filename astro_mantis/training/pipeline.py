@@ -18,7 +18,7 @@ from .export import ExportResult, export_model
 from .loop import (TrainingData, TrainResult, collect_logits, epoch_metrics, model_exposure,
                    train)
 
-__all__ = ["fit_and_export", "FitResult", "split_metrics"]
+__all__ = ["fit_and_export", "FitResult", "split_metrics", "training_redshifts"]
 
 
 def split_metrics(logits, z, temperature=1.0, n_bootstrap=200, seed=0, pit_map=None):
@@ -83,6 +83,32 @@ class FitResult:
     calibration: TemperatureCalibration
     metrics: dict
     export: ExportResult
+
+
+def training_redshifts(z, edges=None):
+    """The model card entry ``training_redshifts``: a histogram of the training redshifts.
+
+    `astro_mantis.models.training_prior` turns it into the network's implicit prior.
+
+    Parameters
+    ----------
+    z : array-like
+        True redshifts of the training split.
+    edges : array-like, optional
+        The model's bin edges (default `~astro_mantis.pdf.Z_EDGES`).
+
+    Returns
+    -------
+    dict
+        ``counts`` (one int per bin), ``n`` (the redshifts counted) and ``outside``
+        (those beyond the edges, not counted).
+    """
+    from ..pdf import Z_EDGES
+
+    z = np.asarray(z, dtype=np.float64)
+    counts, _ = np.histogram(z, bins=Z_EDGES if edges is None else edges)
+    return {"counts": [int(c) for c in counts], "n": int(counts.sum()),
+            "outside": int(len(z) - counts.sum())}
 
 
 def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=True, export=True,
@@ -171,11 +197,13 @@ def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=T
             "history": result.history,
             "seconds": float(np.sum([h["seconds"] for h in result.history])),
         }
+        extra = dict(card_extra or {})
+        extra.setdefault("training_redshifts", training_redshifts(data.train.z))
         exported = export_model(
             net, out_dir, name, model_kwargs=cfg["model_kwargs"], temperature=temperature,
             calibration=calibration.to_dict() if calibration is not None else None,
             metrics=metrics, training=training, data=data.manifest, command=command,
-            seed=cfg["seed"], epochs=result.epochs_run, extra=card_extra)
+            seed=cfg["seed"], epochs=result.epochs_run, extra=extra)
         log.info(f"exported {exported.weights_path} and {exported.card_path}")
     return FitResult(training=result, calibration=calibration, metrics=metrics,
                      export=exported)
