@@ -300,6 +300,44 @@ def cutouts(n=3):
     return [fixed_cutout(i) for i in range(n)]
 
 
+def test_a_deeper_mini_starts_as_the_shallower_function():
+    from astro_mantis.models.mini import load_shallower
+
+    small = dict(widths=[4, 8, 16], depths=[1, 1, 1], hidden=16)
+    torch.manual_seed(0)
+    shallow = build_model("mantis-mini", **small)
+    for m in shallow.modules():  # trained-looking weights: no zero residual branch left
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(m.bias, -0.1, 0.1)
+    shallow.eval()
+    deep = build_model("mantis-mini", **dict(small, depths=[1, 2, 3]))
+    new = load_shallower(deep, shallow.state_dict())
+    assert new and all(".stages.1.1." in k or ".stages.2.1." in k or ".stages.2.2." in k
+                       for k in new)
+    deep.eval()
+    x, dust = torch.rand(3, 9, 32, 32), torch.rand(3, 2) * 0.1
+    with torch.no_grad():
+        assert torch.allclose(deep(x, dust), shallow(x, dust), atol=1e-6)
+    # and the new blocks do train: their residual weights get gradients
+    deep.train()
+    deep(x, dust).logsumexp(1).sum().backward()
+    grads = dict(deep.named_parameters())
+    assert grads["Base.stages.2.2.bn2.weight"].grad.abs().sum() > 0
+    # what cannot be grown is refused, naming the problem
+    with pytest.raises(ValueError, match="no counterpart"):
+        load_shallower(build_model("mantis-mini", **dict(small, widths=[4, 8, 32])),
+                       shallow.state_dict())
+    with pytest.raises(ValueError, match="outside the appended blocks"):
+        load_shallower(build_model("mantis-mini", **dict(small, depths=[1, 2, 1])),
+                       {k: v for k, v in shallow.state_dict().items()
+                        if ".stages.2." not in k})
+    trained_new = build_model("mantis-mini", **dict(small, depths=[1, 1, 2]))
+    torch.nn.init.ones_(trained_new.Base.stages[2][1].bn2.weight)
+    with pytest.raises(ValueError, match="identity"):
+        load_shallower(trained_new, shallow.state_dict())
+
+
 def test_predict_cutouts_batch_by_batch_through_reused_buffers():
     """Seven batches of one galaxy each run through three fusion buffers in turn: every
     galaxy still gets its own PDF (a buffer overwritten too early would repeat one)."""

@@ -146,6 +146,17 @@ def test_run_recipe_trains_exports_evaluates_and_resumes(tmp_path):
         run_recipe(tiny_recipe(tmp_path, run_name="bad", first_run=2, n_train=12,
                                init_weights=str(weights),
                                model_kwargs=dict(TINY, hidden=8)))
+    # a deeper network of the same widths starts from them as the same function
+    from astro_mantis.training.recipe import _initial_network
+
+    deep = dict(TINY, depths=[d + 1 for d in TINY["depths"]])
+    net, sha = _initial_network(tiny_recipe(tmp_path, run_name="deep", init_weights=str(weights),
+                                            model_kwargs=deep))
+    assert sha == card["sha256"] and len(net.Base.stages[-1]) == deep["depths"][-1]
+    shallow = load_model("mantis-mini", weights=weights).eval()
+    x, dust = torch.rand(2, 9, 120, 120), torch.rand(2, 2) * 0.1
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(x, dust), shallow(x, dust), atol=1e-5)
 
 
 def test_probe_rate_is_positive():

@@ -22,7 +22,8 @@ from torch import nn
 
 from .mantis_shrimp import N_BINS, PhotoZNet
 
-__all__ = ["MiniBackbone", "MantisMini", "build_mantis_mini", "DEFAULT_ARCHITECTURE"]
+__all__ = ["MiniBackbone", "MantisMini", "build_mantis_mini", "DEFAULT_ARCHITECTURE",
+           "load_shallower"]
 
 #: Keyword arguments of `MantisMini` for the bundled ``mantis-mini``.
 DEFAULT_ARCHITECTURE = {"in_chans": 9, "widths": [32, 64, 128, 256], "depths": [1, 1, 2, 1],
@@ -139,3 +140,72 @@ def build_mantis_mini(**kwargs):
     arch = dict(DEFAULT_ARCHITECTURE)
     arch.update(kwargs)
     return MantisMini(**arch)
+
+
+def _block_of(key):
+    """``(stage, block)`` of a backbone block's parameter name, else None."""
+    parts = key.split(".")
+    if "stages" not in parts:
+        return None
+    i = parts.index("stages")
+    return int(parts[i + 1]), int(parts[i + 2])
+
+
+def load_shallower(net, state_dict):
+    """Load a shallower ``mantis-mini``'s weights into a deeper one, as the same function.
+
+    The deeper network must have the same widths, stem and head, and at least as many
+    blocks in every stage. Every tensor of ``state_dict`` is copied to the parameter of the
+    same name; the blocks that only the deeper network has are appended at the end of
+    their stages (same width, stride 1, identity shortcut) and keep their initialisation,
+    whose last BatchNorm weight is zero ("zero-init residual"): each starts as the
+    identity, so the deeper network computes exactly what the shallower one did, and
+    training then uses the new blocks (Net2DeeperNet, Chen, Goodfellow & Shlens 2016).
+
+    Parameters
+    ----------
+    net : `MantisMini`
+        The deeper network, freshly built (its new blocks as `MiniBackbone` initialises
+        them).
+    state_dict : dict
+        The shallower network's ``state_dict()``.
+
+    Returns
+    -------
+    list of str
+        The names of ``net``'s parameters and buffers that were not in ``state_dict``
+        (those of the new blocks).
+
+    Raises
+    ------
+    ValueError
+        If a tensor of ``state_dict`` has no counterpart of the same shape in ``net``, a
+        parameter of ``net`` outside the appended blocks is missing from ``state_dict``,
+        or a new block is not an identity at the start.
+    """
+    own = net.state_dict()
+    bad = sorted(k for k, v in state_dict.items()
+                 if k not in own or tuple(own[k].shape) != tuple(v.shape))
+    if bad:
+        raise ValueError(f"{len(bad)} tensor(s) of the shallower network have no counterpart "
+                         f"of the same shape in the deeper one, e.g. {bad[:3]}")
+    depth = {}
+    for k in state_dict:
+        b = _block_of(k)
+        if b is not None:
+            depth[b[0]] = max(depth.get(b[0], -1), b[1])
+    new = sorted(k for k in own if k not in state_dict)
+    stray = [k for k in new if _block_of(k) is None or _block_of(k)[0] not in depth
+             or _block_of(k)[1] <= depth[_block_of(k)[0]]]
+    if stray:
+        raise ValueError(f"the deeper network has {len(stray)} tensor(s) outside the appended "
+                         f"blocks that the shallower one lacks, e.g. {stray[:3]}")
+    for k in new:
+        if k.endswith("bn2.weight") and bool(own[k].any()):
+            raise ValueError(f"{k} is not zero: the new block would not start as the identity")
+        if ".shortcut." in k:
+            raise ValueError(f"{k}: an appended block must have an identity shortcut")
+    merged = dict(own)
+    merged.update(state_dict)
+    net.load_state_dict(merged)
+    return new

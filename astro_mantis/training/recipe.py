@@ -407,9 +407,20 @@ def _initial_network(recipe):
     try:
         net.load_state_dict(trained.state_dict())
     except RuntimeError as exc:
-        raise ValueError(f"the initial weights ({recipe.init_weights}) do not fit "
-                         f"{recipe.model} with model_kwargs={recipe.model_kwargs}: {exc}") \
-            from None
+        from ..models.mini import MantisMini, load_shallower
+
+        grown = None
+        if isinstance(net, MantisMini) and isinstance(trained, MantisMini):
+            try:  # a deeper mantis-mini starts as the same function (new blocks = identity)
+                grown = load_shallower(net, trained.state_dict())
+            except ValueError:
+                grown = None
+        if grown is None:
+            raise ValueError(f"the initial weights ({recipe.init_weights}) do not fit "
+                             f"{recipe.model} with model_kwargs={recipe.model_kwargs}: {exc}") \
+                from None
+        log.info(f"the initial weights fill a deeper network: {len(grown)} new tensors start "
+                 "as identity blocks")
     log.info(f"starting from the weights {trained.meta.get('sha256')} ({recipe.init_weights})")
     return net, trained.meta.get("sha256")
 
