@@ -393,7 +393,7 @@ def training_prior(model, smoothing=None):
 
     A network trained by cross-entropy on a sample returns posteriors under that sample's
     n(z). Its model card records the histogram of the training redshifts on the model's
-    bins (``training_redshifts``, written by `astro_mantis.training.fit_and_export`);
+    bins (``training_redshifts``, written by `astro_mantis.training.pipeline.fit_and_export`);
     this turns it into a smooth density (`astro_mantis.pdf.redshift_prior`) for
     `astro_mantis.pdf.RedshiftPDF.change_prior`.
 

@@ -347,7 +347,8 @@ class FusedDataset(Dataset):
     zero_point_jitter : float
         With ``augment``, also `~astro_mantis.training.data.jitter_zero_points` each item
         with this amplitude (mag), drawn after the geometric transform from the same
-        generator (default 0: off; `train` sets it from its ``zero_point_jitter``).
+        generator (default 0: off; `~astro_mantis.training.train` sets it from its
+        ``zero_point_jitter``).
     """
 
     def __init__(self, augment=False, seed=0, max_shift=MAX_SHIFT):
