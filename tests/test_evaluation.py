@@ -214,6 +214,23 @@ def test_evaluate_model_end_to_end(test_only_dir, tiny_model, tmp_path):
     assert "PDF metrics" in rst and "Point estimate: smoothed_mode" in rst and " ± " in rst
     with pytest.raises(ValueError, match="metric"):
         ev.compare("crps")
+    # any other point estimate is tabulated beside the built-in ones, the same way
+    flat = ev.pdf.change_prior(np.linspace(2.0, 0.5, 400))
+    tab = ev.add_point_estimate("median_flat", flat.median())
+    ref_flat = binned_metrics(z, pdf=None, z_point=flat.median(), edges=edges, min_count=3,
+                              n_bootstrap=10)
+    for col in ("n", "nmad", "bias_median", "nmad_err"):
+        assert_allclose(tab[col], ref_flat[col], rtol=1e-12)
+    assert tab.meta["point_estimate"] == "median_flat"
+    assert "median_flat" in ev.compare("nmad").colnames
+    assert not np.allclose(tab["bias_median"], ev.point_tables["median"]["bias_median"])
+    ev.write(tmp_path / "out2")
+    data2 = json.loads((tmp_path / "out2" / "evaluation.json").read_text())
+    assert "median_flat" in data2["binned"]
+    with pytest.raises(ValueError, match="already tabulated"):
+        ev.add_point_estimate("median", ev.pdf.median())
+    with pytest.raises(ValueError, match="one value per galaxy"):
+        ev.add_point_estimate("short", ev.pdf.median()[:-1])
 
 
 def test_evaluate_model_errors(test_only_dir, tiny_model, tmp_path):
