@@ -409,15 +409,15 @@ def _initial_network(recipe):
     except RuntimeError as exc:
         from ..models.mini import MantisMini, load_shallower
 
-        grown = None
+        grown, why = None, str(exc)
         if isinstance(net, MantisMini) and isinstance(trained, MantisMini):
             try:  # a deeper mantis-mini starts as the same function (new blocks = identity)
                 grown = load_shallower(net, trained.state_dict())
-            except ValueError:
-                grown = None
+            except ValueError as deeper:
+                why = f"{why}; nor can they start a deeper network: {deeper}"
         if grown is None:
             raise ValueError(f"the initial weights ({recipe.init_weights}) do not fit "
-                             f"{recipe.model} with model_kwargs={recipe.model_kwargs}: {exc}") \
+                             f"{recipe.model} with model_kwargs={recipe.model_kwargs}: {why}") \
                 from None
         log.info(f"the initial weights fill a deeper network: {len(grown)} new tensors start "
                  "as identity blocks")
