@@ -44,6 +44,8 @@ def test_recipe_validates_its_settings(tmp_path):
         Recipe(workdir=tmp_path).data_dir("nope")
     with pytest.raises(ValueError, match="zero_point_jitter"):
         Recipe(workdir=tmp_path, zero_point_jitter=-0.02)
+    with pytest.raises(ValueError, match="tta_calibration must be True or False"):
+        Recipe(workdir=tmp_path, tta_calibration="yes")
     assert main([str(tmp_path), "--n-train", "0"]) == 2
     assert main([str(tmp_path), "--zero-point-jitter", "0.7"]) == 2
 
@@ -122,7 +124,8 @@ def test_run_recipe_trains_exports_evaluates_and_resumes(tmp_path):
     weights = out / "mantis-mini.safetensors"
     cont = run_recipe(tiny_recipe(tmp_path, run_name="cont", first_run=2, n_train=12,
                                   epochs=1, lr=1e-12, warmup_epochs=0.0, evaluate=False,
-                                  init_weights=str(weights), zero_point_jitter=0.02))
+                                  init_weights=str(weights), zero_point_jitter=0.02,
+                                  tta_calibration=True))
     assert cont["fit"].training.config["zero_point_jitter"] == 0.02
     manifest = json.loads((tmp_path / "data" / "train_002" / "manifest.json").read_text())
     assert manifest["seed"] == 102 and manifest["n"] == 12
@@ -132,6 +135,12 @@ def test_run_recipe_trains_exports_evaluates_and_resumes(tmp_path):
     assert card2["recipe"]["init_sha256"] == card["sha256"]
     assert card2["recipe"]["init_weights"] == "mantis-mini.safetensors"
     assert card2["recipe"]["zero_point_jitter"] == 0.02
+    # --tta-calibration: the TTA averages' own PIT map, and their test metrics
+    assert card2["recipe"]["tta_calibration"] is True and "calibration_tta" not in card
+    assert card2["calibration_tta"]["temperature"] == card2["temperature"]
+    assert len(card2["calibration_tta"]["pit_map"]["knots"]) == 25
+    assert card2["metrics"]["test_tta"]["pit_recalibrated"]
+    assert card2["metrics"]["test_tta"]["n"] == card2["metrics"]["test"]["n"]
     runs = [r["path"] for r in card2["data"]["runs"]]
     assert "WORKDIR/data/train_002" in runs and "WORKDIR/data/train_000" not in runs
     from astro_mantis.models import load_model

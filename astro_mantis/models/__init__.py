@@ -11,8 +11,8 @@ Every model takes the early-fused images (N, 9, 120, 120) of
 over 400 redshift bins on 0 ≤ z < 1.6. Importing this package imports torch (not
 timm: only the ``mantis-shrimp-v1`` architecture needs it).
 """
-from .inference import (clear_model_cache, dihedral_transforms, get_model, predict,
-                        predict_logits)
+from .inference import (clear_model_cache, dihedral_transforms, get_model, pit_map_for,
+                        predict, predict_logits)
 from .mantis_shrimp import MantisShrimp, PhotoZNet, build_mantis_shrimp_v1
 from .mini import MantisMini, MiniBackbone, build_mantis_mini
 from .precision import (PRECISIONS, native_precisions, pdf_total_variation, quantize_int8,
@@ -22,6 +22,7 @@ from .registry import (ModelSpec, WeightsError, available_models, build_model, g
                        select_device, training_prior, verify_file)
 
 __all__ = ["predict", "predict_logits", "dihedral_transforms", "clear_model_cache", "get_model",
+           "pit_map_for",
            "build_model", "load_model", "save_model", "available_models", "get_spec",
            "register_model", "ModelSpec", "WeightsError", "read_state_dict", "load_state_dict",
            "verify_file", "select_device", "PhotoZNet", "MantisShrimp", "MantisMini",

@@ -18,7 +18,7 @@ from .registry import Z_MAX, Z_MIN, load_model, select_device
 from ..pdf import NBINS
 
 __all__ = ["predict", "predict_logits", "dihedral_transforms", "clear_model_cache",
-           "get_model"]
+           "get_model", "pit_map_for"]
 
 #: Galaxies of the first batch run in float32 too by ``precision="auto"`` (the check).
 CHECK_ROWS = 16
@@ -134,6 +134,48 @@ def dihedral_transforms():
             return torch.rot90(x, k, dims=(2, 3)) if k else x
         return f
     return [make(k, flip) for flip in (False, True) for k in range(4)]
+
+
+def pit_map_for(meta, tta=False):
+    """The PIT recalibration map a model's card gives for single passes or for TTA.
+
+    A card's ``calibration["pit_map"]`` was fitted to single-pass PDFs. The
+    8-transform average of `predict` (``tta=True``) is broader, so a card may also
+    hold ``calibration_tta["pit_map"]``, fitted to that average on the same
+    validation set (`~astro_mantis.training.calibrate_tta`); with ``tta`` it is the
+    one used.
+
+    Parameters
+    ----------
+    meta : dict
+        The model's ``meta`` (its card).
+    tta : bool
+        Whether the PDFs are test-time-augmentation averages.
+
+    Returns
+    -------
+    map : dict or None
+        ``{"knots": ..., "values": ...}`` (for
+        `~astro_mantis.pdf.RedshiftPDF.remap_cdf`), or None if the card has none.
+    source : str or None
+        ``"calibration"``, ``"calibration_tta"`` or None: which entry it came from.
+        With ``tta`` and a card that has only the single-pass map, that map is
+        returned, with a warning that it was not fitted for TTA.
+    """
+    meta = meta or {}
+    if tta:
+        pit_map = (meta.get("calibration_tta") or {}).get("pit_map")
+        if pit_map:
+            return pit_map, "calibration_tta"
+    pit_map = (meta.get("calibration") or {}).get("pit_map")
+    if not pit_map:
+        return None, None
+    if tta:
+        warnings.warn(f"model {meta.get('name', '')!r}: its card has no calibration_tta, so "
+                      "the PIT map fitted to single-pass PDFs is applied to the TTA average, "
+                      "which is broader; its coverage may be off (fit one with "
+                      "astro_mantis.training.calibrate_tta)", UserWarning, stacklevel=3)
+    return pit_map, "calibration"
 
 
 def _is_cutouts(data):
@@ -585,7 +627,9 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
     rotations instead. The calibration temperature of the model's card
     (``model.meta["temperature"]``) divides the logits when present, and its PIT
     recalibration map (``model.meta["calibration"]["pit_map"]``) is then applied to
-    the PDFs' CDFs (`astro_mantis.pdf.RedshiftPDF.remap_cdf`).
+    the PDFs' CDFs (`astro_mantis.pdf.RedshiftPDF.remap_cdf`); with ``tta=True``, the
+    card's map fitted to the TTA average (``calibration_tta``) where it has one
+    (`~astro_mantis.models.pit_map_for`).
 
     Fusion: cutouts are fused with `~astro_mantis.fusion.early_fusion` one batch
     ahead of the network, in a thread. Native arrays are fused with
@@ -675,7 +719,9 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         distance to float32 of the ``"auto"`` check, None when none ran),
         ``features`` with ``features=True``, and per row ``flags``
         (`~astro_mantis.MantisFlag` bits, int64 array) and ``valid`` (N, 9) when
-        cutouts or native arrays were given.
+        cutouts or native arrays were given; where a PIT map was applied,
+        ``pit_recalibrated`` (True) and ``pit_map``, the card entry it came from
+        (``"calibration"`` or ``"calibration_tta"``).
 
     Raises
     ------
@@ -793,8 +839,9 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         pdf = RedshiftPDF(out / np.diff(edges), edges=edges, meta=meta)
     else:
         pdf = RedshiftPDF.from_logits(out, edges=edges, temperature=temperature, meta=meta)
-    pit_map = (meta_in.get("calibration") or {}).get("pit_map")
+    pit_map, source = pit_map_for(meta_in, tta)
     if pit_map:
         pdf = pdf.remap_cdf(pit_map["knots"], pit_map["values"])
         pdf.meta["pit_recalibrated"] = True
+        pdf.meta["pit_map"] = source
     return pdf

@@ -13,12 +13,14 @@ The pieces, in the order a run uses them (``astro-mantis train`` chains them all
   map fitted on the validation split, with PIT diagnostics before and after;
 * `astro_mantis.training.export`: ``safetensors`` weights and a JSON model card.
 """
-from .calibration import PITMap, TemperatureCalibration, fit_temperature
+from .calibration import PITMap, TemperatureCalibration, fit_temperature, tta_calibration
 from .data import ArrayDataset, ShardDataset, augment, balanced_weights, soft_targets, z_to_bin
 from .export import export_model, read_model_card, verify_export
-from .loop import TrainingData, TrainResult, calibrate_model, collect_logits, evaluate, train
+from .loop import (TrainingData, TrainResult, calibrate_model, calibrate_tta, collect_logits,
+                   evaluate, train)
 
 __all__ = ["train", "TrainResult", "TrainingData", "collect_logits", "evaluate",
            "ArrayDataset", "ShardDataset", "augment", "balanced_weights", "soft_targets",
            "z_to_bin", "TemperatureCalibration", "PITMap", "fit_temperature", "calibrate_model",
+           "calibrate_tta", "tta_calibration",
            "export_model", "read_model_card", "verify_export"]

@@ -30,7 +30,7 @@ from ..pdf import RedshiftPDF
 from .data import z_to_bin
 
 __all__ = ["TemperatureCalibration", "PITMap", "PIT_KNOTS", "fit_temperature", "nll",
-           "pit_values", "calibration_summary"]
+           "pit_values", "calibration_summary", "tta_calibration"]
 
 #: Search range of the temperature.
 TEMPERATURE_BOUNDS = (0.05, 20.0)
@@ -356,3 +356,45 @@ class TemperatureCalibration:
         return (f"temperature T = {self.temperature:.4f}{pm}: NLL {b['nll']:.4f} -> "
                 f"{a['nll']:.4f}, PIT KS {b['pit_ks']:.4f} -> {a['pit_ks']:.4f}, 68% coverage "
                 f"{b['coverage68']:.3f} -> {a['coverage68']:.3f}")
+
+
+def tta_calibration(log_probs, z, temperature, edges=None, knots=None):
+    """The model card's ``calibration_tta``: a PIT map fitted to TTA averages.
+
+    Averaging ``softmax(logits / T)`` over the 8 flips and rotations (``tta=True`` in
+    `astro_mantis.models.predict`) gives broader PDFs than one pass, so the
+    single-pass PIT map does not fit them. This fits one to the averages of a
+    validation set, keeping ``T`` (applied to each pass before averaging).
+
+    Parameters
+    ----------
+    log_probs : array-like
+        Logarithms of the validation set's TTA averages, shape ``(N, nbins)``
+        (`~astro_mantis.training.collect_logits` with ``tta=True``).
+    z : array-like
+        True redshifts, shape ``(N,)``.
+    temperature : float
+        The temperature each pass was divided by (the card's ``temperature``).
+    edges : array-like, optional
+        Bin edges (default `astro_mantis.pdf.Z_EDGES`).
+    knots : array-like, optional
+        Knots of the map (default `PIT_KNOTS`).
+
+    Returns
+    -------
+    dict
+        ``method``, ``temperature``, ``transforms`` (8), ``fitted_on``
+        (``"validation"``), ``before`` and ``after`` (`calibration_summary` without and
+        with the map) and ``pit_map`` (`PITMap.to_dict`).
+    """
+    temperature = float(temperature)
+    if not np.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a positive number; got {temperature}")
+    log_probs = np.asarray(log_probs)
+    pit_map = PITMap.fit(pit_values(log_probs, z, 1.0, edges), knots=knots)
+    return {"method": "PIT recalibration of the average of softmax(logits / temperature) "
+                      "over the 8 flips and rotations",
+            "temperature": temperature, "transforms": 8, "fitted_on": "validation",
+            "before": calibration_summary(log_probs, z, 1.0, edges),
+            "after": calibration_summary(log_probs, z, 1.0, edges, pit_map=pit_map),
+            "pit_map": pit_map.to_dict()}

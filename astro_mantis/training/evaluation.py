@@ -34,7 +34,7 @@ def _point_table(tab, name):
     return tab
 
 
-def calibrated_pdf(logits, meta=None):
+def calibrated_pdf(logits, meta=None, tta=False):
     """Calibrated PDFs from a model's logits, as `astro_mantis.models.predict` makes them.
 
     Parameters
@@ -45,11 +45,18 @@ def calibrated_pdf(logits, meta=None):
         The model's ``meta`` (its card): ``temperature`` divides the logits, the bins
         come from ``n_bins``, ``z_min``, ``z_max``, and ``calibration["pit_map"]`` (if
         any) remaps the CDFs. None: temperature 1, the default bins, no PIT map.
+    tta : bool
+        ``logits`` are the log TTA averages of
+        `~astro_mantis.training.collect_logits` (``tta=True``): the temperature is
+        already in them, and the TTA PIT map is used
+        (`~astro_mantis.models.pit_map_for`).
 
     Returns
     -------
     `~astro_mantis.pdf.RedshiftPDF`
     """
+    from ..models import pit_map_for
+
     meta = dict(meta or {})
     logits = np.asarray(logits)
     if logits.ndim != 2:
@@ -59,9 +66,9 @@ def calibrated_pdf(logits, meta=None):
         raise ValueError(f"the model card says {n_bins} bins but the logits have "
                          f"{logits.shape[1]}")
     edges = np.linspace(meta.get("z_min", ZMIN), meta.get("z_max", ZMAX), n_bins + 1)
-    pdf = RedshiftPDF.from_logits(logits, edges=edges,
-                                  temperature=float(meta.get("temperature") or 1.0))
-    pit_map = (meta.get("calibration") or {}).get("pit_map")
+    pdf = RedshiftPDF.from_logits(logits, edges=edges, temperature=1.0 if tta else
+                                  float(meta.get("temperature") or 1.0))
+    pit_map, _ = pit_map_for(meta, tta)
     if pit_map:
         pdf = pdf.remap_cdf(pit_map["knots"], pit_map["values"])
     return pdf
@@ -290,7 +297,7 @@ def _dataset(data_dir, split, cache_dir, workers, panstarrs_exposure="stack"):
 def evaluate_model(model, data_dir, split="test", *, estimators=POINT_ESTIMATORS,
                    edges=BINNED_EDGES, min_count=50, n_bootstrap=200, seed=0, batch_size=128,
                    device=None, num_workers=0, cache_dir=None, workers=1, out=None,
-                   progress=None):
+                   progress=None, tta=False):
     """Evaluate a model on one split of a data directory, overall and per redshift bin.
 
     Parameters
@@ -320,6 +327,10 @@ def evaluate_model(model, data_dir, split="test", *, estimators=POINT_ESTIMATORS
         there.
     progress : bool, optional
         Show progress bars (default: on a terminal).
+    tta : bool
+        Evaluate the 8-transform averages that `astro_mantis.models.predict` gives
+        with ``tta=True`` (with the card's ``calibration_tta`` where it has one);
+        eight passes.
 
     Returns
     -------
@@ -332,6 +343,7 @@ def evaluate_model(model, data_dir, split="test", *, estimators=POINT_ESTIMATORS
     ValueError
         If an estimator name is unknown.
     """
+    from ..models import pit_map_for
     from .calibration import PITMap
     from .loop import collect_logits
     from .pipeline import split_metrics
@@ -353,14 +365,16 @@ def evaluate_model(model, data_dir, split="test", *, estimators=POINT_ESTIMATORS
         device = first.device if first is not None else "cpu"
     dataset = _dataset(data_dir, split, cache_dir, workers,
                        model_panstarrs_exposure(model))
+    temperature = float(meta.get("temperature") or 1.0)
     logits, z = collect_logits(model, dataset, batch_size=batch_size, device=device,
                                num_workers=num_workers, progress=progress,
-                               desc=f"evaluating {split}")
-    pdf = calibrated_pdf(logits, meta)
-    pit_map = (meta.get("calibration") or {}).get("pit_map")
-    overall = split_metrics(logits, z, temperature=float(meta.get("temperature") or 1.0),
+                               desc=f"evaluating {split}", tta=tta, temperature=temperature)
+    pdf = calibrated_pdf(logits, meta, tta=tta)
+    pit_map, _ = pit_map_for(meta, tta)
+    overall = split_metrics(logits, z, temperature=1.0 if tta else temperature,
                             n_bootstrap=n_bootstrap, seed=seed,
                             pit_map=PITMap.from_dict(pit_map) if pit_map else None)
+    overall["tta"] = bool(tta)
     kw = dict(edges=edges, min_count=min_count, n_bootstrap=n_bootstrap, seed=seed)
     full = binned_metrics(z, pdf, z_point=estimators[0], **kw)
     pdf_table = full[list(_KEYS) + [c for c in full.colnames

@@ -25,7 +25,7 @@ from ..fusion.exposure import model_panstarrs_exposure
 from ..logger import log
 from ..pdf import Z_EDGES
 from ..progress import progress_enabled
-from .calibration import TemperatureCalibration, calibration_summary
+from .calibration import TemperatureCalibration, calibration_summary, tta_calibration
 from .data import (SPLITS, ConcatDataset, EpochSampler, FusedDataset, ShardDataset,
                    balanced_weights, check_zero_point_jitter, soft_targets, z_to_bin)
 
@@ -38,6 +38,7 @@ __all__ = [
     "bin_cross_entropy",
     "collect_logits",
     "calibrate_model",
+    "calibrate_tta",
     "evaluate",
     "epoch_metrics",
     "manifest_summary",
@@ -211,7 +212,7 @@ def epoch_metrics(logits, z, temperature=1.0, edges=None):
 
 @torch.inference_mode()
 def collect_logits(model, dataset, batch_size=128, device="cpu", num_workers=0, progress=None,
-                   desc="evaluating"):
+                   desc="evaluating", tta=False, temperature=1.0):
     """Run a model over a dataset (no augmentation) and gather its logits.
 
     Parameters
@@ -230,17 +231,28 @@ def collect_logits(model, dataset, batch_size=128, device="cpu", num_workers=0, 
         Show a progress bar (default: on a terminal).
     desc : str
         Label of the progress bar.
+    tta : bool
+        Instead of logits, gather the log of the average of ``softmax(logits /
+        temperature)`` over the 8 flips and rotations
+        (`astro_mantis.models.dihedral_transforms`), the average
+        `astro_mantis.models.predict` makes with ``tta=True``: their softmax at
+        temperature 1 is that average. Eight passes.
+    temperature : float
+        Softmax temperature of each pass (only with ``tta``).
 
     Returns
     -------
     logits : `numpy.ndarray`
-        float32 ``(N, nbins)``, in dataset order.
+        float32 ``(N, nbins)``, in dataset order (with ``tta``, log-probabilities).
     z : `numpy.ndarray`
         float64 ``(N,)``, the true redshifts.
     """
     from tqdm.auto import tqdm
 
+    from ..models.inference import _run_batch, dihedral_transforms
+
     device = resolve_device(device)
+    transforms = dihedral_transforms() if tta else None
     was_training = model.training
     saved = dataset.augment
     dataset.augment = False
@@ -251,7 +263,13 @@ def collect_logits(model, dataset, batch_size=128, device="cpu", num_workers=0, 
         outs, zs = [], []
         for x, dust, z in tqdm(loader, desc=desc, disable=not progress_enabled(progress),
                                leave=False):
-            out = model(x.to(device, non_blocking=True), dust.to(device, non_blocking=True))
+            x, dust = x.to(device, non_blocking=True), dust.to(device, non_blocking=True)
+            if tta:
+                probs = _run_batch(model, x, dust, "float32", device, True, transforms,
+                                   temperature, amp=False)
+                out = torch.log(probs.clamp_min(torch.finfo(torch.float32).tiny))
+            else:
+                out = model(x, dust)
             outs.append(out.float().cpu().numpy())
             zs.append(z.numpy())
     finally:
@@ -1114,3 +1132,35 @@ def calibrate_model(model, dataset, batch_size=128, device="cpu", num_workers=0,
                                num_workers=num_workers, progress=progress,
                                desc="calibrating")
     return TemperatureCalibration.fit(logits, z, edges=Z_EDGES, pit=pit)
+
+
+def calibrate_tta(model, dataset, temperature=None, batch_size=128, device="cpu", num_workers=0,
+                  progress=None):
+    """Fit the PIT map of a model's TTA averages on a (validation) dataset.
+
+    The card entry ``calibration_tta`` that `astro_mantis.models.predict` applies
+    with ``tta=True`` (`astro_mantis.models.pit_map_for`); see
+    `~astro_mantis.training.calibration.tta_calibration`. Eight passes over the data.
+
+    Parameters
+    ----------
+    model : `torch.nn.Module`
+        The trained network.
+    dataset : `~astro_mantis.training.data.FusedDataset`
+        Validation data (no augmentation is applied).
+    temperature : float, optional
+        Temperature of each pass; default the model card's (``model.meta``), else 1.
+    batch_size, device, num_workers, progress
+        As for `astro_mantis.training.loop.collect_logits`.
+
+    Returns
+    -------
+    dict
+        The ``calibration_tta`` entry.
+    """
+    if temperature is None:
+        temperature = float((getattr(model, "meta", None) or {}).get("temperature") or 1.0)
+    log_probs, z = collect_logits(model, dataset, batch_size=batch_size, device=device,
+                                  num_workers=num_workers, progress=progress,
+                                  desc="calibrating TTA", tta=True, temperature=temperature)
+    return tta_calibration(log_probs, z, temperature, edges=Z_EDGES)

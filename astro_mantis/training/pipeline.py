@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from ..logger import log
-from .calibration import TemperatureCalibration
+from .calibration import PITMap, TemperatureCalibration
 from .export import ExportResult, export_model
-from .loop import (TrainingData, TrainResult, collect_logits, epoch_metrics, model_exposure,
-                   train)
+from .loop import (TrainingData, TrainResult, calibrate_tta, collect_logits, epoch_metrics,
+                   model_exposure, train)
 
 __all__ = ["fit_and_export", "FitResult", "split_metrics", "training_redshifts"]
 
@@ -113,7 +113,7 @@ def training_redshifts(z, edges=None):
 
 def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=True, export=True,
                    command=None, card_extra=None, cache_dir=None, cache_dtype="float16",
-                   n_bootstrap=200, **train_kwargs):
+                   n_bootstrap=200, tta_calibration=False, **train_kwargs):
     """Train a model, calibrate it, evaluate it and export it with its model card.
 
     Parameters
@@ -144,6 +144,12 @@ def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=T
         Fused cache settings (see `~astro_mantis.training.data.ShardDataset`).
     n_bootstrap : int
         Bootstrap resamples of the reported metrics' errors.
+    tta_calibration : bool
+        With ``calibrate`` and ``pit``, also fit the PIT map of the 8-transform
+        averages (`~astro_mantis.training.calibrate_tta`, the card's
+        ``calibration_tta``, which `astro_mantis.models.predict` applies with
+        ``tta=True``) and add their test metrics as ``metrics["test_tta"]``: eight
+        more passes over the validation and test splits.
     **train_kwargs
         Passed to `~astro_mantis.training.train` (``epochs``, ``batch_size``, ``lr``,
         ``seed``, ``device``, ``resume``, ...).
@@ -184,6 +190,17 @@ def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=T
             metrics["test"]["uncalibrated"] = {
                 k: v for k, v in split_metrics(tl, tz, 1.0, 0).items()
                 if k in ("nll", "pit_ks", "coverage_68", "coverage_95", "cde_loss")}
+    tta = None
+    if tta_calibration and pit_map is not None:
+        passes = dict(batch_size=bs, device=device, num_workers=workers, progress=progress)
+        tta = calibrate_tta(net, data.validation, temperature, **passes)
+        log.info(f"TTA calibration on the validation split: PIT KS {tta['before']['pit_ks']:.4f}"
+                 f" -> {tta['after']['pit_ks']:.4f}")
+        if "test" in metrics:
+            lp, tz = collect_logits(net, data.test, desc="test (TTA)", tta=True,
+                                    temperature=temperature, **passes)
+            metrics["test_tta"] = split_metrics(lp, tz, 1.0, n_bootstrap,
+                                                pit_map=PITMap.from_dict(tta["pit_map"]))
 
     exported = None
     if export:
@@ -199,6 +216,8 @@ def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=T
         }
         extra = dict(card_extra or {})
         extra.setdefault("training_redshifts", training_redshifts(data.train.z))
+        if tta is not None:
+            extra.setdefault("calibration_tta", tta)
         exported = export_model(
             net, out_dir, name, model_kwargs=cfg["model_kwargs"], temperature=temperature,
             calibration=calibration.to_dict() if calibration is not None else None,

@@ -110,6 +110,11 @@ class Recipe:
         Training-time calibration errors, uniform in ``[-zero_point_jitter,
         zero_point_jitter]`` mag per band and item, on top of the rendered ones
         (`~astro_mantis.training.loop.TrainingConfig`); 0 (the default) is off.
+    tta_calibration : bool
+        Also fit the PIT map of the 8-transform averages (the card's
+        ``calibration_tta``; ``tta_calibration`` of
+        `~astro_mantis.training.pipeline.fit_and_export`): eight more passes over the
+        validation and test sets.
     name : str
         Name of the exported model.
     """
@@ -143,6 +148,7 @@ class Recipe:
     init_weights: str = None
     train_randomisation: dict = field(default_factory=dict)
     zero_point_jitter: float = 0.0
+    tta_calibration: bool = False
 
     def __post_init__(self):
         from .data import check_zero_point_jitter
@@ -150,6 +156,9 @@ class Recipe:
         self.workdir = Path(self.workdir)
         self.training_randomisation()  # raises ValueError naming a bad setting
         self.zero_point_jitter = check_zero_point_jitter(self.zero_point_jitter)
+        if not isinstance(self.tta_calibration, bool):
+            raise ValueError(f"tta_calibration must be True or False; got "
+                             f"{self.tta_calibration!r}")
         if self.epochs is None and self.train_minutes is None:
             raise ValueError("Recipe.epochs=None (sized to the time budget) needs train_minutes")
         for key in ("n_train", "chunk", "n_validation", "n_test", "n_shifted", "workers",
@@ -481,7 +490,7 @@ def run_recipe(recipe, command=None):
         patience=recipe.patience, balanced=recipe.balanced,
         smoothing_sigma=recipe.smoothing_sigma, max_minutes=recipe.train_minutes,
         zero_point_jitter=recipe.zero_point_jitter, seed=recipe.seed, device=device,
-        resume=True, progress=False,
+        tta_calibration=recipe.tta_calibration, resume=True, progress=False,
         resident=device.type == "cuda", deterministic=device.type != "cuda",
         num_workers=min(recipe.workers, 8) if device.type == "cuda" else 0,
         workers=recipe.workers)
@@ -519,6 +528,8 @@ def _parser():
         p.add_argument("--" + name.replace("_", "-"), type=float,
                        default=getattr(defaults, name))
     p.add_argument("--balanced", action="store_true", help="redshift-balanced sampling")
+    p.add_argument("--tta-calibration", action="store_true",
+                   help="also fit the PIT map of the 8-transform averages (predict(tta=True))")
     p.add_argument("--auto-epochs", action="store_true",
                    help="size the number of epochs to --train-minutes (ignores --epochs)")
     p.add_argument("--run-name", default=defaults.run_name)
