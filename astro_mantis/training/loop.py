@@ -1144,10 +1144,9 @@ def calibrate_tta(model, dataset, temperature=None, batch_size=128, device="cpu"
 
     Parameters
     ----------
-    model : `torch.nn.Module`
-        The trained network.
-    dataset : `~astro_mantis.training.data.FusedDataset`
-        Validation data (no augmentation is applied).
+    model, dataset
+        The trained network and the validation data, as for
+        `~astro_mantis.training.calibrate_model`.
     temperature : float, optional
         Temperature of each pass; default the model card's (``model.meta``), else 1.
     batch_size, device, num_workers, progress
