@@ -145,3 +145,11 @@ def test_evaluate_model_with_tta(tmp_path):
     assert ev.overall["tta"] is True and ev.overall["temperature"] == 1.0
     assert evaluate_model(net, tmp_path / "d", min_count=1, n_bootstrap=2,
                           cache_dir=tmp_path / "c").overall["tta"] is False
+    # a card without calibration_tta: the single-pass map, and one warning that says so
+    del net.meta["calibration_tta"]
+    with pytest.warns(UserWarning, match="no calibration_tta") as caught:
+        old = evaluate_model(net, tmp_path / "d", min_count=1, n_bootstrap=2,
+                             cache_dir=tmp_path / "c", tta=True)
+    assert len([w for w in caught if "calibration_tta" in str(w.message)]) == 1
+    np.testing.assert_allclose(old.pdf.pdf, SINGLE.apply(RedshiftPDF.from_logits(log_probs)).pdf,
+                               rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ result can be written as JSON and as reStructuredText tables, for the model card
 ``benchmarks/README.rst``.
 """
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -369,8 +370,10 @@ def evaluate_model(model, data_dir, split="test", *, estimators=POINT_ESTIMATORS
     logits, z = collect_logits(model, dataset, batch_size=batch_size, device=device,
                                num_workers=num_workers, progress=progress,
                                desc=f"evaluating {split}", tta=tta, temperature=temperature)
-    pdf = calibrated_pdf(logits, meta, tta=tta)
-    pit_map, _ = pit_map_for(meta, tta)
+    pit_map, _ = pit_map_for(meta, tta)  # warns once where a TTA map is missing
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        pdf = calibrated_pdf(logits, meta, tta=tta)
     overall = split_metrics(logits, z, temperature=1.0 if tta else temperature,
                             n_bootstrap=n_bootstrap, seed=seed,
                             pit_map=PITMap.from_dict(pit_map) if pit_map else None)
