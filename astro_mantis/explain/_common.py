@@ -453,7 +453,8 @@ def logits_and_features(net, x, dust):
 
     For callers that need both (e.g. a redshift table with an OOD score): the logits
     are ``fc1(drop(h))`` of the returned features ``h``, as in
-    `~astro_mantis.models.PhotoZNet.forward` in ``eval()`` mode.
+    `~astro_mantis.models.PhotoZNet.forward` in ``eval()`` mode
+    (`~astro_mantis.models.PhotoZNet.forward_with_features`).
 
     Parameters
     ----------
@@ -467,5 +468,4 @@ def logits_and_features(net, x, dust):
     logits : `torch.Tensor`, shape (N, n_bins)
     features : `torch.Tensor`, shape (N, hidden)
     """
-    h = net.act(net.fc0(torch.cat([net.Base(x), dust.to(x.dtype)], dim=1)))
-    return net.fc1(net.drop(h)), h
+    return net.forward_with_features(x, dust)

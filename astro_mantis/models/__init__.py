@@ -12,7 +12,7 @@ over 400 redshift bins on 0 ≤ z < 1.6. Importing this package imports torch (n
 timm: only the ``mantis-shrimp-v1`` architecture needs it).
 """
 from .inference import (clear_model_cache, dihedral_transforms, get_model, pit_map_for,
-                        predict, predict_logits)
+                        predict, predict_logits, tta_probabilities)
 from .mantis_shrimp import MantisShrimp, PhotoZNet, build_mantis_shrimp_v1
 from .mini import MantisMini, MiniBackbone, build_mantis_mini
 from .precision import (PRECISIONS, native_precisions, pdf_total_variation, quantize_int8,
@@ -22,7 +22,7 @@ from .registry import (ModelSpec, WeightsError, available_models, build_model, g
                        select_device, training_prior, verify_file)
 
 __all__ = ["predict", "predict_logits", "dihedral_transforms", "clear_model_cache", "get_model",
-           "pit_map_for",
+           "pit_map_for", "tta_probabilities",
            "build_model", "load_model", "save_model", "available_models", "get_spec",
            "register_model", "ModelSpec", "WeightsError", "read_state_dict", "load_state_dict",
            "verify_file", "select_device", "PhotoZNet", "MantisShrimp", "MantisMini",

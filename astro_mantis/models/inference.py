@@ -18,7 +18,7 @@ from .registry import Z_MAX, Z_MIN, load_model, select_device
 from ..pdf import NBINS
 
 __all__ = ["predict", "predict_logits", "dihedral_transforms", "clear_model_cache",
-           "get_model", "pit_map_for"]
+           "get_model", "pit_map_for", "tta_probabilities"]
 
 #: Galaxies of the first batch run in float32 too by ``precision="auto"`` (the check).
 CHECK_ROWS = 16
@@ -229,11 +229,34 @@ def _run_batch(model, xb, db, precision, device, tta, transforms, temperature, a
     with autocast(precision if amp else "float32", device):
         if not tta:
             return model(xb, db).float()
-        probs = 0
-        for t in transforms:
-            logits = model(t(xb), db).float() / float(temperature)
-            probs = probs + torch.softmax(logits, dim=1)
-        return probs / len(transforms)
+        return tta_probabilities(model, xb, db, temperature, transforms)
+
+
+def tta_probabilities(model, x, dust, temperature=1.0, transforms=None):
+    """The test-time-augmentation average of one batch: what ``predict(tta=True)`` runs.
+
+    Parameters
+    ----------
+    model : `torch.nn.Module`
+        ``model(x, dust)`` → logits (N, n_bins).
+    x : `torch.Tensor`, shape (N, C, H, W)
+    dust : `torch.Tensor`, shape (N, 2)
+    temperature : float
+        Each pass's logits are divided by it before the softmax.
+    transforms : list of callable, optional
+        Default: the 8 `dihedral_transforms`.
+
+    Returns
+    -------
+    `torch.Tensor`, float32, shape (N, n_bins)
+        The mean over the transforms of ``softmax(model(t(x), dust) / temperature)``;
+        rows sum to 1.
+    """
+    transforms = dihedral_transforms() if transforms is None else transforms
+    probs = 0
+    for t in transforms:
+        probs = probs + torch.softmax(model(t(x), dust).float() / float(temperature), dim=1)
+    return probs / len(transforms)
 
 
 def _to_device(a, device, dtype, channels_last=False):
@@ -329,16 +352,12 @@ class _Runner:
                     memory_format=torch.channels_last if self.channels_last
                     else torch.contiguous_format)
                 db = torch.cat([db, db.new_zeros((self.rows - rows,) + db.shape[1:])])
-        if self.features is not None:  # the output of the head's activation, caught
-            caught = []
-            hook = self.net.act.register_forward_hook(lambda m, i, o: caught.append(o))
-            try:
-                out = _run_batch(self.net, xb, db, self.precision, self.device, False, None,
-                                 self.temperature, amp=self.net is self.model)
-            finally:
-                hook.remove()
-            self.features.append(caught[-1].float())
-            return out
+        if self.features is not None:  # the head's hidden layer, from the same pass
+            with autocast(self.precision if self.net is self.model else "float32",
+                          self.device):
+                out, feats = self.net.forward_with_features(xb, db)
+            self.features.append(feats.float())
+            return out.float()
         return _run_batch(self.fn, xb, db, self.precision, self.device, self.tta,
                           self.transforms, self.temperature, amp=self.net is self.model)[:rows]
 

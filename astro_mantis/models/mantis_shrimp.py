@@ -90,12 +90,32 @@ class PhotoZNet(nn.Module):
         `torch.Tensor`, shape (N, n_bins)
             Unnormalised log-probabilities (softmax gives the bin probabilities).
         """
+        return self.forward_with_features(x, dust)[0]
+
+    def forward_with_features(self, x, dust):
+        """Logits and the penultimate features of one pass.
+
+        The features are the head's hidden layer, ``act(fc0(...))``; the logits are
+        ``fc1(drop(features))``, what `forward` returns. For callers that need both
+        from one pass (a redshift and its out-of-distribution score): nothing is
+        hooked on the module, so calls from several threads on one network stay apart.
+
+        Parameters
+        ----------
+        x, dust
+            As for `forward`.
+
+        Returns
+        -------
+        logits : `torch.Tensor`, shape (N, n_bins)
+        features : `torch.Tensor`, shape (N, hidden)
+        """
         features = self.Base(x)
         if dust.shape != (features.shape[0], self.n_dust):
             raise ValueError(f"dust must have shape ({features.shape[0]}, {self.n_dust}); "
                              f"got {tuple(dust.shape)}")
-        h = torch.cat([features, dust.to(features.dtype)], dim=1)
-        return self.fc1(self.drop(self.act(self.fc0(h))))
+        h = self.act(self.fc0(torch.cat([features, dust.to(features.dtype)], dim=1)))
+        return self.fc1(self.drop(h)), h
 
 
 class MantisShrimp(PhotoZNet):

@@ -249,7 +249,7 @@ def collect_logits(model, dataset, batch_size=128, device="cpu", num_workers=0, 
     """
     from tqdm.auto import tqdm
 
-    from ..models.inference import _run_batch, dihedral_transforms
+    from ..models import dihedral_transforms, tta_probabilities
 
     device = resolve_device(device)
     transforms = dihedral_transforms() if tta else None
@@ -265,8 +265,7 @@ def collect_logits(model, dataset, batch_size=128, device="cpu", num_workers=0, 
                                leave=False):
             x, dust = x.to(device, non_blocking=True), dust.to(device, non_blocking=True)
             if tta:
-                probs = _run_batch(model, x, dust, "float32", device, True, transforms,
-                                   temperature, amp=False)
+                probs = tta_probabilities(model, x, dust, temperature, transforms)
                 out = torch.log(probs.clamp_min(torch.finfo(torch.float32).tiny))
             else:
                 out = model(x, dust)
