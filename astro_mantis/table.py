@@ -930,7 +930,8 @@ def _one_pass(job):
     """Whether the job's redshifts and z_ood can come from one network pass."""
     from .models.precision import is_quantized
 
-    return not job.tta and not is_quantized(job.net) and hasattr(job.net, "act")
+    return (not job.tta and not is_quantized(job.net)
+            and callable(getattr(job.net, "forward_with_features", None)))
 
 
 def _predict_and_score(job, cuts, dust):

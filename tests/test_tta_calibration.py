@@ -109,6 +109,21 @@ def test_predict_uses_the_tta_map_with_tta_and_warns_without_one():
                                rtol=1e-5, atol=1e-6)
     assert pit_map_for({}, tta=True) == (None, None)
     assert pit_map_for(None) == (None, None)
+    # a stale entry, fitted at another temperature than the card's, is not used
+    card = {"name": "m", "temperature": 1.2, "calibration": {"pit_map": SINGLE.to_dict()},
+            "calibration_tta": {"temperature": 1.2, "pit_map": TTA.to_dict()}}
+    assert pit_map_for(card, tta=True)[1] == "calibration_tta"
+    with pytest.warns(UserWarning, match="fitted at temperature 1.2, not the card's 1.3"):
+        assert pit_map_for(dict(card, temperature=1.3), tta=True)[1] == "calibration"
+
+
+def test_fit_and_export_refuses_tta_calibration_without_a_pit_map(tmp_path):
+    from astro_mantis.training.pipeline import fit_and_export
+
+    for kw in ({"calibrate": False}, {"pit": False}):
+        with pytest.raises(ValueError, match="tta_calibration=True needs calibrate=True"):
+            fit_and_export("mantis-mini", tmp_path, tmp_path / "out", tta_calibration=True, **kw)
+    assert not (tmp_path / "out").exists()  # refused before anything was made
 
 
 def test_calibrate_tta_is_tta_calibration_of_the_models_averages():

@@ -159,22 +159,30 @@ def pit_map_for(meta, tta=False):
         `~astro_mantis.pdf.RedshiftPDF.remap_cdf`), or None if the card has none.
     source : str or None
         ``"calibration"``, ``"calibration_tta"`` or None: which entry it came from.
-        With ``tta`` and a card that has only the single-pass map, that map is
-        returned, with a warning that it was not fitted for TTA.
+        With ``tta`` and a card that has only the single-pass map, or whose
+        ``calibration_tta`` was fitted at another temperature than the card's (a
+        stale entry), the single-pass map is returned, with a warning saying why.
     """
     meta = meta or {}
+    why = "its card has no calibration_tta"
     if tta:
-        pit_map = (meta.get("calibration_tta") or {}).get("pit_map")
-        if pit_map:
-            return pit_map, "calibration_tta"
+        entry = meta.get("calibration_tta") or {}
+        fitted_at = entry.get("temperature")
+        temperature = float(meta.get("temperature") or 1.0)
+        if entry.get("pit_map") and fitted_at is not None and not np.isclose(
+                float(fitted_at), temperature, rtol=1e-9, atol=0):
+            why = (f"its calibration_tta was fitted at temperature {float(fitted_at):.6g}, "
+                   f"not the card's {temperature:.6g}, and is ignored")
+        elif entry.get("pit_map"):
+            return entry["pit_map"], "calibration_tta"
     pit_map = (meta.get("calibration") or {}).get("pit_map")
     if not pit_map:
         return None, None
     if tta:
-        warnings.warn(f"model {meta.get('name', '')!r}: its card has no calibration_tta, so "
-                      "the PIT map fitted to single-pass PDFs is applied to the TTA average, "
-                      "which is broader; its coverage may be off (fit one with "
-                      "astro_mantis.training.calibrate_tta)", UserWarning, stacklevel=3)
+        warnings.warn(f"model {meta.get('name', '')!r}: {why}, so the PIT map fitted to "
+                      "single-pass PDFs is applied to the TTA average, which is broader; its "
+                      "coverage may be off (fit one with astro_mantis.training.calibrate_tta)",
+                      UserWarning, stacklevel=3)
     return pit_map, "calibration"
 
 
@@ -781,9 +789,9 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
     if features:
         if tta:
             raise ValueError("features=True needs tta=False (the features of one pass)")
-        if is_quantized(net) or not isinstance(getattr(net, "act", None), torch.nn.Module):
-            raise ValueError("features=True needs a PhotoZNet (with its act layer) that is "
-                             "not int8-quantised")
+        if is_quantized(net) or not callable(getattr(net, "forward_with_features", None)):
+            raise ValueError("features=True needs a PhotoZNet (with forward_with_features) "
+                             "that is not int8-quantised")
         compile = False
     runner = _Runner(net, device, precision, tta, temperature, compile,
                      features=bool(features))

@@ -157,7 +157,15 @@ def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=T
     Returns
     -------
     `FitResult`
+
+    Raises
+    ------
+    ValueError
+        For ``tta_calibration`` without ``calibrate`` and ``pit``.
     """
+    if tta_calibration and not (calibrate and pit):
+        raise ValueError("tta_calibration=True needs calibrate=True and pit=True (the TTA "
+                         "map is fitted at the calibrated temperature)")
     out_dir = Path(out_dir)
     progress = train_kwargs.get("progress")
     if isinstance(data_dir, TrainingData):
@@ -191,7 +199,7 @@ def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=T
                 k: v for k, v in split_metrics(tl, tz, 1.0, 0).items()
                 if k in ("nll", "pit_ks", "coverage_68", "coverage_95", "cde_loss")}
     tta = None
-    if tta_calibration and pit_map is not None:
+    if tta_calibration:
         passes = dict(batch_size=bs, device=device, num_workers=workers, progress=progress)
         tta = calibrate_tta(net, data.validation, temperature, **passes)
         log.info(f"TTA calibration on the validation split: PIT KS {tta['before']['pit_ks']:.4f}"
