@@ -68,6 +68,52 @@ def test_layer_probes_find_the_signal():
         layer_probes(net, x[:10], z[:10], k=5, folds=4)
 
 
+def test_layer_activations_of_concurrent_calls_on_one_network_stay_apart():
+    """Hooks on a shared network catch only their own thread's passes: two threads
+    probing the same module, or one probing while another predicts, keep their rows."""
+    import threading
+
+    from astro_mantis.models import predict
+
+    torch.manual_seed(0)
+    net = build_model("mantis-mini", widths=(4, 8), depths=(1, 1), hidden=16).eval()
+    rng = np.random.default_rng(3)
+    xs = [rng.random((n, 9, 24, 24), dtype=np.float32) for n in (3, 7)]
+    expected = [layer_activations(net, x, batch_size=1) for x in xs]
+    got, errors = {0: [], 1: []}, []
+    start = threading.Barrier(3)
+
+    def probe(i):
+        try:
+            start.wait()
+            for _ in range(4):
+                got[i].append(layer_activations(net, xs[i], batch_size=1))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def predicting():
+        try:
+            start.wait()
+            for _ in range(6):
+                predict(xs[1], model=net, dust=np.zeros((7, 2)), batch_size=1,
+                        precision="float32")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=probe, args=(0,)),
+               threading.Thread(target=probe, args=(1,)), threading.Thread(target=predicting)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i, ref in enumerate(expected):
+        for acts in got[i]:
+            assert set(acts) == set(ref)
+            for name in ref:
+                np.testing.assert_allclose(acts[name], ref[name], rtol=1e-5, atol=1e-6)
+
+
 def test_layer_activations_shrimp():
     pytest.importorskip("timm")
     torch.manual_seed(0)

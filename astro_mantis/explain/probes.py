@@ -9,6 +9,8 @@ k-nearest-neighbour regression of the redshift on the leading components is scor
 cross-validation: how much of the redshift each layer already "knows", and in how
 few directions.
 """
+import threading
+
 import numpy as np
 import torch
 from astropy.table import Table
@@ -49,6 +51,13 @@ def layer_activations(model, data, dust=None, layers=None, batch_size=32):
     -------
     dict
         Name → `numpy.ndarray` (N, channels).
+
+    Notes
+    -----
+    The activations are caught by forward hooks on the network's modules; each hook
+    records only the passes of the thread that called this function, so other threads
+    using the same network at the same time (a registry name shares one) neither add to
+    nor take from them.
     """
     net = resolve_model(model)
     fused = as_fused(data, dust=dust, net=net)
@@ -56,8 +65,11 @@ def layer_activations(model, data, dust=None, layers=None, batch_size=32):
     store = {k: [] for k in layers}
     hooks = []
     device = next(net.parameters()).device
+    owner = threading.get_ident()
     for name, mod in layers.items():
         def hook(_, __, out, name=name):
+            if threading.get_ident() != owner:  # another thread's pass on the same net
+                return
             a = out.detach().float()
             if a.ndim == 4:  # NCHW (ConvNeXt stages and ResNet blocks are NCHW)
                 a = a.mean(dim=(2, 3))
