@@ -68,11 +68,9 @@ def test_layer_probes_find_the_signal():
         layer_probes(net, x[:10], z[:10], k=5, folds=4)
 
 
-def test_layer_activations_of_concurrent_calls_on_one_network_stay_apart():
+def test_layer_activations_of_concurrent_calls_on_one_network_stay_apart(run_together):
     """Hooks on a shared network catch only their own thread's passes: two threads
     probing the same module, or one probing while another predicts, keep their rows."""
-    import threading
-
     from astro_mantis.models import predict
 
     torch.manual_seed(0)
@@ -80,34 +78,20 @@ def test_layer_activations_of_concurrent_calls_on_one_network_stay_apart():
     rng = np.random.default_rng(3)
     xs = [rng.random((n, 9, 24, 24), dtype=np.float32) for n in (3, 7)]
     expected = [layer_activations(net, x, batch_size=1) for x in xs]
-    got, errors = {0: [], 1: []}, []
-    start = threading.Barrier(3)
+    got = {0: [], 1: []}
 
     def probe(i):
-        try:
-            start.wait()
-            for _ in range(4):
-                got[i].append(layer_activations(net, xs[i], batch_size=1))
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for _ in range(4):
+            got[i].append(layer_activations(net, xs[i], batch_size=1))
 
     def predicting():
-        try:
-            start.wait()
-            for _ in range(6):
-                predict(xs[1], model=net, dust=np.zeros((7, 2)), batch_size=1,
-                        precision="float32")
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for _ in range(6):
+            predict(xs[1], model=net, dust=np.zeros((7, 2)), batch_size=1,
+                    precision="float32")
 
-    threads = [threading.Thread(target=probe, args=(0,)),
-               threading.Thread(target=probe, args=(1,)), threading.Thread(target=predicting)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    run_together(lambda: probe(0), lambda: probe(1), predicting)
     for i, ref in enumerate(expected):
+        assert len(got[i]) == 4
         for acts in got[i]:
             assert set(acts) == set(ref)
             for name in ref:

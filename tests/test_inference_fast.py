@@ -216,39 +216,27 @@ def test_predict_keeps_the_features_and_hands_over_each_batch(precision):
         predict(fused.x, model=net, dust=fused.dust, tta=True, features=True)
 
 
-def test_features_of_concurrent_calls_on_one_network_stay_apart():
+def test_features_of_concurrent_calls_on_one_network_stay_apart(run_together):
     """Threads sharing one network (the table job under Dask's threads) each get the
     features of their own pass. A forward hook on the shared module caught the other
     thread's output instead: features of 8 rows beside a misalignment of 2."""
-    import threading
-
     net = build_model("mantis-mini", **TINY).eval()
     rng = np.random.default_rng(5)
     inputs = [(rng.random((n, 9, 120, 120), dtype=np.float32), np.zeros((n, 2)))
               for n in (2, 8, 3, 5)]
     expected = [predict(x, model=net, dust=d, precision="float32", features=True)
                 .meta["features"] for x, d in inputs]
-    got, errors = {}, []
-    start = threading.Barrier(len(inputs))
+    got = {i: [] for i in range(len(inputs))}
 
     def run(i):
-        try:
-            start.wait()
-            for _ in range(5):
-                x, d = inputs[i]
-                got.setdefault(i, []).append(predict(x, model=net, dust=d, batch_size=1,
-                                                     precision="float32", features=True)
-                                             .meta["features"])
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        x, d = inputs[i]
+        for _ in range(5):
+            got[i].append(predict(x, model=net, dust=d, batch_size=1, precision="float32",
+                                  features=True).meta["features"])
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    run_together(*[lambda i=i: run(i) for i in range(len(inputs))])
     for i, ref in enumerate(expected):
+        assert len(got[i]) == 5
         for feats in got[i]:
             np.testing.assert_allclose(feats, ref, rtol=1e-5, atol=1e-6)
 
