@@ -138,6 +138,9 @@ def test_bad_input_is_named():
         noisy_magnitudes(np.zeros((10, 8)))
     with pytest.raises(ValueError, match=r"shape \(N, 9\)"):
         depth_noise_fluxes(np.zeros(9))
+    # depths given as a bare array (no band names) are refused as such, not as bands
+    with pytest.raises(TypeError, match="depth must map band names"):
+        noisy_magnitudes(np.zeros((3, 9)), depth=np.full(9, 23.0))
     with pytest.raises(ValueError, match="unknown band.*'k'"):
         depth_noise_fluxes(np.zeros((3, 2)), bands=("g", "k"))
     with pytest.raises(ValueError, match="unknown band.*'r'"):

@@ -36,6 +36,7 @@ on the mock test split (`shard_magnitudes`) and on the held-out odd rows.
   catalog errors are somewhat larger: the baseline is, if anything, optimistic.
 """
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -210,6 +211,9 @@ def _check_bands(bands, depth=None):
         from ..simulate.render import DEFAULT_DEPTH
 
         depth = DEFAULT_DEPTH
+    if not isinstance(depth, Mapping):
+        raise TypeError(f"depth must map band names to 5σ depths (AB mag), e.g. "
+                        f"{{'r': 23.2}}; got {type(depth).__name__}")
     unknown = [b for b in bands if b not in BANDS or b not in depth]
     if unknown:
         raise ValueError(f"unknown band(s) {', '.join(map(repr, unknown))}: expected "
