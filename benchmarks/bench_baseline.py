@@ -12,7 +12,10 @@ mock train split's catalog magnitudes. With ``--recipe-n-train`` a third catalog
 gives the mock-fitted k-NN the calibration errors of the images: each galaxy's field
 zero-point offsets (the recipe's training randomisation draws them per band and 0.25°
 field, up to 0.03 mag) on the fitted and on the scored magnitudes, as catalog photometry
-measured on those images would carry them. All are scored on the *test* split with
+measured on those images would carry them; ``--noise-scales 1.5 2`` repeats that column
+with the depth noise's σ scaled up (the total fluxes of extended galaxies are noisier
+than a point source's), to show how far from the images' own photometric limit the
+network is. All are scored on the *test* split with
 `astro_mantis.metrics.photoz_metrics` (point estimate: the PDF mean for the network,
 the neighbours' median for the baselines), overall and per redshift bin of width 0.1
 (bins with at least 50 galaxies). Last comes an independent real-data figure for the
@@ -53,6 +56,7 @@ import numpy as np
 from astro_mantis.fusion.exposure import model_panstarrs_exposure
 from astro_mantis.metrics import binned_metrics, photoz_metrics
 from astro_mantis.models import load_model, predict
+from astro_mantis.simulate.render import DEFAULT_DEPTH
 from astro_mantis.simulate.dataset import load_shard, shard_paths
 from astro_mantis.training.baseline import (CatalogKNN, KNNRedshift, catalog_magnitudes,
                                             noisy_magnitudes, shard_features,
@@ -181,6 +185,9 @@ def main(argv=None):
                              "several for a continued training, with --recipe-first-run")
     parser.add_argument("--recipe-first-run", type=int, nargs="+", default=None,
                         help="the --first-run of each --recipe-n-train (default 0)")
+    parser.add_argument("--noise-scales", type=float, nargs="+", default=[],
+                        help="also score the field-zero-point catalog kNN with its depth "
+                             "noise σ multiplied by each of these (needs --recipe-n-train)")
     parser.add_argument("--no-network", action="store_true",
                         help="score the baselines only")
     parser.add_argument("--write-card", action="store_true",
@@ -189,6 +196,10 @@ def main(argv=None):
     firsts = args.recipe_first_run or [0] * len(args.recipe_n_train)
     if len(firsts) != len(args.recipe_n_train):
         parser.error("give one --recipe-first-run per --recipe-n-train")
+    if args.noise_scales and not args.recipe_n_train:
+        parser.error("--noise-scales needs --recipe-n-train (the field zero points)")
+    if any(not np.isfinite(f) or f <= 0 for f in args.noise_scales):
+        parser.error(f"--noise-scales must be positive; got {args.noise_scales}")
     if args.write_card and args.no_network:
         parser.error("--write-card needs the network's figures (drop --no-network)")
 
@@ -232,6 +243,7 @@ def main(argv=None):
     # on: each galaxy's field zero-point offsets (the training randomisation's draws) on
     # both the fitted and the scored magnitudes.
     zp_test = dataset_zero_points(args.data, radec_test) if args.recipe_n_train else None
+    noisier = {}
     zp_name = "catalog kNN (mock, field zero points)"
     if zp_test is None:
         print(f"{zp_name}: skipped (needs --recipe-n-train and a test set rendered with "
@@ -243,6 +255,14 @@ def main(argv=None):
         points[zp_name] = zp_knn.predict(noisy_zp)
         columns[zp_name] = photoz_metrics(points[zp_name], z_test,
                                           pdf=zp_knn.predict_pdf(noisy_zp))
+        for f in args.noise_scales:
+            depth = {b: d - 2.5 * np.log10(f) for b, d in DEFAULT_DEPTH.items()}
+            knn_f = CatalogKNN(k=args.k).fit(
+                noisy_magnitudes(m_train + zp_train, depth=depth, seed=NOISE_SEEDS["train"]),
+                z_train)
+            noisy_f = noisy_magnitudes(m_test + zp_test, depth=depth, seed=NOISE_SEEDS["test"])
+            noisier[f"field zero points, noise x{f:g}"] = photoz_metrics(
+                knn_f.predict(noisy_f), z_test, pdf=knn_f.predict_pdf(noisy_f))
 
     if not args.no_network:
         model = load_model("mantis-mini", weights=args.weights)
@@ -256,6 +276,9 @@ def main(argv=None):
           f"the {len(even)} real SDSS even-row galaxies (z <= {zmax_real:.2f}); "
           f"k = {args.k}; {time.perf_counter() - t0:.0f} s")
     print_table(columns)
+    if noisier:
+        print(f"{zp_name} with the depth noise's σ scaled up (fitted and scored alike):")
+        print_table(noisier)
     low = z_test <= zmax_real
     print(f"the same, for the {int(low.sum())} test galaxies at z <= {zmax_real:.2f} "
           "(the real catalog's range):")
