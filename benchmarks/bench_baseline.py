@@ -56,8 +56,8 @@ import numpy as np
 from astro_mantis.fusion.exposure import model_panstarrs_exposure
 from astro_mantis.metrics import binned_metrics, photoz_metrics
 from astro_mantis.models import load_model, predict
-from astro_mantis.simulate.render import DEFAULT_DEPTH
 from astro_mantis.simulate.dataset import load_shard, shard_paths
+from astro_mantis.simulate.render import DEFAULT_DEPTH
 from astro_mantis.training.baseline import (CatalogKNN, KNNRedshift, catalog_magnitudes,
                                             noisy_magnitudes, shard_features,
                                             shard_magnitudes)
@@ -246,8 +246,9 @@ def main(argv=None):
     noisier = {}
     zp_name = "catalog kNN (mock, field zero points)"
     if zp_test is None:
-        print(f"{zp_name}: skipped (needs --recipe-n-train and a test set rendered with "
-              "the recipe's training randomisation)")
+        print(f"{zp_name}" + (" and its --noise-scales" if args.noise_scales else "")
+              + ": skipped (needs --recipe-n-train and a test set rendered with the "
+              "recipe's training randomisation)")
     else:
         zp_knn = CatalogKNN(k=args.k).fit(
             noisy_magnitudes(m_train + zp_train, seed=NOISE_SEEDS["train"]), z_train)
