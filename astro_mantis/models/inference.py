@@ -364,8 +364,8 @@ class _Runner:
             with autocast(self.precision if self.net is self.model else "float32",
                           self.device):
                 out, feats = self.net.forward_with_features(xb, db)
-            self.features.append(feats.float())
-            return out.float()
+            self.features.append(feats[:rows].float())
+            return out[:rows].float()
         return _run_batch(self.fn, xb, db, self.precision, self.device, self.tta,
                           self.transforms, self.temperature, amp=self.net is self.model)[:rows]
 

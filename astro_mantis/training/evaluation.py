@@ -12,7 +12,6 @@ result can be written as JSON and as reStructuredText tables, for the model card
 ``benchmarks/README.rst``.
 """
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +58,12 @@ def calibrated_pdf(logits, meta=None, tta=False):
     from ..models import pit_map_for
 
     meta = dict(meta or {})
+    pit_map, _ = pit_map_for(meta, tta)
+    return _calibrated_pdf(logits, meta, tta, pit_map)
+
+
+def _calibrated_pdf(logits, meta, tta, pit_map):
+    """`calibrated_pdf` with the PIT map already looked up (``pit_map_for``)."""
     logits = np.asarray(logits)
     if logits.ndim != 2:
         raise ValueError(f"logits must have shape (N, nbins), got {logits.shape}")
@@ -69,7 +74,6 @@ def calibrated_pdf(logits, meta=None, tta=False):
     edges = np.linspace(meta.get("z_min", ZMIN), meta.get("z_max", ZMAX), n_bins + 1)
     pdf = RedshiftPDF.from_logits(logits, edges=edges, temperature=1.0 if tta else
                                   float(meta.get("temperature") or 1.0))
-    pit_map, _ = pit_map_for(meta, tta)
     if pit_map:
         pdf = pdf.remap_cdf(pit_map["knots"], pit_map["values"])
     return pdf
@@ -370,10 +374,8 @@ def evaluate_model(model, data_dir, split="test", *, estimators=POINT_ESTIMATORS
     logits, z = collect_logits(model, dataset, batch_size=batch_size, device=device,
                                num_workers=num_workers, progress=progress,
                                desc=f"evaluating {split}", tta=tta, temperature=temperature)
-    pit_map, _ = pit_map_for(meta, tta)  # warns once where a TTA map is missing
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        pdf = calibrated_pdf(logits, meta, tta=tta)
+    pit_map, _ = pit_map_for(meta, tta)  # looked up (and warned about) once
+    pdf = _calibrated_pdf(logits, meta, tta, pit_map)
     overall = split_metrics(logits, z, temperature=1.0 if tta else temperature,
                             n_bootstrap=n_bootstrap, seed=seed,
                             pit_map=PITMap.from_dict(pit_map) if pit_map else None)
