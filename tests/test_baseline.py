@@ -122,6 +122,34 @@ def test_depth_noise_has_a_fifth_of_the_5sigma_depth_flux():
     assert np.all(np.isfinite(noisy_magnitudes(np.full((5, 9), np.inf))))
 
 
+def test_depth_noise_takes_each_rows_own_sigma():
+    mags = np.tile([18.0, 21.0, 30.0], (20000, 1))
+    bands = ("r", "g", "nuv")
+    sigma = np.tile([1e-9, 3e-9, np.inf], (20000, 1))
+    sigma[::2, 0] = 4e-9  # two noise levels in one column
+    flux, out = depth_noise_fluxes(mags, bands=bands, seed=5, sigma=sigma)
+    assert out is not None and out.shape == mags.shape
+    resid = flux - 10 ** (-0.4 * mags)
+    assert np.std(resid[1::2, 0]) / 1e-9 == pytest.approx(1.0, abs=0.03)
+    assert np.std(resid[::2, 0]) / 4e-9 == pytest.approx(1.0, abs=0.03)
+    assert np.std(resid[:, 1]) / 3e-9 == pytest.approx(1.0, abs=0.03)
+    # a band not measured (infinite or NaN σ) has no flux, and stays finite as a magnitude
+    assert np.all(flux[:, 2] == 0.0)
+    nan_sigma = np.where(np.isinf(sigma), np.nan, sigma)
+    np.testing.assert_array_equal(depth_noise_fluxes(mags, bands, seed=5, sigma=nan_sigma)[0],
+                                  flux)
+    mag = noisy_magnitudes(mags, bands, seed=5, sigma=sigma)
+    assert np.all(np.isfinite(mag))
+    # the same deviates as the depth's noise: only their scale changes
+    plain, s0 = depth_noise_fluxes(mags, bands, seed=5)
+    scaled, _ = depth_noise_fluxes(mags, bands, seed=5, sigma=np.tile(2 * s0, (20000, 1)))
+    np.testing.assert_allclose(scaled - 10 ** (-0.4 * mags), 2 * (plain - 10 ** (-0.4 * mags)))
+    with pytest.raises(ValueError, match="sigma must have the shape of mags"):
+        depth_noise_fluxes(mags, bands, sigma=sigma[:5])
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        depth_noise_fluxes(mags, bands, sigma=np.zeros_like(sigma))
+
+
 def test_noise_is_deterministic_per_seed():
     mags = np.random.default_rng(0).uniform(16, 24, (100, 9))
     a = noisy_magnitudes(mags, seed=7)

@@ -12,7 +12,9 @@ documented ranges). The loopback servers of `astro_mantis.testing` serve it.
 `make_dataset` renders training, validation and test shards from it
 (`load_shard`, `iter_shards` read them back). `SampleSky` serves the small
 sample of mock galaxies bundled with the package without GalSim
-(`build_sample_sky` makes it).
+(`build_sample_sky` makes it). `flux_errors` gives the smallest flux error each
+galaxy's own cutouts allow, for baselines that ask what colours measured from them
+could achieve.
 
 The names below are imported lazily, on first use, so that importing the
 GalSim-free parts (`astro_mantis.simulate.service_format`, used by the
@@ -31,6 +33,7 @@ __all__ = [
     "SampleSky",
     "build_sample_sky",
     "draw_population",
+    "flux_errors",
     "iter_shards",
     "load_sample_sky",
     "load_shard",
@@ -48,6 +51,7 @@ _LAZY = {
     "SampleSky": "sample",
     "build_sample_sky": "sample",
     "draw_population": "population",
+    "flux_errors": "matched_filter",
     "iter_shards": "dataset",
     "load_sample_sky": "sample",
     "load_shard": "dataset",

@@ -330,7 +330,7 @@ def shard_magnitudes(shard, bands=None, ebv="ebv_csfd"):
     return mag - np.where(np.isfinite(attenuation), attenuation, 0.0)
 
 
-def depth_noise_fluxes(mags, bands=None, depth=None, seed=0):
+def depth_noise_fluxes(mags, bands=None, depth=None, seed=0, sigma=None):
     """Fluxes of magnitudes with Gaussian noise of a fifth of each band's 5σ depth.
 
     Parameters
@@ -344,13 +344,26 @@ def depth_noise_fluxes(mags, bands=None, depth=None, seed=0):
         `~astro_mantis.simulate.render.DEFAULT_DEPTH`.
     seed : int or `numpy.random.Generator`
         Seed of the noise (the same seed gives the same noise).
+    sigma : array, shape (N, nbands), optional
+        Each row's own noise σ in maggies, instead of the depth's: for instance the
+        errors a galaxy's own images allow
+        (`~astro_mantis.simulate.flux_errors`). A non-finite σ means
+        the band was not measured for that row: its flux is 0, as from an empty
+        cutout.
 
     Returns
     -------
     flux : array, shape (N, nbands)
         Noisy fluxes in maggies (may be negative).
-    sigma : array, shape (nbands,)
-        The noise σ per band, ``10**(-0.4 depth) / 5`` maggies.
+    sigma : array, shape (nbands,) or (N, nbands)
+        The noise σ: per band, ``10**(-0.4 depth) / 5`` maggies, or the ``sigma``
+        given.
+
+    Raises
+    ------
+    ValueError
+        If ``mags`` has NaN or the wrong shape, or ``sigma`` is not of ``mags``'s
+        shape or has a value ≤ 0.
     """
     from ..simulate.photometry import BANDS
 
@@ -358,30 +371,41 @@ def depth_noise_fluxes(mags, bands=None, depth=None, seed=0):
     mags = _check_mags(mags, bands)
     if np.any(np.isnan(mags)):
         raise ValueError("mags contains NaN (use inf for a band without flux)")
-    sigma = 10.0 ** (-0.4 * depths) / 5.0
     rng = np.random.default_rng(seed)
-    flux = 10.0 ** (-0.4 * mags) + rng.standard_normal(mags.shape) * sigma
+    deviates = rng.standard_normal(mags.shape)
+    truth = 10.0 ** (-0.4 * mags)
+    if sigma is None:
+        sigma = 10.0 ** (-0.4 * depths) / 5.0
+        return truth + deviates * sigma, sigma
+    sigma = np.asarray(sigma, dtype=float)
+    if sigma.shape != mags.shape:
+        raise ValueError(f"sigma must have the shape of mags, {mags.shape}; got {sigma.shape}")
+    if np.any(sigma <= 0):
+        raise ValueError("sigma must be positive (inf or NaN for a band not measured)")
+    measured = np.isfinite(sigma)
+    flux = np.where(measured, truth + deviates * np.where(measured, sigma, 0.0), 0.0)
     return flux, sigma
 
 
-def noisy_magnitudes(mags, bands=None, depth=None, seed=0):
+def noisy_magnitudes(mags, bands=None, depth=None, seed=0, sigma=None):
     """Asinh magnitudes of `depth_noise_fluxes`: what a depth-limited catalog lists.
 
     Parameters
     ----------
-    mags, bands, depth, seed
+    mags, bands, depth, seed, sigma
         As in `depth_noise_fluxes`.
 
     Returns
     -------
     array, shape (N, nbands)
-        AB asinh magnitudes (`asinh_magnitudes`, softened at each band's noise σ):
-        finite for every row, equal to the AB magnitude for bright sources.
+        AB asinh magnitudes (`asinh_magnitudes`, softened at each band's point-source
+        noise σ from ``depth``, whatever ``sigma`` is): finite for every row, equal
+        to the AB magnitude for bright sources.
     """
     from ..simulate.photometry import BANDS
 
     bands, depths = _check_bands(BANDS if bands is None else bands, depth)
-    flux, _ = depth_noise_fluxes(mags, bands, depth, seed)
+    flux, _ = depth_noise_fluxes(mags, bands, depth, seed, sigma)
     return asinh_magnitudes(flux, 0.0, depths)
 
 
