@@ -14,8 +14,10 @@ zero-point offsets (the recipe's training randomisation draws them per band and 
 field, up to 0.03 mag) on the fitted and on the scored magnitudes, as catalog photometry
 measured on those images would carry them; ``--noise-scales 1.5 2`` repeats that column
 with the depth noise's σ scaled up (the total fluxes of extended galaxies are noisier
-than a point source's), to show how far from the images' own photometric limit the
-network is. All are scored on the *test* split with
+than a point source's), and ``--image-noise`` adds that column with each galaxy's own
+flux errors on its cutouts instead (`astro_mantis.simulate.flux_errors`: the smallest
+any photometry of those images could have), to show how far from the images' own
+photometric limit the network is. All are scored on the *test* split with
 `astro_mantis.metrics.photoz_metrics` (point estimate: the PDF mean for the network,
 the neighbours' median for the baselines), overall and per redshift bin of width 0.1
 (bins with at least 50 galaxies). Last comes an independent real-data figure for the
@@ -57,6 +59,8 @@ from astro_mantis.fusion.exposure import model_panstarrs_exposure
 from astro_mantis.metrics import binned_metrics, photoz_metrics
 from astro_mantis.models import load_model, predict
 from astro_mantis.simulate.dataset import load_shard, shard_paths
+from astro_mantis.simulate import flux_errors
+from astro_mantis.simulate.photometry import BANDS
 from astro_mantis.simulate.render import DEFAULT_DEPTH
 from astro_mantis.training.baseline import (CatalogKNN, KNNRedshift, catalog_magnitudes,
                                             noisy_magnitudes, shard_features,
@@ -64,25 +68,31 @@ from astro_mantis.training.baseline import (CatalogKNN, KNNRedshift, catalog_mag
 
 KEYS = ("bias_mean", "bias_median", "nmad", "outlier_0.15", "outlier_0.05", "crps",
         "cde_loss", "pit_ks", "coverage_68", "coverage_95")
+#: Column of the catalog kNN given the galaxies' own flux errors (``--image-noise``).
+IMAGE_NOISE = "catalog kNN (mock, field zero points, image noise)"
+SHAPE_COLUMNS = ("ra", "dec", "r_half_disk", "r_half_bulge", "bulge_frac", "q", "pa")
 #: Seeds of the depth noise: real even rows (fit), mock train, mock test, real odd rows.
 NOISE_SEEDS = {"even": 0, "train": 1, "test": 2, "odd": 3}
 
 
 def split_arrays(data, split, with_images=False):
-    """Aperture features, catalog magnitudes, redshifts (and shards) of one split."""
-    feats, mags, zs, shards, radec = [], [], [], [], []
+    """Aperture features, catalog magnitudes, redshifts, (shards) and the catalog's
+    positions and shapes (dict of arrays) of one split."""
+    feats, mags, zs, shards, cats = [], [], [], [], []
     for path in shard_paths(data, split):
         shard = load_shard(path)
         feats.append(shard_features(shard))
         mags.append(shard_magnitudes(shard))
         zs.append(np.asarray(shard["z"], dtype=float))
-        radec.append(np.column_stack([shard["catalog"]["ra"], shard["catalog"]["dec"]]))
+        cats.append({c: np.asarray(shard["catalog"][c], dtype=float) for c in SHAPE_COLUMNS
+                     if c in shard["catalog"].colnames})
         if with_images:
             shards.append(shard)
         else:
             del shard
+    catalog = {c: np.concatenate([cat[c] for cat in cats]) for c in cats[0]}
     return (np.concatenate(feats), np.concatenate(mags), np.concatenate(zs), shards,
-            np.concatenate(radec))
+            catalog)
 
 
 def field_zero_points(sky, radec):
@@ -95,10 +105,9 @@ def field_zero_points(sky, radec):
                      for ra, dec in radec], dtype=float)
 
 
-def dataset_zero_points(data, radec):
-    """`field_zero_points` of a recipe data set's galaxies (its sky rebuilt from the
-    manifest's seed), or None where the set was not rendered with the recipe's
-    training randomisation."""
+def dataset_sky(data):
+    """The sky a recipe data set was rendered from (rebuilt from the manifest's seed),
+    or None where the set was not rendered with the recipe's training randomisation."""
     from astro_mantis.simulate import training_randomisation
     from astro_mantis.simulate.dataset import dataset_config
     from astro_mantis.simulate.sky import MockSky
@@ -107,19 +116,20 @@ def dataset_zero_points(data, radec):
     config = dataset_config(int(manifest["n"]), randomisation=training_randomisation())
     if repr(config.randomisation) not in manifest["config"]:
         return None
-    return field_zero_points(MockSky(config, seed=int(manifest["seed"])), radec)
+    return MockSky(config, seed=int(manifest["seed"]))
 
 
-def recipe_catalogs(n_train, first_run=0):
-    """Catalog magnitudes, redshifts and field zero-point errors (`field_zero_points`)
-    of the training runs of a recipe of ``n_train`` whose runs start at index
+def recipe_catalogs(n_train, first_run=0, image_noise=False):
+    """Catalog magnitudes, redshifts, field zero-point errors (`field_zero_points`) and,
+    with ``image_noise``, the galaxies' own flux errors (`flux_errors`; else None) of
+    the training runs of a recipe of ``n_train`` whose runs start at index
     ``first_run`` (``--first-run``)."""
     from astro_mantis.simulate.dataset import dataset_config
     from astro_mantis.simulate.sky import MockSky
     from astro_mantis.training.recipe import Recipe, _randomisation, _SEEDS
 
     recipe = Recipe(workdir=".", n_train=n_train)
-    mags, zs, zps = [], [], []
+    mags, zs, zps, errors = [], [], [], []
     for index in range(-(-n_train // recipe.chunk)):
         n = min(recipe.chunk, n_train - index * recipe.chunk)
         config = dataset_config(n, randomisation=_randomisation("train"))
@@ -129,7 +139,10 @@ def recipe_catalogs(n_train, first_run=0):
         mags.append(shard_magnitudes({"catalog": catalog}))
         zs.append(np.asarray(catalog["z"], dtype=float))
         zps.append(field_zero_points(sky, np.column_stack([catalog["ra"], catalog["dec"]])))
-    return np.concatenate(mags), np.concatenate(zs), np.concatenate(zps)
+        if image_noise:
+            errors.append(flux_errors(sky))
+    return (np.concatenate(mags), np.concatenate(zs), np.concatenate(zps),
+            np.concatenate(errors) if image_noise else None)
 
 
 def print_binned(name, z_phot, z_spec):
@@ -188,6 +201,10 @@ def main(argv=None):
     parser.add_argument("--noise-scales", type=float, nargs="+", default=[],
                         help="also score the field-zero-point catalog kNN with its depth "
                              "noise σ multiplied by each of these (needs --recipe-n-train)")
+    parser.add_argument("--image-noise", action="store_true",
+                        help="also score the field-zero-point catalog kNN with each galaxy's "
+                             "own flux errors on its cutouts (astro_mantis.simulate."
+                             "flux_errors; needs --recipe-n-train)")
     parser.add_argument("--no-network", action="store_true",
                         help="score the baselines only")
     parser.add_argument("--write-card", action="store_true",
@@ -196,8 +213,9 @@ def main(argv=None):
     firsts = args.recipe_first_run or [0] * len(args.recipe_n_train)
     if len(firsts) != len(args.recipe_n_train):
         parser.error("give one --recipe-first-run per --recipe-n-train")
-    if args.noise_scales and not args.recipe_n_train:
-        parser.error("--noise-scales needs --recipe-n-train (the field zero points)")
+    if (args.noise_scales or args.image_noise) and not args.recipe_n_train:
+        parser.error("--noise-scales and --image-noise need --recipe-n-train (the field "
+                     "zero points)")
     if any(not np.isfinite(f) or f <= 0 for f in args.noise_scales):
         parser.error(f"--noise-scales must be positive; got {args.noise_scales}")
     if args.write_card and args.no_network:
@@ -208,7 +226,7 @@ def main(argv=None):
     aperture_fit = (f"the {len(z_train)} galaxies of the {args.fit_split} split"
                     + (f" of {Path(args.fit_data).name}" if args.fit_data else ""))
     mock_fit = aperture_fit + "'s catalog magnitudes"
-    x_test, m_test, z_test, shards, radec_test = split_arrays(
+    x_test, m_test, z_test, shards, cat_test = split_arrays(
         args.data, "test", with_images=not args.no_network)
     columns, points = {}, {}
 
@@ -226,10 +244,13 @@ def main(argv=None):
                                                    pdf=cat_knn.predict_pdf(noisy_test))
 
     if args.recipe_n_train:
-        parts = [recipe_catalogs(n, first) for n, first in zip(args.recipe_n_train, firsts)]
-        m_train = np.concatenate([m for m, _, _ in parts])
-        z_train = np.concatenate([z for _, z, _ in parts])
-        zp_train = np.concatenate([zp for _, _, zp in parts])
+        parts = [recipe_catalogs(n, first, image_noise=args.image_noise)
+                 for n, first in zip(args.recipe_n_train, firsts)]
+        m_train = np.concatenate([part[0] for part in parts])
+        z_train = np.concatenate([part[1] for part in parts])
+        zp_train = np.concatenate([part[2] for part in parts])
+        err_train = (np.concatenate([part[3] for part in parts]) if args.image_noise
+                     else None)
         runs = " and ".join(f"--n-train {n} --first-run {first}" if first else
                             f"--n-train {n}" for n, first in zip(args.recipe_n_train, firsts))
         mock_fit = (f"the catalog magnitudes of the {len(z_train)} training galaxies of the "
@@ -242,11 +263,14 @@ def main(argv=None):
     # The same colours with the calibration errors of the images they would be measured
     # on: each galaxy's field zero-point offsets (the training randomisation's draws) on
     # both the fitted and the scored magnitudes.
-    zp_test = dataset_zero_points(args.data, radec_test) if args.recipe_n_train else None
+    sky_test = dataset_sky(args.data) if args.recipe_n_train else None
+    zp_test = (None if sky_test is None else
+               field_zero_points(sky_test, np.column_stack([cat_test["ra"], cat_test["dec"]])))
     noisier = {}
     zp_name = "catalog kNN (mock, field zero points)"
     if zp_test is None:
-        print(f"{zp_name}" + (" and its --noise-scales" if args.noise_scales else "")
+        print(f"{zp_name}" + (" and its --noise-scales / --image-noise"
+                              if args.noise_scales or args.image_noise else "")
               + ": skipped (needs --recipe-n-train and a test set rendered with the "
               "recipe's training randomisation)")
     else:
@@ -264,6 +288,27 @@ def main(argv=None):
             noisy_f = noisy_magnitudes(m_test + zp_test, depth=depth, seed=NOISE_SEEDS["test"])
             noisier[f"field zero points, noise x{f:g}"] = photoz_metrics(
                 knn_f.predict(noisy_f), z_test, pdf=knn_f.predict_pdf(noisy_f))
+        if args.image_noise:
+            # each galaxy's own flux errors on its cutouts (matched filter with its true
+            # profile, its field's PSF and sky noise, its PS1 stacks' exposure times,
+            # GALEX holes): the best colours those images allow
+            err_test = flux_errors(sky_test, cat_test)
+            knn_i = CatalogKNN(k=args.k).fit(
+                noisy_magnitudes(m_train + zp_train, seed=NOISE_SEEDS["train"],
+                                 sigma=err_train), z_train)
+            noisy_i = noisy_magnitudes(m_test + zp_test, seed=NOISE_SEEDS["test"],
+                                       sigma=err_test)
+            points[IMAGE_NOISE] = knn_i.predict(noisy_i)
+            columns[IMAGE_NOISE] = photoz_metrics(points[IMAGE_NOISE], z_test,
+                                                  pdf=knn_i.predict_pdf(noisy_i))
+            nominal = 10.0 ** (-0.4 * np.array([DEFAULT_DEPTH[b] for b in BANDS])) / 5.0
+            scale = err_test / nominal
+            print("image noise: each test galaxy's flux error over the band's nominal "
+                  "point-source noise, median (16th-84th percentile) per band: "
+                  + ", ".join(f"{b} {np.median(v[np.isfinite(v)]):.2f} "
+                              f"({np.percentile(v[np.isfinite(v)], 16):.2f}-"
+                              f"{np.percentile(v[np.isfinite(v)], 84):.2f})"
+                              for b, v in zip(BANDS, scale.T)))
 
     if not args.no_network:
         model = load_model("mantis-mini", weights=args.weights)
@@ -337,6 +382,14 @@ def main(argv=None):
                           f"noise + kNN on magnitudes and colours (k={args.k}), fitted on "
                           f"{fitted} (benchmarks/bench_baseline.py)",
                 **{k: round(float(columns[name][k]), 4) for k in KEYS}}
+        if IMAGE_NOISE in columns:
+            card["catalog_baseline_mock_imagenoise_test"] = {
+                "method": "as catalog_baseline_mock_fieldzp_test, with each galaxy's own "
+                          "flux errors on its cutouts (astro_mantis.simulate.flux_errors: "
+                          "matched filter of its true profile under its field's PSF and "
+                          "sky noise) instead of a point source's nominal noise "
+                          "(benchmarks/bench_baseline.py --image-noise)",
+                **{k: round(float(columns[IMAGE_NOISE][k]), 4) for k in KEYS}}
         if zp_name in columns:
             card["catalog_baseline_mock_fieldzp_test"] = {
                 "method": "as catalog_baseline_mock_test, with each galaxy's field "

@@ -86,7 +86,7 @@ def catalog_control(test_dir, n, seed, knn_seed=0, n_fit=16384):
     zp = {name: field_zero_points(MockSky(dataset_config(n, randomisation=randomisation(name)),
                                           seed=seed), radec)
           for name in ("none", "zero_point")}
-    train_mags, train_z, train_zp = recipe_catalogs(n_fit)
+    train_mags, train_z, train_zp, _ = recipe_catalogs(n_fit)
     clean = CatalogKNN().fit(noisy_magnitudes(train_mags, seed=knn_seed), train_z)
     calibrated = CatalogKNN().fit(noisy_magnitudes(train_mags + train_zp, seed=knn_seed),
                                   train_z)
