@@ -107,13 +107,22 @@ def field_zero_points(sky, radec):
 
 def dataset_sky(data):
     """The sky a recipe data set was rendered from (rebuilt from the manifest's seed),
-    or None where the set was not rendered with the recipe's training randomisation."""
+    or None where the set was not rendered with the recipe's training randomisation
+    (with or without ``--train-randomisation '{"single_fraction": ...}'``)."""
+    import dataclasses
+    import re
+
     from astro_mantis.simulate import training_randomisation
     from astro_mantis.simulate.dataset import dataset_config
     from astro_mantis.simulate.sky import MockSky
 
     manifest = json.loads((Path(data) / "manifest.json").read_text())
-    config = dataset_config(int(manifest["n"]), randomisation=training_randomisation())
+    randomisation = training_randomisation()
+    single = re.search(r"single_fraction=([0-9.eE+-]+)", manifest["config"])
+    if single:
+        randomisation = dataclasses.replace(randomisation,
+                                            single_fraction=float(single.group(1)))
+    config = dataset_config(int(manifest["n"]), randomisation=randomisation)
     if repr(config.randomisation) not in manifest["config"]:
         return None
     return MockSky(config, seed=int(manifest["seed"]))

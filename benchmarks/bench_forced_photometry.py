@@ -1,0 +1,161 @@
+"""Colours measured on the rendered cutouts themselves, against the flux_errors bound.
+
+``bench_baseline.py --image-noise`` gives the catalog kNN each galaxy's smallest flux
+errors on its cutouts (`astro_mantis.simulate.flux_errors`, a matched filter with the
+true profile, sky-limited). That bound leaves out what real photometry meets: the
+galaxy's own shot noise, neighbours, stars and chip gaps. This benchmark measures
+the fluxes instead, on the very cutouts of recipe data sets (their shards): for each
+galaxy and band, a matched filter whose template is the galaxy alone, rendered
+noiseless by the same sky (its field's PSF, zero point and stack exposure time), over
+the cutout's finite pixels (``flux = Σ t d / Σ t²``, in units of the template's
+flux). It still knows each galaxy's true profile, so it is a best case of real
+photometry. Both are turned into extinction-corrected asinh magnitudes, a catalog kNN
+(`~astro_mantis.training.baseline.CatalogKNN`, k = 20) is fitted on the training runs
+given and scored on the test set, and the two are printed side by side, with the
+pulls of the measured fluxes (their error over the bound) per band.
+
+Usage::
+
+    python benchmarks/bench_forced_photometry.py --test WORKDIR/data/test \\
+        --fit WORKDIR/data/train_105 WORKDIR/data/train_106 ... [--workers 2]
+
+The data sets must come from the recipe's training randomisation (the skies are
+rebuilt from their manifests, as ``bench_baseline.py`` does). Only the runs whose
+cutouts are on disk can be measured, so the kNN is fitted on fewer galaxies than the
+card's catalog columns (all 428,640 training catalogs); the bound column here is
+fitted on the same galaxies, so the two compare like with like.
+"""
+import argparse
+import dataclasses
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+from astropy.table import Table
+from bench_baseline import dataset_sky, field_zero_points
+
+from astro_mantis.metrics import binned_metrics, photoz_metrics
+from astro_mantis.simulate import MockSky, flux_errors
+from astro_mantis.simulate.dataset import load_shard, shard_paths
+from astro_mantis.simulate.photometry import BANDS
+from astro_mantis.simulate.render import DEFAULT_DEPTH, NATIVE_TO_BAND
+from astro_mantis.training.baseline import CatalogKNN, asinh_magnitudes, shard_magnitudes
+
+#: Model bands of each survey's cutout planes, in plane order.
+PLANES = {s: [b for (survey, _), b in NATIVE_TO_BAND.items() if survey == s]
+          for s in ("galex", "panstarrs", "unwise")}
+DEPTHS = np.array([DEFAULT_DEPTH[b] for b in BANDS])
+KNN_SEEDS = {"fit": 1, "test": 2}
+
+
+def quiet_sky(data, catalog):
+    """The sky of a recipe data set with only ``catalog`` in it: no neighbours, stars
+    or chip gaps, the same fields, exposure times and coverage."""
+    sky = dataset_sky(data)
+    if sky is None:
+        raise SystemExit(f"{data}: not rendered with the recipe's training randomisation")
+    imaging = dataclasses.replace(sky.config.imaging, neighbour_density=0.0,
+                                  star_density=0.0, ps1_nan_fraction=0.0)
+    return MockSky(dataclasses.replace(sky.config, imaging=imaging), catalog=catalog,
+                   seed=sky.seed)
+
+
+def measure_shard(data, path):
+    """Template fluxes (units of the true flux, NaN: no data), catalog magnitudes,
+    extinction corrections, field zero points, flux_errors and redshifts of a shard."""
+    shard = load_shard(path)
+    catalog = Table(shard["catalog"])
+    sky = quiet_sky(data, catalog)
+    raw = np.column_stack([np.asarray(catalog[f"mag_{b}"], float) for b in BANDS])
+    scale = np.full(raw.shape, np.nan)
+    for j, (ra, dec) in enumerate(zip(catalog["ra"], catalog["dec"])):
+        templates = sky.render_arrays((float(ra), float(dec)), noise=False)
+        for survey, bands in PLANES.items():
+            template = templates[survey][0]
+            if template is None:  # a GALEX hole
+                continue
+            for k, band in enumerate(bands):
+                t = template[k].astype(float)
+                d = shard[survey][j, k].astype(float)
+                ok = np.isfinite(d)
+                if ok.any() and np.any(d[ok]):
+                    scale[j, BANDS.index(band)] = (np.sum(t[ok] * d[ok])
+                                                   / np.sum(t[ok] ** 2))
+    radec = np.column_stack([catalog["ra"], catalog["dec"]])
+    return {"scale": scale, "mag": raw, "corr": raw - shard_magnitudes(shard),
+            "zp": field_zero_points(sky, radec), "err": flux_errors(sky, catalog),
+            "z": np.asarray(shard["z"], float)}
+
+
+def measure(dirs, split, workers):
+    """`measure_shard` over every shard of ``split`` in ``dirs``, concatenated."""
+    jobs = [(d, p) for d in dirs for p in shard_paths(d, split)]
+    with ProcessPoolExecutor(workers) as pool:
+        parts = list(pool.map(measure_shard, *zip(*jobs)))
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+
+def measured_magnitudes(m):
+    """Asinh magnitudes of the measured fluxes (no data: zero flux), extinction-corrected."""
+    truth = 10.0 ** (-0.4 * (m["mag"] + m["zp"]))
+    flux = np.where(np.isfinite(m["scale"]), m["scale"], 0.0) * truth
+    return asinh_magnitudes(flux * 10.0 ** (0.4 * m["corr"]), 0.0, DEPTHS)
+
+
+def bound_magnitudes(m, seed):
+    """Asinh magnitudes with Gaussian noise of the flux_errors bound (inf: zero flux)."""
+    deviates = np.random.default_rng(seed).standard_normal(m["mag"].shape)
+    ok = np.isfinite(m["err"])
+    flux = 10.0 ** (-0.4 * (m["mag"] + m["zp"])) + deviates * np.where(ok, m["err"], 0.0)
+    return asinh_magnitudes(np.where(ok, flux, 0.0) * 10.0 ** (0.4 * m["corr"]), 0.0, DEPTHS)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--test", required=True, help="recipe test set (its 'test' split)")
+    parser.add_argument("--fit", required=True, nargs="+",
+                        help="recipe training runs (their 'train' split) to fit the kNN on")
+    parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    parser.add_argument("--k", type=int, default=20, help="neighbours (default 20)")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    fit = measure(args.fit, "train", args.workers)
+    test = measure([args.test], "test", args.workers)
+    print(f"measured {len(fit['z'])} fit and {len(test['z'])} test galaxies in "
+          f"{time.perf_counter() - t0:.0f} s")
+
+    truth = 10.0 ** (-0.4 * (test["mag"] + test["zp"]))
+    pulls = (test["scale"] - 1.0) * truth / test["err"]
+    cells = []
+    for band, p in zip(BANDS, pulls.T):
+        p = p[np.isfinite(p)]
+        robust = 1.4826 * np.median(np.abs(p - np.median(p)))
+        cells.append(f"{band} {np.median(p):+.2f} / {robust:.2f} / "
+                     f"{np.mean(np.abs(p) > 5):.3f}")
+    print("pulls of the measured test fluxes (error / bound): median / robust std / "
+          "fraction beyond 5: " + ", ".join(cells))
+
+    columns = {}
+    for name, fit_mag, test_mag in (
+            ("measured on the cutouts", measured_magnitudes(fit), measured_magnitudes(test)),
+            ("flux_errors bound", bound_magnitudes(fit, KNN_SEEDS["fit"]),
+             bound_magnitudes(test, KNN_SEEDS["test"]))):
+        knn = CatalogKNN(k=args.k).fit(fit_mag, fit["z"])
+        z_point = knn.predict(test_mag)
+        columns[name] = (photoz_metrics(z_point, test["z"], pdf=knn.predict_pdf(test_mag)),
+                         binned_metrics(test["z"], z_point=z_point, min_count=50,
+                                        n_bootstrap=0))
+    print(f"catalog kNN (k = {args.k}) with field zero points, fitted on the {len(fit['z'])} "
+          f"galaxies of {len(args.fit)} run(s), scored on {len(test['z'])}:")
+    print(f"  {'metric':<14}" + "".join(f"{name:>28}" for name in columns))
+    for key in ("nmad", "outlier_0.05", "outlier_0.15", "bias_median", "crps", "pit_ks"):
+        print(f"  {key:<14}" + "".join(f"{m[key]:>19.4f} ± {m.errors[key]:.4f}"
+                                       for m, _ in columns.values()))
+    for name, (_, table) in columns.items():
+        rows = [r for r in table if r["bin"] != "all" and not np.ma.is_masked(r["nmad"])]
+        print(f"  {name}, per bin of z (NMAD / outliers > 0.05): "
+              + ", ".join(f"{r['bin']} {r['nmad']:.3f}/{r['outlier_0.05']:.2f}" for r in rows))
+
+
+if __name__ == "__main__":
+    main()
