@@ -23,7 +23,9 @@ The data sets must come from the recipe's training randomisation (the skies are
 rebuilt from their manifests, as ``bench_baseline.py`` does). Only the runs whose
 cutouts are on disk can be measured, so the kNN is fitted on fewer galaxies than the
 card's catalog columns (all 428,640 training catalogs); the bound column here is
-fitted on the same galaxies, so the two compare like with like.
+fitted on the same galaxies, so the two compare like with like; ``--fit-sizes 16384
+32768`` also fits both on the first 16,384 and 32,768 of them, to show how the gap
+between the two changes with the fit's size.
 """
 import argparse
 import dataclasses
@@ -117,7 +119,12 @@ def main(argv=None):
                         help="recipe training runs (their 'train' split) to fit the kNN on")
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--k", type=int, default=20, help="neighbours (default 20)")
+    parser.add_argument("--fit-sizes", type=int, nargs="*", default=[],
+                        help="also fit both kNNs on the first N fit galaxies, for each N "
+                             "(how the gap between them changes with the fit's size)")
     args = parser.parse_args(argv)
+    if any(n < args.k for n in args.fit_sizes):
+        parser.error(f"--fit-sizes must be at least --k ({args.k})")
     t0 = time.perf_counter()
     fit = measure(args.fit, "train", args.workers)
     test = measure([args.test], "test", args.workers)
@@ -136,10 +143,11 @@ def main(argv=None):
           "fraction beyond 5: " + ", ".join(cells))
 
     columns = {}
-    for name, fit_mag, test_mag in (
-            ("measured on the cutouts", measured_magnitudes(fit), measured_magnitudes(test)),
-            ("flux_errors bound", bound_magnitudes(fit, KNN_SEEDS["fit"]),
-             bound_magnitudes(test, KNN_SEEDS["test"]))):
+    magnitudes = (
+        ("measured on the cutouts", measured_magnitudes(fit), measured_magnitudes(test)),
+        ("flux_errors bound", bound_magnitudes(fit, KNN_SEEDS["fit"]),
+         bound_magnitudes(test, KNN_SEEDS["test"])))
+    for name, fit_mag, test_mag in magnitudes:
         knn = CatalogKNN(k=args.k).fit(fit_mag, fit["z"])
         z_point = knn.predict(test_mag)
         columns[name] = (photoz_metrics(z_point, test["z"], pdf=knn.predict_pdf(test_mag)),
@@ -155,6 +163,13 @@ def main(argv=None):
         rows = [r for r in table if r["bin"] != "all" and not np.ma.is_masked(r["nmad"])]
         print(f"  {name}, per bin of z (NMAD / outliers > 0.05): "
               + ", ".join(f"{r['bin']} {r['nmad']:.3f}/{r['outlier_0.05']:.2f}" for r in rows))
+    for n in args.fit_sizes:
+        cells = []
+        for name, fit_mag, test_mag in magnitudes:
+            knn = CatalogKNN(k=args.k).fit(fit_mag[:n], fit["z"][:n])
+            m = photoz_metrics(knn.predict(test_mag), test["z"], n_bootstrap=0)
+            cells.append(f"{name} NMAD {m['nmad']:.4f}, outliers > 0.05 {m['outlier_0.05']:.3f}")
+        print(f"  fitted on the first {min(n, len(fit['z']))} galaxies: " + "; ".join(cells))
 
 
 if __name__ == "__main__":
