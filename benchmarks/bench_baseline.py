@@ -43,8 +43,9 @@ Without ``--weights`` the bundled ``mantis-mini`` is scored; ``--no-network`` sc
 the baselines only. With ``--write-card`` the model card next to the weights gains
 ``baseline_test`` (the aperture baseline's test metrics), ``catalog_baseline_test`` and
 ``catalog_baseline_mock_test`` (the catalog-magnitude baseline's, fitted on the real
-catalog and on the mock train split), ``catalog_baseline_mock_fieldzp_test`` (the
-field-zero-point column, where measured) and ``targets`` (each true or false, from the
+catalog and on the mock train split), ``catalog_baseline_mock_fieldzp_test`` and
+``catalog_baseline_mock_imagenoise_test`` (the field-zero-point column and its
+``--image-noise`` twin, where measured) and ``targets`` (each true or false, from the
 figures printed; "25 % below the catalog k-NN" uses the stronger of the two); the
 card's checksum describes the weights only, so it stays valid.
 """
@@ -58,8 +59,8 @@ import numpy as np
 from astro_mantis.fusion.exposure import model_panstarrs_exposure
 from astro_mantis.metrics import binned_metrics, photoz_metrics
 from astro_mantis.models import load_model, predict
-from astro_mantis.simulate.dataset import load_shard, shard_paths
 from astro_mantis.simulate import flux_errors
+from astro_mantis.simulate.dataset import load_shard, shard_paths
 from astro_mantis.simulate.photometry import BANDS
 from astro_mantis.simulate.render import DEFAULT_DEPTH
 from astro_mantis.training.baseline import (CatalogKNN, KNNRedshift, catalog_magnitudes,
@@ -408,8 +409,11 @@ def main(argv=None):
         card["targets"] = {**targets, "test_split": {k: round(float(net[k]), 4) for k in KEYS},
                            "n_test": int(len(z_test))}
         card_path.write_text(json.dumps(card, indent=1) + "\n")
-        print("wrote baseline_test, catalog_baseline_test, catalog_baseline_mock_test, "
-              f"catalog_baseline_mock_fieldzp_test and targets into {card_path}")
+        written = ["baseline_test", "catalog_baseline_test", "catalog_baseline_mock_test"]
+        written += [key for key, name in (("catalog_baseline_mock_fieldzp_test", zp_name),
+                                          ("catalog_baseline_mock_imagenoise_test",
+                                           IMAGE_NOISE)) if name in columns]
+        print(f"wrote {', '.join(written)} and targets into {card_path}")
 
 if __name__ == "__main__":
     main()
