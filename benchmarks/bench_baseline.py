@@ -17,7 +17,9 @@ with the depth noise's σ scaled up (the total fluxes of extended galaxies are n
 than a point source's), and ``--image-noise`` adds that column with each galaxy's own
 flux errors on its cutouts instead (`astro_mantis.simulate.flux_errors`: the smallest
 any photometry of those images could have), to show how far from the images' own
-photometric limit the network is. All are scored on the *test* split with
+photometric limit the network is; ``--shifted WORKDIR/data/shifted`` scores those two
+columns on the shifted-simulator set too (its own zero points and flux errors) and
+prints their shifted / test NMAD ratios. All are scored on the *test* split with
 `astro_mantis.metrics.photoz_metrics` (point estimate: the PDF mean for the network,
 the neighbours' median for the baselines), overall and per redshift bin of width 0.1
 (bins with at least 50 galaxies). Last comes an independent real-data figure for the
@@ -108,25 +110,26 @@ def field_zero_points(sky, radec):
 
 def dataset_sky(data):
     """The sky a recipe data set was rendered from (rebuilt from the manifest's seed),
-    or None where the set was not rendered with the recipe's training randomisation
-    (with or without ``--train-randomisation '{"single_fraction": ...}'``)."""
+    or None where the set was rendered with neither the recipe's training randomisation
+    (with or without ``--train-randomisation '{"single_fraction": ...}'``) nor the
+    shifted simulator's."""
     import dataclasses
     import re
 
-    from astro_mantis.simulate import training_randomisation
+    from astro_mantis.simulate import shifted_randomisation, training_randomisation
     from astro_mantis.simulate.dataset import dataset_config
     from astro_mantis.simulate.sky import MockSky
 
     manifest = json.loads((Path(data) / "manifest.json").read_text())
-    randomisation = training_randomisation()
+    training = training_randomisation()
     single = re.search(r"single_fraction=([0-9.eE+-]+)", manifest["config"])
     if single:
-        randomisation = dataclasses.replace(randomisation,
-                                            single_fraction=float(single.group(1)))
-    config = dataset_config(int(manifest["n"]), randomisation=randomisation)
-    if repr(config.randomisation) not in manifest["config"]:
-        return None
-    return MockSky(config, seed=int(manifest["seed"]))
+        training = dataclasses.replace(training, single_fraction=float(single.group(1)))
+    for randomisation in (training, shifted_randomisation()):
+        config = dataset_config(int(manifest["n"]), randomisation=randomisation)
+        if repr(config.randomisation) in manifest["config"]:
+            return MockSky(config, seed=int(manifest["seed"]))
+    return None
 
 
 def recipe_catalogs(n_train, first_run=0, image_noise=False):
@@ -153,6 +156,32 @@ def recipe_catalogs(n_train, first_run=0, image_noise=False):
             errors.append(flux_errors(sky))
     return (np.concatenate(mags), np.concatenate(zs), np.concatenate(zps),
             np.concatenate(errors) if image_noise else None)
+
+
+def print_shifted(data, columns, zp_knn, zp_name, image_knn=None):
+    """Score the field-zero-point catalog kNN (and its image-noise twin, if given) on a
+    shifted-simulator test set, with that set's zero points (and flux errors); print
+    their metrics and each one's shifted / test NMAD ratio."""
+    sky = dataset_sky(data)
+    if sky is None:
+        print(f"--shifted {data}: skipped (rendered with neither the recipe's training "
+              "randomisation nor the shifted simulator's)")
+        return
+    _, mags, z, _, cat = split_arrays(data, "test")
+    zp = field_zero_points(sky, np.column_stack([cat["ra"], cat["dec"]]))
+    shifted = {}
+    noisy = noisy_magnitudes(mags + zp, seed=NOISE_SEEDS["test"])
+    shifted[zp_name] = photoz_metrics(zp_knn.predict(noisy), z, pdf=zp_knn.predict_pdf(noisy))
+    if image_knn is not None:
+        noisy = noisy_magnitudes(mags + zp, seed=NOISE_SEEDS["test"],
+                                 sigma=flux_errors(sky, cat))
+        shifted[IMAGE_NOISE] = photoz_metrics(image_knn.predict(noisy), z,
+                                              pdf=image_knn.predict_pdf(noisy))
+    print(f"the same kNNs on the shifted-simulator set {data} ({len(z)} galaxies, its own "
+          "zero points and flux errors):")
+    print_table(shifted)
+    print("  shifted / test NMAD: " + ", ".join(
+        f"{name} {m['nmad'] / columns[name]['nmad']:.3f}" for name, m in shifted.items()))
 
 
 def print_binned(name, z_phot, z_spec):
@@ -215,6 +244,11 @@ def main(argv=None):
                         help="also score the field-zero-point catalog kNN with each galaxy's "
                              "own flux errors on its cutouts (astro_mantis.simulate."
                              "flux_errors; needs --recipe-n-train)")
+    parser.add_argument("--shifted", default=None,
+                        help="a shifted-simulator test set (the recipe's WORKDIR/data/shifted): "
+                             "also score the field-zero-point catalog kNN (and its "
+                             "--image-noise twin) on it, with its own zero points (and "
+                             "flux errors), and print the shifted/test NMAD ratios")
     parser.add_argument("--no-network", action="store_true",
                         help="score the baselines only")
     parser.add_argument("--write-card", action="store_true",
@@ -223,9 +257,9 @@ def main(argv=None):
     firsts = args.recipe_first_run or [0] * len(args.recipe_n_train)
     if len(firsts) != len(args.recipe_n_train):
         parser.error("give one --recipe-first-run per --recipe-n-train")
-    if (args.noise_scales or args.image_noise) and not args.recipe_n_train:
-        parser.error("--noise-scales and --image-noise need --recipe-n-train (the field "
-                     "zero points)")
+    if (args.noise_scales or args.image_noise or args.shifted) and not args.recipe_n_train:
+        parser.error("--noise-scales, --image-noise and --shifted need --recipe-n-train "
+                     "(the field zero points)")
     if any(not np.isfinite(f) or f <= 0 for f in args.noise_scales):
         parser.error(f"--noise-scales must be positive; got {args.noise_scales}")
     if args.write_card and args.no_network:
@@ -319,6 +353,9 @@ def main(argv=None):
                               f"({np.percentile(v[np.isfinite(v)], 16):.2f}-"
                               f"{np.percentile(v[np.isfinite(v)], 84):.2f})"
                               for b, v in zip(BANDS, scale.T)))
+        if args.shifted:
+            print_shifted(args.shifted, columns, zp_knn, zp_name,
+                          knn_i if args.image_noise else None)
 
     if not args.no_network:
         model = load_model("mantis-mini", weights=args.weights)
