@@ -169,19 +169,23 @@ def print_shifted(data, columns, zp_knn, zp_name, image_knn=None):
         return
     _, mags, z, _, cat = split_arrays(data, "test")
     zp = field_zero_points(sky, np.column_stack([cat["ra"], cat["dec"]]))
-    shifted = {}
+    shifted, points = {}, {}
     noisy = noisy_magnitudes(mags + zp, seed=NOISE_SEEDS["test"])
-    shifted[zp_name] = photoz_metrics(zp_knn.predict(noisy), z, pdf=zp_knn.predict_pdf(noisy))
+    points[zp_name] = zp_knn.predict(noisy)
+    shifted[zp_name] = photoz_metrics(points[zp_name], z, pdf=zp_knn.predict_pdf(noisy))
     if image_knn is not None:
         noisy = noisy_magnitudes(mags + zp, seed=NOISE_SEEDS["test"],
                                  sigma=flux_errors(sky, cat))
-        shifted[IMAGE_NOISE] = photoz_metrics(image_knn.predict(noisy), z,
+        points[IMAGE_NOISE] = image_knn.predict(noisy)
+        shifted[IMAGE_NOISE] = photoz_metrics(points[IMAGE_NOISE], z,
                                               pdf=image_knn.predict_pdf(noisy))
     print(f"the same kNNs on the shifted-simulator set {data} ({len(z)} galaxies, its own "
           "zero points and flux errors):")
     print_table(shifted)
     print("  shifted / test NMAD: " + ", ".join(
         f"{name} {m['nmad'] / columns[name]['nmad']:.3f}" for name, m in shifted.items()))
+    for name, p in points.items():
+        print_binned(f"{name}, shifted set", p, z)
 
 
 def print_binned(name, z_phot, z_spec):
