@@ -134,9 +134,11 @@ def flux_errors(sky, catalog=None, bands=None, chunk=2048):
 
     Notes
     -----
-    See the module docstring (:ref:`simulate`) for what the bound leaves out; for a
-    point source under the nominal conditions it equals a fifth of the band's 5σ depth
-    to within the integration's accuracy (about 1 %).
+    The bound leaves out the galaxy's own shot noise, neighbours, stars, chip gaps and
+    the profile's uncertainty, so real measurements can only do worse (:ref:`simulate`;
+    ``benchmarks/bench_forced_photometry.py`` measures how much worse). For a point
+    source under the nominal conditions it equals a fifth of the band's 5σ depth to
+    within the integration's accuracy (about 1 %).
 
     Examples
     --------
