@@ -26,6 +26,14 @@ card's catalog columns (all 428,640 training catalogs); the bound column here is
 fitted on the same galaxies, so the two compare like with like; ``--fit-sizes 16384
 32768`` also fits both on the first 16,384 and 32,768 of them, to show how the gap
 between the two changes with the fit's size.
+
+``--template psf`` measures with a point source at each galaxy's position instead (PSF
+photometry: no knowledge of the profile, as a pipeline without profile fits would
+have), and ``--combine`` multiplies the network's calibrated PDFs by the
+measured-photometry kNN's and divides by the network's training prior (the two as
+independent evidence), to ask whether colours measured this way hold information the
+network does not use. ``--test`` may be the shifted-simulator set
+(``WORKDIR/data/shifted``); the kNN is always fitted on the training runs.
 """
 import argparse
 import dataclasses
@@ -34,7 +42,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from astropy.table import Table
-from bench_baseline import dataset_sky, field_zero_points
+from bench_baseline import dataset_sky, field_zero_points, network_pdf
 
 from astro_mantis.metrics import binned_metrics, photoz_metrics
 from astro_mantis.simulate import MockSky, flux_errors
@@ -62,12 +70,14 @@ def quiet_sky(data, catalog):
                    seed=sky.seed)
 
 
-def measure_shard(data, path):
+def measure_shard(data, path, template="true"):
     """Template fluxes (units of the true flux, NaN: no data), catalog magnitudes,
-    extinction corrections, field zero points, flux_errors and redshifts of a shard."""
+    extinction corrections, field zero points, flux_errors and redshifts of a shard.
+    ``template``: ``"true"`` (the galaxy's own profile) or ``"psf"`` (a point source
+    at its position: PSF photometry, which needs no knowledge of the profile)."""
     shard = load_shard(path)
     catalog = Table(shard["catalog"])
-    sky = quiet_sky(data, catalog)
+    sky = quiet_sky(data, point_sources(catalog) if template == "psf" else catalog)
     raw = np.column_stack([np.asarray(catalog[f"mag_{b}"], float) for b in BANDS])
     scale = np.full(raw.shape, np.nan)
     for j, (ra, dec) in enumerate(zip(catalog["ra"], catalog["dec"])):
@@ -89,9 +99,17 @@ def measure_shard(data, path):
             "z": np.asarray(shard["z"], float)}
 
 
-def measure(dirs, split, workers):
+def point_sources(catalog):
+    """A copy of ``catalog`` whose galaxies are point sources (both radii zero)."""
+    out = catalog.copy()
+    out["r_half_disk"] = 0.0
+    out["r_half_bulge"] = 0.0
+    return out
+
+
+def measure(dirs, split, workers, template="true"):
     """`measure_shard` over every shard of ``split`` in ``dirs``, concatenated."""
-    jobs = [(d, p) for d in dirs for p in shard_paths(d, split)]
+    jobs = [(d, p, template) for d in dirs for p in shard_paths(d, split)]
     with ProcessPoolExecutor(workers) as pool:
         parts = list(pool.map(measure_shard, *zip(*jobs)))
     return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
@@ -112,6 +130,35 @@ def bound_magnitudes(m, seed):
     return asinh_magnitudes(np.where(ok, flux, 0.0) * 10.0 ** (0.4 * m["corr"]), 0.0, DEPTHS)
 
 
+def print_combined(args, fit, test):
+    """The network alone, and its PDFs times the measured-photometry kNN's over the
+    network's training prior (independent evidence: p(z | both) ∝ p(z | images)
+    p(z | colours) / p(z)), on the test galaxies; PDF median and mean."""
+    from astro_mantis.models import load_model, training_prior
+    from astro_mantis.pdf import RedshiftPDF
+
+    model = load_model("mantis-mini", weights=args.weights)
+    shards = [load_shard(p) for p in shard_paths(args.test, "test")]
+    if not np.array_equal(np.concatenate([s["z"] for s in shards]), test["z"]):
+        raise SystemExit("the network's rows and the photometry's differ")
+    net = network_pdf(model, shards)
+    del shards
+    knn = CatalogKNN(k=args.k).fit(measured_magnitudes(fit), fit["z"])
+    colours = knn.predict_pdf(measured_magnitudes(test))
+    product = net.pdf * np.clip(colours.pdf, 1e-12, None) / training_prior(model)[None, :]
+    both = RedshiftPDF(product / (product * net.widths).sum(axis=1, keepdims=True),
+                       edges=net.edges)
+    print(f"the network and the kNN on fluxes measured with the {args.template!r} "
+          f"template, on {len(test['z'])} test galaxies:")
+    for name, pdf in (("network", net), ("network x measured colours", both)):
+        for estimator in ("median", "mean"):
+            m = photoz_metrics(getattr(pdf, estimator)(), test["z"], pdf=pdf)
+            print(f"  {name + ', PDF ' + estimator:<40} NMAD {m['nmad']:.4f} ± "
+                  f"{m.errors['nmad']:.4f}, outliers > 0.05 {m['outlier_0.05']:.3f} ± "
+                  f"{m.errors['outlier_0.05']:.3f}, > 0.15 {m['outlier_0.15']:.3f}, CRPS "
+                  f"{m['crps']:.4f}, PIT KS {m['pit_ks']:.3f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--test", required=True, help="recipe test set (its 'test' split)")
@@ -119,6 +166,15 @@ def main(argv=None):
                         help="recipe training runs (their 'train' split) to fit the kNN on")
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--k", type=int, default=20, help="neighbours (default 20)")
+    parser.add_argument("--template", choices=("true", "psf"), default="true",
+                        help="matched-filter template: the galaxy's true profile (default) "
+                             "or a point source at its position (PSF photometry, which "
+                             "needs no knowledge of the profile)")
+    parser.add_argument("--combine", action="store_true",
+                        help="also score the product of the bundled network's PDFs (or "
+                             "--weights') and the measured-photometry kNN's, over the "
+                             "network's training prior")
+    parser.add_argument("--weights", default=None, help="mantis-mini weights (.safetensors)")
     parser.add_argument("--fit-sizes", type=int, nargs="*", default=[],
                         help="also fit both kNNs on the first N fit galaxies, for each N "
                              "(how the gap between them changes with the fit's size)")
@@ -126,21 +182,22 @@ def main(argv=None):
     if any(n < args.k for n in args.fit_sizes):
         parser.error(f"--fit-sizes must be at least --k ({args.k})")
     t0 = time.perf_counter()
-    fit = measure(args.fit, "train", args.workers)
-    test = measure([args.test], "test", args.workers)
+    fit = measure(args.fit, "train", args.workers, args.template)
+    test = measure([args.test], "test", args.workers, args.template)
     print(f"measured {len(fit['z'])} fit and {len(test['z'])} test galaxies in "
           f"{time.perf_counter() - t0:.0f} s")
 
-    truth = 10.0 ** (-0.4 * (test["mag"] + test["zp"]))
-    pulls = (test["scale"] - 1.0) * truth / test["err"]
-    cells = []
-    for band, p in zip(BANDS, pulls.T):
-        p = p[np.isfinite(p)]
-        robust = 1.4826 * np.median(np.abs(p - np.median(p)))
-        cells.append(f"{band} {np.median(p):+.2f} / {robust:.2f} / "
-                     f"{np.mean(np.abs(p) > 5):.3f}")
-    print("pulls of the measured test fluxes (error / bound): median / robust std / "
-          "fraction beyond 5: " + ", ".join(cells))
+    if args.template == "true":  # PSF fluxes of extended galaxies are not total fluxes
+        truth = 10.0 ** (-0.4 * (test["mag"] + test["zp"]))
+        pulls = (test["scale"] - 1.0) * truth / test["err"]
+        cells = []
+        for band, p in zip(BANDS, pulls.T):
+            p = p[np.isfinite(p)]
+            robust = 1.4826 * np.median(np.abs(p - np.median(p)))
+            cells.append(f"{band} {np.median(p):+.2f} / {robust:.2f} / "
+                         f"{np.mean(np.abs(p) > 5):.3f}")
+        print("pulls of the measured test fluxes (error / bound): median / robust std / "
+              "fraction beyond 5: " + ", ".join(cells))
 
     columns = {}
     magnitudes = (
@@ -163,6 +220,8 @@ def main(argv=None):
         rows = [r for r in table if r["bin"] != "all" and not np.ma.is_masked(r["nmad"])]
         print(f"  {name}, per bin of z (NMAD / outliers > 0.05): "
               + ", ".join(f"{r['bin']} {r['nmad']:.3f}/{r['outlier_0.05']:.2f}" for r in rows))
+    if args.combine:
+        print_combined(args, fit, test)
     for n in args.fit_sizes:
         cells = []
         for name, fit_mag, test_mag in magnitudes:
