@@ -108,17 +108,16 @@ def field_zero_points(sky, radec):
                      for ra, dec in radec], dtype=float)
 
 
-def dataset_sky(data):
-    """The sky a recipe data set was rendered from (rebuilt from the manifest's seed),
-    or None where the set was rendered with neither the recipe's training randomisation
-    (with or without ``--train-randomisation '{"single_fraction": ...}'``) nor the
-    shifted simulator's."""
+def dataset_sky_config(data):
+    """The sky configuration and seed a recipe data set was rendered with (from its
+    manifest), or None where it was rendered with neither the recipe's training
+    randomisation (with or without ``--train-randomisation '{"single_fraction": ...}'``)
+    nor the shifted simulator's."""
     import dataclasses
     import re
 
     from astro_mantis.simulate import shifted_randomisation, training_randomisation
     from astro_mantis.simulate.dataset import dataset_config
-    from astro_mantis.simulate.sky import MockSky
 
     manifest = json.loads((Path(data) / "manifest.json").read_text())
     training = training_randomisation()
@@ -128,8 +127,16 @@ def dataset_sky(data):
     for randomisation in (training, shifted_randomisation()):
         config = dataset_config(int(manifest["n"]), randomisation=randomisation)
         if repr(config.randomisation) in manifest["config"]:
-            return MockSky(config, seed=int(manifest["seed"]))
+            return config, int(manifest["seed"])
     return None
+
+
+def dataset_sky(data):
+    """The sky a recipe data set was rendered from (`dataset_sky_config`), or None."""
+    from astro_mantis.simulate.sky import MockSky
+
+    found = dataset_sky_config(data)
+    return None if found is None else MockSky(found[0], seed=found[1])
 
 
 def recipe_catalogs(n_train, first_run=0, image_noise=False):

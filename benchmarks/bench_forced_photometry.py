@@ -42,14 +42,15 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from astropy.table import Table
-from bench_baseline import dataset_sky, field_zero_points, network_pdf
+from bench_baseline import dataset_sky_config, field_zero_points, network_pdf
 
 from astro_mantis.metrics import binned_metrics, photoz_metrics
 from astro_mantis.simulate import MockSky, flux_errors
 from astro_mantis.simulate.dataset import load_shard, shard_paths
 from astro_mantis.simulate.photometry import BANDS
 from astro_mantis.simulate.render import DEFAULT_DEPTH, NATIVE_TO_BAND
-from astro_mantis.training.baseline import CatalogKNN, asinh_magnitudes, shard_magnitudes
+from astro_mantis.training.baseline import (CatalogKNN, asinh_magnitudes, noisy_magnitudes,
+                                            shard_magnitudes)
 
 #: Model bands of each survey's cutout planes, in plane order.
 PLANES = {s: [b for (survey, _), b in NATIVE_TO_BAND.items() if survey == s]
@@ -61,13 +62,14 @@ KNN_SEEDS = {"fit": 1, "test": 2}
 def quiet_sky(data, catalog):
     """The sky of a recipe data set with only ``catalog`` in it: no neighbours, stars
     or chip gaps, the same fields, exposure times and coverage."""
-    sky = dataset_sky(data)
-    if sky is None:
-        raise SystemExit(f"{data}: not rendered with the recipe's training randomisation")
-    imaging = dataclasses.replace(sky.config.imaging, neighbour_density=0.0,
+    found = dataset_sky_config(data)
+    if found is None:
+        raise SystemExit(f"{data}: rendered with neither the recipe's training "
+                         "randomisation nor the shifted simulator's")
+    config, seed = found
+    imaging = dataclasses.replace(config.imaging, neighbour_density=0.0,
                                   star_density=0.0, ps1_nan_fraction=0.0)
-    return MockSky(dataclasses.replace(sky.config, imaging=imaging), catalog=catalog,
-                   seed=sky.seed)
+    return MockSky(dataclasses.replace(config, imaging=imaging), catalog=catalog, seed=seed)
 
 
 def measure_shard(data, path, template="true"):
@@ -116,18 +118,22 @@ def measure(dirs, split, workers, template="true"):
 
 
 def measured_magnitudes(m):
-    """Asinh magnitudes of the measured fluxes (no data: zero flux), extinction-corrected."""
+    """Asinh magnitudes of the measured fluxes (no data: zero flux), extinction-corrected.
+
+    ``scale`` is in units of the template's flux, which is the catalog flux under the
+    field's zero point, so ``scale × truth`` is ``Σ t d / Σ t²`` in maggies: the true
+    flux only converts units and cancels."""
     truth = 10.0 ** (-0.4 * (m["mag"] + m["zp"]))
     flux = np.where(np.isfinite(m["scale"]), m["scale"], 0.0) * truth
     return asinh_magnitudes(flux * 10.0 ** (0.4 * m["corr"]), 0.0, DEPTHS)
 
 
 def bound_magnitudes(m, seed):
-    """Asinh magnitudes with Gaussian noise of the flux_errors bound (inf: zero flux)."""
-    deviates = np.random.default_rng(seed).standard_normal(m["mag"].shape)
-    ok = np.isfinite(m["err"])
-    flux = 10.0 ** (-0.4 * (m["mag"] + m["zp"])) + deviates * np.where(ok, m["err"], 0.0)
-    return asinh_magnitudes(np.where(ok, flux, 0.0) * 10.0 ** (0.4 * m["corr"]), 0.0, DEPTHS)
+    """Asinh magnitudes with Gaussian noise of the flux_errors bound (inf: zero flux),
+    extinction-corrected: the noise is drawn on the observed fluxes, as the measured
+    ones carry it, so its σ scales with the correction."""
+    return noisy_magnitudes(m["mag"] + m["zp"] - m["corr"], seed=seed,
+                            sigma=m["err"] * 10.0 ** (0.4 * m["corr"]))
 
 
 def print_combined(args, fit, test):

@@ -134,6 +134,13 @@ def test_defaults_and_bad_input(sky):
                                flux_errors(sky)[:, [BANDS.index("w1"), BANDS.index("g")]],
                                rtol=1e-12)
     np.testing.assert_allclose(flux_errors(sky, chunk=2), flux_errors(sky), rtol=1e-12)
+    # a row without a position is kept, as NaN; the others are as computed alone
+    shapes = {c: np.asarray(sky.catalog[c], float) for c in ("ra", "dec") + tuple(SHAPES)}
+    shapes["dec"][1] = np.nan
+    errors = flux_errors(sky, shapes)
+    assert errors.shape == (5, 9) and np.all(np.isnan(errors[1]))
+    np.testing.assert_allclose(errors[[0, 2, 3, 4]], flux_errors(sky)[[0, 2, 3, 4]],
+                               rtol=1e-12)
     with pytest.raises(ValueError, match="MockSky"):
         flux_errors(object())
     with pytest.raises(ValueError, match="unknown band.*'u'"):

@@ -123,8 +123,10 @@ def flux_errors(sky, catalog=None, bands=None, chunk=2048):
     Returns
     -------
     `numpy.ndarray`, shape (N, nbands)
-        1σ flux errors in maggies (AB). ``inf`` where the band has no data (a GALEX
-        coverage hole: the cutout is empty).
+        1σ flux errors in maggies (AB), one row per catalog row. ``inf`` where the band
+        has no data (a GALEX coverage hole: the cutout is empty); NaN in every band of
+        a row without a finite position. Non-finite shape values are read as the
+        renderer reads them (radii 0, ``q`` 1, ``pa`` 0).
 
     Raises
     ------
@@ -166,6 +168,12 @@ def flux_errors(sky, catalog=None, bands=None, chunk=2048):
         raise ValueError(f"catalog lacks column(s) {', '.join(missing)}")
     shape = {c: np.asarray(getattr(catalog[c], "value", catalog[c]), float)
              for c in ("ra", "dec") + _SHAPE_COLUMNS if c in names}
+    placed = np.isfinite(shape["ra"]) & np.isfinite(shape["dec"])
+    if not placed.all():  # no position, no cutout: NaN rows, every row kept
+        out = np.full((len(placed), len(bands)), np.nan)
+        out[placed] = flux_errors(sky, {c: v[placed] for c, v in shape.items()}, bands,
+                                  chunk)
+        return out
     n = len(shape["ra"])
     imaging = sky.config.imaging
     nominal = ImageRenderer(imaging)
