@@ -66,7 +66,8 @@ def test_knn_learns_a_smooth_relation_and_gives_valid_pdfs():
 
 from astro_mantis.training.baseline import (CatalogKNN, catalog_magnitudes,  # noqa: E402
                                             colour_features, depth_noise_fluxes,
-                                            noisy_magnitudes, shard_magnitudes)
+                                            noisy_magnitudes, shard_extinction,
+                                            shard_magnitudes)
 
 NINE = ("nuv", "fuv", "g", "r", "i", "z", "y", "w1", "w2")
 DEPTH = {"nuv": 20.8, "fuv": 19.9, "g": 23.3, "r": 23.2, "i": 23.1, "z": 22.3, "y": 21.4,
@@ -103,6 +104,24 @@ def test_catalog_magnitudes_fit_rows_are_even_and_evaluation_rows_odd(sim):
         catalog_magnitudes("even", source="model")
     with pytest.raises(ValueError, match="unknown band.*'u'"):
         catalog_magnitudes("even", bands=("g", "u"))
+
+
+def test_catalog_magnitudes_carry_the_extinction_they_were_corrected_for(sim):
+    even = catalog_magnitudes("even")
+    ext = np.asarray(even["extinction"])
+    assert ext.shape == (5000, 9) and np.all(np.isfinite(ext)) and np.all(ext >= 0)
+    fit = sim.fit_sdss_coefficients("even")[:50]
+    coeffs, z = np.asarray(fit["coeffs"]), np.asarray(fit["z"])
+    ebv = np.asarray(even["ebv_sfd"][:50], dtype=float)
+    expected = (sim.band_magnitudes(coeffs, z, ebv, NINE)
+                - sim.band_magnitudes(coeffs, z, 0.0, NINE))
+    expected = np.where(np.isfinite(expected), expected, 0.0)
+    np.testing.assert_allclose(ext[:50], expected, atol=1e-9)
+    # redder bands are less extinguished: A(NUV)/E(B-V) ~ 8, A(r) ~ 2.3, A(W1) ~ 0.2
+    reddened = np.asarray(even["ebv_sfd"]) > 0.02
+    per_ebv = np.median(ext[reddened] / np.asarray(even["ebv_sfd"])[reddened, None], axis=0)
+    nuv, r, w1 = (NINE.index(b) for b in ("nuv", "r", "w1"))
+    assert 6 < per_ebv[nuv] < 10 and 1.8 < per_ebv[r] < 3 and per_ebv[w1] < 0.5
 
 
 def test_depth_noise_has_a_fifth_of_the_5sigma_depth_flux():
@@ -148,6 +167,39 @@ def test_depth_noise_takes_each_rows_own_sigma():
         depth_noise_fluxes(mags, bands, sigma=sigma[:5])
     with pytest.raises(ValueError, match="sigma must be positive"):
         depth_noise_fluxes(mags, bands, sigma=np.zeros_like(sigma))
+
+
+def test_noise_is_drawn_on_the_observed_flux_of_corrected_magnitudes():
+    bands = ("r", "nuv", "g")
+    corrected = np.tile([18.0, 21.0, 30.0], (20000, 1))
+    ext = np.tile([0.1, 0.8, 0.3], (20000, 1))
+    flux, sigma = depth_noise_fluxes(corrected, bands, seed=6, extinction=ext)
+    nominal = 10 ** (-0.4 * np.array([DEPTH[b] for b in bands])) / 5
+    boost = 10 ** (0.4 * ext[0])
+    # the corrected flux is unbiased and its σ is the images' σ times 10**(0.4 A)
+    np.testing.assert_allclose(sigma, np.tile(nominal * boost, (20000, 1)))
+    resid = flux - 10 ** (-0.4 * corrected)
+    np.testing.assert_allclose(resid.std(axis=0) / (nominal * boost), 1.0, atol=0.03)
+    np.testing.assert_allclose(resid.mean(axis=0) / (nominal * boost), 0.0, atol=0.03)
+    # the same deviates as without extinction, scaled; zero extinction changes nothing
+    plain, _ = depth_noise_fluxes(corrected, bands, seed=6)
+    np.testing.assert_allclose(resid, (plain - 10 ** (-0.4 * corrected)) * boost)
+    np.testing.assert_array_equal(
+        noisy_magnitudes(corrected, bands, seed=6, extinction=np.zeros_like(ext)),
+        noisy_magnitudes(corrected, bands, seed=6))
+    # so the corrected NUV magnitude of a reddened galaxy scatters more
+    m_ext = noisy_magnitudes(corrected, bands, seed=6, extinction=ext)
+    m_plain = noisy_magnitudes(corrected, bands, seed=6)
+    assert np.std(m_ext[:, 1]) > 1.9 * np.std(m_plain[:, 1])
+    # with per-row σ too, both scale
+    own = np.tile([1e-9, 2e-9, np.inf], (20000, 1))
+    f_own, s_own = depth_noise_fluxes(corrected, bands, seed=6, sigma=own, extinction=ext)
+    np.testing.assert_allclose(s_own[:, :2], own[:, :2] * boost[:2])
+    assert np.all(f_own[:, 2] == 0.0)
+    with pytest.raises(ValueError, match="extinction must have the shape of mags"):
+        depth_noise_fluxes(corrected, bands, extinction=ext[:3])
+    with pytest.raises(ValueError, match="extinction must be finite"):
+        noisy_magnitudes(corrected, bands, extinction=np.full_like(ext, np.nan))
 
 
 def test_noise_is_deterministic_per_seed():
@@ -230,6 +282,13 @@ def test_shard_magnitudes_undo_the_milky_way_extinction(sim):
     intrinsic = sim.band_magnitudes(coeffs, z, 0.0, NINE)
     np.testing.assert_allclose(shard_magnitudes({"catalog": cat}), intrinsic, atol=1e-6)
     np.testing.assert_allclose(shard_magnitudes({"catalog": cat}, ebv=None), observed)
+    # the correction it applied, by itself
+    np.testing.assert_allclose(shard_extinction({"catalog": cat}), observed - intrinsic,
+                               atol=1e-6)
+    np.testing.assert_allclose(shard_extinction({"catalog": cat}, bands=("w1",)),
+                               (observed - intrinsic)[:, [7]], atol=1e-6)
+    with pytest.raises(ValueError, match="ebv must be"):
+        shard_extinction({"catalog": cat}, ebv=None)
     assert np.all(observed[-1] > intrinsic[-1] + 0.01)
     with pytest.raises(ValueError, match="ebv must be"):
         shard_magnitudes({"catalog": cat}, ebv="sfd")

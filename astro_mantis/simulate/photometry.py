@@ -1192,9 +1192,11 @@ def sdss_reference_magnitudes(rows="odd", bands=BANDS, max_anchor_distance=0.3):
     -------
     `astropy.table.Table`
         Columns ``row``, ``z``, ``ebv_sfd``, ``r_petro``, ``k_ext``, then
-        ``mag_<band>`` (AB, corrected for Galactic extinction) and
+        ``mag_<band>`` (AB, corrected for Galactic extinction),
         ``anchor_<band>`` (the fitted band each was tied to, or ``"fit"``)
-        per band.
+        and ``ext_<band>`` (the Galactic extinction, mag, the correction
+        took out: the galaxy's template attenuated by its ``ebv_sfd``, as
+        the mock sky attenuates its galaxies) per band.
     """
     cat = load_sdss_catalog(rows)
     fit = _fit_table(cat)
@@ -1206,6 +1208,9 @@ def sdss_reference_magnitudes(rows="odd", bands=BANDS, max_anchor_distance=0.3):
     fit_lam = np.log([effective_wavelength(b) for b in FIT_BANDS])
     model_fit = band_magnitudes(coeffs, z, 0.0, FIT_BANDS)
     model_out = band_magnitudes(coeffs, z, 0.0, bands)
+    with np.errstate(invalid="ignore"):
+        extinction = band_magnitudes(coeffs, z, np.asarray(cat["ebv_sfd"], float),
+                                     bands) - model_out
     measured = (ivar > 0) & (maggies > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         obs = np.where(measured, -2.5 * np.log10(np.where(measured, maggies, 1.0)), np.nan)
@@ -1220,5 +1225,6 @@ def sdss_reference_magnitudes(rows="odd", bands=BANDS, max_anchor_distance=0.3):
         mag = obs[rows_idx, anchor] + model_out[:, j] - model_fit[rows_idx, anchor]
         tab[f"mag_{band}"] = np.where(ok, mag, model_out[:, j])
         tab[f"anchor_{band}"] = np.where(ok, np.array(FIT_BANDS)[anchor], "fit")
+        tab[f"ext_{band}"] = np.where(np.isfinite(extinction[:, j]), extinction[:, j], 0.0)
     tab.meta["rows"] = rows
     return tab

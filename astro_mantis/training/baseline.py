@@ -32,8 +32,12 @@ on the mock test split (`shard_magnitudes`) and on the held-out odd rows.
 * **Noise.** `depth_noise_fluxes` adds Gaussian flux noise of σ = (flux of the band's
   5σ point-source depth) / 5, with the depths of
   `~astro_mantis.simulate.render.DEFAULT_DEPTH`; `noisy_magnitudes` turns the noisy
-  fluxes into asinh magnitudes softened at that σ. Galaxies are extended, so real
-  catalog errors are somewhat larger: the baseline is, if anything, optimistic.
+  fluxes into asinh magnitudes softened at that σ. The noise is drawn on the
+  *observed* flux (``extinction=``: the catalog's corrected magnitude plus the
+  correction), then the correction is applied, as a catalog's user does: a reddened
+  galaxy's corrected flux carries a σ larger by ``10**(0.4 A)``. Galaxies are
+  extended, so real catalog errors are somewhat larger: the baseline is, if anything,
+  optimistic.
 """
 import math
 from collections.abc import Mapping
@@ -43,7 +47,8 @@ import numpy as np
 from ..surveys import get_survey
 
 __all__ = ["APERTURE_RADII", "aperture_fluxes", "asinh_magnitudes", "shard_features",
-           "KNNRedshift", "catalog_magnitudes", "shard_magnitudes", "depth_noise_fluxes",
+           "KNNRedshift", "catalog_magnitudes", "shard_magnitudes", "shard_extinction",
+           "depth_noise_fluxes",
            "noisy_magnitudes", "colour_features", "CatalogKNN"]
 
 #: Aperture radius in pixels per survey (see module docstring).
@@ -251,8 +256,11 @@ def catalog_magnitudes(rows="even", bands=None, source="fit"):
     -------
     `astropy.table.Table`
         Columns ``row`` (index in the catalog file: all even, or all odd), ``z``
-        (spectroscopic), ``ebv_sfd``, ``r_petro`` and ``mag`` (shape (N, nbands): AB,
-        corrected for Milky-Way extinction, noise-free). ``meta`` records ``rows``,
+        (spectroscopic), ``ebv_sfd``, ``r_petro``, ``mag`` (shape (N, nbands): AB,
+        corrected for Milky-Way extinction, noise-free) and ``extinction`` (shape (N,
+        nbands): the correction in magnitudes, each galaxy's template attenuated by
+        its ``ebv_sfd``; pass it to `noisy_magnitudes` so that the noise is drawn on
+        the observed flux). ``meta`` records ``rows``,
         ``bands`` and ``source``.
 
     Raises
@@ -279,6 +287,8 @@ def catalog_magnitudes(rows="even", bands=None, source="fit"):
             tab[name] = np.asarray(ref[name])
         tab["mag"] = np.column_stack([np.asarray(ref[f"mag_{b}"], dtype=float)
                                       for b in bands])
+        tab["extinction"] = np.column_stack([np.asarray(ref[f"ext_{b}"], dtype=float)
+                                             for b in bands])
         tab.meta.update(rows=rows, bands=list(bands), source=source)
         _CATALOG_MEMO[key] = tab
     return _CATALOG_MEMO[key].copy()
@@ -297,28 +307,52 @@ def shard_magnitudes(shard, bands=None, ebv="ebv_csfd"):
     ebv : {'ebv_csfd', 'ebv_planck', 'ebv'} or None
         Catalog column of the E(B−V) used for the correction: ``'ebv_csfd'`` (default,
         the dust-map estimate the network is given), ``'ebv'`` (the true value) or
-        None (no correction). The correction for band *b* is the galaxy's own template
-        attenuation, ``m_b(E) − m_b(0)``.
+        None (no correction). The correction is `shard_extinction`.
 
     Returns
     -------
     mag : array, shape (N, nbands)
         Noise-free total AB magnitudes.
     """
-    from ..simulate.photometry import BANDS, band_magnitudes
+    from ..simulate.photometry import BANDS
 
     bands, _ = _check_bands(BANDS if bands is None else bands)
-    try:
-        cat = shard["catalog"]
-    except (KeyError, TypeError):
-        raise ValueError("shard must be a dict from load_shard with a 'catalog' "
-                         "table") from None
-    missing = [f"mag_{b}" for b in bands if f"mag_{b}" not in cat.colnames]
-    if missing:
-        raise ValueError(f"shard catalog lacks column(s) {', '.join(missing)}")
+    cat = _shard_catalog(shard, bands)
     mag = np.column_stack([np.asarray(cat[f"mag_{b}"], dtype=float) for b in bands])
     if ebv is None:
         return mag
+    return mag - shard_extinction(shard, bands, ebv)
+
+
+def shard_extinction(shard, bands=None, ebv="ebv_csfd"):
+    """The Milky-Way extinction correction `shard_magnitudes` applies, in magnitudes.
+
+    Parameters
+    ----------
+    shard : dict
+        As for `shard_magnitudes`.
+    bands : sequence of str, optional
+        Default all nine model bands.
+    ebv : {'ebv_csfd', 'ebv_planck', 'ebv'}
+        Catalog column of the E(B−V) (default ``'ebv_csfd'``, the dust-map estimate
+        the network is given).
+
+    Returns
+    -------
+    array, shape (N, nbands)
+        For band *b*, the galaxy's own template attenuation ``m_b(E) − m_b(0)``
+        (0 where the template has no flux in the band). Give it to `noisy_magnitudes`
+        as ``extinction`` so that noise is drawn on the flux the images record.
+
+    Raises
+    ------
+    ValueError
+        For a shard without a catalog or its columns, or an unknown ``ebv``.
+    """
+    from ..simulate.photometry import BANDS, band_magnitudes
+
+    bands, _ = _check_bands(BANDS if bands is None else bands)
+    cat = _shard_catalog(shard, bands)
     if ebv not in ("ebv_csfd", "ebv_planck", "ebv"):
         raise ValueError(f"ebv must be 'ebv_csfd', 'ebv_planck', 'ebv' or None, got {ebv!r}")
     coeffs = np.asarray(cat["coeffs"], dtype=float)
@@ -327,16 +361,30 @@ def shard_magnitudes(shard, bands=None, ebv="ebv_csfd"):
     with np.errstate(invalid="ignore"):
         attenuation = band_magnitudes(coeffs, z, e, bands) - band_magnitudes(coeffs, z, 0.0,
                                                                              bands)
-    return mag - np.where(np.isfinite(attenuation), attenuation, 0.0)
+    return np.where(np.isfinite(attenuation), attenuation, 0.0)
 
 
-def depth_noise_fluxes(mags, bands=None, depth=None, seed=0, sigma=None):
+def _shard_catalog(shard, bands):
+    """The shard's catalog table, checked for the magnitude columns of ``bands``."""
+    try:
+        cat = shard["catalog"]
+    except (KeyError, TypeError):
+        raise ValueError("shard must be a dict from load_shard with a 'catalog' "
+                         "table") from None
+    missing = [f"mag_{b}" for b in bands if f"mag_{b}" not in cat.colnames]
+    if missing:
+        raise ValueError(f"shard catalog lacks column(s) {', '.join(missing)}")
+    return cat
+
+
+def depth_noise_fluxes(mags, bands=None, depth=None, seed=0, sigma=None, extinction=None):
     """Fluxes of magnitudes with Gaussian noise of a fifth of each band's 5σ depth.
 
     Parameters
     ----------
     mags : array, shape (N, nbands)
-        True AB magnitudes (``inf`` means no flux).
+        True AB magnitudes (``inf`` means no flux); with ``extinction``, corrected for
+        it.
     bands : sequence of str, optional
         The bands of the columns; default the nine model bands.
     depth : dict, optional
@@ -350,20 +398,27 @@ def depth_noise_fluxes(mags, bands=None, depth=None, seed=0, sigma=None):
         (`~astro_mantis.simulate.flux_errors`). A non-finite σ means
         the band was not measured for that row: its flux is 0, as from an empty
         cutout.
+    extinction : array, shape (N, nbands), optional
+        The Milky-Way extinction (mag) ``mags`` are corrected for
+        (`shard_extinction`, or `catalog_magnitudes`' ``extinction``). The noise, a
+        property of the images, is drawn on the observed flux
+        ``10**(-0.4 (mags + extinction))``; the noisy flux is then corrected by
+        ``10**(0.4 extinction)``, as a catalog's user corrects it, so its σ grows by
+        that factor. Default: no extinction (noise drawn on ``mags``' fluxes).
 
     Returns
     -------
     flux : array, shape (N, nbands)
-        Noisy fluxes in maggies (may be negative).
+        Noisy fluxes in maggies (may be negative), corrected for ``extinction``.
     sigma : array, shape (nbands,) or (N, nbands)
-        The noise σ: per band, ``10**(-0.4 depth) / 5`` maggies, or the ``sigma``
-        given.
+        The noise σ of ``flux``: per band, ``10**(-0.4 depth) / 5`` maggies, or the
+        ``sigma`` given; with ``extinction``, per row, times ``10**(0.4 extinction)``.
 
     Raises
     ------
     ValueError
-        If ``mags`` has NaN or the wrong shape, or ``sigma`` is not of ``mags``'s
-        shape or has a value ≤ 0.
+        If ``mags`` has NaN or the wrong shape, ``sigma`` is not of ``mags``'s shape or
+        has a value ≤ 0, or ``extinction`` is not of ``mags``'s shape or not finite.
     """
     from ..simulate.photometry import BANDS
 
@@ -371,41 +426,58 @@ def depth_noise_fluxes(mags, bands=None, depth=None, seed=0, sigma=None):
     mags = _check_mags(mags, bands)
     if np.any(np.isnan(mags)):
         raise ValueError("mags contains NaN (use inf for a band without flux)")
+    boost = None
+    if extinction is not None:
+        extinction = np.asarray(extinction, dtype=float)
+        if extinction.shape != mags.shape:
+            raise ValueError(f"extinction must have the shape of mags, {mags.shape}; got "
+                             f"{extinction.shape}")
+        if not np.all(np.isfinite(extinction)):
+            raise ValueError("extinction must be finite (0 for a band without any)")
+        boost = 10.0 ** (0.4 * extinction)
     rng = np.random.default_rng(seed)
     deviates = rng.standard_normal(mags.shape)
     truth = 10.0 ** (-0.4 * mags)
+    if boost is not None:
+        truth = truth / boost
     if sigma is None:
         sigma = 10.0 ** (-0.4 * depths) / 5.0
-        return truth + deviates * sigma, sigma
-    sigma = np.asarray(sigma, dtype=float)
-    if sigma.shape != mags.shape:
-        raise ValueError(f"sigma must have the shape of mags, {mags.shape}; got {sigma.shape}")
-    if np.any(sigma <= 0):
-        raise ValueError("sigma must be positive (inf or NaN for a band not measured)")
-    measured = np.isfinite(sigma)
-    flux = np.where(measured, truth + deviates * np.where(measured, sigma, 0.0), 0.0)
-    return flux, sigma
+        flux = truth + deviates * sigma
+    else:
+        sigma = np.asarray(sigma, dtype=float)
+        if sigma.shape != mags.shape:
+            raise ValueError(f"sigma must have the shape of mags, {mags.shape}; got "
+                             f"{sigma.shape}")
+        if np.any(sigma <= 0):
+            raise ValueError("sigma must be positive (inf or NaN for a band not measured)")
+        measured = np.isfinite(sigma)
+        flux = np.where(measured, truth + deviates * np.where(measured, sigma, 0.0), 0.0)
+    if boost is None:
+        return flux, sigma
+    return flux * boost, sigma * boost
 
 
-def noisy_magnitudes(mags, bands=None, depth=None, seed=0, sigma=None):
+def noisy_magnitudes(mags, bands=None, depth=None, seed=0, sigma=None, extinction=None):
     """Asinh magnitudes of `depth_noise_fluxes`: what a depth-limited catalog lists.
 
     Parameters
     ----------
-    mags, bands, depth, seed, sigma
-        As in `depth_noise_fluxes`.
+    mags, bands, depth, seed, sigma, extinction
+        As in `depth_noise_fluxes`. Give ``extinction`` whenever ``mags`` are
+        extinction-corrected: without it, a reddened galaxy's corrected colours come
+        out too precise.
 
     Returns
     -------
     array, shape (N, nbands)
         AB asinh magnitudes (`asinh_magnitudes`, softened at each band's point-source
-        noise σ from ``depth``, whatever ``sigma`` is): finite for every row, equal
-        to the AB magnitude for bright sources.
+        noise σ from ``depth``, whatever ``sigma`` is) of the corrected noisy fluxes:
+        finite for every row, equal to the AB magnitude for bright sources.
     """
     from ..simulate.photometry import BANDS
 
     bands, depths = _check_bands(BANDS if bands is None else bands, depth)
-    flux, _ = depth_noise_fluxes(mags, bands, depth, seed, sigma)
+    flux, _ = depth_noise_fluxes(mags, bands, depth, seed, sigma, extinction)
     return asinh_magnitudes(flux, 0.0, depths)
 
 
