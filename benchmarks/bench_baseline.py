@@ -66,8 +66,8 @@ from astro_mantis.simulate.dataset import load_shard, shard_paths
 from astro_mantis.simulate.photometry import BANDS
 from astro_mantis.simulate.render import DEFAULT_DEPTH
 from astro_mantis.training.baseline import (CatalogKNN, KNNRedshift, catalog_magnitudes,
-                                            noisy_magnitudes, shard_features,
-                                            shard_magnitudes)
+                                            noisy_magnitudes, shard_extinction,
+                                            shard_features, shard_magnitudes)
 
 KEYS = ("bias_mean", "bias_median", "nmad", "outlier_0.15", "outlier_0.05", "crps",
         "cde_loss", "pit_ks", "coverage_68", "coverage_95")
@@ -80,7 +80,8 @@ NOISE_SEEDS = {"even": 0, "train": 1, "test": 2, "odd": 3}
 
 def split_arrays(data, split, with_images=False):
     """Aperture features, catalog magnitudes, redshifts, (shards) and the catalog's
-    positions and shapes (dict of arrays) of one split."""
+    positions and shapes (dict of arrays, with the magnitudes' extinction correction
+    as ``'extinction'``) of one split."""
     feats, mags, zs, shards, cats = [], [], [], [], []
     for path in shard_paths(data, split):
         shard = load_shard(path)
@@ -89,6 +90,7 @@ def split_arrays(data, split, with_images=False):
         zs.append(np.asarray(shard["z"], dtype=float))
         cats.append({c: np.asarray(shard["catalog"][c], dtype=float) for c in SHAPE_COLUMNS
                      if c in shard["catalog"].colnames})
+        cats[-1]["extinction"] = shard_extinction(shard)
         if with_images:
             shards.append(shard)
         else:
@@ -140,16 +142,16 @@ def dataset_sky(data):
 
 
 def recipe_catalogs(n_train, first_run=0, image_noise=False):
-    """Catalog magnitudes, redshifts, field zero-point errors (`field_zero_points`) and,
-    with ``image_noise``, the galaxies' own flux errors (`flux_errors`; else None) of
-    the training runs of a recipe of ``n_train`` whose runs start at index
-    ``first_run`` (``--first-run``)."""
+    """Catalog magnitudes, redshifts, field zero-point errors (`field_zero_points`),
+    the magnitudes' extinction corrections and, with ``image_noise``, the galaxies' own
+    flux errors (`flux_errors`; else None) of the training runs of a recipe of
+    ``n_train`` whose runs start at index ``first_run`` (``--first-run``)."""
     from astro_mantis.simulate.dataset import dataset_config
     from astro_mantis.simulate.sky import MockSky
     from astro_mantis.training.recipe import Recipe, _randomisation, _SEEDS
 
     recipe = Recipe(workdir=".", n_train=n_train)
-    mags, zs, zps, errors = [], [], [], []
+    mags, zs, zps, exts, errors = [], [], [], [], []
     for index in range(-(-n_train // recipe.chunk)):
         n = min(recipe.chunk, n_train - index * recipe.chunk)
         config = dataset_config(n, randomisation=_randomisation("train"))
@@ -157,12 +159,13 @@ def recipe_catalogs(n_train, first_run=0, image_noise=False):
         sky = MockSky(config, seed=seed)
         catalog = sky.catalog
         mags.append(shard_magnitudes({"catalog": catalog}))
+        exts.append(shard_extinction({"catalog": catalog}))
         zs.append(np.asarray(catalog["z"], dtype=float))
         zps.append(field_zero_points(sky, np.column_stack([catalog["ra"], catalog["dec"]])))
         if image_noise:
             errors.append(flux_errors(sky))
     return (np.concatenate(mags), np.concatenate(zs), np.concatenate(zps),
-            np.concatenate(errors) if image_noise else None)
+            np.concatenate(exts), np.concatenate(errors) if image_noise else None)
 
 
 def print_shifted(data, columns, zp_knn, zp_name, image_knn=None):
@@ -177,12 +180,13 @@ def print_shifted(data, columns, zp_knn, zp_name, image_knn=None):
     _, mags, z, _, cat = split_arrays(data, "test")
     zp = field_zero_points(sky, np.column_stack([cat["ra"], cat["dec"]]))
     shifted, points = {}, {}
-    noisy = noisy_magnitudes(mags + zp, seed=NOISE_SEEDS["test"])
+    ext = cat["extinction"]
+    noisy = noisy_magnitudes(mags + zp, seed=NOISE_SEEDS["test"], extinction=ext)
     points[zp_name] = zp_knn.predict(noisy)
     shifted[zp_name] = photoz_metrics(points[zp_name], z, pdf=zp_knn.predict_pdf(noisy))
     if image_knn is not None:
         noisy = noisy_magnitudes(mags + zp, seed=NOISE_SEEDS["test"],
-                                 sigma=flux_errors(sky, cat))
+                                 sigma=flux_errors(sky, cat), extinction=ext)
         points[IMAGE_NOISE] = image_knn.predict(noisy)
         shifted[IMAGE_NOISE] = photoz_metrics(points[IMAGE_NOISE], z,
                                               pdf=image_knn.predict_pdf(noisy))
@@ -277,7 +281,9 @@ def main(argv=None):
         parser.error("--write-card needs the network's figures (drop --no-network)")
 
     t0 = time.perf_counter()
-    x_train, m_train, z_train, _, _ = split_arrays(args.fit_data or args.data, args.fit_split)
+    x_train, m_train, z_train, _, cat_fit = split_arrays(args.fit_data or args.data,
+                                                         args.fit_split)
+    ext_train = cat_fit["extinction"]
     aperture_fit = (f"the {len(z_train)} galaxies of the {args.fit_split} split"
                     + (f" of {Path(args.fit_data).name}" if args.fit_data else ""))
     mock_fit = aperture_fit + "'s catalog magnitudes"
@@ -291,9 +297,11 @@ def main(argv=None):
                                              pdf=knn.predict_pdf(x_test))
 
     even = catalog_magnitudes("even")
-    cat_knn = CatalogKNN(k=args.k).fit(noisy_magnitudes(even["mag"], seed=NOISE_SEEDS["even"]),
+    cat_knn = CatalogKNN(k=args.k).fit(noisy_magnitudes(even["mag"], seed=NOISE_SEEDS["even"],
+                                                        extinction=even["extinction"]),
                                        even["z"])
-    noisy_test = noisy_magnitudes(m_test, seed=NOISE_SEEDS["test"])
+    ext_test = cat_test["extinction"]
+    noisy_test = noisy_magnitudes(m_test, seed=NOISE_SEEDS["test"], extinction=ext_test)
     points["catalog kNN (real)"] = cat_knn.predict(noisy_test)
     columns["catalog kNN (real)"] = photoz_metrics(points["catalog kNN (real)"], z_test,
                                                    pdf=cat_knn.predict_pdf(noisy_test))
@@ -304,14 +312,15 @@ def main(argv=None):
         m_train = np.concatenate([part[0] for part in parts])
         z_train = np.concatenate([part[1] for part in parts])
         zp_train = np.concatenate([part[2] for part in parts])
-        err_train = (np.concatenate([part[3] for part in parts]) if args.image_noise
+        ext_train = np.concatenate([part[3] for part in parts])
+        err_train = (np.concatenate([part[4] for part in parts]) if args.image_noise
                      else None)
         runs = " and ".join(f"--n-train {n} --first-run {first}" if first else
                             f"--n-train {n}" for n, first in zip(args.recipe_n_train, firsts))
         mock_fit = (f"the catalog magnitudes of the {len(z_train)} training galaxies of the "
                     f"recipe ({runs})")
-    mock_knn = CatalogKNN(k=args.k).fit(noisy_magnitudes(m_train, seed=NOISE_SEEDS["train"]),
-                                        z_train)
+    mock_knn = CatalogKNN(k=args.k).fit(noisy_magnitudes(m_train, seed=NOISE_SEEDS["train"],
+                                                         extinction=ext_train), z_train)
     points["catalog kNN (mock)"] = mock_knn.predict(noisy_test)
     columns["catalog kNN (mock)"] = photoz_metrics(points["catalog kNN (mock)"], z_test,
                                                    pdf=mock_knn.predict_pdf(noisy_test))
@@ -330,17 +339,20 @@ def main(argv=None):
               "recipe's training randomisation)")
     else:
         zp_knn = CatalogKNN(k=args.k).fit(
-            noisy_magnitudes(m_train + zp_train, seed=NOISE_SEEDS["train"]), z_train)
-        noisy_zp = noisy_magnitudes(m_test + zp_test, seed=NOISE_SEEDS["test"])
+            noisy_magnitudes(m_train + zp_train, seed=NOISE_SEEDS["train"],
+                             extinction=ext_train), z_train)
+        noisy_zp = noisy_magnitudes(m_test + zp_test, seed=NOISE_SEEDS["test"],
+                                    extinction=ext_test)
         points[zp_name] = zp_knn.predict(noisy_zp)
         columns[zp_name] = photoz_metrics(points[zp_name], z_test,
                                           pdf=zp_knn.predict_pdf(noisy_zp))
         for f in args.noise_scales:
             depth = {b: d - 2.5 * np.log10(f) for b, d in DEFAULT_DEPTH.items()}
             knn_f = CatalogKNN(k=args.k).fit(
-                noisy_magnitudes(m_train + zp_train, depth=depth, seed=NOISE_SEEDS["train"]),
-                z_train)
-            noisy_f = noisy_magnitudes(m_test + zp_test, depth=depth, seed=NOISE_SEEDS["test"])
+                noisy_magnitudes(m_train + zp_train, depth=depth, seed=NOISE_SEEDS["train"],
+                                 extinction=ext_train), z_train)
+            noisy_f = noisy_magnitudes(m_test + zp_test, depth=depth, seed=NOISE_SEEDS["test"],
+                                       extinction=ext_test)
             noisier[f"field zero points, noise x{f:g}"] = photoz_metrics(
                 knn_f.predict(noisy_f), z_test, pdf=knn_f.predict_pdf(noisy_f))
         if args.image_noise:
@@ -350,9 +362,9 @@ def main(argv=None):
             err_test = flux_errors(sky_test, cat_test)
             knn_i = CatalogKNN(k=args.k).fit(
                 noisy_magnitudes(m_train + zp_train, seed=NOISE_SEEDS["train"],
-                                 sigma=err_train), z_train)
+                                 sigma=err_train, extinction=ext_train), z_train)
             noisy_i = noisy_magnitudes(m_test + zp_test, seed=NOISE_SEEDS["test"],
-                                       sigma=err_test)
+                                       sigma=err_test, extinction=ext_test)
             points[IMAGE_NOISE] = knn_i.predict(noisy_i)
             columns[IMAGE_NOISE] = photoz_metrics(points[IMAGE_NOISE], z_test,
                                                   pdf=knn_i.predict_pdf(noisy_i))
@@ -394,7 +406,8 @@ def main(argv=None):
     odd_rows = {}
     for source in ("fit", "anchored"):
         odd = catalog_magnitudes("odd", source=source)
-        noisy_odd = noisy_magnitudes(odd["mag"], seed=NOISE_SEEDS["odd"])
+        noisy_odd = noisy_magnitudes(odd["mag"], seed=NOISE_SEEDS["odd"],
+                                     extinction=odd["extinction"])
         odd_rows[source] = (cat_knn.predict(noisy_odd), np.asarray(odd["z"]))
         odd_rows[source] += (photoz_metrics(odd_rows[source][0], odd["z"],
                                             pdf=cat_knn.predict_pdf(noisy_odd)),)

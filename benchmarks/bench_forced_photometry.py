@@ -132,8 +132,8 @@ def bound_magnitudes(m, seed):
     """Asinh magnitudes with Gaussian noise of the flux_errors bound (inf: zero flux),
     extinction-corrected: the noise is drawn on the observed fluxes, as the measured
     ones carry it, so its σ scales with the correction."""
-    return noisy_magnitudes(m["mag"] + m["zp"] - m["corr"], seed=seed,
-                            sigma=m["err"] * 10.0 ** (0.4 * m["corr"]))
+    return noisy_magnitudes(m["mag"] + m["zp"] - m["corr"], seed=seed, sigma=m["err"],
+                            extinction=m["corr"])
 
 
 def print_combined(args, fit, test):

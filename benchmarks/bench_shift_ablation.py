@@ -75,10 +75,12 @@ def catalog_control(test_dir, n, seed, knn_seed=0, n_fit=16384):
     from astro_mantis.shards import iter_shards
     from astro_mantis.simulate import MockSky
     from astro_mantis.simulate.dataset import dataset_config
-    from astro_mantis.training.baseline import CatalogKNN, noisy_magnitudes, shard_magnitudes
+    from astro_mantis.training.baseline import (CatalogKNN, noisy_magnitudes, shard_extinction,
+                                                shard_magnitudes)
 
     parts = list(iter_shards(test_dir, "test"))
     mags = np.concatenate([shard_magnitudes(s) for s in parts])
+    ext = np.concatenate([shard_extinction(s) for s in parts])
     z = np.concatenate([np.asarray(s["z"], float) for s in parts])
     radec = np.concatenate([np.column_stack([s["catalog"]["ra"], s["catalog"]["dec"]])
                             for s in parts])
@@ -86,16 +88,18 @@ def catalog_control(test_dir, n, seed, knn_seed=0, n_fit=16384):
     zp = {name: field_zero_points(MockSky(dataset_config(n, randomisation=randomisation(name)),
                                           seed=seed), radec)
           for name in ("none", "zero_point")}
-    train_mags, train_z, train_zp, _ = recipe_catalogs(n_fit)
-    clean = CatalogKNN().fit(noisy_magnitudes(train_mags, seed=knn_seed), train_z)
-    calibrated = CatalogKNN().fit(noisy_magnitudes(train_mags + train_zp, seed=knn_seed),
-                                  train_z)
+    train_mags, train_z, train_zp, train_ext, _ = recipe_catalogs(n_fit)
+    clean = CatalogKNN().fit(noisy_magnitudes(train_mags, seed=knn_seed,
+                                              extinction=train_ext), train_z)
+    calibrated = CatalogKNN().fit(noisy_magnitudes(train_mags + train_zp, seed=knn_seed,
+                                                   extinction=train_ext), train_z)
     cases = {"no zero-point errors (fit and scored)": (clean, 0.0),
              "training randomisation's field offsets": (calibrated, zp["none"]),
              "shifted simulator's field offsets": (calibrated, zp["zero_point"])}
     out = {}
     for name, (knn, dm) in cases.items():
-        m = photoz_metrics(knn.predict(noisy_magnitudes(mags + dm, seed=knn_seed + 2)), z,
+        m = photoz_metrics(knn.predict(noisy_magnitudes(mags + dm, seed=knn_seed + 2,
+                                                        extinction=ext)), z,
                            n_bootstrap=100)
         out[name] = (m["nmad"], m.errors["nmad"])
     return out
