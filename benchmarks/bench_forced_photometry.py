@@ -34,6 +34,9 @@ measured-photometry kNN's and divides by the network's training prior (the two a
 independent evidence), to ask whether colours measured this way hold information the
 network does not use. ``--test`` may be the shifted-simulator set
 (``WORKDIR/data/shifted``); the kNN is always fitted on the training runs.
+``--validation WORKDIR/data/validation`` also tempers the colours' evidence,
+``p(z | images) (p(z | colours) / p(z)) ** beta`` for each ``--betas`` value, and marks
+the beta of the lowest mean CRPS on the validation set (the test set chooses nothing).
 """
 import argparse
 import dataclasses
@@ -136,33 +139,79 @@ def bound_magnitudes(m, seed):
                             extinction=m["corr"])
 
 
+def network_and_colours(model, knn, data, split, measured):
+    """The network's calibrated PDFs and the measured-photometry kNN's on the galaxies of
+    ``split`` in ``data`` (``measured``: their `measure` output, in the same order)."""
+    shards = [load_shard(p) for p in shard_paths(data, split)]
+    if not np.array_equal(np.concatenate([s["z"] for s in shards]), measured["z"]):
+        raise SystemExit("the network's rows and the photometry's differ")
+    net = network_pdf(model, shards)
+    return net, knn.predict_pdf(measured_magnitudes(measured))
+
+
+def combined_pdf(net, colours, prior, beta=1.0):
+    """The network's PDFs times the colours' likelihood ratio to the power ``beta``:
+    ``p(z | images) (p(z | colours) / p(z)) ** beta``, normalised (``beta`` = 1: the two
+    as independent evidence; 0: the network alone)."""
+    from astro_mantis.pdf import RedshiftPDF
+
+    ratio = np.clip(colours.pdf, 1e-12, None) / prior[None, :]
+    product = net.pdf * ratio ** beta
+    return RedshiftPDF(product / (product * net.widths).sum(axis=1, keepdims=True),
+                       edges=net.edges)
+
+
 def print_combined(args, fit, test):
     """The network alone, and its PDFs times the measured-photometry kNN's over the
     network's training prior (independent evidence: p(z | both) ∝ p(z | images)
-    p(z | colours) / p(z)), on the test galaxies; PDF median and mean."""
+    p(z | colours) / p(z)), on the test galaxies; PDF median and mean. With
+    ``--validation``, the colours' evidence is also tempered by each ``--betas`` value,
+    and the one of the lowest mean CRPS on the validation set is marked: nothing is
+    chosen on the test set."""
     from astro_mantis.models import load_model, training_prior
-    from astro_mantis.pdf import RedshiftPDF
 
     model = load_model("mantis-mini", weights=args.weights)
-    shards = [load_shard(p) for p in shard_paths(args.test, "test")]
-    if not np.array_equal(np.concatenate([s["z"] for s in shards]), test["z"]):
-        raise SystemExit("the network's rows and the photometry's differ")
-    net = network_pdf(model, shards)
-    del shards
+    prior = training_prior(model)
     knn = CatalogKNN(k=args.k).fit(measured_magnitudes(fit), fit["z"])
-    colours = knn.predict_pdf(measured_magnitudes(test))
-    product = net.pdf * np.clip(colours.pdf, 1e-12, None) / training_prior(model)[None, :]
-    both = RedshiftPDF(product / (product * net.widths).sum(axis=1, keepdims=True),
-                       edges=net.edges)
+    net, colours = network_and_colours(model, knn, args.test, "test", test)
     print(f"the network and the kNN on fluxes measured with the {args.template!r} "
           f"template, on {len(test['z'])} test galaxies:")
-    for name, pdf in (("network", net), ("network x measured colours", both)):
+    pdfs = (("network", net), ("network x measured colours",
+                                combined_pdf(net, colours, prior)))
+    for name, pdf in pdfs:
         for estimator in ("median", "mean"):
             m = photoz_metrics(getattr(pdf, estimator)(), test["z"], pdf=pdf)
             print(f"  {name + ', PDF ' + estimator:<40} NMAD {m['nmad']:.4f} ± "
                   f"{m.errors['nmad']:.4f}, outliers > 0.05 {m['outlier_0.05']:.3f} ± "
                   f"{m.errors['outlier_0.05']:.3f}, > 0.15 {m['outlier_0.15']:.3f}, CRPS "
                   f"{m['crps']:.4f}, PIT KS {m['pit_ks']:.3f}")
+    if args.validation is None:
+        return
+    val = measure([args.validation], "validation", args.workers, args.template)
+    val_net, val_colours = network_and_colours(model, knn, args.validation, "validation",
+                                               val)
+    scores = {}
+    for beta in args.betas:
+        pdf = combined_pdf(val_net, val_colours, prior, beta)
+        scores[beta] = photoz_metrics(pdf.median(), val["z"], pdf=pdf, n_bootstrap=0)
+    chosen = min(scores, key=lambda b: scores[b]["crps"])
+    print(f"tempered colours, p(z | images) (p(z | colours) / p(z)) ** beta, PDF median "
+          f"(bins of true z of width 0.1 with >= 50 galaxies); beta chosen by the lowest "
+          f"CRPS on the {len(val['z'])} validation galaxies (*), then scored on the "
+          f"{len(test['z'])} of --test:")
+    for beta in args.betas:
+        pdf = combined_pdf(net, colours, prior, beta)
+        m = photoz_metrics(pdf.median(), test["z"], pdf=pdf)
+        bins = binned_metrics(test["z"], z_point=pdf.median(), min_count=50, n_bootstrap=0)
+        worst = max(abs(r["bias_median"]) for r in bins
+                    if r["bin"] != "all" and not np.ma.is_masked(r["bias_median"]))
+        v = scores[beta]
+        print(f"  {'*' if beta == chosen else ' '} beta {beta:<5g} validation CRPS "
+              f"{v['crps']:.4f}, outliers > 0.05 {v['outlier_0.05']:.3f}, PIT KS "
+              f"{v['pit_ks']:.3f} | test NMAD {m['nmad']:.4f} ± {m.errors['nmad']:.4f}, "
+              f"outliers > 0.05 {m['outlier_0.05']:.3f} ± {m.errors['outlier_0.05']:.3f}, "
+              f"CRPS {m['crps']:.4f}, PIT KS {m['pit_ks']:.3f}, worst bin's |median bias| "
+              f"{worst:.3f}")
 
 
 def main(argv=None):
@@ -180,11 +229,22 @@ def main(argv=None):
                         help="also score the product of the bundled network's PDFs (or "
                              "--weights') and the measured-photometry kNN's, over the "
                              "network's training prior")
+    parser.add_argument("--validation", default=None,
+                        help="with --combine, a recipe validation set (WORKDIR/data/"
+                             "validation): also temper the colours' evidence by each of "
+                             "--betas and mark the one of the lowest validation CRPS")
+    parser.add_argument("--betas", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1],
+                        help="exponents of the colours' likelihood ratio (default 0 0.25 "
+                             "0.5 0.75 1)")
     parser.add_argument("--weights", default=None, help="mantis-mini weights (.safetensors)")
     parser.add_argument("--fit-sizes", type=int, nargs="*", default=[],
                         help="also fit both kNNs on the first N fit galaxies, for each N "
                              "(how the gap between them changes with the fit's size)")
     args = parser.parse_args(argv)
+    if args.validation is not None and not args.combine:
+        parser.error("--validation needs --combine")
+    if any(b < 0 for b in args.betas):
+        parser.error("--betas must be non-negative")
     if any(n < args.k for n in args.fit_sizes):
         parser.error(f"--fit-sizes must be at least --k ({args.k})")
     t0 = time.perf_counter()
