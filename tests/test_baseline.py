@@ -287,7 +287,7 @@ def test_shard_magnitudes_undo_the_milky_way_extinction(sim):
                                atol=1e-6)
     np.testing.assert_allclose(shard_extinction({"catalog": cat}, bands=("w1",)),
                                (observed - intrinsic)[:, [7]], atol=1e-6)
-    with pytest.raises(ValueError, match="ebv must be"):
+    with pytest.raises(ValueError, match="ebv must be 'ebv_csfd', 'ebv_planck' or 'ebv' "):
         shard_extinction({"catalog": cat}, ebv=None)
     assert np.all(observed[-1] > intrinsic[-1] + 0.01)
     with pytest.raises(ValueError, match="ebv must be"):

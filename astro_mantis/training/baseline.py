@@ -294,6 +294,10 @@ def catalog_magnitudes(rows="even", bands=None, source="fit"):
     return _CATALOG_MEMO[key].copy()
 
 
+#: Catalog columns of E(B−V) a shard's extinction correction may use.
+_EBV_COLUMNS = ("ebv_csfd", "ebv_planck", "ebv")
+
+
 def shard_magnitudes(shard, bands=None, ebv="ebv_csfd"):
     """Catalog magnitudes of a shard's mock galaxies, corrected for Milky-Way extinction.
 
@@ -321,6 +325,8 @@ def shard_magnitudes(shard, bands=None, ebv="ebv_csfd"):
     mag = np.column_stack([np.asarray(cat[f"mag_{b}"], dtype=float) for b in bands])
     if ebv is None:
         return mag
+    if ebv not in _EBV_COLUMNS:
+        raise ValueError(f"ebv must be 'ebv_csfd', 'ebv_planck', 'ebv' or None, got {ebv!r}")
     return mag - shard_extinction(shard, bands, ebv)
 
 
@@ -353,8 +359,9 @@ def shard_extinction(shard, bands=None, ebv="ebv_csfd"):
 
     bands, _ = _check_bands(BANDS if bands is None else bands)
     cat = _shard_catalog(shard, bands)
-    if ebv not in ("ebv_csfd", "ebv_planck", "ebv"):
-        raise ValueError(f"ebv must be 'ebv_csfd', 'ebv_planck', 'ebv' or None, got {ebv!r}")
+    if ebv not in _EBV_COLUMNS:
+        raise ValueError(f"ebv must be 'ebv_csfd', 'ebv_planck' or 'ebv' (the catalog "
+                         f"column of E(B-V)), got {ebv!r}")
     coeffs = np.asarray(cat["coeffs"], dtype=float)
     z = np.asarray(cat["z"], dtype=float)
     e = np.asarray(cat[ebv], dtype=float)
