@@ -53,7 +53,7 @@ from astro_mantis.simulate.dataset import load_shard, shard_paths
 from astro_mantis.simulate.photometry import BANDS
 from astro_mantis.simulate.render import DEFAULT_DEPTH, NATIVE_TO_BAND
 from astro_mantis.training.baseline import (CatalogKNN, asinh_magnitudes, noisy_magnitudes,
-                                            shard_magnitudes)
+                                            shard_extinction)
 
 #: Model bands of each survey's cutout planes, in plane order.
 PLANES = {s: [b for (survey, _), b in NATIVE_TO_BAND.items() if survey == s]
@@ -99,7 +99,7 @@ def measure_shard(data, path, template="true"):
                     scale[j, BANDS.index(band)] = (np.sum(t[ok] * d[ok])
                                                    / np.sum(t[ok] ** 2))
     radec = np.column_stack([catalog["ra"], catalog["dec"]])
-    return {"scale": scale, "mag": raw, "corr": raw - shard_magnitudes(shard),
+    return {"scale": scale, "mag": raw, "corr": shard_extinction(shard),
             "zp": field_zero_points(sky, radec), "err": flux_errors(sky, catalog),
             "z": np.asarray(shard["z"], float)}
 

@@ -106,6 +106,23 @@ def test_f99_extinction_dims_bluer_bands_more(even_fit):
     assert np.all((dm[:, -2:] > 0) & (dm[:, -2:] < 0.025))
 
 
+def test_band_extinction_is_the_dimming_and_zero_without_flux(even_fit):
+    coeffs = np.asarray(even_fit["coeffs"])[:50]
+    z = np.asarray(even_fit["z"])[:50]
+    ebv = np.linspace(0.0, 0.2, 50)
+    a = phot.band_extinction(coeffs, z, ebv)
+    np.testing.assert_allclose(
+        a, phot.band_magnitudes(coeffs, z, ebv) - phot.band_magnitudes(coeffs, z, 0.0))
+    assert np.all(a[0] == 0) and np.all(a[1:] > 0)
+    # about linear in E(B-V) at these values: A/E(B-V) is nearly the same for all rows
+    r = phot.BANDS.index("r")
+    per_ebv = a[1:, r] / ebv[1:]
+    assert 1.8 < per_ebv.min() and per_ebv.max() < 3.0
+    # a template with no flux in a band has no extinction there, not NaN
+    none = phot.band_extinction(np.zeros(5), 0.3, 0.1, ("fuv", "r"))
+    np.testing.assert_array_equal(none, [0.0, 0.0])
+
+
 def test_f99_matches_dust_extinction_directly(even_fit):
     """Grid extinction vs dust_extinction's F99 applied to the observed SED."""
     import astropy.units as u

@@ -105,6 +105,7 @@ __all__ = [
     "template_band_maggies",
     "band_maggies",
     "band_magnitudes",
+    "band_extinction",
     "band_maggies_exact",
     "absolute_magnitudes",
     "load_sdss_catalog",
@@ -114,7 +115,8 @@ __all__ = [
 ]
 
 # The examples need the simulation extras (pytest-doctestplus skips them otherwise).
-__doctest_requires__ = {"band_magnitudes": ["kcorrect", "speclite", "dust_extinction", "scipy"]}
+__doctest_requires__ = {("band_magnitudes", "band_extinction"):
+                        ["kcorrect", "speclite", "dust_extinction", "scipy"]}
 
 #: The nine model channels, in the order the network sees them (the bands of the
 #: model's surveys, `astro_mantis.surveys`, in lower case).
@@ -741,6 +743,38 @@ def band_magnitudes(coeffs, z, ebv=0.0, bands=BANDS):
         return np.where(m > 0, -2.5 * np.log10(np.where(m > 0, m, 1.0)), np.inf)
 
 
+def band_extinction(coeffs, z, ebv, bands=BANDS):
+    """Milky-Way extinction of template combinations in each band, in magnitudes.
+
+    The dimming a galaxy's own SED suffers at ``ebv``,
+    ``band_magnitudes(coeffs, z, ebv) − band_magnitudes(coeffs, z, 0)``: what a
+    catalog's extinction correction takes out, and what the mock sky puts in.
+
+    Parameters
+    ----------
+    coeffs, z, ebv, bands
+        As for `band_maggies`.
+
+    Returns
+    -------
+    `numpy.ndarray`
+        Extinction (mag, ≥ 0), shape (n, nbands) or (nbands,); 0 where the
+        template has no flux in the band.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_mantis.simulate.photometry import band_extinction
+    >>> a = band_extinction(np.array([1e-6, 0, 0, 0, 0]), 0.1, 0.05, ("nuv", "r", "w1"))
+    >>> bool(a[0] > a[1] > a[2] > 0)
+    True
+    """
+    with np.errstate(invalid="ignore"):
+        dimming = band_magnitudes(coeffs, z, ebv, bands) - band_magnitudes(coeffs, z, 0.0,
+                                                                           bands)
+    return np.where(np.isfinite(dimming), dimming, 0.0)
+
+
 def band_maggies_exact(coeffs, z, ebv=0.0, bands=BANDS, igm=True):
     """Observed AB maggies by direct integration (slow reference for checks).
 
@@ -1208,9 +1242,7 @@ def sdss_reference_magnitudes(rows="odd", bands=BANDS, max_anchor_distance=0.3):
     fit_lam = np.log([effective_wavelength(b) for b in FIT_BANDS])
     model_fit = band_magnitudes(coeffs, z, 0.0, FIT_BANDS)
     model_out = band_magnitudes(coeffs, z, 0.0, bands)
-    with np.errstate(invalid="ignore"):
-        extinction = band_magnitudes(coeffs, z, np.asarray(cat["ebv_sfd"], float),
-                                     bands) - model_out
+    extinction = band_extinction(coeffs, z, np.asarray(cat["ebv_sfd"], float), bands)
     measured = (ivar > 0) & (maggies > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         obs = np.where(measured, -2.5 * np.log10(np.where(measured, maggies, 1.0)), np.nan)
@@ -1225,6 +1257,6 @@ def sdss_reference_magnitudes(rows="odd", bands=BANDS, max_anchor_distance=0.3):
         mag = obs[rows_idx, anchor] + model_out[:, j] - model_fit[rows_idx, anchor]
         tab[f"mag_{band}"] = np.where(ok, mag, model_out[:, j])
         tab[f"anchor_{band}"] = np.where(ok, np.array(FIT_BANDS)[anchor], "fit")
-        tab[f"ext_{band}"] = np.where(np.isfinite(extinction[:, j]), extinction[:, j], 0.0)
+        tab[f"ext_{band}"] = extinction[:, j]
     tab.meta["rows"] = rows
     return tab

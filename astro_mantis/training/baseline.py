@@ -347,7 +347,8 @@ def shard_extinction(shard, bands=None, ebv="ebv_csfd"):
     -------
     array, shape (N, nbands)
         For band *b*, the galaxy's own template attenuation ``m_b(E) − m_b(0)``
-        (0 where the template has no flux in the band). Give it to `noisy_magnitudes`
+        (`~astro_mantis.simulate.photometry.band_extinction`; 0 where the template has
+        no flux in the band). Give it to `noisy_magnitudes`
         as ``extinction`` so that noise is drawn on the flux the images record.
 
     Raises
@@ -355,7 +356,7 @@ def shard_extinction(shard, bands=None, ebv="ebv_csfd"):
     ValueError
         For a shard without a catalog or its columns, or an unknown ``ebv``.
     """
-    from ..simulate.photometry import BANDS, band_magnitudes
+    from ..simulate.photometry import BANDS, band_extinction
 
     bands, _ = _check_bands(BANDS if bands is None else bands)
     cat = _shard_catalog(shard, bands)
@@ -364,11 +365,7 @@ def shard_extinction(shard, bands=None, ebv="ebv_csfd"):
                          f"column of E(B-V)), got {ebv!r}")
     coeffs = np.asarray(cat["coeffs"], dtype=float)
     z = np.asarray(cat["z"], dtype=float)
-    e = np.asarray(cat[ebv], dtype=float)
-    with np.errstate(invalid="ignore"):
-        attenuation = band_magnitudes(coeffs, z, e, bands) - band_magnitudes(coeffs, z, 0.0,
-                                                                             bands)
-    return np.where(np.isfinite(attenuation), attenuation, 0.0)
+    return band_extinction(coeffs, z, np.asarray(cat[ebv], dtype=float), bands)
 
 
 def _shard_catalog(shard, bands):
