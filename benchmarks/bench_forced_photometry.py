@@ -201,8 +201,9 @@ def print_combined(args, fit, test):
           f"{len(test['z'])} of --test:")
     for beta in args.betas:
         pdf = combined_pdf(net, colours, prior, beta)
-        m = photoz_metrics(pdf.median(), test["z"], pdf=pdf)
-        bins = binned_metrics(test["z"], z_point=pdf.median(), min_count=50, n_bootstrap=0)
+        z_point = pdf.median()
+        m = photoz_metrics(z_point, test["z"], pdf=pdf)
+        bins = binned_metrics(test["z"], z_point=z_point, min_count=50, n_bootstrap=0)
         worst = max(abs(r["bias_median"]) for r in bins
                     if r["bin"] != "all" and not np.ma.is_masked(r["bias_median"]))
         v = scores[beta]
