@@ -204,8 +204,9 @@ def print_combined(args, fit, test):
         z_point = pdf.median()
         m = photoz_metrics(z_point, test["z"], pdf=pdf)
         bins = binned_metrics(test["z"], z_point=z_point, min_count=50, n_bootstrap=0)
-        worst = max(abs(r["bias_median"]) for r in bins
-                    if r["bin"] != "all" and not np.ma.is_masked(r["bias_median"]))
+        worst = max((abs(r["bias_median"]) for r in bins
+                     if r["bin"] != "all" and not np.ma.is_masked(r["bias_median"])),
+                    default=np.nan)  # nan: no bin holds 50 galaxies
         v = scores[beta]
         print(f"  {'*' if beta == chosen else ' '} beta {beta:<5g} validation CRPS "
               f"{v['crps']:.4f}, outliers > 0.05 {v['outlier_0.05']:.3f}, PIT KS "
