@@ -23,8 +23,8 @@ midpoints).
 import numpy as np
 
 __all__ = ["RedshiftPDF", "point_estimate", "POINT_ESTIMATORS", "RECOMMENDED_POINT_ESTIMATE",
-           "redshift_prior", "PRIOR_SMOOTHING", "Z_EDGES", "Z_CENTERS", "Z_WIDTHS", "NBINS",
-           "ZMIN", "ZMAX"]
+           "redshift_prior", "PRIOR_SMOOTHING", "ODDS_WIDTH", "Z_EDGES", "Z_CENTERS",
+           "Z_WIDTHS", "NBINS", "ZMIN", "ZMAX"]
 
 #: Number of redshift bins of the Mantis Shrimp models.
 NBINS = 400
@@ -55,7 +55,12 @@ _COLUMN_DESCRIPTIONS = {
     "std": "Standard deviation of the redshift PDF",
     "lo68": "Lower end of the central 68% credible interval of the PDF",
     "hi68": "Upper end of the central 68% credible interval of the PDF",
+    "odds": "Probability under the PDF that |z_median - z| / (1 + z) <= 0.05: that the "
+            "median is not an outlier (BPZ-like odds)",
 }
+
+#: Width of the ``odds`` table column: the usual outlier threshold on |dz| / (1 + z).
+ODDS_WIDTH = 0.05
 
 
 def _check_edges(edges, nbins=None):
@@ -870,6 +875,63 @@ class RedshiftPDF:
         both = self.ppf(np.broadcast_to(qs, (len(self._pdf), 2)))
         return both[:, 0].copy(), both[:, 1].copy()
 
+    def odds(self, z=None, width=ODDS_WIDTH):
+        """Probability that a point estimate lies within ``width (1 + z)`` of the truth.
+
+        The photometric-redshift "odds" (Benítez 2000, BPZ): the PDF's probability that
+        the true redshift ``z`` satisfies ``|z_point - z| / (1 + z) <= width``, i.e.
+        that ``z_point`` is *not* an outlier at that width, in the sense of the usual
+        outlier fraction (`astro_mantis.metrics.outlier_fraction`). Solved for ``z``,
+        the window is ``(z_point - width) / (1 + width) <= z <= (z_point + width) /
+        (1 - width)``. For calibrated PDFs, one minus the mean odds of a sample is its
+        expected outlier fraction, and a cut on the odds selects the galaxies whose
+        point estimate can be trusted (the cost in completeness is known per row).
+        BPZ centres its window on the PDF's peak and scales it by ``1 + z_point``;
+        this one is centred on any point estimate and scaled by ``1 + z``, as outliers
+        are counted.
+
+        Parameters
+        ----------
+        z : float or array-like, optional
+            The point estimates, one per object (or one for all); default: the
+            median, the package's recommended point estimate.
+        width : float
+            The window's half-width in ``|dz| / (1 + z)``, in (0, 1); default 0.05.
+
+        Returns
+        -------
+        float or `~numpy.ndarray`
+            Shape ``(N,)``, in [0, 1]; NaN for invalid rows and NaN point estimates.
+
+        Raises
+        ------
+        ValueError
+            If ``width`` is not in (0, 1), or ``z`` does not have one value per
+            object.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_mantis.pdf import RedshiftPDF, Z_CENTERS
+        >>> sharp = np.exp(-0.5 * ((Z_CENTERS - 0.5) / 0.01) ** 2)
+        >>> broad = np.exp(-0.5 * ((Z_CENTERS - 0.5) / 0.2) ** 2)
+        >>> [round(float(x), 3) for x in RedshiftPDF(np.stack([sharp, broad])).odds()]
+        [1.0, 0.295]
+        """
+        width = float(width)
+        if not 0 < width < 1:
+            raise ValueError(f"width must be in (0, 1), got {width!r}")
+        n = 1 if self._scalar else len(self._pdf)
+        point = np.asarray(self.median() if z is None else z, dtype=np.float64)
+        if point.ndim > 1 or (point.ndim == 1 and len(point) not in (1, n)):
+            raise ValueError(f"z must hold one point estimate per object ({n}), got "
+                             f"shape {point.shape}")
+        point = point.reshape(()) if self._scalar else np.broadcast_to(point.ravel(), (n,))
+        lo = (point - width) / (1 + width)
+        hi = (point + width) / (1 - width)
+        cdf = self.cdf(np.stack(np.broadcast_arrays(lo, hi), axis=-1))
+        return self._out(np.atleast_1d(cdf[..., 1] - cdf[..., 0]))
+
     def sample(self, size=None, seed=None):
         """Draw redshifts from each PDF (inverse-CDF sampling).
 
@@ -1050,7 +1112,8 @@ class RedshiftPDF:
             its ``meta`` holds ``bin_edges`` as a list, a short
             ``bin_convention`` text and this object's ``meta``), ``{prefix}mean``,
             ``{prefix}median``, ``{prefix}mode``, ``{prefix}std``, ``{prefix}lo68``,
-            ``{prefix}hi68``. A scalar PDF gives one row.
+            ``{prefix}hi68``, ``{prefix}odds`` (`odds` of the median at the width
+            `ODDS_WIDTH`). A scalar PDF gives one row.
         """
         import astropy.units as u
         from astropy.table import Column, MaskedColumn
@@ -1063,6 +1126,7 @@ class RedshiftPDF:
             "mean": obj.mean(), "median": obj.median(), "mode": obj.mode(),
             "std": obj.std(), "lo68": lo, "hi68": hi,
         }
+        values["odds"] = obj.odds(z=values["median"])
         cls = MaskedColumn if masked else Column
         cols = {}
         for key, val in values.items():

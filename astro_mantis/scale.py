@@ -43,7 +43,7 @@ column            type                                        not estimated
 ================  ==========================================  =====================
 ``z_pdf``         ``fixed_size_list<float>[400][pyarrow]``    null
 ``z_mean`` ...    ``double[pyarrow]`` (mean, median, mode,    null
-                  std, lo68, hi68)
+                  std, lo68, hi68, odds)
 ``z_flags``       ``int32[pyarrow]``                          never null
 ================  ==========================================  =====================
 

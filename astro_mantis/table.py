@@ -46,7 +46,7 @@ __all__ = ["add_redshift_columns", "query_coordinates", "table_coordinates", "du
            "column_names", "RunStats", "OUTPUT_KEYS", "DustWarning"]
 
 #: Suffixes of the columns `add_redshift_columns` adds (after the prefix).
-OUTPUT_KEYS = ("pdf", "mean", "median", "mode", "std", "lo68", "hi68", "flags")
+OUTPUT_KEYS = ("pdf", "mean", "median", "mode", "std", "lo68", "hi68", "odds", "flags")
 
 #: Suffix of the out-of-distribution score column (added when the model has a reference
 #: embedding; see `add_redshift_columns`).
@@ -153,7 +153,8 @@ def column_names(prefix="z_"):
     --------
     >>> from astro_mantis.table import column_names
     >>> column_names()
-    ['z_pdf', 'z_mean', 'z_median', 'z_mode', 'z_std', 'z_lo68', 'z_hi68', 'z_flags']
+    ['z_pdf', 'z_mean', 'z_median', 'z_mode', 'z_std', 'z_lo68', 'z_hi68', 'z_odds',
+     'z_flags']
     """
     return [f"{prefix}{k}" for k in OUTPUT_KEYS]
 
@@ -615,7 +616,9 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     table : `~astropy.table.Table`
         The same table, with columns ``{prefix}pdf`` (float32, N x 400),
         ``{prefix}mean``, ``{prefix}median``, ``{prefix}mode``, ``{prefix}std``,
-        ``{prefix}lo68``, ``{prefix}hi68`` (masked where not estimated) and
+        ``{prefix}lo68``, ``{prefix}hi68``, ``{prefix}odds`` (the probability that
+        the median is within 0.05 (1 + z) of the truth, `~astro_mantis.pdf.RedshiftPDF.odds`; all
+        masked where not estimated) and
         ``{prefix}flags`` (`~astro_mantis.MantisFlag` bits). The ``pdf`` column's
         meta holds the bin edges; ``table.meta`` gains ``{prefix}model``,
         ``{prefix}sha256``, ``{prefix}vers`` (package version), ``{prefix}nbins``,

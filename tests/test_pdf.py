@@ -368,6 +368,60 @@ def test_concatenate_and_stack():
         RedshiftPDF.concatenate([a, RedshiftPDF(np.ones(3), edges=[0, 1, 2, 3])])
 
 
+# -- odds ---------------------------------------------------------------------------------
+def test_odds_of_a_gaussian_is_its_mass_in_the_outlier_window():
+    from scipy.stats import norm
+
+    mu, sigma = np.array([0.3, 0.8, 0.8]), np.array([0.02, 0.05, 0.15])
+    p = RedshiftPDF(gaussians(mu, sigma))
+    point = np.array([0.3, 0.8, 0.9])
+    for width in (0.05, 0.15):
+        lo, hi = (point - width) / (1 + width), (point + width) / (1 - width)
+        expect = norm.cdf(hi, mu, sigma) - norm.cdf(lo, mu, sigma)
+        assert_allclose(p.odds(point, width=width), expect, atol=2e-4)
+    # default point: the median; a sharp PDF is sure of itself, a broad one is not
+    assert_allclose(p.odds(), p.odds(p.median()))
+    odds = p.odds()
+    assert odds[0] > 0.99 and 0 < odds[2] < odds[1] < 1
+    # one point for all objects, and a scalar PDF
+    assert_allclose(p.odds(0.8), p.odds(np.full(3, 0.8)))
+    assert isinstance(p[1].odds(), float) and p[1].odds() == pytest.approx(odds[1])
+
+
+def test_odds_predict_the_outlier_fraction_of_calibrated_pdfs():
+    # true redshifts drawn from the PDFs themselves: calibrated by construction, so one
+    # minus the mean odds is the outlier fraction of the medians, and a cut on the odds
+    # leaves fewer outliers
+    rng = np.random.default_rng(3)
+    n = 4000
+    mu = rng.uniform(0.1, 1.3, n)
+    sigma = rng.uniform(0.01, 0.15, n)
+    p = RedshiftPDF(gaussians(mu, sigma))
+    z = p.sample(seed=4)
+    med = p.median()
+    outlier = np.abs(med - z) / (1 + z) > 0.05
+    odds = p.odds()
+    error = np.sqrt(outlier.mean() * (1 - outlier.mean()) / n)
+    assert abs((1 - odds.mean()) - outlier.mean()) < 4 * error
+    assert outlier[odds > 0.9].mean() < 0.5 * outlier.mean()
+
+
+def test_odds_invalid_rows_and_bad_input():
+    raw = gaussians([0.2, 0.6], [0.04, 0.06])
+    raw[1] = np.nan
+    p = RedshiftPDF(raw, allow_invalid=True)
+    odds = p.odds()
+    assert 0.8 < odds[0] < 0.95 and np.isnan(odds[1])
+    assert np.isnan(p.odds([np.nan, 0.6])).all()
+    for width in (0, 1, -0.1, np.nan):
+        with pytest.raises(ValueError, match="width must be in"):
+            p.odds(width=width)
+    with pytest.raises(ValueError, match="one point estimate per object"):
+        p.odds([0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="one point estimate per object"):
+        p.odds(np.zeros((2, 2)))
+
+
 # -- tables ---------------------------------------------------------------------------------
 def test_table_columns_and_round_trip(tmp_path):
     from astropy.table import Table
@@ -377,7 +431,8 @@ def test_table_columns_and_round_trip(tmp_path):
     raw[1] = np.nan
     p = RedshiftPDF(raw, allow_invalid=True, meta={"model": "mantis-mini"})
     cols = p.to_table_columns()
-    assert list(cols) == ["z_pdf", "z_mean", "z_median", "z_mode", "z_std", "z_lo68", "z_hi68"]
+    assert list(cols) == ["z_pdf", "z_mean", "z_median", "z_mode", "z_std", "z_lo68", "z_hi68",
+                          "z_odds"]
     for col in cols.values():
         assert col.unit == u.dimensionless_unscaled
         assert col.description
@@ -387,7 +442,10 @@ def test_table_columns_and_round_trip(tmp_path):
     assert pdfcol.meta["model"] == "mantis-mini"
     assert_allclose(cols["z_mean"], p.mean())
     assert_allclose(cols["z_lo68"], p.interval()[0])
-    assert np.isnan(cols["z_median"][1])
+    assert_allclose(cols["z_odds"], p.odds(p.median()))
+    assert np.isnan(cols["z_median"][1]) and np.isnan(cols["z_odds"][1])
+    masked = p.to_table_columns(masked=True)
+    assert_array_equal(masked["z_odds"].mask, [False, True, False])
 
     table = Table(cols)
     table.write(tmp_path / "z.ecsv")

@@ -61,9 +61,13 @@ def test_columns_rows_flags_and_values(sky, sky_server):
     out = add_redshift_columns(t, ebv=DUST, progress=False, report=run)
     assert out is t and len(t) == 14 and np.array_equal(t["ident"], ident)
     names = column_names()
-    assert t.colnames[-9:] == names[:-1] + ["z_ood", names[-1]]
+    assert t.colnames[-(len(names) + 1):] == names[:-1] + ["z_ood", names[-1]]
     # the out-of-distribution score of every estimated row, in [0, 1]; the threshold in meta
     est = ~np.ma.getmaskarray(t["z_mean"])
+    # the odds of the median, from the row's own PDF; masked where not estimated
+    back = RedshiftPDF.from_table(t[est])
+    assert np.allclose(np.asarray(t["z_odds"])[est], back.odds(back.median()))
+    assert np.all(np.ma.getmaskarray(t["z_odds"])[~est])
     assert np.all((np.asarray(t["z_ood"])[est] >= 0) & (np.asarray(t["z_ood"])[est] <= 1))
     assert np.all(np.ma.getmaskarray(t["z_ood"])[~est])
     assert t.meta["z_oodth"] == pytest.approx(0.99)

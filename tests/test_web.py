@@ -315,6 +315,9 @@ def test_predict_matches_the_library_on_the_same_sky(api, sample, tmp_path):
     tol = dict(rel=1e-5) if t.meta["z_prec"] == "float32" else dict(abs=0.005)
     assert body["z_mean"] == pytest.approx(float(t["z_mean"][0]), **tol)
     assert body["z_std"] == pytest.approx(float(t["z_std"][0]), **tol)
+    # a probability: within the PDFs' total variation in bfloat16 (below 0.02)
+    assert body["z_odds"] == pytest.approx(float(t["z_odds"][0]),
+                                           **(tol if "rel" in tol else dict(abs=0.02)))
     assert body["flags"]["value"] == int(t["z_flags"][0])
 
 

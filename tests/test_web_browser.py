@@ -141,6 +141,7 @@ def test_keyboard_only_estimate_with_cutouts_pdf_and_downloads(browser, service,
     summary = browser.find_element(By.ID, "summary").text
     assert f"{api['z_mean']:.3f} ± {api['z_std']:.3f}" in summary
     assert f"{api['intervals']['68'][0]:.3f}" in summary and "mantis-mini" in summary
+    assert f"{api['z_odds']:.2f}" in summary and 0 <= api["z_odds"] <= 1
     status = browser.find_element(By.ID, "status").text
     assert status.startswith(f"Redshift {api['photo_z']:.3f}")
     # the PDF is drawn, with a text alternative

@@ -27,7 +27,7 @@ def add_parser(sub):
             "where Pan-STARRS has no data, one inside a GALEX coverage hole, and one "
             "invalid position, to show how such rows are flagged). Writes into DIR: "
             "photoz.fits (the table: ra, dec, dust, z_true, type, note and the columns "
-            "z_pdf, z_mean, z_median, z_mode, z_std, z_lo68, z_hi68, z_flags), "
+            "z_pdf, z_mean, z_median, z_mode, z_std, z_lo68, z_hi68, z_odds, z_flags), "
             "metrics.ecsv (NMAD, bias, outlier fractions, CRPS, PIT KS, coverage, with "
             "bootstrap errors, against the true redshifts), photoz_summary.png (photo-z "
             "vs true z, PIT histogram, n(z)) and row_000.png ... (the first rows' "

@@ -147,6 +147,7 @@ class PredictResponse(BaseModel):
     z_median: Optional[float]
     z_mode: Optional[float]
     z_std: Optional[float]
+    z_odds: Optional[float]
     intervals: Intervals
     bin_edges: list[float]
     pdf: Optional[list[float]]

@@ -570,7 +570,9 @@ class PhotozService:
             ``CDE`` (``[[p_0, ..., p_399]]``, the probability of each bin, summing to
             1), ``CalPit`` and ``PDF`` (both false: no CalPit recalibration, and ``CDE``
             is not a density), then ours: ``NAME``, ``estimated``, ``z_mean``,
-            ``z_median``, ``z_mode``, ``z_std``, ``intervals`` (``"68"`` and ``"95"``:
+            ``z_median``, ``z_mode``, ``z_std``, ``z_odds`` (the probability that
+            ``z_median`` is within 0.05 (1 + z) of the truth, `~astro_mantis.pdf.RedshiftPDF.odds`),
+            ``intervals`` (``"68"`` and ``"95"``:
             ``[lo, hi]``), ``bin_edges`` (401), ``pdf`` (400 densities, integrating
             to 1), ``flags`` (``value``, ``names``, ``bits``) and ``model`` (``name``,
             ``sha256``, ``version``).
@@ -593,7 +595,8 @@ class PhotozService:
                   "photo_z": val("mean"), "CDE": None, "CalPit": False, "PDF": False,
                   "NAME": name, "estimated": estimated,
                   "z_mean": val("mean"), "z_median": val("median"), "z_mode": val("mode"),
-                  "z_std": val("std"), "intervals": {"68": None, "95": None},
+                  "z_std": val("std"), "z_odds": val("odds"),
+                  "intervals": {"68": None, "95": None},
                   "bin_edges": [float(e) for e in edges], "pdf": None,
                   "flags": {"value": flags, "names": names, "bits": bits},
                   "model": self.model_info}

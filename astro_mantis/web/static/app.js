@@ -170,6 +170,7 @@
     if (r.estimated) {
       dd(list, "Redshift (mean)", `${fmt(r.z_mean)} ± ${fmt(r.z_std)}`);
       dd(list, "Median, mode", `${fmt(r.z_median)}, ${fmt(r.z_mode)}`);
+      dd(list, "Odds (median within 0.05 (1 + z))", fmt(r.z_odds, 2));
       dd(list, "68% interval", `${fmt(r.intervals["68"][0])} – ${fmt(r.intervals["68"][1])}`);
       dd(list, "95% interval", `${fmt(r.intervals["95"][0])} – ${fmt(r.intervals["95"][1])}`);
     } else {
