@@ -59,7 +59,7 @@ _COLUMN_DESCRIPTIONS = {
             "median is not an outlier (BPZ-like odds)",
 }
 
-#: Width of the ``odds`` table column: the usual outlier threshold on |dz| / (1 + z).
+#: Width of the ``odds`` table column: the usual outlier threshold on ``|dz| / (1 + z)``.
 ODDS_WIDTH = 0.05
 
 
@@ -881,7 +881,7 @@ class RedshiftPDF:
         The photometric-redshift "odds" (Benítez 2000, BPZ): the PDF's probability that
         the true redshift ``z`` satisfies ``|z_point - z| / (1 + z) <= width``, i.e.
         that ``z_point`` is *not* an outlier at that width, in the sense of the usual
-        outlier fraction (`astro_mantis.metrics.outlier_fraction`). Solved for ``z``,
+        outlier fraction (`astro_mantis.metrics.photoz_metrics`). Solved for ``z``,
         the window is ``(z_point - width) / (1 + width) <= z <= (z_point + width) /
         (1 - width)``. For calibrated PDFs, one minus the mean odds of a sample is its
         expected outlier fraction, and a cut on the odds selects the galaxies whose

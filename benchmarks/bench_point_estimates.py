@@ -18,7 +18,11 @@ overall, for every estimator of `astro_mantis.pdf.point_estimate`:
 3. the outlier fraction at |dz| / (1 + z) > 0.05;
 
 then one summary line per estimator: overall NMAD, outlier fractions, overall median
-bias and the largest |median bias| over the bins. Where the model card records its training
+bias and the largest |median bias| over the bins; and last, how well the PDFs predict
+their own outliers: the odds of the median (`RedshiftPDF.odds`, the ``z_odds`` column:
+the probability that |z_median - z| / (1 + z) <= 0.05), one minus their mean (the
+expected outlier fraction) against the measured one, for all galaxies, for those above
+odds cuts and per fifth of the odds. Where the model card records its training
 redshifts (``training_redshifts``), one more estimator is listed, ``median_flat``: the
 median of the PDFs with the network's implicit prior, the training n(z)
 (`astro_mantis.models.training_prior`), divided out (`RedshiftPDF.change_prior`).
@@ -56,6 +60,32 @@ def _print_table(ev, metric, digits=4):
             cells.append("--".rjust(width) if np.ma.is_masked(v)
                          else f"{v:+.{digits}f} ± {e:.{digits}f}".rjust(width))
         print(f"{row['bin']:>9s} {row['n']:5d} " + " ".join(cells))
+
+
+def _fraction(x):
+    """Mean of a boolean array and its binomial standard error."""
+    m = float(np.mean(x)) if len(x) else float("nan")
+    return m, (np.sqrt(m * (1 - m) / len(x)) if len(x) else float("nan"))
+
+
+def _print_odds(ev, cuts=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95)):
+    """Expected (1 - mean odds) against measured outlier fractions of the median."""
+    from astro_mantis.pdf import ODDS_WIDTH
+
+    med = ev.pdf.median()
+    odds = ev.pdf.odds(med)
+    outlier = np.abs(med - ev.z) / (1 + ev.z) > ODDS_WIDTH
+    print(f"\nodds of the median (z_odds): expected outlier fraction 1 - mean(odds) "
+          f"against measured |dz|/(1+z) > {ODDS_WIDTH}")
+    print(f"{'galaxies':>16s} {'kept':>7s} {'measured':>17s} {'expected':>9s}")
+    rows = [("all", np.ones(len(odds), bool))]
+    rows += [(f"odds >= {c}", odds >= c) for c in cuts]
+    edges = np.quantile(odds, np.linspace(0, 1, 6))
+    fifth = np.clip(np.searchsorted(edges, odds, side="right") - 1, 0, 4)
+    rows += [(f"fifth {k + 1} of odds", fifth == k) for k in range(5)]
+    for name, keep in rows:
+        m, e = _fraction(outlier[keep])
+        print(f"{name:>16s} {keep.mean():7.3f} {m:8.4f} ± {e:.4f} {1 - odds[keep].mean():9.4f}")
 
 
 def main(argv=None):
@@ -106,6 +136,7 @@ def main(argv=None):
               f"{np.nanmax(np.abs(b)):14.4f} {b[0]:+11.4f}")
     print(f"\nrecommended (astro_mantis.training.evaluation.RECOMMENDED_POINT_ESTIMATE): "
           f"{RECOMMENDED_POINT_ESTIMATE}")
+    _print_odds(ev)
 
 
 if __name__ == "__main__":
