@@ -54,6 +54,20 @@ usable = (flags & MantisFlag.NOT_ESTIMATED) == 0
 print(f"{usable.sum()} of {len(table)} rows estimated")
 
 # %%
+# How far can you trust each ``z_median``? ``z_odds`` is its PDF's probability of
+# being within 0.05 (1 + z) of the truth: one minus its mean is the outlier fraction
+# to expect, and a cut on it keeps the surer rows. These galaxies are simulated, so
+# the true redshifts say what happened (on real data, use spectroscopic ones).
+est = table[usable]
+odds = np.asarray(est["z_odds"])
+z_true, z_med = np.asarray(est["z_true"]), np.asarray(est["z_median"])
+outlier = np.abs(z_med - z_true) / (1 + z_true) > 0.05
+sure = odds >= 0.7
+print(f"all rows: {outlier.mean():.1%} outliers, {1 - odds.mean():.1%} expected")
+print(f"z_odds >= 0.7: {sure.sum()} rows, {outlier[sure].mean():.1%} outliers, "
+      f"{1 - odds[sure].mean():.1%} expected")
+
+# %%
 # What made these numbers: the settings are in the table's metadata.
 from astro_mantis.table import run_settings  # noqa: E402
 
