@@ -457,3 +457,67 @@ def test_mode_comparison_bad_input():
             pop.colour_mode_comparison(n=10, bootstrap=bad)
     with pytest.raises(ValueError, match="split must be a finite colour"):
         pop.colour_mode_comparison(n=10, split=float("nan"))
+
+
+# -- real SDSS galaxies as a mock-sky catalog ------------------------------------
+@pytest.fixture(scope="module")
+def sdss_all():
+    return pop.sdss_galaxies(rng=5)
+
+
+def test_sdss_galaxies_keep_the_real_photometry(sdss_all):
+    g = sdss_all
+    assert g.colnames == [c for c in pop.COLUMNS if c != "coeffs"] + ["sdss_row"]
+    assert set(g["type"]) == {"sdss"} and np.all(np.diff(g["sdss_row"]) > 0)
+    ref = phot.sdss_reference_magnitudes(rows="odd")
+    idx = np.searchsorted(np.asarray(ref["row"]), np.asarray(g["sdss_row"]))
+    assert np.array_equal(np.asarray(ref["row"])[idx], g["sdss_row"])  # odd rows only
+    assert np.all(np.asarray(g["sdss_row"]) % 2 == 1)
+    ref = ref[idx]
+    assert np.all(np.asarray(ref["r_petro"]) < 17.77)
+    np.testing.assert_allclose(g["z"], ref["z"])
+    np.testing.assert_allclose(g["ebv"], ref["ebv_sfd"])
+    for band in phot.BANDS:  # as observed: the corrected magnitude dimmed again
+        np.testing.assert_allclose(g[f"mag_{band}"], ref[f"mag_{band}"] + ref[f"ext_{band}"])
+    # every odd galaxy brighter than the cut with photometry in all bands is there
+    mags = np.stack([np.asarray(ref[f"mag_{b}"]) for b in phot.BANDS], axis=1)
+    assert np.all(np.isfinite(mags))
+    full = phot.sdss_reference_magnitudes(rows="odd")
+    fm = np.stack([np.asarray(full[f"mag_{b}"]) for b in phot.BANDS], axis=1)
+    assert len(g) == np.sum((np.asarray(full["r_petro"]) < 17.77) & np.all(np.isfinite(fm), 1))
+
+
+def test_sdss_galaxies_draw_shapes_and_dust_like_the_population(sdss_all):
+    g, cfg = sdss_all, PopulationConfig()
+    assert np.all(np.asarray(g["r_half_disk"]) > 0)
+    np.testing.assert_allclose(g["r_half_bulge"], cfg.bulge_disk_ratio * g["r_half_disk"])
+    assert np.all((g["bulge_frac"] >= 0) & (g["bulge_frac"] <= 1))
+    assert np.all((g["q"] >= cfg.min_axis_ratio) & (g["q"] <= 1))
+    # dust estimates scatter about the true SFD value, never below 0
+    ebv, csfd = np.asarray(g["ebv"]), np.asarray(g["ebv_csfd"])
+    assert np.all(csfd >= 0) and np.corrcoef(ebv, csfd)[0, 1] > 0.9
+    # red by the measured u - r: bulge-dominated, as draw_population's red galaxies
+    ref = phot.sdss_reference_magnitudes(rows="odd", bands=("sdss_u", "sdss_r"))
+    ref = ref[np.searchsorted(np.asarray(ref["row"]), np.asarray(g["sdss_row"]))]
+    red = np.asarray(ref["mag_sdss_u"] - ref["mag_sdss_r"]) > cfg.red_ur_split
+    assert 0.2 < red.mean() < 0.8
+    bt = np.asarray(g["bulge_frac"])
+    assert bt[red].mean() > 0.55 and bt[~red].mean() < 0.3
+
+
+def test_sdss_galaxies_subsets_are_reproducible_and_checked():
+    a, b = pop.sdss_galaxies(50, rng=3), pop.sdss_galaxies(50, rng=3)
+    assert len(a) == 50 and np.all(np.diff(a["sdss_row"]) > 0)
+    assert np.array_equal(a["sdss_row"], b["sdss_row"])
+    np.testing.assert_array_equal(a["r_half_disk"], b["r_half_disk"])
+    assert not np.array_equal(a["sdss_row"], pop.sdss_galaxies(50, rng=4)["sdss_row"])
+    even = pop.sdss_galaxies(20, rng=3, rows="even", r_limit=16.0)
+    assert np.all(np.asarray(even["sdss_row"]) % 2 == 0)
+    with pytest.raises(ValueError, match="n must be"):
+        pop.sdss_galaxies(-1)
+    with pytest.raises(ValueError, match="rows must be"):
+        pop.sdss_galaxies(5, rows="all")
+    with pytest.raises(ValueError, match="r_limit must be finite"):
+        pop.sdss_galaxies(5, r_limit=np.nan)
+    with pytest.raises(TypeError, match="PopulationConfig"):
+        pop.sdss_galaxies(5, config={"frac_main": 1})

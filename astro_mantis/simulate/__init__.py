@@ -2,8 +2,9 @@
 """The mock sky: physically grounded galaxies in the three surveys' native units.
 
 `MockSky` holds a catalog of mock galaxies (drawn by `draw_population` from a
-`PopulationConfig`, or given) and renders, for any position, the FITS file the
-GALEX, Pan-STARRS1 or unWISE cutout service would return there, with GalSim
+`PopulationConfig`, or given: `sdss_galaxies` gives held-out real SDSS galaxies)
+and renders, for any position, the FITS file the GALEX, Pan-STARRS1 or unWISE
+cutout service would return there, with GalSim
 (`ImagingConfig` sets PSFs, depths and coverage; `MockSkyConfig` gathers all
 settings; `Randomisation`, with the presets `training_randomisation` and
 `shifted_randomisation`, varies observing conditions and galaxy shapes over
@@ -38,6 +39,7 @@ __all__ = [
     "load_sample_sky",
     "load_shard",
     "make_dataset",
+    "sdss_galaxies",
     "shifted_randomisation",
     "training_randomisation",
 ]
@@ -56,6 +58,7 @@ _LAZY = {
     "load_sample_sky": "sample",
     "load_shard": "dataset",
     "make_dataset": "dataset",
+    "sdss_galaxies": "population",
     "shifted_randomisation": "randomise",
     "training_randomisation": "randomise",
 }

@@ -128,6 +128,7 @@ __all__ = [
     "PopulationConfig",
     "COLUMNS",
     "draw_population",
+    "sdss_galaxies",
     "draw_background",
     "draw_stars",
     "background_number_density",
@@ -803,6 +804,93 @@ def _assemble(cfg, rng, pieces, n, ebv):
         ebv = np.broadcast_to(np.asarray(ebv, dtype=float), (n,))
     tab = _finish(cfg, rng, "", z, shape, m_r, m_ref, red, ebv)
     tab["type"] = np.asarray(kind, dtype="U4")
+    return tab
+
+
+def sdss_galaxies(n=None, config=None, rng=None, rows="odd", r_limit=17.77):
+    """Real SDSS galaxies as a mock-sky catalog: their photometry, the mock's shapes.
+
+    The galaxies of the SDSS catalog shipped in kcorrect (by default its
+    **odd**, held-out rows), cut like the SDSS main sample, in the columns of
+    `draw_population`, so that `~astro_mantis.simulate.MockSky` renders them
+    (give them ``ra`` and ``dec`` first). What is real: each galaxy's redshift,
+    its SFD E(B − V) and its nine-band magnitudes, its own measured photometry
+    carried into the GALEX, Pan-STARRS and unWISE bands by its own template fit
+    (`~astro_mantis.simulate.photometry.sdss_reference_magnitudes`), dimmed by
+    that E(B − V) as observed. What is drawn, as `draw_population` draws it:
+    the CSFD-like and Planck-like E(B − V) estimates, and the shapes from the
+    size-luminosity and bulge-fraction relations of ``config`` (red or blue by
+    the observed, not rest-frame, u − r against ``red_ur_split``; the absolute
+    magnitude is ``r − DM(z)`` at the evolution of the main sample, without a
+    k-correction, which is 0.1-0.2 mag at these redshifts).
+
+    Parameters
+    ----------
+    n : int, optional
+        Number of galaxies, drawn without replacement from those passing the
+        cut (all of them, in catalog order, if None or more than there are).
+    config : `PopulationConfig`, optional
+        Parameters of the drawn parts; default ``PopulationConfig()``.
+    rng : `numpy.random.Generator` or int or None, optional
+        Random generator or seed. The same seed gives the same table.
+    rows : {'odd', 'even'}
+        Half of the catalog: ``'odd'`` (default) is held out for evaluation;
+        the population is anchored on ``'even'``.
+    r_limit : float
+        Keep galaxies with Petrosian r below this (the main sample's 17.77).
+
+    Returns
+    -------
+    `astropy.table.Table`
+        The columns of `COLUMNS`, except ``coeffs``, with ``type`` ``'sdss'``
+        and ``abs_mag_r`` the approximate one above, then ``sdss_row`` (the
+        galaxy's row in the catalog). Galaxies whose photometry does not reach
+        every band are left out.
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is negative, ``rows`` unknown or ``r_limit`` not finite.
+
+    Examples
+    --------
+    >>> from astro_mantis.simulate.population import sdss_galaxies
+    >>> galaxies = sdss_galaxies(300, rng=1)
+    >>> len(galaxies), float(galaxies["z"].max()) < 0.5
+    (300, True)
+    """
+    from astropy import units as u
+    from astropy.table import Table
+
+    cfg = PopulationConfig() if config is None else config
+    if not isinstance(cfg, PopulationConfig):
+        raise TypeError(f"config must be a PopulationConfig, got {type(cfg).__name__}")
+    if n is not None:
+        n = _check_n(n)
+    if not np.isfinite(r_limit):
+        raise ValueError(f"r_limit must be finite, got {r_limit!r}")
+    rng = _rng_of(rng)
+    ref = phot.sdss_reference_magnitudes(rows=rows, bands=phot.BANDS + (_U_BAND, _R_BAND))
+    mags = np.stack([np.asarray(ref[f"mag_{b}"], float) for b in phot.BANDS], axis=1)
+    keep = np.flatnonzero((np.asarray(ref["r_petro"], float) < r_limit)
+                          & np.all(np.isfinite(mags), axis=1))
+    if n is not None and n < keep.size:
+        keep = np.sort(rng.choice(keep, size=n, replace=False))
+    ref, mags = ref[keep], mags[keep]
+    z = np.asarray(ref["z"], float)
+    ext = np.stack([np.asarray(ref[f"ext_{b}"], float) for b in phot.BANDS], axis=1)
+    ebv, ebv_csfd, ebv_planck = _dust(cfg, rng, z.size, np.asarray(ref["ebv_sfd"], float))
+    r_abs = np.asarray(ref[f"mag_{_R_BAND}"], float) - _distmod(z)
+    m_ref = r_abs + cfg.main_evolution * (z - 0.1)
+    red = (np.asarray(ref[f"mag_{_U_BAND}"], float) - ref[f"mag_{_R_BAND}"]) > cfg.red_ur_split
+    r_disk, r_bulge, bt, q, pa, dx, dy = _morphology(cfg, rng, z, m_ref, np.asarray(red))
+    tab = _table(z, np.full(z.size, "sdss"), np.zeros((z.size, 0)), r_abs, ebv, ebv_csfd,
+                 ebv_planck, mags + ext, r_disk, r_bulge, bt, q, pa, dx, dy, u, Table)
+    tab.remove_column("coeffs")
+    tab["abs_mag_r"].description = ("approximate rest-frame SDSS r absolute magnitude: r - "
+                                    "DM(z), no k-correction")
+    tab["sdss_row"] = np.asarray(ref["row"])
+    tab["sdss_row"].description = f"row of the kcorrect SDSS catalog ({rows} half)"
     return tab
 
 
