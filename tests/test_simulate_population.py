@@ -511,6 +511,14 @@ def test_sdss_galaxies_subsets_are_reproducible_and_checked():
     assert np.array_equal(a["sdss_row"], b["sdss_row"])
     np.testing.assert_array_equal(a["r_half_disk"], b["r_half_disk"])
     assert not np.array_equal(a["sdss_row"], pop.sdss_galaxies(50, rng=4)["sdss_row"])
+    fit = pop.sdss_galaxies(50, rng=3, fit_only=True)  # the same galaxies and draws
+    assert np.array_equal(fit["sdss_row"], a["sdss_row"])
+    ref = phot.sdss_reference_magnitudes(rows="odd", max_anchor_distance=-1.0)
+    ref = ref[np.searchsorted(np.asarray(ref["row"]), np.asarray(fit["sdss_row"]))]
+    assert set(ref["anchor_g"]) == {"fit"}
+    np.testing.assert_allclose(fit["mag_g"], ref["mag_g"] + ref["ext_g"])
+    dg = np.abs(np.asarray(fit["mag_g"]) - np.asarray(a["mag_g"]))
+    assert 0 < np.median(dg) < 0.1  # the fit misses the measured g by a little
     even = pop.sdss_galaxies(20, rng=3, rows="even", r_limit=16.0)
     assert np.all(np.asarray(even["sdss_row"]) % 2 == 0)
     with pytest.raises(ValueError, match="n must be"):

@@ -807,7 +807,7 @@ def _assemble(cfg, rng, pieces, n, ebv):
     return tab
 
 
-def sdss_galaxies(n=None, config=None, rng=None, rows="odd", r_limit=17.77):
+def sdss_galaxies(n=None, config=None, rng=None, rows="odd", r_limit=17.77, fit_only=False):
     """Real SDSS galaxies as a mock-sky catalog: their photometry, the mock's shapes.
 
     The galaxies of the SDSS catalog shipped in kcorrect (by default its
@@ -838,6 +838,11 @@ def sdss_galaxies(n=None, config=None, rng=None, rows="odd", r_limit=17.77):
         the population is anchored on ``'even'``.
     r_limit : float
         Keep galaxies with Petrosian r below this (the main sample's 17.77).
+    fit_only : bool
+        If True, every band is the galaxy's template fit's prediction, never a
+        measured band carried over: colours on the templates' manifold, without
+        the catalog's measurement noise or the galaxy's own departures from the
+        templates (to tell those apart from the rest).
 
     Returns
     -------
@@ -870,7 +875,8 @@ def sdss_galaxies(n=None, config=None, rng=None, rows="odd", r_limit=17.77):
     if not np.isfinite(r_limit):
         raise ValueError(f"r_limit must be finite, got {r_limit!r}")
     rng = _rng_of(rng)
-    ref = phot.sdss_reference_magnitudes(rows=rows, bands=phot.BANDS + (_U_BAND, _R_BAND))
+    ref = phot.sdss_reference_magnitudes(rows=rows, bands=phot.BANDS + (_U_BAND, _R_BAND),
+                                         max_anchor_distance=-1.0 if fit_only else 0.3)
     mags = np.stack([np.asarray(ref[f"mag_{b}"], float) for b in phot.BANDS], axis=1)
     keep = np.flatnonzero((np.asarray(ref["r_petro"], float) < r_limit)
                           & np.all(np.isfinite(mags), axis=1))
