@@ -204,7 +204,8 @@ class DemoResult:
             f"  {POINT_COLUMN} against the true redshifts of the {int(m.n)} estimated galaxies "
             "(SIMULATED, the model's own simulator; not a result on the real sky):",
             f"    NMAD {m['nmad']:.4f}, median bias {m['bias_median']:+.4f}, outliers "
-            f"|dz|/(1+z)>0.15 {m['outlier_0.15']:.3f}, >0.05 {m['outlier_0.05']:.3f}",
+            f"|dz|/(1+z)>0.15 {m['outlier_0.15']:.3f}, >0.05 {m['outlier_0.05']:.3f} "
+            f"(the PDFs expect {m['expected_outlier_0.05']:.3f})",
             f"    CRPS {m['crps']:.4f}, PIT KS {m['pit_ks']:.3f}, 68% coverage "
             f"{m['coverage_68']:.3f}, 95% coverage {m['coverage_95']:.3f}",
             "  requests served: " + ", ".join(f"{k} {v}" for k, v in

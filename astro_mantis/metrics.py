@@ -51,11 +51,14 @@ _DESCRIPTIONS = {
     "pit_cvm": "Cramer-von Mises statistic of the PIT values against U(0, 1)",
     "coverage_68": "fraction of z_spec inside the central 68% interval",
     "coverage_95": "fraction of z_spec inside the central 95% interval",
+    "expected_outlier_0.05": "outlier fraction at 0.05 the PDFs expect for z_phot: "
+                             "1 - mean odds (RedshiftPDF.odds)",
 }
 #: Names of the metrics of a point estimate (`photoz_metrics`, `binned_metrics`).
 POINT_METRICS = ("bias_mean", "bias_median", "nmad", "outlier_0.15", "outlier_0.05")
 #: Names of the metrics of the PDFs (`photoz_metrics`, `binned_metrics`).
-PDF_METRICS = ("crps", "cde_loss", "pit_ks", "pit_cvm", "coverage_68", "coverage_95")
+PDF_METRICS = ("crps", "cde_loss", "pit_ks", "pit_cvm", "coverage_68", "coverage_95",
+               "expected_outlier_0.05")
 
 # Elements per temporary array in chunked or bootstrap computations.
 _BLOCK = 4_000_000
@@ -334,8 +337,9 @@ class PhotozMetrics(Mapping):
     def __repr__(self):
         lines = [f"<PhotozMetrics n={self.n} n_excluded={self.n_excluded}"
                  f" n_bootstrap={self.n_bootstrap}>"]
+        width = max((len(k) for k in self._values), default=0)
         for k, v in self._values.items():
-            lines.append(f"  {k:<13s} {v: .5f} +/- {self.errors[k]:.5f}")
+            lines.append(f"  {k:<{width}s} {v: .5f} +/- {self.errors[k]:.5f}")
         return "\n".join(lines)
 
 
@@ -351,7 +355,7 @@ def photoz_metrics(z_phot, z_spec, pdf=None, n_bootstrap=200, seed=0):
         True (spectroscopic) redshifts, shape ``(N,)``. Masked values count as NaN.
     pdf : `~astro_mantis.pdf.RedshiftPDF`, optional
         The N PDFs; adds ``crps``, ``cde_loss``, ``pit_ks``, ``pit_cvm``,
-        ``coverage_68`` and ``coverage_95``.
+        ``coverage_68``, ``coverage_95`` and ``expected_outlier_0.05``.
     n_bootstrap : int
         Number of bootstrap resamples of the objects for the standard errors
         (0 or 1: errors are NaN).
@@ -376,6 +380,11 @@ def photoz_metrics(z_phot, z_spec, pdf=None, n_bootstrap=200, seed=0):
     are those of `scipy.stats.kstest` and `scipy.stats.cramervonmises` against
     U(0, 1); coverage counts ``lo <= z_spec <= hi`` for the central intervals of
     `RedshiftPDF.interval <astro_mantis.pdf.RedshiftPDF.interval>`.
+    ``expected_outlier_0.05`` is the outlier fraction the PDFs themselves expect for
+    the point estimates, one minus their mean `odds
+    <astro_mantis.pdf.RedshiftPDF.odds>` at 0.05: beside ``outlier_0.05`` it tells
+    whether the PDFs know how often ``z_phot`` is far off (equal, within the errors,
+    for calibrated PDFs).
     """
     z_spec = _z_array(_filled(z_spec), "z_spec")
     n_all = len(z_spec)
@@ -424,6 +433,8 @@ def photoz_metrics(z_phot, z_spec, pdf=None, n_bootstrap=200, seed=0):
             "pit_cvm": ("cvm", pit_used),
             "coverage_68": ("mean", ((zs >= lo68) & (zs <= hi68)).astype(np.float64)),
             "coverage_95": ("mean", ((zs >= lo95) & (zs <= hi95)).astype(np.float64)),
+            "expected_outlier_0.05": ("mean", 1.0 - pdf.odds(np.where(ok, z_phot, np.nan),
+                                                            width=0.05)[ok]),
         })
 
     values = {}

@@ -138,7 +138,7 @@ def test_calibrated_ensemble(ensemble):
     mu, sigma, pdf, z_true = ensemble
     m = photoz_metrics(None, z_true, pdf=pdf, n_bootstrap=50)
     assert list(m)[5:] == ["crps", "cde_loss", "pit_ks", "pit_cvm", "coverage_68",
-                           "coverage_95"]
+                           "coverage_95", "expected_outlier_0.05"]
     n = len(z_true)
     assert m["pit_ks"] < 1.36 / np.sqrt(n)  # below the 5% critical value
     assert m.pit_ks_pvalue > 0.05 and m.pit_cvm_pvalue > 0.05
@@ -149,6 +149,10 @@ def test_calibrated_ensemble(ensemble):
     assert abs(m["bias_mean"]) < 3 * m.errors["bias_mean"] + 1e-4
     assert abs(m["crps"] - crps(pdf, z_true).mean()) < 1e-12
     assert abs(m["cde_loss"] - cde_loss(pdf, z_true)) < 1e-12
+    # calibrated PDFs expect the outliers their point estimates have
+    assert abs(m["expected_outlier_0.05"] - m["outlier_0.05"]) < (
+        3 * m.errors["outlier_0.05"] + 0.01)
+    assert_allclose(m["expected_outlier_0.05"], 1 - pdf.odds(pdf.mean()).mean())
 
 
 def test_too_narrow_pdfs_undercover(ensemble):
@@ -159,6 +163,8 @@ def test_too_narrow_pdfs_undercover(ensemble):
     assert m["coverage_68"] < 0.45
     assert m["coverage_95"] < 0.75
     assert m["pit_ks"] > 0.1 and m.pit_ks_pvalue < 1e-6
+    # and expect far fewer outliers than they have
+    assert m["expected_outlier_0.05"] < 0.6 * m["outlier_0.05"]
     wide = gaussian_pdfs(mu, sigma * 2)
     assert photoz_metrics(None, z_true, pdf=wide, n_bootstrap=0)["coverage_68"] > 0.9
 
@@ -214,7 +220,7 @@ def test_bootstrap_is_seeded():
 def test_result_table_and_repr(ensemble):
     mu, sigma, pdf, z_true = ensemble
     m = photoz_metrics(None, z_true[:200], pdf=pdf[:200], n_bootstrap=20)
-    assert isinstance(m, PhotozMetrics) and len(m) == 11
+    assert isinstance(m, PhotozMetrics) and len(m) == 12
     t = m.as_table()
     assert t.colnames == ["metric", "value", "error", "description"]
     assert list(t["metric"]) == list(m)
