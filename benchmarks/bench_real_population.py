@@ -33,6 +33,9 @@ what differs between the two is the galaxies, not the images or the pipeline.
 ``--fit-only`` runs the same real galaxies with every band their template fit's
 prediction: real redshifts and spectral types on the templates' manifold, without the
 catalog's measurement noise or the galaxies' own departures from the templates.
+``--rows even`` takes the catalog's even rows instead, the half that anything may be
+fitted or tuned on (the odd rows only ever evaluate); ``--out DIR`` writes each run's
+table (with ``z_pdf``) to ``DIR/<real|mock>_...fits`` for further analysis.
 
 The images are the package's own simulator's, not the real sky's: the real part is the
 population (redshifts, colours, magnitudes). Usage (about two minutes per
@@ -51,7 +54,7 @@ from _machine import cpu_model
 EDGES = (0.0, 0.1, 0.15, 0.2, 0.3, 0.45)
 
 
-def real_catalog(n, seed, r_limit, config, mock=False, fit_only=False):
+def real_catalog(n, seed, r_limit, config, mock=False, fit_only=False, rows="odd"):
     """``n`` held-out real SDSS galaxies (odd rows, `sdss_galaxies`) placed uniformly in
     the patch of the mock-sky ``config``, with its randomisation's per-galaxy draws; with
     ``mock``, the control: ``n`` mock main-sample galaxies (`draw_population`, its
@@ -61,7 +64,7 @@ def real_catalog(n, seed, r_limit, config, mock=False, fit_only=False):
 
     rng = np.random.default_rng(seed)
     cat = sdss_galaxies(n, config=config.population, rng=rng, r_limit=r_limit,
-                        fit_only=fit_only)
+                        fit_only=fit_only, rows=rows)
     if mock:  # as many mock main-sample galaxies, within the real ones' redshifts
         pool = draw_population(4 * len(cat), config=config.population, rng=rng,
                                components=["main"])
@@ -77,7 +80,7 @@ def real_catalog(n, seed, r_limit, config, mock=False, fit_only=False):
     return cat
 
 
-def run(randomisation, n, seed, r_limit, mock=False, fit_only=False):
+def run(randomisation, n, seed, r_limit, mock=False, fit_only=False, rows="odd"):
     """Render, serve and estimate one sky; return (table of results, seconds)."""
     from astropy.table import Table
 
@@ -89,7 +92,7 @@ def run(randomisation, n, seed, r_limit, mock=False, fit_only=False):
     rand = {"none": None, "training": training_randomisation(),
             "shifted": shifted_randomisation()}[randomisation]
     config = dataset_config(n, randomisation=rand)
-    cat = real_catalog(n, seed, r_limit, config, mock=mock, fit_only=fit_only)
+    cat = real_catalog(n, seed, r_limit, config, mock=mock, fit_only=fit_only, rows=rows)
     sky = MockSky(config, catalog=cat, seed=seed)
     table = Table({k: cat[k] for k in ("ra", "dec", "z", "ebv_csfd", "ebv_planck")})
     t0 = time.perf_counter()
@@ -144,6 +147,11 @@ def main(argv=None):
     p.add_argument("--min-count", type=int, default=30)
     p.add_argument("--mock-control", action="store_true",
                    help="also run each sky on as many mock main-sample galaxies")
+    p.add_argument("--rows", default="odd", choices=["odd", "even"],
+                   help="half of the real catalog: odd (held out, default) or even (the "
+                        "half anything may be fitted or tuned on)")
+    p.add_argument("--out", default=None,
+                   help="directory to write each run's table to (FITS, with z_pdf)")
     p.add_argument("--fit-only", action="store_true",
                    help="also run each sky on the same real galaxies with template-fit "
                         "magnitudes in every band (sdss_galaxies(fit_only=True))")
@@ -151,19 +159,30 @@ def main(argv=None):
     import torch
 
     print(f"CPU: {cpu_model()}; torch threads: {torch.get_num_threads()}; SIMULATED images "
-          "of real SDSS galaxies (held-out odd rows), not the real sky")
+          f"of real SDSS galaxies ({args.rows} rows of the catalog), not the real sky")
+    def save(table, stem):
+        if args.out:
+            from pathlib import Path
+
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            table.write(Path(args.out) / f"{stem}.fits", overwrite=True)
+
     for name in args.randomisation:
-        table, seconds = run(name, args.n, args.seed, args.r_limit)
-        report(f"real SDSS galaxies, randomisation {name} ({seconds:.0f} s)", table,
-               args.min_count)
+        table, seconds = run(name, args.n, args.seed, args.r_limit, rows=args.rows)
+        report(f"real SDSS galaxies ({args.rows} rows), randomisation {name} "
+               f"({seconds:.0f} s)", table, args.min_count)
+        save(table, f"real_{args.rows}_{name}")
         if args.fit_only:
-            table, seconds = run(name, args.n, args.seed, args.r_limit, fit_only=True)
+            table, seconds = run(name, args.n, args.seed, args.r_limit, fit_only=True,
+                                 rows=args.rows)
             report(f"the same real galaxies, template-fit magnitudes, randomisation {name} "
                    f"({seconds:.0f} s)", table, args.min_count)
+            save(table, f"real_{args.rows}_fit_only_{name}")
         if args.mock_control:
             table, seconds = run(name, args.n, args.seed, args.r_limit, mock=True)
             report(f"control: mock main-sample galaxies, randomisation {name} "
                    f"({seconds:.0f} s)", table, args.min_count)
+            save(table, f"mock_{name}")
 
 
 if __name__ == "__main__":
