@@ -36,6 +36,8 @@ catalog's measurement noise or the galaxies' own departures from the templates.
 ``--rows even`` takes the catalog's even rows instead, the half that anything may be
 fitted or tuned on (the odd rows only ever evaluate); ``--out DIR`` writes each run's
 table (with ``z_pdf``) to ``DIR/<real|mock>_...fits`` for further analysis.
+``--weights PATH`` runs a ``mantis-mini`` checkpoint other than the bundled one (a
+training stage's export, with its model card beside it) through the same path.
 
 The images are the package's own simulator's, not the real sky's: the real part is the
 population (redshifts, colours, magnitudes). Usage (about two minutes per
@@ -80,8 +82,10 @@ def real_catalog(n, seed, r_limit, config, mock=False, fit_only=False, rows="odd
     return cat
 
 
-def run(randomisation, n, seed, r_limit, mock=False, fit_only=False, rows="odd"):
-    """Render, serve and estimate one sky; return (table of results, seconds)."""
+def run(randomisation, n, seed, r_limit, mock=False, fit_only=False, rows="odd",
+        model="mantis-mini"):
+    """Render, serve and estimate one sky with ``model`` (a registry name or a loaded
+    network); return (table of results, seconds)."""
     from astropy.table import Table
 
     from astro_mantis import add_redshift_columns, conf
@@ -98,7 +102,8 @@ def run(randomisation, n, seed, r_limit, mock=False, fit_only=False, rows="odd")
     t0 = time.perf_counter()
     with SurveyServer(sky=sky) as server, server.configure(conf), \
             tempfile.TemporaryDirectory() as cache, conf.set_temp("cache_dir", cache):
-        add_redshift_columns(table, ebv=("ebv_csfd", "ebv_planck"), progress=False)
+        add_redshift_columns(table, model=model, ebv=("ebv_csfd", "ebv_planck"),
+                             progress=False)
     return table, time.perf_counter() - t0
 
 
@@ -155,8 +160,18 @@ def main(argv=None):
     p.add_argument("--fit-only", action="store_true",
                    help="also run each sky on the same real galaxies with template-fit "
                         "magnitudes in every band (sdss_galaxies(fit_only=True))")
+    p.add_argument("--weights", default=None,
+                   help="a mantis-mini .safetensors other than the bundled one (its model "
+                        "card .json beside it)")
     args = p.parse_args(argv)
     import torch
+
+    model = "mantis-mini"
+    if args.weights:
+        from astro_mantis.models import load_model
+
+        model = load_model("mantis-mini", weights=args.weights, verify=False)
+        print(f"weights: {args.weights} (sha256 {str(model.meta.get('sha256'))[:12]})")
 
     print(f"CPU: {cpu_model()}; torch threads: {torch.get_num_threads()}; SIMULATED images "
           f"of real SDSS galaxies ({args.rows} rows of the catalog), not the real sky")
@@ -168,18 +183,20 @@ def main(argv=None):
             table.write(Path(args.out) / f"{stem}.fits", overwrite=True)
 
     for name in args.randomisation:
-        table, seconds = run(name, args.n, args.seed, args.r_limit, rows=args.rows)
+        table, seconds = run(name, args.n, args.seed, args.r_limit, rows=args.rows,
+                             model=model)
         report(f"real SDSS galaxies ({args.rows} rows), randomisation {name} "
                f"({seconds:.0f} s)", table, args.min_count)
         save(table, f"real_{args.rows}_{name}")
         if args.fit_only:
             table, seconds = run(name, args.n, args.seed, args.r_limit, fit_only=True,
-                                 rows=args.rows)
+                                 rows=args.rows, model=model)
             report(f"the same real galaxies, template-fit magnitudes, randomisation {name} "
                    f"({seconds:.0f} s)", table, args.min_count)
             save(table, f"real_{args.rows}_fit_only_{name}")
         if args.mock_control:
-            table, seconds = run(name, args.n, args.seed, args.r_limit, mock=True)
+            table, seconds = run(name, args.n, args.seed, args.r_limit, mock=True,
+                                 model=model)
             report(f"control: mock main-sample galaxies, randomisation {name} "
                    f"({seconds:.0f} s)", table, args.min_count)
             save(table, f"mock_{name}")

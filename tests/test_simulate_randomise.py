@@ -154,6 +154,69 @@ def test_repr_shows_single_fraction_only_where_set():
         == Randomisation(single_fraction=0.25)
 
 
+def test_repr_shows_colour_departures_only_where_set():
+    assert "colour_departures" not in repr(training_randomisation())
+    r = Randomisation(single_fraction=0.3, colour_departures=1.0)
+    assert repr(r).endswith("single_fraction=0.3, colour_departures=1.0)")
+    assert eval(repr(r), {"Randomisation": Randomisation}) == r
+
+
+def test_colour_departure_pool_is_real_galaxies_departures():
+    from astro_mantis.simulate.photometry import sdss_reference_magnitudes
+    from astro_mantis.simulate.randomise import colour_departure_pool
+
+    pool = colour_departure_pool()
+    assert pool.shape[1] == len(BANDS) and not pool.flags.writeable
+    assert np.all(np.isfinite(pool))
+    column = {b: pool[:, j] for j, b in enumerate(BANDS)}
+    # no measured band near W1, W2: the templates' own prediction, no departure
+    assert np.all(column["w1"] == 0) and np.all(column["w2"] == 0)
+    # the optical bands depart by about a hundredth of a magnitude (NMAD), z more
+    for band in ("g", "r", "i"):
+        d = column[band]
+        nmad = 1.4826 * np.median(np.abs(d - np.median(d)))
+        assert 0.004 < nmad < 0.02, band
+    assert np.std(column["z"]) > np.std(column["g"])
+    # GALEX detected a minority of them: the others depart by 0 in the ultraviolet
+    assert 0.01 < np.mean(column["nuv"] != 0) < 0.5
+    # the even rows with r < 17.77, nothing of the held-out odd rows
+    even = sdss_reference_magnitudes("even", BANDS)
+    assert pool.shape[0] == int(np.sum(np.asarray(even["r_petro"]) < 17.77))
+
+
+def test_colour_departures_shift_magnitudes_by_drawn_real_departures():
+    from astro_mantis.simulate.randomise import colour_departure_pool
+
+    before = _fake_catalog(n=3000)
+    for j, band in enumerate(BANDS):
+        before[f"mag_{band}"] = np.full(len(before), 20.0 + j)
+        before[f"mag_{band}"].unit = "mag"
+    pool = colour_departure_pool()
+    r = Randomisation(single_fraction=0.3, colour_departures=2.0)
+    after = perturb_catalog(before.copy(), r, np.random.default_rng(7))
+    dmag = np.asarray(after["rand_colour_departure"])
+    assert dmag.shape == (len(before), len(BANDS))
+    for j, band in enumerate(BANDS):
+        assert after[f"mag_{band}"].unit == "mag"
+        assert np.allclose(after[f"mag_{band}"], 20.0 + j + dmag[:, j])
+    # every galaxy got twice one pool row, and many different rows were drawn
+    rows = {tuple(np.round(row, 9)) for row in pool}
+    assert all(tuple(np.round(d / 2.0, 9)) in rows for d in dmag[:50])
+    assert len({tuple(d) for d in dmag}) > 1000
+    # deterministic per seed; drawn last, so the other draws are those without it
+    again = perturb_catalog(before.copy(), r, np.random.default_rng(7))
+    assert np.array_equal(again["rand_colour_departure"], dmag)
+    plain = perturb_catalog(before.copy(), Randomisation(single_fraction=0.3),
+                            np.random.default_rng(7))
+    assert "rand_colour_departure" not in plain.colnames
+    for name in ("rand_size_scale", "rand_offset_dx", "rand_single"):
+        assert np.array_equal(plain[name], after[name])
+    assert np.array_equal(plain["mag_g"], before["mag_g"])
+    # a catalog without magnitudes still records what it would have added
+    bare = perturb_catalog(_fake_catalog(n=20), r, np.random.default_rng(7))
+    assert bare["rand_colour_departure"].shape == (20, len(BANDS))
+
+
 def test_single_profile_keeps_composite_half_light_radius():
     from astro_mantis.simulate.population import composite_half_light_radius
 
@@ -191,6 +254,10 @@ def test_single_profile_keeps_composite_half_light_radius():
     ({"single_fraction": 1.5}, "single_fraction"),
     ({"single_fraction": -0.1}, "single_fraction"),
     ({"single_fraction": "some"}, "single_fraction"),
+    ({"colour_departures": -0.1}, "colour_departures"),
+    ({"colour_departures": 3.5}, "colour_departures"),
+    ({"colour_departures": float("nan")}, "colour_departures"),
+    ({"colour_departures": "real"}, "colour_departures"),
 ])
 def test_bad_values_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"Randomisation.{field}"):

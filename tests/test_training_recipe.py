@@ -6,6 +6,7 @@ import shlex
 import pytest
 import torch
 
+from astro_mantis.simulate.randomise import Randomisation
 from astro_mantis.training.recipe import (Recipe, _recorded_command, main, probe_rate,
                                          render_corpus, run_recipe)
 
@@ -38,6 +39,8 @@ def test_recipe_validates_its_settings(tmp_path):
         Recipe(workdir=tmp_path, train_randomisation={"nope": 1})
     with pytest.raises(ValueError, match="Randomisation.single_fraction"):
         Recipe(workdir=tmp_path, train_randomisation={"single_fraction": 2})
+    with pytest.raises(ValueError, match="Randomisation.colour_departures"):
+        Recipe(workdir=tmp_path, train_randomisation={"colour_departures": 4})
     with pytest.raises(ValueError, match="train_randomisation must be a dict"):
         Recipe(workdir=tmp_path, train_randomisation=[0.3])
     with pytest.raises(ValueError, match="unknown data set"):
@@ -52,14 +55,14 @@ def test_recipe_validates_its_settings(tmp_path):
 
 def test_recorded_command_pastes_back_into_a_shell(tmp_path):
     argv = [str(tmp_path), "--n-train", "61440",
-            "--train-randomisation", '{"single_fraction": 0.3}']
+            "--train-randomisation", '{"single_fraction": 0.3, "colour_departures": 1.0}']
     command = _recorded_command(argv, tmp_path)
     assert str(tmp_path) not in command
     words = shlex.split(command)
     assert words[:4] == ["python", "-m", "astro_mantis.training.recipe", "WORKDIR"]
     assert words[4:] == argv[1:]
     assert Recipe(workdir=tmp_path, train_randomisation=json.loads(words[-1])) \
-        .training_randomisation().single_fraction == 0.3
+        .training_randomisation() == Randomisation(single_fraction=0.3, colour_departures=1.0)
 
 
 def test_render_corpus_makes_complete_runs_and_respects_the_budget(tmp_path):

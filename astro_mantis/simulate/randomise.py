@@ -12,8 +12,9 @@ the `~astro_mantis.simulate.MockSky` vary them over documented ranges:
   ``(sky seed, "field", cell)`` only, so they are the same for every request,
   process and rerun (`field_draw`);
 * per **galaxy**, once, on the drawn catalog (`perturb_catalog`): size scale,
-  bulge-fraction jitter, profile family and an extra offset of the light
-  centre, recorded as catalog columns ``rand_*``.
+  bulge-fraction jitter, profile family, an extra offset of the light
+  centre and, where asked, a real galaxy's departure from its template
+  colours (`colour_departure_pool`), recorded as catalog columns ``rand_*``.
 
 `~astro_mantis.simulate.training_randomisation` gives the training ranges,
 `~astro_mantis.simulate.shifted_randomisation` the shifted-simulator test set
@@ -27,6 +28,7 @@ evenly spaced values of their range, so that a handful of renderer variants
 
 import math
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -35,11 +37,14 @@ from ._grid import SkyCells
 from .render import _PSF_MODELS, _SURVEYS, BANDS, SURVEY_OF_BAND
 from .service_format import stable_seed
 
-__all__ = ["FieldDraw", "Randomisation", "field_cell", "field_draw", "perturb_catalog",
-           "shifted_randomisation", "training_randomisation", "variant_imaging"]
+__all__ = ["FieldDraw", "Randomisation", "colour_departure_pool", "field_cell", "field_draw",
+           "perturb_catalog", "shifted_randomisation", "training_randomisation",
+           "variant_imaging"]
 
 _PROFILES = ("mix", "single")
 _TRAIN_PSF_SCALE = {"galex": (0.9, 1.1), "panstarrs": (0.8, 1.3), "unwise": (0.95, 1.05)}
+_POOL_R_LIMIT = 17.77
+_SHOWN_WHERE_SET = ("single_fraction", "colour_departures")
 _TRAIN_PSF_MODELS = {"galex": ("gaussian",), "panstarrs": ("kolmogorov", "moffat"),
                      "unwise": ("gaussian",)}
 
@@ -166,6 +171,19 @@ class Randomisation:
         from the catalog position, in a random direction (default (0, 0.3):
         the astrometric and centroiding differences between surveys and
         catalogs, about one PS1 pixel).
+    colour_departures : float, optional
+        Per galaxy, add ``colour_departures`` times the departure of a real
+        galaxy's measured colours from its own template fit, drawn at random
+        from `colour_departure_pool` (the even, fitting rows of the SDSS
+        catalog), to the galaxy's magnitudes in every band (default 0: the
+        mock galaxies keep the templates' colours exactly). Real galaxies are
+        not template mixtures: their measured g, r, i depart from their fits
+        by about 0.01 mag (NMAD) and z, y by 0.02 mag, correlated across
+        bands, and a network that has only seen template colours is
+        over-confident on them (``benchmarks/bench_real_population.py``).
+        Must lie in [0, 3]. The departures include the catalog's own
+        measurement errors, so 1 is an upper end of the real galaxies'
+        intrinsic departures, not their estimate.
 
     Notes
     -----
@@ -187,6 +205,7 @@ class Randomisation:
     profile: str = "mix"
     offset: tuple = (0.0, 0.3)
     single_fraction: float = 0.0
+    colour_departures: float = 0.0
 
     def __post_init__(self):
         try:
@@ -219,12 +238,21 @@ class Randomisation:
         self.offset = _pair("offset", self.offset, 0.0, 10.0)
         self.single_fraction = check_fraction("Randomisation.single_fraction",
                                               self.single_fraction)
+        try:
+            self.colour_departures = float(self.colour_departures)
+        except (TypeError, ValueError):
+            raise ValueError("Randomisation.colour_departures must be a number in [0, 3], "
+                             f"got {self.colour_departures!r}") from None
+        if not 0.0 <= self.colour_departures <= 3.0:  # NaN fails too
+            raise ValueError("Randomisation.colour_departures must be within [0, 3], "
+                             f"got {self.colour_departures!r}")
 
     def __repr__(self):
-        # single_fraction shows only where set: dataset manifests record this repr, so
-        # the data sets rendered before it existed keep matching their settings.
+        # single_fraction and colour_departures show only where set: dataset manifests
+        # record this repr, so the data sets rendered before they existed keep matching
+        # their settings.
         parts = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                 if f.name != "single_fraction" or self.single_fraction]
+                 if f.name not in _SHOWN_WHERE_SET or getattr(self, f.name)]
         return f"{type(self).__qualname__}({', '.join(parts)})"
 
     def level_values(self, name, survey=None):
@@ -447,21 +475,62 @@ def _set_column(table, name, values):
         table[name] = values
 
 
+@lru_cache(maxsize=1)
+def _departure_pool():
+    from . import photometry as phot
+
+    measured = phot.sdss_reference_magnitudes("even", BANDS, max_anchor_distance=0.3)
+    fitted = phot.sdss_reference_magnitudes("even", BANDS, max_anchor_distance=-1.0)
+    dmag = np.stack([np.asarray(measured[f"mag_{b}"], float)
+                     - np.asarray(fitted[f"mag_{b}"], float) for b in BANDS], axis=1)
+    keep = (np.asarray(measured["r_petro"], float) < _POOL_R_LIMIT) \
+        & np.all(np.isfinite(dmag), axis=1)
+    dmag = dmag[keep]
+    dmag.setflags(write=False)
+    return dmag
+
+
+def colour_departure_pool():
+    """Real galaxies' departures from their template colours, one row per galaxy.
+
+    For each galaxy of the even (fitting) rows of the SDSS catalog shipped in
+    kcorrect with Petrosian r < 17.77 (the main sample's limit), the magnitude
+    in each of the nine bands that its own measured photometry gives
+    (`~astro_mantis.simulate.photometry.sdss_reference_magnitudes`) minus the
+    magnitude its template fit alone predicts. Bands without a measured band
+    nearby (W1, W2, and the ultraviolet where GALEX did not detect the galaxy)
+    depart by 0. ``Randomisation.colour_departures`` draws rows of it. The odd,
+    held-out rows are never used.
+
+    Returns
+    -------
+    `numpy.ndarray`
+        Read-only array (galaxies × 9 bands, in the order of
+        ``astro_mantis.simulate.BANDS``), magnitudes; positive is fainter than
+        the templates.
+    """
+    return _departure_pool()
+
+
 def perturb_catalog(table, randomisation, rng):
     """Apply the per-galaxy randomisation to a drawn catalog, in place.
 
-    Sizes, bulge fractions, profiles and light-centre offsets change as the
-    `Randomisation` says; the values applied are recorded in new columns
-    ``rand_size_scale``, ``rand_bulge_jitter``, ``rand_offset_dx`` and
-    ``rand_offset_dy`` (arcsec east and north, added to ``dx`` and ``dy``) and
-    ``rand_single`` (True where the galaxy became a single profile).
+    Sizes, bulge fractions, profiles, light-centre offsets and (with
+    ``colour_departures`` > 0) magnitudes change as the `Randomisation` says;
+    the values applied are recorded in new columns ``rand_size_scale``,
+    ``rand_bulge_jitter``, ``rand_offset_dx`` and ``rand_offset_dy`` (arcsec
+    east and north, added to ``dx`` and ``dy``), ``rand_single`` (True where
+    the galaxy became a single profile) and, with ``colour_departures`` > 0,
+    ``rand_colour_departure`` (mag added to each ``mag_<band>``, nine per
+    galaxy in the order of ``astro_mantis.simulate.BANDS``).
 
     Parameters
     ----------
     table : `~astropy.table.Table`
         Catalog with ``r_half_disk``, ``r_half_bulge`` (arcsec),
         ``bulge_frac``, ``dx``, ``dy`` (arcsec) columns (missing ones are
-        taken as point sources without offset).
+        taken as point sources without offset) and ``mag_<band>`` columns
+        (those present take the colour departures).
     randomisation : `Randomisation`
     rng : `numpy.random.Generator`
 
@@ -494,6 +563,16 @@ def perturb_catalog(table, randomisation, rng):
         bulge_frac = np.where(single, np.where(bulge_frac < 0.5, 0.0, 1.0), bulge_frac)
         r_disk = np.where(single, r_comp, r_disk)
         r_bulge = np.where(single, r_comp, r_bulge)
+    if r.colour_departures > 0.0:  # drawn last, too
+        pool = _departure_pool()
+        dmag = r.colour_departures * pool[rng.integers(pool.shape[0], size=n)]
+        for j, band in enumerate(BANDS):
+            if f"mag_{band}" in table.colnames:
+                _set_column(table, f"mag_{band}", column(f"mag_{band}") + dmag[:, j])
+        table["rand_colour_departure"] = dmag
+        table["rand_colour_departure"].description = (
+            "randomisation: real galaxy's departure from its template colours added to "
+            "mag_<band> (mag, bands in astro_mantis.simulate.BANDS order)")
     off_x, off_y = radius * np.sin(angle), radius * np.cos(angle)
     for name, values in (("r_half_disk", r_disk), ("r_half_bulge", r_bulge),
                          ("bulge_frac", bulge_frac), ("dx", column("dx") + off_x),
