@@ -293,11 +293,11 @@ def section_shift(net, ref, x, d, z, out, seeds):
     return f
 
 
-def section_surrogate(net, data, n_train, n_test, out, figures):
+def section_surrogate(net, data, n_train, n_test, out, figures, test_data=None):
     from astro_mantis.explain import explain_by_example, fidelity, fit_surrogate, plot_examples
 
     xt, dt, zt, idt = fused_split(data, "train", n_train, net=net)
-    xq, dq, zq, _ = fused_split(data, "test", n_test, net=net)
+    xq, dq, zq, _ = fused_split(test_data or data, "test", n_test, net=net)
     res = {}
     for kernel in ("ck", "ntk"):
         tracemalloc.start()
@@ -398,8 +398,8 @@ def main(argv=None):
                         help="OOD reference: built from --data's train split, or the one "
                              "shipped beside the weights")
     parser.add_argument("--test-data", default=None,
-                        help="directory whose test split is the held-out sample "
-                             "(default --data)")
+                        help="directory whose test split is the held-out sample of every "
+                             "section (default --data; --data then gives the train split)")
     parser.add_argument("--randomised", action="store_true",
                         help="render the OOD cases with the training randomisation (for a "
                              "model trained on it)")
@@ -422,9 +422,9 @@ def main(argv=None):
                      progress=False)
     net = load_model("mantis-mini", weights=args.weights)
     only = set(args.only.split(","))
-    out = {"cpu": cpu_model(), "data": str(data)}
+    out = {"cpu": cpu_model(), "data": str(data), "test_data": args.test_data}
     if "bands" in only:
-        section_bands(net, data, args.n_bands, out, args.figures)
+        section_bands(net, args.test_data or data, args.n_bands, out, args.figures)
     if "ood" in only or "shift" in only:
         ref, x, d, z = section_ood(net, data, args.n_case, out, args.figures,
                                    reference=args.reference, test_data=args.test_data,
@@ -433,11 +433,12 @@ def main(argv=None):
             f = section_shift(net, ref, x, d, z, out, args.seeds)
             section_shifted_sky(net, ref, f, args.shifted_data, args.n_case, out)
     if "surrogate" in only:
-        section_surrogate(net, data, args.n_train, args.n_test, out, args.figures)
+        section_surrogate(net, data, args.n_train, args.n_test, out, args.figures,
+                          test_data=args.test_data)
     if "spectra" in only:
         section_spectra(net, out, args.figures)
     if "probes" in only:
-        section_probes(net, data, 480, out, args.figures)
+        section_probes(net, args.test_data or data, 480, out, args.figures)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=float))
 

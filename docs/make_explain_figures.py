@@ -11,7 +11,7 @@ PNGs into ``docs/_static``:
 
 Usage (from the repository root; about 15 minutes on two CPU cores)::
 
-    python docs/make_explain_figures.py [--data DIR]
+    python docs/make_explain_figures.py [--data DIR] [bench_explain.py's options]
 
 All data are simulated (the package's mock sky).
 """
@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv=None):
+    # The benchmark imports its neighbours (``_machine``) as a script run from
+    # benchmarks/ would; put that folder on the path first.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("bench_explain",
                                                   ROOT / "benchmarks" / "bench_explain.py")
     bench = importlib.util.module_from_spec(spec)

@@ -78,3 +78,20 @@ def test_bad_input(shards, tmp_path, capsys):
         explain(["bands", shards, "--max-rows", 0, "--out", tmp_path / "f.ecsv"])
     assert explain([]) == 2
     assert "reference" in capsys.readouterr().out
+
+
+def test_guide_figure_script_loads_its_benchmark():
+    """docs/make_explain_figures.py runs benchmarks/bench_explain.py, which imports its
+    neighbour ``_machine``: the script must put benchmarks/ on the path (it once did
+    not, and failed before drawing anything)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "docs" / "make_explain_figures.py"
+    if not script.exists():
+        pytest.skip("needs the source tree (docs/ and benchmarks/)")
+    run = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
+                         text=True, timeout=300, cwd=script.parents[1])
+    assert run.returncode == 0, run.stderr
+    assert "--test-data" in run.stdout and "--reference" in run.stdout
