@@ -16,6 +16,19 @@ from astro_mantis.testing import SurveyServer
 DATA = Path(astro_mantis.__file__).parent / "data"
 
 
+def test_docs_quote_the_bundled_cards_own_figures():
+    """The pages that quote the bundled card name its weights and its recorded
+    bfloat16 check; a new model whose pages were not updated fails here."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    if not docs.is_dir():
+        pytest.skip("needs the source tree (docs/)")
+    card = json.loads((DATA / "mantis-mini.json").read_text())
+    assert f"sha256 {card['sha256'][:12]}" in (docs / "photoz.rst").read_text()
+    tv = card["precision_check"]["cpu_bfloat16_tv"]
+    assert f"card records {tv:.4f}" in (docs / "models.rst").read_text()
+    assert f"T = {card['temperature']:.3f}" in (docs / "model_card.rst").read_text()
+
+
 def test_card_matches_the_weights_and_says_what_they_are():
     weights = DATA / "mantis-mini.safetensors"
     card = json.loads((DATA / "mantis-mini.json").read_text())
