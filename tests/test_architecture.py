@@ -21,13 +21,32 @@ GROUND = ("astro_mantis._version", "astro_mantis.config", "astro_mantis.flags",
           "astro_mantis.positions", "astro_mantis.pdf", "astro_mantis.surveys",
           "astro_mantis.retry", "astro_mantis.progress", "astro_mantis.compiling",
           "astro_mantis.plotting")
-#: What the ground may never import (the layers above it).
-ABOVE_GROUND = ("astro_mantis.cutouts", "astro_mantis.fetch", "astro_mantis.table",
-                "astro_mantis.shards",
-                "astro_mantis.tableio", "astro_mantis.spectro", "astro_mantis.simulate",
-                "astro_mantis.training", "astro_mantis.cli", "astro_mantis.models",
-                "astro_mantis.fusion", "astro_mantis.web", "astro_mantis.explain",
-                "astro_mantis.visualization", "astro_mantis.demo", "astro_mantis.testing")
+#: What the ground may never import (the layers above it): every other module or
+#: subpackage of the package, found on disk, so a new one is covered at once.
+ABOVE_GROUND = tuple(sorted(
+    f"astro_mantis.{p.stem}" for p in ROOT.iterdir()
+    if (p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists()))
+    and p.stem != "__init__" and f"astro_mantis.{p.stem}" not in GROUND))
+#: The layers of docs/architecture.rst's table, from the ground up.
+LAYERS = {
+    "ground": GROUND,
+    "fetch": ("astro_mantis.fetch", "astro_mantis.multicutout", "astro_mantis.sources"),
+    "model": ("astro_mantis.fusion", "astro_mantis.models", "astro_mantis.metrics"),
+    "jobs": ("astro_mantis.shards", "astro_mantis.table", "astro_mantis.tableio",
+             "astro_mantis.spectro", "astro_mantis.training", "astro_mantis.simulate",
+             "astro_mantis.explain", "astro_mantis.scale"),
+    "testing": ("astro_mantis.testing",),
+    "faces": ("astro_mantis.cutouts", "astro_mantis.cli", "astro_mantis.visualization",
+              "astro_mantis.demo", "astro_mantis.web"),
+}
+
+
+def layer_of(module):
+    """Index of ``module``'s layer in `LAYERS` (None if the table does not name it)."""
+    for i, members in enumerate(LAYERS.values()):
+        if any(module == m or module.startswith(m + ".") for m in members):
+            return i
+    return None
 
 
 def _modules():
@@ -138,6 +157,26 @@ def test_a_compiled_module_counts_as_its_package():
 def test_no_import_cycles():
     found = cycles(import_graph())
     assert not found, f"import cycles: {found}"
+
+
+def test_the_layers_cover_the_package():
+    """The ground and what lies above it name every module, the recent ones included."""
+    for name in ("astro_mantis.scale", "astro_mantis.sources", "astro_mantis.metrics",
+                 "astro_mantis.multicutout", "astro_mantis.testing", "astro_mantis.fetch"):
+        assert name in ABOVE_GROUND
+    assert not set(GROUND) & set(ABOVE_GROUND)
+
+
+def test_every_module_imports_only_its_own_layer_or_below():
+    """The layer table of docs/architecture.rst, module by module."""
+    graph = import_graph()
+    unplaced = sorted(m for m in graph if m != "astro_mantis" and layer_of(m) is None)
+    assert not unplaced, f"modules in no layer of docs/architecture.rst: {unplaced}"
+    names = list(LAYERS)
+    upward = sorted(f"{m} ({names[layer_of(m)]}) imports {t} ({names[layer_of(t)]})"
+                    for m, targets in graph.items() if m != "astro_mantis"
+                    for t in targets if t != "astro_mantis" and layer_of(t) > layer_of(m))
+    assert not upward, f"imports of a higher layer: {upward}"
 
 
 @pytest.mark.parametrize("low", GROUND)

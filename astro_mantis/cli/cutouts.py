@@ -19,6 +19,8 @@ from ..surveys import DEFAULT_SURVEYS, get_survey
 from .common import (_add_cache_args, _add_service_args, EXIT_INTERRUPTED, EXIT_OK, InputError,
                      positions_from_columns, _read_table, _services, _survey_list, _tiles)
 
+__all__ = ["add_parser", "SUMMARY_NAME"]
+
 #: Name of the row-aligned summary table written next to the cutouts.
 SUMMARY_NAME = "summary.ecsv"
 

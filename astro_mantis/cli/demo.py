@@ -7,6 +7,8 @@ from pathlib import Path
 
 from .common import (EXIT_OK, InputError, _positive_int)
 
+__all__ = ["add_parser", "DEMO_DIR"]
+
 #: Default output directory of ``astro-mantis demo``.
 DEMO_DIR = "astro_mantis_demo"
 

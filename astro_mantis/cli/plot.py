@@ -7,6 +7,9 @@ from pathlib import Path
 
 from .common import (EXIT_OK, InputError, _positive_int, _read_output)
 
+__all__ = ["add_parser"]
+
+
 def add_parser(sub):
     """Add the ``plot`` subcommand to the ``astro-mantis`` parser's subparsers."""
     g = sub.add_parser(

@@ -18,6 +18,9 @@ from .common import (_add_cache_args, _add_service_args, _check_device, EXIT_INT
                      _read_table, _services, _survey_list, _tiles)
 from ..pdf import NBINS, ZMIN
 
+__all__ = ["add_parser"]
+
+
 def add_parser(sub):
     """Add the ``predict`` subcommand to the ``astro-mantis`` parser's subparsers."""
     default_surveys = ",".join(DEFAULT_SURVEYS)

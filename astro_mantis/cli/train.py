@@ -8,6 +8,9 @@ from pathlib import Path
 
 from .common import (EXIT_OK, InputError, _positive_int)
 
+__all__ = ["add_parser"]
+
+
 def add_parser(sub):
     """Add the ``train`` subcommand to the ``astro-mantis`` parser's subparsers."""
     t = sub.add_parser(
