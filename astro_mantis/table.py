@@ -516,6 +516,25 @@ def _check_resume(table, prefix, settings):
                     f"{settings['srv']!r} now")
 
 
+def _resume_precision(table, prefix, precision, net):
+    """The precision a resumed run uses: the earlier run's (recorded as ``prec``)."""
+    recorded = str(run_settings(table, prefix).get("prec", "") or "")
+    if not recorded or recorded == precision:
+        return precision
+    if precision != "auto":
+        raise ValueError(f"resume=True with precision {precision!r}, but the earlier run "
+                         f"used {recorded!r}: that would mix two kinds of estimate in one "
+                         f"table. Resume with precision={recorded!r} (or 'auto', which "
+                         "takes the earlier run's), or start afresh with overwrite=True")
+    try:
+        _check_precision(recorded, net)
+    except ValueError as exc:
+        raise ValueError(f"resume=True: the earlier run used precision {recorded!r}, which "
+                         f"cannot run here ({exc}). Resume where it can, or start afresh "
+                         "with overwrite=True") from None
+    return recorded
+
+
 def _check_columns(table, names, overwrite, resume):
     present = [n for n in names if n in table.colnames]
     if resume:
@@ -577,8 +596,10 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     resume : bool
         Complete an earlier run: process only the rows flagged
         ``NOT_ESTIMATED`` (except bad coordinates) and keep the others. The settings
-        recorded by the earlier run (model and checksum, surveys, dust source, TTA)
-        must match this call's; a difference is refused, naming it.
+        recorded by the earlier run (model and checksum, surveys, dust source, TTA,
+        position columns, precision) must match this call's; a difference is refused,
+        naming it. With ``precision="auto"`` the earlier run's precision is used, so
+        one table never holds rows of two precisions.
     chunk_size : int
         Distinct positions per chunk. Two chunks of cutouts are in memory at once;
         the working set measured with the default 256 is about 1 GB
@@ -685,6 +706,7 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
                                                                       dec_unit), source)
     if resume:
         _check_resume(table, prefix, settings)
+        precision = _resume_precision(table, prefix, precision, net)
     edges = np.linspace(float(meta.get("z_min", ZMIN)), float(meta.get("z_max", ZMAX)),
                         int(meta.get("n_bins", NBINS)) + 1)
     pdf, ood_values, flags, todo = _start_arrays(table, prefix, good, len(edges) - 1, resume,

@@ -403,6 +403,22 @@ def test_resume_carries_the_first_runs_settings(sample_server, tmp_path, capsys)
     assert np.array_equal(np.asarray(done["z_pdf"])[~todo], np.asarray(before["z_pdf"])[~todo])
 
 
+def test_the_printed_resume_command_keeps_local_tiles_and_precision(tmp_path):
+    """A run cut from local tiles is completed from them, not from the network."""
+    import shlex
+
+    from astro_mantis.cli.main import build_parser
+    from astro_mantis.cli.predict import _resume_command
+
+    argv = ["predict", "in.fits", "-o", "out.fits", "--tiles", "panstarrs=/data/ps 1",
+            "--precision", "bfloat16", "--cache-dir", str(tmp_path)]
+    words = shlex.split(_resume_command(build_parser().parse_args(argv)))
+    assert words[words.index("--tiles") + 1] == "panstarrs=/data/ps 1"
+    assert words[words.index("--precision") + 1] == "bfloat16"
+    assert "--resume" in words
+    plain = shlex.split(_resume_command(build_parser().parse_args(argv[:4])))
+    assert "--tiles" not in plain and "--precision" not in plain  # auto: the recorded one
+
 def test_dry_run_sends_and_writes_nothing(sample_server, tmp_path, capsys):
     src = tmp_path / "in.fits"
     _sample_table(src, [35, 36, 37])

@@ -429,6 +429,36 @@ def test_resume_refuses_other_settings(sky, sky_server):
     assert not np.any(np.asarray(t["z_flags"]) & F.NOT_ESTIMATED)
 
 
+def test_resume_keeps_the_earlier_runs_precision(sky, sky_server):
+    """A resumed table never holds rows of two precisions: another explicit precision is
+    refused, and "auto" (which gives float32 on CPUs for the bundled model, whose card
+    records its bfloat16 check) takes the earlier run's bfloat16."""
+    import warnings
+
+    from astro_mantis.table import RunStats
+
+    t = _table(sky, [72, 73, 74])
+    with conf.set_temp("retries", 0), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # bfloat16 emulated on some CPUs
+        sky_server.fail_next(3, kind="5xx", endpoint="fitscut")
+        add_redshift_columns(t, ebv=DUST, precision="bfloat16", progress=False)
+    assert t.meta["z_prec"] == "bfloat16"
+    assert np.any(np.asarray(t["z_flags"]) & F.NOT_ESTIMATED)
+    with pytest.raises(ValueError, match="precision 'float32', but the earlier run used "
+                                         "'bfloat16'"):
+        add_redshift_columns(t, ebv=DUST, resume=True, precision="float32", progress=False)
+    sky_server.reset()
+    run = RunStats()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        add_redshift_columns(t, ebv=DUST, resume=True, report=run, progress=False)
+    assert run.n_estimated > 0 and run.precision == "bfloat16"
+    assert t.meta["z_prec"] == "bfloat16"
+    assert not np.any(np.asarray(t["z_flags"]) & F.NOT_ESTIMATED)
+    fresh = _table(sky, [72])
+    add_redshift_columns(fresh, ebv=DUST, report=run, progress=False)
+    assert run.precision == "float32"  # what "auto" gives without a run to resume
+
 def test_scalar_dust_and_out_of_range_rows(sky, sky_server):
     t = _table(sky, [65, 66, 67])
     add_redshift_columns(t, ebv=0.03, progress=False)

@@ -53,8 +53,8 @@ def add_parser(sub):
                    help="input table, any format astropy.table.Table.read reads "
                         "(ECSV, FITS, VOTable, CSV, ...)")
     p.add_argument("--out", "-o", required=True, metavar="DIR",
-                   help="output directory (created if needed; existing cutout files of the "
-                        "same rows are overwritten)")
+                   help="output directory (created if needed, its parent must exist; existing "
+                        "cutout files of the same rows are overwritten)")
     p.add_argument("--ra-col", default="ra", metavar="NAME",
                    help="column of right ascension, ICRS; degrees unless the column has "
                         "an angular unit (default: %(default)s)")

@@ -71,7 +71,8 @@ def build_parser():
                     "(Mantis Shrimp, Engel et al. 2025). Run 'astro-mantis COMMAND --help' "
                     "for the options of a command.",
         epilog="Exit status: 0 when the job ran (single rows that failed are listed in the "
-               "summary), 2 for unusable input.")
+               "summary), 2 for unusable input, 3 when 'predict' could estimate no row, 130 "
+               "when interrupted.")
     parser.add_argument("--version", action="version", version=f"astro_mantis {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -18,7 +18,7 @@ def add_parser(sub):
         description=(
             "Draw one row of a table written by 'astro-mantis predict' (or "
             "add_redshift_columns): the nine cutout panels above the redshift PDF with its "
-            "68%% interval and flags (astro_mantis.visualization.plot_redshift_row). The "
+            "68% interval and flags (astro_mantis.visualization.plot_redshift_row). The "
             "cutouts come from --cutout (a file written by 'astro-mantis cutouts'), else "
             "from the services the table records (from the cache when they were cached), "
             "never silently from others; the figure says where they came from."),

@@ -48,7 +48,8 @@ def add_parser(sub):
                "  astro-mantis predict cat.ecsv -o out.fits --resume   (complete an "
                "interrupted or partly failed run)\n"
                "Exit status: 0 when the table was written (rows that failed are flagged in "
-               "it), 2 for unusable input, 130 when interrupted (the rows done so far are "
+               "it), 2 for unusable input, 3 when no row could be estimated (the flagged "
+               "table is still written), 130 when interrupted (the rows done so far are "
                "written; rerun with --resume).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("input", metavar="INPUT", help="input table")
@@ -234,9 +235,11 @@ def _resume_command(args):
     parts = ["astro-mantis", "predict", str(args.input), "-o", str(args.output), "--resume"]
     for opt, flag in (("prefix", "--prefix"), ("cache_dir", "--cache-dir"),
                       ("format", "--format"), ("output_format", "--output-format"),
-                      ("weights", "--weights"), ("device", "--device")):
+                      ("weights", "--weights"), ("device", "--device"), ("tiles", "--tiles"),
+                      ("precision", "--precision")):
         value = getattr(args, opt, None)
-        if value is not None and not (opt == "prefix" and value == "z_"):
+        if value is not None and not (opt == "prefix" and value == "z_") \
+                and not (opt == "precision" and value == "auto"):
             parts += [flag, str(value)]
     if args.no_cache:
         parts.append("--no-cache")
