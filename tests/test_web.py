@@ -232,6 +232,25 @@ def test_settings_refuse_bad_values_and_round_trip():
         WebSettings(rate_limit=float("inf"))
 
 
+@pytest.mark.parametrize("host, sent", [("127.0.0.1", "127.0.0.1:8000"),
+                                        ("::1", "[::1]:8000"), ("127.0.0.2", "127.0.0.2")])
+def test_a_loopback_service_answers_to_its_own_address(host, sent):
+    """The default allowed hosts include the address bound, as a client's Host header
+    names it (an IPv6 address in brackets): 'serve --host ::1' once refused its own
+    printed URL with 400."""
+    from starlette.middleware.trustedhost import parse_host_header
+
+    from astro_mantis.cli.main import build_parser
+    from astro_mantis.cli.serve import settings_from_args
+
+    settings = settings_from_args(build_parser().parse_args(["serve", "--host", host]))
+    assert parse_host_header(sent).host.lower() in settings.allowed_hosts
+    assert {"127.0.0.1", "localhost"} <= set(settings.allowed_hosts)
+    given = build_parser().parse_args(["serve", "--host", host, "--allowed-host", "x.org"])
+    assert settings_from_args(given).allowed_hosts == ["x.org"]
+    wide = build_parser().parse_args(["serve", "--host", "0.0.0.0"])
+    assert settings_from_args(wide).allowed_hosts is None
+
 def test_read_upload_guesses_formats_and_refuses_garbage():
     t = Table({"ra": [1.0, 2.0], "dec": [3.0, 4.0]})
     for fmt in ("ecsv", "csv", "fits", "votable"):
@@ -479,6 +498,67 @@ def test_batch_large_table_becomes_a_job(api, sample):
     assert api.get(f"/jobs/{'0' * 32}/result").status_code == 404
     assert api.get("/jobs/not-a-job").status_code == 422
 
+
+def test_job_stores_on_one_directory_answer_for_each_other(tmp_path):
+    """Two processes' stores (here two objects) on one directory: each sees the other's
+    job and its progress, reads its result, and forgets it once expired."""
+    from astro_mantis.web.jobs import JobStore
+
+    a, b = JobStore(tmp_path, ttl=600), JobStore(tmp_path, ttl=600)
+    job = a.create(7, "ecsv", "t_photoz.ecsv")
+    assert b.get(job.id).status == "queued" and b.get(job.id).n_rows == 7
+    a.update(job, status="running", started=time.time(), rows_done=3)
+    seen = b.get(job.id)
+    assert (seen.status, seen.rows_done) == ("running", 3)
+    result = tmp_path / f"{job.id}.ecsv"
+    result.write_text("# a table")
+    a.update(job, status="done", path=result, finished=time.time())
+    seen = b.get(job.id)
+    assert seen.status == "done" and seen.path.read_text() == "# a table"
+    assert seen.as_dict()["result_url"] == f"/jobs/{job.id}/result"
+    assert b.get("0" * 32) is None
+    a.fail_unfinished("shutdown")  # a finished job is left as it is
+    assert b.get(job.id).status == "done"
+    b.ttl = 0.0
+    time.sleep(0.01)
+    assert b.get(job.id) is None and not result.exists()
+    b.ttl = 600.0
+    other = a.create(1, "ecsv", "x")
+    a.fail_unfinished("the server shut down")
+    assert b.get(other.id).status == "failed" and b.get(other.id).error == "the server shut down"
+
+
+def test_two_worker_processes_both_answer_for_a_job(tmp_path):
+    """'serve --workers 2': each poll may reach either process, and every one finds the
+    job (before, jobs lived in the memory of the process that took the upload, and about
+    half the polls answered 404)."""
+    with ServerProcess(["--demo", "--workers", "2", "--rate-limit", "0", "--sync-rows",
+                        "1"]) as server:
+        with httpx.Client(base_url=server.url, timeout=120.0) as client:
+            ex = [e for e in client.get("/examples").json() if e["DEC"] > -30]
+            t = Table({"ra": [e["RA"] for e in ex[:3]], "dec": [e["DEC"] for e in ex[:3]]})
+            r = client.post("/predict/batch",
+                            files={"file": ("t.ecsv", write_table_bytes(t, "ecsv"))})
+            assert r.status_code == 202, r.text
+            url = r.json()["status_url"]
+        codes, status = [], None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with httpx.Client(base_url=server.url, timeout=60.0) as fresh:  # a new connection
+                answer = fresh.get(url)
+            codes.append(answer.status_code)
+            status = answer.json()
+            if len(codes) >= 20 and status.get("status") in ("done", "failed"):
+                break
+            time.sleep(0.05)
+        assert set(codes) == {200}, codes
+        assert status["status"] == "done", status
+        for _ in range(6):
+            with httpx.Client(base_url=server.url, timeout=60.0) as fresh:
+                out = fresh.get(status["result_url"])
+            assert out.status_code == 200
+            assert len(Table.read(out.text, format="ascii.ecsv")) == 3
+    assert server.returncode == 0, server.text
 
 def test_batch_refuses_bad_uploads_clearly(api):
     ok = write_table_bytes(Table({"ra": [1.0], "dec": [2.0]}), "csv")

@@ -76,8 +76,9 @@ def _add_arguments(p):
     net.add_argument("--allowed-host", action="append", default=None, metavar="NAME",
                      dest="allowed_hosts",
                      help="host name clients may use in the Host header (repeatable; "
-                          "default: 127.0.0.1 and localhost when listening on loopback, "
-                          "any otherwise); others get 400, against DNS rebinding")
+                          "default: 127.0.0.1, localhost and the --host address when "
+                          "listening on loopback, any otherwise); others get 400, against "
+                          "DNS rebinding")
     net.add_argument("--workers", type=_positive_int, default=1,
                      help="server processes, each with its own model, queue and rate limit "
                           "(default: %(default)s)")
@@ -186,8 +187,15 @@ def settings_from_args(args):
         panstarrs_url=args.panstarrs_url, legacysurvey_url=args.legacysurvey_url,
         cache_dir=args.cache_dir,
         log_level="INFO" if args.log_level in ("info", "debug") else "WARNING",
-        allowed_hosts=args.allowed_hosts or (["127.0.0.1", "localhost"]
+        allowed_hosts=args.allowed_hosts or (_loopback_hosts(args.host)
                                              if _is_loopback(args.host) else None))
+
+
+def _loopback_hosts(host):
+    """The Host names a loopback service answers to: the usual two and its own address
+    (an IPv6 one in brackets, as clients send it and starlette compares it)."""
+    own = f"[{host}]" if ":" in host else host
+    return list(dict.fromkeys(["127.0.0.1", "localhost", own.lower()]))
 
 
 def _input_error(message):
@@ -205,12 +213,14 @@ def run(args):
     Returns
     -------
     int
-        0 after a clean shutdown, 1 if the server could not start.
+        0 after a clean shutdown, 1 if the server failed after binding (the model
+        could not be loaded, say).
 
     Raises
     ------
     astro_mantis.cli.common.InputError
-        If the web extra is missing or the settings are unusable.
+        If the web extra is missing, the settings are unusable or the address cannot
+        be bound (the command then exits with 2).
     """
     try:
         import uvicorn
@@ -251,6 +261,12 @@ def run(args):
                       access_log=args.log_level in ("info", "debug"))
         if args.workers > 1:
             from ..web.settings import SETTINGS_ENV
+
+            if not settings.jobs_dir:  # one directory, so any process answers for a job
+                import tempfile
+
+                settings.jobs_dir = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="astro_mantis_jobs_"))
 
             os.environ[SETTINGS_ENV] = settings.to_json()
             config = uvicorn.Config("astro_mantis.web.app:app_from_environment", factory=True,

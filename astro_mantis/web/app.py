@@ -2,7 +2,8 @@
 """The ASGI application of ``astro-mantis serve`` (FastAPI on Starlette).
 
 `create_app` builds the application: the API (``POST /predict``, ``GET /predict``,
-``POST /predict/batch``, ``GET /jobs/{id}``, ``GET /cutouts/{ra}/{dec}``,
+``POST /predict/batch``, ``GET /jobs/{id}``, ``GET /jobs/{id}/result``,
+``GET /cutouts/{ra}/{dec}``,
 ``GET /healthz``, ``GET /examples``, the OpenAPI description at ``/openapi.json``)
 and the page at ``/``. Every API request passes a per-client rate limit (429 with
 ``Retry-After``) and its work goes through a bounded `~astro_mantis.web.WorkQueue`
@@ -33,6 +34,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
                       f"'astro-mantis[web]' ({exc})") from None
 
 from .._version import __version__
+from ..atomic import atomic_open
 from .jobs import JobStore
 from .limits import QueueFull, RateLimiter, ServiceClosed, WorkQueue
 from .service import (OUTPUT_FORMATS, PhotozService, parse_coordinate, read_upload,
@@ -365,7 +367,8 @@ def create_app(settings=None, service=None):
             st.work = WorkQueue(settings.concurrency, settings.queue_size, settings.max_batch,
                                 name="photoz")
             st.jobs_queue = WorkQueue(settings.job_workers, settings.max_jobs, name="jobs")
-            st.jobs = JobStore(svc.workdir / "jobs", ttl=settings.job_ttl)
+            st.jobs = JobStore(settings.jobs_dir or svc.workdir / "jobs",
+                               ttl=settings.job_ttl)
             st.started = time.time()
             _SHUTDOWN_HOOKS.append(shutdown_soon)
             restore = _chain_signal_handlers()
@@ -595,20 +598,19 @@ def create_app(settings=None, service=None):
         the_job = st.jobs.create(len(table), out_fmt, _safe(out_name))
 
         def run_job(_):
-            the_job.status, the_job.started = "running", time.time()
+            st.jobs.update(the_job, status="running", started=time.time())
             try:
                 out = st.service.predict_table(
                     table, ra_col, dec_col, cancel=st.cancel,
-                    progress=lambda n: setattr(the_job, "rows_done", n))
+                    progress=lambda n: st.jobs.update(the_job, rows_done=n))
                 path = st.jobs.directory / f"{the_job.id}{OUTPUT_FORMATS[out_fmt][2]}"
-                path.write_bytes(write_table_bytes(out, out_fmt))
-                the_job.path, the_job.status = path, "done"
+                with atomic_open(path) as f:
+                    f.write(write_table_bytes(out, out_fmt))
+                st.jobs.update(the_job, path=path, status="done", finished=time.time())
             except Exception as exc:
-                the_job.status = "failed"
-                the_job.error = str(exc.args[0] if isinstance(exc, KeyError) and exc.args
-                                    else exc)
-            finally:
-                the_job.finished = time.time()
+                st.jobs.update(the_job, status="failed", finished=time.time(),
+                               error=str(exc.args[0] if isinstance(exc, KeyError) and exc.args
+                                         else exc))
 
         try:
             st.jobs_queue.submit(run_job, None)

@@ -2,14 +2,20 @@
 """Batch jobs of the web service: large uploads processed off the request.
 
 A `Job` records one upload's progress; `JobStore` keeps the jobs of a running service
-(in memory, results in a temporary directory: jobs do not survive a restart) and
-forgets finished ones after their time to live.
+and forgets finished ones after their time to live. Each job's state is also written,
+atomically, as ``<id>.json`` beside its result in the store's directory, so that the
+worker processes of one service (``astro-mantis serve --workers N``), given one
+directory, answer for each other's jobs. Jobs do not survive a restart: the command
+makes the directory a temporary one.
 """
 import dataclasses
+import json
 import threading
 import time
 import uuid
 from pathlib import Path
+
+from ..atomic import atomic_open
 
 __all__ = ["Job", "JobStore", "JOB_STATES"]
 
@@ -64,6 +70,19 @@ class Job:
                "result_url": f"/jobs/{self.id}/result" if self.status == "done" else None}
         return out
 
+    def to_json(self):
+        """The job's full state as JSON (read back by `from_json`)."""
+        data = dataclasses.asdict(self)
+        data["path"] = None if self.path is None else str(self.path)
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text):
+        """A job from `to_json` output."""
+        data = json.loads(text)
+        data["path"] = None if data.get("path") is None else Path(data["path"])
+        return cls(**data)
+
 
 class JobStore:
     """The jobs of one service.
@@ -71,7 +90,9 @@ class JobStore:
     Parameters
     ----------
     directory : str or path-like
-        Where result files are written.
+        Where result files and the jobs' states (``<id>.json``) are written. Stores of
+        several processes given the same directory see each other's jobs (`get`); each
+        runs, updates and fails only its own.
     ttl : float
         Seconds a finished job (and its result) is kept.
     max_jobs : int
@@ -103,20 +124,49 @@ class JobStore:
         with self._lock:
             self._expire()
             self._jobs[job.id] = job
+            self._save(job)
         return job
 
+    def update(self, job, **changes):
+        """Change fields of one of this store's jobs and record its new state.
+
+        Parameters
+        ----------
+        job : `Job`
+        **changes
+            Field values (``status``, ``rows_done``, ``path``, ...).
+        """
+        with self._lock:
+            for name, value in changes.items():
+                setattr(job, name, value)
+            self._save(job)
+
     def get(self, job_id):
-        """The job of an id, or None (unknown or expired)."""
+        """The job of an id, or None (unknown or expired).
+
+        A job of this store is returned as it is; one of another process's store on the
+        same directory is read from its recorded state (a snapshot).
+        """
         with self._lock:
             self._expire()
-            return self._jobs.get(job_id)
+            job = self._jobs.get(job_id)
+        if job is not None:
+            return job
+        try:
+            job = Job.from_json(self._state_path(job_id).read_text())
+        except (OSError, ValueError, TypeError):
+            return None  # unknown, expired, or not a job's state
+        if job.finished is not None and time.time() - job.finished > self.ttl:
+            self._delete(job)
+            return None
+        return job
 
     def discard(self, job_id):
         """Forget a job (and delete its result)."""
         with self._lock:
             job = self._jobs.pop(job_id, None)
-        if job is not None and job.path is not None:
-            job.path.unlink(missing_ok=True)
+        if job is not None:
+            self._delete(job)
 
     def counts(self):
         """Jobs per state.
@@ -137,6 +187,19 @@ class JobStore:
             for job in self._jobs.values():
                 if job.status in ("queued", "running"):
                     job.status, job.error, job.finished = "failed", reason, time.time()
+                    self._save(job)
+
+    def _state_path(self, job_id):
+        return self.directory / f"{job_id}.json"
+
+    def _save(self, job):
+        with atomic_open(self._state_path(job.id), "w", fsync=False) as f:
+            f.write(job.to_json())
+
+    def _delete(self, job):
+        self._state_path(job.id).unlink(missing_ok=True)
+        if job.path is not None:
+            job.path.unlink(missing_ok=True)
 
     def _expire(self):
         now = time.time()
@@ -148,5 +211,4 @@ class JobStore:
             drop += [j for j in finished if j not in drop][:excess]
         for job in drop:
             del self._jobs[job.id]
-            if job.path is not None:
-                job.path.unlink(missing_ok=True)
+            self._delete(job)

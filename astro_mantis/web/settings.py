@@ -30,7 +30,7 @@ class WebSettings:
         10 as in the reference web app; 0 turns the limit off.
     rate_burst : int, optional
         Requests a client may send at once before the rate applies
-        (default ``2 * rate_limit``).
+        (default ``max(1, ceil(2 * rate_limit))``).
     concurrency : int
         Threads running photo-z and cutout work.
     queue_size : int
@@ -50,6 +50,10 @@ class WebSettings:
         Largest request body in bytes (more: 413).
     job_ttl : float
         Seconds a finished job's result is kept.
+    jobs_dir : str, optional
+        Directory of the batch jobs' states and results (default: a temporary
+        directory of the process). Worker processes given the same one answer for
+        each other's jobs; ``astro-mantis serve --workers N`` makes one for them.
     shutdown_timeout : float
         Seconds given to queued and running work to finish at shutdown; work still
         waiting then is failed with a 503 answer.
@@ -85,6 +89,7 @@ class WebSettings:
     max_rows: int = 100_000
     max_upload_bytes: int = 20 * 1024 * 1024
     job_ttl: float = 3600.0
+    jobs_dir: str = None
     shutdown_timeout: float = 30.0
     demo: bool = False
     panstarrs_url: str = None
