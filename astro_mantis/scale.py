@@ -38,14 +38,16 @@ as they were: one row out for every row in, in the same partition.
 
 The columns, as pandas/pyarrow hold them
 ========================================
-================  ==========================================  =====================
-column            type                                        not estimated
-================  ==========================================  =====================
-``z_pdf``         ``fixed_size_list<float>[400][pyarrow]``    null
-``z_mean`` ...    ``double[pyarrow]`` (mean, median, mode,    null
+================  ================================================  ===================
+column            type                                              not estimated
+================  ================================================  ===================
+``z_pdf``         ``fixed_size_list<item: float>[400][pyarrow]``    null
+``z_mean`` ...    ``double[pyarrow]`` (mean, median, mode,          null
                   std, lo68, hi68, odds)
-``z_flags``       ``int32[pyarrow]``                          never null
-================  ==========================================  =====================
+``z_ood``         ``double[pyarrow]`` (with a model that has        null
+                  a reference embedding, the default's)
+``z_flags``       ``int32[pyarrow]``                                never null
+================  ================================================  ===================
 
 The 400-bin PDF is one fixed-size list per row (a pyarrow ``FixedSizeListArray``),
 which Parquet and HATS store as such (``lsdb.Catalog.to_hats`` writes it, and
@@ -57,7 +59,7 @@ Provenance
 ==========
 The run's provenance (the ``z_model``, ``z_sha256``, ``z_vers``, ``z_nbins``,
 ``z_zmin``, ``z_zmax``, ``z_dust``, ``z_survey``, ``z_tta``, ``z_ebv``, ``z_pos``,
-``z_point``, ``z_srv`` entries `~astro_mantis.add_redshift_columns` writes into
+``z_point``, ``z_srv``, ``z_oodth`` and ``z_prec`` entries `~astro_mantis.add_redshift_columns` writes into
 ``table.meta``) is recorded
 
 * for LSDB, in the result's catalog properties,
@@ -359,13 +361,14 @@ def _plan(columns, dtypes, kwargs, settings):
     """Check the arguments on the client and take the run's provenance (zero rows)."""
     import pandas as pd
 
-    from .table import add_redshift_columns, column_names
+    from .table import OOD_KEY, add_redshift_columns, column_names
 
     _check_kwargs(kwargs)
     kwargs = dict(kwargs)
     prefix = kwargs.get("prefix", "z_")
     names = column_names(prefix)
-    present = [n for n in names if n in columns]
+    written = names + ([f"{prefix}{OOD_KEY}"] if kwargs.get("ood", True) else [])
+    present = [n for n in written if n in columns]
     if present and not kwargs.get("overwrite", False):
         raise ValueError(f"the catalog already has column(s) {', '.join(present)}; pass "
                          "overwrite=True to replace them, or another prefix=")
@@ -381,7 +384,14 @@ def _plan(columns, dtypes, kwargs, settings):
         log.addFilter(quiet)
         stack.callback(log.removeFilter, quiet)
         table = _to_table(empty, inputs)
-        add_redshift_columns(table, progress=False, **kwargs)
+        # the client checks the arguments on its CPU: the workers' device (a GPU the
+        # client may lack) is theirs to check
+        plan = dict(kwargs)
+        if "device" in plan:
+            plan["device"] = "cpu"
+            if plan.get("precision") == "float16":
+                plan["precision"] = "float32"
+        add_redshift_columns(table, progress=False, **plan)
     if f"{prefix}ood" in table.colnames:  # the out-of-distribution score, before the flags
         names = names[:-1] + [f"{prefix}ood", names[-1]]
     meta = _scalar_meta(table.meta)

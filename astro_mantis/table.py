@@ -45,7 +45,9 @@ __all__ = ["add_redshift_columns", "query_coordinates", "table_coordinates", "du
            "NotEstimatedWarning",
            "column_names", "RunStats", "OUTPUT_KEYS", "DustWarning"]
 
-#: Suffixes of the columns `add_redshift_columns` adds (after the prefix).
+#: Suffixes of the columns `add_redshift_columns` always adds (after the prefix); the
+#: out-of-distribution score, ``ood``, comes before ``flags`` where the model has a
+#: reference embedding.
 OUTPUT_KEYS = ("pdf", "mean", "median", "mode", "std", "lo68", "hi68", "odds", "flags")
 
 #: Suffix of the out-of-distribution score column (added when the model has a reference
@@ -105,7 +107,8 @@ class RunStats:
     n_unique : int
         Distinct positions among them (each fetched and inferred once).
     n_estimated : int
-        Rows that received an estimate.
+        Rows that received an estimate in this call (of ``n_todo``; on a resume, rows
+        estimated by the earlier run are not counted).
     n_chunks : int
         Chunks the positions were processed in.
     fetch_seconds, infer_seconds, wall_seconds : float
@@ -138,7 +141,11 @@ class RunStats:
 
 
 def column_names(prefix="z_"):
-    """The names of the columns `add_redshift_columns` adds, in order.
+    """The names of the columns `add_redshift_columns` always adds, in order.
+
+    With a model that has a reference embedding (the bundled ``mantis-mini`` has one)
+    and ``ood=True``, it also adds ``{prefix}ood`` just before
+    ``{prefix}flags``.
 
     Parameters
     ----------
@@ -260,9 +267,11 @@ def dust_values(table, coords, good, ebv=None):
         Valid positions.
     ebv : str, (str, str), float, array-like, `~astropy.units.Quantity` or callable, optional
         One column name (used for both dust inputs), two column names (CSFD-like,
-        Planck-like), one value for every row, an array of shape ``(N,)`` or
-        ``(N, 2)`` in magnitudes, or a function of `~astropy.coordinates.SkyCoord`
-        returning either. Default: the ``dustmaps`` package's CSFD (else SFD) and
+        Planck-like), one value or one pair of values (CSFD-like, Planck-like) for
+        every row, an array of shape ``(N,)`` or ``(N, 2)`` in magnitudes, or a
+        function of `~astropy.coordinates.SkyCoord` returning either. Two numbers are
+        always the pair, also for a table of two rows (give its per-row values with
+        shape ``(2, 2)``). Default: the ``dustmaps`` package's CSFD (else SFD) and
         Planck maps when it is installed with the maps present, otherwise zeros.
 
     Returns
@@ -301,7 +310,7 @@ def dust_values(table, coords, good, ebv=None):
         source = "columns " + (names[0] if names[0] == names[1] else " and ".join(names))
     else:
         values = _as_mag(ebv, "ebv")
-        if np.ndim(values) == 0 or np.shape(values) == (2,) and n != 2:
+        if np.ndim(values) == 0 or np.shape(values) == (2,):  # one value, or one pair
             scalar = np.atleast_1d(values).astype(float)
             if not np.all(np.isfinite(scalar)) or np.any(scalar < 0) or np.any(scalar > MAX_EBV):
                 raise ValueError(f"ebv={ebv!r}: Milky Way E(B-V) must lie in [0, {MAX_EBV:g}] "
@@ -639,7 +648,8 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         ``{prefix}mean``, ``{prefix}median``, ``{prefix}mode``, ``{prefix}std``,
         ``{prefix}lo68``, ``{prefix}hi68``, ``{prefix}odds`` (the probability that
         the median is within 0.05 (1 + z) of the truth, `~astro_mantis.pdf.RedshiftPDF.odds`; all
-        masked where not estimated) and
+        masked where not estimated), ``{prefix}ood`` (the out-of-distribution score,
+        with ``ood`` and a model that has a reference embedding) and
         ``{prefix}flags`` (`~astro_mantis.MantisFlag` bits). The ``pdf`` column's
         meta holds the bin edges; ``table.meta`` gains ``{prefix}model``,
         ``{prefix}sha256``, ``{prefix}vers`` (package version), ``{prefix}nbins``,
@@ -650,7 +660,8 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         ``{prefix}ebv`` (the dust source, machine-readable), ``{prefix}pos`` (the
         position columns), ``{prefix}point`` (the recommended point estimate,
         ``median``: the column ``{prefix}median``; the Mantis Shrimp paper's is the
-        mean), ``{prefix}prec`` (the network's precision) and
+        mean), ``{prefix}prec`` (the network's precision), ``{prefix}oodth`` (the
+        out-of-distribution threshold, with ``{prefix}ood``) and
         ``{prefix}srv`` (the services the cutouts came from,
         `~astro_mantis.table.recorded_services`). The run's statistics go into
         ``report``; a `~astro_mantis.table.NotEstimatedWarning` is issued when
@@ -701,6 +712,9 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     meta = dict(getattr(net, "meta", {}) or {})
     _check_precision(precision, net)
     ood_ref = _ood_reference(net) if ood else None
+    if ood_ref is not None and not (overwrite or resume) and \
+            f"{prefix}{OOD_KEY}" in table.colnames:
+        _check_columns(table, [f"{prefix}{OOD_KEY}"], overwrite, resume)  # refuses it
     surveys = _check_surveys(surveys, meta)
     settings = _settings(meta, surveys, tta, ebv, _position_setting(coord, ra, dec, ra_unit,
                                                                       dec_unit), source)
@@ -1002,7 +1016,7 @@ def _finish(job, flags, good, dust_unknown, t0):
     flags[~good] |= np.where(dust_unknown[~good], int(MantisFlag.DUST_UNKNOWN), 0)
     # rows never estimated are all NaN: invalid rows, whose statistics are NaN
     pdfs = RedshiftPDF(job.pdf, edges=job.edges, allow_invalid=True, copy=False)
-    run.n_estimated = int(np.count_nonzero(pdfs.valid))
+    run.n_estimated = int(np.count_nonzero(pdfs.valid[rows])) if rows.size else 0
     run.wall_seconds = time.perf_counter() - t0
     run.flags = {f.name: int(np.sum((flags & f) != 0)) for f in MantisFlag
                  if f and np.any((flags & f) != 0)}
@@ -1017,9 +1031,10 @@ def _write_columns(table, prefix, pdfs, ood, flags, meta, dust_source, settings)
     if ood is not None:  # the score goes just before the flags
         cols[f"{prefix}{OOD_KEY}"] = MaskedColumn(
             ood, name=f"{prefix}{OOD_KEY}", mask=~estimated | ~np.isfinite(ood),
-            description="out-of-distribution score: k-NN distance percentile of the row's "
-                        "network features among the training set's (0-1; flagged "
-                        "OUT_OF_DISTRIBUTION above the threshold in meta)")
+            description="out-of-distribution score (0-1): percentile among the model's "
+                        "reference galaxies of the row's most unusual statistic (k-NN "
+                        "feature distance, PDF width, edge mass, band misalignment); "
+                        "flagged OUT_OF_DISTRIBUTION above the threshold in meta")
     cols[f"{prefix}flags"] = MaskedColumn(flags.astype(np.int32), name=f"{prefix}flags",
                                           description=_FLAGS_DESCRIPTION)
     for name, col in cols.items():

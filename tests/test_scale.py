@@ -235,7 +235,25 @@ def test_bad_input(catalog, frame, server):
         scale.add_redshift_columns_lsdb(catalog, ebv=DUST, surveys=("panstarrs",))
     with pytest.raises(KeyError, match="unknown configuration"):
         scale.worker_settings(cache_directory="/tmp")
+    # a column named like the out-of-distribution score is not replaced silently
+    own = dd.from_pandas(frame.assign(z_ood=1.0), npartitions=2)
+    with pytest.raises(ValueError, match="already has column.*z_ood"):
+        scale.add_redshift_columns_dask(own, **KW)
+    scale.add_redshift_columns_dask(own, ood=False, **KW)  # planned: the score is not asked
 
+
+def test_the_client_plans_on_its_cpu(frame, server):
+    """device= names the workers' device: a client without that GPU still builds the
+    lazy job (it once loaded the model there itself and refused 'cuda')."""
+    if torch.cuda.is_available():
+        pytest.skip("needs a client without a CUDA GPU")
+    out = scale.add_redshift_columns_dask(dd.from_pandas(frame, npartitions=2),
+                                          device="cuda", **KW)
+    assert out.columns.tolist().count("z_ood") == 1 and "z_pdf" in out.columns
+    with pytest.raises(ValueError, match="cuda"):
+        from astro_mantis import add_redshift_columns
+
+        add_redshift_columns(Table({"ra": [1.0], "dec": [1.0]}), device="cuda", ebv=0.0)
 
 def test_worker_settings_and_shared_conf(server, tmp_path):
     s = scale.worker_settings(cache_dir=str(tmp_path))

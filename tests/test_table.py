@@ -195,6 +195,13 @@ def test_bad_input(sky, sky_server, tmp_path):
     assert np.all(t["z_mean"] != [0.1, 0.2])
     add_redshift_columns(t, ebv=DUST, prefix="pz_", progress=False)
     assert np.allclose(t["pz_mean"], t["z_mean"]) and t.meta["pz_model"] == "mantis-mini"
+    # nor is a column named like the out-of-distribution score (once replaced silently)
+    t["q_ood"] = ["mine", "mine"]
+    with pytest.raises(ValueError, match="already has column.*q_ood"):
+        add_redshift_columns(t, ebv=DUST, prefix="q_", progress=False)
+    assert t["q_ood"].tolist() == ["mine", "mine"] and "q_mean" not in t.colnames
+    add_redshift_columns(t, ebv=DUST, prefix="q_", ood=False, progress=False)
+    assert t["q_ood"].tolist() == ["mine", "mine"] and "q_mean" in t.colnames
 
 
 def test_empty_table(sky_server):
@@ -238,6 +245,10 @@ def test_server_failures_flag_rows_and_resume_completes(sky, sky_server):
     assert np.all(np.asarray(t["z_flags"])[failed] & F.NOT_ESTIMATED)
     assert np.all(np.ma.getmaskarray(t["z_mean"]) == failed)
     done_before = np.array(t["z_pdf"][~failed])
+    # a resume that still estimates nothing says so, though earlier rows have values
+    with conf.set_temp("retries", 0), pytest.warns(T.NotEstimatedWarning):
+        sky_server.fail_next(1000, kind="5xx", endpoint="fitscut")
+        add_redshift_columns(t, ebv=DUST, resume=True, progress=False)
     sky_server.reset()
     run = T.RunStats()
     add_redshift_columns(t, ebv=DUST, resume=True, progress=False, report=run)
@@ -278,8 +289,10 @@ def test_interrupted_run_keeps_rows_and_resumes(sky, sky_server):
     assert pending.tolist() == [False] * 4 + [True] * 5
     # the report says what was done before the interrupt
     assert run.n_unique == 9 and run.n_estimated == 4 and run.flags["NOT_ESTIMATED"] == 5
-    add_redshift_columns(t, ebv=DUST, resume=True, progress=False, precision="float32")
+    add_redshift_columns(t, ebv=DUST, resume=True, progress=False, precision="float32",
+                         report=run)
     assert not np.any(np.asarray(t["z_flags"]) & F.NOT_ESTIMATED)
+    assert run.n_todo == run.n_estimated == 5  # this call's rows, not the earlier four
     full = add_redshift_columns(_table(sky, np.arange(60, 69)), ebv=DUST, progress=False,
                                 precision="float32")
     assert np.allclose(t["z_pdf"], full["z_pdf"], rtol=1e-5, atol=1e-7)
@@ -469,6 +482,23 @@ def test_scalar_dust_and_out_of_range_rows(sky, sky_server):
     add_redshift_columns(t2, ebv="ebv_csfd", progress=False)
     flagged = (np.asarray(t2["z_flags"]) & F.DUST_UNKNOWN) != 0
     assert flagged.tolist() == [False, True, False]
+
+
+def test_two_dust_numbers_are_one_pair_whatever_the_rows():
+    """ebv=(a, b) is the (CSFD-like, Planck-like) pair of every row, as the record says,
+    also on a table of two rows (it was read as per-row values there, so a wrong second
+    value flagged one row instead of being refused, and the record disagreed)."""
+    from astro_mantis.table import _ebv_setting, dust_values
+
+    t = Table({"ra": [150.0, 150.1], "dec": [2.0, 2.1]})
+    coords, good = SkyCoord(t["ra"], t["dec"], unit="deg"), np.ones(2, bool)
+    values, unknown, source = dust_values(t, coords, good, (0.03, 0.05))
+    assert np.allclose(values, [[0.03, 0.05], [0.03, 0.05]]) and not unknown.any()
+    assert source == "value 0.03 and 0.05" and _ebv_setting((0.03, 0.05)) == "value:0.03,0.05"
+    with pytest.raises(ValueError, match="must lie in"):
+        dust_values(t, coords, good, (0.03, 9.0))
+    per_row, _, source = dust_values(t, coords, good, np.array([[0.01, 0.02], [0.03, 0.04]]))
+    assert np.allclose(per_row, [[0.01, 0.02], [0.03, 0.04]]) and source == "array"
 
 
 def test_out_of_range_and_sexagesimal_positions(sky, sky_server):
