@@ -71,8 +71,13 @@ def add_parser(subparsers):
     sub = p.add_subparsers(dest="explain_command", metavar="WHAT")
     b = sub.add_parser("bands", help="band and survey attributions per galaxy")
     _common(b)
-    b.add_argument("--method", default="shapley", choices=("shapley", "ig"))
-    b.add_argument("--target", default="mean", choices=("mean", "logp", "cde"))
+    b.add_argument("--method", default="shapley", choices=("shapley", "ig"),
+                   help="exact Shapley values over the 512 band subsets, or integrated "
+                        "gradients (default: %(default)s)")
+    b.add_argument("--target", default="mean", choices=("mean", "logp", "cde"),
+                   help="what is attributed: the PDF mean, or (with the split's "
+                        "spectroscopic z) the log-probability of its bin or the CDE loss "
+                        "(default: %(default)s)")
     b.add_argument("--out", required=True, metavar="FILE", help="output table")
     b.add_argument("--figure", default=None, metavar="PNG",
                    help="also plot the mean survey shares against redshift")
@@ -94,7 +99,9 @@ def add_parser(subparsers):
     e.add_argument("--index", type=int, default=0, help="row of the query in the split")
     e.add_argument("--train-rows", type=int, default=1000, metavar="N",
                    help="training galaxies in the surrogate (default: %(default)s)")
-    e.add_argument("--kernel", default="ntk", choices=("ntk", "ck"))
+    e.add_argument("--kernel", default="ntk", choices=("ntk", "ck"),
+                   help="projected neural tangent kernel or conjugate kernel "
+                        "(default: %(default)s)")
     e.add_argument("-k", type=int, default=5, help="galaxies of each kind (default: 5)")
     e.add_argument("--out", required=True, metavar="FILE", help="output table")
     e.add_argument("--figure", default=None, metavar="PNG", help="cutouts figure")
