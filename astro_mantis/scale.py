@@ -59,8 +59,8 @@ Provenance
 ==========
 The run's provenance (the ``z_model``, ``z_sha256``, ``z_vers``, ``z_nbins``,
 ``z_zmin``, ``z_zmax``, ``z_dust``, ``z_survey``, ``z_tta``, ``z_ebv``, ``z_pos``,
-``z_point``, ``z_srv``, ``z_oodth`` and ``z_prec`` entries `~astro_mantis.add_redshift_columns` writes into
-``table.meta``) is recorded
+``z_point``, ``z_srv``, ``z_oodth`` and ``z_prec`` entries
+`~astro_mantis.add_redshift_columns` writes into ``table.meta``) is recorded
 
 * for LSDB, in the result's catalog properties,
   ``catalog.hc_structure.catalog_info`` (extra keys), which ``lsdb.Catalog.to_hats``

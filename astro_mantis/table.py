@@ -712,9 +712,8 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     meta = dict(getattr(net, "meta", {}) or {})
     _check_precision(precision, net)
     ood_ref = _ood_reference(net) if ood else None
-    if ood_ref is not None and not (overwrite or resume) and \
-            f"{prefix}{OOD_KEY}" in table.colnames:
-        _check_columns(table, [f"{prefix}{OOD_KEY}"], overwrite, resume)  # refuses it
+    if ood_ref is not None and not resume:  # the score is an output column like the others
+        _check_columns(table, [f"{prefix}{OOD_KEY}"], overwrite, resume)
     surveys = _check_surveys(surveys, meta)
     settings = _settings(meta, surveys, tta, ebv, _position_setting(coord, ra, dec, ra_unit,
                                                                       dec_unit), source)
