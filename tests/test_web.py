@@ -530,8 +530,8 @@ def test_job_stores_on_one_directory_answer_for_each_other(tmp_path):
 
 def test_two_worker_processes_both_answer_for_a_job(tmp_path):
     """'serve --workers 2': each poll may reach either process, and every one finds the
-    job (before, jobs lived in the memory of the process that took the upload, and about
-    half the polls answered 404)."""
+    job (before, jobs lived in the memory of the process that took the upload, and the
+    polls that reached the other process answered 404)."""
     with ServerProcess(["--demo", "--workers", "2", "--rate-limit", "0", "--sync-rows",
                         "1"]) as server:
         with httpx.Client(base_url=server.url, timeout=120.0) as client:
