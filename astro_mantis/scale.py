@@ -357,6 +357,14 @@ class _Quiet:
         return not str(record.getMessage()).startswith(self.start)
 
 
+def _refuse_present(names, columns, kwargs):
+    """Refuse output columns the catalog already has, unless ``overwrite=True``."""
+    present = [n for n in names if n in columns]
+    if present and not kwargs.get("overwrite", False):
+        raise ValueError(f"the catalog already has column(s) {', '.join(present)}; pass "
+                         "overwrite=True to replace them, or another prefix=")
+
+
 def _plan(columns, dtypes, kwargs, settings):
     """Check the arguments on the client and take the run's provenance (zero rows)."""
     import pandas as pd
@@ -367,11 +375,7 @@ def _plan(columns, dtypes, kwargs, settings):
     kwargs = dict(kwargs)
     prefix = kwargs.get("prefix", "z_")
     names = column_names(prefix)
-    written = names + ([f"{prefix}{OOD_KEY}"] if kwargs.get("ood", True) else [])
-    present = [n for n in written if n in columns]
-    if present and not kwargs.get("overwrite", False):
-        raise ValueError(f"the catalog already has column(s) {', '.join(present)}; pass "
-                         "overwrite=True to replace them, or another prefix=")
+    _refuse_present(names, columns, kwargs)
     inputs = _input_columns(columns, kwargs)
     settings = worker_settings() if settings is None else worker_settings(**settings)
     empty = pd.DataFrame({c: pd.Series([], dtype=dtypes[c]) for c in inputs})
@@ -392,8 +396,12 @@ def _plan(columns, dtypes, kwargs, settings):
             if plan.get("precision") == "float16":
                 plan["precision"] = "float32"
         add_redshift_columns(table, progress=False, **plan)
-    if f"{prefix}ood" in table.colnames:  # the out-of-distribution score, before the flags
-        names = names[:-1] + [f"{prefix}ood", names[-1]]
+    ood = f"{prefix}{OOD_KEY}"
+    if ood in table.colnames:  # the out-of-distribution score, before the flags
+        # (written only with a model that has a reference embedding: the zero-row run
+        # knows, so a catalog's own column of that name is refused only then)
+        _refuse_present([ood], columns, kwargs)
+        names = names[:-1] + [ood, names[-1]]
     meta = _scalar_meta(table.meta)
     precision = kwargs.get("precision", "auto")
     if precision != "auto":

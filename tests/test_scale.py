@@ -242,6 +242,22 @@ def test_bad_input(catalog, frame, server):
     scale.add_redshift_columns_dask(own, ood=False, **KW)  # planned: the score is not asked
 
 
+def test_own_z_ood_kept_with_a_model_that_writes_none(frame, server, tmp_path):
+    """A catalog's own z_ood column is refused only where the model would write one: with
+    weights that have no reference embedding beside them, the plan keeps it."""
+    import shutil
+
+    from astro_mantis.models import registry
+
+    weights = tmp_path / "noref.safetensors"
+    shutil.copy(registry.DATA_DIR / "mantis-mini.safetensors", weights)
+    own = dd.from_pandas(frame.assign(z_ood=1.0), npartitions=2)
+    out = scale.add_redshift_columns_dask(own, weights=str(weights), **KW)
+    assert out.columns.tolist() == own.columns.tolist() + column_names("z_")
+    with pytest.raises(ValueError, match="already has column.*z_ood"):  # the bundled has one
+        scale.add_redshift_columns_dask(own, **KW)
+
+
 def test_the_client_plans_on_its_cpu(frame, server):
     """device= names the workers' device: a client without that GPU still builds the
     lazy job (it once loaded the model there itself and refused 'cuda')."""
