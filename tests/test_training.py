@@ -5,6 +5,7 @@ Everything trains tiny networks on tiny data for a few seconds on the CPU.
 """
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -306,6 +307,14 @@ def test_exact_resume(tmp_path):
         train("mantis-mini", toy_data(), tmp_path / "two", **kw)
     with pytest.raises(ValueError, match="lr"):
         train("mantis-mini", toy_data(), tmp_path / "two", resume=True, **dict(kw, lr=2e-2))
+    # settings that contradict each other are refused (resume and overwrite once resumed;
+    # the jitter without the augmentation was dropped without a word)
+    for extra, message in ((dict(resume=True, overwrite=True), "exclude each other"),
+                           (dict(augment=False, zero_point_jitter=0.02), "needs augment=True"),
+                           (dict(num_workers=-1), "num_workers"),
+                           (dict(workers=0), "workers must be 1")):
+        with pytest.raises(ValueError, match=message):
+            train("mantis-mini", toy_data(), tmp_path / "two", **dict(kw, **extra))
     torch.manual_seed(123)  # the global generators' state is restored from the checkpoint
     two = train("mantis-mini", toy_data(), tmp_path / "two", resume=True, **kw)
     assert two.epochs_run == 2 and two.stopped == "completed"
@@ -624,6 +633,19 @@ def test_cli_train(shard_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(args + ["--overwrite", "--zero-point-jitter", "-1"]) == 2
     assert "--zero-point-jitter" in capsys.readouterr().err
+    # unusable settings answer 2 with a message (they once raised a traceback, or were
+    # ignored), before any training
+    bad = [(["--resume", "--lr", "0.02"], "cannot resume: .*lr 0.01 in the checkpoint, 0.02 now"),
+           (["--overwrite", "--batch-size", "64"], "fewer than one batch of 64"),
+           (["--overwrite", "--no-augment"], "--zero-point-jitter is part of the augment"),
+           (["--overwrite", "--device", "nonsense"], "--device 'nonsense'"),
+           (["--overwrite", "--workers", "-1"], "--workers: expected an integer of 0"),
+           (["--overwrite", "--resume"], "not allowed with argument --overwrite")]
+    before = (out / "checkpoint.pt").stat().st_mtime_ns
+    for extra, message in bad:
+        assert main(args + extra) == 2, extra
+        assert re.search(message, capsys.readouterr().err), extra
+    assert (out / "checkpoint.pt").stat().st_mtime_ns == before
 
 
 def test_cli_train_help(capsys):
@@ -684,6 +706,19 @@ def test_parallel_fusing_after_pytorch_ran(shard_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "8"
     assert len(list((tmp_path / "cache" / "train").glob("*.x.npy"))) == 2
+
+
+def test_parallel_fusing_gives_the_serial_values(shard_dir, tmp_path):
+    """``workers`` (``astro-mantis train --workers``) changes who fuses, not the values."""
+    from astro_mantis.training import ShardDataset
+
+    one = ShardDataset(shard_dir, "train", cache_dir=tmp_path / "one", cache_dtype="float32")
+    two = ShardDataset(shard_dir, "train", cache_dir=tmp_path / "two", cache_dtype="float32",
+                       workers=2)
+    assert len(one) == len(two) == 8
+    for i in range(len(one)):
+        for a, b in zip(one[i], two[i]):
+            assert np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True), i
 
 
 def test_shards_fused_as_the_network_takes_them(shard_dir, tmp_path):

@@ -47,6 +47,18 @@ def _survey_list(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _count(text):
+    """Parse an integer of 0 or more (argparse ``type``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {text!r}") \
+            from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {value}")
+    return value
+
+
 def _positive_int(text):
     """Parse a positive integer (argparse ``type``)."""
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 
-from .common import (EXIT_OK, InputError, _positive_int)
+from .common import EXIT_OK, InputError, _check_device, _count, _positive_int
 
 __all__ = ["add_parser"]
 
@@ -43,8 +43,9 @@ def add_parser(sub):
                "  astro-mantis train --data mock_data/ --out runs/mantis-mini "
                "--model mantis-mini --seed 0\n"
                "Exit status: 0 when the model was trained and exported, 2 for unusable "
-               "input (no data, an existing run without --resume/--overwrite, unknown "
-               "model).",
+               "input (no data, an existing run without --resume/--overwrite, a --resume "
+               "with other settings than the run's, unknown model or device, fewer "
+               "training galaxies than one batch).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--data", required=True, metavar="DIR",
                    help="training data directory (shards of the splits train, validation "
@@ -93,20 +94,21 @@ def add_parser(sub):
                    help="redshift-balanced sampling (inverse n(z) weights) instead of "
                         "shuffling")
     t.add_argument("--no-augment", action="store_true",
-                   help="no random rotations, flips and shifts")
+                   help="no random rotations, flips and shifts (nor --zero-point-jitter)")
     t.add_argument("--zero-point-jitter", type=float, default=0.0, metavar="MAG",
                    help="with the augmentation, a random calibration error per band and "
                         "galaxy, uniform in [-MAG, MAG] magnitudes (default: %(default)s, off)")
     t.add_argument("--max-minutes", type=float, default=None, metavar="MIN",
                    help="time budget: start no epoch that would end after it (the result "
                         "then depends on the machine's speed; --resume continues)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint")
-    t.add_argument("--overwrite", action="store_true",
-                   help="start afresh even if --out holds a checkpoint")
-    t.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="data-loader worker processes (default: %(default)s, load in the "
-                        "main process)")
+    again = t.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start afresh even if --out holds a checkpoint")
+    t.add_argument("--workers", type=_count, default=0, metavar="N",
+                   help="processes fusing the cutouts into the cache, and data-loader "
+                        "worker processes (default: %(default)s, both in the main process)")
     t.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                    help="CPU threads for torch (default: torch's choice)")
     t.add_argument("--cache-dir", default=None, metavar="DIR",
@@ -197,6 +199,11 @@ def _cmd_train(args):
         check_zero_point_jitter(args.zero_point_jitter)
     except ValueError as exc:
         raise InputError(f"--zero-point-jitter: {exc}") from None
+    if args.zero_point_jitter and args.no_augment:
+        raise InputError("--zero-point-jitter is part of the augmentation: it cannot go with "
+                         "--no-augment")
+    if args.device != "auto":
+        _check_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     callbacks = []
@@ -219,9 +226,9 @@ def _cmd_train(args):
             smoothing_sigma=args.smoothing_sigma, balanced=args.balanced,
             augment=not args.no_augment, zero_point_jitter=args.zero_point_jitter,
             max_minutes=args.max_minutes, resume=args.resume,
-            overwrite=args.overwrite, num_workers=args.workers, model_kwargs=model_kwargs,
-            progress=not args.no_progress, callbacks=callbacks)
-    except FileNotFoundError as exc:
+            overwrite=args.overwrite, num_workers=args.workers, workers=max(1, args.workers),
+            model_kwargs=model_kwargs, progress=not args.no_progress, callbacks=callbacks)
+    except (FileNotFoundError, ValueError) as exc:  # unusable data or settings
         raise InputError(str(exc)) from None
     run = result.training
     print(f"astro-mantis train: {run.config['model']} on {run.config['n_train']} training "

@@ -768,12 +768,15 @@ def train(model, train_dir, out_dir, *args, config=None, **settings):
         If ``out_dir`` holds a checkpoint and neither ``resume`` nor ``overwrite`` is set.
     ValueError
         If a resumed run's settings differ from the checkpoint's in a way that changes
-        the result (batch size, learning rate, seed, ...).
+        the result (batch size, learning rate, seed, ...); for ``resume`` together with
+        ``overwrite``, ``zero_point_jitter`` without ``augment``, a negative
+        ``num_workers`` or ``workers`` below 1.
     TypeError
         For a setting `~astro_mantis.training.loop.TrainingConfig` does not have.
     """
     cfg = TrainingConfig.from_arguments(config, args, settings)
     cfg = replace(cfg, zero_point_jitter=check_zero_point_jitter(cfg.zero_point_jitter))
+    _check_settings(cfg)
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -927,15 +930,29 @@ def _checkpoint_config(cfg, model_name, dev, run, n_train, n_validation, data):
     }
 
 
+def _check_settings(cfg):
+    """Refuse settings that contradict each other, before any work."""
+    if cfg.resume and cfg.overwrite:
+        raise ValueError("resume=True and overwrite=True exclude each other: resume continues "
+                         "the run in out_dir, overwrite starts it afresh")
+    if cfg.zero_point_jitter and not cfg.augment:
+        raise ValueError(f"zero_point_jitter={cfg.zero_point_jitter} is part of the "
+                         "augmentation: it needs augment=True")
+    if int(cfg.num_workers) < 0:
+        raise ValueError(f"num_workers must be 0 or more, got {cfg.num_workers}")
+    if int(cfg.workers) < 1:
+        raise ValueError(f"workers must be 1 or more, got {cfg.workers}")
+
+
 def _restore(ckpt_path, dev, config, run, state):
     """Load a checkpoint into the run; returns its state. Refuses other settings."""
     ck = load_checkpoint(ckpt_path, map_location=dev)
     saved = {k: ck["config"].get(k, _RESUME_DEFAULTS.get(k)) for k in _RESUME_FIXED}
     diff = {k: (saved[k], config[k]) for k in _RESUME_FIXED if saved[k] != config[k]}
     if diff:
-        raise ValueError("cannot resume: settings differ from the checkpoint's "
-                         "(checkpoint, now): "
-                         + ", ".join(f"{k}={v}" for k, v in diff.items()))
+        raise ValueError("cannot resume: settings differ from the checkpoint's: "
+                         + ", ".join(f"{k} {a!r} in the checkpoint, {b!r} now"
+                                     for k, (a, b) in diff.items()))
     run.net.load_state_dict(ck["model"])
     run.optimizer.load_state_dict(ck["optimizer"])
     run.scheduler.load_state_dict(ck["scheduler"])
