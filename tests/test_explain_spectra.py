@@ -125,6 +125,14 @@ def test_spectral_monitor(tmp_path):
     assert second["outliers"] == first["outliers"] + 1
     ax = plot_spectral_history(tmp_path / "spectra.jsonl")
     assert len(ax.get_lines()) == 1
+    # a run started afresh (or resumed from epoch 1) logs epoch 2 again: it replaces the
+    # old line instead of following it (an --overwrite run once kept both runs' lines)
+    monitor(2, net)
+    assert [r["epoch"] for r in read_spectral_log(tmp_path / "spectra.jsonl")] == [1, 2]
+    monitor(1, net)
+    assert [r["epoch"] for r in read_spectral_log(tmp_path / "spectra.jsonl")] == [1]
+    monitor(2, net)
+    assert [r["epoch"] for r in read_spectral_log(tmp_path / "spectra.jsonl")] == [1, 2]
 
 
 def test_logits_and_features_match_forward():

@@ -6,6 +6,7 @@ Everything trains tiny networks on tiny data for a few seconds on the CPU.
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -315,6 +316,22 @@ def test_exact_resume(tmp_path):
                            (dict(workers=0), "workers must be 1")):
         with pytest.raises(ValueError, match=message):
             train("mantis-mini", toy_data(), tmp_path / "two", **dict(kw, **extra))
+    # another architecture, or other data, is not this run: refused, naming what differs
+    # (they once resumed and overwrote the checkpoint's record of the first half)
+    with pytest.raises(ValueError, match="model_kwargs .* in the checkpoint"):
+        train("mantis-mini", toy_data(), tmp_path / "two", resume=True,
+              **dict(kw, model_kwargs=dict(TINY_MINI, hidden=8)))
+    seeded = TrainingData(train=toy_dataset(64, 1), validation=toy_dataset(32, 2),
+                          manifest={"runs": [{"seed": 5, "n": 64, "path": "/a"}]})
+    train("mantis-mini", seeded, tmp_path / "seeded", stop_after=1, **kw)
+    other = TrainingData(train=toy_dataset(64, 1), validation=toy_dataset(32, 2),
+                         manifest={"runs": [{"seed": 6, "n": 64, "path": "/a"}]})
+    with pytest.raises(ValueError, match=r"data_identity \[\[5, 64\]\] in the checkpoint"):
+        train("mantis-mini", other, tmp_path / "seeded", resume=True, **kw)
+    moved = TrainingData(train=toy_dataset(64, 1), validation=toy_dataset(32, 2),
+                         manifest={"runs": [{"seed": 5, "n": 64, "path": "/elsewhere"}]})
+    assert train("mantis-mini", moved, tmp_path / "seeded", resume=True,
+                 **kw).stopped == "completed"  # the same data on another machine resume
     torch.manual_seed(123)  # the global generators' state is restored from the checkpoint
     two = train("mantis-mini", toy_data(), tmp_path / "two", resume=True, **kw)
     assert two.epochs_run == 2 and two.stopped == "completed"
@@ -618,6 +635,8 @@ def test_cli_train(shard_dir, tmp_path, capsys):
     assert card["training_redshifts"]["n"] == 8 and len(card["training_redshifts"]["counts"]) == 400
     assert card["training"]["config"]["zero_point_jitter"] == 0.02
     assert "--zero-point-jitter 0.02" in card["command"]
+    assert "--cache-dtype float16" in card["command"]
+    assert card["training"]["config"]["cache_dtype"] == "float16"
     assert card["calibration"]["method"] == "temperature scaling + PIT recalibration"
     assert len(card["calibration"]["pit_map"]["knots"]) == 25
     assert card["temperature"] == card["calibration"]["temperature"] > 0
@@ -640,6 +659,7 @@ def test_cli_train(shard_dir, tmp_path, capsys):
            (["--overwrite", "--no-augment"], "--zero-point-jitter is part of the augment"),
            (["--overwrite", "--device", "nonsense"], "--device 'nonsense'"),
            (["--overwrite", "--workers", "-1"], "--workers: expected an integer of 0"),
+           (["--overwrite", "--seed", "-3"], "--seed: expected an integer of 0"),
            (["--overwrite", "--resume"], "not allowed with argument --overwrite")]
     before = (out / "checkpoint.pt").stat().st_mtime_ns
     for extra, message in bad:
@@ -708,6 +728,74 @@ def test_parallel_fusing_after_pytorch_ran(shard_dir, tmp_path):
     assert len(list((tmp_path / "cache" / "train").glob("*.x.npy"))) == 2
 
 
+def test_patience_zero_disables_early_stopping(tmp_path):
+    """patience=0 means no early stopping, as --patience 0 does (it once stopped every run
+    after its first epoch); a negative patience is refused."""
+    kw = dict(epochs=3, batch_size=16, lr=1e-6, seed=0, model_kwargs=TINY_MINI, **QUIET)
+    run = train("mantis-mini", toy_data(), tmp_path / "p0", patience=0, min_delta=1e9, **kw)
+    assert run.epochs_run == 3 and run.stopped == "completed"
+    early = train("mantis-mini", toy_data(), tmp_path / "p1", patience=1, min_delta=1e9, **kw)
+    assert early.epochs_run == 2 and early.stopped == "early stopping"
+    with pytest.raises(ValueError, match="patience must be"):
+        train("mantis-mini", toy_data(), tmp_path / "p2", patience=-1, **kw)
+
+
+def test_missing_shards_are_errors_not_missing_splits(shard_dir, tmp_path):
+    """A shard the manifest lists but the disk lacks, or a directory without a manifest,
+    is an error naming it: such directories were once skipped, and a run trained on
+    fewer galaxies, or without its test split, without a word."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(shard_dir, copy, ignore=shutil.ignore_patterns("fused_cache"))
+    next((copy / "test").glob("shard_*.npz")).unlink()
+    with pytest.raises(FileNotFoundError, match="listed in the manifest does not exist"):
+        TrainingData.from_directory([shard_dir, copy], cache_dir=tmp_path / "c")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with pytest.raises(FileNotFoundError, match="manifest"):
+        TrainingData.from_directory(bare, cache_dir=tmp_path / "c")
+    whole = TrainingData.from_directory(shard_dir, cache_dir=tmp_path / "c")
+    assert len(whole.train) == 8 and whole.test is not None
+
+
+def test_fit_and_export_takes_the_settings_of_config(shard_dir, tmp_path):
+    """config=TrainingConfig(...) reaches the fusing and the evaluation too (its
+    model_kwargs once did not, so a stack-exposure network met reference-fused data)."""
+    from astro_mantis.training.pipeline import fit_and_export
+    from astro_mantis.training.loop import TrainingConfig
+
+    cfg = TrainingConfig(model_kwargs=dict(TINY_MINI, panstarrs_exposure="stack"), epochs=1,
+                         batch_size=4, device="cpu", progress=False, cache_dtype="float32")
+    fit = fit_and_export("mantis-mini", shard_dir, tmp_path / "run", config=cfg, export=False,
+                         n_bootstrap=0)
+    assert fit.training.config["cache_dtype"] == "float32"
+    assert list((tmp_path / "run" / "fused_cache" / "train").glob("*-float32.x.npy"))
+
+
+def test_scrub_paths_touches_whole_paths_in_strings_only(tmp_path):
+    """The recipe's card scrubbing: a work directory named '.' or 'work' once turned every
+    decimal point, or the key "workers", into WORKDIR."""
+    from astro_mantis.training.recipe import _scrub_paths
+
+    card = tmp_path / "card.json"
+    for workdir, given in ((".", "."), ("work", "work")):
+        absolute = str(Path(workdir).resolve())
+        card.write_text(json.dumps({
+            "workers": 2, "lr": 0.0005, "note": "3.5 works",
+            "command": f"astro-mantis recipe --workdir {given} --n-train 60",
+            "data": {"path": f"{absolute}/data/test", "runs": [f"{given}/data/train_000"]},
+            "other": "/somewhere/work/data"}))
+        _scrub_paths(card, workdir)
+        back = json.loads(card.read_text())
+        assert back["workers"] == 2 and back["lr"] == 0.0005 and back["note"] == "3.5 works"
+        assert back["data"]["path"] == "WORKDIR/data/test"
+        assert back["other"] == "/somewhere/work/data"
+        if given == "work":
+            assert back["command"].endswith("--workdir WORKDIR --n-train 60")
+            assert back["data"]["runs"] == ["WORKDIR/data/train_000"]
+
+
 def test_parallel_fusing_gives_the_serial_values(shard_dir, tmp_path):
     """``workers`` (``astro-mantis train --workers``) changes who fuses, not the values."""
     from astro_mantis.training import ShardDataset
@@ -745,8 +833,15 @@ def test_shards_fused_as_the_network_takes_them(shard_dir, tmp_path):
     ref = ShardDataset(shard_dir, "train", cache_dir=tmp_path / "c", cache_dtype="float32",
                        panstarrs_exposure="reference")
     stack = ShardDataset(shard_dir, "train", cache_dir=tmp_path / "c", cache_dtype="float32")
-    assert len(list((tmp_path / "c" / "train").glob("*-ref.x.npy"))) == len(ref.shards)
-    assert len(list((tmp_path / "c" / "train").glob("*.x.npy"))) == 2 * len(ref.shards)
+    assert len(list((tmp_path / "c" / "train").glob("*-ref-float32.x.npy"))) == len(ref.shards)
+    # float16 and float32 entries of one shard live side by side (they once took each
+    # other's place, so two runs sharing a cache rebuilt it at every switch)
+    assert len(list((tmp_path / "c" / "train").glob("*-float32.x.npy"))) == 2 * len(ref.shards)
+    assert len(list((tmp_path / "c" / "train").glob("*.x.npy"))) == 3 * len(ref.shards)
+    first = sorted((tmp_path / "c" / "train").glob("*.x.npy"))
+    stamps = [p.stat().st_mtime_ns for p in first]
+    ShardDataset(shard_dir, "train", cache_dir=tmp_path / "c")  # float16 again: nothing rebuilt
+    assert [p.stat().st_mtime_ns for p in first] == stamps
     np.testing.assert_array_equal(ref.row(0)[0], x_ref[0])
     np.testing.assert_array_equal(stack.row(0)[0], x_stack[0])
     x, d, z, ids = read_fused(shard_dir, "train", max_rows=3, panstarrs_exposure="reference")

@@ -75,7 +75,7 @@ def add_parser(sub):
                         "weights (default: %(default)s)")
     t.add_argument("--warmup-epochs", type=float, default=1.0, metavar="E",
                    help="linear learning-rate warm-up, in epochs (default: %(default)s)")
-    t.add_argument("--seed", type=int, default=0, metavar="SEED",
+    t.add_argument("--seed", type=_count, default=0, metavar="SEED",
                    help="seed of the initial weights, sample order, augmentation and "
                         "dropout (default: %(default)s)")
     t.add_argument("--device", default="auto", metavar="DEVICE",
@@ -84,7 +84,7 @@ def add_parser(sub):
     t.add_argument("--no-amp", action="store_true",
                    help="no mixed precision (used by default on CUDA and on CPUs with native "
                         "bfloat16; never on others)")
-    t.add_argument("--patience", type=int, default=5, metavar="N",
+    t.add_argument("--patience", type=_count, default=5, metavar="N",
                    help="stop when the validation CDE loss has not improved for N epochs; "
                         "0 disables early stopping (default: %(default)s)")
     t.add_argument("--smoothing-sigma", type=float, default=0.0, metavar="BINS",
@@ -162,7 +162,7 @@ def _train_command(args):
               "--lr", repr(args.lr), "--weight-decay", repr(args.weight_decay),
               "--warmup-epochs", repr(args.warmup_epochs), "--seed", str(args.seed),
               "--patience", str(args.patience), "--smoothing-sigma", repr(args.smoothing_sigma),
-              "--device", str(args.device)]
+              "--device", str(args.device), "--cache-dtype", args.cache_dtype]
     if args.zero_point_jitter:
         parts += ["--zero-point-jitter", repr(args.zero_point_jitter)]
     for flag in ("balanced", "no_augment", "no_amp", "no_calibrate", "no_pit", "spectra"):

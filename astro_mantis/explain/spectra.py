@@ -142,7 +142,10 @@ class SpectralMonitor:
     Parameters
     ----------
     path : str or path-like
-        The log file (e.g. ``OUT/spectra.jsonl``); created, or appended to.
+        The log file (e.g. ``OUT/spectra.jsonl``); created, or appended to. An epoch
+        logged again (a run started afresh, or resumed from an earlier checkpoint)
+        replaces that epoch's line and drops the lines after it, so the log follows
+        the run's epochs as ``metrics.jsonl`` does.
     min_dim : int
         As in `weight_spectra`.
     """
@@ -159,8 +162,18 @@ class SpectralMonitor:
                   for r in t}
         summary = {"epoch": int(epoch), "outliers": int(t["n_outliers"].sum()),
                    "alpha_median": float(np.median(t["alpha"]))}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(dict(summary, layers=layers)) + "\n")
+        line = json.dumps(dict(summary, layers=layers)) + "\n"
+        earlier = read_spectral_log(self.path) if self.path.exists() else []
+        if any(row.get("epoch", 0) >= epoch for row in earlier):  # a run again from here
+            from ..atomic import atomic_open
+
+            with atomic_open(self.path, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(row) + "\n" for row in earlier
+                             if row.get("epoch", 0) < epoch)
+                f.write(line)
+        else:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line)
         return summary
 
 

@@ -715,6 +715,8 @@ class ShardDataset(FusedDataset):
         """Fuse one shard into the cache unless an up-to-date entry exists."""
         key = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:10]
         suffix = "-ref" if self._reference else ""
+        if self.cache_dtype != np.float16:  # beside the float16 entry, not in its place
+            suffix += f"-{self.cache_dtype.name}"
         base = self.cache_dir / self.split / f"{Path(path).stem}-{key}{suffix}"
         xpath = base.with_name(base.name + ".x.npy")
         mpath = base.with_name(base.name + ".meta.npz")

@@ -27,7 +27,8 @@ from ..pdf import Z_EDGES
 from ..progress import progress_enabled
 from .calibration import TemperatureCalibration, calibration_summary, tta_calibration
 from .data import (SPLITS, ConcatDataset, EpochSampler, FusedDataset, ShardDataset,
-                   balanced_weights, check_zero_point_jitter, soft_targets, z_to_bin)
+                   balanced_weights, check_zero_point_jitter, list_shards, soft_targets,
+                   z_to_bin)
 
 __all__ = [
     "train",
@@ -59,11 +60,11 @@ BEST_NAME = "best_model.pt"
 METRICS_NAME = "metrics.jsonl"
 
 # Settings that must not change when a run is resumed (they shape the result).
-_RESUME_FIXED = ("batch_size", "lr", "weight_decay", "warmup_epochs", "seed", "smoothing_sigma",
-                 "balanced", "augment", "epochs", "n_train", "min_delta", "grad_clip",
-                 "zero_point_jitter")
+_RESUME_FIXED = ("model", "model_kwargs", "batch_size", "lr", "weight_decay", "warmup_epochs",
+                 "seed", "smoothing_sigma", "balanced", "augment", "epochs", "n_train",
+                 "min_delta", "grad_clip", "zero_point_jitter", "cache_dtype", "data_identity")
 # What a checkpoint that predates a setting ran with (so it still resumes).
-_RESUME_DEFAULTS = {"zero_point_jitter": 0.0}
+_RESUME_DEFAULTS = {"zero_point_jitter": 0.0, "cache_dtype": "float16"}
 
 
 # ------------------------------------------------------------------------- helpers
@@ -369,7 +370,8 @@ class TrainingData:
         Raises
         ------
         FileNotFoundError
-            If a directory does not exist, or none has training or validation shards.
+            If a directory does not exist or has no ``manifest.json``, a shard its
+            manifest lists is missing, or no directory has training or validation shards.
         """
         dirs = [Path(d) for d in directory] if isinstance(directory, (list, tuple)) \
             else [Path(directory)]
@@ -382,10 +384,9 @@ class TrainingData:
         for name in SPLITS:
             parts = []
             for d in dirs:
-                try:
-                    parts.append(ShardDataset(d, name, **kw))
-                except FileNotFoundError:
+                if not list_shards(d, name):  # a missing manifest or shard raises here
                     continue
+                parts.append(ShardDataset(d, name, **kw))
             if not parts and name != "test":
                 raise FileNotFoundError(f"no {name!r} shards in {', '.join(map(str, dirs))}")
             splits[name] = None if not parts else parts[0] if len(parts) == 1 \
@@ -591,16 +592,18 @@ class TrainingConfig:
         elsewhere (full float32). The checkpoint records the type used.
     patience : int or None
         Stop when the validation CDE loss has not improved by more than ``min_delta`` for
-        this many epochs; None disables early stopping.
+        this many epochs; None or 0 disables early stopping.
     smoothing_sigma : float
         Width in bins of Gaussian-smoothed targets; 0 for hard targets.
     balanced : bool
         Draw training samples with inverse-n(z) weights
         (`~astro_mantis.training.data.balanced_weights`) instead of shuffling.
     max_minutes : float, optional
-        Time budget: no new epoch starts when the time so far plus the mean epoch
-        duration would exceed it. The result then depends on the machine's speed; the
-        checkpoint allows continuing with ``resume=True``.
+        Time budget, counted from the start of this call (fusing the data into the
+        cache included, when ``data`` is a directory): no new epoch starts when the time
+        so far plus the mean duration of the last three epochs would exceed it. The
+        result then depends on the machine's speed; the checkpoint allows continuing
+        with ``resume=True``.
     progress : bool, optional
         Show a progress bar (default: on a terminal).
     resume : bool
@@ -925,9 +928,27 @@ def _checkpoint_config(cfg, model_name, dev, run, n_train, n_validation, data):
         "zero_point_jitter": float(cfg.zero_point_jitter),
         "max_minutes": cfg.max_minutes, "n_train": n_train, "n_validation": n_validation,
         "deterministic": bool(cfg.deterministic), "resident": bool(cfg.resident),
+        "cache_dtype": _cache_dtype(data.train),
         "torch": str(torch.__version__),
         "data": data.manifest,
     }
+
+
+def _cache_dtype(dataset):
+    """The fused cache's storage type of a dataset ("float16", "float32"), or None."""
+    parts = getattr(dataset, "datasets", [dataset])
+    kinds = {str(np.dtype(d.cache_dtype)) for d in parts if hasattr(d, "cache_dtype")}
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def _data_identity(manifest):
+    """What identifies a run's data across machines: each directory's seed and size.
+
+    Paths and the manifests' timing entries differ when the same data are rendered
+    again on another machine; the seeds and counts do not.
+    """
+    runs = manifest.get("runs", [manifest]) if isinstance(manifest, dict) else []
+    return [[run.get("seed"), run.get("n")] for run in runs]
 
 
 def _check_settings(cfg):
@@ -938,6 +959,10 @@ def _check_settings(cfg):
     if cfg.zero_point_jitter and not cfg.augment:
         raise ValueError(f"zero_point_jitter={cfg.zero_point_jitter} is part of the "
                          "augmentation: it needs augment=True")
+    if cfg.patience is not None and (isinstance(cfg.patience, bool) or int(cfg.patience) < 0
+                                     or int(cfg.patience) != cfg.patience):
+        raise ValueError(f"patience must be a whole number of epochs of 0 or more (0 or None: "
+                         f"no early stopping), got {cfg.patience!r}")
     if int(cfg.num_workers) < 0:
         raise ValueError(f"num_workers must be 0 or more, got {cfg.num_workers}")
     if int(cfg.workers) < 1:
@@ -946,9 +971,11 @@ def _check_settings(cfg):
 
 def _restore(ckpt_path, dev, config, run, state):
     """Load a checkpoint into the run; returns its state. Refuses other settings."""
-    ck = load_checkpoint(ckpt_path, map_location=dev)
+    ck = load_checkpoint(ckpt_path, map_location="cpu")  # generator states stay on the CPU
     saved = {k: ck["config"].get(k, _RESUME_DEFAULTS.get(k)) for k in _RESUME_FIXED}
-    diff = {k: (saved[k], config[k]) for k in _RESUME_FIXED if saved[k] != config[k]}
+    saved["data_identity"] = _data_identity(ck["config"].get("data", {}))
+    now = dict(config, data_identity=_data_identity(config.get("data", {})))
+    diff = {k: (saved[k], now[k]) for k in _RESUME_FIXED if saved[k] != now[k]}
     if diff:
         raise ValueError("cannot resume: settings differ from the checkpoint's: "
                          + ", ".join(f"{k} {a!r} in the checkpoint, {b!r} now"
@@ -1024,7 +1051,7 @@ def _run_epoch(run, loader, val_ds, state, epoch, cfg, dev, out_dir, t0):
     for callback in cfg.callbacks or ():  # e.g. explain.SpectralMonitor
         state["history"][-1].update(callback(epoch + 1, run.net) or {})
     state["epoch"] = epoch + 1
-    if cfg.patience is not None and state["bad_epochs"] >= cfg.patience:
+    if cfg.patience and state["bad_epochs"] >= cfg.patience:
         state["stopped"] = "early stopping"
         log.info(f"early stopping after epoch {epoch + 1}: the validation CDE loss "
                  f"has not improved for {cfg.patience} epochs (best: epoch "

@@ -15,8 +15,8 @@ import numpy as np
 from ..logger import log
 from .calibration import PITMap, TemperatureCalibration
 from .export import ExportResult, export_model
-from .loop import (TrainingData, TrainResult, calibrate_tta, collect_logits, epoch_metrics,
-                   model_exposure, train)
+from .loop import (TrainingConfig, TrainingData, TrainResult, calibrate_tta, collect_logits,
+                   epoch_metrics, model_exposure, train)
 
 __all__ = ["fit_and_export", "FitResult", "split_metrics", "training_redshifts"]
 
@@ -112,7 +112,7 @@ def training_redshifts(z, edges=None):
 
 
 def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=True, export=True,
-                   command=None, card_extra=None, cache_dir=None, cache_dtype="float16",
+                   command=None, card_extra=None, cache_dir=None, cache_dtype=None,
                    n_bootstrap=200, tta_calibration=False, **train_kwargs):
     """Train a model, calibrate it, evaluate it and export it with its model card.
 
@@ -141,7 +141,9 @@ def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=T
     card_extra : dict, optional
         Further model card entries (e.g. ``limits``).
     cache_dir, cache_dtype
-        Fused cache settings (see `~astro_mantis.training.data.ShardDataset`).
+        Fused cache settings (see `~astro_mantis.training.data.ShardDataset`); default:
+        those of the training settings (``config=`` or keywords), else
+        ``out_dir/fused_cache`` and float16.
     n_bootstrap : int
         Bootstrap resamples of the reported metrics' errors.
     tta_calibration : bool
@@ -151,8 +153,10 @@ def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=T
         ``tta=True``) and add their test metrics as ``metrics["test_tta"]``: eight
         more passes over the validation and test splits.
     **train_kwargs
-        Passed to `~astro_mantis.training.train` (``epochs``, ``batch_size``, ``lr``,
-        ``seed``, ``device``, ``resume``, ...).
+        Passed to `~astro_mantis.training.train` (``config=``, ``epochs``,
+        ``batch_size``, ``lr``, ``seed``, ``device``, ``resume``, ...); the data are
+        fused and evaluated with the same settings (``model_kwargs``, ``workers``,
+        ``num_workers``, ``batch_size``, ...), whether given here or in ``config``.
 
     Returns
     -------
@@ -167,19 +171,23 @@ def fit_and_export(model, data_dir, out_dir, name=None, *, calibrate=True, pit=T
         raise ValueError("tta_calibration=True needs calibrate=True and pit=True (the TTA "
                          "map is fitted at the calibrated temperature)")
     out_dir = Path(out_dir)
-    progress = train_kwargs.get("progress")
+    settings = dict(train_kwargs)
+    cfg = TrainingConfig.from_arguments(settings.pop("config", None), (), settings)
+    if cache_dir is None:
+        cache_dir = cfg.cache_dir if cfg.cache_dir is not None else out_dir / "fused_cache"
+    cache_dtype = cfg.cache_dtype if cache_dtype is None else cache_dtype
+    progress = cfg.progress
     if isinstance(data_dir, TrainingData):
         data = data_dir
     else:
         data = TrainingData.from_directory(
-            data_dir, cache_dir=cache_dir if cache_dir is not None else out_dir / "fused_cache",
-            cache_dtype=cache_dtype, progress=progress, workers=train_kwargs.get("workers", 1),
-            panstarrs_exposure=model_exposure(model, train_kwargs.get("model_kwargs")))
+            data_dir, cache_dir=cache_dir, cache_dtype=cache_dtype, progress=progress,
+            workers=cfg.workers, panstarrs_exposure=model_exposure(model, cfg.model_kwargs))
     result = train(model, data, out_dir, **train_kwargs)
     net = result.model
     device = next(iter(net.parameters())).device
-    bs = int(train_kwargs.get("eval_batch_size") or 2 * train_kwargs.get("batch_size", 64))
-    workers = train_kwargs.get("num_workers", 0)
+    bs = int(cfg.eval_batch_size or 2 * cfg.batch_size)
+    workers = cfg.num_workers
 
     logits, z = collect_logits(net, data.validation, batch_size=bs, device=device,
                                num_workers=workers, progress=progress, desc="validation")

@@ -29,12 +29,14 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..atomic import atomic_open
 from ..logger import log
 
 __all__ = ["Recipe", "render_corpus", "run_recipe", "probe_rate", "main"]
@@ -435,11 +437,29 @@ def _initial_network(recipe):
 
 
 def _scrub_paths(card_path, workdir):
-    """Replace the machine's work directory by ``WORKDIR`` in a model card (data provenance)."""
+    """Replace the machine's work directory by ``WORKDIR`` in a model card (data provenance).
+
+    Only string values change, and only where the work directory is a whole path
+    component (as given or resolved): a work directory named ``.`` or ``work`` leaves
+    numbers and keys such as ``"workers"`` alone.
+    """
     path = Path(card_path)
-    text = path.read_text()
-    path.write_text(text.replace(str(Path(workdir).resolve()), "WORKDIR")
-                    .replace(str(workdir), "WORKDIR"))
+    names = {str(Path(workdir).resolve()), str(workdir)} - {"", "."}
+    pattern = re.compile("|".join(f"(?<![^\\s=:'\"(]){re.escape(n)}(?=/|$|[\\s'\",)])"
+                                  for n in sorted(names, key=len, reverse=True)))
+
+    def scrub(value):
+        if isinstance(value, str):
+            return pattern.sub("WORKDIR", value)
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        return value
+
+    card = json.loads(path.read_text())
+    with atomic_open(path, "w") as f:
+        json.dump(scrub(card), f, indent=2)
 
 
 def run_recipe(recipe, command=None):
