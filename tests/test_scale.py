@@ -355,3 +355,7 @@ def test_match_spectroscopic_lsdb_equals_table_match(frame, tmp_path):
         scale.match_spectroscopic_lsdb(left, right, 2.0)
     with pytest.raises(KeyError, match="'redshift' not in the spectroscopic"):
         scale.match_spectroscopic_lsdb(left, right, "1 arcsec", z_col="redshift")
+    # a copied column may not take the place of the match's own (spec_flags here)
+    with pytest.raises(ValueError, match="would replace the match's own column spec_flags"):
+        scale.match_spectroscopic_lsdb(left, right, "1 arcsec", z_col="zspec",
+                                       columns=["flags"])

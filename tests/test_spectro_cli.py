@@ -163,3 +163,39 @@ def test_build_training_set(parser, server, tmp_path, catalog, capsys):
         _run(parser, ["build-training-set", str(tmp_path / "m.ecsv"), "--out",
                       str(tmp_path / "other")])
     assert conf.cache_dir  # the server fixture's temporary cache was used
+
+
+def _spall_without_run2d(catalog, path):
+    """A spAll file of the BOSS (v5_13_2) mock spectra with no RUN2D column, as some
+    older or hand-made files are; returns the spectra written."""
+    from astropy.io import fits
+
+    from astro_mantis.testing import write_spall
+
+    spec = make_specobj(catalog, seed=3)
+    spec = spec[np.asarray(spec["run2d"]).astype(str) == "v5_13_2"]
+    write_spall(spec, path)
+    with fits.open(path) as hdul:
+        cols = [c for c in hdul[1].columns if c.name != "RUN2D"]
+        fits.BinTableHDU.from_columns(cols).writeto(path, overwrite=True)
+    return spec
+
+
+def test_match_spall_file_without_run2d_column(parser, tmp_path, catalog):
+    """--run2d names the reduction of a --spall file without RUN2D (the error asks for it)."""
+    src = _targets(tmp_path, catalog)
+    spec = _spall_without_run2d(catalog, tmp_path / "spAll-mine.fits")
+    argv = ["match", str(src), "--out", str(tmp_path / "o.ecsv"), "--ra-col", "RAJ2000",
+            "--dec-col", "DEJ2000", "--catalog", "sdss-spall", "--spall",
+            str(tmp_path / "spAll-mine.fits"), "--quality", "zWarning == 0"]
+    with pytest.raises(InputError, match=r"no RUN2D column: pass run2d= \(astro-mantis "
+                                         r"match --run2d\)"):
+        _run(parser, argv)
+    assert _run(parser, argv + ["--run2d", "v5_13_2"]) == 0
+    t = Table.read(tmp_path / "o.ecsv")
+    matched = ~t["spec_id"].mask
+    assert matched.sum() > 5 and set(t["spec_run2d"][matched]) == {"v5_13_2"}
+    assert set(t["spec_id"][matched].tolist()) <= set(spec["specObjID"].tolist())
+    # one reduction per file, or one for all: anything else is explained
+    with pytest.raises(InputError, match="one reduction for all the spAll files, or one per"):
+        _run(parser, argv + ["--overwrite", "--run2d", "v5_13_2", "--run2d", "26"])

@@ -189,3 +189,70 @@ def test_matched_table_round_trips_through_ecsv_and_fits(tmp_path):
     np.testing.assert_array_equal(back["z_spec"].mask, t["z_spec"].mask)
     t.write(tmp_path / "m.fits")
     assert Table.read(tmp_path / "m.fits")["spec_id"][0] == 101
+
+
+@pytest.fixture
+def loopback_sdss(tmp_path, monkeypatch):
+    """The loopback SkyServer and SAS, so that a query made by mistake never leaves the
+    machine; yields both, to check that nothing was asked."""
+    from astropy.config.paths import temporary_cache_dir_path
+
+    from astro_mantis.testing import SASServer, SkyServer
+
+    monkeypatch.setenv("SAS_BASE_DIR", str(tmp_path / "sas"))
+    with temporary_cache_dir_path(tmp_path, namespace="astro_mantis"), SkyServer() as sky, \
+            sky.configure(), SASServer() as sas, sas.configure():
+        yield sky, sas
+
+
+@pytest.mark.parametrize("name", ["flags", "sep", "class", "id", "source"])
+def test_columns_that_would_replace_the_matchs_own_are_refused(name, loopback_sdss):
+    """columns=["flags"] would write spec_flags over the flags of the match (and "sep"
+    over spec_sep, ...): refused before anything is read or changed."""
+    cat = _catalog()
+    cat[name] = np.arange(len(cat))
+    t = _targets()
+    with pytest.raises(ValueError, match=f"'{name}' cannot be copied.*spec_{name}"):
+        match_spectroscopic(t, catalog=cat, z_col="Z", ra_col="RA", dec_col="DEC",
+                            columns=["SURVEY", name])
+    assert "z_spec" not in t.colnames and f"spec_{name}" not in t.colnames
+    with pytest.raises(ValueError, match="cannot be copied"):
+        match_spectroscopic(_targets(), catalog="sdss", columns=[name])
+    assert all(len(srv.log) == 0 for srv in loopback_sdss)  # before any query
+
+
+@pytest.mark.parametrize("catalog", ["sdss", "sdss-spall"])
+@pytest.mark.parametrize("name", ["plate", "mjd", "run2d", "zwarning", "fiberid"])
+def test_sdss_extra_columns_are_refused_for_the_sdss_catalogs(catalog, name, loopback_sdss):
+    """The SDSS catalogs write spec_plate ... themselves (a user catalog's plate, mjd ...
+    may be copied: that is how get_spectrum finds its spectra, test_spectro_spectra)."""
+    t = _targets()
+    with pytest.raises(ValueError, match=f"'{name}' cannot be copied.*spec_{name}"):
+        match_spectroscopic(t, catalog=catalog, columns=[name])
+    assert "z_spec" not in t.colnames
+    assert all(len(srv.log) == 0 for srv in loopback_sdss)  # before any query or download
+    cat = _catalog()
+    cat[name] = np.arange(len(cat)) + 10
+    match_spectroscopic(t, catalog=cat, z_col="Z", ra_col="RA", dec_col="DEC", columns=[name])
+    assert t[f"spec_{name}"].tolist()[:2] == [10, 12]  # a user catalog's: copied
+
+
+def test_masked_catalog_ids_stay_masked():
+    cat = _catalog()
+    cat["CATAID"] = MaskedColumn([101, 102, 103, 104, 105],
+                                 mask=[False, False, True, False, False])
+    t = match_spectroscopic(_targets(), catalog=cat, z_col="Z", ra_col="RA", dec_col="DEC",
+                            id_col="CATAID")
+    # rows 1, 6, 7 matched entry 2, whose identifier is masked; row 0 entry 0, row 8 entry 4
+    assert not t["z_spec"].mask[[0, 1, 6, 7, 8]].any()
+    assert t["spec_id"].mask.tolist() == [False, True, True, True, True, True, True, True,
+                                          False]
+    assert t["spec_id"][0] == 101 and t["spec_id"][8] == 105
+    assert t["z_spec"][1] == pytest.approx(0.3)  # the match itself is kept
+
+
+def test_overwrite_message_names_the_command_line_option_too():
+    kw = dict(catalog=_catalog(), z_col="Z", ra_col="RA", dec_col="DEC")
+    t = match_spectroscopic(_targets(), **kw)
+    with pytest.raises(ValueError, match=r"overwrite=True \(astro-mantis match --overwrite\)"):
+        match_spectroscopic(t, **kw)

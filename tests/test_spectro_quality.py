@@ -87,3 +87,59 @@ def test_masked_values_never_pass():
     t = Table({"zWarning": np.ma.array([0, 0, 1], mask=[False, True, False])})
     assert QualityCut("zWarning == 0").evaluate(t).tolist() == [True, False, False]
     assert QualityCut("zWarning != 0").evaluate(t).tolist() == [False, False, True]
+    assert QualityCut("not zWarning == 0").evaluate(t).tolist() == [False, False, True]
+    assert QualityCut("~(zWarning == 0)").evaluate(t).tolist() == [False, False, True]
+
+
+def _sqlite_rows(table, where):
+    """The row numbers a real SQL engine (SQLite, NULL for NaN and masked values) selects.
+
+    The loopback SkyServer's engine has no NULL (it reads NaN as a number and drops
+    masks), so SQL's three-valued logic is checked against SQLite.
+    """
+    import sqlite3
+
+    names = table.colnames
+    con = sqlite3.connect(":memory:")
+    try:
+        con.execute(f"CREATE TABLE t (row INTEGER, {', '.join(names)})")
+        for k in range(len(table)):
+            values = []
+            for name in names:
+                col = table[name]
+                if np.ma.is_masked(col[k]):
+                    values.append(None)
+                else:
+                    v = np.asarray(col)[k].item()
+                    values.append(None if isinstance(v, float) and np.isnan(v) else v)
+            con.execute(f"INSERT INTO t VALUES ({', '.join('?' * (len(names) + 1))})",
+                        [k] + values)
+        return sorted(r[0] for r in con.execute(f"SELECT row FROM t WHERE {where}"))
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("expr, expected", [
+    ("not z < 1", [2]),                        # NaN and masked z: unknown, negated still unknown
+    ("~(z < 1)", [2]),
+    ("not (z >= 1)", [0, 5]),
+    ("z != 1", [0, 2, 5]),
+    ("not z == 1", [0, 2, 5]),
+    ("not (z < 1 or zWarning == 0)", [2]),       # row 1: unknown or false is unknown
+    ("not (z < 1 and zWarning == 0)", [1, 2, 3, 5]),  # rows 1, 3: unknown and false is false
+    ("z < 1 or zWarning == 0", [0, 4, 5]),       # row 4: unknown or true is true
+    ("not zWarning in (0, 4)", [5]),
+    ("zWarning not in (0, 4)", [5]),
+    ("not not z < 1", [0, 5]),
+    ("not 0 < z < 1", [2]),
+    ("(zWarning == 0) & ~(z > 1)", [0]),  # row 4: true and unknown
+])
+def test_negation_of_unknown_values_never_passes(expr, expected):
+    """``not``/``~`` follow SQL's three-valued logic: a row whose operand is unknown
+    (NaN or masked) passes neither a condition nor its negation."""
+    t = Table({"z": np.ma.array([0.5, np.nan, 2.0, 0.0, np.nan, 0.5],
+                                mask=[False, False, False, True, False, False]),
+               "zWarning": [0, 4, 4, 4, 0, 16]})
+    cut = QualityCut(expr)
+    assert np.flatnonzero(cut.evaluate(t)).tolist() == expected
+    assert _sqlite_rows(t, cut.to_sql()) == expected  # what SQL itself answers

@@ -238,9 +238,33 @@ def test_persistent_failure_flags_rows_and_keeps_them(skyserver, catalog, caplog
     with conf.set_temp("retries", 1), caplog.at_level(logging.WARNING, "astro_mantis"):
         match_spectroscopic(t, catalog="sdss", cache=False, progress=False)
     assert len(t) == 30 and t["z_spec"].mask.all()
-    assert all(f & SpecFlag.QUERY_FAILED and f & SpecFlag.NO_MATCH for f in t["spec_flags"])
+    # not NO_MATCH: a row whose query failed may have a spectrum; counted once
+    assert all(f == SpecFlag.QUERY_FAILED for f in t["spec_flags"])
     assert t.meta["spec_match"]["n_query_failed"] == 30
+    assert t.meta["spec_match"]["n_no_match"] == 0
     assert "SkyServer query" in caplog.text and "HTTP 503" in caplog.text
+
+
+def test_partial_failure_counts_each_unmatched_row_once(skyserver, catalog):
+    """A row whose query failed is QUERY_FAILED, not NO_MATCH: every row is matched or
+    has exactly one reason not to be, and the summary's counts add up."""
+    t = _targets(catalog)
+    skyserver.fail_next(1, "5xx")  # the first query fails, with no retry; the others answer
+    with conf.set_temp("retries", 0):
+        match_spectroscopic(t, catalog="sdss", cache=False, progress=False)
+    flags = np.asarray(t["spec_flags"])
+    matched = ~np.asarray(t["z_spec"].mask)
+    failed = (flags & SpecFlag.QUERY_FAILED) != 0
+    no_match = (flags & SpecFlag.NO_MATCH) != 0
+    bad = (flags & SpecFlag.BAD_COORDINATE) != 0
+    assert failed.any() and no_match.any() and matched.any() and bad.sum() == 1
+    assert not (no_match & failed).any()
+    unmatched_failed = failed & ~matched
+    assert (matched.astype(int) + no_match + bad + unmatched_failed == 1).all()
+    s = t.meta["spec_match"]
+    assert s["n_query_failed"] == int(failed.sum()) and s["n_no_match"] == int(no_match.sum())
+    assert (s["n_matched"] + s["n_no_match"] + s["n_bad_coordinate"]
+            + int(unmatched_failed.sum())) == s["n_rows"] == len(t)
 
 
 def test_bad_answers_are_not_left_in_astroquerys_cache(skyserver, catalog, tmp_path):

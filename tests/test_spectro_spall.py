@@ -239,3 +239,8 @@ def test_missing_spall_column_is_named(tmp_path):
     with pytest.raises(KeyError, match="PLUG_RA / RA / FIBER_RA.*Z"):
         read_spall(tmp_path / "x.fits")
     assert os.path.exists(tmp_path / "x.fits")
+
+
+def test_no_default_reduction_message_names_the_option(sas):
+    with pytest.raises(ValueError, match=r"pass run2d= \(astro-mantis match --run2d\)"):
+        spall_candidates(18)

@@ -209,3 +209,34 @@ def test_bad_input_is_explained(sky, tmp_path):
     (tmp_path / "b" / "manifest.json").write_text("{}")
     with pytest.raises(ValueError, match="overwrite=True"):
         build_training_set(_matched_table(sky, 4), tmp_path / "b")
+
+
+def test_failed_rebuild_leaves_no_manifest_listing_missing_shards(sample_server, sky, tmp_path):
+    """overwrite=True removes the old set's manifest before any of its shards: a rebuild
+    whose fetches all fail leaves no training set, not a manifest of shards that are gone."""
+    t = _matched_table(sky, 6)
+    out = tmp_path / "ts"
+    build_training_set(t, out, split=(0.5, 0.5, 0), shard_size=2, progress=False)
+    assert shard_paths(out, "train") and all(p.exists() for p in shard_paths(out, "train"))
+    sample_server.error_rate = 1.0
+    with conf.set_temp("retries", 0), \
+            pytest.raises(ValueError, match="every selected row's cutouts failed"):
+        build_training_set(t, out, split=(0.5, 0.5, 0), shard_size=2, overwrite=True,
+                           cache=False, progress=False)
+    assert not (out / "manifest.json").exists()  # the old one went before its shards did
+    assert not list(out.rglob("shard_*.npz"))
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+        read_manifest(out)
+    # the directory is free again: a working rebuild needs no overwrite
+    sample_server.error_rate = 0.0
+    manifest = build_training_set(t, out, split=(0.5, 0.5, 0), shard_size=2, progress=False)
+    assert manifest["n"] == 4
+    assert all(p.exists() for split in ("train", "validation") for p in shard_paths(out, split))
+
+
+def test_overwrite_message_names_the_command_line_option_too(sky, tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"overwrite=True \(astro-mantis build-training-set "
+                                         r"--overwrite\)"):
+        build_training_set(_matched_table(sky, 4), tmp_path / "b")

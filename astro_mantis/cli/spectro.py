@@ -96,10 +96,11 @@ Each row gets the nearest spectrum within --radius that passes the catalog's qua
 cut, in the columns z_spec, z_spec_err, spec_class, spec_id, spec_sep (arcsec),
 spec_source and spec_flags (1 no match, 2 ambiguous: another spectrum within the
 radius, 4 shared: the spectrum is also another row's nearest, 8 bad coordinate,
-16 query failed). Rows are never dropped or reordered; unmatched rows keep masked
-values. SDSS catalogs add spec_plate, spec_mjd, spec_fiberid, spec_run2d and
-spec_zwarning. The summary is printed and stored in the table's meta (spec_match;
-in a FITS file, the JSON text of header keyword SPECMTCH).
+16 query failed: not also "no match", as there may be a spectrum). Rows are never
+dropped or reordered; unmatched rows keep masked values. SDSS catalogs add
+spec_plate, spec_mjd, spec_fiberid, spec_run2d and spec_zwarning. The summary is
+printed and stored in the table's meta (spec_match; in a FITS file, the JSON text
+of header keyword SPECMTCH).
 
 Catalogs (--catalog):
   sdss        SDSS SkyServer's SpecObj view, queried with SQL through astroquery.sdss
@@ -176,14 +177,17 @@ def add_match_parser(subparsers):
     p.add_argument("--id-col", default=None, metavar="NAME",
                    help="catalog file: identifier column (default: the catalog's row number)")
     p.add_argument("--keep-col", action="append", default=[], metavar="NAME",
-                   help="catalog file: another column to copy as spec_NAME (repeatable)")
+                   help="catalog file: another column to copy as spec_NAME (repeatable; "
+                        "not one whose spec_NAME the match writes itself, such as flags)")
     p.add_argument("--catalog-format", default=None, metavar="FORMAT",
                    help="format of a catalog file for Table.read")
     p.add_argument("--data-release", type=int, default=None, metavar="N",
                    help="SDSS data release (default: astro_mantis.spectro.conf, 17)")
     p.add_argument("--run2d", action="append", default=None, metavar="RUN2D",
                    help="sdss-spall: reduction(s) whose spAll file to read (repeatable; "
-                        "default: the release's BOSS/eBOSS reduction, v5_13_2 for DR17)")
+                        "default: the release's BOSS/eBOSS reduction, v5_13_2 for DR17); "
+                        "with --spall, the reduction of files without a RUN2D column (once "
+                        "for all, or once per --spall)")
     p.add_argument("--spall", action="append", default=None, metavar="FILE",
                    help="sdss-spall: read this spAll file instead of locating it "
                         "(repeatable)")
@@ -292,8 +296,12 @@ services).
 
 Splits (--split-method):
   random   rows drawn at random with --seed, in the --split fractions;
-  healpix  whole HEALPix cells (--nside, nested) per split, so that neighbouring
-           galaxies never straddle train and test."""
+  healpix  whole HEALPix cells (--nside, nested) per split, so that galaxies in the
+           same cell never straddle train and test (neighbours across a cell
+           boundary still can; a smaller --nside, larger cells, makes that rarer).
+
+With --overwrite, a training set already in DIR is removed (its manifest first)
+before the new one is written: a rebuild that fails leaves none."""
 
 
 def add_build_training_set_parser(subparsers):

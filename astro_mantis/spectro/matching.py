@@ -10,7 +10,8 @@ after the catalog's quality cut:
   nearest is kept); a spectrum that is the nearest of several rows is kept for each
   and flagged ``SHARED`` on each;
 * rows are never dropped or reordered: a row without a match keeps masked values and
-  a flag saying why (``NO_MATCH``, ``BAD_COORDINATE``, ``QUERY_FAILED``).
+  a flag saying why (``NO_MATCH``, ``BAD_COORDINATE``, ``QUERY_FAILED``; one of them:
+  a row whose query failed is not flagged ``NO_MATCH``, as there may be a spectrum).
 
 Columns added (`SPEC_COLUMNS`), all masked where there is no match:
 
@@ -82,11 +83,14 @@ class SpecFlag(enum.IntFlag):
     flag                value  meaning
     ==================  =====  ===========================================================
     ``NO_MATCH``            1  no spectrum passing the quality cut within the radius
+                               (not set on ``QUERY_FAILED`` rows: there may be one)
     ``AMBIGUOUS``           2  more than one spectrum within the radius (the nearest kept)
     ``SHARED``              4  the matched spectrum is also the nearest of another row
     ``BAD_COORDINATE``      8  the row's position is NaN, masked or out of range
     ``QUERY_FAILED``       16  the catalog could not be queried around this row (SkyServer
-                               failed after all retries); the row may have a spectrum
+                               failed after all retries); the row may have a spectrum.
+                               Unmatched, it is counted in ``n_query_failed`` only, not in
+                               ``n_no_match``
     ==================  =====  ===========================================================
     """
 
@@ -253,8 +257,9 @@ def _user_catalog(catalog, quality, z_col, z_err_col, ra_col, dec_col, class_col
         ccol = table[_find(table, class_col, what)]
         cls = np.char.strip(np.asarray(np.ma.filled(np.ma.asarray(ccol).astype(str), ""),
                                        dtype=str))[idx]
-    if id_col is not None:
-        ids = np.asarray(np.ma.getdata(table[_find(table, id_col, what)]))[idx]
+    if id_col is not None:  # masked identifiers stay masked (np.ma keeps the mask)
+        icol = table[_find(table, id_col, what)]
+        ids = (np.ma.asarray(icol) if np.ma.is_masked(icol) else np.asarray(icol))[idx]
     else:
         ids = idx.astype(np.int64)
     extra = {}
@@ -337,12 +342,12 @@ def _spec_catalog(catalog, ra, dec, good, radius, quality, data_release, run2d, 
             paths = [os.fspath(spall)] if isinstance(spall, (str, os.PathLike)) \
                 else [os.fspath(p) for p in spall]
             names = [os.path.basename(p) for p in paths]
+            run2ds = _spall_run2d(run2d, len(paths))
         else:
-            found = [_spall_file(dr, r, download, progress=progress)
-                     for r in _run2d_list(dr, run2d)]
+            run2ds = _run2d_list(dr, run2d)
+            found = [_spall_file(dr, r, download, progress=progress) for r in run2ds]
             paths, names = [f[0] for f in found], [f[1] for f in found]
-        tables = [read_spall(p, quality=quality, run2d=run2d if isinstance(run2d, str) else None)
-                  for p in paths]
+        tables = [read_spall(p, quality=quality, run2d=r) for p, r in zip(paths, run2ds)]
         table = tables[0] if len(tables) == 1 else vstack(tables, metadata_conflicts="silent")
         names = ", ".join(names)
         info = {"data_release": dr, "files": paths,
@@ -352,6 +357,22 @@ def _spec_catalog(catalog, ra, dec, good, radius, quality, data_release, run2d, 
         raise ValueError(f"unknown catalog {catalog!r}: use 'sdss', 'sdss-spall', an astropy "
                          "Table or the path of a catalog file")
     return _user_catalog(catalog, quality, **kw), failed
+
+
+def _spall_run2d(run2d, nfiles):
+    """The reduction of each of ``nfiles`` spAll files given by path (None: the file's
+    ``RUN2D`` column): ``run2d`` one reduction for all (a string or a one-item
+    sequence, as ``--run2d`` gives it), or one per file."""
+    if run2d is None or isinstance(run2d, str):
+        return [run2d] * nfiles
+    run2d = [str(r) for r in run2d]
+    if len(run2d) == 1:
+        return run2d * nfiles
+    if len(run2d) != nfiles:
+        raise ValueError(f"run2d (--run2d) with spall (--spall): give one reduction for all the "
+                         f"spAll files, or one per file; got {len(run2d)} reductions for "
+                         f"{nfiles} file(s)")
+    return run2d
 
 
 def _quality_text(quality):
@@ -406,15 +427,20 @@ def match_spectroscopic(table, catalog="sdss", radius=1 * u.arcsec, *, ra="ra", 
     z_col, z_err_col, ra_col, dec_col, class_col, id_col : str, optional
         Columns of a user catalog (names case-insensitive): redshift, its error,
         position (degrees unless with a unit), class, identifier (default: the
-        catalog's row number).
+        catalog's row number; a masked identifier gives a masked ``spec_id``).
     columns : sequence of str, optional
-        More columns of a user catalog to copy, as ``spec_<name>``.
+        More columns of a user catalog to copy, as ``spec_<name>``. A name whose
+        ``spec_<name>`` is one of the match's own columns (`SPEC_COLUMNS`: ``flags``,
+        ``sep``, ``id``, ``class``, ``source``; with an SDSS catalog, `SDSS_EXTRA` too)
+        is refused.
     catalog_format : str, optional
         Format of a catalog file, passed to `~astropy.table.Table.read`.
     data_release : int, optional
         SDSS data release (default ``spectro.conf.data_release``, 17).
     run2d : str or sequence of str, optional
-        spAll reduction(s) to read (default: the release's BOSS/eBOSS reduction).
+        spAll reduction(s) to read (default: the release's BOSS/eBOSS reduction). With
+        ``spall``, the reduction of the files that have no ``RUN2D`` column: one for
+        all of them, or one per file, in order.
     spall : path or sequence of paths, optional
         spAll file(s) to read instead of locating the release's.
     download : bool
@@ -492,12 +518,27 @@ def _check_match(table, catalog, radius, quality, columns, overwrite):
         quality = DEFAULT_QUALITY[kind]
     if isinstance(quality, str):
         quality = QualityCut(quality)  # fail early on a bad expression
+    _check_columns(columns, kind)
     extra_names = list(SDSS_EXTRA) if kind != "table" else [f"spec_{c}" for c in columns or ()]
     present = [c for c in list(SPEC_COLUMNS) + extra_names if c in table.colnames]
     if present and not overwrite:
         raise ValueError(f"the table has columns {present} already (from an earlier match?); "
-                         "pass overwrite=True to replace them")
+                         "pass overwrite=True (astro-mantis match --overwrite) to replace them")
     return radius, quality
+
+
+def _check_columns(columns, kind):
+    """Refuse ``columns`` whose ``spec_<name>`` would replace a column the match writes:
+    `SPEC_COLUMNS`, and for the SDSS catalogs the `SDSS_EXTRA` ones too (a user catalog's
+    ``plate``, ``mjd``, ``run2d`` ... may be copied as ``spec_plate`` ..., which is how
+    `~astro_mantis.spectro.get_spectrum` finds the spectra of such a catalog)."""
+    own = list(SPEC_COLUMNS) + (list(SDSS_EXTRA) if kind != "table" else [])
+    for name in columns or ():
+        if f"spec_{name}" in own:
+            raise ValueError(
+                f"columns: {name!r} cannot be copied: as spec_{name} it would replace the "
+                f"match's own column spec_{name} (the match writes {', '.join(own)}); "
+                "leave it out of columns (--keep-col), or rename it in the catalog first")
 
 
 def _match_rows(ra_d, dec_d, good, failed, cat, radius):
@@ -515,7 +556,8 @@ def _match_rows(ra_d, dec_d, good, failed, cat, radius):
     sep_all[rows] = sep.to_value(u.arcsec)
     flags = np.zeros(n, dtype=np.int16)
     flags[~good] |= int(SpecFlag.BAD_COORDINATE)
-    flags[good & ~matched] |= int(SpecFlag.NO_MATCH)
+    # a row whose query failed is not known to have no spectrum: QUERY_FAILED only
+    flags[good & ~matched & ~failed] |= int(SpecFlag.NO_MATCH)
     flags[failed] |= int(SpecFlag.QUERY_FAILED)
     flags[rows[ambiguous_g]] |= int(SpecFlag.AMBIGUOUS)
     used, counts = np.unique(index[matched], return_counts=True)
@@ -575,9 +617,13 @@ def _write_columns(table, cat, index, matched, sep, flags, radius):
     else:
         cls = np.full(len(index), "", dtype="U6")
     table["spec_class"] = _masked(cls, nomatch | (cls == ""), name="spec_class")
-    ids = cat.ids
+    ids = np.ma.asarray(cat.ids)
     id_fill = 0 if ids.dtype.kind in "iuf" else ""
-    table["spec_id"] = _masked(_take(ids, index, matched, id_fill), nomatch, name="spec_id")
+    id_mask = nomatch.copy()
+    if np.ma.is_masked(ids):  # a spectrum without an identifier: its spec_id is masked
+        id_mask[matched] |= np.ma.getmaskarray(ids)[index[matched]]
+    table["spec_id"] = _masked(_take(np.ma.getdata(ids), index, matched, id_fill), id_mask,
+                               name="spec_id", fill=id_fill)
     table["spec_sep"] = _masked(sep, nomatch, np.float64, unit=u.arcsec, name="spec_sep",
                                 fill=np.nan)
     # the same text on every matched row: kept as bytes, one byte a character (astropy

@@ -29,8 +29,11 @@ Semantics, identical on all paths
   ``zWarning`` and spAll's ``ZWARNING``).
 * Strings are compared case-insensitively and without trailing blanks, as SQL
   Server (SkyServer's database) compares them.
-* A comparison with a NaN or masked value is False, as SQL's comparisons with
-  NULL are not true.
+* A comparison with a NaN or masked value is *unknown*, as SQL's comparisons with
+  NULL, and ``and``, ``or``, ``not`` follow SQL's three-valued logic: an unknown
+  never passes, and neither does its negation (``not z < 1`` and ``z != 1`` keep no
+  row whose ``z`` is NaN), while ``z < 1 or zWarning == 0`` keeps a NaN-``z`` row
+  whose ``zWarning`` is 0.
 """
 import ast
 import io
@@ -237,27 +240,30 @@ class QualityCut:
             If a column is missing; the message lists the columns that exist.
         """
         lookup = _CaseInsensitive(columns)
-        mask = self._eval(self._tree, lookup)
+        mask, _ = self._eval(self._tree, lookup)
         mask = np.asarray(mask, dtype=bool)
         if mask.ndim == 0:  # pragma: no cover - the grammar needs a column
             mask = np.full(int(n or 0), bool(mask))
         return mask
 
     def _eval(self, node, lookup):
+        """(true, false) masks of a node, in SQL's three-valued logic.
+
+        A row is in neither where the node's value is unknown (a comparison with a NaN
+        or masked value, as SQL's comparisons with NULL): ``not`` swaps the two masks,
+        so an unknown stays unknown and never passes, as in SQL.
+        """
         if isinstance(node, ast.BoolOp):
-            values = [self._eval(v, lookup) for v in node.values]
-            func = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
-            out = values[0]
-            for v in values[1:]:
-                out = func(out, v)
-            return out
+            parts = [self._eval(v, lookup) for v in node.values]
+            return _combine(isinstance(node.op, ast.And), parts)
         if isinstance(node, ast.BinOp):
-            func = np.logical_and if isinstance(node.op, ast.BitAnd) else np.logical_or
-            return func(self._eval(node.left, lookup), self._eval(node.right, lookup))
+            return _combine(isinstance(node.op, ast.BitAnd),
+                            [self._eval(node.left, lookup), self._eval(node.right, lookup)])
         if isinstance(node, ast.UnaryOp):
-            return np.logical_not(self._eval(node.operand, lookup))
+            true, false = self._eval(node.operand, lookup)
+            return false, true
         operands = [node.left] + list(node.comparators)
-        out = None
+        parts = []
         for op, left, right in zip(node.ops, operands[:-1], operands[1:]):
             lhs = self._value(left, lookup)
             if isinstance(op, (ast.In, ast.NotIn)):
@@ -266,12 +272,17 @@ class QualityCut:
                 valid = _valid(lhs)
                 for v in values:
                     res |= _compare(np.equal, lhs, v)
-                res = (~res if isinstance(op, ast.NotIn) else res) & valid
+                true, false = res & valid, ~res & valid
+                parts.append((false, true) if isinstance(op, ast.NotIn) else (true, false))
             else:
                 rhs = self._value(right, lookup)
-                res = _compare(_NP_OPS[type(op)], lhs, rhs)
-            out = res if out is None else (out & res)
-        return out
+                true = _compare(_NP_OPS[type(op)], lhs, rhs)
+                valid = np.ones(1, dtype=bool)
+                for side in (lhs, rhs):
+                    if not np.isscalar(side):
+                        valid = valid & _valid(side)
+                parts.append((true, ~true & valid))
+        return _combine(True, parts)  # a chain such as 0 < z < 1 is an 'and'
 
     def _value(self, node, lookup):
         if isinstance(node, ast.Name):
@@ -349,6 +360,19 @@ def _column_array(col):
         if np.ma.isMaskedArray(col):
             arr = np.ma.array(arr, mask=np.ma.getmaskarray(col))
     return arr
+
+
+def _combine(conjunction, parts):
+    """(true, false) masks of the ``and`` (``conjunction``) or ``or`` of (true, false)
+    pairs, in three-valued logic: ``a and b`` is false where either is false, true where
+    both are true; ``a or b`` the other way round."""
+    true, false = parts[0]
+    for t, f in parts[1:]:
+        if conjunction:
+            true, false = true & t, false | f
+        else:
+            true, false = true | t, false & f
+    return true, false
 
 
 def _valid(value):

@@ -17,8 +17,11 @@ large table without thousands of SkyServer queries. The files are large (gigabyt
   ``download=True`` a warning gives the size, and `astropy.utils.data.download_file`
   fetches it into the astro_mantis cache (``pkgname="astro_mantis"``): written
   atomically, checked against the announced size, time-limited, and fetched once;
-* `read_spall` opens it memory-mapped and reads only the columns it needs (the quality
-  cut's and the match's), so memory follows the rows kept, not the file.
+* `read_spall` opens it memory-mapped and reads only the columns it needs, not the
+  hundreds of a full file: position, ``Z`` and the quality cut's columns for every row
+  of the file, then ``PLATE``, ``MJD``, ``FIBERID``, ``RUN2D``, ``Z_ERR``, ``ZWARNING``
+  and ``CLASS`` of the rows kept. Memory grows with the file's rows times the columns
+  read (some tens of bytes a row with the default cut), not with the rows kept alone.
 
 Paths and URLs come from ``sdss-access`` (``HttpAccess`` with the release's path
 templates, ``remote_base = spectro.conf.sas_url``). Its own downloader is not used:
@@ -128,7 +131,7 @@ def _run2d_list(data_release, run2d):
         if data_release not in DEFAULT_RUN2D:
             known = ", ".join(f"DR{k}: {v}" for k, v in DEFAULT_RUN2D.items())
             raise ValueError(f"no default spAll reduction for DR{data_release}; pass run2d= "
-                             f"(the defaults: {known})")
+                             f"(astro-mantis match --run2d) (the defaults: {known})")
         return [DEFAULT_RUN2D[data_release]]
     if isinstance(run2d, str):
         return [run2d]
@@ -390,7 +393,9 @@ def _spall_file(data_release, run2d, download, lite=True, progress=None):
 def read_spall(path, quality=SPALL_QUALITY, run2d=None):
     """Read the spectra of an spAll file that pass a quality cut, as SkyServer columns.
 
-    The file is memory-mapped and only the columns needed are read.
+    The file is memory-mapped and only the columns needed are read: the position, ``Z``
+    and the quality cut's columns for every row of the file (memory grows with the
+    file's rows), the other columns returned for the rows kept.
 
     Parameters
     ----------
@@ -404,7 +409,8 @@ def read_spall(path, quality=SPALL_QUALITY, run2d=None):
         Rows without a valid position or a finite redshift are always dropped. Default
         `~astro_mantis.spectro.spall.SPALL_QUALITY`.
     run2d : str, optional
-        Reduction written in the ``run2d`` column when the file has no ``RUN2D``.
+        Reduction written in the ``run2d`` column when the file has no ``RUN2D``
+        (required then; ``astro-mantis match --spall FILE --run2d RUN2D``).
 
     Returns
     -------
@@ -461,7 +467,8 @@ def read_spall(path, quality=SPALL_QUALITY, run2d=None):
         r2d = pick("run2d", required=False)
         if r2d is None:
             if run2d is None:
-                raise KeyError(f"{path} has no RUN2D column: pass run2d=")
+                raise KeyError(f"{path} has no RUN2D column: pass run2d= (astro-mantis "
+                               "match --run2d), the reduction the file holds")
             r2d_kept = np.full(idx.size, str(run2d))
         else:
             r2d_kept = np.char.strip(np.asarray(r2d[idx]).astype("U"))

@@ -28,8 +28,9 @@ Splits
 validation set, the rest the test set (`~astro_mantis.shards.assign_splits`).
 
 ``split_method="healpix"``: whole HEALPix cells (``nside``, nested; 32 gives cells of
-about 1.8 deg) go to one split, so that neighbouring galaxies, which share image
-artefacts, depth and large-scale structure, do not straddle train and test. Cells are
+about 1.8 deg) go to one split, so that galaxies in the same cell, which share image
+artefacts, depth and large-scale structure, do not straddle train and test (neighbours
+on either side of a cell boundary still can; larger cells make that rarer). Cells are
 taken in an order drawn from ``seed`` and given to the train, validation and test
 splits in turn as their galaxy counts fill the fractions (`assign_healpix_splits`),
 so the fractions hold to within a cell's worth of galaxies.
@@ -201,7 +202,8 @@ def _plan(path, overwrite):
     manifest = root / "manifest.json"
     if manifest.exists() and not overwrite:
         raise ValueError(f"{root} holds a training set already (manifest.json); choose another "
-                         "directory or pass overwrite=True")
+                         "directory or pass overwrite=True (astro-mantis build-training-set "
+                         "--overwrite)")
     if root.exists() and not root.is_dir():
         raise ValueError(f"{root} exists and is not a directory")
     root.mkdir(parents=True, exist_ok=True)
@@ -260,7 +262,9 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
     progress : bool, optional
         Show a progress bar (default: for more than 10 galaxies).
     overwrite : bool
-        Replace a training set already in ``path``.
+        Replace a training set already in ``path``. It is removed (its manifest first)
+        before the new one is written, whose manifest comes last: a rebuild that fails
+        leaves no training set, never a manifest listing missing shards.
 
     Returns
     -------
@@ -302,6 +306,7 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
                    columns_json=json.dumps(columns, sort_keys=True), surveys=surveys,
                    half=ps1_dtype == "float16", cache=cache, keep_failed=keep_failed)
 
+    _remove_old_set(root)
     splits_info, failed_rows, total_bytes = {}, 0, 0
     with progress_bar(progress, rows.size > 10, total=int(rows.size), unit="galaxy",
                       desc="training set") as bar:
@@ -389,14 +394,23 @@ class _Rows:
     keep_failed: bool
 
 
+def _remove_old_set(root):
+    """Remove the training set already in ``root`` (``overwrite=True``): its manifest
+    first, then its shards, so that a manifest never lists a shard that is gone, even
+    when the rebuild fails; the new manifest is written last, once every shard is."""
+    for name in ("manifest.json", "manifest.json.tmp"):
+        (root / name).unlink(missing_ok=True)
+    for name in SPLITS:
+        for old in (root / name).glob("shard_*.npz"):
+            old.unlink()  # a rebuild leaves no stale shard behind
+
+
 def _write_split(root, name, chosen, shard_size, source, bar):
     """Fetch and write the shards of one split; returns (its manifest entry, rows left out
     because their fetch failed, bytes written)."""
     from ..fetch import fetcher
 
     (root / name).mkdir(exist_ok=True)
-    for old in (root / name).glob("shard_*.npz"):
-        old.unlink()  # a rebuild (overwrite=True) leaves no stale shard behind
     shards, failed, nbytes, written = [], 0, 0, 0
     for start in range(0, chosen.size, shard_size):
         batch = chosen[start:start + shard_size]
