@@ -91,8 +91,13 @@ class RedshiftPDF:
 
     Each PDF is a histogram: a probability density (per unit redshift) that is
     constant within each bin. On construction every row is normalised so that
-    ``sum(pdf * widths) == 1``. All methods are vectorised over the objects and
-    process large arrays in chunks, so a million rows of 400 bins are fine.
+    ``sum(pdf * widths) == 1``. All methods are vectorised over the objects, and the
+    statistics process large arrays in chunks, so a million rows of 400 bins are
+    fine: their float64 temporaries stay within a few tens of MB. What a method
+    returns is allocated whole: PDFs on the same bins (`change_prior`, `remap_cdf`,
+    indexing with an array) are a new array in the storage type, `probabilities` a
+    new float64 array of the PDFs' shape, and `to_qp` builds its ensemble from a
+    float64 copy of every PDF.
 
     Parameters
     ----------
@@ -320,6 +325,8 @@ class RedshiftPDF:
         Returns
         -------
         `RedshiftPDF`
+            One row per distribution, never scalar: a one-object ensemble gives
+            ``n=1`` (``qp`` does not record whether it came from a scalar PDF).
         """
         md = ensemble.metadata
         name = np.atleast_1d(md.get("pdf_name", [b""]))[0]
@@ -327,7 +334,8 @@ class RedshiftPDF:
         if name == "hist":
             bins = np.asarray(md["bins"], dtype=np.float64).ravel()
             if edges is None or (np.size(edges) == bins.size and np.allclose(edges, bins)):
-                pdfs = np.asarray(ensemble.objdata["pdfs"])
+                # qp stores a one-object ensemble's densities as one row of shape (nbins,)
+                pdfs = np.atleast_2d(np.asarray(ensemble.objdata["pdfs"]))
                 return cls(pdfs, edges=bins, meta=meta, dtype=dtype,
                            allow_invalid=allow_invalid)
         edges = _check_edges(edges)
@@ -343,8 +351,9 @@ class RedshiftPDF:
         The bin edges are looked up, in order, in: the ``edges`` argument, the
         column's ``meta['bin_edges']`` (written by `to_table_columns`), the table's
         ``meta['{prefix}bin_edges']`` and ``meta['bin_edges']``. If none is found and
-        the column has 400 bins, the standard `~astro_mantis.pdf.Z_EDGES` are used. Masked rows and
-        all-NaN rows become invalid (NaN) rows.
+        the column has 400 bins, the standard `~astro_mantis.pdf.Z_EDGES` are used. Rows with a
+        masked value, a NaN or an infinity, and all-zero rows, become invalid (all-NaN)
+        rows.
 
         Parameters
         ----------
@@ -357,9 +366,15 @@ class RedshiftPDF:
         dtype : dtype, optional
             Storage type (default: that of the column if float32, else float64).
         copy : bool
-            If False, share memory with the column when its type allows (saves a
-            copy of a large column; rows that are all zero are then set to NaN in
-            the column too).
+            If False, share memory with the column when its type allows (a
+            C-contiguous, writeable float32 or float64 column without masked values,
+            of the storage type ``dtype``): this saves a copy of a large column, but
+            **modifies the column in place**. Every row is normalised (``sum(pdf *
+            widths) == 1``), and every row that cannot be normalised (all zero, or
+            holding a NaN or an infinity anywhere, so also partly-NaN rows) becomes
+            all NaN; a negative value raises `ValueError`, possibly after the rows of
+            earlier chunks were already normalised. The default copies and leaves the
+            column as it was.
 
         Returns
         -------
@@ -466,7 +481,14 @@ class RedshiftPDF:
         return self._pdf.dtype
 
     def probabilities(self):
-        """Probability of each bin, ``pdf * widths`` (float64, same shape as `pdf`)."""
+        """Probability of each bin, ``pdf * widths``.
+
+        Returns
+        -------
+        `~numpy.ndarray`
+            A new float64 array of the shape of `pdf` (N × nbins × 8 bytes: the
+            only allocation; float32 densities are cast on the fly).
+        """
         out = self._pdf * self._widths
         return out[0] if self._scalar else out
 
@@ -1071,7 +1093,11 @@ class RedshiftPDF:
         weights = _prior_array(old, self.nbins, "old", positive=True)
         weights = (np.ones(self.nbins) if new is None
                    else _prior_array(new, self.nbins, "new", positive=False)) / weights
-        out = self._pdf.astype(np.float64) * weights
+        # the product in float64 chunk by chunk, stored in the storage type: the one
+        # full-size array is the result
+        out = np.empty_like(self._pdf)
+        for s in _chunk_slices(len(self._pdf), self.nbins):
+            out[s] = self._pdf[s].astype(np.float64) * weights
         pdf = RedshiftPDF(out, self._edges, meta=self.meta, dtype=self.dtype,
                           allow_invalid=True, copy=False)
         return pdf[0] if self._scalar else pdf
@@ -1085,7 +1111,9 @@ class RedshiftPDF:
         Returns
         -------
         ``qp.Ensemble``
-            One distribution per object, ``bins`` = `edges`.
+            One distribution per object, ``bins`` = `edges`. It is built from a float64
+            copy of all the PDFs made at once (N × nbins × 8 bytes; none for float64
+            storage); ``qp`` may make copies of its own.
         """
         import qp
 
@@ -1184,15 +1212,25 @@ class RedshiftPDF:
 PRIOR_SMOOTHING = 0.04
 
 
+def _first(indices, k=10):
+    """The first ``k`` of ``indices`` as a short text for an error message."""
+    return f"{indices[:k].tolist()}{' ...' if indices.size > k else ''}"
+
+
 def _prior_array(values, nbins, name, positive):
     """A prior as a float64 array of one finite value per bin (checked)."""
     a = np.asarray(values, dtype=np.float64)
-    if a.shape != (nbins,) or not np.all(np.isfinite(a)):
-        raise ValueError(f"the {name} prior must hold one finite value per bin ({nbins}), "
+    if a.shape != (nbins,):
+        raise ValueError(f"the {name} prior must hold one value per bin, shape ({nbins},); "
                          f"got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        bad = np.flatnonzero(~np.isfinite(a))
+        raise ValueError(f"the {name} prior must be finite in every bin; got {bad.size} "
+                         f"non-finite value(s), in bins {_first(bad)}")
     if positive and not np.all(a > 0):
+        bad = np.flatnonzero(~(a > 0))
         raise ValueError(f"the {name} prior must be positive in every bin (it divides the "
-                         "PDFs)")
+                         f"PDFs); got {bad.size} value(s) <= 0, in bins {_first(bad)}")
     if not positive and (np.any(a < 0) or not np.any(a > 0)):
         raise ValueError(f"the {name} prior must be non-negative and positive somewhere")
     return a
@@ -1212,7 +1250,8 @@ def redshift_prior(z=None, *, counts=None, edges=None, smoothing=PRIOR_SMOOTHING
     Parameters
     ----------
     z : array-like, optional
-        Redshifts (values outside the edges are left out).
+        Redshifts. Values outside the half-open range ``[edges[0], edges[-1])`` are
+        left out (so is ``z = edges[-1]`` itself, as in the PDFs' bins) and so are NaN.
     counts : array-like, optional
         Instead of ``z``: counts per bin (non-negative, one per bin).
     edges : array-like, optional
@@ -1228,8 +1267,9 @@ def redshift_prior(z=None, *, counts=None, edges=None, smoothing=PRIOR_SMOOTHING
     Raises
     ------
     ValueError
-        Without exactly one of ``z`` and ``counts``, for counts of the wrong shape or
-        negative, or a negative or non-finite ``smoothing``.
+        Without exactly one of ``z`` and ``counts``, for counts of the wrong shape,
+        non-finite or negative (each with its own message), or a negative or
+        non-finite ``smoothing``.
 
     Examples
     --------
@@ -1244,11 +1284,23 @@ def redshift_prior(z=None, *, counts=None, edges=None, smoothing=PRIOR_SMOOTHING
     if (z is None) == (counts is None):
         raise ValueError("give exactly one of z and counts")
     if counts is None:
-        counts, _ = np.histogram(np.asarray(z, dtype=np.float64), bins=edges)
+        z = np.asarray(z, dtype=np.float64).ravel()
+        # np.histogram closes its last bin, which would count z == edges[-1]: keep the
+        # half-open [edges[0], edges[-1]) of the PDFs' bins (NaN goes too)
+        z = z[(z >= edges[0]) & (z < edges[-1])]
+        counts, _ = np.histogram(z, bins=edges)
     counts = np.asarray(counts, dtype=np.float64)
-    if counts.shape != (nbins,) or not np.all(np.isfinite(counts)) or np.any(counts < 0):
-        raise ValueError(f"counts must be {nbins} non-negative finite values, got shape "
+    if counts.shape != (nbins,):
+        raise ValueError(f"counts must hold one value per bin, shape ({nbins},); got shape "
                          f"{counts.shape}")
+    if not np.all(np.isfinite(counts)):
+        bad = np.flatnonzero(~np.isfinite(counts))
+        raise ValueError(f"counts must be finite; got {bad.size} non-finite value(s), in "
+                         f"bins {_first(bad)}")
+    if np.any(counts < 0):
+        bad = np.flatnonzero(counts < 0)
+        raise ValueError(f"counts must be non-negative; got {bad.size} negative value(s), in "
+                         f"bins {_first(bad)}")
     smoothing = float(smoothing)
     if not (np.isfinite(smoothing) and smoothing >= 0):
         raise ValueError(f"smoothing must be a non-negative redshift width, got {smoothing!r}")

@@ -216,6 +216,29 @@ def test_predict_keeps_the_features_and_hands_over_each_batch(precision):
         predict(fused.x, model=net, dust=fused.dust, tta=True, features=True)
 
 
+def test_on_batch_gets_what_predict_documents_on_a_cpu():
+    """A fused array: float32 numpy slices of it; native arrays on a CPU: CPU tensors in
+    the network's type. (On a CUDA GPU native arrays are fused there and the batches
+    are tensors on the GPU: not testable here.)"""
+    net = build_model("mantis-mini", **TINY).eval()
+    g, p, w = native(5, seed=3)
+    fused = fuse_arrays(g, p, w)
+    kinds = []
+
+    def look(x):
+        kinds.append((type(x).__name__, str(x.dtype),
+                      x.device if isinstance(x, torch.Tensor) else None))
+        np.asarray(torch.as_tensor(x).float().cpu())      # the conversion it suggests
+
+    predict(fused.x, model=net, dust=fused.dust, precision="float32", batch_size=3,
+            on_batch=look)
+    assert kinds == [("ndarray", "float32", None)] * 2
+    kinds.clear()
+    predict({"galex": g, "panstarrs": p, "unwise": w}, model=net, precision="float32",
+            batch_size=3, on_batch=look)
+    assert kinds == [("Tensor", "torch.float32", torch.device("cpu"))] * 2
+
+
 def test_features_of_concurrent_calls_on_one_network_stay_apart(run_together):
     """Threads sharing one network (the table job under Dask's threads) each get the
     features of their own pass. A forward hook on the shared module caught the other

@@ -278,6 +278,35 @@ def test_bundled_mini_weights():
             load_model("mantis-mini")
 
 
+def test_mini_weights_without_a_card_load_as_build_model_gives_them_and_say_so(tmp_path):
+    """No card: the architecture default (as build_model), and a warning naming it."""
+    import warnings
+
+    from safetensors.torch import save_file
+
+    built = build_model("mantis-mini")
+    assert built.panstarrs_exposure == "reference"
+    state = {k: v.contiguous() for k, v in built.state_dict().items()}
+    torch.save(state, tmp_path / "mine.pt")
+    save_file(state, str(tmp_path / "mine.safetensors"))
+    for name in ("mine.pt", "mine.safetensors"):
+        with pytest.warns(UserWarning, match=rf"{name} have no model card beside them "
+                                             r"\(mine\.json\).*panstarrs_exposure='reference'"
+                                             r".*temperature 1 and no PIT recalibration"):
+            net = load_model("mantis-mini", weights=tmp_path / name)
+        assert net.panstarrs_exposure == built.panstarrs_exposure == "reference"
+        assert net.meta["architecture"] == built.meta["architecture"]
+        assert "temperature" not in net.meta or net.meta["temperature"] == 1.0
+    # a card beside the weights (the bundled model's way): no warning, the card's setting
+    path = registry.DATA_DIR / "mantis-mini.safetensors"
+    if path.exists():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            bundled = load_model("mantis-mini")
+        card = json.loads(path.with_suffix(".json").read_text())
+        assert bundled.panstarrs_exposure == card["architecture"]["panstarrs_exposure"]
+
+
 # ------------------------------------------------------------------ mantis-mini
 def test_mini_contract_and_size():
     net = build_model("mantis-mini")

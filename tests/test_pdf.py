@@ -455,7 +455,8 @@ def test_table_columns_and_round_trip(tmp_path):
     assert_allclose(back.mean(), p.mean(), rtol=1e-6)
     assert_allclose(back.pdf, p.pdf, rtol=1e-6, atol=1e-30)
 
-    # FITS drops column meta unless serialised: the standard 400-bin grid is assumed
+    # FITS keeps the column meta too (astropy's serialised columns; see
+    # test_which_table_formats_keep_the_bin_edges for one that does not)
     table.write(tmp_path / "z.fits")
     back = RedshiftPDF.from_table(Table.read(tmp_path / "z.fits"))
     assert_allclose(back.edges, Z_EDGES)
@@ -562,7 +563,7 @@ def test_change_prior_keeps_rows_and_flags_the_ones_it_empties():
 
 
 @pytest.mark.parametrize("old, new, match", [
-    (np.ones(NBINS - 1), None, "one finite value per bin"),
+    (np.ones(NBINS - 1), None, "one value per bin"),
     (np.r_[0.0, np.ones(NBINS - 1)], None, "positive in every bin"),
     (np.r_[np.nan, np.ones(NBINS - 1)], None, "finite"),
     (np.ones(NBINS), -np.ones(NBINS), "non-negative"),
@@ -596,8 +597,145 @@ def test_redshift_prior_is_a_smooth_positive_density():
     edges = np.linspace(0, 2, 11)
     assert redshift_prior(z, edges=edges).shape == (10,)
     for kw, match in [({}, "exactly one"), ({"z": z, "counts": counts}, "exactly one"),
-                      ({"counts": np.ones(3)}, "counts must be"),
-                      ({"counts": -np.ones(NBINS)}, "counts must be"),
+                      ({"counts": np.ones(3)}, "counts must hold one value per bin"),
+                      ({"counts": -np.ones(NBINS)}, "counts must be non-negative"),
                       ({"z": z, "smoothing": -1}, "smoothing")]:
         with pytest.raises(ValueError, match=match):
             redshift_prior(**kw)
+
+
+# -- audit fixes -------------------------------------------------------------------------
+def test_from_qp_one_object_histogram_gives_one_row():
+    """qp stores one histogram as a row of shape (nbins,): still n=1, as for other kinds."""
+    qp = pytest.importorskip("qp")
+    p = RedshiftPDF(gaussians(0.5, 0.05))
+    ens = p.to_qp()
+    assert ens.npdf == 1
+    back = RedshiftPDF.from_qp(ens)
+    assert not back.isscalar and len(back) == 1 and back.shape == (1, NBINS)
+    assert_allclose(back.pdf, p.pdf, rtol=1e-12)
+    assert_allclose(RedshiftPDF.from_qp(RedshiftPDF(gaussians(0.5, 0.05)[0]).to_qp()).pdf,
+                    p.pdf, rtol=1e-12)                     # a scalar PDF's ensemble too
+    norm = qp.Ensemble(qp.stats.norm, data=dict(loc=np.array([[0.5]]),
+                                                scale=np.array([[0.05]])))
+    assert len(RedshiftPDF.from_qp(norm)) == 1              # the same as a histogram
+
+
+def test_redshift_prior_leaves_out_the_upper_edge():
+    """Bins are [z_k, z_k+1): z = 1.6 (the last edge) is outside, not in the last bin."""
+    from astro_mantis.pdf import redshift_prior
+
+    z = np.array([0.5, 1.6, 1.5999, 2.0, -0.1, np.nan])
+    counts = np.zeros(NBINS)
+    counts[np.searchsorted(Z_EDGES, [0.5, 1.5999], side="right") - 1] = 1
+    assert counts[-1] == 1
+    for smoothing in (0, 0.04):
+        assert_array_equal(redshift_prior(z, smoothing=smoothing),
+                           redshift_prior(counts=counts, smoothing=smoothing))
+    edges = np.linspace(0.0, 1.0, 11)
+    assert_array_equal(redshift_prior([0.05, 1.0], edges=edges, smoothing=0),
+                       redshift_prior(counts=np.r_[1.0, np.zeros(9)], edges=edges,
+                                      smoothing=0))
+
+
+@pytest.mark.parametrize("counts, match, wrong", [
+    (np.r_[np.nan, np.ones(NBINS - 1)], r"counts must be finite; got 1 non-finite value\(s\), "
+                                        r"in bins \[0\]", "shape"),
+    (np.r_[np.ones(NBINS - 1), np.inf], r"finite.*in bins \[399\]", "shape"),
+    (np.r_[-1.0, np.ones(NBINS - 1)], r"counts must be non-negative; got 1 negative value\(s\), "
+                                      r"in bins \[0\]", "shape"),
+    (np.ones(3), r"one value per bin, shape \(400,\); got shape \(3,\)", "finite"),
+])
+def test_redshift_prior_errors_say_what_is_wrong(counts, match, wrong):
+    from astro_mantis.pdf import redshift_prior
+
+    with pytest.raises(ValueError, match=match) as info:
+        redshift_prior(counts=counts)
+    assert wrong not in str(info.value)
+
+
+@pytest.mark.parametrize("old, new, match, wrong", [
+    (np.r_[np.nan, np.ones(NBINS - 1)], None, r"old prior must be finite in every bin; "
+                                              r"got 1 non-finite value\(s\), in bins \[0\]",
+     "shape"),
+    (np.ones(NBINS), np.r_[np.ones(NBINS - 2), np.inf, np.nan], r"new prior must be finite.*"
+                                                                r"in bins \[398, 399\]", "shape"),
+    (np.r_[np.ones(NBINS - 1), -2.0], None, r"positive in every bin.*1 value\(s\) <= 0, in "
+                                            r"bins \[399\]", "shape"),
+    (np.ones((2, NBINS)), None, r"one value per bin, shape \(400,\); got shape \(2, 400\)",
+     "finite"),
+])
+def test_change_prior_errors_say_what_is_wrong(old, new, match, wrong):
+    with pytest.raises(ValueError, match=match) as info:
+        RedshiftPDF(np.ones(NBINS)).change_prior(old, new)
+    assert wrong not in str(info.value)
+
+
+def test_change_prior_works_in_chunks(monkeypatch):
+    """Its float64 temporaries stay chunk-sized: the result is the one full-size array."""
+    import tracemalloc
+
+    rng = np.random.default_rng(11)
+    p = RedshiftPDF(rng.random((12_000, NBINS), dtype=np.float32) + 0.01)
+    old = np.exp(-Z_CENTERS / 0.5)
+    new = np.exp(-0.5 * ((Z_CENTERS - 0.8) / 0.3) ** 2)
+    # what it computes: the product in float64, stored and normalised in the storage type
+    ref = RedshiftPDF(p.pdf.astype(np.float64) * (new / old), dtype=np.float32,
+                      allow_invalid=True)
+    monkeypatch.setattr(pdfmod, "_CHUNK_ELEMENTS", 160_000)    # 400 rows at a time
+    tracemalloc.start()
+    try:
+        out = p.change_prior(old, new)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.dtype == np.float32
+    assert_array_equal(out.pdf, ref.pdf)
+    result = out.pdf.nbytes                                     # 19.2 MB
+    assert peak < 1.5 * result, (peak, result)                  # whole float64 copies: 4x
+
+
+def test_from_table_copy_false_normalises_the_column_in_place():
+    """copy=False: the column itself is normalised, and partly-NaN rows become all NaN."""
+    from astropy.table import Table
+
+    raw = gaussians([0.3, 0.8, 1.2], [0.05, 0.05, 0.05], dtype=np.float32) * 7.0
+    raw[1, :10] = np.nan
+    table = Table({"z_pdf": raw})
+    column = table["z_pdf"]
+    kept = np.array(column)
+    p = RedshiftPDF.from_table(table, copy=False)
+    assert np.shares_memory(p.pdf, np.asarray(column))
+    assert_array_equal(p.valid, [True, False, True])
+    assert_allclose(np.asarray(column)[[0, 2]] @ Z_WIDTHS, 1.0, rtol=1e-6)  # normalised
+    assert np.isnan(np.asarray(column)[1]).all()                        # all NaN now
+    table2 = Table({"z_pdf": kept.copy()})
+    RedshiftPDF.from_table(table2)                              # the default leaves it be
+    assert_array_equal(np.asarray(table2["z_pdf"]), kept)
+
+
+def test_which_table_formats_keep_the_bin_edges(tmp_path):
+    """As docs/pdf.rst says: FITS, ECSV and Parquet keep the column meta, VOTable drops it
+    (then a 400-bin column is read on Z_EDGES, wrong for other bins: edges= fixes it)."""
+    import warnings
+
+    from astropy.table import Table
+
+    edges = np.linspace(0.0, 2.0, NBINS + 1)
+    p = RedshiftPDF(gaussians([0.3, 0.9], [0.05, 0.1]), edges=edges)
+    table = Table(p.to_table_columns())
+    import importlib.util
+
+    names = ["z.fits", "z.ecsv"] + (["z.parquet"] if importlib.util.find_spec("pyarrow")
+                                    else [])
+    for name in names:
+        table.write(tmp_path / name)
+        back = RedshiftPDF.from_table(Table.read(tmp_path / name))
+        assert_allclose(back.edges, edges, err_msg=name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                # VOTable's own notes on the meta
+        table.write(tmp_path / "z.xml", format="votable")
+        read = Table.read(tmp_path / "z.xml", format="votable")
+    assert "bin_edges" not in read["z_pdf"].meta
+    assert_allclose(RedshiftPDF.from_table(read).edges, Z_EDGES)        # the fallback
+    assert_allclose(RedshiftPDF.from_table(read, edges=edges).mean(), p.mean(), rtol=1e-6)

@@ -133,10 +133,39 @@ def test_auto_follows_the_precision_check_a_card_records(monkeypatch):
     assert out.meta["precision"] == "float32" and out.meta["precision_check_tv"] == 0.02
     np.testing.assert_array_equal(out.pdf, predict(x, model=net, precision="float32").pdf)
     assert predict(x, model=net, precision="bfloat16").meta["precision"] == "bfloat16"
-    net.meta["precision_check"] = {"cpu_bfloat16_tv": 0.004}     # passes: bfloat16, checked
+    net.meta["precision_check"] = {"cpu_bfloat16_tv": 0.004}     # passes: bfloat16
     assert predict(x, model=net).meta["precision"] == "bfloat16"
     net.meta["precision_check"] = "not a mapping"
     assert prec.recorded_cpu_bfloat16_tv(net) is None
+
+
+@pytest.mark.parametrize("recorded", [0.004, 0.01])
+def test_a_recorded_check_within_the_bar_is_followed_without_a_check(monkeypatch, recorded):
+    """At or below TV_TOLERANCE the card's value decides too: bfloat16, no first-rows check
+    (which could fail on unlucky galaxies and switch to float32 with a warning)."""
+    import weakref
+
+    from astro_mantis.models import inference
+
+    def no_check(*args, **kwargs):
+        raise AssertionError("the first-rows check ran although the card records one")
+
+    monkeypatch.setattr(prec, "cpu_features", lambda: frozenset({"amx_bf16"}))
+    monkeypatch.setattr(prec, "_CHECKED", weakref.WeakKeyDictionary())
+    monkeypatch.setattr(inference, "_check_once", no_check)
+    net = build_model("mantis-mini", **TINY).eval()
+    net.meta["precision_check"] = {"cpu_bfloat16_tv": recorded}
+    x = np.random.default_rng(5).random((3, 9, 120, 120), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = predict(x, model=net)
+    assert out.meta["precision"] == "bfloat16"
+    assert out.meta["precision_check_tv"] == recorded
+    np.testing.assert_array_equal(out.pdf, predict(x, model=net, precision="bfloat16").pdf)
+    # and without a card entry the first rows are still checked
+    del net.meta["precision_check"]
+    with pytest.raises(AssertionError, match="first-rows check ran"):
+        predict(x, model=net)
 
 
 def test_predict_logits_precision_argument():

@@ -251,6 +251,7 @@ def test_own_z_ood_kept_with_a_model_that_writes_none(frame, server, tmp_path):
 
     weights = tmp_path / "noref.safetensors"
     shutil.copy(registry.DATA_DIR / "mantis-mini.safetensors", weights)
+    shutil.copy(registry.DATA_DIR / "mantis-mini.json", tmp_path / "noref.json")  # its card
     own = dd.from_pandas(frame.assign(z_ood=1.0), npartitions=2)
     out = scale.add_redshift_columns_dask(own, weights=str(weights), **KW)
     assert out.columns.tolist() == own.columns.tolist() + column_names("z_")

@@ -728,6 +728,16 @@ def test_parallel_fusing_after_pytorch_ran(shard_dir, tmp_path):
     assert len(list((tmp_path / "cache" / "train").glob("*.x.npy"))) == 2
 
 
+def test_training_redshifts_bins_are_half_open():
+    """z = 1.6, the last edge, is outside the model's bins (np.histogram alone closes its
+    last bin and once counted it there)."""
+    from astro_mantis.training.pipeline import training_redshifts
+
+    record = training_redshifts([0.5, 1.5999, 1.6, 2.0, -0.1, np.nan])
+    assert record["n"] == 2 and record["outside"] == 4
+    assert record["counts"][-1] == 1 and sum(record["counts"]) == 2
+
+
 def test_patience_zero_disables_early_stopping(tmp_path):
     """patience=0 means no early stopping, as --patience 0 does (it once stopped every run
     after its first epoch); a negative patience is refused."""

@@ -20,7 +20,8 @@ from ..pdf import NBINS
 __all__ = ["predict", "predict_logits", "dihedral_transforms", "clear_model_cache",
            "get_model", "pit_map_for", "tta_probabilities"]
 
-#: Galaxies of the first batch run in float32 too by ``precision="auto"`` (the check).
+#: Galaxies of the first batch run in float32 too by ``precision="auto"`` (the check),
+#: unless a CPU follows the check the model's card records.
 CHECK_ROWS = 16
 
 _CACHE = OrderedDict()
@@ -311,11 +312,13 @@ class _Runner:
         self.tv = None
         if self.asked == "auto" and self.precision == "bfloat16" and self.device.type == "cpu":
             recorded = recorded_cpu_bfloat16_tv(model)
-            if recorded is not None and recorded > TV_TOLERANCE:
-                # the card measured it on the model's validation set: follow it, so that
-                # the choice never hangs on which galaxies happen to come first
+            if recorded is not None:
+                # the card measured it on the model's validation set: follow it, whatever
+                # its size and without a check of its own, so that the choice never hangs
+                # on which galaxies happen to come first
                 self.tv = recorded
-                self._use("float32")
+                if not recorded <= TV_TOLERANCE:  # (a NaN recorded: float32 too)
+                    self._use("float32")
         #: With ``features``: the penultimate features of each batch, as run (device).
         self.features = [] if features else None
 
@@ -703,8 +706,12 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
     precision : {"auto", "float32", "bfloat16", "float16", "int8"}
         Arithmetic of the network (`~astro_mantis.models.resolve_precision`):
         ``"auto"`` takes bfloat16 where the device runs it natively and float32
-        elsewhere, and checks bfloat16 against float32 on the first batch the first
-        time a model runs (`~astro_mantis.models.precision.TV_TOLERANCE`).
+        elsewhere, and checks bfloat16 against float32 on the first
+        ``astro_mantis.models.inference.CHECK_ROWS`` (16) galaxies of the first batch
+        the first time a model runs on that device (`~astro_mantis.models.precision.TV_TOLERANCE`);
+        on a CPU, a model whose card records that check (``precision_check``,
+        `~astro_mantis.models.precision.recorded_cpu_bfloat16_tv`) is not checked:
+        bfloat16 where the recorded value is at most the tolerance, float32 above.
         ``"int8"`` needs a model from `~astro_mantis.models.quantize_int8`.
     compile : bool or "auto"
         Run the network through `torch.compile` (on a CPU in bfloat16: its inference
@@ -729,11 +736,17 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         `~astro_mantis.models.PhotoZNet` that is not int8-quantised, and
         ``tta=False``; the network then runs uncompiled.
     on_batch : callable, optional
-        Called as ``on_batch(x)`` with each batch of fused images, in order, as the
-        network is about to receive it: a float32 `numpy.ndarray` or a CPU
-        `torch.Tensor` in the network's type and layout (e.g. bfloat16,
-        channels-last), (rows, 9, 120, 120). The buffer is reused for later batches:
-        use or copy it before returning. For what needs the fused images beside the
+        Called as ``on_batch(x)`` with each batch of fused images, (rows, 9, 120,
+        120), in order, as the network is about to receive it. What ``x`` is depends
+        on the input and the device: for cutouts and for a fused array, a float32
+        `numpy.ndarray` (for a fused array, a slice of it); for native arrays on a
+        CPU, a CPU `torch.Tensor` in the type and layout the network takes (float32
+        or bfloat16, channels-last); for native arrays on a CUDA GPU, a float32
+        `torch.Tensor` **on that GPU** (fused there; with ``nan_policy="inpaint"``,
+        which fuses on the CPU, a CPU tensor as above); elsewhere (MPS) a float32
+        `numpy.ndarray`. ``numpy.asarray(torch.as_tensor(x).float().cpu())`` gives
+        float32 numpy in every case. Buffers may be reused for later batches: use or
+        copy ``x`` before returning. For what needs the fused images beside the
         redshifts without fusing twice (the table job's band misalignment).
 
     Returns
@@ -742,8 +755,14 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         One PDF per input row, in order (a scalar PDF for one cutout or one
         (9, 120, 120) image). ``meta`` holds ``model``, ``weights``,
         ``sha256``, ``temperature``, ``tta``, ``precision`` (the precision used,
-        never ``"auto"``), ``precision_check_tv`` (the mean PDF total-variation
-        distance to float32 of the ``"auto"`` check, None when none ran),
+        never ``"auto"``), ``precision_check_tv`` (where ``"auto"`` picked bfloat16:
+        the mean PDF total-variation distance to float32 it decided by, float32
+        being run instead above `~astro_mantis.models.precision.TV_TOLERANCE`; on a
+        CPU the value the model's card records where it has one (no check runs
+        then), else that of the check on the first ``CHECK_ROWS`` (16) galaxies of
+        the first batch the first time the model ran on that device, kept for later
+        calls; None where
+        ``"auto"`` chose float32 outright or another precision was asked),
         ``features`` with ``features=True``, and per row ``flags``
         (`~astro_mantis.MantisFlag` bits, int64 array) and ``valid`` (N, 9) when
         cutouts or native arrays were given; where a PIT map was applied,

@@ -28,15 +28,17 @@
 ``"auto"`` (the default)
     `resolve_precision`: ``"bfloat16"`` where the device runs it natively (the
     accuracy check below passes for it), else ``"float32"``. The first time a model
-    is run in a reduced precision by ``predict``, the first batch is also run in
-    float32 and the mean total-variation distance between the two sets of PDFs
+    is run in a reduced precision by ``predict``, the first 16 galaxies of the first
+    batch (``astro_mantis.models.inference.CHECK_ROWS``) are also run in float32 and
+    the mean total-variation distance between the two sets of PDFs
     (`pdf_total_variation`) must be at most
     `~astro_mantis.models.precision.TV_TOLERANCE`; if not, that model falls back to
     float32 on that device (with a warning) for the rest of the session. A model whose
     card records that distance on CPUs, measured on its validation set
     (``precision_check = {"cpu_bfloat16_tv": ...}``, `recorded_cpu_bfloat16_tv`), is
-    not checked on CPUs: ``"auto"`` follows the card, silently, so that the choice does
-    not depend on which galaxies come first.
+    not checked on CPUs: ``"auto"`` follows the card, silently, whatever the value
+    (bfloat16 at or below the tolerance, float32 above), so that the choice does not
+    depend on which galaxies come first.
 
 The precision actually used is recorded in ``RedshiftPDF.meta["precision"]``.
 """
@@ -440,7 +442,8 @@ def _check_once(model, device, precision, run, x, dust):
         if tv > TV_TOLERANCE:
             warnings.warn(f"precision {precision!r} on {device}: mean PDF total-variation "
                           f"distance to float32 is {tv:.4f} > {TV_TOLERANCE} on the first "
-                          "batch; using float32 for this model", RuntimeWarning, stacklevel=3)
+                          f"{len(x)} galaxies; using float32 for this model", RuntimeWarning,
+                          stacklevel=3)
     return done[key]
 
 
@@ -458,8 +461,10 @@ def recorded_cpu_bfloat16_tv(model):
         The card's ``precision_check["cpu_bfloat16_tv"]``: the mean PDF total-variation
         distance between bfloat16 and float32 on a CPU, measured on the model's
         validation set. None where the card has none (``"auto"`` then checks the first
-        batch). Above `~astro_mantis.models.precision.TV_TOLERANCE`, ``predict`` with
-        ``precision="auto"`` runs the model in float32 on CPUs.
+        16 galaxies of the first batch). Where it is recorded, ``predict`` with
+        ``precision="auto"`` on a CPU that runs bfloat16 natively follows it without a
+        check of its own: bfloat16 at or below
+        `~astro_mantis.models.precision.TV_TOLERANCE`, float32 above.
     """
     check = (getattr(model, "meta", None) or {}).get("precision_check")
     if not isinstance(check, dict) or check.get("cpu_bfloat16_tv") is None:

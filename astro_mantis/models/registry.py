@@ -22,6 +22,7 @@ Weights are read without executing pickled code: ``safetensors`` files with
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -462,7 +463,12 @@ def load_model(name, weights=None, device="cpu", verify=True):
         reference repository's Git LFS). URLs are downloaded once into astropy's
         cache, checked, and reused; a download that fails the check is removed from
         the cache. A model card ``<same stem>.json`` next to a file is read when present
-        (architecture options, bins, calibration temperature).
+        (architecture options, bins, calibration temperature). Without one, a
+        ``mantis-mini`` file is loaded into the architecture `build_model` gives
+        (`~astro_mantis.models.mini.DEFAULT_ARCHITECTURE`, which takes
+        ``panstarrs_exposure="reference"``), with temperature 1 and no PIT map, and a
+        ``UserWarning`` says so; a card whose ``architecture`` lacks
+        ``panstarrs_exposure`` (written before the setting existed) means ``"stack"``.
     device : str or `torch.device`, optional
         ``"cpu"`` (default), ``"cuda"``, ``"mps"``; None picks the best available.
     verify : bool
@@ -536,7 +542,19 @@ def load_model(name, weights=None, device="cpu", verify=True):
                 clear_download_cache(url, pkgname="astro_mantis")
             raise
     arch = dict(card.get("architecture", {}))
-    if spec.name == "mantis-mini":  # a card from before the setting: the published recipe
+    if spec.name == "mantis-mini" and not card:
+        # no card at all: the network is built as build_model gives it (the only
+        # architecture the weights can fit without one), which is said aloud
+        warnings.warn(
+            f"{spec.name} weights {weights.name} have no model card beside them "
+            f"({weights.with_suffix('.json').name}): loaded as build_model({spec.name!r}) "
+            f"builds it, the default architecture taking Pan-STARRS counts at the "
+            f"reference exposure (panstarrs_exposure="
+            f"{DEFAULT_ARCHITECTURE['panstarrs_exposure']!r}), with temperature 1 and no "
+            f"PIT recalibration. For weights trained on counts as served set "
+            f"model.panstarrs_exposure = 'stack'; save_model writes the card that says it",
+            UserWarning, stacklevel=2)
+    elif spec.name == "mantis-mini":  # a card from before the setting: the published recipe
         arch.setdefault("panstarrs_exposure", "stack")
     model = build_model(spec.name, device="meta", **arch)
     state = read_state_dict(weights, device=device)

@@ -101,12 +101,15 @@ def training_redshifts(z, edges=None):
     -------
     dict
         ``counts`` (one int per bin), ``n`` (the redshifts counted) and ``outside``
-        (those beyond the edges, not counted).
+        (those beyond the half-open edges ``[edges[0], edges[-1])``, not counted: a
+        redshift equal to the last edge is outside, as in the model's bins).
     """
     from ..pdf import Z_EDGES
 
     z = np.asarray(z, dtype=np.float64)
-    counts, _ = np.histogram(z, bins=Z_EDGES if edges is None else edges)
+    edges = np.asarray(Z_EDGES if edges is None else edges, dtype=np.float64)
+    inside = z[(z >= edges[0]) & (z < edges[-1])]  # np.histogram closes its last bin
+    counts, _ = np.histogram(inside, bins=edges)
     return {"counts": [int(c) for c in counts], "n": int(counts.sum()),
             "outside": int(len(z) - counts.sum())}
 
