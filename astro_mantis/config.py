@@ -35,12 +35,13 @@ class Conf(_config.ConfigNamespace):
         "Base URL of the Legacy Surveys viewer (fits-cutout for GALEX and unWISE).",
         module=_MODULE)
     timeout = _config.ConfigItem(
-        60.0, "Time limit in seconds for one HTTP request (connect and read).", cfgtype="float",
-        module=_MODULE)
+        60.0, "Time limit in seconds for connecting and for each wait for data of an HTTP "
+        "request; not a limit on the whole answer (a server that keeps sending slowly is "
+        "waited for).", cfgtype="float", module=_MODULE)
     retries = _config.ConfigItem(
         3,
-        "How many times a request is retried after a 5xx status, a timeout, a connection "
-        "error or an invalid body (never more).",
+        "How many times a request is retried after a status of 408, 425, 429, 500, 502, "
+        "503 or 504, a timeout, a connection error or an invalid body (never more).",
         cfgtype="integer",
         module=_MODULE)
     backoff = _config.ConfigItem(

@@ -7,8 +7,6 @@ would send without sending them, and `~MantisClass.clear_cache` and
 `~MantisClass.cache_location` act on the cutout cache that the calls fill.
 `~MantisClass.query_coordinates` adds redshift columns (`astro_mantis.table`).
 """
-import shutil
-
 from .fetch import (PLAN_SECONDS_PER_REQUEST, RETRY_STATUSES, CutoutCache, FetchPlan,  # noqa: F401
                     FetchStatus, coalesce_span, fetcher, normalize_coordinates)
 from .surveys import DEFAULT_SURVEYS
@@ -71,8 +69,10 @@ class MantisClass:
             One position or an array of them, any frame convertible to ICRS; or one
             position as a string (``"10:00:33.6 +02:25:12"``) or an object name
             (resolved with Sesame, which needs the network).
-        surveys : sequence of str
-            Survey names (see `astro_mantis.surveys.SURVEYS`), default all three.
+        surveys : str or sequence of str
+            Survey names (see `astro_mantis.surveys.SURVEYS`), default all three; one
+            name alone (``"galex"``) asks for that survey
+            (`~astro_mantis.surveys.get_surveys`).
         cache : bool
             Read and write the on-disk cache (``conf.cache_dir``). With False, every
             cutout is fetched and nothing is written.
@@ -131,8 +131,8 @@ class MantisClass:
         ----------
         coordinates : `~astropy.coordinates.SkyCoord`
             Positions (invalid ones are not counted).
-        surveys : sequence of str
-            Survey names.
+        surveys : str or sequence of str
+            Survey names (one name alone: that survey).
         cache : bool
             Count what the on-disk cache already holds (for the configured services).
 
@@ -154,8 +154,8 @@ class MantisClass:
         ----------
         coordinates : `~astropy.coordinates.SkyCoord`
             Scalar or array.
-        surveys : sequence of str
-            Survey names.
+        surveys : str or sequence of str
+            Survey names (one name alone: that survey).
 
         Returns
         -------
@@ -173,21 +173,16 @@ class MantisClass:
     def clear_cache(self):
         """Delete every cutout in the cache (`cache_location`); the next calls fetch again.
 
+        Only the cache's own entries are deleted (`astro_mantis.fetch.CutoutCache.clear`):
+        other files in that directory, which ``conf.cache_dir`` may share with them,
+        are left as they are.
+
         Returns
         -------
         int
             The number of cache entries deleted.
         """
-        root = self.cache_location
-        if not root.is_dir():
-            return 0
-        n = sum(1 for _ in root.rglob("*.amc"))
-        for child in root.iterdir():
-            if child.is_dir():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
-        return n
+        return CutoutCache().clear()
 
 
 #: The ready-to-use service instance.

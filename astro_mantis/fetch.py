@@ -10,16 +10,20 @@ row:
 * Pan-STARRS positions are listed in chunks of ``conf.ps1_chunk_size`` with one
   ``ps1filenames.py`` POST per chunk, and their band images are fetched as soon as
   their chunk's listing is back, so listing and downloading overlap;
-* 5xx statuses, timeouts, connection errors and invalid bodies (HTML with status 200,
-  empty or truncated FITS) are retried at most ``conf.retries`` times with exponential
-  back-off and full jitter; what still fails is flagged on that row, not raised;
-* results are cached on disk (one FITS file per survey and position, written
-  atomically), so a rerun over cached positions sends no request at all.
+* the statuses of `RETRY_STATUSES` (408, 425, 429, 500, 502, 503, 504; every other
+  status is final), timeouts, connection errors and invalid bodies (HTML with status
+  200, empty or truncated FITS, a listing cut short) are retried at most
+  ``conf.retries`` times with exponential back-off and full jitter; what still fails
+  is flagged on that row, not raised;
+* results are cached on disk (one ``.amc`` entry per survey, service and position:
+  `CutoutCache`, written atomically), so a rerun over cached positions sends no
+  request at all.
 """
 import enum
 import json
 import math
 import os
+import re
 import struct
 import threading
 import time
@@ -45,7 +49,7 @@ from .logger import log, log_request
 from .multicutout import MultiSurveyCutout
 from .positions import icrs_positions, resolve_name
 from .retry import RETRY_STATUSES, RetryPolicy
-from .surveys import DEFAULT_SURVEYS, get_survey
+from .surveys import DEFAULT_SURVEYS, get_surveys
 from .surveys.core import SurveyImage, primary_layout
 
 __all__ = ["CutoutFetcher", "fetcher", "CutoutCache", "normalize_coordinates", "FetchStatus",
@@ -230,6 +234,11 @@ class CutoutCache:
 
     NOT_COVERED = object()
     MAGIC = b"ASTRO_MANTIS_CUTOUT 1\n"
+    #: Names of what the cache writes in ``<survey>/<xx>/``: entries (the SHA-1 hex digest
+    #: of the key, whose first two digits name the folder) and writers' temporary files.
+    _ENTRY_NAME = re.compile(r"[0-9a-f]{40}\.amc")
+    _TEMP_NAME = re.compile(r"\.[0-9a-f]{40}\..*" + re.escape(TEMP_SUFFIX) + r"\.amc")
+    _FOLDER_NAME = re.compile(r"[0-9a-f]{2}")
 
     def __init__(self, directory=None):
         if directory is None:
@@ -322,8 +331,68 @@ class CutoutCache:
                 _SWEPT.add(path.parent)
             if sweep:
                 self.remove_stale(path.parent)
-        with atomic_open(path, "wb", fsync=False) as fh:
-            fh.write(self.encode(image, source))
+        try:
+            with atomic_open(path, "wb", fsync=False) as fh:
+                fh.write(self.encode(image, source))
+        except FileNotFoundError:  # the folder was removed meanwhile (`clear`)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_open(path, "wb", fsync=False) as fh:
+                fh.write(self.encode(image, source))
+
+    def clear(self):
+        """Delete every entry of the cache, and nothing else.
+
+        The cache directory (``conf.cache_dir``) may hold other files too: only what
+        the cache writes is deleted, the entries ``<survey>/<xx>/<key>.amc``, the
+        temporary files that killed writers left (those older than
+        `STALE_SECONDS`; a live writer's is left to it), and the folders of that
+        layout left empty. Any other file or folder stays, wherever it lies.
+
+        Returns
+        -------
+        int
+            The number of entries deleted.
+        """
+        if not self.directory.is_dir():
+            return 0
+        n = 0
+        now = time.time()
+        for top in self.directory.iterdir():
+            if top.is_symlink() or not top.is_dir():
+                continue
+            emptied = False
+            for sub in top.iterdir():
+                if (sub.is_symlink() or not sub.is_dir()
+                        or not self._FOLDER_NAME.fullmatch(sub.name)):
+                    continue
+                removed = False
+                for f in sub.iterdir():
+                    entry = bool(self._ENTRY_NAME.fullmatch(f.name)) and f.name[:2] == sub.name
+                    if not entry and not self._TEMP_NAME.fullmatch(f.name):
+                        continue
+                    try:
+                        if f.is_symlink() or not f.is_file():
+                            continue
+                        if not entry and now - f.stat().st_mtime <= self.STALE_SECONDS:
+                            continue
+                        f.unlink()
+                    except OSError:  # removed or renamed meanwhile
+                        continue
+                    n += entry
+                    removed = True
+                if removed:
+                    try:
+                        sub.rmdir()
+                        emptied = True
+                    except OSError:  # not empty: something else lives there
+                        pass
+            if emptied:
+                try:
+                    top.rmdir()
+                except OSError:
+                    pass
+        self._made.clear()
+        return n
 
     #: Age in seconds after which a leftover temporary file is taken to be abandoned.
     STALE_SECONDS = 3600.0
@@ -357,6 +426,9 @@ class _HostPool:
     def __init__(self, host, nconn, user_agent, timeout):
         self.host = host
         self.headers = {"User-Agent": user_agent}
+        # ``conf.timeout`` bounds connecting and each wait for data (every socket read),
+        # not a whole answer: urllib3's ``Timeout(total=)`` would not either, as it only
+        # shortens the read limit by the time spent connecting.
         self.timeout = urllib3.Timeout(connect=timeout, read=timeout)
         ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") \
             or certifi.where()
@@ -394,14 +466,49 @@ def _check_fits_body(content):
     """Cheap validity check of a FITS body: FITS magic, an END card, all the data.
 
     Raises `InvalidResponseError` (which the fetcher retries) for HTML pages with
-    status 200, empty bodies and truncated files.
+    status 200, empty bodies and truncated files: a body shorter than its header
+    and the data the header announces. The padding of the last 2880-byte block is
+    not required (it holds nothing).
     """
     primary_layout(content)
 
 
 def _check_listing_body(content):
+    """Cheap check of a ps1filenames answer: it starts with the table's header line."""
     if not content.lstrip().startswith(b"projcell"):
         raise InvalidResponseError("listing is not a ps1filenames table")
+
+
+class _ListingCheck:
+    """The check of a listing's body, run on every attempt, so a bad listing is retried.
+
+    A body fails it when it is not a listing table, when a row is cut short (a
+    listing cut inside a row), and when it lacks the rows of positions the survey
+    covers (`Survey.listing_gaps <astro_mantis.surveys.Survey.listing_gaps>`: a
+    listing cut at a row boundary). The entries of the last body that parsed are
+    kept (``entries``, with its ``gaps``), so that once every attempt failed, the
+    positions it did list can still be fetched.
+
+    Parameters
+    ----------
+    survey : `~astro_mantis.surveys.Survey`
+        A survey that needs a listing.
+    positions : list of (float, float)
+        The positions the listing request sends, in order.
+    """
+
+    def __init__(self, survey, positions):
+        self.survey, self.positions = survey, positions
+        self.entries = self.gaps = None
+
+    def __call__(self, content):
+        entries = self.survey.parse_listing(content, self.positions)
+        gaps = self.survey.listing_gaps(entries, self.positions)
+        self.entries, self.gaps = entries, gaps
+        if gaps:
+            raise InvalidResponseError(
+                f"{self.survey.name} listing: no rows of every band for {len(gaps)} of "
+                f"{len(self.positions)} position(s) inside the footprint (cut short)")
 
 
 class _Fetcher:
@@ -694,27 +801,32 @@ class _Call:
     def _list(self, survey, chunk):
         """Send the listing request of positions ``chunk``."""
         self.outstanding.add()
-        request = survey.listing_request([(self.ra[i], self.dec[i]) for i in chunk])
-        future = self.fetcher.submit(request, _check_listing_body)
-        future.add_done_callback(lambda f: self._listed(survey, chunk, f))
+        positions = [(self.ra[i], self.dec[i]) for i in chunk]
+        check = _ListingCheck(survey, positions)
+        future = self.fetcher.submit(survey.listing_request(positions), check)
+        future.add_done_callback(lambda f: self._listed(survey, chunk, f, check))
 
-    def _listed(self, survey, chunk, future):
-        """A listing is back: fetch the covered positions, settle the others."""
+    def _listed(self, survey, chunk, future, check):
+        """A listing is back (``check`` holds what it parsed): fetch the covered
+        positions, settle the others.
+
+        When every attempt failed, the positions the last listing that parsed gave
+        files are fetched all the same, and those it lacked fail; "not covered" is
+        cached only from a listing that passed its check.
+        """
         try:
             error = future.exception()
-            if error is not None:
+            if check.entries is None:  # no attempt gave a listing
                 self.ledger.fail(survey, chunk, f"listing: {error}")
                 return
-            try:
-                entries = survey.parse_listing(
-                    future.result(), [(self.ra[i], self.dec[i]) for i in chunk])
-            except InvalidResponseError as err:
-                self.ledger.fail(survey, chunk, f"listing: {err}")
-                return
+            gaps = set(check.gaps) if error is not None else set()
             covered = []
-            for i, entry in zip(chunk, entries):
-                if entry is None:
-                    self._store(survey, i, None)
+            for k, (i, entry) in enumerate(zip(chunk, check.entries)):
+                if k in gaps:
+                    self.ledger.settle(survey, i, FetchStatus.FAILED, detail=f"listing: {error}")
+                elif entry is None:
+                    if error is None:
+                        self._store(survey, i, None)
                     self.ledger.settle(survey, i, FetchStatus.OUT_OF_FOOTPRINT)
                 else:
                     covered.append((i, entry))
@@ -1007,8 +1119,10 @@ class CutoutFetcher:
         ----------
         coordinates : `~astropy.coordinates.SkyCoord`
             One position or an array of them, any frame convertible to ICRS.
-        surveys : sequence of str
-            Survey names (see `astro_mantis.surveys.SURVEYS`), default all three.
+        surveys : str or sequence of str
+            Survey names (see `astro_mantis.surveys.SURVEYS`), default all three; one
+            name alone (``"galex"``) asks for that survey
+            (`~astro_mantis.surveys.get_surveys`).
         cache : bool
             Read and write the on-disk cache (``conf.cache_dir``). With False, every
             cutout is fetched and nothing is written.
@@ -1044,7 +1158,7 @@ class CutoutFetcher:
         """
         span = coalesce_span(coalesce)
         icrs, scalar, pos = _read_positions(coordinates)
-        survey_objs = [get_survey(s) for s in surveys]
+        survey_objs = get_surveys(surveys)
         first_of = pos.first_of()  # duplicated positions are fetched once
         unique = np.flatnonzero(first_of == np.arange(len(pos)))
         outcomes = self._fetch_all(survey_objs, pos.ra, pos.dec, unique, cache, progress, span)
@@ -1063,8 +1177,8 @@ class CutoutFetcher:
         ----------
         coordinates : `~astropy.coordinates.SkyCoord`
             Positions (invalid ones are not counted).
-        surveys : sequence of str
-            Survey names.
+        surveys : str or sequence of str
+            Survey names (one name alone: that survey).
         cache : bool
             Count what the on-disk cache already holds (for the configured services).
 
@@ -1079,7 +1193,7 @@ class CutoutFetcher:
         plan = FetchPlan(n_positions=int(np.sum(pos.good)), n_unique=len(pairs))
         cache_obj = CutoutCache() if cache else None
         nconn = max(1, int(conf.max_connections_per_host))
-        for survey in (get_survey(s) for s in surveys):
+        for survey in get_surveys(surveys):
             hit = out = 0
             todo = []
             for r, d in pairs:
@@ -1124,8 +1238,8 @@ class CutoutFetcher:
         ----------
         coordinates : `~astropy.coordinates.SkyCoord` or str
             Positions.
-        surveys : sequence of str
-            Survey names.
+        surveys : str or sequence of str
+            Survey names (one name alone: that survey).
         cache : bool
             Leave out what the on-disk cache holds.
 
@@ -1139,7 +1253,7 @@ class CutoutFetcher:
         pairs = _distinct(pos)
         cache_obj = CutoutCache() if cache else None
         out = []
-        for survey in (get_survey(s) for s in surveys):
+        for survey in get_surveys(surveys):
             todo = []
             for r, d in pairs:
                 if not survey.in_footprint(r, d):
@@ -1167,8 +1281,8 @@ class CutoutFetcher:
         ----------
         coordinates : `~astropy.coordinates.SkyCoord`
             Scalar or array.
-        surveys : sequence of str
-            Survey names.
+        surveys : str or sequence of str
+            Survey names (one name alone: that survey).
 
         Returns
         -------
@@ -1179,7 +1293,7 @@ class CutoutFetcher:
         urls = []
         fetcher = self._fetcher()
         try:
-            for survey in (get_survey(s) for s in surveys):
+            for survey in get_surveys(surveys):
                 idx = [i for i in np.flatnonzero(pos.good) if survey.in_footprint(ra[i], dec[i])]
                 listings = self._listings(fetcher, survey, ra, dec, idx) if survey.needs_listing \
                     else {i: None for i in idx}
@@ -1202,11 +1316,13 @@ class CutoutFetcher:
         out = {}
         futures = []
         for chunk in _chunks(list(idx)):
-            req = survey.listing_request([(ra[i], dec[i]) for i in chunk])
-            futures.append((chunk, fetcher.submit(req, _check_listing_body)))
-        for chunk, fut in futures:
-            entries = survey.parse_listing(fut.result(), [(ra[i], dec[i]) for i in chunk])
-            out.update(zip(chunk, entries))
+            positions = [(ra[i], dec[i]) for i in chunk]
+            check = _ListingCheck(survey, positions)
+            futures.append((chunk, check,
+                            fetcher.submit(survey.listing_request(positions), check)))
+        for chunk, check, fut in futures:
+            fut.result()  # raises when every attempt failed
+            out.update(zip(chunk, check.entries))
         return out
 
     def _fetch_all(self, surveys, ra, dec, unique, cache, progress, span=0.0):

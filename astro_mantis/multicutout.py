@@ -1,4 +1,5 @@
 """`MultiSurveyCutout`: every survey's cutout of one sky position, in one object."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,22 @@ from .surveys import SURVEYS
 from .surveys.core import SurveyImage
 
 __all__ = ["MultiSurveyCutout"]
+
+
+def _one_card(key, text):
+    """``text`` shortened to fit one ``HIERARCH <key> = '...'`` card (ASCII, ``...`` at
+    the end of a shortened one)."""
+    text = text.encode("ascii", "replace").decode("ascii")
+    room = 80 - len(f"HIERARCH {key} = ''")
+
+    def width(t):
+        return len(t) + t.count("'")  # quotes are doubled in a card
+
+    if width(text) <= room:
+        return text
+    while text and width(text) + 3 > room:
+        text = text[:-1]
+    return text + "..."
 
 
 class MultiSurveyCutout:
@@ -68,19 +85,28 @@ class MultiSurveyCutout:
     def to_hdulist(self):
         """The cutout as a multi-extension FITS `~astropy.io.fits.HDUList`.
 
-        The primary HDU holds the position (``RA``, ``DEC``, ICRS degrees), ``FLAGS``,
-        ``MISSING`` and one ``HIERARCH STATUS <SURVEY>`` card per survey; then one image
-        extension per band (EXTNAME ``SURVEY_BAND``) with its WCS, ``BUNIT`` and ``MAGZP``.
+        The primary HDU holds the position (``RA``, ``DEC``, ICRS degrees; blank where
+        the position is not a finite one, as for a ``BAD_COORDINATE`` cutout),
+        ``FLAGS``, ``MISSING``, one ``HIERARCH STATUS <SURVEY>`` card per survey (the
+        status, shortened with ``...`` where it does not fit one card) and
+        ``STATUSES``, every status in full (a JSON object, in a long-string card
+        continued over ``CONTINUE`` cards); then one image extension per band
+        (EXTNAME ``SURVEY_BAND``) with its WCS, ``BUNIT`` and ``MAGZP``.
         """
         primary = fits.PrimaryHDU()
         hdr = primary.header
-        hdr["RA"] = (float(self.coord.ra.deg), "[deg] ICRS right ascension")
-        hdr["DEC"] = (float(self.coord.dec.deg), "[deg] ICRS declination")
+        for key, value, what in (("RA", self.coord.ra.deg, "right ascension"),
+                                 ("DEC", self.coord.dec.deg, "declination")):
+            value = float(np.ma.filled(np.ma.asarray(value, dtype=float), np.nan))
+            hdr[key] = (value if np.isfinite(value) else None,
+                        f"[deg] ICRS {what}" + ("" if np.isfinite(value) else " (none)"))
         hdr["FLAGS"] = (int(self.flags), "astro_mantis MantisFlag bits")
         hdr["SURVEYS"] = (",".join(self.surveys), "surveys present, in channel order")
         hdr["MISSING"] = (",".join(self.missing), "surveys requested but missing")
         for name, text in self.status.items():
-            hdr[f"HIERARCH STATUS {name.upper()}"] = str(text)[:60]
+            key = f"STATUS {name.upper()}"
+            hdr[f"HIERARCH {key}"] = _one_card(key, str(text))
+        hdr["STATUSES"] = json.dumps({name: str(text) for name, text in self.status.items()})
         hdr["CREATOR"] = f"astro_mantis {__version__}"
         return fits.HDUList([primary] + [h for img in self.surveys.values() for h in img.to_hdus()])
 
@@ -104,7 +130,9 @@ class MultiSurveyCutout:
         hdr = hdul[0].header
         if "RA" not in hdr or "DEC" not in hdr:
             raise ValueError("not an astro_mantis cutout file: primary header lacks RA/DEC")
-        coord = SkyCoord(hdr["RA"] * u.deg, hdr["DEC"] * u.deg, frame="icrs")
+        ra, dec = (np.nan if not isinstance(hdr[k], (int, float)) else float(hdr[k])
+                   for k in ("RA", "DEC"))  # blank (no valid position): NaN
+        coord = SkyCoord(ra * u.deg, dec * u.deg, frame="icrs")
         groups = {}
         for hdu in hdul[1:]:
             groups.setdefault(hdu.header["SURVEY"], []).append(hdu)
@@ -116,6 +144,12 @@ class MultiSurveyCutout:
         for key in hdr:
             if key.startswith("STATUS "):
                 status[key.split(" ", 1)[1].lower()] = hdr[key]
+        try:  # the statuses in full (older files have only the cards)
+            full = json.loads(hdr["STATUSES"]) if "STATUSES" in hdr else {}
+        except ValueError:
+            full = {}
+        if isinstance(full, dict):
+            status.update({str(k): str(v) for k, v in full.items()})
         return cls(coord, surveys, missing, MantisFlag(hdr.get("FLAGS", 0)), status)
 
     @classmethod

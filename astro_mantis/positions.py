@@ -357,6 +357,10 @@ def icrs_positions(coordinates):
     return icrs, check_degrees(ra, dec)
 
 
+#: One part of a position string: a number, or an angle in sexagesimal or marked units.
+_ANGLE_TEXT = re.compile(r"[+-]?[0-9.:hmsd\u00b0'\"\u2032\u2033]+")
+
+
 def resolve_name(text):
     """A `~astropy.coordinates.SkyCoord` from a position string or an object name.
 
@@ -364,7 +368,9 @@ def resolve_name(text):
     hours unless marked in degrees) and ``"185.0242 47.1953"`` (degrees) are read
     directly; anything else is looked up with
     `SkyCoord.from_name <astropy.coordinates.SkyCoord.from_name>` (the CDS Sesame
-    name resolver, which needs the network).
+    name resolver, which needs the network). Two parts that both read as angles are
+    a position, never a name: one out of range (``"10 95"``) is an error that says
+    so, and is not sent to the resolver.
 
     Parameters
     ----------
@@ -377,23 +383,18 @@ def resolve_name(text):
     Raises
     ------
     ValueError
-        If the text is neither a position nor a name the resolver knows, or the
-        resolver cannot be reached (the message says so).
+        If the text is a position out of range (right ascension outside [0, 360]
+        degrees, declination outside [-90, 90]) or that does not read as one, or it
+        is neither a position nor a name the resolver knows, or the resolver cannot
+        be reached (the message says so).
     """
     s = str(text).strip()
     if not s:
         raise ValueError("empty position string")
     parts = s.replace(",", " ").split()
-    if len(parts) == 2:
-        try:
-            return SkyCoord(float(parts[0]), float(parts[1]), unit="deg", frame="icrs")
-        except ValueError:
-            pass
-        try:
-            ra_unit = u.deg if re.search(r"[d\u00b0]", parts[0]) else u.hourangle
-            return SkyCoord(parts[0], parts[1], unit=(ra_unit, u.deg), frame="icrs")
-        except (ValueError, u.UnitsError):
-            pass
+    if len(parts) == 2 and all(_is_number(p) or (_ANGLE_TEXT.fullmatch(p) and re.search(r"\d", p))
+                               for p in parts):
+        return _position(s, parts)
     try:
         return SkyCoord.from_name(s)
     except Exception as exc:  # NameResolveError, or a network blocked outright
@@ -401,3 +402,28 @@ def resolve_name(text):
                          "the CDS Sesame service and needs the network; offline, give the "
                          "position itself, e.g. SkyCoord(210.80, 54.35, unit='deg') or "
                          "'14:03:12.6 +54:20:56'") from None
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _position(text, parts):
+    """The position of a string of two angles (`resolve_name`); a ValueError naming what
+    is wrong when they are not a valid position."""
+    try:
+        ra, dec = float(parts[0]), float(parts[1])
+    except ValueError:
+        ra_unit = u.deg if re.search(r"[d\u00b0]", parts[0]) else u.hourangle
+        try:
+            ra, dec = Angle(parts[0], unit=ra_unit).deg, Angle(parts[1], unit=u.deg).deg
+        except (ValueError, u.UnitsError) as exc:
+            raise ValueError(f"cannot read {text!r} as a position: {exc}") from None
+    checked = check_degrees([ra], [dec])
+    if not checked.good[0]:
+        raise ValueError(f"invalid position {text!r}: {checked.reason[0]}")
+    return SkyCoord(float(ra), float(dec), unit="deg", frame="icrs")

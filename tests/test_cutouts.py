@@ -189,15 +189,19 @@ def test_out_of_footprint_is_missing_not_an_error(server):
     # dec < -30 is never asked for
     listed = [e.npositions for e in server.log if e.endpoint == "ps1filenames"]
     assert listed == [2]
-    # an empty listing (the service's own answer) also means "not covered", and is cached
+    # PS1 covers every position north of -30: a listing without its rows was cut short,
+    # so it is retried, then the position fails, and it is never cached as "not covered"
     server.ps1_min_dec = 0.0
     server.reset()
-    cut = Mantis.get_cutouts(SkyCoord(70.0, -10.0, unit="deg"), surveys=("panstarrs",))
-    assert cut.missing == ("panstarrs",) and MantisFlag.OUT_OF_FOOTPRINT in cut.flags
-    assert server.counts["fitscut"] == 0
+    with conf.set_temp("retries", 1):
+        cut = Mantis.get_cutouts(SkyCoord(70.0, -10.0, unit="deg"), surveys=("panstarrs",))
+    assert cut.missing == ("panstarrs",) and MantisFlag.FETCH_FAILED in cut.flags
+    assert MantisFlag.OUT_OF_FOOTPRINT not in cut.flags
+    assert server.counts["ps1filenames"] == 2 and server.counts["fitscut"] == 0
     server.reset()
-    Mantis.get_cutouts(SkyCoord(70.0, -10.0, unit="deg"), surveys=("panstarrs",))
-    assert sum(server.counts.values()) == 0
+    with conf.set_temp("retries", 0):
+        Mantis.get_cutouts(SkyCoord(70.0, -10.0, unit="deg"), surveys=("panstarrs",))
+    assert server.counts["ps1filenames"] == 1
 
 
 def test_nan_pixels_are_kept_and_masked(server):
@@ -377,3 +381,49 @@ def test_cache_removes_temporary_files_of_killed_writers(tmp_path):
     cache.store("galex", key, None, source="s")
     assert not old.exists() and fresh.exists()  # a live writer's file is left alone
     assert cache.load("galex", key, source="s") is CutoutCache.NOT_COVERED
+
+
+# --------------------------------------------------------------------- the audit's findings
+def test_clear_cache_deletes_only_the_cache_entries(server, tmp_path):
+    """conf.cache_dir may hold other files: clear_cache leaves them alone."""
+    coords = grid(2)
+    Mantis.get_cutouts(coords, surveys=("galex", "panstarrs"), progress=False)
+    assert Mantis.cache_location == tmp_path
+    (tmp_path / "my_catalog.fits").write_bytes(b"SIMPLE  =                    T")
+    (tmp_path / "results" / "ab").mkdir(parents=True)
+    (tmp_path / "results" / "z.csv").write_text("z\n0.1\n")
+    (tmp_path / "notes.amc").write_text("mine, not a cache entry")
+    (tmp_path / "galex" / "README").write_text("mine too")
+    n = Mantis.clear_cache()
+    assert n == 4  # two positions x two surveys
+    assert (tmp_path / "my_catalog.fits").exists() and (tmp_path / "notes.amc").exists()
+    assert (tmp_path / "results" / "z.csv").read_text() == "z\n0.1\n"
+    assert (tmp_path / "results" / "ab").is_dir() and (tmp_path / "galex" / "README").exists()
+    assert not (tmp_path / "panstarrs").exists()  # the cache's own folders go when emptied
+    assert [p.name for p in tmp_path.rglob("*.amc")] == ["notes.amc"]
+    server.reset()
+    again = Mantis.get_cutouts(coords, surveys=("galex", "panstarrs"), progress=False)
+    assert all(set(c.status.values()) == {"ok"} for c in again)
+    assert Mantis.clear_cache() == 4 and Mantis.clear_cache() == 0
+
+
+def test_one_survey_may_be_named_as_a_string(server):
+    coord = SkyCoord(150.14, 2.42, unit="deg")
+    cut = Mantis.get_cutouts(coord, surveys="galex", progress=False)
+    assert list(cut.surveys) == ["galex"] and cut.missing == ()
+    assert Mantis.plan(coord, surveys="unwise").to_fetch == {"unwise": 1}
+    assert len(Mantis.get_image_list(coord, surveys="panstarrs")) == 5
+    payload = Mantis.get_cutouts(coord, surveys="unwise", get_query_payload=True)
+    assert [r.params["layer"] for r in payload] == ["unwise-neo7"]
+    both = Mantis.get_cutouts(coord, surveys="galex,unwise", progress=False)
+    assert list(both.surveys) == ["galex", "unwise"]
+    with pytest.raises(ValueError, match="unknown survey 'sdss'"):
+        Mantis.get_cutouts(coord, surveys="sdss")
+
+
+def test_a_bad_coordinate_cutout_of_get_cutouts_is_writable(server, tmp_path):
+    cuts = Mantis.get_cutouts(SkyCoord([150.14, np.nan], [2.42, np.nan], unit="deg"),
+                              surveys=("galex",), progress=False)
+    cuts[1].write(tmp_path / "bad.fits")
+    back = MultiSurveyCutout.read(tmp_path / "bad.fits")
+    assert back.flags == MantisFlag.BAD_COORDINATE and back.status == {"galex": "bad coordinate"}

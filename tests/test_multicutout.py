@@ -94,3 +94,33 @@ def test_plot_has_nine_labelled_panels_even_with_a_missing_survey():
     assert "out of footprint" in axes[2].texts[0].get_text()
     import matplotlib.pyplot as plt
     plt.close(fig)
+
+
+def test_a_bad_coordinate_cutout_is_written_and_read_back(tmp_path):
+    """What get_cutouts gives a NaN position: no images, every survey missing."""
+    coord = SkyCoord([10.0, np.nan], [1.0, np.nan], unit="deg")[1]
+    status = {s: "bad coordinate" for s in ("galex", "panstarrs", "unwise")}
+    cut = MultiSurveyCutout(coord, {}, list(status), MantisFlag.BAD_COORDINATE, status)
+    cut.write(tmp_path / "bad.fits")
+    back = MultiSurveyCutout.read(tmp_path / "bad.fits")
+    assert np.isnan(back.coord.ra.deg) and np.isnan(back.coord.dec.deg)
+    assert back.flags == MantisFlag.BAD_COORDINATE and back.surveys == {}
+    assert back.missing == cut.missing and back.status == status
+    assert "bad coordinate" in repr(back)
+
+
+def test_long_failure_reasons_survive_the_round_trip(tmp_path):
+    reason = ("failed: listing: panstarrs listing: no row for 3 of 200 positions inside the "
+              "footprint (after 4 attempts) from http://127.0.0.1:8080/cgi-bin/ps1filenames.py"
+              " - it's 'quoted' too")
+    status = {"galex": "ok", "panstarrs": reason, "unwise": "failed: " + "x" * 300}
+    cut = MultiSurveyCutout(SkyCoord(1, 1, unit="deg"), {"galex": make_image("galex")},
+                            ["panstarrs", "unwise"], MantisFlag.FETCH_FAILED, status)
+    cut.write(tmp_path / "long.fits")
+    back = MultiSurveyCutout.read(tmp_path / "long.fits")
+    assert back.status == status
+    # each survey's card still says what happened, in one card, for a header reader
+    from astropy.io import fits
+    header = fits.getheader(tmp_path / "long.fits")
+    assert header["STATUS PANSTARRS"].startswith("failed: listing:")
+    assert header["STATUS GALEX"] == "ok"

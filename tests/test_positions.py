@@ -74,3 +74,19 @@ def test_resolve_name_reads_positions_and_explains_offline_names():
         resolve_name("M101")
     with pytest.raises(ValueError, match="empty"):
         resolve_name("  ")
+
+
+@pytest.mark.parametrize("text, what", [
+    ("10 95", "declination 95 outside"), ("10, -91.5", "declination -91.5 outside"),
+    ("400 10", "right ascension 400 outside"),
+    ("10:00:00 +95:00:00", "declination 95 outside"),
+    ("25:00:00 +10:00:00", "'hours'"), ("-10 5", "right ascension -10 outside")])
+def test_an_out_of_range_position_is_reported_as_such_not_sent_to_sesame(text, what,
+                                                                          monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("sent to the name resolver")
+
+    monkeypatch.setattr(SkyCoord, "from_name", no_network)
+    with pytest.raises(ValueError, match=what) as info:
+        resolve_name(text)
+    assert "Sesame" not in str(info.value) and "network" not in str(info.value)

@@ -44,7 +44,7 @@ from ..flags import MantisFlag
 from ..logger import log
 from ..multicutout import MultiSurveyCutout
 from ..positions import coordinate_positions, resolve_name
-from ..surveys import DEFAULT_SURVEYS, SURVEYS, get_survey
+from ..surveys import DEFAULT_SURVEYS, SURVEYS, get_survey, get_surveys
 from ..surveys.core import SurveyImage
 from ..surveys.legacysurvey import LegacyViewerSurvey
 from ..surveys.panstarrs import decompress_asinh
@@ -301,9 +301,10 @@ class LocalTiles:
         coordinates : `~astropy.coordinates.SkyCoord` or str
             One position or an array of them, any frame convertible to ICRS; or one
             position (or object name) as a string.
-        surveys : sequence of str
-            Survey names, default all three. A survey without a tile directory is
-            reported ``"not fetched"`` (and missing) at every position.
+        surveys : str or sequence of str
+            Survey names, default all three (one name alone: that survey). A survey
+            without a tile directory is reported ``"not fetched"`` (and missing) at
+            every position.
         cache : bool, optional
             Accepted for compatibility with the network path and ignored: cutting a
             tile costs no more than reading a cache entry.
@@ -348,7 +349,7 @@ class LocalTiles:
         `~astro_mantis.MultiSurveyCutout`
         """
         positions, icrs = self._positions(coordinates)
-        survey_objs = [get_survey(s) for s in surveys]
+        survey_objs = get_surveys(surveys)
         batch_size = max(1, int(batch_size))
         n = len(positions)
         for s in survey_objs:

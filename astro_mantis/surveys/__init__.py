@@ -17,7 +17,8 @@ import pkgutil
 from ..flags import register_survey_flag, unregister_survey_flag
 from .core import Request, Survey, SurveyImage, read_fits_bytes
 
-__all__ = ["SURVEYS", "DEFAULT_SURVEYS", "get_survey", "register_survey", "unregister_survey",
+__all__ = ["SURVEYS", "DEFAULT_SURVEYS", "get_survey", "get_surveys", "register_survey",
+           "unregister_survey",
            "Survey", "SurveyImage", "Request", "read_fits_bytes"]
 
 #: The surveys the Mantis Shrimp model fuses, in channel order.
@@ -58,6 +59,38 @@ def get_survey(name):
     if key not in SURVEYS:
         raise ValueError(f"unknown survey {name!r}; known surveys: {', '.join(SURVEYS)}")
     return SURVEYS[key]
+
+
+def get_surveys(surveys):
+    """The registered surveys named by ``surveys``, as a list.
+
+    Parameters
+    ----------
+    surveys : str, `~astro_mantis.surveys.core.Survey` or iterable of them
+        Survey names (case-insensitive) or surveys. One name (``"galex"``), or
+        several in one string separated by commas (``"galex,unwise"``), is read as a
+        list of them, not as a sequence of letters.
+
+    Returns
+    -------
+    list of `~astro_mantis.surveys.core.Survey`
+
+    Raises
+    ------
+    ValueError
+        If a name is unknown; the message lists the known ones.
+
+    Examples
+    --------
+    >>> [s.name for s in get_surveys("galex")]
+    ['galex']
+    >>> [s.name for s in get_surveys(("panstarrs", "UNWISE"))]
+    ['panstarrs', 'unwise']
+    """
+    if isinstance(surveys, (str, Survey)):
+        surveys = [surveys] if isinstance(surveys, Survey) else \
+            [s.strip() for s in surveys.split(",") if s.strip()]
+    return [get_survey(s) for s in surveys]
 
 
 def register_survey(survey, replace=False):

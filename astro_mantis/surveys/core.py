@@ -5,7 +5,7 @@ subclass instance that says what the survey *is* (bands in model channel order,
 pixel scale, default cutout size, flux unit, zero points, PSF) and *how its
 cutouts are fetched*: which HTTP requests to send (`Request`) and how to turn the
 bytes that come back into a `SurveyImage`. Sending the requests (concurrency,
-retries, cache) is the job of `astro_mantis.cutouts`; nothing here opens a socket
+retries, cache) is the job of `astro_mantis.fetch`; nothing here opens a socket
 and nothing here imports torch.
 """
 import functools
@@ -489,6 +489,29 @@ class Survey:
     def parse_listing(self, content, positions):
         """Turn a listing response into one entry per position (None: not covered)."""
         raise NotImplementedError(f"{self.name} needs no listing")
+
+    def listing_gaps(self, entries, positions):
+        """The positions a listing should have answered and did not: its gaps.
+
+        A listing is checked with this before it is used, and one with gaps is a
+        bad answer (retried, as a truncated body is): the service lists every
+        position inside the footprint, so a position inside `in_footprint` without
+        an entry was cut off, not found uncovered.
+
+        Parameters
+        ----------
+        entries : list
+            What `parse_listing` made of the listing (None: no row).
+        positions : sequence of (float, float)
+            The positions sent, in the same order.
+
+        Returns
+        -------
+        list of int
+            Indices of the positions inside the footprint without an entry.
+        """
+        return [k for k, (entry, (ra, dec)) in enumerate(zip(entries, positions))
+                if entry is None and self.in_footprint(ra, dec)]
 
     def image_requests(self, ra, dec, listing=None, size=None, pixscale=None):
         """The requests that fetch the cutout at (ra, dec) in degrees."""

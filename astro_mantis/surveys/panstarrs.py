@@ -6,7 +6,11 @@ Two steps, as the service documents them:
    ``type=stack`` and a file field ``file`` holding one "ra dec" line per position
    (many positions in one request). The answer is a whitespace table with columns
    ``projcell subcell ra dec filter mjd type filename shortname badflag``, one row per
-   position and filter; a position outside the footprint has no row.
+   position and filter, the position echoed as numbers (`parse_listing` matches rows
+   back to positions by value, within `MATCH_TOLERANCE`). The 3π stacks cover
+   every position north of dec = -30° in every band, so a listing that lacks a row
+   for such a position was cut short (`listing_gaps`): the fetch engine retries it
+   like any truncated body, and never takes the position for uncovered.
 2. ``GET {panstarrs_url}/fitscut.cgi?red=FILENAME&ra=&dec=&size=170&format=fits``
    per band: a 170 × 170 image of 0.25″ pixels in linear counts, with the stack's
    WCS (its CRPIX can lie far outside the cutout) and ``EXPTIME``. The AB zero point
@@ -134,7 +138,35 @@ class PanstarrsSurvey(Survey):
                        files={"file": ("positions.txt", lines)})
 
     def parse_listing(self, content, positions):
-        """Map the listing table back to positions: a {band: filename} dict, or None."""
+        """Map the listing table back to positions: a {band: filename} dict, or None.
+
+        The service echoes each position it was sent in the ``ra`` and ``dec``
+        columns, as numbers whose precision it chooses (fewer decimals than the 7
+        sent, possibly). So a row goes to *every* position it matches within
+        `MATCH_TOLERANCE`, in whatever order the rows come, and where several rows of
+        one band match a position, the nearest wins: two positions closer together
+        than the echo's precision share the files of their rows, rather than one of
+        them being taken for uncovered.
+
+        Parameters
+        ----------
+        content : bytes or str
+            The ``ps1filenames.py`` answer.
+        positions : sequence of (float, float)
+            The positions sent (degrees), in order.
+
+        Returns
+        -------
+        list of dict or None
+            Per position, {band: file name} of the rows that match it, or None
+            where no row does.
+
+        Raises
+        ------
+        `~astro_mantis.exceptions.InvalidResponseError`
+            If the answer is not a listing table, or a row is cut short or unreadable
+            (a listing cut in the middle of a row).
+        """
         text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
         lines = [ln.split() for ln in text.splitlines() if ln.strip()]
         if not lines or lines[0][:len(LISTING_COLUMNS)] != list(LISTING_COLUMNS):
@@ -143,6 +175,7 @@ class PanstarrsSurvey(Survey):
         col = {name: i for i, name in enumerate(lines[0])}
         pos = np.array(positions, dtype=float).reshape(-1, 2)
         entries = [None] * len(pos)
+        best = {}  # (position, band) -> separation of the row chosen
         for row in lines[1:]:
             if len(row) < len(col):
                 raise InvalidResponseError(f"panstarrs listing: short row {' '.join(row)!r}")
@@ -151,26 +184,42 @@ class PanstarrsSurvey(Survey):
             except ValueError:
                 raise InvalidResponseError(
                     f"panstarrs listing: bad row {' '.join(row)!r}") from None
-            dra = np.abs((pos[:, 0] - ra + 180.0) % 360.0 - 180.0) * np.cos(np.radians(dec))
-            sep = np.hypot(dra, pos[:, 1] - dec)
-            best = int(np.argmin(sep))
-            if sep[best] > MATCH_TOLERANCE:
-                continue  # a row for a position we did not send: ignore it
             band = row[col["filter"]]
             if band not in self.bands:
                 continue
-            entry = entries[best] if entries[best] is not None else {}
-            entry.setdefault(band, row[col["filename"]])
-            entries[best] = entry
-        # the same position sent twice gets the same answer
-        for i in range(len(pos)):
-            if entries[i] is None:
-                same = np.flatnonzero((pos[:, 0] == pos[i, 0]) & (pos[:, 1] == pos[i, 1]))
-                for j in same:
-                    if entries[j] is not None:
-                        entries[i] = entries[j]
-                        break
+            dra = np.abs((pos[:, 0] - ra + 180.0) % 360.0 - 180.0) * np.cos(np.radians(dec))
+            sep = np.hypot(dra, pos[:, 1] - dec)
+            for k in np.flatnonzero(sep <= MATCH_TOLERANCE):  # none: a row we did not ask for
+                k = int(k)
+                if (k, band) in best and best[k, band] <= sep[k]:
+                    continue
+                best[k, band] = sep[k]
+                if entries[k] is None:
+                    entries[k] = {}
+                entries[k][band] = row[col["filename"]]
         return entries
+
+    def listing_gaps(self, entries, positions):
+        """Positions inside the footprint (dec >= -30) whose listing entry lacks a band.
+
+        The service lists each such position in every band asked for (``filters``:
+        all of `bands`), so a position without its rows, or with only some of them,
+        is one a listing cut at a row boundary left out.
+
+        Parameters
+        ----------
+        entries : list
+            What `parse_listing` made of the listing.
+        positions : sequence of (float, float)
+            The positions sent, in the same order.
+
+        Returns
+        -------
+        list of int
+        """
+        return [k for k, (entry, (ra, dec)) in enumerate(zip(entries, positions))
+                if self.in_footprint(ra, dec)
+                and (entry is None or any(b not in entry for b in self.bands))]
 
     def image_requests(self, ra, dec, listing=None, size=None, pixscale=None):
         """One ``fitscut.cgi`` GET per band listed for this position."""
