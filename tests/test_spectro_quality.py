@@ -143,3 +143,8 @@ def test_negation_of_unknown_values_never_passes(expr, expected):
     cut = QualityCut(expr)
     assert np.flatnonzero(cut.evaluate(t)).tolist() == expected
     assert _sqlite_rows(t, cut.to_sql()) == expected  # what SQL itself answers
+    # and the loopback SkyServer's SQL engine answers as SQL does (it once used
+    # two-valued logic: a NOT of a comparison with a NULL selected the row)
+    t["row"] = np.arange(len(t))
+    names, cols = execute_sql(f"SELECT row FROM t WHERE {cut.to_sql()}", {"t": t})
+    assert sorted(cols[0].tolist()) == expected

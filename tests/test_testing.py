@@ -375,6 +375,68 @@ def test_fault_endpoints_and_rates_are_seeded():
     assert 5 <= outcomes[0].count(503) <= 25
 
 
+def test_seed_set_on_a_running_server_restarts_the_faults():
+    """Setting ``seed`` draws the random faults from that seed (the generator was once
+    made at construction only, so a new seed changed nothing)."""
+    def pattern(srv):
+        return [viewer(srv, size=4).status_code for _ in range(30)]
+
+    with SurveyServer(error_rate=0.5, seed=1) as srv:
+        want = pattern(srv)
+    with SurveyServer(error_rate=0.5, seed=0) as srv:
+        first = pattern(srv)
+        srv.seed = 1
+        assert srv.seed == 1 and pattern(srv) == want != first
+
+
+def test_restart_keeps_its_port_while_free_and_finds_another_when_not():
+    import socket
+
+    srv = SurveyServer().start()
+    port = srv.port
+    srv.stop()
+    srv.start()
+    assert srv.port == port and viewer(srv, size=4).status_code == 200
+    srv.stop()
+    with socket.socket() as taken:  # someone else binds the port meanwhile
+        taken.bind(("127.0.0.1", port))
+        srv.start()
+        try:
+            assert srv.port != port and viewer(srv, size=4).status_code == 200
+        finally:
+            srv.stop()
+    fixed = SurveyServer(port=port).start()
+    try:
+        with pytest.raises(OSError):  # a port asked for is never swapped for another
+            SurveyServer(port=port).start()
+    finally:
+        fixed.stop()
+
+
+def test_a_sky_swapped_on_a_running_server_is_asked_again():
+    """Whether the sky's render() takes skycell_center is asked of the sky being served:
+    a swap once kept the old answer (500s, or a silently wrong WCS)."""
+    class PlainSky(SyntheticSky):
+        def render(self, survey, coord, size=None, pixscale=None, band=None):
+            return SyntheticSky.render(self, survey, coord, size=size, pixscale=pixscale,
+                                       band=band)
+
+    def crval(r):
+        assert r.status_code == 200
+        header = open_fits(r.content)[0].header
+        return header["CRVAL1"], header["CRVAL2"]
+
+    with SurveyServer(sky=PlainSky()) as srv:
+        plain = crval(fitscut(srv, ps1_file(srv)))  # centred on the position
+        srv.sky = SyntheticSky()
+        on_skycell = crval(fitscut(srv, ps1_file(srv)))  # the skycell's CRVAL
+        srv.sky = PlainSky()
+        assert crval(fitscut(srv, ps1_file(srv))) == plain
+    assert on_skycell != plain
+    with SurveyServer() as srv:
+        assert crval(fitscut(srv, ps1_file(srv))) == on_skycell
+
+
 def test_fail_next():
     with SurveyServer() as srv:
         srv.fail_next(2, "5xx", endpoint="fits-cutout")

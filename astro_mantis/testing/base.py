@@ -203,13 +203,14 @@ class LoopbackService:
     host : str
         Interface to bind.
     port : int
-        Port; 0 picks a free one.
+        Port; 0 picks a free one when the server starts, and a restart keeps it
+        while it is free (another free one where it is not).
     latency : float
         Seconds added to every request.
     error_rate, truncate_rate, html_rate : float
         Fractions of responses given each random fault.
     seed : int
-        Seed of the random faults.
+        Seed of the random faults (setting ``seed`` later restarts their generator).
 
     Attributes
     ----------
@@ -261,10 +262,12 @@ class LoopbackService:
     def __init__(self, host, port, latency, error_rate, truncate_rate, html_rate, seed):
         self.host = host
         self.port = int(port)
+        self._port_asked = int(port)
         self.latency = float(latency)
         self.error_rate = float(error_rate)
         self.truncate_rate = float(truncate_rate)
         self.html_rate = float(html_rate)
+        self._rng = random.Random(seed)
         self.seed = seed
         self.timeout_sleep = 5.0
         self.counts = Counter()
@@ -273,11 +276,20 @@ class LoopbackService:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._rng = random.Random(seed)
         self._forced = []
         self._httpd = None
         self._thread = None
         self._stopping = threading.Event()
+
+    @property
+    def seed(self):
+        """Seed of the random faults; setting it restarts their generator from it."""
+        return self._seed
+
+    @seed.setter
+    def seed(self, value):
+        self._seed = value
+        self._rng = random.Random(value)
 
     @property
     def running(self):
@@ -303,7 +315,13 @@ class LoopbackService:
         if self.running:
             return self
         self._stopping.clear()
-        self._httpd = _LoopbackHTTPServer((self.host, self.port), self._handler_class, self)
+        try:  # a restarted server keeps its URL where it can (conf stays pointed at it)
+            self._httpd = _LoopbackHTTPServer((self.host, self.port), self._handler_class, self)
+        except OSError:
+            if self._port_asked != 0 or self.port == 0:
+                raise
+            # port=0: the port of the last run is taken now; any free one will do
+            self._httpd = _LoopbackHTTPServer((self.host, 0), self._handler_class, self)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},

@@ -392,7 +392,8 @@ class SurveyServer(LoopbackService):
     host : str, optional
         Interface to bind, default ``"127.0.0.1"``.
     port : int, optional
-        Port to bind; 0 (default) picks a free port when the server starts.
+        Port to bind; 0 (default) picks a free port when the server starts (kept by a
+        restart while it is free).
     latency : float, optional
         Seconds added to every request (slept in the handler thread).
     error_rate, truncate_rate, html_rate : float, optional
@@ -478,9 +479,18 @@ class SurveyServer(LoopbackService):
         self.ps1_nan_fraction = float(ps1_nan_fraction)
         self.legacy_band_order = legacy_band_order
         self.max_size = int(max_size)
-        self._render_takes_skycell = None
 
     # -- properties ------------------------------------------------------------
+    @property
+    def sky(self):
+        """What the server serves; it may be replaced while the server runs."""
+        return self._sky
+
+    @sky.setter
+    def sky(self, value):
+        self._sky = value
+        self._render_takes_skycell = None  # asked again of the new sky's render()
+
     @property
     def endpoints(self):
         """Endpoints random faults apply to (None for all)."""

@@ -19,7 +19,9 @@ The database is one table, ``SpecObjAll`` (and the ``SpecObj`` view of its rows 
 understood is the subset a spectroscopic match needs: ``SELECT [TOP n] columns|*
 FROM table [alias] [WHERE condition] [ORDER BY column [ASC|DESC], ...]`` with
 comparisons, ``BETWEEN``, ``IN``, ``AND``/``OR``/``NOT`` and parentheses; column
-names and strings compare case-insensitively, as in SkyServer's SQL Server.
+names and strings compare case-insensitively, as in SkyServer's SQL Server. A masked
+or NaN value is SQL's NULL: conditions follow SQL's three-valued logic, so a
+comparison with it is unknown, and neither it nor its ``NOT`` selects the row.
 
 Faults are injected as in `~astro_mantis.testing.SurveyServer` (see
 `LoopbackService`): ``latency``, random ``error_rate`` (503 page), ``truncate_rate``
@@ -287,7 +289,7 @@ class _Parser:
         n = len(self.table)
         mask = np.ones(n, dtype=bool)
         if self.accept("kw", "WHERE"):
-            mask = self.expr()
+            mask = self.expr()[0]  # the rows where the condition is true (not unknown)
         order = []
         if self.accept("kw", "ORDER"):
             self.expect("kw", "BY")
@@ -336,22 +338,26 @@ class _Parser:
             raise SQLError(f"Invalid column name '{name}'.")
         return np.asarray(self.table[key])
 
-    # -- conditions
+    # -- conditions: (true, false) masks, SQL's three-valued logic (a row in neither is
+    # unknown: a comparison with NULL, i.e. a masked or NaN value)
     def expr(self):
-        mask = self.and_expr()
+        true, false = self.and_expr()
         while self.accept("kw", "OR"):
-            mask = mask | self.and_expr()
-        return mask
+            t, f = self.and_expr()
+            true, false = true | t, false & f
+        return true, false
 
     def and_expr(self):
-        mask = self.not_expr()
+        true, false = self.not_expr()
         while self.accept("kw", "AND"):
-            mask = mask & self.not_expr()
-        return mask
+            t, f = self.not_expr()
+            true, false = true & t, false | f
+        return true, false
 
     def not_expr(self):
         if self.accept("kw", "NOT"):
-            return ~self.not_expr()
+            true, false = self.not_expr()
+            return false, true
         return self.predicate()
 
     def operand(self):
@@ -369,39 +375,46 @@ class _Parser:
                 self.fail()
             return -value if text == "-" else value
         if kind == "name":
-            return self.column(self.colref())
+            ref = self.colref()
+            qual, name = ref
+            self.column(ref)  # checks the name
+            col = self.table[self.lower[name.lower()]]
+            return np.ma.asarray(col) if np.ma.is_masked(col) else np.asarray(col)
         self.fail()
 
     def predicate(self):
         if self.accept("op", "("):
-            mask = self.expr()
+            pair = self.expr()
             self.expect("op", ")")
-            return mask
+            return pair
         left = self.operand()
         negate = self.accept("kw", "NOT")
         if self.accept("kw", "BETWEEN"):
             low = self.operand()
             self.expect("kw", "AND")
             high = self.operand()
-            mask = _cmp(">=", left, low) & _cmp("<=", left, high)
+            (t1, f1), (t2, f2) = _cmp(">=", left, low), _cmp("<=", left, high)
+            true, false = t1 & t2, f1 | f2
         elif self.accept("kw", "IN"):
             self.expect("op", "(")
             values = [self.operand()]
             while self.accept("op", ","):
                 values.append(self.operand())
             self.expect("op", ")")
-            mask = np.zeros(np.shape(left), dtype=bool)
-            for v in values:
-                mask |= _cmp("=", left, v)
+            true, false = _cmp("=", left, values[0])
+            for v in values[1:]:
+                t, f = _cmp("=", left, v)
+                true, false = true | t, false & f
         elif negate:
             self.fail()
         else:
             kind, op = self.expect("op")
             if op not in ("=", "<>", "!=", "<", "<=", ">", ">="):
                 self.fail()
-            mask = _cmp(op, left, self.operand())
-        mask = np.broadcast_to(mask, (len(self.table),))
-        return ~mask if negate else mask.copy()
+            true, false = _cmp(op, left, self.operand())
+        n = len(self.table)
+        true, false = np.broadcast_to(true, (n,)).copy(), np.broadcast_to(false, (n,)).copy()
+        return (false, true) if negate else (true, false)
 
 
 def _norm(value):
@@ -411,8 +424,20 @@ def _norm(value):
     return arr
 
 
+def _unknown(value):
+    """Where a value is SQL's NULL: masked, or a NaN (SQL Server has no NaN)."""
+    unknown = np.ma.getmaskarray(value) if np.ma.isMaskedArray(value) else \
+        np.zeros(np.shape(value), dtype=bool)
+    data = np.ma.getdata(value)
+    if np.asarray(data).dtype.kind == "f":
+        unknown = unknown | np.isnan(data)
+    return unknown
+
+
 def _cmp(op, left, right):
-    a, b = _norm(left), _norm(right)
+    """(true, false) masks of ``left op right``: neither where a side is NULL."""
+    unknown = _unknown(left) | _unknown(right)
+    a, b = _norm(np.ma.getdata(left)), _norm(np.ma.getdata(right))
     if (a.dtype.kind == "U") != (b.dtype.kind == "U"):
         text = a if a.dtype.kind == "U" else b
         sample = str(text.flat[0]) if text.size else ""
@@ -421,7 +446,8 @@ def _cmp(op, left, right):
     func = {"=": np.equal, "<>": np.not_equal, "!=": np.not_equal, "<": np.less,
             "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}[op]
     with np.errstate(invalid="ignore"):
-        return np.asarray(func(a, b), dtype=bool)
+        result = np.asarray(func(a, b), dtype=bool)
+    return result & ~unknown, ~result & ~unknown
 
 
 def execute_sql(sql, tables):
