@@ -291,3 +291,37 @@ def test_missing_value_and_incomplete_dataset(dataset, tmp_path):
     (partial / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="incomplete"):
         list(iter_shards(partial, "train"))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n": 100, "density": 0}, r"dataset_config density must be a positive finite .* got 0"),
+    ({"n": 100, "density": -5}, r"dataset_config density must be a positive finite .* got "
+                                r"-5"),
+    ({"n": 100, "density": float("nan")}, r"dataset_config density .* got nan"),
+    ({"n": 100, "density": float("inf")}, r"dataset_config density .* got inf"),
+    ({"n": 100, "density": "dense"}, r"dataset_config density must be a positive number"),
+    ({"n": 100, "density": None}, r"dataset_config density must be a positive number"),
+    ({"n": 1, "density": 1e300}, r"dataset_config density .* too high for n=1"),
+    ({"n": 0}, r"dataset_config n must be a positive integer, got 0"),
+    ({"n": -3}, r"dataset_config n must be a positive integer, got -3"),
+    ({"n": 10.0}, r"dataset_config n must be a positive integer, got 10\.0"),
+    ({"n": True}, r"dataset_config n must be a positive integer, got True"),
+])
+def test_dataset_config_validates_n_and_density_naming_them(kwargs, message):
+    from astro_mantis.simulate.dataset import dataset_config
+
+    with pytest.raises(ValueError, match=message):
+        dataset_config(**kwargs)
+
+
+def test_dataset_config_is_unchanged_for_valid_arguments():
+    """The recipe's data sets are rendered from these configs: their repr must not move."""
+    from astro_mantis.simulate.dataset import dataset_config
+
+    config = dataset_config(1000)
+    assert repr(config) == repr(dataset_config(np.int64(1000), density=100))
+    assert config.n_galaxies == 1000
+    half = 0.5 * np.sqrt(1000 / 100.0)
+    assert config.dec_range == (25.0 - half, 25.0 + half)
+    assert config.ra_range == (185.0 - half / np.cos(np.radians(25.0)),
+                               185.0 + half / np.cos(np.radians(25.0)))

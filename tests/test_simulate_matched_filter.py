@@ -149,3 +149,21 @@ def test_defaults_and_bad_input(sky):
         flux_errors(sky, chunk=0)
     with pytest.raises(ValueError, match="lacks column.*dec"):
         flux_errors(sky, {"ra": np.zeros(2)})
+
+
+def test_no_pan_starrs_error_outside_its_footprint():
+    """South of dec −30° Pan-STARRS has no data (datasets store all-NaN cutouts): inf,
+    as for a GALEX hole; the other surveys keep their errors, the north its own."""
+    south = catalog(2)
+    south["dec"] = [-35.0, DEC]
+    sky = MockSky(MockSkyConfig(imaging=quiet()), catalog=south, seed=4)
+    errors = flux_errors(sky)
+    ps1 = [j for j, b in enumerate(BANDS) if SURVEY_OF_BAND[b] == "panstarrs"]
+    others = [j for j in range(len(BANDS)) if j not in ps1]
+    assert np.all(np.isinf(errors[0, ps1]))
+    assert np.all(np.isfinite(errors[0, others])) and np.all(np.isfinite(errors[1]))
+    np.testing.assert_allclose(errors[1], flux_errors(sky, south[1:])[0], rtol=1e-12)
+    # on the footprint's edge (dec = −30°, in it) the band is measured
+    edge = catalog(1)
+    edge["dec"] = [-30.0]
+    assert np.all(np.isfinite(flux_errors(sky, edge)))

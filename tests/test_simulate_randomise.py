@@ -274,6 +274,17 @@ def test_lists_and_partial_dicts_are_accepted():
                                  "psf_models": {"panstarrs": ("moffat",)}})
 
 
+def test_single_fraction_with_single_profile_is_refused():
+    """single_fraction is documented for profile="mix"; with "single" it did nothing."""
+    with pytest.raises(ValueError, match=r"Randomisation\.single_fraction applies with "
+                                         r"profile='mix' only.*single_fraction=0\.3"):
+        Randomisation(profile="single", single_fraction=0.3)
+    assert Randomisation(profile="single", single_fraction=0.0).profile == "single"
+    assert Randomisation(single_fraction=0.3).single_fraction == 0.3
+    # the presets are unchanged
+    assert shifted_randomisation().single_fraction == 0.0
+
+
 # ----------------------------------------------------------------------------- mock sky
 galsim = pytest.importorskip("galsim")
 pytest.importorskip("kcorrect")
@@ -423,3 +434,44 @@ def test_variant_psf_cache_is_bounded():
     assert len(renderer._psf_k) == 4
     _trim_psf_cache(renderer, 100_000)  # the largest go first, down to half the limit
     assert sorted(k[1] for k in renderer._psf_k) == [8, 16, 64]
+
+
+@pytest.mark.parametrize("imaging, randomisation, fields", [
+    ({"psf_model": {"panstarrs": "moffat"}}, {},
+     [r"ImagingConfig\.psf_model\['panstarrs'\] = 'moffat'",
+      r"Randomisation\.psf_models\['panstarrs'\] = \('kolmogorov', 'moffat'\)"]),
+    ({"psf_model": {"unwise": "airy"}}, {},
+     [r"ImagingConfig\.psf_model\['unwise'\] = 'airy'", r"Randomisation\.psf_models"]),
+    ({"moffat_beta": 3.0}, {}, [r"ImagingConfig\.moffat_beta = 3\.0",
+                                r"Randomisation\.moffat_beta = \(2\.5, 4\.5\)"]),
+    ({"psf_model": {"galex": "moffat"}, "moffat_beta": 2.0},
+     {"psf_models": {"galex": ("moffat",)}},
+     [r"ImagingConfig\.moffat_beta = 2\.0", r"Randomisation\.moffat_beta"]),
+])
+def test_psf_settings_the_randomisation_would_override_are_refused(imaging, randomisation,
+                                                                   fields):
+    """A non-default ImagingConfig.psf_model / moffat_beta was silently replaced by each
+    field's draw (variant_imaging); it is now an error naming both fields."""
+    from astro_mantis.simulate import ImagingConfig, MockSkyConfig
+
+    for field in fields:
+        with pytest.raises(ValueError, match=field):
+            MockSkyConfig(imaging=ImagingConfig(**imaging),
+                          randomisation=Randomisation(**randomisation))
+    # without randomisation the setting is rendered, as before
+    assert MockSkyConfig(imaging=ImagingConfig(**imaging)).randomisation is None
+
+
+def test_psf_settings_the_randomisation_keeps_are_accepted():
+    from astro_mantis.simulate import ImagingConfig, MockSkyConfig
+
+    # defaults, with every preset
+    for r in (training_randomisation(), shifted_randomisation()):
+        MockSkyConfig(randomisation=r)
+    # the randomisation draws only that family, and only that index
+    MockSkyConfig(imaging=ImagingConfig(psf_model={"panstarrs": "moffat"}, moffat_beta=3.0),
+                  randomisation=Randomisation(psf_models={"panstarrs": ("moffat",)},
+                                              moffat_beta=(3.0, 3.0)))
+    # an index no field can use (no survey draws "moffat")
+    MockSkyConfig(imaging=ImagingConfig(moffat_beta=3.0),
+                  randomisation=shifted_randomisation())

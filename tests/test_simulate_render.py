@@ -6,6 +6,7 @@ survey readers.
 """
 import io
 import math
+import re
 import time
 import warnings
 
@@ -309,6 +310,33 @@ def test_fourier_engine_matches_galsim_drawimage(field):
 def test_invalid_imaging_config_is_a_clear_error(kwargs, field):
     with pytest.raises(ValueError, match=field):
         ImagingConfig(**kwargs)
+
+
+@pytest.mark.parametrize("value", [None, "x", -5, float("nan"), float("inf"), [1.5]])
+def test_neighbour_depth_margin_is_validated_naming_it(value):
+    with pytest.raises(ValueError, match=r"ImagingConfig\.neighbour_depth_margin .*"
+                                         + re.escape(repr(value))):
+        ImagingConfig(neighbour_depth_margin=value)
+
+
+def test_neighbour_depth_margin_accepts_non_negative_numbers():
+    assert ImagingConfig().neighbour_depth_margin == 1.5
+    assert ImagingConfig(neighbour_depth_margin=0).neighbour_depth_margin == 0.0
+    assert ImagingConfig(neighbour_depth_margin="2.5").neighbour_depth_margin == 2.5
+    assert ImagingConfig(neighbour_depth_margin=np.float32(3)).neighbour_depth_margin == 3.0
+
+
+@pytest.mark.parametrize("value", ["no", "False", 0, 1, None, np.int64(1)])
+def test_sky_subtracted_takes_booleans_only(value):
+    with pytest.raises(ValueError, match=r"ImagingConfig\.sky_subtracted\['galex'\] must be "
+                                         r"True or False"):
+        ImagingConfig(sky_subtracted={"galex": value})
+
+
+def test_sky_subtracted_booleans():
+    imaging = ImagingConfig(sky_subtracted={"galex": False, "unwise": np.bool_(False)})
+    assert imaging.sky_subtracted == {"galex": False, "panstarrs": True, "unwise": False}
+    assert all(type(v) is bool for v in imaging.sky_subtracted.values())
 
 
 def test_imaging_defaults_come_from_survey_declarations():

@@ -312,3 +312,43 @@ def test_stable_seed_ignores_numpy_scalar_types():
     from astro_mantis.simulate.service_format import stable_seed
     assert stable_seed(1, (np.float64(2.36), np.float32(1.5))) == stable_seed(1, (2.36, 1.5))
     assert stable_seed(1, 2.36) != stable_seed(1, 2.37)
+
+
+@pytest.mark.parametrize("field, cls", [("imaging", "ImagingConfig"),
+                                        ("population", "PopulationConfig"),
+                                        ("randomisation", "Randomisation")])
+def test_dict_configs_with_an_unknown_key_name_the_field_and_the_key(field, cls):
+    """imaging, population and randomisation given as dicts fail alike on a bad key."""
+    with pytest.raises(ValueError, match=rf"MockSkyConfig\.{field} has unknown setting\(s\) "
+                                         rf"\['foo'\]; {cls} settings are \["):
+        MockSkyConfig(**{field: {"foo": 1}})
+    with pytest.raises(ValueError, match=rf"MockSkyConfig\.{field} has unknown setting\(s\) "
+                                         r"\[1\]"):
+        MockSkyConfig(**{field: {1: 2}})
+
+
+def test_dict_configs_are_made_into_their_classes():
+    from astro_mantis.simulate import PopulationConfig, Randomisation
+
+    config = MockSkyConfig(imaging={"star_density": 0}, population={"frac_main": 0.6,
+                                                                    "frac_lrg": 0.2,
+                                                                    "frac_elg": 0.2},
+                           randomisation={"levels": 3})
+    assert config.imaging == ImagingConfig(star_density=0)
+    assert isinstance(config.population, PopulationConfig)
+    assert config.population.frac_main == 0.6
+    assert config.randomisation == Randomisation(levels=3)
+
+
+@pytest.mark.parametrize("value", [(10.0, 20.0), (-40.0, -20.0), (-35.0, -29.9)])
+def test_south_dec_range_must_lie_outside_the_ps1_footprint(value):
+    """Its documented meaning: galaxies placed outside the PS1 footprint (dec < −30°)."""
+    with pytest.raises(ValueError, match=r"MockSkyConfig\.south_dec_range must lie outside "
+                                         r"the Pan-STARRS footprint"):
+        MockSkyConfig(south_fraction=0.1, south_dec_range=value)
+
+
+def test_south_dec_range_south_of_the_footprint_is_accepted():
+    assert MockSkyConfig().south_dec_range == (-40.0, -32.0)
+    assert MockSkyConfig(south_dec_range=(-60, -30)).south_dec_range == (-60.0, -30.0)
+    assert not get_survey("panstarrs").in_footprint(185.0, -30.0 - 1e-9)

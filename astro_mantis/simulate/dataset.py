@@ -2,9 +2,11 @@
 """Training, validation and test sets rendered from the mock sky.
 
 `make_dataset` draws ``n`` mock galaxies (a `~astro_mantis.simulate.MockSky`
-catalog), renders the three surveys' cutouts of each exactly as the services
-would deliver them and the package's own survey readers
-(`astro_mantis.surveys`) would return them, and writes them in shards with the
+catalog), renders the three surveys' cutouts of each at the services' default
+geometry as the package's own survey readers (`astro_mantis.surveys`) would
+return them (with one difference from a served Pan-STARRS cutout: the tangent
+point is the galaxy, not its skycell's centre, so the stack ``EXPTIME`` is drawn
+per galaxy, not per skycell), and writes them in shards with the
 true redshift, the two dust values the model takes and the galaxy's catalog
 row. `load_shard` and `iter_shards` read them back. By default the galaxies lie
 at 100 per square degree near the north Galactic pole (`dataset_config`), so
@@ -22,7 +24,9 @@ seed.
 
 What the mock sky puts in a shard: the pixels of
 `~astro_mantis.simulate.MockSky.render` at the services' default geometry (PS1
-tangent point at the galaxy), after the readers; the galaxy's full catalog row
+tangent point at the galaxy, so each galaxy's stacks have the ``EXPTIME`` drawn at
+its own position; `~astro_mantis.simulate.MockSky.render_arrays`), after the
+readers; the galaxy's full catalog row
 (every column of the mock sky's catalog). A survey the client would report missing
 is all NaN and flagged: GALEX inside a coverage hole (``GALEX_MISSING |
 OUT_OF_FOOTPRINT``; the service sends zeros) and PS1 south of dec −30°
@@ -120,11 +124,11 @@ def dataset_config(n, density=DEFAULT_DENSITY, randomisation=None):
     Parameters
     ----------
     n : int
-        Number of galaxies.
+        Number of galaxies (a positive integer).
     density : float, optional
         Catalog galaxies per square degree (default 100, about the density of
         a spectroscopic survey such as SDSS; faint neighbours and stars come
-        on top at their own densities).
+        on top at their own densities). A positive finite number.
     randomisation : `~astro_mantis.simulate.Randomisation` or dict, optional
         Domain randomisation of the sky (`astro_mantis.simulate.randomise`):
         `~astro_mantis.simulate.training_randomisation` for training sets,
@@ -134,11 +138,29 @@ def dataset_config(n, density=DEFAULT_DENSITY, randomisation=None):
     Returns
     -------
     `~astro_mantis.simulate.MockSkyConfig`
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is not a positive integer or ``density`` not a positive finite
+        number (naming it), or for an invalid ``randomisation``.
     """
     from .sky import MockSkyConfig
 
-    side = min(math.sqrt(n / float(density)), 60.0)
+    n = _check_positive_int("dataset_config n", n)
+    try:
+        density = float(density)
+    except (TypeError, ValueError):
+        raise ValueError("dataset_config density must be a positive number of galaxies per "
+                         f"square degree, got {density!r}") from None
+    if not (math.isfinite(density) and density > 0):  # NaN fails too
+        raise ValueError("dataset_config density must be a positive finite number of galaxies "
+                         f"per square degree, got {density!r}")
+    side = min(math.sqrt(n / density), 60.0)
     half_ra = side / 2.0 / math.cos(math.radians(25.0))
+    if not 185.0 - half_ra < 185.0 + half_ra:
+        raise ValueError(f"dataset_config density {density!r} is too high for n={n}: the "
+                         "patch of n / density square degrees has no extent")
     return MockSkyConfig(n_galaxies=n, ra_range=(185.0 - half_ra, 185.0 + half_ra),
                          dec_range=(25.0 - side / 2.0, 25.0 + side / 2.0),
                          randomisation=randomisation)

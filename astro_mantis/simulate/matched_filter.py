@@ -38,6 +38,7 @@ import math
 
 import numpy as np
 
+from ..surveys import get_survey
 from .photometry import BANDS
 from .render import _EXP_HALF_LIGHT, NATIVE_OF_BAND, SURVEY_OF_BAND, ImageRenderer
 from .service_format import default_geometry, ps1_stack_exptime
@@ -109,7 +110,11 @@ def flux_errors(sky, catalog=None, bands=None, chunk=2048):
     ----------
     sky : `~astro_mantis.simulate.MockSky`
         The sky that renders the galaxies (its observing conditions, field draws,
-        Pan-STARRS stack exposure times and GALEX coverage are used).
+        Pan-STARRS stack exposure times and GALEX coverage are used). The exposure
+        times are those drawn at each galaxy's own position, the tangent point of
+        the cutouts `~astro_mantis.simulate.make_dataset` stores
+        (`~astro_mantis.simulate.MockSky.render_arrays`), not those of a skycell
+        centre that a ``render(..., skycell_center=...)`` request names.
     catalog : `~astropy.table.Table` or dict of arrays, optional
         The galaxies: ``ra``, ``dec`` (deg) and the shape columns ``r_half_disk``,
         ``r_half_bulge`` (arcsec), ``bulge_frac``, ``q``, ``pa`` (deg; missing shape
@@ -124,9 +129,11 @@ def flux_errors(sky, catalog=None, bands=None, chunk=2048):
     -------
     `numpy.ndarray`, shape (N, nbands)
         1σ flux errors in maggies (AB), one row per catalog row. ``inf`` where the band
-        has no data (a GALEX coverage hole: the cutout is empty); NaN in every band of
-        a row without a finite position. Non-finite shape values are read as the
-        renderer reads them (radii 0, ``q`` 1, ``pa`` 0).
+        has no data: a GALEX coverage hole (the cutout is empty) and outside a survey's
+        footprint (``Survey.in_footprint`` of `astro_mantis.surveys`: Pan-STARRS south
+        of dec −30°, where `~astro_mantis.simulate.make_dataset` stores all-NaN
+        cutouts); NaN in every band of a row without a finite position. Non-finite
+        shape values are read as the renderer reads them (radii 0, ``q`` 1, ``pa`` 0).
 
     Raises
     ------
@@ -221,7 +228,16 @@ def flux_errors(sky, catalog=None, bands=None, chunk=2048):
         rows = np.arange(sl.stop - sl.start)
         for j, band in enumerate(bands):
             out[sl, j] /= np.sqrt(integrals[rows, index[band][sl]])
+    # no data, no measurement: a GALEX coverage hole (the cutout is empty) and a survey's
+    # footprint (Pan-STARRS south of dec -30 deg, where datasets store all-NaN cutouts)
+    outside = {}
     for j, band in enumerate(bands):
-        if SURVEY_OF_BAND[band] == "galex":
+        survey = SURVEY_OF_BAND[band]
+        if survey not in outside:
+            footprint = get_survey(survey)
+            outside[survey] = ~np.array([bool(footprint.in_footprint(ra, dec))
+                                         for ra, dec in zip(shape["ra"], shape["dec"])])
+        out[outside[survey], j] = np.inf
+        if survey == "galex":
             out[~covered, j] = np.inf
     return out

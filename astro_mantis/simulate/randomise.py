@@ -32,9 +32,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._checks import check_fraction
+from ._checks import check_fraction, config_from_dict
 from ._grid import SkyCells
-from .render import _PSF_MODELS, _SURVEYS, BANDS, SURVEY_OF_BAND
+from .render import (_DEFAULT_PSF_MODEL, _PSF_MODELS, _SURVEYS, BANDS, SURVEY_OF_BAND,
+                     ImagingConfig)
 from .service_format import stable_seed
 
 __all__ = ["FieldDraw", "Randomisation", "colour_departure_pool", "field_cell", "field_draw",
@@ -120,10 +121,18 @@ class Randomisation:
         (`~astro_mantis.simulate.ImagingConfig` ``psf_model`` values).
         Defaults: Pan-STARRS1 Kolmogorov or Moffat (stack PSFs lie between
         the two: Kolmogorov wings from seeing, Moffat cores from the
-        stacking); GALEX and unWISE Gaussian.
+        stacking); GALEX and unWISE Gaussian. Every field draws every
+        survey's family from these, in place of ``ImagingConfig.psf_model``
+        (which then only sets the nominal PSF whose noise-equivalent area
+        fixes the nominal sky noise per pixel); a `~astro_mantis.simulate.MockSkyConfig`
+        whose ``ImagingConfig.psf_model`` differs from the default for a
+        survey whose families here are not that one model alone is refused.
     moffat_beta : (float, float), optional
         Moffat index where a survey draws ``"moffat"`` (default (2.5, 4.5):
-        the range fitted to ground-based PSFs; must exceed 1.1).
+        the range fitted to ground-based PSFs; must exceed 1.1). It replaces
+        ``ImagingConfig.moffat_beta`` there; a non-default
+        ``ImagingConfig.moffat_beta`` is refused where a survey may draw
+        ``"moffat"`` unless this range is that value alone.
     noise_scale : (float, float), optional
         Factor on the per-pixel sky noise of every band of a field (default
         (0.75, 1.35): about ±0.3 mag of depth, the spread of PS1 stack depths
@@ -165,7 +174,8 @@ class Randomisation:
         (default 0: every galaxy bulge + disk). Real galaxies are neither a
         bulge + disk nor a single Sérsic profile; a fraction of each teaches a
         network both families, as the reference's training set of real
-        galaxies did. Must lie in [0, 1].
+        galaxies did. Must lie in [0, 1], and be 0 with ``profile="single"``
+        (which leaves nothing for it to do).
     offset : (float, float), optional
         Per galaxy, radius (arcsec) of an extra offset of the light centre
         from the catalog position, in a random direction (default (0, 0.3):
@@ -189,6 +199,19 @@ class Randomisation:
     -----
     Per-galaxy perturbations are applied when a `~astro_mantis.simulate.MockSky`
     draws its catalog (not to a catalog it is given, which is used as is).
+
+    What randomisation does to the PSF settings of
+    `~astro_mantis.simulate.ImagingConfig`: ``psf_fwhm`` is the nominal FWHM that
+    ``psf_scale`` multiplies; ``psf_model`` and ``moffat_beta`` are replaced in
+    every field by the field's draw from ``psf_models`` and ``moffat_beta``
+    (`variant_imaging`), and keep only one role, the nominal PSF whose
+    noise-equivalent area sets the nominal sky noise per pixel that
+    ``noise_scale`` multiplies. So that a setting is never silently ignored,
+    `~astro_mantis.simulate.MockSkyConfig` refuses (`ValueError` naming the
+    fields) a non-default ``psf_model`` or ``moffat_beta`` that the
+    randomisation could replace by something else; give the randomisation that
+    one family (``psf_models={"panstarrs": ("moffat",)}``) or that one index
+    (``moffat_beta=(3.0, 3.0)``) to keep it.
     """
 
     field_size: float = 0.25
@@ -238,6 +261,10 @@ class Randomisation:
         self.offset = _pair("offset", self.offset, 0.0, 10.0)
         self.single_fraction = check_fraction("Randomisation.single_fraction",
                                               self.single_fraction)
+        if self.profile == "single" and self.single_fraction > 0.0:
+            raise ValueError("Randomisation.single_fraction applies with profile='mix' only "
+                             "(profile='single' makes every galaxy a single profile); got "
+                             f"single_fraction={self.single_fraction!r} with profile='single'")
         try:
             self.colour_departures = float(self.colour_departures)
         except (TypeError, ValueError):
@@ -298,8 +325,11 @@ def shifted_randomisation():
     all three surveys, noise × 1.3, single-profile galaxies (pure
     exponential or de Vaucouleurs instead of the bulge + disk mix), sizes
     × 1.2, zero points off by 0.03 mag (random sign per band and field),
-    light centres offset by 0.5″ (random direction); default PSF families,
-    nominal neighbour and star densities, no bulge-fraction jitter.
+    light centres offset by 0.5″ (random direction); the PSF families of
+    `~astro_mantis.simulate.ImagingConfig`'s defaults, fixed (Pan-STARRS1
+    Kolmogorov, GALEX and unWISE Gaussian: ``psf_models`` names them, so
+    they do not follow an ``ImagingConfig.psf_model`` given with it), nominal
+    neighbour and star densities, no bulge-fraction jitter.
 
     Returns
     -------
@@ -438,10 +468,14 @@ def variant_imaging(imaging, draw, survey):
     Returns
     -------
     `~astro_mantis.simulate.ImagingConfig`
-        The survey's bands' PSF FWHM scaled, its PSF family and the Moffat
-        index replaced; every other setting as in ``imaging`` (the noise
-        factor is applied by the sky to the nominal per-pixel noise, not
-        here).
+        The survey's bands' PSF FWHM scaled; its PSF family replaced by the
+        draw's, whatever ``imaging.psf_model`` says; the Moffat index replaced
+        by the draw's where the draw is ``"moffat"`` (else ``imaging``'s,
+        unused by the survey's bands); every other setting as in ``imaging``
+        (the noise factor is applied by the sky to the nominal per-pixel
+        noise, not here). `~astro_mantis.simulate.MockSkyConfig` refuses
+        an ``imaging`` whose non-default ``psf_model`` or ``moffat_beta``
+        this would replace by something else (`Randomisation`, Notes).
     """
     scale = draw.psf_scale[survey]
     fwhm = {b: v * scale if SURVEY_OF_BAND[b] == survey else v
@@ -634,9 +668,54 @@ def _check_randomisation(value):
     if value is None or isinstance(value, Randomisation):
         return value
     if isinstance(value, dict):
-        try:
-            return Randomisation(**value)
-        except TypeError as exc:
-            raise ValueError(f"MockSkyConfig.randomisation: {exc}") from None
+        return config_from_dict("MockSkyConfig.randomisation", Randomisation, value)
     raise ValueError("MockSkyConfig.randomisation must be None, a Randomisation or a dict, "
                      f"got {type(value).__name__}")
+
+
+#: ``ImagingConfig.moffat_beta``'s default.
+_DEFAULT_MOFFAT_BETA = {f.name: f.default for f in fields(ImagingConfig)}["moffat_beta"]
+
+
+def _check_psf_settings(imaging, randomisation):
+    """Refuse an ``ImagingConfig`` PSF setting that the randomisation would override.
+
+    Under randomisation every field draws each survey's PSF family from
+    ``Randomisation.psf_models`` and, where it draws ``"moffat"``, the index
+    from ``Randomisation.moffat_beta`` (`variant_imaging`). A non-default
+    ``ImagingConfig.psf_model`` or ``moffat_beta`` would then never be rendered,
+    while the dataset manifest records it; that is an error, unless the
+    randomisation can only draw that very setting.
+
+    Parameters
+    ----------
+    imaging : `~astro_mantis.simulate.ImagingConfig`
+    randomisation : `Randomisation`
+
+    Raises
+    ------
+    ValueError
+        Naming the ``ImagingConfig`` and ``Randomisation`` fields in conflict.
+    """
+    problems = []
+    for survey in _SURVEYS:
+        model = imaging.psf_model[survey]
+        drawn = randomisation.psf_models[survey]
+        if model != _DEFAULT_PSF_MODEL[survey] and tuple(drawn) != (model,):
+            problems.append(
+                f"ImagingConfig.psf_model[{survey!r}] = {model!r} is replaced in every field "
+                f"by a draw from Randomisation.psf_models[{survey!r}] = {drawn!r} (give "
+                f"Randomisation(psf_models={{{survey!r}: ({model!r},)}}) to keep it)")
+    beta = imaging.moffat_beta
+    moffat = [s for s in _SURVEYS if "moffat" in randomisation.psf_models[s]]
+    if beta != _DEFAULT_MOFFAT_BETA and moffat and tuple(randomisation.moffat_beta) != (beta, beta):
+        problems.append(
+            f"ImagingConfig.moffat_beta = {beta!r} is replaced, where a field draws "
+            f"'moffat' ({', '.join(moffat)}), by a draw from Randomisation.moffat_beta = "
+            f"{randomisation.moffat_beta!r} (give Randomisation(moffat_beta=({beta!r}, "
+            f"{beta!r})) to keep it)")
+    if problems:
+        raise ValueError("MockSkyConfig: the randomisation overrides a PSF setting of the "
+                         "imaging: " + "; ".join(problems) + ". Leave ImagingConfig.psf_model "
+                         "and moffat_beta at their defaults under randomisation, or make the "
+                         "randomisation draw only them.")

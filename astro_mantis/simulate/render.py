@@ -255,11 +255,13 @@ class ImagingConfig:
     neighbour_depth_margin : float, optional
         Neighbours and stars are drawn in a band only where brighter than the
         band's depth plus this margin (default 1.5 mag): fainter ones add
-        nothing visible, only time.
+        nothing visible, only time. A non-negative finite number of magnitudes
+        (0 draws those brighter than the depth).
     sky_subtracted : dict, optional
         Per survey, whether the background ``B`` is removed after the noise
         is drawn (default True for all three: PS1 stacks, and the viewer's
         GALEX and unWISE layers, are served background-subtracted here).
+        Values must be ``True`` or ``False``.
     bulge_truncation : float, optional
         The de Vaucouleurs bulge is truncated at this many half-light radii
         (default 8).
@@ -335,10 +337,8 @@ class ImagingConfig:
             self.star_density = _nonneg("star_density", self.star_density)
         if self.neighbour_density is not None:
             self.neighbour_density = _nonneg("neighbour_density", self.neighbour_density)
-        self.neighbour_depth_margin = float(self.neighbour_depth_margin)
-        if not math.isfinite(self.neighbour_depth_margin):
-            raise ValueError("ImagingConfig.neighbour_depth_margin must be finite, "
-                             f"got {self.neighbour_depth_margin!r}")
+        self.neighbour_depth_margin = _nonneg("neighbour_depth_margin",
+                                              self.neighbour_depth_margin)
         if not isinstance(self.sky_subtracted, dict):
             raise ValueError(f"ImagingConfig.sky_subtracted must be a dict survey -> bool, "
                              f"got {self.sky_subtracted!r}")
@@ -346,7 +346,11 @@ class ImagingConfig:
         if unknown:
             raise ValueError(f"ImagingConfig.sky_subtracted has unknown survey(s) {unknown}")
         subtracted = dict.fromkeys(_SURVEYS, True)
-        subtracted.update({s: bool(v) for s, v in self.sky_subtracted.items()})
+        for survey, value in self.sky_subtracted.items():
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"ImagingConfig.sky_subtracted[{survey!r}] must be True or "
+                                 f"False, got {value!r}")
+            subtracted[survey] = bool(value)
         self.sky_subtracted = subtracted
         self.bulge_truncation = _nonneg("bulge_truncation", self.bulge_truncation,
                                         positive=True)

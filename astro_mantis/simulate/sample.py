@@ -15,14 +15,19 @@ galaxy in float32, and noise does not compress), so the file holds, per galaxy
 and band, the **noiseless** image `~astro_mantis.simulate.MockSky` renders at
 the services' default geometry (the galaxy, its neighbours and the stars around
 it, PSF-convolved, in native units; PS1 with the tangent point at the galaxy),
-and the band's sky noise σ (and, for PS1, the stack ``EXPTIME``). The images
-are quantised in steps of σ/16 (an integer per pixel, so pixels fainter than
-σ/32 become exactly 0) and bzip2-compressed; noise is drawn at load time with
+and the band's sky noise σ (and, for PS1, the stack ``EXPTIME`` drawn at the
+galaxy). With a randomised configuration (``MockSkyConfig.randomisation``) the
+images are rendered under the galaxy's field conditions (PSF variant, zero
+points, densities) and σ includes the field's noise factor, as
+``MockSky.render`` applies them. The images are quantised in steps of σ/16 (an
+integer per pixel, so pixels fainter than σ/32 become exactly 0) and
+bzip2-compressed; noise is drawn at load time with
 the mock sky's own noise model (`~astro_mantis.simulate.render.sky_noise`:
 Poisson sky and source noise through the band's gain) and seeds, and the
 coverage failures with its rules (GALEX holes, PS1 chip gaps).
 
-Fidelity to ``MockSky(config, seed).render`` at the same position:
+Fidelity to ``MockSky(config, seed).render`` at the same position (for PS1
+without ``skycell_center``), randomised configurations included:
 
 * the noiseless image differs by at most σ/32 per pixel (rounding; rms σ/55,
   which adds 0.03 % to the noise variance);
@@ -38,11 +43,14 @@ A request is served from storage when it is centred on a sample galaxy within
 half a pixel (the WCS then uses the stored galaxy position, where the galaxy is)
 at the survey's default pixel scale, with the default size or a smaller one of
 the same parity (a centre crop). Elsewhere the render is **empty sky**: noise
-only (no neighbours or stars), with the same coverage rules. For Pan-STARRS the
-pixels of a stored galaxy were drawn on the tangent plane at the galaxy; a
-request naming another skycell centre gets that centre as ``CRVAL`` (as
-``fitscut.cgi`` does) with the stored pixels (the two projections differ by
-less than 0.01 pixel across a cutout within 0.3° of the skycell centre).
+only (no neighbours or stars) at the nominal level (without a field's noise
+factor), with the same coverage rules. For Pan-STARRS the pixels of a stored
+galaxy were drawn on the tangent plane at the galaxy; a request naming another
+skycell centre gets that centre as ``CRVAL`` (as ``fitscut.cgi`` does) with the
+stored pixels (the two projections differ by less than 0.01 pixel across a
+cutout within 0.3° of the skycell centre) and the stored ``EXPTIME``, the one
+drawn at the galaxy: ``MockSky`` draws a skycell's ``EXPTIME`` at its centre,
+so there its counts and header differ by the ratio of the two exposure times.
 """
 
 import io
@@ -404,7 +412,9 @@ def build_sample_sky(path=None, n=SAMPLE_N, seed=SAMPLE_SEED, config=None, quant
     config : `~astro_mantis.simulate.MockSkyConfig`, optional
         Default: the mock sky's defaults with ``south_fraction=0.02``, so a
         few galaxies lie south of dec −30° (no Pan-STARRS). ``n_galaxies`` is
-        replaced by ``n``.
+        replaced by ``n``. With ``randomisation`` set, each galaxy is stored
+        under its field's conditions (PSF, zero points, densities, and the
+        noise factor in its σ), as ``MockSky.render`` draws it.
     quantisation : int, optional
         Images are stored in steps of σ / ``quantisation`` (default 16).
     progress : bool, optional
@@ -443,6 +453,10 @@ def build_sample_sky(path=None, n=SAMPLE_N, seed=SAMPLE_SEED, config=None, quant
     worst = 0.0
     for i in progress_bar(progress, iterable=range(n), desc="sample sky"):
         ra, dec = float(catalog["ra"][i]), float(catalog["dec"][i])
+        # the field's randomised conditions (None without randomisation): its PSF variant
+        # and zero points enter the noiseless images, its noise factor every stored sigma,
+        # as MockSky.render applies them
+        draw = sky._field(ra, dec)
         for survey in _SURVEYS:
             size, pixscale = default_geometry(survey)
             natives = band_list(survey, None)
@@ -455,8 +469,10 @@ def build_sample_sky(path=None, n=SAMPLE_N, seed=SAMPLE_SEED, config=None, quant
             else:
                 crval, crpix, cd = viewer_geometry(ra, dec, size, pixscale)
                 cube = sky._render_clean(survey, natives, ra, dec, _tan_wcs(crval, crpix, cd=cd),
-                                         size, pixscale, [None] * len(natives))
+                                         size, pixscale, [None] * len(natives), draw)
                 sig = [renderer.sky_sigma(b, pixscale) for b in bands]
+            if draw is not None:  # without randomisation the sigmas stay as they were
+                sig = [s * draw.noise_scale for s in sig]
             sigmas[survey][i] = sig
             scaled = np.asarray(cube, dtype=np.float64) / np.asarray(sig)[:, None, None]
             ints = np.rint(scaled * quantisation)

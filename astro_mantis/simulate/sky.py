@@ -24,10 +24,10 @@ import numpy as np
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from ._checks import check_fraction
+from ._checks import check_fraction, config_from_dict
 from ._grid import SkyCells
-from .randomise import (_check_randomisation, _conditions_dict, field_draw,
-                        perturb_catalog, variant_imaging)
+from .randomise import (_check_psf_settings, _check_randomisation, _conditions_dict,
+                        field_draw, perturb_catalog, variant_imaging)
 from .render import SURVEY_OF_BAND, ImageRenderer, ImagingConfig, sky_noise
 from .service_format import (
     NATIVE_TO_BAND,
@@ -60,6 +60,13 @@ def _population():
     return population
 
 
+def _ps1_min_dec():
+    """Southern edge (deg) of the Pan-STARRS footprint (`astro_mantis.surveys`)."""
+    from ..surveys import get_survey
+
+    return float(get_survey("panstarrs").min_dec)
+
+
 def _check_range(name, value, lo, hi):
     try:
         a, b = (float(v) for v in value)
@@ -78,11 +85,14 @@ class MockSkyConfig:
 
     Parameters
     ----------
-    population : `~astro_mantis.simulate.PopulationConfig`, optional
+    population : `~astro_mantis.simulate.PopulationConfig` or dict, optional
         Galaxy population settings; None for the defaults of
         `~astro_mantis.simulate.draw_population`.
     imaging : `~astro_mantis.simulate.ImagingConfig` or dict, optional
-        PSFs, depths, noise, coverage holes, star and neighbour densities.
+        PSFs, depths, noise, coverage holes, star and neighbour densities. With
+        ``randomisation``, a non-default ``psf_model`` or ``moffat_beta`` that
+        the randomisation would replace is refused (see
+        `~astro_mantis.simulate.Randomisation`, Notes).
     n_galaxies : int, optional
         Catalog size when the catalog is drawn (default 1000).
     ra_range, dec_range : (float, float), optional
@@ -95,7 +105,7 @@ class MockSkyConfig:
         range), outside the PS1 footprint (dec < −30°), for footprint tests.
         Default 0.
     south_dec_range : (float, float), optional
-        Default −40° to −32°.
+        Default −40° to −32°. Must lie south of the PS1 footprint (max ≤ −30°).
     background_cell : float, optional
         Side (arcsec) of the sky cells that neighbours and stars are drawn in
         (default 60).
@@ -110,7 +120,10 @@ class MockSkyConfig:
     Raises
     ------
     ValueError
-        For an invalid value, naming the field.
+        For an invalid value, naming the field (for a dict given as
+        ``imaging``, ``population`` or ``randomisation``, an unknown key names
+        the field and the key), or PSF settings of ``imaging`` that
+        ``randomisation`` would override.
     """
 
     population: object = None
@@ -135,14 +148,18 @@ class MockSkyConfig:
     def __post_init__(self):
         self.randomisation = _check_randomisation(self.randomisation)
         if isinstance(self.imaging, dict):
-            self.imaging = ImagingConfig(**self.imaging)
+            self.imaging = config_from_dict("MockSkyConfig.imaging", ImagingConfig,
+                                            self.imaging)
         if not isinstance(self.imaging, ImagingConfig):
             raise ValueError("MockSkyConfig.imaging must be an ImagingConfig, "
                              f"got {type(self.imaging).__name__}")
+        if self.randomisation is not None:
+            _check_psf_settings(self.imaging, self.randomisation)
         if self.population is not None:
             config_cls = _population().PopulationConfig
             if isinstance(self.population, dict):
-                self.population = config_cls(**self.population)
+                self.population = config_from_dict("MockSkyConfig.population", config_cls,
+                                                   self.population)
             if not isinstance(self.population, config_cls):
                 raise ValueError("MockSkyConfig.population must be a PopulationConfig, "
                                  f"got {type(self.population).__name__}")
@@ -158,6 +175,11 @@ class MockSkyConfig:
         self.dec_range = _check_range("dec_range", self.dec_range, -90.0, 90.0)
         self.south_dec_range = _check_range("south_dec_range", self.south_dec_range,
                                             -90.0, 90.0)
+        edge = _ps1_min_dec()
+        if self.south_dec_range[1] > edge:  # the patch is there to lie outside PS1
+            raise ValueError("MockSkyConfig.south_dec_range must lie outside the Pan-STARRS "
+                             f"footprint (dec < {edge:g}°: max <= {edge:g}), "
+                             f"got {self.south_dec_range!r}")
         self.south_fraction = check_fraction("MockSkyConfig.south_fraction",
                                              self.south_fraction)
         try:
@@ -633,7 +655,10 @@ class MockSky:
         The pixels are those of `render` at the services' default geometry
         (PS1 with the tangent point at the request, ``skycell_center=None``),
         without building the FITS files: what
-        `astro_mantis.surveys.Survey.read` makes of the responses.
+        `astro_mantis.surveys.Survey.read` makes of the responses. Unlike a
+        served PS1 cutout, whose stack ``EXPTIME`` is drawn at its skycell's
+        centre, the ``EXPTIME`` is drawn at the requested position, so in
+        `~astro_mantis.simulate.make_dataset` each galaxy has its own.
 
         Parameters
         ----------
