@@ -706,7 +706,7 @@ def match_spectroscopic_lsdb(catalog, spectra, radius=None, *, z_col="z", z_err_
     import lsdb
 
     from ._version import __version__
-    from .spectro.matching import SPEC_COLUMNS, _check_columns, check_radius
+    from .spectro.matching import SPEC_COLUMNS, check_copied_columns, check_radius
 
     for name, obj in (("catalog", catalog), ("spectra", spectra)):
         if not isinstance(obj, lsdb.Catalog):
@@ -715,7 +715,7 @@ def match_spectroscopic_lsdb(catalog, spectra, radius=None, *, z_col="z", z_err_
         raise TypeError("radius is required: an angle such as 1 * u.arcsec")
     radius = check_radius(radius)
     r_arcsec = float(radius.value)
-    _check_columns(columns, "table")  # as match_spectroscopic: no spec_flags from `columns`
+    check_copied_columns(columns)  # as match_spectroscopic: no spec_flags from `columns`
     spec_cols = list(spectra.columns)
     wanted = [c for c in (z_col, z_err_col, class_col, id_col, *(columns or ())) if c]
     for c in wanted:

@@ -48,7 +48,7 @@ from .sdss import SDSS_QUALITY, _query_specobj
 from .spall import SPALL_QUALITY
 
 __all__ = ["match_spectroscopic", "SpecFlag", "SPEC_COLUMNS", "DEFAULT_QUALITY", "SDSS_EXTRA",
-           "nearest_spectra", "check_radius"]
+           "nearest_spectra", "check_radius", "check_copied_columns"]
 
 #: Columns every match adds.
 SPEC_COLUMNS = ("z_spec", "z_spec_err", "spec_class", "spec_id", "spec_sep", "spec_source",
@@ -518,7 +518,7 @@ def _check_match(table, catalog, radius, quality, columns, overwrite):
         quality = DEFAULT_QUALITY[kind]
     if isinstance(quality, str):
         quality = QualityCut(quality)  # fail early on a bad expression
-    _check_columns(columns, kind)
+    check_copied_columns(columns, kind)
     extra_names = list(SDSS_EXTRA) if kind != "table" else [f"spec_{c}" for c in columns or ()]
     present = [c for c in list(SPEC_COLUMNS) + extra_names if c in table.colnames]
     if present and not overwrite:
@@ -527,11 +527,29 @@ def _check_match(table, catalog, radius, quality, columns, overwrite):
     return radius, quality
 
 
-def _check_columns(columns, kind):
-    """Refuse ``columns`` whose ``spec_<name>`` would replace a column the match writes:
-    `SPEC_COLUMNS`, and for the SDSS catalogs the `SDSS_EXTRA` ones too (a user catalog's
-    ``plate``, ``mjd``, ``run2d`` ... may be copied as ``spec_plate`` ..., which is how
-    `~astro_mantis.spectro.get_spectrum` finds the spectra of such a catalog)."""
+def check_copied_columns(columns, kind="table"):
+    """Refuse catalog columns whose copy would replace a column the match writes.
+
+    A column ``name`` of a catalog is copied as ``spec_<name>``; that must not be
+    one of `SPEC_COLUMNS` (``spec_flags``, ``spec_sep``, ...), nor, for the SDSS
+    catalogs, of `SDSS_EXTRA`. A user catalog's ``plate``, ``mjd``, ``run2d`` ...
+    may be copied as ``spec_plate`` ..., which is how
+    `~astro_mantis.spectro.get_spectrum` finds the spectra of such a catalog. Used by
+    `~astro_mantis.spectro.match_spectroscopic` and
+    `~astro_mantis.scale.match_spectroscopic_lsdb`.
+
+    Parameters
+    ----------
+    columns : sequence of str or None
+        The catalog columns to copy.
+    kind : {"table", "sdss", "sdss-spall"}
+        A user catalog (``"table"``) or one of the SDSS catalogs.
+
+    Raises
+    ------
+    ValueError
+        Naming the first column that would replace one of the match's own.
+    """
     own = list(SPEC_COLUMNS) + (list(SDSS_EXTRA) if kind != "table" else [])
     for name in columns or ():
         if f"spec_{name}" in own:
