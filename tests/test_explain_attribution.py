@@ -246,3 +246,38 @@ def test_cutouts_are_fused_like_early_fusion():
     ref = band_attribution(early_fusion(cuts, ebv=ebv), model=net, method="ig", n_steps=4)
     assert np.allclose(phi_bands(t), phi_bands(ref))
     assert phi_bands(t)[1, :2].tolist() == [0.0, 0.0]  # the missing GALEX of row 2
+
+
+def test_empty_input_with_empty_dust():
+    """N = 0 with dust of shape (0, 2) raised 'dust must have shape (0, 2); got (0, 2)'."""
+    from astro_mantis.explain._common import as_fused
+
+    fused = as_fused(np.zeros((0, 9, 8, 8), np.float32), dust=np.zeros((0, 2)))
+    assert fused.x.shape == (0, 9, 8, 8) and fused.dust.shape == (0, 2)
+    assert fused.valid.shape == (0, 9)
+    with pytest.raises(ValueError, match=r"dust must have shape \(0, 2\); got \(0, 3\)"):
+        as_fused(np.zeros((0, 9, 8, 8), np.float32), dust=np.zeros((0, 3)))
+    with pytest.raises(ValueError, match=r"dust must have shape \(2, 2\); got \(0,\)"):
+        as_fused(np.zeros((2, 9, 8, 8), np.float32), dust=[])
+
+
+@pytest.mark.parametrize("method", ["shapley", "ig"])
+def test_rows_without_data_get_nan(method):
+    """Rows early fusion marks as holding no data got all-zero attributions (every band
+    'removed' changes nothing): now NaN, and no forward pass is spent on them."""
+    from astro_mantis.fusion import FusedInput
+
+    net = tiny_mini()
+    x, dust = images(3)
+    valid = np.ones((3, 9), bool)
+    valid[1] = False
+    fused = FusedInput(x, dust, valid, np.zeros(3, np.int64))
+    t = band_attribution(fused, model=net, method=method, n_steps=4)
+    both = band_attribution(x[[0, 2]], model=net, method=method, dust=dust[[0, 2]], n_steps=4)
+    for name in t.colnames:
+        col = np.asarray(t[name], float)
+        assert np.isnan(col[1]), name
+        np.testing.assert_allclose(col[[0, 2]], np.asarray(both[name], float), rtol=1e-6,
+                                   atol=1e-7, err_msg=name)
+    none = band_attribution([None], model=net)
+    assert len(none) == 1 and all(np.isnan(none[c][0]) for c in none.colnames)

@@ -95,3 +95,97 @@ def test_guide_figure_script_loads_its_benchmark():
                          text=True, timeout=300, cwd=script.parents[1])
     assert run.returncode == 0, run.stderr
     assert "--test-data" in run.stdout and "--reference" in run.stdout
+
+
+def main(argv):
+    from astro_mantis.cli.main import main as astro_mantis
+
+    return astro_mantis(["explain"] + [str(a) for a in argv])
+
+
+def test_ood_unreadable_reference_is_input_error(shards, tmp_path, capsys):
+    """A reference that exists but cannot be read: exit 2 naming the file and the cause
+    (it was a traceback, exit 1)."""
+    from astro_mantis.cli import InputError
+
+    text = tmp_path / "text.npz"
+    text.write_text("not a reference\n")
+    other = tmp_path / "other.npz"
+    np.savez(other, a=np.zeros(2))
+    truncated = tmp_path / "truncated.ood.npz"
+    rng = np.random.default_rng(0)
+    ReferenceEmbedding.from_features(rng.normal(size=(20, 4)), 2, 3).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    for bad in (text, other, truncated):
+        with pytest.raises(InputError, match=f"cannot read reference {str(bad)!r}: "):
+            explain(["ood", shards, "--reference", bad, "--out", tmp_path / "o.ecsv"])
+        assert main(["ood", shards, "--reference", bad, "--out", tmp_path / "o.ecsv"]) == 2
+        assert str(bad) in capsys.readouterr().err
+    assert not (tmp_path / "o.ecsv").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-k", 0], "-k: expected a positive integer, got 0"),
+    (["--train-rows", 0], "--train-rows: expected a positive integer, got 0"),
+    (["--train-rows", -5], "--train-rows: expected a positive integer, got -5"),
+    (["--index", -1], "--index: expected an integer of 0 or more, got -1"),
+])
+def test_examples_counts_are_checked_by_the_parser(shards, tmp_path, capsys, argv, message):
+    """-k 0 and --train-rows 0 were tracebacks, --train-rows -5 ran on 15 of 22 rows,
+    --index -1 said the split had 0 rows: now argparse refuses them (exit 2)."""
+    out = tmp_path / "e.ecsv"
+    assert main(["examples", shards, "--out", out, "--train-rows", 4, "--kernel", "ck"]
+                + argv) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_examples_refuses_max_rows_and_reports_index_range(shards, tmp_path):
+    from astro_mantis.cli import InputError
+
+    with pytest.raises(InputError, match="--max-rows does not apply to examples"):
+        explain(["examples", shards, "--max-rows", 3, "--out", tmp_path / "e.ecsv"])
+    # the message gives the split's size (10 test rows), not the rows read so far
+    with pytest.raises(InputError, match=r"--index 10 is outside the test split \(10 rows"):
+        explain(["examples", shards, "--index", 10, "--train-rows", 4, "--out",
+                 tmp_path / "e.ecsv"])
+
+
+def test_bands_redshift_beyond_the_grid_is_input_error(shards, tmp_path, monkeypatch):
+    """``bands --target logp|cde`` on galaxies at z >= 1.6: exit 2 with band_attribution's
+    message (it was an uncaught ValueError)."""
+    import astro_mantis.training.data as data
+    from astro_mantis.cli import InputError
+
+    read = data.read_fused
+
+    def far(*args, **kwargs):
+        x, d, z, ids = read(*args, **kwargs)
+        return x, d, np.full_like(z, 1.7), ids
+
+    monkeypatch.setattr(data, "read_fused", far)
+    for target in ("logp", "cde"):
+        with pytest.raises(InputError, match=r"z_spec must be finite and in \[0.0, 1.6\)"):
+            explain(["bands", shards, "--max-rows", 1, "--target", target,
+                     "--out", tmp_path / "b.ecsv"])
+    assert main(["bands", shards, "--max-rows", 1, "--target", "logp",
+                 "--out", tmp_path / "b.ecsv"]) == 2
+
+
+def test_reference_out_round_trip_without_npz_suffix(shards, tmp_path, capsys):
+    """``reference --out r1`` writes r1 (not r1.npz), refuses to replace it without
+    --overwrite, and ``ood --reference r1`` reads it."""
+    from astro_mantis.cli import InputError
+
+    r1 = tmp_path / "r1"
+    args = ["reference", shards, "--components", 4, "--k", 3, "--max-rows", 8, "--out", r1]
+    assert explain(args) == 0
+    assert r1.is_file() and not (tmp_path / "r1.npz").exists()
+    assert f"wrote {r1} " in capsys.readouterr().out
+    with pytest.raises(InputError, match="--overwrite"):
+        explain(args)
+    assert explain(args + ["--overwrite"]) == 0
+    assert not (tmp_path / "r1.npz").exists()
+    assert explain(["ood", shards, "--max-rows", 2, "--reference", r1,
+                    "--out", tmp_path / "o.ecsv"]) == 0
+    assert len(Table.read(tmp_path / "o.ecsv")) == 2

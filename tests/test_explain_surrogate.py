@@ -115,3 +115,79 @@ def test_fit_explain_and_fidelity(kernel):
         explain_by_example(x[35], s, net, k=0)
     with pytest.raises(ValueError, match="kernel"):
         kernel_features(x[:2], net, "rbf")
+
+
+def test_sketch_is_compact_and_draws_the_same_projection():
+    """The CountSketch tables held an int64 bucket and a float32 sign per parameter
+    (12 bytes: 2.4 GB at 200 M parameters): now int32 and int8 (5 bytes), the same
+    draws from the same seed, so the features are unchanged."""
+    net = tiny()
+    chosen = {k: v.detach() for k, v in net.named_parameters()}
+    sketch = _sketch(chosen, 4096, 3)
+    g = torch.Generator().manual_seed(3)
+    n_par = 0
+    for (idx, sign), p in zip(sketch, chosen.values()):
+        n = p.numel()
+        n_par += n
+        assert idx.dtype == torch.int32 and sign.dtype == torch.int8
+        assert torch.equal(idx.long(), torch.randint(0, 4096, (n,), generator=g))
+        assert torch.equal(sign.float(), torch.randint(0, 2, (n,), generator=g).float() * 2 - 1)
+    assert sum(i.element_size() * i.numel() + s.element_size() * s.numel()
+               for i, s in sketch) == 5 * n_par
+
+
+def test_plot_examples_takes_what_explain_by_example_takes():
+    """The guide passed the query as (1, 9, H, W) (IndexError) and the training set as
+    the fused input: plot_examples takes a query of (9, H, W) or (1, 9, H, W) or a
+    FusedInput, and training images as an array or a FusedInput."""
+    import matplotlib
+
+    from astro_mantis.explain._common import as_fused
+
+    matplotlib.use("Agg")
+    net = tiny()
+    x, dust = data(12)
+    train = as_fused(x[:10], dust=dust[:10])
+    s = fit_surrogate(net, train, kernel="ck")
+    query = x[10:11]
+    t = explain_by_example(query, s, net, k=2, dust=dust[10:11])
+    ref = plot_examples(x[10], x[:10], t)
+    for q in (query, as_fused(query, dust=dust[10:11])):
+        fig = plot_examples(q, train, t)
+        assert len(fig.axes) == len(ref.axes) and fig.axes[0].get_title().startswith("query")
+        for a, b in zip(fig.axes, ref.axes):
+            assert len(a.images) == len(b.images)
+            for ia, ib in zip(a.images, b.images):
+                assert np.array_equal(ia.get_array(), ib.get_array())
+    with pytest.raises(ValueError, match="one query galaxy"):
+        plot_examples(x[:2], x[:10], t)
+
+
+def test_kernel_surrogate_checks_ids_and_z_lengths():
+    rng = np.random.default_rng(2)
+    f, y = rng.normal(size=(6, 4)), rng.normal(size=6)
+    with pytest.raises(ValueError, match=r"ids must have one entry per training galaxy "
+                                         r"\(6\); got 8"):
+        KernelSurrogate(f, y, ids=np.arange(8))
+    with pytest.raises(ValueError, match=r"z must have one entry per training galaxy "
+                                         r"\(6\); got 2"):
+        KernelSurrogate(f, y, z=[0.1, 0.2])
+    s = KernelSurrogate(f, y, ids=np.arange(6) + 10, z=np.linspace(0, 1, 6))
+    assert s.ids.tolist() == list(range(10, 16))
+
+
+def test_compact_sketch_gives_identical_features(monkeypatch):
+    """The int32 / int8 tables project exactly as the int64 / float32 ones did."""
+    import astro_mantis.explain.surrogate as surrogate
+
+    def old_sketch(params, dim, seed):
+        g = torch.Generator().manual_seed(int(seed))
+        return [(torch.randint(0, dim, (p.numel(),), generator=g),
+                 torch.randint(0, 2, (p.numel(),), generator=g).float() * 2 - 1)
+                for p in params.values()]
+
+    net = tiny()
+    x, dust = data(3)
+    new = ntk_features(x, net, dust=dust, dim=256, seed=4)
+    monkeypatch.setattr(surrogate, "_sketch", old_sketch)
+    assert np.array_equal(ntk_features(x, net, dust=dust, dim=256, seed=4), new)

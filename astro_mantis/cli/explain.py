@@ -14,7 +14,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..fusion.exposure import model_panstarrs_exposure
-from .common import InputError
+from .common import InputError, _count, _positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -30,13 +30,14 @@ Explain the network's redshifts and say when not to trust them (astro_mantis.exp
 """
 
 
-def _common(p, data=True):
+def _common(p, data=True, max_rows=True):
     if data:
         p.add_argument("data", metavar="DIR",
                        help="training data directory (shards of make_dataset or "
                             "astro-mantis build-training-set)")
         p.add_argument("--split", default="test", choices=("train", "validation", "test"),
                        help="split of DIR to read (default: %(default)s)")
+    if data and max_rows:
         p.add_argument("--max-rows", type=int, default=None, metavar="N",
                        help="use at most N galaxies (the first ones)")
     p.add_argument("--model", default="mantis-mini", help="registry name (default: %(default)s)")
@@ -85,24 +86,32 @@ def add_parser(subparsers):
                        "drawn like the training set: by default the validation split")
     _common(r)
     r.set_defaults(split="validation")
-    r.add_argument("--components", type=int, default=32, help="PCA axes (default: 32)")
-    r.add_argument("--k", type=int, default=10, help="neighbour rank (default: 10)")
+    r.add_argument("--components", type=_positive_int, default=32,
+                   help="PCA axes (default: 32)")
+    r.add_argument("--k", type=_positive_int, default=10, help="neighbour rank (default: 10)")
     r.add_argument("--out", default=None, metavar="FILE",
-                   help="output .npz (default: <weights stem>.ood.npz beside the weights)")
+                   help="output file, written as a compressed .npz under exactly this name "
+                        "(default: <weights stem>.ood.npz beside the weights)")
     o = sub.add_parser("ood", help="out-of-distribution score and flag per galaxy")
     _common(o)
     o.add_argument("--reference", default=None, metavar="FILE",
                    help="reference .npz (default: the one beside the weights)")
     o.add_argument("--out", required=True, metavar="FILE", help="output table")
     e = sub.add_parser("examples", help="training galaxies behind one prediction")
-    _common(e)
-    e.add_argument("--index", type=int, default=0, help="row of the query in the split")
-    e.add_argument("--train-rows", type=int, default=1000, metavar="N",
-                   help="training galaxies in the surrogate (default: %(default)s)")
+    _common(e, max_rows=False)
+    # not an option of examples (the query is --index, the training set --train-rows):
+    # accepted only to be refused with that explanation, instead of being ignored
+    e.add_argument("--max-rows", type=int, default=None, help=argparse.SUPPRESS)
+    e.add_argument("--index", type=_count, default=0,
+                   help="row of the query in the split, from 0 (default: %(default)s)")
+    e.add_argument("--train-rows", type=_positive_int, default=1000, metavar="N",
+                   help="the first N galaxies of the train split make the surrogate "
+                        "(default: %(default)s)")
     e.add_argument("--kernel", default="ntk", choices=("ntk", "ck"),
                    help="projected neural tangent kernel or conjugate kernel "
                         "(default: %(default)s)")
-    e.add_argument("-k", type=int, default=5, help="galaxies of each kind (default: 5)")
+    e.add_argument("-k", type=_positive_int, default=5,
+                   help="galaxies of each kind (default: 5)")
     e.add_argument("--out", required=True, metavar="FILE", help="output table")
     e.add_argument("--figure", default=None, metavar="PNG", help="cutouts figure")
     s = sub.add_parser("spectra", help="singular-value spectra of the weights")
@@ -181,6 +190,10 @@ def run(args):
                    reference_path, weight_spectra)
     from ..explain.ood import OOD_THRESHOLD, ReferenceEmbedding
 
+    if what == "examples" and args.max_rows is not None:
+        _fail("--max-rows does not apply to examples: the query is row --index of --split "
+              "and the surrogate is fitted on the first --train-rows galaxies of the train "
+              "split")
     if getattr(args, "max_rows", None) is not None and args.max_rows < 1:
         _fail("--max-rows must be positive")
     if what == "spectra":
@@ -199,8 +212,11 @@ def run(args):
     if what == "bands":
         out, fig = _check_out(args.out, args.overwrite), _check_out(args.figure, args.overwrite)
         x, d, z, ids = _read(args, net)
-        t = band_attribution(x, model=net, method=args.method, target=args.target,
-                             z_spec=None if args.target == "mean" else z, dust=d)
+        try:
+            t = band_attribution(x, model=net, method=args.method, target=args.target,
+                                 z_spec=None if args.target == "mean" else z, dust=d)
+        except ValueError as exc:  # e.g. a spectroscopic z beyond the model's grid
+            _fail(f"{args.data} ({args.split} split): {exc}")
         t.add_column(ids, name="id", index=0)
         t.add_column(z, name="z", index=1)
         _write(t, out)
@@ -218,7 +234,7 @@ def run(args):
         except ValueError as exc:
             _fail(str(exc))
         ref.meta.update(data=str(args.data), split=args.split)
-        ref.save(out)
+        out = ref.save(out)  # exactly this name (no .npz appended)
         print(f"wrote {out} ({len(ref.points)} galaxies, {len(ref.components)} axes)")
         return 0
     if what == "ood":
@@ -226,7 +242,10 @@ def run(args):
         if args.reference is not None:
             if not Path(args.reference).is_file():
                 _fail(f"reference {args.reference!r} does not exist")
-            ref = ReferenceEmbedding.load(args.reference)
+            try:
+                ref = ReferenceEmbedding.load(args.reference)
+            except (ValueError, OSError) as exc:
+                _fail(f"cannot read reference {args.reference!r}: {exc}")
         else:
             ref = None
         x, d, z, ids = _read(args, net)
@@ -245,8 +264,11 @@ def run(args):
     if args.index < 0 or args.index >= len(xq):
         _fail(f"--index {args.index} is outside the {args.split} split ({len(xq)} rows)")
     xt, dt, zt, idt = _read(args, net, split="train", max_rows=args.train_rows)
-    sur = fit_surrogate(net, xt, kernel=args.kernel, dust=dt, ids=idt, z=zt)
-    t = explain_by_example(xq[args.index], sur, net, k=args.k, dust=dq[args.index])
+    try:
+        sur = fit_surrogate(net, xt, kernel=args.kernel, dust=dt, ids=idt, z=zt)
+        t = explain_by_example(xq[args.index], sur, net, k=args.k, dust=dq[args.index])
+    except ValueError as exc:
+        _fail(str(exc))
     _write(t, out)
     if fig is not None:
         from ..plotting import save_figure

@@ -84,6 +84,8 @@ def as_fused(data, dust=None, nan_policy="zero", net=None):
     Returns
     -------
     `~astro_mantis.fusion.FusedInput`
+        For an array, ``valid`` is False for the all-zero channels (what early fusion
+        gives a missing survey) and ``flags`` are 0.
     """
     from ..multicutout import MultiSurveyCutout
 
@@ -111,13 +113,33 @@ def as_fused(data, dust=None, nan_policy="zero", net=None):
     if dust is None:
         d = np.zeros((n, 2), np.float32)
     else:
-        d = np.array(dust, dtype=np.float32).reshape(-1, 2) if np.size(dust) else None
-        if d is None or d.shape != (n, 2):
+        d = np.array(dust, dtype=np.float32)
+        if d.size != 2 * n or d.shape[-1:] not in ((2,), (2 * n,)):
             raise ValueError(f"dust must have shape ({n}, 2); got {np.shape(dust)}")
+        d = d.reshape(n, 2)
         if not np.isfinite(d).all():
             raise ValueError("dust holds non-finite values")
-    valid = x.reshape(n, x.shape[1], -1).any(axis=2)
+    valid = x.reshape(n, x.shape[1], x.shape[2] * x.shape[3]).any(axis=2)
     return FusedInput(x, d, valid, np.zeros(n, np.int64))
+
+
+def no_data_rows(fused):
+    """Rows of a `~astro_mantis.fusion.FusedInput` that hold no data at all.
+
+    Early fusion marks them with no valid channel (``valid`` all False): a ``None``
+    cutout (no position or no fetch), every survey missing, or, for a fused array
+    (`as_fused`), an all-zero image. The explanations give them NaN instead of
+    explaining the network's answer to a blank input.
+
+    Returns
+    -------
+    `numpy.ndarray`, bool, shape (N,)
+    """
+    n = len(fused.x)
+    if fused.valid is None or np.size(fused.valid) == 0:
+        return np.zeros(n, bool)
+    valid = np.asarray(fused.valid, dtype=bool)
+    return ~valid.reshape(n, -1).any(axis=1)
 
 
 def _check_z_spec(z_spec, n, edges, target):

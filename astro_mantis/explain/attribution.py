@@ -38,7 +38,7 @@ import torch
 from astropy.table import Table
 
 from ._common import (BANDS, SURVEY_CHANNELS, SURVEYS, TARGETS, as_fused, model_grid,
-                      resolve_model, scalar_target)
+                      no_data_rows, resolve_model, scalar_target)
 from ..pdf import ZMAX, ZMIN
 
 __all__ = ["band_attribution", "shapley_from_values", "coalition_values",
@@ -200,8 +200,10 @@ def band_attribution(cutouts_or_fused, model="mantis-mini", method="shapley", ta
         ``phi_W2``), ``phi_<survey>`` and ``share_<survey>`` (abs(φ_survey) / Σ abs(φ),
         the survey's share of the attribution; NaN when all are 0) for ``galex``,
         ``panstarrs``, ``unwise``, ``v_all`` and ``v_none`` (the target with every
-        band, and with none), and for ``"ig"`` ``ig_delta``. ``meta`` records the
-        method, target, baseline and model.
+        band, and with none), and for ``"ig"`` ``ig_delta``. A row that holds no data
+        (no valid channel in its fused input: a ``None`` cutout, every survey missing,
+        an all-zero fused image) is NaN in every column; ``z_spec`` is not checked
+        for it. ``meta`` records the method, target, baseline and model.
 
     Raises
     ------
@@ -226,6 +228,14 @@ def band_attribution(cutouts_or_fused, model="mantis-mini", method="shapley", ta
         raise ValueError(f"target must be one of {TARGETS}; got {target!r}")
     net = resolve_model(model)
     fused = as_fused(cutouts_or_fused, dust=dust, net=net)
+    n_all = len(fused.x)
+    empty = no_data_rows(fused)
+    keep = np.flatnonzero(~empty)
+    if empty.any():  # rows without data: NaN, and no forward pass spent on them
+        fused = type(fused)(*(np.asarray(a)[keep] for a in fused))
+        if target != "mean" and z_spec is not None \
+                and np.shape(np.ravel(z_spec)) == (n_all,):
+            z_spec = np.asarray(z_spec, dtype=np.float64).ravel()[keep]
     n = len(fused.x)
     f = scalar_target(net, target, z_spec, n)  # checks z_spec
     table = Table()
@@ -263,16 +273,23 @@ def band_attribution(cutouts_or_fused, model="mantis-mini", method="shapley", ta
         phi_s = np.stack([phi_b[:, list(SURVEY_CHANNELS[s])].sum(axis=1) for s in SURVEYS],
                          axis=1)
         v_all, v_none = np.array(v_all), np.array(v_none)
+
+    def rows(a):  # back to every input row, NaN for those without data
+        a = np.asarray(a, dtype=np.float64)
+        out = np.full((n_all,) + a.shape[1:], np.nan)
+        out[keep] = a
+        return out
+
+    phi_b, phi_s, shares = rows(phi_b), rows(phi_s), rows(_shares(phi_s))
     for j, band in enumerate(BANDS):
         table[f"phi_{band}"] = phi_b[:, j]
-    shares = _shares(phi_s)
     for k, s in enumerate(SURVEYS):
         table[f"phi_{s}"] = phi_s[:, k]
     for k, s in enumerate(SURVEYS):
         table[f"share_{s}"] = shares[:, k]
-    table["v_all"], table["v_none"] = v_all, v_none
+    table["v_all"], table["v_none"] = rows(v_all), rows(v_none)
     if method == "ig":
-        table["ig_delta"] = np.array(delta)
+        table["ig_delta"] = rows(np.array(delta))
     meta = dict(getattr(net, "meta", {}) or {})
     table.meta.update({"method": method, "target": target,
                        "baseline": "zero (missing survey)" if np.ndim(baseline) == 0

@@ -34,10 +34,12 @@ statistics** (`~astro_mantis.explain.features_and_statistics`):
 ``misalignment``, ``combined``, and a JSON ``meta`` member: model name, weights
 SHA-256, data, date); `save_reference` puts it beside the model's weights as
 ``<weights stem>.ood.npz`` (for the bundled model
-``astro_mantis/data/mantis-mini.ood.npz``), where `load_reference` finds it. A
-reference written with fewer statistics (``widths`` only, by version 0.2's development
-builds) is scored with those it holds; one without any (``build_reference(...,
-widths=False)``, or by an earlier version) gives the distance score alone.
+``astro_mantis/data/mantis-mini.ood.npz``), where `load_reference` finds it
+(`save_reference` refuses to replace a reference already there, such as the bundled
+one, without ``overwrite=True``). A reference written with fewer statistics
+(``widths`` only, by earlier development builds of this version, 0.1) is scored with
+those it holds; one without any (``build_reference(..., widths=False)``, or by the
+first development builds) gives the distance score alone.
 
 Score and flag
 ==============
@@ -58,6 +60,11 @@ like the reference, so a fraction ``1 − t`` of them score above ``t``.
 `~astro_mantis.MantisFlag.OUT_OF_DISTRIBUTION`: about 1 % of in-distribution galaxies
 are flagged by construction.
 
+The score is NaN, and `ood_flags` sets no flag, for a galaxy that cannot be scored:
+non-finite features or statistics, or a row that holds no data at all (early fusion
+marks it with no valid channel: a ``None`` cutout, every survey missing, an all-zero
+fused image), whose embedding would only say where the network puts a blank input.
+
 Shift test
 ==========
 `shift_test` asks whether two samples (a user's catalog and the training set, say)
@@ -75,15 +82,16 @@ from astropy.table import Table
 
 from ..flags import MantisFlag
 from ..fusion.exposure import model_panstarrs_exposure
-from ._common import (STATISTICS, as_fused, features_and_statistics,
+from ._common import (STATISTICS, as_fused, features_and_statistics, no_data_rows,
                       penultimate_features, resolve_model)
 
 __all__ = ["OOD_THRESHOLD", "DEFAULT_COMPONENTS", "DEFAULT_K", "ReferenceEmbedding",
            "embed", "build_reference", "reference_path", "save_reference", "load_reference",
            "ood_score", "ood_flags", "ShiftTestResult", "shift_test", "auroc"]
 
-#: Score above which `ood_flags` sets ``OUT_OF_DISTRIBUTION`` (the 99th percentile
-#: of the reference set's own k-NN distances).
+#: Score above which `ood_flags` sets ``OUT_OF_DISTRIBUTION``: the 99th percentile of
+#: the reference galaxies' own scores (of their combined scores where the reference
+#: holds statistics, of their leave-one-out k-NN distances where it does not).
 OOD_THRESHOLD = 0.99
 #: Default number of PCA axes kept in a reference embedding.
 DEFAULT_COMPONENTS = 32
@@ -278,55 +286,99 @@ class ReferenceEmbedding:
 
         Returns
         -------
-        `numpy.ndarray`, shape (N,)
+        `numpy.ndarray`, float64, shape (N,)
+            NaN for a galaxy with a non-finite feature or statistic (`ood_flags` sets
+            no flag for it).
         """
-        dist = self.knn_distance(features)
+        f = np.asarray(features, dtype=np.float64)
+        self.transform(f[:0] if f.ndim == 2 else f)  # checks the shape
+        good = np.isfinite(f).all(axis=1)
+        out = np.full(len(f), np.nan)
         given = _check_statistic_names(statistics, widths)
         if not given or not self.statistics:
-            return _percentile(self.null, dist)
+            out[good] = _percentile(self.null, self.knn_distance(f[good]))
+            return out
         missing = sorted(set(self.statistics) - set(given))
         if missing:
             raise ValueError(f"this reference weighs {', '.join(self.statistics)}: give "
                              f"{', '.join(missing)} too (features_and_statistics), or "
                              "no statistics for the distance alone")
+        values = {}
         for name in self.statistics:
-            if np.shape(given[name]) != dist.shape:
-                raise ValueError(f"{name} must have shape {dist.shape} (one per galaxy); "
+            v = np.asarray(given[name], dtype=np.float64)
+            if v.shape != (len(f),):
+                raise ValueError(f"{name} must have shape {(len(f),)} (one per galaxy); "
                                  f"got {np.shape(given[name])}")
-        return _percentile(self.combined, _largest_percentile(
-            self.null, dist, {n: given[n] for n in self.statistics}, self.statistics))
+            good &= np.isfinite(v)
+            values[name] = v
+        dist = self.knn_distance(f[good])
+        out[good] = _percentile(self.combined, _largest_percentile(
+            self.null, dist, {n: v[good] for n, v in values.items()}, self.statistics))
+        return out
 
     def save(self, path):
         """Write the reference as a compressed ``.npz`` (see the module notes).
 
+        The file is written at ``path`` exactly, whatever its suffix (no ``.npz`` is
+        appended), and atomically (`astro_mantis.atomic`); an existing file is
+        replaced.
+
         Returns
         -------
         `pathlib.Path`
+            ``path``.
         """
+        from ..atomic import atomic_open
+
         path = Path(path)
         meta = json.dumps(dict(self.meta, format=_FORMAT))
         # float64: the combined scores are exact fractions k / N, compared for ties
         extra = {_STORED[name]: v for name, v in self.statistics.items()}
         if self.combined is not None:
             extra["combined"] = self.combined
-        np.savez_compressed(path, mean=self.mean, components=self.components,
-                            scale=self.scale, points=self.points,
-                            null=self.null.astype(np.float32), k=np.array(self.k),
-                            meta=np.frombuffer(meta.encode(), dtype=np.uint8), **extra)
+        # an open file: np.savez_compressed appends ".npz" to a name without it
+        with atomic_open(path, "wb") as fh:
+            np.savez_compressed(fh, mean=self.mean, components=self.components,
+                                scale=self.scale, points=self.points,
+                                null=self.null.astype(np.float32), k=np.array(self.k),
+                                meta=np.frombuffer(meta.encode(), dtype=np.uint8), **extra)
         return path
 
     @classmethod
     def load(cls, path):
-        """Read a reference written by `save`."""
-        with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(bytes(npz["meta"]).decode()) if "meta" in npz.files else {}
-            if meta.get("format") != _FORMAT:
-                raise ValueError(f"{path} is not a reference embedding written by "
-                                 "astro_mantis.explain")
-            stats = {name: npz[key] for name, key in _STORED.items() if key in npz.files}
-            combined = npz["combined"] if "combined" in npz.files else None
-            return cls(npz["mean"], npz["components"], npz["scale"], npz["points"],
-                       npz["null"], int(npz["k"]), meta, combined=combined, statistics=stats)
+        """Read a reference written by `save`.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            If it is not a reference embedding written by `save`, or cannot be read
+            (truncated, another kind of file); the message names the file.
+        """
+        import zipfile
+
+        def unreadable(exc):
+            return ValueError(f"{path} is not a readable reference embedding: "
+                              f"{type(exc).__name__}: {exc}")
+
+        with open(path, "rb") as fh:  # closed also when numpy fails (a truncated file)
+            try:
+                with np.load(fh, allow_pickle=False) as npz:
+                    arrays = {name: npz[name] for name in npz.files}
+                meta = json.loads(bytes(arrays["meta"]).decode()) if "meta" in arrays else {}
+            except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+                raise unreadable(exc) from exc  # (json and Unicode errors are ValueErrors)
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+            raise ValueError(f"{path} is not a reference embedding written by "
+                             "astro_mantis.explain")
+        stats = {name: arrays[key] for name, key in _STORED.items() if key in arrays}
+        try:
+            return cls(arrays["mean"], arrays["components"], arrays["scale"],
+                       arrays["points"], arrays["null"], int(arrays["k"]), meta,
+                       combined=arrays.get("combined"), statistics=stats)
+        except (KeyError, ValueError, TypeError) as exc:  # a member missing or malformed
+            raise unreadable(exc) from exc
 
 
 def _percentile(sorted_values, x):
@@ -470,13 +522,44 @@ def reference_path(model):
     return weights.with_name(weights.stem + ".ood.npz")
 
 
-def save_reference(reference, model):
-    """Write a reference embedding beside the model's weights (`reference_path`)."""
-    return reference.save(reference_path(model))
+def save_reference(reference, model, overwrite=False):
+    """Write a reference embedding beside the model's weights (`reference_path`).
+
+    Parameters
+    ----------
+    reference : `ReferenceEmbedding`
+    model : str, path-like or `torch.nn.Module`
+        As in `reference_path`: for a registry name, its bundled weights (the package's
+        own data directory).
+    overwrite : bool
+        Replace a reference already there (for ``"mantis-mini"``, the one shipped with
+        the package). False (default): refuse, as ``astro-mantis explain reference``
+        does without ``--overwrite``.
+
+    Returns
+    -------
+    `pathlib.Path`
+        Where it was written.
+
+    Raises
+    ------
+    FileExistsError
+        If a file is there and ``overwrite`` is False.
+    """
+    path = reference_path(model)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
+    return reference.save(path)
 
 
 def load_reference(model):
-    """The reference embedding stored beside a model's weights, or None if there is none."""
+    """The reference embedding stored beside a model's weights, or None if there is none.
+
+    Raises
+    ------
+    ValueError
+        If the file there cannot be read (see `ReferenceEmbedding.load`).
+    """
     path = reference_path(model)
     return ReferenceEmbedding.load(path) if path.is_file() else None
 
@@ -485,16 +568,20 @@ def _reference_for(model, reference):
     if reference is not None:
         return reference if isinstance(reference, ReferenceEmbedding) else \
             ReferenceEmbedding.load(reference)
-    ref = None
     try:
-        ref = load_reference(model)
-    except ValueError:
-        pass
-    if ref is None:
+        path = reference_path(model)
+    except ValueError:  # a network without a weights file, a model without bundled weights
+        path = None
+    if path is None or not path.is_file():
         raise ValueError("no reference embedding for this model: build one with "
                          "build_reference(model, validation_data) and pass reference=, or "
                          "store it with save_reference")
-    return ref
+    try:
+        return ReferenceEmbedding.load(path)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"cannot read the reference embedding stored for this model, "
+                         f"{path}: {exc} (rebuild it: astro-mantis explain reference "
+                         "--overwrite)") from exc
 
 
 def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=64,
@@ -527,7 +614,16 @@ def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=6
         In [0, 1]; above `OOD_THRESHOLD` means unlike the training set. With a
         reference that holds statistics, the percentile of the largest of the k-NN
         distance percentile and each statistic's percentile; otherwise the k-NN
-        distance percentile.
+        distance percentile. NaN (no flag from `ood_flags`) for a row that holds no
+        data (no valid channel in its fused input: a ``None`` cutout, every survey
+        missing, an all-zero fused image; not run through the network) and for
+        non-finite features or statistics.
+
+    Raises
+    ------
+    ValueError
+        Without a reference (none given, none stored beside the weights), or if the
+        stored one cannot be read (the message names the file).
     """
     ref = _reference_for(model, reference)
     arr = None if not isinstance(data, np.ndarray) else data
@@ -535,10 +631,15 @@ def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=6
         return ref.score(arr, widths, statistics)
     net = resolve_model(model)
     fused = as_fused(data, dust=dust, net=net)
-    feats, stats = features_and_statistics(net, fused.x, fused.dust, batch_size=batch_size,
+    empty = no_data_rows(fused)
+    out = np.full(len(fused.x), np.nan)
+    keep = np.flatnonzero(~empty)
+    x, d = (fused.x, fused.dust) if not empty.any() else (fused.x[keep], fused.dust[keep])
+    feats, stats = features_and_statistics(net, x, d, batch_size=batch_size,
                                            precision=precision,
                                            statistics=tuple(ref.statistics))
-    return ref.score(feats, statistics=stats)
+    out[keep] = ref.score(feats, statistics=stats)
+    return out
 
 
 def ood_flags(scores, threshold=OOD_THRESHOLD):
@@ -593,7 +694,11 @@ class ShiftTestResult(NamedTuple):
         Permutation p-value, (1 + #{permuted ≥ observed}) / (1 + n_permutations).
     method : str
     n_a, n_b : int
-        Sample sizes.
+        Sample sizes: the rows compared.
+    n_left_out_a, n_left_out_b : int
+        Rows of each sample left out: masked rows of a table column (such as the
+        ``z_pdf`` of rows ``add_redshift_columns`` did not estimate), rows with a
+        non-finite value, and images that hold no data (no valid channel).
     """
 
     statistic: float
@@ -601,23 +706,55 @@ class ShiftTestResult(NamedTuple):
     method: str
     n_a: int
     n_b: int
+    n_left_out_a: int = 0
+    n_left_out_b: int = 0
 
 
 def _as_embedding(data, model, dust, reference):
+    """(features of the usable rows, number of rows left out)."""
     if isinstance(data, Table):
         for name in ("embedding", "z_pdf"):
             if name in data.colnames:
-                f = np.asarray(data[name], dtype=float)
-                return f.reshape(len(f), -1)
-        raise ValueError("a table given to shift_test needs an 'embedding' column (N, D) "
-                         "or a 'z_pdf' column (the redshift PDFs of add_redshift_columns)")
-    if isinstance(data, np.ndarray) and data.ndim == 2:
-        f = data.astype(float)
-    else:
-        f = embed(data, model=model, dust=dust).astype(float)
+                col = data[name]
+                f = np.asarray(np.ma.getdata(col), dtype=float).reshape(len(col), -1)
+                masked = np.ma.getmaskarray(col).reshape(len(col), -1).any(axis=1)
+                break
+        else:
+            raise ValueError("a table given to shift_test needs an 'embedding' column "
+                             "(N, D) or a 'z_pdf' column (the redshift PDFs of "
+                             "add_redshift_columns)")
+    elif isinstance(data, np.ndarray) and data.ndim == 2:
+        f, masked = data.astype(float), np.zeros(len(data), bool)
+    else:  # rows without data (no valid channel) are left out, as ood_score scores them NaN
+        net = resolve_model(model)
+        fused = as_fused(data, dust=dust, net=net)
+        masked = no_data_rows(fused)
+        keep = np.flatnonzero(~masked)
+        x, d = (fused.x, fused.dust) if not masked.any() else (fused.x[keep], fused.dust[keep])
+        feats = penultimate_features(net, x, d)
+        f = np.full((len(fused.x), feats.shape[1]), np.nan)
+        f[keep] = feats
+    good = ~masked & np.isfinite(f).all(axis=1)
+    f = f[good]
     if reference is not None and f.shape[1] == reference.components.shape[1]:
         f = reference.transform(f)
-    return f
+    return f, int(np.count_nonzero(~good))
+
+
+def _gaussian_kernel(f):
+    """Gaussian kernel matrix of rows ``f`` (N, D), width² the median pairwise distance².
+
+    The squared distances come from ‖a‖² + ‖b‖² − 2 a·b (as `_kth_distances`), so the
+    memory is a few N × N arrays, not the N × N × D of the broadcast difference.
+    """
+    sq = (f ** 2).sum(axis=1)
+    d2 = sq[:, None] + sq[None, :]
+    d2 -= 2.0 * (f @ f.T)
+    np.maximum(d2, 0, out=d2)
+    np.fill_diagonal(d2, 0.0)
+    width2 = np.median(d2[np.triu_indices(len(f), 1)])
+    d2 /= -max(width2, 1e-12)
+    return np.exp(d2, out=d2)
 
 
 def _mmd2(k, n_a):
@@ -674,18 +811,28 @@ def shift_test(a, b, model="mantis-mini", method="mmd", n_permutations=200, seed
     Returns
     -------
     `ShiftTestResult`
+        Rows that cannot be compared are left out and counted (``n_left_out_a``,
+        ``n_left_out_b``): masked rows of a table column (the ``z_pdf`` of rows
+        ``add_redshift_columns`` did not estimate), rows with a non-finite value, and
+        images that hold no data (no valid channel in their fused input).
+
+    Raises
+    ------
+    ValueError
+        If fewer than 4 rows of a sample remain, or the samples' feature widths differ.
     """
     if method not in ("mmd", "classifier"):
         raise ValueError(f"method must be 'mmd' or 'classifier'; got {method!r}")
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be positive; got {n_permutations}")
-    fa = _as_embedding(a, model, dust_a, reference)
-    fb = _as_embedding(b, model, dust_b, reference)
+    fa, out_a = _as_embedding(a, model, dust_a, reference)
+    fb, out_b = _as_embedding(b, model, dust_b, reference)
     if fa.shape[1] != fb.shape[1]:
         raise ValueError(f"the two samples have different feature widths: {fa.shape[1]} and "
                          f"{fb.shape[1]}")
     if len(fa) < 4 or len(fb) < 4:
-        raise ValueError(f"each sample needs at least 4 rows; got {len(fa)} and {len(fb)}")
+        raise ValueError(f"each sample needs at least 4 rows with finite values; got "
+                         f"{len(fa)} ({out_a} left out) and {len(fb)} ({out_b} left out)")
     f = np.concatenate([fa, fb])
     if reference is None or f.shape[1] != len(reference.components):
         f = f - f.mean(0)
@@ -696,9 +843,7 @@ def shift_test(a, b, model="mantis-mini", method="mmd", n_permutations=200, seed
     n_a = len(fa)
     labels = np.r_[np.zeros(n_a, int), np.ones(len(fb), int)]
     if method == "mmd":
-        d2 = ((f[:, None, :] - f[None, :, :]) ** 2).sum(-1)
-        width2 = np.median(d2[np.triu_indices(len(f), 1)])
-        k = np.exp(-d2 / max(width2, 1e-12))
+        k = _gaussian_kernel(f)
         stat = _mmd2(k, n_a)
         null = []
         for _ in range(n_permutations):
@@ -709,4 +854,4 @@ def shift_test(a, b, model="mantis-mini", method="mmd", n_permutations=200, seed
         stat = _lda_auc(f, labels, folds)
         null = [_lda_auc(f, rng.permutation(labels), folds) for _ in range(n_permutations)]
     p = (1 + np.sum(np.asarray(null) >= stat)) / (1 + n_permutations)
-    return ShiftTestResult(float(stat), float(p), method, n_a, len(fb))
+    return ShiftTestResult(float(stat), float(p), method, n_a, len(fb), out_a, out_b)

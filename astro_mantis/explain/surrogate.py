@@ -23,9 +23,14 @@ Kernels
     (``vmap(grad(functional_call))``) and compressed at once by a sparse random
     projection (CountSketch: parameter j goes to coordinate h(j) with sign s(j), both
     drawn from ``seed``), which preserves inner products in expectation; the default
-    dimension is `DEFAULT_NTK_DIM` (4096). Memory is bounded by ``max_bytes`` (default
-    512 MB of per-galaxy gradients at a time): the batch size adapts to the number of
-    parameters, and only the projected vectors (N × dim float32) are kept.
+    dimension is `DEFAULT_NTK_DIM` (4096). Only the projected vectors (N × dim float32)
+    are kept. ``max_bytes`` (default 512 MB) sets the batch size so that the per-galaxy
+    gradients held at once fit in it, but a batch holds at least one galaxy, whose
+    gradient takes 4 bytes per parameter (7.1 MB for ``mantis-mini``, 0.8 GB at 200
+    million parameters) whatever ``max_bytes`` says. It bounds neither the
+    intermediate values of the backward pass nor the CountSketch tables, which stay in
+    memory for the whole call: 5 bytes per differentiated parameter (an int32 bucket
+    and an int8 sign; 9.3 MB for ``mantis-mini``, 1 GB at 200 million parameters).
 
 The ridge λ is ``ridge`` × the mean diagonal of K. Fidelity is the Kendall τ between the
 surrogate's and the network's predictions on held-out galaxies (`fidelity`).
@@ -46,13 +51,21 @@ KERNELS = ("ck", "ntk")
 
 
 def _sketch(params, dim, seed):
-    """Per parameter tensor: (bucket indices, signs) of the CountSketch projection."""
+    """Per parameter tensor: (bucket indices, signs) of the CountSketch projection.
+
+    Stored compactly, 5 bytes per parameter: the buckets as int32, the signs (±1) as
+    int8. They are drawn as int64 one tensor at a time and converted, so the
+    projection is the same as that of the int64 / float32 tables kept before.
+    """
+    if not 1 <= dim <= np.iinfo(np.int32).max:
+        raise ValueError(f"dim must be between 1 and {np.iinfo(np.int32).max}; got {dim}")
     g = torch.Generator().manual_seed(int(seed))
     out = []
     for p in params.values():
         n = p.numel()
-        out.append((torch.randint(0, dim, (n,), generator=g),
-                    torch.randint(0, 2, (n,), generator=g).float() * 2 - 1))
+        idx = torch.randint(0, dim, (n,), generator=g).to(torch.int32)
+        sign = torch.randint(0, 2, (n,), generator=g).to(torch.int8)
+        out.append((idx, sign.mul_(2).sub_(1)))
     return out
 
 
@@ -73,7 +86,9 @@ def ntk_features(data, model="mantis-mini", dust=None, dim=DEFAULT_NTK_DIM, seed
         Parameter-name prefixes to differentiate (e.g. ``["fc0", "fc1"]`` for the
         head only); default all parameters.
     max_bytes : int
-        Bound on the per-galaxy gradients held at once (sets the batch size).
+        Bound on the per-galaxy gradients held at once (sets the batch size; a batch
+        holds at least one galaxy). Not a bound on the total memory: see the module
+        notes.
     target : {"mean"}
         The scalar output (the PDF mean).
 
@@ -116,7 +131,7 @@ def ntk_features(data, model="mantis-mini", dust=None, dim=DEFAULT_NTK_DIM, seed
         proj = torch.zeros(len(xb), dim, device=device)
         for (name, _), (idx, sign) in zip(chosen.items(), sketch):
             gflat = grads[name].reshape(len(xb), -1)
-            proj.index_add_(1, idx.to(device), gflat * sign.to(device))
+            proj.index_add_(1, idx.to(device), gflat * sign.to(device, gflat.dtype))
         result[s:s + batch] = proj.cpu().numpy()
         del grads
     return result
@@ -173,8 +188,14 @@ class KernelSurrogate:
         λ relative to the mean diagonal of the kernel matrix.
     kernel : str
         Name recorded for reports.
-    ids, z : array-like, optional
+    ids, z : array-like, shape (N,), optional
         Identifier and true redshift of each training galaxy (for tables).
+
+    Raises
+    ------
+    ValueError
+        If the shapes of ``features``, ``y``, ``ids`` and ``z`` disagree, or ``ridge``
+        is not positive.
 
     Attributes
     ----------
@@ -192,6 +213,11 @@ class KernelSurrogate:
                              f"{y.shape}")
         if ridge <= 0:
             raise ValueError(f"ridge must be positive; got {ridge}")
+        for name, value in (("ids", ids), ("z", z)):
+            if value is not None and np.shape(value) != (len(y),):
+                raise ValueError(f"{name} must have one entry per training galaxy "
+                                 f"({len(y)}); got {np.size(value)} (shape "
+                                 f"{np.shape(value)})")
         self.features, self.y, self.kernel, self.ridge = f, y, kernel, float(ridge)
         self.ids = np.arange(len(y)) if ids is None else np.asarray(ids)
         self.z = np.full(len(y), np.nan) if z is None else np.asarray(z, dtype=float)
@@ -335,10 +361,11 @@ def plot_examples(query_x, train_x, table, fig=None):
 
     Parameters
     ----------
-    query_x : array-like, shape (9, H, W)
-        The query's fused image.
-    train_x : array-like, shape (N, 9, H, W)
-        Fused images of the training set (indexed by ``table["index"]``).
+    query_x : array-like, shape (9, H, W) or (1, 9, H, W), or `~astro_mantis.fusion.FusedInput`
+        The query's fused image: what was given to `explain_by_example` (one galaxy).
+    train_x : array-like, shape (N, 9, H, W), or `~astro_mantis.fusion.FusedInput`
+        Fused images of the training set the surrogate was fitted on (indexed by
+        ``table["index"]``).
     table : `~astropy.table.Table`
         From `explain_by_example`.
     fig : `matplotlib.figure.Figure`, optional
@@ -346,14 +373,31 @@ def plot_examples(query_x, train_x, table, fig=None):
     Returns
     -------
     `matplotlib.figure.Figure`
+
+    Raises
+    ------
+    ValueError
+        If ``query_x`` holds more than one galaxy or the images are not fused
+        (9, H, W) images.
     """
+    from ..fusion.core import FusedInput
     from ..plotting import examples
 
+    query = np.asarray(query_x.x if isinstance(query_x, FusedInput) else query_x)
+    if query.ndim == 4:
+        if len(query) != 1:
+            raise ValueError(f"query_x must be one query galaxy, (9, H, W) or (1, 9, H, W); "
+                             f"got shape {query.shape}")
+        query = query[0]
+    train = train_x.x if isinstance(train_x, FusedInput) else train_x
+    if query.ndim != 3 or np.ndim(train) != 4:
+        raise ValueError(f"expected fused images: query_x (9, H, W) and train_x "
+                         f"(N, 9, H, W); got shapes {query.shape} and {np.shape(train)}")
     rows = []
     for role in ("supporting", "opposing"):
         sub = table[table["role"] == role]
-        rows.append([(_rgb(np.asarray(train_x[sub["index"][j]])),
+        rows.append([(_rgb(np.asarray(train[sub["index"][j]])),
                       f"{role[:4]} {j + 1}: z={sub['z'][j]:.2f}\n"
                       f"c={sub['contribution'][j]:+.3f}") for j in range(len(sub))])
-    return examples(_rgb(np.asarray(query_x)),
+    return examples(_rgb(query),
                     f"query\nz_net={table.meta.get('z_net', np.nan):.3f}", rows, fig=fig)

@@ -304,7 +304,7 @@ def _ood_reference(model, data_dir, n_rows, split="validation"):
         return None
     reference = build_reference(model, data_dir, split=split, max_rows=n_rows)
     reference.meta["data"] = f"WORKDIR/data/{Path(data_dir).name}"  # no machine paths
-    return save_reference(reference, model)
+    return save_reference(reference, model, overwrite=True)  # the run's own, made again
 
 
 def probe_rate(model, model_kwargs, batch_size, device, steps=10, data=None):
