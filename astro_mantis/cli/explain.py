@@ -163,7 +163,9 @@ def _read(args, net, split=None, max_rows=None):
 
 
 def _write(table, path):
-    table.write(path, overwrite=True)
+    from ..tableio import write_table
+
+    write_table(table, path, overwrite=True)  # atomically: no half-written table
     print(f"wrote {path} ({len(table)} rows)")
 
 

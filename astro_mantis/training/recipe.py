@@ -529,7 +529,8 @@ def run_recipe(recipe, command=None):
                         if k != "train"}, "train_runs": len(data["train"]),
                "stopped": fit.training.stopped, "epochs_run": fit.training.epochs_run,
                "metrics": fit.metrics}
-    (out_dir / "recipe_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    with atomic_open(out_dir / "recipe_summary.json", "w") as f:
+        f.write(json.dumps(summary, indent=1, default=str))
     return {"data": data, "fit": fit, "evaluation": evaluation, "out_dir": out_dir}
 
 
