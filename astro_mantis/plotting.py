@@ -22,9 +22,12 @@ caller (`pdf_histogram`, `zphot_zspec`, `pit_histogram`, `nz_histogram`,
 have, so that ``plt.show()`` and notebooks show them; `save_figure` closes such a
 figure once it is written.
 """
+import re
+import textwrap
+
 import numpy as np
 
-__all__ = ["get_axes", "get_figure", "subplots", "save_figure", "set_labels",
+__all__ = ["get_axes", "get_figure", "subplots", "save_figure", "figure_formats", "set_labels",
            "pdf_histogram", "zphot_zspec", "pit_histogram", "nz_histogram", "image_panels",
            "redshift_row", "spectrum", "survey_shares", "layer_probes", "weight_spectra",
            "spectral_history", "examples", "SURVEY_COLOURS"]
@@ -135,6 +138,22 @@ def save_figure(fig, target, **kwargs):
 
         plt.close(fig)
     return fig
+
+
+def figure_formats():
+    """The figure file formats matplotlib writes, by file name suffix.
+
+    Lets a command check its output's name before any work (`save_figure` picks the
+    format from the name).
+
+    Returns
+    -------
+    dict
+        Suffix without the dot (``"png"``, ``"pdf"``, ``"svg"`` ...) → description.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return dict(FigureCanvasBase.get_supported_filetypes())
 
 
 def set_labels(ax, xlabel=None, ylabel=None, title=None, **kwargs):
@@ -378,7 +397,8 @@ def image_panels(panels, fig=None, shape=None, title=None, stretch="asinh", perc
     ----------
     panels : sequence of (str, array-like or None, str)
         Per panel: its title, its 2-D image (None, or no finite pixel: no image) and
-        the message shown when there is no image.
+        the message shown when there is no image (shortened to fit the panel: a URL
+        becomes its host, the text at most 60 characters, in lines of 20).
     fig : `matplotlib.figure.Figure` or `matplotlib.figure.SubFigure`, optional
         Figure to draw into; a new one (pyplot, 1.9 x 2.4 inches per panel) is made
         otherwise.
@@ -409,7 +429,7 @@ def image_panels(panels, fig=None, shape=None, title=None, stretch="asinh", perc
         ax.set_title(label, fontsize=9)
         data = None if data is None else np.asarray(data)
         if data is None or not np.isfinite(data).any():
-            ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=7, wrap=True,
+            ax.text(0.5, 0.5, _panel_message(message), ha="center", va="center", fontsize=7,
                     transform=ax.transAxes)
             continue
         finite = np.isfinite(data)
@@ -420,6 +440,23 @@ def image_panels(panels, fig=None, shape=None, title=None, stretch="asinh", perc
     if title is not None:
         fig.suptitle(title, fontsize=9)
     return fig
+
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://([^/\s?#]+)\S*", flags=re.IGNORECASE)
+
+
+def _panel_message(text, limit=60, width=20):
+    """A message short enough for an image panel.
+
+    A failed fetch says why with the URL it asked (hundreds of characters without a
+    space), which would run over the neighbouring panels: each URL becomes its host,
+    the text is cut to ``limit`` characters (ending with an ellipsis) and wrapped to
+    lines of ``width``, long words broken.
+    """
+    text = _URL.sub(lambda m: m.group(1), " ".join(str(text).split()))
+    if len(text) > limit:
+        text = text[:limit - 1].rstrip() + "\u2026"
+    return textwrap.fill(text, width=width, break_on_hyphens=False) or text
 
 
 def redshift_row(draw_cutouts=None, draw_pdf=None, title="", caption="", fig=None,

@@ -173,7 +173,8 @@ def plot_redshift_row(table, index, cutout=None, prefix="z_", z_spec=None, coord
         Column of a reference redshift to mark on the PDF.
     coord, ra, dec : str
         Position columns, as for `~astro_mantis.add_redshift_columns` (only used to fetch
-        the cutouts).
+        the cutouts). By default those the table records (``{prefix}pos``), read in the
+        units recorded with them (``ra_unit``, ``dec_unit``).
     fig : `matplotlib.figure.Figure`, optional
         Figure to draw into (a new 14 x 5.5 inch one otherwise).
 
@@ -223,12 +224,21 @@ def _fetch_row_cutout(table, index, prefix, coord, ra, dec):
 
     settings = run_settings(table, prefix)
     pos = str(settings.get("pos", ""))
+    ra_unit = dec_unit = None
     if coord is None and pos.startswith("coord="):
         coord = pos[len("coord="):]
-    elif pos.startswith("ra=") and (ra, dec) == ("ra", "dec"):
+    elif pos.startswith("ra="):
+        # "ra=RA,dec=DEC[,ra_unit=U][,dec_unit=U]": the columns, and the units they were
+        # read in when they carry none (a table made with ra_unit="hourangle")
         parts = dict(p.split("=", 1) for p in pos.split(",") if "=" in p)
-        ra, dec = parts.get("ra", ra), parts.get("dec", dec)
-    coords, good = table_coordinates(table[index:index + 1], coord=coord, ra=ra, dec=dec)
+        if (ra, dec) == ("ra", "dec"):
+            ra, dec = parts.get("ra", ra), parts.get("dec", dec)
+        if ra == parts.get("ra"):
+            ra_unit = parts.get("ra_unit") or None
+        if dec == parts.get("dec"):
+            dec_unit = parts.get("dec_unit") or None
+    coords, good = table_coordinates(table[index:index + 1], coord=coord, ra=ra, dec=dec,
+                                     ra_unit=ra_unit, dec_unit=dec_unit)
     if not good[0]:
         return None, "no cutouts (invalid position)"
     services = recorded_services(table, prefix)

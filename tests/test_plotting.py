@@ -311,3 +311,31 @@ def test_examples_query_beside_its_rows():
     assert [a.get_title() for a in axes[0, 1:]] == ["supp 1", "supp 2"]
     assert axes[1, 1].get_title() == "oppo 1"
     assert not axes[1, 0].axison and not axes[1, 2].axison
+
+
+def test_image_panels_shorten_and_wrap_long_messages():
+    """A failed fetch's message holds the URL it asked: hundreds of characters without a
+    space, which ran over the neighbouring panels. It is shortened (the URL to its host,
+    at most 60 characters) and wrapped to fit the panel."""
+    url = ("http://127.0.0.1:41234/cgi-bin/fitscut.cgi?red=/data/ps1/skycell.1234.056.stk."
+           "g.unconv.fits&x=1234.5&y=2345.6&size=60&wcs=1&format=fits")
+    long_word = "x" * 150
+    messages = [f"failed: HTTP 503 from {url} (after 4 attempts)", long_word,
+                "out of footprint"]
+    panels = [(f"s\nb{i}", None, messages[i % 3]) for i in range(9)]
+    fig = Figure(figsize=(14, 2.3), layout="constrained")
+    plotting.image_panels(panels, fig=fig)
+    fig.draw_without_rendering()
+    renderer = fig._get_renderer()
+    texts = [ax.texts[0] for ax in fig.axes]
+    first = texts[0].get_text()
+    assert first == "failed: HTTP 503\nfrom 127.0.0.1:41234\n(after 4 attempts)"
+    assert texts[2].get_text() == "out of footprint"
+    for ax, text in zip(fig.axes, texts):
+        shown = text.get_text()
+        assert len(shown.replace("\n", "")) <= 60
+        assert max(len(line) for line in shown.split("\n")) <= 20
+        # the text stays within its own panel
+        box, frame = text.get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert frame.x0 - 1 <= box.x0 and box.x1 <= frame.x1 + 1, shown
+    assert texts[1].get_text().replace("\n", "").endswith("\u2026")

@@ -85,3 +85,30 @@ def test_redshift_row_with_and_without_cutouts(table, survey_server):
     assert any("no redshift estimate" in t.get_text() for t in fig.get_axes()[-1].texts)
     with pytest.raises(IndexError, match="row 60 does not exist"):
         plot_redshift_row(table, 60)
+
+
+def test_redshift_row_fetches_at_the_position_in_the_recorded_units(survey_server,
+                                                                     monkeypatch):
+    """A table made with ra_unit='hourangle' records it in z_pos; the figure fetches its
+    cutouts there (before, the unit was dropped and the hours were read as degrees)."""
+    from astro_mantis import add_redshift_columns
+
+    t = Table({"ra_h": [150.3 / 15.0], "dec": [2.1]})  # hours, no unit on the column
+    add_redshift_columns(t, ra="ra_h", ra_unit="hourangle", progress=False, ebv=np.zeros(1))
+    assert "ra_unit=hourangle" in t.meta["z_pos"]
+    asked = []
+    real = Mantis.get_cutouts
+
+    def spy(coords, *args, **kwargs):
+        asked.append(coords)
+        return real(coords, *args, **kwargs)
+
+    monkeypatch.setattr(Mantis, "get_cutouts", spy)
+    plot_redshift_row(t, 0)
+    assert len(asked) == 1
+    assert asked[0].ra.deg == pytest.approx(150.3) and asked[0].dec.deg == pytest.approx(2.1)
+    # a unit recorded for the declination too, with the columns named by the caller
+    t.meta["z_pos"] = "ra=ra_h,dec=dec_h,ra_unit=hourangle,dec_unit=hourangle"
+    t["dec_h"] = t["dec"] / 15.0
+    plot_redshift_row(t, 0, ra="ra_h", dec="dec_h")
+    assert asked[-1].dec.deg == pytest.approx(2.1)

@@ -121,7 +121,9 @@ class TestParseCoordinate:
         ("abc", "RA", "RA must be"), (360.0, "RA", "out of range"), (-0.1, "RA", "out of range"),
         (90.5, "DEC", "out of range"), (float("nan"), "DEC", "finite"), (True, "RA", "RA must"),
         (None, "DEC", "DEC must"), ("", "RA", "RA must"), ("1" * 80, "RA", "RA must"),
-        pytest.param(10 ** 400, "RA", "out of range", id="huge-int"), ([1], "DEC", "list")])
+        pytest.param(10 ** 400, "RA", "out of range", id="huge-int"), ([1], "DEC", "list"),
+        ("2h", "DEC", "hours are for right ascension"),
+        ("-01h30m", "DEC", "hours are for right ascension")])
     def test_refuses(self, value, axis, words):
         with pytest.raises(ValueError, match=words):
             parse_coordinate(value, axis)
@@ -263,6 +265,69 @@ def test_read_upload_guesses_formats_and_refuses_garbage():
         read_upload(b"")
     with pytest.raises(ValueError, match="unknown input format"):
         read_upload(b"a\n1\n", format="xlsx")
+
+
+def test_read_upload_takes_a_byte_order_mark_and_gzip():
+    """A CSV saved by a spreadsheet starts with a UTF-8 byte-order mark: before, the first
+    column was read as '\\ufeffra'. Gzip uploads (.csv.gz, .fits.gz) were not readable."""
+    import gzip
+
+    from astro_mantis.web.service import UploadTooLarge
+
+    t, fmt = read_upload("\ufeffra,dec\n1.5,2.5\n".encode("utf-8"), "t.csv")
+    assert fmt == "csv" and t.colnames == ["ra", "dec"] and t["ra"][0] == 1.5
+    t, _ = read_upload("\ufeff# %ECSV 1.0\n# ---\n# datatype:\n# - {name: ra, datatype: "
+                       "float64}\n# schema: astropy-2.0\nra\n1.5\n".encode(), "t.ecsv")
+    assert t.colnames == ["ra"]
+    small = Table({"ra": [1.0, 2.0], "dec": [3.0, 4.0]})
+    for name, fmt in (("t.csv.gz", "csv"), ("t.fits.gz", "fits"), ("t.ecsv.gz", "ecsv"),
+                      ("t.xml.gz", "votable"), ("upload", "fits")):
+        back, found = read_upload(gzip.compress(write_table_bytes(small, fmt)), name)
+        assert found == fmt and list(back["dec"]) == [3.0, 4.0], name
+    # two members, as 'cat a.gz b.gz' makes
+    back, _ = read_upload(gzip.compress(b"ra,dec\n1,2\n") + gzip.compress(b"3,4\n"), "t.csv.gz")
+    assert list(back["ra"]) == [1, 3]
+    with pytest.raises(UploadTooLarge, match="decompressed upload exceeds the limit of 1000"):
+        read_upload(gzip.compress(b"ra,dec\n" + b"1,2\n" * 1000), "t.csv.gz", max_bytes=1000)
+    with pytest.raises(ValueError, match="truncated"):
+        read_upload(gzip.compress(b"ra,dec\n1,2\n")[:-6], "t.csv.gz")
+
+
+def test_write_table_bytes_refuses_text_fits_cannot_hold_and_keeps_meta():
+    """FITS text is ASCII: other text is refused naming the column (before, astropy's
+    UnicodeEncodeError was a 500). The VOTable keeps the meta (INFO elements)."""
+    from astro_mantis.tableio import read_table
+    from astro_mantis.web.service import check_output_format
+
+    t = Table({"name": ["ok", "Café"], "ra": [1.0, 2.0]}, meta={"z_model": "mantis-mini"})
+    for check in (lambda: write_table_bytes(t, "fits"), lambda: check_output_format(t, "fits")):
+        with pytest.raises(ValueError, match=r"column 'name' holds text that is not ASCII "
+                                             r"\(row 1: 'Café'\).*ecsv, csv, votable or json"):
+            check()
+    with pytest.raises(ValueError, match="column name 'naïve' is not ASCII"):
+        write_table_bytes(Table({"naïve": [1]}), "fits")
+    for fmt in ("ecsv", "csv", "votable", "json"):
+        check_output_format(t, fmt)
+        data = write_table_bytes(t, fmt)
+        assert "Café" in (json.loads(data)["rows"][1]["name"] if fmt == "json" else
+                          data.decode("utf-8"))
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "t.xml"
+        path.write_bytes(write_table_bytes(t, "votable"))
+        assert read_table(path).meta["z_model"] == "mantis-mini"
+
+
+def test_csv_answer_flattens_columns_of_any_dimension():
+    """Before, a column of more than two dimensions was dropped from CSV without a word."""
+    t = Table({"id": [1, 2], "cube": np.arange(12.0).reshape(2, 2, 3),
+               "vec": np.arange(4.0).reshape(2, 2)})
+    out = Table.read(write_table_bytes(t, "csv").decode(), format="ascii.csv")
+    assert out.colnames == ["id", "cube_0_0", "cube_0_1", "cube_0_2", "cube_1_0", "cube_1_1",
+                            "cube_1_2", "vec_0", "vec_1"]
+    assert list(out["cube_1_2"]) == [5.0, 11.0]
 
 
 # ------------------------------------------------------------------ the demo service
@@ -464,8 +529,10 @@ def test_batch_small_tables_answered_in_every_format(api, sample):
         assert flags[1] & MantisFlag.BAD_COORDINATE and flags[1] & MantisFlag.NOT_ESTIMATED
         assert float(out["z_mean"][0]) == pytest.approx(float(out["z_mean"][2]))
         assert "z_photoz" not in out.colnames
-        if fmt != "votable":  # the model travels in the table meta (FITS: upper case)
-            assert {k.lower(): v for k, v in out.meta.items()}["z_model"] == "mantis-mini"
+        if fmt == "votable":  # the meta as INFO elements, which astropy's reader skips
+            out = _read_votable_with_meta(r.content)
+        # the model travels in the table meta (FITS: upper case)
+        assert {k.lower(): v for k, v in out.meta.items()}["z_model"] == "mantis-mini", fmt
     csv = api.post("/predict/batch", files={"file": ("m.ecsv", write_table_bytes(t, "ecsv"))},
                    data={"format": "csv"})
     out = Table.read(csv.text, format="ascii.csv")
@@ -477,6 +544,18 @@ def test_batch_small_tables_answered_in_every_format(api, sample):
     assert [r["name"] for r in js["rows"]] == ["A", "B"]
     assert js["rows"][0]["ra"] == pytest.approx(150.1) and js["rows"][0]["z_mean"] is not None
     assert "BAD_COORDINATE" in js["rows"][1]["z_flag_names"]
+
+
+def _read_votable_with_meta(content):
+    import tempfile
+    from pathlib import Path
+
+    from astro_mantis.tableio import read_table
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "answer.xml"
+        path.write_bytes(content)
+        return read_table(path)
 
 
 def test_batch_large_table_becomes_a_job(api, sample):
@@ -559,6 +638,134 @@ def test_two_worker_processes_both_answer_for_a_job(tmp_path):
             assert out.status_code == 200
             assert len(Table.read(out.text, format="ascii.ecsv")) == 3
     assert server.returncode == 0, server.text
+
+def test_json_job_answers_its_rows(api, sample):
+    """A finished JSON job: before, its result was written to <id>.json, the name of the
+    job's state file, and the next state update overwrote it, so GET /jobs/{id}/result
+    answered the job record without 'rows' (the page's long lists broke)."""
+    ex = [e for e in sample if e["DEC"] > -30]
+    rows = [ex[i % len(ex)] for i in range(7)]
+    csv = "name,ra,dec\n" + "".join(f"g{i},{e['RA']},{e['DEC']}\n" for i, e in enumerate(rows))
+    r = api.post("/predict/batch", files={"file": ("positions.csv", csv.encode())},
+                 data={"format": "json", "input_format": "csv"})
+    assert r.status_code == 202, r.text  # 7 rows > --sync-rows 5: a job, as the page gets
+    url = r.json()["status_url"]
+    wait_for(lambda: api.get(url).json()["status"] in ("done", "failed"), "the job to finish")
+    status = api.get(url).json()
+    assert status["status"] == "done", status
+    assert status["status"] == api.get(url).json()["status"]  # the state is still readable
+    result = api.get(status["result_url"])
+    assert result.status_code == 200 and result.headers["content-type"] == "application/json"
+    body = result.json()
+    assert [row["name"] for row in body["rows"]] == [f"g{i}" for i in range(7)]
+    assert all(row["z_mean"] is not None for row in body["rows"])
+    assert body["meta"]["z_model"] == "mantis-mini"
+
+
+def test_job_result_never_takes_the_state_file_name(tmp_path):
+    from astro_mantis.web.jobs import JobStore
+
+    store = JobStore(tmp_path)
+    job = store.create(1, "json", "t_photoz.json")
+    path = store.result_path(job.id, ".json")
+    assert path.parent == tmp_path and path != store._state_path(job.id)
+    path.write_text('{"rows": []}')
+    store.update(job, status="done", path=path, finished=time.time())
+    assert path.read_text() == '{"rows": []}'
+    assert JobStore(tmp_path).get(job.id).path == path
+
+
+def test_text_positions_are_read_in_their_column_unit(api, sample):
+    """Text positions are read as the library reads them: in the column's unit. Before,
+    '185:01:27.1' with unit deg was read as hours (and flagged out of range), and '12.5'
+    with unit hourangle silently as 12.5 degrees."""
+    from astropy.coordinates import Angle
+
+    ex = sample[0]
+    ra_deg = Angle(ex["RA"], "deg").to_string(unit="deg", sep=":", precision=4)
+    ra_hours = f"{ex['RA'] / 15:.8f}"
+    ref = api.post("/predict", json={"RA": ex["RA"], "DEC": ex["DEC"]}).json()
+    for text, unit in ((ra_deg, "deg"), (ra_hours, "hourangle")):
+        t = Table({"ra": [text], "dec": [str(ex["DEC"])]})
+        t["ra"].unit = unit
+        r = api.post("/predict/batch", files={"file": ("t.ecsv", write_table_bytes(t, "ecsv"))},
+                     data={"format": "json"})
+        assert r.status_code == 200, r.text
+        row = r.json()["rows"][0]
+        assert row["ra"] == pytest.approx(ex["RA"], abs=1e-5), (text, unit)
+        assert "BAD_COORDINATE" not in row["z_flag_names"], (text, unit)
+        assert row["z_mean"] == pytest.approx(ref["z_mean"], abs=1e-3)
+    # a declination in hours is not read as degrees (before: '2h' was 30 degrees)
+    t = Table({"ra": [str(ex["RA"])] * 2, "dec": [str(ex["DEC"]), "2h"]})
+    rows = api.post("/predict/batch", files={"file": ("t.csv", write_table_bytes(t, "csv"))},
+                    data={"format": "json"}).json()["rows"]
+    assert "BAD_COORDINATE" not in rows[0]["z_flag_names"]
+    assert "BAD_COORDINATE" in rows[1]["z_flag_names"]
+
+
+def test_uploads_with_a_byte_order_mark_or_gzip_are_read(api, sample):
+    import gzip
+
+    ex = sample[0]
+    text = f"ra,dec\n{ex['RA']},{ex['DEC']}\n"
+    bom = api.post("/predict/batch", files={"file": ("t.csv", b"\xef\xbb\xbf" + text.encode())},
+                   data={"format": "json"})
+    assert bom.status_code == 200, bom.text
+    assert bom.json()["columns"][:2] == ["ra", "dec"]
+    for name, data in (("t.csv.gz", gzip.compress(text.encode())),
+                       ("t.fits.gz", gzip.compress(write_table_bytes(
+                           Table({"ra": [ex["RA"]], "dec": [ex["DEC"]]}), "fits")))):
+        r = api.post("/predict/batch", files={"file": (name, data)}, data={"format": "json"})
+        assert r.status_code == 200, (name, r.text)
+        assert r.json()["rows"][0]["z_mean"] is not None
+    # the size limit holds for what is inside (--max-upload-mb 0.25)
+    bomb = gzip.compress(b"ra,dec\n" + b"1.0000,2.0000\n" * 30000)
+    r = api.post("/predict/batch", files={"file": ("t.csv.gz", bomb)})
+    assert r.status_code == 413 and "decompressed upload exceeds" in r.json()["error"]
+
+
+def test_text_fits_cannot_hold_is_refused_before_the_work(api, sample):
+    """Non-ASCII text asked for as FITS: 422 naming the column, on every path, before the
+    work (before: a 500 in plain text after the work; a job failed only at its end)."""
+    ex = sample[0]
+    t = Table({"name": ["Café"], "ra": [ex["RA"]], "dec": [ex["DEC"]]})
+    before = api.get("/healthz").json()
+    for extra in ({}, {"job": "true"}):
+        r = api.post("/predict/batch", files={"file": ("t.ecsv", write_table_bytes(t, "ecsv"))},
+                     data={"format": "fits", **extra})
+        assert r.status_code == 422, (extra, r.text)
+        assert "column 'name' holds text that is not ASCII" in r.json()["error"]
+    r = api.get("/predict", params={"RA": ex["RA"], "DEC": ex["DEC"], "NAME": "Café",
+                                    "format": "fits"})
+    assert r.status_code == 422 and "not ASCII" in r.json()["error"], r.text
+    after = api.get("/healthz").json()
+    assert after["jobs"]["states"] == before["jobs"]["states"]  # no job was created
+    assert after["queue"]["accepted"] - before["queue"]["accepted"] == 2  # the two reads only
+    # the same text in a format that holds it
+    ok = api.post("/predict/batch", files={"file": ("t.ecsv", write_table_bytes(t, "ecsv"))},
+                  data={"format": "votable"})
+    assert ok.status_code == 200 and "Café" in ok.content.decode("utf-8")
+
+
+def test_jobs_make_the_checks_of_the_direct_path_first(api, sample):
+    """A table that the direct path refuses is refused on the request with job=true too
+    (before, the job was created and failed later)."""
+    ex = sample[0]
+    has_z = Table({"ra": [ex["RA"]], "dec": [ex["DEC"]], "z_mean": [0.1]})
+    unreadable = Table({"ra": ["north", "south"], "dec": ["1", "2"]})
+    not_angle = Table({"ra": [ex["RA"]], "dec": [ex["DEC"]]})
+    not_angle["ra"].unit = "m"
+    before = api.get("/healthz").json()["jobs"]["states"]
+    for t, words in ((has_z, "already has the column(s) z_mean"),
+                     (unreadable, "none of its values reads as an angle"),
+                     (not_angle, "not an angle")):
+        for extra in ({}, {"job": "true"}):
+            r = api.post("/predict/batch",
+                         files={"file": ("t.ecsv", write_table_bytes(t, "ecsv"))}, data=extra)
+            assert r.status_code == 422, (extra, r.text)
+            assert words in r.json()["error"]
+    assert api.get("/healthz").json()["jobs"]["states"] == before
+
 
 def test_batch_refuses_bad_uploads_clearly(api):
     ok = write_table_bytes(Table({"ra": [1.0], "dec": [2.0]}), "csv")

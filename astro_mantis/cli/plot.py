@@ -3,8 +3,6 @@
 import argparse
 from pathlib import Path
 
-
-
 from .common import (EXIT_OK, InputError, _positive_int, _read_output)
 
 __all__ = ["add_parser"]
@@ -47,20 +45,31 @@ def add_parser(sub):
 def _cmd_plot(args):
     """``astro-mantis plot``: see the subcommand's help."""
     from ..atomic import atomic_path
-    from ..plotting import save_figure
+    from ..plotting import figure_formats, save_figure
     from ..visualization import plot_redshift_row
 
+    # everything that can be checked is checked before the cutouts are fetched
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise InputError(f"{str(out)!r} exists; pass --overwrite to replace it")
     if not out.parent.is_dir():
         raise InputError(f"the directory of {str(out)!r} does not exist")
+    formats = figure_formats()
+    if out.suffix[1:].lower() not in formats:
+        raise InputError(f"cannot write a figure to {str(out)!r}: its format follows the "
+                         f"name's suffix, one of {', '.join('.' + f for f in sorted(formats))}")
     table = _read_output(args.table, args.format) if Path(args.table).exists() else None
     if table is None:
         raise InputError(f"table {args.table!r} does not exist")
-    if f"{args.prefix}flags" not in table.colnames:
-        raise InputError(f"{args.table!r} has no {args.prefix}flags column: not a redshift "
-                         "table (give --prefix if its columns have another prefix)")
+    for name in (f"{args.prefix}flags", f"{args.prefix}pdf"):
+        if name not in table.colnames:
+            raise InputError(f"{args.table!r} has no {name} column: not a redshift table "
+                             "(give --prefix if its columns have another prefix)")
+    if args.z_col is not None and args.z_col not in table.colnames:
+        raise InputError(f"--z-col {args.z_col!r} is not a column of {args.table!r}; it has "
+                         f"columns: {', '.join(table.colnames)}")
+    if not -len(table) <= args.row < len(table):
+        raise InputError(f"row {args.row} does not exist in a table of {len(table)} rows")
     if args.cutout is not None and not Path(args.cutout).is_file():
         raise InputError(f"--cutout {args.cutout!r} does not exist")
     try:

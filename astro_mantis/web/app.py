@@ -37,8 +37,9 @@ from .._version import __version__
 from ..atomic import atomic_open
 from .jobs import JobStore
 from .limits import QueueFull, RateLimiter, ServiceClosed, WorkQueue
-from .service import (OUTPUT_FORMATS, PhotozService, parse_coordinate, read_upload,
-                      write_table_bytes, cutout_fits, cutout_png)
+from .service import (OUTPUT_FORMATS, PhotozService, UploadTooLarge, check_output_format,
+                      parse_coordinate, read_upload, write_table_bytes, cutout_fits,
+                      cutout_png)
 from .settings import WebSettings
 
 # The request and answer models (PredictRequest, PredictResponse, JobStatus, ...) are
@@ -513,6 +514,13 @@ def create_app(settings=None, service=None):
             dec = parse_coordinate(DEC, "DEC")
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
+        if format != "json":  # text FITS cannot hold is refused before the work
+            from astropy.table import Table
+
+            try:
+                check_output_format(Table({"NAME": [NAME or ""]}), format)
+            except ValueError as exc:
+                raise HTTPException(422, f"NAME: {exc}") from None
         if format == "json":
             result = await run_work(st.service.predict_many, (NAME, ra, dec), batchable=True)
             return JSONResponse(result, headers={
@@ -520,7 +528,10 @@ def create_app(settings=None, service=None):
 
         def one_row(payload):
             table = st.service.predict_positions([payload])
-            return write_table_bytes(table, format)
+            try:
+                return write_table_bytes(table, format)
+            except ValueError as exc:
+                raise HTTPException(422, str(exc)) from None
         data = await run_work(one_row, (NAME, ra, dec))
         _, media, suffix = OUTPUT_FORMATS[format]
         return Response(data, media_type=media, headers={
@@ -565,7 +576,10 @@ def create_app(settings=None, service=None):
 
         def read(_):
             try:
-                table, fmt = read_upload(data, filename, input_format)
+                table, fmt = read_upload(data, filename, input_format,
+                                         max_bytes=settings.max_upload_bytes)
+            except UploadTooLarge as exc:
+                raise HTTPException(413, str(exc)) from None
             except ValueError as exc:
                 raise HTTPException(422, str(exc)) from None
             if len(table) > settings.max_rows:
@@ -573,37 +587,39 @@ def create_app(settings=None, service=None):
                                          f"{settings.max_rows} are accepted (split it, or run "
                                          "'astro-mantis predict' locally)")
             out_fmt = format or fmt
-            if job or len(table) > settings.sync_rows:
-                return table, out_fmt, None
+            # the same checks for both paths, on the request: a table that would fail
+            # (missing or unusable position columns, redshift columns already there, text
+            # the output format cannot hold) does so before any work or job
             try:
-                out = st.service.predict_table(table, ra_col, dec_col)
+                work, ra_name, dec_name = st.service.check_table(table, ra_col, dec_col,
+                                                                 out_fmt)
             except (KeyError, ValueError) as exc:
                 raise HTTPException(422, str(exc.args[0] if exc.args else exc)) from None
-            return None, out_fmt, write_table_bytes(out, out_fmt)
+            if job or len(table) > settings.sync_rows:
+                return (work, ra_name, dec_name), out_fmt, None
+            try:
+                out = st.service.predict_table(work, ra_name, dec_name)
+                return None, out_fmt, write_table_bytes(out, out_fmt)
+            except (KeyError, ValueError) as exc:
+                raise HTTPException(422, str(exc.args[0] if exc.args else exc)) from None
 
-        table, out_fmt, body = await run_work(read, None)
+        checked, out_fmt, body = await run_work(read, None)
         out_name = f"{Path(filename).name.split('.')[0] or 'table'}_photoz" \
                    f"{OUTPUT_FORMATS[out_fmt][2]}"
         if body is not None:
             return Response(body, media_type=OUTPUT_FORMATS[out_fmt][1], headers={
                 "Content-Disposition": f'attachment; filename="{_safe(out_name)}"'})
-        # check the columns now, so that a bad table fails on the request, not in the job
-        try:
-            from .service import _find_column
-
-            _find_column(table, ra_col, "ra")
-            _find_column(table, dec_col, "dec")
-        except KeyError as exc:
-            raise HTTPException(422, str(exc.args[0])) from None
+        table, ra_name, dec_name = checked  # checked in read(): bad tables fail there
         the_job = st.jobs.create(len(table), out_fmt, _safe(out_name))
 
         def run_job(_):
             st.jobs.update(the_job, status="running", started=time.time())
             try:
                 out = st.service.predict_table(
-                    table, ra_col, dec_col, cancel=st.cancel,
+                    table, ra_name, dec_name, cancel=st.cancel,
                     progress=lambda n: st.jobs.update(the_job, rows_done=n))
-                path = st.jobs.directory / f"{the_job.id}{OUTPUT_FORMATS[out_fmt][2]}"
+                # not <id>.json: that name is the job's state (jobs.py)
+                path = st.jobs.result_path(the_job.id, OUTPUT_FORMATS[out_fmt][2])
                 with atomic_open(path) as f:
                     f.write(write_table_bytes(out, out_fmt))
                 st.jobs.update(the_job, path=path, status="done", finished=time.time())

@@ -3,10 +3,11 @@
 
 A `Job` records one upload's progress; `JobStore` keeps the jobs of a running service
 and forgets finished ones after their time to live. Each job's state is also written,
-atomically, as ``<id>.json`` beside its result in the store's directory, so that the
-worker processes of one service (``astro-mantis serve --workers N``), given one
-directory, answer for each other's jobs. Jobs do not survive a restart: the command
-makes the directory a temporary one.
+atomically, as ``<id>.json`` in the store's directory, beside its result
+``<id>.result.<suffix>`` (`JobStore.result_path`; a JSON result must not take the
+state's name), so that the worker processes of one service (``astro-mantis serve
+--workers N``), given one directory, answer for each other's jobs. Jobs do not survive
+a restart: the command makes the directory a temporary one.
 """
 import dataclasses
 import json
@@ -90,7 +91,8 @@ class JobStore:
     Parameters
     ----------
     directory : str or path-like
-        Where result files and the jobs' states (``<id>.json``) are written. Stores of
+        Where the jobs' states (``<id>.json``) and result files
+        (``<id>.result.<suffix>``, `result_path`) are written. Stores of
         several processes given the same directory see each other's jobs (`get`); each
         runs, updates and fails only its own.
     ttl : float
@@ -126,6 +128,22 @@ class JobStore:
             self._jobs[job.id] = job
             self._save(job)
         return job
+
+    def result_path(self, job_id, suffix):
+        """Where a job's result file goes: ``<id>.result<suffix>`` in the directory.
+
+        Parameters
+        ----------
+        job_id : str
+        suffix : str
+            The format's file suffix (``".ecsv"``, ``".json"`` ...).
+
+        Returns
+        -------
+        `pathlib.Path`
+            Never the job's state file, whatever the suffix.
+        """
+        return self.directory / f"{job_id}.result{suffix}"
 
     def update(self, job, **changes):
         """Change fields of one of this store's jobs and record its new state.

@@ -23,8 +23,8 @@ from .._version import __version__
 from ..flags import MantisFlag
 
 __all__ = ["PhotozService", "parse_coordinate", "read_upload", "write_table_bytes",
-           "table_rows_json", "cutout_png", "cutout_fits", "flag_names", "OUTPUT_FORMATS",
-           "INPUT_FORMATS"]
+           "check_output_format", "table_rows_json", "cutout_png", "cutout_fits", "flag_names",
+           "UploadTooLarge", "OUTPUT_FORMATS", "INPUT_FORMATS"]
 
 #: Output formats of the table answers: name → (astropy format, media type, suffix).
 OUTPUT_FORMATS = {
@@ -42,6 +42,12 @@ _SUFFIXES = {".csv": "csv", ".ecsv": "ecsv", ".fits": "fits", ".fit": "fits", ".
              ".xml": "votable", ".vot": "votable", ".votable": "votable"}
 
 _MAX_TEXT = 64
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class UploadTooLarge(ValueError):
+    """A compressed upload whose content exceeds the size limit."""
 
 
 def flag_names(value):
@@ -76,7 +82,7 @@ def parse_coordinate(value, axis):
     `astropy.coordinates.Angle`: for right ascension, hours unless the text says
     degrees (``"10h00m28.6s"``, ``"10:00:28.6"``, ``"10 00 28.6"`` are hours;
     ``"150d07m09s"`` degrees); for declination, degrees (``"+02:12:21"``,
-    ``"2d12m21s"``).
+    ``"2d12m21s"``; hours such as ``"2h"`` are refused).
 
     Parameters
     ----------
@@ -130,6 +136,9 @@ def parse_coordinate(value, axis):
 
 def _sexagesimal(text, axis, expect):
     says_degrees = re.search(r"[d°]", text, flags=re.IGNORECASE) is not None
+    if axis == "DEC" and _says_hours(text):
+        raise ValueError(f"{axis} must be {expect}; got {text!r}, in hours (hours are for "
+                         "right ascension)")
     unit = u.deg if axis == "DEC" or says_degrees else u.hourangle
     if not re.fullmatch(r"[+\-]?[0-9.:\shmsd°'\"]+", text, flags=re.IGNORECASE):
         raise ValueError(f"{axis} must be {expect}; got {text!r}")
@@ -139,18 +148,33 @@ def _sexagesimal(text, axis, expect):
         raise ValueError(f"{axis} must be {expect}; could not read {text!r}") from None
 
 
-def _string_column_degrees(col, axis):
-    """Degrees from a column of strings (sexagesimal allowed); NaN where unreadable."""
-    out = np.full(len(col), np.nan)
-    mask = np.ma.getmaskarray(col)
-    for i, v in enumerate(np.ma.getdata(col)):
-        if mask[i]:
-            continue
-        try:
-            out[i] = parse_coordinate(str(v), axis)
-        except ValueError:
-            pass
-    return out
+def _says_hours(text):
+    """Whether an angle's text is in hours (``"2h"``, ``"2h30m"``)."""
+    return re.search(r"h", str(text), flags=re.IGNORECASE) is not None
+
+
+def _text_column_degrees(table, name, axis):
+    """Degrees from a column of strings, as the library reads them; NaN where unreadable.
+
+    `astro_mantis.positions.column_degrees` reads the text: decimal degrees, or
+    sexagesimal (right ascension in hours), in the column's unit when it has one
+    (``"185:01:27.1"`` with unit ``deg`` is degrees, ``"12.5"`` with unit
+    ``hourangle`` is 187.5 degrees). Declinations written in hours are refused, as by
+    `parse_coordinate`.
+    """
+    from ..positions import column_degrees
+
+    col = table[name]
+    if col.dtype.kind == "O":  # e.g. VOTable variable-length text: as strings
+        text = np.array(["" if v is None else str(v) for v in np.ma.getdata(col)], dtype=str)
+        col = MaskedColumn(text, mask=np.ma.getmaskarray(col), unit=getattr(col, "unit", None))
+        table = Table({name: col})
+    what = "right ascension" if axis == "RA" else "declination"
+    values, _reason = column_degrees(table, name, what)
+    if axis == "DEC":
+        text = np.ma.filled(np.ma.asarray(table[name]), "").astype(str)
+        values = np.where(np.char.find(np.char.lower(text), "h") >= 0, np.nan, values)
+    return values
 
 
 # ------------------------------------------------------------------------ tables
@@ -170,17 +194,48 @@ def _guess_format(filename, head):
     return "csv"
 
 
-def read_upload(data, filename=None, format=None):
+def _gunzip(data, max_bytes):
+    """The content of gzip data (every member), at most ``max_bytes`` of it."""
+    import zlib
+
+    out, rest = [], bytes(data)
+    size = 0
+    while rest:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            part = d.decompress(rest, 0 if max_bytes is None else max_bytes - size + 1)
+        except zlib.error as exc:
+            raise ValueError(f"the upload is gzip-compressed but could not be decompressed: "
+                             f"{exc}") from None
+        size += len(part)
+        if max_bytes is not None and size > max_bytes:
+            raise UploadTooLarge(f"the decompressed upload exceeds the limit of {max_bytes} "
+                                 "bytes")
+        if not d.eof:
+            raise ValueError("the upload is gzip-compressed but truncated")
+        out.append(part)
+        rest = d.unused_data
+        if rest and not rest.startswith(_GZIP_MAGIC):
+            break  # trailing bytes after the last member: ignored, as gzip does
+    return b"".join(out)
+
+
+def read_upload(data, filename=None, format=None, max_bytes=None):
     """Read an uploaded table.
 
     Parameters
     ----------
     data : bytes
-        The file's content.
+        The file's content; gzip-compressed content (``.csv.gz``, ``.fits.gz`` ...) is
+        decompressed first. Text (CSV, ECSV) is UTF-8, with or without a byte-order
+        mark.
     filename : str, optional
-        Its name (the suffix tells the format when ``format`` is not given).
+        Its name (the suffix tells the format when ``format`` is not given; a ``.gz``
+        after it is skipped).
     format : {"csv", "ecsv", "fits", "votable"}, optional
         The format; guessed from the name, else from the content, when not given.
+    max_bytes : int, optional
+        Most bytes the decompressed content of a gzip upload may have.
 
     Returns
     -------
@@ -190,6 +245,8 @@ def read_upload(data, filename=None, format=None):
 
     Raises
     ------
+    UploadTooLarge
+        If decompressed content exceeds ``max_bytes``.
     ValueError
         If the format is unknown or the content cannot be read as that format.
     """
@@ -198,12 +255,16 @@ def read_upload(data, filename=None, format=None):
                          f"{', '.join(INPUT_FORMATS)}")
     if not data:
         raise ValueError("the uploaded file is empty")
+    if bytes(data[:2]) == _GZIP_MAGIC:
+        data = _gunzip(data, max_bytes)
+        if not data:
+            raise ValueError("the uploaded file is empty (once decompressed)")
     fmt = format or _guess_format(filename, bytes(data[:512]))
     try:
         if fmt in ("fits", "votable"):
             table = Table.read(io.BytesIO(data), format=INPUT_FORMATS[fmt])
-        else:
-            table = Table.read(bytes(data).decode("utf-8"), format=INPUT_FORMATS[fmt])
+        else:  # utf-8-sig: a byte-order mark (as spreadsheets write) is not a column name
+            table = Table.read(bytes(data).decode("utf-8-sig"), format=INPUT_FORMATS[fmt])
     except Exception as exc:  # astropy raises many kinds for unreadable tables
         raise ValueError(f"could not read the upload as {fmt.upper()}: "
                          f"{type(exc).__name__}: {str(exc)[:300]}") from None
@@ -225,14 +286,82 @@ def _find_column(table, name, default):
                    f"{', '.join(table.colnames) or '(none)'}")
 
 
+def _non_ascii(text):
+    return any(ord(c) > 127 for c in str(text))
+
+
+def _fits_text_problem(table):
+    """Why FITS cannot hold a table's text (None if it can): the column and a value.
+
+    FITS text (column names, string values, header values) is ASCII.
+    """
+    for name in table.colnames:
+        if _non_ascii(name):
+            return f"the column name {name!r} is not ASCII"
+        col = table[name]
+        if getattr(col, "dtype", None) is None or col.dtype.kind not in "UO":
+            continue
+        data = np.ma.getdata(col).ravel()
+        keep = ~np.ma.getmaskarray(col).ravel()
+        for i in np.flatnonzero(keep):
+            value = data[i]
+            if isinstance(value, bytes) or value is None:
+                continue
+            if _non_ascii(value):
+                row = i // max(int(np.prod(col.shape[1:])), 1)
+                return (f"column {name!r} holds text that is not ASCII (row {row}: "
+                        f"{str(value)[:40]!r})")
+    for key, value in table.meta.items():
+        if isinstance(value, str) and (_non_ascii(key) or _non_ascii(value)):
+            return f"the table meta {str(key)[:40]!r} is not ASCII"
+    return None
+
+
+def _fits_refusal(problem):
+    return (f"cannot write the table as FITS: {problem}, and FITS holds ASCII text only; "
+            "choose the format ecsv, csv, votable or json")
+
+
+def check_output_format(table, format):
+    """Check that a table can be written in an output format, before any work.
+
+    For FITS the text of every row is checked (FITS holds ASCII text only); for every
+    format the first rows are written once, so that columns the format cannot hold are
+    found now.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        The upload (or the one-row table of a position).
+    format : {"ecsv", "csv", "fits", "votable", "json"}
+
+    Raises
+    ------
+    ValueError
+        Naming the column at fault and the formats that can hold it.
+    """
+    if format not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {format!r}; expected one of "
+                         f"{', '.join(OUTPUT_FORMATS)}")
+    if format == "fits":
+        problem = _fits_text_problem(table)
+        if problem:
+            raise ValueError(_fits_refusal(problem))
+    write_table_bytes(table[:2], format)
+
+
 def write_table_bytes(table, format):
     """A table as the bytes of a file.
 
     The FITS, VOTable and ECSV answers keep the ``z_pdf`` column whole (400 values per
-    row) and the table meta. CSV cannot hold a column of arrays, so there ``z_pdf``
-    becomes 400 columns ``z_pdf_000`` ... ``z_pdf_399`` (bin *k* covers
-    ``[edges[k], edges[k+1])``; the edges are in the other formats' meta and in the
-    JSON answers). ``json`` gives `table_rows_json`.
+    row) and the table meta (VOTable: as ``INFO`` elements of the table, written by
+    `astro_mantis.tableio.write_table`, which `astro_mantis.tableio.read_table` reads
+    back; astropy's own VOTable reader skips them). CSV cannot hold a column of
+    arrays, so there ``z_pdf`` becomes 400 columns ``z_pdf_000`` ... ``z_pdf_399``
+    (bin *k* covers ``[edges[k], edges[k+1])``; the edges are in the other formats'
+    meta and in the JSON answers), and a column of higher dimension one column per
+    element (``name_i_j``); CSV keeps no meta. FITS holds ASCII text only: a table with
+    other text is refused. ``json`` gives `table_rows_json`.
 
     Parameters
     ----------
@@ -242,6 +371,12 @@ def write_table_bytes(table, format):
     Returns
     -------
     bytes
+
+    Raises
+    ------
+    ValueError
+        If the format is unknown, or cannot hold the table (the message names the
+        column).
     """
     if format not in OUTPUT_FORMATS:
         raise ValueError(f"unknown output format {format!r}; expected one of "
@@ -250,27 +385,51 @@ def write_table_bytes(table, format):
         import json
 
         return json.dumps(table_rows_json(table), allow_nan=False).encode()
+    if format == "fits":
+        problem = _fits_text_problem(table)
+        if problem:
+            raise ValueError(_fits_refusal(problem))
     if format == "csv":
         table = _flatten_arrays(table)
-    if format in ("fits", "votable"):
-        buf = io.BytesIO()
+    try:
+        if format == "votable":
+            return _votable_bytes(table)
+        if format == "fits":
+            buf = io.BytesIO()
+            table.write(buf, format=OUTPUT_FORMATS[format][0])
+            return buf.getvalue()
+        buf = io.StringIO()
         table.write(buf, format=OUTPUT_FORMATS[format][0])
-        return buf.getvalue()
-    buf = io.StringIO()
-    table.write(buf, format=OUTPUT_FORMATS[format][0])
-    return buf.getvalue().encode("utf-8")
+        return buf.getvalue().encode("utf-8")
+    except Exception as exc:  # astropy's writers raise many kinds for what they cannot hold
+        raise ValueError(f"cannot write the table as {format.upper()}: "
+                         f"{type(exc).__name__}: {str(exc)[:300]}") from None
+
+
+def _votable_bytes(table):
+    """A VOTable with the table meta as INFO elements (`astro_mantis.tableio`)."""
+    from ..tableio import write_table
+
+    with tempfile.TemporaryDirectory(prefix="astro_mantis_vot_") as tmp:
+        path = Path(tmp) / "table.xml"
+        write_table(table, path, format="votable")
+        return path.read_bytes()
 
 
 def _flatten_arrays(table):
     out = Table(meta=table.meta)
     for name in table.colnames:
         col = table[name]
-        if getattr(col, "ndim", 1) == 2:
+        ndim = getattr(col, "ndim", 1)
+        if ndim == 2:
             width = len(str(col.shape[1] - 1))
             for k in range(col.shape[1]):
                 out[f"{name}_{k:0{width}d}"] = col[:, k]
-        elif getattr(col, "ndim", 1) > 2:
-            continue
+        elif ndim > 2:  # one column per element: name_i_j (each index zero-padded)
+            widths = [len(str(n - 1)) for n in col.shape[1:]]
+            for index in np.ndindex(*col.shape[1:]):
+                label = "_".join(f"{i:0{w}d}" for i, w in zip(index, widths))
+                out[f"{name}_{label}"] = col[(slice(None),) + index]
         else:
             out[name] = col
     return out
@@ -613,6 +772,65 @@ class PhotozService:
             })
         return result
 
+    def check_table(self, table, ra_col=None, dec_col=None, format=None):
+        """Check an upload before any work, and read its text positions into degrees.
+
+        The checks of `predict_table`, made once on the request (so that a table that
+        would fail does so before a job is created): the position columns exist and
+        hold angles, the table has no redshift columns yet, and the output format can
+        hold it.
+
+        Parameters
+        ----------
+        table : `~astropy.table.Table`
+            The upload (not modified).
+        ra_col, dec_col : str, optional
+            Position columns (default: ``ra``/``dec`` in any case).
+        format : str, optional
+            Output format to check (see `check_output_format`).
+
+        Returns
+        -------
+        work : `~astropy.table.Table`
+            A copy of the table whose text position columns are replaced by degrees
+            (read as `astro_mantis.add_redshift_columns` reads them, in the column's unit
+            when it has one); unreadable values are NaN (flagged rows).
+        ra_name, dec_name : str
+            The position columns.
+
+        Raises
+        ------
+        KeyError
+            If a position column does not exist (the message lists the columns).
+        ValueError
+            If the table already has redshift columns, a position column is unusable
+            (not an angle, not one value per row, no readable value), or the output
+            format cannot hold the table.
+        """
+        from ..positions import column_degrees
+        from ..table import column_names
+
+        ra_name = _find_column(table, ra_col, "ra")
+        dec_name = _find_column(table, dec_col, "dec")
+        present = [c for c in column_names() if c in table.colnames]
+        if present:
+            raise ValueError(f"the table already has the column(s) {', '.join(present)}; "
+                             "remove or rename them")
+        work = Table(table, copy=True)
+        for name, axis in ((ra_name, "RA"), (dec_name, "DEC")):
+            col = work[name]
+            if col.dtype.kind in "USO":
+                unit = getattr(col, "unit", None)
+                note = f" (unit {unit})" if unit is not None else ""
+                work[name] = MaskedColumn(_text_column_degrees(work, name, axis), unit=u.deg,
+                                          description=f"{axis} in degrees (read from "
+                                                      f"text{note})")
+            else:  # an angle, one value per row (the errors add_redshift_columns would raise)
+                column_degrees(work, name, "right ascension" if axis == "RA" else "declination")
+        if format is not None:
+            check_output_format(table, format)
+        return work, ra_name, dec_name
+
     def predict_table(self, table, ra_col=None, dec_col=None, slice_rows=256, progress=None,
                       cancel=None):
         """Redshift columns for an uploaded table, slice by slice.
@@ -624,8 +842,10 @@ class PhotozService:
         ra_col, dec_col : str, optional
             Position columns (default: ``ra``/``dec`` in any case). Numeric columns
             are degrees unless they carry an angular unit; string columns may hold
-            sexagesimal text (see `parse_coordinate`); unreadable values become
-            flagged rows.
+            decimal or sexagesimal text, read as `astro_mantis.add_redshift_columns`
+            reads it: in the column's unit when it has one, else degrees, and
+            sexagesimal right ascension in hours (see `astro_mantis.positions`; a
+            declination in hours is refused). Unreadable values become flagged rows.
         slice_rows : int
             Rows per call of `~astro_mantis.add_redshift_columns` (progress and
             cancellation are checked between slices).
@@ -638,30 +858,20 @@ class PhotozService:
         Returns
         -------
         `~astropy.table.Table`
-            The input columns, row for row, and the redshift columns.
+            The input columns, row for row, and the redshift columns; text position
+            columns are replaced by degrees.
 
         Raises
         ------
         KeyError
             If a position column does not exist (the message lists the columns).
         ValueError
-            If the table already has redshift columns or a position column is unusable.
+            If the table already has redshift columns or a position column is unusable
+            (see `check_table`).
         """
-        from ..table import column_names
         from .limits import ServiceClosed
 
-        ra_name = _find_column(table, ra_col, "ra")
-        dec_name = _find_column(table, dec_col, "dec")
-        present = [c for c in column_names() if c in table.colnames]
-        if present:
-            raise ValueError(f"the table already has the column(s) {', '.join(present)}; "
-                             "remove or rename them")
-        work = Table(table, copy=True)
-        for name, axis in ((ra_name, "RA"), (dec_name, "DEC")):
-            col = work[name]
-            if col.dtype.kind in "USO":
-                work[name] = MaskedColumn(_string_column_degrees(col, axis), unit=u.deg,
-                                          description=f"{axis} in degrees (read from text)")
+        work, ra_name, dec_name = self.check_table(table, ra_col, dec_col)
         parts = []
         for start in range(0, len(work), int(slice_rows)):
             if cancel is not None and cancel.is_set():
