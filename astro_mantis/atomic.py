@@ -1,12 +1,22 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """Atomic file writes: a reader sees the old file or the new one, never a torn one.
 
-Every file the package writes (tables, cutouts, training shards, model cards,
-figures, caches) goes through `atomic_path`: the writer writes a temporary file in
-the *same directory* as the target (so the final rename never crosses a file
-system), the data are flushed to disk, and `os.replace` renames the file into place.
-If the writer fails — a full disk, a file-size limit, a format that cannot hold the
-data, an interrupt — the temporary file is removed and the target is untouched.
+The package's result files go through `atomic_path` (or `atomic_open`): tables
+(`astro_mantis.tableio`), cutout files, training shards and their manifests, model
+weights and cards, checkpoints, evaluation reports, and the figures of
+``astro-mantis plot`` and of the demo. The writer writes a temporary file in the
+*same directory* as the target (so the final rename never crosses a file system),
+the data are flushed to disk, and `os.replace` renames the file into place. If the
+writer fails — a full disk, a file-size limit, a format that cannot hold the data,
+an interrupt — the temporary file is removed and the target is untouched.
+
+Not everything is written this way. Caches that are simply rebuilt when lost (the
+cutout cache, the local tile index, the web service's job states) are replaced
+atomically but not flushed to disk (``fsync=False``); some internal caches, the
+mock-sky FITS tiles of `astro_mantis.simulate`, the test fixtures of
+`astro_mantis.testing`, figures that `astro_mantis.plotting.save_figure` writes
+straight to a path it is given (the ``--figure`` of ``astro-mantis explain``), and
+the appended lines of a spectral log are written directly.
 
 >>> from astro_mantis.atomic import atomic_path
 >>> with atomic_path("out.txt") as tmp:  # doctest: +SKIP

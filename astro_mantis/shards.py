@@ -73,7 +73,6 @@ of a newer version than it knows.
 import json
 import math
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -81,6 +80,7 @@ from pathlib import Path
 import numpy as np
 
 from ._version import __version__
+from .atomic import atomic_open
 from .surveys import DEFAULT_SURVEYS, get_survey
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SPLITS", "SURVEYS", "PS1_DTYPES",
@@ -380,7 +380,7 @@ def new_manifest(plan, *, simulated, provenance, splits, ps1_dtype, columns, com
 
 
 def write_manifest(directory, manifest):
-    """Write ``manifest.json`` into a directory, atomically (temporary file, renamed).
+    """Write ``manifest.json`` into a directory, atomically (`~astro_mantis.atomic.atomic_open`).
 
     Parameters
     ----------
@@ -388,11 +388,11 @@ def write_manifest(directory, manifest):
     manifest : dict
     """
     path = Path(directory) / "manifest.json"
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
+    # a temporary file of its own (writers of one directory do not collide), flushed to
+    # disk before the rename, and removed when the manifest cannot be written
+    with atomic_open(path, "w", encoding="utf-8") as fh:
         json.dump(manifest, fh, indent=1, sort_keys=False)
         fh.write("\n")
-    os.replace(tmp, path)
 
 
 def read_manifest(directory):
@@ -477,7 +477,8 @@ def write_npz(path, arrays, compression="stored"):
     `numpy.savez` stamps every member with the current time, so two runs never give
     identical bytes; this writes the same layout (a zip archive of ``.npy`` members,
     readable with `numpy.load`) with fixed timestamps, through a temporary file that
-    is renamed into place, so a reader never sees a partial file.
+    is flushed to disk and renamed into place (`~astro_mantis.atomic.atomic_open`), so
+    a reader never sees a partial file.
 
     Parameters
     ----------
@@ -496,29 +497,22 @@ def write_npz(path, arrays, compression="stored"):
     """
     path = os.fspath(path)
     method = _COMPRESSION[compression]
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            level = None if method == zipfile.ZIP_STORED else 9
-            with zipfile.ZipFile(fh, "w", compression=method, allowZip64=True,
-                                 compresslevel=level) as zf:
-                for name, value in arrays.items():
-                    value = np.asanyarray(value)
-                    if value.dtype.hasobject:
-                        raise TypeError(f"member {name!r} has object dtype; not writable")
-                    info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
-                    info.compress_type = method
-                    info.external_attr = 0o644 << 16
-                    # streamed member by member: no second copy of a large array
-                    with zf.open(info, mode="w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, value, allow_pickle=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # a temporary file flushed to disk and renamed into place; removed on any error
+    with atomic_open(path, "wb") as fh:
+        level = None if method == zipfile.ZIP_STORED else 9
+        with zipfile.ZipFile(fh, "w", compression=method, allowZip64=True,
+                             compresslevel=level) as zf:
+            for name, value in arrays.items():
+                value = np.asanyarray(value)
+                if value.dtype.hasobject:
+                    raise TypeError(f"member {name!r} has object dtype; not writable")
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
+                info.compress_type = method
+                info.external_attr = 0o644 << 16
+                # streamed member by member: no second copy of a large array
+                with zf.open(info, mode="w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, value, allow_pickle=False)
+        os.chmod(fh.name, 0o644)
     return os.path.getsize(path)
 
 
@@ -528,18 +522,23 @@ def float16_planes(cube):
     Parameters
     ----------
     cube : array-like
-        Pixels in counts; NaN planes (surveys not covered) are kept NaN.
+        Pixels in counts; NaN planes (surveys not covered) are kept NaN, and NaN or
+        ±inf pixels stay NaN or ±inf (the scale is set by the finite pixels).
 
     Returns
     -------
     stored : `numpy.ndarray` of float16
         ``cube / scale``, rounded to 11 significant bits.
     scale : `numpy.ndarray` of float32
-        A power of two per plane (1 unless the plane's peak exceeds 32768).
+        A power of two per plane (1 unless the plane's finite peak exceeds 32768).
     """
+    magnitude = np.abs(cube)
+    infinite = np.isinf(magnitude)
+    if infinite.any():  # the peak of the finite pixels: ±inf stays ±inf, nothing else does
+        magnitude[infinite] = np.nan
     with warnings.catch_warnings():  # all-NaN planes: surveys not covered
         warnings.simplefilter("ignore", RuntimeWarning)
-        peak = np.nanmax(np.abs(cube), axis=(-2, -1))
+        peak = np.nanmax(magnitude, axis=(-2, -1))
     peak = np.where(np.isfinite(peak), peak, 0.0)
     exponent = np.ceil(np.log2(np.maximum(peak, 1.0) / _F16_LIMIT))
     scale = np.exp2(np.maximum(exponent, 0.0)).astype(np.float32)

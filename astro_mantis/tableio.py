@@ -15,8 +15,10 @@ file name                   written as
                             the metadata; the 400-bin ``z_pdf`` is one JSON list per cell
 ``.h5``, ``.hdf5``          HDF5, table at ``path="data"``, metadata serialised
 ``.parquet``                Parquet
-``.vot``, ``.xml``          VOTable; metadata as ``INFO`` elements of the table (which
-                            `read_table` reads back; astropy's own reader skips them)
+``.vot``, ``.xml``          VOTable; metadata as ``INFO`` elements of the table, each
+                            with its type in ``utype`` (which `read_table` reads back,
+                            as written: ``"0123"`` stays a string; astropy's own
+                            reader skips them)
 ==========================  ==============================================================
 
 `check_writable` tries all of this on a two-row prototype before a long job starts,
@@ -84,6 +86,26 @@ def table_format(path, format=None):
     return None, {}
 
 
+#: ``utype`` prefix of the VOTable INFO elements holding the metadata: the rest is the
+#: Python type of the value (one of `_INFO_TYPES`), so that it comes back as it was.
+_INFO_UTYPE = "astro_mantis:"
+_INFO_TYPES = {"bool": lambda text: text == "True", "int": int, "float": float,
+               "str": str}
+
+
+def _info_type(value):
+    """The `_INFO_TYPES` name of a metadata value a VOTable INFO holds, or None."""
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, (int, np.integer)):
+        return "int"
+    if isinstance(value, (float, np.floating)):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return None
+
+
 def _write_votable(table, path):
     from astropy.io.votable import from_table
     from astropy.io.votable.tree import Info
@@ -93,23 +115,41 @@ def _write_votable(table, path):
     plain.meta.clear()
     vot = from_table(plain)
     vtab = vot.get_first_table()
+    # the file's version (1.2 or later) for the new elements: without it astropy leaves
+    # out their utype (added to INFO in VOTable 1.2)
+    config = getattr(vot, "_get_version_checks", lambda: {"version_1_2_or_later": True})()
     for key, value in meta.items():
-        if isinstance(value, (str, int, float, bool, np.integer, np.floating, np.bool_)):
-            vtab.infos.append(Info(name=str(key), value=str(value)))
+        kind = _info_type(value)
+        if kind is not None:  # the type in utype: "0123" stays a string, 1.0 a float
+            vtab.infos.append(Info(name=str(key), value=str(value),
+                                   utype=_INFO_UTYPE + kind, config=config))
     vot.to_xml(str(path))
 
 
 def _meta_from_infos(path):
-    """Table-level INFO elements of a VOTable as a dict (values as written, strings)."""
+    """Table-level INFO elements of a VOTable as a dict, each value of the type written."""
     from astropy.io.votable import parse
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         vtab = parse(str(path)).get_first_table()
-    return {info.name: _parse_scalar(info.value) for info in vtab.infos}
+    return {info.name: _info_value(info) for info in vtab.infos}
+
+
+def _info_value(info):
+    """The value of an INFO element: of the type its utype records (`_write_votable`);
+    guessed from the text (`_parse_scalar`) where none is recorded (older files, other
+    writers)."""
+    utype, text = info.utype or "", info.value
+    kind = utype[len(_INFO_UTYPE):] if utype.startswith(_INFO_UTYPE) else None
+    if kind in _INFO_TYPES:
+        return _INFO_TYPES[kind]("" if text is None else text)
+    return _parse_scalar(text)
 
 
 def _parse_scalar(text):
+    """A value from its text, type guessed (bool, int, float, else the text): how
+    files written without the types recorded are read."""
     if text in ("True", "False"):
         return text == "True"
     for kind in (int, float):

@@ -93,3 +93,36 @@ def test_cutout_write_is_atomic(tmp_path):
     cut.write(path, overwrite=True)
     assert list(MultiSurveyCutout.read(path).missing) == ["galex"]
     assert not _leftovers(tmp_path)
+
+
+def test_evaluation_files_are_written_atomically(tmp_path, monkeypatch):
+    """evaluation.json and evaluation.rst go through atomic_open (flushed to disk, renamed
+    into place); when a text cannot be built, neither earlier file is touched."""
+    import os
+
+    from astro_mantis.training.evaluation import Evaluation
+
+    class Stub(Evaluation):
+        rst = "Model ``m``: ± 0.01\n"
+
+        def as_dict(self):
+            return {"model": self.model, "n": 3}
+
+        def to_rst(self, digits=4):
+            if self.rst is None:
+                raise RuntimeError("no table")
+            return self.rst
+
+    synced, fsync = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), fsync(fd))[1])
+    ev = Stub(model="m", data_dir="d", split="test", overall={}, pdf_table=None,
+              point_tables={}, pdf=None, z=np.zeros(0))
+    paths = ev.write(tmp_path)
+    assert len(synced) == 2
+    assert paths["rst"].read_text(encoding="utf-8") == Stub.rst
+    before = {k: p.read_bytes() for k, p in paths.items()}
+    ev.model, ev.rst = "another", None
+    with pytest.raises(RuntimeError, match="no table"):
+        ev.write(tmp_path)
+    assert {k: p.read_bytes() for k, p in paths.items()} == before
+    assert not _leftovers(tmp_path)

@@ -317,3 +317,31 @@ def test_fuse_arrays_matches_early_fusion():
 def test_rejects_foreign_objects():
     with pytest.raises(TypeError, match="MultiSurveyCutout"):
         early_fusion([np.zeros((9, 120, 120))])
+
+
+def test_fusion_refuses_images_in_another_unit():
+    """The stretches are fixed in each survey's unit: a PS1 image labelled Jy (or any
+    unit that is not ct) is refused, naming the survey and both units, not fused as
+    counts; the same unit spelled otherwise is fine."""
+    cut = fixed_cutout()
+    ps1 = cut["panstarrs"]
+    jy = SurveyImage("panstarrs", ps1.data, ps1.wcs, u.Jy, ps1.bands)
+    bad = MultiSurveyCutout(COORD, {"galex": cut["galex"], "panstarrs": jy,
+                                    "unwise": cut["unwise"]})
+    for fuse in (early_fusion, late_fusion, reproject_fusion):
+        with pytest.raises(ValueError, match=r"panstarrs.*'Jy'.*expects 'ct'"):
+            fuse([cut, bad])
+    reproject_fusion(bad, normalise=False)  # fluxes in the images' own units: no stretch
+    for name, unit in [("galex", "adu"), ("unwise", "nanomaggy"), ("galex", ""),
+                       ("unwise", u.ct)]:
+        img = cut[name]
+        wrong = SurveyImage(name, img.data, img.wcs, unit, img.bands)
+        with pytest.raises(ValueError, match=name):
+            early_fusion(MultiSurveyCutout(COORD, {**cut.surveys, name: wrong}))
+    # the expected units, however spelled: fused as before
+    ref = early_fusion(cut)
+    same = {name: SurveyImage(name, cut[name].data, cut[name].wcs, unit, cut[name].bands,
+                              zeropoints=cut[name].zeropoints)
+            for name, unit in [("galex", "count / s"), ("panstarrs", u.count),
+                               ("unwise", "nanomaggy_vega")]}
+    np.testing.assert_array_equal(early_fusion(MultiSurveyCutout(COORD, same)).x, ref.x)

@@ -7,15 +7,25 @@ policies, whatever the thread count, chunking or output buffer. `fuse_arrays_tor
 ``arcsinh`` is not correctly rounded; see the module docstring): it is held to 1e-6 on
 the CPU here.
 """
+import threading
+
 import numpy as np
 import pytest
 import torch
 
 from astro_mantis import MantisFlag, MultiSurveyCutout
 from astro_mantis.fusion import core, early_fusion, fuse_arrays
+from astro_mantis.fusion import batched
 from astro_mantis.fusion.batched import (CHUNK_ROWS, default_fusion_threads,
-                                         fuse_arrays_batched, fuse_arrays_torch,
-                                         fuse_survey_batched)
+                                         fuse_arrays_batched, fuse_arrays_fast,
+                                         fuse_arrays_torch, fuse_survey_batched,
+                                         has_native_fusion)
+
+#: The two implementations of fuse_arrays_fast: the C module, and the torch recipe.
+FAST_IMPLEMENTATIONS = [
+    pytest.param(True, id="native", marks=pytest.mark.skipif(
+        not has_native_fusion(), reason="the C fusion module was not built (no compiler)")),
+    pytest.param(False, id="torch")]
 
 
 def native(n, seed=0, dtype=np.float32):
@@ -184,3 +194,96 @@ def test_torch_path_agrees_with_reference_to_1e6():
     t2 = fuse_arrays_torch(torch.from_numpy(g), torch.from_numpy(p), None)
     np.testing.assert_array_equal(t2.x.numpy(), fuse_arrays_torch(g, p, None).x.numpy())
     assert MantisFlag.UNWISE_MISSING in MantisFlag(int(t2.flags[0]))
+
+
+@pytest.mark.parametrize("use_native", FAST_IMPLEMENTATIONS)
+def test_fast_fusion_reports_surveys_given_as_none_not_valid(use_native):
+    """A survey passed as None has no bad pixel to count, but its channels are zeros
+    standing in for nothing: not valid, as in fuse_arrays."""
+    g, p, w = native(5, seed=8)
+    for arrays in [(g, None, w), (None, p, None), (g, p, None)]:
+        ref = fuse_arrays(*arrays)
+        fast = fuse_arrays_fast(*arrays, dtype="float32", compile=False, native=use_native)
+        np.testing.assert_array_equal(fast.valid, ref.valid)
+        np.testing.assert_array_equal(fast.flags, ref.flags)
+        for (survey, _), ok in zip(core.CHANNELS, fast.valid.T):
+            if arrays[list(core.RECIPE).index(survey)] is None:
+                assert not ok.any(), survey
+
+
+def test_bfloat16_predict_from_native_arrays_reports_missing_surveys_not_valid():
+    """predict(..., precision="bfloat16") on a CPU fuses native arrays with
+    fuse_arrays_fast: its meta["valid"] is that of the float32 path."""
+    from astro_mantis.models import build_model, predict
+
+    net = build_model("mantis-mini", widths=[8, 16], depths=[1, 1], hidden=32).eval()
+    g, _, w = native(3, seed=9)
+    data = {"galex": g, "unwise": w}
+    low = predict(data, model=net, precision="bfloat16", compile=False)
+    ref = predict(data, model=net, precision="float32")
+    np.testing.assert_array_equal(low.meta["valid"], ref.meta["valid"])
+    assert not np.asarray(low.meta["valid"])[:, 2:7].any()
+
+
+@pytest.mark.parametrize("use_native", [None, False])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_every_path_fuses_dust_alone(use_native, dtype):
+    """Only dust: zeros, no valid channel, every survey missing (flags 7), on every path."""
+    ebv = [[0.1, 0.1]]
+    ref = fuse_arrays(ebv=ebv)
+    assert ref.flags.tolist() == [7] and not ref.x.any() and not ref.valid.any()
+    others = [fuse_arrays_batched(ebv=ebv), fuse_arrays_torch(ebv=ebv),
+              fuse_arrays_fast(ebv=ebv, dtype=dtype, native=use_native, compile=False)]
+    for got in others:
+        x = got.x.float().numpy() if isinstance(got.x, torch.Tensor) else got.x
+        np.testing.assert_array_equal(x, ref.x)
+        dust = got.dust.numpy() if isinstance(got.dust, torch.Tensor) else got.dust
+        np.testing.assert_array_equal(dust, ref.dust)
+        np.testing.assert_array_equal(got.valid, ref.valid)
+        np.testing.assert_array_equal(got.flags, ref.flags)
+    fast = others[-1].x
+    assert fast.dtype == getattr(torch, dtype)
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    # into a given buffer, as when there are surveys
+    out = torch.full((1, 9, 120, 120), 3.0, dtype=getattr(torch, dtype))
+    into = fuse_arrays_fast(ebv=ebv, dtype=dtype, native=use_native, compile=False, out=out)
+    assert into.x is out and not out.any()
+    with pytest.raises(ValueError, match="out must be"):
+        fuse_arrays_fast(ebv=ebv, dtype=dtype, out=torch.empty((2, 9, 120, 120)))
+
+
+def test_concurrent_fusions_with_different_thread_counts(monkeypatch):
+    """Two callers fusing at once with different ``threads`` each get a working pool:
+    asking for a pool of another size must not shut down one in use."""
+    n = CHUNK_ROWS + 3                        # more than one chunk: the pool is used
+    g, p, w = native(n, seed=10)
+    ref = fuse_arrays(g, p, w)
+    both_have_a_pool = threading.Barrier(2, timeout=60)
+    pool = batched._pool
+
+    def pool_then_wait(threads):              # both pools handed out before either is used
+        got = pool(threads)
+        both_have_a_pool.wait()
+        return got
+
+    monkeypatch.setattr(batched, "_pool", pool_then_wait)
+    results, errors = {}, []
+
+    def fuse(threads):
+        try:
+            results[threads] = fuse_arrays_batched(g, p, w, threads=threads)
+        except BaseException as exc:          # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=fuse, args=(k,)) for k in (2, 3)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(120)
+    assert not errors, errors
+    for k in (2, 3):
+        assert_same(results[k], ref)
+    # a pool handed out stays usable whatever size is asked for next
+    two = pool(2)
+    pool(4)
+    assert two.submit(lambda: 1).result() == 1

@@ -1,6 +1,9 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """The training-shard format (astro_mantis.shards), without the mock sky."""
 import json
+import os
+import stat
+import warnings
 
 import numpy as np
 import pytest
@@ -82,6 +85,97 @@ def test_float16_planes_keep_eleven_bits():
     ok = np.isfinite(cube)
     assert np.all(np.isnan(back[~ok]))
     assert np.max(np.abs(back[ok] / cube[ok] - 1)) <= 2.0 ** -11
+
+
+def _float16_planes_before(cube):
+    """float16_planes as it was before ±inf pixels were kept out of the peak."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        peak = np.nanmax(np.abs(cube), axis=(-2, -1))
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    exponent = np.ceil(np.log2(np.maximum(peak, 1.0) / 32768.0))
+    scale = np.exp2(np.maximum(exponent, 0.0)).astype(np.float32)
+    return (cube / scale[..., None, None]).astype(np.float16), scale
+
+
+def test_float16_planes_scale_by_the_finite_peak():
+    """An infinite pixel does not set the scale (it was taken as no peak at all: scale 1,
+    and the finite pixels above 65504 overflowed to inf); it stays infinite."""
+    rng = np.random.default_rng(5)
+    cube = rng.normal(300.0, 50.0, (2, 5, 8, 8)).astype(np.float32)
+    cube[0, 1, 0, 0], cube[0, 1, 0, 1] = np.inf, -np.inf
+    cube[0, 1, 3, 3], cube[0, 1, 4, 4] = 1e5, -2e5      # finite, beyond float16
+    cube[1, 2, 5, 5] = np.inf                           # inf in a faint plane: scale 1
+    cube[1, 4] = np.nan                                 # a missing plane
+    cube[1, 4, 0, 0] = -np.inf                          # ...with an infinity in it
+    stored, scale = float16_planes(cube)
+    assert scale[0, 1] == 8.0 and scale[1, 2] == 1.0 and scale[1, 4] == 1.0
+    back = stored.astype(np.float32) * scale[..., None, None]
+    finite = np.isfinite(cube)
+    assert np.isfinite(back[finite]).all()
+    assert np.max(np.abs(back[finite] / cube[finite] - 1)) <= 2.0 ** -11
+    inf = np.isinf(cube)
+    np.testing.assert_array_equal(back[inf], cube[inf])
+    assert np.isnan(back[np.isnan(cube)]).all()
+
+
+def test_float16_planes_without_infinities_are_stored_as_before():
+    rng = np.random.default_rng(6)
+    cube = (rng.normal(300.0, 50.0, (4, 5, 16, 16))
+            * rng.choice([1e-3, 1.0, 300.0, 3e4], (4, 5, 1, 1))).astype(np.float32)
+    cube[rng.random(cube.shape) < 0.05] = np.nan
+    cube[2, 3] = np.nan
+    cube[1, 1, 2, 2] = 65504.0 * 2 ** 10
+    for c in (cube, cube.astype(np.float64), cube[0, 0]):
+        stored, scale = float16_planes(c)
+        old_stored, old_scale = _float16_planes_before(c)
+        assert stored.tobytes() == old_stored.tobytes() and stored.dtype == old_stored.dtype
+        assert scale.tobytes() == old_scale.tobytes() and scale.shape == old_scale.shape
+
+
+@pytest.fixture
+def fsyncs(monkeypatch):
+    """The descriptors flushed to disk with os.fsync, in order."""
+    synced, fsync = [], os.fsync
+
+    def spy(fd):
+        synced.append(fd)
+        return fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return synced
+
+
+def test_write_manifest_is_atomic(tmp_path, fsyncs):
+    """A temporary file of its own, flushed to disk before the rename; removed, and the
+    earlier manifest kept, when the manifest cannot be written."""
+    write_manifest(tmp_path, {"format": FORMAT, "n": 1})
+    assert fsyncs
+    before = (tmp_path / "manifest.json").read_bytes()
+    assert before.endswith(b"\n") and json.loads(before) == {"format": FORMAT, "n": 1}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_manifest(tmp_path, {"format": FORMAT, "n": object()})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+    assert (tmp_path / "manifest.json").read_bytes() == before
+
+
+def test_write_npz_is_atomic_and_reproducible(tmp_path, fsyncs):
+    target = tmp_path / "a.npz"
+    arrays = {"x": np.arange(6.0).reshape(2, 3), "s": np.array("text")}
+    for compression in ("stored", "deflate"):
+        size = shards.write_npz(target, arrays, compression=compression)
+        first = target.read_bytes()
+        assert size == len(first) and fsyncs
+        fsyncs.clear()
+        shards.write_npz(target, arrays, compression=compression)
+        assert target.read_bytes() == first       # byte-reproducible
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644
+        with np.load(target) as npz:
+            np.testing.assert_array_equal(npz["x"], arrays["x"])
+    with pytest.raises(TypeError, match="object dtype"):
+        shards.write_npz(target, {"x": np.arange(3), "o": np.array([None, 1], object)})
+    assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]   # no temporary file left
+    assert target.read_bytes() == first                         # the earlier file kept
 
 
 def test_a_shard_round_trips(tmp_path):

@@ -62,3 +62,64 @@ def test_check_writable_finds_output_problems_first(tmp_path):
     # an astropy format that cannot hold a 400-bin column
     with pytest.raises(OutputError, match="cannot write"):
         check_writable(tmp_path / "o.txt", t, format="ascii.csv")
+
+
+#: Metadata whose text looks like another type: a VOTable INFO holds only text.
+TYPED_META = {"z_model": "0123", "z_sha256": "0.10", "name_nan": "nan", "s_true": "True",
+              "s_int": "42", "s_exp": "1e5", "empty": "", "spaced": " a b ",
+              "i": 7, "big": 2 ** 70, "neg": -3, "f": 0.1, "f_whole": 1.0,
+              "f_nan": float("nan"), "f_inf": float("-inf"), "t": True, "fl": False,
+              "np_i": np.int64(3), "np_f": np.float64(2.5), "np_f32": np.float32(0.1),
+              "np_b": np.bool_(False), "np_s": np.str_("007")}
+
+
+def _expected(value):
+    """What a value comes back as: its Python type (numpy scalars as Python's)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(str(value))
+    return str(value)
+
+
+@pytest.mark.parametrize("name", ["o.vot", "o.xml"])
+def test_votable_meta_comes_back_with_its_type(tmp_path, name):
+    """str, int, float and bool metadata come back as written: a numeric-looking model
+    name or hash stays a string (a resume compares them as text)."""
+    t = _table()
+    t.meta.clear()
+    t.meta.update(TYPED_META)
+    write_table(t, tmp_path / name)
+    back = read_table(tmp_path / name).meta
+    for key, value in TYPED_META.items():
+        want = _expected(value)
+        got = back[key]
+        assert type(got) is type(want), (key, got)
+        if isinstance(want, float) and np.isnan(want):
+            assert np.isnan(got), key
+        else:
+            assert got == want, (key, got)
+        assert str(got) == str(value), key
+
+
+def test_votable_meta_of_the_old_writer_is_still_read(tmp_path):
+    """Files written before the types were recorded (INFO without utype), or by other
+    writers: the type is guessed from the text, as before."""
+    from astropy.io.votable import from_table
+    from astropy.io.votable.tree import Info
+
+    vot = from_table(Table({"ra": [1.0]}))
+    vtab = vot.get_first_table()
+    old = {"z_model": "mantis-mini", "z_tta": "False", "z_nbins": "400", "f": "0.25",
+           "looks_numeric": "0123"}
+    for key, text in old.items():
+        vtab.infos.append(Info(name=key, value=text))
+    vtab.infos.append(Info(name="other", value="12", utype="someone:else",
+                           config=vot._get_version_checks()))
+    vot.to_xml(str(tmp_path / "old.vot"))
+    assert 'utype="someone:else"' in (tmp_path / "old.vot").read_text()
+    meta = read_table(tmp_path / "old.vot").meta
+    assert meta == {"z_model": "mantis-mini", "z_tta": False, "z_nbins": 400, "f": 0.25,
+                    "looks_numeric": 123, "other": 12}

@@ -47,6 +47,7 @@ tensors on the device, `fuse_arrays_fast` with ``x`` as a tensor), so they are
 drop-in replacements.
 """
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -62,8 +63,10 @@ __all__ = ["fuse_arrays_batched", "fuse_survey_batched", "fuse_arrays_torch",
 #: size of a core's L2 cache and then some; smaller chunks cost more in task overhead.
 CHUNK_ROWS = 8
 
-_POOL = None
-_POOL_SIZE = 0
+#: One executor per thread count, never shut down: callers with different ``threads``
+#: may be fusing at the same time (a pool shut down under one of them refused its tasks).
+_POOLS = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def default_fusion_threads():
@@ -83,13 +86,22 @@ def default_fusion_threads():
 
 
 def _pool(threads):
-    global _POOL, _POOL_SIZE
-    if _POOL is None or _POOL_SIZE != threads:
-        if _POOL is not None:
-            _POOL.shutdown(wait=False)
-        _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="astro_mantis-fuse")
-        _POOL_SIZE = threads
-    return _POOL
+    """The executor of ``threads`` workers, shared by every fusion that asks for that many.
+
+    Executors are kept, one per size, and never shut down, so that fusions running at
+    the same time with different ``threads`` do not pull a pool from under each other.
+    Their idle threads cost nothing but a little memory; only a handful of sizes are
+    ever used (the default and what callers pass).
+    """
+    pool = _POOLS.get(threads)
+    if pool is None:
+        with _POOLS_LOCK:
+            pool = _POOLS.get(threads)
+            if pool is None:
+                pool = ThreadPoolExecutor(max_workers=threads,
+                                          thread_name_prefix="astro_mantis-fuse")
+                _POOLS[threads] = pool
+    return pool
 
 
 def _run_chunks(task, n, threads):
@@ -586,18 +598,18 @@ def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUT
             data = data.detach().cpu().numpy()
         sources.append(_check_survey_data(data, survey)[0])
     if all(d is None for d in sources):  # dust only: nothing to compute
-        x = torch.zeros((n, len(CHANNELS), size, size), dtype=types[dtype],
-                        memory_format=torch.channels_last)
+        x = torch.zeros((n, len(CHANNELS), size, size), dtype=types[dtype]).contiguous(
+            memory_format=torch.channels_last)
+        if out is not None:
+            _check_fast_out(out, x.shape, types[dtype])
+            out.zero_()
+            x = out
         return FusedInput(x, dust, np.zeros((n, len(CHANNELS)), bool), flags)
     shape = (n, len(CHANNELS), size, size)
     if out is None:
         x = torch.empty(shape, dtype=types[dtype], memory_format=torch.channels_last)
-    elif (not isinstance(out, torch.Tensor) or tuple(out.shape) != shape
-          or out.dtype != types[dtype] or out.device.type != "cpu"):
-        raise ValueError(f"out must be a CPU torch.Tensor of {types[dtype]} and shape {shape}; "
-                         f"got {getattr(out, 'dtype', type(out).__name__)} "
-                         f"{tuple(getattr(out, 'shape', ()))}")
     else:
+        _check_fast_out(out, shape, types[dtype])
         x = out
     counts = np.empty((n, len(CHANNELS)), np.int64)
     fuse_rows = None if native is False else _native_fuse_rows()
@@ -630,6 +642,18 @@ def fuse_arrays_fast(galex=None, panstarrs=None, unwise=None, ebv=None, size=OUT
     return _counted(counts, arrays, dust, flags, x)
 
 
+def _check_fast_out(out, shape, dtype):
+    """Raise ValueError unless ``out`` is a CPU tensor of ``dtype`` and ``shape``."""
+    import torch
+
+    shape = tuple(shape)
+    if (not isinstance(out, torch.Tensor) or tuple(out.shape) != shape
+            or out.dtype != dtype or out.device.type != "cpu"):
+        raise ValueError(f"out must be a CPU torch.Tensor of {dtype} and shape {shape}; "
+                         f"got {getattr(out, 'dtype', type(out).__name__)} "
+                         f"{tuple(getattr(out, 'shape', ()))}")
+
+
 def _crop_tensor(data, crop):
     """The centre crop of ``data`` as a tensor (a view; a copy where strides are negative,
     which torch does not take)."""
@@ -640,12 +664,19 @@ def _crop_tensor(data, crop):
 
 
 def _counted(counts, arrays, dust, flags, x):
-    """The `FusedInput` of fused images ``x`` from their bad-pixel counts per channel."""
+    """The `FusedInput` of fused images ``x`` from their bad-pixel counts per channel.
+
+    A channel is valid where none of its pixels was bad and its survey was given at
+    all: a survey passed as None has zero bad pixels counted, but its channels are
+    zeros standing in for nothing, not valid (as in `~astro_mantis.fusion.core.fuse_arrays`).
+    """
     valid = counts == 0
     first = 0
     for survey, recipe in RECIPE.items():
         nb = len(recipe["bands"])
-        if arrays[survey] is not None:
+        if arrays[survey] is None:
+            valid[:, first:first + nb] = False
+        else:
             c = counts[:, first:first + nb].sum(1)
             total = nb * recipe["crop"] ** 2
             flags[(c > 0) & (c < total)] |= int(MantisFlag.NAN_PIXELS)

@@ -21,6 +21,7 @@ Missing data policy (all three functions):
 
 The output never contains a NaN or an infinity.
 """
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -85,6 +86,34 @@ def _survey_planes(image, bands):
         if band in image.bands:
             out[i] = image.data[image.bands.index(band)]
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _unit_mismatch(unit, survey):
+    """None where ``unit`` is the unit the recipe's normalisation of ``survey`` expects
+    (or the same unit spelled otherwise: converting is multiplying by 1); else that unit."""
+    from ..surveys import get_survey
+
+    expected = get_survey(survey).unit
+    if unit == expected:
+        return None
+    try:
+        scale = u.Unit(unit).to(expected)
+    except (u.UnitsError, ValueError, TypeError):  # not convertible, or not a unit known
+        return expected
+    return None if np.isclose(scale, 1.0, rtol=1e-12, atol=0.0) else expected
+
+
+def _check_unit(image, survey, row):
+    """Raise ValueError unless ``image`` is in the unit the normalisation of ``survey``
+    assumes (``get_survey(survey).unit``): its stretch is fixed, so pixels in another
+    unit would be fused as nonsense, silently."""
+    expected = _unit_mismatch(image.unit, survey)
+    if expected is not None:
+        given = image.unit.to_string() or "dimensionless"
+        raise ValueError(f"row {row}, {survey}: the image is in {given!r} but the recipe's "
+                         f"{survey} normalisation expects {expected.to_string()!r} "
+                         f"(get_survey({survey!r}).unit); convert the pixels first")
 
 
 def _nan_flag(planes, survey):
@@ -165,8 +194,10 @@ def early_fusion(cutouts, ebv=None, nan_policy="zero", out=None, panstarrs_expos
     Raises
     ------
     ValueError
-        If an image is smaller than the recipe's crop, ``ebv`` has the wrong shape,
-        ``nan_policy`` is unknown or ``out`` has the wrong shape or type.
+        If an image is smaller than the recipe's crop or not in its survey's unit
+        (``get_survey(name).unit``, which the normalisation assumes: GALEX ct/s, PS1
+        ct, unWISE Vega nanomaggies), ``ebv`` has the wrong shape, ``nan_policy`` is
+        unknown or ``out`` has the wrong shape or type.
     """
     from .exposure import check_panstarrs_exposure
 
@@ -190,6 +221,7 @@ def early_fusion(cutouts, ebv=None, nan_policy="zero", out=None, panstarrs_expos
         rows = [None] * n  # the rows' native planes, read in place by the fusion
         for row in _rows_of(cutouts, survey, flags):
             image = cutouts[row].surveys[survey]
+            _check_unit(image, survey, row)
             planes = _survey_planes(image, recipe["bands"])
             if planes.shape[1] < crop or planes.shape[2] < crop:
                 raise ValueError(f"row {row}, {survey}: the recipe crops {crop}x{crop} pixels "
@@ -229,7 +261,8 @@ def late_fusion(cutouts, ebv=None, nan_policy="zero"):
     Raises
     ------
     ValueError
-        If the images of one survey do not all have the same shape.
+        If the images of one survey do not all have the same shape, or an image is
+        not in its survey's unit (as in `early_fusion`).
     """
     from ..surveys import SURVEYS
 
@@ -251,6 +284,7 @@ def late_fusion(cutouts, ebv=None, nan_policy="zero"):
         out = np.zeros((n, len(bands)) + tuple(shape), np.float32)
         ok = np.zeros((n, len(bands)), bool)
         for row in rows:
+            _check_unit(cutouts[row].surveys[survey], survey, row)
             planes = _survey_planes(cutouts[row].surveys[survey], bands)
             filled, zeroed = fill_nonfinite(planes, nan_policy)
             flags[row] |= _nan_flag(planes, survey)
@@ -301,8 +335,9 @@ def reproject_fusion(cutouts, size=120, pixscale=0.25 * u.arcsec, ebv=None, nan_
     normalise : bool
         If True (default), rescale each channel to its survey's native pixel area
         (flux per native pixel, the units the published stretches expect) and apply
-        the survey's normalisation. If False, return flux per output pixel in each
-        survey's own unit.
+        the survey's normalisation (the images must then be in their survey's unit,
+        as in `early_fusion`: ValueError otherwise). If False, return flux per output
+        pixel in each survey's own unit.
 
     Returns
     -------
@@ -332,6 +367,8 @@ def reproject_fusion(cutouts, size=120, pixscale=0.25 * u.arcsec, ebv=None, nan_
                 flags[row] |= int(MantisFlag.BAD_COORDINATE)
                 continue
             image = cut.surveys[survey]
+            if normalise:
+                _check_unit(image, survey, row)
             planes = _survey_planes(image, bands)
             filled, zeroed = fill_nonfinite(planes, nan_policy)
             flags[row] |= _nan_flag(planes, survey)

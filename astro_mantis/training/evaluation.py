@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_open
 from ..fusion.exposure import model_panstarrs_exposure
 from ..metrics import BINNED_EDGES, PDF_METRICS, POINT_METRICS, binned_metrics
 from ..pdf import (POINT_ESTIMATORS, RECOMMENDED_POINT_ESTIMATE, ZMAX, ZMIN, RedshiftPDF,
@@ -267,7 +268,11 @@ class Evaluation:
         return "".join(parts)
 
     def write(self, out):
-        """Write ``evaluation.json`` and ``evaluation.rst`` into a directory.
+        """Write ``evaluation.json`` and ``evaluation.rst`` into a directory, atomically.
+
+        Both texts are built before either file is written (a failure to build them
+        leaves both files as they were), and each file is replaced whole through
+        `~astro_mantis.atomic.atomic_open`: never a torn file.
 
         Parameters
         ----------
@@ -282,8 +287,10 @@ class Evaluation:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": out / "evaluation.json", "rst": out / "evaluation.rst"}
-        paths["json"].write_text(json.dumps(self.as_dict(), indent=1))
-        paths["rst"].write_text(self.to_rst())
+        texts = {"json": json.dumps(self.as_dict(), indent=1), "rst": self.to_rst()}
+        for key, text in texts.items():  # each replaced whole, or left as it was
+            with atomic_open(paths[key], "w", encoding="utf-8") as fh:
+                fh.write(text)
         return paths
 
 
