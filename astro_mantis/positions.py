@@ -186,6 +186,8 @@ def _parse_strings(values, unit, is_ra):
             if _SEXAGESIMAL.search(s) is None:
                 # a decimal number among sexagesimal ones: degrees (or the column's unit)
                 value = Angle(float(s), unit=unit or u.deg)
+            elif not is_ra and "h" in s.lower():
+                raise ValueError("a declination is not in hours")
             else:
                 value = Angle(s, unit=default)
             out[i] = value.to_value(u.deg)

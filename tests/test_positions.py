@@ -39,6 +39,17 @@ def test_sexagesimal_and_decimal_string_columns():
     assert table_positions(t2, ra_unit="deg").ra[0] == pytest.approx(12.33494, abs=1e-5)
 
 
+def test_a_declination_in_hours_is_unreadable_not_thirty_degrees():
+    """'2h' as a declination was once read as 30 deg (hours accepted for any angle)."""
+    t = Table({"dec": ["2h", "-01h30m00s", "+02d30m00s", "-12:30:00"]})
+    deg, reason = column_degrees(t, "dec", what="declination")
+    assert np.isnan(deg[:2]).all() and list(reason[:2]) == [
+        "cannot read declination '2h'", "cannot read declination '-01h30m00s'"]
+    np.testing.assert_allclose(deg[2:], [2.5, -12.5])
+    ra, _ = column_degrees(Table({"ra": ["2h", "10.5"]}), "ra", what="right ascension")
+    np.testing.assert_allclose(ra, [30.0, 10.5])
+
+
 def test_a_string_column_of_no_angles_is_an_error():
     t = Table({"ra": ["a", "b"], "dec": [1.0, 2.0]})
     with pytest.raises(ValueError, match="none of its values reads as an angle"):
