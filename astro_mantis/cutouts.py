@@ -173,7 +173,7 @@ class MantisClass:
     def clear_cache(self):
         """Delete every cutout in the cache (`cache_location`); the next calls fetch again.
 
-        Only the cache's own entries are deleted (`astro_mantis.fetch.CutoutCache.clear`):
+        Only the cache's own entries are deleted (``CutoutCache.clear`` of `astro_mantis.fetch`):
         other files in that directory, which ``conf.cache_dir`` may share with them,
         are left as they are.
 

@@ -6,11 +6,12 @@ Two steps, as the service documents them:
    ``type=stack`` and a file field ``file`` holding one "ra dec" line per position
    (many positions in one request). The answer is a whitespace table with columns
    ``projcell subcell ra dec filter mjd type filename shortname badflag``, one row per
-   position and filter, the position echoed as numbers (`parse_listing` matches rows
-   back to positions by value, within `MATCH_TOLERANCE`). The 3π stacks cover
-   every position north of dec = -30° in every band, so a listing that lacks a row
-   for such a position was cut short (`listing_gaps`): the fetch engine retries it
-   like any truncated body, and never takes the position for uncovered.
+   position and filter, the position echoed as numbers (``PanstarrsSurvey.parse_listing``
+   matches rows back to positions by value, within ``MATCH_TOLERANCE`` degrees). The
+   3π stacks cover every position north of dec = -30° in every band, so a listing that
+   lacks a row for such a position was cut short (``PanstarrsSurvey.listing_gaps``):
+   the fetch engine retries it like any truncated body, and never takes the position
+   for uncovered.
 2. ``GET {panstarrs_url}/fitscut.cgi?red=FILENAME&ra=&dec=&size=170&format=fits``
    per band: a 170 × 170 image of 0.25″ pixels in linear counts, with the stack's
    WCS (its CRPIX can lie far outside the cutout) and ``EXPTIME``. The AB zero point
@@ -143,7 +144,7 @@ class PanstarrsSurvey(Survey):
         The service echoes each position it was sent in the ``ra`` and ``dec``
         columns, as numbers whose precision it chooses (fewer decimals than the 7
         sent, possibly). So a row goes to *every* position it matches within
-        `MATCH_TOLERANCE`, in whatever order the rows come, and where several rows of
+        ``MATCH_TOLERANCE``, in whatever order the rows come, and where several rows of
         one band match a position, the nearest wins: two positions closer together
         than the echo's precision share the files of their rows, rather than one of
         them being taken for uncovered.

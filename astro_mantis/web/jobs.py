@@ -4,7 +4,7 @@
 A `Job` records one upload's progress; `JobStore` keeps the jobs of a running service
 and forgets finished ones after their time to live. Each job's state is also written,
 atomically, as ``<id>.json`` in the store's directory, beside its result
-``<id>.result.<suffix>`` (`JobStore.result_path`; a JSON result must not take the
+``<id>.result.<suffix>`` (``JobStore.result_path``; a JSON result must not take the
 state's name), so that the worker processes of one service (``astro-mantis serve
 --workers N``), given one directory, answer for each other's jobs. Jobs do not survive
 a restart: the command makes the directory a temporary one.
@@ -92,7 +92,7 @@ class JobStore:
     ----------
     directory : str or path-like
         Where the jobs' states (``<id>.json``) and result files
-        (``<id>.result.<suffix>``, `result_path`) are written. Stores of
+        (``<id>.result.<suffix>``, ``result_path``) are written. Stores of
         several processes given the same directory see each other's jobs (`get`); each
         runs, updates and fails only its own.
     ttl : float

@@ -867,7 +867,7 @@ class PhotozService:
             If a position column does not exist (the message lists the columns).
         ValueError
             If the table already has redshift columns or a position column is unusable
-            (see `check_table`).
+            (see ``check_table``).
         """
         from .limits import ServiceClosed
 
