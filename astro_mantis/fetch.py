@@ -473,12 +473,6 @@ def _check_fits_body(content):
     primary_layout(content)
 
 
-def _check_listing_body(content):
-    """Cheap check of a ps1filenames answer: it starts with the table's header line."""
-    if not content.lstrip().startswith(b"projcell"):
-        raise InvalidResponseError("listing is not a ps1filenames table")
-
-
 class _ListingCheck:
     """The check of a listing's body, run on every attempt, so a bad listing is retried.
 

@@ -204,13 +204,13 @@ def test_off_by_default_and_bad_spans_are_refused(field):
 def test_cut_leaves_out_positions_outside_the_larger_cutout(field):
     server, coords = field
     ra, dec = float(coords[0].ra.deg), float(coords[0].dec.deg)
-    from astro_mantis.fetch import _Fetcher, _check_fits_body, _check_listing_body
+    from astro_mantis.fetch import _Fetcher, _check_fits_body, _ListingCheck
 
     fetcher = _Fetcher(2, 0, 5.0, 0.01)
     try:
-        listing = PS1.parse_listing(
-            fetcher.submit(PS1.listing_request([(ra, dec)]), _check_listing_body).result(),
-            [(ra, dec)])[0]
+        check = _ListingCheck(PS1, [(ra, dec)])
+        fetcher.submit(PS1.listing_request([(ra, dec)]), check).result()
+        listing = check.entries[0]
         requests = PS1.image_requests(ra, dec, listing=listing, size=PS1.size + 40)
         bodies = [fetcher.submit(r, _check_fits_body).result() for r in requests]
         own = PS1.image_requests(ra, dec, listing=listing)

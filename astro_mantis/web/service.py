@@ -170,10 +170,7 @@ def _text_column_degrees(table, name, axis):
         col = MaskedColumn(text, mask=np.ma.getmaskarray(col), unit=getattr(col, "unit", None))
         table = Table({name: col})
     what = "right ascension" if axis == "RA" else "declination"
-    values, _reason = column_degrees(table, name, what)
-    if axis == "DEC":
-        text = np.ma.filled(np.ma.asarray(table[name]), "").astype(str)
-        values = np.where(np.char.find(np.char.lower(text), "h") >= 0, np.nan, values)
+    values, _reason = column_degrees(table, name, what)  # a Dec in hours: NaN there too
     return values
 
 
