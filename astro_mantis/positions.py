@@ -29,7 +29,7 @@ import astropy.units as u
 import numpy as np
 from astropy.coordinates import Angle, SkyCoord
 
-__all__ = ["Positions", "check_degrees", "column_degrees", "table_positions",
+__all__ = ["Positions", "angle_degrees", "check_degrees", "column_degrees", "table_positions",
            "coordinate_positions", "icrs_positions", "resolve_name", "missing_column_error"]
 
 _SEXAGESIMAL = re.compile(r"[:hdms\u00b0'\" ]")
@@ -166,6 +166,65 @@ def missing_column_error(table, name, what="", option=None):
     return KeyError(msg)
 
 
+def angle_degrees(text, what="right ascension", unit=None):
+    """One angle written as text, in degrees: the package's one reading of angle text.
+
+    A plain number (``"185.0242"``, ``"1e2"``) is in ``unit`` (degrees by default).
+    Sexagesimal or unit-marked text (``"12:20:05.8"``, ``"12 20 05.8"``,
+    ``"12h20m05.8s"``, ``"+47:11:43"``, ``"47d11m43s"``, ``"47°11′43″"``) is read by
+    `~astropy.coordinates.Angle`: a unit written in the text wins; otherwise a right
+    ascension is in ``unit``, or in **hours** when no unit is given, and a declination
+    in ``unit`` or degrees. A declination written in hours (``"2h"``) is refused:
+    hours are for right ascension. Table columns (`column_degrees`), position strings
+    (`resolve_name`) and the web service's query parameters all read text here.
+
+    The range is not checked (`check_degrees` does that).
+
+    Parameters
+    ----------
+    text : str
+        The angle as written.
+    what : {"right ascension", "declination"} or str
+        Which coordinate: ``"right ascension"`` reads unmarked sexagesimal text in
+        hours, anything else in degrees. Also names the coordinate in messages.
+    unit : `~astropy.units.Unit` or str, optional
+        The unit of text that carries none (e.g. a column's ``hourangle``).
+
+    Returns
+    -------
+    float
+        Degrees (not wrapped).
+
+    Raises
+    ------
+    ValueError
+        If the text is empty, does not read as an angle, or is a declination in hours;
+        the message starts ``"cannot read <what> '<text>'"`` and says why.
+
+    Examples
+    --------
+    >>> from astro_mantis.positions import angle_degrees
+    >>> round(angle_degrees("12:20:05.8"), 5)
+    185.02417
+    >>> round(angle_degrees("+47:11:43", "declination"), 5)
+    47.19528
+    """
+    s = str(text).strip()
+    is_ra = what == "right ascension"
+    the_unit = None if unit is None else u.Unit(unit)
+    try:
+        if not s:
+            raise ValueError("it is empty")
+        if _SEXAGESIMAL.search(s) is None:  # a plain number: degrees, or the unit given
+            return float(Angle(float(s), unit=the_unit or u.deg).to_value(u.deg))
+        if not is_ra and "h" in s.lower():
+            raise ValueError("a declination is not in hours; hours are for right ascension")
+        default = the_unit or (u.hourangle if is_ra else u.deg)
+        return float(Angle(s, unit=default).to_value(u.deg))
+    except (ValueError, u.UnitsError, TypeError) as exc:
+        raise ValueError(f"cannot read {what} {s!r}: {exc}") from None
+
+
 def _parse_strings(values, unit, is_ra):
     """Parse a string array to degrees; unparseable entries give NaN and a reason."""
     text = np.char.strip(np.asarray(values, dtype=str))
@@ -179,21 +238,12 @@ def _parse_strings(values, unit, is_ra):
         return nums * factor, reason
     except ValueError:
         pass
-    default = unit if unit is not None else (u.hourangle if is_ra else u.deg)
+    what = "right ascension" if is_ra else "declination"
     for i in np.flatnonzero(~empty):
-        s = str(text[i])
         try:
-            if _SEXAGESIMAL.search(s) is None:
-                # a decimal number among sexagesimal ones: degrees (or the column's unit)
-                value = Angle(float(s), unit=unit or u.deg)
-            elif not is_ra and "h" in s.lower():
-                raise ValueError("a declination is not in hours")
-            else:
-                value = Angle(s, unit=default)
-            out[i] = value.to_value(u.deg)
-        except (ValueError, u.UnitsError, TypeError):
-            what = "right ascension" if is_ra else "declination"
-            reason[i] = f"cannot read {what} {s!r}"
+            out[i] = angle_degrees(text[i], what, unit)
+        except ValueError as exc:
+            reason[i] = str(exc)
     return out, reason
 
 
@@ -418,13 +468,10 @@ def _position(text, parts):
     """The position of a string of two angles (`resolve_name`); a ValueError naming what
     is wrong when they are not a valid position."""
     try:
-        ra, dec = float(parts[0]), float(parts[1])
-    except ValueError:
-        ra_unit = u.deg if re.search(r"[d\u00b0]", parts[0]) else u.hourangle
-        try:
-            ra, dec = Angle(parts[0], unit=ra_unit).deg, Angle(parts[1], unit=u.deg).deg
-        except (ValueError, u.UnitsError) as exc:
-            raise ValueError(f"cannot read {text!r} as a position: {exc}") from None
+        ra = angle_degrees(parts[0], "right ascension")
+        dec = angle_degrees(parts[1], "declination")
+    except ValueError as exc:
+        raise ValueError(f"cannot read {text!r} as a position: {exc}") from None
     checked = check_degrees([ra], [dec])
     if not checked.good[0]:
         raise ValueError(f"invalid position {text!r}: {checked.reason[0]}")

@@ -6,7 +6,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.table import MaskedColumn, Table
 
-from astro_mantis.positions import (check_degrees, column_degrees, coordinate_positions,
+from astro_mantis.positions import (angle_degrees, check_degrees, column_degrees, coordinate_positions,
                                     missing_column_error, resolve_name, table_positions)
 
 
@@ -43,8 +43,10 @@ def test_a_declination_in_hours_is_unreadable_not_thirty_degrees():
     """'2h' as a declination was once read as 30 deg (hours accepted for any angle)."""
     t = Table({"dec": ["2h", "-01h30m00s", "+02d30m00s", "-12:30:00"]})
     deg, reason = column_degrees(t, "dec", what="declination")
-    assert np.isnan(deg[:2]).all() and list(reason[:2]) == [
-        "cannot read declination '2h'", "cannot read declination '-01h30m00s'"]
+    assert np.isnan(deg[:2]).all()
+    assert reason[0].startswith("cannot read declination '2h'")
+    assert reason[1].startswith("cannot read declination '-01h30m00s'")
+    assert "hours are for right ascension" in reason[0]
     np.testing.assert_allclose(deg[2:], [2.5, -12.5])
     ra, _ = column_degrees(Table({"ra": ["2h", "10.5"]}), "ra", what="right ascension")
     np.testing.assert_allclose(ra, [30.0, 10.5])
@@ -101,3 +103,39 @@ def test_an_out_of_range_position_is_reported_as_such_not_sent_to_sesame(text, w
     with pytest.raises(ValueError, match=what) as info:
         resolve_name(text)
     assert "Sesame" not in str(info.value) and "network" not in str(info.value)
+
+
+@pytest.mark.parametrize("text, what, unit, expected", [
+    ("12:20:05.8", "right ascension", None, 185.0241667),
+    ("12 20 05.8", "right ascension", None, 185.0241667),
+    ("12h20m05.8s", "right ascension", None, 185.0241667),
+    ("185d01m27s", "right ascension", None, 185.0241667),  # a unit in the text wins
+    ("185.0242", "right ascension", None, 185.0242),  # a plain number is degrees
+    ("12.5", "right ascension", "hourangle", 187.5),  # ... or in the unit given
+    ("12:30:00", "right ascension", "deg", 12.5),
+    ("+47:11:43", "declination", None, 47.1952778),
+    ("-30d30m", "declination", None, -30.5),
+    ("47\u00b011\u203243\u2033", "declination", None, 47.1952778),
+])
+def test_angle_degrees_reads_text(text, what, unit, expected):
+    assert angle_degrees(text, what, unit) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("text, what, words", [
+    ("2h", "declination", "cannot read declination '2h': .*hours are for right ascension"),
+    ("garbage", "right ascension", "cannot read right ascension 'garbage': "),
+    ("25:00:00", "right ascension", "'hours' .* range"),
+    ("  ", "declination", "cannot read declination ''"),
+])
+def test_angle_degrees_refuses(text, what, words):
+    with pytest.raises(ValueError, match=words):
+        angle_degrees(text, what)
+
+
+def test_position_strings_refuse_a_declination_in_hours():
+    """resolve_name once read '10:00:00 2h' as Dec +30 deg; columns and the web service
+    already refused hours there. All three now read text through angle_degrees."""
+    with pytest.raises(ValueError, match="hours are for right ascension"):
+        resolve_name("10:00:00 2h")
+    c = resolve_name("150d 2d30m")
+    assert (c.ra.deg, c.dec.deg) == pytest.approx((150.0, 2.5))

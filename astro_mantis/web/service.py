@@ -10,17 +10,16 @@ tables with `astro_mantis.add_redshift_columns` and tables into the JSON answers
 """
 import io
 import math
-import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import Angle
 from astropy.table import MaskedColumn, Table, vstack
 
 from .._version import __version__
 from ..flags import MantisFlag
+from ..positions import angle_degrees, column_degrees
 
 __all__ = ["PhotozService", "parse_coordinate", "read_upload", "write_table_bytes",
            "check_output_format", "table_rows_json", "cutout_png", "cutout_fits", "flag_names",
@@ -78,11 +77,11 @@ def flag_names(value):
 def parse_coordinate(value, axis):
     """One coordinate from a request: a number of degrees or a sexagesimal string.
 
-    Numbers, and strings holding a number, are degrees. Other strings are read by
-    `astropy.coordinates.Angle`: for right ascension, hours unless the text says
-    degrees (``"10h00m28.6s"``, ``"10:00:28.6"``, ``"10 00 28.6"`` are hours;
-    ``"150d07m09s"`` degrees); for declination, degrees (``"+02:12:21"``,
-    ``"2d12m21s"``; hours such as ``"2h"`` are refused).
+    Numbers, and strings holding a number, are degrees. Other strings are read as
+    the library reads angle text (`astro_mantis.positions.angle_degrees`): for right
+    ascension, hours unless the text says degrees (``"10h00m28.6s"``, ``"10:00:28.6"``,
+    ``"10 00 28.6"`` are hours; ``"150d07m09s"`` degrees); for declination, degrees
+    (``"+02:12:21"``, ``"2d12m21s"``; hours such as ``"2h"`` are refused).
 
     Parameters
     ----------
@@ -115,8 +114,11 @@ def parse_coordinate(value, axis):
             raise ValueError(f"{axis} must be {expect}; got {value[:_MAX_TEXT]!r}")
         try:
             deg = float(text)
-        except ValueError:
-            deg = _sexagesimal(text, axis, expect)
+        except ValueError:  # the library's one reading of angle text
+            try:
+                deg = angle_degrees(text, "right ascension" if axis == "RA" else "declination")
+            except ValueError as exc:
+                raise ValueError(f"{axis} must be {expect}; {exc}") from None
     elif isinstance(value, (int, float, np.integer, np.floating)):
         try:
             deg = float(value)
@@ -134,25 +136,6 @@ def parse_coordinate(value, axis):
     return deg
 
 
-def _sexagesimal(text, axis, expect):
-    says_degrees = re.search(r"[d°]", text, flags=re.IGNORECASE) is not None
-    if axis == "DEC" and _says_hours(text):
-        raise ValueError(f"{axis} must be {expect}; got {text!r}, in hours (hours are for "
-                         "right ascension)")
-    unit = u.deg if axis == "DEC" or says_degrees else u.hourangle
-    if not re.fullmatch(r"[+\-]?[0-9.:\shmsd°'\"]+", text, flags=re.IGNORECASE):
-        raise ValueError(f"{axis} must be {expect}; got {text!r}")
-    try:
-        return float(Angle(text, unit=unit).deg)
-    except Exception:  # astropy raises several kinds for unreadable angles
-        raise ValueError(f"{axis} must be {expect}; could not read {text!r}") from None
-
-
-def _says_hours(text):
-    """Whether an angle's text is in hours (``"2h"``, ``"2h30m"``)."""
-    return re.search(r"h", str(text), flags=re.IGNORECASE) is not None
-
-
 def _text_column_degrees(table, name, axis):
     """Degrees from a column of strings, as the library reads them; NaN where unreadable.
 
@@ -162,8 +145,6 @@ def _text_column_degrees(table, name, axis):
     ``hourangle`` is 187.5 degrees). Declinations written in hours are refused, as by
     `parse_coordinate`.
     """
-    from ..positions import column_degrees
-
     col = table[name]
     if col.dtype.kind == "O":  # e.g. VOTable variable-length text: as strings
         text = np.array(["" if v is None else str(v) for v in np.ma.getdata(col)], dtype=str)
