@@ -53,8 +53,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..flags import MantisFlag, survey_missing_flag
-from .core import (CHANNELS, OUTPUT_SIZE, RECIPE, FusedInput, center_crop, check_nan_policy,
-                   crop_offsets, dust_array, fill_nonfinite)
+from .core import (CHANNELS, OUTPUT_SIZE, RECIPE, FusedInput, _rows_and_dust, center_crop,
+                   check_nan_policy, crop_offsets, fill_nonfinite)
 
 __all__ = ["fuse_arrays_batched", "fuse_survey_batched", "fuse_arrays_torch",
            "fuse_arrays_fast", "default_fusion_threads", "has_native_fusion"]
@@ -243,20 +243,6 @@ def fuse_survey_batched(data, survey, nan_policy="zero", size=OUTPUT_SIZE, threa
     if resize and n:
         _resize_into(out, native, size)
     return out, valid, nan_rows, empty
-
-
-def _rows_and_dust(arrays, ebv):
-    sizes = {len(a) for a in arrays.values() if a is not None}
-    if ebv is not None:
-        sizes.add(len(np.atleast_2d(ebv)))
-    if len(sizes) > 1:
-        raise ValueError(f"the arrays disagree on the number of rows: {sorted(sizes)}")
-    if not sizes:
-        raise ValueError("nothing to fuse: give at least one survey array (or ebv)")
-    n = sizes.pop()
-    dust, unknown = dust_array(ebv, n)
-    flags = np.where(unknown, int(MantisFlag.DUST_UNKNOWN), 0).astype(np.int64)
-    return n, dust, flags
 
 
 def fuse_arrays_batched(galex=None, panstarrs=None, unwise=None, ebv=None, nan_policy="zero",

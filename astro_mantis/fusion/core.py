@@ -323,6 +323,22 @@ def fuse_survey(data, survey, nan_policy="zero", size=OUTPUT_SIZE):
     return x, ~zeroed.any(axis=(2, 3)), bad_rows & ~empty_rows, empty_rows
 
 
+def _rows_and_dust(arrays, ebv):
+    """The row count of per-survey arrays (and ``ebv``), the dust planes and the
+    ``DUST_UNKNOWN`` flags: the check every array fuser starts with."""
+    sizes = {len(a) for a in arrays.values() if a is not None}
+    if ebv is not None:
+        sizes.add(len(np.atleast_2d(ebv)))
+    if len(sizes) > 1:
+        raise ValueError(f"the arrays disagree on the number of rows: {sorted(sizes)}")
+    if not sizes:
+        raise ValueError("nothing to fuse: give at least one survey array (or ebv)")
+    n = sizes.pop()
+    dust, unknown = dust_array(ebv, n)
+    flags = np.where(unknown, int(MantisFlag.DUST_UNKNOWN), 0).astype(np.int64)
+    return n, dust, flags
+
+
 def fuse_arrays(galex=None, panstarrs=None, unwise=None, ebv=None, nan_policy="zero",
                 size=OUTPUT_SIZE):
     """Early fusion of native pixel arrays (no cutout objects needed).
@@ -348,16 +364,7 @@ def fuse_arrays(galex=None, panstarrs=None, unwise=None, ebv=None, nan_policy="z
     """
     check_nan_policy(nan_policy)
     arrays = {"galex": galex, "panstarrs": panstarrs, "unwise": unwise}
-    sizes = {len(a) for a in arrays.values() if a is not None}
-    if ebv is not None:
-        sizes.add(len(np.atleast_2d(ebv)))
-    if len(sizes) > 1:
-        raise ValueError(f"the arrays disagree on the number of rows: {sorted(sizes)}")
-    if not sizes:
-        raise ValueError("nothing to fuse: give at least one survey array (or ebv)")
-    n = sizes.pop()
-    dust, unknown = dust_array(ebv, n)
-    flags = np.where(unknown, int(MantisFlag.DUST_UNKNOWN), 0).astype(np.int64)
+    n, dust, flags = _rows_and_dust(arrays, ebv)
     x = np.zeros((n, len(CHANNELS), size, size), np.float32)
     valid = np.zeros((n, len(CHANNELS)), bool)
     first = 0
