@@ -3,20 +3,30 @@
 
 The package's result files go through `atomic_path` (or `atomic_open`): tables
 (`astro_mantis.tableio`), cutout files, training shards and their manifests, model
-weights and cards, checkpoints, evaluation reports, and the figures of
-``astro-mantis plot`` and of the demo. The writer writes a temporary file in the
-*same directory* as the target (so the final rename never crosses a file system),
-the data are flushed to disk, and `os.replace` renames the file into place. If the
-writer fails — a full disk, a file-size limit, a format that cannot hold the data,
-an interrupt — the temporary file is removed and the target is untouched.
+weights and cards, checkpoints, evaluation reports, and every figure written to a
+path by `astro_mantis.plotting.save_figure` (those of ``astro-mantis plot``, of the
+demo, of training and the ``--figure`` of ``astro-mantis explain``). The writer
+writes a temporary file in the *same directory* as the target (so the final rename
+never crosses a file system), the data are flushed to disk, and `os.replace` renames
+the file into place. If the writer fails — a full disk, a file-size limit, a format
+that cannot hold the data, an interrupt — the temporary file is removed and the
+target is untouched. Each writer has a temporary file of its own, so concurrent
+writers of one file do not collide (the last rename wins), and a reader that holds
+the old file open, or memory-mapped, keeps reading the old data.
 
-Not everything is written this way. Caches that are simply rebuilt when lost (the
-cutout cache, the local tile index, the web service's job states) are replaced
-atomically but not flushed to disk (``fsync=False``); some internal caches, the
-mock-sky FITS tiles of `astro_mantis.simulate`, the test fixtures of
-`astro_mantis.testing`, figures that `astro_mantis.plotting.save_figure` writes
-straight to a path it is given (the ``--figure`` of ``astro-mantis explain``), and
-the appended lines of a spectral log are written directly.
+Files that are simply rebuilt when lost are replaced atomically too, but not flushed
+to disk (``fsync=False``): the cutout cache, the local tile index, the web service's
+job states, the fused training-data cache of `astro_mantis.training.ShardDataset`
+(which, after a machine crash, checks that an entry's files are whole before reusing
+it), the SDSS template-fit cache of `astro_mantis.simulate.photometry`, the mock-sky
+FITS tiles of `astro_mantis.simulate.tiles.write_tiles` and the mock spAll files of
+`astro_mantis.testing.write_spall`.
+
+Only the lines appended to a spectral log (`astro_mantis.explain.SpectralMonitor`)
+are written directly: an append cannot be renamed into place, and a crash can at worst
+leave a last line cut short (a log logged again from an earlier epoch is rewritten
+whole, atomically). Figures written to a file object, and writes to in-memory
+buffers, are the caller's business.
 
 >>> from astro_mantis.atomic import atomic_path
 >>> with atomic_path("out.txt") as tmp:  # doctest: +SKIP

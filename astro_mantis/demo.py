@@ -281,8 +281,7 @@ def run_demo(out, n=None, progress=None, n_rows_figures=3):
                          + (f"  (true z {table['z_true'][i]:.3f}, {table['type'][i]})"
                             if good[i] else ""), fontsize="medium")
             path = out / f"row_{i:03d}.png"
-            with atomic_path(path) as tmp:
-                save_figure(fig, tmp, dpi=72)
+            save_figure(fig, path, dpi=72)
             files.append(path)
     est = ~np.ma.getmaskarray(table["z_mean"])
     ztrue = np.ma.filled(np.ma.asarray(table["z_true"], dtype=float), np.nan)
@@ -300,8 +299,7 @@ def run_demo(out, n=None, progress=None, n_rows_figures=3):
     fig = plot_photoz_summary(table[est], z_spec="z_true")
     fig.suptitle("astro-mantis demo: mantis-mini on the bundled sample sky (simulated galaxies)",
                  fontsize="medium")
-    with atomic_path(out / SUMMARY_FIGURE) as tmp:
-        save_figure(fig, tmp, dpi=72)
+    save_figure(fig, out / SUMMARY_FIGURE, dpi=72)
     write_table(table, out / TABLE_NAME, overwrite=True)
     files = [out / TABLE_NAME, out / METRICS_NAME, out / SUMMARY_FIGURE] + files
     return DemoResult(table=table, metrics=metrics, files=files,

@@ -11,7 +11,8 @@ figures). Each reads its own objects and calls a function here with numbers, arr
 and strings; this module is the only one of the package that imports matplotlib
 (``tests/test_architecture.py`` checks it), and only inside its functions, so that
 importing any module never loads matplotlib. It sits in the ground layer and imports
-nothing of the package: constants such as the redshift range come from the callers.
+nothing of the package but `astro_mantis.atomic` (`save_figure` writes a file whole or not
+at all): constants such as the redshift range come from the callers.
 
 Figures are made one way, by `get_axes`, `get_figure` and `subplots`: an Axes or
 Figure that is given is drawn into and returned; otherwise a new
@@ -22,6 +23,7 @@ caller (`pdf_histogram`, `zphot_zspec`, `pit_histogram`, `nz_histogram`,
 have, so that ``plt.show()`` and notebooks show them; `save_figure` closes such a
 figure once it is written.
 """
+import os
 import re
 import textwrap
 
@@ -122,7 +124,10 @@ def save_figure(fig, target, **kwargs):
     ----------
     fig : `matplotlib.figure.Figure`
     target : str or path-like or file-like
-        Where to write (as for `matplotlib.figure.Figure.savefig`).
+        Where to write (as for `matplotlib.figure.Figure.savefig`: a name without a
+        suffix and no ``format`` gets the default format's suffix). A file is written
+        atomically (`astro_mantis.atomic`): an existing one is replaced whole or not
+        at all.
     **kwargs
         Passed to `matplotlib.figure.Figure.savefig` (``dpi``, ``format``,
         ``bbox_inches``, ...).
@@ -132,7 +137,20 @@ def save_figure(fig, target, **kwargs):
     `matplotlib.figure.Figure`
         The figure.
     """
-    fig.savefig(target, **kwargs)
+    if isinstance(target, (str, os.PathLike)):
+        from .atomic import atomic_path
+
+        name = os.fsdecode(target)
+        if kwargs.get("format") is None and not os.path.splitext(name)[1][1:]:
+            # the name matplotlib gives the file (the temporary file has another suffix)
+            from matplotlib import rcParams
+
+            kwargs["format"] = rcParams["savefig.format"]
+            name = name.rstrip(".") + "." + kwargs["format"]
+        with atomic_path(name) as tmp:
+            fig.savefig(tmp, **kwargs)
+    else:
+        fig.savefig(target, **kwargs)
     if getattr(fig.canvas, "manager", None) is not None:  # a pyplot figure
         import matplotlib.pyplot as plt
 

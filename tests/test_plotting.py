@@ -83,6 +83,35 @@ def test_save_figure_writes_and_closes_pyplot_figures(tmp_path):
     assert buf.getvalue()[:4] == b"\x89PNG"
 
 
+def test_save_figure_replaces_a_file_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A figure written to a path goes through a temporary file: a write that fails
+    midway leaves the old figure and no temporary file (savefig once wrote into the
+    target itself), and the file names are matplotlib's (a default suffix added)."""
+    target = tmp_path / "fig.png"
+    plotting.save_figure(plotting.get_figure(figsize=(2, 2)), target, dpi=20)
+    old = target.read_bytes()
+    real = Figure.savefig
+
+    def torn(self, fname, *args, **kwargs):
+        with open(fname, "wb") as fh:
+            fh.write(old[:20])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", torn)
+    with pytest.raises(OSError, match="No space left"):
+        plotting.save_figure(plotting.get_figure(figsize=(3, 3)), target, dpi=20)
+    assert target.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["fig.png"]
+    monkeypatch.setattr(Figure, "savefig", real)
+    for name in ("noext", "dot.", "a.b.pdf"):
+        plotting.save_figure(plotting.get_figure(figsize=(2, 2)), str(tmp_path / name))
+    plotting.save_figure(plotting.get_figure(figsize=(2, 2)), tmp_path / "svg", format="svg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.b.pdf", "dot.png", "fig.png", "noext.png", "svg"]
+    assert (tmp_path / "a.b.pdf").read_bytes()[:4] == b"%PDF"
+    assert b"<svg" in (tmp_path / "svg").read_bytes()[:500]
+
+
 def test_set_labels_sets_only_what_is_given():
     ax = plotting.get_axes()
     ax.set_xlabel("keep")

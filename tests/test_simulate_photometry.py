@@ -296,6 +296,30 @@ def test_fit_quality_and_cache(even_fit):
     np.testing.assert_array_equal(np.asarray(again["coeffs"]), coeffs)
 
 
+def test_fit_cache_is_written_atomically(tmp_path, monkeypatch):
+    """The fit cache (.npz) is replaced whole: a write that fails midway (a full disk)
+    leaves the old file and no temporary one (a ``<name>.<pid>.tmp.npz`` once stayed)."""
+    cfile = tmp_path / "sdss_fit_key.npz"
+    phot._save_npz(cfile, {"a": np.arange(3)})
+    assert [p.name for p in tmp_path.iterdir()] == ["sdss_fit_key.npz"]
+    with np.load(cfile) as data:
+        assert data["a"].tolist() == [0, 1, 2]
+    old = cfile.read_bytes()
+
+    def torn(file, *args, **kwargs):
+        if hasattr(file, "write"):
+            file.write(old[:50])
+        else:
+            with open(file, "wb") as fh:
+                fh.write(old[:50])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", torn)
+    phot._save_npz(cfile, {"a": np.arange(5)})  # a cache: the failure is not an error
+    assert [p.name for p in tmp_path.iterdir()] == ["sdss_fit_key.npz"]
+    assert cfile.read_bytes() == old
+
+
 def test_catalog_facts():
     cat = phot.load_sdss_catalog("even")
     assert len(cat) == 5000

@@ -71,6 +71,32 @@ def test_written_tiles_have_the_archives_headers_and_units(tmp_path):
         assert abs(peak[1] - x) <= 1.5 and abs(peak[0] - y) <= 1.5
 
 
+def test_tiles_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Rewriting tiles that fails midway (a full disk) leaves the old tiles as they were
+    and no temporary file (the FITS writer once wrote into the tile itself); a TileSky
+    skips temporary files (a tile being written, or left by a crash)."""
+    from astro_mantis.atomic import TEMP_SUFFIX
+
+    box = ((RA - 0.001, RA + 0.001), (DEC - 0.001, DEC + 0.001))
+    table = write_tiles(one_galaxy_sky(), tmp_path, *box, surveys=("unwise",), noise=False)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert sorted(str(p) for p in before) == sorted(table["path"])
+
+    def torn(self, fileobj, *args, **kwargs):
+        with open(fileobj, "wb") as fh:
+            fh.write(b"SIMPLE  =                    T" + b" " * 50)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fits.PrimaryHDU, "writeto", torn)
+    with pytest.raises(OSError, match="No space left"):
+        write_tiles(one_galaxy_sky(), tmp_path, *box, surveys=("unwise",), noise=False)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    monkeypatch.undo()
+    stale = next(iter(before)).parent / f".stale.abc{TEMP_SUFFIX}.fits"
+    stale.write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+    assert len(TileSky(tmp_path)._tiles["unwise"]) == 1
+
+
 def test_galex_circle_holes_and_chip_gaps(tmp_path):
     sky = one_galaxy_sky(galex_hole_fraction=1.0)  # every GALEX cell is a hole
     table = write_tiles(sky, tmp_path / "a", (RA - 0.001, RA + 0.001),

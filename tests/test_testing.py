@@ -696,3 +696,31 @@ def test_cluster_catalog_fills_a_disc():
     assert {"mag_g", "mag_nuv", "mag_w2", "r_half"} <= set(cat.colnames)
     again = cluster_catalog(300, center=(10.0, -5.0), radius=3.0, seed=4)
     np.testing.assert_array_equal(cat["ra"], again["ra"])
+
+
+def test_write_spall_replaces_a_file_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A mock spAll file is written atomically: a write that fails midway leaves the old
+    file and no temporary one (the FITS writer once wrote into the file itself)."""
+    from astro_mantis.testing import make_specobj, write_spall
+
+    catalog = Table({"ra": [150.0, 150.01, 150.02], "dec": [2.0, 2.01, 2.02],
+                     "z": [0.1, 0.2, 0.3], "id": [1, 2, 3]})
+    specobj = make_specobj(catalog, seed=1, completeness=1.0)
+    path = tmp_path / "spAll-lite-v6_1_3.fits.gz"
+    write_spall(specobj, path)
+    old = path.read_bytes()
+    with fits.open(path) as hdul:
+        assert len(hdul[1].data) == len(specobj)
+    with pytest.raises(OSError, match="already exists"):
+        write_spall(specobj, path)
+
+    def torn(self, fileobj, *args, **kwargs):
+        with open(fileobj, "wb") as fh:
+            fh.write(old[:100])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fits.HDUList, "writeto", torn)
+    with pytest.raises(OSError, match="No space left"):
+        write_spall(specobj, path, overwrite=True)
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]

@@ -611,6 +611,94 @@ def test_shard_dataset_matches_early_fusion(shard_dir, tmp_path):
     assert ds16[3][0].shape == (9, 120, 120)
 
 
+def _cache_writer(shard_dir, cache_dir, dtype="float32"):
+    """A bare ShardDataset that only fills the cache (as the parallel fusing workers do)."""
+    from astro_mantis.training import ShardDataset
+    from astro_mantis.training.data import list_shards
+
+    ds = ShardDataset.__new__(ShardDataset)
+    ds.directory, ds.split, ds.cache_dir = shard_dir, "train", cache_dir
+    ds.cache_dtype, ds.panstarrs_exposure = np.dtype(dtype), "stack"
+    return ds, list_shards(shard_dir, "train")[0]
+
+
+def test_fused_cache_failed_write_leaves_old_entry_and_no_temporary(shard_dir, tmp_path,
+                                                                     monkeypatch):
+    """A fusing that fails midway (full disk, interrupt) leaves the old cache files as
+    they were and no temporary file (the fixed ``.x.npy.tmp.npy`` once stayed behind)."""
+    from astro_mantis.training import data
+
+    ds, path = _cache_writer(shard_dir, tmp_path)
+    xpath, _ = ds._ensure_cached(path)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "train").iterdir()}
+    real = data.fuse_shard_arrays
+
+    def fail(*args, **kwargs):
+        real(*args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data, "_CACHE_VERSION", data._CACHE_VERSION + 1)  # force a rebuild
+    monkeypatch.setattr(data, "fuse_shard_arrays", fail)
+    with pytest.raises(OSError, match="No space left"):
+        ds._ensure_cached(path)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "train").iterdir()} == before
+
+
+def test_fused_cache_torn_entry_is_rebuilt_not_read(shard_dir, tmp_path):
+    """Cache files cut short or emptied (a machine crash: the cache is not flushed to
+    disk) under a valid signature are rebuilt; an empty .meta.npz once raised EOFError
+    and a short .x.npy was reused, to fail at its first memory-mapped row."""
+    from astro_mantis.training import ShardDataset
+
+    first = ShardDataset(shard_dir, "train", cache_dir=tmp_path, cache_dtype="float32")
+    want = first[5][0].numpy()
+    xs = sorted((tmp_path / "train").glob("*.x.npy"))
+    metas = sorted((tmp_path / "train").glob("*.meta.npz"))
+    metas[0].write_bytes(b"")
+    xs[1].write_bytes(xs[1].read_bytes()[:1000])
+    again = ShardDataset(shard_dir, "train", cache_dir=tmp_path, cache_dtype="float32")
+    assert np.array_equal(again[5][0].numpy(), want)
+    assert np.array_equal(again.ids, first.ids) and np.array_equal(again.z, first.z)
+
+
+def test_fused_cache_concurrent_writers_of_one_entry(shard_dir, tmp_path, monkeypatch):
+    """Two processes fusing the same shard into one cache (two runs sharing a cache
+    directory) once wrote the same temporary file: one truncated the other's, and the
+    second rename failed (FileNotFoundError). Each now writes its own."""
+    import threading
+
+    from astro_mantis.training import data
+
+    ds, path = _cache_writer(shard_dir, tmp_path)
+    real, both_writing = data.fuse_shard_arrays, threading.Barrier(2, timeout=60)
+
+    def fuse_together(*args, **kwargs):
+        both_writing.wait()  # both writers have their output file open here
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data, "fuse_shard_arrays", fuse_together)
+    results, errors = [], []
+
+    def write():
+        try:
+            results.append(ds._ensure_cached(path))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    monkeypatch.setattr(data, "fuse_shard_arrays", None)  # the entry is whole: reused
+    xpath, meta = ds._ensure_cached(path)
+    assert np.array_equal(np.load(xpath), np.load(results[0][0]))
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == sorted(
+        [xpath.name, xpath.name.replace(".x.npy", ".meta.npz"),
+         xpath.name.replace(".x.npy", ".json")])
+
+
 def test_cli_train(shard_dir, tmp_path, capsys):
     from astro_mantis.cli import main
     from astro_mantis.models import load_model

@@ -44,7 +44,6 @@ def add_parser(sub):
 # ------------------------------------------------------------------------- plot
 def _cmd_plot(args):
     """``astro-mantis plot``: see the subcommand's help."""
-    from ..atomic import atomic_path
     from ..plotting import figure_formats, save_figure
     from ..visualization import plot_redshift_row
 
@@ -78,8 +77,7 @@ def _cmd_plot(args):
     except (IndexError, KeyError, ValueError) as exc:
         raise InputError(str(exc.args[0] if exc.args else exc)) from None
     try:
-        with atomic_path(out) as tmp:
-            save_figure(fig, tmp, dpi=args.dpi)
+        save_figure(fig, out, dpi=args.dpi)  # written whole or not at all
     except ValueError as exc:
         raise InputError(f"cannot write {str(out)!r}: {exc}") from None
     print(f"astro-mantis plot: row {args.row} of {args.table} -> {out}")

@@ -249,12 +249,10 @@ def _cmd_train(args):
               f"{result.export.card['sha256'][:16]}...)")
         print(f"  {result.export.card_path.name}  (model card)")
     if args.spectra:
-        from ..atomic import atomic_path
         from ..explain import plot_spectral_history
         from ..plotting import save_figure
 
         ax = plot_spectral_history(out / "spectra.jsonl")
-        with atomic_path(out / "spectra.png") as tmp:
-            save_figure(ax.figure, tmp, dpi=80)
+        save_figure(ax.figure, out / "spectra.png", dpi=80)
         print("  spectra.jsonl, spectra.png  (weight spectra per epoch)")
     return EXIT_OK

@@ -79,12 +79,12 @@ and raise `ValueError` for ``rows="odd"``; the evaluation helpers
 from __future__ import annotations
 
 import hashlib
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_open
 from ..surveys import DEFAULT_SURVEYS, get_survey
 
 __all__ = [
@@ -1043,13 +1043,15 @@ def _cached_arrays(name, compute):
 
 
 def _save_npz(cfile, arrays):
+    """Write a cache ``.npz`` atomically (a temporary file of its own, renamed into place:
+    concurrent writers do not collide and a failed write leaves neither a torn file nor a
+    temporary one); a cache that cannot be written is skipped."""
     if cfile is None:
         return
     try:
         cfile.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cfile.with_name(f"{cfile.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, cfile)
+        with atomic_open(cfile, "wb", fsync=False) as fh:  # a file object: no ".npz" added
+            np.savez(fh, **arrays)
     except OSError:  # read-only cache: memo only
         pass
 

@@ -33,6 +33,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from ..atomic import TEMP_SUFFIX, atomic_path
 from .service_format import (
     GALEX_ZEROPOINTS,
     SURVEY_BANDS,
@@ -121,8 +122,9 @@ def _write(path, data, cards):
     for card in cards:
         header[card[0]] = card[1:] if len(card) > 2 else card[1]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fits.PrimaryHDU(np.asarray(data, dtype=np.float32), header=header).writeto(
-        path, overwrite=True)
+    # a tile is replaced whole or not at all (fsync=False: tiles are rebuilt from the sky)
+    with atomic_path(path, fsync=False) as tmp:
+        fits.PrimaryHDU(np.asarray(data, dtype=np.float32), header=header).writeto(tmp)
 
 
 def write_tiles(sky, directory, ra_range, dec_range, surveys=("galex", "panstarrs", "unwise"),
@@ -282,6 +284,8 @@ class TileSky:
         for survey in SURVEY_BANDS:
             tiles = {}
             for path in sorted((self.directory / survey).rglob("*.fits")):
+                if TEMP_SUFFIX in path.name:  # a tile being written (or left by a crash)
+                    continue
                 with fits.open(path) as hdul:
                     header = hdul[0].header
                     data = np.asarray(hdul[0].data, dtype=np.float32)

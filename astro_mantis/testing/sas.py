@@ -25,6 +25,7 @@ answered.
 """
 import contextlib
 import io
+import os
 import re
 from collections import namedtuple
 
@@ -32,6 +33,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from ..atomic import atomic_path
 from .base import FAULT_KINDS, LoopbackService
 from .skyserver import _HTML_503, _NOT_FOUND, make_specobj
 
@@ -126,13 +128,22 @@ def write_spall(specobj, path, lite=True, overwrite=False):
     specobj : `~astropy.table.Table`
         See `~astro_mantis.testing.sas.spall_hdulist`.
     path : str, path-like or file object
-        Destination.
+        Destination. A file is written atomically (`astro_mantis.atomic`): an existing
+        one is replaced whole or not at all, and a reader never sees a torn file.
     lite : bool
         The lite column set.
     overwrite : bool
         Replace an existing file.
     """
-    spall_hdulist(specobj, lite=lite).writeto(path, overwrite=overwrite)
+    hdul = spall_hdulist(specobj, lite=lite)
+    if not isinstance(path, (str, os.PathLike)):
+        hdul.writeto(path, overwrite=overwrite)
+        return
+    if not overwrite and os.path.exists(path):
+        raise OSError(f"File {os.fsdecode(path)} already exists. If you mean to replace it "
+                      "then use the argument \"overwrite=True\".")
+    with atomic_path(path, fsync=False) as tmp:  # a test fixture: rebuilt from its table
+        hdul.writeto(tmp)
 
 
 # (rest wavelength, relative strength) of the lines drawn into the mock spectra

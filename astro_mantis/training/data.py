@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
-from ..atomic import atomic_open
+from ..atomic import atomic_open, atomic_path
 from ..logger import log
 from ..pdf import Z_EDGES, ZMAX, ZMIN
 from ..shards import SPLITS, load_shard, read_manifest, shard_paths  # noqa: F401
@@ -725,39 +725,67 @@ class ShardDataset(FusedDataset):
         if xpath.exists() and mpath.exists() and spath.exists():
             try:
                 if json.loads(spath.read_text()) == sig:
-                    with np.load(mpath) as m:
-                        return xpath, {k: m[k] for k in m.files}
+                    meta = _read_cache_entry(xpath, mpath, self.cache_dtype)
+                    if meta is not None:
+                        return xpath, meta
             except (OSError, ValueError):
                 pass
         base.parent.mkdir(parents=True, exist_ok=True)
         shard = load_shard(path)
         n = len(shard["z"])
-        tmp = xpath.with_name(xpath.name + ".tmp.npy")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.cache_dtype,
-                                        shape=(n, 9, 120, 120))
         dust = np.empty((n, 2), np.float32)
         valid = np.empty((n, 9), bool)
-        for start in range(0, n, _FUSE_CHUNK):
-            sl = slice(start, min(start + _FUSE_CHUNK, n))
-            part = {k: shard[k][sl] for k in ("galex", "panstarrs", "unwise", "ebv_csfd",
-                                               "ebv_planck", "panstarrs_exptime") if k in shard}
-            x, d, v = fuse_shard_arrays(part, panstarrs_exposure=self.panstarrs_exposure)
-            out[sl] = x
-            dust[sl] = d
-            valid[sl] = v
-        out.flush()
-        del out
-        os.replace(tmp, xpath)
+        # Each file goes to a temporary file of its own (concurrent writers of one entry
+        # do not share it) and is renamed into place whole: a memory map of the old file
+        # in another process keeps reading the old data, and a failure leaves no file.
+        # The signature, written last, marks the entry valid; a cache is not flushed to
+        # disk, so `_read_cache_entry` checks that the files are whole before reusing them.
+        with atomic_path(xpath, fsync=False) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.cache_dtype,
+                                            shape=(n, 9, 120, 120))
+            try:
+                for start in range(0, n, _FUSE_CHUNK):
+                    sl = slice(start, min(start + _FUSE_CHUNK, n))
+                    part = {k: shard[k][sl] for k in ("galex", "panstarrs", "unwise", "ebv_csfd",
+                                                       "ebv_planck", "panstarrs_exptime")
+                            if k in shard}
+                    x, d, v = fuse_shard_arrays(part, panstarrs_exposure=self.panstarrs_exposure)
+                    out[sl] = x
+                    dust[sl] = d
+                    valid[sl] = v
+                out.flush()
+            finally:
+                del out
         meta = {"z": np.asarray(shard["z"], dtype=np.float64), "dust": dust, "valid": valid,
                 "flags": np.asarray(shard["flags"], dtype=np.int64),
                 "id": np.asarray(shard["id"], dtype=np.int64)}
-        tmpm = mpath.with_name(mpath.name + ".tmp.npz")
-        np.savez(tmpm, **meta)
-        os.replace(tmpm, mpath)
-        with atomic_open(spath, "w") as fh:
+        with atomic_open(mpath, "wb", fsync=False) as fh:  # a file object: no ".npz" added
+            np.savez(fh, **meta)
+        with atomic_open(spath, "w", fsync=False) as fh:
             fh.write(json.dumps(sig))
         log.debug(f"fused {path} -> {xpath}")
         return xpath, meta
+
+
+def _read_cache_entry(xpath, mpath, dtype):
+    """The metadata of a fused-cache entry, or None when its files are not whole.
+
+    The cache is written without flushing to disk, so after a crash of the machine its
+    signature may survive files that are empty or cut short; those are rebuilt rather
+    than read (a short ``.x.npy`` would fail only later, at its first memory-mapped row).
+    """
+    try:
+        with np.load(mpath) as m:
+            meta = {k: m[k] for k in m.files}
+        n = len(meta["z"])
+        if any(len(meta[k]) != n for k in ("dust", "valid", "flags", "id")):
+            return None
+        x = np.load(xpath, mmap_mode="r")  # reads the header; a short file fails to map
+        ok = x.shape == (n, 9, 120, 120) and x.dtype == dtype
+        del x
+    except Exception:  # noqa: BLE001 - EOFError, zipfile.BadZipFile, KeyError, ValueError ...
+        return None
+    return meta if ok else None
 
 
 def _init_fuse_worker():
