@@ -1,7 +1,9 @@
 """Configuration of astro_mantis (astropy ``ConfigNamespace``).
 
-Every item can be set in ``~/.astropy/config/astro_mantis.cfg`` as a bare
-``key = value`` line (no section header), at run time (``conf.timeout = 30``) or
+Every item can be set in ``astro_mantis.cfg`` in astropy's configuration directory
+(``astropy.config.get_config_dir()``: ``~/.config/astropy`` by default with astropy 8
+and later, ``~/.astropy/config`` before) as a bare ``key = value`` line (no section
+header), at run time (``conf.timeout = 30``) or
 temporarily (``with conf.set_temp("retries", 0): ...``). Unknown keys and sections in
 the file are reported with a warning when the package is imported, so a typo does
 not pass silently.

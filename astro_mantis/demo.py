@@ -24,8 +24,8 @@ from astropy.table import MaskedColumn, Table
 
 from .pdf import RECOMMENDED_POINT_ESTIMATE
 
-__all__ = ["run_demo", "demo_positions", "DemoResult", "TABLE_NAME", "METRICS_NAME",
-           "SUMMARY_FIGURE"]
+__all__ = ["run_demo", "demo_positions", "demo_table", "DemoResult", "TABLE_NAME",
+           "METRICS_NAME", "SUMMARY_FIGURE"]
 
 #: File name of the photo-z table `run_demo` writes (FITS).
 TABLE_NAME = "photoz.fits"
@@ -172,6 +172,8 @@ class DemoResult:
         Wall time.
     requests : dict
         HTTP requests served by the loopback services, per endpoint.
+    out : `pathlib.Path`
+        The output directory the files were written into.
     """
 
     table: Table

@@ -30,6 +30,7 @@ the registry; `survey_missing_flag` answers from that record, so adding a survey
 needs no change here.
 """
 import enum
+import operator
 
 __all__ = ["MantisFlag", "survey_missing_flag", "register_survey_flag",
            "unregister_survey_flag", "survey_flags", "SURVEY_FLAG_BITS"]
@@ -50,6 +51,19 @@ class MantisFlag(enum.IntFlag):
     OUT_OF_DISTRIBUTION = 256
     NOT_ESTIMATED = 512
     EXPTIME_UNKNOWN = 1024
+
+    @classmethod
+    def _missing_(cls, value):
+        # A ``z_flags`` value read from a table is a numpy integer (``np.int32``), which
+        # is not an ``int``: take any integer (``operator.index``), then let `enum.Flag`
+        # make the combination of members (its pseudo-member) as for a Python int.
+        if not isinstance(value, int):
+            try:
+                value = operator.index(value)
+            except TypeError:
+                return None  # not an integer: "... is not a valid MantisFlag"
+            return cls(value)
+        return super()._missing_(value)
 
 
 #: The bits (positions) given to the missing flags of surveys beyond the built-in three:

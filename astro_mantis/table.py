@@ -577,7 +577,10 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         unreadable and out-of-range values (``ra`` outside [0, 360], ``dec`` outside
         [-90, 90] degrees) make rows flagged ``BAD_COORDINATE``, never wrapped.
     model : str or `torch.nn.Module`
-        Registry name (`astro_mantis.models.available_models`) or a network.
+        Registry name (`astro_mantis.models.available_models`) or a network. The
+        default, ``"mantis-mini"``, was trained on simulated galaxies only (for trying
+        the pipeline); for real-sky science use ``"mantis-shrimp-v1"``, the published
+        model (its ``weights`` file, or downloaded once into astropy's cache).
     prefix : str
         Prefix of the new columns' names.
     surveys : sequence of str

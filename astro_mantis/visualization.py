@@ -62,7 +62,12 @@ def reference_redshifts(table, z_spec="z_spec", prefix="z_", point=RECOMMENDED_P
 
 def plot_zphot_zspec(table, z_spec="z_spec", prefix="z_", point=RECOMMENDED_POINT_ESTIMATE,
                      ax=None, **kwargs):
-    """Point estimates against reference redshifts, with NMAD, bias and outliers.
+    """Point estimates against reference redshifts, with the outlier boundaries.
+
+    The corner gives N, the NMAD and the outlier fraction :math:`f_{0.15}` (the share
+    with :math:`|z_\\mathrm{phot} - z| > 0.15 (1 + z)`), as
+    `astro_mantis.metrics.plot_zphot_zspec` draws them; no bias is drawn
+    (`astro_mantis.metrics.photoz_metrics` gives it and the other metrics).
 
     Parameters
     ----------

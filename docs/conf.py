@@ -58,6 +58,10 @@ sphinx_gallery_conf = {
     "examples_dirs": "tutorials_src",
     "gallery_dirs": "tutorials",
     "filename_pattern": r"/plot_",      # execute every tutorial
+    # on every build: sphinx-gallery otherwise skips a tutorial whose source is unchanged
+    # (its md5 in the gitignored docs/tutorials/), which would publish the outputs of an
+    # older package version (the two take well under a minute together)
+    "run_stale_examples": True,
     "download_all_examples": False,
     "remove_config_comments": True,
     "abort_on_example_error": True,     # a tutorial that fails breaks the build

@@ -155,6 +155,24 @@ def test_help(capsys, argv, expected):
         assert word in text
 
 
+def test_help_names_every_column_written(capsys):
+    """``predict --help`` and ``demo --help`` name every column the commands write, and
+    no redshift column they do not write."""
+    import re
+
+    from astro_mantis.demo import demo_table
+    from astro_mantis.table import OOD_KEY, OUTPUT_KEYS
+
+    added = [f"z_{key}" for key in OUTPUT_KEYS + (OOD_KEY,)]
+    for command, columns in (("predict", added), ("demo", demo_table(3).colnames + added)):
+        assert main([command, "--help"]) == 0
+        text = capsys.readouterr().out
+        missing = [c for c in columns if not re.search(rf"(?<![\w-]){c}(?![\w-])", text)]
+        assert not missing, f"{command} --help does not name {missing}"
+        # and it names no redshift column that is not written
+        assert set(re.findall(r"(?<![\w-])z_[a-z0-9]+(?![\w-])", text)) <= set(columns)
+
+
 def test_no_command_prints_help(capsys):
     assert main([]) == EXIT_BAD_INPUT
     assert "cutouts" in capsys.readouterr().out

@@ -45,7 +45,7 @@ def add_parser(sub):
             "coordinate) and the file name. Rows with a NaN, masked or out-of-range "
             "position get no file but keep their summary row. Service URLs, time limits, "
             "retries and connections per host come from astro_mantis.conf "
-            "(~/.astropy/config/astro_mantis.cfg)."),
+            "(astro_mantis.cfg in astropy.config.get_config_dir(), e.g. ~/.config/astropy)."),
         epilog="Example:\n  astro-mantis cutouts targets.ecsv --out cutouts/ "
                "--surveys panstarrs,unwise",
         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -34,7 +34,9 @@ def add_parser(sub):
             "and write OUTPUT: the input table, row for row in the same order, plus the "
             "columns z_pdf (float32, 400 bins on 0 <= z < 1.6), z_mean, z_median, z_mode, "
             "z_std, z_lo68, z_hi68, z_odds (the probability that z_median is within "
-            "0.05 (1 + z) of the truth) and z_flags (astro_mantis.MantisFlag bits). Rows that "
+            "0.05 (1 + z) of the truth), z_ood (the out-of-distribution score, for a model "
+            "with a reference embedding such as mantis-mini) and z_flags "
+            "(astro_mantis.MantisFlag bits). Rows that "
             "cannot be estimated (invalid position, a fetch that kept failing, no survey "
             "data) are kept, masked and flagged NOT_ESTIMATED; --resume completes them "
             "later. The table meta records the model, its weights' sha256, the package "
@@ -81,7 +83,10 @@ def add_parser(sub):
                    help="one Milky Way E(B-V) in mag for every row (or two: CSFD-like, "
                         "Planck-like), instead of --ebv-col")
     r.add_argument("--model", default=None, metavar="NAME",
-                   help="model of the astro_mantis.models registry (default: mantis-mini)")
+                   help="model of the astro_mantis.models registry (default: mantis-mini, "
+                        "trained on simulated galaxies only; for real-sky science use "
+                        "mantis-shrimp-v1, the published model: its --weights file, or downloaded "
+                        "once)")
     r.add_argument("--weights", default=None, metavar="FILE",
                    help="weights file for the model (default: the registry's; checked against "
                         "its model card's sha256)")

@@ -1134,8 +1134,9 @@ def fit_sdss_coefficients(rows="even", use_galex=True, use_twomass=True, cache=T
         templates' near infrared, hence the WISE bands.
     cache : bool, optional
         Reuse a result memoised in this process or saved as ``.npz`` in the
-        astropy cache directory (``~/.astropy/cache/astro_mantis/simulate``
-        or its XDG equivalent); default True. The key includes a checksum of
+        cache directory ``astropy.config.get_cache_dir("astro_mantis")``, in
+        ``simulate/`` (``~/.cache/astro_mantis/simulate`` by default with astropy 8
+        and later); default True. The key includes a checksum of
         the catalogue file and the fit options.
 
     Returns
