@@ -19,7 +19,6 @@ row:
   `CutoutCache`, written atomically), so a rerun over cached positions sends no
   request at all.
 """
-import enum
 import json
 import math
 import os
@@ -46,7 +45,9 @@ from .config import conf
 from .exceptions import FetchError, InvalidResponseError
 from .flags import MantisFlag
 from .logger import log, log_request
-from .multicutout import MultiSurveyCutout
+# FetchStatus and StatusText live beside MultiSurveyCutout (a cutout read from a file
+# rebuilds its statuses); they are this module's public names
+from .multicutout import FetchStatus, MultiSurveyCutout, StatusText
 from .positions import icrs_positions, resolve_name
 from .retry import RETRY_STATUSES, RetryPolicy
 from .surveys import DEFAULT_SURVEYS, get_surveys
@@ -56,94 +57,6 @@ __all__ = ["CutoutFetcher", "fetcher", "CutoutCache", "normalize_coordinates", "
            "StatusText", "FetchPlan", "PLAN_SECONDS_PER_REQUEST", "RETRY_STATUSES",
            "coalesce_span", "DEFAULT_COALESCE_SPAN", "MAX_COALESCE_SPAN"]
 
-
-
-class FetchStatus(enum.Enum):
-    """What happened to one survey's cutout of one position.
-
-    A cutout's ``status`` maps each survey to a `StatusText`: the documented text
-    (this member's value; ``"failed"`` followed by ``": <reason>"``) carrying the
-    member itself in ``kind``. `FetchStatus.of` gives the member of a status text,
-    also of a plain string read back from a file.
-    """
-
-    FETCHED = "ok"
-    CACHED = "cached"
-    OUT_OF_FOOTPRINT = "out of footprint"
-    FAILED = "failed"
-    BAD_COORDINATE = "bad coordinate"
-    NOT_FETCHED = "not fetched"
-
-    def text(self, detail=None):
-        """The status text of this outcome, with its ``detail`` (e.g. why it failed).
-
-        Parameters
-        ----------
-        detail : str, optional
-            What the text adds after ``": "``.
-
-        Returns
-        -------
-        `StatusText`
-
-        Examples
-        --------
-        >>> FetchStatus.FAILED.text("HTTP 503 (after 4 attempts)")
-        'failed: HTTP 503 (after 4 attempts)'
-        """
-        return StatusText(self, detail)
-
-    @classmethod
-    def of(cls, text):
-        """The `FetchStatus` of a status text (``"fetched"`` is read as `FETCHED`).
-
-        A `StatusText` says it without parsing; a plain string (a status read back
-        from a FITS header or a summary table) is read by its beginning.
-        """
-        kind = getattr(text, "kind", None)
-        if isinstance(kind, cls):
-            return kind
-        text = str(text)
-        if text in ("ok", "fetched"):
-            return cls.FETCHED
-        for member in (cls.CACHED, cls.OUT_OF_FOOTPRINT, cls.BAD_COORDINATE, cls.NOT_FETCHED):
-            if text.startswith(member.value):
-                return member
-        return cls.FAILED
-
-
-class StatusText(str):
-    """The status of one survey's cutout: the documented text, carrying what it says.
-
-    A `str` equal to the text users read (``"ok"``, ``"cached"``,
-    ``"out of footprint"``, ``"failed: HTTP 503 (after 4 attempts)"``, ...), so it
-    compares, prints and is saved as a plain string; code that needs the outcome reads
-    ``kind`` and ``detail`` instead of parsing the text.
-
-    Parameters
-    ----------
-    kind : `FetchStatus` or str
-        The outcome (a member or its value).
-    detail : str, optional
-        What the text adds after ``": "`` (the reason of a failure).
-
-    Attributes
-    ----------
-    kind : `FetchStatus`
-        The outcome.
-    detail : str or None
-        The detail, without the outcome's name.
-    """
-
-    def __new__(cls, kind, detail=None):
-        kind = FetchStatus(kind)
-        detail = None if detail is None else str(detail)
-        self = super().__new__(cls, kind.value if detail is None else f"{kind.value}: {detail}")
-        self.kind, self.detail = kind, detail
-        return self
-
-    def __reduce__(self):
-        return type(self), (self.kind, self.detail)
 
 
 # ---------------------------------------------------------------------------- input
@@ -211,6 +124,11 @@ def _distinct(pos):
 _SWEPT = set()
 _SWEPT_LOCK = threading.Lock()
 
+
+class _StaleEntry(ValueError):
+    """A cache entry whole and readable, but written in a format no longer served."""
+
+
 class CutoutCache:
     """On-disk cache of survey cutouts: one file per survey, service, position, size and scale.
 
@@ -224,7 +142,8 @@ class CutoutCache:
     answer is cached too, so a rerun knows a survey has nothing there without
     asking. Files are written to a temporary name and renamed into place, so a
     reader never sees half a file; an entry that fails its checksum or does not parse is
-    deleted and fetched again.
+    deleted and fetched again, and so is one written in a format no longer served
+    (Pan-STARRS entries of astro_mantis before the stacks' legacy WCS matrix was kept).
 
     Parameters
     ----------
@@ -234,6 +153,12 @@ class CutoutCache:
 
     NOT_COVERED = object()
     MAGIC = b"ASTRO_MANTIS_CUTOUT 1\n"
+    #: Format of the entries this version writes (the ``format`` of their description).
+    FORMAT = 2
+    #: The oldest format still served, per survey; older entries are fetched again.
+    #: Pan-STARRS entries of format 1 hold WCS cards cut down without the stacks' legacy
+    #: ``PC001001 = -1`` (their right ascension runs the wrong way).
+    _MIN_FORMAT = {"panstarrs": 2}
     #: Names of what the cache writes in ``<survey>/<xx>/``: entries (the SHA-1 hex digest
     #: of the key, whose first two digits name the folder) and writers' temporary files.
     _ENTRY_NAME = re.compile(r"[0-9a-f]{40}\.amc")
@@ -271,7 +196,7 @@ class CutoutCache:
                     "flags": int(image.flags), "wcs": image.header.tostring(),
                     "meta": {k: v for k, v in image.meta.items()
                              if isinstance(v, (str, int, float, bool))},
-                    "version": __version__}
+                    "version": __version__, "format": cls.FORMAT}
             pixels = data.tobytes()
         blob = json.dumps(desc).encode()
         body = cls.MAGIC + struct.pack("<Q", len(blob)) + blob + pixels
@@ -293,6 +218,8 @@ class CutoutCache:
             raise ValueError(f"entry came from {desc.get('source')!r}, not {source!r}")
         if not desc["covered"]:
             return cls.NOT_COVERED
+        if desc.get("format", 1) < cls._MIN_FORMAT.get(desc["survey"], 1):
+            raise _StaleEntry(f"a {desc['survey']} entry of format {desc.get('format', 1)}")
         shape = tuple(desc["shape"])
         data = np.frombuffer(body, dtype="<f4", offset=start + nblob).reshape(shape)
         if not data.flags.writeable:  # only bytes (immutable) input needs a copy
@@ -314,6 +241,10 @@ class CutoutCache:
             return None
         try:
             return self.decode(raw, source)
+        except _StaleEntry as exc:  # written by an older version: not damage
+            log.debug(f"cache entry {path} is {exc}, no longer served; fetching it again")
+            path.unlink(missing_ok=True)
+            return None
         except Exception as exc:
             log.warning(f"cache entry {path} is unreadable ({exc}); fetching it again")
             path.unlink(missing_ok=True)

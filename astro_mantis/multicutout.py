@@ -1,4 +1,5 @@
 """`MultiSurveyCutout`: every survey's cutout of one sky position, in one object."""
+import enum
 import json
 from pathlib import Path
 
@@ -13,6 +14,109 @@ from .surveys import SURVEYS
 from .surveys.core import SurveyImage
 
 __all__ = ["MultiSurveyCutout"]
+
+
+# FetchStatus and StatusText are public names of `astro_mantis.fetch` (documented there);
+# they are defined here, below the fetch engine, so that a cutout read back from a file
+# (`MultiSurveyCutout.from_hdulist`) rebuilds its statuses.
+class FetchStatus(enum.Enum):
+    """What happened to one survey's cutout of one position.
+
+    A cutout's ``status`` maps each survey to a `StatusText`: the documented text
+    (this member's value; ``"failed"`` followed by ``": <reason>"``) carrying the
+    member itself in ``kind``. `FetchStatus.of` gives the member of a status text,
+    also of a plain string read back from a file.
+    """
+
+    FETCHED = "ok"
+    CACHED = "cached"
+    OUT_OF_FOOTPRINT = "out of footprint"
+    FAILED = "failed"
+    BAD_COORDINATE = "bad coordinate"
+    NOT_FETCHED = "not fetched"
+
+    def text(self, detail=None):
+        """The status text of this outcome, with its ``detail`` (e.g. why it failed).
+
+        Parameters
+        ----------
+        detail : str, optional
+            What the text adds after ``": "``.
+
+        Returns
+        -------
+        `StatusText`
+
+        Examples
+        --------
+        >>> FetchStatus.FAILED.text("HTTP 503 (after 4 attempts)")
+        'failed: HTTP 503 (after 4 attempts)'
+        """
+        return StatusText(self, detail)
+
+    @classmethod
+    def of(cls, text):
+        """The `FetchStatus` of a status text (``"fetched"`` is read as `FETCHED`).
+
+        A `StatusText` says it without parsing; a plain string (a status read back
+        from a FITS header or a summary table) is read by its beginning.
+        """
+        kind = getattr(text, "kind", None)
+        if isinstance(kind, cls):
+            return kind
+        text = str(text)
+        if text in ("ok", "fetched"):
+            return cls.FETCHED
+        for member in (cls.CACHED, cls.OUT_OF_FOOTPRINT, cls.BAD_COORDINATE, cls.NOT_FETCHED):
+            if text.startswith(member.value):
+                return member
+        return cls.FAILED
+
+
+class StatusText(str):
+    """The status of one survey's cutout: the documented text, carrying what it says.
+
+    A `str` equal to the text users read (``"ok"``, ``"cached"``,
+    ``"out of footprint"``, ``"failed: HTTP 503 (after 4 attempts)"``, ...), so it
+    compares, prints and is saved as a plain string; code that needs the outcome reads
+    ``kind`` and ``detail`` instead of parsing the text.
+
+    Parameters
+    ----------
+    kind : `FetchStatus` or str
+        The outcome (a member or its value).
+    detail : str, optional
+        What the text adds after ``": "`` (the reason of a failure).
+
+    Attributes
+    ----------
+    kind : `FetchStatus`
+        The outcome.
+    detail : str or None
+        The detail, without the outcome's name.
+    """
+
+    def __new__(cls, kind, detail=None):
+        kind = FetchStatus(kind)
+        detail = None if detail is None else str(detail)
+        self = super().__new__(cls, kind.value if detail is None else f"{kind.value}: {detail}")
+        self.kind, self.detail = kind, detail
+        return self
+
+    def __reduce__(self):
+        return type(self), (self.kind, self.detail)
+
+    @classmethod
+    def _from_text(cls, text):
+        """The `StatusText` of a status read back as a plain string (from a file)."""
+        text = str(text)
+        kind = FetchStatus.of(text)
+        detail = text[len(kind.value) + 2:] if text.startswith(f"{kind.value}: ") else None
+        status = cls(kind, detail)
+        if status != text:  # a text of no standard form ("fetched"): kept as it was
+            status = str.__new__(cls, text)
+            status.kind, status.detail = kind, None
+        return status
 
 
 def _one_card(key, text):
@@ -126,7 +230,11 @@ class MultiSurveyCutout:
 
     @classmethod
     def from_hdulist(cls, hdul):
-        """Rebuild a cutout from the HDUs written by `to_hdulist`."""
+        """Rebuild a cutout from the HDUs written by `to_hdulist`.
+
+        The statuses come back as `~astro_mantis.fetch.StatusText` (with ``kind`` and
+        ``detail``), as the fetch engine made them.
+        """
         hdr = hdul[0].header
         if "RA" not in hdr or "DEC" not in hdr:
             raise ValueError("not an astro_mantis cutout file: primary header lacks RA/DEC")
@@ -150,6 +258,7 @@ class MultiSurveyCutout:
             full = {}
         if isinstance(full, dict):
             status.update({str(k): str(v) for k, v in full.items()})
+        status = {name: StatusText._from_text(text) for name, text in status.items()}
         return cls(coord, surveys, missing, MantisFlag(hdr.get("FLAGS", 0)), status)
 
     @classmethod

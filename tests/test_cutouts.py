@@ -169,6 +169,24 @@ def test_cache_hit_miss_corruption_and_bypass(server, tmp_path):
     assert not (tmp_path / "elsewhere").exists()
 
 
+def test_panstarrs_entries_of_the_old_format_are_fetched_again(server, tmp_path,
+                                                               monkeypatch):
+    """Entries written before the PS1 stacks' legacy PC matrix was kept hold a mirrored
+    WCS: they are fetched again (once), while other surveys' old entries are served."""
+    coord = SkyCoord(150.0, 2.0, unit="deg")
+    with conf.set_temp("cache_dir", str(tmp_path)):
+        monkeypatch.setattr(CutoutCache, "FORMAT", 1)  # as an older version wrote them
+        Mantis.get_cutouts(coord, progress=False)
+        monkeypatch.undo()
+        server.reset()
+        again = Mantis.get_cutouts(coord, progress=False)
+        assert again.status["panstarrs"] == "ok" and server.counts["fitscut"] == 5
+        assert again.status["galex"] == again.status["unwise"] == "cached"
+        server.reset()
+        third = Mantis.get_cutouts(coord, progress=False)
+        assert set(third.status.values()) == {"cached"} and sum(server.counts.values()) == 0
+
+
 def test_cache_files_are_written_atomically(server):
     Mantis.get_cutouts(grid(3))
     root = CutoutCache().directory
@@ -427,3 +445,45 @@ def test_a_bad_coordinate_cutout_of_get_cutouts_is_writable(server, tmp_path):
     cuts[1].write(tmp_path / "bad.fits")
     back = MultiSurveyCutout.read(tmp_path / "bad.fits")
     assert back.flags == MantisFlag.BAD_COORDINATE and back.status == {"galex": "bad coordinate"}
+
+
+def test_ps1_cutout_keeps_the_stacks_legacy_pc_matrix(server, tmp_path):
+    """fitscut headers (the real ones and the loopback's) give CDELT1 > 0 and the RA sign
+    in the legacy ``PC001001 = -1``: the cutout's WCS must be the full header's, RA
+    growing to the east (towards -x), not mirrored; and so after a FITS round trip."""
+    import io
+    import warnings
+
+    import requests
+    from astropy.io import fits
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    coord = SkyCoord(150.1, 2.2, unit="deg")
+    url = next(u_ for u_ in Mantis.get_image_list(coord) if "fitscut.cgi?red=" in u_)
+    with fits.open(io.BytesIO(requests.get(url, timeout=30).content)) as hdul:
+        header = hdul[0].header
+    assert header["CDELT1"] > 0 and header["PC001001"] == -1.0 and "PC1_1" not in header
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)  # "this form ... is deprecated"
+        full = WCS(header)
+    cut = Mantis.get_cutouts(coord, surveys="panstarrs", cache=False)
+    cut.write(tmp_path / "c.fits")
+    back = MultiSurveyCutout.read(tmp_path / "c.fits")
+    n = SURVEYS["panstarrs"].size - 1
+    xs, ys = np.array([0, n, 0, n, n / 2]), np.array([0, 0, n, n, n / 2])
+    want = np.array(full.all_pix2world(xs, ys, 0))
+    for img in (cut["panstarrs"], back["panstarrs"]):
+        got = np.array(img.wcs.all_pix2world(xs, ys, 0))
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+        ra_left, ra_right = got[0][0], got[0][1]
+        assert ra_left > ra_right  # east is left: RA falls with x
+        x, y = img.wcs.world_to_pixel(coord)
+        assert abs(x - n / 2) < 0.51 and abs(y - n / 2) < 0.51
+
+
+def test_a_survey_named_twice_is_fetched_once(server):
+    cut = Mantis.get_cutouts(SkyCoord(150.14, 2.42, unit="deg"), surveys=("galex", "GALEX"))
+    assert list(cut.status) == ["galex"] and cut.status["galex"] == "ok"
+    assert server.counts["fits-cutout"] == 1
+    cut = Mantis.get_cutouts(SkyCoord(150.15, 2.42, unit="deg"), surveys="unwise, galex, UNWISE")
+    assert list(cut.status) == ["unwise", "galex"] and server.counts["fits-cutout"] == 3

@@ -124,3 +124,43 @@ def test_long_failure_reasons_survive_the_round_trip(tmp_path):
     header = fits.getheader(tmp_path / "long.fits")
     assert header["STATUS PANSTARRS"].startswith("failed: listing:")
     assert header["STATUS GALEX"] == "ok"
+
+
+def test_statuses_come_back_as_status_texts(tmp_path):
+    """After a FITS round trip the statuses say their outcome (``kind``) and ``detail``,
+    as the fetch engine's do, without parsing the text."""
+    import pickle
+
+    from astro_mantis.fetch import FetchStatus, StatusText
+
+    status = {"galex": StatusText(FetchStatus.OUT_OF_FOOTPRINT),
+              "panstarrs": FetchStatus.FAILED.text("HTTP 503 (after 4 attempts)"),
+              "unwise": StatusText(FetchStatus.CACHED)}
+    cut = MultiSurveyCutout(SkyCoord(1, 1, unit="deg"), {}, ["galex", "panstarrs"],
+                            MantisFlag.FETCH_FAILED, status)
+    cut.write(tmp_path / "s.fits")
+    back = MultiSurveyCutout.read(tmp_path / "s.fits")
+    assert back.status == status
+    for name, text in status.items():
+        got = back.status[name]
+        assert isinstance(got, StatusText)
+        assert (got.kind, got.detail) == (text.kind, text.detail)
+        assert pickle.loads(pickle.dumps(got)) == got
+    assert back.status["panstarrs"].detail == "HTTP 503 (after 4 attempts)"
+    # a text of no standard form keeps its words and says what it is
+    odd = MultiSurveyCutout(SkyCoord(1, 1, unit="deg"), status={"galex": "fetched"})
+    got = MultiSurveyCutout.from_hdulist(odd.to_hdulist()).status["galex"]
+    assert got == "fetched" and got.kind is FetchStatus.FETCHED
+
+
+def test_non_finite_meta_values_are_written_and_read_back_as_nan(tmp_path):
+    """A PS1 stack without EXPTIME: ``EXPTIMEG = nan`` in meta, which no FITS card can
+    hold; the file is written (an undefined value) and reads back NaN."""
+    img = make_image("panstarrs")
+    img.meta.update({"EXPTIMEG": float("nan"), "EXPTIMER": 900.0, "EXPTIMEI": float("inf")})
+    cut = MultiSurveyCutout(SkyCoord(150, 2, unit="deg"), {"panstarrs": img})
+    cut.write(tmp_path / "nan.fits")
+    back = MultiSurveyCutout.read(tmp_path / "nan.fits")["panstarrs"]
+    assert np.isnan(back.meta["EXPTIMEG"]) and np.isnan(back.meta["EXPTIMEI"])
+    assert back.meta["EXPTIMER"] == 900.0 and back.meta["LAYER"] == "stack"
+    np.testing.assert_array_equal(back.data, img.data)

@@ -6,8 +6,9 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.table import MaskedColumn, Table
 
-from astro_mantis.positions import (angle_degrees, check_degrees, column_degrees, coordinate_positions,
-                                    missing_column_error, resolve_name, table_positions)
+from astro_mantis.positions import (angle_degrees, check_degrees, column_degrees,
+                                    coordinate_positions, missing_column_error, resolve_name,
+                                    table_positions)
 
 
 def test_out_of_range_positions_are_flagged_not_wrapped():

@@ -234,6 +234,9 @@ def test_render_arguments():
     ps1 = sky.render("ps1", (RA, DEC), band="i", skycell_center=(RA + 0.1, DEC - 0.1))[0]
     assert ps1.header["CRVAL1"] == pytest.approx(RA + 0.1)
     assert ps1.header["FILTER"].startswith("i") and ps1.header["EXPTIME"] > 0
+    # as the real stacks spell it: CDELT1 > 0, the RA axis turned by the legacy PC001001
+    assert ps1.header["CDELT1"] == pytest.approx(0.25 / 3600) and ps1.header["PC001001"] == -1
+    assert "PC1_1" not in ps1.header and "CD1_1" not in ps1.header
     assert "MockSky" in repr(sky)
 
 

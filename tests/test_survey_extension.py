@@ -164,3 +164,15 @@ def test_registration_is_checked():
         unregister_survey("galex")
     with pytest.raises(ValueError, match="not registered"):
         unregister_survey("nope")
+
+
+def test_a_mixed_case_name_is_refused():
+    """The registry looks names up lower-cased, the cutouts key on ``survey.name``: a
+    mixed-case name would register, fetch, and then be found under no spelling."""
+    class Mixed(ToySurvey):
+        name = "MyToy"
+
+    with pytest.raises(ValueError, match="lower case: name the survey 'mytoy', not 'MyToy'"):
+        register_survey(Mixed("http://127.0.0.1:9"))
+    assert "mytoy" not in SURVEYS and "MyToy" not in SURVEYS
+    assert survey_missing_flag("mytoy") == MantisFlag.NONE

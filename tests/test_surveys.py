@@ -254,3 +254,112 @@ def test_zero_points_match_the_mock_services():
     assert ps1.zeropoints(header) == [pytest.approx(expected)] * len(ps1.bands)
     assert all(math.isnan(v) for v in ps1.zeropoints()) and len(ps1.zeropoints()) == 5
     assert all(math.isnan(v) for v in ps1.zeropoints(fits.Header()))
+
+
+# ------------------------------------------------- headers as the real services write them
+def ps1_legacy_header(size, crpix=(-3000.5, 2500.5)):
+    """A Pan-STARRS stack / fitscut header as the real service writes it: a positive
+    CDELT1 and the RA sign in the legacy AIPS matrix card ``PC001001 = -1``."""
+    h = fits.Header()
+    h["CTYPE1"], h["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    h["CRVAL1"], h["CRVAL2"] = 150.0, 2.0
+    h["CRPIX1"], h["CRPIX2"] = crpix
+    h["CDELT1"] = h["CDELT2"] = 6.94444461259988E-05
+    h["PC001001"], h["PC001002"], h["PC002001"], h["PC002002"] = -1.0, 0.0, 0.0, 1.0
+    h["EXPTIME"] = 1000.0
+    return h
+
+
+def _full_wcs(header):
+    import warnings
+
+    from astropy.wcs import FITSFixedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)  # the legacy form is deprecated
+        return WCS(header)
+
+
+def test_wcs_header_keeps_the_legacy_pc_matrix_of_ps1_headers():
+    from astro_mantis.surveys.core import modern_wcs_keyword, wcs_header
+
+    header = ps1_legacy_header(170)
+    kept = wcs_header(header)
+    assert [kept[k] for k in ("PC1_1", "PC1_2", "PC2_1", "PC2_2")] == [-1.0, 0.0, 0.0, 1.0]
+    assert "PC001001" not in kept and "EXPTIME" not in kept
+    assert modern_wcs_keyword("CD002001") == "CD2_1" and modern_wcs_keyword("PC1_2") == "PC1_2"
+    legacy_cd = fits.Header([("CTYPE1", "RA---TAN"), ("CTYPE2", "DEC--TAN"),
+                             ("CD001001", -1e-4), ("CD002002", 1e-4), ("CD1_1", -2e-4)])
+    # both spellings of one element: the modern card wins
+    assert wcs_header(legacy_cd)["CD1_1"] == -2e-4 and wcs_header(legacy_cd)["CD2_2"] == 1e-4
+    full = _full_wcs(header)
+    n = 169
+    xs, ys = np.array([0, n, 0, n]), np.array([0, 0, n, n])
+    listing = {b: f"/x/f.stk.{b}.unconv.fits" for b in "grizy"}
+    ra, dec = (float(v) for v in full.all_pix2world(84.5, 84.5, 0))
+    img = PS1.read([fits_bytes(np.zeros((170, 170), np.float32), header)] * 5,
+                   PS1.image_requests(ra, dec, listing=listing), ra, dec)
+    got = np.array(img.wcs.all_pix2world(xs, ys, 0))
+    np.testing.assert_allclose(got, np.array(full.all_pix2world(xs, ys, 0)), rtol=0, atol=1e-10)
+    assert got[0][0] > got[0][1]  # RA grows to the east: towards -x
+
+
+def test_ps1_cut_reads_the_legacy_pc_matrix_and_ignores_band_epochs():
+    """Coalesced cutouts of a real-layout skycell (PC001001 = -1, CDELT1 > 0), whose band
+    stacks each have their own MJD-OBS / DATE-OBS: the same images as `read` gives."""
+    big = 400
+    full = _full_wcs(ps1_legacy_header(big))
+    ra0, dec0 = (float(v) for v in full.all_pix2world(199.5, 199.5, 0))
+    listing = {b: f"/x/f.stk.{b}.unconv.fits" for b in "grizy"}
+    bodies = []
+    for k in range(5):
+        h = ps1_legacy_header(big)
+        h["MJD-OBS"] = 55500.0 + 37.25 * k
+        h["DATE-OBS"] = f"2011-0{k + 1}-01T00:00:00"
+        data = np.arange(big * big, dtype=np.float32).reshape(big, big) + k
+        bodies.append(fits_bytes(data, h))
+    reqs = PS1.image_requests(ra0, dec0, listing=listing, size=big)
+    ra1, dec1 = (float(v) for v in full.all_pix2world(150.3, 240.2, 0))
+    cuts = PS1.cut(bodies, reqs, [(ra0, dec0), (ra1, dec1)])
+    assert all(c is not None for c in cuts)
+    for (ra, dec), c in zip([(ra0, dec0), (ra1, dec1)], cuts):
+        x, y = c.wcs.world_to_pixel_values(ra, dec)
+        assert abs(x - 84.5) <= 0.5 and abs(y - 84.5) <= 0.5
+        assert c.wcs.wcs.get_pc()[0, 0] == -1.0
+    # a band on another grid is still refused
+    moved = ps1_legacy_header(big, crpix=(-3001.5, 2500.5))
+    bodies[3] = fits_bytes(np.zeros((big, big), np.float32), moved)
+    with pytest.raises(InvalidResponseError, match="not on the grid of the g band"):
+        PS1.cut(bodies, reqs, [(ra0, dec0)])
+    flipped = ps1_legacy_header(big)
+    flipped["PC001001"] = 1.0  # the sign of the RA axis is part of the grid
+    bodies[3] = fits_bytes(np.zeros((big, big), np.float32), flipped)
+    with pytest.raises(InvalidResponseError, match="not on the grid of the g band"):
+        PS1.cut(bodies, reqs, [(ra0, dec0)])
+
+
+def test_read_primary_image_blanks_integer_pixels_as_fits_open_does():
+    from astro_mantis.surveys.core import read_primary_image
+
+    raw = np.array([[1, -32768], [3, 4]], dtype=">i2")
+    header = fits.Header([("SIMPLE", True), ("BITPIX", 16), ("NAXIS", 2), ("NAXIS1", 2),
+                          ("NAXIS2", 2), ("BSCALE", 0.5), ("BZERO", 10.0), ("BLANK", -32768)])
+    body = header.tostring().encode() + raw.tobytes()
+    body += b"\0" * (-len(body) % 2880)
+    _, mine = read_primary_image(body)
+    with fits.open(io.BytesIO(body)) as hdul:
+        theirs = hdul[0].data
+    np.testing.assert_array_equal(mine, theirs)  # NaN where BLANK, in the same places
+    assert np.isnan(mine[0, 1]) and mine[0, 0] == 10.5
+    unscaled = fits_bytes(np.array([[7, 0], [7, 2]], np.int32),
+                          fits.Header([("BLANK", 7)]))
+    _, data = read_primary_image(unscaled)
+    assert np.isnan(data[:, 0]).all() and list(data[:, 1]) == [0.0, 2.0]
+
+
+def test_get_surveys_names_each_survey_once():
+    from astro_mantis.surveys import get_surveys
+
+    assert [s.name for s in get_surveys("galex, GALEX")] == ["galex"]
+    assert [s.name for s in get_surveys(["unwise", GALEX, "Unwise", "galex"])] == \
+        ["unwise", "galex"]

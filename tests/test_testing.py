@@ -172,8 +172,12 @@ def test_fitscut_wcs_puts_position_at_centre(server):
             hdr = hdu.header
             assert isinstance(hdr["EXPTIME"], float) and hdr["EXPTIME"] > 0
             assert hdr["FILTER"].startswith("i")
-            assert hdr["CDELT1"] == pytest.approx(-0.25 / 3600)
+            # the real stacks' layout: positive CDELT, the RA sign in legacy PC00i00j cards
+            assert hdr["CDELT1"] == pytest.approx(0.25 / 3600)
             assert hdr["CDELT2"] == pytest.approx(0.25 / 3600)
+            assert [hdr[k] for k in ("PC001001", "PC001002", "PC002001", "PC002002")] \
+                == [-1.0, 0.0, 0.0, 1.0]
+            assert not any(k in hdr for k in ("PC1_1", "CD1_1", "CD001001"))
             assert (hdr["CRVAL1"], hdr["CRVAL2"]) == pytest.approx(
                 ps1_skycell(ra, dec)[2:], abs=1e-9)
             x, y = WCS(hdr).world_to_pixel(SkyCoord(ra, dec, unit="deg"))

@@ -8,9 +8,12 @@ place:
 
 * **Pan-STARRS1** ``fitscut.cgi``: one band per file, a 2-D float32 image in
   linear counts on the stack's TAN projection, whose ``CRVAL`` is the skycell
-  centre (so ``CRPIX`` can lie far outside the cutout), with ``CDELT``
-  (no ``CD`` matrix), ``EXPTIME`` (the AB zero point is
-  ``25 + 2.5 log10(EXPTIME)``) and ``FILTER``.
+  centre (so ``CRPIX`` can lie far outside the cutout), with ``EXPTIME`` (the
+  AB zero point is ``25 + 2.5 log10(EXPTIME)``) and ``FILTER``. The scale and
+  orientation are written as the real stack headers write them: both ``CDELT``
+  positive and the sign of the RA axis in the legacy (AIPS) matrix cards
+  ``PC001001 = -1``, ``PC001002 = 0``, ``PC002001 = 0``, ``PC002002 = 1``
+  (no ``CD`` matrix, no ``PCi_j`` cards); RA grows to the east, towards -x.
 * **Legacy Surveys viewer** ``fits-cutout`` (``galex`` and ``unwise-neo7``
   layers): a float32 cube (nbands, size, size) on a TAN grid centred on the
   request, with a ``CD`` matrix, ``BANDS`` and ``BAND0``, ``BAND1`` ...
@@ -494,7 +497,9 @@ def ps1_geometry(ra, dec, size, pixscale, skycell_center=None):
     crpix : (float, float)
         FITS (1-based) reference pixel, possibly far outside the image.
     cdelt : (float, float)
-        Degrees per pixel (``-pixscale``, ``+pixscale``).
+        Signed degrees per pixel (``-pixscale``, ``+pixscale``): the diagonal of the
+        pixel scale matrix (`ps1_hdulist` writes it as positive ``CDELT`` and the
+        legacy ``PC00i00j`` signs).
     """
     if skycell_center is None:
         ra_c, dec_c = ra, dec
@@ -519,13 +524,17 @@ def ps1_hdulist(image, band, crval, crpix, cdelt, exptime):
     band : str
         PS1 band.
     crval, crpix, cdelt : (float, float)
-        From `ps1_geometry`.
+        From `ps1_geometry`; ``cdelt`` signed (``-pixscale``, ``+pixscale`` degrees).
     exptime : float
         Stack exposure time (s).
 
     Returns
     -------
     `~astropy.io.fits.HDUList`
+        Its header spells the scale as the real service does: ``CDELT1 = |cdelt[0]|``,
+        ``CDELT2 = |cdelt[1]|`` and the signs in the legacy matrix cards ``PC001001``,
+        ``PC001002``, ``PC002001``, ``PC002002`` (``-1, 0, 0, 1`` for a north-up,
+        east-left grid). The pixel-to-sky mapping is the one ``cdelt`` says.
     """
     cards = [
         ("CTYPE1", "RA---TAN"),
@@ -534,8 +543,12 @@ def ps1_hdulist(image, band, crval, crpix, cdelt, exptime):
         ("CRVAL2", crval[1]),
         ("CRPIX1", crpix[0]),
         ("CRPIX2", crpix[1]),
-        ("CDELT1", cdelt[0]),
-        ("CDELT2", cdelt[1]),
+        ("CDELT1", abs(float(cdelt[0]))),
+        ("CDELT2", abs(float(cdelt[1]))),
+        ("PC001001", math.copysign(1.0, cdelt[0])),
+        ("PC001002", 0.0),
+        ("PC002001", 0.0),
+        ("PC002002", math.copysign(1.0, cdelt[1])),
         ("EXPTIME", exptime, "[s] stack exposure time"),
         ("FILTER", f"{band}.00000", "PS1 filter"),
         ("HIERARCH FPA.ZP", _PS1.zeropoint_1s, "zero point for 1 s"),

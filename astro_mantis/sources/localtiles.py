@@ -393,10 +393,7 @@ class LocalTiles:
         ValueError
             If the survey has no tile directory or the position is invalid.
         """
-        survey = get_survey(survey)
-        if survey.name not in self.indexes:
-            raise ValueError(f"LocalTiles has no {survey.name} directory (it has "
-                             f"{', '.join(self.indexes)})")
+        survey = self._survey_with_tiles(survey)
         positions, _ = self._positions(coord)
         if len(positions) != 1 or not positions.good[0]:
             raise ValueError(f"survey_image needs one valid position, got {coord!r}")
@@ -417,8 +414,13 @@ class LocalTiles:
         Returns
         -------
         list of `~astro_mantis.sources.Grid`
+
+        Raises
+        ------
+        ValueError
+            If the survey has no tile directory or the position is invalid.
         """
-        survey = get_survey(survey)
+        survey = self._survey_with_tiles(survey)
         positions, _ = self._positions(coord)
         if len(positions) != 1 or not positions.good[0]:
             raise ValueError(f"tiles_at needs one valid position, got {coord!r}")
@@ -427,6 +429,14 @@ class LocalTiles:
         return [index.grids[g] for g, _, _ in ranked]
 
     # ------------------------------------------------------------------ internals
+    def _survey_with_tiles(self, survey):
+        """The `~astro_mantis.surveys.Survey` of ``survey``; ValueError if it has no directory."""
+        survey = get_survey(survey)
+        if survey.name not in self.indexes:
+            raise ValueError(f"LocalTiles has no {survey.name} directory (it has "
+                             f"{', '.join(self.indexes)})")
+        return survey
+
     @staticmethod
     def _is_scalar(coordinates):
         return isinstance(coordinates, str) or bool(getattr(coordinates, "isscalar", False))

@@ -29,15 +29,16 @@ from astropy.io import fits
 from ..atomic import atomic_open
 from ..logger import log
 from ..surveys import get_survey
-from ..surveys.core import celestial_wcs
+from ..surveys.core import celestial_wcs, wcs_cards
 
 __all__ = ["TileIndex", "Grid", "TILE_SUFFIXES", "default_index_dir", "read_tile_header",
            "band_of", "is_tile_name"]
 
 #: File names read as tiles (case-insensitive).
 TILE_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz")
-#: Version of the index file layout; an index of another version is rebuilt.
-INDEX_VERSION = 1
+#: Version of the index file layout; an index of another version is rebuilt. (Version 2
+#: keeps a tile's legacy ``PC00i00j``/``CD00i00j`` cards in its grid, as ``PCi_j``/``CDi_j``.)
+INDEX_VERSION = 2
 #: WCS keywords that define a pixel grid (what makes two files share one).
 _GRID_KEY = re.compile(r"^(WCSAXES|CTYPE[12]|CRVAL[12]|CRPIX[12]|CDELT[12]|CUNIT[12]|CROTA2|"
                        r"CD[12]_[12]|PC[12]_[12]|PV[12]_\d+|RADESYS|RADECSYS|EQUINOX|LONPOLE|"
@@ -131,9 +132,13 @@ def _unit_scale(survey, header):
 
 
 def _grid_cards(header):
-    """The WCS cards defining the pixel grid, as header text (the grid's identity)."""
-    cards = [card.image for card in header.cards if _GRID_KEY.match(card.keyword)]
-    return "".join(cards)
+    """The WCS cards defining the pixel grid, as header text (the grid's identity).
+
+    Legacy ``PC00i00j``/``CD00i00j`` matrix cards (real Pan-STARRS skycells carry
+    ``PC001001 = -1`` with a positive ``CDELT1``) are kept as ``PCi_j``/``CDi_j``
+    (`~astro_mantis.surveys.core.wcs_cards`).
+    """
+    return "".join(card.image for card in wcs_cards(header, _GRID_KEY))
 
 
 def _unit_xyz(ra, dec):

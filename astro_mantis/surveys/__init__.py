@@ -74,6 +74,8 @@ def get_surveys(surveys):
     Returns
     -------
     list of `~astro_mantis.surveys.core.Survey`
+        In the order first named; a survey named more than once (``"galex, GALEX"``)
+        appears once.
 
     Raises
     ------
@@ -86,11 +88,18 @@ def get_surveys(surveys):
     ['galex']
     >>> [s.name for s in get_surveys(("panstarrs", "UNWISE"))]
     ['panstarrs', 'unwise']
+    >>> [s.name for s in get_surveys("unwise, galex, UNWISE")]
+    ['unwise', 'galex']
     """
     if isinstance(surveys, (str, Survey)):
         surveys = [surveys] if isinstance(surveys, Survey) else \
             [s.strip() for s in surveys.split(",") if s.strip()]
-    return [get_survey(s) for s in surveys]
+    out = []
+    for s in surveys:
+        survey = get_survey(s)
+        if all(survey is not seen for seen in out):  # one survey named twice: once
+            out.append(survey)
+    return out
 
 
 def register_survey(survey, replace=False):
@@ -119,15 +128,20 @@ def register_survey(survey, replace=False):
     TypeError
         If ``survey`` is not a `~astro_mantis.surveys.core.Survey`.
     ValueError
-        If the name is empty or taken (without ``replace``), or its declared
+        If the name is empty, not lower case, or taken (without ``replace``), or its declared
         ``missing_flag`` is not a bit it may hold
         (`~astro_mantis.flags.register_survey_flag`).
     """
     if not isinstance(survey, Survey):
         raise TypeError(f"register_survey takes a Survey instance, got {type(survey).__name__}")
-    name = str(survey.name).lower()
+    name = str(survey.name)
     if not name:
         raise ValueError("a survey needs a name")
+    if name != name.lower():
+        # names are looked up lower-cased, but cutouts (cut[name]), statuses and flags
+        # are keyed by survey.name itself: the two must be one spelling
+        raise ValueError(f"survey names are lower case: name the survey {name.lower()!r}, "
+                         f"not {name!r} (users may still write it in any case)")
     if name in SURVEYS and not replace:
         raise ValueError(f"survey {name!r} is registered already (pass replace=True)")
     register_survey_flag(name, survey.missing_flag)

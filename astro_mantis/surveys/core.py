@@ -27,7 +27,7 @@ from ..exceptions import InvalidResponseError
 from ..flags import MantisFlag, survey_missing_flag
 
 __all__ = ["Request", "SurveyImage", "Survey", "read_fits_bytes", "read_primary_image",
-           "primary_layout", "wcs_header"]
+           "primary_layout", "wcs_header", "wcs_cards", "modern_wcs_keyword"]
 
 FITS_MAGIC = b"SIMPLE  ="
 
@@ -75,6 +75,13 @@ _BITPIX_DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">
 _WCS_KEY = re.compile(r"^(WCSAXES|CTYPE\d|CRVAL\d|CRPIX\d|CDELT\d|CUNIT\d|CROTA\d|CD\d_\d|PC\d_\d|"
                       r"PV\d_\d+|PS\d_\d+|RADESYS|RADECSYS|EQUINOX|EPOCH|LONPOLE|LATPOLE|"
                       r"MJD-OBS|DATE-OBS|A_\w+|B_\w+|AP_\w+|BP_\w+)$")
+#: The WCS cards that say when an image was taken, not where its pixels lie: they differ
+#: between the band stacks of one Pan-STARRS skycell, whose pixel grid is one.
+_EPOCH_KEYS = frozenset({"MJD-OBS", "DATE-OBS"})
+#: The legacy (AIPS, pre-WCS-paper) spelling of the PC and CD matrix elements, ``PC001002``
+#: for ``PC1_2``: real Pan-STARRS stack and ``fitscut.cgi`` headers carry their rotation
+#: (``PC001001 = -1`` with a positive ``CDELT1``) this way. wcslib reads both spellings.
+_LEGACY_MATRIX_KEY = re.compile(r"^(PC|CD)(\d{3})(\d{3})$")
 
 
 def _reject_non_fits(content, what):
@@ -149,7 +156,8 @@ def read_primary_image(content, what="response"):
     -------
     header : `~astropy.io.fits.Header`
     data : `numpy.ndarray` or None
-        Native-endian; ``BSCALE``/``BZERO`` applied (float32 unless float64 on disk).
+        Native-endian; ``BSCALE``/``BZERO`` applied (float32 unless float64 on disk);
+        the pixels of an integer image that equal its ``BLANK`` value are NaN.
     """
     header_bytes, shape, bitpix = primary_layout(content, what)
     try:
@@ -162,17 +170,84 @@ def read_primary_image(content, what="response"):
                         offset=header_bytes).reshape(shape)
     out_dtype = np.float64 if bitpix == -64 else np.float32
     data = raw.astype(out_dtype)
+    blank = header.get("BLANK") if bitpix > 0 else None
+    if isinstance(blank, (int, np.integer)) and not isinstance(blank, bool):
+        data[raw == blank] = np.nan  # undefined pixels of an integer image
     bscale, bzero = header.get("BSCALE", 1.0), header.get("BZERO", 0.0)
     if bscale != 1.0 or bzero != 0.0:
         data = data * out_dtype(bscale) + out_dtype(bzero)
     return header, data
 
 
-def wcs_header(header):
-    """Only the WCS cards of ``header`` (cheap to keep, and enough to rebuild the WCS)."""
-    out = fits.Header()
+def modern_wcs_keyword(keyword):
+    """The WCS paper's spelling of a keyword: ``PCi_j``/``CDi_j`` for the legacy
+    ``PC00i00j``/``CD00i00j``; any other keyword unchanged.
+
+    Examples
+    --------
+    >>> modern_wcs_keyword("PC001002"), modern_wcs_keyword("CD002002"), modern_wcs_keyword("CDELT1")
+    ('PC1_2', 'CD2_2', 'CDELT1')
+    """
+    match = _LEGACY_MATRIX_KEY.match(keyword)
+    if match is None:
+        return keyword
+    return f"{match[1]}{int(match[2])}_{int(match[3])}"
+
+
+def wcs_cards(header, keep):
+    """The cards of ``header`` whose keyword (in the WCS paper's spelling) ``keep`` matches.
+
+    Legacy ``PC00i00j`` and ``CD00i00j`` cards come out renamed ``PCi_j`` and ``CDi_j``
+    (`modern_wcs_keyword`), their values and comments unchanged, so that a header cut
+    down to its WCS cards still holds the matrix (and the sign of the RA axis) that
+    wcslib reads from the full header. Where a header spells one element both ways,
+    the modern card wins.
+
+    Parameters
+    ----------
+    header : `~astropy.io.fits.Header`
+    keep : compiled regular expression
+        Matched (``keep.match``) against each keyword, renamed.
+
+    Returns
+    -------
+    list of `~astropy.io.fits.Card`
+    """
+    present = set(header.keys())
+    out = []
     for card in header.cards:
-        if _WCS_KEY.match(card.keyword):
+        key = modern_wcs_keyword(card.keyword)
+        if not keep.match(key):
+            continue
+        if key != card.keyword:
+            if key in present:
+                continue
+            card = fits.Card(key, card.value, card.comment)
+        out.append(card)
+    return out
+
+
+def wcs_header(header, grid_only=False):
+    """Only the WCS cards of ``header`` (cheap to keep, and enough to rebuild the WCS).
+
+    Legacy ``PC00i00j``/``CD00i00j`` matrix cards are kept under their modern names
+    ``PCi_j``/``CDi_j`` (see `wcs_cards`).
+
+    Parameters
+    ----------
+    header : `~astropy.io.fits.Header`
+    grid_only : bool, optional
+        Leave out the cards that date the image (``MJD-OBS``, ``DATE-OBS``) and keep only
+        those that place its pixels on the sky: two images on one pixel grid have equal
+        ``wcs_header(..., grid_only=True)``.
+
+    Returns
+    -------
+    `~astropy.io.fits.Header`
+    """
+    out = fits.Header()
+    for card in wcs_cards(header, _WCS_KEY):
+        if not (grid_only and card.keyword in _EPOCH_KEYS):
             out.append(card)
     return out
 
@@ -338,9 +413,15 @@ class SurveyImage:
                 f"unit={self.unit} flags={self.flags!r}>")
 
     def to_hdus(self):
-        """One `~astropy.io.fits.ImageHDU` per band (EXTNAME ``SURVEY_BAND``) with WCS and units."""
+        """One `~astropy.io.fits.ImageHDU` per band (EXTNAME ``SURVEY_BAND``) with WCS and units.
+
+        ``meta`` entries that are strings, numbers or booleans with keywords of at most
+        8 characters become header cards; a NaN or infinite number (a PS1 stack without
+        ``EXPTIME``) becomes a card with an undefined value, which `from_hdus` reads
+        back as NaN.
+        """
         hdus = []
-        wcs_cards = self.header
+        wcs_block = self.header
         for i, band in enumerate(self.bands):
             hdr = fits.Header()
             hdr["EXTNAME"] = f"{self.survey.upper()}_{band.upper()}"
@@ -353,14 +434,23 @@ class SurveyImage:
             hdr["FLAGS"] = (int(self.flags), "astro_mantis MantisFlag bits")
             for key, value in self.meta.items():
                 if isinstance(value, (str, int, float, bool)) and len(key) <= 8:
-                    hdr[key] = value
-            hdr.update(wcs_cards)
+                    if isinstance(value, float) and not np.isfinite(value):
+                        # FITS has no NaN or inf card value: an undefined value, read
+                        # back as NaN by from_hdus
+                        hdr[key] = (None, "not a finite number")
+                    else:
+                        hdr[key] = value
+            hdr.update(wcs_block)
             hdus.append(fits.ImageHDU(self.data[i], header=hdr))
         return hdus
 
     @classmethod
     def from_hdus(cls, hdus):
-        """Rebuild a `SurveyImage` from the HDUs written by `to_hdus` (bands in BANDIDX order)."""
+        """Rebuild a `SurveyImage` from the HDUs written by `to_hdus` (bands in BANDIDX order).
+
+        Header cards other than the WCS and those `to_hdus` writes itself become ``meta``;
+        a card with an undefined value becomes NaN.
+        """
         hdus = sorted(hdus, key=lambda h: h.header.get("BANDIDX", 0))
         if not hdus:
             raise ValueError("no HDUs given")
@@ -369,7 +459,8 @@ class SurveyImage:
                      "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT",
                      "CHECKSUM", "DATASUM"}
         wcs = wcs_header(first)
-        meta = {k: first[k] for k in first if k not in meta_skip and k not in wcs
+        meta = {k: np.nan if first[k] is None else first[k] for k in first
+                if k not in meta_skip and modern_wcs_keyword(k) not in wcs
                 and k not in ("", "COMMENT", "HISTORY")}
         return cls(
             survey=first["SURVEY"],
@@ -393,7 +484,7 @@ class Survey:
     Attributes
     ----------
     name : str
-        Registry name, e.g. ``"galex"``.
+        Registry name, in lower case, e.g. ``"galex"`` (looked up case-insensitively).
     bands : tuple of str
         Band names in model channel order.
     native_bands : tuple

@@ -14,7 +14,9 @@ Two steps, as the service documents them:
    for uncovered.
 2. ``GET {panstarrs_url}/fitscut.cgi?red=FILENAME&ra=&dec=&size=170&format=fits``
    per band: a 170 × 170 image of 0.25″ pixels in linear counts, with the stack's
-   WCS (its CRPIX can lie far outside the cutout) and ``EXPTIME``. The AB zero point
+   WCS (its CRPIX can lie far outside the cutout; a positive ``CDELT1`` whose sign the
+   legacy matrix card ``PC001001 = -1`` turns, read as ``PC1_1`` by
+   `~astro_mantis.surveys.core.wcs_header`) and ``EXPTIME``. The AB zero point
    is ``25 + 2.5 log10(EXPTIME)``. When ``BSOFTEN`` and ``BOFFSET`` are present the
    pixels are asinh-compressed and are decompressed here.
 
@@ -294,7 +296,8 @@ class PanstarrsSurvey(Survey):
         ------
         `~astro_mantis.exceptions.InvalidResponseError`
             If a body is not a FITS image of the requested size, or the bands do not
-            share one pixel grid.
+            share one pixel grid (their WCS cards, ``wcs_header(..., grid_only=True)``,
+            differ; the epochs ``MJD-OBS`` and ``DATE-OBS`` of the band stacks may).
         """
         size = int(size or self.size)
         if not requests:
@@ -302,8 +305,10 @@ class PanstarrsSurvey(Survey):
         big = int(requests[0].params["size"])
         bands = self._read_bands(contents, requests, "(coalesced)", big)
         header = wcs_header(bands[0][1])
+        grid = wcs_header(bands[0][1], grid_only=True)
         for band, hdr, _ in bands[1:]:
-            if wcs_header(hdr) != header:
+            # the bands' stacks share the skycell's grid, not their epochs (MJD-OBS)
+            if wcs_header(hdr, grid_only=True) != grid:
                 raise InvalidResponseError(
                     f"panstarrs {band}: coalesced cutout is not on the grid of the "
                     f"{bands[0][0]} band")
