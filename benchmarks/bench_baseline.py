@@ -65,6 +65,7 @@ from astro_mantis.simulate import flux_errors
 from astro_mantis.simulate.dataset import load_shard, shard_paths
 from astro_mantis.simulate.photometry import BANDS
 from astro_mantis.simulate.render import DEFAULT_DEPTH
+from _machine import machine_line  # benchmarks/ is on the path of a script run from it
 from astro_mantis.training.baseline import (CatalogKNN, KNNRedshift, catalog_magnitudes,
                                             noisy_magnitudes, shard_extinction,
                                             shard_features, shard_magnitudes)
@@ -280,6 +281,7 @@ def main(argv=None):
     if args.write_card and args.no_network:
         parser.error("--write-card needs the network's figures (drop --no-network)")
 
+    print(machine_line(), flush=True)
     t0 = time.perf_counter()
     x_train, m_train, z_train, _, cat_fit = split_arrays(args.fit_data or args.data,
                                                          args.fit_split)

@@ -29,17 +29,19 @@ machines:
     against the fit itself (``use_galex=False`` variant, not cached before).
 ``render``
     One cutout of `astro_mantis.testing.SyntheticSky` per survey (CPU time of the
-    calling thread, best of 5 × 5), against the same request served over loopback
-    HTTP by `astro_mantis.testing.SurveyServer` (render + FITS + HTTP).
+    calling thread: the mean of 5 calls, the best of 5 such rounds), against the same
+    request served over loopback HTTP by `astro_mantis.testing.SurveyServer` (render +
+    FITS + HTTP).
 """
 import argparse
-import os
 import platform
 import sys
 import time
 import timeit
 
 import numpy as np
+
+from _machine import machine_line  # benchmarks/ is on the path of a script run from it
 
 PARTS = ("pdf", "grid", "population", "fit", "render")
 
@@ -180,8 +182,7 @@ def main(argv=None):
     parser.add_argument("--baseline-rows", type=int, default=5_000)
     parser.add_argument("--n", type=int, default=50_000, help="galaxies for 'population'")
     args = parser.parse_args(argv)
-    print(f"python {platform.python_version()} on {platform.machine()}, "
-          f"{os.cpu_count()} CPUs")
+    print(f"{machine_line()}; python {platform.python_version()} on {platform.machine()}")
     for part in args.only:
         if part == "pdf":
             bench_pdf(args.rows, args.baseline_rows)

@@ -56,7 +56,6 @@ cutouts equal (p)'s pixel for pixel, with the same flags and statuses.
 import argparse
 import gc
 import multiprocessing as mp
-import os
 import platform
 import sys
 import tempfile
@@ -69,6 +68,7 @@ import requests
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
+from _machine import machine_line  # benchmarks/ is on the path of a script run from it
 from astro_mantis import Mantis, conf
 
 
@@ -367,7 +367,7 @@ def clustered(args):
     print(f"bench_cutouts --clustered: {n} galaxies within {2 * args.radius:g} arcmin, "
           f"coalescing span {args.span:g} arcmin, latency {1000 * L:.0f} ms per request, "
           f"c = conf.max_connections_per_host = {c}")
-    print(f"  python {platform.python_version()}, {os.cpu_count()} CPU(s), servers "
+    print(f"  {machine_line()}; python {platform.python_version()}; servers "
           f"{'in threads' if args.in_process else 'in separate processes'}; Pan-STARRS cut "
           "from whole loopback skycells (SkycellSky)")
     runs = {}
@@ -472,7 +472,7 @@ def main(argv=None):
     make = _thread_server if args.in_process else ProcessServer
     print(f"bench_cutouts: {args.n} positions, latency {1000 * L:.0f} ms per request, "
           f"c = conf.max_connections_per_host = {c}, chunk = {conf.ps1_chunk_size}")
-    print(f"  python {platform.python_version()}, {os.cpu_count()} CPU(s), "
+    print(f"  {machine_line()}; python {platform.python_version()}; "
           f"servers {'in threads' if args.in_process else 'in separate processes'}, "
           f"{'rendering live' if args.live else 'replaying pre-rendered images'}")
 

@@ -381,6 +381,10 @@ def section_probes(net, data, n, out, figures):
         save_small(ax.figure, Path(figures) / "explain_probes.png", dpi=90)
 
 
+#: the sections ``--only`` picks from, in the order they run
+SECTIONS = ("bands", "ood", "shift", "surrogate", "spectra", "probes")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=None, help="mock dataset directory (made if absent)")
@@ -390,7 +394,9 @@ def main(argv=None):
     parser.add_argument("--n-train", type=int, default=1000)
     parser.add_argument("--n-test", type=int, default=200)
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--only", default="bands,ood,shift,surrogate,spectra,probes")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run (default all: "
+                             f"{','.join(SECTIONS)})")
     parser.add_argument("--figures", default=None, help="write the guide's PNGs here")
     parser.add_argument("--json", default=None, help="write the figures as JSON here")
     parser.add_argument("--threads", type=int, default=2)
@@ -408,6 +414,11 @@ def main(argv=None):
                              "'shift', it and a 1.5x-wider-PSF sample are tested against "
                              "the held-out sample")
     args = parser.parse_args(argv)
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    unknown = sorted(only - set(SECTIONS))
+    if unknown or not only:
+        parser.error(f"--only: unknown section(s) {', '.join(unknown) or '(none given)'}; "
+                     f"known: {', '.join(SECTIONS)}")
     torch.set_num_threads(args.threads)
     from astro_mantis.models import load_model
 
@@ -421,7 +432,6 @@ def main(argv=None):
         make_dataset(2400, data, seed=11, split=(0.6, 0.2, 0.2), shard_size=200,
                      progress=False)
     net = load_model("mantis-mini", weights=args.weights)
-    only = set(args.only.split(","))
     out = {"cpu": cpu_model(), "data": str(data), "test_data": args.test_data}
     if "bands" in only:
         section_bands(net, args.test_data or data, args.n_bands, out, args.figures)

@@ -45,6 +45,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from astropy.table import Table
+from _machine import machine_line  # benchmarks/ is on the path of a script run from it
 from bench_baseline import dataset_sky_config, field_zero_points, network_pdf
 
 from astro_mantis.metrics import binned_metrics, photoz_metrics
@@ -249,6 +250,7 @@ def main(argv=None):
         parser.error("--betas must be non-negative")
     if any(n < args.k for n in args.fit_sizes):
         parser.error(f"--fit-sizes must be at least --k ({args.k})")
+    print(machine_line(), flush=True)
     t0 = time.perf_counter()
     fit = measure(args.fit, "train", args.workers, args.template)
     test = measure([args.test], "test", args.workers, args.template)

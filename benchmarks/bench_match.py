@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _machine import machine_line  # benchmarks/ is on the path of a script run from it
+
 
 def make_inputs(workdir, n_rows, n_spectra, seed=1):
     """Write the spAll-format file and the table positions (if not there already)."""
@@ -163,6 +165,7 @@ def main(argv=None):
     if args.make:
         print(json.dumps([str(p) for p in make_inputs(workdir, args.rows, args.spectra)]))
         return 0
+    print(machine_line(), flush=True)
     # both steps in fresh processes: this one stays small, the measurement is clean
     made = subprocess.run([sys.executable, __file__, "--make", "--rows", str(args.rows),
                            "--spectra", str(args.spectra), "--workdir", workdir],

@@ -30,25 +30,51 @@ median of the PDFs with the network's implicit prior, the training n(z)
 i.e. the estimate that a calibrated PDF expects to be an outlier beyond 0.05 least
 often (the Bayes choice for that count); it shows how much of the outlier fraction a
 choice of estimator can remove.
-``--out`` also writes the full evaluation (``evaluation.json``, ``evaluation.rst``).
+``--out DIR`` also writes the full evaluation, every estimator listed above, to
+``DIR/evaluation.json`` and ``DIR/evaluation.rst`` (``--name`` changes the file names'
+stem); both record the command line and the CPU that made them (``command`` and
+``cpu`` in the JSON, a first paragraph in the RST). ``--recipe-estimators`` writes only
+the estimators of `~astro_mantis.training.evaluation.evaluate_model` (mean, median,
+mode, smoothed mode), as the recipe's evaluation stage writes them; so the bundled
+model's files in ``benchmarks/results/`` are redone with::
+
+    python benchmarks/bench_point_estimates.py --data WORKDIR/data/test \
+        --cache-dir /tmp/bench_point_cache_test --out benchmarks/results \
+        --name mantis-mini_test --recipe-estimators
+    python benchmarks/bench_point_estimates.py --data WORKDIR/data/shifted \
+        --cache-dir /tmp/bench_point_cache_shifted --out benchmarks/results \
+        --name mantis-mini_shifted --recipe-estimators
 
 The numbers describe the package's simulated sky, not the real one.
 """
 import argparse
-import platform
+import json
+import shlex
+import sys
+from pathlib import Path
 
 import numpy as np
 
+if str(Path(__file__).resolve().parent) not in sys.path:  # also when loaded by path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model  # noqa: E402
 
-def _cpu():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:  # pragma: no cover
-        pass
-    return platform.processor() or "unknown"
+
+def write_evaluation(ev, out, name, command, cpu):
+    """``out/<name>.json`` and ``out/<name>.rst``: `Evaluation.write`'s two files, with
+    the command line and the CPU that made them; each replaced whole."""
+    from astro_mantis.atomic import atomic_open
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {**ev.as_dict(), "command": command, "cpu": cpu}
+    texts = {"json": json.dumps(record, indent=1),
+             "rst": f"Written by ``{command}`` on {cpu}.\n\n{ev.to_rst()}"}
+    paths = {k: out / f"{name}.{k}" for k in texts}
+    for key, text in texts.items():
+        with atomic_open(paths[key], "w", encoding="utf-8") as fh:
+            fh.write(text)
+    return paths
 
 
 def _print_table(ev, metric, digits=4):
@@ -119,15 +145,30 @@ def main(argv=None):
     p.add_argument("--min-count", type=int, default=50)
     p.add_argument("--n-bootstrap", type=int, default=200)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=None, help="write evaluation.json and evaluation.rst here")
+    p.add_argument("--out", default=None,
+                   help="write the evaluation here: NAME.json and NAME.rst, with the command "
+                        "line and the CPU")
+    p.add_argument("--name", default="evaluation",
+                   help="stem of the files --out writes (default: evaluation)")
+    p.add_argument("--recipe-estimators", action="store_true",
+                   help="write only evaluate_model's estimators (mean, median, mode, "
+                        "smoothed_mode), as the recipe's evaluation stage does; median_flat "
+                        "and max_odds are still printed")
     args = p.parse_args(argv)
+    if (args.name != "evaluation" or args.recipe_estimators) and not args.out:
+        p.error("--name and --recipe-estimators need --out")
+    if Path(args.name).name != args.name or args.name in ("", ".", ".."):
+        p.error(f"--name is a file name stem, not a path: {args.name!r}")
+    command = shlex.join(["python", "benchmarks/bench_point_estimates.py",
+                          *(sys.argv[1:] if argv is None else argv)])
+    cpu = cpu_model()
 
     import torch
 
     from astro_mantis.models import load_model
     from astro_mantis.training.evaluation import RECOMMENDED_POINT_ESTIMATE, evaluate_model
 
-    print(f"CPU: {_cpu()}; torch threads: {torch.get_num_threads()}; device: {args.device}")
+    print(f"CPU: {cpu}; torch threads: {torch.get_num_threads()}; device: {args.device}")
     model = load_model(args.model, weights=args.weights, device=args.device)
     ev = evaluate_model(model, args.data, split=args.split, min_count=args.min_count,
                         n_bootstrap=args.n_bootstrap, cache_dir=args.cache_dir)
@@ -135,6 +176,8 @@ def main(argv=None):
           "(simulated sky)")
     from astro_mantis.models import training_prior
 
+    if args.out and args.recipe_estimators:
+        paths = write_evaluation(ev, args.out, args.name, command, cpu)
     try:
         prior = training_prior(model)
     except ValueError as exc:
@@ -143,8 +186,10 @@ def main(argv=None):
         ev.add_point_estimate("median_flat", ev.pdf.change_prior(prior).median())
     best = max_odds(ev.pdf)
     ev.add_point_estimate("max_odds", best)
+    if args.out and not args.recipe_estimators:
+        paths = write_evaluation(ev, args.out, args.name, command, cpu)
     if args.out:
-        ev.write(args.out)
+        print(f"wrote {paths['json']} and {paths['rst']}")
     for metric in ("bias_median", "nmad", "outlier_0.05"):
         _print_table(ev, metric)
     print("\nsummary (overall; max |bias| over bins with >= "

@@ -23,8 +23,15 @@ randomisation (`astro_mantis.simulate.training_randomisation`, issue 16) and pri
 its rate and CPU time per galaxy as ratios to the nominal sky of the same run::
 
     python benchmarks/bench_simulate.py --n 300 --workers 1 --randomisation
+
+``--keep DIR`` writes the data sets into DIR itself (one subdirectory per sky and worker
+count, e.g. ``DIR/nominal_workers2``) and leaves them there. DIR must be empty or not
+exist yet: `make_dataset` resumes a data set whose shards are already present, so a run
+into an earlier run's subdirectories would time nothing, and the script refuses rather
+than overwrite or delete anything.
 """
 import argparse
+import contextlib
 import hashlib
 import os
 import platform
@@ -58,11 +65,17 @@ def main(argv=None):
     parser.add_argument("--project", type=int, default=50_000,
                         help="galaxies to project the time for (default 50000)")
     parser.add_argument("--keep", metavar="DIR", default=None,
-                        help="write the datasets under DIR instead of a temporary directory")
+                        help="write the data sets into DIR (which must be empty or not exist) and "
+                             "keep them, instead of a temporary directory deleted at the end")
     parser.add_argument("--randomisation", action="store_true",
                         help="also render with the training domain randomisation and print "
                              "the ratios to the nominal sky")
     args = parser.parse_args(argv)
+    if args.keep is not None:
+        keep = Path(args.keep)
+        if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+            parser.error(f"--keep {keep}: must be an empty directory or not exist (a data "
+                         "set already there would be resumed, not rendered)")
     skies = [("nominal", None)]
     if args.randomisation:
         from astro_mantis.simulate import training_randomisation
@@ -76,7 +89,13 @@ def main(argv=None):
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rows = []
     digests = {}
-    with tempfile.TemporaryDirectory(prefix="bench_simulate_", dir=args.keep) as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_simulate_"))
+        else:
+            tmp = Path(args.keep)
+            tmp.mkdir(parents=True, exist_ok=True)
+            print(f"writing the data sets into {tmp} (kept)")
         for (sky, randomisation), workers in ((s, w) for s in skies for w in args.workers):
             out = Path(tmp) / f"{sky.split()[0]}_workers{workers}"
             t0 = time.perf_counter()

@@ -44,7 +44,9 @@ Pan-STARRS image services and the Legacy Surveys viewer (GALEX and unWISE).
     position, so that serving many positions costs no rendering. Every row is still a
     distinct position, listed, fetched, fused and inferred. Printed per size: RSS at the
     start of the call, peak in the call, growth, the bytes of the output columns' data
-    (float32 N x 400 PDF, six float64 summaries, int32 flags: 1,652 bytes per row), and
+    (every column the call added to the table, as that run's table holds them: the
+    float32 N x 400 PDF, the float64 summaries, ``z_ood`` where the model has a
+    reference embedding, the int32 flags; listed with their bytes per row), and
     whether growth <= columns + an allowance for the chunk buffers (``chunk_size`` x
     1.2 MB x 2 chunks, printed); and, between the smallest and the largest size, the
     growth per row, to compare with the columns' bytes per row: the cleanest test of
@@ -70,9 +72,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_cutouts  # noqa: E402
 
-#: Bytes per row of the output columns' data: z_pdf (float32 x 400), the six float64
-#: summaries (mean, median, mode, std, lo68, hi68) and z_flags (int32).
-COLUMN_BYTES_PER_ROW = 400 * 4 + 6 * 8 + 4
 #: Memory of one position's cutouts and fused input, as add_redshift_columns documents.
 CHUNK_BYTES_PER_POSITION = 1.2e6
 MB = 1e6
@@ -204,10 +203,11 @@ def chunks_of(n, size):
 def machine_line(threads):
     import torch
 
-    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"  python {platform.python_version()}, torch {torch.__version__} "
-            f"({threads} CPU threads), numpy {np.__version__}, {os.cpu_count()} CPU core(s), "
-            f"{platform.machine()}; load average {load}")
+    from _machine import machine_line
+
+    return (f"  {machine_line()}; python {platform.python_version()}, torch "
+            f"{torch.__version__} ({threads} CPU threads), numpy {np.__version__}, "
+            f"{platform.machine()}")
 
 
 def current_rss():
@@ -374,6 +374,7 @@ def rss_child(args):
             dust=np.zeros((1, 2), np.float32))
     table, coords = input_table(n)
     del coords
+    inputs = set(table.colnames)
     out = {"n": n, "before": peak_rss(), "rss_before_now": current_rss()}
     # from here on, VmHWM is the peak of the call alone (start-up peaks are forgotten)
     out["reset"] = reset_peak_rss()
@@ -388,10 +389,16 @@ def rss_child(args):
             add_redshift_columns(table, ra="ra", dec="dec", ebv="ebv", chunk_size=args.chunk_size,
                                  progress=False, cache=False, report=run)
             out["seconds"] = time.perf_counter() - t0
-        names = table_mod.column_names()
+        # every column the call added, as stored (column_names() and z_ood, if made)
+        names = [c for c in table.colnames if c not in inputs]
+        missing = set(table_mod.column_names()) - set(names)
+        if missing:
+            raise RuntimeError(f"add_redshift_columns did not add {sorted(missing)}")
         data = sum(np.ma.getdata(table[c]).nbytes for c in names)
         masks = sum(np.ma.getmask(table[c]).nbytes for c in names
                     if np.ma.getmask(table[c]) is not np.ma.nomask)
+        out["columns"] = [(c, str(np.ma.getdata(table[c]).dtype),
+                           np.ma.getdata(table[c]).nbytes / n) for c in names]
         out.update(n_unique=run.n_unique, n_estimated=run.n_estimated, n_chunks=run.n_chunks,
                    fetch_seconds=run.fetch_seconds, infer_seconds=run.infer_seconds,
                    flags=run.flags, column_data=data, column_masks=masks,
@@ -429,8 +436,8 @@ def memory(args):
           "served template hash(position) % K's pixels under a header/WCS\n       built for "
           "that position; latency 0; two servers in separate processes; cache=False; "
           f"chunk_size {args.chunk_size}, batch 64")
-    print(f"  output columns: z_pdf float32 x 400 (1,600 B) + 6 float64 summaries (48 B) + "
-          f"int32 flags (4 B) = {COLUMN_BYTES_PER_ROW:,} B/row")
+    print("  output columns: every column the call adds, their data's bytes as each run's "
+          "table holds them (listed after the first run)")
     print(f"  chunk allowance: chunk_size x {CHUNK_BYTES_PER_POSITION / MB:.1f} MB x 2 chunks = "
           f"{args.chunk_size} x {CHUNK_BYTES_PER_POSITION / MB:.1f} MB x 2 = "
           f"{allowance / MB:.1f} MB")
@@ -444,6 +451,10 @@ def memory(args):
         for n in sizes:
             base = _run_child(n, args)
             full = _run_child(n, args, urls)
+            if not results:
+                print("  output columns of the first run (data, bytes per row): " + " + ".join(
+                    f"{c} {dtype} {b:,.0f} B" for c, dtype, b in full["columns"])
+                    + f" = {full['column_data'] / n:,.0f} B/row", flush=True)
             results.append((n, base, full))
             print(f"  {n:,} rows: {full['seconds']:.1f} s ({n / full['seconds']:.1f} rows/s), "
                   f"{full['n_unique']:,} distinct positions in {full['n_chunks']} chunks, "
@@ -466,7 +477,7 @@ def memory(args):
             raise RuntimeError("could not reset the RSS high-water mark (not Linux?)")
         growth = full["peak"] - full["rss_before_now"]
         growths.append(growth)
-        cols = n * COLUMN_BYTES_PER_ROW
+        cols = full["column_data"]
         ok = "yes" if growth <= cols + allowance else "NO"
         vals = (f"{n:,}", f"{full['rss_before_now'] / MB:.1f}", f"{full['peak'] / MB:.1f}",
                 f"{growth / MB:.1f}", f"{cols / MB:.1f}", f"{(cols + allowance) / MB:.1f}", ok)
@@ -481,9 +492,10 @@ def memory(args):
     if len(results) > 1:
         n1, n2 = results[0][0], results[-1][0]
         slope = (growths[-1] - growths[0]) / (n2 - n1)
-        verdict = "yes" if slope <= COLUMN_BYTES_PER_ROW else "NO"
+        per_row = results[-1][2]["column_data"] / n2
+        verdict = "yes" if slope <= per_row else "NO"
         print(f"  slope {n1:,} -> {n2:,} rows: peak growth {slope:,.0f} B/row against the "
-              f"columns' {COLUMN_BYTES_PER_ROW:,} B/row: {slope / COLUMN_BYTES_PER_ROW:.2f} x; "
+              f"columns' {per_row:,.0f} B/row of data: {slope / per_row:.2f} x; "
               f"grows no more than the columns: {verdict}")
 
 

@@ -4,7 +4,7 @@ Run from the repository root::
 
     python benchmarks/run_all.py                 # every benchmark, small sizes
     python benchmarks/run_all.py tiles scale     # some of them
-    python benchmarks/run_all.py --list          # what each runs
+    python benchmarks/run_all.py --list          # what each runs, and what is left out
 
 Each benchmark runs in its own process (so one's threads, caches and memory do not
 colour the next), one after the other, with the small arguments below: a smoke run of
@@ -12,9 +12,9 @@ the whole set in roughly 15-25 minutes on two idle cores. The figures of record 
 ``benchmarks/README.rst`` come from the individual scripts run with their own
 (larger) defaults; run those for numbers to compare. Everything runs offline, against
 the loopback servers and the mock sky of `astro_mantis.testing` and
-`astro_mantis.simulate`; nothing is downloaded. Benchmarks that need data a session
-makes first (a mock data set or the recipe's test split: ``baseline``, ``explain``,
-``point_estimates``) are left out here.
+`astro_mantis.simulate`; nothing is downloaded. The scripts that need data made
+beforehand (a mock data set, the recipe's splits, evaluations or model card) are left
+out; ``LEFT_OUT`` below is the one list of them, with why, and ``--list`` prints it.
 
 The exit status is the number of benchmarks that failed.
 """
@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from _machine import cpu_model
+from _machine import machine_line
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,6 +42,29 @@ SMALL = {
             "--overload-clients", "8", "--baseline-n", "10"],
     "match": ["--rows", "100000", "--spectra", "200000"],
     "shift_ablation": ["--n", "120", "--variants", "none,psf,all", "--workers", "1"],
+    "real_population": ["--n", "100", "--randomisation", "none"],
+}
+
+#: script → why it is not run here: every ``benchmarks/*.py`` script is in `SMALL` (as
+#: ``bench_<name>.py``) or here (the tests check it).
+LEFT_OUT = {
+    "bench_baseline.py": "needs a make_dataset directory (--data; the recipe's training "
+                         "runs for its mock catalog columns)",
+    "bench_calibration_set.py": "needs the recipe's validation and test splits (--validation, "
+                                "--test) and renders the validation set again",
+    "bench_exposure.py": "needs a recipe work directory's data (--data: its training runs "
+                         "and test split)",
+    "bench_explain.py": "needs a mock data set (--data); without one it first renders a "
+                        "fixed 2,400-galaxy set that its size options do not shrink",
+    "bench_forced_photometry.py": "needs recipe data sets (--test, --fit)",
+    "bench_ood_layers.py": "needs the recipe's data directory (validation/ and test/)",
+    "bench_point_estimates.py": "needs a make_dataset directory (--data)",
+    "bundled_precision.py": "the bundled model's card figures: needs a validation split "
+                            "(--data)",
+    "bundled_targets.py": "the bundled model's card figures: needs the recipe's evaluation "
+                          "files and the model card (--test, --shifted, --card)",
+    "bundled_tta.py": "the bundled model's card figures: needs validation and test splits "
+                      "(--validation, --test)",
 }
 
 
@@ -58,10 +81,12 @@ def main(argv=None):
     commands = {n: [sys.executable, str(HERE / f"bench_{n}.py")] + SMALL[n] for n in names}
     if args.list:
         for n, cmd in commands.items():
-            print(f"{n:12s} python benchmarks/bench_{n}.py {' '.join(SMALL[n])}")
+            print(f"{n:15s} python benchmarks/bench_{n}.py {' '.join(SMALL[n])}")
+        print("\nleft out (they need data made beforehand):")
+        for script, why in LEFT_OUT.items():
+            print(f"  {script:27s} {why}")
         return 0
-    print(f"machine: {cpu_model()}; {os.cpu_count()} logical CPUs; load average "
-          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
+    print(machine_line(), flush=True)
     times, failed = {}, []
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(HERE.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
@@ -76,7 +101,7 @@ def main(argv=None):
             print(f"===== bench_{n}.py FAILED (exit status {rc})", flush=True)
     print("\n===== summary")
     for n, t in times.items():
-        print(f"  {n:12s} {t:7.0f} s  {'FAILED' if n in failed else 'ok'}")
+        print(f"  {n:15s} {t:7.0f} s  {'FAILED' if n in failed else 'ok'}")
     return len(failed)
 
 
