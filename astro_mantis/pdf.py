@@ -1090,14 +1090,21 @@ class RedshiftPDF:
         >>> round(posterior.median(), 3), round(posterior.change_prior(prior).median(), 3)
         (0.767, 0.8)
         """
-        weights = _prior_array(old, self.nbins, "old", positive=True)
-        weights = (np.ones(self.nbins) if new is None
-                   else _prior_array(new, self.nbins, "new", positive=False)) / weights
-        # the product in float64 chunk by chunk, stored in the storage type: the one
-        # full-size array is the result
+        old = _prior_array(old, self.nbins, "old", positive=True)
+        new = (np.ones(self.nbins) if new is None
+               else _prior_array(new, self.nbins, "new", positive=False))
+        weights = _prior_ratio(new, old)
+        # the product in float64 chunk by chunk, each row normalised there before it is
+        # stored in the storage type (a float32 row of un-normalised products could
+        # overflow or underflow whole); the one full-size array is the result
         out = np.empty_like(self._pdf)
         for s in _chunk_slices(len(self._pdf), self.nbins):
-            out[s] = self._pdf[s].astype(np.float64) * weights
+            block = self._pdf[s].astype(np.float64) * weights
+            with np.errstate(invalid="ignore", over="ignore"):
+                norm = block @ self._widths
+            ok = np.isfinite(norm) & (norm > 0)
+            block /= np.where(ok, norm, 1.0)[:, None]
+            out[s] = block
         pdf = RedshiftPDF(out, self._edges, meta=self.meta, dtype=self.dtype,
                           allow_invalid=True, copy=False)
         return pdf[0] if self._scalar else pdf
@@ -1215,6 +1222,21 @@ PRIOR_SMOOTHING = 0.04
 def _first(indices, k=10):
     """The first ``k`` of ``indices`` as a short text for an error message."""
     return f"{indices[:k].tolist()}{' ...' if indices.size > k else ''}"
+
+
+def _prior_ratio(new, old):
+    """``new / old`` (float64 priors as `_prior_array` checks them), scaled to a
+    maximum of 1: the same PDFs after normalisation, whatever the priors' units (a
+    prior given as 1e-40 per bin, or with tails of 1e-150, stays within range)."""
+    new, old = new / new.max(), old / old.max()
+    with np.errstate(over="ignore"):
+        ratio = new / old
+    if np.all(np.isfinite(ratio)):
+        return ratio / ratio.max()
+    # ``old`` spans more than float64's range (values below 1e-308 of its maximum)
+    with np.errstate(divide="ignore"):
+        log_ratio = np.log(new) - np.log(old)
+    return np.exp(log_ratio - log_ratio.max())
 
 
 def _prior_array(values, nbins, name, positive):

@@ -120,6 +120,72 @@ def test_a_model_with_a_url_downloads_once_and_drops_a_bad_download(tmp_path, mo
         registry._REGISTRY.pop("tiny-url")
 
 
+@pytest.fixture
+def cut_short_server(tmp_path):
+    """A loopback HTTP/1.0 server of tmp_path/served that sends half of each file with no
+    Content-Length and closes the connection: a download cut short that the client
+    cannot tell from a complete one. Counts the requests it answers."""
+    import http.server
+    import threading
+
+    root = tmp_path / "served"
+    root.mkdir()
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self):
+            hits.append(self.path)
+            data = (root / self.path.lstrip("/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()                                   # no Content-Length
+            self.wfile.write(data[:len(data) // 2])
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}", hits
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("how", ["no checksum known", "verify=False"])
+def test_a_download_cut_short_without_a_size_is_not_kept(tmp_path, monkeypatch,
+                                                         cut_short_server, how):
+    """A truncated download that no checksum catches fails to read: WeightsError, and the
+    URL is dropped from astropy's cache so that the next call downloads it again."""
+    import hashlib
+
+    from astropy.utils.data import is_url_in_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))   # a private cache
+    (tmp_path / "xdg" / "astro_mantis").mkdir(parents=True)
+    root, base, hits = cut_short_server
+    weights, _ = save_model(tiny(6), tmp_path / "w")
+    data = weights.read_bytes()
+    (root / "w.safetensors").write_bytes(data)
+    known = how != "no checksum known"
+    url = f"{base}/w.safetensors"
+    register_model(ModelSpec(name="tiny-cut", description="served tiny network, cut short",
+                             build=lambda **kw: registry.build_mantis_mini(**{**TINY, **kw}),
+                             url=url, size=len(data) if known else None,
+                             sha256=hashlib.sha256(data).hexdigest() if known else None))
+    try:
+        for attempt in (1, 2):
+            with pytest.raises(WeightsError, match="unreadable or incomplete"):
+                load_model("tiny-cut", verify=not known)
+            assert not is_url_in_cache(url, pkgname="astro_mantis")
+            assert len(hits) == attempt                      # downloaded again each time
+    finally:
+        registry._REGISTRY.pop("tiny-cut")
+
+
 # ------------------------------------------------------------------ registry
 def test_available_models_and_unknown_name():
     assert available_models() == ("mantis-mini", "mantis-shrimp-v1")
@@ -220,9 +286,105 @@ def test_weights_are_read_without_running_pickled_code(tmp_path):
     payload.marker = str(tmp_path / "pwned")
     path = tmp_path / "evil.pt"
     torch.save({"fc1.weight": torch.zeros(1), "x": payload}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(WeightsError, match="unreadable or incomplete") as info:
         read_state_dict(path)
+    assert isinstance(info.value.__cause__, pickle.UnpicklingError)   # torch's own refusal
+    assert "weights_only=False" not in str(info.value)                # not its unsafe advice
     assert not os.path.exists(payload.marker)
+
+
+def test_unreadable_weights_raise_weights_error_naming_the_file(tmp_path, tiny_spec):
+    """Truncated, corrupted or foreign files: a WeightsError that names the file, with the
+    reader's error chained, whether or not a checksum is known or checked."""
+    net = build_model("tiny-test")
+    weights, _ = save_model(net, tmp_path / "carded")              # with its card
+    torch.save(net.state_dict(), tmp_path / "plain.pt")
+    whole = weights.read_bytes()
+    cases = {
+        "cut.safetensors": whole[:len(whole) // 2],                 # no card
+        "cut.pt": (tmp_path / "plain.pt").read_bytes()[:3000],
+        "noise.pt": bytes(range(256)) * 20,
+        "page.pt": b"<html><body>404 Not Found</body></html>",
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(WeightsError, match=rf"weights file .*{name} is unreadable or "
+                                               r"incomplete") as info:
+            load_model("tiny-test", weights=tmp_path / name)
+        assert info.value.__cause__ is not None
+        assert not isinstance(info.value.__cause__, WeightsError)
+        assert "weights_only=False" not in str(info.value)
+    # a card beside a file cut short: the size check catches it; verify=False reads it
+    weights.write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(WeightsError, match="expected .* bytes"):
+        load_model("tiny-test", weights=weights)
+    with pytest.raises(WeightsError, match="unreadable or incomplete"):
+        load_model("tiny-test", weights=weights, verify=False)
+    with pytest.raises(FileNotFoundError):                         # not a WeightsError
+        read_state_dict(tmp_path / "absent.safetensors")
+
+
+def test_meta_sha256_is_the_digest_of_the_file_loaded(tmp_path, tiny_spec):
+    """model.meta["sha256"] (what the table job records as z_sha256 and compares when it
+    resumes) is always the loaded file's own digest: with verify=False, without a card,
+    and with a card describing another file."""
+    import hashlib
+
+    from astro_mantis.table import _settings
+
+    def digest(path):
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+    for seed, name in ((1, "ft_a.pt"), (2, "ft_b.pt")):         # two fine-tuned checkpoints
+        torch.save(tiny(seed).state_dict(), tmp_path / name)
+    a = load_model("tiny-test", weights=tmp_path / "ft_a.pt", verify=False)
+    b = load_model("tiny-test", weights=tmp_path / "ft_b.pt", verify=False)
+    assert a.meta["sha256"] == digest(tmp_path / "ft_a.pt")
+    assert b.meta["sha256"] == digest(tmp_path / "ft_b.pt")
+    assert a.meta["sha256"] != b.meta["sha256"]
+    # and the same with verify=True (no checksum known: nothing to verify)
+    assert load_model("tiny-test", weights=tmp_path / "ft_a.pt").meta["sha256"] == \
+        digest(tmp_path / "ft_a.pt")
+    # so the table job's resume settings tell the two apart
+    sa, sb = (_settings(m.meta, ("galex", "panstarrs", "unwise"), False, None, "ra,dec")
+              for m in (a, b))
+    assert sa["model"] == sb["model"] and sa["sha256"] != sb["sha256"]
+    # a card beside a file that is no longer the one it describes (fine-tuned in place)
+    weights, card = save_model(tiny(3), tmp_path / "carded")
+    recorded = json.loads(card.read_text())["sha256"]
+    assert load_model("tiny-test", weights=weights).meta["sha256"] == recorded == \
+        digest(weights)
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in tiny(4).state_dict().items()}, str(weights))
+    with pytest.raises(WeightsError, match="expected"):
+        load_model("tiny-test", weights=weights)
+    changed = load_model("tiny-test", weights=weights, verify=False)
+    assert changed.meta["sha256"] == digest(weights) != recorded
+    assert changed.meta["temperature"] == json.loads(card.read_text())["temperature"]
+
+
+def test_bundled_model_records_its_digest_either_way():
+    path = registry.DATA_DIR / "mantis-mini.safetensors"
+    if not path.exists():
+        pytest.skip("the bundled weights are not built")
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert load_model("mantis-mini").meta["sha256"] == card["sha256"]
+    assert load_model("mantis-mini", verify=False).meta["sha256"] == card["sha256"]
+
+
+def test_verify_hashes_the_file_once(tmp_path, tiny_spec, monkeypatch):
+    """The digest recorded is the one verification computed: no second pass over the
+    file (801 MB for the published checkpoint)."""
+    calls = []
+    real = registry._sha256
+    monkeypatch.setattr(registry, "_sha256", lambda path, *a: calls.append(path) or real(path))
+    weights, _ = save_model(tiny(5), tmp_path / "w")                # hashes it for the card
+    calls.clear()
+    load_model("tiny-test", weights=weights)                         # card: verified
+    load_model("tiny-test", weights=weights, verify=False)           # not verified
+    torch.save(tiny(5).state_dict(), tmp_path / "plain.pt")
+    load_model("tiny-test", weights=tmp_path / "plain.pt")           # no checksum known
+    assert len(calls) == 3
 
 
 def test_strict_key_matching_error_lists_keys():

@@ -562,6 +562,31 @@ def test_change_prior_keeps_rows_and_flags_the_ones_it_empties():
     assert np.isnan(out.median()[1:]).all()
 
 
+def test_change_prior_of_float32_pdfs_takes_priors_of_any_scale():
+    """Only the ratio of the priors matters: a prior scaled by 1e-40 (or 1e40), or one
+    whose tail reaches 1e-147, must not overflow a float32 row into NaN."""
+    rng = np.random.default_rng(3)
+    centres = rng.uniform(0.1, 1.4, 8)
+    pdf = np.exp(-0.5 * ((Z_CENTERS[None, :] - centres[:, None]) / 0.05) ** 2) + 1e-6
+    p32 = RedshiftPDF(pdf.astype(np.float32))
+    p64 = RedshiftPDF(pdf)
+    flat = np.ones(NBINS)
+    ref = p32.change_prior(flat)
+    assert ref.valid.all()
+    for scale in (1e-40, 1e40, 1e-300):
+        for out in (p32.change_prior(flat * scale), p32.change_prior(flat, flat * scale)):
+            assert out.dtype == np.float32 and out.valid.all(), scale
+            assert_allclose(out.pdf, ref.pdf, rtol=1e-6)
+    narrow = np.exp(-0.5 * ((Z_CENTERS - 0.3) / 0.05) ** 2)    # 1e-147 at z = 1.6
+    assert narrow.min() < 1e-140
+    out = p32.change_prior(narrow)
+    assert out.valid.all()
+    expected = p64.change_prior(narrow)                       # float64 storage: the reference
+    assert expected.valid.all()
+    assert_allclose(out.pdf, expected.pdf.astype(np.float32), rtol=1e-5, atol=1e-30)
+    assert_allclose(out.median(), expected.median(), atol=1e-6)
+
+
 @pytest.mark.parametrize("old, new, match", [
     (np.ones(NBINS - 1), None, "one value per bin"),
     (np.r_[0.0, np.ones(NBINS - 1)], None, "positive in every bin"),
@@ -679,9 +704,9 @@ def test_change_prior_works_in_chunks(monkeypatch):
     p = RedshiftPDF(rng.random((12_000, NBINS), dtype=np.float32) + 0.01)
     old = np.exp(-Z_CENTERS / 0.5)
     new = np.exp(-0.5 * ((Z_CENTERS - 0.8) / 0.3) ** 2)
-    # what it computes: the product in float64, stored and normalised in the storage type
-    ref = RedshiftPDF(p.pdf.astype(np.float64) * (new / old), dtype=np.float32,
-                      allow_invalid=True)
+    # what it computes: the product normalised in float64, stored in the storage type
+    ref = RedshiftPDF(p.pdf.astype(np.float64) * (new / old), dtype=np.float64,
+                      allow_invalid=True).pdf.astype(np.float32)
     monkeypatch.setattr(pdfmod, "_CHUNK_ELEMENTS", 160_000)    # 400 rows at a time
     tracemalloc.start()
     try:
@@ -690,7 +715,7 @@ def test_change_prior_works_in_chunks(monkeypatch):
     finally:
         tracemalloc.stop()
     assert out.dtype == np.float32
-    assert_array_equal(out.pdf, ref.pdf)
+    assert_allclose(out.pdf, ref, rtol=1e-6)
     result = out.pdf.nbytes                                     # 19.2 MB
     assert peak < 1.5 * result, (peak, result)                  # whole float64 copies: 4x
 

@@ -16,6 +16,7 @@ from astro_mantis.models import (PRECISIONS, build_model, load_model, native_pre
                                  pdf_total_variation, predict, predict_logits, quantize_int8,
                                  resolve_precision)
 from astro_mantis.models import precision as prec
+from astro_mantis.models.inference import CHECK_ROWS
 from astro_mantis.simulate import SampleSky
 from astro_mantis.testing import SurveyServer
 
@@ -85,7 +86,8 @@ def test_total_variation():
 
 def test_metadata_records_the_precision_used(monkeypatch):
     net = build_model("mantis-mini", **TINY).eval()
-    x = np.random.default_rng(0).random((3, 9, 120, 120), dtype=np.float32)
+    # CHECK_ROWS galaxies: enough for "auto" to decide (fewer run float32, undecided)
+    x = np.random.default_rng(0).random((CHECK_ROWS, 9, 120, 120), dtype=np.float32)
     assert predict(x, model=net, precision="float32").meta["precision"] == "float32"
     bf = predict(x, model=net, precision="bfloat16")
     assert bf.meta["precision"] == "bfloat16"
@@ -106,7 +108,7 @@ def test_auto_falls_back_to_float32_when_the_check_fails(monkeypatch):
     monkeypatch.setattr(prec, "TV_TOLERANCE", -1.0)   # nothing passes
     monkeypatch.setattr("astro_mantis.models.inference.TV_TOLERANCE", -1.0)
     net = build_model("mantis-mini", **TINY).eval()
-    x = np.random.default_rng(1).random((2, 9, 120, 120), dtype=np.float32)
+    x = np.random.default_rng(1).random((CHECK_ROWS, 9, 120, 120), dtype=np.float32)
     with pytest.warns(RuntimeWarning, match="using float32 for this model"):
         out = predict(x, model=net)
     assert out.meta["precision"] == "float32"
@@ -114,6 +116,54 @@ def test_auto_falls_back_to_float32_when_the_check_fails(monkeypatch):
     np.testing.assert_array_equal(out.pdf, ref.pdf)
     # explicit bfloat16 is not second-guessed
     assert predict(x, model=net, precision="bfloat16").meta["precision"] == "bfloat16"
+
+
+def test_auto_never_decides_on_fewer_galaxies_than_check_rows(monkeypatch):
+    """Without a card's check, "auto" decides bfloat16 or float32 once per model on the
+    first CHECK_ROWS galaxies of a call that has them. A call with fewer (one galaxy)
+    runs float32 and decides nothing, so a catalogue's precision does not hang on which
+    single galaxy happened to run first (the auditor's autocheck.py, in small)."""
+    import weakref
+
+    from astro_mantis.models import inference
+
+    monkeypatch.setattr(prec, "cpu_features", lambda: frozenset({"amx_bf16"}))
+    torch.manual_seed(0)
+    net = build_model("mantis-mini", **TINY).eval()
+    rng = np.random.default_rng(7)
+    n = CHECK_ROWS + 8
+    x = (rng.random((n, 9, 120, 120), dtype=np.float32)
+         * rng.uniform(0.1, 3.0, (n, 1, 1, 1)).astype(np.float32))
+    p32 = predict(x, model=net, precision="float32")
+    pbf = predict(x, model=net, precision="bfloat16")
+    row_tv = 0.5 * np.abs(p32.probabilities() - pbf.probabilities()).sum(axis=1)
+    low, high = int(np.argmin(row_tv)), int(np.argmax(row_tv))
+    # a bar between the galaxies: one alone passes it, another alone fails it
+    tol = float(np.sqrt(row_tv[low] * row_tv[high]))
+    assert row_tv[low] < tol < row_tv[high]
+    monkeypatch.setattr(prec, "TV_TOLERANCE", tol)
+    monkeypatch.setattr(inference, "TV_TOLERANCE", tol)
+    decided = {}
+    for first in (low, high):
+        monkeypatch.setattr(prec, "_CHECKED", weakref.WeakKeyDictionary())   # a new session
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            one = predict(x[first:first + 1], model=net)              # too few to decide
+            assert one.meta["precision"] == "float32"
+            assert one.meta["precision_check_tv"] is None
+            np.testing.assert_allclose(one.pdf[0], p32.pdf[first], rtol=1e-5, atol=1e-7)
+            small = predict(x, model=net, batch_size=CHECK_ROWS // 2)  # small batches: no more
+            assert small.meta["precision"] == "float32"
+            assert small.meta["precision_check_tv"] is None
+            big = predict(x, model=net)                                 # decides, once
+            decided[first] = (big.meta["precision"], big.meta["precision_check_tv"])
+            # on its first CHECK_ROWS galaxies
+            assert big.meta["precision_check_tv"] == pytest.approx(
+                float(np.mean(row_tv[:CHECK_ROWS])), rel=1e-3)
+            # and later calls, of any size, follow that decision
+            again = predict(x[first:first + 1], model=net)
+            assert (again.meta["precision"], again.meta["precision_check_tv"]) == decided[first]
+    assert decided[low] == decided[high]     # whichever galaxy came first
 
 
 def test_auto_follows_the_precision_check_a_card_records(monkeypatch):

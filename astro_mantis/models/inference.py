@@ -21,7 +21,10 @@ __all__ = ["predict", "predict_logits", "dihedral_transforms", "clear_model_cach
            "get_model", "pit_map_for", "tta_probabilities"]
 
 #: Galaxies of the first batch run in float32 too by ``precision="auto"`` (the check),
-#: unless a CPU follows the check the model's card records.
+#: unless a CPU follows the check the model's card records. The check decides only on
+#: this many: a call whose first batch holds fewer (a call of fewer galaxies, or
+#: ``batch_size`` below it) runs in float32 without deciding anything, until a call
+#: with enough galaxies has decided for the model.
 CHECK_ROWS = 16
 
 _CACHE = OrderedDict()
@@ -349,8 +352,13 @@ class _Runner:
                 return _run_batch(net, x, d, precision, self.device, False, None,
                                   1.0, amp=net is self.model).cpu().numpy()
             self.tv = _check_once(self.model, self.device, self.precision, run,
-                                  xb[:CHECK_ROWS], db[:CHECK_ROWS])
-            if self.tv > TV_TOLERANCE:
+                                  xb[:CHECK_ROWS], db[:CHECK_ROWS], min_rows=CHECK_ROWS)
+            if self.tv is None:
+                # fewer than CHECK_ROWS galaxies in the first batch and no earlier
+                # decision: this call runs in float32, and nothing is decided (or kept)
+                # on so few galaxies
+                self._use("float32")
+            elif self.tv > TV_TOLERANCE:
                 self._use("float32")
         xb = _to_device(xb, self.device, self.dtype, self.channels_last)
         db = _to_device(db, self.device, self.dust_dtype)
@@ -708,7 +716,9 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         ``"auto"`` takes bfloat16 where the device runs it natively and float32
         elsewhere, and checks bfloat16 against float32 on the first
         ``astro_mantis.models.inference.CHECK_ROWS`` (16) galaxies of the first batch
-        the first time a model runs on that device (`~astro_mantis.models.precision.TV_TOLERANCE`);
+        the first time a model runs on that device with at least that many in its
+        first batch (`~astro_mantis.models.precision.TV_TOLERANCE`); until then, calls
+        with fewer run in float32 and decide nothing;
         on a CPU, a model whose card records that check (``precision_check``,
         `~astro_mantis.models.precision.recorded_cpu_bfloat16_tv`) is not checked:
         bfloat16 where the recorded value is at most the tolerance, float32 above.
@@ -760,9 +770,10 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         being run instead above `~astro_mantis.models.precision.TV_TOLERANCE`; on a
         CPU the value the model's card records where it has one (no check runs
         then), else that of the check on the first ``CHECK_ROWS`` (16) galaxies of
-        the first batch the first time the model ran on that device, kept for later
-        calls; None where
-        ``"auto"`` chose float32 outright or another precision was asked),
+        the first batch of the first call with at least that many, kept for later
+        calls; None where ``"auto"`` chose float32 outright, where a call with fewer
+        galaxies ran in float32 before any check, or where another precision was
+        asked),
         ``features`` with ``features=True``, and per row ``flags``
         (`~astro_mantis.MantisFlag` bits, int64 array) and ``valid`` (N, 9) when
         cutouts or native arrays were given; where a PIT map was applied,

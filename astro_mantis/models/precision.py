@@ -22,18 +22,22 @@
     CPUs only. ``predict`` never quantises by itself, because calibration needs data:
     pass the quantised model (its precision is then ``"int8"``). It is about twice
     as fast as bfloat16 on an AVX512-BF16 CPU without AMX, but it does **not** pass
-    the accuracy check (mean PDF total-variation distance 0.03 from float32 on the
-    sample sky, against `~astro_mantis.models.precision.TV_TOLERANCE` = 0.01), so ``"auto"``
-    never chooses it.
+    the accuracy check: its mean PDF total-variation distance from float32 is well
+    above `~astro_mantis.models.precision.TV_TOLERANCE` (the bundled model's, measured
+    on its test set, is in the models documentation, "Precision and speed"), so
+    ``"auto"`` never chooses it.
 ``"auto"`` (the default)
-    `resolve_precision`: ``"bfloat16"`` where the device runs it natively (the
-    accuracy check below passes for it), else ``"float32"``. The first time a model
-    is run in a reduced precision by ``predict``, the first 16 galaxies of the first
-    batch (``astro_mantis.models.inference.CHECK_ROWS``) are also run in float32 and
+    `resolve_precision`: ``"bfloat16"`` where the device runs it natively, else
+    ``"float32"``; then, per model, the accuracy check below may send it back to
+    float32. The first time a model is run in a reduced precision by ``predict`` on a
+    call whose first batch holds at least 16 galaxies
+    (``astro_mantis.models.inference.CHECK_ROWS``), those 16 are also run in float32 and
     the mean total-variation distance between the two sets of PDFs
     (`pdf_total_variation`) must be at most
     `~astro_mantis.models.precision.TV_TOLERANCE`; if not, that model falls back to
-    float32 on that device (with a warning) for the rest of the session. A model whose
+    float32 on that device (with a warning) for the rest of the session. Until such a
+    call has decided, calls whose first batch holds fewer galaxies run in float32 and
+    decide nothing, so that no decision rests on one or two galaxies. A model whose
     card records that distance on CPUs, measured on its validation set
     (``precision_check = {"cpu_bfloat16_tv": ...}``, `recorded_cpu_bfloat16_tv`), is
     not checked on CPUs: ``"auto"`` follows the card, silently, whatever the value
@@ -161,10 +165,13 @@ def resolve_precision(precision="auto", device="cpu"):
     -------
     str
         For ``"auto"``: ``"bfloat16"`` when `native_precisions` lists it for the
-        device (the published comparison of the two is within
-        `~astro_mantis.models.precision.TV_TOLERANCE`: see the models
-        documentation), else ``"float32"``. Other values are returned as given once
-        checked.
+        device, else ``"float32"``. This is the hardware's side only: whether a model
+        stays within `~astro_mantis.models.precision.TV_TOLERANCE` in bfloat16 is
+        decided per model by `~astro_mantis.models.predict` (its card's
+        ``precision_check``, `recorded_cpu_bfloat16_tv`, or a check of its own), which
+        may run float32 instead; the bundled ``mantis-mini``'s card records a distance
+        above the tolerance, so it runs in float32 on CPUs (models documentation,
+        "Precision and speed"). Other values are returned as given once checked.
 
     Raises
     ------
@@ -260,13 +267,15 @@ def inference_network(model, precision, device="cpu"):
     takes bfloat16 channels-last images and needs no `torch.autocast` (which re-casts
     the weights at every call). The head (the dust values, ``fc0``, ``fc1`` and the
     logits) stays in float32: it costs nothing, and logits rounded to bfloat16's 8 bits
-    would move the PDFs by more than the accuracy check allows. For the bundled model
-    the network's softmax moves as little as under autocast (mean total-variation
-    distance to float32 0.0065 against autocast's 0.0069 on its test set) and the network runs
+    would move the PDFs by more than the accuracy check allows. On an earlier bundled
+    model the copy's softmax moved as little as under autocast, and the network ran
     about 1.2× faster than under autocast on two AMX cores
-    (``benchmarks/bench_inference.py``). Tried and left: folding the BatchNorms into
-    the bfloat16 convolution weights (faster, but the distance rose to 0.009, too
-    near the 0.01 of the check); a float32 stem (0.005, but 12 % slower). Everywhere
+    (``benchmarks/bench_inference.py``); the current bundled model's distance to
+    float32 is the one its card records (``precision_check``, above
+    `~astro_mantis.models.precision.TV_TOLERANCE`: see the models documentation,
+    "Precision and speed"). Tried and left: folding the BatchNorms into the bfloat16
+    convolution weights (faster, but the PDFs moved further); a float32 stem (the PDFs
+    move less, but 12 % slower). Everywhere
     else (float32, GPUs, float16, int8-quantised models, models without a ``Base``
     backbone) ``model`` itself is returned and run under `autocast`. The copy is rebuilt
     when ``model``'s weights change in place.
@@ -427,14 +436,22 @@ def default_batch_size(device, model=None):
     return 256 if n_params > 50_000_000 else 1024
 
 
-def _check_once(model, device, precision, run, x, dust):
-    """Whether ``precision`` agrees with float32 on (x, dust) for this model (cached)."""
+def _check_once(model, device, precision, run, x, dust, min_rows=1):
+    """The mean PDF distance of ``precision`` to float32 on (x, dust) for this model.
+
+    Measured once per (model, device, precision) and kept for the session; None, with
+    nothing measured or kept, where no measurement is kept yet and ``x`` has fewer than
+    ``min_rows`` rows (a decision on one or two galaxies would hang every later call's
+    precision on which galaxies happened to come first).
+    """
     key = (str(device), precision)
     try:
         done = _CHECKED.setdefault(model, {})
     except TypeError:  # pragma: no cover - not weak-referenceable
         done = {}
     if key not in done:
+        if len(x) < min_rows:
+            return None
         ref = run("float32", x, dust)
         low = run(precision, x, dust)
         tv = pdf_total_variation(_softmax(ref), _softmax(low))
@@ -461,7 +478,8 @@ def recorded_cpu_bfloat16_tv(model):
         The card's ``precision_check["cpu_bfloat16_tv"]``: the mean PDF total-variation
         distance between bfloat16 and float32 on a CPU, measured on the model's
         validation set. None where the card has none (``"auto"`` then checks the first
-        16 galaxies of the first batch). Where it is recorded, ``predict`` with
+        16 galaxies of the first batch of a call that has at least 16). Where it is
+        recorded, ``predict`` with
         ``precision="auto"`` on a CPU that runs bfloat16 natively follows it without a
         check of its own: bfloat16 at or below
         `~astro_mantis.models.precision.TV_TOLERANCE`, float32 above.
