@@ -86,6 +86,29 @@ def _chunk_slices(n, width):
         yield slice(start, min(start + step, n))
 
 
+#: The probability a distribution may have outside the bins before `RedshiftPDF.from_qp`
+#: warns that it was dropped.
+_QP_MASS_TOLERANCE = 1e-3
+
+
+def _recorded_grid(meta, prefix, nbins, name):
+    """Bin edges from a table job's ``{prefix}zmin``/``zmax``/``nbins`` meta (any case);
+    None where they are not all there."""
+    lower = {str(k).lower(): v for k, v in (meta or {}).items()}
+    try:
+        zmin, zmax, n = (lower[f"{prefix}{key}".lower()] for key in ("zmin", "zmax", "nbins"))
+        zmin, zmax, n = float(zmin), float(zmax), int(n)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if n != nbins:
+        raise ValueError(f"column {name!r} has {nbins} bins but the table's meta records "
+                         f"{prefix}nbins = {n}; pass edges=")
+    edges = np.linspace(zmin, zmax, n + 1)
+    if edges.shape == Z_EDGES.shape and np.allclose(edges, Z_EDGES, rtol=0, atol=1e-9):
+        return None  # the standard grid: its own edges, exactly
+    return edges
+
+
 class RedshiftPDF:
     """Redshift PDFs of one or many objects on a common grid of bins.
 
@@ -310,7 +333,10 @@ class RedshiftPDF:
 
         A ``qp.hist`` ensemble on the same edges is taken over directly; any other
         ensemble (or other edges) is binned exactly: the probability of each bin is
-        the difference of the ensemble's CDF at the bin edges.
+        the difference of the ensemble's CDF at the bin edges. Probability outside the
+        edges cannot be kept: it is dropped and each PDF renormalised over the bins,
+        with an `~astropy.utils.exceptions.AstropyUserWarning` when a distribution
+        loses more than 0.1 % of it.
 
         Parameters
         ----------
@@ -341,6 +367,19 @@ class RedshiftPDF:
         edges = _check_edges(edges)
         cdf = np.asarray(ensemble.cdf(edges), dtype=np.float64).reshape(-1, edges.size)
         prob = np.clip(np.diff(cdf, axis=1), 0.0, None)
+        outside = 1.0 - prob.sum(axis=1)  # probability beyond the edges, dropped
+        lost = outside > _QP_MASS_TOLERANCE
+        if lost.any():
+            import warnings
+
+            from astropy.utils.exceptions import AstropyUserWarning
+
+            warnings.warn(
+                f"{int(lost.sum())} of {len(prob)} distributions have more than "
+                f"{_QP_MASS_TOLERANCE:g} of their probability outside the bins "
+                f"[{edges[0]:g}, {edges[-1]:g}) (up to {float(np.nanmax(outside)):.3g}); "
+                "it is dropped and each PDF renormalised over the bins (pass wider edges "
+                "to keep it)", AstropyUserWarning, stacklevel=2)
         return cls(prob / np.diff(edges), edges=edges, meta=meta, dtype=dtype,
                    allow_invalid=allow_invalid, copy=False)
 
@@ -350,7 +389,10 @@ class RedshiftPDF:
 
         The bin edges are looked up, in order, in: the ``edges`` argument, the
         column's ``meta['bin_edges']`` (written by `to_table_columns`), the table's
-        ``meta['{prefix}bin_edges']`` and ``meta['bin_edges']``. If none is found and
+        ``meta['{prefix}bin_edges']`` and ``meta['bin_edges']``, then the grid the
+        table job records in the table's meta, ``{prefix}zmin``, ``{prefix}zmax`` and
+        ``{prefix}nbins`` (in any case, as FITS headers upper-case them; a format such
+        as VOTable keeps these but not the column's meta). If none is found and
         the column has 400 bins, the standard `~astro_mantis.pdf.Z_EDGES` are used. Rows with a
         masked value, a NaN or an infinity, and all-zero rows, become invalid (all-NaN)
         rows.
@@ -397,6 +439,8 @@ class RedshiftPDF:
                 if source is not None:
                     edges = source
                     break
+        if edges is None:
+            edges = _recorded_grid(table.meta, prefix, np.shape(data)[1], name)
         if edges is None and np.shape(data)[1] != NBINS:
             raise ValueError(f"column {name!r} has {np.shape(data)[1]} bins and no bin edges in "
                              "its meta; pass edges=")

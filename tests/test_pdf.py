@@ -764,3 +764,43 @@ def test_which_table_formats_keep_the_bin_edges(tmp_path):
     assert "bin_edges" not in read["z_pdf"].meta
     assert_allclose(RedshiftPDF.from_table(read).edges, Z_EDGES)        # the fallback
     assert_allclose(RedshiftPDF.from_table(read, edges=edges).mean(), p.mean(), rtol=1e-6)
+
+
+def test_from_qp_warns_when_probability_lies_outside_the_bins():
+    """Probability beyond [0, 1.6) was once dropped and renormalised without a word."""
+    qp = pytest.importorskip("qp")
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    norm = qp.Ensemble(qp.stats.norm, data=dict(loc=np.array([[0.5], [1.5], [2.5]]),
+                                                scale=np.array([[0.05], [0.2], [0.05]])))
+    with pytest.warns(AstropyUserWarning, match=r"2 of 3 distributions .* outside the bins"):
+        back = RedshiftPDF.from_qp(norm)
+    assert_allclose(back.mean()[0], 0.5, atol=1e-4)  # the first is kept as it was
+    inside = qp.Ensemble(qp.stats.norm, data=dict(loc=np.array([[0.5]]),
+                                                  scale=np.array([[0.05]])))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RedshiftPDF.from_qp(inside)  # all of it inside: no warning
+
+
+def test_from_table_reads_the_grid_the_table_job_recorded(tmp_path):
+    """A VOTable keeps the table's meta but not the column's: the recorded z_zmin/z_zmax/
+    z_nbins give the grid, not the standard 0-1.6 one."""
+    from astropy.table import Table
+
+    edges = np.linspace(0.0, 3.0, NBINS + 1)
+    p = RedshiftPDF(np.exp(-0.5 * ((0.5 * (edges[:-1] + edges[1:]) - np.array([[0.9], [2.1]]))
+                                   / 0.05) ** 2), edges=edges)
+    t = Table({"z_pdf": p.pdf.astype(np.float32)})
+    t.meta.update({"Z_ZMIN": 0.0, "Z_ZMAX": 3.0, "Z_NBINS": NBINS})  # as FITS spells them
+    back = RedshiftPDF.from_table(t)
+    assert_allclose(back.edges, edges)
+    assert_allclose(back.median(), [0.9, 2.1], atol=0.01)
+    t.meta["Z_NBINS"] = 200
+    with pytest.raises(ValueError, match="records z_nbins = 200"):
+        RedshiftPDF.from_table(t)
+    std = Table({"z_pdf": p.pdf}, meta={"z_zmin": 0.0, "z_zmax": 1.6, "z_nbins": NBINS})
+    assert RedshiftPDF.from_table(std).edges is Z_EDGES or np.array_equal(
+        RedshiftPDF.from_table(std).edges, Z_EDGES)
