@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import Angle, SkyCoord
+from astropy.coordinates import (Angle, SkyCoord, SphericalRepresentation,
+                                 UnitSphericalRepresentation)
 
 __all__ = ["Positions", "angle_degrees", "check_degrees", "column_degrees", "table_positions",
            "coordinate_positions", "icrs_positions", "resolve_name", "missing_column_error"]
@@ -349,6 +350,9 @@ def table_positions(table, coord=None, ra="ra", dec="dec", ra_unit=None, dec_uni
         if not isinstance(sc, SkyCoord):
             raise ValueError(f"column {coord!r} is a {type(sc).__name__}, not a SkyCoord; "
                              "pass ra= and dec= column names instead")
+        if sc.ndim != 1:
+            raise ValueError(f"coordinate column {coord!r} has shape {sc.shape}; expected "
+                             "one value per row")
         return coordinate_positions(sc)
     options = options or (None, None)
     ra_deg, ra_reason = column_degrees(table, ra, "right ascension", ra_unit, options[0])
@@ -404,9 +408,26 @@ def icrs_positions(coordinates):
         raise ValueError(f"cannot convert coordinates from frame {coordinates.frame.name!r} "
                          f"to ICRS: {exc}") from exc
     icrs = icrs.reshape((1,)) if icrs.isscalar else icrs.reshape(-1)
-    ra = np.ma.filled(np.ma.asarray(icrs.ra.deg, dtype=float), np.nan)
-    dec = np.ma.filled(np.ma.asarray(icrs.dec.deg, dtype=float), np.nan)
-    return icrs, check_degrees(ra, dec)
+    spherical = (UnitSphericalRepresentation, SphericalRepresentation)
+    if isinstance(icrs.data, spherical) and issubclass(icrs.representation_type, spherical):
+        ra = np.ma.filled(np.ma.asarray(icrs.ra.deg, dtype=float), np.nan)
+        dec = np.ma.filled(np.ma.asarray(icrs.dec.deg, dtype=float), np.nan)
+        return icrs, check_degrees(ra, dec)
+    # positions held as vectors (Cartesian ...): the direction of each; a zero-length
+    # vector has none (its longitude and latitude would read as 0, 0)
+    lonlat = icrs.represent_as(UnitSphericalRepresentation)
+    ra = np.ma.filled(np.ma.asarray(lonlat.lon.deg, dtype=float), np.nan)
+    dec = np.ma.filled(np.ma.asarray(lonlat.lat.deg, dtype=float), np.nan)
+    reason = np.full(ra.shape, "", dtype=object)
+    if not isinstance(icrs.data, spherical):
+        with np.errstate(invalid="ignore"):
+            norm = np.ma.filled(np.ma.asarray(icrs.cartesian.norm().value, dtype=float),
+                                np.nan)
+        zero = norm == 0
+        reason[zero] = "zero-length position vector (no direction)"
+        ra[zero] = dec[zero] = np.nan
+    pos = check_degrees(ra, dec, reason)
+    return SkyCoord(pos.ra * u.deg, pos.dec * u.deg, frame="icrs"), pos
 
 
 #: One part of a position string: a number, or an angle in sexagesimal or marked units.

@@ -54,6 +54,14 @@ OUTPUT_KEYS = ("pdf", "mean", "median", "mode", "std", "lo68", "hi68", "odds", "
 #: embedding; see `add_redshift_columns`).
 OOD_KEY = "ood"
 
+#: Keys (after the prefix) of the provenance a run writes into the table's meta;
+#: ``prec`` and ``oodth`` only when the network ran and the OOD score was added.
+_META_KEYS = ("model", "sha256", "vers", "nbins", "zmin", "zmax", "dust", "survey", "tta",
+             "ebv", "pos", "point", "srv", "prec", "oodth")
+
+#: Key (after the prefix) of the input file's SHA-256, written by ``astro-mantis predict``.
+_INPUT_KEY = "input"
+
 #: Flags after which a row gets no estimate (its values are masked).
 _NO_ESTIMATE = MantisFlag.BAD_COORDINATE | MantisFlag.FETCH_FAILED
 
@@ -105,7 +113,8 @@ class RunStats:
     n_todo : int
         Rows with a valid position that were processed (all, or those to resume).
     n_unique : int
-        Distinct positions among them (each fetched and inferred once).
+        Distinct positions among them (each fetched once, and inferred once per
+        distinct dust value of its rows).
     n_estimated : int
         Rows that received an estimate in this call (of ``n_todo``; on a resume, rows
         estimated by the earlier run are not counted).
@@ -245,13 +254,78 @@ def _dust_from_dustmaps(coords, good):
     return out, f"dustmaps ({', '.join(queries)})"
 
 
+#: Text a string dust column may hold for a missing value (read as unknown, like a
+#: masked or NaN value), compared in lower case.
+_MISSING_TEXT = frozenset({"", "nan", "n/a", "na", "null", "none", "--", "-", "?"})
+
+
+def _unit_factor(unit, what):
+    """The factor from ``unit`` to mag (None for no unit); a ValueError for any unit
+    that is not a magnitude."""
+    if unit is None:
+        return None
+    try:
+        unit = u.Unit(unit)
+        if isinstance(unit, u.UnrecognizedUnit):  # FITS files write "MAG" too
+            unit = u.Unit(unit.name.strip().lower())
+    except (ValueError, TypeError):
+        raise ValueError(f"{what} has unit {str(unit)!r}, which is not a unit astropy "
+                         "knows; expected mag or mmag (E(B-V)), or no unit") from None
+    if unit == u.dimensionless_unscaled:
+        return None
+    try:
+        return float(unit.to(u.mag))
+    except (u.UnitsError, TypeError, ValueError):
+        raise ValueError(f"{what} has unit {unit}, which is not a magnitude; expected mag or "
+                         "mmag (E(B-V)), or no unit") from None
+
+
+def _parse_dust_text(values, what):
+    """A string array as float magnitudes: unreadable or missing cells are NaN (rows
+    flagged DUST_UNKNOWN); a ValueError when no cell reads and some hold other text."""
+    text = np.char.strip(np.asarray(values, dtype=str))
+    out = np.full(text.shape, np.nan)
+    unread = []
+    for i, cell in enumerate(text.ravel()):
+        try:
+            out.flat[i] = float(cell)
+        except ValueError:
+            if cell.lower() not in _MISSING_TEXT:
+                unread.append(cell)
+    if unread and not np.any(np.isfinite(out)):
+        raise ValueError(f"{what} holds text none of which reads as a number (e.g. "
+                         f"{unread[0]!r}); expected E(B-V) in mag (numbers, or text such as "
+                         "'0.02'; empty, 'nan' or 'n/a' for unknown values)")
+    return out
+
+
 def _as_mag(values, what):
+    """Dust values as a float array in mag, NaN where masked or unreadable.
+
+    A `~astropy.units.Quantity`, or a column with a unit, is converted to mag (mag,
+    mmag); any other unit is refused. String values are read per cell.
+    """
     if isinstance(values, u.Quantity):
         try:
             values = values.to_value(u.mag)
         except u.UnitConversionError:
             raise ValueError(f"{what} has unit {values.unit}; expected mag (E(B-V))") from None
-    return np.ma.filled(np.ma.asarray(values).astype(float), np.nan)
+        factor = None
+    else:
+        factor = _unit_factor(getattr(values, "unit", None), what)
+    data = np.ma.asarray(values)
+    if data.dtype.kind in "US":
+        out = _parse_dust_text(np.ma.filled(data, ""), what)
+        out[np.ma.getmaskarray(data)] = np.nan
+    elif data.dtype.kind == "b":
+        raise ValueError(f"{what} holds booleans; expected E(B-V) values in mag")
+    else:
+        try:
+            out = np.ma.filled(data.astype(float), np.nan)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{what} is not numeric ({exc}); expected E(B-V) values in "
+                             "mag") from None
+    return out * factor if factor is not None else out
 
 
 def dust_values(table, coords, good, ebv=None):
@@ -299,8 +373,13 @@ def dust_values(table, coords, good, ebv=None):
     elif callable(ebv):
         values = _as_mag(ebv(coords), "the dust function's result")
         source = f"function {getattr(ebv, '__name__', repr(ebv))}"
-    elif isinstance(ebv, str) or (isinstance(ebv, (tuple, list)) and len(ebv) == 2
-                                  and all(isinstance(e, str) for e in ebv)):
+    elif isinstance(ebv, str) or _has_names(ebv):
+        if not isinstance(ebv, str) and (len(ebv) != 2 or not all(isinstance(e, str)
+                                                                   for e in ebv)):
+            raise ValueError(f"ebv={ebv!r}: give one dust column name, two (CSFD-like, "
+                             "Planck-like), or numbers (one value, one pair, or one value or "
+                             "pair per row), not a mix of names and numbers nor more than two "
+                             "names")
         names = (ebv, ebv) if isinstance(ebv, str) else tuple(ebv)
         for name in names:
             if name not in table.colnames:
@@ -332,6 +411,11 @@ def dust_values(table, coords, good, ebv=None):
     return values, unknown, source
 
 
+def _has_names(ebv):
+    """Whether ``ebv`` is a tuple or list holding a column name (a string)."""
+    return isinstance(ebv, (tuple, list)) and any(isinstance(e, str) for e in ebv)
+
+
 # ------------------------------------------------------------------------ the job
 def _unique_positions(coords, rows):
     """Representative row of each distinct position among ``rows``; inverse index."""
@@ -343,6 +427,29 @@ def _unique_positions(coords, rows):
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     return rows[first[order]], rank[inverse.ravel()]
+
+
+def _dust_groups(rows, inverse, dust, unknown):
+    """The distinct (position, dust) pairs among ``rows``: each is inferred once.
+
+    Rows at one position share its cutouts, but the network takes each row's own
+    E(B-V): rows of one position whose dust values (or their unknown-ness) differ are
+    inferred separately.
+
+    Returns
+    -------
+    reps : `numpy.ndarray`
+        A table row of each group, the groups ordered by position index (so the groups
+        of a range of positions are a contiguous range).
+    position : `numpy.ndarray`
+        The position index (into ``_unique_positions``' output) of each group.
+    inverse : `numpy.ndarray`
+        The group of each of ``rows``.
+    """
+    key = np.column_stack([inverse.astype(np.float64), dust[rows].astype(np.float64),
+                           unknown[rows].astype(np.float64)])
+    _, first, group = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    return rows[first], inverse[first], group.ravel()
 
 
 def _ood_reference(net):
@@ -557,6 +664,39 @@ def _check_columns(table, names, overwrite, resume):
                          "not yet estimated, or another prefix=")
 
 
+def _meta_keys(table, keys):
+    """The keys of ``table.meta`` equal to one of ``keys`` but for case (FITS headers
+    give them back upper-case)."""
+    wanted = {k.lower() for k in keys}
+    return [k for k in table.meta if str(k).lower() in wanted]
+
+
+def _records_run(table, prefix):
+    """Whether the table holds an earlier run's output under ``prefix``: its flags
+    column, or its provenance (``{prefix}vers`` naming the package)."""
+    if f"{prefix}flags" in table.colnames:
+        return True
+    vers = [table.meta[k] for k in _meta_keys(table, [f"{prefix}vers"])]
+    return any(str(v).startswith("astro_mantis") for v in vers)
+
+
+def _check_meta(table, prefix, overwrite, resume):
+    """Refuse to replace the table's own meta entries with the run's provenance.
+
+    The run writes ``{prefix}model``, ``{prefix}survey`` ... (`_META_KEYS`, and
+    ``astro-mantis predict`` ``{prefix}input``); with a short prefix (or none) these can
+    be the user's own keys. They are replaced only with ``overwrite`` (or ``resume``),
+    or when they are an earlier run's record.
+    """
+    if overwrite or resume:
+        return
+    present = _meta_keys(table, [f"{prefix}{k}" for k in _META_KEYS + (_INPUT_KEY,)])
+    if present and not _records_run(table, prefix):
+        raise ValueError(f"the table's meta already has key(s) {', '.join(map(str, present))}: "
+                         f"this run records its settings under those names (prefix={prefix!r}); "
+                         "pass overwrite=True to replace them, or another prefix=")
+
+
 def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mini",
                          prefix="z_", surveys=DEFAULT_SURVEYS, ebv=None, batch_size=64,
                          device=None, progress=None, cache=True, overwrite=False,
@@ -705,6 +845,10 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     if int(chunk_size) < 1 or int(batch_size) < 1:
         raise ValueError("chunk_size and batch_size must be positive")
     _check_columns(table, column_names(prefix), overwrite, resume)
+    _check_meta(table, prefix, overwrite, resume)
+    # a fresh run over an earlier one replaces all of it: what it does not write again
+    # (the OOD score, its threshold, the precision) is removed, not left stale
+    replace_all = not resume and _records_run(table, prefix)
     t0 = time.perf_counter()
     coords, good = table_coordinates(table, coord=coord, ra=ra, dec=dec, ra_unit=ra_unit,
                                      dec_unit=dec_unit)
@@ -729,13 +873,15 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
                                                  ood_ref is not None)
     rows = np.flatnonzero(todo)
     reps, inverse = _unique_positions(coords, rows) if rows.size else (rows, rows)
+    groups = _dust_groups(rows, inverse, dust, dust_unknown) if rows.size else (rows,) * 3
     run = _reset(report if report is not None else RunStats(), n_rows=len(table),
                  n_todo=int(rows.size), n_unique=int(reps.size),
                  n_chunks=math.ceil(reps.size / int(chunk_size)))
     job = _Job(net=net, coords=coords, dust=dust, surveys=surveys, chunk_size=int(chunk_size),
                batch_size=int(batch_size), cache=cache, tta=tta, precision=precision,
-               source=source, ood_ref=ood_ref, rows=rows, reps=reps, inverse=inverse, run=run,
-               pdf=pdf, edges=edges, ood=ood_values)
+               source=source, ood_ref=ood_ref, rows=rows, reps=reps, inverse=inverse,
+               group_reps=groups[0], group_position=groups[1], group_inverse=groups[2],
+               run=run, pdf=pdf, edges=edges, ood=ood_values)
     _warn_dust(dust_unknown, todo, ebv, dust_source)
 
     try:
@@ -751,7 +897,8 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
             from .explain.ood import OOD_THRESHOLD
 
             settings["oodth"] = float(OOD_THRESHOLD)
-        _write_columns(table, prefix, pdfs, job.ood, flags, meta, dust_source, settings)
+        _write_columns(table, prefix, pdfs, job.ood, flags, meta, dust_source, settings,
+                       replace_all)
     if run.n_todo and not run.n_estimated:
         reasons = "; ".join(f"{k} ({v}x)" for k, v in run.failures.most_common(3)) or \
             "no survey data at these positions"
@@ -828,8 +975,11 @@ class _Job:
     """One `add_redshift_columns` call: its inputs and the arrays the chunks fill.
 
     ``reps`` are the table rows standing for the distinct positions among ``rows`` (the
-    rows to process), ``inverse`` maps each of ``rows`` to its position; ``rep_flags``
-    and ``rep_done`` are per position, ``pdf`` and ``ood`` per table row.
+    rows to process; each position's cutouts are fetched once), ``inverse`` maps each
+    of ``rows`` to its position. The network runs once per distinct (position, dust)
+    pair (`_dust_groups`): ``group_reps`` stand for them, ``group_position`` is the
+    position of each and ``group_inverse`` maps each of ``rows`` to its group;
+    ``group_flags`` and ``group_done`` are per group, ``pdf`` and ``ood`` per table row.
     """
 
     net: object
@@ -846,19 +996,22 @@ class _Job:
     rows: np.ndarray
     reps: np.ndarray
     inverse: np.ndarray
+    group_reps: np.ndarray
+    group_position: np.ndarray
+    group_inverse: np.ndarray
     run: RunStats
     pdf: np.ndarray
     edges: np.ndarray
     ood: np.ndarray = None
-    rep_flags: np.ndarray = None
-    rep_done: np.ndarray = None
+    group_flags: np.ndarray = None
+    group_done: np.ndarray = None
 
     def __post_init__(self):
-        self.rep_flags = np.zeros(self.reps.size, dtype=np.int64)
-        self.rep_done = np.zeros(self.reps.size, dtype=bool)
-        # the table rows of each position, as a slice of the rows sorted by position
-        self.by_position = np.argsort(self.inverse, kind="stable")
-        self.sorted_inverse = self.inverse[self.by_position]
+        self.group_flags = np.zeros(self.group_reps.size, dtype=np.int64)
+        self.group_done = np.zeros(self.group_reps.size, dtype=bool)
+        # the table rows of each group, as a slice of the rows sorted by group
+        self.by_group = np.argsort(self.group_inverse, kind="stable")
+        self.sorted_group = self.group_inverse[self.by_group]
 
 
 def _fetch_chunk(coords, idx, surveys, cache, on_position=False, source=None):
@@ -913,7 +1066,7 @@ def _run_chunks(job, progress):
                 job.run.infer_seconds += time.perf_counter() - t
                 del cuts
                 if not bar.disable:
-                    bar.set_postfix(estimated=int(np.sum(job.rep_done)), refresh=False)
+                    bar.set_postfix(estimated=int(np.sum(job.group_done)), refresh=False)
         except BaseException:
             future.cancel()
             raise
@@ -922,7 +1075,11 @@ def _run_chunks(job, progress):
 
 
 def _infer_chunk(job, chunk, cuts):
-    """Count the chunk's fetch failures, infer its usable positions, fill their rows."""
+    """Count the chunk's fetch failures, infer its usable positions, fill their rows.
+
+    Each (position, dust) group of the chunk's positions is inferred with its own dust
+    values, from its position's cutouts.
+    """
     from .models import predict
 
     for c in cuts:
@@ -932,12 +1089,17 @@ def _infer_chunk(job, chunk, cuts):
                 job.run.failures[f"{s}: {reason}"] += 1
     cflags = np.array([int(c.flags) for c in cuts], dtype=np.int64)
     usable = np.array([bool(c.surveys) for c in cuts]) & ((cflags & int(_NO_ESTIMATE)) == 0)
-    job.rep_flags[chunk] = cflags
-    if not np.any(usable):
+    # the groups of these positions: a contiguous range (groups are ordered by position)
+    g0, g1 = np.searchsorted(job.group_position, [chunk[0], chunk[-1] + 1])
+    groups = np.arange(g0, g1)
+    local = job.group_position[groups] - chunk[0]  # each group's cutout in ``cuts``
+    job.group_flags[groups] = cflags[local]
+    ok = usable[local]
+    if not np.any(ok):
         return
-    sel = chunk[usable]
-    good_cuts = [c for c, ok in zip(cuts, usable) if ok]
-    dust = job.dust[job.reps[sel]]
+    sel = groups[ok]
+    good_cuts = [cuts[i] for i in local[ok]]
+    dust = job.dust[job.group_reps[sel]]
     ood = None
     if job.ood_ref is not None and _one_pass(job):
         result, ood = _predict_and_score(job, good_cuts, dust)
@@ -945,26 +1107,26 @@ def _infer_chunk(job, chunk, cuts):
         result = predict(good_cuts, model=job.net, dust=dust, batch_size=job.batch_size,
                          tta=job.tta, precision=job.precision)
     job.run.precision = result.meta.get("precision", job.run.precision)
-    job.rep_flags[sel] |= np.asarray(result.meta["flags"], dtype=np.int64)
+    job.group_flags[sel] |= np.asarray(result.meta["flags"], dtype=np.int64)
     if job.ood_ref is not None:
         from .explain.ood import ood_flags, ood_score
 
         if ood is None:  # a second pass: test-time augmentation or an int8 model
             ood = ood_score(good_cuts, model=job.net, reference=job.ood_ref, dust=dust,
                             batch_size=job.batch_size, precision=job.run.precision)
-        job.rep_flags[sel] |= ood_flags(ood)
-    # every table row of these positions: a slice of the rows sorted by position (no
-    # pass over the whole table per chunk)
-    lo, hi = np.searchsorted(job.sorted_inverse, [chunk[0], chunk[-1] + 1])
-    members = job.by_position[lo:hi]
-    slot = np.full(len(chunk), -1)
-    slot[np.flatnonzero(usable)] = np.arange(len(sel))
-    pos = slot[job.inverse[members] - chunk[0]]
+        job.group_flags[sel] |= ood_flags(ood)
+    # every table row of these groups: a slice of the rows sorted by group (no pass over
+    # the whole table per chunk)
+    lo, hi = np.searchsorted(job.sorted_group, [g0, g1])
+    members = job.by_group[lo:hi]
+    slot = np.full(groups.size, -1)
+    slot[np.flatnonzero(ok)] = np.arange(sel.size)
+    pos = slot[job.group_inverse[members] - g0]
     targets, pos = job.rows[members[pos >= 0]], pos[pos >= 0]
     job.pdf[targets] = result.pdf[pos].astype(np.float32)
     if ood is not None:
         job.ood[targets] = ood[pos]
-    job.rep_done[sel] = True
+    job.group_done[sel] = True
 
 
 def _one_pass(job):
@@ -1011,9 +1173,10 @@ def _finish(job, flags, good, dust_unknown, t0):
 
     rows, run = job.rows, job.run
     if rows.size:
-        row_flags = job.rep_flags[job.inverse]
+        row_flags = job.group_flags[job.group_inverse]
         row_flags |= np.where(dust_unknown[rows], int(MantisFlag.DUST_UNKNOWN), 0)
-        row_flags |= np.where(job.rep_done[job.inverse], 0, int(MantisFlag.NOT_ESTIMATED))
+        row_flags |= np.where(job.group_done[job.group_inverse], 0,
+                              int(MantisFlag.NOT_ESTIMATED))
         flags[rows] = row_flags
     flags[~good] |= np.where(dust_unknown[~good], int(MantisFlag.DUST_UNKNOWN), 0)
     # rows never estimated are all NaN: invalid rows, whose statistics are NaN
@@ -1025,9 +1188,16 @@ def _finish(job, flags, good, dust_unknown, t0):
     return pdfs
 
 
-def _write_columns(table, prefix, pdfs, ood, flags, meta, dust_source, settings):
+def _write_columns(table, prefix, pdfs, ood, flags, meta, dust_source, settings,
+                   replace_all=False):
     """Put the PDFs (`RedshiftPDF.to_table_columns`), the OOD scores and the flags into
-    the table as masked columns, and the run's provenance into its meta."""
+    the table as masked columns, and the run's provenance into its meta.
+
+    With ``replace_all`` (a fresh run over an earlier run's output) the earlier run's
+    ``{prefix}ood`` column and provenance entries that this run does not write are
+    removed. Entries that differ from the new ones only in case (a table read back
+    from FITS has ``Z_MODEL``) are always replaced, never kept beside them.
+    """
     cols = pdfs.to_table_columns(prefix=prefix, masked=True)
     estimated = pdfs.valid
     if ood is not None:  # the score goes just before the flags
@@ -1046,8 +1216,11 @@ def _write_columns(table, prefix, pdfs, ood, flags, meta, dust_source, settings)
             table.replace_column(name, col)
         else:
             table.add_column(col, name=name)
+    ood_name = f"{prefix}{OOD_KEY}"
+    if replace_all and ood is None and ood_name in table.colnames:
+        table.remove_column(ood_name)
     edges = pdfs.edges
-    table.meta.update({
+    new_meta = {
         f"{prefix}model": str(meta.get("name", "unknown")),
         f"{prefix}sha256": str(meta.get("sha256") or ""),
         f"{prefix}vers": f"astro_mantis {__version__}",
@@ -1057,7 +1230,11 @@ def _write_columns(table, prefix, pdfs, ood, flags, meta, dust_source, settings)
         f"{prefix}dust": dust_source,
         **{f"{prefix}{key}": value for key, value in settings.items()
            if key not in ("model", "sha256")},
-    })
+    }
+    stale = [f"{prefix}{k}" for k in _META_KEYS] if replace_all else list(new_meta)
+    for key in _meta_keys(table, stale):
+        del table.meta[key]
+    table.meta.update(new_meta)
 
 
 def query_coordinates(coordinates, **kwargs):

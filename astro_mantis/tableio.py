@@ -18,8 +18,16 @@ file name                   written as
 ``.vot``, ``.xml``          VOTable; metadata as ``INFO`` elements of the table, each
                             with its type in ``utype`` (which `read_table` reads back,
                             as written: ``"0123"`` stays a string; astropy's own
-                            reader skips them)
+                            reader skips them); lists and dictionaries (FITS
+                            ``HISTORY``, ``spec_match``) as JSON, other values as
+                            astropy's YAML, as ECSV holds them
 ==========================  ==============================================================
+
+Metadata that astropy's YAML cannot represent (an arbitrary object) is refused with an
+`OutputError` naming its key, in every format that keeps metadata as YAML (ECSV, CSV,
+HDF5, Parquet) and in VOTable. `read_table` reads zero-row ECSV and CSV files back,
+multidimensional columns included (astropy's reader fails on them: "shape mismatch
+between value and column specifier").
 
 `check_writable` tries all of this on a two-row prototype before a long job starts,
 so an unusable output is refused before any fetching or inference.
@@ -47,6 +55,10 @@ FORMATS = {
     ".parquet": ("parquet", {}),
     ".vot": ("votable", {}), ".xml": ("votable", {}), ".votable": ("votable", {}),
 }
+
+
+#: Formats whose writers keep the metadata as astropy's YAML.
+_YAML_META_FORMATS = ("ascii.ecsv", "hdf5", "parquet")
 
 
 class OutputError(ValueError):
@@ -106,6 +118,87 @@ def _info_type(value):
     return None
 
 
+#: XML normalises these characters in an attribute (where an INFO holds its value) to
+#: spaces: text holding them is written as JSON, which escapes them.
+_XML_ATTRIBUTE_WHITESPACE = ("\n", "\r", "\t")
+
+
+def _json_exact(value):
+    """``value`` as JSON text when JSON gives exactly it back (lists of text, nested
+    dictionaries with text keys ...), else None."""
+    import json
+
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return text if _same(json.loads(text), value) else None
+
+
+def _same(a, b):
+    """Equality that also tells a list from a tuple and 1 from 1.0 or True, recursively."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _yaml_text(key, value, fmt):
+    """The ``meta`` entry ``key: value`` in astropy's YAML, as the ECSV header, HDF5 and
+    Parquet writers give it; an `OutputError` naming ``key`` when YAML cannot represent
+    the value."""
+    from astropy.table.meta import get_yaml_from_header
+
+    try:
+        return "\n".join(get_yaml_from_header({"cols": [], "meta": {key: value}}))
+    except Exception as exc:  # yaml's RepresenterError, or an object's own failure
+        raise OutputError(f"metadata {str(key)!r} (of type {type(value).__name__}) cannot be "
+                          f"written as {fmt}: {exc}. Remove it from table.meta, or store it "
+                          "as text") from None
+
+
+def _yaml_value(text):
+    """The value of a ``meta`` entry written by `_yaml_text`."""
+    from astropy.table.meta import get_header_from_yaml
+
+    (value,) = get_header_from_yaml(text.splitlines())["meta"].values()
+    return value
+
+
+def _info_text(key, value):
+    """``(text, kind)`` of a metadata value for a VOTable INFO: a scalar as its text
+    with its type (`_INFO_TYPES`); text XML would alter, lists and dictionaries as
+    JSON (``"json"``); anything else as astropy's YAML (``"yaml"``, the text held as a
+    JSON string so that no line break meets XML)."""
+    import json
+
+    kind = _info_type(value)
+    if kind is not None and not (kind == "str" and any(c in value for c in
+                                                       _XML_ATTRIBUTE_WHITESPACE)):
+        return str(value), kind
+    text = _json_exact(value)
+    if text is not None:
+        return text, "json"
+    return json.dumps(_yaml_text(key, value, "VOTable")), "yaml"
+
+
+def _check_yaml_meta(table, fmt):
+    """Refuse, naming the key, metadata that astropy's YAML (the ECSV header, the HDF5
+    and Parquet metadata) cannot represent: astropy would raise a bare RepresenterError
+    in the middle of the write."""
+    from astropy.table.meta import get_yaml_from_header
+
+    try:
+        get_yaml_from_header({"cols": [], "meta": table.meta})
+    except Exception:  # find the key
+        for key, value in table.meta.items():
+            _yaml_text(key, value, fmt)
+        raise
+
+
 def _write_votable(table, path):
     from astropy.io.votable import from_table
     from astropy.io.votable.tree import Info
@@ -119,10 +212,10 @@ def _write_votable(table, path):
     # out their utype (added to INFO in VOTable 1.2)
     config = getattr(vot, "_get_version_checks", lambda: {"version_1_2_or_later": True})()
     for key, value in meta.items():
-        kind = _info_type(value)
-        if kind is not None:  # the type in utype: "0123" stays a string, 1.0 a float
-            vtab.infos.append(Info(name=str(key), value=str(value),
-                                   utype=_INFO_UTYPE + kind, config=config))
+        text, kind = _info_text(key, value)
+        # the type in utype: "0123" stays a string, 1.0 a float, a list a list
+        vtab.infos.append(Info(name=str(key), value=text, utype=_INFO_UTYPE + kind,
+                               config=config))
     vot.to_xml(str(path))
 
 
@@ -142,6 +235,11 @@ def _info_value(info):
     writers)."""
     utype, text = info.utype or "", info.value
     kind = utype[len(_INFO_UTYPE):] if utype.startswith(_INFO_UTYPE) else None
+    if kind in ("json", "yaml"):
+        import json
+
+        value = json.loads(text)
+        return _yaml_value(value) if kind == "yaml" else value
     if kind in _INFO_TYPES:
         return _INFO_TYPES[kind]("" if text is None else text)
     return _parse_scalar(text)
@@ -183,6 +281,8 @@ def write_table(table, path, format=None, overwrite=False):
     if path.exists() and not overwrite:
         raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it")
     fmt, kwargs = table_format(path, format)
+    if fmt in _YAML_META_FORMATS:
+        _check_yaml_meta(table, fmt)
     with atomic_path(path) as tmp:
         if fmt == "votable":
             _write_votable(table, tmp)
@@ -207,10 +307,53 @@ def read_table(path, format=None):
     read_kwargs = {"path": kwargs["path"]} if "path" in kwargs else {}
     if fmt == "ascii.ecsv" and kwargs.get("delimiter"):
         read_kwargs["delimiter"] = kwargs["delimiter"]
-    table = Table.read(path, format=fmt, **read_kwargs)
+    try:
+        table = Table.read(path, format=fmt, **read_kwargs)
+    except ValueError as exc:
+        if fmt != "ascii.ecsv" or "shape mismatch" not in str(exc):
+            raise
+        table = _read_empty_ecsv(path, read_kwargs, exc)
     if fmt == "votable":
         table.meta.update(_meta_from_infos(path))
     return table
+
+
+def _read_empty_ecsv(path, read_kwargs, error):
+    """A zero-row ECSV table with multidimensional columns (``z_pdf``), which astropy's
+    reader cannot read (it takes the shape from the rows, of which there are none).
+
+    The file is read with one row of empty (masked) cells added after its header,
+    which gives every column its type, shape, unit and metadata, and that row is
+    dropped.
+    """
+    import tempfile
+
+    text = Path(path).read_text(encoding="utf-8")
+    lines = text.splitlines()
+    body = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if len(body) != 1:  # a header line and rows: the error is another one
+        raise error
+    names, delimiter = _ecsv_columns(lines)
+    filler = (read_kwargs.get("delimiter") or delimiter).join(['""'] * len(names))
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "empty.ecsv"
+        probe.write_text(text.rstrip("\n") + "\n" + filler + "\n", encoding="utf-8")
+        try:
+            table = Table.read(probe, format="ascii.ecsv", **read_kwargs)
+        except Exception:
+            raise error from None
+    return table[:0]
+
+
+def _ecsv_columns(lines):
+    """The column names of an ECSV header (its ``datatype`` entries) and its delimiter."""
+    from astropy.table.meta import get_header_from_yaml
+
+    header = [line.lstrip()[2:] if line.lstrip().startswith("# ") else line.lstrip()[1:]
+              for line in lines if line.lstrip().startswith("#")]
+    header = [line for line in header if not line.startswith("%ECSV")]
+    header = get_header_from_yaml(header)
+    return [col["name"] for col in header["datatype"]], header.get("delimiter", " ")
 
 
 def _prototype(table, columns, meta):
@@ -289,7 +432,8 @@ def check_writable(path, table, columns=None, meta=None, format=None, overwrite=
         probe.unlink(missing_ok=True)
     dropped = [str(w.message) for w in caught if "meta" in str(w.message).lower()
                or "header" in str(w.message).lower() or "cannot be" in str(w.message)]
-    lost = [k for k in (meta or {}) if k.lower() not in {str(b).lower() for b in back.meta}]
+    kept = {str(b).lower() for b in back.meta}
+    lost = [str(k) for k in proto.meta if str(k).lower() not in kept]
     if dropped or lost:
         what = "; ".join(dropped[:3]) or f"metadata {', '.join(lost)}"
         raise OutputError(f"{fmt} output {str(path)!r} would lose information ({what}); "

@@ -547,3 +547,51 @@ def test_failed_final_write_keeps_the_earlier_output(tmp_path):
     assert res.returncode == EXIT_BAD_INPUT and "is unchanged" in res.stderr
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if "tmp" in p.name] == []
+
+
+# --------------------------------------------------------------------- audit findings (E)
+def test_predict_reads_an_hdf5_table_at_any_path(sample_server, tmp_path, capsys):
+    """An HDF5 input is read wherever its one table is stored (only path "data" was
+    read: "cannot read table ..."); several tables without one at "data" are refused
+    naming them."""
+    pytest.importorskip("h5py")
+    t = _sample_table(tmp_path / "in.ecsv", [5, 6])
+    src = tmp_path / "other_path.h5"
+    t.write(src, path="catalog/targets", serialize_meta=True)
+    out = tmp_path / "out.h5"
+    argv = ["predict", str(src), "-o", str(out), "--ebv-col", "EBV", "--no-progress"] + _COLS
+    assert main(argv) == EXIT_OK
+    back = Table.read(out, path="data")  # the output keeps path "data" (and --resume reads it)
+    assert list(back["name"]) == ["g5", "g6"] and back["RAJ2000"].unit == u.deg
+    assert main(argv[:4] + ["--resume", "--no-progress"]) == EXIT_OK
+    t.write(src, path="second", append=True, serialize_meta=True)
+    assert main(argv + ["--overwrite"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "holds 2 tables (catalog/targets, second)" in err
+
+
+def test_predict_writes_zero_rows_and_rich_meta_it_can_read_back(sample_server, tmp_path,
+                                                                 capsys):
+    """A zero-row table goes to .ecsv and .csv and comes back (the read-back check failed
+    with "shape mismatch between value and column specifier", exit 2); a VOTable output
+    keeps the input's HISTORY and nested meta (dropped without a word)."""
+    from astro_mantis.tableio import read_table
+
+    t = _sample_table(tmp_path / "all.fits", [5, 6])
+    t[:0].write(tmp_path / "zero.fits")
+    for name in ("zero_out.ecsv", "zero_out.csv"):
+        assert main(["predict", str(tmp_path / "zero.fits"), "-o", str(tmp_path / name),
+                     "--ebv-col", "EBV", "--no-progress"] + _COLS) == EXIT_OK, \
+            capsys.readouterr().err
+        back = read_table(tmp_path / name)
+        assert len(back) == 0 and back["z_pdf"].shape == (0, 400)
+        assert back.meta["z_model"] == "mantis-mini"
+    t.meta["HISTORY"] = ["made by pipeline v1"]
+    t.meta["nested"] = {"a": [1, 2], "b": {"c": 3}}
+    t.write(tmp_path / "meta.ecsv")
+    out = tmp_path / "meta_out.vot"
+    assert main(["predict", str(tmp_path / "meta.ecsv"), "-o", str(out), "--ebv-col", "EBV",
+                 "--no-progress"] + _COLS) == EXIT_OK
+    back = read_table(out)
+    assert back.meta["HISTORY"] == ["made by pipeline v1"]
+    assert back.meta["nested"] == {"a": [1, 2], "b": {"c": 3}}

@@ -140,3 +140,37 @@ def test_position_strings_refuse_a_declination_in_hours():
         resolve_name("10:00:00 2h")
     c = resolve_name("150d 2d30m")
     assert (c.ra.deg, c.dec.deg) == pytest.approx((150.0, 2.5))
+
+
+def test_cartesian_skycoords_and_zero_length_vectors():
+    """Positions held as vectors are read by their direction (a Cartesian SkyCoord
+    raised AttributeError: no attribute 'ra'); a zero-length vector has none and is an
+    invalid position, not (0, 0)."""
+    from astro_mantis.positions import icrs_positions
+
+    icrs = SkyCoord([150.1, 10.0], [2.2, -45.0], unit="deg")
+    cart = SkyCoord(icrs.cartesian, frame="icrs", representation_type="cartesian")
+    pos = coordinate_positions(cart)
+    assert pos.good.all() and np.allclose(pos.ra, [150.1, 10.0])
+    assert np.allclose(pos.dec, [2.2, -45.0])
+    galactic = icrs.galactic
+    galactic.representation_type = "cartesian"
+    assert np.allclose(coordinate_positions(galactic).ra, [150.1, 10.0])
+    vectors = SkyCoord(x=[1.0, 0.0, 0.0], y=[0.0, 0.0, 2.0], z=[0.0, 0.0, 0.0], unit="kpc",
+                       representation_type="cartesian")
+    coords, pos = icrs_positions(vectors)
+    assert pos.good.tolist() == [True, False, True]
+    assert "zero-length" in pos.reason[1] and np.isnan(pos.ra[1])
+    assert np.allclose(coords.ra.deg[[0, 2]], [0.0, 90.0]) and np.isnan(coords.dec.deg[1])
+    # a SkyCoord column of vectors in a table
+    t = Table({"pos": cart})
+    assert table_positions(t, coord="pos").good.all()
+
+
+def test_a_multidimensional_skycoord_column_is_refused():
+    """One position per row, as for ra/dec columns (it gave unrelated shape errors)."""
+    sc = SkyCoord([[150.1, 150.2], [10.0, 10.1]], [[2.2, 2.3], [1.0, 1.1]], unit="deg")
+    t = Table({"pos": sc})
+    with pytest.raises(ValueError, match=r"coordinate column 'pos' has shape \(2, 2\); "
+                                         "expected one value per row"):
+        table_positions(t, coord="pos")

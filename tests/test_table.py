@@ -588,3 +588,140 @@ def test_local_tiles_source(tmp_path):
     assert sum(srv.counts.values()) > 0 and t.meta["z_srv"] != u_.meta["z_srv"]
     fig = plot_redshift_row(t, 0)
     assert any("local tiles" in x.get_text() for x in fig.texts)
+
+
+# ----------------------------------------------------------------- audit findings (E)
+def test_rows_at_one_position_with_other_dust_get_their_own_estimate(sky, sky_server):
+    """Rows at one position share its cutouts but not its dust: each row's PDF comes
+    from its own E(B-V) (all rows of a position once got the first row's, and a row
+    flagged DUST_UNKNOWN could carry the PDF of a known dust value)."""
+    from astropy.table import MaskedColumn
+
+    t = _table(sky, [5, 5, 5, 6])
+    t["ebv"] = MaskedColumn([0.0, 0.3, 0.3, 0.01], mask=[True, False, False, False])
+    run = T.RunStats()
+    add_redshift_columns(t, ebv="ebv", progress=False, report=run)
+    assert run.n_unique == 2  # the cutouts of a position are still fetched once
+    flags = np.asarray(t["z_flags"])
+    assert [bool(f & F.DUST_UNKNOWN) for f in flags] == [True, False, False, False]
+    cuts = Mantis.get_cutouts(SkyCoord(np.asarray(t["ra"]), np.asarray(t["dec"]), unit="deg"),
+                              progress=False)
+    ref = predict(cuts, dust=[[0.0, 0.0], [0.3, 0.3], [0.3, 0.3], [0.01, 0.01]])
+    assert np.allclose(np.asarray(t["z_pdf"]), ref.pdf, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(t["z_pdf"][0]), np.asarray(t["z_pdf"][1]))
+    assert np.array_equal(np.asarray(t["z_pdf"][1]), np.asarray(t["z_pdf"][2]))
+    # two dust columns: a row differing in either value is its own estimate
+    t2 = _table(sky, [5, 5])
+    t2["ebv_planck"] = [0.02, 0.4]
+    add_redshift_columns(t2, ebv=DUST, progress=False)
+    assert not np.allclose(np.asarray(t2["z_pdf"][0]), np.asarray(t2["z_pdf"][1]))
+
+
+def test_a_fresh_run_over_an_earlier_one_leaves_nothing_stale(sky, sky_server, tmp_path):
+    """overwrite=True replaces the whole earlier output: a z_ood column, a threshold or
+    a precision this run does not write are removed (a row not estimated this time once
+    showed the old OOD score), and FITS's upper-case keys are not kept beside the new."""
+    from astro_mantis.tableio import read_table, write_table
+
+    t = _table(sky, [0, 1, 2])
+    add_redshift_columns(t, ebv=DUST, progress=False)
+    assert "z_ood" in t.colnames and "z_oodth" in t.meta and "z_prec" in t.meta
+    t["ra"][1] = np.nan
+    add_redshift_columns(t, ebv=0.5, overwrite=True, ood=False, progress=False)
+    assert "z_ood" not in t.colnames and "z_oodth" not in t.meta
+    assert t.meta["z_prec"] == "float32" and t.meta["z_ebv"] == "value:0.5,0.5"
+    # no row estimated: the network never ran, so no precision is recorded
+    t["ra"] = np.nan
+    add_redshift_columns(t, ebv=0.5, overwrite=True, progress=False)
+    assert "z_prec" not in t.meta and np.all(np.ma.getmaskarray(t["z_ood"]))
+    # a table read back from FITS (keys upper-case): one key per setting afterwards
+    t = _table(sky, [0, 1])
+    add_redshift_columns(t, ebv=DUST, progress=False)
+    write_table(t, tmp_path / "t.fits")
+    back = read_table(tmp_path / "t.fits")
+    add_redshift_columns(back, ebv=0.5, overwrite=True, ood=False, progress=False)
+    keys = [k.lower() for k in back.meta]
+    assert len(keys) == len(set(keys)) and "z_oodth" not in keys
+    assert T.run_settings(back)["ebv"] == "value:0.5,0.5" and "z_ood" not in back.colnames
+
+
+def test_the_users_own_meta_keys_are_not_replaced_silently(sky, sky_server):
+    """prefix="" makes the provenance keys "survey", "model" ...: the table's own
+    entries of those names are refused as existing columns are (they were replaced)."""
+    t = _table(sky, [0, 1])
+    t.meta.update({"survey": "my own survey", "model": "my own"})
+    with pytest.raises(ValueError, match=r"meta already has key\(s\) survey, model.*"
+                                         r"overwrite=True"):
+        add_redshift_columns(t, ebv=DUST, prefix="", progress=False)
+    assert "pdf" not in t.colnames and t.meta["survey"] == "my own survey"
+    add_redshift_columns(t, ebv=DUST, prefix="", progress=False, overwrite=True)
+    assert t.meta["model"] == "mantis-mini"
+    # an earlier run's record (its columns dropped, its meta kept) is simply replaced
+    t = _table(sky, [0, 1])
+    add_redshift_columns(t, ebv=DUST, progress=False)
+    again = t[["ra", "dec", "ebv_csfd", "ebv_planck"]]
+    assert "z_model" in again.meta
+    add_redshift_columns(again, ebv=0.02, progress=False)
+    assert again.meta["z_ebv"] == "value:0.02,0.02"
+
+
+def _dust(table, ebv):
+    from astro_mantis.table import dust_values
+
+    n = len(table)
+    coords = SkyCoord(np.linspace(10, 20, n), np.zeros(n), unit="deg")
+    return dust_values(table, coords, np.ones(n, bool), ebv)
+
+
+def test_dust_column_units_are_converted_or_refused():
+    """A plain column's unit counts, as for positions: mmag is converted (it was read
+    as mag, 1000 times too much dust), a non-magnitude unit is refused."""
+    t = Table({"ebv": [3.0, 30.0]})
+    t["ebv"].unit = "mmag"
+    values, unknown, _ = _dust(t, "ebv")
+    assert np.allclose(values, [[0.003, 0.003], [0.03, 0.03]]) and not unknown.any()
+    values, _, _ = _dust(QTable(t), "ebv")
+    assert np.allclose(values[:, 0], [0.003, 0.03])
+    t["ebv"] = [0.03, 0.3]
+    t["ebv"].unit = "mag"
+    assert np.allclose(_dust(t, "ebv")[0][:, 0], [0.03, 0.3])
+    for unit in ("deg", "mag(AB)"):
+        t["ebv"].unit = unit
+        with pytest.raises(ValueError, match="dust column 'ebv' has unit .*not a magnitude"):
+            _dust(t, "ebv")
+    # a FITS file's "MAG" (not a FITS unit: astropy reads it as unrecognised) is mag
+    t["ebv"].unit = u.Unit("MAG", parse_strict="silent")
+    assert np.allclose(_dust(t, "ebv")[0][:, 0], [0.03, 0.3])
+    t["ebv"].unit = u.Unit("furlongs", parse_strict="silent")
+    with pytest.raises(ValueError, match="unit 'furlongs', which is not a unit astropy knows"):
+        _dust(t, "ebv")
+
+
+def test_text_dust_columns_and_malformed_names():
+    """Text dust values are read per row (unreadable ones flag their rows, as NaN
+    does); mixed or over-long name tuples are refused saying what is accepted."""
+    t = Table({"ebv": ["0.02", "n/a", "", " 0.5 ", "junk"], "b": [True] * 5})
+    values, unknown, _ = _dust(t, "ebv")
+    assert unknown.tolist() == [False, True, True, False, True]
+    assert np.allclose(values[:, 0], [0.02, 0, 0, 0.5, 0])
+    t["none"] = ["abc", "x", "y", "z", "n/a"]
+    with pytest.raises(ValueError, match="dust column 'none' holds text none of which reads"):
+        _dust(t, "none")
+    with pytest.raises(ValueError, match="dust column 'b' holds booleans"):
+        _dust(t, "b")
+    for bad in (("ebv", 0.02), ["ebv", "ebv", "ebv"]):
+        with pytest.raises(ValueError, match="one dust column name, two.*not a mix"):
+            _dust(t, bad)
+
+
+def test_cartesian_coordinates(sky, sky_server):
+    """A SkyCoord held as Cartesian vectors gives the same redshifts (it raised
+    AttributeError: no attribute 'ra')."""
+    from astro_mantis import query_coordinates
+
+    cat = sky.catalog
+    icrs = SkyCoord(cat["ra"][:2], cat["dec"][:2], unit="deg")
+    cart = SkyCoord(icrs.cartesian, frame="icrs", representation_type="cartesian")
+    a = query_coordinates(icrs, ebv=0.01, progress=False)
+    b = add_redshift_columns(Table({"pos": cart}), coord="pos", ebv=0.01, progress=False)
+    assert np.allclose(np.asarray(a["z_median"]), np.asarray(b["z_median"]))

@@ -123,3 +123,109 @@ def test_votable_meta_of_the_old_writer_is_still_read(tmp_path):
     meta = read_table(tmp_path / "old.vot").meta
     assert meta == {"z_model": "mantis-mini", "z_tta": False, "z_nbins": 400, "f": 0.25,
                     "looks_numeric": 123, "other": 12}
+
+
+def _rich_meta():
+    """Metadata beyond scalars: FITS HISTORY/COMMENT lists, nested dictionaries (the
+    ``spec_match`` summary of ``astro-mantis match``), text with line breaks, and values
+    only astropy's YAML holds."""
+    from collections import OrderedDict
+
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    return {"HISTORY": ["made by pipeline v1", "second step"], "COMMENT": ["a caveat"],
+            "nested": {"a": [1, 2], "b": {"c": 3.5, "d": None, "e": True}},
+            "spec_match": {"catalog": "sdss", "radius_arcsec": 1.5, "n_matched": 3,
+                           "quality": "zWarning == 0"},
+            "multiline": "first line\nsecond\tline",
+            "pair": (1, 2), "array": np.arange(3), "ordered": OrderedDict(x=1, y=2),
+            "nan_list": [1.0, float("nan")], "quantity": 3 * u.mag,
+            "where": SkyCoord(10, 20, unit="deg")}
+
+
+def _assert_same_meta(back, meta):
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    for key, value in meta.items():
+        got = back[key]
+        if isinstance(value, SkyCoord):
+            assert isinstance(got, SkyCoord) and got.separation(value).arcsec < 1e-6, key
+        elif isinstance(value, (np.ndarray, u.Quantity)):
+            assert type(got) is type(value) and np.all(got == value), key
+        elif key == "nan_list":
+            assert got[0] == 1.0 and np.isnan(got[1])
+        elif key == "ordered":  # as ECSV gives it back: a dict, in the same order
+            assert isinstance(got, dict) and list(got.items()) == list(value.items())
+        else:
+            assert type(got) is type(value) and got == value, (key, got)
+
+
+@pytest.mark.parametrize("name", ["o.vot", "o.xml", "o.ecsv"])
+def test_votable_keeps_metadata_beyond_scalars(tmp_path, name):
+    """Lists, dictionaries and astropy objects in the meta come back from a VOTable as
+    from ECSV (they were dropped without a word), and check_writable passes them."""
+    t = _table()
+    meta = _rich_meta()
+    t.meta.update(meta)
+    check_writable(tmp_path / name, t, meta=META)
+    write_table(t, tmp_path / name)
+    back = read_table(tmp_path / name).meta
+    _assert_same_meta(back, meta)
+    for key, value in META.items():
+        assert back[key] == value
+
+
+@pytest.mark.parametrize("name", ["o.vot", "o.ecsv", "o.csv", "o.h5", "o.parquet"])
+def test_metadata_no_format_can_hold_is_named(tmp_path, name):
+    """Metadata YAML cannot represent is refused naming its key (a bare yaml
+    RepresenterError once came out of the writer, or the VOTable dropped it)."""
+    if name.endswith(".h5"):
+        pytest.importorskip("h5py")
+    if name.endswith(".parquet"):
+        pytest.importorskip("pyarrow")
+    t = _table()
+    t.meta["handle"] = object()
+    with pytest.raises(OutputError, match="metadata 'handle' .*cannot be written"):
+        write_table(t, tmp_path / name)
+    assert not (tmp_path / name).exists()
+    with pytest.raises(OutputError, match="metadata 'handle'"):
+        check_writable(tmp_path / name, t, meta=META)
+
+
+def test_check_writable_compares_all_metadata(tmp_path):
+    """Not only the provenance: an entry of the table's own meta that the format drops
+    without a warning is refused before the job (only the run's keys were compared)."""
+    t = Table({"ra": [1.0, 2.0]}, meta={"note": "keep me"})
+    with pytest.raises(OutputError, match=r"would lose information \(metadata note\)"):
+        check_writable(tmp_path / "o.txt", t, format="ascii.basic")
+    check_writable(tmp_path / "o.vot", t)
+    t.meta["nested"] = {"a": 1}
+    with pytest.raises(OutputError, match="would lose information"):
+        check_writable(tmp_path / "o.fits", t)
+    check_writable(tmp_path / "o.vot", t)
+
+
+@pytest.mark.parametrize("name", ["o.ecsv", "o.csv"])
+def test_zero_rows_round_trip_through_ecsv(tmp_path, name):
+    """A zero-row table with the 400-bin z_pdf comes back from ECSV and CSV (astropy's
+    reader fails on zero rows of a multidimensional column: "shape mismatch between
+    value and column specifier")."""
+    t = _table()[:0]
+    t["z_pdf"].unit = "1"
+    t["z_pdf"].description = "probability density"
+    write_table(t, tmp_path / name)
+    back = read_table(tmp_path / name)
+    assert len(back) == 0 and back.colnames == t.colnames
+    assert back["z_pdf"].shape == (0, 400) and back["z_pdf"].dtype == np.float32
+    assert back["z_flags"].dtype == np.int32
+    assert back["z_pdf"].description == "probability density"
+    for key, value in META.items():
+        assert back.meta[key] == value
+    check_writable(tmp_path / name, t, meta=META, overwrite=True)
+    # a file with rows that fails for another reason still says why
+    (tmp_path / "bad.ecsv").write_text((tmp_path / name).read_text().replace(
+        "float32[400]", "float32[3]") + '"[1, 2]" 0 0 0 0\n')
+    with pytest.raises(ValueError):
+        read_table(tmp_path / "bad.ecsv")

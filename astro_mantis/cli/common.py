@@ -145,13 +145,43 @@ def _read_table(path, format=None):
     path = Path(path)
     if not path.exists():
         raise InputError(f"table {str(path)!r} does not exist")
+    fmt, kwargs = table_format(path, format)
     try:
-        if table_format(path, format)[0] in ("votable", "hdf5"):
-            return read_table(path, format=format)
+        if fmt == "hdf5":  # the file's table, wherever it is stored
+            return Table.read(path, format="hdf5", path=_hdf5_table_path(path))
+        if fmt == "votable" or (fmt == "ascii.ecsv" and "delimiter" not in kwargs):
+            return read_table(path, format=format)  # VOTable INFO meta; zero-row ECSV
         return Table.read(path, format=format)
+    except InputError:
+        raise
     except Exception as exc:  # astropy raises many kinds for unreadable tables
         hint = "" if format else " (give its format with --format, e.g. ascii.csv or fits)"
         raise InputError(f"cannot read table {str(path)!r}: {exc}{hint}") from None
+
+
+def _hdf5_table_path(path):
+    """The path of the table in an HDF5 file: its only table, or ``data`` (where
+    ``astro-mantis`` writes its tables) among several; an `InputError` naming them
+    when the file holds several tables and none at ``data``."""
+    import h5py
+
+    tables = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.dtype.names:
+            tables.append(name)
+
+    with h5py.File(path, "r") as fh:
+        fh.visititems(visit)
+    if len(tables) == 1:
+        return tables[0]
+    if "data" in tables:
+        return "data"
+    if not tables:
+        raise InputError(f"cannot read table {str(path)!r}: the HDF5 file holds no table")
+    raise InputError(f"cannot read table {str(path)!r}: the HDF5 file holds {len(tables)} "
+                     f"tables ({', '.join(tables)}); give a file with one table, or with "
+                     "the table to read at path 'data'")
 
 
 def column_degrees(table, name, unit=None, option=None, what=""):
