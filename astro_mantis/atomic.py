@@ -14,6 +14,13 @@ target is untouched. Each writer has a temporary file of its own, so concurrent
 writers of one file do not collide (the last rename wins), and a reader that holds
 the old file open, or memory-mapped, keeps reading the old data.
 
+A writer that is killed outright (SIGKILL, a power cut) cannot remove its temporary
+file. `atomic_path` removes those of its own target (``.{stem}.*`` with `TEMP_SUFFIX`
+in the name) that are older than `STALE_SECONDS` before it writes: a live writer's
+temporary file is seconds old, so it is left alone. `remove_stale_temporaries` is the
+sweep itself; the cutout cache runs it once per folder and process
+(`astro_mantis.fetch.CutoutCache`).
+
 Files that are simply rebuilt when lost are replaced atomically too, but not flushed
 to disk (``fsync=False``): the cutout cache, the local tile index, the web service's
 job states, the fused training-data cache of `astro_mantis.training.ShardDataset`
@@ -33,14 +40,55 @@ buffers, are the caller's business.
 ...     tmp.write_text("all or nothing")
 """
 import contextlib
+import glob
 import os
 import tempfile
+import time
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_open", "TEMP_SUFFIX"]
+__all__ = ["atomic_path", "atomic_open", "remove_stale_temporaries", "TEMP_SUFFIX",
+           "STALE_SECONDS"]
 
 #: Suffix of the temporary files (they start with the target's name and a dot).
 TEMP_SUFFIX = ".astro_mantis-tmp"
+
+#: Age in seconds after which a temporary file is taken to be abandoned by a killed
+#: writer (a live writer's is seconds old).
+STALE_SECONDS = 3600.0
+
+
+def remove_stale_temporaries(directory, stem=None, older_than=STALE_SECONDS):
+    """Delete the temporary files that killed writers left in ``directory``.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        The folder to sweep (not its subfolders).
+    stem : str, optional
+        Only the temporary files of targets with this stem (``.{stem}.*``, as
+        `atomic_path` names them for ``{stem}.ext``); default: every temporary file
+        of the folder.
+    older_than : float
+        Age in seconds (from the file's last modification) above which a temporary
+        file is deleted; younger ones may belong to a live writer and are kept.
+
+    Returns
+    -------
+    int
+        The number of files deleted. Files that vanish meanwhile, or cannot be
+        deleted, are skipped.
+    """
+    prefix = "." if stem is None else f".{glob.escape(str(stem))}."
+    now = time.time()
+    removed = 0
+    for tmp in Path(directory).glob(f"{prefix}*{TEMP_SUFFIX}*"):
+        try:
+            if now - tmp.lstat().st_mtime > older_than and not tmp.is_dir():
+                tmp.unlink()
+                removed += 1
+        except OSError:  # another process removed or renamed it meanwhile
+            continue
+    return removed
 
 
 def _fsync_path(path):
@@ -57,7 +105,7 @@ def _fsync_path(path):
 
 
 @contextlib.contextmanager
-def atomic_path(path, fsync=True):
+def atomic_path(path, fsync=True, sweep=True):
     """Yield a temporary path to write; rename it onto ``path`` when the block succeeds.
 
     The temporary file lies in ``path``'s directory and keeps ``path``'s suffix (so
@@ -72,6 +120,11 @@ def atomic_path(path, fsync=True):
     fsync : bool
         Flush the new file to disk before the rename (default), so that a power cut
         cannot leave an empty file in place of the old one.
+    sweep : bool
+        First delete the temporary files of ``path`` that killed writers left (older
+        than `STALE_SECONDS`; `remove_stale_temporaries`). One listing of the
+        directory; writers of many small files into large folders (the cutout cache)
+        sweep once per folder themselves and pass False.
 
     Yields
     ------
@@ -91,6 +144,8 @@ def atomic_path(path, fsync=True):
     parent = path.parent
     if not parent.is_dir():
         raise FileNotFoundError(f"directory {str(parent)!r} of {str(path)!r} does not exist")
+    if sweep:
+        remove_stale_temporaries(parent, stem=path.stem)
     fd, name = tempfile.mkstemp(dir=parent, prefix=f".{path.stem}.",
                                 suffix=TEMP_SUFFIX + "".join(path.suffixes))
     os.close(fd)
@@ -109,7 +164,7 @@ def atomic_path(path, fsync=True):
 
 
 @contextlib.contextmanager
-def atomic_open(path, mode="wb", fsync=True, **kwargs):
+def atomic_open(path, mode="wb", fsync=True, sweep=True, **kwargs):
     """Open a temporary file for writing; rename it onto ``path`` when the block succeeds.
 
     Parameters
@@ -120,6 +175,9 @@ def atomic_open(path, mode="wb", fsync=True, **kwargs):
         A write mode of ``open`` (``"w"`` or ``"wb"``).
     fsync : bool
         Flush the file to disk before the rename.
+    sweep : bool
+        Delete the temporary files of ``path`` that killed writers left (see
+        `atomic_path`).
     **kwargs
         Passed to ``open`` (e.g. ``encoding``).
 
@@ -129,7 +187,7 @@ def atomic_open(path, mode="wb", fsync=True, **kwargs):
     """
     if "w" not in mode:
         raise ValueError(f"atomic_open writes whole files; mode must contain 'w', got {mode!r}")
-    with atomic_path(path, fsync=False) as tmp:
+    with atomic_path(path, fsync=False, sweep=sweep) as tmp:
         with open(tmp, mode, **kwargs) as fh:
             yield fh
             fh.flush()

@@ -40,7 +40,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from ._version import __version__
-from .atomic import TEMP_SUFFIX, atomic_open
+from .atomic import STALE_SECONDS, TEMP_SUFFIX, atomic_open, remove_stale_temporaries
 from .config import conf
 from .exceptions import FetchError, InvalidResponseError
 from .flags import MantisFlag
@@ -54,8 +54,8 @@ from .surveys import DEFAULT_SURVEYS, get_surveys
 from .surveys.core import SurveyImage, primary_layout
 
 __all__ = ["CutoutFetcher", "fetcher", "CutoutCache", "normalize_coordinates", "FetchStatus",
-           "StatusText", "FetchPlan", "PLAN_SECONDS_PER_REQUEST", "RETRY_STATUSES",
-           "coalesce_span", "DEFAULT_COALESCE_SPAN", "MAX_COALESCE_SPAN"]
+           "StatusText", "FetchCancelled", "FetchPlan", "PLAN_SECONDS_PER_REQUEST",
+           "RETRY_STATUSES", "coalesce_span", "DEFAULT_COALESCE_SPAN", "MAX_COALESCE_SPAN"]
 
 
 
@@ -123,6 +123,10 @@ def _distinct(pos):
 #: Cache folders already swept for abandoned temporary files by this process.
 _SWEPT = set()
 _SWEPT_LOCK = threading.Lock()
+
+
+class FetchCancelled(Exception):
+    """A `CutoutFetcher.get_cutouts` call was cancelled by its ``cancel`` event."""
 
 
 class _StaleEntry(ValueError):
@@ -262,12 +266,13 @@ class CutoutCache:
                 _SWEPT.add(path.parent)
             if sweep:
                 self.remove_stale(path.parent)
+        # swept once per folder above, not at every write (a folder holds thousands)
         try:
-            with atomic_open(path, "wb", fsync=False) as fh:
+            with atomic_open(path, "wb", fsync=False, sweep=False) as fh:
                 fh.write(self.encode(image, source))
         except FileNotFoundError:  # the folder was removed meanwhile (`clear`)
             path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_open(path, "wb", fsync=False) as fh:
+            with atomic_open(path, "wb", fsync=False, sweep=False) as fh:
                 fh.write(self.encode(image, source))
 
     def clear(self):
@@ -325,22 +330,15 @@ class CutoutCache:
         self._made.clear()
         return n
 
-    #: Age in seconds after which a leftover temporary file is taken to be abandoned.
-    STALE_SECONDS = 3600.0
+    #: Age in seconds after which a leftover temporary file is taken to be abandoned
+    #: (`astro_mantis.atomic.STALE_SECONDS`).
+    STALE_SECONDS = STALE_SECONDS
 
     def remove_stale(self, directory):
         """Delete temporary files a killed writer left in ``directory`` (older than
-        `STALE_SECONDS`; a live writer's file is seconds old). Returns how many."""
-        now = time.time()
-        removed = 0
-        for tmp in Path(directory).glob(f".*{TEMP_SUFFIX}*"):
-            try:
-                if now - tmp.stat().st_mtime > self.STALE_SECONDS:
-                    tmp.unlink()
-                    removed += 1
-            except OSError:  # another process removed or renamed it meanwhile
-                continue
-        return removed
+        `STALE_SECONDS`; a live writer's file is seconds old). Returns how many
+        (`astro_mantis.atomic.remove_stale_temporaries`)."""
+        return remove_stale_temporaries(directory, older_than=self.STALE_SECONDS)
 
 
 # ---------------------------------------------------------------------------- HTTP
@@ -619,10 +617,14 @@ class _Outstanding:
             if self._n == 0:
                 self._cond.notify_all()
 
-    def wait(self):
-        """Block until every unit added so far (and those they added) is done."""
+    def wait(self, cancel=None):
+        """Block until every unit added so far (and those they added) is done; raise
+        `FetchCancelled` as soon as the event ``cancel`` is set (checked every 0.05 s)."""
         with self._cond:
-            self._cond.wait_for(lambda: self._n == 0)
+            while self._n:
+                if cancel is not None and cancel.is_set():
+                    raise FetchCancelled("the fetch was cancelled")
+                self._cond.wait(None if cancel is None else 0.05)
 
 
 class _Gather:
@@ -685,11 +687,17 @@ class _Call:
         self.outstanding = _Outstanding()
         self.parser = None
 
-    def run(self, surveys, positions):
-        """Fetch every survey at the position indices ``positions``; wait for all."""
+    def run(self, surveys, positions, cancel=None):
+        """Fetch every survey at the position indices ``positions``; wait for all.
+
+        With the event ``cancel`` set, raise `FetchCancelled` at once: the caller's
+        closing of the fetcher drops the requests not sent yet (as a KeyboardInterrupt
+        in this thread does)."""
         self.parser = ThreadPoolExecutor(max_workers=2, thread_name_prefix="astro_mantis-parse")
         try:
             for survey in surveys:
+                if cancel is not None and cancel.is_set():
+                    raise FetchCancelled("the fetch was cancelled")
                 todo = self._triage(survey, positions)
                 if self.coalescer.applies(survey):  # neighbours in the same listings
                     todo = self.coalescer.order(todo, self.ra, self.dec)
@@ -699,7 +707,7 @@ class _Call:
                 else:
                     for i in todo:
                         self._fetch(survey, i)
-            self.outstanding.wait()
+            self.outstanding.wait(cancel)
         finally:
             self.parser.shutdown(wait=True)
 
@@ -1037,7 +1045,7 @@ class CutoutFetcher:
 
     # -- public API -----------------------------------------------------------
     def get_cutouts(self, coordinates, surveys=DEFAULT_SURVEYS, cache=True, progress=None,
-                    coalesce=None):
+                    coalesce=None, cancel=None):
         """Fetch the cutouts of every survey at every position.
 
         Parameters
@@ -1065,6 +1073,11 @@ class CutoutFetcher:
             (`DEFAULT_COALESCE_SPAN`); a number: arcminutes; an angle; False: every
             position is fetched alone; None (the default): ``conf.ps1_coalesce_arcmin``
             (0, off, unless configured).
+        cancel : `threading.Event`, optional
+            Set from another thread, it stops the call within a request's time: the
+            requests not sent yet are dropped, those under way are answered (and what
+            they bring is cached), and `FetchCancelled` is raised. A KeyboardInterrupt
+            in the calling thread stops it the same way.
 
         Returns
         -------
@@ -1080,13 +1093,16 @@ class CutoutFetcher:
         ValueError
             If a scalar position is NaN or out of range, a survey name is unknown, or
             ``coalesce`` is not a span in [0, 10] arcmin.
+        FetchCancelled
+            If ``cancel`` was set before the call ended.
         """
         span = coalesce_span(coalesce)
         icrs, scalar, pos = _read_positions(coordinates)
         survey_objs = get_surveys(surveys)
         first_of = pos.first_of()  # duplicated positions are fetched once
         unique = np.flatnonzero(first_of == np.arange(len(pos)))
-        outcomes = self._fetch_all(survey_objs, pos.ra, pos.dec, unique, cache, progress, span)
+        outcomes = self._fetch_all(survey_objs, pos.ra, pos.dec, unique, cache, progress, span,
+                                   cancel)
         if callable(progress) and len(pos) > len(unique):  # invalid and repeated positions
             progress(len(pos) - len(unique))
         bad = {s.name: FetchStatus.BAD_COORDINATE.text() for s in survey_objs}
@@ -1250,16 +1266,17 @@ class CutoutFetcher:
             out.update(zip(chunk, check.entries))
         return out
 
-    def _fetch_all(self, surveys, ra, dec, unique, cache, progress, span=0.0):
+    def _fetch_all(self, surveys, ra, dec, unique, cache, progress, span=0.0, cancel=None):
         """Fetch every (survey, position of ``unique``); returns the `_Ledger` outcomes,
         ``{survey: {index: (FetchStatus, image or None, detail)}}``. Positions within
-        ``span`` arcseconds may share requests (`_Coalescer`)."""
+        ``span`` arcseconds may share requests (`_Coalescer`); setting ``cancel`` stops
+        the call (`FetchCancelled`)."""
         ledger = _Ledger(surveys, len(unique), progress)
         fetcher = self._fetcher()
         coalescer = _Coalescer(span)
         try:
             _Call(fetcher, CutoutCache() if cache else None, ra, dec, ledger,
-                  coalescer).run(surveys, unique)
+                  coalescer).run(surveys, unique, cancel)
         finally:
             fetcher.close()
             ledger.close()

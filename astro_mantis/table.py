@@ -21,6 +21,7 @@ data at all) keep their place with masked values and the
 ``overwrite=True``) completes them; cached cutouts are not fetched again.
 """
 import math
+import threading
 import time
 from collections import Counter
 import warnings
@@ -43,7 +44,8 @@ from .surveys import DEFAULT_SURVEYS
 __all__ = ["add_redshift_columns", "query_coordinates", "table_coordinates", "dust_values",
            "run_settings", "recorded_services", "model_surveys", "MAX_EBV",
            "NotEstimatedWarning",
-           "column_names", "RunStats", "OUTPUT_KEYS", "DustWarning"]
+           "column_names", "RunStats", "OUTPUT_KEYS", "DustWarning", "PROVENANCE_KEYS",
+           "provenance_keys", "records_run"]
 
 #: Suffixes of the columns `add_redshift_columns` always adds (after the prefix); the
 #: out-of-distribution score, ``ood``, comes before ``flags`` where the model has a
@@ -56,7 +58,7 @@ OOD_KEY = "ood"
 
 #: Keys (after the prefix) of the provenance a run writes into the table's meta;
 #: ``prec`` and ``oodth`` only when the network ran and the OOD score was added.
-_META_KEYS = ("model", "sha256", "vers", "nbins", "zmin", "zmax", "dust", "survey", "tta",
+PROVENANCE_KEYS = ("model", "sha256", "vers", "nbins", "zmin", "zmax", "dust", "survey", "tta",
              "ebv", "pos", "point", "srv", "prec", "oodth")
 
 #: Key (after the prefix) of the input file's SHA-256, written by ``astro-mantis predict``.
@@ -114,7 +116,10 @@ class RunStats:
         Rows with a valid position that were processed (all, or those to resume).
     n_unique : int
         Distinct positions among them (each fetched once, and inferred once per
-        distinct dust value of its rows).
+        distinct dust value of its rows): the positions planned.
+    n_processed : int
+        Distinct positions whose cutouts were fetched and inferred (their chunk
+        finished): ``n_unique`` after a whole run, fewer after an interrupt.
     n_estimated : int
         Rows that received an estimate in this call (of ``n_todo``; on a resume, rows
         estimated by the earlier run are not counted).
@@ -134,6 +139,7 @@ class RunStats:
     n_rows: int = 0
     n_todo: int = 0
     n_unique: int = 0
+    n_processed: int = 0
     n_estimated: int = 0
     n_chunks: int = 0
     fetch_seconds: float = 0.0
@@ -145,8 +151,8 @@ class RunStats:
 
     @property
     def rate(self):
-        """Distinct positions processed per second of wall time."""
-        return self.n_unique / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+        """Distinct positions processed (``n_processed``) per second of wall time."""
+        return self.n_processed / self.wall_seconds if self.wall_seconds > 0 else float("nan")
 
 
 def column_names(prefix="z_"):
@@ -532,8 +538,28 @@ def _ebv_setting(ebv):
     values = _as_mag(ebv, "ebv")
     if np.ndim(values) == 0 or np.shape(values) == (2,):
         pair = np.broadcast_to(np.atleast_1d(values).astype(float), (2,))
-        return "value:" + ",".join(f"{v:g}" for v in pair)
+        # repr: the shortest text that reads back as the same float, so that a resume
+        # from the record uses the very value (earlier versions wrote 6 digits, "%g")
+        return "value:" + ",".join(repr(float(v)) for v in pair)
     return "array"
+
+
+def _same_ebv(old, new):
+    """Whether two recorded dust sources (``_ebv_setting``) are the same. A value
+    recorded with 6 significant digits by earlier versions matches the values that
+    round to it."""
+    old, new = str(old), str(new)
+    if old == new:
+        return True
+    if not (old.startswith("value:") and new.startswith("value:")):
+        return False
+    try:
+        olds = old[len("value:"):].split(",")
+        news = [float(v) for v in new[len("value:"):].split(",")]
+        return len(olds) == len(news) and all(
+            float(o) == n or o == f"{n:g}" for o, n in zip(olds, news))
+    except ValueError:
+        return False
 
 
 def _settings(meta, surveys, tta, ebv, pos, source=None):
@@ -617,6 +643,8 @@ def _check_resume(table, prefix, settings):
             old, new = bool(old), bool(new)
         elif key == "ebv" and (str(old) == "array" or str(new) == "array"):
             continue  # arrays cannot be compared with what was used then
+        elif key == "ebv" and _same_ebv(old, new):
+            continue
         else:
             old, new = str(old), str(new)
         if old != new:
@@ -671,26 +699,78 @@ def _meta_keys(table, keys):
     return [k for k in table.meta if str(k).lower() in wanted]
 
 
-def _records_run(table, prefix):
-    """Whether the table holds an earlier run's output under ``prefix``: its flags
-    column, or its provenance (``{prefix}vers`` naming the package)."""
-    if f"{prefix}flags" in table.colnames:
+def provenance_keys(meta, prefix="z_"):
+    """The keys of ``meta`` that hold a run's provenance under ``prefix``.
+
+    Compared without regard to case: FITS headers give the keys back upper-case.
+
+    Parameters
+    ----------
+    meta : dict
+        A table's ``meta`` (or a Dask frame's ``attrs``, an LSDB catalog's properties).
+    prefix : str
+        The columns' prefix.
+
+    Returns
+    -------
+    list
+        The keys of ``meta`` among ``{prefix}`` + `PROVENANCE_KEYS`, as ``meta`` spells
+        them.
+
+    Examples
+    --------
+    >>> from astro_mantis.table import provenance_keys
+    >>> provenance_keys({"Z_MODEL": "mantis-mini", "survey": "mine"})
+    ['Z_MODEL']
+    """
+    wanted = {f"{prefix}{k}".lower() for k in PROVENANCE_KEYS}
+    return [k for k in (meta or {}) if str(k).lower() in wanted]
+
+
+def records_run(columns, meta, prefix="z_"):
+    """Whether a table holds an earlier run's output under ``prefix``.
+
+    It does when it has that run's flags column, or its provenance
+    (``{prefix}vers`` naming the package). `add_redshift_columns` and the Dask and LSDB
+    versions (`astro_mantis.scale`) decide with this what ``overwrite=True`` replaces
+    whole and which meta keys may be written over.
+
+    Parameters
+    ----------
+    columns : sequence of str
+        The column names.
+    meta : dict
+        The table's ``meta`` (a frame's ``attrs``, a catalog's properties).
+    prefix : str
+        The columns' prefix.
+
+    Returns
+    -------
+    bool
+    """
+    if f"{prefix}flags" in columns:
         return True
-    vers = [table.meta[k] for k in _meta_keys(table, [f"{prefix}vers"])]
-    return any(str(v).startswith("astro_mantis") for v in vers)
+    vers = f"{prefix}vers".lower()
+    return any(str(k).lower() == vers and str(v).startswith("astro_mantis")
+               for k, v in (meta or {}).items())
+
+
+def _records_run(table, prefix):
+    """`records_run` of an astropy table."""
+    return records_run(table.colnames, table.meta, prefix)
 
 
 def _check_meta(table, prefix, overwrite, resume):
     """Refuse to replace the table's own meta entries with the run's provenance.
 
-    The run writes ``{prefix}model``, ``{prefix}survey`` ... (`_META_KEYS`, and
+    The run writes ``{prefix}model``, ``{prefix}survey`` ... (`PROVENANCE_KEYS`, and
     ``astro-mantis predict`` ``{prefix}input``); with a short prefix (or none) these can
     be the user's own keys. They are replaced only with ``overwrite`` (or ``resume``),
     or when they are an earlier run's record.
     """
     if overwrite or resume:
         return
-    present = _meta_keys(table, [f"{prefix}{k}" for k in _META_KEYS + (_INPUT_KEY,)])
+    present = _meta_keys(table, [f"{prefix}{k}" for k in PROVENANCE_KEYS + (_INPUT_KEY,)])
     if present and not _records_run(table, prefix):
         raise ValueError(f"the table's meta already has key(s) {', '.join(map(str, present))}: "
                          f"this run records its settings under those names (prefix={prefix!r}); "
@@ -1014,13 +1094,19 @@ class _Job:
         self.sorted_group = self.group_inverse[self.by_group]
 
 
-def _fetch_chunk(coords, idx, surveys, cache, on_position=False, source=None):
-    """Fetch (or cut, from a local ``source``) one chunk's cutouts; returns (cutouts, seconds)."""
+def _fetch_chunk(coords, idx, surveys, cache, on_position=False, source=None, cancel=None):
+    """Fetch (or cut, from a local ``source``) one chunk's cutouts; returns (cutouts, seconds).
+
+    Setting the event ``cancel`` stops a fetch (`~astro_mantis.fetch.FetchCancelled`)."""
     from .fetch import fetcher
 
     t = time.perf_counter()
-    engine = fetcher if source is None else source
-    cuts = engine.get_cutouts(coords[idx], surveys=surveys, cache=cache, progress=on_position)
+    if source is None:
+        cuts = fetcher.get_cutouts(coords[idx], surveys=surveys, cache=cache,
+                                   progress=on_position, cancel=cancel)
+    else:
+        cuts = source.get_cutouts(coords[idx], surveys=surveys, cache=cache,
+                                  progress=on_position)
     return cuts, time.perf_counter() - t
 
 
@@ -1048,10 +1134,13 @@ def _run_chunks(job, progress):
     # the bar moves once per position whose cutouts are in (fetched, cached or failed),
     # so it shows progress and an ETA within a chunk; the postfix counts the estimates
     tick = False if bar.disable else bar.update
+    # set on an interrupt: the prefetch under way stops within a request's time (its
+    # unsent requests are dropped) instead of fetching the rest of its chunk first
+    cancel = threading.Event()
 
     def fetch(chunk):
         return pool.submit(_fetch_chunk, job.coords, job.reps[chunk], job.surveys, job.cache,
-                           tick, job.source)
+                           tick, job.source, cancel)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="astro_mantis-prefetch") as pool:
         future = fetch(chunks[0])
@@ -1064,11 +1153,14 @@ def _run_chunks(job, progress):
                 t = time.perf_counter()
                 _infer_chunk(job, chunk, cuts)
                 job.run.infer_seconds += time.perf_counter() - t
+                job.run.n_processed += int(chunk.size)
                 del cuts
                 if not bar.disable:
                     bar.set_postfix(estimated=int(np.sum(job.group_done)), refresh=False)
         except BaseException:
+            cancel.set()
             future.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
         finally:
             bar.close()
@@ -1231,7 +1323,7 @@ def _write_columns(table, prefix, pdfs, ood, flags, meta, dust_source, settings,
         **{f"{prefix}{key}": value for key, value in settings.items()
            if key not in ("model", "sha256")},
     }
-    stale = [f"{prefix}{k}" for k in _META_KEYS] if replace_all else list(new_meta)
+    stale = [f"{prefix}{k}" for k in PROVENANCE_KEYS] if replace_all else list(new_meta)
     for key in _meta_keys(table, stale):
         del table.meta[key]
     table.meta.update(new_meta)

@@ -126,3 +126,41 @@ def test_evaluation_files_are_written_atomically(tmp_path, monkeypatch):
         ev.write(tmp_path)
     assert {k: p.read_bytes() for k, p in paths.items()} == before
     assert not _leftovers(tmp_path)
+
+
+def test_a_write_removes_the_stale_temporaries_of_its_target(tmp_path):
+    """A writer killed before its rename (SIGKILL) leaves a temporary file that nothing
+    removed (a 10 MB ``.k1.xxxx.astro_mantis-tmp.ecsv`` stayed): the next write of the
+    same target removes it once it is older than STALE_SECONDS; a fresh one may be a
+    live writer's and stays, and so do other targets' (swept by their own writes)."""
+    import os
+    import time
+
+    target = tmp_path / "k1.ecsv"
+    old = tmp_path / f".k1.abcd1234{TEMP_SUFFIX}.ecsv"
+    fresh = tmp_path / f".k1.efgh5678{TEMP_SUFFIX}.ecsv"
+    other = tmp_path / f".k2.ijkl9012{TEMP_SUFFIX}.ecsv"
+    for f in (old, fresh, other):
+        f.write_text("torn")
+    past = time.time() - 2 * 3600
+    for f in (old, other):
+        os.utime(f, (past, past))
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert not old.exists(), "the stale temporary file of the target was left"
+    assert fresh.exists() and other.exists()
+    # the sweep itself, shared with the cutout cache
+    from astro_mantis.atomic import STALE_SECONDS, remove_stale_temporaries
+
+    assert remove_stale_temporaries(tmp_path, stem="k9") == 0
+    assert remove_stale_temporaries(tmp_path) == 1 and not other.exists()  # every target
+    assert remove_stale_temporaries(tmp_path, older_than=0) == 1 and not fresh.exists()
+    assert target.exists() and STALE_SECONDS == 3600.0
+    # a stem with glob characters is taken literally
+    odd = tmp_path / f".a[1].x{TEMP_SUFFIX}.txt"
+    odd.write_text("torn")
+    os.utime(odd, (past, past))
+    with atomic_path(tmp_path / "a[1].txt") as tmp:
+        tmp.write_text("x")
+    assert not odd.exists()

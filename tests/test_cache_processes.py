@@ -119,8 +119,8 @@ def _stalled_store(directory, value, started, where):
         import contextlib
 
         @contextlib.contextmanager
-        def half_open(path, mode="wb", fsync=True):
-            with real(path, mode, fsync=fsync) as fh:
+        def half_open(path, mode="wb", fsync=True, **kwargs):
+            with real(path, mode, fsync=fsync, **kwargs) as fh:
                 yield Half(fh)
 
         cutouts.atomic_open = half_open

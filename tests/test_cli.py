@@ -595,3 +595,264 @@ def test_predict_writes_zero_rows_and_rich_meta_it_can_read_back(sample_server, 
     back = read_table(out)
     assert back.meta["HISTORY"] == ["made by pipeline v1"]
     assert back.meta["nested"] == {"a": [1, 2], "b": {"c": 3}}
+
+
+# --------------------------------------------------------------------- audit findings (G)
+#: Options of ``predict`` that OUTPUT does not record and that change what the run
+#: writes, or where from: the printed resume command must carry each one given.
+_OUTPUT_OPTIONS = {"prefix": "ms_", "weights": "w.safetensors", "device": "cpu",
+                   "precision": "float32", "format": "fits", "output_format": "fits",
+                   "qp": "pdfs.hdf5", "tiles": "panstarrs=/data/ps1", "cache_dir": "cache dir",
+                   "chunk_size": "32", "batch_size": "16", "no_cache": True,
+                   "demo_services": True, "no_progress": True}
+#: Options OUTPUT records (a bare --resume takes them from it) or that are the resume
+#: command's own (input, output, --resume), or that never go into one.
+_RECORDED = {"ra_col": "RA", "dec_col": "DEC", "ra_unit": "hourangle", "coord_col": "c",
+             "ebv_col": "EBV", "ebv": "0.02", "model": "mantis-mini",
+             "surveys": "galex,panstarrs,unwise", "tta": True}
+_NOT_CARRIED = {"input", "output", "resume", "overwrite", "dry_run", "help"}
+
+
+def test_the_printed_resume_command_carries_every_option_output_does_not_record():
+    """--qp was dropped: following the printed command left the qp file with the first
+    run's PDFs only. Every option of the parser is classified (a new one fails here
+    until it is), and each output-affecting one given comes back from the command."""
+    import argparse
+    import shlex
+
+    from astro_mantis.cli.main import build_parser
+    from astro_mantis.cli.predict import _resume_command
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    predict = sub.choices["predict"]
+    dests = {a.dest for a in predict._actions}
+    assert dests == set(_OUTPUT_OPTIONS) | set(_RECORDED) | _NOT_CARRIED, \
+        "classify the new predict option in this test (and in _resume_command)"
+    options = {a.dest: a.option_strings[0] for a in predict._actions if a.option_strings}
+    argv = ["predict", "in.fits", "-o", "out.fits"]
+    for dest, value in {**_OUTPUT_OPTIONS, **_RECORDED}.items():
+        argv += [options[dest]] if value is True else [options[dest], value]
+    args = parser.parse_args(argv)
+    words = shlex.split(_resume_command(args))
+    assert words[:2] == ["astro-mantis", "predict"]
+    again = parser.parse_args(words[1:])
+    assert again.resume and again.input == "in.fits" and again.output == "out.fits"
+    for dest in _OUTPUT_OPTIONS:
+        assert getattr(again, dest) == getattr(args, dest), f"--{dest} is not carried"
+    for dest in _RECORDED:  # taken from OUTPUT: left out
+        assert getattr(again, dest) in (None, False), f"--{dest} need not be given again"
+
+
+def test_an_interrupted_predict_prints_the_positions_done_and_a_complete_resume(
+        sample_server, tmp_path, capsys, monkeypatch):
+    """An interrupted run printed the positions planned as "processed", and its resume
+    command without --qp: following it left the qp file with the first run's PDFs."""
+    import shlex
+
+    import qp
+
+    import astro_mantis.table as T
+
+    src = tmp_path / "in.fits"
+    _sample_table(src, [50, 51, 52, 53, 54, 55])
+    out, pdfs = tmp_path / "out.fits", tmp_path / "pdfs.hdf5"
+    real, calls = T._infer_chunk, []
+
+    def interrupted_in_the_second_chunk(job, chunk, cuts):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(job, chunk, cuts)
+
+    monkeypatch.setattr(T, "_infer_chunk", interrupted_in_the_second_chunk)
+    assert main(["predict", str(src), "-o", str(out), "--no-progress", "--ebv-col", "EBV",
+                 "--chunk-size", "2", "--qp", str(pdfs)] + _COLS) == 130
+    captured = capsys.readouterr()
+    assert "2 estimated, 4 not" in captured.out
+    assert "2 of 6 positions processed" in captured.out
+    assert qp.read(str(pdfs)).npdf == 2
+    command = captured.err.split("complete it with: ")[1].strip()
+    words = shlex.split(command)
+    assert words[words.index("--qp") + 1] == str(pdfs)
+    monkeypatch.setattr(T, "_infer_chunk", real)
+    assert main(words[1:]) == EXIT_OK  # the printed command, as given
+    assert "6 estimated, 0 not" in capsys.readouterr().out
+    ens = qp.read(str(pdfs))
+    assert ens.npdf == 6 and list(ens.ancil["row"]) == list(range(6))
+
+
+def test_a_signal_during_the_final_write_is_held_until_it_is_done(sample_server, tmp_path,
+                                                                   capsys, monkeypatch):
+    """Ctrl-C during the final write threw every estimate away ("astro-mantis:
+    interrupted", no file). The write is brief and atomic: the signal waits for it, then
+    the command stops as interrupted (130), saying that the output is whole."""
+    import os
+    import signal
+
+    import astro_mantis.cli.predict as P
+
+    src = tmp_path / "in.fits"
+    _sample_table(src, [56, 57])
+    out = tmp_path / "out.fits"
+    real = P.write_table
+
+    def interrupted_write(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(P, "write_table", interrupted_write)
+    assert main(["predict", str(src), "-o", str(out), "--no-progress", "--ebv-col", "EBV"]
+                + _COLS) == 130
+    err = capsys.readouterr().err
+    assert out.exists(), "the estimates were thrown away"
+    done = Table.read(out)
+    assert not np.any(np.asarray(done["z_flags"]) & MantisFlag.NOT_ESTIMATED)
+    assert "interrupted during the final write, which was finished first" in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_interrupt_messages_say_how_to_complete_the_job(sample_server, tmp_path, capsys,
+                                                        monkeypatch):
+    """predict interrupted during its setup exited 130 saying nothing; train and
+    build-training-set said only "astro-mantis: interrupted"."""
+    import astro_mantis.models.inference as inference
+    import astro_mantis.spectro.training_set as training_set
+    import astro_mantis.training.pipeline as pipeline
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    src = tmp_path / "in.fits"
+    _sample_table(src, [58])
+    monkeypatch.setattr(inference, "get_model", interrupt)
+    assert main(["predict", str(src), "-o", str(tmp_path / "o.fits"), "--ebv-col", "EBV",
+                 "--no-progress"] + _COLS) == 130
+    err = capsys.readouterr().err
+    assert "nothing was written" in err and "same command" in err
+    # train: no epoch done, then one done (a checkpoint of this run)
+    data, run = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    monkeypatch.setattr(pipeline, "fit_and_export", interrupt)
+    assert main(["train", "--data", str(data), "--out", str(run), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "before the first epoch finished" in err and "rerun the same command" in err
+
+    def one_epoch_then_interrupt(*args, **kwargs):
+        run.mkdir(exist_ok=True)
+        (run / "checkpoint.pt").write_bytes(b"epoch 1")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "fit_and_export", one_epoch_then_interrupt)
+    assert main(["train", "--data", str(data), "--out", str(run), "--no-progress"]) == 130
+    assert "rerun the same command with --resume" in capsys.readouterr().err
+    # build-training-set: the manifest comes last, so the same command completes it
+    monkeypatch.setattr(training_set, "build_training_set", interrupt)
+    assert main(["build-training-set", str(src), "--out", str(tmp_path / "ts"),
+                 "--z-col", "EBV", "--no-progress"] + _COLS) == 130
+    err = capsys.readouterr().err
+    assert "no training set is in" in err and "Rerun the same command to complete it" in err
+
+
+def test_sigterm_stops_predict_as_ctrl_c_does(tmp_path):
+    """SIGTERM (batch schedulers, timeout, docker stop) killed predict with no output at
+    all; it now stops it as Ctrl-C does, with exit status 143: the rows done are
+    written and the printed resume command completes them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from astro_mantis.fetch import fetcher
+    from astro_mantis.simulate import SampleSky
+    from astro_mantis.testing import SurveyServer
+
+    src = tmp_path / "in.fits"
+    t = _sample_table(src, list(range(60, 84)))
+    out, cache = tmp_path / "out.fits", tmp_path / "cache"
+    with SurveyServer(sky=SampleSky()) as srv:
+        with srv.configure(conf), conf.set_temp("cache_dir", str(cache)):
+            # the first two chunks come from the cache, the others are slow
+            from astropy.coordinates import SkyCoord
+
+            fetcher.get_cutouts(SkyCoord(t["RAJ2000"][:8], t["DEJ2000"][:8]), progress=False)
+        n0 = sum(srv.counts.values())
+        srv.latency = 0.5
+        script = (
+            "import sys\n"
+            "from astro_mantis import conf\n"
+            f"conf.panstarrs_url, conf.legacysurvey_url = {srv.panstarrs_url!r}, "
+            f"{srv.legacysurvey_url!r}\n"
+            f"conf.cache_dir, conf.max_connections_per_host = {str(cache)!r}, 2\n"
+            "from astro_mantis.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+        cmd = [sys.executable, "-c", script, "predict", str(src), "-o", str(out),
+               "--no-progress", "--ebv-col", "EBV", "--chunk-size", "4",
+               "--precision", "float32"] + _COLS
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 120
+        while sum(srv.counts.values()) == n0 and proc.poll() is None \
+                and time.monotonic() < deadline:  # until chunk 3 is being fetched
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        t_sent = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=60)
+        took = time.monotonic() - t_sent
+        assert proc.returncode == 143, (proc.returncode, stdout, stderr)
+        assert took < 5.0, f"SIGTERM took {took:.1f} s to take effect"
+        assert "of 24 positions processed" in stdout
+        assert "--resume" in stderr
+        first = Table.read(out)
+        pending = (np.asarray(first["z_flags"]) & MantisFlag.NOT_ESTIMATED) != 0
+        assert not pending[:4].any() and pending[8:].any()
+        srv.latency = 0.0
+        with srv.configure(conf), conf.set_temp("cache_dir", str(cache)):
+            assert main(["predict", str(src), "-o", str(out), "--resume", "--no-progress"]) \
+                == EXIT_OK
+    done = Table.read(out)
+    assert not np.any(np.asarray(done["z_flags"]) & MantisFlag.NOT_ESTIMATED)
+    assert np.array_equal(np.asarray(done["z_pdf"])[~pending],
+                          np.asarray(first["z_pdf"])[~pending])
+
+
+def test_a_rerun_into_a_used_folder_never_leaves_a_summary_naming_other_positions(
+        sample_server, tmp_path, monkeypatch):
+    """A rerun into an --out folder of an earlier run overwrote its cutout files chunk
+    by chunk but its summary only at the end: killed in between (SIGKILL), it left the
+    old summary naming files that held other positions. The folder is checked at every
+    chunk, as a kill at that moment would leave it."""
+    from astro_mantis import Mantis
+    from astro_mantis.cli import fetch_and_write
+    from astro_mantis.simulate import SampleSky
+
+    cat = SampleSky().catalog
+    ra, dec = np.asarray(cat["ra"]), np.asarray(cat["dec"])
+    out = tmp_path / "cuts"
+
+    def check_the_folder():
+        summary = Table.read(out / "summary.ecsv")
+        named = ~np.ma.getmaskarray(summary["file"])
+        for row in summary[named]:
+            cut = MultiSurveyCutout.read(out / str(row["file"]))
+            assert np.isclose(cut.coord.ra.deg, float(row["ra"])) \
+                and np.isclose(cut.coord.dec.deg, float(row["dec"])), \
+                f"{row['file']} holds another position than its summary row {row['row']}"
+        return int(named.sum())
+
+    fetch_and_write(ra[:6], dec[:6], out, progress=False, chunk_size=2)
+    assert check_the_folder() == 6
+    real, named = Mantis.get_cutouts, []
+
+    def checked_then_fetched(*args, **kwargs):
+        named.append(check_the_folder())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(Mantis, "get_cutouts", checked_then_fetched)
+    fetch_and_write(ra[10:16], dec[10:16], out, progress=False, chunk_size=2)
+    assert named == [0, 0, 0]  # under way: the summary names no file
+    assert check_the_folder() == 6
+    summary = Table.read(out / "summary.ecsv")
+    assert summary.meta["interrupted"] is False and summary.meta["in_progress"] is False

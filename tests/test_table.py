@@ -725,3 +725,83 @@ def test_cartesian_coordinates(sky, sky_server):
     a = query_coordinates(icrs, ebv=0.01, progress=False)
     b = add_redshift_columns(Table({"pos": cart}), coord="pos", ebv=0.01, progress=False)
     assert np.allclose(np.asarray(a["z_median"]), np.asarray(b["z_median"]))
+
+
+# --------------------------------------------------------------------- audit findings (G)
+def test_an_interrupt_during_a_slow_prefetch_returns_at_once_and_resumes(sky, sky_server,
+                                                                          monkeypatch):
+    """Ctrl-C while the next chunk is being fetched: the running fetch could not be
+    cancelled and leaving the executor waited for it (72 s in the audit, a second
+    Ctrl-C did not help). The fetch is now cancelled between requests: the call
+    returns within a request's time, the rows inferred before it are kept, the rest
+    flagged NOT_ESTIMATED, and resume completes them."""
+    import time
+
+    from astro_mantis.fetch import fetcher
+
+    t = _table(sky, np.arange(100, 124))
+    coords = SkyCoord(t["ra"], t["dec"], unit="deg")
+    fetcher.get_cutouts(coords[:16], progress=False)  # chunks 1 and 2 come from the cache
+    real, calls = T._infer_chunk, []
+
+    def interrupted_in_the_second_chunk(job, chunk, cuts):
+        calls.append(time.perf_counter())
+        if len(calls) == 2:  # chunk 3 is being fetched, slowly
+            time.sleep(0.3)  # let its requests start
+            raise KeyboardInterrupt
+        return real(job, chunk, cuts)
+
+    monkeypatch.setattr(T, "_infer_chunk", interrupted_in_the_second_chunk)
+    sky_server.latency = 0.5  # chunk 3 alone: about 14 s of requests on 2 connections
+    run = T.RunStats()
+    with conf.set_temp("max_connections_per_host", 2), pytest.raises(KeyboardInterrupt):
+        add_redshift_columns(t, ebv=DUST, chunk_size=8, progress=False, precision="float32",
+                             report=run)
+    waited = time.perf_counter() - calls[-1]
+    assert waited < 4.0, f"the interrupt took {waited:.1f} s to take effect"
+    pending = (np.asarray(t["z_flags"]) & F.NOT_ESTIMATED) != 0
+    assert pending.tolist() == [False] * 8 + [True] * 16
+    assert run.n_unique == 24 and run.n_processed == 8 and run.n_estimated == 8
+    first = np.asarray(t["z_pdf"][:8]).copy()
+    sky_server.latency = 0.0
+    monkeypatch.setattr(T, "_infer_chunk", real)
+    add_redshift_columns(t, ebv=DUST, resume=True, progress=False, precision="float32",
+                         report=run)
+    assert not np.any(np.asarray(t["z_flags"]) & F.NOT_ESTIMATED)
+    assert run.n_processed == run.n_unique == 16
+    assert np.array_equal(np.asarray(t["z_pdf"][:8]), first)
+
+
+def test_a_dust_value_is_recorded_exactly_and_old_records_still_resume(sky, sky_server):
+    """ebv=VALUE was recorded with 6 significant digits and a resume from the record
+    used the rounded value; it is recorded as repr(float), and a record of an earlier
+    version (6 digits) still resumes with the value given or taken from it."""
+    from astro_mantis.cli.predict import _ebv_from_record
+
+    value = 0.0123456789
+    t = _table(sky, [70, 71])
+    add_redshift_columns(t, ebv=value, progress=False, precision="float32")
+    assert t.meta["z_ebv"] == f"value:{value!r},{value!r}"
+    assert _ebv_from_record(t.meta["z_ebv"]) == value  # what a bare --resume takes
+    # a record written by an earlier version: 6 digits
+    t["z_flags"][1] |= F.NOT_ESTIMATED
+    t.meta["z_ebv"] = "value:0.0123457,0.0123457"
+    add_redshift_columns(t, ebv=value, resume=True, progress=False, precision="float32")
+    with pytest.raises(ValueError, match="dust source"):
+        t["z_flags"][1] |= F.NOT_ESTIMATED
+        add_redshift_columns(t, ebv=0.0123, resume=True, progress=False, precision="float32")
+
+
+def test_records_run_and_provenance_keys_are_the_one_rule_of_an_earlier_run():
+    """add_redshift_columns and the Dask/LSDB versions decide what an earlier run is,
+    and which meta keys are its provenance, with these two."""
+    from astro_mantis.table import PROVENANCE_KEYS, provenance_keys, records_run
+
+    assert records_run(["ra", "z_flags"], {}, "z_")
+    assert records_run(["ra"], {"Z_VERS": "astro_mantis 0.1"}, "z_")  # as FITS spells it
+    assert not records_run(["ra"], {"z_vers": "something else"}, "z_")
+    assert not records_run(["ra", "z_flags"], {}, "p_")
+    meta = {"Z_MODEL": "m", "z_oodth": 0.9, "survey": "mine", "z_other": 1}
+    assert provenance_keys(meta) == ["Z_MODEL", "z_oodth"]
+    assert provenance_keys({"model": "m", "survey": "s"}, prefix="") == ["model", "survey"]
+    assert {"model", "sha256", "vers", "prec", "oodth"} <= set(PROVENANCE_KEYS)

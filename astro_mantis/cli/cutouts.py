@@ -137,7 +137,7 @@ def _summary_table(ra, dec, surveys, flags, statuses, files, elapsed, meta, inte
     summary.meta.update({"creator": f"astro_mantis {__version__}",
                          "surveys": list(surveys),
                          "fetch_seconds": round(elapsed, 3),
-                         "interrupted": bool(interrupted)})
+                         "interrupted": bool(interrupted), "in_progress": False})
     summary.meta.update(meta or {})
     return summary
 
@@ -148,7 +148,11 @@ def fetch_and_write(ra, dec, out, surveys=DEFAULT_SURVEYS, cache=True, progress=
 
     The positions go in chunks: each chunk's files are written as soon as it is
     fetched, so an interrupted run keeps every file it fetched, and its summary
-    (written also on an interrupt) says which rows were ``not fetched``.
+    (written also on an interrupt) says which rows were ``not fetched``. Before the
+    first file is written, ``summary.ecsv`` is replaced by one with every row ``not
+    fetched`` (meta ``interrupted`` and ``in_progress`` true): a run killed outright
+    (SIGKILL, a power cut) in a folder of an earlier run leaves a summary that names
+    no file, never one naming files that now hold other positions.
 
     Parameters
     ----------
@@ -199,6 +203,12 @@ def fetch_and_write(ra, dec, out, surveys=DEFAULT_SURVEYS, cache=True, progress=
     cuts = []
     t0 = time.perf_counter()
     interrupted = False
+    # an earlier run's summary would name files this run overwrites: mark the run as
+    # under way first, so that a killed run leaves a summary that claims no file
+    started = _summary_table(ra, dec, surveys, flags, statuses, files, 0.0, meta, True)
+    started.meta["in_progress"] = True
+    with atomic_path(out / SUMMARY_NAME) as tmp:
+        started.write(tmp, format="ascii.ecsv")
     bar = tqdm(total=n, unit="pos", desc="cutouts", disable=not progress, dynamic_ncols=True)
     try:
         for start in range(0, n, max(1, int(chunk_size))):
@@ -329,8 +339,10 @@ def _cmd_cutouts(args):
             print(f"astro-mantis cutouts: interrupted after "
                   f"{summary.meta['fetch_seconds']:.1f} s; {done} cutout file(s) written to "
                   f"{out}/ are kept, and {out / SUMMARY_NAME} marks the rows not fetched. "
-                  "Rerun the same command to complete it (cached cutouts are not fetched "
-                  "again).", file=sys.stderr)
+                  "Rerun the same command to complete it"
+                  + (" (without --no-cache, cached cutouts would not be fetched again)."
+                     if args.no_cache else " (cached cutouts are not fetched again)."),
+                  file=sys.stderr)
             print(format_summary(summary, args.surveys))
             return EXIT_INTERRUPTED
     print(f"astro-mantis cutouts: {args.table} -> {out}/ "

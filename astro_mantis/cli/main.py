@@ -32,14 +32,20 @@ Subcommands:
     Why the network said a redshift, and when not to believe it (`astro_mantis.explain`).
 
 Every subcommand returns an exit status: 0 when the job ran (rows whose fetch failed
-are reported in the summary, not as an error), 2 when the input is unusable.
+are reported in the summary, not as an error), 2 when the input is unusable, 130 when
+interrupted with Ctrl-C (SIGINT) and 143 when stopped with SIGTERM, which every command
+but ``serve`` (it has its own shutdown) handles as it handles Ctrl-C: what was done is
+kept, and the command says how to complete it.
 `main` takes an argument list, so the command can be driven from Python::
 
     from astro_mantis.cli import main
     status = main(["cutouts", "targets.ecsv", "--out", "cutouts/"])
 """
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 
 from .._version import __version__
 from .cutouts import add_parser as add_cutouts_parser
@@ -53,6 +59,9 @@ from .train import add_parser as add_train_parser
 from .common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, InputError
 
 __all__ = ["main", "build_parser"]
+
+#: Exit status of a command stopped by SIGTERM (128 + 15), handled as Ctrl-C.
+_EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 def build_parser():
@@ -72,7 +81,8 @@ def build_parser():
                     "for the options of a command.",
         epilog="Exit status: 0 when the job ran (single rows that failed are listed in the "
                "summary), 2 for unusable input, 3 when 'predict' could estimate no row, 130 "
-               "when interrupted.")
+               "when interrupted (Ctrl-C), 143 when stopped with SIGTERM (handled as Ctrl-C: "
+               "the work done is kept).")
     parser.add_argument("--version", action="version", version=f"astro_mantis {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -94,7 +104,15 @@ def main(argv=None):
     -------
     status : int
         Exit status: 0 when the job ran, 2 for unusable input (including argument
-        errors); ``--help`` returns 0.
+        errors), 3 when ``predict`` could estimate no row, 130 when interrupted
+        (KeyboardInterrupt, Ctrl-C), 143 when stopped by SIGTERM; ``--help`` returns 0.
+
+    Notes
+    -----
+    Called in the main thread, every command but ``serve`` takes SIGTERM (sent by batch
+    schedulers, ``timeout`` or ``docker stop``) as a Ctrl-C for its duration: a
+    KeyboardInterrupt in the main thread, so that the work done so far is kept and the
+    command prints how to complete it. The earlier handler is restored afterwards.
     """
     parser = build_parser()
     try:
@@ -104,11 +122,37 @@ def main(argv=None):
     if getattr(args, "func", None) is None:
         parser.print_help()
         return EXIT_BAD_INPUT
+    terminated = []
+    with _sigterm_as_interrupt(terminated, args.command != "serve"):
+        try:
+            status = args.func(args)
+        except InputError as exc:
+            print(f"astro-mantis {args.command}: error: {exc}", file=sys.stderr)
+            status = EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print(f"astro-mantis {args.command}: "
+                  f"{'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+            status = EXIT_INTERRUPTED
+    if terminated and status == EXIT_INTERRUPTED:
+        status = _EXIT_TERMINATED
+    return status
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(received, active=True):
+    """Take SIGTERM as Ctrl-C during the block: a KeyboardInterrupt in the main thread
+    (``received`` gets the signal number). Nothing is changed outside the main thread,
+    where no handler can be set, or without ``active``."""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        return args.func(args)
-    except InputError as exc:
-        print(f"astro-mantis {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("astro-mantis: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -51,8 +51,9 @@ def add_parser(sub):
                "interrupted or partly failed run)\n"
                "Exit status: 0 when the table was written (rows that failed are flagged in "
                "it), 2 for unusable input, 3 when no row could be estimated (the flagged "
-               "table is still written), 130 when interrupted (the rows done so far are "
-               "written; rerun with --resume).",
+               "table is still written), 130 when interrupted with Ctrl-C, 143 with SIGTERM "
+               "(the rows done so far are written; the printed --resume command completes "
+               "them).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("input", metavar="INPUT", help="input table")
     r.add_argument("--output", "-o", required=True, metavar="OUTPUT",
@@ -233,24 +234,61 @@ def _check_input_matches(args, table):
                          "--overwrite")
 
 
+#: Options of ``predict`` that OUTPUT records (``--resume`` takes them from it), so the
+#: printed resume command leaves them out; `_RESUME_OPTIONS` are the others it carries.
+_RECORDED_OPTIONS = ("ra_col", "dec_col", "ra_unit", "coord_col", "ebv_col", "ebv", "model",
+                     "surveys", "tta")
+
+#: (attribute, option, default) of every option the printed resume command carries when
+#: given: those OUTPUT does not record (the qp file, the cache, local tiles, the weights
+#: file, an explicit precision, ...) and those that shape the run's memory and output.
+_RESUME_OPTIONS = (("prefix", "--prefix", "z_"), ("weights", "--weights", None),
+                   ("device", "--device", None), ("precision", "--precision", "auto"),
+                   ("format", "--format", None), ("output_format", "--output-format", None),
+                   ("qp", "--qp", None), ("tiles", "--tiles", None),
+                   ("cache_dir", "--cache-dir", None), ("chunk_size", "--chunk-size", 256),
+                   ("batch_size", "--batch-size", 64))
+_RESUME_FLAGS = (("no_cache", "--no-cache"), ("demo_services", "--demo-services"),
+                 ("no_progress", "--no-progress"))
+
+
 def _resume_command(args):
-    """The command that completes this run (everything the recorded settings do not hold)."""
+    """The command that completes this run: every option given that OUTPUT does not
+    record (`_RECORDED_OPTIONS` are taken from it)."""
     import shlex
 
     parts = ["astro-mantis", "predict", str(args.input), "-o", str(args.output), "--resume"]
-    for opt, flag in (("prefix", "--prefix"), ("cache_dir", "--cache-dir"),
-                      ("format", "--format"), ("output_format", "--output-format"),
-                      ("weights", "--weights"), ("device", "--device"), ("tiles", "--tiles"),
-                      ("precision", "--precision")):
+    for opt, flag, default in _RESUME_OPTIONS:
         value = getattr(args, opt, None)
-        if value is not None and not (opt == "prefix" and value == "z_") \
-                and not (opt == "precision" and value == "auto"):
+        if value is not None and value != default:
             parts += [flag, str(value)]
-    if args.no_cache:
-        parts.append("--no-cache")
-    if getattr(args, "demo_services", False):
-        parts.append("--demo-services")
+    parts += [flag for opt, flag in _RESUME_FLAGS if getattr(args, opt, False)]
     return shlex.join(parts)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM during the block (the final write: atomic and brief, so
+    that an interrupt cannot throw away every estimate); yields the list of the signals
+    that came meanwhile, which the caller then acts on. Outside the main thread, where
+    no handler can be set, nothing is held."""
+    import signal
+    import threading
+
+    came = []
+    if threading.current_thread() is not threading.main_thread():
+        yield came
+        return
+
+    def hold(signum, frame):
+        came.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield came
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _failure_lines(run, limit=5):
@@ -329,21 +367,31 @@ def _predict(args):
         if issubclass(w.category, table_module.DustWarning):
             print(f"astro-mantis predict: warning: {w.message}", file=sys.stderr)
     if args.prefix + "flags" not in table.colnames:  # interrupted before anything ran
+        print("astro-mantis predict: interrupted before any row was estimated (while "
+              "loading the model or the dust values); nothing was written"
+              + (f" and {str(out)!r} is unchanged" if out.exists() else "")
+              + ". Run the same command again.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if Path(args.input).is_file():
-        table.meta[f"{args.prefix}input"] = _file_sha256(args.input)
-    try:
-        write_table(table, out, format=args.output_format, overwrite=True)
-    except Exception as exc:
-        raise InputError(f"cannot write {str(out)!r} ({type(exc).__name__}: {exc}); the "
-                         "earlier file, if any, is unchanged") from None
-    if args.qp:
-        _write_qp(table, args.prefix, Path(args.qp))
+    # the estimates are in memory only until this write: SIGINT/SIGTERM wait for it
+    with _signals_held() as came:
+        if Path(args.input).is_file():
+            table.meta[f"{args.prefix}input"] = _file_sha256(args.input)
+        try:
+            write_table(table, out, format=args.output_format, overwrite=True)
+        except Exception as exc:
+            raise InputError(f"cannot write {str(out)!r} ({type(exc).__name__}: {exc}); the "
+                             "earlier file, if any, is unchanged") from None
+        if args.qp:
+            _write_qp(table, args.prefix, Path(args.qp))
+    # a signal held during the write is acted on now: the command stops as interrupted
+    status = 128 + int(came[0]) if came else EXIT_INTERRUPTED
     flags = np.asarray(table[args.prefix + "flags"])
     n_not = int(np.sum((flags & MantisFlag.NOT_ESTIMATED) != 0))
+    processed = (f"{run.n_processed} of {run.n_unique}" if run.n_processed < run.n_unique
+                 else f"{run.n_processed}")
     print(f"astro-mantis predict: {args.input if not args.resume else out} -> {out}: "
           f"{len(table)} rows, {len(table) - n_not} estimated, {n_not} not "
-          f"({time.perf_counter() - t0:.1f} s; {run.n_unique} positions processed, "
+          f"({time.perf_counter() - t0:.1f} s; {processed} positions processed, "
           f"fetching {run.fetch_seconds:.1f} s, inference {run.infer_seconds:.1f} s)")
     if run.flags:
         print("  flags: " + ", ".join(f"{k} {v}" for k, v in run.flags.items()))
@@ -353,12 +401,17 @@ def _predict(args):
     if args.qp:
         print(f"  PDFs of the estimated rows as a qp ensemble: {args.qp}")
     if interrupted:
-        print(f"astro-mantis predict: interrupted; the rows done so far are in {out}: "
-              f"complete it with: {_resume_command(args)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"astro-mantis predict: interrupted; the rows done so far are in {out}"
+              + (f" (and {args.qp})" if args.qp else "")
+              + f": complete it with: {_resume_command(args)}", file=sys.stderr)
+        return status
     if n_not:
         print(f"  rows flagged NOT_ESTIMATED: {n_not} (FETCH_FAILED ones can be completed "
               f"with: {_resume_command(args)})")
+    if came:
+        print(f"astro-mantis predict: interrupted during the final write, which was "
+              f"finished first: {out} holds the whole run", file=sys.stderr)
+        return status
     if len(table) and n_not == len(table):
         print("astro-mantis predict: error: no row could be estimated (see the reasons "
               "above)", file=sys.stderr)

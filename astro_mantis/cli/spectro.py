@@ -11,12 +11,13 @@ counted in the summary, not errors), 2 for unusable input, raised as
 import argparse
 import contextlib
 import json
+import sys
 from pathlib import Path
 
 from astropy import units as u
 
 from ..tableio import write_table
-from .common import EXIT_OK, InputError, _add_cache_args, _read_table
+from .common import EXIT_INTERRUPTED, EXIT_OK, InputError, _add_cache_args, _read_table
 from ..pdf import ZMAX, ZMIN
 
 __all__ = ["add_match_parser", "add_build_training_set_parser", "run_match",
@@ -331,7 +332,9 @@ def add_build_training_set_parser(subparsers):
                "  astro-mantis train --data train_data/ --out runs/mine\n"
                "Exit status: 0 when the training set was written, 2 for unusable input "
                "(unreadable table, missing column, no usable row, an existing training set "
-               "without --overwrite).",
+               "without --overwrite), 130 when interrupted (Ctrl-C; 143 for SIGTERM): "
+               "the same command builds it again, the cutouts fetched so far from the "
+               "cache.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("table", metavar="TABLE",
                    help="input table with positions and spectroscopic redshifts")
@@ -425,6 +428,17 @@ def run_build_training_set(args):
     except (KeyError, ValueError, TypeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         raise InputError(message) from None
+    except KeyboardInterrupt:
+        # the manifest is written last, once every shard is; with --overwrite the old
+        # one goes first: a manifest still there is the earlier, untouched set
+        state = (f"the training set already in {out}/ is unchanged"
+                 if (out / "manifest.json").is_file() else
+                 f"no training set is in {out}/ (its manifest.json is written last)")
+        cached = "" if args.no_cache else (", and the cutouts fetched so far come from the "
+                                          "cache")
+        print(f"astro-mantis build-training-set: interrupted; {state}. Rerun the same "
+              f"command to complete it{cached}.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     splits = ", ".join(f"{k} {v['n']}" for k, v in manifest["splits"].items())
     left = manifest["source"]["rows_left_out"]
     reasons = ", ".join(f"{k} {v}" for k, v in left.items() if v) or "none"

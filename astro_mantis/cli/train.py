@@ -1,12 +1,14 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """``astro-mantis train``: train, calibrate and export a network."""
 import argparse
+import sys
 import time
 from pathlib import Path
 
 
 
-from .common import EXIT_OK, InputError, _check_device, _count, _positive_int
+from .common import (EXIT_INTERRUPTED, EXIT_OK, InputError, _check_device, _count,
+                     _positive_int)
 
 __all__ = ["add_parser"]
 
@@ -45,7 +47,9 @@ def add_parser(sub):
                "Exit status: 0 when the model was trained and exported, 2 for unusable "
                "input (no data, an existing run without --resume/--overwrite, a --resume "
                "with other settings than the run's, unknown model or device, fewer "
-               "training galaxies than one batch).",
+               "training galaxies than one batch), 130 when interrupted (Ctrl-C; 143 for "
+               "SIGTERM): OUT/checkpoint.pt keeps the last finished epoch, and the same "
+               "command with --resume continues.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--data", required=True, metavar="DIR",
                    help="training data directory (shards of the splits train, validation "
@@ -173,6 +177,19 @@ def _train_command(args):
     return shlex.join(parts)
 
 
+def _interrupted(args, checkpoint, before):
+    """What to do after an interrupt: resume from a checkpoint of this run, or start
+    again (``before``: the checkpoint's mtime when the command started, or None)."""
+    ours = checkpoint.is_file() and (args.resume or checkpoint.stat().st_mtime_ns != before)
+    if ours:
+        return (f"astro-mantis train: interrupted; {checkpoint} holds the run after its last "
+                "finished epoch: rerun the same command with --resume"
+                + (" in place of --overwrite" if args.overwrite else "")
+                + " to continue it (finished epochs are not run again)")
+    return ("astro-mantis train: interrupted before the first epoch finished (no checkpoint "
+            f"of this run in {checkpoint.parent}/): rerun the same command to start again")
+
+
 def _cmd_train(args):
     """``astro-mantis train``: see the subcommand's help."""
     import torch
@@ -213,6 +230,8 @@ def _cmd_train(args):
         out.mkdir(parents=True, exist_ok=True)
         callbacks.append(SpectralMonitor(out / "spectra.jsonl"))
     t0 = time.perf_counter()
+    checkpoint = out / "checkpoint.pt"
+    before = checkpoint.stat().st_mtime_ns if checkpoint.is_file() else None
     try:
         result = fit_and_export(
             args.model, data, out, name=args.name, calibrate=not args.no_calibrate,
@@ -230,6 +249,9 @@ def _cmd_train(args):
             model_kwargs=model_kwargs, progress=not args.no_progress, callbacks=callbacks)
     except (FileNotFoundError, ValueError) as exc:  # unusable data or settings
         raise InputError(str(exc)) from None
+    except KeyboardInterrupt:
+        print(_interrupted(args, checkpoint, before), file=sys.stderr)
+        return EXIT_INTERRUPTED
     run = result.training
     print(f"astro-mantis train: {run.config['model']} on {run.config['n_train']} training "
           f"galaxies, {run.epochs_run} epochs ({run.stopped}), best epoch {run.best_epoch}, "
