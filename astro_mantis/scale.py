@@ -35,6 +35,9 @@ as they were: one row out for every row in, in the same partition.
   entries are written atomically, so concurrent writers and killed workers
   leave no damaged entry, and a recomputed partition (after a worker died)
   fetches nothing that was stored before.
+* **No warnings**: a partition's warnings (the job's
+  `~astro_mantis.table.NotEstimatedWarning` among them) are silenced; the flags
+  column is the record of what could not be estimated.
 
 The columns, as pandas/pyarrow hold them
 ========================================
@@ -51,9 +54,10 @@ column            type                                              not estimate
 
 The 400-bin PDF is one fixed-size list per row (a pyarrow ``FixedSizeListArray``),
 which Parquet and HATS store as such (``lsdb.Catalog.to_hats`` writes it, and
-``lsdb.open_catalog`` reads it back). `redshift_table` turns a computed partition or
-result back into an astropy Table with the (N, 400) masked column the
-single-process job gives.
+``lsdb.open_catalog`` reads it back; pandas reads such a Parquet file back with
+``pandas.read_parquet(path, dtype_backend="pyarrow")``, and fails without it).
+`redshift_table` turns a computed partition or result back into an astropy Table
+with the (N, 400) masked column the single-process job gives.
 
 Provenance
 ==========
@@ -67,7 +71,8 @@ The run's provenance (the ``z_model``, ``z_sha256``, ``z_vers``, ``z_nbins``,
   writes into the catalog's ``hats.properties`` file;
 * for Dask, in ``ddf.attrs``-like form on the lazy frame's meta,
   ``ddf._meta.attrs``, and in the ``attrs`` of every computed partition (pandas
-  keeps them through ``compute`` when all partitions agree);
+  keeps them through ``compute`` only when all partitions agree: with an explicit
+  ``precision=`` every partition records the same, also one whose network never ran);
 
 and `provenance` reads it from any of these. It is taken on the client, before
 anything runs, by running the job on zero rows with the same arguments (which
@@ -97,6 +102,10 @@ _REFUSED = {
     "progress": "progress is shown by Dask (the dashboard, or dask.diagnostics.ProgressBar); "
                 "per-partition bars are off",
     "table": "the catalog is the first argument",
+    "report": "the partitions run in other threads or processes, so no one RunStats can "
+              "collect them: the flags column (z_flags, or <prefix>flags) is the per-row "
+              "record (count its NOT_ESTIMATED rows, for example), and provenance() the "
+              "run's settings",
 }
 
 # ----------------------------------------------------------------------- settings
@@ -221,12 +230,19 @@ class _Plan:
     names: list
     nbins: int
     meta: dict = field(default_factory=dict)
+    #: columns of an earlier run that this one removes without writing them again
+    stale: list = field(default_factory=list)
 
 
 def _check_kwargs(kwargs):
     for key, why in _REFUSED.items():
         if key in kwargs:
             raise TypeError(f"{key}= is not taken by the distributed paths: {why}")
+    if kwargs.get("precision") == "int8":
+        raise ValueError("precision='int8' is not taken by the distributed paths: it needs an "
+                         "int8-quantised model (astro_mantis.models.quantize_int8), and each "
+                         "worker loads a registry model by name, never quantised. Use 'auto', "
+                         "'float32', 'bfloat16', or 'float16' (GPU workers)")
     model = kwargs.get("model", "mantis-mini")
     if not isinstance(model, str):
         raise TypeError(f"model must be a registry name on the distributed paths (each worker "
@@ -271,7 +287,12 @@ def _to_table(df, columns):
     t = Table()
     for name in columns:
         s = df[name]
-        if pd.api.types.is_numeric_dtype(s.dtype):
+        if pd.api.types.is_bool_dtype(s.dtype):
+            # as booleans, which the job refuses (as dust values, say), never as 0/1
+            na = s.isna().to_numpy()
+            values = s.to_numpy(dtype=bool, na_value=False)
+            t[name] = MaskedColumn(values, mask=na) if na.any() else values
+        elif pd.api.types.is_numeric_dtype(s.dtype):
             t[name] = s.to_numpy(dtype=float, na_value=np.nan)
         else:
             na = s.isna().to_numpy()
@@ -324,7 +345,7 @@ def _partition_redshifts(df, plan):
 
     # a copy: NestedFrame.drop of no column returns the very frame (the meta of the input)
     out = df.copy()
-    out = out.drop(columns=[c for c in plan.names if c in out.columns])
+    out = out.drop(columns=[c for c in [*plan.names, *plan.stale] if c in out.columns])
     if len(df) == 0:
         cols = _empty_columns(plan.names, plan.nbins, df.index)
         meta = dict(plan.meta)
@@ -341,6 +362,11 @@ def _partition_redshifts(df, plan):
             raise RuntimeError(f"partition of {len(df)} rows came back with {len(table)}")
         cols = _table_columns(table, plan.names, df.index)
         meta = _scalar_meta(table.meta)
+        # what the plan knows for the whole catalog (an explicit precision) is recorded
+        # also by a partition whose network never ran (every row invalid or failed), so
+        # that the partitions' attrs agree and survive compute
+        for key, value in plan.meta.items():
+            meta.setdefault(key, value)
     for name in plan.names:
         out[name] = cols[name]
     out.attrs = dict(meta)
@@ -365,17 +391,37 @@ def _refuse_present(names, columns, kwargs):
                          "overwrite=True to replace them, or another prefix=")
 
 
-def _plan(columns, dtypes, kwargs, settings):
-    """Check the arguments on the client and take the run's provenance (zero rows)."""
+def _check_device_precision(kwargs):
+    """Refuse a precision the workers' named device can never run (no device needed)."""
+    from .models import resolve_precision
+
+    precision, device = kwargs.get("precision", "auto"), kwargs.get("device")
+    if device is None or precision == "auto":
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # about the client's CPU, not the workers'
+        try:
+            resolve_precision(precision, device)
+        except RuntimeError as exc:  # torch's refusal of a device name
+            raise ValueError(f"device={device!r}: {exc}") from None
+
+
+def _plan(columns, dtypes, kwargs, settings, recorded=None):
+    """Check the arguments on the client and take the run's provenance (zero rows).
+
+    ``recorded`` is the catalog's provenance (LSDB properties, Dask attrs), to tell
+    whether it holds an earlier run (whose ``{prefix}ood`` column goes then).
+    """
     import pandas as pd
 
-    from .table import OOD_KEY, add_redshift_columns, column_names
+    from .table import OOD_KEY, add_redshift_columns, column_names, records_run
 
     _check_kwargs(kwargs)
     kwargs = dict(kwargs)
     prefix = kwargs.get("prefix", "z_")
     names = column_names(prefix)
     _refuse_present(names, columns, kwargs)
+    _check_device_precision(kwargs)
     inputs = _input_columns(columns, kwargs)
     settings = worker_settings() if settings is None else worker_settings(**settings)
     empty = pd.DataFrame({c: pd.Series([], dtype=dtypes[c]) for c in inputs})
@@ -389,25 +435,29 @@ def _plan(columns, dtypes, kwargs, settings):
         stack.callback(log.removeFilter, quiet)
         table = _to_table(empty, inputs)
         # the client checks the arguments on its CPU: the workers' device (a GPU the
-        # client may lack) is theirs to check
-        plan = dict(kwargs)
-        if "device" in plan:
-            plan["device"] = "cpu"
-            if plan.get("precision") == "float16":
-                plan["precision"] = "float32"
+        # client may lack) and the precisions it runs (float16, bfloat16 natively) are
+        # theirs to check; the precision's name is checked here all the same
+        plan = dict(kwargs, device="cpu")
+        if plan.get("precision") in ("float16", "bfloat16"):
+            plan["precision"] = "float32"
         add_redshift_columns(table, progress=False, **plan)
     ood = f"{prefix}{OOD_KEY}"
+    stale = []
     if ood in table.colnames:  # the out-of-distribution score, before the flags
         # (written only with a model that has a reference embedding: the zero-row run
         # knows, so a catalog's own column of that name is refused only then)
         _refuse_present([ood], columns, kwargs)
         names = names[:-1] + [ood, names[-1]]
+    elif ood in columns and records_run(columns, recorded, prefix):
+        # a fresh run over an earlier one replaces all of it: an earlier score this run
+        # does not write again goes, as add_redshift_columns removes it from a table
+        stale = [ood]
     meta = _scalar_meta(table.meta)
     precision = kwargs.get("precision", "auto")
     if precision != "auto":
         meta[f"{prefix}prec"] = precision
     return _Plan(kwargs=kwargs, settings=settings, input_columns=inputs, names=names,
-                 nbins=int(meta[f"{prefix}nbins"]), meta=meta)
+                 nbins=int(meta[f"{prefix}nbins"]), meta=meta, stale=stale)
 
 
 def add_redshift_columns_dask(ddf, *, settings=None, **kwargs):
@@ -426,8 +476,12 @@ def add_redshift_columns_dask(ddf, *, settings=None, **kwargs):
         ``dec``, ``ra_unit``, ``dec_unit``, ``model`` (a registry name), ``weights``
         (a path the workers can read), ``prefix``, ``surveys``, ``ebv`` (column
         name(s), one value or a pair, or a function), ``batch_size``, ``device``,
-        ``cache``, ``overwrite``, ``chunk_size``, ``tta``, ``precision``. ``coord``,
-        ``resume`` and ``progress`` are refused (see Raises).
+        ``cache``, ``overwrite``, ``chunk_size``, ``tta``, ``precision`` (not
+        ``"int8"``: the workers load no quantised model; ``"float16"`` and
+        ``"bfloat16"`` are the workers' device's to run). ``coord``, ``resume``,
+        ``progress`` and ``report`` are refused (see Raises). ``overwrite=True`` over
+        an earlier run replaces all of it (an earlier ``{prefix}ood`` this run does not
+        write is removed).
 
     Returns
     -------
@@ -443,12 +497,13 @@ def add_redshift_columns_dask(ddf, *, settings=None, **kwargs):
         If ``ddf`` is not a Dask DataFrame, ``model`` is not a registry name, or an
         argument the distributed paths do not take is given (``coord``: no SkyCoord
         column in a DataFrame; ``resume``: rerun instead, the cache makes it cheap;
-        ``progress``: use Dask's).
+        ``progress``: use Dask's; ``report``: read the flags column and `provenance`).
     KeyError
         If a position or dust column is missing.
     ValueError
-        If the columns exist already (without ``overwrite=True``), or an argument is
-        invalid (checked on the client, before anything runs).
+        If the columns exist already (without ``overwrite=True``), an argument is
+        invalid (checked on the client, before anything runs: a boolean dust column,
+        ``precision="int8"``, ``"float16"`` with ``device="cpu"`` ...).
 
     Examples
     --------
@@ -464,7 +519,8 @@ def add_redshift_columns_dask(ddf, *, settings=None, **kwargs):
         raise TypeError(f"ddf must be a dask.dataframe.DataFrame, got {type(ddf).__name__}"
                         " (for an lsdb.Catalog use add_redshift_columns_lsdb; for an astropy "
                         "Table, astro_mantis.add_redshift_columns)")
-    plan = _plan(list(ddf.columns), ddf.dtypes, kwargs, settings)
+    plan = _plan(list(ddf.columns), ddf.dtypes, kwargs, settings,
+                 recorded=getattr(ddf._meta, "attrs", None))
     meta = _partition_redshifts(ddf._meta, plan)
     out = ddf.map_partitions(_partition_redshifts, plan, meta=meta, align_dataframes=False)
     out._meta.attrs.update(plan.meta)
@@ -521,14 +577,24 @@ def add_redshift_columns_lsdb(catalog, *, settings=None, margin=False, **kwargs)
     info = catalog.hc_structure.catalog_info
     kwargs.setdefault("ra", info.ra_column)
     kwargs.setdefault("dec", info.dec_column)
+    from .table import provenance_keys, records_run
+
     ddf = catalog.to_dask_dataframe()
-    plan = _plan(list(ddf.columns), ddf.dtypes, kwargs, settings)
+    recorded = info.extra_dict()
+    plan = _plan(list(ddf.columns), ddf.dtypes, kwargs, settings, recorded=recorded)
     meta = _partition_redshifts(ddf._meta, plan)
     source = catalog
     if not margin and catalog.margin is not None:
         source = _without_margin(catalog)
     out = source.map_partitions(_partition_redshifts, plan, meta=meta)
-    out.hc_structure.catalog_info = out.hc_structure.catalog_info.copy_and_update(**plan.meta)
+    new_info = out.hc_structure.catalog_info.model_copy(deep=True)
+    prefix = kwargs.get("prefix", "z_")
+    if records_run(ddf.columns, recorded, prefix):
+        # a fresh run over an earlier one: the earlier provenance this run does not
+        # write again (an OOD threshold, a precision) goes, not left stale
+        for key in provenance_keys(new_info.model_extra, prefix):
+            del new_info.model_extra[key]
+    out.hc_structure.catalog_info = new_info.copy_and_update(**plan.meta)
     return out
 
 
@@ -615,13 +681,14 @@ def redshift_table(frame, prefix="z_"):
         s = frame[name]
         if name == names[0]:
             values = s.tolist()
-            nbins = next((len(v) for v in values if v is not None), 0)
+            # a null row is pd.NA (pandas 3) or None: ask pandas, not `is None`
+            missing = s.isna().to_numpy(dtype=bool)
+            nbins = next((len(v) for v, m in zip(values, missing) if not m), 0)
             if not nbins:
                 nbins = int(getattr(getattr(s.dtype, "pyarrow_dtype", None), "list_size", 0))
-            missing = np.array([v is None for v in values], dtype=bool)
             data = np.full((len(values), nbins), np.nan, dtype=np.float32)
-            for i, v in enumerate(values):
-                if v is not None:
+            for i, (v, m) in enumerate(zip(values, missing)):
+                if not m:
                     data[i] = v
             t[name] = MaskedColumn(data, mask=np.repeat(missing[:, None], nbins, axis=1))
         elif pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):

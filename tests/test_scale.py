@@ -360,3 +360,102 @@ def test_match_spectroscopic_lsdb_equals_table_match(frame, tmp_path):
     with pytest.raises(ValueError, match="would replace the match's own column spec_flags"):
         scale.match_spectroscopic_lsdb(left, right, "1 arcsec", z_col="zspec",
                                        columns=["flags"])
+
+
+# ------------------------------------------------------------------ in-process (sync) runs
+# (after the cluster tests: these load the model in this process, which the first test
+# checks never happens there)
+def _partitions(*frames):
+    return dd.concat([dd.from_pandas(f, npartitions=1, sort=False) for f in frames])
+
+
+def test_partitions_agree_nulls_and_parquet_read_back(frame, server, tmp_path):
+    """A partition of invalid rows only (the network never runs) and an empty one record
+    the same attrs as the others, so the computed frame keeps the provenance; its null
+    rows come back masked; the Parquet the docs' example writes reads back."""
+    good = frame.iloc[:3]
+    bad = frame.iloc[3:5].assign(ra=[np.nan, 500.0])  # not estimated, no fetch
+    with dask.config.set(scheduler="sync"):
+        out = scale.add_redshift_columns_dask(_partitions(good, bad, frame.iloc[:0]), **KW)
+        parts = [out.partitions[i].compute() for i in range(out.npartitions)]
+        result = out.compute()
+        out.to_parquet(tmp_path / "z")
+    assert [len(p) for p in parts] == [3, 2, 0]
+    assert all(p.attrs == parts[0].attrs for p in parts)
+    prov = scale.provenance(result)
+    assert prov["prec"] == "float32" and prov["model"] == "mantis-mini"
+    back = scale.redshift_table(result)  # null rows: pd.NA under pandas 3
+    flags = np.asarray(back["z_flags"])
+    bad_coord = (flags & MantisFlag.BAD_COORDINATE) != 0
+    assert np.array_equal(bad_coord, [False] * 3 + [True] * 2)
+    assert back["z_pdf"].shape == (5, 400)
+    assert np.array_equal(back["z_pdf"].mask.all(axis=1), [False] * 3 + [True] * 2)
+    assert np.array_equal(back["z_mean"].mask, [False] * 3 + [True] * 2)
+    # the docs' read-back (pandas cannot rebuild the PDF column's dtype from the pandas
+    # metadata, pandas-dev/pandas#59738): dtype_backend="pyarrow"
+    for read in (lambda p: pd.read_parquet(p, dtype_backend="pyarrow"),
+                 lambda p: dd.read_parquet(p, dtype_backend="pyarrow").compute()):
+        again = scale.redshift_table(read(tmp_path / "z"))
+        assert np.array_equal(again["z_pdf"].mask, back["z_pdf"].mask)
+        assert np.allclose(again["z_pdf"].filled(0), back["z_pdf"].filled(0))
+        assert np.array_equal(np.asarray(again["z_flags"]), flags)
+
+
+def test_overwrite_replaces_the_whole_earlier_run(frame, server):
+    """overwrite=True over an earlier run: its z_ood column and provenance this run does
+    not write again (z_oodth, z_prec) go, as add_redshift_columns removes them."""
+    small = frame.iloc[:3]
+    first = scale.add_redshift_columns_dask(dd.from_pandas(small, npartitions=1), **KW)
+    assert "z_ood" in first.columns
+    again = scale.add_redshift_columns_dask(first, overwrite=True, ood=False, ebv=DUST)
+    assert again.columns.tolist() == small.columns.tolist() + column_names()
+    assert "z_oodth" not in scale.provenance(again) and "prec" not in scale.provenance(again)
+    with dask.config.set(scheduler="sync"):
+        result = again.compute()
+    assert "z_ood" not in result.columns and "z_oodth" not in result.attrs
+    # a catalog's own z_ood column (no earlier run) is kept, overwrite or not
+    own = dd.from_pandas(small.assign(z_ood=1.0), npartitions=1)
+    kept = scale.add_redshift_columns_dask(own, overwrite=True, ood=False, ebv=DUST)
+    assert kept.columns.tolist().count("z_ood") == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cat = lsdb.from_dataframe(small, ra_column="ra", dec_column="dec", lowest_order=2,
+                                  highest_order=6, partition_rows=10)
+    out1 = scale.add_redshift_columns_lsdb(cat, **KW)
+    assert scale.provenance(out1)["prec"] == "float32"
+    out2 = scale.add_redshift_columns_lsdb(out1, overwrite=True, ood=False, ebv=DUST)
+    assert "z_ood" not in out2.columns and out2.columns.tolist().count("z_pdf") == 1
+    prov = scale.provenance(out2)
+    assert "oodth" not in prov and "prec" not in prov and prov["model"] == "mantis-mini"
+    assert scale.provenance(out1)["prec"] == "float32"  # the earlier catalog is untouched
+
+
+def test_refused_or_planned_at_call_time(frame, server):
+    ddf = dd.from_pandas(frame.iloc[:4], npartitions=1)
+    from astro_mantis.table import RunStats
+
+    with pytest.raises(TypeError, match="report= is not taken.*flags"):
+        scale.add_redshift_columns_dask(ddf, report=RunStats(), **KW)
+    # int8 needs a quantised model, which no worker loads
+    for extra in ({}, {"device": "cuda"}):
+        with pytest.raises(ValueError, match="int8.*quantise"):
+            scale.add_redshift_columns_dask(ddf, ebv=DUST, precision="int8", **extra)
+    # a precision the named device can never run is refused; a GPU precision without
+    # device= is the workers' to check (the client need not have their GPU)
+    with pytest.raises(ValueError, match="float16"):
+        scale.add_redshift_columns_dask(ddf, ebv=DUST, precision="float16", device="cpu")
+    out = scale.add_redshift_columns_dask(ddf, ebv=DUST, precision="float16")
+    assert scale.provenance(out)["prec"] == "float16"
+    out = scale.add_redshift_columns_dask(ddf, ebv=DUST, precision="bfloat16", device="cuda")
+    assert scale.provenance(out)["prec"] == "bfloat16"
+    with pytest.raises(ValueError, match="precision"):
+        scale.add_redshift_columns_dask(ddf, ebv=DUST, precision="float64")
+    # a boolean dust column is refused as the table job refuses it, not read as 0/1 mag
+    flagged = dd.from_pandas(frame.iloc[:4].assign(dusty=[True, False, True, False]),
+                             npartitions=1)
+    with pytest.raises(ValueError, match="'dusty' holds booleans"):
+        scale.add_redshift_columns_dask(flagged, ebv="dusty", precision="float32")
+    nullable = frame.iloc[:4].assign(dusty=pd.array([True, None, False, True], "boolean"))
+    with pytest.raises(ValueError, match="holds booleans"):
+        scale.add_redshift_columns_dask(dd.from_pandas(nullable, npartitions=1),
+                                        ebv="dusty", precision="float32")
