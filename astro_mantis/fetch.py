@@ -6,7 +6,9 @@ own protocol (declared in `astro_mantis.surveys`), politely and without ever los
 row:
 
 * requests go through one small thread pool *per host*, of
-  ``conf.max_connections_per_host`` threads, each with its own keep-alive session;
+  ``conf.max_connections_per_host`` threads, each with its own keep-alive session,
+  and never more than that many are in flight to one host from the whole process,
+  however many calls run at once (threads of a Dask worker, the web service);
 * Pan-STARRS positions are listed in chunks of ``conf.ps1_chunk_size`` with one
   ``ps1filenames.py`` POST per chunk, and their band images are fetched as soon as
   their chunk's listing is back, so listing and downloading overlap;
@@ -342,6 +344,21 @@ class CutoutCache:
 
 
 # ---------------------------------------------------------------------------- HTTP
+#: The process's request slots per (host, connection limit): see `_host_slots`.
+_HOST_SLOTS = {}
+_HOST_SLOTS_LOCK = threading.Lock()
+
+
+def _host_slots(host, nconn):
+    """The semaphore that bounds this process's requests in flight to ``host`` at
+    ``nconn``, shared by every fetcher of the process that has that limit."""
+    with _HOST_SLOTS_LOCK:
+        slots = _HOST_SLOTS.get((host, nconn))
+        if slots is None:
+            slots = _HOST_SLOTS[(host, nconn)] = threading.BoundedSemaphore(nconn)
+        return slots
+
+
 class _HostPool:
     """At most ``nconn`` concurrent requests to one host, over at most ``nconn`` kept-alive
     connections.
@@ -354,6 +371,7 @@ class _HostPool:
 
     def __init__(self, host, nconn, user_agent, timeout):
         self.host = host
+        self.slots = _host_slots(host, nconn)
         self.headers = {"User-Agent": user_agent}
         # ``conf.timeout`` bounds connecting and each wait for data (every socket read),
         # not a whole answer: urllib3's ``Timeout(total=)`` would not either, as it only
@@ -369,7 +387,16 @@ class _HostPool:
                                            thread_name_prefix=f"astro_mantis-{host}")
 
     def send(self, request):
-        """Send one `Request`; returns ``(status, body)``. Logged at DEBUG."""
+        """Send one `Request`; returns ``(status, body)``. Logged at DEBUG.
+
+        It waits for one of the process's ``nconn`` slots for this host
+        (`_host_slots`), so that several calls running at once (threads of a Dask
+        worker, a web service's requests) share the per-host limit, not multiply it.
+        """
+        with self.slots:
+            return self._send(request)
+
+    def _send(self, request):
         t0 = time.perf_counter()
         if request.method == "GET":
             resp = self.http.request("GET", request.url, fields=request.params,

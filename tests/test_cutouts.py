@@ -287,6 +287,33 @@ def test_get_image_list_lists_without_downloading(server):
     assert server.counts["ps1filenames"] == 1
 
 
+def test_calls_running_at_once_share_the_per_host_limit(server):
+    """Two calls in threads (a Dask worker running two partitions, the web service's
+    requests) once opened max_connections_per_host each: the limit is the process's."""
+    import threading
+
+    server.latency = 0.2
+    coords = grid(8)
+    errors = []
+
+    def fetch(part):
+        try:
+            Mantis.get_cutouts(part, surveys=("galex",), cache=False, progress=False)
+        except Exception as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    with conf.set_temp("max_connections_per_host", 2):
+        server.reset()
+        threads = [threading.Thread(target=fetch, args=(coords[i::2],)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert server.counts["fits-cutout"] == 8
+    assert server.max_in_flight == 2
+
+
 def test_connections_per_host_are_bounded(server):
     server.latency = 0.2
     coords = grid(8)
