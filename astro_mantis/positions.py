@@ -297,6 +297,8 @@ def column_degrees(table, name, what="angle", unit=None, option=None):
     if the_unit is not None and not the_unit.is_equivalent(u.deg):
         raise ValueError(f"{label} {name!r} has unit {the_unit}, which is not an angle")
     data = np.ma.asarray(col.value if isinstance(col, u.Quantity) else col)
+    if data.dtype.kind == "O":  # e.g. pandas text with None, VOTable variable-length text
+        data = _object_column(data)
     mask = np.ma.getmaskarray(data)
     if data.dtype.kind in "US":
         values, reason = _parse_strings(np.ma.filled(data, ""), the_unit,
@@ -319,6 +321,23 @@ def column_degrees(table, name, what="angle", unit=None, option=None):
     values = np.asarray(values, dtype=float)
     values[mask] = np.nan
     return values, np.asarray(reason, dtype=str)
+
+
+def _object_column(data):
+    """An object array as text or numbers (None and masked entries masked); unchanged
+    when it holds anything else, which `column_degrees` then refuses."""
+    filled = np.ma.getdata(data).ravel()
+    missing = np.ma.getmaskarray(data).ravel() | np.array([v is None for v in filled], bool)
+    present = [v for v, m in zip(filled, missing) if not m]
+    if all(isinstance(v, (str, bytes)) for v in present):
+        text = np.array(["" if m else (v.decode() if isinstance(v, bytes) else v)
+                         for v, m in zip(filled, missing)], dtype=str)
+        return np.ma.MaskedArray(text.reshape(data.shape), mask=missing.reshape(data.shape))
+    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+           for v in present):
+        nums = np.array([np.nan if m else float(v) for v, m in zip(filled, missing)])
+        return np.ma.MaskedArray(nums.reshape(data.shape), mask=missing.reshape(data.shape))
+    return data
 
 
 def table_positions(table, coord=None, ra="ra", dec="dec", ra_unit=None, dec_unit=None,

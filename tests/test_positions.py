@@ -174,3 +174,17 @@ def test_a_multidimensional_skycoord_column_is_refused():
     with pytest.raises(ValueError, match=r"coordinate column 'pos' has shape \(2, 2\); "
                                          "expected one value per row"):
         table_positions(t, coord="pos")
+
+
+def test_object_columns_of_text_or_numbers_with_none():
+    """A table made from pandas text with None (or VOTable variable-length text) has an
+    object column: it is read as text or numbers, None masked, not refused."""
+    t = Table({"ra": np.array(["12:20:05.8", None, "185.0242"], dtype=object),
+               "dec": np.array([47.1953, None, 47.1953], dtype=object)})
+    pos = table_positions(t)
+    assert pos.good.tolist() == [True, False, True]
+    assert pos.ra[0] == pytest.approx(185.0241667, abs=1e-6)
+    assert pos.reason[1] == "NaN or masked position"
+    mixed = Table({"ra": np.array(["10", 3.0], dtype=object), "dec": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="not numeric"):
+        table_positions(mixed)

@@ -145,11 +145,6 @@ def _text_column_degrees(table, name, axis):
     ``hourangle`` is 187.5 degrees). Declinations written in hours are refused, as by
     `parse_coordinate`.
     """
-    col = table[name]
-    if col.dtype.kind == "O":  # e.g. VOTable variable-length text: as strings
-        text = np.array(["" if v is None else str(v) for v in np.ma.getdata(col)], dtype=str)
-        col = MaskedColumn(text, mask=np.ma.getmaskarray(col), unit=getattr(col, "unit", None))
-        table = Table({name: col})
     what = "right ascension" if axis == "RA" else "declination"
     values, _reason = column_degrees(table, name, what)  # a Dec in hours: NaN there too
     return values
