@@ -660,6 +660,16 @@ def _check_resume(table, prefix, settings):
                     f"{settings['srv']!r} now")
 
 
+def _check_resume_ood(table, prefix, with_ood):
+    """Refuse to resume without the OOD score when the earlier run wrote one: the new
+    rows would have none. (Where it wrote none, a resume writes none either.)"""
+    if f"{prefix}{OOD_KEY}" in table.colnames and not with_ood:
+        raise ValueError(f"resume=True without the out-of-distribution score, but the earlier "
+                         f"run wrote {prefix}{OOD_KEY}: the new rows would have none. Resume "
+                         "with ood=True and the same model, or start afresh with "
+                         "overwrite=True")
+
+
 def _resume_precision(table, prefix, precision, net):
     """The precision a resumed run uses: the earlier run's (recorded as ``prec``)."""
     recorded = str(run_settings(table, prefix).get("prec", "") or "")
@@ -857,7 +867,9 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         model's training set, combined: `astro_mantis.explain.ood_score`), and
         flag rows above `astro_mantis.explain.OOD_THRESHOLD` ``OUT_OF_DISTRIBUTION``.
         Done when the model has a reference embedding beside its weights (the
-        bundled ``mantis-mini`` has one); otherwise skipped with a log message.
+        bundled ``mantis-mini`` has one); otherwise skipped with a log message. A
+        resume follows the earlier run: no score where it wrote none, and
+        ``ood=False`` is refused where it wrote one.
     report : `~astro_mantis.table.RunStats`, optional
         Filled in with what the call did and where its time went (rows, distinct
         positions, seconds fetching and inferring, flags, the reasons fetches
@@ -938,6 +950,8 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
     net = get_model(model, weights, device)
     meta = dict(getattr(net, "meta", {}) or {})
     _check_precision(precision, net)
+    if resume and ood and f"{prefix}{OOD_KEY}" not in table.colnames:
+        ood = False  # a resume follows the earlier run, which wrote no score
     ood_ref = _ood_reference(net) if ood else None
     if ood_ref is not None and not resume:  # the score is an output column like the others
         _check_columns(table, [f"{prefix}{OOD_KEY}"], overwrite, resume)
@@ -946,6 +960,7 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
                                                                       dec_unit), source)
     if resume:
         _check_resume(table, prefix, settings)
+        _check_resume_ood(table, prefix, ood_ref is not None)
         precision = _resume_precision(table, prefix, precision, net)
     edges = np.linspace(float(meta.get("z_min", ZMIN)), float(meta.get("z_max", ZMAX)),
                         int(meta.get("n_bins", NBINS)) + 1)

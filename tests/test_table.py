@@ -436,6 +436,10 @@ def test_resume_refuses_other_settings(sky, sky_server):
     with pytest.raises(ValueError, match="position columns"):
         t["ra2"], t["dec2"] = t["ra"], t["dec"]
         add_redshift_columns(t, ra="ra2", dec="dec2", ebv=DUST, resume=True, progress=False)
+    # the earlier run wrote the OOD score: a resume without it would leave rows without
+    assert "z_ood" in t.colnames
+    with pytest.raises(ValueError, match="without the out-of-distribution score"):
+        add_redshift_columns(t, ebv=DUST, resume=True, ood=False, progress=False)
     # and the same settings complete it; a FITS round trip (upper-case keys) is read too
     sky_server.reset()
     add_redshift_columns(t, ebv=DUST, resume=True, progress=False)
