@@ -36,6 +36,24 @@ class InputError(Exception):
 
 
 # ------------------------------------------------------------------------- parser
+@contextlib.contextmanager
+def _signal_handler(handler, signals):
+    """Handle ``signals`` with ``handler`` during the block, the earlier handlers restored
+    afterwards. Outside the main thread, where Python sets no handler, nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+
 def _survey_list(text):
     """Parse and check a comma-separated survey list (argparse ``type``)."""
     names = [s.strip().lower() for s in str(text).split(",") if s.strip()]

@@ -45,7 +45,6 @@ import argparse
 import contextlib
 import signal
 import sys
-import threading
 
 from .._version import __version__
 from .cutouts import add_parser as add_cutouts_parser
@@ -56,7 +55,7 @@ from .predict import add_parser as add_predict_parser
 from .serve import add_parser as add_serve_parser
 from .spectro import add_parser as add_spectro_parser
 from .train import add_parser as add_train_parser
-from .common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, InputError
+from .common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, InputError, _signal_handler
 
 __all__ = ["main", "build_parser"]
 
@@ -143,16 +142,12 @@ def _sigterm_as_interrupt(received, active=True):
     """Take SIGTERM as Ctrl-C during the block: a KeyboardInterrupt in the main thread
     (``received`` gets the signal number). Nothing is changed outside the main thread,
     where no handler can be set, or without ``active``."""
-    if not active or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
     def interrupt(signum, frame):
         received.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
+    if not active:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        return
+    with _signal_handler(interrupt, (signal.SIGTERM,)):
+        yield

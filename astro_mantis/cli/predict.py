@@ -15,7 +15,7 @@ from ..tableio import write_table
 
 from .common import (_add_cache_args, _add_service_args, _check_device, EXIT_INTERRUPTED,
                      EXIT_NONE_ESTIMATED, EXIT_OK, InputError, _positive_int, _read_output,
-                     _read_table, _services, _survey_list, _tiles)
+                     _read_table, _services, _signal_handler, _survey_list, _tiles)
 from ..pdf import NBINS, ZMIN
 
 __all__ = ["add_parser"]
@@ -273,22 +273,11 @@ def _signals_held():
     that came meanwhile, which the caller then acts on. Outside the main thread, where
     no handler can be set, nothing is held."""
     import signal
-    import threading
 
     came = []
-    if threading.current_thread() is not threading.main_thread():
+    with _signal_handler(lambda signum, frame: came.append(signum),
+                         (signal.SIGINT, signal.SIGTERM)):
         yield came
-        return
-
-    def hold(signum, frame):
-        came.append(signum)
-
-    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield came
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _failure_lines(run, limit=5):
