@@ -134,6 +134,10 @@ class RunStats:
         ``"<survey>: <reason>"`` → number of positions whose fetch failed for it.
     precision : str
         The precision the network ran in (never ``"auto"``; empty if it never ran).
+    n_checkpoints : int
+        Times the ``checkpoint`` callable was called.
+    checkpoint_seconds : float
+        Time spent in those calls (filling the columns and the callable's own work).
     """
 
     n_rows: int = 0
@@ -148,6 +152,8 @@ class RunStats:
     flags: dict = field(default_factory=dict)
     failures: Counter = field(default_factory=Counter)
     precision: str = ""
+    n_checkpoints: int = 0
+    checkpoint_seconds: float = 0.0
 
     @property
     def rate(self):
@@ -791,7 +797,8 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
                          prefix="z_", surveys=DEFAULT_SURVEYS, ebv=None, batch_size=64,
                          device=None, progress=None, cache=True, overwrite=False,
                          resume=False, chunk_size=256, weights=None, tta=False, ra_unit=None,
-                         dec_unit=None, precision="auto", source=None, ood=True, report=None):
+                         dec_unit=None, precision="auto", source=None, ood=True, report=None,
+                         checkpoint=None, checkpoint_interval=600.0):
     """Add redshift PDF columns to a table, in place; one row out for every row in.
 
     Parameters
@@ -875,6 +882,20 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         positions, seconds fetching and inferring, flags, the reasons fetches
         failed), also when the call is interrupted: pass ``report=RunStats()`` and
         read it afterwards.
+    checkpoint : callable, optional
+        Called as ``checkpoint(table)`` between chunks, so that a run killed without
+        warning (SIGKILL, out of memory, a lost machine) keeps its work: the table
+        then holds the columns as an interrupted run leaves them (the rows done so far
+        estimated, the others masked and flagged ``NOT_ESTIMATED``, the run's meta
+        recorded), ready for the callable to write, e.g. with
+        `astro_mantis.tableio.write_table`; ``resume=True`` on what it wrote completes
+        the run. Filling the columns takes time, so the calls are spaced (see
+        ``checkpoint_interval``). The columns are filled again when the call ends.
+    checkpoint_interval : float
+        Seconds from the start to the first ``checkpoint`` call and between calls; a
+        gap is also at least ten times the last call's duration, so checkpoints take
+        at most about a tenth of the run. ``0``: after every chunk, spaced only by
+        that rule.
 
     Returns
     -------
@@ -936,6 +957,11 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
         raise TypeError(f"report must be a RunStats, got {type(report).__name__}")
     if int(chunk_size) < 1 or int(batch_size) < 1:
         raise ValueError("chunk_size and batch_size must be positive")
+    if checkpoint is not None and not callable(checkpoint):
+        raise TypeError(f"checkpoint must be callable, got {type(checkpoint).__name__}")
+    if not float(checkpoint_interval) >= 0:
+        raise ValueError(f"checkpoint_interval must be 0 or more seconds, got "
+                         f"{checkpoint_interval!r}")
     _check_columns(table, column_names(prefix), overwrite, resume)
     _check_meta(table, prefix, overwrite, resume)
     # a fresh run over an earlier one replaces all of it: what it does not write again
@@ -979,13 +1005,9 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
                run=run, pdf=pdf, edges=edges, ood=ood_values)
     _warn_dust(dust_unknown, todo, ebv, dust_source)
 
-    try:
-        with quiet_cutout_summaries():
-            _run_chunks(job, progress)
-    finally:
-        # also after an interrupt: the rows done so far are written, the others flagged
+    def fill_columns():
+        # the columns as they stand: the rows done so far estimated, the others flagged
         pdfs = _finish(job, flags, good, dust_unknown, t0)
-        _set_last_run(run)
         if run.precision:
             settings["prec"] = run.precision
         if ood_ref is not None:
@@ -994,6 +1016,17 @@ def add_redshift_columns(table, coord=None, ra="ra", dec="dec", model="mantis-mi
             settings["oodth"] = float(OOD_THRESHOLD)
         _write_columns(table, prefix, pdfs, job.ood, flags, meta, dust_source, settings,
                        replace_all)
+
+    if checkpoint is not None:
+        job.checkpoint = _Checkpoints(lambda: (fill_columns(), checkpoint(table)), run,
+                                      float(checkpoint_interval))
+    try:
+        with quiet_cutout_summaries():
+            _run_chunks(job, progress)
+    finally:
+        # also after an interrupt: the rows done so far are written, the others flagged
+        fill_columns()
+        _set_last_run(run)
     if run.n_todo and not run.n_estimated:
         reasons = "; ".join(f"{k} ({v}x)" for k, v in run.failures.most_common(3)) or \
             "no survey data at these positions"
@@ -1100,6 +1133,7 @@ class _Job:
     ood: np.ndarray = None
     group_flags: np.ndarray = None
     group_done: np.ndarray = None
+    checkpoint: object = None
 
     def __post_init__(self):
         self.group_flags = np.zeros(self.group_reps.size, dtype=np.int64)
@@ -1107,6 +1141,28 @@ class _Job:
         # the table rows of each group, as a slice of the rows sorted by group
         self.by_group = np.argsort(self.group_inverse, kind="stable")
         self.sorted_group = self.group_inverse[self.by_group]
+
+
+class _Checkpoints:
+    """Calls ``write()`` after a chunk when one is due: ``interval`` seconds after the
+    start and after the last call ended, and at least ten times the last call's
+    duration after it, so that checkpoints take at most about a tenth of the run."""
+
+    def __init__(self, write, run, interval):
+        self.write, self.run, self.interval = write, run, interval
+        self.due = time.perf_counter() + interval
+
+    def after_chunk(self):
+        if time.perf_counter() < self.due:
+            return
+        t = time.perf_counter()
+        try:
+            self.write()
+        finally:
+            end = time.perf_counter()
+            self.run.n_checkpoints += 1
+            self.run.checkpoint_seconds += end - t
+            self.due = end + max(self.interval, 10 * (end - t))
 
 
 def _fetch_chunk(coords, idx, surveys, cache, on_position=False, source=None, cancel=None):
@@ -1172,6 +1228,8 @@ def _run_chunks(job, progress):
                 del cuts
                 if not bar.disable:
                     bar.set_postfix(estimated=int(np.sum(job.group_done)), refresh=False)
+                if job.checkpoint is not None and k + 1 < len(chunks):
+                    job.checkpoint.after_chunk()
         except BaseException:
             cancel.set()
             future.cancel()

@@ -603,7 +603,8 @@ def test_predict_writes_zero_rows_and_rich_meta_it_can_read_back(sample_server, 
 _OUTPUT_OPTIONS = {"prefix": "ms_", "weights": "w.safetensors", "device": "cpu",
                    "precision": "float32", "format": "fits", "output_format": "fits",
                    "qp": "pdfs.hdf5", "tiles": "panstarrs=/data/ps1", "cache_dir": "cache dir",
-                   "chunk_size": "32", "batch_size": "16", "no_cache": True,
+                   "chunk_size": "32", "batch_size": "16", "checkpoint_every": "120",
+                   "no_cache": True,
                    "demo_services": True, "no_progress": True}
 #: Options OUTPUT records (a bare --resume takes them from it) or that are the resume
 #: command's own (input, output, --resume), or that never go into one.
@@ -856,3 +857,95 @@ def test_a_rerun_into_a_used_folder_never_leaves_a_summary_naming_other_position
     assert check_the_folder() == 6
     summary = Table.read(out / "summary.ecsv")
     assert summary.meta["interrupted"] is False and summary.meta["in_progress"] is False
+
+
+# ------------------------------------------------------------------ checkpoints
+def test_a_predict_that_crashes_keeps_its_checkpoint_for_resume(sample_server, tmp_path,
+                                                                capsys, monkeypatch):
+    """A run killed without warning (out of memory, SIGKILL, a lost machine) left
+    nothing but the cutout cache: OUTPUT was written only at the end. Checkpoints
+    write it during the run; the printed --resume command completes it."""
+    import shlex
+
+    import astro_mantis.table as T
+
+    src = tmp_path / "in.fits"
+    _sample_table(src, [94, 95, 96, 97, 98, 99])
+    out = tmp_path / "out.fits"
+    real, calls = T._infer_chunk, []
+
+    def out_of_memory_in_the_third_chunk(job, chunk, cuts):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError
+        return real(job, chunk, cuts)
+
+    monkeypatch.setattr(T, "_infer_chunk", out_of_memory_in_the_third_chunk)
+    argv = ["predict", str(src), "-o", str(out), "--no-progress", "--ebv-col", "EBV",
+            "--chunk-size", "2", "--checkpoint-every", "0.001", "--precision", "float32"] + _COLS
+    with pytest.raises(MemoryError):
+        main(argv)
+    err = capsys.readouterr().err
+    kept = Table.read(out)
+    pending = (np.asarray(kept["z_flags"]) & MantisFlag.NOT_ESTIMATED) != 0
+    assert len(kept) == 6 and pending[-2:].all() and not pending[:2].any()
+    command = err.split("complete it with: ")[1].strip()
+    monkeypatch.setattr(T, "_infer_chunk", real)
+    assert main(shlex.split(command)[1:]) == EXIT_OK
+    assert "6 estimated, 0 not" in capsys.readouterr().out
+    whole = tmp_path / "whole.fits"
+    assert main(argv[:3] + [str(whole)] + argv[4:]) == EXIT_OK
+    assert np.allclose(Table.read(out)["z_pdf"], Table.read(whole)["z_pdf"], rtol=1e-5,
+                       atol=1e-7)
+
+
+def test_a_signal_during_a_checkpoint_waits_for_it(sample_server, tmp_path, capsys,
+                                                   monkeypatch):
+    """Ctrl-C while a checkpoint is written waits for the write, then stops the run as
+    Ctrl-C does; a checkpoint that cannot be written is reported once, and the run
+    goes on."""
+    import os
+    import signal
+
+    import astro_mantis.cli.predict as P
+
+    src = tmp_path / "in.fits"
+    _sample_table(src, [100, 101, 102, 103, 104, 105])
+    out = tmp_path / "out.fits"
+    real, writes = P.write_table, []
+
+    def interrupted_first_write(*args, **kwargs):
+        writes.append(1)
+        if len(writes) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(P, "write_table", interrupted_first_write)
+    argv = ["predict", str(src), "-o", str(out), "--no-progress", "--ebv-col", "EBV",
+            "--chunk-size", "2", "--checkpoint-every", "0.001", "--precision", "float32"] + _COLS
+    assert main(argv) == 130
+    assert len(writes) == 2  # the checkpoint, whole, then the interrupted run's write
+    done = Table.read(out)
+    assert int(np.sum((np.asarray(done["z_flags"]) & MantisFlag.NOT_ESTIMATED) == 0)) == 2
+    capsys.readouterr()
+
+    def full_disk(table, *args, **kwargs):  # until the run is complete
+        if np.any(np.asarray(table["z_flags"]) & MantisFlag.NOT_ESTIMATED):
+            raise OSError(28, "No space left on device")
+        return real(table, *args, **kwargs)
+
+    monkeypatch.setattr(P, "write_table", full_disk)
+    assert main(argv[:3] + [str(tmp_path / "o2.fits")] + argv[4:]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert captured.err.count("cannot write the checkpoint") == 1
+    assert "No space left" in captured.err and "6 estimated, 0 not" in captured.out
+
+
+@pytest.mark.parametrize("value", ["-5", "inf", "nan", "soon"])
+def test_checkpoint_every_takes_seconds(tmp_path, capsys, value):
+    src = tmp_path / "in.fits"
+    _sample_table(src, [94])
+    assert main(["predict", str(src), "-o", str(tmp_path / "o.fits"), "--checkpoint-every",
+                 value]) == EXIT_BAD_INPUT
+    assert "--checkpoint-every: expected a" in capsys.readouterr().err
+    assert not (tmp_path / "o.fits").exists()

@@ -809,3 +809,81 @@ def test_records_run_and_provenance_keys_are_the_one_rule_of_an_earlier_run():
     assert provenance_keys(meta) == ["Z_MODEL", "z_oodth"]
     assert provenance_keys({"model": "m", "survey": "s"}, prefix="") == ["model", "survey"]
     assert {"model", "sha256", "vers", "prec", "oodth"} <= set(PROVENANCE_KEYS)
+
+
+# ------------------------------------------------------------------ checkpoints
+def test_checkpoints_hold_the_rows_done_so_far_and_resume_to_the_full_run(sky, sky_server,
+                                                                          tmp_path):
+    """A run killed without warning (SIGKILL, out of memory) kept nothing but the
+    cutout cache: the table was only filled when the call ended. ``checkpoint`` hands
+    the table over between chunks, filled as an interrupted run leaves it."""
+    from astro_mantis.tableio import read_table, write_table
+
+    rows = np.arange(86, 94)
+    t = _table(sky, rows)
+    seen = []
+
+    def checkpoint(table):
+        flags = np.asarray(table["z_flags"])
+        seen.append({"pending": (flags & F.NOT_ESTIMATED) != 0,
+                     "pdf": np.ma.filled(np.ma.asarray(table["z_pdf"]), np.nan).copy(),
+                     "model": table.meta["z_model"]})
+        write_table(table, tmp_path / "kept.ecsv", overwrite=True)
+
+    run = T.RunStats()
+    add_redshift_columns(t, ebv=DUST, chunk_size=2, batch_size=2, progress=False,
+                         precision="float32", report=run, checkpoint=checkpoint,
+                         checkpoint_interval=0)
+    # after a chunk, never after the last one (the call's own end fills the columns)
+    assert 1 <= len(seen) <= 3 and run.n_checkpoints == len(seen)
+    assert run.checkpoint_seconds > 0
+    done_before = np.zeros(len(t), dtype=bool)
+    for snap in seen:
+        done = ~snap["pending"]
+        assert np.all(done[done_before]), "a row done earlier is pending again"
+        assert done.any() and not done.all() and snap["model"] == "mantis-mini"
+        # the rows done hold the final PDFs, the others nothing
+        assert np.allclose(snap["pdf"][done], np.asarray(t["z_pdf"])[done])
+        assert np.all(np.isnan(snap["pdf"][~done]))
+        done_before = done
+    # what the last checkpoint wrote completes to the full run's table
+    kept = read_table(tmp_path / "kept.ecsv")
+    assert np.any((np.asarray(kept["z_flags"]) & F.NOT_ESTIMATED) != 0)
+    add_redshift_columns(kept, ebv=DUST, resume=True, progress=False, precision="float32")
+    assert not np.any(np.asarray(kept["z_flags"]) & F.NOT_ESTIMATED)
+    assert np.allclose(kept["z_pdf"], t["z_pdf"], rtol=1e-5, atol=1e-7)
+    assert np.array_equal(kept["z_flags"], t["z_flags"])
+
+
+def test_checkpoints_are_spaced_and_checked(sky, sky_server):
+    t = _table(sky, np.arange(86, 90))
+    calls = []
+    run = T.RunStats()
+    add_redshift_columns(t, ebv=DUST, chunk_size=1, progress=False, precision="float32",
+                         report=run, checkpoint=calls.append, checkpoint_interval=1e6)
+    assert calls == [] and run.n_checkpoints == 0  # none due within the run
+    for bad, err in [({"checkpoint": "out.fits"}, TypeError),
+                     ({"checkpoint": print, "checkpoint_interval": -1}, ValueError),
+                     ({"checkpoint": print, "checkpoint_interval": float("nan")}, ValueError)]:
+        with pytest.raises(err, match="checkpoint"):
+            add_redshift_columns(_table(sky, [86]), ebv=DUST, progress=False, **bad)
+
+
+def test_checkpoint_spacing_rule(monkeypatch):
+    """A gap is the interval, and at least ten times the last checkpoint's duration."""
+    clock = [100.0]
+    monkeypatch.setattr(T.time, "perf_counter", lambda: clock[0])
+
+    def slow_write():
+        clock[0] += 3.0
+
+    run = T.RunStats()
+    c = T._Checkpoints(slow_write, run, interval=5.0)
+    c.after_chunk()  # 100 < 105: not due
+    assert run.n_checkpoints == 0
+    clock[0] = 105.0
+    c.after_chunk()  # written, 105 -> 108; next due at 108 + max(5, 30)
+    assert run.n_checkpoints == 1 and run.checkpoint_seconds == 3.0 and c.due == 138.0
+    clock[0] = 137.9
+    c.after_chunk()
+    assert run.n_checkpoints == 1

@@ -77,6 +77,18 @@ def _count(text):
     return value
 
 
+def _non_negative(text):
+    """Parse a finite number of 0 or more (argparse ``type``), e.g. seconds or a rate."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {text!r}") \
+            from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number of 0 or more, got {text!r}")
+    return value
+
+
 def _positive_int(text):
     """Parse a positive integer (argparse ``type``)."""
     try:

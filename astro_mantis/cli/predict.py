@@ -15,6 +15,7 @@ from ..tableio import write_table
 
 from .common import (_add_cache_args, _add_service_args, _check_device, EXIT_INTERRUPTED,
                      EXIT_NONE_ESTIMATED, EXIT_OK, InputError, _positive_int, _read_output,
+                     _non_negative,
                      _read_table, _services, _signal_handler, _survey_list, _tiles)
 from ..pdf import NBINS, ZMIN
 
@@ -125,6 +126,12 @@ def add_parser(sub):
                         "records (model, surveys, dust source, --tta, position columns); "
                         "an INPUT or a setting that differs from the recorded one is "
                         "refused. Cached cutouts are not fetched again")
+    r.add_argument("--checkpoint-every", type=_non_negative, default=600.0, metavar="SECONDS",
+                   help="write OUTPUT with the rows done so far every SECONDS during the "
+                        "run (default: %(default)g; 0: never), so that a run killed without "
+                        "warning (SIGKILL, out of memory, a lost machine) can be completed "
+                        "with --resume. Each write replaces the last, atomically; they are "
+                        "spaced to take at most about a tenth of the run")
     r.add_argument("--qp", default=None, metavar="FILE",
                    help="also write the estimated rows' PDFs as a qp ensemble (HDF5, e.g. "
                         "pdfs.hdf5), with their row numbers as ancillary data 'row'")
@@ -247,7 +254,8 @@ _RESUME_OPTIONS = (("prefix", "--prefix", "z_"), ("weights", "--weights", None),
                    ("format", "--format", None), ("output_format", "--output-format", None),
                    ("qp", "--qp", None), ("tiles", "--tiles", None),
                    ("cache_dir", "--cache-dir", None), ("chunk_size", "--chunk-size", 256),
-                   ("batch_size", "--batch-size", 64))
+                   ("batch_size", "--batch-size", 64),
+                   ("checkpoint_every", "--checkpoint-every", 600.0))
 _RESUME_FLAGS = (("no_cache", "--no-cache"), ("demo_services", "--demo-services"),
                  ("no_progress", "--no-progress"))
 
@@ -278,6 +286,36 @@ def _signals_held():
     with _signal_handler(lambda signum, frame: came.append(signum),
                          (signal.SIGINT, signal.SIGTERM)):
         yield came
+
+
+class _CheckpointWriter:
+    """The ``checkpoint`` of ``predict``: writes OUTPUT with the rows done so far.
+
+    The write is atomic and SIGINT/SIGTERM wait for it (then act as they would have);
+    a failed write (a full disk) is reported once and the run goes on, its rows safe in
+    memory until the final write."""
+
+    def __init__(self, args, out, input_sha256):
+        self.args, self.out, self.input_sha256 = args, out, input_sha256
+        self.n_written, self.failed = 0, False
+
+    def __call__(self, table):
+        import signal
+
+        with _signals_held() as came:
+            if self.input_sha256:
+                table.meta[f"{self.args.prefix}input"] = self.input_sha256
+            try:
+                write_table(table, self.out, format=self.args.output_format, overwrite=True)
+                self.n_written += 1
+            except Exception as exc:
+                if not self.failed:
+                    print(f"astro-mantis predict: warning: cannot write the checkpoint "
+                          f"{str(self.out)!r} ({type(exc).__name__}: {exc}); the run goes "
+                          "on", file=sys.stderr)
+                self.failed = True
+        if came:  # acted on now, as if it had come after the write
+            signal.raise_signal(came[0])
 
 
 def _failure_lines(run, limit=5):
@@ -334,6 +372,8 @@ def _predict(args):
                  if args.cache_dir else contextlib.nullcontext())
     interrupted = False
     t0 = time.perf_counter()
+    input_sha256 = _file_sha256(args.input) if Path(args.input).is_file() else None
+    checkpoints = _CheckpointWriter(args, out, input_sha256)
     with cache_ctx, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", table_module.DustWarning)
         warnings.simplefilter("always", table_module.NotEstimatedWarning)
@@ -346,12 +386,20 @@ def _predict(args):
                 chunk_size=args.chunk_size, device=args.device, tta=args.tta,
                 progress=False if args.no_progress else None, cache=not args.no_cache,
                 overwrite=args.overwrite, resume=args.resume, precision=args.precision,
-                source=args.source, report=run)
+                source=args.source, report=run,
+                checkpoint=checkpoints if args.checkpoint_every > 0 else None,
+                checkpoint_interval=args.checkpoint_every)
         except (KeyError, ValueError, TypeError, WeightsError, FileNotFoundError) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise InputError(_with_options(str(msg))) from None
         except KeyboardInterrupt:
             interrupted = True
+        except Exception:  # a crash: say what the last checkpoint kept, then fail loudly
+            if checkpoints.n_written:
+                print(f"astro-mantis predict: the run failed; the rows done by its last "
+                      f"checkpoint are in {out}: complete it with: {_resume_command(args)}",
+                      file=sys.stderr)
+            raise
     for w in caught:
         if issubclass(w.category, table_module.DustWarning):
             print(f"astro-mantis predict: warning: {w.message}", file=sys.stderr)
@@ -363,8 +411,8 @@ def _predict(args):
         return EXIT_INTERRUPTED
     # the estimates are in memory only until this write: SIGINT/SIGTERM wait for it
     with _signals_held() as came:
-        if Path(args.input).is_file():
-            table.meta[f"{args.prefix}input"] = _file_sha256(args.input)
+        if input_sha256:
+            table.meta[f"{args.prefix}input"] = input_sha256
         try:
             write_table(table, out, format=args.output_format, overwrite=True)
         except Exception as exc:

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 
-from .common import InputError, _positive_int
+from .common import InputError, _count, _non_negative, _positive_int
 
 __all__ = ["add_parser", "run", "main", "settings_from_args"]
 
@@ -33,26 +33,6 @@ _DESCRIPTION = (
     "finishes within --shutdown-timeout, what is left is answered 503. With --demo, "
     "loopback copies of the survey services serve the bundled sample sky (simulated "
     "galaxies), as in 'astro-mantis demo': no network is needed.")
-
-
-def _count(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _non_negative(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
 
 
 def _port(text):
