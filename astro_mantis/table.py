@@ -1377,10 +1377,12 @@ def _write_columns(table, prefix, pdfs, ood, flags, meta, dust_source, settings,
     for name, col in cols.items():
         if isinstance(table, QTable) and name != f"{prefix}flags":
             col = np.ma.getdata(col) if not np.any(col.mask) else col
+        # not copied: the PDF column is the job's array (a second copy of the largest
+        # column doubled the call's peak memory)
         if name in table.colnames:
-            table.replace_column(name, col)
+            table.replace_column(name, col, copy=False)
         else:
-            table.add_column(col, name=name)
+            table.add_column(col, name=name, copy=False)
     ood_name = f"{prefix}{OOD_KEY}"
     if replace_all and ood is None and ood_name in table.colnames:
         table.remove_column(ood_name)
