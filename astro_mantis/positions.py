@@ -21,6 +21,14 @@ Columns may hold
   ``"12h20m05.8s"``, ``"+47:11:43"``, ``"47d11m43s"``). Sexagesimal right ascension
   is read in **hours** (the astronomical convention) unless the column carries a
   unit or ``ra_unit`` says otherwise; declination is read in degrees.
+
+A column's unit is read as astropy reads it, and where astropy does not recognise it
+(catalogues write ``TUNIT = 'degree'``, ``'DEGREES'``, ``'hours'`` ...) the common
+spellings of degrees, hours, radians, arcminutes and arcseconds, in any case and
+singular or plural, and astropy's generic unit names are understood too
+(`angle_unit`); an hour of time (``'h'``) on a position column is an hour of right
+ascension. A unit that is still not recognised is an error that says so and asks for
+``ra_unit``/``dec_unit`` (``astro-mantis --ra-unit``), which then replace it.
 """
 import re
 from dataclasses import dataclass
@@ -30,8 +38,9 @@ import numpy as np
 from astropy.coordinates import (Angle, SkyCoord, SphericalRepresentation,
                                  UnitSphericalRepresentation)
 
-__all__ = ["Positions", "angle_degrees", "check_degrees", "column_degrees", "table_positions",
-           "coordinate_positions", "icrs_positions", "resolve_name", "missing_column_error"]
+__all__ = ["Positions", "angle_degrees", "angle_unit", "check_degrees", "column_degrees",
+           "table_positions", "coordinate_positions", "icrs_positions", "resolve_name",
+           "missing_column_error"]
 
 _SEXAGESIMAL = re.compile(r"[:hdms\u00b0'\" ]")
 
@@ -167,6 +176,82 @@ def missing_column_error(table, name, what="", option=None):
     return KeyError(msg)
 
 
+#: Spellings of angular units that astropy's parsers do not read (lower case, words
+#: separated by one space): catalogues and spreadsheets write them.
+_UNIT_SPELLINGS = {
+    **dict.fromkeys(["deg", "degs", "degree", "degrees", "decimal degree", "decimal degrees",
+                     "decdeg", "d:m:s", "dms", "dd:mm:ss", "deg:arcmin:arcsec"], u.deg),
+    **dict.fromkeys(["h", "hr", "hrs", "hour", "hours", "hourangle", "hour angle",
+                     "hour angles", "h:m:s", "hms", "hh:mm:ss"], u.hourangle),
+    **dict.fromkeys(["rad", "rads", "radian", "radians"], u.rad),
+    **dict.fromkeys(["arcmin", "arcmins", "arcminute", "arcminutes"], u.arcmin),
+    **dict.fromkeys(["arcsec", "arcsecs", "arcsecond", "arcseconds"], u.arcsec),
+}
+
+
+def angle_unit(unit):
+    """The unit of a position, astropy's where it recognises it, else a common spelling.
+
+    Astropy's FITS and VOUnit readers leave many units catalogues write unrecognised
+    (``TUNIT = 'degree'``, ``'DEGREES'``, ``'hours'``); such a unit (an
+    `~astropy.units.UnrecognizedUnit`, or a string) is read again: first as one of the
+    common spellings of degrees, hours (of right ascension), radians, arcminutes and
+    arcseconds, in any case and singular or plural (``'decimal degrees'``,
+    ``'h:m:s'``), then with astropy's generic unit parser. An hour of time (``'h'``,
+    which the FITS standard means) is taken as an hour of right ascension
+    (``hourangle``).
+
+    Parameters
+    ----------
+    unit : `~astropy.units.UnitBase` or str or None
+
+    Returns
+    -------
+    `~astropy.units.UnitBase` or None
+        The unit; an `~astropy.units.UnrecognizedUnit` when it is still not
+        recognised (callers say so); None for None.
+
+    Examples
+    --------
+    >>> from astro_mantis.positions import angle_unit
+    >>> angle_unit("DEGREES"), angle_unit("hours")
+    (Unit("deg"), Unit("hourangle"))
+    """
+    if unit is None:
+        return None
+    if isinstance(unit, u.UnitBase) and not isinstance(unit, u.UnrecognizedUnit):
+        found = unit
+    else:
+        text = str(unit.name if isinstance(unit, u.UnrecognizedUnit) else unit).strip()
+        key = " ".join(text.lower().replace("_", " ").split())
+        found = _UNIT_SPELLINGS.get(key)
+        if found is None:
+            found = u.Unit(text, format="generic", parse_strict="silent")
+    if found == u.hour:  # an hour of time on a position: an hour of right ascension
+        return u.hourangle
+    return found
+
+
+def _unit_keyword(what):
+    """The keyword (and option) that gives the unit of a ``what`` column."""
+    if what == "right ascension":
+        return "ra_unit (astro-mantis: --ra-unit)"
+    if what == "declination":
+        return "dec_unit"
+    return "unit"
+
+
+def _given_unit(unit, what):
+    """A unit given by the caller (``ra_unit``), read by `angle_unit`; ValueError when it
+    is not recognised."""
+    found = angle_unit(unit)
+    if isinstance(found, u.UnrecognizedUnit):
+        raise ValueError(f"the unit {str(unit)!r} given for the {what or 'angle'} is not a "
+                         "unit astropy recognises; give an angular unit such as 'deg' or "
+                         "'hourangle'")
+    return found
+
+
 def angle_degrees(text, what="right ascension", unit=None):
     """One angle written as text, in degrees: the package's one reading of angle text.
 
@@ -189,7 +274,8 @@ def angle_degrees(text, what="right ascension", unit=None):
         Which coordinate: ``"right ascension"`` reads unmarked sexagesimal text in
         hours, anything else in degrees. Also names the coordinate in messages.
     unit : `~astropy.units.Unit` or str, optional
-        The unit of text that carries none (e.g. a column's ``hourangle``).
+        The unit of text that carries none (e.g. a column's ``hourangle``; read by
+        `angle_unit`, so ``"hours"`` and ``"degrees"`` are understood).
 
     Returns
     -------
@@ -212,7 +298,7 @@ def angle_degrees(text, what="right ascension", unit=None):
     """
     s = str(text).strip()
     is_ra = what == "right ascension"
-    the_unit = None if unit is None else u.Unit(unit)
+    the_unit = None if unit is None else _given_unit(unit, what)
     try:
         if not s:
             raise ValueError("it is empty")
@@ -263,7 +349,8 @@ def column_degrees(table, name, what="angle", unit=None, option=None):
         ``"right ascension"``, ``"declination"`` or another label for the messages;
         sexagesimal right ascension is read in hours by default.
     unit : `~astropy.units.Unit` or str, optional
-        Unit of a column that has none (e.g. ``"hourangle"``); a column's own unit wins.
+        Unit of a column that has none (e.g. ``"hourangle"``), or whose unit is not
+        recognised (see `angle_unit`); a column's own recognised unit wins.
     option : str, optional
         The option that chooses the column, for the message of a missing column.
 
@@ -279,9 +366,10 @@ def column_degrees(table, name, what="angle", unit=None, option=None):
     KeyError
         If the column does not exist (the message lists those that do).
     ValueError
-        If it is not one value per row, has a unit that is not an angle, holds
-        neither numbers nor strings, or is a string column none of whose values
-        reads as an angle (a few unreadable values only flag their rows).
+        If it is not one value per row, has a unit that is not an angle or that is
+        not recognised (and ``unit`` is not given), holds neither numbers nor
+        strings, or is a string column none of whose values reads as an angle (a few
+        unreadable values only flag their rows).
     """
     label = f"{what} column" if what else "column"
     if name not in table.colnames:
@@ -289,11 +377,18 @@ def column_degrees(table, name, what="angle", unit=None, option=None):
     col = table[name]
     if getattr(col, "ndim", 1) != 1:
         raise ValueError(f"{label} {name!r} has shape {col.shape}; expected one value per row")
-    col_unit = getattr(col, "unit", None)
-    if col_unit is not None and u.Unit(col_unit) == u.dimensionless_unscaled:
+    col_unit = angle_unit(getattr(col, "unit", None))
+    if col_unit is not None and col_unit == u.dimensionless_unscaled:
         col_unit = None
-    the_unit = u.Unit(col_unit) if col_unit is not None else (
-        u.Unit(unit) if unit is not None else None)
+    given = None if unit is None else _given_unit(unit, what)
+    if isinstance(col_unit, u.UnrecognizedUnit):
+        if given is None:
+            raise ValueError(f"{label} {name!r} has unit {col_unit.name!r}, which is not a "
+                             "unit astropy recognises; say which angular unit its values "
+                             f"are in with {_unit_keyword(what)}, e.g. 'deg' or "
+                             "'hourangle'")
+        col_unit = None  # the unit the caller gives replaces it
+    the_unit = col_unit if col_unit is not None else given
     if the_unit is not None and not the_unit.is_equivalent(u.deg):
         raise ValueError(f"{label} {name!r} has unit {the_unit}, which is not an angle")
     data = np.ma.asarray(col.value if isinstance(col, u.Quantity) else col)

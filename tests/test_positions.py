@@ -73,6 +73,69 @@ def test_units_masks_and_skycoord():
         coordinate_positions([1, 2])
 
 
+def _fits_round_trip(ra, dec, unit):
+    """A table as read back from a FITS file whose position columns have TUNIT ``unit``."""
+    import io
+
+    from astropy.io import fits
+
+    cols = [fits.Column(name="RA", format="D", unit=unit, array=np.array(ra, float)),
+            fits.Column(name="DEC", format="D", unit=unit, array=np.array(dec, float))]
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(buf)
+    buf.seek(0)
+    return Table.read(buf, format="fits")
+
+
+@pytest.mark.parametrize("unit, factor", [
+    ("deg", 1.0), ("degree", 1.0), ("degrees", 1.0), ("DEGREES", 1.0), ("Degrees", 1.0),
+    ("decimal degrees", 1.0), ("hours", 15.0), ("h:m:s", 15.0), ("h", 15.0),
+    ("radians", np.degrees(1.0)), ("arcsecs", 1 / 3600)])
+def test_catalogue_spellings_of_angular_units_are_understood(unit, factor):
+    """FITS catalogues write TUNIT 'degree', 'DEGREES', 'hours' ..., which astropy's FITS
+    reader leaves unrecognised: before, the column was refused as having 'unit degree,
+    which is not an angle'."""
+    t = _fits_round_trip([0.5], [0.1], unit)
+    pos = table_positions(t, ra="RA", dec="DEC")
+    assert pos.ra[0] == pytest.approx(0.5 * factor) and pos.good[0]
+    assert column_degrees(t, "DEC", "declination")[0][0] == pytest.approx(0.1 * factor)
+    # the same unit set on a column in the session (astropy leaves it unrecognised too)
+    mem = Table({"ra": [0.5], "dec": [0.1]})
+    mem["ra"].unit = unit
+    assert column_degrees(mem, "ra", "right ascension")[0][0] == pytest.approx(0.5 * factor)
+    # text in such a unit: sexagesimal 'degrees' text is degrees, 'hours' text hours
+    txt = Table({"ra": ["10:30:00"], "dec": ["2"]})
+    txt["ra"].unit = unit
+    if factor in (1.0, 15.0):
+        assert table_positions(txt).ra[0] == pytest.approx(10.5 * factor)
+
+
+def test_an_unrecognised_unit_is_named_and_ra_unit_replaces_it():
+    t = _fits_round_trip([150.1], [2.2], "furlongs")
+    with pytest.raises(ValueError) as err:
+        table_positions(t, ra="RA", dec="DEC")
+    message = str(err.value)
+    assert "'RA' has unit 'furlongs', which is not a unit astropy recognises" in message
+    assert "ra_unit" in message and "--ra-unit" in message and "not an angle" not in message
+    with pytest.raises(ValueError, match="'DEC' has unit 'furlongs'.*dec_unit"):
+        column_degrees(t, "DEC", "declination")
+    # the unit the caller gives replaces an unrecognised one (not a recognised one)
+    pos = table_positions(t, ra="RA", dec="DEC", ra_unit="deg", dec_unit="degrees")
+    assert (pos.ra[0], pos.dec[0]) == pytest.approx((150.1, 2.2))
+    # units given by the caller are read the same way; an unknown one is named
+    text = Table({"ra": ["10:00:24"], "dec": ["+02:12:00"]})
+    assert table_positions(text, ra_unit="hours").ra[0] == pytest.approx(150.1)
+    assert table_positions(text, ra_unit="Degrees").ra[0] == pytest.approx(10.00667,
+                                                                           abs=1e-5)
+    with pytest.raises(ValueError, match="unit 'parsecs' given for the right ascension is "
+                                         "not a unit astropy recognises"):
+        table_positions(text, ra_unit="parsecs")
+    # a recognised unit that is not an angle is still refused as such
+    metres = _fits_round_trip([1.0], [2.0], "m")
+    with pytest.raises(ValueError, match="has unit m, which is not an angle"):
+        table_positions(metres, ra="RA", dec="DEC")
+
+
 def test_missing_column_suggests_the_other_case():
     t = Table({"RA": [1.0], "DEC": [2.0]})
     with pytest.raises(KeyError, match=r"'ra' not found.*RA, DEC\. Did you mean --ra-col RA\?"):

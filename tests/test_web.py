@@ -234,6 +234,24 @@ def test_settings_refuse_bad_values_and_round_trip():
         WebSettings(rate_limit=float("inf"))
 
 
+def test_serve_sync_rows_follows_a_smaller_max_rows_and_names_the_options(capsys):
+    """'astro-mantis serve --max-rows 50' once exited 2 with 'sync_rows (100) cannot
+    exceed max_rows (50)': the default --sync-rows now stays within --max-rows, and the
+    messages name the options, not the settings."""
+    from astro_mantis.cli.main import build_parser
+    from astro_mantis.cli.serve import main, settings_from_args
+
+    parser = build_parser()
+    settings = settings_from_args(parser.parse_args(["serve", "--max-rows", "50"]))
+    assert (settings.sync_rows, settings.max_rows) == (50, 50)
+    assert settings_from_args(parser.parse_args(["serve"])).sync_rows == 100
+    assert settings_from_args(parser.parse_args(["serve", "--max-rows", "50",
+                                                 "--sync-rows", "7"])).sync_rows == 7
+    assert main(["--max-rows", "50", "--sync-rows", "60", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--sync-rows (60) cannot exceed --max-rows (50)" in err and "sync_rows" not in err
+
+
 @pytest.mark.parametrize("host, sent", [("127.0.0.1", "127.0.0.1:8000"),
                                         ("::1", "[::1]:8000"), ("127.0.0.2", "127.0.0.2")])
 def test_a_loopback_service_answers_to_its_own_address(host, sent):
@@ -265,6 +283,20 @@ def test_read_upload_guesses_formats_and_refuses_garbage():
         read_upload(b"")
     with pytest.raises(ValueError, match="unknown input format"):
         read_upload(b"a\n1\n", format="xlsx")
+
+
+def test_read_upload_never_opens_a_file_named_by_the_content(tmp_path):
+    """Astropy reads a string without a line break as a file name or URL: an upload of
+    the text '/path/to/secret.csv' once answered that server file."""
+    secret = tmp_path / "secret.csv"
+    secret.write_text("ra,dec,password\n150.1,2.2,hunter2\n")
+    for name in ("x.csv", "x.ecsv", "x"):
+        try:
+            table, _ = read_upload(str(secret).encode(), name)
+        except ValueError as exc:
+            assert "hunter2" not in str(exc)
+        else:
+            assert "password" not in table.colnames and len(table) == 0, name
 
 
 def test_read_upload_takes_a_byte_order_mark_and_gzip():
@@ -787,6 +819,230 @@ def test_batch_refuses_bad_uploads_clearly(api):
         r = api.post("/predict/batch", **kwargs)
         assert r.status_code == status, (kwargs.get("data"), r.text)
         assert words in r.json()["error"], r.json()
+
+
+class _LoopbackFiles:
+    """A loopback HTTP server recording the paths asked for (and answering a file)."""
+
+    def __init__(self, body):
+        import http.server
+
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _secret_tables(tmp_path):
+    """A CSV and a FITS file of the server's, with a column 'password'."""
+    t = Table({"ra": [150.1], "dec": [2.2], "password": ["hunter2"]})
+    csv_path, fits_path = tmp_path / "secret.csv", tmp_path / "secret.fits"
+    csv_path.write_bytes(write_table_bytes(t, "csv"))
+    fits_path.write_bytes(write_table_bytes(t, "fits"))
+    return csv_path, fits_path
+
+
+def test_upload_text_is_never_a_file_name_or_url(api, tmp_path):
+    """A CSV or ECSV upload whose content is a path or URL: once the server read that
+    file, or fetched that URL (from its own network), and answered its rows."""
+    csv_path, _ = _secret_tables(tmp_path)
+    with _LoopbackFiles(csv_path.read_bytes()) as files:
+        for content in (str(csv_path), f"{files.url}/internal.csv", f"file://{csv_path}"):
+            for name in ("x.csv", "x.ecsv"):
+                r = api.post("/predict/batch", files={"file": (name, content.encode())},
+                             data={"format": "json"})
+                assert r.status_code == 422, (content, name, r.text)
+                assert "hunter2" not in r.text and "password" not in r.text
+        assert files.hits == []
+
+
+_VOT_STREAM = """<?xml version="1.0"?>
+<VOTABLE version="1.3" xmlns="http://www.ivoa.net/xml/VOTable/v1.3">
+ <RESOURCE><TABLE>
+  <FIELD name="ra" datatype="double"/><FIELD name="dec" datatype="double"/>
+  <FIELD name="password" datatype="char" arraysize="*"/>
+  <DATA>{data}</DATA>
+ </TABLE></RESOURCE></VOTABLE>"""
+
+
+def test_votable_streams_pointing_elsewhere_are_refused(api, tmp_path):
+    """A VOTable whose <STREAM href="..."> names a file or URL: once astropy's reader
+    opened it on the server (a server file, or a request from the server's network)."""
+    _, fits_path = _secret_tables(tmp_path)
+    with _LoopbackFiles(fits_path.read_bytes()) as files:
+        for href in (f"file://{fits_path}", f"{files.url}/internal.fits"):
+            for data in (f'<FITS extnum="1"><STREAM href="{href}"/></FITS>',
+                         f'<BINARY><STREAM href="{href}" encoding="base64"/></BINARY>',
+                         f'<BINARY2><STREAM href="{href}"/></BINARY2>'):
+                vot = _VOT_STREAM.format(data=data).encode()
+                r = api.post("/predict/batch", files={"file": ("t.xml", vot)},
+                             data={"format": "json"})
+                assert r.status_code == 422, (data, r.text)
+                error = r.json()["error"]
+                assert "STREAM that points at data elsewhere" in error and "hunter2" not in error
+        assert files.hits == []
+    # an inline stream is still read
+    ok = write_table_bytes(Table({"ra": [150.1], "dec": [2.2]}), "votable")
+    assert read_upload(ok, "t.xml")[0]["ra"][0] == 150.1
+
+
+def _vla_fits(n, k):
+    """A FITS table of n rows whose variable-length column's rows all point at one heap
+    block of k floats: a small file that astropy reads as n * k floats."""
+    col = fits.Column(name="spectrum", format="PE()",
+                      array=[np.zeros(k, np.float32)] + [np.zeros(1, np.float32)] * (n - 1))
+    hdu = fits.BinTableHDU.from_columns([fits.Column(name="ra", format="D",
+                                                     array=np.full(n, 150.1)),
+                                         fits.Column(name="dec", format="D",
+                                                     array=np.full(n, 2.2)), col])
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buf)
+    data = bytearray(buf.getvalue())
+    with fits.open(io.BytesIO(bytes(data))) as hdul:
+        offset, width = hdul[1]._data_offset, hdul[1].header["NAXIS1"]
+    for i in range(n):  # every descriptor: (k elements, at heap offset 0)
+        data[offset + i * width + 16:offset + i * width + 24] = np.array([k, 0], ">i4").tobytes()
+    return bytes(data)
+
+
+def test_uploads_that_would_blow_up_in_memory_are_refused(api):
+    """Once a ~1 MB FITS upload whose variable-length array rows all point at one heap
+    block became gigabytes in the server; so did a small VOTable declaring wide fields,
+    or a CSV with one long value (every row as wide). Now: 422 naming the column, or 413
+    before astropy's reader allocates the table (--max-upload-mb 0.25: 4 MiB at most)."""
+    import gzip
+
+    data = _vla_fits(5, 25_000)
+    assert len(data) < 0.25 * 2 ** 20
+    r = api.post("/predict/batch", files={"file": ("t.fits", data)}, data={"format": "json"})
+    assert r.status_code == 422, r.text[:300]
+    assert "column 'spectrum' is a variable-length array column (TFORM 'PE(25000)')" in \
+        r.json()["error"]
+    vla_vot = _VOT_STREAM.replace('datatype="char" arraysize="*"',
+                                  'datatype="double" arraysize="*"').format(
+        data="<TABLEDATA><TR><TD>150.1</TD><TD>2.2</TD><TD>1 2 3</TD></TR></TABLEDATA>")
+    r = api.post("/predict/batch", files={"file": ("t.xml", vla_vot.encode())},
+                 data={"format": "json"})
+    assert r.status_code == 422 and "column 'password' holds arrays" in r.json()["error"]
+    wide = _VOT_STREAM.replace('arraysize="*"', 'arraysize="100000"').format(
+        data="<TABLEDATA>" + "<TR><TD>150.1</TD><TD>2.2</TD><TD>x</TD></TR>" * 20
+             + "</TABLEDATA>")
+    long_value = "ra,dec,name\n" + "150.1,2.2," + "x" * 30_000 + "\n" + "150.1,2.2,a\n" * 40
+    for name, content in (("t.xml", wide.encode()), ("t.csv", long_value.encode())):
+        r = api.post("/predict/batch", files={"file": (name, content)}, data={"format": "json"})
+        assert r.status_code == 413, (name, r.text[:300])
+        assert "in memory" in r.json()["error"] and "more than the limit of 4.0 MiB" in \
+            r.json()["error"]
+    # astropy would decompress a second layer (or bzip2, xz) without any limit
+    twice = gzip.compress(gzip.compress(b"ra,dec\n150.1,2.2\n"))
+    r = api.post("/predict/batch", files={"file": ("t.csv.gz", twice)})
+    assert r.status_code == 422 and "compressed more than once" in r.json()["error"]
+
+
+def test_non_latin_names_are_offered_as_download_names(api, sample):
+    """A NAME or file name in another script once made every download answer 500 (the
+    Content-Disposition header could not be encoded), and a job's result was never
+    retrievable."""
+    from urllib.parse import quote
+
+    ex = sample[0]
+    for fmt in ("json", "ecsv"):
+        r = api.get("/predict", params={"RA": ex["RA"], "DEC": ex["DEC"], "NAME": "銀河1",
+                                        "format": fmt})
+        assert r.status_code == 200, (fmt, r.text[:200])
+        disposition = r.headers["content-disposition"]
+        assert f'filename="__1.{fmt}"' in disposition
+        assert f"filename*=UTF-8''{quote('銀河1')}.{fmt}" in disposition
+    csv = f"ra,dec\n{ex['RA']},{ex['DEC']}\n".encode()
+    r = api.post("/predict/batch", files={"file": ("銀河.csv", csv)})
+    assert r.status_code == 200, r.text[:200]
+    assert f"filename*=UTF-8''{quote('銀河_photoz.csv')}" in r.headers["content-disposition"]
+    assert 'filename="___photoz.csv"' in r.headers["content-disposition"]
+    job = api.post("/predict/batch", files={"file": ("銀河.csv", csv)}, data={"job": "true"})
+    assert job.status_code == 202, job.text
+    url = job.json()["status_url"]
+    wait_for(lambda: api.get(url).json()["status"] in ("done", "failed"), "the job to finish")
+    result = api.get(url + "/result")
+    assert result.status_code == 200, result.text[:200]
+    assert f"filename*=UTF-8''{quote('銀河_photoz.csv')}" in result.headers["content-disposition"]
+    assert Table.read(result.text, format="ascii.csv")["z_mean"][0] > 0
+
+
+def test_fits_answer_of_text_positions_that_are_not_ascii(api, sample):
+    """Positions written with degree signs are read as degrees, which is what the answer
+    holds: FITS was once refused because the upload's text was not ASCII."""
+    from astropy.coordinates import Angle
+
+    ex = sample[0]
+    dec = Angle(ex["DEC"], "deg").to_string(unit="deg", format="unicode", precision=3)
+    assert "°" in dec
+    csv = f"name,ra,dec\nA,{ex['RA']},{dec}\n".encode()
+    r = api.post("/predict/batch", files={"file": ("t.csv", csv)}, data={"format": "fits"})
+    assert r.status_code == 200, r.text[:300]
+    out = Table.read(io.BytesIO(r.content), format="fits")
+    assert float(out["dec"][0]) == pytest.approx(ex["DEC"], abs=1e-5)
+    assert float(out["z_mean"][0]) > 0
+    # non-ASCII text elsewhere is still refused for FITS
+    r = api.post("/predict/batch", files={"file": ("t.csv", csv.replace(b"A", "Å".encode()))},
+                 data={"format": "fits"})
+    assert r.status_code == 422 and "column 'name' holds text" in r.json()["error"]
+
+
+@pytest.mark.parametrize("unit", ["degree", "DEGREES"])
+def test_fits_catalogue_units_are_understood(api, sample, unit):
+    """TUNIT 'degree' or 'DEGREES' (which astropy's FITS reader does not recognise) once
+    made the upload a 422 'has unit degree, which is not an angle'."""
+    ex = sample[0]
+    cols = [fits.Column(name="RA", format="D", unit=unit, array=np.array([ex["RA"]])),
+            fits.Column(name="DEC", format="D", unit=unit, array=np.array([ex["DEC"]]))]
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(buf)
+    r = api.post("/predict/batch", files={"file": ("cat.fits", buf.getvalue())},
+                 data={"format": "json"})
+    assert r.status_code == 200, r.text[:300]
+    row = r.json()["rows"][0]
+    assert row["RA"] == pytest.approx(ex["RA"]) and row["z_mean"] is not None
+    cols[0] = fits.Column(name="RA", format="D", unit="furlongs", array=np.array([ex["RA"]]))
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(buf)
+    r = api.post("/predict/batch", files={"file": ("cat.fits", buf.getvalue())})
+    assert r.status_code == 422
+    assert "unit 'furlongs', which is not a unit astropy recognises" in r.json()["error"]
+
+
+def test_a_text_column_of_no_angles_is_refused_some_unreadable_values_are_flagged(api,
+                                                                                  sample):
+    """As docs/web.rst says: a position column none of whose values reads as an angle is
+    not a position column (422, even for one row); where some values read, the others
+    are rows flagged BAD_COORDINATE."""
+    ex = sample[0]
+    r = api.post("/predict/batch", files={"file": ("t.csv", f"ra,dec\nxx,{ex['DEC']}\n".encode())})
+    assert r.status_code == 422 and "none of its values reads as an angle" in r.json()["error"]
+    r = api.post("/predict/batch", files={"file": ("t.csv", f"ra,dec\nxx,{ex['DEC']}\n"
+                                                            f"{ex['RA']},{ex['DEC']}\n".encode())},
+                 data={"format": "json"})
+    assert r.status_code == 200, r.text[:300]
+    rows = r.json()["rows"]
+    assert "BAD_COORDINATE" in rows[0]["z_flag_names"] and rows[1]["z_mean"] is not None
 
 
 def test_oversized_body_without_length_is_cut_off(api):

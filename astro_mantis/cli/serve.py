@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import ipaddress
 import os
+import re
 import signal
 import sys
 import threading
@@ -101,9 +102,9 @@ def _add_arguments(p):
                           "(default: %(default)s)")
     lim.add_argument("--max-jobs", type=_count, default=4, metavar="N",
                      help="batch jobs waiting at most; more get 503 (default: %(default)s)")
-    lim.add_argument("--sync-rows", type=_positive_int, default=100, metavar="N",
+    lim.add_argument("--sync-rows", type=_positive_int, default=None, metavar="N",
                      help="uploads of at most N rows are answered directly; larger ones "
-                          "become a job (default: %(default)s)")
+                          "become a job (default: 100, or --max-rows when that is smaller)")
     lim.add_argument("--max-rows", type=_positive_int, default=100_000, metavar="N",
                      help="most rows of an upload (default: %(default)s)")
     lim.add_argument("--max-upload-mb", type=_non_negative, default=20.0, metavar="MB",
@@ -153,15 +154,36 @@ def settings_from_args(args):
     Raises
     ------
     ValueError
-        For settings that cannot work together (the message names them).
+        For settings that cannot work together (the message names their options).
     """
     from ..web.settings import WebSettings
 
+    sync_rows = args.sync_rows
+    if sync_rows is None:  # the default, within --max-rows
+        sync_rows = min(WebSettings.sync_rows, args.max_rows)
+    elif sync_rows > args.max_rows:
+        raise ValueError(f"--sync-rows ({sync_rows}) cannot exceed --max-rows "
+                         f"({args.max_rows}): tables above --max-rows are refused, so none "
+                         "could become a job")
+    try:
+        return _settings(WebSettings, args, sync_rows)
+    except ValueError as exc:  # a setting's name, as the option that sets it
+        raise ValueError(re.sub(r"\b(" + "|".join(_OPTIONS) + r")\b",
+                                lambda m: _OPTIONS[m.group(1)], str(exc))) from None
+
+
+#: The options of settings of `~astro_mantis.web.WebSettings`, for the messages.
+_OPTIONS = {name: "--" + name.replace("_", "-") for name in (
+    "rate_limit", "rate_burst", "concurrency", "queue_size", "max_batch", "max_jobs",
+    "sync_rows", "max_rows", "job_ttl", "shutdown_timeout")}
+
+
+def _settings(WebSettings, args, sync_rows):
     return WebSettings(
         model=args.model, weights=args.weights, device=args.device,
         rate_limit=args.rate_limit, rate_burst=args.rate_burst,
         concurrency=args.concurrency, queue_size=args.queue_size, max_batch=args.max_batch,
-        max_jobs=args.max_jobs, sync_rows=args.sync_rows, max_rows=args.max_rows,
+        max_jobs=args.max_jobs, sync_rows=sync_rows, max_rows=args.max_rows,
         max_upload_bytes=max(1, int(args.max_upload_mb * 1024 * 1024)), job_ttl=args.job_ttl,
         shutdown_timeout=args.shutdown_timeout, demo=args.demo,
         panstarrs_url=args.panstarrs_url, legacysurvey_url=args.legacysurvey_url,

@@ -524,7 +524,7 @@ def create_app(settings=None, service=None):
         if format == "json":
             result = await run_work(st.service.predict_many, (NAME, ra, dec), batchable=True)
             return JSONResponse(result, headers={
-                "Content-Disposition": f'attachment; filename="{_stem(NAME, ra, dec)}.json"'})
+                "Content-Disposition": _attachment(f"{_stem(NAME, ra, dec)}.json")})
 
         def one_row(payload):
             table = st.service.predict_positions([payload])
@@ -535,7 +535,7 @@ def create_app(settings=None, service=None):
         data = await run_work(one_row, (NAME, ra, dec))
         _, media, suffix = OUTPUT_FORMATS[format]
         return Response(data, media_type=media, headers={
-            "Content-Disposition": f'attachment; filename="{_stem(NAME, ra, dec)}{suffix}"'})
+            "Content-Disposition": _attachment(f"{_stem(NAME, ra, dec)}{suffix}")})
 
     @app.post("/predict/batch", summary="Redshift columns for an uploaded table",
               responses={200: {"content": {"application/json": {}, "text/plain": {},
@@ -608,7 +608,7 @@ def create_app(settings=None, service=None):
                    f"{OUTPUT_FORMATS[out_fmt][2]}"
         if body is not None:
             return Response(body, media_type=OUTPUT_FORMATS[out_fmt][1], headers={
-                "Content-Disposition": f'attachment; filename="{_safe(out_name)}"'})
+                "Content-Disposition": _attachment(_safe(out_name))})
         table, ra_name, dec_name = checked  # checked in read(): bad tables fail there
         the_job = st.jobs.create(len(table), out_fmt, _safe(out_name))
 
@@ -666,7 +666,7 @@ def create_app(settings=None, service=None):
                                      f"{job.n_rows} rows done", headers={"Retry-After": "2"})
         data = await asyncio.to_thread(job.path.read_bytes)
         return Response(data, media_type=OUTPUT_FORMATS[job.format][1], headers={
-            "Content-Disposition": f'attachment; filename="{job.filename}"'})
+            "Content-Disposition": _attachment(job.filename)})
 
     # -------------------------------------------------------------- cutouts
     @app.get("/cutouts/{ra}/{dec}", summary="Cutouts at a position: FITS or a PNG panel",
@@ -697,7 +697,7 @@ def create_app(settings=None, service=None):
             return Response(data, media_type="image/png",
                             headers={"Cache-Control": "max-age=3600"})
         return Response(data, media_type="application/fits", headers={
-            "Content-Disposition": f'attachment; filename="{stem}.fits"'})
+            "Content-Disposition": _attachment(f"{stem}.fits")})
 
     app.add_middleware(_Guard, state=st)
     if settings.allowed_hosts:
@@ -745,8 +745,23 @@ def _chain_signal_handlers():
 
 
 def _safe(name):
+    """A file name of letters and digits (of any script) and ``._+-``; others are ``_``."""
     keep = "".join(c if c.isalnum() or c in "._+-" else "_" for c in str(name))
     return keep[:120] or "result"
+
+
+def _attachment(name):
+    """A ``Content-Disposition`` header offering a download as ``name``.
+
+    HTTP headers are Latin-1, and clients read ``filename=`` as ASCII: it gets ``name``
+    with every other character replaced by ``_``, and ``filename*`` (RFC 6266 and
+    5987) the name itself, in UTF-8 and percent-encoded, which browsers prefer.
+    """
+    from urllib.parse import quote
+
+    name = _safe(name)
+    plain = "".join(c if c.isascii() else "_" for c in name)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def _stem(name, ra, dec):

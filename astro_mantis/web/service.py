@@ -10,6 +10,7 @@ tables with `astro_mantis.add_redshift_columns` and tables into the JSON answers
 """
 import io
 import math
+import re
 import tempfile
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from ..positions import angle_degrees, column_degrees
 
 __all__ = ["PhotozService", "parse_coordinate", "read_upload", "write_table_bytes",
            "check_output_format", "table_rows_json", "cutout_png", "cutout_fits", "flag_names",
-           "UploadTooLarge", "OUTPUT_FORMATS", "INPUT_FORMATS"]
+           "UploadTooLarge", "OUTPUT_FORMATS", "INPUT_FORMATS", "MEMORY_FACTOR"]
 
 #: Output formats of the table answers: name → (astropy format, media type, suffix).
 OUTPUT_FORMATS = {
@@ -44,9 +45,20 @@ _MAX_TEXT = 64
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
+#: Content that astropy's readers would decompress themselves, without a size limit:
+#: gzip (once more), bzip2, xz and LZW (``.Z``).
+_COMPRESSED = re.compile(rb"\x1f\x8b|\x1f\x9d|\xfd7zXZ\x00|BZh[1-9](1AY&SY|\x17rE8P\x90)")
+
+#: An uploaded table may take at most this many times ``max_bytes`` in memory once read.
+MEMORY_FACTOR = 16
+
 
 class UploadTooLarge(ValueError):
-    """A compressed upload whose content exceeds the size limit."""
+    """An upload whose content, decompressed or read, exceeds the size limits."""
+
+
+class _Refused(ValueError):
+    """An upload refused for what it holds (the message says what), not unreadable."""
 
 
 def flag_names(value):
@@ -196,6 +208,17 @@ def _gunzip(data, max_bytes):
 def read_upload(data, filename=None, format=None, max_bytes=None):
     """Read an uploaded table.
 
+    The content is given to astropy's readers as a file object, never as a string
+    (which they would take for a file name or URL to open). What the readers would
+    fetch or decompress themselves, or blow up in memory, is refused before they run:
+    VOTables whose ``STREAM`` elements point at data elsewhere (``href``), content
+    compressed other than by one layer of gzip, and FITS variable-length array
+    columns (``TFORM`` ``P`` or ``Q``: every row may point at the same data). With
+    ``max_bytes``, a table that would take more than `MEMORY_FACTOR` times
+    ``max_bytes`` in memory is refused too: estimated before reading where the
+    format declares sizes (VOTable fields and rows, text column widths), and checked
+    on the table read.
+
     Parameters
     ----------
     data : bytes
@@ -208,7 +231,8 @@ def read_upload(data, filename=None, format=None, max_bytes=None):
     format : {"csv", "ecsv", "fits", "votable"}, optional
         The format; guessed from the name, else from the content, when not given.
     max_bytes : int, optional
-        Most bytes the decompressed content of a gzip upload may have.
+        Most bytes the decompressed content of a gzip upload may have;
+        `MEMORY_FACTOR` times it bounds the table in memory.
 
     Returns
     -------
@@ -219,29 +243,230 @@ def read_upload(data, filename=None, format=None, max_bytes=None):
     Raises
     ------
     UploadTooLarge
-        If decompressed content exceeds ``max_bytes``.
+        If decompressed content exceeds ``max_bytes``, or the table would take more
+        than `MEMORY_FACTOR` times ``max_bytes`` in memory.
     ValueError
-        If the format is unknown or the content cannot be read as that format.
+        If the format is unknown, the content cannot be read as that format, or
+        holds what is refused (the message says what: a ``STREAM`` with ``href``, a
+        variable-length array column naming it, compression other than gzip).
     """
     if format is not None and format not in INPUT_FORMATS:
         raise ValueError(f"unknown input format {format!r}; expected one of "
                          f"{', '.join(INPUT_FORMATS)}")
     if not data:
         raise ValueError("the uploaded file is empty")
-    if bytes(data[:2]) == _GZIP_MAGIC:
+    data = bytes(data)
+    if data[:2] == _GZIP_MAGIC:
         data = _gunzip(data, max_bytes)
         if not data:
             raise ValueError("the uploaded file is empty (once decompressed)")
-    fmt = format or _guess_format(filename, bytes(data[:512]))
+    if _COMPRESSED.match(data):  # astropy would decompress it, without any limit
+        raise ValueError("the upload is compressed more than once, or other than with "
+                         "gzip; send it uncompressed or gzip-compressed (once)")
+    fmt = format or _guess_format(filename, data[:512])
+    limit = None if max_bytes is None else MEMORY_FACTOR * int(max_bytes)
     try:
-        if fmt in ("fits", "votable"):
-            table = Table.read(io.BytesIO(data), format=INPUT_FORMATS[fmt])
+        if fmt == "fits":
+            _check_fits(data)
+            table = Table.read(io.BytesIO(data), format="fits")
+        elif fmt == "votable":
+            _check_votable(data, limit)
+            table = Table.read(io.BytesIO(data), format="votable")
         else:  # utf-8-sig: a byte-order mark (as spreadsheets write) is not a column name
-            table = Table.read(bytes(data).decode("utf-8-sig"), format=INPUT_FORMATS[fmt])
+            text = data.decode("utf-8-sig")
+            _check_text(text, fmt, limit)
+            # a file object, never the text itself: astropy reads a string without a
+            # line break as the name (or URL) of a file to open
+            table = Table.read(io.BytesIO(text.encode("utf-8")), format=INPUT_FORMATS[fmt],
+                               encoding="utf-8")
+    except _Refused:
+        raise
     except Exception as exc:  # astropy raises many kinds for unreadable tables
         raise ValueError(f"could not read the upload as {fmt.upper()}: "
                          f"{type(exc).__name__}: {str(exc)[:300]}") from None
+    _check_table(table, limit)
     return table, fmt
+
+
+def _too_large(estimate, limit, when):
+    return _TooLargeRefused(f"the table would take about {_mib(estimate)} in memory "
+                            f"{when}, more than the limit of {_mib(limit)} ({MEMORY_FACTOR} "
+                            "times the upload size limit); split it, or run "
+                            "'astro-mantis predict' locally")
+
+
+def _mib(n):
+    return f"{n / 1024 ** 2:.1f} MiB"
+
+
+class _TooLargeRefused(UploadTooLarge, _Refused):
+    """`UploadTooLarge` raised from within the readers' guard."""
+
+
+def _check_fits(data):
+    """Refuse variable-length array columns (``TFORM`` ``P``/``Q``) before reading.
+
+    Their rows point into the heap, and every row may point at the same block: a small
+    file would become a table many times larger. The headers are read, not the data.
+    """
+    from astropy.io import fits
+
+    with fits.open(io.BytesIO(data), lazy_load_hdus=True, memmap=False) as hdul:
+        for hdu in hdul:  # headers only: the data is not read
+            header = hdu.header
+            if (str(header.get("XTENSION", "")).strip().upper() not in ("BINTABLE", "TABLE")
+                    or header.get("ZIMAGE", False) is True):
+                continue
+            for key, value in header.items():
+                number = key[5:] if key.startswith("TFORM") else ""
+                if number.isdigit() and re.match(r"\s*\d*\s*[PQ]", str(value), re.I):
+                    name = header.get(f"TTYPE{number}", f"number {number}")
+                    raise _Refused(f"column {str(name)!r} is a variable-length array column "
+                                   f"(TFORM {str(value).strip()!r}), which uploads may not "
+                                   "have; remove it, or write it as a fixed-size array")
+
+
+#: Bytes of one VOTable value in memory, by datatype (text: astropy's str, 4 per
+#: character).
+_VOT_BYTES = {"boolean": 1, "bit": 1, "unsignedByte": 1, "short": 2, "int": 4, "long": 8,
+              "char": 4, "unicodeChar": 4, "float": 4, "double": 8, "floatComplex": 8,
+              "doubleComplex": 16}
+
+
+def _vot_field_bytes(attrs):
+    """Bytes a VOTable FIELD takes per row in memory (its mask included), as astropy's
+    reader sizes it; variable-length parts count as a pointer (the file holds them)."""
+    datatype = attrs.get("datatype")
+    item = _VOT_BYTES.get(datatype, 16)
+    arraysize = str(attrs.get("arraysize") or "1").strip()
+    try:
+        if datatype in ("char", "unicodeChar"):
+            if arraysize == "*":
+                return 8 + 1
+            return item * int(arraysize.removesuffix("*")) + 1
+        if arraysize.endswith("*"):  # the last dimension is variable: objects
+            return 8 + 1
+        count = 1
+        for dim in arraysize.split("x"):
+            count *= int(dim)
+        return (item + 1) * count
+    except ValueError:
+        return item + 1  # astropy refuses the arraysize itself
+
+
+def _check_votable(data, limit):
+    """Refuse a VOTable that makes astropy fetch data, or that is too large in memory.
+
+    A ``STREAM`` with an ``href`` (in ``FITS``, ``BINARY``, ``BINARY2`` or
+    ``PARQUET``) makes astropy's reader open that URL or file; such tables are
+    refused. The fields and rows of each table (``TR`` elements, or ``nrows`` when
+    larger) give its size in memory: a field declared ``arraysize="100000"`` takes
+    that much for every row, however short the values written. The XML is scanned
+    with astropy's own parser, so both see the same elements.
+    """
+    from astropy.utils.xml.iterparser import get_xml_iterator
+
+    tables = []
+    with get_xml_iterator(io.BytesIO(data)) as iterator:
+        for start, tag, attrs, _pos in iterator:
+            if not start:
+                continue
+            name = tag.rpartition(":")[2].upper()
+            if name == "STREAM":
+                hrefs = [k for k in attrs if k.rpartition(":")[2].lower() == "href"]
+                if hrefs:
+                    raise _Refused("the VOTable has a STREAM that points at data elsewhere "
+                                   f"({hrefs[0]}={str(attrs[hrefs[0]])[:100]!r}); uploads "
+                                   "must hold their data (TABLEDATA, or BINARY/BINARY2 "
+                                   "inline)")
+            elif name == "TABLE":
+                try:
+                    declared = max(int(attrs.get("nrows") or 0), 0)
+                except ValueError:
+                    declared = 0
+                tables.append([declared, 0, 0])  # declared rows, TR seen, bytes per row
+            elif tables and name == "FIELD":
+                tables[-1][2] += _vot_field_bytes(attrs)
+            elif tables and name == "TR":
+                tables[-1][1] += 1
+    estimate = sum(max(declared, seen) * width for declared, seen, width in tables)
+    if limit is not None and estimate > limit:
+        raise _too_large(estimate, limit, "once read (its fields and rows)")
+
+
+def _check_text(text, fmt, limit):
+    """Refuse CSV or ECSV text whose table would be too large in memory.
+
+    A text column is as wide, in every row, as its longest value (4 bytes a
+    character): one long value makes every row take that much. The widths are
+    measured with Python's csv module before astropy's reader allocates them.
+    """
+    if limit is None:
+        return
+    import csv
+
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    # a row takes at most 9 bytes (an 8-byte number and its mask) for each character of
+    # the columns' longest values, which are distinct parts of the text, and for each
+    # column (fewer than the characters of a line, plus one)
+    if len(lines) * 18 * (len(text) + 1) <= limit:
+        return
+    delimiter = ","
+    if fmt == "ecsv":
+        header = [line for line in lines if line.lstrip().startswith("#")]
+        lines = [line for line in lines if not line.lstrip().startswith("#")]
+        delimiter = "," if any(re.match(r"#\s*delimiter:\s*['\"]?,", line.lstrip())
+                               for line in header) else " "
+    widths = []
+    rows = 0
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    try:
+        for cells in csv.reader(lines, delimiter=delimiter,
+                                skipinitialspace=delimiter == " "):
+            rows += 1
+            lengths = [len(c) for c in cells]
+            if len(lengths) > len(widths):
+                widths.extend([0] * (len(lengths) - len(widths)))
+            widths[:len(lengths)] = map(max, widths, lengths)
+    except csv.Error as exc:
+        raise _Refused(f"could not read the upload as {fmt.upper()}: {exc}") from None
+    estimate = rows * sum(max(4 * w, 8) + 1 for w in widths)
+    if estimate > limit:
+        raise _too_large(estimate, limit, "once read (its longest values)")
+
+
+def _table_bytes(table):
+    """Bytes a table takes in memory: its columns, their masks and objects."""
+    total = 0
+    for col in table.itercols():
+        total += int(getattr(getattr(col, "data", col), "nbytes", 0) or 0)
+        total += int(getattr(getattr(col, "mask", None), "nbytes", 0) or 0)
+        if getattr(col, "dtype", None) is not None and col.dtype.kind == "O":
+            for value in np.ma.getdata(col).ravel():
+                if isinstance(value, (str, bytes)):
+                    total += len(value)
+                else:
+                    total += int(getattr(value, "nbytes", 0) or 0)
+    return total
+
+
+def _check_table(table, limit):
+    """Refuse columns of variable-length arrays and, with a limit, tables too large in
+    memory (the checks of the table read)."""
+    for name in table.colnames:
+        col = table[name]
+        if getattr(col, "dtype", None) is None or col.dtype.kind != "O":
+            continue
+        values = np.ma.getdata(col).ravel()
+        if any(not (v is None or isinstance(v, (str, bytes, int, float, np.generic)))
+               for v in values):
+            raise _Refused(f"column {name!r} holds arrays or other objects of varying "
+                           "size (a variable-length array column), which uploads may not "
+                           "have; remove it, or write it as a fixed-size array")
+    if limit is not None:
+        size = _table_bytes(table)
+        if size > limit:
+            raise _too_large(size, limit, "as read")
 
 
 def _find_column(table, name, default):
@@ -305,7 +530,8 @@ def check_output_format(table, format):
     Parameters
     ----------
     table : `~astropy.table.Table`
-        The upload (or the one-row table of a position).
+        The table to write (the upload with its text positions read as degrees, or
+        the one-row table of a position).
     format : {"ecsv", "csv", "fits", "votable", "json"}
 
     Raises
@@ -751,7 +977,7 @@ class PhotozService:
         The checks of `predict_table`, made once on the request (so that a table that
         would fail does so before a job is created): the position columns exist and
         hold angles, the table has no redshift columns yet, and the output format can
-        hold it.
+        hold the table written (whose text position columns are degrees).
 
         Parameters
         ----------
@@ -800,8 +1026,8 @@ class PhotozService:
                                                       f"text{note})")
             else:  # an angle, one value per row (the errors add_redshift_columns would raise)
                 column_degrees(work, name, "right ascension" if axis == "RA" else "declination")
-        if format is not None:
-            check_output_format(table, format)
+        if format is not None:  # the table written: text positions are degrees there
+            check_output_format(work, format)
         return work, ra_name, dec_name
 
     def predict_table(self, table, ra_col=None, dec_col=None, slice_rows=256, progress=None,
@@ -818,7 +1044,9 @@ class PhotozService:
             decimal or sexagesimal text, read as `astro_mantis.add_redshift_columns`
             reads it: in the column's unit when it has one, else degrees, and
             sexagesimal right ascension in hours (see `astro_mantis.positions`; a
-            declination in hours is refused). Unreadable values become flagged rows.
+            declination in hours is refused). Unreadable values become flagged rows
+            (a text column none of whose values reads is refused, see
+            ``check_table``).
         slice_rows : int
             Rows per call of `~astro_mantis.add_redshift_columns` (progress and
             cancellation are checked between slices).
