@@ -29,7 +29,8 @@ import textwrap
 
 import numpy as np
 
-__all__ = ["get_axes", "get_figure", "subplots", "save_figure", "figure_formats", "set_labels",
+__all__ = ["get_axes", "get_figure", "subplots", "save_figure", "figure_file_name",
+           "figure_formats", "set_labels",
            "pdf_histogram", "zphot_zspec", "pit_histogram", "nz_histogram", "image_panels",
            "redshift_row", "spectrum", "survey_shares", "layer_probes", "weight_spectra",
            "spectral_history", "examples", "SURVEY_COLOURS"]
@@ -143,10 +144,8 @@ def save_figure(fig, target, **kwargs):
         name = os.fsdecode(target)
         if kwargs.get("format") is None and not os.path.splitext(name)[1][1:]:
             # the name matplotlib gives the file (the temporary file has another suffix)
-            from matplotlib import rcParams
-
-            kwargs["format"] = rcParams["savefig.format"]
-            name = name.rstrip(".") + "." + kwargs["format"]
+            name = figure_file_name(name)
+            kwargs["format"] = os.path.splitext(name)[1][1:]
         with atomic_path(name) as tmp:
             fig.savefig(tmp, **kwargs)
     else:
@@ -156,6 +155,26 @@ def save_figure(fig, target, **kwargs):
 
         plt.close(fig)
     return fig
+
+
+def figure_file_name(name):
+    """The name `save_figure` writes a figure under: ``name``, or with the default
+    format's suffix (``savefig.format``, e.g. ``.png``) where it has none.
+
+    Parameters
+    ----------
+    name : str or path-like
+
+    Returns
+    -------
+    str
+    """
+    from matplotlib import rcParams
+
+    name = os.fsdecode(name)
+    if os.path.splitext(name)[1][1:]:
+        return name
+    return name.rstrip(".") + "." + rcParams["savefig.format"]
 
 
 def figure_formats():

@@ -281,3 +281,65 @@ def test_rows_without_data_get_nan(method):
                                    atol=1e-7, err_msg=name)
     none = band_attribution([None], model=net)
     assert len(none) == 1 and all(np.isnan(none[c][0]) for c in none.colnames)
+
+
+def test_masked_z_spec_rows_get_nan_not_the_value_under_the_mask():
+    """A masked z_spec (a galaxy without a spectroscopic redshift, e.g. a MaskedColumn
+    read from a catalogue) was read through np.asarray, which drops the mask: the row
+    was explained with whatever value lay under it. Now the row has no target: NaN in
+    every column, as a row without data."""
+    from astropy.table import MaskedColumn
+
+    from astro_mantis.explain._common import scalar_target
+
+    net = tiny_mini()
+    x, dust = images(3)
+    z = MaskedColumn([0.4, 0.2, 0.9], mask=[False, True, False])
+    for target in ("logp", "cde"):
+        t = band_attribution(x, model=net, target=target, z_spec=z, dust=dust)
+        both = band_attribution(x[[0, 2]], model=net, target=target, z_spec=[0.4, 0.9],
+                                dust=dust[[0, 2]])
+        for name in t.colnames:
+            col = np.asarray(t[name], float)
+            assert np.isnan(col[1]), name
+            np.testing.assert_allclose(col[[0, 2]], np.asarray(both[name], float),
+                                       rtol=1e-6, atol=1e-9, err_msg=name)
+    # the lower-level helpers take no masked value as a redshift either
+    with pytest.raises(ValueError, match="must be finite"):
+        scalar_target(net, "logp", z, 3)
+    # a plain masked array is read the same way
+    masked = np.ma.masked_array([0.4, 0.2, 0.9], mask=[False, True, False])
+    t = band_attribution(x, model=net, target="logp", z_spec=masked, dust=dust)
+    assert np.isnan(t["v_all"][1]) and np.isfinite(t["v_all"][[0, 2]]).all()
+
+
+def test_z_spec_length_is_checked_against_every_input_row():
+    """With a row without data in the input, a z_spec one value short was accepted and
+    paired with the wrong galaxies (the blank row was dropped before the check)."""
+    net = tiny_mini()
+    x, dust = images(3)
+    x[0] = 0.0  # the first row holds no data
+    with pytest.raises(ValueError, match=r"one value per row \(3\)"):
+        band_attribution(x, model=net, target="logp", z_spec=[0.3, 0.9], dust=dust)
+    t = band_attribution(x, model=net, target="logp", z_spec=[np.nan, 0.3, 0.9], dust=dust)
+    ref = band_attribution(x[1:], model=net, target="logp", z_spec=[0.3, 0.9], dust=dust[1:])
+    assert np.isnan(t["v_all"][0])
+    np.testing.assert_allclose(np.asarray(t["v_all"][1:]), np.asarray(ref["v_all"]),
+                               rtol=1e-6)
+
+
+def test_survey_shares_n_counts_the_rows_averaged():
+    """'n' counted every row of a bin, rows with NaN shares (no data) included, while
+    the means used the finite ones only."""
+    attr = Table({"share_galex": [0.1, np.nan, np.nan, 0.3],
+                  "share_panstarrs": [0.5, np.nan, np.nan, 0.3],
+                  "share_unwise": [0.4, np.nan, np.nan, 0.4]})
+    b = survey_shares_by_redshift(attr, [0.1, 0.12, 0.15, 0.7], bins=[0.0, 0.2, 0.5, 1.0])
+    assert list(b["n"]) == [1, 0, 1]
+    assert np.isclose(b["share_galex"][0], 0.1) and np.isnan(b["share_galex"][1])
+    # a masked redshift falls in no bin (it was read as the value under the mask)
+    from astropy.table import MaskedColumn
+
+    z = MaskedColumn([0.1, 0.12, 0.15, 0.1], mask=[False, False, False, True])
+    b = survey_shares_by_redshift(attr, z, bins=[0.0, 0.2, 0.5, 1.0])
+    assert list(b["n"]) == [1, 0, 0] and np.isclose(b["share_galex"][0], 0.1)

@@ -1,6 +1,7 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """Tests of the ``astro-mantis explain`` subcommand (astro_mantis.cli.explain)."""
 import argparse
+import re
 
 import numpy as np
 import pytest
@@ -189,3 +190,97 @@ def test_reference_out_round_trip_without_npz_suffix(shards, tmp_path, capsys):
     assert explain(["ood", shards, "--max-rows", 2, "--reference", r1,
                     "--out", tmp_path / "o.ecsv"]) == 0
     assert len(Table.read(tmp_path / "o.ecsv")) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bands", "{data}", "--out", "{tmp}/b.weird"], "cannot tell the format of"),
+    (["bands", "{data}", "--out", "{tmp}/no_such_dir/b.ecsv"],
+     "the directory of the output, .*no_such_dir.*, does not exist"),
+    (["bands", "{data}", "--out", "{tmp}/b.ecsv", "--figure", "{tmp}/b.xyz"],
+     "matplotlib does not write '.xyz' files"),
+    (["bands", "{data}", "--out", "{tmp}/b.ecsv", "--figure", "{tmp}/nowhere/b.png"],
+     "the directory of the output, .*nowhere.*, does not exist"),
+    (["ood", "{data}", "--out", "{tmp}/o.txt"], "cannot tell the format of"),
+    (["examples", "{data}", "--out", "{tmp}/e.ecsv", "--figure", "{tmp}/e.doc"],
+     "matplotlib does not write '.doc' files"),
+    (["spectra", "--out", "{tmp}/s.ecsv", "--figure", "{tmp}/s.xyz"],
+     "matplotlib does not write '.xyz' files"),
+    (["spectra", "--out", "{tmp}/missing/s.ecsv"], "does not exist"),
+    (["reference", "{data}", "--out", "{tmp}/missing/r.npz"], "does not exist"),
+])
+def test_unwritable_outputs_are_refused_before_any_work(shards, tmp_path, capsys, monkeypatch,
+                                                        argv, message):
+    """Only the existence of the outputs was checked: an unknown suffix, a missing
+    directory or a figure format matplotlib does not write raised an uncaught exception
+    after all the work (and with a bad figure name, after the table was written)."""
+    import astro_mantis.cli.explain as cli
+
+    def no_work(args):
+        raise AssertionError("the model was loaded: work started before the checks")
+
+    monkeypatch.setattr(cli, "_model", no_work)
+    argv = [a.format(data=shards, tmp=tmp_path) for a in argv]
+    assert main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []  # nothing written (no table, no probe)
+
+
+def test_figure_without_suffix_and_existing_figure(shards, tmp_path, capsys):
+    """A figure name without a suffix is written as .png (save_figure); an existing one
+    needs --overwrite, checked on that name before any work."""
+    (tmp_path / "sp.png").write_bytes(b"old")
+    assert main(["spectra", "--out", tmp_path / "sp.ecsv", "--figure", tmp_path / "sp"]) == 2
+    assert "sp.png' exists; pass --overwrite" in capsys.readouterr().err
+    assert not (tmp_path / "sp.ecsv").exists()
+    assert main(["spectra", "--out", tmp_path / "sp.ecsv", "--figure", tmp_path / "sp",
+                 "--overwrite"]) == 0
+    assert (tmp_path / "sp.png").stat().st_size > 1000
+
+
+def test_ood_reference_built_for_other_weights(shards, tmp_path, capsys):
+    """``ood --reference`` used a reference built for other weights silently."""
+    from astro_mantis.models import build_model, save_model
+
+    weights = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = build_model("mantis-mini", widths=(4, 8), depths=(1, 1), hidden=16)
+        weights.append(save_model(net, tmp_path / f"w{seed}")[0])
+    ref = tmp_path / "r0.npz"
+    assert main(["reference", shards, "--weights", weights[0], "--components", 4, "--k", 3,
+                 "--out", ref]) == 0
+    out = tmp_path / "o.ecsv"
+    assert main(["ood", shards, "--weights", weights[1], "--reference", ref, "--max-rows", 3,
+                 "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "was built for other weights" in err and "--allow-other-weights" in err
+    assert not out.exists()
+    assert main(["ood", shards, "--weights", weights[0], "--reference", ref, "--max-rows", 3,
+                 "--out", out]) == 0
+    assert main(["ood", shards, "--weights", weights[1], "--reference", ref, "--max-rows", 3,
+                 "--out", out, "--overwrite", "--allow-other-weights"]) == 0
+    # the reference stored beside the weights is checked too
+    ref.rename(weights[1].with_name("w1.ood.npz"))
+    assert main(["ood", shards, "--weights", weights[1], "--max-rows", 3,
+                 "--out", out, "--overwrite"]) == 2
+    assert "--allow-other-weights" in capsys.readouterr().err
+
+
+def test_reference_leaves_out_rows_without_data(shards, tmp_path, capsys, monkeypatch):
+    """``explain reference`` embedded all-zero (no-data) rows in the reference."""
+    import astro_mantis.training.data as data
+
+    read = data.read_fused
+
+    def with_blanks(*args, **kwargs):
+        x, d, z, ids = read(*args, **kwargs)
+        x = x.copy()
+        x[:2] = 0.0
+        return x, d, z, ids
+
+    monkeypatch.setattr(data, "read_fused", with_blanks)
+    ref = tmp_path / "r.npz"
+    assert main(["reference", shards, "--components", 4, "--k", 3, "--out", ref]) == 0
+    assert "(6 galaxies, 4 axes; 2 rows without data left out)" in capsys.readouterr().out
+    r = ReferenceEmbedding.load(ref)
+    assert len(r.points) == 6 and r.meta["n_left_out"] == 2 and r.meta["n_rows"] == 6

@@ -521,3 +521,116 @@ def test_shift_test_leaves_out_images_without_data():
     assert (r.n_a, r.n_b, r.n_left_out_a, r.n_left_out_b) == (7, 8, 1, 0)
     same = shift_test(np.delete(a, 3, axis=0), b, model=net, n_permutations=9)
     assert np.isclose(r.statistic, same.statistic)
+
+
+def test_classifier_shift_test_folds_hold_both_samples():
+    """The classifier test's folds were drawn without regard to the sample: with 4 rows
+    against 100, all 4 could land in one fold (5 of 40 seeds), giving a NaN AUC whose
+    p-value counted 'null >= NaN' as False: 1 / (1 + n), a 'significant shift' from
+    no test at all."""
+    rng = np.random.default_rng(0)
+    for seed in range(40):
+        a, b = rng.normal(3.0, 1, (4, 8)), rng.normal(0, 1, (100, 8))
+        r = shift_test(a, b, method="classifier", n_permutations=20, seed=seed)
+        assert np.isfinite(r.statistic) and r.statistic > 0.9, seed
+        assert 0 < r.p_value <= 2 / 21, seed
+    from astro_mantis.explain.ood import _stratified_folds
+
+    # the folds split each sample in halves
+    labels = np.r_[np.zeros(5, int), np.ones(50, int)]
+    for seed in range(20):
+        folds = _stratified_folds(labels, np.random.default_rng(seed))
+        for k in (0, 1):
+            assert 2 <= np.count_nonzero((folds == k) & (labels == 0)) <= 3
+            assert np.count_nonzero((folds == k) & (labels == 1)) == 25
+    # two samples drawn alike: not significant, and the statistic is near 0.5
+    same = [shift_test(rng.normal(size=(6, 5)), rng.normal(size=(60, 5)),
+                       method="classifier", n_permutations=20, seed=s) for s in range(10)]
+    assert all(np.isfinite(r.statistic) for r in same)
+    assert sum(r.p_value < 0.05 for r in same) <= 2
+
+
+def test_shift_test_gives_no_p_value_from_a_non_finite_statistic(monkeypatch):
+    import astro_mantis.explain.ood as ood
+
+    monkeypatch.setattr(ood, "_lda_auc", lambda *args: np.nan)
+    rng = np.random.default_rng(1)
+    with pytest.raises(ValueError, match="not finite"):
+        shift_test(rng.normal(size=(10, 4)), rng.normal(size=(10, 4)), method="classifier",
+                   n_permutations=5)
+
+
+def test_build_reference_leaves_out_rows_without_data():
+    """All-zero (no-data) rows, which ood_score refuses to score, were embedded in the
+    reference: they collapse to one point and shrink the k-NN null distribution."""
+    from astro_mantis.fusion import FusedInput
+
+    net = _tiny_net()
+    rng = np.random.default_rng(11)
+    x = rng.gamma(2.0, 0.05, (24, 9, 32, 32)).astype(np.float32)
+    blank = x.copy()
+    blank[[0, 5, 9, 17]] = 0.0
+    kept = np.setdiff1d(np.arange(24), [0, 5, 9, 17])
+    clean = build_reference(net, x[kept], n_components=4, k=3)
+    ref = build_reference(net, blank, n_components=4, k=3)
+    assert ref.meta["n_rows"] == 20 and ref.meta["n_left_out"] == 4
+    assert clean.meta["n_left_out"] == 0
+    np.testing.assert_allclose(ref.null, clean.null, rtol=1e-5)
+    np.testing.assert_allclose(ref.points, clean.points, rtol=1e-4, atol=1e-5)
+    for name in STATISTICS:
+        np.testing.assert_allclose(ref.statistics[name], clean.statistics[name], rtol=1e-6)
+    # a FusedInput row marked without data (no valid channel) likewise; max_rows counts
+    # the rows read, those left out included
+    valid = np.ones((24, 9), bool)
+    valid[3] = False
+    fused = FusedInput(x, np.zeros((24, 2), np.float32), valid, np.zeros(24, np.int64))
+    r = build_reference(net, fused, n_components=4, k=3, max_rows=10)
+    assert r.meta["n_rows"] == 9 and r.meta["n_left_out"] == 1
+    with pytest.raises(ValueError, match="no galaxies with data"):
+        build_reference(net, np.zeros((6, 9, 32, 32), np.float32), n_components=2, k=2)
+    with pytest.raises(ValueError, match="without data left out"):
+        build_reference(net, blank[:6], n_components=2, k=3)  # 4 rows with data
+
+
+def test_build_reference_names_a_missing_directory(tmp_path):
+    """A mistyped data directory gave numpy's 'could not convert string to float'."""
+    net = _tiny_net()
+    missing = tmp_path / "shardz"
+    for data in (missing, str(missing)):
+        with pytest.raises(FileNotFoundError, match=f"{str(missing)!r} does not exist"):
+            build_reference(net, data)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        build_reference(net, tmp_path / "a_file")
+
+
+def test_reference_built_for_other_weights_is_refused(tmp_path):
+    """A reference records the SHA-256 of its weights, but ood_score never compared it
+    with the model's: one built for other weights was used silently."""
+    rng = np.random.default_rng(12)
+    x = rng.gamma(2.0, 0.05, (16, 9, 32, 32)).astype(np.float32)
+    weights_a, _ = save_model(_tiny_net(0), tmp_path / "a")
+    weights_b, _ = save_model(_tiny_net(1), tmp_path / "b")
+    net_a = load_model("mantis-mini", weights=weights_a)
+    net_b = load_model("mantis-mini", weights=weights_b)
+    ref = build_reference(net_a, x, n_components=4, k=3)
+    assert ref.meta["sha256"] == net_a.meta["sha256"] != net_b.meta["sha256"]
+    assert np.isfinite(ood_score(x[:3], net_a, ref)).all()
+    with pytest.raises(ValueError, match="built for other weights"):
+        ood_score(x[:3], net_b, ref)
+    with pytest.raises(ValueError, match="built for other weights"):
+        ood_score(embed(x[:3], net_b), net_b, ref)  # features given: checked too
+    assert np.isfinite(ood_score(x[:3], net_b, ref, check_weights=False)).all()
+    from astro_mantis.explain import check_reference_weights
+
+    with pytest.raises(ValueError, match="check_weights=False"):
+        check_reference_weights(ref, net_b)
+    check_reference_weights(ref, _tiny_net())  # a network without a known SHA-256
+    # the one stored beside the weights: load_reference refuses it for a loaded model
+    save_reference(ref, weights_b)
+    with pytest.raises(ValueError, match=r"stored beside the weights, .*b\.ood\.npz"):
+        load_reference(net_b)
+    with pytest.raises(ValueError, match="built for other weights"):
+        ood_score(x[:3], net_b)
+    assert load_reference(net_b, check_weights=False) is not None
+    assert load_reference(weights_b) is not None  # a path: no model to compare with

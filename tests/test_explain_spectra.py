@@ -146,3 +146,40 @@ def test_logits_and_features_match_forward():
         logits, h = logits_and_features(net, x, d)
         assert torch.allclose(logits, net(x, d), atol=1e-6)
     assert np.allclose(h.numpy(), penultimate_features(net, x.numpy(), d.numpy()), atol=1e-6)
+
+
+def test_layer_probes_leave_out_rows_without_a_redshift():
+    """A NaN or masked redshift was used as the k-NN probe's truth: every layer's nmad
+    and r2 became NaN (NaN z), or were computed against the values under the mask."""
+    from astropy.table import MaskedColumn
+
+    torch.manual_seed(0)
+    net = build_model("mantis-mini", widths=(4, 8), depths=(1, 1), hidden=16).eval()
+    rng = np.random.default_rng(0)
+    n = 46
+    z = rng.uniform(0.1, 1.4, n)
+    x = rng.normal(0, 0.02, (n, 9, 24, 24)).astype(np.float32)
+    x[:, 3] += z[:, None, None].astype(np.float32)
+    zz = MaskedColumn(z.copy(), mask=np.arange(n) < 3)  # three galaxies without z_spec
+    zz[3], zz[4], zz[5] = np.nan, np.inf, 5.0  # and a NaN, an infinity, an outlier
+    keep = np.r_[5:n]
+    probes = layer_probes(net, x, zz, n_components=(1, 4), k=5, folds=4)
+    assert np.isfinite(probes["nmad"]).all() and np.isfinite(probes["r2"]).all()
+    zk = np.asarray(zz.filled(np.nan))[keep]
+    same = layer_probes(net, x[keep], zk, n_components=(1, 4), k=5, folds=4)
+    for name in ("nmad", "r2", "explained_variance"):
+        np.testing.assert_allclose(probes[name], same[name], rtol=1e-6, err_msg=name)
+    assert probes.meta["n_rows"] == n - 5 and probes.meta["n_left_out"] == 5
+    assert same.meta["n_left_out"] == 0
+    with pytest.raises(ValueError, match=r"finite redshift; got 3 \(43 rows without"):
+        layer_probes(net, x, np.r_[z[:3], np.full(n - 3, np.nan)], k=5, folds=4)
+
+
+def test_layer_activations_of_no_galaxies_are_empty():
+    """No galaxies raised 'need at least one array to concatenate'."""
+    torch.manual_seed(0)
+    net = build_model("mantis-mini", widths=(4, 8), depths=(1, 1), hidden=16).eval()
+    acts = layer_activations(net, np.zeros((0, 9, 24, 24), np.float32))
+    full = layer_activations(net, np.ones((2, 9, 24, 24), np.float32))
+    assert set(acts) == set(full)
+    assert all(acts[k].shape == (0, full[k].shape[1]) for k in full)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from astro_mantis.explain.surrogate import (KernelSurrogate, _sketch, explain_by_example,
-                                            fidelity, fit_surrogate, kernel_features,
-                                            ntk_features, plot_examples)
+from astro_mantis.explain.surrogate import (DEFAULT_NTK_DIM, KernelSurrogate, _sketch,
+                                            explain_by_example, fidelity, fit_surrogate,
+                                            kernel_features, ntk_features, plot_examples)
 from astro_mantis.explain._common import scalar_target
 from astro_mantis.models import build_model
 
@@ -191,3 +191,37 @@ def test_compact_sketch_gives_identical_features(monkeypatch):
     new = ntk_features(x, net, dust=dust, dim=256, seed=4)
     monkeypatch.setattr(surrogate, "_sketch", old_sketch)
     assert np.array_equal(ntk_features(x, net, dust=dust, dim=256, seed=4), new)
+
+
+def test_surrogate_records_its_projection():
+    """A KernelSurrogate did not record the NTK projection it was fitted with: fidelity
+    and explain_by_example called without repeating dim/seed/params projected the
+    queries into another space (wrong predictions, wrong examples, no error)."""
+    net = tiny()
+    x, dust = data(24)
+    # the default dim: only the seed and params differ from ntk_features' defaults
+    s = fit_surrogate(net, x[:18], kernel="ntk", dust=dust[:18], seed=7,
+                      params=["fc0", "fc1"], ridge=1e-6)
+    given = fidelity(s, x[18:], net, dust=dust[18:], seed=7, params=("fc0", "fc1"))
+    default = fidelity(s, x[18:], net, dust=dust[18:])
+    assert np.array_equal(default[1], given[1]) and default[0] == given[0]
+    assert s.projection == {"dim": DEFAULT_NTK_DIM, "seed": 7, "params": ("fc0", "fc1")}
+    own = fidelity(s, x[:18], net, dust=dust[:18])
+    assert own[0] > 0.9  # its own training set, projected as at the fit
+    a = explain_by_example(x[20], s, net, k=3, dust=dust[20])
+    b = explain_by_example(x[20], s, net, k=3, dust=dust[20], dim=DEFAULT_NTK_DIM, seed=7,
+                           params=["fc0", "fc1"], max_bytes=2 ** 20)
+    assert list(a["index"]) == list(b["index"]) and np.allclose(a["contribution"],
+                                                                 b["contribution"])
+    for bad in ({"seed": 0}, {"dim": 32}, {"params": ["fc1"]}, {"params": None}):
+        key = next(iter(bad))
+        with pytest.raises(ValueError, match=f"{key}=.* differs from the {key}"):
+            fidelity(s, x[18:], net, dust=dust[18:], **bad)
+        with pytest.raises(ValueError, match=f"differs from the {key}"):
+            explain_by_example(x[20], s, net, dust=dust[20], **bad)
+    # the defaults of ntk_features are recorded too; the conjugate kernel has none
+    assert fit_surrogate(net, x[:6], kernel="ntk", dust=dust[:6], dim=16).projection == {
+        "dim": 16, "seed": 0, "params": None}
+    assert fit_surrogate(net, x[:6], kernel="ck", dust=dust[:6]).projection is None
+    with pytest.raises(ValueError, match="unknown keys"):
+        KernelSurrogate(np.eye(3), np.arange(3.0), projection={"dims": 3})

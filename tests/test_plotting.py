@@ -368,3 +368,17 @@ def test_image_panels_shorten_and_wrap_long_messages():
         box, frame = text.get_window_extent(renderer), ax.get_window_extent(renderer)
         assert frame.x0 - 1 <= box.x0 and box.x1 <= frame.x1 + 1, shown
     assert texts[1].get_text().replace("\n", "").endswith("\u2026")
+
+
+def test_figure_file_name_is_the_name_save_figure_writes(tmp_path):
+    import matplotlib
+
+    from astro_mantis.plotting import figure_file_name, figure_formats, get_figure, save_figure
+
+    assert figure_file_name("a/b.pdf") == "a/b.pdf"
+    with matplotlib.rc_context({"savefig.format": "svg"}):
+        assert figure_file_name(tmp_path / "fig") == str(tmp_path / "fig.svg")
+        assert figure_file_name("fig.") == "fig.svg"
+        save_figure(get_figure(), tmp_path / "fig")
+    assert (tmp_path / "fig.svg").is_file() and not (tmp_path / "fig").exists()
+    assert "png" in figure_formats() and "svg" in figure_formats()

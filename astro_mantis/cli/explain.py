@@ -96,6 +96,9 @@ def add_parser(subparsers):
     _common(o)
     o.add_argument("--reference", default=None, metavar="FILE",
                    help="reference .npz (default: the one beside the weights)")
+    o.add_argument("--allow-other-weights", action="store_true",
+                   help="use a reference built for other weights (its recorded SHA-256 "
+                        "differs from the model's) instead of refusing it")
     o.add_argument("--out", required=True, metavar="FILE", help="output table")
     e = sub.add_parser("examples", help="training galaxies behind one prediction")
     _common(e, max_rows=False)
@@ -128,14 +131,69 @@ def _fail(message):
 
 
 def _check_out(path, overwrite):
+    """An output file: not a directory, in a directory that exists, new or --overwrite."""
     if path is None:
         return None
     path = Path(path)
-    if path.exists() and not overwrite:
-        _fail(f"{str(path)!r} exists; pass --overwrite to replace it")
     if path.is_dir():
         _fail(f"{str(path)!r} is a directory; give a file name")
+    if path.exists() and not overwrite:
+        _fail(f"{str(path)!r} exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        _fail(f"the directory of the output, {str(path.parent)!r}, does not exist")
     return path
+
+
+#: Metadata each subcommand's table carries (stand-ins, for `_check_table`).
+_TABLE_META = {
+    "bands": {"method": "shapley", "target": "mean", "baseline": "zero (missing survey)",
+              "model": "mantis-mini", "temperature": 1.0, "n_steps": 50},
+    "ood": {"ood_threshold": 0.99},
+    "examples": {"z_net": 0.5, "z_surrogate": 0.5, "offset": 0.5, "kernel": "ntk"},
+    "spectra": {"model": "mantis-mini"},
+}
+
+
+def _check_table(path, overwrite, what):
+    """Check, before any work, that the table of ``what`` can be written at ``path``.
+
+    The checks of `_check_out`, then `astro_mantis.tableio.check_writable` on a
+    prototype with the kinds of columns and the metadata the table will have: an
+    unknown suffix, a format that cannot hold them, an unwritable directory.
+    """
+    from ..tableio import OutputError, check_writable
+
+    path = _check_out(path, overwrite)
+    proto = Table({"name": ["a", "b"], "value": [0.5, np.nan], "count": [0, 1]})
+    try:
+        check_writable(path, proto, meta=_TABLE_META[what], overwrite=True)
+    except OutputError as exc:  # (explain has no --output-format: the suffix says)
+        _fail(str(exc).replace(" or give --output-format", ""))
+    return path
+
+
+def _check_figure(path, overwrite):
+    """Check, before any work, that a figure can be written at ``path``.
+
+    Its suffix must be a format matplotlib writes (a name without one gets
+    ``savefig.format``'s, as `~astro_mantis.plotting.save_figure` gives it); then the
+    checks of `_check_out` on the name the figure will have.
+    """
+    if path is None:
+        return None
+    from ..plotting import figure_file_name, figure_formats
+
+    path = Path(path)
+    suffix = path.suffix[1:].lower()
+    if not suffix:
+        path = Path(figure_file_name(path))
+    else:
+        formats = figure_formats()
+        if suffix not in formats:
+            _fail(f"cannot write figure {str(path)!r}: matplotlib does not write "
+                  f"{path.suffix!r} files; use one of "
+                  f"{', '.join('.' + f for f in sorted(formats))}")
+    return _check_out(path, overwrite)
 
 
 def _model(args):
@@ -187,10 +245,11 @@ def run(args):
     if what is None:
         args.explain_parser.print_help()
         return 2
-    from ..explain import (band_attribution, build_reference, explain_by_example, fit_surrogate,
-                   ood_flags, ood_score, plot_examples, plot_survey_shares, plot_weight_spectra,
-                   reference_path, weight_spectra)
-    from ..explain.ood import OOD_THRESHOLD, ReferenceEmbedding
+    from ..explain import (band_attribution, build_reference, check_reference_weights,
+                           explain_by_example, fit_surrogate, ood_flags, ood_score,
+                           plot_examples, plot_survey_shares, plot_weight_spectra,
+                           reference_path, weight_spectra)
+    from ..explain.ood import OOD_THRESHOLD, ReferenceEmbedding, load_reference
 
     if what == "examples" and args.max_rows is not None:
         _fail("--max-rows does not apply to examples: the query is row --index of --split "
@@ -198,21 +257,27 @@ def run(args):
               "split")
     if getattr(args, "max_rows", None) is not None and args.max_rows < 1:
         _fail("--max-rows must be positive")
+    # every output problem is found before any work starts (even loading the model,
+    # except for the default reference path, which is beside the weights)
+    if what == "reference":
+        out = _check_out(args.out, args.overwrite)
+    else:
+        out = _check_table(args.out, args.overwrite, what)
+        fig = _check_figure(getattr(args, "figure", None), args.overwrite)
     if what == "spectra":
-        out, fig = _check_out(args.out, args.overwrite), _check_out(args.figure, args.overwrite)
-        t = weight_spectra(_model(args))
+        spectra = weight_spectra(_model(args))
+        t = spectra.copy()
         t["shape"] = [f"{a}x{b}" for a, b in t["shape"]]
         t.remove_column("singular_values")
         _write(t, out)
         if fig is not None:
             from ..plotting import save_figure
 
-            ax = plot_weight_spectra(weight_spectra(_model(args)))
+            ax = plot_weight_spectra(spectra)
             save_figure(ax.figure, fig, dpi=100, bbox_inches="tight")
         return 0
     net = _model(args)
     if what == "bands":
-        out, fig = _check_out(args.out, args.overwrite), _check_out(args.figure, args.overwrite)
         x, d, z, ids = _read(args, net)
         try:
             t = band_attribution(x, model=net, method=args.method, target=args.target,
@@ -229,7 +294,8 @@ def run(args):
             save_figure(ax.figure, fig, dpi=100, bbox_inches="tight")
         return 0
     if what == "reference":
-        out = _check_out(args.out or reference_path(net), args.overwrite)
+        if out is None:
+            out = _check_out(reference_path(net), args.overwrite)
         x, d, _, _ = _read(args, net)
         try:
             ref = build_reference(net, x, dust=d, n_components=args.components, k=args.k)
@@ -237,10 +303,11 @@ def run(args):
             _fail(str(exc))
         ref.meta.update(data=str(args.data), split=args.split)
         out = ref.save(out)  # exactly this name (no .npz appended)
-        print(f"wrote {out} ({len(ref.points)} galaxies, {len(ref.components)} axes)")
+        left_out = ref.meta.get("n_left_out") or 0
+        print(f"wrote {out} ({len(ref.points)} galaxies, {len(ref.components)} axes"
+              + (f"; {left_out} rows without data left out" if left_out else "") + ")")
         return 0
     if what == "ood":
-        out = _check_out(args.out, args.overwrite)
         if args.reference is not None:
             if not Path(args.reference).is_file():
                 _fail(f"reference {args.reference!r} does not exist")
@@ -248,11 +315,25 @@ def run(args):
                 ref = ReferenceEmbedding.load(args.reference)
             except (ValueError, OSError) as exc:
                 _fail(f"cannot read reference {args.reference!r}: {exc}")
-        else:
-            ref = None
+        else:  # the one stored beside the weights
+            try:  # the weights are checked below, with the option's name
+                ref = load_reference(net, check_weights=False)
+            except (ValueError, OSError) as exc:
+                _fail(f"cannot read the reference embedding stored for this model: {exc} "
+                      "(rebuild it: astro-mantis explain reference --overwrite)")
+            if ref is None:
+                _fail("no reference embedding is stored for this model: build one with "
+                      "astro-mantis explain reference, or give --reference")
+        if not args.allow_other_weights:  # before any galaxy is read
+            try:
+                check_reference_weights(ref, net, f" {args.reference!r}" if args.reference
+                                        else " stored beside the weights")
+            except ValueError as exc:
+                _fail(str(exc).replace("pass check_weights=False",
+                                       "pass --allow-other-weights"))
         x, d, z, ids = _read(args, net)
         try:
-            score = ood_score(x, net, ref, dust=d)
+            score = ood_score(x, net, ref, dust=d, check_weights=False)  # checked above
         except ValueError as exc:
             _fail(str(exc))
         t = Table({"id": ids, "z": z, "z_ood": score, "z_flags": ood_flags(score)})
@@ -261,7 +342,6 @@ def run(args):
         print(f"{int(np.sum(score > OOD_THRESHOLD))} of {len(t)} above {OOD_THRESHOLD}")
         return 0
     # examples
-    out, fig = _check_out(args.out, args.overwrite), _check_out(args.figure, args.overwrite)
     xq, dq, _, _ = _read(args, net, max_rows=args.index + 1)
     if args.index < 0 or args.index >= len(xq):
         _fail(f"--index {args.index} is outside the {args.split} split ({len(xq)} rows)")

@@ -22,8 +22,9 @@ from ._common import (BANDS, EDGE_FRACTION, MISALIGNMENT_RADIUS, STATISTICS, SUR
                       features_and_widths, logits_and_features, penultimate_features,
                       statistics_from_features)
 from .ood import (DEFAULT_COMPONENTS, DEFAULT_K, OOD_THRESHOLD, ReferenceEmbedding,
-                  ShiftTestResult, auroc, build_reference, embed, load_reference, ood_flags,
-                  ood_score, reference_path, save_reference, shift_test)
+                  ShiftTestResult, auroc, build_reference, check_reference_weights, embed,
+                  load_reference, ood_flags, ood_score, reference_path, save_reference,
+                  shift_test)
 from .surrogate import (DEFAULT_NTK_DIM, KERNELS, KernelSurrogate, explain_by_example,
                         fidelity, fit_surrogate, kernel_features, ntk_features, plot_examples)
 from .probes import layer_activations, layer_probes, plot_layer_probes, probe_layers
@@ -39,7 +40,7 @@ __all__ = ["band_attribution", "shapley_from_values", "coalition_values",
            "statistics_from_features",
            "edge_mass", "band_misalignment", "STATISTICS", "EDGE_FRACTION",
            "MISALIGNMENT_RADIUS", "embed", "ReferenceEmbedding",
-           "build_reference",
+           "build_reference", "check_reference_weights",
            "reference_path", "save_reference", "load_reference", "ood_score", "ood_flags",
            "shift_test", "ShiftTestResult", "auroc", "OOD_THRESHOLD", "DEFAULT_COMPONENTS",
            "DEFAULT_K", "ntk_features", "kernel_features", "KernelSurrogate", "fit_surrogate",

@@ -142,13 +142,22 @@ def no_data_rows(fused):
     return ~valid.reshape(n, -1).any(axis=1)
 
 
+def z_spec_values(z_spec):
+    """Spectroscopic redshifts as a flat float64 array, NaN where masked.
+
+    A masked entry (e.g. of a `~astropy.table.MaskedColumn`: a galaxy without a
+    spectroscopic redshift) becomes NaN rather than the value stored under the mask.
+    """
+    return np.ma.filled(np.ma.asarray(z_spec, dtype=np.float64), np.nan).reshape(-1)
+
+
 def _check_z_spec(z_spec, n, edges, target):
     if target == "mean":
         return None
     if z_spec is None:
         raise ValueError(f"target {target!r} needs z_spec (the spectroscopic redshift of "
                          "every row)")
-    z = np.asarray(z_spec, dtype=np.float64).reshape(-1)
+    z = z_spec_values(z_spec)
     if z.shape != (n,):
         raise ValueError(f"z_spec must have one value per row ({n}); got shape "
                          f"{np.shape(z_spec)}")
@@ -173,7 +182,9 @@ def scalar_target(net, target="mean", z_spec=None, n=None):
         The probabilities are ``softmax(logits / T)`` with the model's calibration
         temperature T (the PIT recalibration map is not applied).
     z_spec : array-like, optional
-        Needed for ``"logp"`` and ``"cde"``.
+        Needed for ``"logp"`` and ``"cde"``: one finite value per row, in the model's
+        redshift range; a masked value counts as NaN (an error, not the value stored
+        under the mask).
     n : int, optional
         Number of rows (checks ``z_spec``).
 

@@ -38,7 +38,7 @@ import torch
 from astropy.table import Table
 
 from ._common import (BANDS, SURVEY_CHANNELS, SURVEYS, TARGETS, as_fused, model_grid,
-                      no_data_rows, resolve_model, scalar_target)
+                      no_data_rows, resolve_model, scalar_target, z_spec_values)
 from ..pdf import ZMAX, ZMIN
 
 __all__ = ["band_attribution", "shapley_from_values", "coalition_values",
@@ -182,7 +182,12 @@ def band_attribution(cutouts_or_fused, model="mantis-mini", method="shapley", ta
         The output explained: the PDF mean; the log probability of the bin holding
         ``z_spec``; the row's CDE loss (lower is better) given ``z_spec``.
     z_spec : array-like, optional
-        Spectroscopic redshift per row, needed by ``"logp"`` and ``"cde"``.
+        Spectroscopic redshift per row (one value for every input row, including
+        rows without data), needed by ``"logp"`` and ``"cde"``. A masked value (e.g.
+        in a `~astropy.table.MaskedColumn`: a galaxy without a spectroscopic
+        redshift) leaves its row without a target: NaN in every column, as a row
+        without data. An unmasked value must be finite and in the model's redshift
+        range, except on rows without data.
     dust : array-like, shape (N, 2), optional
         E(B−V) for cutouts or arrays (a ``FusedInput`` carries its own).
     batch_size : int
@@ -203,12 +208,15 @@ def band_attribution(cutouts_or_fused, model="mantis-mini", method="shapley", ta
         band, and with none), and for ``"ig"`` ``ig_delta``. A row that holds no data
         (no valid channel in its fused input: a ``None`` cutout, every survey missing,
         an all-zero fused image) is NaN in every column; ``z_spec`` is not checked
-        for it. ``meta`` records the method, target, baseline and model.
+        for it. So is a row whose ``z_spec`` is masked (``"logp"`` and ``"cde"``).
+        ``meta`` records the method, target, baseline and model.
 
     Raises
     ------
     ValueError
-        Unknown method or target, a target needing ``z_spec`` without it, bad shapes.
+        Unknown method or target, a target needing ``z_spec`` without it, a ``z_spec``
+        without one value per input row, an unmasked ``z_spec`` of a row with data
+        that is not finite or lies outside the model's redshift range, bad shapes.
 
     Examples
     --------
@@ -230,12 +238,20 @@ def band_attribution(cutouts_or_fused, model="mantis-mini", method="shapley", ta
     fused = as_fused(cutouts_or_fused, dust=dust, net=net)
     n_all = len(fused.x)
     empty = no_data_rows(fused)
+    if target != "mean" and z_spec is not None:
+        # checked against every input row, before any row is left out: a z_spec one
+        # value short must not be paired with the rows that hold data
+        z_values = z_spec_values(z_spec)
+        if z_values.shape != (n_all,):
+            raise ValueError(f"z_spec must have one value per row ({n_all}); got shape "
+                             f"{np.shape(z_spec)}")
+        empty = empty | np.ma.getmaskarray(np.ma.asarray(z_spec)).reshape(-1)
+        z_spec = z_values
     keep = np.flatnonzero(~empty)
-    if empty.any():  # rows without data: NaN, and no forward pass spent on them
+    if empty.any():  # rows without data or target: NaN, and no forward pass spent on them
         fused = type(fused)(*(np.asarray(a)[keep] for a in fused))
-        if target != "mean" and z_spec is not None \
-                and np.shape(np.ravel(z_spec)) == (n_all,):
-            z_spec = np.asarray(z_spec, dtype=np.float64).ravel()[keep]
+        if z_spec is not None and target != "mean":
+            z_spec = z_spec[keep]
     n = len(fused.x)
     f = scalar_target(net, target, z_spec, n)  # checks z_spec
     table = Table()
@@ -355,7 +371,8 @@ def survey_shares_by_redshift(attributions, z, bins=8, zrange=(ZMIN, ZMAX)):
     attributions : `~astropy.table.Table`
         With ``share_<survey>`` columns (`band_attribution`).
     z : array-like
-        Redshift of each row (spectroscopic, or the PDF mean).
+        Redshift of each row (spectroscopic, or the PDF mean); a row whose redshift
+        is masked or NaN falls in no bin.
     bins : int or array-like
         Number of equal bins over ``zrange``, or bin edges.
     zrange : (float, float)
@@ -364,20 +381,27 @@ def survey_shares_by_redshift(attributions, z, bins=8, zrange=(ZMIN, ZMAX)):
     -------
     `~astropy.table.Table`
         ``z_lo``, ``z_hi``, ``n``, and ``share_<survey>`` with its standard error
-        ``share_<survey>_err`` per bin (NaN in empty bins).
+        ``share_<survey>_err`` per bin (NaN in empty bins). ``n`` counts the rows the
+        means are taken over: those of the bin whose shares are finite (and not
+        masked) in every survey; rows with NaN shares (no data, or every
+        attribution 0) are left out of both.
     """
-    z = np.asarray(z, dtype=float)
+    z = np.ma.filled(np.ma.asarray(z, dtype=float), np.nan)  # masked: in no bin
     if len(z) != len(attributions):
         raise ValueError(f"z has {len(z)} values for {len(attributions)} rows")
     edges = np.linspace(*zrange, int(bins) + 1) if np.ndim(bins) == 0 else np.asarray(bins)
     out = Table({"z_lo": edges[:-1], "z_hi": edges[1:]})
     which = np.digitize(z, edges) - 1
-    out["n"] = [int(np.sum(which == k)) for k in range(len(edges) - 1)]
+    shares = {s: np.ma.filled(np.ma.asarray(attributions[f"share_{s}"], dtype=float), np.nan)
+              for s in SURVEYS}
+    # the rows averaged: finite shares in every survey (NaN: no data, or nothing to share)
+    usable = np.logical_and.reduce([np.isfinite(v) for v in shares.values()])
+    out["n"] = [int(np.sum((which == k) & usable)) for k in range(len(edges) - 1)]
     for s in SURVEYS:
-        share = np.asarray(attributions[f"share_{s}"], dtype=float)
+        share = shares[s]
         mean, err = [], []
         for k in range(len(edges) - 1):
-            v = share[(which == k) & np.isfinite(share)]
+            v = share[(which == k) & usable]
             mean.append(v.mean() if v.size else np.nan)
             err.append(v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else np.nan)
         out[f"share_{s}"], out[f"share_{s}_err"] = mean, err

@@ -29,6 +29,10 @@ statistics** (`~astro_mantis.explain.features_and_statistics`):
   (how far their light centroids disagree, `~astro_mantis.explain.band_misalignment`);
   and the sorted combined scores of the reference galaxies themselves (below).
 
+Rows that hold no data (no valid channel: a ``None`` cutout, every survey missing, an
+all-zero fused image), which `ood_score` does not score, are left out of the reference
+and counted in its ``meta["n_left_out"]``.
+
 `ReferenceEmbedding.save` writes these as a compressed ``.npz`` (arrays ``mean``,
 ``components``, ``scale``, ``points``, ``null``, ``k``, ``widths``, ``edge_mass``,
 ``misalignment``, ``combined``, and a JSON ``meta`` member: model name, weights
@@ -40,6 +44,10 @@ one, without ``overwrite=True``). A reference written with fewer statistics
 (``widths`` only, by earlier development builds of this version, 0.1) is scored with
 those it holds; one without any (``build_reference(..., widths=False)``, or by the
 first development builds) gives the distance score alone.
+
+A reference belongs to the weights it was built with: `ood_score` and, for a loaded
+model, `load_reference` refuse one whose recorded SHA-256 differs from the model's
+(`check_reference_weights`; ``check_weights=False`` to use it anyway).
 
 Score and flag
 ==============
@@ -70,7 +78,9 @@ Shift test
 `shift_test` asks whether two samples (a user's catalog and the training set, say)
 come from the same distribution of embeddings: an MMD two-sample test (Gaussian kernel,
 median-heuristic width, permutation p-value) or a classifier test (cross-fitted linear
-discriminant, AUC, permutation p-value).
+discriminant, AUC, permutation p-value; its folds split each sample in halves, and its
+permutations shuffle the labels within each fold). A statistic that is not finite
+raises instead of giving a p-value.
 """
 import datetime
 import json
@@ -87,7 +97,8 @@ from ._common import (STATISTICS, as_fused, features_and_statistics, no_data_row
 
 __all__ = ["OOD_THRESHOLD", "DEFAULT_COMPONENTS", "DEFAULT_K", "ReferenceEmbedding",
            "embed", "build_reference", "reference_path", "save_reference", "load_reference",
-           "ood_score", "ood_flags", "ShiftTestResult", "shift_test", "auroc"]
+           "check_reference_weights", "ood_score", "ood_flags", "ShiftTestResult",
+           "shift_test", "auroc"]
 
 #: Score above which `ood_flags` sets ``OUT_OF_DISTRIBUTION``: the 99th percentile of
 #: the reference galaxies' own scores (of their combined scores where the reference
@@ -412,8 +423,19 @@ def _largest_percentile(null, distances, values, sorted_reference):
 
 
 def _iter_data(data, split, max_rows, dust, net):
-    """Fused chunks of a shard directory, or the one fused input given."""
-    if isinstance(data, (str, Path)) and Path(data).is_dir():
+    """Fused chunks of a shard directory, or the one fused input given.
+
+    Yields ``(x, dust, z, n_left_out)``: the rows that hold data (``z`` None for an
+    input that is not a directory) and the number of rows left out because they hold
+    none (`~astro_mantis.explain._common.no_data_rows`: for a directory or an array,
+    an all-zero fused image; for cutouts, no valid channel), which `ood_score` would
+    not score either. ``max_rows`` counts the rows read, those left out included.
+    """
+    if isinstance(data, (str, Path)):
+        if not Path(data).is_dir():
+            raise FileNotFoundError(f"training data directory {str(data)!r} "
+                                    + ("is not a directory" if Path(data).exists()
+                                       else "does not exist"))
         from ..simulate.dataset import iter_shards
         from ..training.data import fuse_shard_arrays
 
@@ -424,13 +446,17 @@ def _iter_data(data, split, max_rows, dust, net):
             if max_rows is not None:
                 x, d, z = x[:max_rows - seen], d[:max_rows - seen], z[:max_rows - seen]
             seen += len(x)
-            yield x, d, z
+            empty = no_data_rows(as_fused(x, dust=d))  # an all-zero image, as ood_score
+            keep = np.flatnonzero(~empty)
+            yield x[keep], d[keep], z[keep], int(empty.sum())
             if max_rows is not None and seen >= max_rows:
                 return
         return
     fused = as_fused(data, dust=dust, net=net)
     n = len(fused.x) if max_rows is None else min(max_rows, len(fused.x))
-    yield fused.x[:n], fused.dust[:n], None
+    empty = no_data_rows(fused)[:n]
+    keep = np.flatnonzero(~empty)
+    yield fused.x[keep], fused.dust[keep], None, int(empty.sum())
 
 
 def build_reference(model, data, split="validation", n_components=DEFAULT_COMPONENTS,
@@ -441,6 +467,12 @@ def build_reference(model, data, split="validation", n_components=DEFAULT_COMPON
     the training set that the network has not fitted (on its own training galaxies
     a network's features sit closer together and its PDFs are narrower than on any
     new galaxy, which would make every new galaxy look unusual).
+
+    Rows that hold no data (no valid channel in their fused input: a ``None`` cutout,
+    every survey missing, an all-zero fused image) are left out, as `ood_score`
+    scores them NaN: they would all sit at the one point where the network puts a
+    blank input and shrink the k-NN null distribution. The number left out is
+    recorded as ``meta["n_left_out"]`` (``meta["n_rows"]`` counts the rows kept).
 
     Parameters
     ----------
@@ -453,7 +485,8 @@ def build_reference(model, data, split="validation", n_components=DEFAULT_COMPON
     n_components, k
         See `ReferenceEmbedding.from_features`.
     max_rows : int, optional
-        Use at most this many galaxies (the first ones).
+        Use at most this many galaxies (the first ones, rows without data included
+        in the count).
     dust : array-like, optional
         For cutouts or arrays.
     batch_size : int
@@ -468,19 +501,36 @@ def build_reference(model, data, split="validation", n_components=DEFAULT_COMPON
     Returns
     -------
     `ReferenceEmbedding`
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``data`` is a string or path that is not a directory (the message names
+        it).
+    ValueError
+        If no rows, or too few for ``k``, hold data.
     """
     net = resolve_model(model)
-    parts = [features_and_statistics(net, x, d, batch_size=batch_size,
-                                     statistics=STATISTICS if widths else ())
-             for x, d, _ in _iter_data(data, split, max_rows, dust, net)]
-    if not parts:
-        raise ValueError(f"no galaxies in {data!r}")
+    parts, left_out = [], 0
+    for x, d, _, n_out in _iter_data(data, split, max_rows, dust, net):
+        left_out += n_out
+        parts.append(features_and_statistics(net, x, d, batch_size=batch_size,
+                                             statistics=STATISTICS if widths else ()))
     feats = [f for f, _ in parts]
+    n_rows = sum(len(f) for f in feats)
+    if not n_rows:
+        where = f" in {str(data)!r}" if isinstance(data, (str, Path)) else ""
+        raise ValueError(f"no galaxies with data{where}"
+                         + (f" ({left_out} rows hold no data)" if left_out else ""))
+    if left_out and n_rows < k + 2:
+        raise ValueError(f"need more than k + 1 = {k + 1} reference rows for k = {k}; got "
+                         f"{n_rows} ({left_out} rows without data left out)")
     meta = dict(getattr(net, "meta", {}) or {})
     info = {"model": meta.get("name", type(net).__name__), "sha256": meta.get("sha256"),
             "layer": "hidden (GELU(fc0([Base(x), dust])))",
             "data": str(data) if isinstance(data, (str, Path)) else "arrays",
             "split": split if isinstance(data, (str, Path)) else None,
+            "n_left_out": int(left_out),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds")}
     return ReferenceEmbedding.from_features(
@@ -552,16 +602,65 @@ def save_reference(reference, model, overwrite=False):
     return reference.save(path)
 
 
-def load_reference(model):
+def load_reference(model, check_weights=True):
     """The reference embedding stored beside a model's weights, or None if there is none.
+
+    Parameters
+    ----------
+    model : str, path-like or `torch.nn.Module`
+        As in `reference_path`.
+    check_weights : bool
+        For a loaded model (a `torch.nn.Module`): check that the reference was built
+        for its weights (`check_reference_weights`). False: do not.
 
     Raises
     ------
     ValueError
-        If the file there cannot be read (see `ReferenceEmbedding.load`).
+        If the file there cannot be read (see `ReferenceEmbedding.load`), or, with
+        ``check_weights``, records weights other than the model's.
     """
+    import torch
+
     path = reference_path(model)
-    return ReferenceEmbedding.load(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    ref = ReferenceEmbedding.load(path)
+    if check_weights and isinstance(model, torch.nn.Module):
+        check_reference_weights(ref, model, f" stored beside the weights, {path},")
+    return ref
+
+
+def check_reference_weights(reference, model, where=""):
+    """Refuse a reference embedding built for weights other than the model's.
+
+    A reference records the SHA-256 of the weights it was built with
+    (``meta["sha256"]``, from the model's ``meta["sha256"]``); a loaded model records
+    that of its weights file. Scored against a reference built for other weights
+    (an earlier or fine-tuned version of the model), galaxies land in a feature
+    space the reference does not describe and the scores mean nothing.
+
+    Parameters
+    ----------
+    reference : `ReferenceEmbedding`
+    model : `torch.nn.Module`
+    where : str
+        Inserted after "the reference embedding" in the message.
+
+    Raises
+    ------
+    ValueError
+        If both SHA-256s are known and differ. Nothing is checked when either is
+        unknown (a reference built with `ReferenceEmbedding.from_features` or from a
+        network that was not loaded from a file).
+    """
+    ref_sha = str((reference.meta or {}).get("sha256") or "").lower()
+    net_sha = str((getattr(model, "meta", {}) or {}).get("sha256") or "").lower()
+    if ref_sha and net_sha and ref_sha != net_sha:
+        raise ValueError(f"the reference embedding{where} was built for other weights "
+                         f"(sha256 {ref_sha[:16]}...) than the model's (sha256 "
+                         f"{net_sha[:16]}...): build one for these weights "
+                         "(build_reference, or astro-mantis explain reference), or pass "
+                         "check_weights=False to use it anyway")
 
 
 def _reference_for(model, reference):
@@ -585,7 +684,7 @@ def _reference_for(model, reference):
 
 
 def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=64,
-              widths=None, precision="float32", statistics=None):
+              widths=None, precision="float32", statistics=None, check_weights=True):
     """Out-of-distribution score of galaxies against the reference (see the module notes).
 
     Parameters
@@ -607,6 +706,10 @@ def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=6
         With features given as ``data``: their galaxies' statistics
         (`~astro_mantis.explain.features_and_statistics`), all those the reference
         holds, or none for the distance alone. Computed from the images otherwise.
+    check_weights : bool
+        Refuse a reference built for weights other than the model's: both record the
+        SHA-256 of their weights (`check_reference_weights`; nothing is checked where
+        either is unknown). False: score against it anyway.
 
     Returns
     -------
@@ -622,14 +725,17 @@ def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=6
     Raises
     ------
     ValueError
-        Without a reference (none given, none stored beside the weights), or if the
-        stored one cannot be read (the message names the file).
+        Without a reference (none given, none stored beside the weights), if the
+        stored one cannot be read (the message names the file), or, with
+        ``check_weights``, if the reference was built for other weights.
     """
     ref = _reference_for(model, reference)
+    net = resolve_model(model)
+    if check_weights:
+        check_reference_weights(ref, net)
     arr = None if not isinstance(data, np.ndarray) else data
     if arr is not None and arr.ndim == 2:
         return ref.score(arr, widths, statistics)
-    net = resolve_model(model)
     fused = as_fused(data, dust=dust, net=net)
     empty = no_data_rows(fused)
     out = np.full(len(fused.x), np.nan)
@@ -764,11 +870,37 @@ def _mmd2(k, n_a):
             + (kbb.sum() - np.trace(kbb)) / (n_b * (n_b - 1)) - 2 * kab.mean())
 
 
+def _stratified_folds(labels, rng):
+    """Two folds that split each class in halves (its rows in random order, alternating).
+
+    Every fold then holds at least ``n // 2`` rows of a class of ``n`` rows: with the
+    4 rows per sample `shift_test` requires, both classes are in both folds.
+    """
+    folds = np.empty(len(labels), int)
+    for c in (0, 1):
+        rows = np.flatnonzero(labels == c)
+        folds[rng.permutation(rows)] = (np.arange(len(rows)) + rng.integers(2)) % 2
+    return folds
+
+
+def _permute_within_folds(labels, folds, rng):
+    """Labels permuted within each fold: every fold keeps its count of each class."""
+    out = labels.copy()
+    for k in (0, 1):
+        rows = np.flatnonzero(folds == k)
+        out[rows] = labels[rng.permutation(rows)]
+    return out
+
+
 def _lda_auc(f, labels, folds, ridge=1e-3):
     """Cross-fitted linear discriminant AUC."""
     scores = np.empty(len(f))
     for k in range(2):
         train, test = folds != k, folds == k
+        for part, name in ((train, "training"), (test, "test")):
+            if len(np.unique(labels[part])) < 2:
+                raise ValueError(f"a {name} fold of the classifier test lacks one of the "
+                                 "samples: each sample needs rows in both folds")
         a, b = f[train & (labels == 0)], f[train & (labels == 1)]
         cov = np.cov(np.concatenate([a - a.mean(0), b - b.mean(0)]).T) if f.shape[1] > 1 \
             else np.atleast_2d(np.var(np.concatenate([a - a.mean(0), b - b.mean(0)])))
@@ -795,7 +927,9 @@ def shift_test(a, b, model="mantis-mini", method="mmd", n_permutations=200, seed
         ``"mmd"``: unbiased MMD² with a Gaussian kernel whose width is the median
         pairwise distance. ``"classifier"``: a ridge-regularised linear discriminant
         fitted on one half and scored on the other (both ways); the statistic is its
-        AUC.
+        AUC. The halves split each sample in two (stratified folds, so both halves
+        hold rows of both samples however unequal their sizes), and the permutations
+        shuffle the labels within each half.
     n_permutations : int
         Label permutations for the p-value.
     seed : int
@@ -819,7 +953,8 @@ def shift_test(a, b, model="mantis-mini", method="mmd", n_permutations=200, seed
     Raises
     ------
     ValueError
-        If fewer than 4 rows of a sample remain, or the samples' feature widths differ.
+        If fewer than 4 rows of a sample remain, the samples' feature widths differ,
+        or the statistic is not finite (no p-value is returned from it).
     """
     if method not in ("mmd", "classifier"):
         raise ValueError(f"method must be 'mmd' or 'classifier'; got {method!r}")
@@ -849,9 +984,15 @@ def shift_test(a, b, model="mantis-mini", method="mmd", n_permutations=200, seed
         for _ in range(n_permutations):
             p = rng.permutation(len(f))
             null.append(_mmd2(k[np.ix_(p, p)], n_a))
-    else:
-        folds = rng.permutation(np.arange(len(f)) % 2)
+    else:  # folds split each sample in halves; permutations keep each fold's counts
+        folds = _stratified_folds(labels, rng)
         stat = _lda_auc(f, labels, folds)
-        null = [_lda_auc(f, rng.permutation(labels), folds) for _ in range(n_permutations)]
-    p = (1 + np.sum(np.asarray(null) >= stat)) / (1 + n_permutations)
+        null = [_lda_auc(f, _permute_within_folds(labels, folds, rng), folds)
+                for _ in range(n_permutations)]
+    null = np.asarray(null, dtype=float)
+    if not np.isfinite(stat) or not np.isfinite(null).all():
+        raise ValueError(f"the {method} statistic is not finite ({stat!r}, or in "
+                         f"{int(np.count_nonzero(~np.isfinite(null)))} of the "
+                         f"{n_permutations} permutations): no p-value")
+    p = (1 + np.sum(null >= stat)) / (1 + n_permutations)
     return ShiftTestResult(float(stat), float(p), method, n_a, len(fb), out_a, out_b)

@@ -50,7 +50,8 @@ def layer_activations(model, data, dust=None, layers=None, batch_size=32):
     Returns
     -------
     dict
-        Name → `numpy.ndarray` (N, channels).
+        Name → `numpy.ndarray` (N, channels); for no galaxies (N = 0), empty arrays
+        (0, channels) from one pass over an empty batch.
 
     Notes
     -----
@@ -73,11 +74,13 @@ def layer_activations(model, data, dust=None, layers=None, batch_size=32):
             a = out.detach().float()
             if a.ndim == 4:  # NCHW (ConvNeXt stages and ResNet blocks are NCHW)
                 a = a.mean(dim=(2, 3))
-            store[name].append(a.reshape(len(a), -1).cpu().numpy())
+            # flatten(1), not reshape(len(a), -1): an empty batch keeps its widths
+            store[name].append((a.flatten(1) if a.ndim > 1 else a[:, None]).cpu().numpy())
         hooks.append(mod.register_forward_hook(hook))
     try:
         with torch.inference_mode():
-            for s in range(0, len(fused.x), batch_size):
+            # no galaxies: one pass over the empty batch, for the layers' widths
+            for s in range(0, max(len(fused.x), 1), batch_size):
                 net(torch.as_tensor(fused.x[s:s + batch_size]).to(device),
                     torch.as_tensor(fused.dust[s:s + batch_size]).to(device))
     finally:
@@ -107,7 +110,9 @@ def layer_probes(model, data, z, dust=None, n_components=(1, 2, 4, 8, 16), k=10,
     model : str or `torch.nn.Module`
     data : cutouts, `~astro_mantis.fusion.FusedInput` or array-like (N, 9, H, W)
     z : array-like, shape (N,)
-        True redshifts.
+        True redshifts. Rows whose redshift is NaN, infinite or masked (e.g. in a
+        `~astropy.table.MaskedColumn`: no spectroscopic redshift) are left out of the
+        probes (and of the network's pass); the table's ``meta`` counts them.
     dust : array-like, optional
     n_components : sequence of int
         Numbers of leading components probed.
@@ -125,15 +130,33 @@ def layer_probes(model, data, z, dust=None, n_components=(1, 2, 4, 8, 16), k=10,
         One row per layer and number of components: ``layer``, ``width``,
         ``n_components``, ``explained_variance`` (fraction held by those components),
         ``nmad`` (1.4826 × median abs(Δz − median Δz) / (1 + z) of the cross-validated
-        probe) and ``r2`` (1 − mean squared error / variance of z).
+        probe) and ``r2`` (1 − mean squared error / variance of z). ``meta["n_rows"]``
+        is the number of galaxies probed, ``meta["n_left_out"]`` that of the rows
+        left out for lack of a finite redshift.
+
+    Raises
+    ------
+    ValueError
+        If ``z`` does not have one value per row, or fewer than folds × (k + 1)
+        galaxies have a finite redshift.
     """
-    z = np.asarray(z, dtype=float)
-    acts = layer_activations(model, data, dust=dust, layers=layers)
+    net = resolve_model(model)
+    fused = as_fused(data, dust=dust, net=net)
+    z = np.ma.filled(np.ma.asarray(z, dtype=float), np.nan).reshape(-1)
+    if len(z) != len(fused.x):
+        raise ValueError(f"z has {len(z)} values but the data {len(fused.x)} rows")
+    finite = np.isfinite(z)
+    left_out = int(np.count_nonzero(~finite))
+    if left_out:  # no truth to probe against: left out (and not run through the network)
+        keep = np.flatnonzero(finite)
+        fused = type(fused)(*(np.asarray(a)[keep] for a in fused))
+        z = z[keep]
     n = len(z)
-    if any(len(a) != n for a in acts.values()):
-        raise ValueError(f"z has {n} values but the data {len(next(iter(acts.values())))} rows")
     if n < folds * (k + 1):
-        raise ValueError(f"need at least folds × (k + 1) = {folds * (k + 1)} galaxies; got {n}")
+        raise ValueError(f"need at least folds × (k + 1) = {folds * (k + 1)} galaxies with a "
+                         f"finite redshift; got {n}"
+                         + (f" ({left_out} rows without one left out)" if left_out else ""))
+    acts = layer_activations(net, fused, layers=layers)
     rng = np.random.default_rng(seed)
     rows = []
     for name, a in acts.items():
@@ -149,8 +172,10 @@ def layer_probes(model, data, z, dust=None, n_components=(1, 2, 4, 8, 16), k=10,
             rows.append((name, a.shape[1], c, float(var[:c].sum()),
                          float(1.4826 * np.median(np.abs(dz - np.median(dz)))),
                          float(1 - np.mean((pred - z) ** 2) / max(np.var(z), 1e-300))))
-    return Table(rows=rows, names=("layer", "width", "n_components", "explained_variance",
-                                   "nmad", "r2"))
+    table = Table(rows=rows, names=("layer", "width", "n_components", "explained_variance",
+                                    "nmad", "r2"))
+    table.meta.update(n_rows=n, n_left_out=left_out)
+    return table
 
 
 def plot_layer_probes(probes, ax=None):

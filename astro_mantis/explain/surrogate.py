@@ -190,12 +190,17 @@ class KernelSurrogate:
         Name recorded for reports.
     ids, z : array-like, shape (N,), optional
         Identifier and true redshift of each training galaxy (for tables).
+    projection : dict, optional
+        For ``kernel="ntk"``: the ``dim``, ``seed`` and ``params`` of the random
+        projection the features were made with (`fit_surrogate` records them).
+        `fidelity` and `explain_by_example` then project queries the same way by
+        default, and refuse other values.
 
     Raises
     ------
     ValueError
-        If the shapes of ``features``, ``y``, ``ids`` and ``z`` disagree, or ``ridge``
-        is not positive.
+        If the shapes of ``features``, ``y``, ``ids`` and ``z`` disagree, ``ridge``
+        is not positive, or ``projection`` holds other keys.
 
     Attributes
     ----------
@@ -203,9 +208,12 @@ class KernelSurrogate:
         Surrogate weights (the dual coefficients).
     offset : float
         ȳ, the mean of ``y``.
+    projection : dict or None
+        ``dim``, ``seed`` and ``params`` of the NTK projection (None: not recorded).
     """
 
-    def __init__(self, features, y, ridge=1e-3, kernel="ntk", ids=None, z=None):
+    def __init__(self, features, y, ridge=1e-3, kernel="ntk", ids=None, z=None,
+                 projection=None):
         f = np.asarray(features, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         if f.ndim != 2 or len(f) != len(y):
@@ -221,6 +229,14 @@ class KernelSurrogate:
         self.features, self.y, self.kernel, self.ridge = f, y, kernel, float(ridge)
         self.ids = np.arange(len(y)) if ids is None else np.asarray(ids)
         self.z = np.full(len(y), np.nan) if z is None else np.asarray(z, dtype=float)
+        if projection is not None:
+            unknown = sorted(set(projection) - set(_PROJECTION))
+            if unknown:
+                raise ValueError(f"projection holds unknown keys {unknown}; known: "
+                                 f"{', '.join(_PROJECTION)}")
+            projection = {key: _normalise(key, projection.get(key, default))
+                          for key, default in _PROJECTION.items()}
+        self.projection = projection
         k = f @ f.T
         lam = self.ridge * max(np.trace(k) / len(k), 1e-300)
         self.offset = float(y.mean())
@@ -243,6 +259,35 @@ class KernelSurrogate:
         return self.offset + self.contributions(features).sum(axis=1)
 
 
+#: The settings of the NTK projection a surrogate records, with `ntk_features`' defaults.
+_PROJECTION = {"dim": DEFAULT_NTK_DIM, "seed": 0, "params": None}
+
+
+def _normalise(key, value):
+    if key == "params":
+        return None if value is None else tuple(str(p) for p in value)
+    return int(value)
+
+
+def _query_kwargs(surrogate, kwargs):
+    """``ntk_features`` arguments for queries of a surrogate: its projection by default.
+
+    An explicit ``dim``, ``seed`` or ``params`` other than the recorded one raises: the
+    queries would be projected into another space than the training galaxies.
+    """
+    projection = getattr(surrogate, "projection", None)
+    if surrogate.kernel != "ntk" or projection is None:
+        return kwargs
+    out = dict(kwargs)
+    for key, fitted in projection.items():
+        if key in out and _normalise(key, out[key]) != fitted:
+            raise ValueError(f"{key}={out[key]!r} differs from the {key} the surrogate was "
+                             f"fitted with ({fitted!r}): its queries must be projected the "
+                             f"same way; leave {key} out to use the fit's")
+        out[key] = fitted
+    return out
+
+
 def fit_surrogate(model, train, kernel="ntk", ridge=1e-3, dust=None, ids=None, z=None,
                   **kwargs):
     """Fit a kernel surrogate of a network on its training galaxies.
@@ -258,7 +303,10 @@ def fit_surrogate(model, train, kernel="ntk", ridge=1e-3, dust=None, ids=None, z
     ids, z : array-like, optional
         Identifiers and true redshifts of the training galaxies.
     **kwargs
-        Passed to `ntk_features`.
+        Passed to `ntk_features` (``dim``, ``seed``, ``params``, ``max_bytes``). For
+        the NTK, the surrogate records the projection's ``dim``, ``seed`` and
+        ``params`` (the ``projection`` of `KernelSurrogate`): `fidelity` and
+        `explain_by_example` use them without being told again.
 
     Returns
     -------
@@ -267,7 +315,10 @@ def fit_surrogate(model, train, kernel="ntk", ridge=1e-3, dust=None, ids=None, z
     net = resolve_model(model)
     fused = as_fused(train, dust=dust, net=net)
     feats = kernel_features(fused, net, kernel, **kwargs)
-    return KernelSurrogate(feats, _network_mean(net, fused), ridge, kernel, ids, z)
+    projection = {key: kwargs.get(key, default) for key, default in _PROJECTION.items()} \
+        if kernel == "ntk" else None
+    return KernelSurrogate(feats, _network_mean(net, fused), ridge, kernel, ids, z,
+                           projection=projection)
 
 
 def fidelity(surrogate, data, model="mantis-mini", dust=None, **kwargs):
@@ -282,15 +333,23 @@ def fidelity(surrogate, data, model="mantis-mini", dust=None, **kwargs):
         The network the surrogate was fitted to.
     dust : array-like, optional
     **kwargs
-        Passed to `ntk_features` (must match the fit: ``dim``, ``seed``, ``params``).
+        Passed to `ntk_features`. ``dim``, ``seed`` and ``params`` default to those
+        the surrogate recorded at its fit (the ``projection`` of `KernelSurrogate`); another
+        value raises.
 
     Returns
     -------
     tau : float
     surrogate_prediction, network_prediction : `numpy.ndarray`
+
+    Raises
+    ------
+    ValueError
+        If ``dim``, ``seed`` or ``params`` differs from the surrogate's projection.
     """
     from scipy.stats import kendalltau
 
+    kwargs = _query_kwargs(surrogate, kwargs)
     net = resolve_model(model)
     fused = as_fused(data, dust=dust, net=net)
     pred = surrogate.predict(kernel_features(fused, net, surrogate.kernel, **kwargs))
@@ -312,7 +371,9 @@ def explain_by_example(query, surrogate, model="mantis-mini", k=5, dust=None, **
         Galaxies of each kind.
     dust : array-like, optional
     **kwargs
-        Passed to `ntk_features` (as in the fit).
+        Passed to `ntk_features`. ``dim``, ``seed`` and ``params`` default to those
+        the surrogate recorded at its fit (the ``projection`` of `KernelSurrogate`); another
+        value raises (a `ValueError`).
 
     Returns
     -------
@@ -326,6 +387,7 @@ def explain_by_example(query, surrogate, model="mantis-mini", k=5, dust=None, **
     """
     if k < 1:
         raise ValueError(f"k must be positive; got {k}")
+    kwargs = _query_kwargs(surrogate, kwargs)
     net = resolve_model(model)
     fused = as_fused(query, dust=dust, net=net)
     first = type(fused)(*(a[:1] for a in fused))
