@@ -734,8 +734,8 @@ def match_spectroscopic_lsdb(catalog, spectra, radius=None, *, z_col="z", z_err_
     z_col, z_err_col, class_col, id_col : str, optional
         Columns of ``spectra``: redshift, its uncertainty, class, identifier
         (default: the spectrum's position, ``"ra,dec"`` text).
-    columns : sequence of str, optional
-        More columns of ``spectra`` to copy, as ``spec_<name>``.
+    columns : str or sequence of str, optional
+        More columns of ``spectra`` to copy, as ``spec_<name>`` (a str: one column).
     source : str, optional
         The catalog's name for ``spec_source`` (default: its HATS catalog name).
     overwrite : bool
@@ -782,7 +782,8 @@ def match_spectroscopic_lsdb(catalog, spectra, radius=None, *, z_col="z", z_err_
         raise TypeError("radius is required: an angle such as 1 * u.arcsec")
     radius = check_radius(radius)
     r_arcsec = float(radius.value)
-    check_copied_columns(columns)  # as match_spectroscopic: no spec_flags from `columns`
+    # as match_spectroscopic: no spec_flags from `columns`; a str is one column's name
+    columns = check_copied_columns(columns)
     spec_cols = list(spectra.columns)
     wanted = [c for c in (z_col, z_err_col, class_col, id_col, *(columns or ())) if c]
     for c in wanted:

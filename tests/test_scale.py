@@ -360,6 +360,10 @@ def test_match_spectroscopic_lsdb_equals_table_match(frame, tmp_path):
     with pytest.raises(ValueError, match="would replace the match's own column spec_flags"):
         scale.match_spectroscopic_lsdb(left, right, "1 arcsec", z_col="zspec",
                                        columns=["flags"])
+    # a str is one column's name, not its letters (column 'z' was not found)
+    one = scale.match_spectroscopic_lsdb(left, right, "1 arcsec", z_col="zspec",
+                                         columns="zspec")
+    assert "spec_zspec" in one.columns and "spec_z" not in one.columns
 
 
 # ------------------------------------------------------------------ in-process (sync) runs

@@ -199,3 +199,67 @@ def test_match_spall_file_without_run2d_column(parser, tmp_path, catalog):
     # one reduction per file, or one for all: anything else is explained
     with pytest.raises(InputError, match="one reduction for all the spAll files, or one per"):
         _run(parser, argv + ["--overwrite", "--run2d", "v5_13_2", "--run2d", "26"])
+
+
+def _boss_spall(catalog, path):
+    from astro_mantis.testing import write_spall
+
+    spec = make_specobj(catalog, seed=0)
+    spec = spec[np.char.strip(np.asarray(spec["run2d"]).astype(str)) == "v5_13_2"]
+    write_spall(spec, path)
+    return spec
+
+
+def test_match_checks_the_output_before_matching(parser, tmp_path, catalog, monkeypatch):
+    """A missing directory or an unknown extension is found before the match (minutes
+    of SkyServer queries) starts."""
+    import astro_mantis.spectro.matching as matching
+
+    def no_match(*args, **kwargs):
+        raise AssertionError("the match ran before the output was checked")
+
+    monkeypatch.setattr(matching, "match_spectroscopic", no_match)
+    src = _targets(tmp_path, catalog, 5)
+    for out, message in ((tmp_path / "nowhere" / "o.ecsv", "does not exist"),
+                         (tmp_path / "o.txt", "cannot tell the format of --out")):
+        with pytest.raises(InputError, match=message):
+            _run(parser, ["match", str(src), "--out", str(out), "--ra-col", "RAJ2000",
+                          "--dec-col", "DEJ2000", "--catalog", "sdss"])
+
+
+@pytest.mark.parametrize("name", ["o.vot", "o.xml"])
+def test_match_writes_sdss_ids_to_votable_as_text(parser, tmp_path, catalog, name):
+    """VOTable has no uint64: the SDSS specObjID goes in as its decimal text, every
+    digit kept (ids of plates >= 8192 are beyond int64)."""
+    from astro_mantis.tableio import read_table
+
+    src = _targets(tmp_path, catalog)
+    spec = _boss_spall(catalog, tmp_path / "spall.fits")
+    out = tmp_path / name
+    assert _run(parser, ["match", str(src), "--out", str(out), "--ra-col", "RAJ2000",
+                         "--dec-col", "DEJ2000", "--catalog", "sdss-spall", "--spall",
+                         str(tmp_path / "spall.fits"), "--no-progress"]) == 0
+    t = read_table(out)
+    matched = t["spec_flags"] & 1 == 0
+    assert matched.sum() > 10 and t["spec_id"].dtype.kind == "U"
+    ids = {int(v) for v in t["spec_id"][matched]}
+    assert ids <= {int(v) for v in spec["specObjID"]}
+    assert set(t["spec_id"][~matched]) <= {""}
+    assert t.meta["spec_match"]["n_matched"] == int(matched.sum())
+
+
+def test_data_release_of_a_fits_match_is_read_back(parser, tmp_path, catalog):
+    """--data-release 16 written to FITS (the SPECMTCH keyword) is the release
+    get_spectrum uses for its rows, as from an ECSV file's spec_match."""
+    from astro_mantis.spectro.spectra import _data_release
+
+    src = _targets(tmp_path, catalog, 10)
+    _boss_spall(catalog, tmp_path / "spall.fits")
+    for name in ("o.fits", "o.ecsv"):
+        assert _run(parser, ["match", str(src), "--out", str(tmp_path / name), "--ra-col",
+                             "RAJ2000", "--dec-col", "DEJ2000", "--catalog", "sdss-spall",
+                             "--spall", str(tmp_path / "spall.fits"), "--data-release", "16",
+                             "--no-progress"]) == 0
+        t = Table.read(tmp_path / name)
+        assert _data_release(t[0], None) == 16, name
+        assert _data_release(t[0], 15) == 15

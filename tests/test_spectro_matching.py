@@ -256,3 +256,129 @@ def test_overwrite_message_names_the_command_line_option_too():
     t = match_spectroscopic(_targets(), **kw)
     with pytest.raises(ValueError, match=r"overwrite=True \(astro-mantis match --overwrite\)"):
         match_spectroscopic(t, **kw)
+
+
+# ----------------------------------------------------------------------------- re-matching
+@pytest.fixture(scope="module")
+def spall_match(tmp_path_factory):
+    """A table of sample galaxies matched to an spAll file (SDSS columns included), and
+    the row number of a matched row."""
+    from astro_mantis.simulate import SampleSky
+    from astro_mantis.testing import make_specobj, write_spall
+
+    sky = SampleSky()
+    spec = make_specobj(sky.catalog, seed=0)
+    path = tmp_path_factory.mktemp("spall") / "spall.fits"
+    write_spall(spec[np.char.strip(np.asarray(spec["run2d"]).astype(str)) == "v5_13_2"], path)
+    t = Table({"ra": sky.catalog["ra"][:20], "dec": sky.catalog["dec"][:20]})
+    match_spectroscopic(t, catalog="sdss-spall", spall=str(path))
+    k = int(np.flatnonzero(~t["z_spec"].mask)[0])
+    return t, k
+
+
+def test_overwrite_removes_the_sdss_columns_of_an_earlier_match(spall_match):
+    """A user catalog re-matched over an SDSS match: no SDSS plate/MJD/fiber is left on a
+    row the new catalog does not match, so get_spectrum fetches nothing for it."""
+    from astro_mantis.spectro.matching import SDSS_EXTRA
+    from astro_mantis.spectro.spectra import spectrum_ids
+
+    t, k = spall_match[0].copy(), spall_match[1]
+    assert spectrum_ids(t[k])["plate"] > 0
+    mine = Table({"ra": [0.0], "dec": [0.0], "z": [0.5]})
+    match_spectroscopic(t, catalog=mine, overwrite=True)
+    assert t["spec_flags"][k] == SpecFlag.NO_MATCH
+    assert not set(SDSS_EXTRA) & set(t.colnames)
+    with pytest.raises(KeyError, match="spec_plate"):
+        spectrum_ids(t[k])
+    assert t.meta["spec_match"]["columns_added"] == list(SPEC_COLUMNS)
+
+
+def test_sdss_columns_alone_need_overwrite_whatever_the_catalog(spall_match):
+    """Without overwrite, an SDSS column left by an earlier match is refused, even when
+    the new catalog (a user's) would not write it; the table is left unchanged."""
+    t = spall_match[0].copy()
+    t.remove_columns(list(SPEC_COLUMNS))
+    before = t.copy()
+    with pytest.raises(ValueError, match=r"spec_plate.*overwrite=True"):
+        match_spectroscopic(t, catalog=Table({"ra": [0.0], "dec": [0.0], "z": [0.5]}))
+    assert t.colnames == before.colnames and t.meta == before.meta
+
+
+@pytest.mark.parametrize("fits_meta", [False, True])
+def test_overwrite_removes_the_copies_of_an_earlier_match(fits_meta):
+    """The spec_<name> copies an earlier match made are listed in its summary and removed
+    by a new match, also when the summary is the SPECMTCH text of a FITS header."""
+    import json
+
+    t = match_spectroscopic(_targets(), catalog=_catalog(), z_col="Z", ra_col="RA",
+                            dec_col="DEC", columns=["SURVEY", "NQ"])
+    assert t.meta["spec_match"]["columns_added"] == list(SPEC_COLUMNS) + ["spec_SURVEY",
+                                                                           "spec_NQ"]
+    if fits_meta:  # as astropy reads back `astro-mantis match --out x.fits`
+        t.meta = {"SPECMTCH": json.dumps(t.meta.pop("spec_match"))}
+    t["spec_mine"] = np.arange(len(t))  # not the match's: kept
+    with pytest.raises(ValueError, match="spec_SURVEY"):
+        match_spectroscopic(t, catalog=_catalog(), z_col="Z", ra_col="RA", dec_col="DEC")
+    match_spectroscopic(t, catalog=_catalog(), z_col="Z", ra_col="RA", dec_col="DEC",
+                        columns=["NQ"], overwrite=True)
+    assert "spec_SURVEY" not in t.colnames and "spec_mine" in t.colnames
+    assert "spec_NQ" in t.colnames and list(t.meta) == ["spec_match"]
+
+
+def test_vector_columns_are_copied_whole():
+    cat = _catalog()
+    cat["FLUX"] = np.arange(15.0).reshape(5, 3)
+    cat["FLUX"][2] = [7.5, 8.5, 9.5]
+    cat["BANDS"] = MaskedColumn(np.arange(10).reshape(5, 2), mask=[[False, True]] * 5)
+    t = match_spectroscopic(_targets(), catalog=cat, z_col="Z", ra_col="RA", dec_col="DEC",
+                            columns=["FLUX", "BANDS"])
+    assert t["spec_FLUX"].shape == (9, 3) and t["spec_BANDS"].shape == (9, 2)
+    assert t["spec_FLUX"][0].tolist() == [0.0, 1.0, 2.0]
+    assert t["spec_FLUX"][1].tolist() == [7.5, 8.5, 9.5]
+    assert t["spec_FLUX"].mask[2].all() and not t["spec_FLUX"].mask[0].any()
+    assert t["spec_BANDS"].mask[0].tolist() == [False, True]
+    assert t["spec_BANDS"].mask[2].all()
+
+
+def test_a_failed_match_leaves_the_table_unchanged():
+    """An error found while the columns are made (here a SkyCoord catalog column that
+    cannot be copied) comes before anything is written; the same call then works
+    without overwrite once the column is left out."""
+    cat = _catalog()
+    cat["POS"] = SkyCoord(cat["RA"], cat["DEC"], unit="deg")
+    t = _targets()
+    with pytest.raises(TypeError, match="'POS'.*cannot be copied"):
+        match_spectroscopic(t, catalog=cat, z_col="Z", ra_col="RA", dec_col="DEC",
+                            columns=["SURVEY", "POS"])
+    assert t.colnames == _targets().colnames and not t.meta
+    match_spectroscopic(t, catalog=cat, z_col="Z", ra_col="RA", dec_col="DEC",
+                        columns=["SURVEY"])
+    assert "spec_SURVEY" in t.colnames
+
+
+def test_columns_may_be_one_name():
+    cat = _catalog()
+    cat["N"], cat["Q"] = 1, 2
+    t = match_spectroscopic(_targets(), catalog=cat, z_col="Z", ra_col="RA", dec_col="DEC",
+                            columns="NQ")
+    assert "spec_NQ" in t.colnames and "spec_N" not in t.colnames
+    for bad in ([1], 5):
+        with pytest.raises(TypeError, match="columns must be"):
+            match_spectroscopic(_targets(), catalog=cat, z_col="Z", ra_col="RA",
+                                dec_col="DEC", columns=bad)
+
+
+@pytest.mark.parametrize("qtable", [False, True])
+def test_copied_columns_keep_unit_description_and_format(qtable):
+    from astropy.table import QTable
+
+    cat = (QTable if qtable else Table)(_catalog())
+    cat["MAG"] = [20.0, 21.0, 22.0, 23.0, 24.0] * u.mag
+    cat["MAG"].info.description = "r-band magnitude"
+    cat["MAG"].info.format = ".2f"
+    t = match_spectroscopic(_targets(), catalog=cat, z_col="Z", ra_col="RA", dec_col="DEC",
+                            columns=["MAG"])
+    assert t["spec_MAG"].unit == u.mag
+    assert t["spec_MAG"].description == "r-band magnitude"
+    assert t["spec_MAG"].format == ".2f"
+    assert t["spec_MAG"][0] == 20.0 and t["spec_MAG"].mask[2]

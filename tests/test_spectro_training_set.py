@@ -240,3 +240,36 @@ def test_overwrite_message_names_the_command_line_option_too(sky, tmp_path):
     with pytest.raises(ValueError, match=r"overwrite=True \(astro-mantis build-training-set "
                                          r"--overwrite\)"):
         build_training_set(_matched_table(sky, 4), tmp_path / "b")
+
+
+def test_ids_beyond_int64_or_masked_are_refused(sky, tmp_path):
+    """SDSS specObjIDs of plates >= 8192 exceed int64: refused (they would wrap to
+    negative ids), as are masked ids of kept rows, before anything is written."""
+    from astro_mantis.spectro import sdss_specobjid
+
+    t = _matched_table(sky, 4)
+    t["spec_id"] = MaskedColumn(sdss_specobjid([9000, 751, 751, 751], [57000] * 4,
+                                               [100, 160, 161, 162], ["v5_13_2"] * 4))
+    assert int(t["spec_id"][0]) >= 2 ** 63
+    with pytest.raises(ValueError, match=r"above the int64 range.*row 0.*leave id_col"):
+        build_training_set(t, tmp_path / "a", id_col="spec_id")
+    assert not (tmp_path / "a").exists()
+    t["spec_id"][0] = 845594848269461504
+    t["spec_id"].mask[3] = True
+    with pytest.raises(ValueError, match=r"masked in 1 of the 2 row\(s\) kept \(e.g. row 3\)"):
+        build_training_set(t, tmp_path / "a", id_col="spec_id")
+    assert not (tmp_path / "a").exists()
+
+
+def test_ids_in_int64_are_stored(cached_server, sky, tmp_path):
+    """uint64 ids within int64, and masked ids on rows left out, are fine; the match
+    summary of a FITS file (SPECMTCH) is the manifest's provenance."""
+    t = _matched_table(sky, 4)
+    t["spec_id"] = MaskedColumn(np.array([11, 12, 13, 14], dtype=np.uint64),
+                                mask=[False, True, False, False])
+    t.meta = {"SPECMTCH": json.dumps(t.meta["spec_match"])}
+    manifest = build_training_set(t, tmp_path / "ts", id_col="spec_id", split=(1, 0, 0),
+                                  progress=False)
+    ids = [int(i) for p in shard_paths(tmp_path / "ts", "train") for i in load_shard(p)["id"]]
+    assert sorted(ids) == [11, 14]  # row 1 has no z_spec, row 2 a z outside the bins
+    assert manifest["source"]["spec_match"]["radius_arcsec"] == 1.0

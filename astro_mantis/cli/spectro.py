@@ -14,9 +14,10 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 from astropy import units as u
 
-from ..tableio import write_table
+from ..tableio import FORMATS, table_format, write_table
 from .common import EXIT_INTERRUPTED, EXIT_OK, InputError, _add_cache_args, _read_table
 from ..pdf import ZMAX, ZMIN
 
@@ -101,7 +102,11 @@ radius, 4 shared: the spectrum is also another row's nearest, 8 bad coordinate,
 dropped or reordered; unmatched rows keep masked values. SDSS catalogs add
 spec_plate, spec_mjd, spec_fiberid, spec_run2d and spec_zwarning. The summary is
 printed and stored in the table's meta (spec_match; in a FITS file, the JSON text
-of header keyword SPECMTCH).
+of header keyword SPECMTCH). OUT is checked (its directory, its format, the
+columns and metadata it must hold) before the match starts. VOTable has no
+unsigned integers but bytes: in a VOTable OUT the SDSS spec_id (specObjID, uint64)
+is written as its decimal text, and other unsigned columns of the match as the next
+larger signed integer.
 
 Catalogs (--catalog):
   sdss        SDSS SkyServer's SpecObj view, queried with SQL through astroquery.sdss
@@ -198,7 +203,8 @@ def add_match_parser(subparsers):
     p.add_argument("--no-cache", action="store_true",
                    help="sdss: do not use astroquery's cache of SkyServer answers")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace OUT if it exists, and spec_* columns already in TABLE")
+                   help="replace OUT if it exists, and every column an earlier match wrote "
+                        "in TABLE (z_spec, spec_*)")
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     p.set_defaults(func=run_match)
     return p
@@ -236,6 +242,7 @@ def run_match(args):
     from ..exceptions import FetchError
     from ..spectro.exceptions import CatalogFileError, DownloadRequiredError, SkyServerError
     from ..spectro.matching import match_spectroscopic
+    from ..tableio import OutputError, check_writable
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -248,6 +255,21 @@ def run_match(args):
     if catalog.lower() not in ("sdss", "sdss-spall") and not Path(catalog).exists():
         raise InputError(f"--catalog {catalog!r} is neither sdss, sdss-spall nor an existing "
                          "file")
+    # FITS names astropy knows beyond those of astro_mantis.tableio
+    out_format = "fits" if out.name.lower().endswith((".fts", ".fts.gz", ".fit.gz")) else None
+    fmt, _ = table_format(out, out_format)
+    if fmt is None:
+        raise InputError(f"cannot tell the format of --out {str(out)!r} from its name; end it "
+                         f"with one of {', '.join(sorted([*FORMATS, '.fts']))}")
+    kind = catalog.lower() if catalog.lower() in ("sdss", "sdss-spall") else "table"
+    try:  # every output problem is found before the match (minutes of queries) starts
+        head = table[:2].copy()
+        _drop_summary(head.meta)
+        check_writable(out, head, _match_columns(kind, fmt),
+                       meta=_output_meta(_prototype_summary(kind), fmt), format=out_format,
+                       overwrite=args.overwrite)
+    except OutputError as exc:
+        raise InputError(str(exc)) from None
     try:
         match_spectroscopic(
             table, catalog=catalog, radius=args.radius, ra=args.ra_col, dec=args.dec_col,
@@ -265,18 +287,88 @@ def run_match(args):
     except FetchError as exc:
         raise InputError(f"the catalog could not be fetched: {exc}") from None
     summary = table.meta["spec_match"]
-    written = table
-    if out.name.lower().endswith((".fits", ".fit", ".fts", ".fits.gz")):
-        # a FITS header holds no dictionary: the summary goes in as one JSON text card
-        written = table.copy(copy_data=False)
-        written.meta["SPECMTCH"] = json.dumps(written.meta.pop("spec_match"), default=str)
+    written = _for_output(table, fmt)
     try:
-        write_table(written, out, overwrite=args.overwrite)
+        write_table(written, out, format=out_format, overwrite=args.overwrite)
     except Exception as exc:  # astropy raises many kinds for unwritable formats
         raise InputError(f"cannot write {str(out)!r}: {exc}") from None
     print(f"astro-mantis match: {args.table} -> {out} ({summary['seconds']:.1f} s)")
     print(_format_match_summary(summary))
     return EXIT_OK
+
+
+#: The columns of a match and their dtypes (`check_writable` stand-ins); spec_id is
+#: SDSS's specObjID (uint64) for the SDSS catalogs, a row number or the catalog's
+#: identifier for a catalog file.
+_MATCH_DTYPES = {"z_spec": np.float64, "z_spec_err": np.float64, "spec_class": "U6",
+                 "spec_id": np.int64, "spec_sep": np.float64, "spec_source": "S40",
+                 "spec_flags": np.int16}
+_SDSS_DTYPES = {"spec_id": np.uint64, "spec_plate": np.int64, "spec_mjd": np.int64,
+                "spec_fiberid": np.int64, "spec_run2d": "U8", "spec_zwarning": np.int64}
+
+
+def _match_columns(kind, fmt):
+    """Column name -> (per-row shape, dtype) of what a match of ``kind`` adds, as written
+    in format ``fmt`` (see `_for_output`)."""
+    dtypes = dict(_MATCH_DTYPES, **(_SDSS_DTYPES if kind != "table" else {}))
+    return {name: ((), _output_dtype(np.dtype(dtype), fmt)) for name, dtype in dtypes.items()}
+
+
+def _output_dtype(dtype, fmt):
+    """The dtype a match column of ``dtype`` is written with in format ``fmt``: VOTable
+    holds no unsigned integers but uint8, so uint64 (the SDSS specObjID, beyond int64
+    for plates >= 8192) becomes decimal text, uint16 and uint32 the next larger signed
+    integer."""
+    if fmt != "votable" or dtype.kind != "u" or dtype.itemsize == 1:
+        return dtype
+    return np.dtype("U20") if dtype.itemsize == 8 else np.dtype(f"i{2 * dtype.itemsize}")
+
+
+def _prototype_summary(kind):
+    """A summary like the one of a match (for `check_writable`)."""
+    return {"catalog": kind, "source": "x" * 40, "radius_arcsec": 1.0, "quality": "x" * 40,
+            "n_rows": 0, "n_matched": 0, "data_release": 17, "files": ["x" * 40],
+            "columns_added": list(_match_columns(kind, None)), "astro_mantis_version": "x"}
+
+
+def _drop_summary(meta):
+    """Remove the summary of an earlier match (``spec_match``, ``SPECMTCH``) from meta."""
+    for key in [k for k in meta if str(k).lower() in ("spec_match", "specmtch")]:
+        del meta[key]
+
+
+def _output_meta(summary, fmt):
+    """The meta entry of a match summary in format ``fmt``: ``spec_match``, or, in a FITS
+    header, which holds no dictionary, the JSON text of the keyword ``SPECMTCH``."""
+    if fmt == "fits":
+        return {"SPECMTCH": json.dumps(summary, default=str)}
+    return {"spec_match": summary}
+
+
+def _for_output(table, fmt):
+    """The matched table as written in format ``fmt`` (the table itself when nothing
+    changes): the summary as `_output_meta` gives it, and in a VOTable the unsigned
+    columns the match wrote as `_output_dtype` says."""
+    summary = table.meta["spec_match"]
+    changed = {}
+    for name in summary.get("columns_added", ()):
+        col = table[name]
+        dtype = _output_dtype(col.dtype, fmt)
+        if dtype != col.dtype:
+            changed[name] = col
+    if fmt != "fits" and not changed:
+        return table
+    written = table.copy(copy_data=False)
+    _drop_summary(written.meta)
+    written.meta.update(_output_meta(summary, fmt))
+    for name, col in changed.items():
+        dtype = _output_dtype(col.dtype, fmt)
+        data = np.ma.getdata(col)
+        values = data.astype(str) if dtype.kind == "U" else data.astype(dtype)
+        written[name] = col.__class__(values, name=name, unit=col.unit, format=col.format,
+                                      description=col.description,
+                                      **({"mask": col.mask} if hasattr(col, "mask") else {}))
+    return written
 
 
 # ------------------------------------------------------------------------- training sets
@@ -348,7 +440,9 @@ def add_build_training_set_parser(subparsers):
     p.add_argument("--dec-col", default="dec", metavar="NAME",
                    help="declination column (default: %(default)s)")
     p.add_argument("--id-col", default=None, metavar="NAME",
-                   help="integer column stored as each galaxy's id (default: the row number)")
+                   help="integer column stored as each galaxy's id, as int64: masked ids or "
+                        "ids beyond int64 (SDSS specObjIDs of plates >= 8192) are refused "
+                        "(default: the row number)")
     p.add_argument("--ebv-col", type=_column_names, default=None, metavar="NAME[,NAME]",
                    help="Milky Way E(B-V) column, or two comma-separated columns (CSFD-like, "
                         "Planck-like), as for 'astro-mantis predict'. Default: the dustmaps "

@@ -27,13 +27,24 @@ Columns added (`SPEC_COLUMNS`), all masked where there is no match:
 
 The SDSS catalogs add ``spec_plate``, ``spec_mjd``, ``spec_fiberid``, ``spec_run2d`` and
 ``spec_zwarning`` (what `~astro_mantis.spectro.get_spectrum` needs); other catalogs add
-``spec_<name>`` for each of their ``columns`` asked for. A summary (counts of matches,
-ambiguous rows, shared spectra, failures; the catalog, radius and quality cut) goes in
-``table.meta["spec_match"]`` and the log.
+``spec_<name>`` for each of their ``columns`` asked for (with the catalog column's unit,
+description and format; a vector column stays a vector column). A summary (counts of
+matches, ambiguous rows, shared spectra, failures; the catalog, radius and quality cut;
+``columns_added``, the columns the match wrote) goes in ``table.meta["spec_match"]`` and
+the log.
+
+A match changes the table only once everything is computed: an error (a missing column,
+an unreachable catalog ...) leaves it as it was. Matching a table again with
+``overwrite=True`` first removes every column an earlier match wrote: `SPEC_COLUMNS`,
+`SDSS_EXTRA` and the ``spec_<name>`` copies its summary lists in ``columns_added``, so
+that nothing of the earlier match (an SDSS plate on a row the new catalog does not
+match, say) is left beside the new one.
 """
 import enum
+import json
 import os
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 
 import numpy as np
@@ -48,7 +59,7 @@ from .sdss import SDSS_QUALITY, _query_specobj
 from .spall import SPALL_QUALITY
 
 __all__ = ["match_spectroscopic", "SpecFlag", "SPEC_COLUMNS", "DEFAULT_QUALITY", "SDSS_EXTRA",
-           "nearest_spectra", "check_radius", "check_copied_columns"]
+           "nearest_spectra", "check_radius", "check_copied_columns", "match_summary"]
 
 #: Columns every match adds.
 SPEC_COLUMNS = ("z_spec", "z_spec_err", "spec_class", "spec_id", "spec_sep", "spec_source",
@@ -180,10 +191,13 @@ def _find(table, name, what, required=True):
 class _Catalog:
     """A spectroscopic catalog reduced to what the match needs."""
 
-    def __init__(self, ra, dec, z, z_err, cls, ids, extra, source, kind, info=None):
+    def __init__(self, ra, dec, z, z_err, cls, ids, extra, source, kind, info=None,
+                 extra_info=None):
         self.ra, self.dec, self.z, self.z_err = ra, dec, z, z_err
         self.cls, self.ids, self.extra = cls, ids, extra
         self.source, self.kind, self.info = source, kind, dict(info or {})
+        # table column -> attributes (unit, description, format) of an extra column
+        self.extra_info = dict(extra_info or {})
 
     def __len__(self):
         return len(self.ra)
@@ -262,12 +276,32 @@ def _user_catalog(catalog, quality, z_col, z_err_col, ra_col, dec_col, class_col
         ids = (np.ma.asarray(icol) if np.ma.is_masked(icol) else np.asarray(icol))[idx]
     else:
         ids = idx.astype(np.int64)
-    extra = {}
+    extra, extra_info = {}, {}
     for name in columns or ():
-        col = table[_find(table, name, what)]
-        extra[f"spec_{name}"] = col[idx]
+        found = _find(table, name, what)
+        extra[f"spec_{name}"], extra_info[f"spec_{name}"] = _copied(table[found], found, what,
+                                                                    idx)
     info = {"rows_in_catalog": len(table), "rows_kept": int(idx.size)}
-    return _Catalog(ra[idx], dec[idx], z[idx], z_err, cls, ids, extra, source, "table", info)
+    return _Catalog(ra[idx], dec[idx], z[idx], z_err, cls, ids, extra, source, "table", info,
+                    extra_info)
+
+
+def _copied(col, name, what, idx):
+    """(values, attributes) of the rows ``idx`` of a catalog column copied with ``columns``:
+    a numpy (masked) array, of any per-row shape, and its unit, description and format."""
+    if isinstance(col, u.Quantity):  # a QTable column, maybe masked
+        mask = getattr(col, "mask", None)
+        data = np.asarray(getattr(col, "unmasked", col).value)
+        values = data if mask is None else np.ma.MaskedArray(data, mask=np.asarray(mask))
+    elif isinstance(col, Column):
+        values = np.ma.asarray(col) if isinstance(col, MaskedColumn) else np.asarray(col)
+    else:
+        raise TypeError(f"{what}: column {name!r} ({type(col).__name__}) cannot be copied with "
+                        "columns (--keep-col); only plain columns, with or without a unit, "
+                        "can")
+    attrs = {"unit": getattr(col, "unit", None), "description": col.info.description,
+             "format": col.info.format}
+    return values[idx], attrs
 
 
 # ----------------------------------------------------------------------------- match
@@ -428,11 +462,12 @@ def match_spectroscopic(table, catalog="sdss", radius=1 * u.arcsec, *, ra="ra", 
         Columns of a user catalog (names case-insensitive): redshift, its error,
         position (degrees unless with a unit), class, identifier (default: the
         catalog's row number; a masked identifier gives a masked ``spec_id``).
-    columns : sequence of str, optional
-        More columns of a user catalog to copy, as ``spec_<name>``. A name whose
-        ``spec_<name>`` is one of the match's own columns (`SPEC_COLUMNS`: ``flags``,
-        ``sep``, ``id``, ``class``, ``source``; with an SDSS catalog, `SDSS_EXTRA` too)
-        is refused.
+    columns : str or sequence of str, optional
+        More columns of a user catalog to copy, as ``spec_<name>`` (one name, as a
+        str, is one column), with their unit, description and format; vector columns
+        stay vector columns. A name whose ``spec_<name>`` is one of the match's own
+        columns (`SPEC_COLUMNS`: ``flags``, ``sep``, ``id``, ``class``, ``source``;
+        with an SDSS catalog, `SDSS_EXTRA` too) is refused.
     catalog_format : str, optional
         Format of a catalog file, passed to `~astropy.table.Table.read`.
     data_release : int, optional
@@ -449,24 +484,29 @@ def match_spectroscopic(table, catalog="sdss", radius=1 * u.arcsec, *, ra="ra", 
     cache : bool
         Use astroquery's cache of SkyServer answers.
     overwrite : bool
-        Replace the columns of an earlier match; without it, existing columns are an
-        error.
+        Replace an earlier match: every column it wrote (`SPEC_COLUMNS`, `SDSS_EXTRA`,
+        and the ``spec_<name>`` copies listed in its summary's ``columns_added``) is
+        removed before the new columns are added. Without it, any of those columns in
+        the table (or a ``spec_<name>`` the new match would write) is an error.
     progress : bool, optional
         Show progress bars (default: on a terminal, for long jobs).
 
     Returns
     -------
     `~astropy.table.Table`
-        ``table``, with the columns added and ``table.meta["spec_match"]`` the summary.
+        ``table``, with the columns added and ``table.meta["spec_match"]`` the summary
+        (a FITS ``SPECMTCH`` keyword of an earlier match, which it replaces, is removed).
 
     Raises
     ------
     TypeError
-        If ``radius`` has no angular unit or ``catalog`` is of an unknown kind.
+        If ``radius`` has no angular unit, ``catalog`` is of an unknown kind, or a
+        ``columns`` entry is not a column name or not a plain column.
     KeyError
         If a column is missing (the message lists the columns there are).
     ValueError
         If the columns exist already without ``overwrite``, or an argument is invalid.
+        Whatever the error, the table is left unchanged.
     astro_mantis.spectro.SkyServerError
         If SkyServer rejects the query (e.g. the quality cut names an unknown column).
     astro_mantis.spectro.DownloadRequiredError
@@ -486,7 +526,8 @@ def match_spectroscopic(table, catalog="sdss", radius=1 * u.arcsec, *, ra="ra", 
     ([0.31, None], [0, 1])
     """
     t0 = time.perf_counter()
-    radius, quality = _check_match(table, catalog, radius, quality, columns, overwrite)
+    columns = _column_names(columns)
+    radius, quality, earlier = _check_match(table, catalog, radius, quality, columns, overwrite)
     ra_d, dec_d, good = _positions(table, ra, dec, coord)
     kw = dict(z_col=z_col, z_err_col=z_err_col, ra_col=ra_col, dec_col=dec_col,
               class_col=class_col, id_col=id_col, catalog_format=catalog_format,
@@ -495,8 +536,15 @@ def match_spectroscopic(table, catalog="sdss", radius=1 * u.arcsec, *, ra="ra", 
                                 run2d, spall, download, cache, progress, kw)
     index, matched, sep, flags, n_shared_spectra = _match_rows(ra_d, dec_d, good, failed, cat,
                                                                radius)
-    _write_columns(table, cat, index, matched, sep, flags, radius)
+    new = _new_columns(cat, index, matched, sep, flags, radius)
     summary = _summary(cat, radius, quality, flags, matched, n_shared_spectra, t0)
+    summary["columns_added"] = list(new)
+    # the table changes only from here on: every column and the summary are ready
+    table.remove_columns([c for c in earlier if c not in new])
+    for name, col in new.items():
+        table[name] = col
+    for key in [k for k in table.meta if str(k).lower() == "specmtch"]:
+        del table.meta[key]  # an earlier match's summary, read from a FITS header
     table.meta["spec_match"] = summary
     log.info(f"match_spectroscopic: {summary['n_matched']} of {len(table)} row(s) matched to "
              f"{cat.source} within {radius:.3g}; {summary['n_ambiguous']} ambiguous, "
@@ -506,9 +554,73 @@ def match_spectroscopic(table, catalog="sdss", radius=1 * u.arcsec, *, ra="ra", 
     return table
 
 
+def _column_names(columns):
+    """``columns=`` as a list of names: None is none, one str one name (as in
+    ``table[name]``), else a sequence of str."""
+    if columns is None:
+        return []
+    if isinstance(columns, str):
+        return [columns]
+    try:
+        names = list(columns)
+    except TypeError:
+        raise TypeError(f"columns must be a column name or a sequence of them, got "
+                        f"{type(columns).__name__}") from None
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"columns must be column names (str), got {name!r}")
+    return names
+
+
+def match_summary(meta):
+    """The summary of the match a table went through, from the table's meta.
+
+    That is ``meta["spec_match"]``, as `match_spectroscopic` leaves it (a dict, or its
+    JSON text), or the FITS header keyword ``SPECMTCH`` (JSON text) that ``astro-mantis
+    match`` writes in a FITS file and astropy reads back; keys in any case.
+
+    Parameters
+    ----------
+    meta : mapping
+        A table's (or row's) ``meta``.
+
+    Returns
+    -------
+    dict or None
+        None when there is none, or it cannot be read.
+    """
+    if not isinstance(meta, Mapping):
+        return None
+    keys = {str(k).lower(): k for k in meta}
+    for key in ("spec_match", "specmtch"):
+        if key not in keys:
+            continue
+        value = meta[keys[key]]
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                continue
+        if isinstance(value, Mapping):
+            return dict(value)
+    return None
+
+
+def _earlier_columns(table):
+    """Columns of the table that an earlier match wrote: `SPEC_COLUMNS`, `SDSS_EXTRA`
+    (whatever the catalog then) and the copies its summary lists in ``columns_added``."""
+    summary = match_summary(table.meta) or {}
+    added = summary.get("columns_added")
+    added = [c for c in added if isinstance(c, str)] if isinstance(added, (list, tuple)) else []
+    names = dict.fromkeys(list(SPEC_COLUMNS) + list(SDSS_EXTRA) + added)
+    return [c for c in names if c in table.colnames]
+
+
 def _check_match(table, catalog, radius, quality, columns, overwrite):
-    """The checked radius and quality cut; refuses a table matched before (without
-    ``overwrite``)."""
+    """The checked radius and quality cut, and the columns of an earlier match to remove;
+    refuses a table matched before (without ``overwrite``)."""
     if not isinstance(table, Table):
         raise TypeError(f"table must be an astropy Table, got {type(table).__name__}")
     radius = check_radius(radius)
@@ -519,12 +631,13 @@ def _check_match(table, catalog, radius, quality, columns, overwrite):
     if isinstance(quality, str):
         quality = QualityCut(quality)  # fail early on a bad expression
     check_copied_columns(columns, kind)
-    extra_names = list(SDSS_EXTRA) if kind != "table" else [f"spec_{c}" for c in columns or ()]
-    present = [c for c in list(SPEC_COLUMNS) + extra_names if c in table.colnames]
+    earlier = _earlier_columns(table)
+    copies = [f"spec_{c}" for c in columns] if kind == "table" else []
+    present = earlier + [c for c in copies if c in table.colnames and c not in earlier]
     if present and not overwrite:
         raise ValueError(f"the table has columns {present} already (from an earlier match?); "
                          "pass overwrite=True (astro-mantis match --overwrite) to replace them")
-    return radius, quality
+    return radius, quality, earlier
 
 
 def check_copied_columns(columns, kind="table"):
@@ -540,23 +653,32 @@ def check_copied_columns(columns, kind="table"):
 
     Parameters
     ----------
-    columns : sequence of str or None
-        The catalog columns to copy.
+    columns : str, sequence of str or None
+        The catalog columns to copy (a str: that one column).
     kind : {"table", "sdss", "sdss-spall"}
         A user catalog (``"table"``) or one of the SDSS catalogs.
 
+    Returns
+    -------
+    list of str
+        The column names, a str made a one-item list.
+
     Raises
     ------
+    TypeError
+        If ``columns`` holds something other than names.
     ValueError
         Naming the first column that would replace one of the match's own.
     """
+    columns = _column_names(columns)
     own = list(SPEC_COLUMNS) + (list(SDSS_EXTRA) if kind != "table" else [])
-    for name in columns or ():
+    for name in columns:
         if f"spec_{name}" in own:
             raise ValueError(
                 f"columns: {name!r} cannot be copied: as spec_{name} it would replace the "
                 f"match's own column spec_{name} (the match writes {', '.join(own)}); "
                 "leave it out of columns (--keep-col), or rename it in the catalog first")
+    return columns
 
 
 def _match_rows(ra_d, dec_d, good, failed, cat, radius):
@@ -615,50 +737,64 @@ def _masked(values, mask, dtype=None, unit=None, name=None, fill=None):
 
 
 def _take(values, index, matched, fill):
-    """``values[index]`` where matched, ``fill`` elsewhere (no out-of-range reads)."""
-    out = np.full(len(index), fill, dtype=np.asarray(values).dtype if len(values) else
-                  np.asarray([fill]).dtype)
+    """``values[index]`` where matched, ``fill`` elsewhere (no out-of-range reads); values
+    of any per-row shape (a vector column gives a vector column)."""
+    values = np.asarray(values)
+    dtype = values.dtype if len(values) else np.asarray([fill]).dtype
+    out = np.full((len(index),) + values.shape[1:], fill, dtype=dtype)
     if len(values):
-        out[matched] = np.asarray(values)[index[matched]]
+        out[matched] = values[index[matched]]
     return out
 
 
-def _write_columns(table, cat, index, matched, sep, flags, radius):
+def _row_mask(rows, shape):
+    """A mask of ``shape`` true on the rows ``rows`` (a boolean array over the rows)."""
+    return np.broadcast_to(np.reshape(rows, (-1,) + (1,) * (len(shape) - 1)), shape).copy()
+
+
+def _new_columns(cat, index, matched, sep, flags, radius):
+    """The columns of the match, by name (nothing is written to the table here)."""
+    new = {}
     nomatch = ~matched
     z = _take(cat.z, index, matched, np.nan)
     z_err = _take(cat.z_err, index, matched, np.nan)
-    table["z_spec"] = _masked(z, nomatch, np.float64, name="z_spec")
-    table["z_spec_err"] = _masked(z_err, nomatch | ~np.isfinite(z_err), np.float64,
-                                  name="z_spec_err")
+    new["z_spec"] = _masked(z, nomatch, np.float64, name="z_spec")
+    new["z_spec_err"] = _masked(z_err, nomatch | ~np.isfinite(z_err), np.float64,
+                                name="z_spec_err")
     if cat.cls is not None and len(cat.cls):
         cls = _take(cat.cls, index, matched, "")
     else:
         cls = np.full(len(index), "", dtype="U6")
-    table["spec_class"] = _masked(cls, nomatch | (cls == ""), name="spec_class")
+    new["spec_class"] = _masked(cls, nomatch | (cls == ""), name="spec_class")
     ids = np.ma.asarray(cat.ids)
     id_fill = 0 if ids.dtype.kind in "iuf" else ""
     id_mask = nomatch.copy()
     if np.ma.is_masked(ids):  # a spectrum without an identifier: its spec_id is masked
         id_mask[matched] |= np.ma.getmaskarray(ids)[index[matched]]
-    table["spec_id"] = _masked(_take(np.ma.getdata(ids), index, matched, id_fill), id_mask,
-                               name="spec_id", fill=id_fill)
-    table["spec_sep"] = _masked(sep, nomatch, np.float64, unit=u.arcsec, name="spec_sep",
-                                fill=np.nan)
+    new["spec_id"] = _masked(_take(np.ma.getdata(ids), index, matched, id_fill), id_mask,
+                             name="spec_id", fill=id_fill)
+    new["spec_sep"] = _masked(sep, nomatch, np.float64, unit=u.arcsec, name="spec_sep",
+                              fill=np.nan)
     # the same text on every matched row: kept as bytes, one byte a character (astropy
     # gives str for its elements and compares it with str)
     label = cat.source.encode("utf-8")
     source = np.zeros(len(index), dtype=f"S{max(1, len(label))}")
     source[matched] = label
-    table["spec_source"] = _masked(source, nomatch, name="spec_source")
-    table["spec_flags"] = Column(flags, name="spec_flags",
-                                 description=_DESCRIPTIONS["spec_flags"])
+    new["spec_source"] = _masked(source, nomatch, name="spec_source")
+    new["spec_flags"] = Column(flags, name="spec_flags",
+                               description=_DESCRIPTIONS["spec_flags"])
     for name, values in cat.extra.items():
+        attrs = cat.extra_info.get(name, {})
         values = np.ma.asarray(values)
-        fill = 0 if values.dtype.kind in "iufb" else ""
+        fill = 0 if values.dtype.kind in "iufcb" else ""
         data = _take(np.ma.getdata(values), index, matched, fill)
-        mask = nomatch.copy()
+        mask = _row_mask(nomatch, data.shape)
         if np.ma.is_masked(values):
             mask[matched] |= np.ma.getmaskarray(values)[index[matched]]
-        table[name] = MaskedColumn(data, mask=mask, name=name, copy=False,
-                                   description=_DESCRIPTIONS.get(name))
-    table["z_spec"].meta["radius_arcsec"] = float(radius.value)
+        new[name] = MaskedColumn(data, mask=mask, name=name, copy=False,
+                                 unit=attrs.get("unit"),
+                                 description=(attrs.get("description")
+                                              or _DESCRIPTIONS.get(name)),
+                                 format=attrs.get("format"))
+    new["z_spec"].meta["radius_arcsec"] = float(radius.value)
+    return new

@@ -105,12 +105,13 @@ def spectrum_ids(row):
 
 def _data_release(row, data_release):
     from .config import conf
+    from .matching import match_summary
 
     if data_release is not None:
         return int(data_release)
-    meta = getattr(row, "meta", None) or {}
-    match = meta.get("spec_match") if isinstance(meta, dict) else None
-    if isinstance(match, dict) and match.get("data_release") is not None:
+    # meta["spec_match"], or the SPECMTCH keyword of a FITS file written by astro-mantis match
+    match = match_summary(getattr(row, "meta", None) or {}) or {}
+    if match.get("data_release") is not None:
         return int(match["data_release"])
     return int(conf.data_release)
 
@@ -123,8 +124,9 @@ def spectrum_path(row, data_release=None, progress=None, show_progress=None):
     row : `~astropy.table.Row` or mapping
         See `~astro_mantis.spectro.spectra.spectrum_ids`.
     data_release : int, optional
-        Data release, at most 17 (default: the one of the row's match, else
-        ``spectro.conf.data_release``).
+        Data release, at most 17 (default: the one of the row's match, from its
+        table's ``meta["spec_match"]`` or, read from a FITS file, the ``SPECMTCH``
+        keyword; else ``spectro.conf.data_release``).
     progress : bool, optional
         Show the download's progress bar (default: on a terminal).
     show_progress : bool, optional

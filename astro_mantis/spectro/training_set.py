@@ -40,16 +40,17 @@ Shard contents and manifest
 The shard members are those of `astro_mantis.shards` (``id``, ``z``,
 ``ebv_csfd``, ``ebv_planck``, ``flags``, the surveys' cutouts, ``panstarrs_scale``,
 ``panstarrs_exptime``, ``catalog``, ``columns``); ``id`` is ``id_col`` of the row
-(integer) or its row number in the input table, ``z`` is its spectroscopic redshift and
-``catalog`` holds its scalar columns and ``input_row``, its row number. The two dust
-values come from where inference takes them (``ebv``, as for
+(integer, unmasked, within int64) or its row number in the input table, ``z`` is its
+spectroscopic redshift and ``catalog`` holds its scalar columns and ``input_row``, its
+row number. The two dust values come from where inference takes them (``ebv``, as for
 `~astro_mantis.table.add_redshift_columns`: columns, an array, a function, or by
 default the ``dustmaps`` package's maps when they are installed); where they are
 unknown they are stored as NaN and the row is flagged ``DUST_UNKNOWN`` (the fusion
 gives the network 0, as at inference). The manifest has every field the simulated
 sets' have,
 ``simulated`` false unless the table says so, and the provenance: the input rows, the
-spectroscopic match (``table.meta["spec_match"]``), the selection and split, the
+spectroscopic match (``table.meta["spec_match"]``, or the ``SPECMTCH`` keyword of a
+FITS file written by ``astro-mantis match``), the selection and split, the
 cutout services and the time it took.
 """
 import json
@@ -165,13 +166,30 @@ def _dust(table, ra_d, dec_d, good, ebv):
 
 
 def _ids(table, id_col, rows):
+    """The int64 id of every row of the table (its row number without ``id_col``); the
+    ids of ``rows``, the rows kept, must be integers, unmasked and within int64."""
     if id_col is None:
-        return rows.astype(np.int64)
+        return np.arange(len(table), dtype=np.int64)
     col = table[id_col]
-    if np.asarray(col).dtype.kind not in "iu":
+    data = np.ma.getdata(np.ma.asarray(col))
+    if data.dtype.kind not in "iu" or data.ndim != 1:
         raise ValueError(f"id_col {id_col!r} must be an integer column, got dtype "
-                         f"{np.asarray(col).dtype}")
-    return np.asarray(np.ma.getdata(col), dtype=np.int64)[rows]
+                         f"{data.dtype}" + (f" and shape {data.shape}" if data.ndim != 1
+                                            else ""))
+    hint = ("; leave id_col (--id-col) out to store the row number instead (every column "
+            "of the row, spec_id included, is kept in the shards' catalog anyway)")
+    masked = np.ma.getmaskarray(np.ma.asarray(col))[rows]
+    if masked.any():
+        raise ValueError(f"id_col {id_col!r} is masked in {int(masked.sum())} of the "
+                         f"{rows.size} row(s) kept (e.g. row {int(rows[masked][0])}){hint}")
+    if data.dtype.kind == "u" and data.dtype.itemsize == 8:
+        big = data[rows] > np.iinfo(np.int64).max
+        if big.any():
+            raise ValueError(f"id_col {id_col!r} has {int(big.sum())} value(s) above the "
+                             f"int64 range of the stored ids (e.g. {int(data[rows][big][0])} "
+                             f"in row {int(rows[big][0])}; SDSS specObjIDs of plates >= "
+                             f"8192 are){hint}")
+    return data.astype(np.int64)
 
 
 def _catalog_table(table):
@@ -232,7 +250,10 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
     ra, dec, coord : str
         Position columns, as for `~astro_mantis.spectro.match_spectroscopic`.
     id_col : str, optional
-        Integer column to store as each galaxy's ``id`` (default: its row number).
+        Integer column to store as each galaxy's ``id`` (default: its row number). The
+        ids are stored as int64: a masked id, or one beyond the int64 range (SDSS
+        ``specObjID`` of plates >= 8192, in a uint64 ``spec_id``), in a row kept is an
+        error; the row number, and the row's columns in the shard's catalog, then do.
     ebv : str, (str, str), array-like, `~astropy.units.Quantity` or callable, optional
         The Milky Way E(B-V) values, the model's two extra inputs, as for
         `~astro_mantis.table.dust_values`: one column name (for both), two column names
@@ -279,7 +300,7 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
         For invalid arguments, no selectable row, or an existing training set without
         ``overwrite``.
     """
-    from .matching import _positions
+    from .matching import _positions, match_summary
 
     t0 = time.perf_counter()
     fractions, shard_size, surveys, nside = _check_arguments(
@@ -289,6 +310,7 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
     if rows.size == 0:
         raise ValueError(f"no row has a usable {z_col!r} and position ({skipped}); nothing to "
                          "build")
+    ids = _ids(table, id_col, rows)  # checked before anything is written
     root = _plan(path, overwrite)
     if split_method == "random":
         parts = assign_splits(rows.size, fractions, int(seed))
@@ -301,7 +323,7 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
                  "catalog rows (objects, mixins or more than "
                  f"{_MAX_CATALOG_ELEMENTS} values per row)")
     columns = column_meta(cat_table)
-    source = _Rows(ra=ra_d, dec=dec_d, z=z_all, ids=_ids(table, id_col, np.arange(len(table))),
+    source = _Rows(ra=ra_d, dec=dec_d, z=z_all, ids=ids,
                    ebv=ebv_all, catalog=cat_table.as_array(),
                    columns_json=json.dumps(columns, sort_keys=True), surveys=surveys,
                    half=ps1_dtype == "float16", cache=cache, keep_failed=keep_failed)
@@ -329,8 +351,7 @@ def build_training_set(table, path, *, z_col="z_spec", ra="ra", dec="dec", coord
                        f"keep_failed={bool(keep_failed)})"),
             "split_fractions": [round(f, 12) for f in fractions], "shard_size": shard_size,
             "surveys": list(surveys), "ps1_dtype": ps1_dtype, "version": __version__}
-    match = table.meta.get("spec_match")
-    match = match if isinstance(match, dict) else None
+    match = match_summary(table.meta)  # spec_match, or SPECMTCH of a FITS file
     manifest = new_manifest(
         plan, simulated=table.meta.get("simulated", False),
         provenance=_provenance(n, len(table), z_col, match), splits=splits_info,
