@@ -5,6 +5,7 @@ cutouts are cut from whole skycells (`SkycellSky`), as the real fitscut.cgi cuts
 so a coalesced cutout must equal the position's own cutout pixel for pixel.
 """
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -98,6 +99,46 @@ def test_asinh_compressed_stacks_are_cut_identically(tmp_path):
                                        progress=False, coalesce=2 * u.arcmin)
         assert srv.counts["fitscut"] == 5  # one group
     assert_same_cutouts(plain, coalesced)
+
+
+def test_pixel_fractions_below_half_are_cut_as_fitscut_cuts_them(tmp_path):
+    """Positions whose skycell pixel has a fraction below 0.5 on either axis (there
+    fitscut's window is one pixel from Cutout2D's ``ceil(x - size / 2)``) and above: the
+    coalesced cutouts equal the positions' own, which the loopback cuts by its own
+    statement of fitscut's rule, with the position in [84.5, 85.5) of the cutout."""
+    from astropy.wcs import WCS
+
+    sky = SkycellSky(catalog=cluster_catalog(10, radius=0.5, seed=4))
+    centre = ps1_skycell_center(*ps1_skycell(150.2, 2.2)[:2])
+    grid = sky.grid(centre)
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval, w.wcs.crpix, w.wcs.cdelt = grid.crval, grid.crpix, grid.cdelt
+    half = grid.npix // 2
+    fracs = [(0.1, 0.2), (0.3, 0.45), (0.05, 0.8), (0.7, 0.3), (0.9, 0.9), (0.45, 0.05)]
+    px = np.array([half + 37 * k + fx for k, (fx, _) in enumerate(fracs)])
+    py = np.array([half - 23 * k + fy for k, (_, fy) in enumerate(fracs)])
+    ra, dec = w.all_pix2world(px, py, 0)
+    ra, dec = np.round(ra, 7), np.round(dec, 7)  # as sent
+    x, y = grid.pixel(ra, dec)
+    np.testing.assert_allclose(x % 1, [f for f, _ in fracs], atol=0.01)
+    np.testing.assert_allclose(y % 1, [f for _, f in fracs], atol=0.01)
+    coords = SkyCoord(ra, dec, unit="deg")
+    with SurveyServer(sky=sky) as srv, srv.configure(conf), \
+            conf.set_temp("cache_dir", str(tmp_path)):
+        plain = Mantis.get_cutouts(coords, surveys=["panstarrs"], cache=False, progress=False)
+        srv.reset()
+        coalesced = Mantis.get_cutouts(coords, surveys=["panstarrs"], cache=False,
+                                       progress=False, coalesce=2)
+        assert srv.counts["fitscut"] == 5  # one group
+    assert_same_cutouts(plain, coalesced)
+    for cut, a, d, xk, yk in zip(plain, ra, dec, x, y):
+        image = cut["panstarrs"]
+        cx, cy = image.wcs.world_to_pixel_values(a, d)
+        assert 84.5 <= cx < 85.5 and 84.5 <= cy < 85.5
+        x0 = grid.crpix[0] - image.header["CRPIX1"]
+        y0 = grid.crpix[1] - image.header["CRPIX2"]
+        assert (x0, y0) == (math.floor(xk - 84.5), math.floor(yk - 84.5))
 
 
 def test_targets_near_a_skycell_edge(tmp_path):

@@ -137,8 +137,11 @@ def test_tile_sky_renders_service_answers(tmp_path):
     coord = SkyCoord(RA, DEC, unit="deg")
     ps1 = sky.render("panstarrs", coord, band="r")[0]
     assert ps1.data.shape == (170, 170) and ps1.header["FILTER"] == "r.00000"
-    x, y = WCS(ps1.header).world_to_pixel(coord)
-    assert abs(x - 84.5) <= 0.5 and abs(y - 84.5) <= 0.5
+    # fitscut's window: the position (the numbers sent, in the cutout's FK5 frame) lies
+    # in [size // 2 - 0.5, size // 2 + 0.5)
+    assert ps1.header["RADESYS"] == "FK5"
+    x, y = WCS(ps1.header).world_to_pixel_values(RA, DEC)
+    assert 84.5 - 1e-6 <= x <= 85.5 + 1e-6 and 84.5 - 1e-6 <= y <= 85.5 + 1e-6
     cube = sky.render("unwise", coord)[0]
     assert cube.data.shape == (2, 32, 32) and cube.header["BAND0"] == 1
     np.testing.assert_allclose(WCS(cube.header, naxis=2).wcs.crval, [RA, DEC])
@@ -148,3 +151,32 @@ def test_tile_sky_renders_service_answers(tmp_path):
                     .data).all()
     with pytest.raises(ValueError, match="one band"):
         sky.render("panstarrs", coord)
+
+
+def test_tiles_of_a_randomised_sky_have_its_field_conditions(tmp_path):
+    """A randomised sky's tiles are observed under the field's draw (PSF, zero points,
+    noise level), as its cutouts are (they once had the nominal conditions)."""
+    from astro_mantis.simulate import Randomisation
+
+    rnd = Randomisation(noise_scale=(1.6, 1.6), zero_point=(0.2, 0.2))
+    sky = one_galaxy_sky()
+    sky = MockSky(MockSkyConfig(imaging=sky.config.imaging, randomisation=rnd),
+                  catalog=sky.catalog, seed=2)
+    conditions = sky.field_conditions((RA, DEC))
+    assert abs(conditions["zero_point"]["r"]) == pytest.approx(0.2)
+    box = ((RA - 0.001, RA + 0.001), (DEC - 0.001, DEC + 0.001))
+    write_tiles(sky, tmp_path / "clean", *box, surveys=("panstarrs",), noise=False)
+    coord = SkyCoord(RA, DEC, unit="deg")
+    tile = TileSky(tmp_path / "clean").render("panstarrs", coord, band="r")[0].data
+    cutout = sky.render("panstarrs", coord, band="r", noise=False)[0].data
+    core = (slice(70, 100), slice(70, 100))
+    np.testing.assert_allclose(tile[core].sum(), cutout[core].sum(), rtol=0.01)
+    np.testing.assert_allclose(tile.max(), cutout.max(), rtol=0.01)
+    # the noise is the field's: the nominal sky noise times its factor
+    noisy = write_tiles(sky, tmp_path / "noisy", *box, surveys=("panstarrs",), noise=True)
+    path = [p for p, b in zip(noisy["path"], noisy["band"]) if b == "r"][0]
+    clean_path = path.replace(str(tmp_path / "noisy"), str(tmp_path / "clean"))
+    residual = fits.getdata(path) - fits.getdata(clean_path)
+    exptime = fits.getheader(path)["EXPTIME"]
+    sigma = sky.renderer.sky_sigma("r", 0.25, exptime) * 1.6
+    assert np.std(residual[:120, :120]) == pytest.approx(sigma, rel=0.05)

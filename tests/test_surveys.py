@@ -266,6 +266,7 @@ def ps1_legacy_header(size, crpix=(-3000.5, 2500.5)):
     h["CRPIX1"], h["CRPIX2"] = crpix
     h["CDELT1"] = h["CDELT2"] = 6.94444461259988E-05
     h["PC001001"], h["PC001002"], h["PC002001"], h["PC002002"] = -1.0, 0.0, 0.0, 1.0
+    h["RADESYS"] = "FK5"  # on real cutouts since 2019-03-13
     h["EXPTIME"] = 1000.0
     return h
 
@@ -324,8 +325,10 @@ def test_ps1_cut_reads_the_legacy_pc_matrix_and_ignores_band_epochs():
     assert all(c is not None for c in cuts)
     for (ra, dec), c in zip([(ra0, dec0), (ra1, dec1)], cuts):
         x, y = c.wcs.world_to_pixel_values(ra, dec)
-        assert abs(x - 84.5) <= 0.5 and abs(y - 84.5) <= 0.5
+        # fitscut's rule: the position in [size // 2 - 0.5, size // 2 + 0.5)
+        assert 84.5 - 1e-6 <= x <= 85.5 + 1e-6 and 84.5 - 1e-6 <= y <= 85.5 + 1e-6
         assert c.wcs.wcs.get_pc()[0, 0] == -1.0
+        assert c.wcs.wcs.radesys == "FK5" and c.header["RADESYS"] == "FK5"
     # a band on another grid is still refused
     moved = ps1_legacy_header(big, crpix=(-3001.5, 2500.5))
     bodies[3] = fits_bytes(np.zeros((big, big), np.float32), moved)
@@ -363,3 +366,60 @@ def test_get_surveys_names_each_survey_once():
     assert [s.name for s in get_surveys("galex, GALEX")] == ["galex"]
     assert [s.name for s in get_surveys(["unwise", GALEX, "Unwise", "galex"])] == \
         ["unwise", "galex"]
+
+
+# ------------------------------------------------------------- fitscut's cutout window
+def test_fitscut_origin_is_fitscuts_rule():
+    """``floor(x - size // 2 + 0.5)`` (fitscut, extract.c): the position lands in
+    [size // 2 - 0.5, size // 2 + 0.5) of the cutout, for even and odd sizes, and the
+    loopback's own statement of the rule gives the same corner."""
+    from astro_mantis.simulate.service_format import fitscut_corner
+    from astro_mantis.surveys.panstarrs import fitscut_origin
+
+    rng = np.random.default_rng(7)
+    xs = np.concatenate([rng.uniform(-300.0, 6300.0, 500), np.arange(-3.0, 3.0, 0.125)])
+    for size in (170, 171, 240, 400, 2, 1):
+        for x in xs:
+            x0 = fitscut_origin(x, size)
+            assert isinstance(x0, int) and x0 == fitscut_corner(x, size)
+            assert size // 2 - 0.5 <= x - x0 < size // 2 + 0.5, (x, size, x0)
+        assert list(fitscut_corner(xs, size)) == [fitscut_origin(x, size) for x in xs]
+    # where the fraction of x is below 0.5, an even size starts one pixel below
+    # Cutout2D's ceil(x - size / 2); ties start at the higher pixel
+    assert fitscut_origin(100.3, 170) == 15 == math.ceil(100.3 - 85) - 1
+    assert fitscut_origin(100.5, 170) == 16 == fitscut_origin(100.7, 170)
+    assert fitscut_origin(100.3, 171) == 15 and fitscut_origin(100.5, 171) == 16
+
+
+def test_ps1_cut_takes_fitscuts_window_where_the_fraction_is_below_half():
+    """The coalesced block of a position with frac(x), frac(y) < 0.5 is the window the
+    position's own fitscut request gives (`fitscut_corner`), not the one beside it."""
+    from astro_mantis.simulate.service_format import fitscut_corner
+
+    big = 400
+    header = ps1_legacy_header(big)
+    full = _full_wcs(header)
+    data = np.arange(big * big, dtype=np.float32).reshape(big, big)
+    listing = {b: f"/x/f.stk.{b}.unconv.fits" for b in "grizy"}
+    ra0, dec0 = (float(v) for v in full.all_pix2world(199.5, 199.5, 0))
+    reqs = PS1.image_requests(ra0, dec0, listing=listing, size=big)
+    pixels = [(150.2, 240.3), (210.45, 190.1), (230.7, 170.8)]
+    positions = [tuple(float(v) for v in full.all_pix2world(x, y, 0)) for x, y in pixels]
+    cuts = PS1.cut([fits_bytes(data, header)] * 5, reqs, positions)
+    for (x, y), c in zip(pixels, cuts):
+        x0, y0 = fitscut_corner(x, 170), fitscut_corner(y, 170)
+        np.testing.assert_array_equal(c["g"], data[y0:y0 + 170, x0:x0 + 170])
+        assert (c.header["CRPIX1"], c.header["CRPIX2"]) == (header["CRPIX1"] - x0,
+                                                            header["CRPIX2"] - y0)
+
+
+def test_exptime_zero_has_no_zero_point():
+    """EXPTIME <= 0 (or NaN): a NaN zero point, scalar or array, no math domain error."""
+    assert math.isnan(PS1.exptime_zeropoint(0.0)) and math.isnan(PS1.exptime_zeropoint(-5))
+    assert math.isnan(PS1.exptime_zeropoint(float("nan")))
+    assert PS1.exptime_zeropoint(100.0) == pytest.approx(30.0)
+    with np.errstate(all="raise"):
+        got = PS1.exptime_zeropoint([100.0, 0.0, -1.0, np.nan])
+    assert got[0] == pytest.approx(30.0) and np.isnan(got[1:]).all()
+    zps = PS1.zeropoints(fits.Header([("EXPTIME", 0.0)]))
+    assert len(zps) == 5 and all(math.isnan(z) for z in zps)

@@ -180,7 +180,9 @@ def test_fitscut_wcs_puts_position_at_centre(server):
             assert not any(k in hdr for k in ("PC1_1", "CD1_1", "CD001001"))
             assert (hdr["CRVAL1"], hdr["CRVAL2"]) == pytest.approx(
                 ps1_skycell(ra, dec)[2:], abs=1e-9)
-            x, y = WCS(hdr).world_to_pixel(SkyCoord(ra, dec, unit="deg"))
+            # fitscut reads the numbers sent in the cutout's frame, FK5 as real cutouts say
+            assert hdr["RADESYS"] == "FK5"
+            x, y = WCS(hdr).world_to_pixel_values(ra, dec)
             assert x == pytest.approx(84.5, abs=0.01)
             assert y == pytest.approx(84.5, abs=0.01)
     assert abs(hdr["CRPIX1"] - 85.5) > 170 and abs(hdr["CRPIX2"] - 85.5) > 170
@@ -651,9 +653,10 @@ def test_skycell_sky_cutouts_agree_where_they_overlap():
     x0, y0 = int(dx), int(dy)
     np.testing.assert_array_equal(small.data, big.data[y0:y0 + 170, x0:x0 + 170])
     np.testing.assert_array_equal(small.data, again.data)
-    # the position lies within half a pixel of the cutout's centre
-    x, y = WCS(small.header).world_to_pixel(SkyCoord(ra, dec, unit="deg"))
-    assert abs(x - 84.5) <= 0.5 and abs(y - 84.5) <= 0.5
+    # fitscut's rule: the position (the numbers sent, in the cutout's FK5 frame) lies in
+    # [size // 2 - 0.5, size // 2 + 0.5) = [84.5, 85.5)
+    x, y = WCS(small.header).world_to_pixel_values(ra, dec)
+    assert 84.5 <= x < 85.5 and 84.5 <= y < 85.5
     # the galaxy is painted there: the centre is brighter than the noise
     assert small.data[80:90, 80:90].mean() > np.median(small.data) + 3 * np.std(
         small.data[:20, :20])

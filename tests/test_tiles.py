@@ -4,6 +4,7 @@ Tiles come from the mock sky (`astro_mantis.simulate.tiles.write_tiles`), small;
 network comparisons go through real sockets to `astro_mantis.testing.SurveyServer` on
 127.0.0.1 serving `TileSky` (the services' behaviour over the same tiles).
 """
+import math
 import os
 
 import numpy as np
@@ -21,6 +22,7 @@ from astro_mantis.flags import MantisFlag  # noqa: E402
 from astro_mantis.logger import log  # noqa: E402
 from astro_mantis.simulate import ImagingConfig, MockSky, MockSkyConfig  # noqa: E402
 from astro_mantis.simulate.render import BANDS  # noqa: E402
+from astro_mantis.simulate.service_format import fitscut_corner  # noqa: E402
 from astro_mantis.simulate.tiles import TileSky, write_tiles  # noqa: E402
 from astro_mantis.sources import LocalTiles, TileIndex  # noqa: E402
 from astro_mantis.surveys import SURVEYS, SurveyImage  # noqa: E402
@@ -86,12 +88,43 @@ def test_local_equals_loopback_service_pixel_for_pixel_panstarrs(local, tile_roo
         assert np.array_equal(x.data, y.data, equal_nan=True)
         assert x.unit == y.unit and x.bands == y.bands
         np.testing.assert_allclose(x.zeropoints, y.zeropoints, rtol=0, atol=1e-9)
-        corners = ([0, 169, 0, 169], [0, 0, 169, 169])
-        sa = x.wcs.pixel_to_world(*corners)
-        sb = y.wcs.pixel_to_world(*corners)
+        # the same WCS numbers; the service labels its cutouts RADESYS = 'FK5', a local
+        # cut keeps the tile's label (none in these tiles: ICRS to astropy)
+        corners = (np.array([0, 169, 0, 169]), np.array([0, 0, 169, 169]))
+        sa = SkyCoord(*x.wcs.all_pix2world(*corners, 0), unit="deg")
+        sb = SkyCoord(*y.wcs.all_pix2world(*corners, 0), unit="deg")
         assert np.all(sa.separation(sb).to_value("arcsec") < 1e-6)
+        assert y.header["RADESYS"] == "FK5" and "RADESYS" not in x.header
         assert x.meta["EXPTIMEG"] == y.meta["EXPTIMEG"]
         assert a.flags == b.flags
+
+
+def test_local_reads_positions_to_7_decimals_as_the_service(local, tile_root):
+    """A position within 1e-3 pixel of where fitscut's window moves by one pixel: the
+    service reads it to 7 decimals, as the request sends it; so does the local cut, and
+    the two stay pixel-identical."""
+    centre = SkyCoord(RA, DEC, unit="deg")
+    grid = local.tiles_at("panstarrs", centre)[0]
+    w, found = grid.wcs, None
+    x_c, y_c = (float(v) for v in w.all_world2pix(RA, DEC, 0))
+    for k in range(400):  # fitscut's window moves where x - 84.5 is an integer
+        x = math.floor(x_c) + (k % 20) + 0.5 + 2e-4
+        y = y_c + (k // 20) * 0.37
+        ra, dec = (float(v) for v in w.all_pix2world(x, y, 0))
+        xr, _ = w.all_world2pix(float(f"{ra:.7f}"), float(f"{dec:.7f}"), 0)
+        coord = SkyCoord(ra, dec, unit="deg")
+        if math.floor(x - 84.5) != math.floor(float(xr) - 84.5) \
+                and local.tiles_at("panstarrs", coord)[0] is grid:
+            found = coord
+            break
+    assert found is not None
+    mine = local.get_cutouts(found, surveys=("panstarrs",))["panstarrs"]
+    with SurveyServer(sky=TileSky(tile_root)) as srv, srv.configure(conf):
+        theirs = Mantis.get_cutouts(found, surveys=("panstarrs",), cache=False,
+                                    progress=False)["panstarrs"]
+    assert np.array_equal(mine.data, theirs.data, equal_nan=True)
+    assert mine.header["CRPIX1"] == theirs.header["CRPIX1"]
+    assert mine.header["CRPIX2"] == theirs.header["CRPIX2"]
 
 
 @pytest.mark.parametrize("survey", ["galex", "unwise"])
@@ -138,20 +171,34 @@ def test_local_matches_viewer_resampling_within_tolerance(local, tile_root, surv
     assert np.sum(mine.data) == pytest.approx(np.sum(theirs.data), rel=0.1)
 
 
-def test_cut_equals_cutout2d(local, tile_root):
-    """The fast cut is Cutout2D's: same pixels and WCS, inside and across the tile edge."""
-    grid = local.indexes["panstarrs"].grids[0]
-    path, entry = grid.bands["r"]
+@pytest.mark.parametrize("survey", ["panstarrs", "unwise"])
+def test_cut_equals_cutout2d_or_fitscut(local, survey):
+    """The fast cut: same pixels and WCS as Cutout2D's window (GALEX, unWISE) or as the
+    window fitscut starts at (Pan-STARRS; the loopback's own statement of its rule),
+    inside and across the tile edge."""
+    s = SURVEYS[survey]
+    size, band = s.size, s.bands[0]
+    grid = local.indexes[survey].grids[0]
+    path, entry = grid.bands[band]
     data = fits.getdata(path)
     ny, nx = grid.shape
-    for px, py in [(nx / 2 + 0.3, ny / 2 - 0.2), (10.2, 20.7), (nx - 3.4, ny - 60.1)]:
+    differs = False
+    for px, py in [(nx / 2 + 0.3, ny / 2 - 0.2), (10.2, 20.7), (nx - 3.4, ny - 60.1),
+                   (nx / 2 + 0.7, ny / 2 + 0.6)]:
         coord = grid.wcs.pixel_to_world(px, py)
-        ref = Cutout2D(data, (px, py), 170, wcs=grid.wcs, mode="partial", fill_value=np.nan)
-        got = local._cut(SURVEYS["panstarrs"], local.indexes["panstarrs"], 0, px, py,
-                         coord.ra.deg, coord.dec.deg)
-        assert np.array_equal(got["r"], ref.data.astype(np.float32), equal_nan=True)
+        cutout2d = Cutout2D(data, (px, py), size, wcs=grid.wcs, mode="partial",
+                            fill_value=np.nan)
+        ref = cutout2d
+        if survey == "panstarrs":
+            x0, y0 = fitscut_corner(px, size), fitscut_corner(py, size)
+            ref = Cutout2D(data, (x0 + size / 2, y0 + size / 2), size, wcs=grid.wcs,
+                           mode="partial", fill_value=np.nan)
+            differs |= (x0, y0) != (np.ceil(px - size / 2), np.ceil(py - size / 2))
+        got = local._cut(s, local.indexes[survey], 0, px, py, coord.ra.deg, coord.dec.deg)
+        assert np.array_equal(got[band], ref.data.astype(np.float32), equal_nan=True)
         np.testing.assert_allclose(got.wcs.wcs.crpix, ref.wcs.wcs.crpix, rtol=0, atol=1e-9)
         np.testing.assert_allclose(got.wcs.wcs.crval, ref.wcs.wcs.crval, rtol=0, atol=1e-12)
+    assert differs == (survey == "panstarrs")  # the two rules part where frac(x) < 0.5
 
 
 # --------------------------------------------------------------- the result contract
@@ -292,7 +339,7 @@ def test_ra_wrap(tmp_path):
     for cut, coord in zip(cuts, coords):
         assert cut.status == {"panstarrs": "ok", "unwise": "ok"}, cut.status
         x, y = cut["panstarrs"].wcs.world_to_pixel(coord)
-        assert abs(x - 84.5) <= 0.5 and abs(y - 84.5) <= 0.5
+        assert 84.5 - 1e-3 <= x <= 85.5 + 1e-3 and 84.5 - 1e-3 <= y <= 85.5 + 1e-3  # fitscut
         assert np.isfinite(cut["panstarrs"].data).all()
 
 

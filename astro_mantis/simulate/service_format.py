@@ -14,6 +14,9 @@ place:
   positive and the sign of the RA axis in the legacy (AIPS) matrix cards
   ``PC001001 = -1``, ``PC001002 = 0``, ``PC002001 = 0``, ``PC002002 = 1``
   (no ``CD`` matrix, no ``PCi_j`` cards); RA grows to the east, towards -x.
+  ``RADESYS = 'FK5'``, which the real cutouts carry since 2019-03-13 (PS1 image
+  cutout service page). Real cutouts of asinh-compressed stacks come back linear:
+  ``fitscut`` inverts the compression and drops ``BSOFTEN``/``BOFFSET``.
 * **Legacy Surveys viewer** ``fits-cutout`` (``galex`` and ``unwise-neo7``
   layers): a float32 cube (nbands, size, size) on a TAN grid centred on the
   request, with a ``CD`` matrix, ``BANDS`` and ``BAND0``, ``BAND1`` ...
@@ -51,6 +54,7 @@ __all__ = [
     "band_list",
     "coord_to_radec",
     "default_geometry",
+    "fitscut_corner",
     "format_card",
     "native_flux",
     "normalise_band",
@@ -476,6 +480,33 @@ def ps1_stack_exptime(seed, band, ra_c, dec_c, typical=None, scatter=0.4):
     return float(round(typical * (1.0 - scatter + 2.0 * scatter * rng.random()), 3))
 
 
+def fitscut_corner(pixel, size):
+    """Where ``fitscut`` starts a cutout along one axis: its first pixel (0-based).
+
+    The loopback services' own statement of the rule, kept apart from the client's
+    `~astro_mantis.surveys.panstarrs.fitscut_origin` so that tests compare two
+    implementations. ``fitscut`` (github.com/spacetelescope/fitscut, ``extract.c``,
+    ``extract_fits``: the corner ``x0``) takes the WCS pixel of the position minus one
+    (0-based), minus half the side as a C ``long`` division (``ncols / 2``: for a
+    positive side, the side halved and rounded down), and rounds the result half up
+    (``floor(v + 0.5)``).
+
+    Parameters
+    ----------
+    pixel : float or array-like
+        0-based pixel coordinate of the position along the axis.
+    size : int
+        Cutout side in pixels (positive).
+
+    Returns
+    -------
+    int or `numpy.ndarray` of int
+    """
+    half = (int(size) - int(size) % 2) / 2.0  # C: long ncols / 2
+    corner = np.floor(np.asarray(pixel, dtype=np.float64) - half + 0.5).astype(np.int64)
+    return int(corner) if corner.ndim == 0 else corner
+
+
 def ps1_geometry(ra, dec, size, pixscale, skycell_center=None):
     """WCS of a ``fitscut.cgi`` cutout: tangent point, reference pixel, scale.
 
@@ -535,6 +566,7 @@ def ps1_hdulist(image, band, crval, crpix, cdelt, exptime):
         ``CDELT2 = |cdelt[1]|`` and the signs in the legacy matrix cards ``PC001001``,
         ``PC001002``, ``PC002001``, ``PC002002`` (``-1, 0, 0, 1`` for a north-up,
         east-left grid). The pixel-to-sky mapping is the one ``cdelt`` says.
+        ``RADESYS = 'FK5'``, as real cutouts have carried since 2019-03-13.
     """
     cards = [
         ("CTYPE1", "RA---TAN"),
@@ -549,6 +581,7 @@ def ps1_hdulist(image, band, crval, crpix, cdelt, exptime):
         ("PC001002", 0.0),
         ("PC002001", 0.0),
         ("PC002002", math.copysign(1.0, cdelt[1])),
+        ("RADESYS", "FK5"),
         ("EXPTIME", exptime, "[s] stack exposure time"),
         ("FILTER", f"{band}.00000", "PS1 filter"),
         ("HIERARCH FPA.ZP", _PS1.zeropoint_1s, "zero point for 1 s"),

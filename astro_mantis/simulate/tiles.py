@@ -22,8 +22,9 @@ Tiles overlap their neighbours (``overlap``), as real skycells and coadds do.
 
 `TileSky` is a sky model for `astro_mantis.testing.SurveyServer` that answers every
 request from those tiles the way the real services do: ``fitscut.cgi`` cuts the tile on
-its own pixel grid with `~astropy.nddata.Cutout2D` (so its answer and a local cutout of
-the same tile are the same pixels), the viewer's ``fits-cutout`` resamples the coadd
+its own pixel grid, starting where ``fitscut`` starts a cutout
+(`~astro_mantis.simulate.service_format.fitscut_corner`; so its answer and a local
+cutout of the same tile are the same pixels), the viewer's ``fits-cutout`` resamples the coadd
 onto a grid centred on the request with ``reproject.reproject_interp`` (bilinear).
 """
 import math
@@ -39,6 +40,7 @@ from .service_format import (
     SURVEY_BANDS,
     coord_to_radec,
     default_geometry,
+    fitscut_corner,
     normalise_band,
     normalise_survey,
     ps1_hdulist,
@@ -135,7 +137,13 @@ def write_tiles(sky, directory, ra_range, dec_range, surveys=("galex", "panstarr
     Parameters
     ----------
     sky : `~astro_mantis.simulate.MockSky`
-        The sky to render (its catalog, neighbours, stars, depths, GALEX holes).
+        The sky to render (its catalog, neighbours, stars, depths, GALEX holes). With
+        ``MockSkyConfig.randomisation``, each tile is observed under the conditions of
+        the field holding its centre (`~astro_mantis.simulate.MockSky.field_conditions`:
+        PSF, zero points, noise level), as `~astro_mantis.simulate.MockSky.render` observes
+        a cutout centred in that field; a tile reaching into a neighbouring field keeps
+        its centre's conditions there (a stack has one calibration), where a
+        cutout centred in that field has its own.
     directory : str or path-like
         Tiles go into ``directory/<survey>/``.
     ra_range, dec_range : (float, float)
@@ -190,15 +198,17 @@ def write_tiles(sky, directory, ra_range, dec_range, surveys=("galex", "panstarr
             else:
                 wcs = _tan_wcs((ra, dec), crpix, cd=scale)
                 exptimes = [None] * len(natives)
-            cube = sky._render_clean(survey, natives, ra, dec, wcs, npix, pixscale, exptimes)
+            # a randomised sky's conditions: those of the field holding the tile's centre
+            draw = sky._field(ra, dec)
+            cube = sky._render_clean(survey, natives, ra, dec, wcs, npix, pixscale, exptimes,
+                                     draw)
             name = _tile_name(survey, r, c, ra, dec)
             for k, native in enumerate(natives):
                 image = cube[k]
                 if noise:
-                    band_name = _band_name(survey, native)
-                    image = sky.renderer.add_noise(
-                        image, band_name, pixscale, exptimes[k],
-                        stable_seed(sky.seed, "tile-noise", survey, str(native), name))
+                    image = sky._add_noise(
+                        image, _band_name(survey, native), pixscale, exptimes[k],
+                        stable_seed(sky.seed, "tile-noise", survey, str(native), name), draw)
                 image = np.asarray(image, dtype=np.float32)
                 cards = _tile_wcs_cards(ra, dec, npix, pixscale, cd=survey != "panstarrs")
                 if survey == "panstarrs":
@@ -260,8 +270,9 @@ class TileSky:
     """A sky model for `~astro_mantis.testing.SurveyServer` that cuts written tiles.
 
     It answers ``render`` as the real services do from their archives: Pan-STARRS
-    ``fitscut.cgi`` cuts the stack skycell on its own pixel grid
-    (`~astropy.nddata.Cutout2D`, ``mode="partial"``, NaN outside), with the skycell's
+    ``fitscut.cgi`` cuts the stack skycell on its own pixel grid (from the corner
+    `~astro_mantis.simulate.service_format.fitscut_corner` gives, NaN outside), linear
+    counts (asinh-compressed stacks decompressed), with the skycell's
     WCS and a shifted ``CRPIX``; the viewer's ``fits-cutout`` resamples the coadd
     bilinearly (``reproject.reproject_interp``) onto a TAN grid centred on the request.
     Of the tiles whose pixels hold the request, the one farthest from its edge is used.
@@ -358,7 +369,10 @@ class TileSky:
             data = tile["bands"].get(native)
             if data is None:
                 data = np.full(next(iter(tile["bands"].values())).shape, np.nan, np.float32)
-            cut = Cutout2D(data, (x, y), size, wcs=wcs, mode="partial", fill_value=np.nan)
+            # the window starts where fitscut starts it, which is not Cutout2D's rule
+            x0, y0 = fitscut_corner(x, size), fitscut_corner(y, size)
+            cut = Cutout2D(data, (x0 + size / 2.0, y0 + size / 2.0), size, wcs=wcs,
+                           mode="partial", fill_value=np.nan)
             h = tile["headers"].get(native, tile["header"])
             crval = (h["CRVAL1"], h["CRVAL2"])
             crpix = tuple(float(v) for v in cut.wcs.wcs.crpix)

@@ -17,11 +17,15 @@ For each survey and position:
    ties go to the grid whose edge is farthest. When the chosen cut holds missing
    pixels (NaN; zeros in GALEX and unWISE) another covering grid is cut too, and the
    one with more valid pixels kept;
-3. the cutout is cut on the tile's own pixel grid exactly as
-   `~astropy.nddata.Cutout2D` cuts (its ``overlap_slices``, ``mode="partial"``,
-   NaN fill; the same pixels and the same WCS, shifted ``CRPIX``), to the survey's size
+3. the cutout is cut on the tile's own pixel grid, to the survey's size
    (`Survey.size <astro_mantis.surveys.Survey>` pixels: Pan-STARRS 170, GALEX and
-   unWISE 32). Only when a tile's pixel grid differs from the survey's (another pixel
+   unWISE 32), with the tile's WCS (``CRPIX`` shifted) and NaN beyond the tile. A
+   Pan-STARRS cutout starts where ``fitscut.cgi`` starts the service's
+   (`~astro_mantis.surveys.panstarrs.fitscut_origin`), so it holds the service's
+   pixels; GALEX and unWISE ones as `~astropy.nddata.Cutout2D` cuts (its
+   ``overlap_slices``, ``mode="partial"``). Positions are read to 7 decimals of a
+   degree, as the requests to the services send them. Only when a tile's pixel grid
+   differs from the survey's (another pixel
    scale, a rotation) is it resampled with ``reproject.reproject_interp`` (bilinear)
    onto a north-up grid of the survey's pixel scale centred on the position, and
    multiplied by the ratio of pixel areas so that a pixel keeps its flux.
@@ -47,7 +51,7 @@ from ..positions import coordinate_positions, resolve_name
 from ..surveys import DEFAULT_SURVEYS, SURVEYS, get_survey, get_surveys
 from ..surveys.core import SurveyImage
 from ..surveys.legacysurvey import LegacyViewerSurvey
-from ..surveys.panstarrs import decompress_asinh
+from ..surveys.panstarrs import PanstarrsSurvey, decompress_asinh, fitscut_origin
 from .tileindex import TileIndex
 
 __all__ = ["LocalTiles"]
@@ -88,7 +92,13 @@ class _OpenFiles:
         self._lock = threading.Lock()
 
     def pixels(self, path, entry):
-        """The array (memory-mapped, unscaled) or section (compressed) of one HDU."""
+        """The array (memory-mapped, unscaled) or section (compressed) of one HDU.
+
+        A compressed HDU is opened without memory mapping: astropy refuses the section
+        of a memory-mapped one whose header has ``BSCALE``, ``BZERO`` or ``BLANK``
+        (fpack's integer tiles), and decompresses only the tiles a section touches
+        either way.
+        """
         key = (path, entry["hdu"])
         with self._lock:
             hit = self._open.get(key)
@@ -97,7 +107,7 @@ class _OpenFiles:
                 return hit[1]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-            hdul = fits.open(path, memmap=True, lazy_load_hdus=True,
+            hdul = fits.open(path, memmap=not entry["compressed"], lazy_load_hdus=True,
                              do_not_scale_image_data=not entry["compressed"])
             try:
                 hdu = hdul[entry["hdu"]]
@@ -154,6 +164,8 @@ class _GridPlan:
         if not self.native:  # a source box that holds the target grid at any angle
             size = int(math.ceil(survey.size * s / self.in_scale * math.sqrt(2.0))) + 4
         self.size = size
+        #: Pan-STARRS cuts on the skycell grid start where fitscut starts them
+        self.fitscut = self.native and isinstance(survey, PanstarrsSurvey)
 
 
 class LocalTiles:
@@ -425,7 +437,8 @@ class LocalTiles:
         if len(positions) != 1 or not positions.good[0]:
             raise ValueError(f"tiles_at needs one valid position, got {coord!r}")
         index = self.indexes[survey.name]
-        ranked = self._rank(survey, index, positions.ra, positions.dec)[0]
+        ranked = self._rank(survey, index, _as_sent(positions.ra),
+                            _as_sent(positions.dec))[0]
         return [index.grids[g] for g, _, _ in ranked]
 
     # ------------------------------------------------------------------ internals
@@ -522,7 +535,7 @@ class LocalTiles:
             if not inside.any():
                 continue
             idx, x, y = idx[inside], x[inside], y[inside]
-            x0, y0 = np.ceil(x - size / 2.0), np.ceil(y - size / 2.0)
+            x0, y0 = _origin(x, size, plan.fitscut), _origin(y, size, plan.fitscut)
             ox = np.minimum(nx, x0 + size) - np.maximum(0, x0)
             oy = np.minimum(ny, y0 + size) - np.maximum(0, y0)
             share = ox * oy / float(size * size) * plan.band_share
@@ -541,8 +554,9 @@ class LocalTiles:
 
     def _survey_batch(self, survey, ra, dec):
         """(state, value) per position: ("ok", SurveyImage), ("out of footprint", None) or
-        ("failed", reason)."""
+        ("failed", reason). Positions are read to 7 decimals, as requests send them."""
         index = self.indexes[survey.name]
+        ra, dec = _as_sent(ra), _as_sent(dec)
         ranked = self._rank(survey, index, ra, dec)
         viewer = isinstance(survey, LegacyViewerSurvey)
         out = [None] * len(ra)
@@ -589,11 +603,11 @@ class LocalTiles:
         plan = self._plan(survey, index, g)
         size = plan.size
         nb = len(survey.bands)
-        large, small, x0, y0 = _slices(plan.ny, plan.nx, size, x, y)
+        large, small, x0, y0 = _slices(plan.ny, plan.nx, size, x, y, plan.fitscut)
         data = np.empty((nb, size, size), dtype=np.float32)
         if small != (slice(0, size), slice(0, size)):  # a partial cut: NaN beyond the tile
             data.fill(np.nan)
-        zps, meta = [], {"LAYER": survey.layer, "TILE": plan.grid.name[-68:]}
+        zps, meta = [], {"LAYER": survey.layer, "TILE": _card_text(plan.grid.name)[-68:]}
         for b, band in enumerate(survey.bands):
             held = plan.grid.bands.get(band)
             if held is None:
@@ -626,11 +640,15 @@ class LocalTiles:
     @staticmethod
     def _resample(survey, plan, data, x0, y0, ra, dec):
         """Resample a source box onto the survey's north-up grid centred on (ra, dec)."""
-        from astropy.wcs import WCS
+        from astropy.wcs import WCS, Sip
         from reproject import reproject_interp
 
+        shift = np.array([x0, y0], dtype=float)
         src = plan.grid.wcs.deepcopy()
-        src.wcs.crpix = plan.crpix - np.array([x0, y0], dtype=float)
+        src.wcs.crpix = plan.crpix - shift
+        if src.sip is not None:  # SIP keeps its own reference pixel: shift it too
+            sip = src.sip
+            src.sip = Sip(sip.a, sip.b, sip.ap, sip.bp, np.asarray(sip.crpix) - shift)
         src.array_shape = data.shape[1:]
         size = survey.size
         s = survey.pixscale.to_value("deg")
@@ -652,14 +670,40 @@ class LocalTiles:
         return out, cards
 
 
-def _slices(ny, nx, size, x, y):
-    """`~astropy.nddata.utils.overlap_slices` of a ``size`` square at (x, y), mode "partial".
+def _as_sent(values):
+    """Positions (degrees) as the services receive them: to 7 decimals (``f"{v:.7f}"``)."""
+    return np.array([float(f"{v:.7f}") for v in np.asarray(values, dtype=float).ravel()],
+                    dtype=float)
 
-    The same arithmetic (``start = ceil(position - size / 2)``), without its checks:
-    (x, y) is known to lie inside the grid. Returns the slices into the tile, into the
-    cutout, and the cutout's origin (x0, y0) in tile pixels.
+
+def _card_text(text):
+    """``text`` with every character a FITS card cannot hold (beyond printable ASCII)
+    written as its Python backslash escape, e.g. ``mosa\\xefque.fits``."""
+    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii")
+                   for c in str(text))
+
+
+def _origin(x, size, fitscut):
+    """First pixel of ``size``-pixel cutouts around pixel coordinates ``x`` (array):
+    fitscut's rule (`~astro_mantis.surveys.panstarrs.fitscut_origin`) or Cutout2D's."""
+    if fitscut:
+        return np.floor(x - size // 2 + 0.5)
+    return np.ceil(x - size / 2.0)
+
+
+def _slices(ny, nx, size, x, y, fitscut=False):
+    """The slices of a ``size`` square at (x, y), mode "partial".
+
+    `~astropy.nddata.utils.overlap_slices`'s arithmetic (``start = ceil(position - size /
+    2)``), without its checks, or with ``fitscut`` the start fitscut gives
+    (`~astro_mantis.surveys.panstarrs.fitscut_origin`): (x, y) is known to lie inside
+    the grid. Returns the slices into the tile, into the cutout, and the cutout's origin
+    (x0, y0) in tile pixels.
     """
-    x0, y0 = math.ceil(x - size / 2.0), math.ceil(y - size / 2.0)
+    if fitscut:
+        x0, y0 = fitscut_origin(x, size), fitscut_origin(y, size)
+    else:
+        x0, y0 = math.ceil(x - size / 2.0), math.ceil(y - size / 2.0)
     large = (slice(max(0, y0), min(ny, y0 + size)), slice(max(0, x0), min(nx, x0 + size)))
     small = (slice(max(0, -y0), min(ny - y0, size)), slice(max(0, -x0), min(nx - x0, size)))
     return large, small, x0, y0

@@ -16,9 +16,11 @@ Two steps, as the service documents them:
    per band: a 170 × 170 image of 0.25″ pixels in linear counts, with the stack's
    WCS (its CRPIX can lie far outside the cutout; a positive ``CDELT1`` whose sign the
    legacy matrix card ``PC001001 = -1`` turns, read as ``PC1_1`` by
-   `~astro_mantis.surveys.core.wcs_header`) and ``EXPTIME``. The AB zero point
-   is ``25 + 2.5 log10(EXPTIME)``. When ``BSOFTEN`` and ``BOFFSET`` are present the
-   pixels are asinh-compressed and are decompressed here.
+   `~astro_mantis.surveys.core.wcs_header`; ``RADESYS = 'FK5'``) and ``EXPTIME``.
+   The cutout starts where `fitscut_origin` says. The AB zero point is
+   ``25 + 2.5 log10(EXPTIME)`` (NaN unless ``EXPTIME`` is positive). The service
+   decompresses asinh-compressed stacks; should a header still carry ``BSOFTEN`` and
+   ``BOFFSET``, the pixels are decompressed here.
 
 PS1 does not observe south of dec = -30°; such positions are never requested.
 NaN pixels (chip gaps, skycell edges) are kept and show in
@@ -48,13 +50,18 @@ MATCH_TOLERANCE = 1e-4
 
 
 def fitscut_origin(x, size):
-    """First pixel of a ``size``-pixel cutout around pixel coordinate ``x`` (0-based).
+    """First pixel of the ``size``-pixel cutout ``fitscut.cgi`` cuts around pixel ``x`` (0-based).
 
-    ``ceil(x - size / 2)``: the position lies within half a pixel of the cutout's
-    centre (the centre pixel for an odd size, the corner of the four central pixels
-    for an even one), which is what any cutout centred on the skycell grid does; on
-    an exact tie the higher pixel wins, as with `~astropy.nddata.Cutout2D`, whose
-    rule this is.
+    The PS1 cutout service runs ``fitscut`` (source: github.com/spacetelescope/fitscut,
+    ``extract.c``), which makes the position's WCS pixel coordinate 0-based, subtracts
+    half the cutout side in integer arithmetic (``size // 2``) and rounds half up:
+    ``floor(x - size // 2 + 0.5)``. So the position lies in
+    ``[size // 2 - 0.5, size // 2 + 0.5)`` of the cutout, within half a pixel of the
+    centre of pixel ``size // 2``: the central pixel for an odd size; for an even one
+    the pixel above the centre (the centre, ``(size - 1) / 2``, is the corner of the
+    four central pixels), so the position lies between the centre and one pixel above
+    it. On an exact tie (``x - size // 2`` a half-integer) the cutout starts at the
+    higher pixel.
 
     Parameters
     ----------
@@ -69,10 +76,10 @@ def fitscut_origin(x, size):
 
     Examples
     --------
-    >>> fitscut_origin(100.3, 170), fitscut_origin(100.7, 170), fitscut_origin(100.7, 171)
-    (16, 16, 16)
+    >>> fitscut_origin(100.3, 170), fitscut_origin(100.7, 170), fitscut_origin(100.3, 171)
+    (15, 16, 15)
     """
-    return int(math.ceil(float(x) - int(size) / 2.0))
+    return int(math.floor(float(x) - int(size) // 2 + 0.5))
 
 
 def decompress_asinh(data, bsoften, boffset):
@@ -114,6 +121,9 @@ class PanstarrsSurvey(Survey):
     def exptime_zeropoint(self, exptime):
         """AB zero point ``25 + 2.5 log10(exptime)`` of a stack of ``exptime`` seconds.
 
+        NaN where ``exptime`` is not a positive number (a stack with ``EXPTIME = 0``
+        has no zero point; its pixels are kept, as `read` keeps them).
+
         Parameters
         ----------
         exptime : float or array-like
@@ -124,8 +134,14 @@ class PanstarrsSurvey(Survey):
         float or `numpy.ndarray`
         """
         if np.ndim(exptime) == 0:
-            return self.zeropoint_1s + 2.5 * math.log10(float(exptime))
-        return self.zeropoint_1s + 2.5 * np.log10(np.asarray(exptime, dtype=float))
+            exptime = float(exptime)
+            if not exptime > 0:  # zero, negative or NaN
+                return np.nan
+            return self.zeropoint_1s + 2.5 * math.log10(exptime)
+        exptime = np.asarray(exptime, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            zp = self.zeropoint_1s + 2.5 * np.log10(exptime)
+        return np.where(exptime > 0, zp, np.nan)
 
     def zeropoints(self, header=None):
         """AB zero point ``25 + 2.5 log10(EXPTIME)`` from a fitscut header."""

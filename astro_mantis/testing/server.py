@@ -419,7 +419,10 @@ class SurveyServer(LoopbackService):
     ps1_asinh : bool, optional
         Write PS1 cutouts asinh-compressed with ``BSOFTEN``/``BOFFSET``
         (``linear = BOFFSET + BSOFTEN * 2 * sinh(value / a)``,
-        ``a = 2.5 / ln 10``) instead of linear counts.
+        ``a = 2.5 / ln 10``) instead of linear counts. The real stack files are
+        stored so, but the real ``fitscut.cgi`` inverts the compression and drops
+        ``BSOFTEN``/``BOFFSET`` from its cutouts: this exercises the client's
+        decompression (which local stack files need), not a behaviour of the service.
     ps1_nan_fraction : float, optional
         Fraction of PS1 cutouts given a NaN stripe (a chip gap); which
         cutouts is deterministic per position and band.

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..simulate.service_format import (coord_to_radec, default_geometry, normalise_band,
-                                       normalise_survey, ps1_hdulist, stable_seed, tan_project)
-from ..surveys.panstarrs import fitscut_origin
+from ..simulate.service_format import (coord_to_radec, default_geometry, fitscut_corner,
+                                       normalise_band, normalise_survey, ps1_hdulist,
+                                       stable_seed, tan_project)
 from .server import _BAND_HEIGHT, _NRA, ps1_skycell
 from .synthetic import _BAND_INFO, _FWHM_TO_SIGMA, _GAUSS_HALF_LIGHT, SyntheticSky
 
@@ -137,8 +137,10 @@ class SkycellSky(SyntheticSky):
     kept once drawn: the catalog's sources painted on the skycell's grid, and noise
     drawn per block. A ``fitscut.cgi`` request is cut from its skycell (the one its
     ``red`` file names) as the real service does: the grid's pixels around the
-    position (the origin given by `~astro_mantis.surveys.panstarrs.fitscut_origin`),
-    with the skycell's ``CRVAL`` and a shifted ``CRPIX``, NaN beyond the skycell. So
+    position, starting where ``fitscut`` starts them
+    (`~astro_mantis.simulate.service_format.fitscut_corner`, the loopback's own
+    statement of the rule, not the client's), with the skycell's ``CRVAL`` and a
+    shifted ``CRPIX``, NaN beyond the skycell. So
     any two cutouts of one skycell agree pixel for pixel where they overlap, whatever
     their centres and sizes. GALEX and unWISE (the viewer resamples onto a grid
     centred on each request) and resampled Pan-STARRS requests (``output_size``)
@@ -159,7 +161,10 @@ class SkycellSky(SyntheticSky):
         when needed); each holds ``block**2`` float32 pixels.
     asinh : bool, optional
         Send the pixels asinh-compressed with ``BSOFTEN``/``BOFFSET`` constant over a
-        skycell and band, as the real stacks store them.
+        skycell and band. The real stack files store them so, but the real
+        ``fitscut.cgi`` inverts the compression and drops ``BSOFTEN``/``BOFFSET``: its
+        cutouts are linear counts. This exercises the client's decompression (which
+        the local-tile path needs for real stacks), not a behaviour of the service.
 
     Notes
     -----
@@ -210,7 +215,7 @@ class SkycellSky(SyntheticSky):
         band = normalise_band("panstarrs", band)
         grid = self.grid(skycell_center)
         x, y = grid.pixel(*coord_to_radec(coord))
-        x0, y0 = fitscut_origin(x, size), fitscut_origin(y, size)
+        x0, y0 = fitscut_corner(x, size), fitscut_corner(y, size)
         image = self._pixels(grid, band, x0, y0, size)
         exptime = self.ps1_exptime(band, *grid.crval)
         crpix = (grid.crpix[0] - x0, grid.crpix[1] - y0)
