@@ -226,6 +226,37 @@ def test_identical_bytes_across_workers_and_reruns(dataset, tmp_path):
     assert digests(root) == before
 
 
+def test_rerun_into_a_complete_directory_never_marks_it_incomplete(dataset, tmp_path,
+                                                                    monkeypatch):
+    """A reader of a finished set must never see it incomplete because of a rerun (the
+    manifest was rewritten with complete=False first, and left so by an interrupt)."""
+    import shutil
+
+    import astro_mantis.simulate.dataset as dataset_module
+
+    src, _ = dataset
+    root = tmp_path / "done"
+    shutil.copytree(src, root)
+    manifest_bytes = (root / "manifest.json").read_bytes()
+    writes = []
+    real_write = dataset_module.write_manifest
+    monkeypatch.setattr(dataset_module, "write_manifest",
+                        lambda d, m: (writes.append(dict(m)), real_write(d, m)))
+    again = make_dataset(N, root, seed=SEED, config=config(), shard_size=SHARD, progress=False)
+    assert writes == [] and (root / "manifest.json").read_bytes() == manifest_bytes
+    assert again["complete"] and again["generation"]["galaxies_rendered"] == 0
+    assert again["generation"]["galaxies_skipped"] == N
+    # an incomplete manifest over complete shards (interrupted before its last write) is
+    # completed, without rendering
+    manifest = json.loads(manifest_bytes)
+    manifest["complete"] = False
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    done = make_dataset(N, root, seed=SEED, config=config(), shard_size=SHARD, progress=False)
+    assert done["generation"]["galaxies_rendered"] == 0
+    assert [w["complete"] for w in writes] == [False, True]
+    assert json.loads((root / "manifest.json").read_text())["complete"] is True
+
+
 def test_resume_regenerates_only_missing_shards(dataset, tmp_path):
     import shutil
 

@@ -117,17 +117,35 @@ def test_augment_preserves_shape_label_and_content():
     assert np.array_equal(back, x0)
 
 
-def test_zero_point_jitter_scales_each_band_within_its_range():
+def _blob(size, sigma):
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2.0
+    return np.exp(-(xx ** 2 + yy ** 2) / (2 * sigma ** 2))
+
+
+def test_zero_point_jitter_is_a_zero_point_error_on_the_counts():
+    """The jitter of a fused input is the fusion of counts with the drawn zero-point errors
+    (not a multiplication of the stretched input)."""
+    from astro_mantis.fusion.core import fuse_arrays
     from astro_mantis.training.data import jitter_zero_points
 
-    x = np.random.default_rng(0).uniform(0.5, 2.0, (9, 6, 6)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    ps1 = (rng.normal(0, 150, (1, 5, 170, 170)) + 2e4 * _blob(170, 6.0)).astype(np.float32)
+    galex = np.repeat((0.002 + 0.04 * _blob(32, 4.0))[None, None], 2, 1).astype(np.float32)
+    unwise = np.repeat((0.5 + 300 * _blob(32, 4.0))[None, None], 2, 1).astype(np.float32)
+    x = fuse_arrays(galex, ps1, unwise, ebv=np.zeros((1, 2))).x[0]
     x[3] = 0.0  # a masked channel stays masked
     y, delta = jitter_zero_points(x, np.random.default_rng(1), 0.05)
     assert y.shape == x.shape and y.dtype == x.dtype and delta.shape == (9,)
     assert np.all(np.abs(delta) <= 0.05) and np.ptp(delta) > 0.02  # independent per band
-    ratio = y[[0, 1, 2, 4, 5, 6, 7, 8]] / x[[0, 1, 2, 4, 5, 6, 7, 8]]
-    assert np.allclose(ratio, 10 ** (-0.4 * delta[[0, 1, 2, 4, 5, 6, 7, 8]])[:, None, None],
-                       rtol=1e-6)
+    s = (10 ** (-0.4 * delta)).astype(np.float32)
+    truth = fuse_arrays(galex * s[:2, None, None], ps1 * s[2:7, None, None],
+                        unwise * s[7:, None, None], ebv=np.zeros((1, 2))).x[0]
+    truth[3] = 0.0
+    # Pan-STARRS (no resampling): exact; GALEX below the clip: exact; unWISE (resampled
+    # after its stretch, a smooth source): close
+    assert np.allclose(y[[2, 4, 5, 6]], truth[[2, 4, 5, 6]], atol=2e-6)
+    assert x[:2].max() < 1 and np.allclose(y[:2], truth[:2], atol=2e-6)
+    assert np.allclose(y[7:], truth[7:], atol=2e-3)
     assert not y[3].any()
     # the same generator state gives the same draws; amplitude 0 changes nothing, draws nothing
     again, d2 = jitter_zero_points(x, np.random.default_rng(1), 0.05)
@@ -141,21 +159,55 @@ def test_zero_point_jitter_scales_each_band_within_its_range():
             jitter_zero_points(x, rng, bad)
     with pytest.raises(ValueError, match="channels"):
         jitter_zero_points(x[0], rng, 0.05)
+    with pytest.raises(ValueError, match="9"):
+        jitter_zero_points(x[:5], rng, 0.05)
+
+
+def test_rescale_fused_counts_follows_each_stretch():
+    from astro_mantis.fusion.core import normalise_galex, normalise_panstarrs, normalise_unwise
+    from astro_mantis.training.data import rescale_fused_counts
+
+    counts = np.array([0.0, 0.01, 3.0, 40.0, 900.0, 2.5e4, 1e6], np.float32)
+    galex = np.array([0.0, 0.001, 0.02, 0.045, 0.049, 0.06, 3.0], np.float32)
+    x = np.stack([normalise_galex(galex)] * 2 + [normalise_panstarrs(counts)] * 5
+                 + [normalise_unwise(counts)] * 2)[:, None, :]
+    for f in (0.9, 1.1):
+        s = np.full(9, f, np.float32)
+        y = rescale_fused_counts(torch.from_numpy(x), torch.from_numpy(s)).numpy()
+        assert y.dtype == np.float32 and y.shape == x.shape
+        assert np.allclose(y[2:7], normalise_panstarrs(f * counts)[None, None], atol=2e-6)
+        assert np.allclose(y[7:], normalise_unwise(f * counts)[None, None], atol=2e-6)
+        # GALEX: exact below the clip; a pixel at the clip stays there (its counts are
+        # unknown beyond it: taken to be above it by more than the error)
+        unclipped = galex < 0.05
+        assert np.allclose(y[:2, 0, unclipped], normalise_galex(f * galex[unclipped]),
+                           atol=1e-7)
+        assert np.all(y[:2, 0, ~unclipped] == 1.0)
+    # a batch with one factor per item and channel, as the resident path uses it
+    xb = torch.from_numpy(np.stack([x, x]))
+    sb = torch.tensor([[0.9] * 9, [1.1] * 9])
+    yb = rescale_fused_counts(xb, sb)
+    for i in range(2):
+        assert torch.equal(yb[i], rescale_fused_counts(xb[i], sb[i]))
 
 
 def test_dataset_zero_point_jitter_follows_the_geometric_augmentation():
+    from astro_mantis.training.data import derive_seed, jitter_zero_points
+
     ds = toy_dataset(4, 0, size=12)
     ds.augment = True
     ds.set_epoch(1)
     plain = ds[2][0].numpy()
     ds.zero_point_jitter = 0.04
     jittered = ds[2][0].numpy()
-    # the same rotation and shift, then one factor per channel within 10**(±0.4 * 0.04)
-    ratio = jittered / plain
-    per_channel = ratio.mean(axis=(1, 2))
-    assert np.allclose(ratio, per_channel[:, None, None], rtol=1e-5)
-    assert np.all(np.abs(-2.5 * np.log10(per_channel)) <= 0.04 + 1e-6)
-    assert np.ptp(per_channel) > 0
+    # the same rotation and shift, then the zero-point errors drawn next from the item's
+    # generator
+    rng = np.random.default_rng(derive_seed(ds.seed, 1, 2))
+    augment(ds.row(2)[0], rng)
+    expected, delta = jitter_zero_points(plain, rng, 0.04)
+    assert np.array_equal(jittered, expected)
+    assert np.all(np.abs(delta) <= 0.04) and np.ptp(delta) > 0
+    assert not np.allclose(jittered, plain)
     assert np.array_equal(jittered, ds[2][0].numpy())  # reproducible per (seed, epoch, index)
     ds.augment = False  # jitter is part of the augmentation: off with it
     assert np.array_equal(ds[2][0].numpy(), ds.row(2)[0])
@@ -358,6 +410,35 @@ def test_exact_resume(tmp_path):
     three = train(tiny_net(seed=5), toy_data(), tmp_path / "three", resume=True,
                   **dict(kw, model_kwargs=None))
     assert three.epochs_run == 2
+
+
+def test_resume_refuses_another_precision_or_residency(tmp_path, monkeypatch):
+    """Mixed precision and the resident path shape the result: a resume keeps them (they
+    once switched silently, and the card recorded only the last call's)."""
+    import astro_mantis.models.precision as precision
+
+    monkeypatch.setattr(precision, "native_precisions", lambda device: ("float32", "bfloat16"))
+    kw = dict(epochs=2, batch_size=8, lr=1e-2, patience=None, seed=7, device="cpu",
+              model_kwargs=TINY_MINI, **QUIET)
+    train("mantis-mini", toy_data(), tmp_path / "amp", stop_after=1, amp=True, **kw)
+    with pytest.raises(ValueError, match="amp True in the checkpoint, False now"):
+        train("mantis-mini", toy_data(), tmp_path / "amp", resume=True, amp=False, **kw)
+    done = train("mantis-mini", toy_data(), tmp_path / "amp", resume=True, amp=True, **kw)
+    assert done.stopped == "completed" and done.config["amp_dtype"] == "bfloat16"
+    train("mantis-mini", toy_data(), tmp_path / "res", stop_after=1, resident=True, **kw)
+    with pytest.raises(ValueError, match="resident True in the checkpoint, False now"):
+        train("mantis-mini", toy_data(), tmp_path / "res", resume=True, resident=False, **kw)
+    assert train("mantis-mini", toy_data(), tmp_path / "res", resume=True, resident=True,
+                 **kw).config["resident"] is True
+    # a checkpoint from before "resident" was recorded ran on the data-loader path
+    train("mantis-mini", toy_data(), tmp_path / "old", stop_after=1, **kw)
+    ck = load_checkpoint(tmp_path / "old" / CHECKPOINT_NAME)
+    del ck["config"]["resident"]
+    torch.save(ck, tmp_path / "old" / CHECKPOINT_NAME)
+    with pytest.raises(ValueError, match="resident False in the checkpoint, True now"):
+        train("mantis-mini", toy_data(), tmp_path / "old", resume=True, resident=True, **kw)
+    assert train("mantis-mini", toy_data(), tmp_path / "old", resume=True,
+                 **kw).stopped == "completed"
 
 
 def test_mixed_precision_type(monkeypatch):

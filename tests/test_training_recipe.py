@@ -82,6 +82,43 @@ def test_render_corpus_makes_complete_runs_and_respects_the_budget(tmp_path):
     assert full["n_train"] == 18 and len(full["train"]) == 2
 
 
+def test_a_rerun_under_the_budget_renders_no_more_training_runs(tmp_path, monkeypatch):
+    """The budget's choice of training runs is kept: a rerun (whose clock starts afresh)
+    trains on the same data, so that an interrupted training can resume."""
+    from types import SimpleNamespace
+
+    from astro_mantis.training import recipe as recipe_module
+
+    clock = [0.0]
+    monkeypatch.setattr(recipe_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    render = recipe_module._render
+
+    def slow_render(recipe, kind, n, index=0):  # a training run takes 90 s to render
+        if kind == "train" and not recipe_module._complete(recipe.data_dir(kind, index), n):
+            clock[0] += 90.0
+        return render(recipe, kind, n, index)
+
+    monkeypatch.setattr(recipe_module, "_render", slow_render)
+    first = render_corpus(tiny_recipe(tmp_path, render_minutes=1.0))
+    assert first["n_train"] == 12 and [p.name for p in first["train"]] == ["train_000"]
+    record = json.loads((tmp_path / "run" / "corpus.json").read_text())
+    assert record == {"first_run": 0, "chunk": 12, "n_train": 18, "runs": [0]}
+    again = render_corpus(tiny_recipe(tmp_path, render_minutes=1.0))
+    assert again["n_train"] == 12 and again["train"] == first["train"]
+    assert not (tmp_path / "data" / "train_001").exists()
+    # another run name chooses afresh (and may take more); no budget renders everything
+    other = render_corpus(tiny_recipe(tmp_path, render_minutes=1.0, run_name="other"))
+    assert other["n_train"] == 18
+    assert render_corpus(tiny_recipe(tmp_path))["n_train"] == 18
+    # a run directory from before the record: its checkpoint's data decide
+    (tmp_path / "old").mkdir()
+    torch.save({"config": {"data": {"runs": [
+        {"path": str(tmp_path / "data" / "train_000")},
+        {"path": str(tmp_path / "data" / "validation")}]}}}, tmp_path / "old" / "checkpoint.pt")
+    old = render_corpus(tiny_recipe(tmp_path, render_minutes=1.0, run_name="old"))
+    assert [p.name for p in old["train"]] == ["train_000"]
+
+
 def test_training_randomisation_reaches_the_training_runs_only(tmp_path):
     recipe = tiny_recipe(tmp_path, n_train=12, train_randomisation={"single_fraction": 1.0})
     data = render_corpus(recipe)

@@ -28,8 +28,8 @@ from astropy.utils.exceptions import AstropyUserWarning
 from ..flags import MantisFlag, survey_missing_flag
 from ..surveys import get_survey
 
-__all__ = ["CHANNELS", "RECIPE", "OUTPUT_SIZE", "NAN_POLICIES", "FusedInput", "fuse_arrays",
-           "fuse_survey", "dust_array", "normalise_galex", "normalise_panstarrs",
+__all__ = ["CHANNELS", "RECIPE", "STRETCHES", "OUTPUT_SIZE", "NAN_POLICIES", "FusedInput",
+           "fuse_arrays", "fuse_survey", "dust_array", "normalise_galex", "normalise_panstarrs",
            "normalise_unwise", "normalise", "center_crop", "crop_offsets", "resize_bilinear",
            "fill_nonfinite", "inpaint_nans"]
 
@@ -41,33 +41,45 @@ OUTPUT_SIZE = 120
 NAN_POLICIES = ("zero", "inpaint")
 
 
+#: The stretch of each survey in the published early-fusion recipe, as ``(form, a,
+#: b)``: ``("clip", a, None)`` is ``clip(x / a, 0, 1)``, ``("asinh", a, b)`` is
+#: ``max(asinh(a x) / b, 0)`` (also in `RECIPE`, for code that must undo a stretch,
+#: such as `astro_mantis.training.data.rescale_fused_counts`).
+STRETCHES = {"galex": ("clip", 0.05, None), "panstarrs": ("asinh", 0.08, 8.0),
+             "unwise": ("asinh", 0.6, 6.0)}
+
+
+def _asinh_stretch(x, a, b):
+    x = np.asarray(x, dtype=np.float32)
+    return np.maximum(np.arcsinh(np.float32(a) * x) / np.float32(b), np.float32(0))
+
+
 def normalise_galex(x):
     """GALEX stretch of the published model: ``clip(x / 0.05, 0, 1)`` (x in counts/s)."""
-    return np.clip(np.asarray(x, dtype=np.float32) / np.float32(0.05), 0, 1)
+    return np.clip(np.asarray(x, dtype=np.float32) / np.float32(STRETCHES["galex"][1]), 0, 1)
 
 
 def normalise_panstarrs(x):
     """Pan-STARRS stretch of the published model: ``max(asinh(0.08 x) / 8, 0)`` (x in counts)."""
-    x = np.asarray(x, dtype=np.float32)
-    return np.maximum(np.arcsinh(np.float32(0.08) * x) / np.float32(8), np.float32(0))
+    return _asinh_stretch(x, *STRETCHES["panstarrs"][1:])
 
 
 def normalise_unwise(x):
     """unWISE stretch of the published model: ``max(asinh(0.6 x) / 6, 0)`` (x in Vega nmgy)."""
-    x = np.asarray(x, dtype=np.float32)
-    return np.maximum(np.arcsinh(np.float32(0.6) * x) / np.float32(6), np.float32(0))
+    return _asinh_stretch(x, *STRETCHES["unwise"][1:])
 
 
 #: Per survey: the bands in channel order (read from the survey's module: the
-#: survey facts live in `astro_mantis.surveys`), the centre crop (native pixels) and
-#: the normalisation function of the published early-fusion recipe.
+#: survey facts live in `astro_mantis.surveys`), the centre crop (native pixels), the
+#: normalisation function of the published early-fusion recipe and its form
+#: (`STRETCHES`).
 RECIPE = {
     "galex": {"bands": tuple(get_survey("galex").bands), "crop": 22,
-              "normalise": normalise_galex},
+              "normalise": normalise_galex, "stretch": STRETCHES["galex"]},
     "panstarrs": {"bands": tuple(get_survey("panstarrs").bands), "crop": 120,
-                  "normalise": normalise_panstarrs},
+                  "normalise": normalise_panstarrs, "stretch": STRETCHES["panstarrs"]},
     "unwise": {"bands": tuple(get_survey("unwise").bands), "crop": 22,
-               "normalise": normalise_unwise},
+               "normalise": normalise_unwise, "stretch": STRETCHES["unwise"]},
 }
 
 #: ``(survey, band)`` of each of the nine model channels, in order: the bands of each

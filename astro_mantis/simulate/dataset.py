@@ -64,8 +64,9 @@ Each galaxy's cutouts depend only on the seed and its position, so the shards
 are byte-identical whatever the number of ``workers`` and across reruns.
 Shards are written to a temporary file and renamed into place, so a shard that
 exists is complete; a rerun with the same settings skips them and renders only
-what is missing (an interrupted run resumes). A rerun with different settings
-into the same directory is refused.
+what is missing (an interrupted run resumes); a rerun into a complete directory
+writes nothing, so the set never looks incomplete to its readers. A rerun with
+different settings into the same directory is refused.
 """
 
 import json
@@ -312,7 +313,10 @@ def make_dataset(n, path, seed=0, config=None, split=(0.8, 0.1, 0.1), shard_size
         The manifest as written to ``path/manifest.json``; its
         ``"generation"`` entry holds the galaxies rendered in this call, the
         seconds spent, the rate (galaxies per second) and the CPU seconds of
-        this process and its workers while rendering.
+        this process and its workers while rendering. A directory that is
+        complete already is not written to at all: its manifest is returned
+        with this call's ``"generation"`` (nothing rendered), while the file
+        keeps the one of the call that made it.
 
     Raises
     ------
@@ -336,6 +340,7 @@ def make_dataset(n, path, seed=0, config=None, split=(0.8, 0.1, 0.1), shard_size
     plan = {"n": n, "seed": seed, "config": repr(config),
             "split_fractions": [round(f, 12) for f in fractions], "shard_size": shard_size,
             "surveys": list(surveys), "ps1_dtype": ps1_dtype, "version": __version__}
+    old = None
     if manifest_path.exists():
         try:
             old = json.loads(manifest_path.read_text())
@@ -370,16 +375,25 @@ def make_dataset(n, path, seed=0, config=None, split=(0.8, 0.1, 0.1), shard_size
             tasks.append((str(root / rel), part))
         splits_info[name] = {"n": int(len(idx)), "shards": shards}
 
-    manifest = new_manifest(plan, simulated=True, provenance=PROVENANCE, splits=splits_info,
-                            ps1_dtype=ps1_dtype, columns=columns, complete=False)
-    write_manifest(root, manifest)
-
     cat_ids = (np.asarray(catalog["id"], dtype=np.int64) if "id" in catalog.colnames
                else np.arange(n, dtype=np.int64))
     todo = [(t, i) for t, i in tasks if not shard_complete(t, cat_ids[i])]
     n_todo = int(sum(len(i) for _, i in todo))
     skipped = n - n_todo
     setup_seconds = time.perf_counter() - t_setup
+    if not todo and old is not None and old.get("complete") is True \
+            and old.get("splits") == splits_info:
+        # complete already: the manifest is left as it is (never marked incomplete, even
+        # for a moment, under a reader of the finished set)
+        log.info(f"make_dataset: nothing to render, {n} galaxies already present; {root}")
+        return dict(old, generation={
+            "galaxies_rendered": 0, "galaxies_skipped": n, "workers": workers,
+            "bytes_written": 0, "setup_seconds": round(setup_seconds, 3), "seconds": 0.0,
+            "galaxies_per_second": None, "cpu_seconds": 0.0})
+
+    manifest = new_manifest(plan, simulated=True, provenance=PROVENANCE, splits=splits_info,
+                            ps1_dtype=ps1_dtype, columns=columns, complete=False)
+    write_manifest(root, manifest)
 
     from ..progress import progress_bar
 

@@ -15,14 +15,16 @@ dust) into PyTorch datasets:
   small circular shift, identically to all channels. Each item's transform is drawn from a random
   generator keyed by ``(seed, epoch, index)``, so an epoch is reproducible whatever the number of
   data-loader workers and after a resume.
-* `~astro_mantis.training.data.jitter_zero_points` multiplies each channel by
-  ``10**(-0.4 δ)`` with ``δ`` uniform in ``[-a, a]`` mag: calibration errors drawn afresh per item
-  and epoch, so a network cannot lean on colours more exact than the surveys' zero points
-  (``train(..., zero_point_jitter=a)``; off by default).
+* `~astro_mantis.training.data.jitter_zero_points` gives each channel a zero-point error ``δ``
+  uniform in ``[-a, a]`` mag, i.e. what multiplying the band's counts by ``10**(-0.4 δ)`` does to
+  the stretched input (`~astro_mantis.training.data.rescale_fused_counts`): calibration errors
+  drawn afresh per item and epoch, so a network cannot lean on colours more exact than the
+  surveys' zero points (``train(..., zero_point_jitter=a)``; off by default).
 * `~astro_mantis.training.data.z_to_bin` and `~astro_mantis.training.data.soft_targets` give the
   class targets; `~astro_mantis.training.data.EpochSampler` shuffles or draws redshift-balanced
   samples (`~astro_mantis.training.data.balanced_weights`), again keyed by the epoch.
 """
+import functools
 import hashlib
 import json
 import os
@@ -45,6 +47,7 @@ __all__ = [
     "EpochSampler",
     "augment",
     "jitter_zero_points",
+    "rescale_fused_counts",
     "check_zero_point_jitter",
     "dihedral",
     "inverse_dihedral",
@@ -287,19 +290,90 @@ def check_zero_point_jitter(value):
     return a
 
 
-def jitter_zero_points(x, rng, amplitude):
-    """Scale each channel of one fused input by a random calibration error.
+@functools.lru_cache(maxsize=None)
+def _channel_stretches():
+    """Per model channel (`astro_mantis.fusion.core.CHANNELS` order): the form of its
+    survey's stretch, ``("clip", None)`` or ``("asinh", b)``
+    (`~astro_mantis.fusion.core.STRETCHES`; ``a`` cancels out of ``f(s f⁻¹(y))``)."""
+    from ..fusion.core import CHANNELS, RECIPE
 
-    Channel ``c`` is multiplied by ``10**(-0.4 δ_c)``, ``δ_c`` drawn uniformly in
-    ``[-amplitude, amplitude]`` magnitudes, independently per channel (each of the nine
-    channels is one band). The network's inputs are linear counts, so this is exactly what an
-    error ``δ_c`` in the band's zero point does to the image (sky noise included); masked
-    (zero) channels stay zero.
+    forms = {}
+    for survey, recipe in RECIPE.items():
+        kind, _, b = recipe["stretch"]
+        if kind not in ("clip", "asinh"):
+            raise RuntimeError(f"the {survey} stretch {kind!r} of astro_mantis.fusion is "
+                               "neither 'clip' nor 'asinh': rescale_fused_counts cannot undo it")
+        forms[survey] = (kind, None if b is None else float(b))
+    return tuple(forms[survey] for survey, _ in CHANNELS)
+
+
+def rescale_fused_counts(x, scale):
+    """What multiplying the counts of each band by a factor does to fused network inputs.
+
+    The inputs are not counts: each survey's counts went through its stretch ``f`` of the
+    early-fusion recipe (`astro_mantis.fusion.core.RECIPE`: ``max(asinh(a x) / b, 0)`` for
+    Pan-STARRS and unWISE, ``clip(x / 0.05, 0, 1)`` for GALEX) before the network saw them.
+    Channel ``c`` becomes ``f(s_c f⁻¹(y))``, i.e. ``asinh(s_c sinh(b y)) / b`` for the asinh
+    stretches (zero stays zero) and ``min(s_c y, 1)`` for GALEX. A GALEX pixel at the clip
+    (``y = 1``) only says that its counts are at least at the clip: it stays 1 (exact when
+    ``s_c ≥ 1``; when ``s_c < 1`` it assumes the counts lie above the clip by more than the
+    error, true of all but the faintest saturated pixels).
+
+    The transform is exact pixel by pixel for Pan-STARRS, whose fused channels are its
+    stretched pixels. GALEX and unWISE are resized (bilinear, 22 → 120 pixels) after their
+    stretch, and the stretch does not commute with the interpolation, so for them it is
+    exact where the image is smooth on the scale of a native pixel and an approximation at
+    sharp features (a point source's core, the edge of a clipped GALEX region).
+
+    Both training paths use it: `~astro_mantis.training.data.jitter_zero_points` (one item
+    on the CPU) and `~astro_mantis.training.resident.ResidentBatches` (batches on the
+    device).
+
+    Parameters
+    ----------
+    x : `torch.Tensor`
+        Fused inputs, shape ``(..., 9, ny, nx)``, channels in
+        `astro_mantis.fusion.core.CHANNELS` order.
+    scale : `torch.Tensor`
+        Factor on the counts per channel, shape ``(..., 9)`` (``10**(-0.4 δ)`` for an error
+        ``δ`` mag in the zero point), on ``x``'s device.
+
+    Returns
+    -------
+    `torch.Tensor`
+        float32, a new tensor of ``x``'s shape and device.
+    """
+    forms = _channel_stretches()
+    if x.ndim < 3 or x.shape[-3] != len(forms) or scale.shape[-1] != len(forms):
+        raise ValueError(f"expected inputs (..., {len(forms)}, ny, nx) and factors "
+                         f"(..., {len(forms)}); got {tuple(x.shape)} and {tuple(scale.shape)}")
+    y = x.float()
+    s = scale.float()[..., None, None]
+    out = torch.empty_like(y)
+    for c, (kind, b) in enumerate(forms):
+        yc, sc = y[..., c, :, :], s[..., c, :, :]
+        if kind == "clip":
+            out[..., c, :, :] = torch.where(yc >= 1.0, yc, torch.clamp(sc * yc, max=1.0))
+        else:
+            out[..., c, :, :] = torch.asinh(sc * torch.sinh(b * yc)) / b
+    return out
+
+
+def jitter_zero_points(x, rng, amplitude):
+    """Give each channel of one fused input a random zero-point error.
+
+    Draws ``δ_c`` uniformly in ``[-amplitude, amplitude]`` magnitudes, independently per
+    channel (each of the nine channels is one band), and applies to channel ``c`` what
+    multiplying its counts by ``10**(-0.4 δ_c)`` does after the survey's stretch
+    (`~astro_mantis.training.data.rescale_fused_counts`: the inputs are stretched counts,
+    not counts). Sky noise is scaled with the signal, as a real zero-point error does;
+    masked (zero) channels stay zero.
 
     Parameters
     ----------
     x : `numpy.ndarray`
-        One input, shape ``(channels, ny, nx)``.
+        One fused input, shape ``(9, ny, nx)``, channels in
+        `astro_mantis.fusion.core.CHANNELS` order.
     rng : `numpy.random.Generator`
         Source of the draws (one array of ``channels`` values per call).
     amplitude : float
@@ -320,8 +394,9 @@ def jitter_zero_points(x, rng, amplitude):
     if a == 0.0:
         return np.array(x, copy=True), np.zeros(x.shape[0])
     delta = rng.uniform(-a, a, x.shape[0])
-    scale = (10.0 ** (-0.4 * delta)).astype(x.dtype)
-    return x * scale[:, None, None], delta
+    scale = torch.from_numpy((10.0 ** (-0.4 * delta)).astype(np.float32))
+    y = rescale_fused_counts(torch.from_numpy(np.array(x, dtype=np.float32)), scale)
+    return y.numpy().astype(x.dtype, copy=False), delta
 
 
 # ------------------------------------------------------------------------- datasets

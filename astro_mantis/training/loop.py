@@ -60,11 +60,14 @@ BEST_NAME = "best_model.pt"
 METRICS_NAME = "metrics.jsonl"
 
 # Settings that must not change when a run is resumed (they shape the result).
+# "amp" and "amp_dtype" are the precision the run has (autocast where the device supports
+# it); "resident" picks the augmentation's draws (per batch on the device, not per item).
 _RESUME_FIXED = ("model", "model_kwargs", "batch_size", "lr", "weight_decay", "warmup_epochs",
                  "seed", "smoothing_sigma", "balanced", "augment", "epochs", "n_train",
-                 "min_delta", "grad_clip", "zero_point_jitter", "cache_dtype", "data_identity")
+                 "min_delta", "grad_clip", "zero_point_jitter", "cache_dtype", "amp",
+                 "amp_dtype", "resident", "data_identity")
 # What a checkpoint that predates a setting ran with (so it still resumes).
-_RESUME_DEFAULTS = {"zero_point_jitter": 0.0, "cache_dtype": "float16"}
+_RESUME_DEFAULTS = {"zero_point_jitter": 0.0, "cache_dtype": "float16", "resident": False}
 
 
 # ------------------------------------------------------------------------- helpers
@@ -771,7 +774,8 @@ def train(model, train_dir, out_dir, *args, config=None, **settings):
         If ``out_dir`` holds a checkpoint and neither ``resume`` nor ``overwrite`` is set.
     ValueError
         If a resumed run's settings differ from the checkpoint's in a way that changes
-        the result (batch size, learning rate, seed, ...); for ``resume`` together with
+        the result (batch size, learning rate, seed, mixed precision, ``resident``,
+        ...); for ``resume`` together with
         ``overwrite``, ``zero_point_jitter`` without ``augment``, a negative
         ``num_workers`` or ``workers`` below 1.
     TypeError

@@ -12,7 +12,9 @@ continued when run again.
    a *shifted-simulator* test set (`~astro_mantis.simulate.shifted_randomisation`,
    never used for any choice) and training data in runs of ``chunk`` galaxies, each a
    complete ``make_dataset`` directory with its own seed, until ``n_train`` galaxies or the
-   rendering time budget is reached. A half-written run is completed, not redone.
+   rendering time budget is reached. A half-written run is completed, not redone; the runs a
+   budget allowed are recorded (``WORKDIR/<run_name>/corpus.json``), so that a rerun
+   trains on the same data.
 2. **Training** (`~astro_mantis.training.pipeline.fit_and_export`): on every complete training
    run, early stopping and calibration on the validation set, metrics on the test set;
    checkpoints after every epoch and ``resume=True``, within a time budget. On a GPU the
@@ -67,7 +69,9 @@ class Recipe:
         Rendering and fusing processes (default: every core).
     render_minutes : float, optional
         No new training run starts rendering after this many minutes (the runs finished so
-        far are trained on); None renders all of ``n_train``.
+        far are trained on); None renders all of ``n_train``. The runs a budget allowed are
+        recorded for ``run_name`` (`~astro_mantis.training.recipe.render_corpus`), so that a
+        rerun trains on the same ones.
     model : str
         Registry name of the network.
     model_kwargs : dict
@@ -245,8 +249,77 @@ def _complete(path, n):
     return bool(manifest.get("complete")) and manifest.get("n") == n
 
 
+#: File in the run directory that records the training runs a rendering budget chose.
+CORPUS_NAME = "corpus.json"
+
+
+def _corpus_key(recipe):
+    return {"first_run": recipe.first_run, "chunk": recipe.chunk, "n_train": recipe.n_train}
+
+
+def _chosen_runs(recipe):
+    """The training run indices an earlier call chose under the budget for this run, or None.
+
+    From the run directory's ``corpus.json`` when it was written with the same ``first_run``,
+    ``chunk`` and ``n_train``; for a run directory that predates the record, from the data
+    its checkpoint was trained on. Either must name the first runs from ``first_run`` on.
+    """
+    from .loop import CHECKPOINT_NAME, load_checkpoint
+
+    run_dir = recipe.workdir / recipe.run_name
+    key = _corpus_key(recipe)
+    runs, source = None, None
+    try:
+        record = json.loads((run_dir / CORPUS_NAME).read_text())
+    except FileNotFoundError:
+        record = None
+    if record is not None:
+        source = run_dir / CORPUS_NAME
+        if {k: record.get(k) for k in key} == key:
+            runs = [int(i) for i in record.get("runs", [])]
+        else:
+            log.warning(f"{source} was written for other settings "
+                        f"({ {k: record.get(k) for k in key} }): the training runs are chosen "
+                        "again")
+            return None
+    elif (run_dir / CHECKPOINT_NAME).exists():
+        source = run_dir / CHECKPOINT_NAME
+        data = load_checkpoint(source)["config"].get("data", {})
+        names = [Path(str(r.get("path", ""))).name for r in data.get("runs", [data])]
+        runs = sorted(int(m.group(1)) for m in
+                      (re.fullmatch(r"train_(\d+)", name) for name in names) if m)
+    if not runs:
+        return None
+    first, total = recipe.first_run, math.ceil(recipe.n_train / recipe.chunk)
+    if runs != list(range(first, first + len(runs))) or len(runs) > total:
+        log.warning(f"{source} names the training runs {runs}, not the first of the "
+                    f"{total} runs from {first}: the training runs are chosen again")
+        return None
+    return runs
+
+
+def _record_runs(recipe, runs):
+    """Write the run directory's ``corpus.json`` (atomically) unless it already says ``runs``."""
+    path = recipe.workdir / recipe.run_name / CORPUS_NAME
+    record = dict(_corpus_key(recipe), runs=list(runs))
+    try:
+        if json.loads(path.read_text()) == record:
+            return
+    except (OSError, ValueError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w") as f:
+        json.dump(record, f, indent=1)
+
+
 def render_corpus(recipe):
     """Render the recipe's data sets, resuming what exists, within the rendering budget.
+
+    With ``render_minutes``, the training runs the budget allowed are recorded in the run
+    directory (``WORKDIR/<run_name>/corpus.json``), and a later call for the same run
+    (same ``first_run``, ``chunk`` and ``n_train``) renders or completes exactly those,
+    whatever the time: a rerun trains on the same data, so an interrupted training resumes.
+    Without ``render_minutes`` every run up to ``n_train`` is rendered (and recorded).
 
     Parameters
     ----------
@@ -256,23 +329,32 @@ def render_corpus(recipe):
     -------
     dict
         ``validation``, ``test``, ``shifted``: directories; ``train``: the list of complete
-        training run directories; ``seconds``: time spent.
+        training run directories; ``n_train``: the galaxies in them; ``seconds``: time spent.
     """
     t0 = time.perf_counter()
     out = {kind: _render(recipe, kind, getattr(recipe, f"n_{kind}"))
            for kind in ("validation", "test", "shifted")}
-    runs, rendered = [], 0
     first = recipe.first_run
-    for index in range(first, first + math.ceil(recipe.n_train / recipe.chunk)):
+    indices = range(first, first + math.ceil(recipe.n_train / recipe.chunk))
+    chosen = _chosen_runs(recipe) if recipe.render_minutes is not None else None
+    if chosen is not None:
+        log.info(f"training on the {len(chosen)} runs chosen before for {recipe.run_name!r}")
+    runs, used, rendered = [], [], 0
+    for index in indices:
         n = min(recipe.chunk, recipe.n_train - rendered)
-        if not _complete(recipe.data_dir("train", index), n) and \
+        if chosen is not None:
+            if index not in chosen:
+                break
+        elif not _complete(recipe.data_dir("train", index), n) and \
                 recipe.render_minutes is not None and runs and \
                 time.perf_counter() - t0 > 60.0 * recipe.render_minutes:
             log.info(f"rendering budget of {recipe.render_minutes} min reached after "
                      f"{rendered} training galaxies")
             break
         runs.append(_render(recipe, "train", n, index))
+        used.append(index)
         rendered += n
+    _record_runs(recipe, used)
     out["train"] = runs
     out["n_train"] = rendered
     out["seconds"] = time.perf_counter() - t0

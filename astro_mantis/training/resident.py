@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .data import (MAX_SHIFT, ConcatDataset, ShardDataset, check_zero_point_jitter, derive_seed,
-                   dihedral)
+                   dihedral, rescale_fused_counts)
 
 __all__ = ["ResidentBatches", "augment_batch", "dihedral_index_maps"]
 
@@ -142,8 +142,9 @@ class ResidentBatches:
     max_shift : int
         Largest shift in pixels.
     zero_point_jitter : float
-        With ``augment``, also multiply each item's channels by ``10**(-0.4 δ)``, ``δ``
-        uniform in ``[-zero_point_jitter, zero_point_jitter]`` mag, as
+        With ``augment``, also give each item's channels a zero-point error ``δ`` uniform
+        in ``[-zero_point_jitter, zero_point_jitter]`` mag, applied to the stretched inputs
+        by `~astro_mantis.training.data.rescale_fused_counts` as
         `~astro_mantis.training.data.jitter_zero_points` does (default 0: off).
 
     Notes
@@ -198,5 +199,5 @@ class ResidentBatches:
                 sl = slice(s, s + self.batch_size)
                 x = augment_batch(x, k[sl], shifts[sl, 0], shifts[sl, 1], self.maps).float()
                 if self.zero_point_jitter:
-                    x = x * scale[sl, :, None, None]
+                    x = rescale_fused_counts(x, scale[sl])
             yield x.float(), self.dust[idx], self.z[idx]
