@@ -569,12 +569,22 @@ def _same_ebv(old, new):
 
 
 def _settings(meta, surveys, tta, ebv, pos, source=None):
-    """The settings that shape a run's result, as scalar table-meta entries."""
+    """The settings that shape a run's result, as scalar table-meta entries.
+
+    ``srv`` records where each survey's cutouts came from: ``survey=base URL|layer``
+    for a service, ``survey=tiles:DIR|local`` for local tiles, and ``survey=none``
+    for a survey that a `~astro_mantis.sources.LocalTiles` source has no directory
+    for (it reports that survey ``not fetched`` at every position; no service is
+    asked).
+    """
     from .surveys import get_survey
 
-    dirs = getattr(source, "directories", None) or {}
-    srv = "; ".join(f"{s}=tiles:{dirs[s]}|local" if s in dirs else f"{s}={get_survey(s).source}"
-                    for s in surveys)
+    dirs = getattr(source, "directories", None)
+    if dirs is None:
+        srv = "; ".join(f"{s}={get_survey(s).source}" for s in surveys)
+    else:
+        srv = "; ".join(f"{s}=tiles:{dirs[s]}|local" if s in dirs else f"{s}=none"
+                        for s in surveys)
     return {"model": str(meta.get("name", "unknown")), "sha256": str(meta.get("sha256") or ""),
             "survey": ",".join(surveys), "tta": bool(tta), "ebv": _ebv_setting(ebv),
             "pos": pos, "point": RECOMMENDED_POINT_ESTIMATE, "srv": srv}
@@ -591,15 +601,28 @@ def recorded_services(table, prefix="z_"):
     Returns
     -------
     dict
-        Survey name → (base URL, layer); empty when the table records none.
+        Survey name → (base URL, layer); ``("tiles:DIR", "local")`` for a survey cut
+        from local tiles, and ``("none", "")`` for one the run did not fetch (local
+        tiles without that survey's directory). Empty when the table records none.
+        Tables written before ``none`` was recorded name a service for such a survey
+        beside the ``tiles:`` entries; as no service was asked there, it is read as
+        ``none`` too.
     """
-    text = str(run_settings(table, prefix).get("srv", "") or "")
+    return _parse_services(run_settings(table, prefix).get("srv", ""))
+
+
+def _parse_services(text):
+    """A ``srv`` record (see `_settings`) as survey name → (base URL, layer)."""
     out = {}
-    for item in text.split(";"):
+    for item in str(text or "").split(";"):
         name, sep, source = item.strip().partition("=")
         if sep:
             url, _, layer = source.partition("|")
             out[name.strip()] = (url.strip(), layer.strip())
+    if any(url.startswith("tiles:") for url, _ in out.values()):
+        # a LocalTiles run: it cut every survey it had a directory for and fetched none
+        out = {name: entry if entry[0].startswith("tiles:") else ("none", "")
+               for name, entry in out.items()}
     return out
 
 
@@ -661,7 +684,7 @@ def _check_resume(table, prefix, settings):
                          + ". Resume with the earlier settings, or start afresh with "
                          "overwrite=True")
     old_srv = str(recorded.get("srv", settings["srv"]))
-    if old_srv != settings["srv"]:
+    if _parse_services(old_srv) != _parse_services(settings["srv"]):
         log.warning(f"resuming with other services than the earlier run: {old_srv!r} then, "
                     f"{settings['srv']!r} now")
 

@@ -169,9 +169,11 @@ def plot_redshift_row(table, index, cutout=None, prefix="z_", z_spec=None, coord
         `Mantis.get_cutouts <astro_mantis.MantisClass.get_cutouts>` (cache on) from
         the services the table records (``{prefix}srv``, see
         `~astro_mantis.table.recorded_services`), never silently from others; a table
-        that records none is drawn from the configured services, and the figure says
-        so. Cutouts that cannot be had (a service no longer running, offline) leave
-        their panels with the reason.
+        made from local tiles has them cut from the tile directories it records, its
+        surveys without local tiles shown ``not fetched`` as the model saw them; a
+        table that records none is drawn from the configured services. The figure
+        says where the panels came from. Cutouts that cannot be had (a service no
+        longer running, offline) leave their panels with the reason.
     prefix : str
         Prefix of the redshift columns.
     z_spec : str, optional
@@ -214,7 +216,9 @@ def plot_redshift_row(table, index, cutout=None, prefix="z_", z_spec=None, coord
         draw_pdf=functools.partial(pdf.plot, z_true=z_ref) if pdf.valid[0] else None,
         title=f"row {index}: flags {int(flags)}"
         + (f" ({flags.name})" if flags and flags.name else ""),
-        caption=source, fig=fig, no_cutouts="no cutouts (invalid position)",
+        caption=source, fig=fig,
+        no_cutouts=source if cutout is None and source.startswith("no cutouts")
+        else "no cutouts (invalid position)",
         no_pdf="no redshift estimate for this row")
 
 
@@ -250,19 +254,33 @@ def _fetch_row_cutout(table, index, prefix, coord, ra, dec):
     surveys = tuple(services) or None
     tiles = {name: url[len("tiles:"):] for name, (url, _layer) in services.items()
              if url.startswith("tiles:")}
-    if tiles and len(tiles) == len(services):
+    unused = [name for name, (url, _layer) in services.items() if url == "none"]
+    if tiles:
+        # a run on local tiles: cut the surveys it had tiles for from them, and ask for
+        # the others too, which LocalTiles reports "not fetched" as the run saw them
         from .sources import LocalTiles
 
-        cut = Mantis.get_cutouts(coords[0], surveys=surveys, progress=False,
-                                 source=LocalTiles(**tiles))
-        return cut, "cutouts: cut from the local tiles the table records"
+        with LocalTiles(**tiles) as local:
+            cut = Mantis.get_cutouts(coords[0], surveys=surveys, progress=False, source=local)
+        source = "cutouts: cut from the local tiles the table records, " + ", ".join(
+            f"{name} {path}" for name, path in tiles.items())
+        if unused:
+            source += (f"; {', '.join(unused)} not fetched (the run had no local tiles "
+                       "for them)")
+        return cut, source
+    # surveys recorded "none" were not fetched by the run: they are not fetched now either
+    fetched = {name: entry for name, entry in services.items() if name not in unused}
+    if services and not fetched:
+        return None, "no cutouts: the run fetched none (" + ", ".join(unused) + " not fetched)"
     with contextlib.ExitStack() as stack:
-        for name, (url, _layer) in services.items():
+        for name, (url, _layer) in fetched.items():
             stack.enter_context(conf.set_temp(get_survey(name).url_config, url))
-        hosts = sorted({url for url, _ in services.values()})
+        hosts = sorted({url for url, _ in fetched.values()})
         source = ("cutouts: fetched from the services the table records, " + ", ".join(hosts)
                   if services else "cutouts: fetched now from the configured services "
                   "(the table records none)")
-        kwargs = {"surveys": surveys} if surveys else {}
+        if unused:
+            source += f"; {', '.join(unused)} not fetched (as in the run)"
+        kwargs = {"surveys": tuple(fetched)} if surveys else {}
         cut = Mantis.get_cutouts(coords[0], progress=False, **kwargs)
     return cut, source

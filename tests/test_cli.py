@@ -949,3 +949,48 @@ def test_checkpoint_every_takes_seconds(tmp_path, capsys, value):
                  value]) == EXIT_BAD_INPUT
     assert "--checkpoint-every: expected a" in capsys.readouterr().err
     assert not (tmp_path / "o.fits").exists()
+
+
+# ------------------------------------------------- cutouts from some surveys' tiles
+def test_cutouts_from_some_local_tiles_are_not_reported_interrupted(tmp_path, capsys):
+    """--tiles naming only Pan-STARRS: GALEX and unWISE are 'not fetched: no local ...
+    tiles' in every row reached. A complete run (exit 0) counted those rows as "not
+    fetched (interrupted)"; it now says which surveys had no tiles, and "interrupted"
+    only where the summary's meta says so."""
+    from astro_mantis.cli import format_summary
+    from astro_mantis.simulate import ImagingConfig, MockSky, MockSkyConfig
+    from astro_mantis.simulate.render import BANDS
+    from astro_mantis.simulate.tiles import write_tiles
+
+    cat = Table({"ra": [185.0, 185.005], "dec": [25.0, 25.005], "r_half_disk": [1.0, 1.0],
+                 "r_half_bulge": [0.4, 0.4], "bulge_frac": [0.3, 0.3], "q": [0.6, 0.6],
+                 "pa": [50.0, 50.0]})
+    for band in BANDS:
+        cat[f"mag_{band}"] = [18.0, 18.5]
+    root = tmp_path / "tiles"
+    write_tiles(MockSky(MockSkyConfig(imaging=ImagingConfig(star_density=0,
+                                                            neighbour_density=0)),
+                        catalog=cat, seed=1), root, (184.98, 185.02), (24.98, 25.02))
+    src = _table(tmp_path / "t.ecsv", [185.0, 185.005, 10.0, np.nan], [25.0, 25.005, -5.0, 25.0])
+    out = tmp_path / "cuts"
+    assert main(["cutouts", str(src), "--out", str(out), "--tiles",
+                 f"panstarrs={root / 'panstarrs'}", "--no-progress"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "interrupted" not in printed and "not fetched" in printed
+    assert "4 row(s): 3 cutout file(s) written, 1 row(s) with a bad coordinate" in printed
+    assert "galex: 3 row(s) not fetched: no local galex tiles" in printed
+    assert "unwise: 3 row(s) not fetched: no local unwise tiles" in printed
+    summary = Table.read(out / "summary.ecsv")
+    assert summary.meta["interrupted"] is False
+    assert list(summary["status_panstarrs"]) == ["fetched", "fetched", "out of footprint",
+                                                 "bad coordinate"]
+    assert list(summary["status_galex"][:3]) == ["not fetched: no local galex tiles"] * 3
+    assert "no local galex tiles" in summary["status_galex"].description
+    assert "interrupted before the row" in summary["status_galex"].description
+    # an interrupted run's summary: the rows not reached say so, those cut do not
+    summary.meta["interrupted"] = True
+    for s in SURVEYS:
+        summary[f"status_{s}"][1] = "not fetched"
+    text = format_summary(summary, SURVEYS)
+    assert ", 1 row(s) not fetched (interrupted)" in text
+    assert "galex: 2 row(s) not fetched: no local galex tiles" in text

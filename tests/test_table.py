@@ -916,3 +916,50 @@ def test_filling_the_columns_does_not_copy_the_pdfs():
     assert peak / n < 1600, f"{peak / n:.0f} bytes per row"
     assert np.shares_memory(np.ma.getdata(t["z_pdf"]), pdf)
     assert np.ma.is_masked(t["z_mean"][7]) and not np.ma.is_masked(t["z_mean"][8])
+
+
+# ------------------------------------------- recorded services of a local-tiles run
+def test_surveys_without_local_tiles_are_recorded_not_fetched_and_old_records_resume(
+        tmp_path):
+    """A LocalTiles source without a survey's directory reports that survey 'not
+    fetched': the run records it as ``none``, not as the service it never asked (which
+    the figure of the row then fetched from). A table recorded the old way reads the
+    same and still resumes (the services are only compared with a warning)."""
+    from astro_mantis.simulate import ImagingConfig, MockSky, MockSkyConfig
+    from astro_mantis.simulate.render import BANDS
+    from astro_mantis.simulate.tiles import write_tiles
+    from astro_mantis.sources import LocalTiles
+
+    cat = Table({"ra": [185.0, 185.005], "dec": [25.0, 25.005], "r_half_disk": [1.0, 1.0],
+                 "r_half_bulge": [0.4, 0.4], "bulge_frac": [0.3, 0.3], "q": [0.6, 0.6],
+                 "pa": [50.0, 50.0]})
+    for band in BANDS:
+        cat[f"mag_{band}"] = [18.0, 18.5]
+    write_tiles(MockSky(MockSkyConfig(imaging=ImagingConfig(star_density=0,
+                                                            neighbour_density=0)),
+                        catalog=cat, seed=1), tmp_path, (184.98, 185.02), (24.98, 25.02))
+    ps1 = tmp_path / "panstarrs"
+    t = Table({"ra": [185.0, 185.005], "dec": [25.0, 25.005]})
+    with LocalTiles(panstarrs=ps1, index_dir=tmp_path / "index") as tiles, \
+            conf.set_temp("panstarrs_url", "http://127.0.0.1:1/none"), \
+            conf.set_temp("legacysurvey_url", "http://127.0.0.1:1/none"):
+        add_redshift_columns(t, ebv=0.02, progress=False, source=tiles, precision="float32")
+        assert t.meta["z_srv"] == f"galex=none; panstarrs=tiles:{ps1}|local; unwise=none"
+        assert T.recorded_services(t) == {"galex": ("none", ""),
+                                          "panstarrs": (f"tiles:{ps1}", "local"),
+                                          "unwise": ("none", "")}
+        # recorded before: the configured services beside the tiles, never asked
+        t.meta["z_srv"] = (f"galex=http://127.0.0.1:1/none|galex; panstarrs=tiles:{ps1}|local"
+                           "; unwise=http://127.0.0.1:1/none|unwise-neo7")
+        assert T.recorded_services(t)["galex"] == ("none", "")
+        assert T.recorded_services(t)["unwise"] == ("none", "")
+        t["z_flags"][1] |= F.NOT_ESTIMATED
+        from astro_mantis.logger import log
+
+        with log.log_to_list() as messages:
+            add_redshift_columns(t, ebv=0.02, resume=True, progress=False, source=tiles,
+                                 precision="float32")
+        # the same services, read the same: no "other services" warning
+        assert not [m for m in messages if "other services" in m.getMessage()]
+    assert not np.any(np.asarray(t["z_flags"]) & F.NOT_ESTIMATED)
+    assert t.meta["z_srv"] == f"galex=none; panstarrs=tiles:{ps1}|local; unwise=none"

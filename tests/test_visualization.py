@@ -112,3 +112,61 @@ def test_redshift_row_fetches_at_the_position_in_the_recorded_units(survey_serve
     t["dec_h"] = t["dec"] / 15.0
     plot_redshift_row(t, 0, ra="ra_h", dec="dec_h")
     assert asked[-1].dec.deg == pytest.approx(2.1)
+
+
+def test_a_table_made_from_some_local_tiles_is_drawn_from_them_alone(tmp_path):
+    """A table made from local Pan-STARRS tiles alone: its figure cuts the Pan-STARRS
+    panels from those tiles and shows GALEX and unWISE 'not fetched', as the model saw
+    them. (The table once recorded the services for GALEX and unWISE, and the figure
+    then fetched those from the services and asked the PS1 service at 'tiles:DIR',
+    failing every Pan-STARRS panel.) A table recorded that old way is drawn the same."""
+    from astro_mantis import add_redshift_columns, conf
+    from astro_mantis.simulate import ImagingConfig, MockSky, MockSkyConfig
+    from astro_mantis.simulate.render import BANDS
+    from astro_mantis.simulate.tiles import TileSky, write_tiles
+    from astro_mantis.sources import LocalTiles
+    from astro_mantis.table import recorded_services
+    from astro_mantis.testing import SurveyServer
+
+    cat = Table({"ra": [185.0], "dec": [25.0], "r_half_disk": [1.0], "r_half_bulge": [0.4],
+                 "bulge_frac": [0.3], "q": [0.6], "pa": [50.0]})
+    for band in BANDS:
+        cat[f"mag_{band}"] = [18.0]
+    sky = MockSky(MockSkyConfig(imaging=ImagingConfig(
+        star_density=0, neighbour_density=0, galex_hole_fraction=0, ps1_nan_fraction=0)),
+        catalog=cat, seed=1)
+    root = tmp_path / "tiles"
+    write_tiles(sky, root, (184.98, 185.02), (24.98, 25.02))
+    t = Table({"ra": [185.0], "dec": [25.0]})
+    with SurveyServer(sky=TileSky(root)) as srv, srv.configure(conf), \
+            conf.set_temp("cache_dir", str(tmp_path / "cache")):
+        with LocalTiles(panstarrs=root / "panstarrs", index_dir=tmp_path / "index") as tiles:
+            add_redshift_columns(t, ebv=0.02, progress=False, source=tiles,
+                                 precision="float32")
+        flags = MantisFlag(int(t["z_flags"][0]))
+        assert MantisFlag.GALEX_MISSING in flags and MantisFlag.UNWISE_MISSING in flags
+        assert MantisFlag.PANSTARRS_MISSING not in flags
+        ps1 = f"tiles:{root / 'panstarrs'}"
+        assert recorded_services(t) == {"galex": ("none", ""), "panstarrs": (ps1, "local"),
+                                        "unwise": ("none", "")}
+        assert "galex=none" in t.meta["z_srv"] and "unwise=none" in t.meta["z_srv"]
+        old = t.copy()  # as recorded before: the services next to the tiles
+        old.meta["z_srv"] = (f"galex={srv.legacysurvey_url}|galex; panstarrs={ps1}|local; "
+                             f"unwise={srv.legacysurvey_url}|unwise-neo7")
+        assert recorded_services(old) == recorded_services(t)
+        for table in (t, old):
+            srv.reset()
+            fig = plot_redshift_row(table, 0)
+            assert sum(srv.counts.values()) == 0  # nothing asked of any service
+            panels = fig.get_axes()[:-1]
+            assert len(panels) == 9
+            for ax in panels:
+                said = [x.get_text() for x in ax.texts]
+                if ax.get_title().startswith("panstarrs"):  # an image, no message
+                    assert len(ax.images) == 1 and said == [], said
+                else:
+                    assert not ax.images and any("not fetched" in s for s in said), said
+            assert sum(ax.get_title().startswith("panstarrs") for ax in panels) == 5
+            caption = " ".join(x.get_text() for x in fig.texts)
+            assert "local tiles" in caption and str(root / "panstarrs") in caption
+            assert "galex, unwise not fetched" in caption and "http" not in caption

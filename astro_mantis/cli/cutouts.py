@@ -42,7 +42,8 @@ def add_parser(sub):
             "astro_mantis.MultiSurveyCutout.read), and DIR/summary.ecsv with one row per "
             "input row, in input order: row, ra, dec, flags (MantisFlag bits), the status "
             "of each survey (fetched / cached / out of footprint / failed: reason / bad "
-            "coordinate) and the file name. Rows with a NaN, masked or out-of-range "
+            "coordinate / not fetched: no local tiles of the survey with --tiles) and the "
+            "file name. Rows with a NaN, masked or out-of-range "
             "position get no file but keep their summary row. Service URLs, time limits, "
             "retries and connections per host come from astro_mantis.conf "
             "(astro_mantis.cfg in astropy.config.get_config_dir(), e.g. ~/.config/astropy)."),
@@ -131,8 +132,9 @@ def _summary_table(ra, dec, surveys, flags, statuses, files, elapsed, meta, inte
         f"{f.name}={f.value}" for f in MantisFlag if f.value)
     for s in surveys:
         summary[f"status_{s}"].description = (
-            f"{s}: fetched, cached, out of footprint, failed: <reason>, bad coordinate, or "
-            "not fetched (the run was interrupted first)")
+            f"{s}: fetched, cached, out of footprint, failed: <reason>, bad coordinate, "
+            f"not fetched: no local {s} tiles (--tiles named no {s} directory), or not "
+            "fetched (the run was interrupted before the row)")
     summary["file"].description = "cutout file in this directory (masked when none was written)"
     summary.meta.update({"creator": f"astro_mantis {__version__}",
                          "surveys": list(surveys),
@@ -259,13 +261,17 @@ def summarize(summary, surveys):
     -------
     counts : dict
         Survey name → `collections.Counter` over ``fetched``, ``cached``,
-        ``out of footprint``, ``failed`` and ``bad coordinate``.
+        ``out of footprint``, ``failed``, ``bad coordinate`` and ``not fetched``.
     """
     return {s: Counter(_status_kind(v) for v in summary[f"status_{s}"]) for s in surveys}
 
 
 def format_summary(summary, surveys):
     """A short human-readable report of a summary table (rows, then a line per survey).
+
+    Rows are said ``not fetched (interrupted)`` only when the summary's meta says the
+    run was ``interrupted``; a survey that ``--tiles`` named no directory for (status
+    ``not fetched: no local <survey> tiles``) gets a line of its own.
 
     Parameters
     ----------
@@ -283,15 +289,26 @@ def format_summary(summary, surveys):
     nfiles = n - (int(np.sum(_no_file(summary))) if n else 0)
     first = surveys[0] if surveys else None
     nbad = counts[first]["bad coordinate"] if first else 0
-    nnot = counts[first]["not fetched"] if first else 0
+    # rows an interrupted run did not reach say "not fetched" in every survey; a survey
+    # without local tiles says "not fetched: no local <survey> tiles" in the rows reached
+    unreached = int(np.sum(np.all([np.asarray(summary[f"status_{s}"]).astype(str)
+                                   == "not fetched" for s in surveys], axis=0))) \
+        if surveys and n else 0
+    interrupted = bool(summary.meta.get("interrupted", False))
     lines = [f"{n} row(s): {nfiles} cutout file(s) written, {nbad} row(s) with a bad "
-             "coordinate (no file)" + (f", {nnot} row(s) not fetched (interrupted)"
-                                        if nnot else "")]
+             "coordinate (no file)"
+             + (f", {unreached} row(s) not fetched" + (" (interrupted)" if interrupted else "")
+                if unreached else "")]
     width = max([len("survey")] + [len(s) for s in surveys])
     kinds = _STATUS_KINDS[:4]
     lines.append(f"  {'survey':<{width}}  " + "  ".join(f"{k:>16}" for k in kinds))
     for s in surveys:
         lines.append(f"  {s:<{width}}  " + "  ".join(f"{counts[s][k]:>16d}" for k in kinds))
+    for s in surveys:
+        why = Counter(str(v) for v in summary[f"status_{s}"]
+                      if _status_kind(v) == "not fetched" and str(v) != "not fetched")
+        for text, count in why.items():
+            lines.append(f"  {s}: {count} row(s) {text}")
     failures = [(int(r["row"]), s, str(r[f"status_{s}"])) for r in summary for s in surveys
                 if _status_kind(r[f"status_{s}"]) == "failed"]
     for row, s, text in failures[:5]:

@@ -19,7 +19,9 @@ def add_parser(sub):
             "68% interval and flags (astro_mantis.visualization.plot_redshift_row). The "
             "cutouts come from --cutout (a file written by 'astro-mantis cutouts'), else "
             "from the services the table records (from the cache when they were cached), "
-            "never silently from others; the figure says where they came from."),
+            "never silently from others: a table made from local tiles has them cut from "
+            "the tile directories it records, its surveys without tiles shown 'not "
+            "fetched' as the model saw them. The figure says where they came from."),
         epilog="Example:\n  astro-mantis plot targets_photoz.fits --row 12 -o row12.png",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("table", metavar="TABLE", help="table with redshift columns")
