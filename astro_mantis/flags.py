@@ -19,6 +19,9 @@ flag                       value  meaning
                                   (bad coordinate, a failed fetch, or no survey data at all)
 ``EXPTIME_UNKNOWN``         1024  a Pan-STARRS stack's exposure time is unknown, for a model
                                   that takes exposure-normalised counts (photo-z stage)
+``BAND_MISSING``            2048  a survey delivered some of its bands only: the others are
+                                  all zero (GALEX NUV without FUV), as the service sends
+                                  them and the model gets them
 =========================  =====  ==========================================================
 
 Each survey's ``<SURVEY>_MISSING`` bit is declared by its module in
@@ -51,6 +54,7 @@ class MantisFlag(enum.IntFlag):
     OUT_OF_DISTRIBUTION = 256
     NOT_ESTIMATED = 512
     EXPTIME_UNKNOWN = 1024
+    BAND_MISSING = 2048
 
     @classmethod
     def _missing_(cls, value):

@@ -515,3 +515,23 @@ def test_a_survey_named_twice_is_fetched_once(server):
     assert server.counts["fits-cutout"] == 1
     cut = Mantis.get_cutouts(SkyCoord(150.15, 2.42, unit="deg"), surveys="unwise, galex, UNWISE")
     assert list(cut.status) == ["unwise", "galex"] and server.counts["fits-cutout"] == 3
+
+
+def test_a_band_without_data_is_flagged_and_kept(server):
+    """Where GALEX observed NUV only, the viewer sends an all-zero FUV plane beside the
+    NUV data; the cutout carried no flag (only an all-zero cube was noticed), so the
+    model's zero FUV input went unmarked. It is now flagged BAND_MISSING and kept, from
+    the service and from the cache alike."""
+    server.galex_band_holes = [("f", 50.0, 20.0, 0.5)]
+    coords = SkyCoord([50.0, 70.0], [20.0, 20.0], unit="deg")
+    for _ in range(2):  # fetched, then from the cache
+        nuv_only, both = Mantis.get_cutouts(coords)
+        galex = nuv_only.surveys["galex"]
+        fuv, nuv = (galex.data[galex.bands.index(b)] for b in ("FUV", "NUV"))
+        assert not fuv.any() and nuv.any()
+        assert MantisFlag.BAND_MISSING in nuv_only.flags and "galex" not in nuv_only.missing
+        assert MantisFlag.BAND_MISSING not in both.flags
+    # an all-zero cube is still a coverage hole, not a missing band
+    server.galex_holes = [(70.0, 20.0, 0.5)]
+    hole = Mantis.get_cutouts(SkyCoord(70.0, 20.0, unit="deg"), cache=False)
+    assert hole.missing == ("galex",) and MantisFlag.BAND_MISSING not in hole.flags

@@ -11,6 +11,7 @@ import numpy as np
 from astropy import units as u
 
 from ..exceptions import InvalidResponseError
+from ..flags import MantisFlag
 from .core import Request, Survey, SurveyImage, read_primary_image
 
 __all__ = ["LegacyViewerSurvey"]
@@ -85,5 +86,12 @@ class LegacyViewerSurvey(Survey):
         for key in ("SURVEY", "VERSION"):
             if key in header:
                 meta["SRC" + key[:5]] = str(header[key])
+        # the viewer picks its input images band by band: a band observed nowhere near
+        # (GALEX FUV where only NUV was taken) comes as an all-zero plane beside data
+        empty = [band for band, plane in zip(self.bands, data)
+                 if not np.any(plane[np.isfinite(plane)])]
+        if empty:
+            meta["EMPTYBND"] = ",".join(str(b) for b in empty)
         return SurveyImage(self.name, data, header, self.unit, self.bands,
-                           zeropoints=self.zeropoints(header), meta=meta)
+                           zeropoints=self.zeropoints(header), meta=meta,
+                           flags=MantisFlag.BAND_MISSING if empty else MantisFlag.NONE)

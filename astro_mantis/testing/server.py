@@ -411,6 +411,12 @@ class SurveyServer(LoopbackService):
     galex_holes : sequence of (ra, dec, radius_deg), optional
         Regions without GALEX coverage: the ``galex`` layer returns an
         all-zero cube there, as the real viewer does.
+    galex_band_holes : sequence of (band, ra, dec, radius_deg), optional
+        Regions where GALEX observed one band only: the ``galex`` layer returns
+        zeros in the plane of ``band`` (``"f"`` or ``"n"``) there and data in the
+        other, as the real viewer does (it picks its input tiles band by band; FUV
+        is missing wherever only NUV was observed, as after the FUV detector
+        failed in 2009).
     no_overlap : sequence of tuples, optional
         Regions where a layer has no overlap: the viewer returns a
         header-only FITS with ``OVERLAP = F``. Entries are
@@ -471,12 +477,13 @@ class SurveyServer(LoopbackService):
     def __init__(self, sky=None, *, host="127.0.0.1", port=0, latency=0.0, error_rate=0.0,
                  truncate_rate=0.0, html_rate=0.0, endpoints=None, seed=0, ps1_min_dec=-30.0,
                  galex_holes=(), no_overlap=(), ps1_asinh=False, ps1_nan_fraction=0.0,
-                 legacy_band_order="native", max_size=MAX_SIZE):
+                 legacy_band_order="native", max_size=MAX_SIZE, galex_band_holes=()):
         super().__init__(host, port, latency, error_rate, truncate_rate, html_rate, seed)
         self.sky = SyntheticSky() if sky is None else sky
         self.endpoints = endpoints
         self.ps1_min_dec = float(ps1_min_dec)
         self.galex_holes = galex_holes
+        self.galex_band_holes = galex_band_holes
         self.no_overlap = no_overlap
         self.ps1_asinh = bool(ps1_asinh)
         self.ps1_nan_fraction = float(ps1_nan_fraction)
@@ -730,6 +737,10 @@ class SurveyServer(LoopbackService):
             raise RuntimeError(f"the sky model returned no plane for band {err}") from None
         if survey == "galex" and self._in_regions(self.galex_holes, ra, dec):
             new[...] = 0.0
+        if survey == "galex":
+            for i, band in enumerate(order):
+                if self._in_regions(self.galex_band_holes, ra, dec, layer=str(band)):
+                    new[i] = 0.0
         band_cards = [("BANDS", "".join(str(b) for b in order))]
         band_cards += [(f"BAND{i}", b) for i, b in enumerate(order)]
         drop = {"BANDS"} | {f"BAND{i}" for i in range(cube.shape[0])}
