@@ -634,3 +634,20 @@ def test_reference_built_for_other_weights_is_refused(tmp_path):
         ood_score(x[:3], net_b)
     assert load_reference(net_b, check_weights=False) is not None
     assert load_reference(weights_b) is not None  # a path: no model to compare with
+
+
+def test_scoring_features_loads_no_model(monkeypatch):
+    """Scoring features from `embed` against a given reference needs no network; a
+    change made ood_score load (or download) the named model first."""
+    import astro_mantis.explain._common as common
+    from astro_mantis.explain import ReferenceEmbedding, ood_score
+
+    rng = np.random.default_rng(3)
+    ref = ReferenceEmbedding.from_features(rng.normal(size=(60, 8)), n_components=4, k=3)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(common, "_load", no_loading)
+    scores = ood_score(rng.normal(size=(5, 8)), model="mantis-shrimp-v1", reference=ref)
+    assert scores.shape == (5,) and np.all((scores >= 0) & (scores <= 1))

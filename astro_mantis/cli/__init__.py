@@ -1,5 +1,6 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
-"""The ``astro-mantis`` command: one module per subcommand, `main` in `astro_mantis.cli.main`.
+"""The ``astro-mantis`` command: one module per subcommand (``match`` and
+``build-training-set`` share `astro_mantis.cli.spectro`), `main` in `astro_mantis.cli.main`.
 
 ``astro-mantis COMMAND --help`` lists a command's options; :ref:`cli` describes them.
 `main` takes an argument list, so the command can be driven from Python::

@@ -381,7 +381,7 @@ For each row with a finite redshift in --z-range and a valid position, the GALEX
 Pan-STARRS and unWISE cutouts are fetched through the cutout service (and its cache,
 so a rerun fetches nothing) and written, with the redshift, the dust values
 (--ebv-col, as for predict; NaN and flagged when unknown) and the row's columns, in
-the shard format of astro_mantis.simulate.dataset: DIR/manifest.json and DIR/train/,
+the shard format of astro_mantis.shards: DIR/manifest.json and DIR/train/,
 DIR/validation/, DIR/test/ shard_NNNNN.npz files. Rows whose cutouts could not be
 fetched are left out (unless --keep-failed); the manifest counts every row left
 out, by reason, and records the provenance (input, spectroscopic match, split,

@@ -709,7 +709,9 @@ def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=6
     check_weights : bool
         Refuse a reference built for weights other than the model's: both record the
         SHA-256 of their weights (`check_reference_weights`; nothing is checked where
-        either is unknown). False: score against it anyway.
+        either is unknown). False: score against it anyway. With features given as
+        ``data`` the model is not loaded: only a `torch.nn.Module` given as ``model``
+        is checked.
 
     Returns
     -------
@@ -729,13 +731,17 @@ def ood_score(data, model="mantis-mini", reference=None, dust=None, batch_size=6
         stored one cannot be read (the message names the file), or, with
         ``check_weights``, if the reference was built for other weights.
     """
+    import torch
+
     ref = _reference_for(model, reference)
+    arr = None if not isinstance(data, np.ndarray) else data
+    if arr is not None and arr.ndim == 2:  # features: no network is needed (or loaded)
+        if check_weights and isinstance(model, torch.nn.Module):
+            check_reference_weights(ref, model)
+        return ref.score(arr, widths, statistics)
     net = resolve_model(model)
     if check_weights:
         check_reference_weights(ref, net)
-    arr = None if not isinstance(data, np.ndarray) else data
-    if arr is not None and arr.ndim == 2:
-        return ref.score(arr, widths, statistics)
     fused = as_fused(data, dust=dust, net=net)
     empty = no_data_rows(fused)
     out = np.full(len(fused.x), np.nan)

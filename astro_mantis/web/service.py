@@ -275,10 +275,10 @@ def read_upload(data, filename=None, format=None, max_bytes=None):
         else:  # utf-8-sig: a byte-order mark (as spreadsheets write) is not a column name
             text = data.decode("utf-8-sig")
             _check_text(text, fmt, limit)
-            # a file object, never the text itself: astropy reads a string without a
-            # line break as the name (or URL) of a file to open
-            table = Table.read(io.BytesIO(text.encode("utf-8")), format=INPUT_FORMATS[fmt],
-                               encoding="utf-8")
+            # a list of lines: astropy tries to open a string as a file name or URL
+            # first (and fetches "http://..." even with a line break after it); a file
+            # object with an encoding turns its fast C reader off (4x slower)
+            table = Table.read(text.splitlines(), format=INPUT_FORMATS[fmt])
     except _Refused:
         raise
     except Exception as exc:  # astropy raises many kinds for unreadable tables
