@@ -1175,3 +1175,13 @@ def test_api_never_answers_5xx(service, mode):
     assert len(calls) > 30 and max(calls) < 500
     if mode == "negative":
         assert min(calls) >= 400  # every invalid request refused, none answered 200
+
+
+def test_read_upload_splits_text_at_line_breaks_only():
+    """Text went to astropy as str.splitlines(), which also splits at form feeds and
+    Unicode line separators inside a value: the row broke in two."""
+    from astro_mantis.web.service import read_upload
+
+    table, fmt = read_upload("ra,dec,name\r\n1,2,a\u2028b\r\n3,4,c\x0cd\n".encode(), "x.csv")
+    assert fmt == "csv" and len(table) == 2
+    assert list(table["name"]) == ["a\u2028b", "c\x0cd"]

@@ -278,7 +278,9 @@ def read_upload(data, filename=None, format=None, max_bytes=None):
             # a list of lines: astropy tries to open a string as a file name or URL
             # first (and fetches "http://..." even with a line break after it); a file
             # object with an encoding turns its fast C reader off (4x slower)
-            table = Table.read(text.splitlines(), format=INPUT_FORMATS[fmt])
+            # (split at line breaks only: str.splitlines also splits at \x0c, \u2028 ...)
+            lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+            table = Table.read(lines, format=INPUT_FORMATS[fmt])
     except _Refused:
         raise
     except Exception as exc:  # astropy raises many kinds for unreadable tables
