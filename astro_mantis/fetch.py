@@ -15,8 +15,9 @@ row:
 * the statuses of `RETRY_STATUSES` (408, 425, 429, 500, 502, 503, 504; every other
   status is final), timeouts, connection errors and invalid bodies (HTML with status
   200, empty or truncated FITS, a listing cut short) are retried at most
-  ``conf.retries`` times with exponential back-off and full jitter; what still fails
-  is flagged on that row, not raised;
+  ``conf.retries`` times with exponential back-off and full jitter, waiting at least
+  the ``Retry-After`` of a 429 or 503 answer (`astro_mantis.retry`); what still fails
+  is flagged on that row, not raised; redirects are followed (`MAX_REDIRECTS`);
 * results are cached on disk (one ``.amc`` entry per survey, service and position:
   `CutoutCache`, written atomically), so a rerun over cached positions sends no
   request at all.
@@ -30,6 +31,7 @@ import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from dataclasses import dataclass, field
@@ -51,7 +53,7 @@ from .logger import log, log_request
 # rebuilds its statuses); they are this module's public names
 from .multicutout import FetchStatus, MultiSurveyCutout, StatusText
 from .positions import icrs_positions, resolve_name
-from .retry import RETRY_STATUSES, RetryPolicy
+from .retry import RETRY_AFTER_STATUSES, RETRY_STATUSES, RetryPolicy
 from .surveys import DEFAULT_SURVEYS, get_surveys
 from .surveys.core import SurveyImage, primary_layout
 
@@ -241,7 +243,8 @@ class CutoutCache:
         path = self.path(survey, key)
         try:
             with open(path, "rb") as fh:
-                raw = bytearray(os.fstat(fh.fileno()).st_size)
+                st = os.fstat(fh.fileno())
+                raw = bytearray(st.st_size)
                 fh.readinto(raw)  # a mutable buffer: the pixels need no copy
         except FileNotFoundError:
             return None
@@ -249,12 +252,23 @@ class CutoutCache:
             return self.decode(raw, source)
         except _StaleEntry as exc:  # written by an older version: not damage
             log.debug(f"cache entry {path} is {exc}, no longer served; fetching it again")
-            path.unlink(missing_ok=True)
+            self._unlink_if_same(path, st)
             return None
         except Exception as exc:
             log.warning(f"cache entry {path} is unreadable ({exc}); fetching it again")
-            path.unlink(missing_ok=True)
+            self._unlink_if_same(path, st)
             return None
+
+    @staticmethod
+    def _unlink_if_same(path, st):
+        """Delete ``path`` only if it is still the file ``st`` describes: another process
+        may have replaced it with a good entry (`store` renames) since it was read."""
+        try:
+            now = os.stat(path)
+            if (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev):
+                path.unlink()
+        except FileNotFoundError:
+            pass
 
     def store(self, survey, key, image, source=None):
         """Atomically write ``image``, a `~astro_mantis.surveys.SurveyImage` (None: not covered),
@@ -344,19 +358,47 @@ class CutoutCache:
 
 
 # ---------------------------------------------------------------------------- HTTP
-#: The process's request slots per (host, connection limit): see `_host_slots`.
+#: The process's request slots per host: see `_host_slot`.
 _HOST_SLOTS = {}
 _HOST_SLOTS_LOCK = threading.Lock()
 
+#: Redirects followed per request (301, 302, 303, 307, 308); a longer chain ends on
+#: the last redirect's status, which is final.
+MAX_REDIRECTS = 5
 
-def _host_slots(host, nconn):
-    """The semaphore that bounds this process's requests in flight to ``host`` at
-    ``nconn``, shared by every fetcher of the process that has that limit."""
+
+class _Slots:
+    """The request slots of one host: a semaphore of ``limit`` and how many requests
+    hold or wait for one (``users``, changed under ``_HOST_SLOTS_LOCK``)."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.sem = threading.BoundedSemaphore(limit)
+        self.users = 0
+
+
+@contextmanager
+def _host_slot(host, nconn):
+    """Hold one of this process's request slots for ``host`` while the block runs.
+
+    There is one limit per host, shared by every fetcher of the process, so that calls
+    running at once never add their limits up. While requests to the host are in
+    flight or waiting, a new one shares their slots, whatever its own
+    ``conf.max_connections_per_host`` (``nconn``): the limit is the one of the call
+    whose request found the host idle; once the host is idle again, the next request
+    sets it anew (so a changed ``conf`` value takes effect).
+    """
     with _HOST_SLOTS_LOCK:
-        slots = _HOST_SLOTS.get((host, nconn))
-        if slots is None:
-            slots = _HOST_SLOTS[(host, nconn)] = threading.BoundedSemaphore(nconn)
-        return slots
+        slots = _HOST_SLOTS.get(host)
+        if slots is None or (slots.limit != nconn and slots.users == 0):
+            slots = _HOST_SLOTS[host] = _Slots(nconn)
+        slots.users += 1
+    try:
+        with slots.sem:
+            yield
+    finally:
+        with _HOST_SLOTS_LOCK:
+            slots.users -= 1
 
 
 class _HostPool:
@@ -371,7 +413,7 @@ class _HostPool:
 
     def __init__(self, host, nconn, user_agent, timeout):
         self.host = host
-        self.slots = _host_slots(host, nconn)
+        self.nconn = nconn
         self.headers = {"User-Agent": user_agent}
         # ``conf.timeout`` bounds connecting and each wait for data (every socket read),
         # not a whole answer: urllib3's ``Timeout(total=)`` would not either, as it only
@@ -379,7 +421,12 @@ class _HostPool:
         self.timeout = urllib3.Timeout(connect=timeout, read=timeout)
         ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") \
             or certifi.where()
-        kwargs = dict(num_pools=2, maxsize=nconn, block=True, retries=False, ca_certs=ca)
+        # redirects are followed (at most MAX_REDIRECTS); nothing else is retried here:
+        # `_Fetcher` retries
+        retries = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0,
+                                redirect=MAX_REDIRECTS, raise_on_redirect=False,
+                                raise_on_status=False)
+        kwargs = dict(num_pools=2, maxsize=nconn, block=True, retries=retries, ca_certs=ca)
         proxy = requests.utils.get_environ_proxies(host).get(host.split("://")[0])
         self.http = (urllib3.ProxyManager(proxy, **kwargs) if proxy
                      else urllib3.PoolManager(**kwargs))
@@ -387,13 +434,14 @@ class _HostPool:
                                            thread_name_prefix=f"astro_mantis-{host}")
 
     def send(self, request):
-        """Send one `Request`; returns ``(status, body)``. Logged at DEBUG.
+        """Send one `Request`; returns ``(status, body, headers)``, following up to
+        `MAX_REDIRECTS` redirects. Logged at DEBUG.
 
-        It waits for one of the process's ``nconn`` slots for this host
-        (`_host_slots`), so that several calls running at once (threads of a Dask
-        worker, a web service's requests) share the per-host limit, not multiply it.
+        It waits for one of the process's slots for this host (`_host_slot`), so that
+        several calls running at once (threads of a Dask worker, a web service's
+        requests) share the per-host limit, not multiply it.
         """
-        with self.slots:
+        with _host_slot(self.host, self.nconn):
             return self._send(request)
 
     def _send(self, request):
@@ -411,7 +459,7 @@ class _HostPool:
                                      headers=self.headers, timeout=self.timeout)
         log_request(request.method, request.url, resp.status, len(resp.data),
                     time.perf_counter() - t0)
-        return resp.status, resp.data
+        return resp.status, resp.data, resp.headers
 
     def close(self):
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -462,10 +510,16 @@ class _ListingCheck:
 
 
 class _Fetcher:
-    """Sends `Request` objects with per-host pools, retries and back-off; counts requests."""
+    """Sends `Request` objects with per-host pools, retries and back-off; counts requests.
+
+    Once `close` is called, no attempt starts any more and the back-off waits end (the
+    request fails, "cancelled"); attempts under way are answered.
+    """
 
     def __init__(self, nconn, retries, timeout, backoff):
         self.nconn = max(1, int(nconn))
+        #: Set by `close`: the retry loops stop (`RetryPolicy.attempts`).
+        self.stopping = threading.Event()
         self.policy = RetryPolicy(retries, backoff)
         self.retries = self.policy.retries
         self.timeout = float(timeout)
@@ -476,6 +530,8 @@ class _Fetcher:
 
     def pool(self, host):
         with self._lock:
+            if self.stopping.is_set():
+                raise RuntimeError("the fetcher is closed")
             if host not in self.pools:
                 self.pools[host] = _HostPool(host, self.nconn, self._ua, self.timeout)
             return self.pools[host]
@@ -487,16 +543,22 @@ class _Fetcher:
 
     def _fetch(self, pool, request, check):
         last = None
-        for _ in self.policy.attempts():
+        tries = self.policy.attempts(self.stopping)
+        for _ in tries:
             with self._lock:
                 self.nrequests += 1
             try:
-                status, content = pool.send(request)
+                status, content, headers = pool.send(request)
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
             if self.policy.retryable(status):
                 last = f"HTTP {status}"
+                if status in RETRY_AFTER_STATUSES:  # the service says when to come back
+                    try:
+                        tries.retry_after(headers.get("Retry-After"), last)
+                    except FetchError as exc:
+                        raise FetchError(f"{exc} from {request.full_url}") from None
                 continue
             if status != 200:
                 raise FetchError(f"HTTP {status} from {request.full_url}")
@@ -509,9 +571,15 @@ class _Fetcher:
         raise self.policy.exhausted(last, f"from {request.full_url}")
 
     def close(self):
-        for pool in self.pools.values():
+        """Stop: drop the requests not sent yet, end the retries and their back-off waits,
+        and wait for the attempts under way (their answers are delivered)."""
+        self.stopping.set()
+        with self._lock:
+            pools = list(self.pools.values())
+        for pool in pools:
             pool.close()
-        self.pools.clear()
+        with self._lock:
+            self.pools.clear()
 
 
 # ---------------------------------------------------------------------------- planning
@@ -713,13 +781,18 @@ class _Call:
         self.coalescer = coalescer or _Coalescer(0.0)
         self.outstanding = _Outstanding()
         self.parser = None
+        #: {(survey name, position index): (cache key, source)}, fixed when the position
+        #: is planned (`_triage`), so that what is stored goes under the service asked
+        #: even if ``conf`` changes while the call runs.
+        self.keys = {}
 
     def run(self, surveys, positions, cancel=None):
         """Fetch every survey at the position indices ``positions``; wait for all.
 
-        With the event ``cancel`` set, raise `FetchCancelled` at once: the caller's
-        closing of the fetcher drops the requests not sent yet (as a KeyboardInterrupt
-        in this thread does)."""
+        With the event ``cancel`` set, raise `FetchCancelled` at once (as a
+        KeyboardInterrupt in this thread does), after closing the fetcher: the requests
+        not sent yet are dropped, retries stop, and the attempts under way are answered,
+        parsed and cached before the parser stops."""
         self.parser = ThreadPoolExecutor(max_workers=2, thread_name_prefix="astro_mantis-parse")
         try:
             for survey in surveys:
@@ -736,7 +809,10 @@ class _Call:
                         self._fetch(survey, i)
             self.outstanding.wait(cancel)
         finally:
-            self.parser.shutdown(wait=True)
+            try:  # first the fetcher: late answers still find the parser
+                self.fetcher.close()
+            finally:
+                self.parser.shutdown(wait=True)
 
     def _triage(self, survey, positions):
         """Settle what needs no request (outside the static footprint, in the cache);
@@ -748,7 +824,10 @@ class _Call:
                 self.ledger.settle(survey, i, FetchStatus.OUT_OF_FOOTPRINT)
                 continue
             if self.cache is not None:
-                hit = self.cache.load(survey.name, survey.cache_key(ra, dec), survey.source)
+                source = survey.source
+                key = survey.cache_key(ra, dec)
+                self.keys[survey.name, int(i)] = (key, source)
+                hit = self.cache.load(survey.name, key, source)
                 if hit is CutoutCache.NOT_COVERED:
                     self.ledger.settle(survey, i, FetchStatus.OUT_OF_FOOTPRINT)
                     continue
@@ -902,8 +981,8 @@ class _Call:
 
     def _store(self, survey, i, image):
         if self.cache is not None:
-            self.cache.store(survey.name, survey.cache_key(self.ra[i], self.dec[i]), image,
-                             survey.source)
+            key, source = self.keys[survey.name, int(i)]  # as planned, not as conf is now
+            self.cache.store(survey.name, key, image, source)
 
 
 class _Coalescer:

@@ -263,9 +263,30 @@ class MultiSurveyCutout:
 
     @classmethod
     def read(cls, path):
-        """Read a cutout written by `write`."""
-        with fits.open(path, memmap=False) as hdul:
-            return cls.from_hdulist(hdul)
+        """Read a cutout written by `write`, verifying the checksums it stored.
+
+        Raises
+        ------
+        ValueError
+            If an HDU's ``CHECKSUM`` or ``DATASUM`` does not match its content (the
+            file was damaged after it was written); the message names the file.
+        """
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with fits.open(path, memmap=False, checksum=True) as hdul:
+                for hdu in hdul:  # every HDU read (and verified) before it is used
+                    hdu.data  # noqa: B018
+                bad = [str(w.message).strip() for w in caught
+                       if "verification failed" in str(w.message)]
+                if bad:
+                    raise ValueError(f"cutout file {str(path)!r} is damaged: "
+                                     + " ".join(bad))
+                cutout = cls.from_hdulist(hdul)
+        for w in caught:  # give back the other warnings
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return cutout
 
     # ------------------------------------------------------------------ plotting
     def plot(self, fig=None, surveys=None, stretch="asinh", percent=99.5):

@@ -72,7 +72,7 @@ def normalise_unwise(x):
 #: Per survey: the bands in channel order (read from the survey's module: the
 #: survey facts live in `astro_mantis.surveys`), the centre crop (native pixels), the
 #: normalisation function of the published early-fusion recipe and its form
-#: (`STRETCHES`).
+#: (`~astro_mantis.fusion.core.STRETCHES`).
 RECIPE = {
     "galex": {"bands": tuple(get_survey("galex").bands), "crop": 22,
               "normalise": normalise_galex, "stretch": STRETCHES["galex"]},
