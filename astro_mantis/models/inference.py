@@ -29,12 +29,17 @@ CHECK_ROWS = 16
 
 _CACHE = OrderedDict()
 _CACHE_SIZE = 2
+#: Guards `_CACHE` (the web service and the Dask workers call `get_model` from several
+#: threads). It is held while a model loads, so threads asking for one model at once
+#: load it once; a thread asking for another waits for that load.
+_CACHE_LOCK = threading.RLock()
 
 
 def clear_model_cache():
     """Forget the models `predict` loaded by name (they are kept for the next call)."""
-    _CACHE.clear()
-    _COMPILED.clear()
+    with _CACHE_LOCK:
+        _CACHE.clear()
+        _COMPILED.clear()
 
 
 _COMPILED = {}
@@ -76,15 +81,18 @@ def _cached_model(name, weights, device):
     if weights is not None and Path(str(weights)).is_file():
         stamp = Path(weights).stat().st_mtime_ns
     key = (name, None if weights is None else str(weights), str(device), stamp)
-    if key not in _CACHE:
-        model = load_model(name, weights=weights, device=device)
-        if device.type in ("cpu", "cuda"):
-            model = model.to(memory_format=torch.channels_last)
-        _CACHE[key] = model
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    _CACHE.move_to_end(key)
-    return _CACHE[key]
+    with _CACHE_LOCK:
+        model = _CACHE.get(key)
+        if model is None:
+            model = load_model(name, weights=weights, device=device)
+            if device.type in ("cpu", "cuda"):
+                model = model.to(memory_format=torch.channels_last)
+            _CACHE[key] = model
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+        else:
+            _CACHE.move_to_end(key)
+        return model
 
 
 def get_model(model, weights=None, device=None):
@@ -94,7 +102,9 @@ def get_model(model, weights=None, device=None):
     several times (the table job, the Dask workers): a name is loaded with
     `~astro_mantis.models.load_model` on the first call and kept (the two latest
     models, channels-last on CPUs and CUDA GPUs; `clear_model_cache` forgets them);
-    a `torch.nn.Module` is returned as it is.
+    a `torch.nn.Module` is returned as it is. Safe to call from several threads: the
+    cache is locked while a model is looked up or loaded, so a model asked for by
+    several threads at once is loaded once (and the others wait for it).
 
     Parameters
     ----------
@@ -198,16 +208,42 @@ def _is_cutouts(data):
         and all(c is None or isinstance(c, MultiSurveyCutout) for c in data))
 
 
-def _array_inputs(data, dust):
-    """(x, dust, flags) as checked numpy arrays from a fused array."""
-    if isinstance(data, torch.Tensor):
-        data = data.detach().cpu().numpy()
+def _expected_input(meta):
+    """The (channels, height, width) a network takes: its card's ``input["x"]`` where
+    recorded (models loaded by name), else 9 channels of any size."""
+    recorded = meta.get("input")
+    shape = recorded.get("x") if isinstance(recorded, dict) else None
+    if shape is not None and len(shape) == 3:
+        return tuple(int(v) for v in shape)
+    from ..fusion import CHANNELS
+
+    return (len(CHANNELS), None, None)
+
+
+def _array_inputs(data, dust, expected=(9, None, None)):
+    """(x, dust, flags) as checked numpy arrays from a fused array.
+
+    ``expected``: (channels, height, width) the network takes (None: any size).
+    Non-finite dust rows become 0 and are flagged ``DUST_UNKNOWN``.
+    """
+    if isinstance(data, torch.Tensor):  # .float(): numpy has no bfloat16
+        data = data.detach().cpu().float().numpy()
     x = np.asarray(data, dtype=np.float32)
     if x.ndim == 3:
         x = x[np.newaxis]
+    from ..fusion import OUTPUT_SIZE
+
+    c, h, w = expected
     if x.ndim != 4:
         raise ValueError("expected MultiSurveyCutout(s) or a fused array of shape "
-                         f"(N, 9, 120, 120); got an array of shape {x.shape}")
+                         f"(N, {c}, {h or OUTPUT_SIZE}, {w or OUTPUT_SIZE}); got an array "
+                         f"of shape {x.shape}")
+    want = f"(N, {c}, {h or 'H'}, {w or 'W'})"
+    if x.shape[1] != c or any(e is not None and e != v
+                              for e, v in zip((h, w), x.shape[2:])):
+        raise ValueError(f"the network takes fused images of shape {want}; got an array of "
+                         f"shape {x.shape} (fuse cutouts with "
+                         "astro_mantis.fusion.early_fusion, or fuse_arrays for native arrays)")
     n = x.shape[0]
     flags = np.zeros(n, np.int64)
     if dust is None:
@@ -215,19 +251,20 @@ def _array_inputs(data, dust):
         flags |= int(MantisFlag.DUST_UNKNOWN)
     else:
         if isinstance(dust, torch.Tensor):
-            dust = dust.detach().cpu().numpy()
+            dust = dust.detach().cpu().float().numpy()
         d = np.array(dust, dtype=np.float32)
         if d.shape == (2,) and n == 1:
             d = d[np.newaxis]
         if d.shape != (n, 2):
             raise ValueError(f"dust must have shape ({n}, 2); got {np.shape(dust)}")
+        unknown = ~np.isfinite(d).all(axis=1)  # as the fusion does for cutouts
+        d[unknown] = 0.0
+        flags[unknown] |= int(MantisFlag.DUST_UNKNOWN)
     bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
     if bad:
         raise ValueError(f"the input holds {bad} non-finite values; the network never sees NaN "
                          "or inf: fuse cutouts with astro_mantis.fusion.early_fusion (which "
                          "zeroes or inpaints them) or clean the array first")
-    if not np.isfinite(d).all():
-        raise ValueError("dust holds non-finite values; pass 0 and flag DUST_UNKNOWN instead")
     return x, d, flags
 
 
@@ -690,13 +727,17 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         (`astro_mantis.fusion.exposure`), from the cutouts' zero points or from
         ``"panstarrs_exptime"``; rows without them are flagged
         `~astro_mantis.MantisFlag.EXPTIME_UNKNOWN`. A fused array must already have
-        been fused as the network takes it.
+        been fused as the network takes it: 9 channels, and the image size the
+        model's card records (``meta["input"]["x"]``, 120 × 120 for the models
+        loaded by name); another shape raises `ValueError`. A torch tensor may be of
+        any floating type (bfloat16 included); it is read as float32.
     model : str or `torch.nn.Module`
         A registry name (loaded once with `~astro_mantis.models.load_model` and
         remembered for later calls), or a network object taking ``(x, dust)``.
     dust : array-like, shape (N, 2), optional
         Milky Way E(B−V) per galaxy. None: zeros and the
-        `~astro_mantis.MantisFlag.DUST_UNKNOWN` flag.
+        `~astro_mantis.MantisFlag.DUST_UNKNOWN` flag; so are rows holding NaN
+        (or inf), with cutouts, native arrays and fused arrays alike.
     tta : bool
         Test-time augmentation over the 8 dihedral transforms (8× slower).
     batch_size : int, optional
@@ -869,7 +910,7 @@ def predict(data, model="mantis-mini", dust=None, tta=False, batch_size=None, de
         if isinstance(data, dict) and isinstance(arrays["panstarrs"], _ReferenceExposure):
             flags |= arrays["panstarrs"].flags
     else:
-        x, d, flags = _array_inputs(data, dust)
+        x, d, flags = _array_inputs(data, dust, _expected_input(meta_in))
 
         def array_batches():
             for s in range(0, len(x), batch_size):

@@ -68,7 +68,7 @@ PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
 TV_TOLERANCE = 0.01
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-# (model, device, precision) → passed the accuracy check on first use
+# model → {(device, precision): (weights stamp, distance the accuracy check measured)}
 _CHECKED = weakref.WeakKeyDictionary()
 # model → {(device, precision): (weights stamp, inference copy)}
 _COPIES = weakref.WeakKeyDictionary()
@@ -439,29 +439,34 @@ def default_batch_size(device, model=None):
 def _check_once(model, device, precision, run, x, dust, min_rows=1):
     """The mean PDF distance of ``precision`` to float32 on (x, dust) for this model.
 
-    Measured once per (model, device, precision) and kept for the session; None, with
-    nothing measured or kept, where no measurement is kept yet and ``x`` has fewer than
-    ``min_rows`` rows (a decision on one or two galaxies would hang every later call's
-    precision on which galaxies happened to come first).
+    Measured once per (model, device, precision) and kept for the session, with the
+    stamp of the weights it was measured on: once the weights change in place (an
+    optimiser step, ``load_state_dict``) the measurement is stale and the next call
+    measures again. None, with nothing measured or kept, where no measurement of the
+    current weights is kept yet and ``x`` has fewer than ``min_rows`` rows (a decision
+    on one or two galaxies would hang every later call's precision on which galaxies
+    happened to come first).
     """
     key = (str(device), precision)
     try:
         done = _CHECKED.setdefault(model, {})
     except TypeError:  # pragma: no cover - not weak-referenceable
         done = {}
-    if key not in done:
+    stamp = _weights_stamp(model)
+    kept = done.get(key)
+    if kept is None or kept[0] != stamp:
         if len(x) < min_rows:
             return None
         ref = run("float32", x, dust)
         low = run(precision, x, dust)
         tv = pdf_total_variation(_softmax(ref), _softmax(low))
-        done[key] = tv
+        done[key] = (stamp, tv)
         if tv > TV_TOLERANCE:
             warnings.warn(f"precision {precision!r} on {device}: mean PDF total-variation "
                           f"distance to float32 is {tv:.4f} > {TV_TOLERANCE} on the first "
                           f"{len(x)} galaxies; using float32 for this model", RuntimeWarning,
                           stacklevel=3)
-    return done[key]
+    return done[key][1]
 
 
 def recorded_cpu_bfloat16_tv(model):
