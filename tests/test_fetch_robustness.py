@@ -147,13 +147,14 @@ def test_answers_in_flight_at_cancel_are_cached(tmp_path):
             conf.set_temp("max_connections_per_host", 2):
         coords = SkyCoord(np.linspace(150, 150.1, 6), np.full(6, 2.0), unit="deg")
         cancel = threading.Event()
-        at_cancel = []
 
-        def cancel_now():
-            at_cancel.append(srv.counts["fits-cutout"])
+        def cancel_when_two_are_in_flight():  # received, answered 0.6 s later
+            deadline = time.monotonic() + 30
+            while srv.counts["fits-cutout"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
             cancel.set()
 
-        timer = threading.Timer(0.2, cancel_now)
+        timer = threading.Thread(target=cancel_when_two_are_in_flight)
         timer.start()
         with pytest.raises(FetchCancelled):
             fetcher.get_cutouts(coords, surveys="galex", progress=False, cancel=cancel)
