@@ -17,7 +17,7 @@ row:
   200, empty or truncated FITS, a listing cut short) are retried at most
   ``conf.retries`` times with exponential back-off and full jitter, waiting at least
   the ``Retry-After`` of a 429 or 503 answer (`astro_mantis.retry`); what still fails
-  is flagged on that row, not raised; redirects are followed (`MAX_REDIRECTS`);
+  is flagged on that row, not raised; redirects are followed (``MAX_REDIRECTS``);
 * results are cached on disk (one ``.amc`` entry per survey, service and position:
   `CutoutCache`, written atomically), so a rerun over cached positions sends no
   request at all.
@@ -435,7 +435,7 @@ class _HostPool:
 
     def send(self, request):
         """Send one `Request`; returns ``(status, body, headers)``, following up to
-        `MAX_REDIRECTS` redirects. Logged at DEBUG.
+        ``MAX_REDIRECTS`` redirects. Logged at DEBUG.
 
         It waits for one of the process's slots for this host (`_host_slot`), so that
         several calls running at once (threads of a Dask worker, a web service's
