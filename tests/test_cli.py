@@ -645,6 +645,23 @@ def test_the_printed_resume_command_carries_every_option_output_does_not_record(
         assert getattr(again, dest) in (None, False), f"--{dest} need not be given again"
 
 
+def _fail_in_chunk(monkeypatch, k, exc):
+    """Make the table job's k-th chunk raise ``exc`` (an interrupt, a crash); returns
+    the real ``_infer_chunk``, to put back."""
+    import astro_mantis.table as T
+
+    real, calls = T._infer_chunk, []
+
+    def failing(job, chunk, cuts):
+        calls.append(1)
+        if len(calls) == k:
+            raise exc
+        return real(job, chunk, cuts)
+
+    monkeypatch.setattr(T, "_infer_chunk", failing)
+    return real
+
+
 def test_an_interrupted_predict_prints_the_positions_done_and_a_complete_resume(
         sample_server, tmp_path, capsys, monkeypatch):
     """An interrupted run printed the positions planned as "processed", and its resume
@@ -658,15 +675,7 @@ def test_an_interrupted_predict_prints_the_positions_done_and_a_complete_resume(
     src = tmp_path / "in.fits"
     _sample_table(src, [50, 51, 52, 53, 54, 55])
     out, pdfs = tmp_path / "out.fits", tmp_path / "pdfs.hdf5"
-    real, calls = T._infer_chunk, []
-
-    def interrupted_in_the_second_chunk(job, chunk, cuts):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(job, chunk, cuts)
-
-    monkeypatch.setattr(T, "_infer_chunk", interrupted_in_the_second_chunk)
+    real = _fail_in_chunk(monkeypatch, 2, KeyboardInterrupt)
     assert main(["predict", str(src), "-o", str(out), "--no-progress", "--ebv-col", "EBV",
                  "--chunk-size", "2", "--qp", str(pdfs)] + _COLS) == 130
     captured = capsys.readouterr()
@@ -872,15 +881,7 @@ def test_a_predict_that_crashes_keeps_its_checkpoint_for_resume(sample_server, t
     src = tmp_path / "in.fits"
     _sample_table(src, [94, 95, 96, 97, 98, 99])
     out = tmp_path / "out.fits"
-    real, calls = T._infer_chunk, []
-
-    def out_of_memory_in_the_third_chunk(job, chunk, cuts):
-        calls.append(1)
-        if len(calls) == 3:
-            raise MemoryError
-        return real(job, chunk, cuts)
-
-    monkeypatch.setattr(T, "_infer_chunk", out_of_memory_in_the_third_chunk)
+    real = _fail_in_chunk(monkeypatch, 3, MemoryError)
     argv = ["predict", str(src), "-o", str(out), "--no-progress", "--ebv-col", "EBV",
             "--chunk-size", "2", "--checkpoint-every", "0.001", "--precision", "float32"] + _COLS
     with pytest.raises(MemoryError):

@@ -43,14 +43,21 @@ def test_weight_spectra_random_versus_trained():
         weight_spectra(build_model("mantis-mini"), min_dim=10_000)
 
 
-def test_layer_probes_find_the_signal():
+def _probe_set(n):
+    """A tiny untrained network, ``n`` images whose r channel's level is their z, and
+    the generator that drew them (for further draws)."""
     torch.manual_seed(0)
     net = build_model("mantis-mini", widths=(4, 8), depths=(1, 1), hidden=16).eval()
     rng = np.random.default_rng(0)
-    n = 60
     z = rng.uniform(0.1, 1.4, n)
     x = rng.normal(0, 0.02, (n, 9, 24, 24)).astype(np.float32)
-    x[:, 3] += z[:, None, None].astype(np.float32)  # the r channel's level is z
+    x[:, 3] += z[:, None, None].astype(np.float32)
+    return net, x, z, rng
+
+
+def test_layer_probes_find_the_signal():
+    n = 60
+    net, x, z, rng = _probe_set(n)
     acts = layer_activations(net, x)
     assert set(acts) == {"stem", "stage0", "stage1", "pooled", "hidden"}
     assert acts["stem"].shape == (n, 4) and acts["hidden"].shape == (n, 16)
@@ -153,13 +160,8 @@ def test_layer_probes_leave_out_rows_without_a_redshift():
     and r2 became NaN (NaN z), or were computed against the values under the mask."""
     from astropy.table import MaskedColumn
 
-    torch.manual_seed(0)
-    net = build_model("mantis-mini", widths=(4, 8), depths=(1, 1), hidden=16).eval()
-    rng = np.random.default_rng(0)
     n = 46
-    z = rng.uniform(0.1, 1.4, n)
-    x = rng.normal(0, 0.02, (n, 9, 24, 24)).astype(np.float32)
-    x[:, 3] += z[:, None, None].astype(np.float32)
+    net, x, z, _ = _probe_set(n)
     zz = MaskedColumn(z.copy(), mask=np.arange(n) < 3)  # three galaxies without z_spec
     zz[3], zz[4], zz[5] = np.nan, np.inf, 5.0  # and a NaN, an infinity, an outlier
     keep = np.r_[5:n]
